@@ -1,0 +1,6 @@
+//! mifsec's control plane: IKEv2, MOBIKE and the MIF extensions as a sans-IO state machine,
+//! the configuration, the control thread and the `mifsec` binary.
+//!
+//! Only the skeleton exists so far; see docs/ARCHITECTURE.md for what lands where.
+
+pub use mifsec_dataplane as dataplane;

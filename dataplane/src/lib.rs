@@ -1,0 +1,9 @@
+//! mifsec's packet engine.
+//!
+//! This crate protects IP packets with ESP (RFC 4303) carried over UDP (RFC 3948) and holds the
+//! per-SA state that the packet path needs: AEAD keys behind a small backend trait
+//! ([`aead`]), the outbound sequence counter ([`seq`]), the lock-free anti-replay window
+//! ([`replay`]) and per-SA counters ([`counters`]). It knows nothing of IKE: the control plane
+//! hands it keys and SPIs and gets events ([`event`]) back.
+
+pub mod replay;
