@@ -6,4 +6,11 @@
 //! ([`replay`]) and per-SA counters ([`counters`]). It knows nothing of IKE: the control plane
 //! hands it keys and SPIs and gets events ([`event`]) back.
 
+pub mod aead;
+pub mod counters;
+pub mod esp;
+pub mod event;
+pub mod offload;
 pub mod replay;
+pub mod seq;
+pub mod tun;

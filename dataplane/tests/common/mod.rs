@@ -1,0 +1,2 @@
+//! Test data shared by the dataplane integration tests.
+pub mod vectors;

@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Summarises criterion's estimates: Mpps and GB/s per core, ESP/bare ratios, replay rates."""
+import json, os, sys
+
+root, out_path = sys.argv[1], sys.argv[2]
+rows, replay = {}, {}
+for dirpath, _, files in os.walk(root):
+    if "estimates.json" not in files or not dirpath.endswith("/new"):
+        continue
+    bench = json.load(open(os.path.join(dirpath, "benchmark.json")))
+    est = json.load(open(os.path.join(dirpath, "estimates.json")))
+    ns = est["mean"]["point_estimate"]
+    group, func, param = bench["group_id"], bench["function_id"], bench.get("value_str")
+    tp = bench.get("throughput") or {}
+    if group.startswith("replay"):
+        elems = tp.get("Elements", 1)
+        replay[f"{group}/{func}/{param}"] = elems / ns * 1e3  # M ops/s
+        continue
+    size = int(param)
+    rows.setdefault((group, size), {})[func] = ns
+
+table = []
+print(f"{'cipher/backend':32} {'size':>5} {'bare Mpps':>10} {'esp Mpps':>9} {'esp GB/s':>9} "
+      f"{'seal%':>6} {'rt%':>6}")
+for (group, size), r in sorted(rows.items()):
+    if not all(k in r for k in ("bare_seal", "esp_seal", "bare_seal_open", "esp_seal_open")):
+        continue
+    rec = {
+        "group": group, "size": size,
+        "bare_seal_mpps": 1e3 / r["bare_seal"], "esp_seal_mpps": 1e3 / r["esp_seal"],
+        "esp_seal_gbps": size / r["esp_seal"],
+        "seal_ratio": r["bare_seal"] / r["esp_seal"],
+        "seal_open_ratio": r["bare_seal_open"] / r["esp_seal_open"],
+        "esp_seal_open_mpps": 1e3 / r["esp_seal_open"],
+    }
+    table.append(rec)
+    print(f"{group:32} {size:5} {rec['bare_seal_mpps']:10.3f} {rec['esp_seal_mpps']:9.3f} "
+          f"{rec['esp_seal_gbps']:9.2f} {100*rec['seal_ratio']:5.1f}% {100*rec['seal_open_ratio']:5.1f}%")
+print("seal% / rt%: ESP throughput as a share of the bare AEAD's (seal alone / seal+open), same run")
+for k, v in sorted(replay.items()):
+    print(f"{k:48} {v:8.1f} M checks+marks/s")
+os.makedirs(os.path.dirname(out_path), exist_ok=True)
+json.dump({"esp": table, "replay_mops": replay}, open(out_path, "w"), indent=1)
+print(f"wrote {out_path}")
