@@ -4,3 +4,5 @@
 //! Only the skeleton exists so far; see docs/ARCHITECTURE.md for what lands where.
 
 pub use mifsec_dataplane as dataplane;
+
+pub mod wire;

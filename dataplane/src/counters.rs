@@ -25,11 +25,13 @@ pub enum DropReason {
     BadNextHeader,
     /// The packet around or inside the ESP payload is not a well-formed IP packet.
     BadIpPacket,
+    /// The inner packet's addresses are outside the SA's traffic selectors.
+    OutsideSelectors,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Truncated,
         DropReason::UnknownSpi,
         DropReason::Replayed,
@@ -39,6 +41,7 @@ impl DropReason {
         DropReason::BadTrailer,
         DropReason::BadNextHeader,
         DropReason::BadIpPacket,
+        DropReason::OutsideSelectors,
     ];
 
     /// A short snake_case name for status output and logs.
@@ -53,6 +56,7 @@ impl DropReason {
             DropReason::BadTrailer => "bad_trailer",
             DropReason::BadNextHeader => "bad_next_header",
             DropReason::BadIpPacket => "bad_ip_packet",
+            DropReason::OutsideSelectors => "outside_selectors",
         }
     }
 }

@@ -382,8 +382,11 @@ pub enum Opened {
         /// The full sequence number.
         seq: u64,
     },
-    /// A dummy packet (next header 59): authentic, counted, and to be discarded.
+    /// A dummy packet (next header 59): authentic, counted, and to be discarded by anything
+    /// but mifsec's path probes, which travel in dummy packets.
     Dummy {
+        /// Where the dummy payload lies in the buffer.
+        range: Range<usize>,
         /// The full sequence number.
         seq: u64,
     },
@@ -459,7 +462,10 @@ impl InboundSa {
             Mode::Tunnel => {
                 let (payload, next_header, seq) = self.open_esp(buf, packet)?;
                 if next_header == NEXT_HEADER_NONE {
-                    return Ok(Opened::Dummy { seq });
+                    return Ok(Opened::Dummy {
+                        range: payload,
+                        seq,
+                    });
                 }
                 let version_ok = match next_header {
                     NEXT_HEADER_IPV4 => ip::version(&buf[payload.clone()]) == Some(4),
@@ -483,7 +489,10 @@ impl InboundSa {
                 let esp = packet.start + hdr.header_len..packet.end;
                 let (payload, next_header, seq) = self.open_esp(buf, esp)?;
                 if next_header == NEXT_HEADER_NONE {
-                    return Ok(Opened::Dummy { seq });
+                    return Ok(Opened::Dummy {
+                        range: payload,
+                        seq,
+                    });
                 }
                 // Put the IP header right in front of the decrypted payload.
                 let ip_start = payload.start - hdr.header_len;
