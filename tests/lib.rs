@@ -1,1 +1,472 @@
-//! Helpers shared by the workspace integration tests.
+//! Helpers shared by the workspace integration tests: a network-namespace lab with two
+//! links between a client and a gateway, engines started inside namespaces, and UDP/TCP
+//! traffic generators that run inside a namespace.
+//!
+//! ```text
+//!            link 1 (routed through `mid`, which can blackhole it silently)
+//!  client  veth-c1 198.18.1.2 ── 198.18.1.254 [mid] 198.18.4.254 ── 198.18.4.1 veth-g1  gateway
+//!          veth-c2 198.18.2.2 ─────────────── link 2 ─────────────── 198.18.2.1 veth-g2
+//!  inner:  10.1.0.1 (client TUN)                                     10.2.0.1 (gateway TUN)
+//! ```
+//!
+//! Tests that use it need root. Without root they fail on purpose, unless
+//! `MIFSEC_SKIP_ROOT_TESTS=1` is set, in which case they print a loud SKIPPED line and pass.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use mifsec_dataplane::aead::Cipher;
+use mifsec_dataplane::engine::{Engine, EngineConfig, InterfaceConfig, PathSpec, SaSpec};
+use mifsec_dataplane::esp::Mode;
+use mifsec_dataplane::sa_table::{Policy, Role};
+use mifsec_dataplane::tun::TunConfig;
+use zeroize::Zeroizing;
+
+/// True when the test may run; panics when not root unless `MIFSEC_SKIP_ROOT_TESTS=1`.
+pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
+        let _ = io::stderr().write_all(line.as_bytes());
+        return false;
+    }
+    panic!(
+        "{test} needs root (network namespaces, TUN). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
+    );
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running `ip` (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Runs `ip netns exec NS CMD...` and returns whether it succeeded, with its output.
+pub fn exec_in(ns: &str, cmd: &[&str]) -> (bool, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd)
+        .output()
+        .expect("ip netns exec");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// Joins the calling thread to network namespace `ns` (setns is per thread; threads it spawns
+/// afterwards inherit it).
+pub fn enter(ns: &str) {
+    let f = File::open(format!("/run/netns/{ns}")).expect("open netns file");
+    // SAFETY: `f` is an open namespace file descriptor for the whole call; setns(2) only
+    // changes this thread's network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {ns}: {}", io::Error::last_os_error());
+}
+
+/// Runs `f` on a new thread inside namespace `ns` and returns its result.
+pub fn in_ns<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let ns = ns.to_owned();
+    std::thread::spawn(move || {
+        enter(&ns);
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// The three namespaces and two links; everything is deleted on drop.
+#[derive(Debug)]
+pub struct Lab {
+    /// Client namespace.
+    pub cl: String,
+    /// Middle router namespace (link 1 only).
+    pub mid: String,
+    /// Gateway namespace.
+    pub gw: String,
+}
+
+impl Lab {
+    /// Builds the lab. `rates` shape link 1 and link 2 with tbf (Mbit/s), `None` unshaped.
+    pub fn new(rates: [Option<u32>; 2]) -> Lab {
+        let id = format!(
+            "{}x{}",
+            std::process::id() % 100_000,
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let lab = Lab {
+            cl: format!("mfcl{id}"),
+            mid: format!("mfmd{id}"),
+            gw: format!("mfgw{id}"),
+        };
+        for ns in [&lab.cl, &lab.mid, &lab.gw] {
+            ip(&["netns", "add", ns]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "link", "add", "veth-c1", "netns", &lab.cl, "type", "veth", "peer", "name", "m-c1",
+            "netns", &lab.mid,
+        ]);
+        ip(&[
+            "link", "add", "veth-g1", "netns", &lab.gw, "type", "veth", "peer", "name", "m-g1",
+            "netns", &lab.mid,
+        ]);
+        ip(&[
+            "link", "add", "veth-c2", "netns", &lab.cl, "type", "veth", "peer", "name", "veth-g2",
+            "netns", &lab.gw,
+        ]);
+        for (ns, dev, addr) in [
+            (&lab.cl, "veth-c1", "198.18.1.2/24"),
+            (&lab.mid, "m-c1", "198.18.1.254/24"),
+            (&lab.mid, "m-g1", "198.18.4.254/24"),
+            (&lab.gw, "veth-g1", "198.18.4.1/24"),
+            (&lab.cl, "veth-c2", "198.18.2.2/24"),
+            (&lab.gw, "veth-g2", "198.18.2.1/24"),
+        ] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        ip(&[
+            "-n",
+            &lab.cl,
+            "route",
+            "add",
+            "198.18.4.0/24",
+            "via",
+            "198.18.1.254",
+            "dev",
+            "veth-c1",
+        ]);
+        ip(&[
+            "-n",
+            &lab.gw,
+            "route",
+            "add",
+            "198.18.1.0/24",
+            "via",
+            "198.18.4.254",
+            "dev",
+            "veth-g1",
+        ]);
+        let (ok, out) = exec_in(&lab.mid, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        assert!(ok, "{out}");
+        for (i, rate) in rates.iter().enumerate() {
+            if let Some(r) = rate {
+                let devs: [(&str, &str); 2] = if i == 0 {
+                    [(&lab.cl, "veth-c1"), (&lab.gw, "veth-g1")]
+                } else {
+                    [(&lab.cl, "veth-c2"), (&lab.gw, "veth-g2")]
+                };
+                for (ns, dev) in devs {
+                    let rate = format!("{r}mbit");
+                    let burst = format!("{}kb", (r / 8).max(32));
+                    ip(&["-n", ns, "link", "set", dev, "txqueuelen", "1000"]);
+                    let out = Command::new("tc")
+                        .args([
+                            "-n", ns, "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate,
+                            "burst", &burst, "latency", "20ms",
+                        ])
+                        .output()
+                        .expect("tc");
+                    assert!(
+                        out.status.success(),
+                        "tc: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+        }
+        lab
+    }
+
+    /// Drops link 1 silently in both directions (blackhole routes in the middle namespace; no
+    /// interface changes state).
+    pub fn blackhole_link1(&self) {
+        ip(&[
+            "-n",
+            &self.mid,
+            "route",
+            "add",
+            "blackhole",
+            "198.18.4.1/32",
+        ]);
+        ip(&[
+            "-n",
+            &self.mid,
+            "route",
+            "add",
+            "blackhole",
+            "198.18.1.2/32",
+        ]);
+    }
+
+    /// Undoes [`Lab::blackhole_link1`].
+    pub fn restore_link1(&self) {
+        ip(&[
+            "-n",
+            &self.mid,
+            "route",
+            "del",
+            "blackhole",
+            "198.18.4.1/32",
+        ]);
+        ip(&[
+            "-n",
+            &self.mid,
+            "route",
+            "del",
+            "blackhole",
+            "198.18.1.2/32",
+        ]);
+    }
+
+    /// Starts an engine inside namespace `ns` (its threads stay there).
+    pub fn start(&self, ns: &str, cfg: EngineConfig) -> Engine {
+        in_ns(ns, move || {
+            Engine::start(cfg).unwrap_or_else(|e| panic!("engine start: {e}"))
+        })
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for ns in [&self.cl, &self.mid, &self.gw] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Which side of the lab a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// 10.1.0.1, outer 198.18.1.2 / 198.18.2.2.
+    Client,
+    /// 10.2.0.1, outer 198.18.4.1 / 198.18.2.1.
+    Gateway,
+}
+
+/// Engine configurations for both sides: one SA pair named `tunnel`, paths `p1` (link 1) and
+/// `p2` (link 2), keys fixed (tests only).
+pub fn lab_config(side: Side, policy: Policy, cipher: Cipher, p2_role: Role) -> EngineConfig {
+    let key_a: Vec<u8> = (0..cipher.keymat_len() as u8)
+        .map(|b| b.wrapping_mul(7) ^ 0x55)
+        .collect();
+    let key_b: Vec<u8> = (0..cipher.keymat_len() as u8)
+        .map(|b| b.wrapping_mul(11) ^ 0xAA)
+        .collect();
+    let (local1, local2, remote1, remote2, inner, peer_inner, tun, dev) = match side {
+        Side::Client => (
+            "198.18.1.2",
+            "198.18.2.2",
+            "198.18.4.1",
+            "198.18.2.1",
+            "10.1.0.1",
+            "10.2.0.1",
+            "mifsec-c",
+            'c',
+        ),
+        Side::Gateway => (
+            "198.18.4.1",
+            "198.18.2.1",
+            "198.18.1.2",
+            "198.18.2.2",
+            "10.2.0.1",
+            "10.1.0.1",
+            "mifsec-g",
+            'g',
+        ),
+    };
+    let (spi_out, spi_in, key_out, key_in) = match side {
+        Side::Client => (0x1001, 0x2001, key_a, key_b),
+        Side::Gateway => (0x2001, 0x1001, key_b, key_a),
+    };
+    let path = |name: &str, iface: &str, remote: &str, role: Role| PathSpec {
+        name: name.into(),
+        interface: iface.into(),
+        remote: SocketAddr::new(remote.parse().unwrap(), 4500),
+        role,
+        weight: 1,
+        pin: Vec::new(),
+    };
+    EngineConfig {
+        workers: 2,
+        tun: TunConfig {
+            name: tun.into(),
+            mtu: 1400,
+            offloads: true,
+            ..TunConfig::default()
+        },
+        addresses: vec![format!("{inner}/32").parse().unwrap()],
+        routes: Vec::new(),
+        interfaces: vec![
+            InterfaceConfig {
+                name: "link1".into(),
+                device: Some(format!("veth-{dev}1")),
+                address: local1.parse().unwrap(),
+                port: 4500,
+            },
+            InterfaceConfig {
+                name: "link2".into(),
+                device: Some(format!("veth-{dev}2")),
+                address: local2.parse().unwrap(),
+                port: 4500,
+            },
+        ],
+        sas: vec![SaSpec {
+            name: "tunnel".into(),
+            mode: Mode::Tunnel,
+            cipher,
+            esn: true,
+            spi_out,
+            key_out: Zeroizing::new(key_out),
+            spi_in,
+            key_in: Zeroizing::new(key_in),
+            local_ts: vec![format!("{inner}/32").parse().unwrap()],
+            remote_ts: vec![format!("{peer_inner}/32").parse().unwrap()],
+            policy,
+            paths: vec![
+                path("p1", "link1", remote1, Role::Active),
+                path("p2", "link2", remote2, p2_role),
+            ],
+        }],
+        ..EngineConfig::default()
+    }
+}
+
+/// What a sequence-numbered UDP stream saw at the receiver.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Distinct datagrams received.
+    pub received: u64,
+    /// Datagrams received more than once.
+    pub duplicates: u64,
+    /// Longest time without any datagram arriving after the first, in milliseconds.
+    pub longest_gap_ms: f64,
+}
+
+/// Sends `rate` datagrams per second for `secs` from namespace `from_ns` to `to` (inner
+/// address, port), receiving them in `to_ns`; runs `during` once `at` seconds in, and
+/// reports what arrived. The stream ends with a short drain period.
+pub fn udp_stream(
+    from_ns: &str,
+    to_ns: &str,
+    to: SocketAddr,
+    rate: u64,
+    secs: f64,
+    at: f64,
+    during: impl FnOnce() + Send + 'static,
+) -> StreamReport {
+    let total = (rate as f64 * secs) as u64;
+    let rx_ns = to_ns.to_owned();
+    let receiver = std::thread::spawn(move || {
+        enter(&rx_ns);
+        let sock = UdpSocket::bind(to).expect("bind receiver");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut seen = vec![false; total as usize];
+        let mut report = StreamReport::default();
+        let mut last: Option<Instant> = None;
+        let mut idle_since = Instant::now();
+        let mut buf = [0u8; 2048];
+        loop {
+            match sock.recv(&mut buf) {
+                Ok(n) if n >= 8 => {
+                    let now = Instant::now();
+                    if let Some(l) = last {
+                        report.longest_gap_ms =
+                            report.longest_gap_ms.max((now - l).as_secs_f64() * 1e3);
+                    }
+                    last = Some(now);
+                    idle_since = now;
+                    let k = u64::from_be_bytes(buf[..8].try_into().unwrap()) as usize;
+                    match seen.get_mut(k) {
+                        Some(s) if *s => report.duplicates += 1,
+                        Some(s) => {
+                            *s = true;
+                            report.received += 1;
+                        }
+                        None => {}
+                    }
+                    if report.received == total {
+                        break;
+                    }
+                }
+                _ => {
+                    if idle_since.elapsed() > Duration::from_millis(1500)
+                        && (last.is_some()
+                            || idle_since.elapsed() > Duration::from_secs(secs as u64 + 5))
+                    {
+                        break;
+                    }
+                }
+            }
+        }
+        report
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let tx_ns = from_ns.to_owned();
+    let sender = std::thread::spawn(move || {
+        enter(&tx_ns);
+        let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
+        let start = Instant::now();
+        let mut payload = [0x5Au8; 200];
+        let mut during = Some(during);
+        for k in 0..total {
+            let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            if let Some(f) = during.take_if(|_| start.elapsed().as_secs_f64() >= at) {
+                std::thread::spawn(f);
+            }
+            payload[..8].copy_from_slice(&k.to_be_bytes());
+            let _ = sock.send_to(&payload, to);
+        }
+        total
+    });
+    let sent = sender.join().unwrap();
+    let mut report = receiver.join().unwrap();
+    report.sent = sent;
+    report
+}
+
+/// Pings `dst` from namespace `ns`: `count` echo requests; returns whether all came back.
+pub fn ping(ns: &str, dst: &str, count: u32) -> (bool, String) {
+    exec_in(
+        ns,
+        &[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-q",
+            dst,
+        ],
+    )
+}

@@ -8,9 +8,14 @@
 
 pub mod aead;
 pub mod counters;
+pub mod engine;
 pub mod esp;
 pub mod event;
 pub mod offload;
+pub mod path;
 pub mod replay;
+pub mod sa_table;
+pub mod scheduler;
 pub mod seq;
 pub mod tun;
+pub mod udp;

@@ -2,8 +2,8 @@
 //!
 //! Every inbound ESP packet is checked against its SA's window twice: a cheap
 //! [`ReplayWindow::check`] before decryption (to drop obvious replays without spending an AEAD
-//! operation on them) and an authoritative [`ReplayWindow::mark`] after the ICV has verified. Several
-//! worker threads may do both, for the same SA, at the same time; neither takes a lock.
+//! operation on them) and an authoritative [`ReplayWindow::mark`] after the ICV has verified.
+//! Several worker threads may do both, for the same SA, at the same time; neither takes a lock.
 //!
 //! # Layout
 //!
@@ -20,9 +20,9 @@
 //!  +-----------------+-----------------+
 //! ```
 //!
-//! The ring has a power-of-two number of words, at least `2 * size / 32` and at least 4, so it spans
-//! at least twice the window. Beside it, `top` holds the highest sequence number marked so far
-//! (0 while nothing is marked). A sequence number `seq` is *inside the window* when
+//! The ring has a power-of-two number of words, at least `2 * size / 32` and at least 4, so it
+//! spans at least twice the window. Beside it, `top` holds the highest sequence number marked so
+//! far (0 while nothing is marked). A sequence number `seq` is *inside the window* when
 //! `seq > top - size`, i.e. the window is `[top - size + 1, top]` plus everything above `top`.
 //!
 //! # Marking, and why no mark is ever lost
@@ -59,15 +59,16 @@
 //! Likewise a word holding a newer block means a number at least `2 * size - 31` above `seq` was
 //! marked, so `seq` is (or is about to be) left of the window: `TooOld` is the right answer.
 //!
-//! `top` is only the left edge of the window. It advances with `fetch_max` after the bit is in, so
-//! it is monotonic; a reader that sees an older `top` is merely more lenient for an instant (a
-//! number that is just leaving the window may still be accepted once if it was never received),
-//! never lenient towards a replay, which the words alone refuse.
+//! `top` serves only to place the window's left edge. It is raised (a compare-and-swap loop that
+//! only ever replaces a lower value, i.e. a `fetch_max`) after the bit is in, so it is monotonic;
+//! a reader that sees an older `top` is merely more lenient for an instant (a number that is just
+//! leaving the window may still be accepted once if it was never received), never lenient towards
+//! a replay, which the words alone refuse.
 //!
 //! # Memory ordering
 //!
 //! Every access is `Relaxed`, deliberately. The guarantees above rest only on per-location
-//! coherence: every read-modify-write (the word compare-and-swap, `fetch_max` on `top`) acts on
+//! coherence: every read-modify-write (the compare-and-swaps on a word and on `top`) acts on
 //! the latest value in that location's modification order, whatever its ordering argument. The
 //! window publishes no other memory (the packet buffer belongs to the thread that marks it), so
 //! an `Acquire`/`Release` pair would synchronise nothing. Plain loads (`check`, `is_marked`,
@@ -78,13 +79,19 @@
 //!
 //! # Limits
 //!
-//! Tags are the low 32 bits of a block number, so a tag identifies a block modulo 2^32 blocks
-//! (2^37 sequence numbers). All comparisons are exact as long as a word is compared with blocks
-//! less than 2^31 blocks (2^36 sequence numbers) away from what it holds. Sequence numbers produced
-//! by [`ReplayWindow::infer_esn`] are always within 2^32 of `top`, and non-ESN SAs never exceed
-//! 2^32, so this holds for ESP. With arbitrary `u64` inputs further apart nothing panics; the
-//! worst outcome is that a fresh number is refused. In single-threaded use no replay can be
-//! accepted even then.
+//! A tag is the low 32 bits of a block number, so it names its block only modulo 2^32 blocks
+//! (2^37 sequence numbers), and older/newer is decided by serial arithmetic, which is exact for
+//! blocks less than 2^31 blocks (2^36 numbers) apart. Two situations could exceed that:
+//!
+//! * A word that no marked packet touched while the window moved 2^36 numbers on (every packet of
+//!   every block mapping to it lost, for hours at line rate). Its stale tag may then pass for the
+//!   current block or a newer one, and fresh numbers of such blocks may then be refused
+//!   (dropped). No replay can be accepted this way: a bit in a word is only ever set by
+//!   a successful `mark`.
+//! * Sequence numbers handed to `mark` more than 2^36 ahead of `top`. [`ReplayWindow::infer_esn`]
+//!   never yields more than 2^32 ahead, and non-ESN numbers are below 2^32, so ESP cannot do
+//!   this. With arbitrary `u64` inputs nothing panics and, single-threaded, no replay is ever
+//!   accepted; only several such jumps in flight concurrently could confuse the comparison.
 //!
 //! # Extended sequence numbers
 //!
@@ -166,7 +173,7 @@ struct CacheAligned<T>(T);
 
 /// The anti-replay window of one inbound SA, shared by every worker thread (`&self` everywhere).
 ///
-/// See the [module documentation](self) for the design and why it is sound.
+/// See the [module documentation](crate::replay) for the design and why it is sound.
 pub struct ReplayWindow {
     /// Highest sequence number marked so far; 0 while nothing is marked.
     top: CacheAligned<AtomicU64>,
@@ -180,7 +187,7 @@ pub struct ReplayWindow {
 
 impl fmt::Debug for ReplayWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The ring can hold 32k words: summarise rather than dump it.
+        // The ring can hold 64k words: summarise rather than dump it.
         f.debug_struct("ReplayWindow")
             .field("size", &self.size)
             .field("top", &self.top())
@@ -197,8 +204,10 @@ impl ReplayWindow {
 
     /// An empty window of `size` sequence numbers.
     ///
-    /// `size` must be a power of two in [`MIN_SIZE`](Self::MIN_SIZE)`..=`[`MAX_SIZE`](Self::MAX_SIZE);
-    /// the ring then takes `max(4, size / 16)` words (`size / 2` bytes, at least 32).
+    /// `size` must be a power of two in
+    /// [`MIN_SIZE`](Self::MIN_SIZE)`..=`[`MAX_SIZE`](Self::MAX_SIZE). The ring then takes
+    /// `size / 16` words, i.e. `size / 2` bytes (32 B to 512 KiB), plus `top` on its own cache
+    /// line.
     pub fn new(size: u64) -> Result<Self, WindowSizeError> {
         if !size.is_power_of_two() || !(Self::MIN_SIZE..=Self::MAX_SIZE).contains(&size) {
             return Err(WindowSizeError { requested: size });

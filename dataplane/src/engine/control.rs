@@ -1,0 +1,471 @@
+//! The control side of the engine: the configuration as it stands now, turned into a new
+//! [`SaTable`] and published with one swap after every change.
+//!
+//! Live objects (the SAs with their counters and replay windows, the path states, the
+//! sockets) are created once and shared by every snapshot, so rebuilding the table is cheap
+//! and never resets anything.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::{ControlError, EngineConfig, InterfaceConfig, PathSpec, SaSpec, Shared};
+use crate::aead::{Backend, Cipher};
+use crate::esp::{InboundSa, OutboundSa, SaConfig};
+use crate::path::PathState;
+use crate::sa_table::{
+    InboundEntry, OutboundEntry, PathEntry, Policy, Prefix, Role, SaTable, smooth_schedule,
+};
+use crate::udp::{OuterSocket, SocketConfig};
+
+fn err(msg: impl Into<String>) -> ControlError {
+    ControlError(msg.into())
+}
+
+/// One path of an SA as configured now.
+#[derive(Debug)]
+struct PathRt {
+    spec: PathSpec,
+    role: Role,
+    state: Arc<PathState>,
+}
+
+/// One SA pair as configured now.
+#[derive(Debug)]
+struct SaRt {
+    spec: SaSpec,
+    policy: Policy,
+    out: Arc<OutboundSa>,
+    inb: Arc<InboundSa>,
+    paths: Vec<PathRt>,
+    cursor: Arc<AtomicU64>,
+}
+
+/// A soft handover waiting for its target path to answer a probe.
+#[derive(Debug)]
+struct Pending {
+    sa: String,
+    path: String,
+    deadline_ns: u64,
+}
+
+/// The engine's configuration as it stands, owned by the control side.
+#[derive(Debug)]
+pub(crate) struct ControlState {
+    interfaces: Vec<(InterfaceConfig, Arc<OuterSocket>)>,
+    sas: Vec<SaRt>,
+    next_path_id: u32,
+    pending: Vec<Pending>,
+    backend: Backend,
+    replay_window: u64,
+    offloads: bool,
+}
+
+fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, ControlError> {
+    let cfg = SocketConfig {
+        device: iface.device.clone(),
+        local: SocketAddr::new(iface.address, iface.port),
+        recv_buffer: 4 << 20,
+        send_buffer: 4 << 20,
+        gso: offloads,
+        gro: offloads,
+    };
+    OuterSocket::bind(&cfg).map(Arc::new).map_err(|e| {
+        err(format!(
+            "interface {}: binding {}:{}: {e}",
+            iface.name, iface.address, iface.port
+        ))
+    })
+}
+
+impl ControlState {
+    pub fn new(cfg: &EngineConfig) -> Result<Self, ControlError> {
+        let mut st = ControlState {
+            interfaces: Vec::new(),
+            sas: Vec::new(),
+            next_path_id: 1,
+            pending: Vec::new(),
+            backend: cfg.backend,
+            replay_window: cfg.replay_window,
+            offloads: cfg.tun.offloads,
+        };
+        for iface in &cfg.interfaces {
+            st.interfaces
+                .push((iface.clone(), bind(iface, st.offloads)?));
+        }
+        for sa in &cfg.sas {
+            st.add_sa(sa.clone(), 0)?;
+        }
+        Ok(st)
+    }
+
+    fn add_sa(&mut self, spec: SaSpec, now_ns: u64) -> Result<(), ControlError> {
+        fn cfg<'k>(st: &ControlState, spec: &SaSpec, spi: u32, keymat: &'k [u8]) -> SaConfig<'k> {
+            SaConfig {
+                spi,
+                cipher: spec.cipher,
+                backend: st.backend,
+                keymat,
+                esn: spec.esn,
+                mode: spec.mode,
+                replay_window: st.replay_window,
+            }
+        }
+        let out = OutboundSa::new(&cfg(self, &spec, spec.spi_out, &spec.key_out), None)
+            .map_err(|e| err(format!("sa {}: outbound: {e}", spec.name)))?;
+        let inb = InboundSa::new(&cfg(self, &spec, spec.spi_in, &spec.key_in))
+            .map_err(|e| err(format!("sa {}: inbound: {e}", spec.name)))?;
+        let mut rt = SaRt {
+            policy: spec.policy,
+            out: Arc::new(out),
+            inb: Arc::new(inb),
+            paths: Vec::new(),
+            cursor: Arc::new(AtomicU64::new(0)),
+            spec: SaSpec {
+                paths: Vec::new(),
+                ..spec.clone()
+            },
+        };
+        for p in &spec.paths {
+            rt.paths.push(self.new_path(p.clone(), now_ns));
+        }
+        self.sas.push(rt);
+        Ok(())
+    }
+
+    fn new_path(&mut self, spec: PathSpec, now_ns: u64) -> PathRt {
+        let id = self.next_path_id;
+        self.next_path_id += 1;
+        let state = Arc::new(PathState::new(
+            id,
+            &spec.name,
+            &spec.interface,
+            spec.remote,
+            now_ns,
+        ));
+        PathRt {
+            role: spec.role,
+            state,
+            spec,
+        }
+    }
+
+    fn socket(&self, interface: &str) -> Option<Arc<OuterSocket>> {
+        self.interfaces
+            .iter()
+            .find(|(c, _)| c.name == interface)
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    fn sa_mut(&mut self, name: &str) -> Result<&mut SaRt, ControlError> {
+        self.sas
+            .iter_mut()
+            .find(|s| s.spec.name == name)
+            .ok_or_else(|| err(format!("no SA named {name:?}")))
+    }
+
+    /// The snapshot of the configuration as it stands.
+    fn build(&self) -> SaTable {
+        let mut table = SaTable {
+            sockets: self
+                .interfaces
+                .iter()
+                .map(|(c, s)| (c.name.clone(), Arc::clone(s)))
+                .collect(),
+            ..SaTable::default()
+        };
+        for sa in &self.sas {
+            let paths: Vec<PathEntry> = sa
+                .paths
+                .iter()
+                .map(|p| PathEntry {
+                    state: Arc::clone(&p.state),
+                    socket: self.socket(&p.spec.interface),
+                    role: p.role,
+                    weight: p.spec.weight,
+                    pin: p.spec.pin.clone(),
+                })
+                .collect();
+            let weights: Vec<u32> = paths
+                .iter()
+                .map(|p| {
+                    if p.role == Role::Alternate {
+                        0
+                    } else {
+                        p.weight
+                    }
+                })
+                .collect();
+            let schedule = smooth_schedule(&weights)
+                .into_iter()
+                .filter(|&i| weights[usize::from(i)] > 0)
+                .collect();
+            table.inbound.insert(
+                sa.spec.spi_in,
+                InboundEntry {
+                    name: sa.spec.name.clone(),
+                    sa: Arc::clone(&sa.inb),
+                    local_ts: sa.spec.local_ts.clone(),
+                    remote_ts: sa.spec.remote_ts.clone(),
+                    reply: Some(Arc::clone(&sa.out)),
+                    paths: paths.clone(),
+                },
+            );
+            table.outbound.push(OutboundEntry {
+                name: sa.spec.name.clone(),
+                sa: Arc::clone(&sa.out),
+                local_ts: sa.spec.local_ts.clone(),
+                remote_ts: sa.spec.remote_ts.clone(),
+                paths,
+                policy: sa.policy,
+                schedule,
+                cursor: Arc::clone(&sa.cursor),
+            });
+        }
+        table
+    }
+}
+
+/// Builds a table from the current state and publishes it.
+pub(crate) fn publish(shared: &Shared) {
+    let st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    shared.tables.publish(st.build());
+}
+
+fn with_state<T>(
+    shared: &Shared,
+    f: impl FnOnce(&mut ControlState, u64) -> Result<T, ControlError>,
+) -> Result<T, ControlError> {
+    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let r = f(&mut st, shared.now_ns())?;
+    shared.tables.publish(st.build());
+    Ok(r)
+}
+
+/// Makes `path` the first active path and turns every other active path into standby.
+fn promote(sa: &mut SaRt, path: &str) {
+    for p in &mut sa.paths {
+        if p.spec.name == path {
+            p.role = Role::Active;
+        } else if p.role == Role::Active {
+            p.role = Role::Standby;
+        }
+    }
+    if let Some(i) = sa.paths.iter().position(|p| p.spec.name == path) {
+        let p = sa.paths.remove(i);
+        sa.paths.insert(0, p);
+    }
+}
+
+pub(crate) fn handover(
+    shared: &Shared,
+    sa: &str,
+    path: &str,
+    hard: bool,
+) -> Result<String, ControlError> {
+    let timeout_ns = (shared.dead_after.as_nanos() as u64).max(1_000_000_000);
+    with_state(shared, |st, now| {
+        let s = st.sa_mut(sa)?;
+        let target = s
+            .paths
+            .iter_mut()
+            .find(|p| p.spec.name == path)
+            .ok_or_else(|| err(format!("SA {sa} has no path named {path:?}")))?;
+        let up = target.state.liveness() == crate::path::Liveness::Up;
+        if hard || up || shared.probe_interval.is_zero() {
+            promote(s, path);
+            return Ok(format!(
+                "{sa}: {} handover to {path} done",
+                if hard { "hard" } else { "soft" }
+            ));
+        }
+        // Make before break: the target stays out of the schedule (alternate) but is probed;
+        // the monitor promotes it when it answers.
+        if target.role == Role::Standby {
+            target.role = Role::Alternate;
+        }
+        st.pending.retain(|p| p.sa != sa);
+        st.pending.push(Pending {
+            sa: sa.into(),
+            path: path.into(),
+            deadline_ns: now + timeout_ns,
+        });
+        Ok(format!(
+            "{sa}: soft handover to {path} started; it completes when {path} answers a probe"
+        ))
+    })
+}
+
+/// Called by the monitor: completes soft handovers whose target is up, abandons those past
+/// their deadline. Returns messages for the log.
+pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
+    let now = shared.now_ns();
+    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    if st.pending.is_empty() {
+        return Vec::new();
+    }
+    let mut log = Vec::new();
+    let pending = std::mem::take(&mut st.pending);
+    let mut changed = false;
+    for p in pending {
+        let Ok(sa) = st.sa_mut(&p.sa) else { continue };
+        let Some(target) = sa.paths.iter().find(|x| x.spec.name == p.path) else {
+            continue;
+        };
+        if target.state.liveness() == crate::path::Liveness::Up {
+            promote(sa, &p.path);
+            changed = true;
+            log.push(format!("{}: soft handover to {} done", p.sa, p.path));
+        } else if now > p.deadline_ns {
+            log.push(format!(
+                "{}: soft handover to {} abandoned: the path never answered",
+                p.sa, p.path
+            ));
+        } else {
+            st.pending.push(p);
+        }
+    }
+    if changed {
+        shared.tables.publish(st.build());
+    }
+    log
+}
+
+pub(crate) fn add_interface(
+    shared: &Shared,
+    iface: InterfaceConfig,
+) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        if st.interfaces.iter().any(|(c, _)| c.name == iface.name) {
+            return Err(err(format!("interface {} exists", iface.name)));
+        }
+        let sock = bind(&iface, st.offloads)?;
+        let msg = format!("interface {} open on {}", iface.name, sock.local_addr());
+        st.interfaces.push((iface, sock));
+        Ok(msg)
+    })
+}
+
+pub(crate) fn remove_interface(shared: &Shared, name: &str) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        let before = st.interfaces.len();
+        st.interfaces.retain(|(c, _)| c.name != name);
+        if st.interfaces.len() == before {
+            return Err(err(format!("no interface named {name:?}")));
+        }
+        Ok(format!("interface {name} closed"))
+    })
+}
+
+pub(crate) fn set_policy(
+    shared: &Shared,
+    sa: &str,
+    policy: Policy,
+) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        st.sa_mut(sa)?.policy = policy;
+        Ok(format!("{sa}: policy {}", policy.name()))
+    })
+}
+
+pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+    with_state(shared, |st, now| {
+        if !st.interfaces.iter().any(|(c, _)| c.name == path.interface) {
+            return Err(err(format!("no interface named {:?}", path.interface)));
+        }
+        if st
+            .sa_mut(sa)?
+            .paths
+            .iter()
+            .any(|p| p.spec.name == path.name)
+        {
+            return Err(err(format!(
+                "SA {sa} already has a path named {:?}",
+                path.name
+            )));
+        }
+        let name = path.name.clone();
+        let rt = st.new_path(path, now);
+        st.sa_mut(sa)?.paths.push(rt);
+        Ok(format!("{sa}: path {name} added"))
+    })
+}
+
+pub(crate) fn remove_path(shared: &Shared, sa: &str, path: &str) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        let s = st.sa_mut(sa)?;
+        let before = s.paths.len();
+        s.paths.retain(|p| p.spec.name != path);
+        if s.paths.len() == before {
+            return Err(err(format!("SA {sa} has no path named {path:?}")));
+        }
+        Ok(format!("{sa}: path {path} removed"))
+    })
+}
+
+fn wireshark_cipher(c: Cipher) -> &'static str {
+    match c {
+        Cipher::Aes128Gcm | Cipher::Aes256Gcm => "AES-GCM with 16 octet ICV [RFC4106]",
+        Cipher::ChaCha20Poly1305 => "ChaCha20 with Poly1305 [RFC7634]",
+    }
+}
+
+pub(crate) fn wireshark_keys(shared: &Shared) -> Vec<String> {
+    let st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let mut lines = Vec::new();
+    for sa in &st.sas {
+        let family = match sa.paths.first().map(|p| p.spec.remote) {
+            Some(SocketAddr::V6(_)) => "IPv6",
+            _ => "IPv4",
+        };
+        for (spi, key) in [
+            (sa.spec.spi_out, &sa.spec.key_out),
+            (sa.spec.spi_in, &sa.spec.key_in),
+        ] {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            lines.push(format!(
+                "\"{family}\",\"*\",\"*\",\"0x{spi:08x}\",\"{}\",\"0x{hex}\",\"NULL\",\"\"",
+                wireshark_cipher(sa.spec.cipher)
+            ));
+        }
+    }
+    lines
+}
+
+/// Puts the configured addresses on the TUN and routes the remote selectors into it.
+/// Shells out to iproute2, which every Linux host with this engine has.
+pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), ControlError> {
+    let run = |args: &[&str]| -> Result<(), ControlError> {
+        let out = Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| err(format!("running ip {}: {e}", args.join(" "))))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(err(format!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )))
+        }
+    };
+    for a in &cfg.addresses {
+        run(&["addr", "replace", &a.to_string(), "dev", tun])?;
+    }
+    run(&["link", "set", tun, "up"])?;
+    let mut routes: Vec<Prefix> = cfg.routes.clone();
+    if routes.is_empty() {
+        routes = cfg
+            .sas
+            .iter()
+            .flat_map(|s| s.remote_ts.iter().copied())
+            .collect();
+    }
+    routes.dedup();
+    for r in routes {
+        run(&["route", "replace", &r.to_string(), "dev", tun])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The packet engine: worker threads that move packets between a multi-queue TUN device and
+//! the outer UDP sockets, a monitor thread that probes paths, and the control operations that
+//! rebuild and swap the SA table.
+//!
+//! ```text
+//!  TUN queue i ──read──▶ split TSO ─▶ lookup SA by selector ─▶ seal train ─▶ schedule ─▶ sendmmsg/GSO
+//!  UDP socket  ──recvmmsg/GRO──▶ classify ─▶ lookup SA by SPI ─▶ open ─▶ selectors ─▶ GRO ─▶ TUN write
+//! ```
+//!
+//! Worker `i` owns TUN queue `i` and polls every outer socket (the sockets are shared; whoever
+//! is woken drains them). The control side ([`Engine`]'s methods, called from the daemon's
+//! control thread) never touches packets: it builds a new [`SaTable`] and publishes it with
+//! one pointer swap; workers pick it up at their next batch.
+
+mod control;
+mod monitor;
+mod status;
+mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use zeroize::Zeroizing;
+
+use crate::aead::{Backend, Cipher};
+use crate::esp::Mode;
+use crate::sa_table::{Policy, Prefix, Role, SaTables};
+use crate::tun::{Offloads, Tun, TunConfig};
+
+pub use status::{EngineStatus, InterfaceStatus, PathStatus, SaStatus};
+
+/// Everything the engine needs to start.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Worker threads; one TUN queue each. At least 1.
+    pub workers: usize,
+    /// TUN name, MTU and whether to ask for offloads (`queues` is set to `workers`).
+    pub tun: TunConfig,
+    /// Inner addresses to put on the TUN.
+    pub addresses: Vec<Prefix>,
+    /// Prefixes to route into the TUN (empty: every SA's `remote_ts`).
+    pub routes: Vec<Prefix>,
+    /// Outer interfaces, one UDP socket each.
+    pub interfaces: Vec<InterfaceConfig>,
+    /// Manually keyed SAs.
+    pub sas: Vec<SaSpec>,
+    /// Replay window size in packets.
+    pub replay_window: u64,
+    /// AEAD backend.
+    pub backend: Backend,
+    /// Probe interval per path; zero disables probes (then NAT keepalives are sent instead).
+    pub probe_interval: Duration,
+    /// A path with no probe answer for this long is down.
+    pub dead_after: Duration,
+    /// NAT keepalive interval on idle paths when probes are off.
+    pub keepalive: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tun: TunConfig::default(),
+            addresses: Vec::new(),
+            routes: Vec::new(),
+            interfaces: Vec::new(),
+            sas: Vec::new(),
+            replay_window: 65_536,
+            backend: Backend::Ring,
+            probe_interval: Duration::from_millis(50),
+            dead_after: Duration::from_millis(200),
+            keepalive: Duration::from_secs(20),
+        }
+    }
+}
+
+/// One outer interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceConfig {
+    /// The name paths use.
+    pub name: String,
+    /// OS device to bind to (SO_BINDTODEVICE).
+    pub device: Option<String>,
+    /// Local address.
+    pub address: IpAddr,
+    /// Local UDP port.
+    pub port: u16,
+}
+
+/// A manually keyed SA pair.
+#[derive(Clone)]
+pub struct SaSpec {
+    /// Name.
+    pub name: String,
+    /// Tunnel or transport.
+    pub mode: Mode,
+    /// AEAD.
+    pub cipher: Cipher,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// SPI of the outbound SA (the peer's inbound).
+    pub spi_out: u32,
+    /// `key || salt` of the outbound SA.
+    pub key_out: Zeroizing<Vec<u8>>,
+    /// SPI of the inbound SA.
+    pub spi_in: u32,
+    /// `key || salt` of the inbound SA.
+    pub key_in: Zeroizing<Vec<u8>>,
+    /// Our inner addresses.
+    pub local_ts: Vec<Prefix>,
+    /// The peer's inner addresses.
+    pub remote_ts: Vec<Prefix>,
+    /// Scheduling policy.
+    pub policy: Policy,
+    /// Paths, in preference order.
+    pub paths: Vec<PathSpec>,
+}
+
+impl std::fmt::Debug for SaSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaSpec")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .field("cipher", &self.cipher)
+            .field("esn", &self.esn)
+            .field("spi_out", &format_args!("{:08x}", self.spi_out))
+            .field("spi_in", &format_args!("{:08x}", self.spi_in))
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("policy", &self.policy)
+            .field("paths", &self.paths)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One path of an SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathSpec {
+    /// Name.
+    pub name: String,
+    /// The `[interfaces.*]` name.
+    pub interface: String,
+    /// Peer address and port.
+    pub remote: SocketAddr,
+    /// Role.
+    pub role: Role,
+    /// Aggregate weight.
+    pub weight: u32,
+    /// Pinned destination prefixes.
+    pub pin: Vec<Prefix>,
+}
+
+/// Why a control operation failed. The message is for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlError(pub String);
+
+impl std::fmt::Display for ControlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// Engine-wide counters of packets that belong to no SA.
+#[derive(Debug, Default)]
+pub(crate) struct GlobalCounters {
+    pub no_sa: AtomicU64,
+    pub no_path: AtomicU64,
+    pub unknown_spi: AtomicU64,
+    pub malformed: AtomicU64,
+    pub keepalives_rx: AtomicU64,
+    pub ike_unclaimed: AtomicU64,
+    pub send_errors: AtomicU64,
+    pub tun_errors: AtomicU64,
+    pub probes_answered_for_peer: AtomicU64,
+}
+
+impl GlobalCounters {
+    #[inline]
+    pub fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// State shared by workers, the monitor and the control side.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub tables: SaTables,
+    pub stop: AtomicBool,
+    pub epoch: Instant,
+    pub counters: GlobalCounters,
+    pub control: Mutex<control::ControlState>,
+    pub probe_interval: Duration,
+    pub dead_after: Duration,
+    pub keepalive: Duration,
+    pub tun_name: String,
+    pub tun_offloads: Offloads,
+    pub workers: usize,
+}
+
+impl Shared {
+    /// Nanoseconds since the engine started: the clock of probes and liveness.
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+/// A running engine. Dropping it stops the threads.
+#[derive(Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Opens the TUN device and the outer sockets, installs the SAs, configures the TUN's
+    /// addresses and routes, and starts the workers and the monitor.
+    pub fn start(cfg: EngineConfig) -> Result<Engine, ControlError> {
+        let workers = cfg.workers.max(1);
+        let tun_cfg = TunConfig {
+            queues: workers,
+            ..cfg.tun.clone()
+        };
+        let tun = Tun::open(&tun_cfg)
+            .map_err(|e| ControlError(format!("opening TUN {:?}: {e}", tun_cfg.name)))?;
+        let tun_name = tun.name().to_owned();
+        let tun_offloads = tun.offloads();
+        control::configure_tun(&tun_name, &cfg)?;
+        let state = control::ControlState::new(&cfg)?;
+        let shared = Arc::new(Shared {
+            tables: SaTables::default(),
+            stop: AtomicBool::new(false),
+            epoch: Instant::now(),
+            counters: GlobalCounters::default(),
+            control: Mutex::new(state),
+            probe_interval: cfg.probe_interval,
+            dead_after: cfg.dead_after,
+            keepalive: cfg.keepalive,
+            tun_name,
+            tun_offloads,
+            workers,
+        });
+        control::publish(&shared);
+        let mut threads = Vec::new();
+        for (i, queue) in tun.into_queues().into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("mifsec-worker-{i}"))
+                .spawn(move || worker::run(&shared, queue))
+                .map_err(|e| ControlError(format!("spawning worker: {e}")))?;
+            threads.push(t);
+        }
+        let s = Arc::clone(&shared);
+        threads.push(
+            std::thread::Builder::new()
+                .name("mifsec-monitor".into())
+                .spawn(move || monitor::run(&s))
+                .map_err(|e| ControlError(format!("spawning monitor: {e}")))?,
+        );
+        Ok(Engine { shared, threads })
+    }
+
+    /// The engine's status: interfaces, SAs, paths, counters.
+    pub fn status(&self) -> EngineStatus {
+        status::collect(&self.shared)
+    }
+
+    /// Moves SA `sa` to path `path`. Soft: make-before-break, the old paths keep carrying
+    /// traffic until the new one answers a probe, then they become standby (two table swaps).
+    /// Hard: one swap, at once.
+    pub fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+        control::handover(&self.shared, sa, path, hard)
+    }
+
+    /// Opens a socket on a new interface without touching the others.
+    pub fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+        control::add_interface(&self.shared, iface)
+    }
+
+    /// Closes an interface's socket; paths on it stop carrying traffic.
+    pub fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+        control::remove_interface(&self.shared, name)
+    }
+
+    /// Changes an SA's scheduling policy.
+    pub fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+        control::set_policy(&self.shared, sa, policy)
+    }
+
+    /// Adds a path to an SA.
+    pub fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+        control::add_path(&self.shared, sa, path)
+    }
+
+    /// Removes a path from an SA.
+    pub fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+        control::remove_path(&self.shared, sa, path)
+    }
+
+    /// The SAs in Wireshark's `esp_sa` table format, one line per direction (addresses are
+    /// wildcards: an SA's packets travel between several address pairs).
+    pub fn wireshark_keys(&self) -> Vec<String> {
+        control::wireshark_keys(&self.shared)
+    }
+
+    /// Stops the threads and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}

@@ -1,0 +1,131 @@
+//! The monitor thread: sends liveness probes on every path, declares paths down when their
+//! probes go unanswered, estimates loss and rates, and completes soft handovers.
+//!
+//! It ticks every few milliseconds, far below the probe interval, so that a silent failure is
+//! noticed within `dead_after` plus one tick.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::{GlobalCounters, Shared, control};
+use crate::esp::OutboundSa;
+use crate::path::{Liveness, PathCounters, Probe, ProbeKind};
+use crate::sa_table::PathEntry;
+
+const TICK: Duration = Duration::from_millis(5);
+const RATE_PERIOD_NS: u64 = 1_000_000_000;
+
+/// Per-path figures from the previous rate period.
+#[derive(Debug, Clone, Copy)]
+struct Prev {
+    at_ns: u64,
+    counters: PathCounters,
+}
+
+pub(super) fn run(shared: &Shared) {
+    let mut prev: HashMap<u32, Prev> = HashMap::new();
+    let mut last_rates = 0u64;
+    let mut last_keepalive = 0u64;
+    let probe_ns = shared.probe_interval.as_nanos() as u64;
+    let dead_ns = shared.dead_after.as_nanos() as u64;
+    while !shared.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let now = shared.now_ns();
+        let table = shared.tables.load_full();
+        let keepalive_due = probe_ns == 0
+            && now.saturating_sub(last_keepalive) >= shared.keepalive.as_nanos() as u64;
+        for entry in &table.outbound {
+            for path in &entry.paths {
+                if probe_ns == 0 {
+                    if keepalive_due {
+                        send_keepalive(shared, path);
+                    }
+                    continue;
+                }
+                let (last_reply, last_probe, since) = path.state.probe_times();
+                if path.socket.is_some() && now.saturating_sub(last_probe) >= probe_ns {
+                    send_probe(shared, &entry.sa, path, now);
+                }
+                let heard = last_reply.max(since);
+                if now.saturating_sub(heard) > dead_ns && path.state.liveness() != Liveness::Down {
+                    path.state.set_liveness(Liveness::Down);
+                    eprintln!(
+                        "mifsec: {}: path {} down (no probe answer for {} ms)",
+                        entry.name,
+                        path.state.name,
+                        now.saturating_sub(heard) / 1_000_000
+                    );
+                }
+            }
+        }
+        if keepalive_due {
+            last_keepalive = now;
+        }
+        if now.saturating_sub(last_rates) >= RATE_PERIOD_NS {
+            last_rates = now;
+            for entry in &table.outbound {
+                for path in &entry.paths {
+                    estimate(&mut prev, path, now);
+                }
+            }
+        }
+        for line in control::advance_pending(shared) {
+            eprintln!("mifsec: {line}");
+        }
+    }
+}
+
+fn estimate(prev: &mut HashMap<u32, Prev>, path: &PathEntry, now: u64) {
+    let c = path.state.counters();
+    if let Some(p) = prev.get(&path.state.id) {
+        let dt = now.saturating_sub(p.at_ns).max(1) as f64 / 1e9;
+        let tx = ((c.tx_bytes - p.counters.tx_bytes) as f64 * 8.0 / dt) as u64;
+        let rx = ((c.rx_bytes - p.counters.rx_bytes) as f64 * 8.0 / dt) as u64;
+        let sent = c.probes_sent - p.counters.probes_sent;
+        let answered = c.probes_answered - p.counters.probes_answered;
+        let loss = (sent.saturating_sub(answered) * 1000).checked_div(sent).unwrap_or(0) as u32;
+        path.state.set_estimates(loss, tx, rx);
+    }
+    prev.insert(
+        path.state.id,
+        Prev {
+            at_ns: now,
+            counters: c,
+        },
+    );
+}
+
+/// Seals a probe request into a dummy packet of `sa` and sends it on `path`.
+fn send_probe(shared: &Shared, sa: &OutboundSa, path: &PathEntry, now: u64) {
+    let Some(sock) = &path.socket else { return };
+    let mut buf = [0u8; 128];
+    let start = OutboundSa::HEADROOM;
+    let probe = Probe {
+        kind: ProbeKind::Request,
+        path_id: path.state.id,
+        sent_ns: now,
+    };
+    if probe.emit(&mut buf[start..]).is_none() {
+        return;
+    }
+    match sa.seal_dummy(&mut buf, start..start + Probe::LEN) {
+        Ok(sealed) => {
+            path.state.probe_sent(now);
+            if sock.send_to(&buf[sealed.range], path.state.remote).is_err() {
+                GlobalCounters::bump(&shared.counters.send_errors);
+            }
+        }
+        Err(_) => GlobalCounters::bump(&shared.counters.send_errors),
+    }
+}
+
+fn send_keepalive(shared: &Shared, path: &PathEntry) {
+    if let Some(sock) = &path.socket
+        && sock
+            .send_to(&[crate::esp::wire::NAT_KEEPALIVE], path.state.remote)
+            .is_err()
+    {
+        GlobalCounters::bump(&shared.counters.send_errors);
+    }
+}

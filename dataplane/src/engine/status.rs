@@ -1,0 +1,232 @@
+//! The engine's status, as `mifsec status` shows it (and serialises it with `--json`).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use serde::Serialize;
+
+use super::Shared;
+use crate::counters::DropReason;
+
+/// The whole engine.
+#[derive(Debug, Clone, Serialize)]
+pub struct EngineStatus {
+    /// Worker threads.
+    pub workers: usize,
+    /// TUN device name.
+    pub tun: String,
+    /// TUN offloads in force ("vnet_hdr csum tso4 ..." or "none").
+    pub tun_offloads: String,
+    /// Number of SA table swaps so far.
+    pub table_swaps: u64,
+    /// Seconds since the engine started.
+    pub uptime_s: f64,
+    /// Outer interfaces.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// SA pairs.
+    pub sas: Vec<SaStatus>,
+    /// Packets that belong to no SA, by reason.
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One outer interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterfaceStatus {
+    /// `[interfaces.*]` name.
+    pub name: String,
+    /// OS device bound to.
+    pub device: Option<String>,
+    /// Local address:port.
+    pub local: String,
+    /// Socket offloads in force ("gso gro" or "none").
+    pub offloads: String,
+}
+
+/// One SA pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct SaStatus {
+    /// Name.
+    pub name: String,
+    /// "tunnel" or "transport".
+    pub mode: String,
+    /// Cipher name.
+    pub cipher: String,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Scheduling policy.
+    pub policy: String,
+    /// Outbound SPI, hex.
+    pub spi_out: String,
+    /// Inbound SPI, hex.
+    pub spi_in: String,
+    /// Local selectors.
+    pub local_ts: Vec<String>,
+    /// Remote selectors.
+    pub remote_ts: Vec<String>,
+    /// Packets sealed.
+    pub out_packets: u64,
+    /// Inner bytes sealed.
+    pub out_bytes: u64,
+    /// Last outbound sequence number.
+    pub out_seq: u64,
+    /// Packets accepted.
+    pub in_packets: u64,
+    /// Inner bytes accepted.
+    pub in_bytes: u64,
+    /// Dummy packets (probes included) received.
+    pub in_dummies: u64,
+    /// Highest sequence number accepted.
+    pub replay_top: u64,
+    /// Replay window size.
+    pub replay_window: u64,
+    /// Inbound drops by reason (only non-zero ones).
+    pub drops: BTreeMap<String, u64>,
+    /// Paths.
+    pub paths: Vec<PathStatus>,
+}
+
+/// One path of an SA.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStatus {
+    /// Name.
+    pub name: String,
+    /// Interface name.
+    pub interface: String,
+    /// Local address:port ("-" while the interface is gone).
+    pub local: String,
+    /// Peer address:port.
+    pub remote: String,
+    /// "active", "standby" or "alternate".
+    pub role: String,
+    /// "unknown", "up" or "down" ("no-socket" while the interface is gone).
+    pub state: String,
+    /// Smoothed RTT of probes, milliseconds (null before the first answer).
+    pub rtt_ms: Option<f64>,
+    /// Recent probe loss, percent.
+    pub loss_pct: f64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// ESP bytes sent.
+    pub tx_bytes: u64,
+    /// Packets received.
+    pub rx_packets: u64,
+    /// ESP bytes received.
+    pub rx_bytes: u64,
+    /// Recent send rate, Mbit/s.
+    pub tx_mbps: f64,
+    /// Recent receive rate, Mbit/s.
+    pub rx_mbps: f64,
+    /// Aggregate weight.
+    pub weight: u32,
+}
+
+pub(super) fn collect(shared: &Shared) -> EngineStatus {
+    let table = shared.tables.load_full();
+    let interfaces = table
+        .sockets
+        .iter()
+        .map(|(name, s)| InterfaceStatus {
+            name: name.clone(),
+            device: s.device().map(str::to_owned),
+            local: s.local_addr().to_string(),
+            offloads: s.offloads().to_string(),
+        })
+        .collect();
+    let mut sas = Vec::new();
+    for out in &table.outbound {
+        let inbound = table.inbound.values().find(|i| i.name == out.name);
+        let oc = out.sa.counters().snapshot();
+        let (ic, top, window, spi_in) = match inbound {
+            Some(i) => (
+                i.sa.counters().snapshot(),
+                i.sa.replay().top(),
+                i.sa.replay().size(),
+                format!("{:08x}", i.sa.spi()),
+            ),
+            None => (Default::default(), 0, 0, "-".into()),
+        };
+        let drops = DropReason::ALL
+            .iter()
+            .filter(|r| ic.drops(**r) > 0)
+            .map(|r| (r.name().to_owned(), ic.drops(*r)))
+            .collect();
+        let paths = out
+            .paths
+            .iter()
+            .map(|p| {
+                let c = p.state.counters();
+                let (tx_bps, rx_bps) = p.state.rates_bps();
+                let srtt = p.state.srtt_us();
+                PathStatus {
+                    name: p.state.name.clone(),
+                    interface: p.state.interface.clone(),
+                    local: p
+                        .socket
+                        .as_ref()
+                        .map_or_else(|| "-".into(), |s| s.local_addr().to_string()),
+                    remote: p.state.remote.to_string(),
+                    role: p.role.name().into(),
+                    state: if p.socket.is_some() {
+                        p.state.liveness().name().into()
+                    } else {
+                        "no-socket".into()
+                    },
+                    rtt_ms: (srtt > 0).then(|| f64::from(srtt) / 1000.0),
+                    loss_pct: f64::from(p.state.loss_permille()) / 10.0,
+                    tx_packets: c.tx_packets,
+                    tx_bytes: c.tx_bytes,
+                    rx_packets: c.rx_packets,
+                    rx_bytes: c.rx_bytes,
+                    tx_mbps: tx_bps as f64 / 1e6,
+                    rx_mbps: rx_bps as f64 / 1e6,
+                    weight: p.weight,
+                }
+            })
+            .collect();
+        sas.push(SaStatus {
+            name: out.name.clone(),
+            mode: format!("{:?}", out.sa.mode()).to_lowercase(),
+            cipher: out.sa.cipher().name().into(),
+            esn: out.sa.esn(),
+            policy: out.policy.name().into(),
+            spi_out: format!("{:08x}", out.sa.spi()),
+            spi_in,
+            local_ts: out.local_ts.iter().map(ToString::to_string).collect(),
+            remote_ts: out.remote_ts.iter().map(ToString::to_string).collect(),
+            out_packets: oc.packets,
+            out_bytes: oc.bytes,
+            out_seq: out.sa.seq().last(),
+            in_packets: ic.packets,
+            in_bytes: ic.bytes,
+            in_dummies: ic.dummies,
+            replay_top: top,
+            replay_window: window,
+            drops,
+            paths,
+        });
+    }
+    let c = &shared.counters;
+    let drops = [
+        ("no_sa", &c.no_sa),
+        ("no_path", &c.no_path),
+        ("unknown_spi", &c.unknown_spi),
+        ("malformed", &c.malformed),
+        ("keepalives_rx", &c.keepalives_rx),
+        ("ike_unclaimed", &c.ike_unclaimed),
+        ("send_errors", &c.send_errors),
+        ("tun_errors", &c.tun_errors),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.load(Ordering::Relaxed)))
+    .collect();
+    EngineStatus {
+        workers: shared.workers,
+        tun: shared.tun_name.clone(),
+        tun_offloads: shared.tun_offloads.to_string(),
+        table_swaps: shared.tables.swaps(),
+        uptime_s: shared.epoch.elapsed().as_secs_f64(),
+        interfaces,
+        sas,
+        drops,
+    }
+}

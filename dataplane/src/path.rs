@@ -1,0 +1,325 @@
+//! Paths: one (local interface, remote address:port) an SA's packets can take, with its
+//! liveness, RTT, loss and rate estimates, and the probes that measure them.
+//!
+//! A probe is an ESP dummy packet (next header 59, RFC 4303 section 2.6) of the SA itself, so
+//! it is encrypted and authenticated like data, and a standard peer simply discards it. Its
+//! payload says "request" or "reply"; a mifsec peer answers a request on the path it arrived
+//! on, and the reply carries the sender's path id and send time back.
+//!
+//! [`PathState`] is shared (`Arc`) by every table snapshot that lists the path, so swapping the
+//! table never resets a path's figures. Counters are updated by workers with relaxed atomics;
+//! the estimates (`rtt`, `loss`, rates) are written by the engine's monitor thread only.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+/// Whether a path answers its probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Liveness {
+    /// Not probed long enough to know; usable.
+    Unknown = 0,
+    /// Answers probes.
+    Up = 1,
+    /// No probe answer for `dead_after`: traffic leaves it.
+    Down = 2,
+}
+
+impl Liveness {
+    fn from_u8(v: u8) -> Liveness {
+        match v {
+            1 => Liveness::Up,
+            2 => Liveness::Down,
+            _ => Liveness::Unknown,
+        }
+    }
+
+    /// Lower-case name for status output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Liveness::Unknown => "unknown",
+            Liveness::Up => "up",
+            Liveness::Down => "down",
+        }
+    }
+}
+
+/// The live state of one path.
+#[derive(Debug)]
+pub struct PathState {
+    /// Engine-wide unique id, carried in probes.
+    pub id: u32,
+    /// Name for status and `ctl`.
+    pub name: String,
+    /// The `[interfaces.*]` name of the local socket.
+    pub interface: String,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    probes_sent: AtomicU64,
+    probes_answered: AtomicU64,
+    /// Nanoseconds since the engine's epoch of the last probe answer (0: never).
+    last_reply_ns: AtomicU64,
+    /// Nanoseconds since the engine's epoch of the last probe sent.
+    last_probe_ns: AtomicU64,
+    /// When the path entered the table, to give new paths a grace period.
+    since_ns: AtomicU64,
+    srtt_us: AtomicU32,
+    loss_permille: AtomicU32,
+    tx_bps: AtomicU64,
+    rx_bps: AtomicU64,
+    liveness: AtomicU8,
+}
+
+/// A plain copy of a path's figures.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PathCounters {
+    /// Packets sent on the path.
+    pub tx_packets: u64,
+    /// Bytes (ESP) sent on the path.
+    pub tx_bytes: u64,
+    /// Authentic packets received on the path.
+    pub rx_packets: u64,
+    /// Bytes (ESP) of those.
+    pub rx_bytes: u64,
+    /// Probes sent.
+    pub probes_sent: u64,
+    /// Probe answers received.
+    pub probes_answered: u64,
+}
+
+impl PathState {
+    /// A new path, unknown liveness, entering service at `now_ns`.
+    pub fn new(id: u32, name: &str, interface: &str, remote: SocketAddr, now_ns: u64) -> Self {
+        PathState {
+            id,
+            name: name.to_owned(),
+            interface: interface.to_owned(),
+            remote,
+            tx_packets: AtomicU64::new(0),
+            tx_bytes: AtomicU64::new(0),
+            rx_packets: AtomicU64::new(0),
+            rx_bytes: AtomicU64::new(0),
+            probes_sent: AtomicU64::new(0),
+            probes_answered: AtomicU64::new(0),
+            last_reply_ns: AtomicU64::new(0),
+            last_probe_ns: AtomicU64::new(0),
+            since_ns: AtomicU64::new(now_ns),
+            srtt_us: AtomicU32::new(0),
+            loss_permille: AtomicU32::new(0),
+            tx_bps: AtomicU64::new(0),
+            rx_bps: AtomicU64::new(0),
+            liveness: AtomicU8::new(Liveness::Unknown as u8),
+        }
+    }
+
+    /// Counts packets sent.
+    #[inline]
+    pub fn count_tx(&self, packets: u64, bytes: u64) {
+        self.tx_packets.fetch_add(packets, Ordering::Relaxed);
+        self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Counts an authentic packet received.
+    #[inline]
+    pub fn count_rx(&self, bytes: u64) {
+        self.rx_packets.fetch_add(1, Ordering::Relaxed);
+        self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Current liveness.
+    #[inline]
+    pub fn liveness(&self) -> Liveness {
+        Liveness::from_u8(self.liveness.load(Ordering::Relaxed))
+    }
+
+    /// Whether the scheduler may use the path.
+    #[inline]
+    pub fn usable(&self) -> bool {
+        self.liveness() != Liveness::Down
+    }
+
+    /// Sets liveness (monitor thread; tests).
+    pub fn set_liveness(&self, l: Liveness) {
+        self.liveness.store(l as u8, Ordering::Relaxed);
+    }
+
+    /// Records a probe sent at `now_ns`.
+    pub fn probe_sent(&self, now_ns: u64) {
+        self.probes_sent.fetch_add(1, Ordering::Relaxed);
+        self.last_probe_ns.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// Records a probe answer: the probe left at `sent_ns` and came back at `now_ns`.
+    pub fn probe_answered(&self, sent_ns: u64, now_ns: u64) {
+        self.probes_answered.fetch_add(1, Ordering::Relaxed);
+        self.last_reply_ns.fetch_max(now_ns, Ordering::Relaxed);
+        let sample = (now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32;
+        // srtt = 7/8 srtt + 1/8 sample (RFC 6298); the first sample sets it.
+        let _ = self
+            .srtt_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                Some(if s == 0 {
+                    sample.max(1)
+                } else {
+                    s - s / 8 + sample / 8
+                })
+            });
+        self.liveness.store(Liveness::Up as u8, Ordering::Relaxed);
+    }
+
+    /// Nanoseconds of the last probe answer (0: never), of the last probe, and of entering
+    /// service.
+    pub fn probe_times(&self) -> (u64, u64, u64) {
+        (
+            self.last_reply_ns.load(Ordering::Relaxed),
+            self.last_probe_ns.load(Ordering::Relaxed),
+            self.since_ns.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Restarts the grace period (a path coming back into service).
+    pub fn restart(&self, now_ns: u64) {
+        self.since_ns.store(now_ns, Ordering::Relaxed);
+        self.set_liveness(Liveness::Unknown);
+    }
+
+    /// Smoothed RTT in microseconds (0: no sample yet).
+    pub fn srtt_us(&self) -> u32 {
+        self.srtt_us.load(Ordering::Relaxed)
+    }
+
+    /// Recent probe loss in per mille.
+    pub fn loss_permille(&self) -> u32 {
+        self.loss_permille.load(Ordering::Relaxed)
+    }
+
+    /// Recent send and receive rates in bits per second.
+    pub fn rates_bps(&self) -> (u64, u64) {
+        (
+            self.tx_bps.load(Ordering::Relaxed),
+            self.rx_bps.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Publishes the monitor's estimates.
+    pub fn set_estimates(&self, loss_permille: u32, tx_bps: u64, rx_bps: u64) {
+        self.loss_permille.store(loss_permille, Ordering::Relaxed);
+        self.tx_bps.store(tx_bps, Ordering::Relaxed);
+        self.rx_bps.store(rx_bps, Ordering::Relaxed);
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> PathCounters {
+        PathCounters {
+            tx_packets: self.tx_packets.load(Ordering::Relaxed),
+            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
+            rx_packets: self.rx_packets.load(Ordering::Relaxed),
+            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            probes_sent: self.probes_sent.load(Ordering::Relaxed),
+            probes_answered: self.probes_answered.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a probe says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// Please echo this on the path it came on.
+    Request,
+    /// The echo.
+    Reply,
+}
+
+/// A liveness probe, carried as the payload of an ESP dummy packet.
+///
+/// ```text
+/// "MFPR" | kind (1: request, 2: reply) | 0 0 0 | path id (u32) | sent_ns (u64)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Request or reply.
+    pub kind: ProbeKind,
+    /// The sender's path id.
+    pub path_id: u32,
+    /// The sender's clock when it sent the request.
+    pub sent_ns: u64,
+}
+
+impl Probe {
+    /// Bytes on the wire.
+    pub const LEN: usize = 20;
+    const MAGIC: [u8; 4] = *b"MFPR";
+
+    /// Writes the probe into `out[..Probe::LEN]`.
+    pub fn emit(&self, out: &mut [u8]) -> Option<()> {
+        let out = out.get_mut(..Self::LEN)?;
+        out[..4].copy_from_slice(&Self::MAGIC);
+        out[4..8].copy_from_slice(&[
+            match self.kind {
+                ProbeKind::Request => 1,
+                ProbeKind::Reply => 2,
+            },
+            0,
+            0,
+            0,
+        ]);
+        out[8..12].copy_from_slice(&self.path_id.to_be_bytes());
+        out[12..20].copy_from_slice(&self.sent_ns.to_be_bytes());
+        Some(())
+    }
+
+    /// Parses a dummy packet's payload; `None` if it is not a probe.
+    pub fn parse(b: &[u8]) -> Option<Probe> {
+        if b.len() < Self::LEN || b[..4] != Self::MAGIC {
+            return None;
+        }
+        let kind = match b[4] {
+            1 => ProbeKind::Request,
+            2 => ProbeKind::Reply,
+            _ => return None,
+        };
+        Some(Probe {
+            kind,
+            path_id: u32::from_be_bytes(b[8..12].try_into().ok()?),
+            sent_ns: u64::from_be_bytes(b[12..20].try_into().ok()?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_round_trip_and_garbage() {
+        let p = Probe {
+            kind: ProbeKind::Reply,
+            path_id: 7,
+            sent_ns: 123_456_789,
+        };
+        let mut b = [0u8; 24];
+        p.emit(&mut b).unwrap();
+        assert_eq!(Probe::parse(&b), Some(p));
+        assert_eq!(Probe::parse(&b[..19]), None);
+        b[4] = 9;
+        assert_eq!(Probe::parse(&b), None);
+        assert_eq!(Probe::parse(&[0u8; 40]), None);
+    }
+
+    #[test]
+    fn rtt_and_liveness_follow_answers() {
+        let p = PathState::new(1, "p1", "link1", "198.18.1.1:4500".parse().unwrap(), 0);
+        assert_eq!(p.liveness(), Liveness::Unknown);
+        assert!(p.usable());
+        p.probe_answered(1_000_000, 3_000_000);
+        assert_eq!(p.srtt_us(), 2000);
+        assert_eq!(p.liveness(), Liveness::Up);
+        p.probe_answered(10_000_000, 11_000_000);
+        assert_eq!(p.srtt_us(), 2000 - 250 + 125);
+        p.set_liveness(Liveness::Down);
+        assert!(!p.usable());
+    }
+}
