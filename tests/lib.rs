@@ -348,6 +348,11 @@ pub fn lab_config(side: Side, policy: Policy, cipher: Cipher, p2_role: Role) -> 
                 path("p1", "link1", remote1, Role::Active),
                 path("p2", "link2", remote2, p2_role),
             ],
+            reorder: if policy == Policy::Aggregate {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            },
         }],
         ..EngineConfig::default()
     }

@@ -13,6 +13,7 @@ pub mod esp;
 pub mod event;
 pub mod offload;
 pub mod path;
+pub mod reorder;
 pub mod replay;
 pub mod sa_table;
 pub mod scheduler;

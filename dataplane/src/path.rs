@@ -64,6 +64,8 @@ pub struct PathState {
     last_reply_ns: AtomicU64,
     /// Nanoseconds since the engine's epoch of the last probe sent.
     last_probe_ns: AtomicU64,
+    /// Nanoseconds since the engine's epoch of the last authentic packet received.
+    last_rx_ns: AtomicU64,
     /// When the path entered the table, to give new paths a grace period.
     since_ns: AtomicU64,
     srtt_us: AtomicU32,
@@ -106,6 +108,7 @@ impl PathState {
             probes_answered: AtomicU64::new(0),
             last_reply_ns: AtomicU64::new(0),
             last_probe_ns: AtomicU64::new(0),
+            last_rx_ns: AtomicU64::new(0),
             since_ns: AtomicU64::new(now_ns),
             srtt_us: AtomicU32::new(0),
             loss_permille: AtomicU32::new(0),
@@ -122,11 +125,19 @@ impl PathState {
         self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// Counts an authentic packet received.
+    /// Counts an authentic packet received at `now_ns`.
     #[inline]
-    pub fn count_rx(&self, bytes: u64) {
+    pub fn count_rx(&self, bytes: u64, now_ns: u64) {
         self.rx_packets.fetch_add(1, Ordering::Relaxed);
         self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.last_rx_ns.load(Ordering::Relaxed) < now_ns {
+            self.last_rx_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    /// Nanoseconds of the last authentic packet received (0: never).
+    pub fn last_rx_ns(&self) -> u64 {
+        self.last_rx_ns.load(Ordering::Relaxed)
     }
 
     /// Current liveness.

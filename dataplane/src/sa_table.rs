@@ -248,6 +248,8 @@ pub struct InboundEntry {
     pub reply: Option<Arc<OutboundSa>>,
     /// The pair's paths, to credit received packets and probe answers.
     pub paths: Vec<PathEntry>,
+    /// Reorder buffer, when the peer spreads this SA over paths of different delay.
+    pub reorder: Option<Arc<crate::reorder::Reorder>>,
 }
 
 impl InboundEntry {

@@ -14,6 +14,7 @@ use super::{ControlError, EngineConfig, InterfaceConfig, PathSpec, SaSpec, Share
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
 use crate::path::PathState;
+use crate::reorder::Reorder;
 use crate::sa_table::{
     InboundEntry, OutboundEntry, PathEntry, Policy, Prefix, Role, SaTable, smooth_schedule,
 };
@@ -40,6 +41,7 @@ struct SaRt {
     inb: Arc<InboundSa>,
     paths: Vec<PathRt>,
     cursor: Arc<AtomicU64>,
+    reorder: Option<Arc<Reorder>>,
 }
 
 /// A soft handover waiting for its target path to answer a probe.
@@ -122,6 +124,7 @@ impl ControlState {
             inb: Arc::new(inb),
             paths: Vec::new(),
             cursor: Arc::new(AtomicU64::new(0)),
+            reorder: (!spec.reorder.is_zero()).then(|| Arc::new(Reorder::new(spec.reorder))),
             spec: SaSpec {
                 paths: Vec::new(),
                 ..spec.clone()
@@ -210,6 +213,7 @@ impl ControlState {
                     remote_ts: sa.spec.remote_ts.clone(),
                     reply: Some(Arc::clone(&sa.out)),
                     paths: paths.clone(),
+                    reorder: sa.reorder.clone(),
                 },
             );
             table.outbound.push(OutboundEntry {

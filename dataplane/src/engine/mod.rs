@@ -117,6 +117,9 @@ pub struct SaSpec {
     pub policy: Policy,
     /// Paths, in preference order.
     pub paths: Vec<PathSpec>,
+    /// Hold out-of-order packets up to this long before delivering (zero: no reorder
+    /// buffer). For SAs whose peer uses the aggregate policy.
+    pub reorder: Duration,
 }
 
 impl std::fmt::Debug for SaSpec {
@@ -132,6 +135,7 @@ impl std::fmt::Debug for SaSpec {
             .field("remote_ts", &self.remote_ts)
             .field("policy", &self.policy)
             .field("paths", &self.paths)
+            .field("reorder", &self.reorder)
             .finish_non_exhaustive()
     }
 }

@@ -47,15 +47,24 @@ pub(super) fn run(shared: &Shared) {
                 if path.socket.is_some() && now.saturating_sub(last_probe) >= probe_ns {
                     send_probe(shared, &entry.sa, path, now);
                 }
-                let heard = last_reply.max(since);
-                if now.saturating_sub(heard) > dead_ns && path.state.liveness() != Liveness::Down {
+                // Alive: a probe answer within `dead_after`; or, on a path so loaded that its
+                // queue drops probes, authentic traffic from the peer within `dead_after` and a
+                // probe answer within five times that (so a one-way failure is still found).
+                let probed = last_reply.max(since);
+                let by_probe = now.saturating_sub(probed) <= dead_ns;
+                let by_rx = now.saturating_sub(path.state.last_rx_ns()) <= dead_ns
+                    && now.saturating_sub(probed) <= 5 * dead_ns;
+                let state = path.state.liveness();
+                if !(by_probe || by_rx) && state != Liveness::Down {
                     path.state.set_liveness(Liveness::Down);
                     eprintln!(
                         "mifsec: {}: path {} down (no probe answer for {} ms)",
                         entry.name,
                         path.state.name,
-                        now.saturating_sub(heard) / 1_000_000
+                        now.saturating_sub(probed) / 1_000_000
                     );
+                } else if by_rx && !by_probe && state == Liveness::Down {
+                    path.state.set_liveness(Liveness::Up);
                 }
             }
         }
@@ -84,7 +93,9 @@ fn estimate(prev: &mut HashMap<u32, Prev>, path: &PathEntry, now: u64) {
         let rx = ((c.rx_bytes - p.counters.rx_bytes) as f64 * 8.0 / dt) as u64;
         let sent = c.probes_sent - p.counters.probes_sent;
         let answered = c.probes_answered - p.counters.probes_answered;
-        let loss = (sent.saturating_sub(answered) * 1000).checked_div(sent).unwrap_or(0) as u32;
+        let loss = (sent.saturating_sub(answered) * 1000)
+            .checked_div(sent)
+            .unwrap_or(0) as u32;
         path.state.set_estimates(loss, tx, rx);
     }
     prev.insert(

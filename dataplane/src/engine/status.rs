@@ -81,6 +81,10 @@ pub struct SaStatus {
     pub replay_window: u64,
     /// Inbound drops by reason (only non-zero ones).
     pub drops: BTreeMap<String, u64>,
+    /// Reorder buffer: packets that waited for a gap to fill.
+    pub reorder_held: u64,
+    /// Reorder buffer: gaps given up as lost after the window.
+    pub reorder_gaps: u64,
     /// Paths.
     pub paths: Vec<PathStatus>,
 }
@@ -136,6 +140,9 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
     for out in &table.outbound {
         let inbound = table.inbound.values().find(|i| i.name == out.name);
         let oc = out.sa.counters().snapshot();
+        let (reorder_held, reorder_gaps) = inbound
+            .and_then(|i| i.reorder.as_ref())
+            .map_or((0, 0), |r| r.stats());
         let (ic, top, window, spi_in) = match inbound {
             Some(i) => (
                 i.sa.counters().snapshot(),
@@ -202,6 +209,8 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
             replay_top: top,
             replay_window: window,
             drops,
+            reorder_held,
+            reorder_gaps,
             paths,
         });
     }

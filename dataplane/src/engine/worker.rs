@@ -93,6 +93,7 @@ struct InState {
     coalescer: TcpCoalescer,
     reply: Vec<u8>,
     transport: Vec<u8>,
+    reorder_out: Vec<u8>,
 }
 
 impl<'a> Worker<'a> {
@@ -128,6 +129,7 @@ impl<'a> Worker<'a> {
                 coalescer: TcpCoalescer::with_capacity(WRITE_BATCH),
                 reply: vec![0; 256],
                 transport: vec![0; 65_535 + 128],
+                reorder_out: Vec::with_capacity(65_535 + VIRTIO_NET_HDR_LEN),
             },
         })
     }
@@ -142,8 +144,11 @@ impl<'a> Worker<'a> {
                 self.generation = table.generation;
             }
             let busy = pending_tun || self.pending_socks.iter().any(|&p| p);
+            let reordering = table.inbound.values().any(|e| e.reorder.is_some());
             let timeout = if busy {
                 Duration::ZERO
+            } else if reordering {
+                Duration::from_millis(2)
             } else {
                 Duration::from_millis(20)
             };
@@ -166,6 +171,16 @@ impl<'a> Worker<'a> {
             for i in 0..self.sockets.len() {
                 if self.pending_socks[i] {
                     self.pending_socks[i] = self.sock_readable(&table, i);
+                }
+            }
+            if reordering {
+                let now = self.shared.now_ns();
+                for e in table.inbound.values() {
+                    if let Some(r) = &e.reorder {
+                        let (shared, tun, vnet) = (self.shared, &self.tun, self.vnet);
+                        let scratch = &mut self.inb.reorder_out;
+                        r.expire(now, &mut |p| write_one(shared, tun, vnet, scratch, p));
+                    }
                 }
             }
         }
@@ -252,11 +267,22 @@ impl<'a> Worker<'a> {
                     break;
                 }
             };
+            let now = self.shared.now_ns();
             for b in 0..n {
                 let ranges: arrayvec::ArrayVec<std::ops::Range<usize>, 64> =
                     self.inb.bufs[b].datagrams().take(64).collect();
                 for r in ranges {
-                    receive(self.shared, table, &sock, &mut self.inb, b, r);
+                    receive(
+                        self.shared,
+                        table,
+                        &sock,
+                        &mut self.inb,
+                        &self.tun,
+                        self.vnet,
+                        now,
+                        b,
+                        r,
+                    );
                     if self.inb.nwrites == WRITE_BATCH {
                         flush_tun(self.shared, &self.tun, self.vnet, &mut self.inb);
                     }
@@ -490,11 +516,15 @@ fn send_transport(
 }
 
 /// Handles one received datagram: buffer `b`, bytes `r`.
+#[allow(clippy::too_many_arguments)]
 fn receive(
     shared: &Shared,
     table: &SaTable,
     sock: &Arc<OuterSocket>,
     inb: &mut InState,
+    tun: &TunQueue,
+    vnet: bool,
+    now: u64,
     b: usize,
     r: std::ops::Range<usize>,
 ) {
@@ -529,46 +559,67 @@ fn receive(
     let Some((opened, in_transport_buf)) = opened else {
         return;
     };
+    let path = entry.path_of(sock, src);
+    if let Some(p) = path {
+        p.state.count_rx(wire_len, now);
+    }
+    let data = if in_transport_buf {
+        &inb.transport
+    } else {
+        &inb.bufs[b].data
+    };
     match opened {
-        Opened::Packet { range, .. } => {
-            let data = if in_transport_buf {
-                &inb.transport
-            } else {
-                &inb.bufs[b].data
-            };
+        Opened::Packet { range, seq, .. } => {
             let inner = &data[range];
-            match ip_addrs(inner) {
-                Some((s, d)) if entry.allows(s, d) => {}
-                _ => return entry.sa.counters().count_drop(DropReason::OutsideSelectors),
+            let allowed = matches!(ip_addrs(inner), Some((s, d)) if entry.allows(s, d));
+            if !allowed {
+                entry.sa.counters().count_drop(DropReason::OutsideSelectors);
             }
-            if let Some(p) = entry.path_of(sock, src) {
-                p.state.count_rx(wire_len);
+            if let Some(reorder) = &entry.reorder {
+                let pkt = allowed.then_some(inner);
+                let scratch = &mut inb.reorder_out;
+                reorder.push(seq, pkt, now, &mut |p| {
+                    write_one(shared, tun, vnet, scratch, p)
+                });
+            } else if allowed {
+                let w = &mut inb.writes[inb.nwrites];
+                w.clear();
+                w.resize(WRITE_OFF, 0);
+                w.extend_from_slice(inner);
+                inb.nwrites += 1;
             }
-            let w = &mut inb.writes[inb.nwrites];
-            w.clear();
-            w.resize(WRITE_OFF, 0);
-            w.extend_from_slice(inner);
-            inb.nwrites += 1;
         }
-        Opened::Dummy { range, .. } => {
-            let data = if in_transport_buf {
-                &inb.transport
-            } else {
-                &inb.bufs[b].data
-            };
-            let Some(probe) = Probe::parse(&data[range]) else {
-                return;
-            };
+        Opened::Dummy { range, seq } => {
+            let probe = Probe::parse(&data[range]);
+            if let Some(reorder) = &entry.reorder {
+                let scratch = &mut inb.reorder_out;
+                reorder.push(seq, None, now, &mut |p| {
+                    write_one(shared, tun, vnet, scratch, p)
+                });
+            }
+            let Some(probe) = probe else { return };
             match probe.kind {
                 ProbeKind::Request => answer_probe(shared, entry, sock, src, probe, &mut inb.reply),
                 ProbeKind::Reply => {
                     if let Some(p) = entry.paths.iter().find(|p| p.state.id == probe.path_id) {
-                        p.state.count_rx(wire_len);
-                        p.state.probe_answered(probe.sent_ns, shared.now_ns());
+                        p.state.probe_answered(probe.sent_ns, now);
                     }
                 }
             }
         }
+    }
+}
+
+/// Writes one inner packet to the TUN at once (the reorder buffer's path: order matters more
+/// than coalescing there).
+fn write_one(shared: &Shared, tun: &TunQueue, vnet: bool, scratch: &mut Vec<u8>, pkt: &[u8]) {
+    scratch.clear();
+    if vnet {
+        scratch.extend_from_slice(&[0u8; VIRTIO_NET_HDR_LEN]);
+    }
+    scratch.extend_from_slice(pkt);
+    if tun.write(scratch).is_err() {
+        GlobalCounters::bump(&shared.counters.tun_errors);
     }
 }
 
