@@ -5,4 +5,9 @@
 
 pub use mifsec_dataplane as dataplane;
 
+pub mod cli;
+pub mod config;
+pub mod ctl;
+pub mod daemon;
+pub mod render;
 pub mod wire;

@@ -23,6 +23,12 @@ fn main() {
     let lab = Lab::new([rate(3), rate(4)]);
     let cfg = |side| {
         let mut c = lab_config(side, policy, Cipher::Aes128Gcm, Role::Standby);
+        if let Some(w) = std::env::var("MIFSEC_WORKERS")
+            .ok()
+            .and_then(|w| w.parse().ok())
+        {
+            c.workers = w;
+        }
         for (i, p) in c.sas[0].paths.iter_mut().enumerate() {
             p.weight = rate(3 + i).unwrap_or(1);
         }

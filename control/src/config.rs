@@ -1,0 +1,845 @@
+//! The configuration file of docs/CONFIG.md: TOML in, a validated [`Config`] (an
+//! [`EngineConfig`] plus what only the daemon needs) out.
+//!
+//! Parsing is two steps. Serde reads the file into raw structs whose leaves are
+//! [`toml::Spanned`], so that every value knows where it was written; unknown keys, missing
+//! keys and wrong types are caught there (`deny_unknown_fields`, with `serde_path_to_error`
+//! naming the key). Then [`parse`] checks what serde cannot (addresses, selectors, key
+//! lengths, SPIs, references between sections) and builds the engine's types. Every error is
+//! a [`ConfigError`] that names the file, the line and the key path, e.g.
+//! `gw.toml:14: sa.tunnel.paths[1].remote: "198.18.1.2" is not an address:port`.
+//!
+//! Key material goes straight into [`Zeroizing`] buffers; no error message and no `Debug`
+//! output ever contains it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use toml::Spanned;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::dataplane::aead::{Backend, Cipher};
+use crate::dataplane::engine::{EngineConfig, InterfaceConfig, PathSpec, SaSpec};
+use crate::dataplane::esp::Mode;
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
+use crate::dataplane::tun::TunConfig;
+
+/// Where the control socket is when the configuration (or `--socket`) says nothing.
+pub const DEFAULT_SOCKET: &str = "/run/mifsec/mifsec.sock";
+
+/// The TUN device name when the configuration says nothing.
+pub const DEFAULT_TUN: &str = "mifsec0";
+
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Longest interface name (`IFNAMSIZ` less the NUL).
+const MAX_IFNAME: usize = 15;
+
+/// Most paths one SA may have (the scheduler indexes paths with a byte).
+const MAX_PATHS: usize = 255;
+
+/// A parsed and validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What the packet engine is started with.
+    pub engine: EngineConfig,
+    /// The Unix socket `mifsec status` and `mifsec ctl` talk to.
+    pub control_socket: PathBuf,
+}
+
+/// Why a configuration file was refused: where, which key, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as it was named to [`load`] or [`parse`].
+    pub file: String,
+    /// 1-based line of the offending key or value, when the error has a place.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `sa.tunnel.paths[1].remote`, when the error concerns a key.
+    pub key: Option<String>,
+    /// What is wrong. Never contains key material.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(key) = &self.key {
+            write!(f, "{key}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads and parses the file at `path`. Errors name the file as `path` is written.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?);
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        let line = line_of(&bytes, e.valid_up_to());
+        ConfigError {
+            file: file.clone(),
+            line: Some(line),
+            key: None,
+            message: "not UTF-8".into(),
+        }
+    })?;
+    parse(&file, text)
+}
+
+/// Parses configuration `text`; `file` is the name errors give.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let cx = Cx { file, text };
+    let raw: RawFile = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        .map_err(|e| cx.serde_error(&e))?;
+    cx.build(raw)
+}
+
+/// A short human summary of a configuration, without keys: what `mifsec check` prints.
+pub fn summary(cfg: &Config) -> String {
+    use std::fmt::Write as _;
+    let e = &cfg.engine;
+    let mut s = String::new();
+    let list = |v: &[Prefix]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    let _ = writeln!(
+        s,
+        "dataplane: tun {}, mtu {}, {} workers, offloads {}, backend {}, replay window {}",
+        e.tun.name,
+        e.tun.mtu,
+        e.workers,
+        if e.tun.offloads { "on" } else { "off" },
+        backend_name(e.backend),
+        e.replay_window,
+    );
+    let _ = writeln!(
+        s,
+        "  addresses {}, routes {}, probes every {} ms, dead after {} ms, keepalive {} s",
+        list(&e.addresses),
+        if e.routes.is_empty() {
+            "remote selectors".to_owned()
+        } else {
+            list(&e.routes)
+        },
+        e.probe_interval.as_millis(),
+        e.dead_after.as_millis(),
+        e.keepalive.as_secs(),
+    );
+    let _ = writeln!(s, "  control socket {}", cfg.control_socket.display());
+    for i in &e.interfaces {
+        let _ = write!(
+            s,
+            "interface {}: {}",
+            i.name,
+            SocketAddr::new(i.address, i.port)
+        );
+        if let Some(d) = &i.device {
+            let _ = write!(s, " on {d}");
+        }
+        s.push('\n');
+    }
+    for sa in &e.sas {
+        let _ = writeln!(
+            s,
+            "sa {}: {}, {}, {}, policy {}, out {:08x}, in {:08x}, {} === {}",
+            sa.name,
+            mode_name(sa.mode),
+            sa.cipher.name(),
+            if sa.esn { "esn" } else { "no esn" },
+            sa.policy.name(),
+            sa.spi_out,
+            sa.spi_in,
+            list(&sa.local_ts),
+            list(&sa.remote_ts),
+        );
+        if !sa.reorder.is_zero() {
+            let _ = writeln!(s, "  reorder buffer {} ms", sa.reorder.as_millis());
+        }
+        for p in &sa.paths {
+            let _ = write!(
+                s,
+                "  path {}: {} -> {}, {}, weight {}",
+                p.name,
+                p.interface,
+                p.remote,
+                p.role.name(),
+                p.weight
+            );
+            if !p.pin.is_empty() {
+                let _ = write!(s, ", pin {}", list(&p.pin));
+            }
+            s.push('\n');
+        }
+    }
+    s
+}
+
+/// Whether `name` is a valid interface, SA or path name: 1 to 32 ASCII letters, digits, `-`
+/// or `_` (so that names need no quoting in key paths, logs and command lines).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Configuration name of a backend.
+pub fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Ring => "ring",
+        Backend::RustCrypto => "rustcrypto",
+    }
+}
+
+/// Configuration name of a mode.
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Tunnel => "tunnel",
+        Mode::Transport => "transport",
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Raw structs: the file as serde reads it.
+
+type S<T> = Spanned<T>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default)]
+    dataplane: Option<RawDataplane>,
+    #[serde(default)]
+    interfaces: Ordered<RawInterface>,
+    #[serde(default)]
+    sa: Ordered<RawSa>,
+}
+
+/// Where the names of interfaces and SAs are written, read only to place an error about a
+/// name. (A separate pass: `Spanned` keys would hide the names from `serde_path_to_error`,
+/// and `Spanned` tables fail on implicit tables such as `[[sa.x.paths]]` without `[sa.x]`.)
+#[derive(Deserialize, Default)]
+struct NameSpans {
+    #[serde(default)]
+    interfaces: BTreeMap<Spanned<String>, serde::de::IgnoredAny>,
+    #[serde(default)]
+    sa: BTreeMap<Spanned<String>, serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDataplane {
+    workers: Option<S<i64>>,
+    tun: Option<S<String>>,
+    mtu: Option<S<i64>>,
+    offloads: Option<bool>,
+    addresses: Option<Vec<S<String>>>,
+    routes: Option<Vec<S<String>>>,
+    control_socket: Option<S<String>>,
+    replay_window: Option<S<i64>>,
+    backend: Option<S<String>>,
+    probe_interval_ms: Option<S<i64>>,
+    dead_after_ms: Option<S<i64>>,
+    keepalive_s: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    device: Option<S<String>>,
+    address: S<String>,
+    port: Option<S<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSa {
+    mode: Option<S<String>>,
+    cipher: Option<S<String>>,
+    esn: Option<bool>,
+    spi_out: S<i64>,
+    key_out: S<String>,
+    spi_in: S<i64>,
+    key_in: S<String>,
+    local_ts: S<Vec<S<String>>>,
+    remote_ts: S<Vec<S<String>>>,
+    policy: Option<S<String>>,
+    reorder_ms: Option<S<i64>>,
+    #[serde(default)]
+    paths: Vec<S<RawPath>>,
+}
+
+impl Drop for RawSa {
+    fn drop(&mut self) {
+        self.key_out.get_mut().zeroize();
+        self.key_in.get_mut().zeroize();
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPath {
+    name: Option<S<String>>,
+    interface: S<String>,
+    remote: S<String>,
+    role: Option<S<String>>,
+    weight: Option<S<i64>>,
+    #[serde(default)]
+    pin: Vec<S<String>>,
+}
+
+/// A TOML table of named sub-tables, in file order.
+struct Ordered<T>(Vec<(String, T)>);
+
+impl<T> Default for Ordered<T> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Ordered<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Ordered<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table of named tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut v = Vec::new();
+                while let Some((k, t)) = map.next_entry::<String, T>()? {
+                    v.push((k, t));
+                }
+                Ok(Ordered(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation.
+
+/// The file being parsed: turns spans into line numbers.
+struct Cx<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+/// 1-based line of byte `offset` in `text`.
+fn line_of(text: &[u8], offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text[..end].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+impl Cx<'_> {
+    fn err(
+        &self,
+        span: Range<usize>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: Some(line_of(self.text.as_bytes(), span.start)),
+            key: Some(key.into()),
+            message: message.into(),
+        }
+    }
+
+    /// Turns a serde/toml error into a [`ConfigError`] with a readable key path.
+    fn serde_error(&self, e: &serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+        let inner = e.inner();
+        let mut key = String::new();
+        for seg in e.path().iter() {
+            use serde_path_to_error::Segment;
+            match seg {
+                Segment::Seq { index } => key.push_str(&format!("[{index}]")),
+                Segment::Map { key: k } | Segment::Enum { variant: k } => {
+                    if k.starts_with("$__serde_spanned") {
+                        continue;
+                    }
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push_str(k);
+                }
+                Segment::Unknown => {
+                    if !key.is_empty() {
+                        key.push('.');
+                    }
+                    key.push('?');
+                }
+            }
+        }
+        // Messages are multi-line for syntax errors; keep them on one line.
+        let mut message = inner.message().trim().replace('\n', "; ");
+        if let Some(field) = between(&message, "missing field `", "`") {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(field);
+            message = "is required".into();
+        } else if message.starts_with("unknown field `") {
+            let expected = message.split_once(", ").map(|(_, rest)| rest.to_owned());
+            message = match expected {
+                Some(x) => format!("unknown key ({x})"),
+                None => "unknown key".into(),
+            };
+        }
+        ConfigError {
+            file: self.file.to_owned(),
+            line: inner.span().map(|s| line_of(self.text.as_bytes(), s.start)),
+            key: (!key.is_empty()).then_some(key),
+            message,
+        }
+    }
+
+    fn int(&self, v: &S<i64>, key: &str, lo: i64, hi: i64) -> Result<i64, ConfigError> {
+        let n = *v.get_ref();
+        if n < lo || n > hi {
+            return Err(self.err(v.span(), key, format!("must be {lo} to {hi}, got {n}")));
+        }
+        Ok(n)
+    }
+
+    fn parse_str<T>(
+        &self,
+        v: &S<String>,
+        key: &str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        f(v.get_ref()).map_err(|m| self.err(v.span(), key, m))
+    }
+
+    /// Where table name `name` of section `section` (`interfaces` or `sa`) is written.
+    fn name_span(&self, section: &str, name: &str) -> Range<usize> {
+        let spans: NameSpans = toml::from_str(self.text).unwrap_or_default();
+        let map = if section == "sa" {
+            &spans.sa
+        } else {
+            &spans.interfaces
+        };
+        map.keys()
+            .find(|k| k.get_ref() == name)
+            .map_or(0..0, Spanned::span)
+    }
+
+    fn name(
+        &self,
+        v: &str,
+        span: impl FnOnce() -> Range<usize>,
+        key: &str,
+        what: &str,
+    ) -> Result<(), ConfigError> {
+        if valid_name(v) {
+            Ok(())
+        } else {
+            Err(self.err(
+                span(),
+                key,
+                format!("{v:?}: {what} names are 1 to 32 letters, digits, '-' or '_'"),
+            ))
+        }
+    }
+
+    fn prefixes(
+        &self,
+        v: &[S<String>],
+        key: &str,
+        normalise: bool,
+    ) -> Result<Vec<Prefix>, ConfigError> {
+        v.iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let p: Prefix = self.parse_str(s, &format!("{key}[{i}]"), |t| t.parse())?;
+                Ok(if normalise { network(p) } else { p })
+            })
+            .collect()
+    }
+
+    fn build(&self, raw: RawFile) -> Result<Config, ConfigError> {
+        let d = raw.dataplane.unwrap_or_default();
+        let mut engine = EngineConfig::default();
+
+        if let Some(w) = &d.workers {
+            engine.workers = self.int(w, "dataplane.workers", 1, 1024)? as usize;
+        }
+        let tun_name = match &d.tun {
+            Some(t) => self.parse_str(t, "dataplane.tun", |s| {
+                if s.is_empty() || s.len() > MAX_IFNAME || s.contains(['/', ' ', '\t']) {
+                    Err(format!(
+                        "{s:?} is not a device name (1 to {MAX_IFNAME} bytes, no '/' or space)"
+                    ))
+                } else {
+                    Ok(s.to_owned())
+                }
+            })?,
+            None => DEFAULT_TUN.to_owned(),
+        };
+        let mtu = match &d.mtu {
+            Some(m) => self.int(m, "dataplane.mtu", 576, 65_535)? as u32,
+            None => 1400,
+        };
+        engine.tun = TunConfig {
+            name: tun_name,
+            queues: engine.workers,
+            mtu,
+            offloads: d.offloads.unwrap_or(true),
+        };
+        if let Some(a) = &d.addresses {
+            engine.addresses = self.prefixes(a, "dataplane.addresses", false)?;
+        }
+        if let Some(r) = &d.routes {
+            engine.routes = self.prefixes(r, "dataplane.routes", true)?;
+        }
+        let control_socket = match &d.control_socket {
+            Some(s) => self.parse_str(s, "dataplane.control_socket", |p| {
+                if p.is_empty() || p.len() > MAX_SOCKET_PATH {
+                    Err(format!(
+                        "{p:?}: a socket path is 1 to {MAX_SOCKET_PATH} bytes"
+                    ))
+                } else {
+                    Ok(PathBuf::from(p))
+                }
+            })?,
+            None => PathBuf::from(DEFAULT_SOCKET),
+        };
+        if let Some(w) = &d.replay_window {
+            let n = *w.get_ref();
+            if !(64..=1 << 20).contains(&n) || n.count_ones() != 1 {
+                return Err(self.err(
+                    w.span(),
+                    "dataplane.replay_window",
+                    format!("must be a power of two from 64 to 1048576, got {n}"),
+                ));
+            }
+            engine.replay_window = n as u64;
+        }
+        if let Some(b) = &d.backend {
+            engine.backend = self.parse_str(b, "dataplane.backend", |s| match s {
+                "ring" => Ok(Backend::Ring),
+                "rustcrypto" => Ok(Backend::RustCrypto),
+                _ => Err(format!("{s:?}: backend is ring or rustcrypto")),
+            })?;
+        }
+        if let Some(p) = &d.probe_interval_ms {
+            engine.probe_interval = Duration::from_millis(self.int(
+                p,
+                "dataplane.probe_interval_ms",
+                0,
+                60_000,
+            )? as u64);
+        }
+        if let Some(p) = &d.dead_after_ms {
+            engine.dead_after =
+                Duration::from_millis(self.int(p, "dataplane.dead_after_ms", 1, 3_600_000)? as u64);
+        }
+        if let Some(p) = &d.keepalive_s {
+            engine.keepalive =
+                Duration::from_secs(self.int(p, "dataplane.keepalive_s", 1, 86_400)? as u64);
+        }
+
+        // Interfaces.
+        let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+        for (name, ri) in &raw.interfaces.0 {
+            let key = format!("interfaces.{name}");
+            self.name(
+                name,
+                || self.name_span("interfaces", name),
+                &key,
+                "interface",
+            )?;
+            let address: IpAddr = self.parse_str(&ri.address, &format!("{key}.address"), |s| {
+                s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+            })?;
+            let port = match &ri.port {
+                Some(p) => self.int(p, &format!("{key}.port"), 0, 65_535)? as u16,
+                None => 4500,
+            };
+            let device = match &ri.device {
+                Some(dv) => Some(self.parse_str(dv, &format!("{key}.device"), |s| {
+                    if s.is_empty() || s.len() > MAX_IFNAME || s.contains(['/', ' ', '\t']) {
+                        Err(format!(
+                            "{s:?} is not a device name (1 to {MAX_IFNAME} bytes, no '/' or space)"
+                        ))
+                    } else {
+                        Ok(s.to_owned())
+                    }
+                })?),
+                None => None,
+            };
+            let local = SocketAddr::new(address, port);
+            if port != 0 {
+                if let Some(other) = bound.insert(local, name.clone()) {
+                    return Err(self.err(
+                        ri.address.span(),
+                        format!("{key}.address"),
+                        format!("{local} is also interfaces.{other}'s address and port"),
+                    ));
+                }
+            }
+            engine.interfaces.push(InterfaceConfig {
+                name: name.clone(),
+                device,
+                address,
+                port,
+            });
+        }
+
+        // SAs.
+        let mut spis_in: HashMap<u32, String> = HashMap::new();
+        let mut spis_out: HashMap<u32, String> = HashMap::new();
+        let mut keys: Vec<(Zeroizing<Vec<u8>>, String)> = Vec::new();
+        for (name, rs) in &raw.sa.0 {
+            let key = format!("sa.{name}");
+            self.name(name, || self.name_span("sa", name), &key, "SA")?;
+            let k = |field: &str| format!("{key}.{field}");
+            let mode = match &rs.mode {
+                Some(m) => self.parse_str(m, &k("mode"), |s| match s {
+                    "tunnel" => Ok(Mode::Tunnel),
+                    "transport" => Ok(Mode::Transport),
+                    _ => Err(format!("{s:?}: mode is tunnel or transport")),
+                })?,
+                None => Mode::Tunnel,
+            };
+            let cipher = match &rs.cipher {
+                Some(c) => self.parse_str(c, &k("cipher"), |s| {
+                    Cipher::ALL
+                        .into_iter()
+                        .find(|c| c.name() == s)
+                        .ok_or_else(|| {
+                            format!("{s:?}: cipher is aes128gcm16, aes256gcm16 or chacha20poly1305")
+                        })
+                })?,
+                None => Cipher::Aes128Gcm,
+            };
+            let spi = |v: &S<i64>,
+                       field: &str,
+                       seen: &mut HashMap<u32, String>|
+             -> Result<u32, ConfigError> {
+                let n = *v.get_ref();
+                if !(256..=i64::from(u32::MAX)).contains(&n) {
+                    return Err(self.err(
+                        v.span(),
+                        k(field),
+                        format!("an SPI is 256 to 4294967295 (0x100 to 0xffffffff), got {n}"),
+                    ));
+                }
+                let n = n as u32;
+                if let Some(other) = seen.insert(n, k(field)) {
+                    return Err(self.err(
+                        v.span(),
+                        k(field),
+                        format!("SPI 0x{n:08x} is also {other}"),
+                    ));
+                }
+                Ok(n)
+            };
+            let spi_out = spi(&rs.spi_out, "spi_out", &mut spis_out)?;
+            let spi_in = spi(&rs.spi_in, "spi_in", &mut spis_in)?;
+            let mut keymat =
+                |v: &S<String>, field: &str| -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+                    let s = v.get_ref().trim();
+                    let s = s.strip_prefix("0x").unwrap_or(s);
+                    let bytes = Zeroizing::new(hex::decode(s).map_err(|_| {
+                        self.err(
+                            v.span(),
+                            k(field),
+                            "is not a string of hex digits (key || salt)",
+                        )
+                    })?);
+                    if bytes.len() != cipher.keymat_len() {
+                        return Err(self.err(
+                            v.span(),
+                            k(field),
+                            format!(
+                                "{} needs {} bytes ({} hex digits) of key || salt, got {} bytes",
+                                cipher.name(),
+                                cipher.keymat_len(),
+                                2 * cipher.keymat_len(),
+                                bytes.len()
+                            ),
+                        ));
+                    }
+                    if let Some((_, other)) = keys.iter().find(|(kb, _)| **kb == *bytes) {
+                        return Err(self.err(
+                            v.span(),
+                            k(field),
+                            format!(
+                                "same key as {other}: a key must never serve two SAs or directions"
+                            ),
+                        ));
+                    }
+                    keys.push((bytes.clone(), k(field)));
+                    Ok(bytes)
+                };
+            let key_out = keymat(&rs.key_out, "key_out")?;
+            let key_in = keymat(&rs.key_in, "key_in")?;
+            let selectors =
+                |v: &S<Vec<S<String>>>, field: &str| -> Result<Vec<Prefix>, ConfigError> {
+                    if v.get_ref().is_empty() {
+                        return Err(self.err(v.span(), k(field), "needs at least one selector"));
+                    }
+                    self.prefixes(v.get_ref(), &k(field), true)
+                };
+            let local_ts = selectors(&rs.local_ts, "local_ts")?;
+            let remote_ts = selectors(&rs.remote_ts, "remote_ts")?;
+            let policy = match &rs.policy {
+                Some(p) => self.parse_str(p, &k("policy"), |s| s.parse())?,
+                None => Policy::Failover,
+            };
+            let reorder = match &rs.reorder_ms {
+                Some(r) => Duration::from_millis(self.int(r, &k("reorder_ms"), 0, 10_000)? as u64),
+                None if policy == Policy::Aggregate => Duration::from_millis(50),
+                None => Duration::ZERO,
+            };
+            if rs.paths.len() > MAX_PATHS {
+                let span = rs.paths[MAX_PATHS].span();
+                return Err(self.err(
+                    span,
+                    k("paths"),
+                    format!("at most {MAX_PATHS} paths per SA"),
+                ));
+            }
+            let mut paths: Vec<PathSpec> = Vec::new();
+            for (i, rp) in rs.paths.iter().enumerate() {
+                let pk = |field: &str| format!("{key}.paths[{i}].{field}");
+                let rp = rp.get_ref();
+                let pname = match &rp.name {
+                    Some(n) => {
+                        self.name(n.get_ref(), || n.span(), &pk("name"), "path")?;
+                        if let Some(j) = paths.iter().position(|p| p.name == *n.get_ref()) {
+                            return Err(self.err(
+                                n.span(),
+                                pk("name"),
+                                format!("{:?} is also the name of {key}.paths[{j}]", n.get_ref()),
+                            ));
+                        }
+                        n.get_ref().clone()
+                    }
+                    None => {
+                        let n = format!("p{}", i + 1);
+                        if paths.iter().any(|p| p.name == n) {
+                            return Err(self.err(
+                                rp.interface.span(),
+                                pk("name"),
+                                format!("the default name {n:?} is taken; name this path"),
+                            ));
+                        }
+                        n
+                    }
+                };
+                let iface = rp.interface.get_ref();
+                let Some(ic) = engine.interfaces.iter().find(|c| c.name == *iface) else {
+                    return Err(self.err(
+                        rp.interface.span(),
+                        pk("interface"),
+                        format!("no interface named {iface:?} (no [interfaces.{iface}])"),
+                    ));
+                };
+                let remote: SocketAddr = self.parse_str(&rp.remote, &pk("remote"), |s| {
+                    s.parse()
+                        .map_err(|_| format!("{s:?} is not an address:port"))
+                })?;
+                if remote.is_ipv4() != ic.address.is_ipv4() {
+                    return Err(self.err(
+                        rp.remote.span(),
+                        pk("remote"),
+                        format!(
+                            "{remote} is IPv{} but interface {iface} is IPv{}",
+                            if remote.is_ipv4() { 4 } else { 6 },
+                            if ic.address.is_ipv4() { 4 } else { 6 },
+                        ),
+                    ));
+                }
+                let role = match &rp.role {
+                    Some(r) => self.parse_str(r, &pk("role"), |s| s.parse())?,
+                    None => Role::Active,
+                };
+                let weight = match &rp.weight {
+                    Some(w) => self.int(w, &pk("weight"), 1, 1_000_000)? as u32,
+                    None => 1,
+                };
+                let pin = self.prefixes(&rp.pin, &pk("pin"), true)?;
+                paths.push(PathSpec {
+                    name: pname,
+                    interface: iface.clone(),
+                    remote,
+                    role,
+                    weight,
+                    pin,
+                });
+            }
+            engine.sas.push(SaSpec {
+                name: name.clone(),
+                mode,
+                cipher,
+                esn: rs.esn.unwrap_or(true),
+                spi_out,
+                key_out,
+                spi_in,
+                key_in,
+                local_ts,
+                remote_ts,
+                policy,
+                paths,
+                reorder,
+            });
+        }
+        Ok(Config {
+            engine,
+            control_socket,
+        })
+    }
+}
+
+/// The network of a prefix: host bits cleared (`10.2.0.7/24` is `10.2.0.0/24`).
+fn network(p: Prefix) -> Prefix {
+    let addr = match p.addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(p.len)).unwrap_or(0);
+            IpAddr::from((u32::from(a) & mask).to_be_bytes())
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(p.len)).unwrap_or(0);
+            IpAddr::from((u128::from(a) & mask).to_be_bytes())
+        }
+    };
+    Prefix { addr, len: p.len }
+}
+
+/// The text between `start` and the next `end` in `s`, if `s` begins with `start`.
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let rest = s.strip_prefix(start)?;
+    rest.split_once(end).map(|(a, _)| a)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,623 @@
+//! Unit tests of the configuration parser: the documented example, and one test per kind of
+//! error with its exact line and key path.
+
+use super::*;
+
+/// The TOML example of docs/CONFIG.md, taken from the document itself so that they agree.
+fn doc_example() -> String {
+    let doc = include_str!("../../../docs/CONFIG.md");
+    let start = doc.find("```toml\n").expect("CONFIG.md has a toml example") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("the example ends");
+    doc[start..start + len].to_owned()
+}
+
+fn err(text: &str) -> String {
+    match parse("gw.toml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn pfx(s: &str) -> Prefix {
+    s.parse().unwrap()
+}
+
+/// A small valid file; error tests below change one thing in it. Line numbers:
+const BASE: &str = r#"[dataplane]
+workers = 2
+control_socket = "/tmp/x.sock"
+
+[interfaces.link1]
+address = "198.18.1.2"
+
+[sa.a]
+spi_out = 0x1001
+key_out = "000102030405060708090a0b0c0d0e0f10111213"
+spi_in = 0x2001
+key_in = "101112131415161718191a1b1c1d1e1f20212223"
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.2.0.0/24"]
+
+[[sa.a.paths]]
+interface = "link1"
+remote = "198.18.1.1:4500"
+"#;
+
+/// `BASE` with line `n` (1-based) replaced by `with`.
+fn edit(n: usize, with: &str) -> String {
+    let mut lines: Vec<&str> = BASE.lines().collect();
+    lines[n - 1] = with;
+    lines.join("\n") + "\n"
+}
+
+/// `BASE` with `extra` appended.
+fn plus(extra: &str) -> String {
+    format!("{BASE}{extra}")
+}
+
+#[test]
+fn doc_example_parses_to_the_expected_engine_config() {
+    let cfg = parse("client.toml", &doc_example()).unwrap();
+    let e = &cfg.engine;
+    assert_eq!(cfg.control_socket, PathBuf::from("/run/mifsec/client.sock"));
+    assert_eq!(e.workers, EngineConfig::default().workers);
+    assert_eq!(
+        e.tun,
+        TunConfig {
+            name: "mifsec0".into(),
+            queues: e.workers,
+            mtu: 1400,
+            offloads: true
+        }
+    );
+    assert_eq!(e.addresses, vec![pfx("10.1.0.1/32")]);
+    assert!(e.routes.is_empty());
+    assert_eq!(e.replay_window, 65_536);
+    assert_eq!(e.backend, Backend::Ring);
+    assert_eq!(e.probe_interval, Duration::from_millis(50));
+    assert_eq!(e.dead_after, Duration::from_millis(200));
+    assert_eq!(e.keepalive, Duration::from_secs(20));
+    assert_eq!(
+        e.interfaces,
+        vec![
+            InterfaceConfig {
+                name: "link1".into(),
+                device: Some("veth-c1".into()),
+                address: "198.18.1.2".parse().unwrap(),
+                port: 4500,
+            },
+            InterfaceConfig {
+                name: "link2".into(),
+                device: Some("veth-c2".into()),
+                address: "198.18.2.2".parse().unwrap(),
+                port: 4500,
+            },
+        ]
+    );
+    assert_eq!(e.sas.len(), 1);
+    let sa = &e.sas[0];
+    assert_eq!(sa.name, "tunnel");
+    assert_eq!(sa.mode, Mode::Tunnel);
+    assert_eq!(sa.cipher, Cipher::Aes128Gcm);
+    assert!(sa.esn);
+    assert_eq!(sa.spi_out, 0x1001);
+    assert_eq!(sa.spi_in, 0x2001);
+    assert_eq!(
+        &**sa.key_out,
+        &hex::decode("000102030405060708090a0b0c0d0e0f10111213").unwrap()[..]
+    );
+    assert_eq!(
+        &**sa.key_in,
+        &hex::decode("101112131415161718191a1b1c1d1e1f20212223").unwrap()[..]
+    );
+    assert_eq!(sa.local_ts, vec![pfx("10.1.0.0/24")]);
+    assert_eq!(sa.remote_ts, vec![pfx("10.2.0.0/24")]);
+    assert_eq!(sa.policy, Policy::Aggregate);
+    assert_eq!(
+        sa.reorder,
+        Duration::from_millis(50),
+        "the default with policy aggregate"
+    );
+    assert_eq!(
+        sa.paths,
+        vec![
+            PathSpec {
+                name: "fast".into(),
+                interface: "link1".into(),
+                remote: "198.18.1.1:4500".parse().unwrap(),
+                role: Role::Active,
+                weight: 300,
+                pin: vec![],
+            },
+            PathSpec {
+                name: "slow".into(),
+                interface: "link2".into(),
+                remote: "198.18.2.1:4500".parse().unwrap(),
+                role: Role::Active,
+                weight: 100,
+                pin: vec![],
+            },
+        ]
+    );
+}
+
+#[test]
+fn every_key_is_read() {
+    let text = r#"
+[dataplane]
+workers = 3
+tun = "mif7"
+mtu = 1380
+offloads = false
+addresses = ["10.1.0.1/32", "fd00::1/128"]
+routes = ["10.2.0.9/24"]
+control_socket = "/tmp/m.sock"
+replay_window = 1048576
+backend = "rustcrypto"
+probe_interval_ms = 0
+dead_after_ms = 1000
+keepalive_s = 5
+
+[interfaces.v6]
+device = "eth0"
+address = "2001:db8::2"
+port = 14500
+
+[sa.t]
+mode = "transport"
+cipher = "chacha20poly1305"
+esn = false
+spi_out = 4096
+key_out = "0x000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223"
+spi_in = 8192
+key_in = "AA0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20212223"
+local_ts = ["2001:db8:1::/48"]
+remote_ts = ["2001:db8:2::/48", "10.9.0.0/16"]
+policy = "pinned"
+reorder_ms = 20
+
+[[sa.t.paths]]
+interface = "v6"
+remote = "[2001:db8::1]:4500"
+role = "standby"
+weight = 7
+pin = ["2001:db8:2::/64"]
+
+[[sa.t.paths]]
+name = "alt"
+interface = "v6"
+remote = "[2001:db8::3]:4500"
+role = "alternate"
+"#;
+    let cfg = parse("t.toml", text).unwrap();
+    let e = &cfg.engine;
+    assert_eq!(e.workers, 3);
+    assert_eq!(
+        e.tun,
+        TunConfig {
+            name: "mif7".into(),
+            queues: 3,
+            mtu: 1380,
+            offloads: false
+        }
+    );
+    assert_eq!(e.addresses, vec![pfx("10.1.0.1/32"), pfx("fd00::1/128")]);
+    assert_eq!(e.routes, vec![pfx("10.2.0.0/24")], "host bits are cleared");
+    assert_eq!(cfg.control_socket, PathBuf::from("/tmp/m.sock"));
+    assert_eq!(e.replay_window, 1 << 20);
+    assert_eq!(e.backend, Backend::RustCrypto);
+    assert_eq!(e.probe_interval, Duration::ZERO);
+    assert_eq!(e.dead_after, Duration::from_secs(1));
+    assert_eq!(e.keepalive, Duration::from_secs(5));
+    assert_eq!(e.interfaces[0].device.as_deref(), Some("eth0"));
+    assert_eq!(e.interfaces[0].port, 14500);
+    let sa = &e.sas[0];
+    assert_eq!(sa.mode, Mode::Transport);
+    assert_eq!(sa.cipher, Cipher::ChaCha20Poly1305);
+    assert!(!sa.esn);
+    assert_eq!(sa.key_out.len(), 36);
+    assert_eq!(sa.key_in[0], 0xaa);
+    assert_eq!(
+        sa.remote_ts,
+        vec![pfx("2001:db8:2::/48"), pfx("10.9.0.0/16")]
+    );
+    assert_eq!(sa.policy, Policy::Pinned);
+    assert_eq!(sa.reorder, Duration::from_millis(20));
+    assert_eq!(sa.paths[0].name, "p1");
+    assert_eq!(sa.paths[0].role, Role::Standby);
+    assert_eq!(sa.paths[0].weight, 7);
+    assert_eq!(sa.paths[0].pin, vec![pfx("2001:db8:2::/64")]);
+    assert_eq!(sa.paths[1].name, "alt");
+    assert_eq!(sa.paths[1].role, Role::Alternate);
+    assert_eq!(sa.paths[1].weight, 1);
+}
+
+#[test]
+fn an_empty_file_is_a_valid_config() {
+    let cfg = parse("e.toml", "").unwrap();
+    assert_eq!(cfg.control_socket, PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(cfg.engine.tun.name, DEFAULT_TUN);
+    assert!(cfg.engine.sas.is_empty());
+}
+
+#[test]
+fn base_is_valid() {
+    parse("gw.toml", BASE).unwrap();
+}
+
+#[test]
+fn keys_never_appear_in_debug_summary_or_errors() {
+    let cfg = parse("client.toml", &doc_example()).unwrap();
+    let dbg = format!("{cfg:?}");
+    let sum = summary(&cfg);
+    for k in [
+        "000102030405060708090a0b0c0d0e0f10111213",
+        "101112131415161718191a1b1c1d1e1f20212223",
+    ] {
+        assert!(!dbg.contains(k) && !dbg.contains(&k[..8]), "{dbg}");
+        assert!(!sum.contains(k) && !sum.contains(&k[..8]), "{sum}");
+    }
+    assert!(!dbg.contains("[0, 1, 2, 3"), "{dbg}");
+    for bad in [
+        edit(10, r#"key_out = "000102030405060708090a0b0c0d0e0f101112""#),
+        edit(
+            10,
+            r#"key_out = "000102030405060708090a0b0c0d0e0f1011121z""#,
+        ),
+        edit(12, r#"key_in = "000102030405060708090a0b0c0d0e0f10111213""#),
+    ] {
+        let e = err(&bad);
+        assert!(!e.contains("0001020304"), "{e}");
+    }
+}
+
+#[test]
+fn syntax_error() {
+    assert_eq!(
+        err("[dataplane]\nworkers = 2\n\n[sa.a\n"),
+        "gw.toml:4: invalid table header; expected `.`, `]`"
+    );
+}
+
+#[test]
+fn duplicate_key() {
+    assert_eq!(
+        err(&edit(11, "spi_in = 0x2001\nspi_in = 0x2002")),
+        "gw.toml:12: duplicate key `spi_in` in table `sa.a`"
+    );
+}
+
+#[test]
+fn unknown_keys() {
+    assert_eq!(
+        err(&edit(2, "wrkers = 2")),
+        "gw.toml:2: dataplane.wrkers: unknown key (expected one of `workers`, `tun`, `mtu`, `offloads`, \
+         `addresses`, `routes`, `control_socket`, `replay_window`, `backend`, `probe_interval_ms`, \
+         `dead_after_ms`, `keepalive_s`)"
+    );
+    assert!(
+        err(&edit(6, "adress = \"198.18.1.2\""))
+            .starts_with("gw.toml:6: interfaces.link1.adress: unknown key")
+    );
+    assert!(
+        err(&edit(
+            14,
+            "remote_ts = [\"10.2.0.0/24\"]\nplicy = \"aggregate\""
+        ))
+        .starts_with("gw.toml:15: sa.a.plicy: unknown key")
+    );
+    assert!(
+        err(&plus("wieght = 3\n")).starts_with("gw.toml:19: sa.a.paths[0].wieght: unknown key")
+    );
+    assert!(err(&plus("[connections.x]\n")).starts_with("gw.toml:19: connections: unknown key"));
+}
+
+#[test]
+fn missing_keys() {
+    assert_eq!(err(&edit(11, "")), "gw.toml:8: sa.a.spi_in: is required");
+    assert_eq!(
+        err(&edit(6, "port = 4500")),
+        "gw.toml:5: interfaces.link1.address: is required"
+    );
+    assert_eq!(
+        err(&plus("[[sa.a.paths]]\ninterface = \"link1\"\n")),
+        "gw.toml:19: sa.a.paths[1].remote: is required"
+    );
+}
+
+#[test]
+fn wrong_types() {
+    assert_eq!(
+        err(&edit(2, "workers = \"2\"")),
+        "gw.toml:2: dataplane.workers: invalid type: string \"2\", expected i64"
+    );
+    assert_eq!(
+        err(&edit(9, "spi_out = \"0x1001\"")),
+        "gw.toml:9: sa.a.spi_out: invalid type: string \"0x1001\", expected i64"
+    );
+    assert_eq!(
+        err(&edit(13, "local_ts = \"10.1.0.0/24\"")),
+        "gw.toml:13: sa.a.local_ts: invalid type: string \"10.1.0.0/24\", expected a sequence"
+    );
+    assert_eq!(
+        err(&edit(10, "key_out = 5")),
+        "gw.toml:10: sa.a.key_out: invalid type: integer `5`, expected a string"
+    );
+}
+
+#[test]
+fn bad_remote_address() {
+    assert_eq!(
+        err(&edit(18, "remote = \"198.18.1.2\"")),
+        "gw.toml:18: sa.a.paths[0].remote: \"198.18.1.2\" is not an address:port"
+    );
+}
+
+#[test]
+fn remote_family_must_match_the_interface() {
+    assert_eq!(
+        err(&edit(18, "remote = \"[2001:db8::1]:4500\"")),
+        "gw.toml:18: sa.a.paths[0].remote: [2001:db8::1]:4500 is IPv6 but interface link1 is IPv4"
+    );
+}
+
+#[test]
+fn bad_interface_address() {
+    assert_eq!(
+        err(&edit(6, "address = \"198.18.1\"")),
+        "gw.toml:6: interfaces.link1.address: \"198.18.1\" is not an IP address"
+    );
+}
+
+#[test]
+fn two_interfaces_on_one_address_and_port() {
+    assert_eq!(
+        err(&edit(7, "[interfaces.link2]\naddress = \"198.18.1.2\"\n")),
+        "gw.toml:8: interfaces.link2.address: 198.18.1.2:4500 is also interfaces.link1's address and port"
+    );
+}
+
+#[test]
+fn bad_port() {
+    assert_eq!(
+        err(&edit(6, "address = \"198.18.1.2\"\nport = 70000")),
+        "gw.toml:7: interfaces.link1.port: must be 0 to 65535, got 70000"
+    );
+}
+
+#[test]
+fn bad_selector() {
+    assert_eq!(
+        err(&edit(14, "remote_ts = [\"10.2.0.0/24\", \"10.3.0.0/33\"]")),
+        "gw.toml:14: sa.a.remote_ts[1]: \"10.3.0.0/33\": prefix length must be 0 to 32"
+    );
+    assert_eq!(
+        err(&edit(13, "local_ts = [\"ten\"]")),
+        "gw.toml:13: sa.a.local_ts[0]: \"ten\" is not an address or prefix"
+    );
+    assert_eq!(
+        err(&edit(13, "local_ts = []")),
+        "gw.toml:13: sa.a.local_ts: needs at least one selector"
+    );
+    assert_eq!(
+        err(&edit(3, "addresses = [\"10.1.0.1/40\"]")),
+        "gw.toml:3: dataplane.addresses[0]: \"10.1.0.1/40\": prefix length must be 0 to 32"
+    );
+}
+
+#[test]
+fn key_not_hex() {
+    assert_eq!(
+        err(&edit(
+            10,
+            r#"key_out = "000102030405060708090a0b0c0d0e0f1011121z""#
+        )),
+        "gw.toml:10: sa.a.key_out: is not a string of hex digits (key || salt)"
+    );
+}
+
+#[test]
+fn key_of_the_wrong_length() {
+    assert_eq!(
+        err(&edit(
+            12,
+            r#"key_in = "101112131415161718191a1b1c1d1e1f202122""#
+        )),
+        "gw.toml:12: sa.a.key_in: aes128gcm16 needs 20 bytes (40 hex digits) of key || salt, got 19 bytes"
+    );
+    // 20 bytes are too few for the 256-bit ciphers.
+    for cipher in ["aes256gcm16", "chacha20poly1305"] {
+        assert_eq!(
+            err(&edit(8, &format!("[sa.a]\ncipher = \"{cipher}\""))),
+            format!(
+                "gw.toml:11: sa.a.key_out: {cipher} needs 36 bytes (72 hex digits) of key || salt, got 20 bytes"
+            )
+        );
+    }
+}
+
+#[test]
+fn one_key_twice() {
+    assert_eq!(
+        err(&edit(
+            12,
+            r#"key_in = "000102030405060708090A0B0C0D0E0F10111213""#
+        )),
+        "gw.toml:12: sa.a.key_in: same key as sa.a.key_out: a key must never serve two SAs or directions"
+    );
+}
+
+#[test]
+fn spi_out_of_range() {
+    assert_eq!(
+        err(&edit(9, "spi_out = 255")),
+        "gw.toml:9: sa.a.spi_out: an SPI is 256 to 4294967295 (0x100 to 0xffffffff), got 255"
+    );
+    assert_eq!(
+        err(&edit(11, "spi_in = 0x100000000")),
+        "gw.toml:11: sa.a.spi_in: an SPI is 256 to 4294967295 (0x100 to 0xffffffff), got 4294967296"
+    );
+}
+
+#[test]
+fn spis_must_be_distinct() {
+    let second = r#"
+[sa.b]
+spi_out = 0x1002
+key_out = "200102030405060708090a0b0c0d0e0f10111213"
+spi_in = 0x2001
+key_in = "301112131415161718191a1b1c1d1e1f20212223"
+local_ts = ["10.1.0.0/24"]
+remote_ts = ["10.3.0.0/24"]
+"#;
+    assert_eq!(
+        err(&plus(second)),
+        "gw.toml:23: sa.b.spi_in: SPI 0x00002001 is also sa.a.spi_in"
+    );
+}
+
+#[test]
+fn path_names_an_unknown_interface() {
+    assert_eq!(
+        err(&edit(17, "interface = \"link9\"")),
+        "gw.toml:17: sa.a.paths[0].interface: no interface named \"link9\" (no [interfaces.link9])"
+    );
+}
+
+#[test]
+fn path_names_are_unique_per_sa() {
+    let text = edit(17, "name = \"x\"\ninterface = \"link1\"")
+        + "\n[[sa.a.paths]]\nname = \"x\"\ninterface = \"link1\"\nremote = \"198.18.1.3:4500\"\n";
+    assert_eq!(
+        err(&text),
+        "gw.toml:22: sa.a.paths[1].name: \"x\" is also the name of sa.a.paths[0]"
+    );
+    // A default name ("p2") clashing with a written one.
+    let text = edit(17, "name = \"p2\"\ninterface = \"link1\"")
+        + "\n[[sa.a.paths]]\ninterface = \"link1\"\nremote = \"198.18.1.3:4500\"\n";
+    assert_eq!(
+        err(&text),
+        "gw.toml:22: sa.a.paths[1].name: the default name \"p2\" is taken; name this path"
+    );
+}
+
+#[test]
+fn replay_window_power_of_two_in_range() {
+    for (v, ok) in [
+        (64, true),
+        (1 << 20, true),
+        (32, false),
+        (1000, false),
+        (1 << 21, false),
+    ] {
+        let text = edit(2, &format!("replay_window = {v}"));
+        if ok {
+            parse("gw.toml", &text).unwrap();
+        } else {
+            assert_eq!(
+                err(&text),
+                format!(
+                    "gw.toml:2: dataplane.replay_window: must be a power of two from 64 to 1048576, got {v}"
+                )
+            );
+        }
+    }
+}
+
+#[test]
+fn workers_at_least_one() {
+    assert_eq!(
+        err(&edit(2, "workers = 0")),
+        "gw.toml:2: dataplane.workers: must be 1 to 1024, got 0"
+    );
+}
+
+#[test]
+fn bad_enumerations() {
+    assert_eq!(
+        err(&edit(
+            14,
+            "remote_ts = [\"10.2.0.0/24\"]\npolicy = \"fastest\""
+        )),
+        "gw.toml:15: sa.a.policy: \"fastest\": policy is failover, aggregate, redundant or pinned"
+    );
+    assert_eq!(
+        err(&plus("role = \"backup\"\n")),
+        "gw.toml:19: sa.a.paths[0].role: \"backup\": role is active, standby or alternate"
+    );
+    assert_eq!(
+        err(&edit(8, "[sa.a]\ncipher = \"aes\"")),
+        "gw.toml:9: sa.a.cipher: \"aes\": cipher is aes128gcm16, aes256gcm16 or chacha20poly1305"
+    );
+    assert_eq!(
+        err(&edit(8, "[sa.a]\nmode = \"beet\"")),
+        "gw.toml:9: sa.a.mode: \"beet\": mode is tunnel or transport"
+    );
+    assert_eq!(
+        err(&edit(2, "backend = \"openssl\"")),
+        "gw.toml:2: dataplane.backend: \"openssl\": backend is ring or rustcrypto"
+    );
+}
+
+#[test]
+fn bad_names() {
+    assert_eq!(
+        err(&edit(8, "[sa.\"my sa\"]").replace("[[sa.a.paths]]", "[[sa.\"my sa\".paths]]")),
+        "gw.toml:8: sa.my sa: \"my sa\": SA names are 1 to 32 letters, digits, '-' or '_'"
+    );
+    assert_eq!(
+        err(&edit(3, "tun = \"a-very-long-device-name\"")),
+        "gw.toml:3: dataplane.tun: \"a-very-long-device-name\" is not a device name (1 to 15 bytes, no '/' or space)"
+    );
+}
+
+#[test]
+fn weight_in_range() {
+    assert_eq!(
+        err(&plus("weight = 0\n")),
+        "gw.toml:19: sa.a.paths[0].weight: must be 1 to 1000000, got 0"
+    );
+}
+
+#[test]
+fn load_names_the_file_and_reads_it() {
+    let e = load(Path::new("/nonexistent/gw.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("/nonexistent/gw.toml: cannot read: "), "{e}");
+    let dir = std::env::temp_dir().join(format!("mifsec-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("gw.toml");
+    std::fs::write(&f, edit(18, "remote = \"198.18.1.2\"")).unwrap();
+    let e = load(&f).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}:18: sa.a.paths[0].remote: \"198.18.1.2\" is not an address:port",
+            f.display()
+        )
+    );
+    std::fs::write(&f, BASE).unwrap();
+    let cfg = load(&f).unwrap();
+    assert_eq!(cfg.engine.sas.len(), 1);
+    assert_eq!(
+        cfg.engine.sas[0].reorder,
+        Duration::ZERO,
+        "the default with policy failover"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn implicit_sa_table() {
+    let text = "[interfaces.l]\naddress = \"198.18.1.2\"\n\n[[sa.x.paths]]\ninterface = \"l\"\nremote = \"198.18.1.1:4500\"\n";
+    assert_eq!(err(text), "gw.toml:4: sa.x.spi_out: is required");
+}
+
+#[test]
+fn bad_interface_name() {
+    assert_eq!(
+        err(&edit(5, "[interfaces.\"link.1\"]")),
+        "gw.toml:5: interfaces.link.1: \"link.1\": interface names are 1 to 32 letters, digits, '-' or '_'"
+    );
+}

@@ -1,0 +1,578 @@
+//! The control socket: how `mifsec status`, `mifsec ctl` and `mifsec keys` talk to a running
+//! daemon.
+//!
+//! A Unix stream socket (`control_socket` in the configuration, mode 0600). The protocol is
+//! one JSON object per line each way: a [`Request`] such as `{"cmd":"status"}` or
+//! `{"cmd":"handover","sa":"tunnel","path":"fast","hard":false}`, answered by a [`Response`],
+//! `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`. A connection may carry several
+//! requests; a malformed one gets an error response, never a crash. The server serves one
+//! connection at a time on its own thread (there are few operators), with a read timeout so
+//! that a silent client cannot hold it.
+//!
+//! The server side talks to anything that implements [`Control`] (the [`Engine`], or a test
+//! double), through [`handle_line`].
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config;
+use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
+
+/// Longest request or response line accepted, in bytes.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How long the server waits for the next request on an open connection, and how long a
+/// client waits for an answer.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request, as sent on the socket (the `cmd` field names the variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The engine's status ([`EngineStatus`] as JSON).
+    Status {},
+    /// Make `path` the only active path of `sa`.
+    Handover {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        path: String,
+        /// Switch at once instead of make-before-break.
+        #[serde(default)]
+        hard: bool,
+    },
+    /// Open a socket on a new interface.
+    AddInterface {
+        /// Interface name (what paths refer to).
+        name: String,
+        /// Local address to bind.
+        address: String,
+        /// OS device to bind to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// Local UDP port (default 4500).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// Close an interface's socket.
+    RemoveInterface {
+        /// Interface name.
+        name: String,
+    },
+    /// Change an SA's scheduling policy.
+    Policy {
+        /// SA name.
+        sa: String,
+        /// `failover`, `aggregate`, `redundant` or `pinned`.
+        policy: String,
+    },
+    /// Add a path to an SA.
+    AddPath {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        name: String,
+        /// Interface name.
+        interface: String,
+        /// Peer `address:port`.
+        remote: String,
+        /// `active` (default), `standby` or `alternate`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Aggregate weight (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<u32>,
+        /// Pinned destination prefixes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pin: Vec<String>,
+    },
+    /// Remove a path from an SA.
+    RemovePath {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        name: String,
+    },
+    /// The SAs' keys as Wireshark `esp_sa` lines.
+    Keys {},
+}
+
+/// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result (a status object, a message string, or a list of lines) when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why the request failed when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success carrying `result`.
+    pub fn ok(result: Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure with `error` for the operator.
+    pub fn err(error: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The response as one line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"response not serialisable"}"#.into())
+    }
+
+    /// The result, or the error message.
+    pub fn into_result(self) -> Result<Value, String> {
+        if self.ok {
+            Ok(self.result.unwrap_or(Value::Null))
+        } else {
+            Err(self
+                .error
+                .unwrap_or_else(|| "the daemon gave no reason".into()))
+        }
+    }
+}
+
+/// What the control socket drives: the engine's control operations. Implemented by
+/// [`Engine`]; tests implement it with a double.
+pub trait Control {
+    /// See [`Engine::status`].
+    fn status(&self) -> EngineStatus;
+    /// See [`Engine::handover`].
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError>;
+    /// See [`Engine::add_interface`].
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError>;
+    /// See [`Engine::remove_interface`].
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError>;
+    /// See [`Engine::set_policy`].
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError>;
+    /// See [`Engine::add_path`].
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError>;
+    /// See [`Engine::remove_path`].
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError>;
+    /// See [`Engine::wireshark_keys`].
+    fn wireshark_keys(&self) -> Vec<String>;
+}
+
+impl Control for Engine {
+    fn status(&self) -> EngineStatus {
+        Engine::status(self)
+    }
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+        Engine::handover(self, sa, path, hard)
+    }
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+        Engine::add_interface(self, iface)
+    }
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+        Engine::remove_interface(self, name)
+    }
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+        Engine::set_policy(self, sa, policy)
+    }
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+        Engine::add_path(self, sa, path)
+    }
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+        Engine::remove_path(self, sa, path)
+    }
+    fn wireshark_keys(&self) -> Vec<String> {
+        Engine::wireshark_keys(self)
+    }
+}
+
+impl Request {
+    /// Whether the request changes the engine (and so deserves a line in the daemon's log).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Request::Status {} | Request::Keys {})
+    }
+
+    /// A one-line description for the log (never contains keys: no request carries any).
+    pub fn describe(&self) -> String {
+        match self {
+            Request::Status {} => "status".into(),
+            Request::Keys {} => "keys".into(),
+            Request::Handover { sa, path, hard } => {
+                format!("handover {sa} {path}{}", if *hard { " --hard" } else { "" })
+            }
+            Request::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            } => {
+                let mut s = format!("add-interface {name} --address {address}");
+                if let Some(d) = device {
+                    s += &format!(" --device {d}");
+                }
+                if let Some(p) = port {
+                    s += &format!(" --port {p}");
+                }
+                s
+            }
+            Request::RemoveInterface { name } => format!("remove-interface {name}"),
+            Request::Policy { sa, policy } => format!("policy {sa} {policy}"),
+            Request::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+                pin,
+            } => {
+                let mut s =
+                    format!("add-path {sa} {name} --interface {interface} --remote {remote}");
+                if let Some(r) = role {
+                    s += &format!(" --role {r}");
+                }
+                if let Some(w) = weight {
+                    s += &format!(" --weight {w}");
+                }
+                for p in pin {
+                    s += &format!(" --pin {p}");
+                }
+                s
+            }
+            Request::RemovePath { sa, name } => format!("remove-path {sa} {name}"),
+        }
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), String> {
+    if config::valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: {what} names are 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// Carries out one request on `target`.
+pub fn dispatch(target: &dyn Control, req: Request) -> Response {
+    let done = |r: Result<String, ControlError>| match r {
+        Ok(msg) => Response::ok(Value::String(msg)),
+        Err(e) => Response::err(e.0),
+    };
+    let run = || -> Result<Response, String> {
+        Ok(match req {
+            Request::Status {} => Response::ok(
+                serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?,
+            ),
+            Request::Keys {} => Response::ok(Value::from(target.wireshark_keys())),
+            Request::Handover { sa, path, hard } => done(target.handover(&sa, &path, hard)),
+            Request::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            } => {
+                check_name(&name, "interface")?;
+                let address: IpAddr = address
+                    .parse()
+                    .map_err(|_| format!("{address:?} is not an IP address"))?;
+                if let Some(d) = &device {
+                    if d.is_empty() || d.len() > 15 || d.contains(['/', ' ']) {
+                        return Err(format!("{d:?} is not a device name"));
+                    }
+                }
+                done(target.add_interface(InterfaceConfig {
+                    name,
+                    device,
+                    address,
+                    port: port.unwrap_or(4500),
+                }))
+            }
+            Request::RemoveInterface { name } => done(target.remove_interface(&name)),
+            Request::Policy { sa, policy } => done(target.set_policy(&sa, policy.parse()?)),
+            Request::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+                pin,
+            } => {
+                check_name(&name, "path")?;
+                let remote: SocketAddr = remote
+                    .parse()
+                    .map_err(|_| format!("{remote:?} is not an address:port"))?;
+                let role: Role = match role {
+                    Some(r) => r.parse()?,
+                    None => Role::Active,
+                };
+                let weight = weight.unwrap_or(1);
+                if !(1..=1_000_000).contains(&weight) {
+                    return Err(format!("weight must be 1 to 1000000, got {weight}"));
+                }
+                let pin = pin
+                    .iter()
+                    .map(|p| p.parse::<Prefix>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                done(target.add_path(
+                    &sa,
+                    PathSpec {
+                        name,
+                        interface,
+                        remote,
+                        role,
+                        weight,
+                        pin,
+                    },
+                ))
+            }
+            Request::RemovePath { sa, name } => done(target.remove_path(&sa, &name)),
+        })
+    };
+    run().unwrap_or_else(Response::err)
+}
+
+/// Parses one request line and carries it out. Returns the parsed request too (for the
+/// daemon's log; `None` if the line was not a request) and the response.
+pub fn handle_line(target: &dyn Control, line: &str) -> (Option<Request>, Response) {
+    match serde_json::from_str::<Request>(line) {
+        Ok(req) => (Some(req.clone()), dispatch(target, req)),
+        Err(e) => (None, Response::err(format!("bad request: {e}"))),
+    }
+}
+
+/// A bound control socket, not yet served.
+#[derive(Debug)]
+pub struct Listener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Listener {
+    /// Binds the socket at `path`: creates the parent directory (mode 0700) if missing,
+    /// replaces a stale socket file (one nobody answers on), refuses if a daemon answers there
+    /// or if the path is something other than a socket, and sets mode 0600.
+    pub fn bind(path: &Path) -> io::Result<Listener> {
+        let ctx = |what: &str, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| ctx("creating the directory of", e))?;
+            }
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{}: another mifsec daemon is serving this socket",
+                            path.display()
+                        ),
+                    ));
+                }
+                std::fs::remove_file(path).map_err(|e| ctx("removing the stale socket", e))?;
+            }
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; not touching it",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ctx("checking", e)),
+        }
+        let listener = UnixListener::bind(path).map_err(|e| ctx("binding", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| ctx("setting the mode of", e))?;
+        Ok(Listener {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Serves connections one at a time on a new thread named `mifsec-ctl`. `handler` turns
+    /// a request line into a response line. The returned [`Server`] removes the socket file
+    /// when closed or dropped.
+    pub fn serve<F>(self, handler: F) -> io::Result<Server>
+    where
+        F: Fn(&str) -> String + Send + 'static,
+    {
+        let listener = self.listener;
+        let thread = std::thread::Builder::new()
+            .name("mifsec-ctl".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(stream) => serve_connection(stream, &handler),
+                        Err(e) => {
+                            eprintln!("mifsec: control socket: accept: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    }
+                }
+            })?;
+        Ok(Server {
+            path: self.path,
+            _thread: thread,
+        })
+    }
+}
+
+/// A control socket being served. Dropping it (or [`Server::close`]) removes the socket file;
+/// the serving thread ends with the process.
+#[derive(Debug)]
+pub struct Server {
+    path: PathBuf,
+    _thread: JoinHandle<()>,
+}
+
+impl Server {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket file: no new client can connect.
+    pub fn close(self) {}
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_connection(stream: UnixStream, handler: &dyn Fn(&str) -> String) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let Ok(mut writer) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = match (&mut reader)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let response = if n > MAX_LINE {
+            let r = Response::err(format!("request longer than {MAX_LINE} bytes")).to_line();
+            let _ = writer.write_all(format!("{r}\n").as_bytes());
+            return;
+        } else {
+            match std::str::from_utf8(&line) {
+                Ok(text) if text.trim().is_empty() => continue,
+                Ok(text) => handler(text.trim()),
+                Err(_) => Response::err("bad request: not UTF-8").to_line(),
+            }
+        };
+        if writer
+            .write_all(format!("{response}\n").as_bytes())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No daemon could be reached at the socket.
+    Connect(PathBuf, io::Error),
+    /// The connection broke or timed out.
+    Io(io::Error),
+    /// The daemon answered something that is not a response.
+    BadResponse(String),
+    /// The daemon refused the request; its message.
+    Refused(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(p, e) => write!(
+                f,
+                "cannot connect to {}: {e} (is `mifsec run` running, and is this its control_socket?)",
+                p.display()
+            ),
+            ClientError::Io(e) => write!(f, "control socket: {e}"),
+            ClientError::BadResponse(s) => write!(f, "bad response from the daemon: {s}"),
+            ClientError::Refused(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Sends `req` to the daemon at `socket` and returns the result of a successful response.
+pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
+    let stream =
+        UnixStream::connect(socket).map_err(|e| ClientError::Connect(socket.to_owned(), e))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    let mut line =
+        serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push('\n');
+    (&stream)
+        .write_all(line.as_bytes())
+        .map_err(ClientError::Io)?;
+    let mut answer = Vec::new();
+    BufReader::new(&stream)
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut answer)
+        .map_err(ClientError::Io)?;
+    if answer.is_empty() {
+        return Err(ClientError::BadResponse(
+            "the daemon closed the connection".into(),
+        ));
+    }
+    let resp: Response =
+        serde_json::from_slice(&answer).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    resp.into_result().map_err(ClientError::Refused)
+}
+
+#[cfg(test)]
+mod tests;

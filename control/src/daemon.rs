@@ -1,0 +1,234 @@
+//! `mifsec run`: the foreground daemon.
+//!
+//! It parses the configuration, blocks SIGINT and SIGTERM (before any thread exists, so every
+//! thread inherits the mask), binds the control socket, starts the [`Engine`], serves the
+//! socket on its own thread, logs one line per notable event to stderr, and then waits for a signal with
+//! `sigwait` on the main thread. On SIGINT or SIGTERM it shuts the engine down, removes the
+//! socket and exits 0. No log line ever contains key material.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::config::{self, Config};
+use crate::ctl::{self, Response};
+use crate::dataplane::engine::{Engine, EngineStatus};
+
+/// Exit status for a configuration that does not parse (and for usage errors).
+pub const EXIT_CONFIG: i32 = 2;
+
+/// Exit status for a daemon that could not start.
+pub const EXIT_FAILURE: i32 = 1;
+
+/// Writes one log line to stderr.
+pub fn log(msg: impl std::fmt::Display) {
+    eprintln!("mifsec: {msg}");
+}
+
+/// Runs the daemon with the configuration file at `path` until SIGINT or SIGTERM; returns
+/// the process exit status (0 after a clean stop).
+pub fn run(path: &Path) -> i32 {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    let signals = match signals::block(&[libc::SIGINT, libc::SIGTERM]) {
+        Ok(s) => s,
+        Err(e) => {
+            log(format_args!("blocking signals: {e}"));
+            return EXIT_FAILURE;
+        }
+    };
+    log(format_args!(
+        "{} starting: {}, {} interfaces, {} SAs",
+        env!("CARGO_PKG_VERSION"),
+        path.display(),
+        cfg.engine.interfaces.len(),
+        cfg.engine.sas.len()
+    ));
+    let Config {
+        engine: engine_cfg,
+        control_socket,
+    } = cfg;
+    // The socket first: a second daemon on the same socket fails here, before it touches the
+    // network. Clients that connect before the engine is up wait in the backlog.
+    let listener = match ctl::Listener::bind(&control_socket) {
+        Ok(l) => l,
+        Err(e) => {
+            log(format_args!("control socket: {e}"));
+            return EXIT_FAILURE;
+        }
+    };
+    let engine = match Engine::start(engine_cfg) {
+        Ok(e) => e,
+        Err(e) => {
+            log(format_args!("cannot start the engine: {e}"));
+            drop(listener);
+            let _ = std::fs::remove_file(&control_socket);
+            return EXIT_FAILURE;
+        }
+    };
+    log_started(&engine.status());
+
+    let slot = Arc::new(Mutex::new(Some(engine)));
+    let handler_slot = Arc::clone(&slot);
+    let server = listener.serve(move |line| {
+        let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(engine) = guard.as_ref() else {
+            return Response::err("the daemon is stopping").to_line();
+        };
+        let (req, resp) = ctl::handle_line(engine, line);
+        if let Some(req) = req.filter(ctl::Request::changes_state) {
+            match &resp.error {
+                None => log(format_args!(
+                    "ctl {}: {}",
+                    req.describe(),
+                    resp.result
+                        .as_ref()
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("done")
+                )),
+                Some(e) => log(format_args!("ctl {}: refused: {e}", req.describe())),
+            }
+        }
+        resp.to_line()
+    });
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            log(format_args!("control socket: starting its thread: {e}"));
+            if let Some(engine) = take(&slot) {
+                engine.shutdown();
+            }
+            let _ = std::fs::remove_file(&control_socket);
+            return EXIT_FAILURE;
+        }
+    };
+    log(format_args!("control socket {}", server.path().display()));
+    log("running; SIGINT or SIGTERM stops");
+
+    let sig = loop {
+        match signals.wait() {
+            Ok(s) => break s,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log(format_args!("waiting for signals: {e}; stopping"));
+                break 0;
+            }
+        }
+    };
+    log(format_args!("{} received: stopping", signals::name(sig)));
+    if let Some(engine) = take(&slot) {
+        engine.shutdown();
+    }
+    server.close();
+    log("stopped");
+    0
+}
+
+fn take(slot: &Mutex<Option<Engine>>) -> Option<Engine> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
+}
+
+/// Logs what the engine started with: TUN, interfaces, SAs and paths (never keys).
+fn log_started(st: &EngineStatus) {
+    log(format_args!(
+        "started: tun {} ({}), {} worker{}",
+        st.tun,
+        st.tun_offloads,
+        st.workers,
+        if st.workers == 1 { "" } else { "s" }
+    ));
+    for i in &st.interfaces {
+        match &i.device {
+            Some(d) => log(format_args!(
+                "interface {} on {} ({d}, offloads {})",
+                i.name, i.local, i.offloads
+            )),
+            None => log(format_args!(
+                "interface {} on {} (offloads {})",
+                i.name, i.local, i.offloads
+            )),
+        }
+    }
+    for sa in &st.sas {
+        let paths: Vec<String> = sa
+            .paths
+            .iter()
+            .map(|p| format!("{} ({} -> {}, {})", p.name, p.interface, p.remote, p.role))
+            .collect();
+        log(format_args!(
+            "sa {}: {}, {}, out {} in {}, {} === {}, policy {}, paths {}",
+            sa.name,
+            sa.mode,
+            sa.cipher,
+            sa.spi_out,
+            sa.spi_in,
+            sa.local_ts.join(" "),
+            sa.remote_ts.join(" "),
+            sa.policy,
+            if paths.is_empty() {
+                "none".into()
+            } else {
+                paths.join(", ")
+            }
+        ));
+    }
+}
+
+/// Blocking and waiting for signals with `pthread_sigmask` and `sigwait`: no handler runs,
+/// so nothing async-signal-unsafe can happen, and the main thread simply waits.
+mod signals {
+    use std::io;
+    use std::mem::MaybeUninit;
+
+    /// A set of signals blocked in the calling thread (and every thread it spawns later).
+    pub struct Blocked(libc::sigset_t);
+
+    /// Blocks `sigs` in the calling thread.
+    pub fn block(sigs: &[libc::c_int]) -> io::Result<Blocked> {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        // SAFETY: `set` points to writable memory for one sigset_t; sigemptyset initialises it.
+        if unsafe { libc::sigemptyset(set.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: sigemptyset succeeded, so `set` is initialised.
+        let mut set = unsafe { set.assume_init() };
+        for &s in sigs {
+            // SAFETY: `set` is an initialised sigset_t we own.
+            if unsafe { libc::sigaddset(&mut set, s) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+        let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(Blocked(set))
+    }
+
+    impl Blocked {
+        /// Waits until one of the signals is pending and takes it; returns its number.
+        pub fn wait(&self) -> io::Result<libc::c_int> {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `self.0` is an initialised sigset_t and `sig` a valid out-pointer.
+            let rc = unsafe { libc::sigwait(&self.0, &mut sig) };
+            if rc != 0 {
+                return Err(io::Error::from_raw_os_error(rc));
+            }
+            Ok(sig)
+        }
+    }
+
+    /// The signal's name for the log.
+    pub fn name(sig: libc::c_int) -> String {
+        match sig {
+            libc::SIGINT => "SIGINT".into(),
+            libc::SIGTERM => "SIGTERM".into(),
+            n => format!("signal {n}"),
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! `mifsec status` for people: the engine's status JSON (as the control socket serves it)
+//! turned into text in the manner of `swanctl --list-sas`, plus paths.
+//!
+//! ```text
+//! tunnel: tunnel, aes128gcm16, esn, policy aggregate, 10.1.0.0/24 === 10.2.0.0/24
+//!   out 00001001: 1234 packets, 1.6 MB, seq 1234
+//!   in  00002001: 1200 packets, 1.5 MB, replay top 1200/65536, drops: replayed 3
+//!   path fast  link1 198.18.1.2:4500 -> 198.18.1.1:4500  active  up  rtt 0.21 ms  loss 0.0%  tx 210.3 Mbit/s  rx 1.2 Mbit/s
+//! interfaces: link1 198.18.1.2:4500 (veth-c1, gso gro)
+//! tun mifsec0 (vnet_hdr csum tso4 tso6 uso4 uso6), 2 workers, 3 table swaps, up 5m03s
+//! ```
+//!
+//! It reads the JSON rather than [`EngineStatus`](crate::dataplane::engine::EngineStatus)
+//! itself so that the client needs no `Deserialize` of the engine's types, and it tolerates
+//! missing fields (an older or newer daemon).
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("-")
+}
+
+fn n(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn f(v: &Value, k: &str) -> f64 {
+    v.get(k).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn list<'a>(v: &'a Value, k: &str) -> &'a [Value] {
+    v.get(k)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+fn strings(v: &Value, k: &str) -> String {
+    let items: Vec<&str> = list(v, k).iter().filter_map(Value::as_str).collect();
+    if items.is_empty() {
+        "-".into()
+    } else {
+        items.join(" ")
+    }
+}
+
+/// Non-zero entries of a `{name: count}` object, as `name 3, other 1`.
+fn counts(v: &Value, k: &str) -> Option<String> {
+    let items: Vec<String> = v
+        .get(k)
+        .and_then(Value::as_object)?
+        .iter()
+        .filter_map(|(name, c)| c.as_u64().filter(|&c| c > 0).map(|c| format!("{name} {c}")))
+        .collect();
+    (!items.is_empty()).then(|| items.join(", "))
+}
+
+/// Bytes in decimal units: `512 B`, `1.6 MB`.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if b < 1000 {
+        return format!("{b} B");
+    }
+    let mut x = b as f64 / 1000.0;
+    let mut unit = 0;
+    while x >= 999.95 && unit + 1 < UNITS.len() {
+        x /= 1000.0;
+        unit += 1;
+    }
+    format!("{x:.1} {}", UNITS[unit])
+}
+
+/// A duration in seconds as `42s`, `5m03s` or `2h05m`, `3d04h`.
+pub fn uptime(secs: f64) -> String {
+    let t = secs.max(0.0) as u64;
+    match t {
+        0..60 => format!("{t}s"),
+        60..3600 => format!("{}m{:02}s", t / 60, t % 60),
+        3600..86_400 => format!("{}h{:02}m", t / 3600, t % 3600 / 60),
+        _ => format!("{}d{:02}h", t / 86_400, t % 86_400 / 3600),
+    }
+}
+
+/// The status text for `status`, the `result` of a `{"cmd":"status"}` request.
+pub fn status(st: &Value) -> String {
+    let mut out = String::new();
+    let sas = list(st, "sas");
+    if sas.is_empty() {
+        out.push_str("no SAs\n");
+    }
+    for sa in sas {
+        let _ = writeln!(
+            out,
+            "{}: {}, {}, {}, policy {}, {} === {}",
+            s(sa, "name"),
+            s(sa, "mode"),
+            s(sa, "cipher"),
+            if sa.get("esn").and_then(Value::as_bool).unwrap_or(false) {
+                "esn"
+            } else {
+                "no esn"
+            },
+            s(sa, "policy"),
+            strings(sa, "local_ts"),
+            strings(sa, "remote_ts"),
+        );
+        let _ = writeln!(
+            out,
+            "  out {}: {} packets, {}, seq {}",
+            s(sa, "spi_out"),
+            n(sa, "out_packets"),
+            bytes(n(sa, "out_bytes")),
+            n(sa, "out_seq"),
+        );
+        let _ = write!(
+            out,
+            "  in  {}: {} packets, {}, replay top {}/{}",
+            s(sa, "spi_in"),
+            n(sa, "in_packets"),
+            bytes(n(sa, "in_bytes")),
+            n(sa, "replay_top"),
+            n(sa, "replay_window"),
+        );
+        if let Some(d) = counts(sa, "drops") {
+            let _ = write!(out, ", drops: {d}");
+        }
+        let (held, gaps) = (n(sa, "reorder_held"), n(sa, "reorder_gaps"));
+        if held + gaps > 0 {
+            let _ = write!(out, ", reorder: held {held}, gaps {gaps}");
+        }
+        out.push('\n');
+        let paths = list(sa, "paths");
+        let width = |k: &str| paths.iter().map(|p| s(p, k).len()).max().unwrap_or(0);
+        let (wn, wi, wl, wr, wo, ws) = (
+            width("name"),
+            width("interface"),
+            width("local"),
+            width("remote"),
+            width("role"),
+            width("state"),
+        );
+        let weights = s(sa, "policy") == "aggregate";
+        for p in paths {
+            let rtt = match p.get("rtt_ms").and_then(Value::as_f64) {
+                Some(ms) => format!("rtt {ms:.2} ms"),
+                None => "rtt -".into(),
+            };
+            let line = format!(
+                "  path {:wn$}  {:wi$} {:wl$} -> {:wr$}  {:wo$}  {:ws$}  {rtt}  loss {:.1}%  tx {:.1} Mbit/s  rx {:.1} Mbit/s",
+                s(p, "name"),
+                s(p, "interface"),
+                s(p, "local"),
+                s(p, "remote"),
+                s(p, "role"),
+                s(p, "state"),
+                f(p, "loss_pct"),
+                f(p, "tx_mbps"),
+                f(p, "rx_mbps"),
+            );
+            out.push_str(&line);
+            if weights {
+                let _ = write!(out, "  weight {}", n(p, "weight"));
+            }
+            out.push('\n');
+        }
+    }
+    let ifaces: Vec<String> = list(st, "interfaces")
+        .iter()
+        .map(|i| {
+            let offloads = match s(i, "offloads") {
+                "none" | "-" => "no offloads",
+                o => o,
+            };
+            match i.get("device").and_then(Value::as_str) {
+                Some(d) => format!("{} {} ({d}, {offloads})", s(i, "name"), s(i, "local")),
+                None => format!("{} {} ({offloads})", s(i, "name"), s(i, "local")),
+            }
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "interfaces: {}",
+        if ifaces.is_empty() {
+            "none".into()
+        } else {
+            ifaces.join(", ")
+        }
+    );
+    let (workers, swaps) = (n(st, "workers"), n(st, "table_swaps"));
+    let _ = writeln!(
+        out,
+        "tun {} ({}), {workers} worker{}, {swaps} table swap{}, up {}",
+        s(st, "tun"),
+        s(st, "tun_offloads"),
+        if workers == 1 { "" } else { "s" },
+        if swaps == 1 { "" } else { "s" },
+        uptime(f(st, "uptime_s")),
+    );
+    if let Some(c) = counts(st, "drops") {
+        let _ = writeln!(out, "outside SAs: {c}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::dataplane::engine::{EngineStatus, InterfaceStatus, PathStatus, SaStatus};
+
+    fn path(name: &str, iface: &str, local: &str, remote: &str, rtt: Option<f64>) -> PathStatus {
+        PathStatus {
+            name: name.into(),
+            interface: iface.into(),
+            local: local.into(),
+            remote: remote.into(),
+            role: "active".into(),
+            state: "up".into(),
+            rtt_ms: rtt,
+            loss_pct: 0.0,
+            tx_packets: 10,
+            tx_bytes: 1000,
+            rx_packets: 5,
+            rx_bytes: 500,
+            tx_mbps: 210.31,
+            rx_mbps: 1.2,
+            weight: 300,
+        }
+    }
+
+    #[test]
+    fn status_text() {
+        let st = EngineStatus {
+            workers: 2,
+            tun: "mifsec0".into(),
+            tun_offloads: "vnet_hdr csum tso4 tso6 uso4 uso6".into(),
+            table_swaps: 3,
+            uptime_s: 303.5,
+            interfaces: vec![
+                InterfaceStatus {
+                    name: "link1".into(),
+                    device: Some("veth-c1".into()),
+                    local: "198.18.1.2:4500".into(),
+                    offloads: "gso gro".into(),
+                },
+                InterfaceStatus {
+                    name: "link2".into(),
+                    device: None,
+                    local: "198.18.2.2:4500".into(),
+                    offloads: "none".into(),
+                },
+            ],
+            sas: vec![SaStatus {
+                name: "tunnel".into(),
+                mode: "tunnel".into(),
+                cipher: "aes128gcm16".into(),
+                esn: true,
+                policy: "aggregate".into(),
+                spi_out: "0000100a".into(),
+                spi_in: "0000200a".into(),
+                local_ts: vec!["10.1.0.0/24".into()],
+                remote_ts: vec!["10.2.0.0/24".into()],
+                out_packets: 1234,
+                out_bytes: 1_612_345,
+                out_seq: 1234,
+                in_packets: 1200,
+                in_bytes: 1_500_000,
+                in_dummies: 0,
+                replay_top: 1200,
+                replay_window: 65536,
+                drops: BTreeMap::from([("replayed".to_owned(), 3)]),
+                reorder_held: 0,
+                reorder_gaps: 0,
+                paths: vec![
+                    path(
+                        "fast",
+                        "link1",
+                        "198.18.1.2:4500",
+                        "198.18.1.1:4500",
+                        Some(0.2104),
+                    ),
+                    path("slow2", "link2", "198.18.2.2:4500", "198.18.2.1:4500", None),
+                ],
+            }],
+            drops: BTreeMap::from([("no_sa".to_owned(), 0), ("malformed".to_owned(), 2)]),
+        };
+        let text = status(&serde_json::to_value(&st).unwrap());
+        let want = "\
+tunnel: tunnel, aes128gcm16, esn, policy aggregate, 10.1.0.0/24 === 10.2.0.0/24
+  out 0000100a: 1234 packets, 1.6 MB, seq 1234
+  in  0000200a: 1200 packets, 1.5 MB, replay top 1200/65536, drops: replayed 3
+  path fast   link1 198.18.1.2:4500 -> 198.18.1.1:4500  active  up  rtt 0.21 ms  loss 0.0%  tx 210.3 Mbit/s  rx 1.2 Mbit/s  weight 300
+  path slow2  link2 198.18.2.2:4500 -> 198.18.2.1:4500  active  up  rtt -  loss 0.0%  tx 210.3 Mbit/s  rx 1.2 Mbit/s  weight 300
+interfaces: link1 198.18.1.2:4500 (veth-c1, gso gro), link2 198.18.2.2:4500 (no offloads)
+tun mifsec0 (vnet_hdr csum tso4 tso6 uso4 uso6), 2 workers, 3 table swaps, up 5m03s
+outside SAs: malformed 2
+";
+        assert_eq!(text, want);
+    }
+
+    #[test]
+    fn empty_and_partial_status() {
+        let text = status(&serde_json::json!({}));
+        assert_eq!(
+            text,
+            "no SAs\ninterfaces: none\ntun - (-), 0 workers, 0 table swaps, up 0s\n"
+        );
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(999), "999 B");
+        assert_eq!(bytes(1000), "1.0 kB");
+        assert_eq!(bytes(1_612_345), "1.6 MB");
+        assert_eq!(bytes(999_999), "1.0 MB");
+        assert_eq!(bytes(3_000_000_000), "3.0 GB");
+        assert_eq!(uptime(59.9), "59s");
+        assert_eq!(uptime(3599.0), "59m59s");
+        assert_eq!(uptime(7500.0), "2h05m");
+        assert_eq!(uptime(90_000.0), "1d01h");
+    }
+}

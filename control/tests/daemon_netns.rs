@@ -1,0 +1,389 @@
+//! The `mifsec` daemon end to end, as an operator runs it: two `mifsec run` processes in two
+//! network namespaces joined by a veth pair, a ping through the tunnel, `mifsec status`,
+//! `keys` and `ctl` against the running daemons, and a clean stop on SIGTERM.
+//!
+//! Needs root (namespaces, TUN). Without root it fails, unless MIFSEC_SKIP_ROOT_TESTS=1, in
+//! which case it prints a loud SKIPPED line.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
+
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        return false;
+    }
+    panic!(
+        "{test} needs root (network namespaces, TUN). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
+    );
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running `ip` (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn mifsec(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("running mifsec")
+}
+
+/// Two namespaces, a veth pair, a scratch directory and the daemons; all removed on drop.
+struct Lab {
+    client_ns: String,
+    gw_ns: String,
+    client_if: String,
+    gw_if: String,
+    dir: PathBuf,
+    daemons: Vec<Child>,
+}
+
+impl Lab {
+    fn new() -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            client_ns: format!("mifsec-cli-c{pid}"),
+            gw_ns: format!("mifsec-cli-g{pid}"),
+            client_if: format!("mfc{pid}"),
+            gw_if: format!("mfg{pid}"),
+            dir: std::env::temp_dir().join(format!("mifsec-daemon-netns-{pid}")),
+            daemons: Vec::new(),
+        };
+        let _ = std::fs::remove_dir_all(&lab.dir);
+        std::fs::create_dir_all(&lab.dir).unwrap();
+        ip(&["netns", "add", &lab.client_ns]);
+        ip(&["netns", "add", &lab.gw_ns]);
+        ip(&[
+            "link",
+            "add",
+            &lab.client_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.gw_if,
+        ]);
+        for (ns, dev, addr) in [
+            (&lab.client_ns, &lab.client_if, "198.18.1.2/24"),
+            (&lab.gw_ns, &lab.gw_if, "198.18.1.1/24"),
+        ] {
+            ip(&["link", "set", dev, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// Writes the configuration of one side and starts `mifsec run` in its namespace; waits
+    /// for its control socket. Returns the socket path.
+    fn start(&mut self, side: &str, ns: &str, config: &str) -> PathBuf {
+        let cfg = self.dir.join(format!("{side}.toml"));
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("{side}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting mifsec run");
+        self.daemons.push(child);
+        let sock = self.dir.join(format!("{side}.sock"));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !sock.exists() {
+            if let Some(st) = self.daemons.last_mut().unwrap().try_wait().unwrap() {
+                panic!("mifsec run ({side}) exited with {st}:\n{}", self.log(side));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no control socket from {side}:\n{}",
+                self.log(side)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sock
+    }
+
+    fn log(&self, side: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{side}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.client_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.gw_ns])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One side's configuration: a one-path, manually keyed SA as in docs/CONFIG.md.
+fn config(dir: &Path, side: &str, dev: &str, client: bool) -> String {
+    let k1 = "000102030405060708090a0b0c0d0e0f10111213";
+    let k2 = "101112131415161718191a1b1c1d1e1f20212223";
+    let (addr, local, remote, local_ts, remote_ts, spi_out, key_out, spi_in, key_in) = if client {
+        (
+            "10.1.0.1/32",
+            "198.18.1.2",
+            "198.18.1.1",
+            "10.1.0.0/24",
+            "10.2.0.0/24",
+            0x1001,
+            k1,
+            0x2001,
+            k2,
+        )
+    } else {
+        (
+            "10.2.0.1/32",
+            "198.18.1.1",
+            "198.18.1.2",
+            "10.2.0.0/24",
+            "10.1.0.0/24",
+            0x2001,
+            k2,
+            0x1001,
+            k1,
+        )
+    };
+    format!(
+        r#"[dataplane]
+workers = 1
+addresses = ["{addr}"]
+control_socket = "{sock}"
+
+[interfaces.link1]
+device = "{dev}"
+address = "{local}"
+
+[sa.tunnel]
+spi_out = {spi_out}
+key_out = "{key_out}"
+spi_in = {spi_in}
+key_in = "{key_in}"
+local_ts = ["{local_ts}"]
+remote_ts = ["{remote_ts}"]
+
+[[sa.tunnel.paths]]
+name = "fast"
+interface = "link1"
+remote = "{remote}:4500"
+"#,
+        sock = dir.join(format!("{side}.sock")).display(),
+    )
+}
+
+fn status_json(sock: &Path) -> serde_json::Value {
+    let o = mifsec(&["status", "--json", "--socket", &sock.display().to_string()]);
+    assert!(
+        o.status.success(),
+        "status: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+}
+
+/// SIGTERM, then wait up to 10 s for a clean exit.
+fn terminate(child: &mut Child) -> std::process::ExitStatus {
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on a child we spawned and have not reaped: the pid is still ours.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mifsec run did not stop within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_daemons_ping_status_ctl_and_stop() {
+    if !root_or_skip("two_daemons_ping_status_ctl_and_stop") {
+        return;
+    }
+    let mut lab = Lab::new();
+    let (cns, gns) = (lab.client_ns.clone(), lab.gw_ns.clone());
+    let gw_cfg = config(&lab.dir, "gw", &lab.gw_if, false);
+    let cl_cfg = config(&lab.dir, "client", &lab.client_if, true);
+    let gw = lab.start("gw", &gns, &gw_cfg);
+
+    // An engine that cannot start (its interface's device does not exist): exit 1, a clear
+    // message, no socket left behind, and nothing left in the namespace for the real client.
+    let bad = lab.dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        cl_cfg.replace(
+            &format!("device = \"{}\"", lab.client_if),
+            "device = \"nosuchdev0\"",
+        ),
+    )
+    .unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &cns, BIN, "run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("mifsec: cannot start the engine: ") && err.contains("nosuchdev0"),
+        "{err}"
+    );
+    assert!(!lab.dir.join("client.sock").exists());
+
+    let cl = lab.start("client", &cns, &cl_cfg);
+    let cl_s = cl.display().to_string();
+
+    // The socket is the operator's only: mode 0600.
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&cl).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    // Wait (up to 5 s) for the path to answer probes, then ping through the tunnel.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_json(&cl)["sas"][0]["paths"][0]["state"] != "up" && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ping = Command::new("ip")
+        .args([
+            "netns", "exec", &cns, "ping", "-c", "3", "-W", "1", "10.2.0.1",
+        ])
+        .output()
+        .expect("running ping");
+    assert!(
+        ping.status.success(),
+        "ping through the tunnel failed:\n{}\n{}\nclient log:\n{}\ngateway log:\n{}",
+        String::from_utf8_lossy(&ping.stdout),
+        String::from_utf8_lossy(&ping.stderr),
+        lab.log("client"),
+        lab.log("gw")
+    );
+
+    for (side, sock) in [("client", &cl), ("gw", &gw)] {
+        let st = status_json(sock);
+        let sa = &st["sas"][0];
+        assert_eq!(sa["name"], "tunnel");
+        assert!(sa["out_packets"].as_u64().unwrap() > 0, "{side}: {sa}");
+        assert!(sa["in_packets"].as_u64().unwrap() > 0, "{side}: {sa}");
+        assert_eq!(sa["paths"][0]["name"], "fast");
+    }
+
+    // Human status.
+    let o = mifsec(&["status", "--socket", &cl_s]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.starts_with("tunnel: tunnel, aes128gcm16, esn, policy failover, 10.1.0.0/24 === 10.2.0.0/24\n  out 00001001: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("  path fast  link1 198.18.1.2:4500 -> 198.18.1.1:4500  active  up  rtt "),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "interfaces: link1 198.18.1.2:4500 ({}, ",
+            lab.client_if
+        )),
+        "{text}"
+    );
+
+    // Keys for Wireshark: one line per direction.
+    let o = mifsec(&["keys", "--wireshark", "--socket", &cl_s]);
+    assert!(o.status.success());
+    let keys = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert!(
+        keys.contains("0x00001001") && keys.contains("0x00002001"),
+        "{keys}"
+    );
+
+    // ctl: a change the engine accepts, and one it refuses.
+    let o = mifsec(&["ctl", "policy", "tunnel", "redundant", "--socket", &cl_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!o.stdout.is_empty());
+    assert_eq!(status_json(&cl)["sas"][0]["policy"], "redundant");
+    let o = mifsec(&["ctl", "handover", "tunnel", "nosuchpath", "--socket", &cl_s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nosuchpath"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // A second daemon on a served socket is refused before it touches the network.
+    let o = mifsec(&[
+        "run",
+        "--config",
+        &lab.dir.join("client.toml").display().to_string(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("another mifsec daemon is serving this socket"),
+        "{err}"
+    );
+    assert!(cl.exists());
+    assert_eq!(status_json(&cl)["sas"][0]["name"], "tunnel");
+
+    // SIGTERM stops both cleanly and removes their sockets.
+    for (i, sock, side) in [(1, &cl, "client"), (0, &gw, "gw")] {
+        let st = terminate(&mut lab.daemons[i]);
+        assert!(st.success(), "{side} exited with {st}:\n{}", lab.log(side));
+        assert!(!sock.exists(), "{side} left its socket behind");
+        let log = lab.log(side);
+        assert!(log.contains("mifsec: started: tun mifsec0"), "{log}");
+        assert!(
+            log.contains("SIGTERM received: stopping") && log.contains("mifsec: stopped"),
+            "{log}"
+        );
+        assert!(
+            !log.contains("0001020304") && !log.contains("1011121314"),
+            "keys in the log:\n{log}"
+        );
+    }
+    assert!(
+        lab.log("client")
+            .contains("mifsec: ctl policy tunnel redundant: "),
+        "{}",
+        lab.log("client")
+    );
+}
