@@ -9,5 +9,6 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
+pub mod ike;
 pub mod render;
 pub mod wire;

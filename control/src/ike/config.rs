@@ -1,0 +1,351 @@
+//! The configuration one IKE SA is built from: identities, the pre-shared key, the IKE and
+//! ESP proposals, the first child SA's selectors and mode, and retransmission timing.
+//!
+//! These are plain structs; the daemon maps its TOML (swanctl.conf-like connections,
+//! children, secrets, pools) onto them.
+
+use core::fmt;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mifsec_dataplane::aead::Cipher;
+use zeroize::Zeroizing;
+
+use super::crypto::Prf;
+use crate::wire::{DhGroup, IdPayload, TrafficSelector};
+
+/// One IKE SA proposal: every listed transform is acceptable in any combination.
+/// Lists are in order of preference. An AEAD needs no integrity transform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeProposal {
+    /// Encryption (AEAD) algorithms.
+    pub ciphers: Vec<Cipher>,
+    /// Pseudorandom functions.
+    pub prfs: Vec<Prf>,
+    /// Diffie-Hellman groups (31, 19, 20); an initiator sends its KE in the first group
+    /// of its first proposal.
+    pub groups: Vec<DhGroup>,
+}
+
+impl IkeProposal {
+    /// Everything we implement: AES-256-GCM, AES-128-GCM, ChaCha20-Poly1305;
+    /// HMAC-SHA2-256/384/512; X25519, P-256, P-384.
+    pub fn all() -> Self {
+        IkeProposal {
+            ciphers: vec![
+                Cipher::Aes256Gcm,
+                Cipher::Aes128Gcm,
+                Cipher::ChaCha20Poly1305,
+            ],
+            prfs: Prf::ALL.to_vec(),
+            groups: vec![DhGroup::Curve25519, DhGroup::Ecp256, DhGroup::Ecp384],
+        }
+    }
+}
+
+/// Extended sequence numbers: what a side proposes or accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EsnPolicy {
+    /// Only 32-bit sequence numbers.
+    #[default]
+    No,
+    /// Only extended (64-bit) sequence numbers.
+    Yes,
+    /// Either; the initiator proposes ESN first.
+    Either,
+}
+
+impl EsnPolicy {
+    /// The ESN values acceptable, in order of preference.
+    pub fn options(self) -> &'static [bool] {
+        match self {
+            EsnPolicy::No => &[false],
+            EsnPolicy::Yes => &[true],
+            EsnPolicy::Either => &[true, false],
+        }
+    }
+}
+
+/// One ESP proposal for a child SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspProposal {
+    /// AEAD algorithms, in order of preference.
+    pub ciphers: Vec<Cipher>,
+    /// Extended sequence numbers.
+    pub esn: EsnPolicy,
+}
+
+impl EspProposal {
+    /// Every AEAD we implement, with or without ESN.
+    pub fn all() -> Self {
+        EspProposal {
+            ciphers: Cipher::ALL.to_vec(),
+            esn: EsnPolicy::Either,
+        }
+    }
+}
+
+/// The IPsec mode of a child SA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Tunnel mode (the default).
+    #[default]
+    Tunnel,
+    /// Transport mode, requested with USE_TRANSPORT_MODE.
+    Transport,
+}
+
+/// A traffic selector for `prefix/len`, any protocol and port.
+pub fn ts_prefix(addr: IpAddr, len: u8) -> TrafficSelector {
+    match addr {
+        IpAddr::V4(a) => {
+            let len = u32::from(len.min(32));
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            let start = u32::from(a) & mask;
+            TrafficSelector::Ipv4 {
+                ip_protocol: 0,
+                start_port: 0,
+                end_port: u16::MAX,
+                start: Ipv4Addr::from(start),
+                end: Ipv4Addr::from(start | !mask),
+            }
+        }
+        IpAddr::V6(a) => {
+            let len = u32::from(len.min(128));
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            let start = u128::from(a) & mask;
+            TrafficSelector::Ipv6 {
+                ip_protocol: 0,
+                start_port: 0,
+                end_port: u16::MAX,
+                start: Ipv6Addr::from(start),
+                end: Ipv6Addr::from(start | !mask),
+            }
+        }
+    }
+}
+
+/// A traffic selector for the address range `start..=end`, any protocol and port.
+/// `None` when the two addresses are of different families.
+pub fn ts_range(start: IpAddr, end: IpAddr) -> Option<TrafficSelector> {
+    match (start, end) {
+        (IpAddr::V4(start), IpAddr::V4(end)) => Some(TrafficSelector::Ipv4 {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start,
+            end,
+        }),
+        (IpAddr::V6(start), IpAddr::V6(end)) => Some(TrafficSelector::Ipv6 {
+            ip_protocol: 0,
+            start_port: 0,
+            end_port: u16::MAX,
+            start,
+            end,
+        }),
+        _ => None,
+    }
+}
+
+/// The first child SA, negotiated inside IKE_AUTH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildConfig {
+    /// The child's name (swanctl's children section name), reported in events.
+    pub name: String,
+    /// ESP proposals, in order of preference.
+    pub proposals: Vec<EspProposal>,
+    /// Our side's selectors. An initiator sends them as TSi; a responder narrows the
+    /// peer's TSr to them.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's selectors. An initiator sends them as TSr; a responder narrows
+    /// the peer's TSi to them (and, when it assigns a virtual IP, to that address).
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Tunnel or transport mode. A responder accepts transport mode only when its own
+    /// configuration says transport.
+    pub mode: Mode,
+}
+
+/// A pool of IPv4 addresses a responder leases to initiators as virtual IPs
+/// (INTERNAL_IP4_ADDRESS). Shared between IKE SAs; leases are released explicitly.
+pub struct AddressPool {
+    first: u32,
+    size: u32,
+    leased: Mutex<BTreeSet<u32>>,
+}
+
+impl AddressPool {
+    /// A pool of `size` addresses starting at `first`.
+    pub fn new(first: Ipv4Addr, size: u32) -> Arc<Self> {
+        Arc::new(AddressPool {
+            first: u32::from(first),
+            size,
+            leased: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Leases the lowest free address, if any.
+    pub fn lease(&self) -> Option<Ipv4Addr> {
+        let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
+        let offset = (0..self.size).find(|o| !leased.contains(o))?;
+        leased.insert(offset);
+        Some(Ipv4Addr::from(self.first.wrapping_add(offset)))
+    }
+
+    /// Returns an address to the pool.
+    pub fn release(&self, addr: Ipv4Addr) {
+        let offset = u32::from(addr).wrapping_sub(self.first);
+        let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
+        leased.remove(&offset);
+    }
+
+    /// The number of addresses leased.
+    pub fn leased(&self) -> usize {
+        self.leased.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl fmt::Debug for AddressPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AddressPool")
+            .field("first", &Ipv4Addr::from(self.first))
+            .field("size", &self.size)
+            .field("leased", &self.leased())
+            .finish()
+    }
+}
+
+/// Retransmission of requests (RFC 7296 section 2.1): the first retransmission after
+/// `initial`, each next after twice the previous interval, and the exchange abandoned
+/// when `give_up` has passed since the request was first sent. A responder drops a
+/// half-open IKE SA after `give_up` too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetransmitConfig {
+    /// The first retransmission interval.
+    pub initial: Duration,
+    /// The total time after which an unanswered request fails the IKE SA.
+    pub give_up: Duration,
+}
+
+impl Default for RetransmitConfig {
+    /// 0.5 s doubling, giving up after 30 s.
+    fn default() -> Self {
+        RetransmitConfig {
+            initial: Duration::from_millis(500),
+            give_up: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything one IKE SA needs, in either role.
+#[derive(Clone)]
+pub struct IkeConfig {
+    /// Our identity, sent in IDi or IDr.
+    pub local_id: IdPayload,
+    /// The identity the peer must present; `None` accepts any (the PSK still has to
+    /// match). An initiator also sends it as IDr when set.
+    pub remote_id: Option<IdPayload>,
+    /// The pre-shared key (both directions use the same one).
+    pub psk: Zeroizing<Vec<u8>>,
+    /// IKE proposals, in order of preference.
+    pub proposals: Vec<IkeProposal>,
+    /// The first child SA.
+    pub child: ChildConfig,
+    /// Initiator only: request a virtual IPv4 address (CP CFG_REQUEST
+    /// INTERNAL_IP4_ADDRESS); the IKE SA fails if none is assigned.
+    pub request_vip: bool,
+    /// Responder only: the pool virtual IPs are leased from.
+    pub pool: Option<Arc<AddressPool>>,
+    /// Advertise MOBIKE_SUPPORTED in IKE_AUTH.
+    pub mobike: bool,
+    /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
+    /// 4500, RFC 7296 section 2.23) if we are on another one. `None` never floats.
+    pub nat_t_port: Option<u16>,
+    /// Retransmission timing.
+    pub retransmit: RetransmitConfig,
+}
+
+impl fmt::Debug for IkeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeConfig")
+            .field("local_id", &self.local_id)
+            .field("remote_id", &self.remote_id)
+            .field("psk", &"<redacted>")
+            .field("proposals", &self.proposals)
+            .field("child", &self.child)
+            .field("request_vip", &self.request_vip)
+            .field("pool", &self.pool)
+            .field("mobike", &self.mobike)
+            .field("nat_t_port", &self.nat_t_port)
+            .field("retransmit", &self.retransmit)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_and_ranges() {
+        let ts = ts_prefix("10.1.2.3".parse().unwrap(), 24);
+        assert_eq!(
+            ts,
+            ts_range("10.1.2.0".parse().unwrap(), "10.1.2.255".parse().unwrap()).unwrap()
+        );
+        assert_eq!(
+            ts_prefix("1.2.3.4".parse().unwrap(), 0),
+            TrafficSelector::ipv4_any()
+        );
+        assert_eq!(
+            ts_prefix("::".parse().unwrap(), 0),
+            TrafficSelector::ipv6_any()
+        );
+        assert_eq!(
+            ts_prefix("fd00::1".parse().unwrap(), 128),
+            ts_range("fd00::1".parse().unwrap(), "fd00::1".parse().unwrap()).unwrap()
+        );
+        assert!(ts_range("::".parse().unwrap(), "1.2.3.4".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn pool_leases_and_releases() {
+        let pool = AddressPool::new(Ipv4Addr::new(10, 9, 0, 1), 2);
+        let a = pool.lease().unwrap();
+        let b = pool.lease().unwrap();
+        assert_eq!(
+            (a, b),
+            (Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2))
+        );
+        assert!(pool.lease().is_none());
+        pool.release(a);
+        assert_eq!(pool.lease(), Some(a));
+        assert_eq!(pool.leased(), 2);
+    }
+
+    #[test]
+    fn debug_hides_psk() {
+        let cfg = IkeConfig {
+            local_id: IdPayload::fqdn("a"),
+            remote_id: None,
+            psk: Zeroizing::new(b"hunter2-secret".to_vec()),
+            proposals: vec![IkeProposal::all()],
+            child: ChildConfig {
+                name: "c".into(),
+                proposals: vec![EspProposal::all()],
+                local_ts: vec![],
+                remote_ts: vec![],
+                mode: Mode::Tunnel,
+            },
+            request_vip: false,
+            pool: None,
+            mobike: true,
+            nat_t_port: Some(4500),
+            retransmit: RetransmitConfig::default(),
+        };
+        let dbg = format!("{cfg:?}");
+        assert!(!dbg.contains("hunter2"));
+        assert!(!dbg.contains("104, 117"));
+    }
+}

@@ -1,0 +1,25 @@
+//! IKEv2 (RFC 7296) as a sans-IO state machine: the initial exchanges IKE_SA_INIT and
+//! IKE_AUTH with PSK authentication and the first child SA, in either role.
+//!
+//! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
+//! * [`config`]: the configuration one IKE SA is built from.
+//! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
+//! * [`sa`]: the state machine, [`IkeSa`].
+//!
+//! The deterministic two-peer harness that tests the exchanges lives in `harness`
+//! (tests only).
+
+pub mod config;
+pub mod crypto;
+pub mod proposal;
+pub mod sa;
+
+#[cfg(test)]
+mod harness;
+
+pub use config::{
+    AddressPool, ChildConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode,
+    RetransmitConfig,
+};
+pub use crypto::Prf;
+pub use sa::{ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, Stats, Transmit};

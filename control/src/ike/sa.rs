@@ -1,0 +1,1677 @@
+//! One IKE SA as a sans-IO state machine: the initial exchanges IKE_SA_INIT and IKE_AUTH
+//! (PSK) with the first child SA, in either role.
+//!
+//! The API follows quinn-proto: feed [`IkeSa::handle_datagram`] and
+//! [`IkeSa::handle_timeout`] with the caller's `now`, then drain [`IkeSa::poll_transmit`]
+//! and [`IkeSa::poll_event`], and wake up again at [`IkeSa::poll_timeout`]. Nothing here
+//! reads a clock or touches a socket.
+//!
+//! The handshake states are types (after rustls): each state is a struct consumed by its
+//! handler, which returns the next state. Child SA keys can only be derived with an
+//! [`AuthVerified`] proof, which only the AUTH check can produce.
+//!
+//! Malformed or unexpected input is a counted drop ([`Stats`]) or the answer RFC 7296
+//! section 2.21 prescribes; it never panics and never ends an established SA.
+
+use core::fmt;
+use std::collections::VecDeque;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use mifsec_dataplane::aead::Cipher;
+use ring::digest;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::config::{IkeConfig, Mode};
+use super::crypto::{
+    ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, signed_octets,
+    skeyseed, verify_psk_auth,
+};
+use super::proposal::{
+    check_esp_response, check_ike_response, esp_response_payload, esp_sa_payload,
+    ike_response_payload, ike_sa_payload, is_subset, narrow, select_esp, select_ike,
+};
+use crate::wire::{
+    AuthMethod, AuthPayload, CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload,
+    DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, KePayload, Message,
+    NotifyPayload, NotifyType, Payload, ProtocolId, TrafficSelector, TsPayload,
+};
+
+/// Length of the nonces we send.
+const NONCE_LEN: usize = 32;
+/// Smallest and largest nonce accepted (RFC 7296 section 3.9).
+const NONCE_RANGE: core::ops::RangeInclusive<usize> = 16..=256;
+/// How many COOKIE retries an initiator makes.
+const MAX_COOKIE_RETRIES: u8 = 2;
+
+/// A datagram to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The IKE message (without a non-ESP marker: the socket layer adds it on port 4500).
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transmit")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// What NAT detection (RFC 7296 section 2.23) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatStatus {
+    /// Our address is translated: the peer saw another one than we sent from.
+    pub local_behind_nat: bool,
+    /// The peer's address is translated.
+    pub remote_behind_nat: bool,
+}
+
+impl NatStatus {
+    /// Whether any NAT is in the path (ESP then goes in UDP).
+    pub fn any(self) -> bool {
+        self.local_behind_nat || self.remote_behind_nat
+    }
+}
+
+/// An established IKE SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// The initiator's SPI.
+    pub spi_i: u64,
+    /// The responder's SPI.
+    pub spi_r: u64,
+    /// Whether we are the original initiator.
+    pub initiator: bool,
+    /// The AEAD protecting IKE messages.
+    pub cipher: Cipher,
+    /// The PRF.
+    pub prf: Prf,
+    /// The Diffie-Hellman group.
+    pub group: DhGroup,
+    /// Our address, after any float to the NAT-T port.
+    pub local: SocketAddr,
+    /// The peer's address, after any float.
+    pub remote: SocketAddr,
+    /// NAT detection's outcome.
+    pub nat: NatStatus,
+    /// The identity the peer authenticated as.
+    pub remote_id: IdPayload,
+    /// Whether the peer advertised MOBIKE_SUPPORTED.
+    pub peer_mobike: bool,
+}
+
+/// A child SA to install: both directions' SPIs and keys from our point of view.
+pub struct ChildSa {
+    /// The child configuration's name.
+    pub name: String,
+    /// The SPI the peer puts on packets to us.
+    pub spi_in: u32,
+    /// The SPI we put on packets to the peer.
+    pub spi_out: u32,
+    /// `key || salt` for inbound packets.
+    pub keymat_in: Secret,
+    /// `key || salt` for outbound packets.
+    pub keymat_out: Secret,
+    /// The AEAD.
+    pub cipher: Cipher,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Tunnel or transport mode.
+    pub mode: Mode,
+    /// Our side's traffic selectors, as narrowed.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's traffic selectors, as narrowed.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// The virtual IP: assigned to us (initiator) or leased to the peer (responder).
+    pub vip: Option<Ipv4Addr>,
+    /// Whether ESP must go in UDP (a NAT was detected).
+    pub udp_encap: bool,
+}
+
+impl fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("name", &self.name)
+            .field("spi_in", &format_args!("{:08x}", self.spi_in))
+            .field("spi_out", &format_args!("{:08x}", self.spi_out))
+            .field("cipher", &self.cipher)
+            .field("esn", &self.esn)
+            .field("mode", &self.mode)
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("vip", &self.vip)
+            .field("udp_encap", &self.udp_encap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an IKE SA failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// A request went unanswered for the give-up time, or a half-open SA expired.
+    Timeout,
+    /// The peer's AUTH or identity did not verify.
+    AuthenticationFailed,
+    /// The peer answered with an error notify.
+    PeerNotify(NotifyType),
+    /// The peer's choice of proposal is not within what we offered.
+    NoProposalChosen,
+    /// The peer asked for a DH group we did not offer, or asked twice.
+    InvalidKe,
+    /// A message was malformed in a way that ends the handshake.
+    InvalidSyntax,
+    /// We requested a virtual IP and got none.
+    NoVirtualIp,
+    /// A cryptographic operation failed (for example an invalid peer public value).
+    Crypto(CryptoError),
+}
+
+impl FailReason {
+    /// The error notify this failure maps to, where one does.
+    pub fn notify_type(self) -> Option<NotifyType> {
+        match self {
+            FailReason::AuthenticationFailed => Some(NotifyType::AuthenticationFailed),
+            FailReason::PeerNotify(n) => Some(n),
+            FailReason::NoProposalChosen => Some(NotifyType::NoProposalChosen),
+            FailReason::InvalidKe => Some(NotifyType::InvalidKePayload),
+            FailReason::InvalidSyntax => Some(NotifyType::InvalidSyntax),
+            FailReason::NoVirtualIp => Some(NotifyType::InternalAddressFailure),
+            FailReason::Timeout | FailReason::Crypto(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::Timeout => f.write_str("peer did not answer"),
+            FailReason::AuthenticationFailed => f.write_str("peer authentication failed"),
+            FailReason::PeerNotify(n) => write!(f, "peer sent error notify {n:?}"),
+            FailReason::NoProposalChosen => f.write_str("peer chose a proposal we did not offer"),
+            FailReason::InvalidKe => f.write_str("no acceptable key exchange group"),
+            FailReason::InvalidSyntax => f.write_str("malformed message"),
+            FailReason::NoVirtualIp => f.write_str("no virtual IP assigned"),
+            FailReason::Crypto(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Something the caller must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// The IKE SA is authenticated and established.
+    IkeSaEstablished(IkeSaInfo),
+    /// A child SA is negotiated: install it.
+    ChildSaEstablished(ChildSa),
+    /// The first child SA was refused; the IKE SA stays up.
+    ChildSaFailed {
+        /// The child configuration's name.
+        name: String,
+        /// The error notify sent or received.
+        reason: NotifyType,
+    },
+    /// The IKE SA failed; nothing more will happen on it.
+    Failed(FailReason),
+    /// The peer deleted the IKE SA.
+    Closed,
+}
+
+/// Counters of what was dropped or repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Datagrams that did not parse as IKE messages.
+    pub malformed: u64,
+    /// Well-formed messages that fit no state: wrong SPIs, flags, exchange or message ID.
+    pub unexpected: u64,
+    /// SK payloads that did not authenticate.
+    pub integrity: u64,
+    /// Requests we retransmitted.
+    pub retransmitted: u64,
+    /// Retransmitted requests answered from the response cache.
+    pub answered_from_cache: u64,
+    /// IKE_SA_INIT requests refused with an error notify (no SA created).
+    pub refused_init: u64,
+}
+
+/// Proof that the peer's AUTH payload verified. Only [`verify_peer`] makes one, and child
+/// SA keys can only be derived with one.
+#[derive(Debug)]
+pub struct AuthVerified(());
+
+/// An outstanding request and its retransmission schedule.
+#[derive(Debug)]
+struct Retransmit {
+    bytes: Vec<u8>,
+    first_sent: Instant,
+    next_at: Instant,
+    interval: Duration,
+}
+
+/// Keys and values shared by the states after IKE_SA_INIT.
+struct Core {
+    initiator: bool,
+    spi_i: u64,
+    spi_r: u64,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    prf: Prf,
+    cipher: Cipher,
+    group: DhGroup,
+    sk_d: Secret,
+    sk_pi: Secret,
+    sk_pr: Secret,
+    tx: SkCrypter,
+    rx: SkCrypter,
+    /// The IKE_SA_INIT request and response as sent (RealMessage1 and RealMessage2).
+    init_request: Vec<u8>,
+    init_response: Vec<u8>,
+    nat: NatStatus,
+}
+
+impl Core {
+    fn new(
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        gir: &[u8],
+        choice: (Cipher, Prf, DhGroup),
+        messages: (Vec<u8>, Vec<u8>),
+    ) -> Result<Core, CryptoError> {
+        let (cipher, prf, group) = choice;
+        let seed = skeyseed(prf, &ni, &nr, gir);
+        let keys = IkeKeys::derive(prf, cipher, &seed, &ni, &nr, spi_i, spi_r)?;
+        let (tx, rx) = if initiator {
+            (&keys.sk_ei, &keys.sk_er)
+        } else {
+            (&keys.sk_er, &keys.sk_ei)
+        };
+        let tx = SkCrypter::new(cipher, tx)?;
+        let rx = SkCrypter::new(cipher, rx)?;
+        Ok(Core {
+            initiator,
+            spi_i,
+            spi_r,
+            ni,
+            nr,
+            prf,
+            cipher,
+            group,
+            sk_d: keys.sk_d.clone(),
+            sk_pi: keys.sk_pi.clone(),
+            sk_pr: keys.sk_pr.clone(),
+            tx,
+            rx,
+            init_request: messages.0,
+            init_response: messages.1,
+            nat: NatStatus::default(),
+        })
+    }
+
+    fn header(&self, exchange_type: ExchangeType, response: bool, message_id: u32) -> Header {
+        let mut flags = if self.initiator {
+            Flags::INITIATOR
+        } else {
+            Flags::NONE
+        };
+        if response {
+            flags = flags | Flags::RESPONSE;
+        }
+        Header {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            minor_version: 0,
+            exchange_type,
+            flags,
+            message_id,
+        }
+    }
+
+    fn seal(
+        &mut self,
+        exchange_type: ExchangeType,
+        response: bool,
+        message_id: u32,
+        inner: &[Payload],
+    ) -> Result<Vec<u8>, CryptoError> {
+        let header = self.header(exchange_type, response, message_id);
+        self.tx.seal(header, Vec::new(), inner)
+    }
+
+    /// Our AUTH payload.
+    fn our_auth(&self, psk: &[u8], id: &IdPayload) -> AuthPayload {
+        let (msg, nonce, skp) = if self.initiator {
+            (&self.init_request, &self.nr, &self.sk_pi)
+        } else {
+            (&self.init_response, &self.ni, &self.sk_pr)
+        };
+        let octets = signed_octets(self.prf, msg, nonce, skp, id);
+        AuthPayload {
+            method: AuthMethod::SharedKeyMic,
+            data: psk_auth(self.prf, psk, &octets).to_vec(),
+        }
+    }
+
+    fn info(
+        &self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        id: IdPayload,
+        mobike: bool,
+    ) -> IkeSaInfo {
+        IkeSaInfo {
+            spi_i: self.spi_i,
+            spi_r: self.spi_r,
+            initiator: self.initiator,
+            cipher: self.cipher,
+            prf: self.prf,
+            group: self.group,
+            local,
+            remote,
+            nat: self.nat,
+            remote_id: id,
+            peer_mobike: mobike,
+        }
+    }
+
+    /// `KEYMAT` for the first child, split into (inbound, outbound) for us.
+    fn child_keys(
+        &self,
+        _proof: &AuthVerified,
+        cipher: Cipher,
+    ) -> Result<(Secret, Secret), CryptoError> {
+        let k = ChildKeys::derive(self.prf, &self.sk_d, None, &self.ni, &self.nr, cipher)?;
+        Ok(if self.initiator {
+            (k.r_to_i, k.i_to_r)
+        } else {
+            (k.i_to_r, k.r_to_i)
+        })
+    }
+}
+
+/// Checks the peer's identity against the configuration and its AUTH payload.
+fn verify_peer(
+    core: &Core,
+    cfg: &IkeConfig,
+    id: &IdPayload,
+    auth: &AuthPayload,
+) -> Result<AuthVerified, FailReason> {
+    if cfg.remote_id.as_ref().is_some_and(|want| want != id) {
+        return Err(FailReason::AuthenticationFailed);
+    }
+    if auth.method != AuthMethod::SharedKeyMic {
+        return Err(FailReason::AuthenticationFailed);
+    }
+    let (msg, nonce, skp) = if core.initiator {
+        (&core.init_response, &core.ni, &core.sk_pr)
+    } else {
+        (&core.init_request, &core.nr, &core.sk_pi)
+    };
+    let octets = signed_octets(core.prf, msg, nonce, skp, id);
+    if verify_psk_auth(core.prf, &cfg.psk, &octets, &auth.data) {
+        Ok(AuthVerified(()))
+    } else {
+        Err(FailReason::AuthenticationFailed)
+    }
+}
+
+/// `SHA-1(SPIi | SPIr | IP | port)`, the NAT_DETECTION_*_IP data (RFC 7296 section 2.23).
+pub fn nat_detection_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> [u8; 20] {
+    let mut ctx = digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(&spi_i.to_be_bytes());
+    ctx.update(&spi_r.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(a) => ctx.update(&a.octets()),
+        IpAddr::V6(a) => ctx.update(&a.octets()),
+    }
+    ctx.update(&addr.port().to_be_bytes());
+    let mut out = [0u8; 20];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+fn nat_notifies(spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -> [Payload; 2] {
+    [
+        Payload::Notify(NotifyPayload::new(
+            NotifyType::NatDetectionSourceIp,
+            nat_detection_hash(spi_i, spi_r, local).to_vec(),
+        )),
+        Payload::Notify(NotifyPayload::new(
+            NotifyType::NatDetectionDestinationIp,
+            nat_detection_hash(spi_i, spi_r, remote).to_vec(),
+        )),
+    ]
+}
+
+/// NAT detection on a received IKE_SA_INIT message whose header carries `spi_i`, `spi_r`,
+/// received on `local` from `remote`. No NAT_DETECTION notifies: no NAT assumed.
+fn detect_nat(msg: &Message, local: SocketAddr, remote: SocketAddr) -> NatStatus {
+    let (i, r) = (msg.header.spi_i, msg.header.spi_r);
+    let src = nat_detection_hash(i, r, remote);
+    let dst = nat_detection_hash(i, r, local);
+    let srcs: Vec<_> = msg
+        .notifies()
+        .filter(|n| n.notify_type == NotifyType::NatDetectionSourceIp)
+        .collect();
+    let remote_behind_nat = !srcs.is_empty() && !srcs.iter().any(|n| n.data == src);
+    let local_behind_nat = msg
+        .notify(NotifyType::NatDetectionDestinationIp)
+        .is_some_and(|n| n.data != dst);
+    NatStatus {
+        local_behind_nat,
+        remote_behind_nat,
+    }
+}
+
+fn first_error_notify(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type.is_error() => Some(n.notify_type),
+        _ => None,
+    })
+}
+
+fn has_notify(payloads: &[Payload], t: NotifyType) -> bool {
+    payloads
+        .iter()
+        .any(|p| matches!(p, Payload::Notify(n) if n.notify_type == t))
+}
+
+fn notify(t: NotifyType) -> Payload {
+    Payload::Notify(NotifyPayload::new(t, Vec::new()))
+}
+
+/// Initiator: IKE_SA_INIT request sent, waiting for the response.
+struct InitSent {
+    spi_i: u64,
+    ni: Vec<u8>,
+    ke: KeyExchange,
+    request: Vec<u8>,
+    ke_retried: bool,
+    cookie: Option<Vec<u8>>,
+    cookie_retries: u8,
+}
+
+/// Initiator: IKE_AUTH request sent, waiting for the response.
+struct AuthSent {
+    core: Core,
+    spi_in: u32,
+    transport: bool,
+}
+
+/// Responder: waiting for an IKE_SA_INIT request.
+struct AwaitInit;
+
+/// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+struct AwaitAuth {
+    core: Core,
+}
+
+/// Both roles: authenticated.
+struct Established {
+    core: Core,
+    /// The next request ID we expect from the peer.
+    peer_next: u32,
+    /// The last response we sent, for retransmitted requests.
+    last_response: Option<(u32, Vec<u8>)>,
+}
+
+/// Both roles: failed or closed. Still answers a retransmission of the request it last
+/// answered, so that the peer learns the outcome.
+struct Dead {
+    spis: Option<(u64, u64)>,
+    last_response: Option<(u32, Vec<u8>)>,
+}
+
+enum State {
+    InitSent(Box<InitSent>),
+    AuthSent(Box<AuthSent>),
+    AwaitInit(AwaitInit),
+    AwaitAuth(Box<AwaitAuth>),
+    Established(Box<Established>),
+    Dead(Dead),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::InitSent(_) => "IKE_SA_INIT sent",
+            State::AuthSent(_) => "IKE_AUTH sent",
+            State::AwaitInit(_) => "awaiting IKE_SA_INIT",
+            State::AwaitAuth(_) => "awaiting IKE_AUTH",
+            State::Established(_) => "established",
+            State::Dead(_) => "dead",
+        }
+    }
+}
+
+/// Everything but the state: configuration, addresses, queues, timers.
+struct Ctx {
+    cfg: IkeConfig,
+    rng: SystemRandom,
+    local: SocketAddr,
+    remote: SocketAddr,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    retransmit: Option<Retransmit>,
+    /// When a half-open responder SA expires.
+    half_open_deadline: Option<Instant>,
+    stats: Stats,
+}
+
+impl Ctx {
+    fn send(&mut self, bytes: Vec<u8>) {
+        self.transmits.push_back(Transmit {
+            local: self.local,
+            remote: self.remote,
+            bytes,
+        });
+    }
+
+    fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
+        self.send(bytes.clone());
+        self.retransmit = Some(Retransmit {
+            bytes,
+            first_sent: now,
+            next_at: now + self.cfg.retransmit.initial,
+            interval: self.cfg.retransmit.initial,
+        });
+    }
+
+    fn random<const N: usize>(&self) -> Result<[u8; N], FailReason> {
+        let mut b = [0u8; N];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| FailReason::Crypto(CryptoError::Rng))?;
+        Ok(b)
+    }
+
+    fn nonce(&self) -> Result<Vec<u8>, FailReason> {
+        Ok(self.random::<NONCE_LEN>()?.to_vec())
+    }
+
+    fn ike_spi(&self) -> Result<u64, FailReason> {
+        loop {
+            let spi = u64::from_be_bytes(self.random()?);
+            if spi != 0 {
+                return Ok(spi);
+            }
+        }
+    }
+
+    fn esp_spi(&self) -> Result<u32, FailReason> {
+        loop {
+            let spi = u32::from_be_bytes(self.random()?);
+            if spi >= 256 {
+                return Ok(spi);
+            }
+        }
+    }
+
+    /// Ends the SA: timers off, a `Failed` event, a dead state keeping `last_response`.
+    fn fail(
+        &mut self,
+        reason: FailReason,
+        spis: Option<(u64, u64)>,
+        last_response: Option<(u32, Vec<u8>)>,
+    ) -> State {
+        self.retransmit = None;
+        self.half_open_deadline = None;
+        self.events.push_back(Event::Failed(reason));
+        State::Dead(Dead {
+            spis,
+            last_response,
+        })
+    }
+
+    /// An unencrypted IKE_SA_INIT response carrying one notify, to `header`'s request.
+    fn refuse_init(&mut self, request: &Header, n: NotifyPayload) {
+        let msg = Message {
+            header: Header {
+                spi_i: request.spi_i,
+                spi_r: 0,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::RESPONSE,
+                message_id: request.message_id,
+            },
+            payloads: vec![Payload::Notify(n)],
+        };
+        self.stats.refused_init += 1;
+        self.send(msg.to_bytes());
+    }
+}
+
+/// One IKE SA, initiator or responder.
+pub struct IkeSa {
+    state: State,
+    ctx: Ctx,
+}
+
+impl fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("state", &self.state.name())
+            .field("local", &self.ctx.local)
+            .field("remote", &self.ctx.remote)
+            .field("stats", &self.ctx.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator from `local` to `remote`: the IKE_SA_INIT request is
+    /// ready in [`IkeSa::poll_transmit`]. The KE payload is in the first group of the first
+    /// proposal.
+    pub fn initiate(
+        cfg: IkeConfig,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSa, FailReason> {
+        let mut ctx = Ctx::new(cfg, local, remote);
+        let group = ctx
+            .cfg
+            .proposals
+            .first()
+            .and_then(|p| p.groups.first().copied())
+            .ok_or(FailReason::NoProposalChosen)?;
+        let ke = KeyExchange::generate(group, &ctx.rng).map_err(FailReason::Crypto)?;
+        let mut st = InitSent {
+            spi_i: ctx.ike_spi()?,
+            ni: ctx.nonce()?,
+            ke,
+            request: Vec::new(),
+            ke_retried: false,
+            cookie: None,
+            cookie_retries: 0,
+        };
+        st.send(&mut ctx, now);
+        Ok(IkeSa {
+            state: State::InitSent(Box::new(st)),
+            ctx,
+        })
+    }
+
+    /// A responder waiting for an IKE_SA_INIT request. Its addresses are those the request
+    /// arrives on and from.
+    pub fn respond(cfg: IkeConfig) -> IkeSa {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        IkeSa {
+            state: State::AwaitInit(AwaitInit),
+            ctx: Ctx::new(cfg, unspecified, unspecified),
+        }
+    }
+
+    /// Processes one received datagram (an IKE message, non-ESP marker removed), received
+    /// on `local` from `remote`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.ctx.stats.malformed += 1;
+                // An IKE_SA_INIT request we cannot parse gets the RFC's answer where one
+                // exists (unsupported critical payload, higher major version); anything
+                // else is unauthenticated and dropped.
+                if let (State::AwaitInit(_), Ok(h)) =
+                    (&self.state, HeaderPacket::new_checked(bytes))
+                {
+                    let is_init_request = h.exchange_type() == ExchangeType::IkeSaInit
+                        && !h.flags().response()
+                        && h.message_id() == 0;
+                    let answer = e
+                        .notify()
+                        .filter(|n| n.notify_type != NotifyType::InvalidSyntax && is_init_request);
+                    if let Some(n) = answer {
+                        let header = Header {
+                            spi_i: h.spi_i(),
+                            spi_r: 0,
+                            minor_version: 0,
+                            exchange_type: ExchangeType::IkeSaInit,
+                            flags: Flags::NONE,
+                            message_id: 0,
+                        };
+                        self.ctx.local = local;
+                        self.ctx.remote = remote;
+                        self.ctx.refuse_init(&header, n);
+                    }
+                }
+                return;
+            }
+        };
+        let state = core::mem::replace(
+            &mut self.state,
+            State::Dead(Dead {
+                spis: None,
+                last_response: None,
+            }),
+        );
+        let ctx = &mut self.ctx;
+        self.state = match state {
+            State::InitSent(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
+            State::AuthSent(st) => st.handle(ctx, bytes, &msg),
+            State::AwaitInit(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
+            State::AwaitAuth(st) => st.handle(ctx, local, remote, bytes, &msg),
+            State::Established(st) => st.handle(ctx, remote, bytes, &msg),
+            State::Dead(st) => st.handle(ctx, remote, &msg),
+        };
+    }
+
+    /// Runs the timers due at `now`: retransmissions, give-up, half-open expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let ctx = &mut self.ctx;
+        if ctx.half_open_deadline.is_some_and(|d| now >= d) {
+            let spis = self.spis();
+            self.state = self.ctx.fail(FailReason::Timeout, spis, None);
+            return;
+        }
+        let Some(rt) = ctx.retransmit.as_mut() else {
+            return;
+        };
+        if now < rt.next_at {
+            return;
+        }
+        let give_up = rt.first_sent + ctx.cfg.retransmit.give_up;
+        if now >= give_up {
+            let spis = self.spis();
+            self.state = self.ctx.fail(FailReason::Timeout, spis, None);
+            return;
+        }
+        rt.interval = rt.interval.saturating_mul(2);
+        rt.next_at = (now + rt.interval).min(give_up);
+        let bytes = rt.bytes.clone();
+        ctx.stats.retransmitted += 1;
+        ctx.send(bytes);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ctx.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
+    }
+
+    /// When [`IkeSa::handle_timeout`] must next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rt = self.ctx.retransmit.as_ref().map(|r| r.next_at);
+        match (rt, self.ctx.half_open_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the IKE SA is established.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established(_))
+    }
+
+    /// Whether the IKE SA has failed or been closed.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead(_))
+    }
+
+    /// A short name of the current state, for status output.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// The SPIs (initiator's, responder's), once both are known.
+    pub fn spis(&self) -> Option<(u64, u64)> {
+        match &self.state {
+            State::AuthSent(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::AwaitAuth(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::Established(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::Dead(d) => d.spis,
+            State::InitSent(_) | State::AwaitInit(_) => None,
+        }
+    }
+
+    /// The drop and retransmission counters.
+    pub fn stats(&self) -> Stats {
+        self.ctx.stats
+    }
+
+    /// Our current local and remote addresses (after any float to the NAT-T port).
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (self.ctx.local, self.ctx.remote)
+    }
+}
+
+impl Ctx {
+    fn new(cfg: IkeConfig, local: SocketAddr, remote: SocketAddr) -> Ctx {
+        Ctx {
+            cfg,
+            rng: SystemRandom::new(),
+            local,
+            remote,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            retransmit: None,
+            half_open_deadline: None,
+            stats: Stats::default(),
+        }
+    }
+}
+
+impl InitSent {
+    /// Builds and sends (or re-sends after INVALID_KE_PAYLOAD / COOKIE) the request.
+    fn send(&mut self, ctx: &mut Ctx, now: Instant) {
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            payloads.push(Payload::Notify(NotifyPayload::new(
+                NotifyType::Cookie,
+                c.clone(),
+            )));
+        }
+        payloads.push(Payload::Sa(ike_sa_payload(&ctx.cfg.proposals)));
+        payloads.push(Payload::Ke(KePayload {
+            group: self.ke.group(),
+            data: self.ke.public_value().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.extend(nat_notifies(self.spi_i, 0, ctx.local, ctx.remote));
+        let msg = Message {
+            header: Header {
+                spi_i: self.spi_i,
+                spi_r: 0,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::INITIATOR,
+                message_id: 0,
+            },
+            payloads,
+        };
+        self.request = msg.to_bytes();
+        ctx.send_request(now, self.request.clone());
+    }
+
+    fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        (local, remote): (SocketAddr, SocketAddr),
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let fits = h.exchange_type == ExchangeType::IkeSaInit
+            && h.flags.response()
+            && !h.flags.initiator()
+            && h.message_id == 0
+            && h.spi_i == self.spi_i;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::InitSent(self);
+        }
+        if let Some(n) = msg.notify(NotifyType::InvalidKePayload) {
+            let group = <[u8; 2]>::try_from(n.data.as_slice())
+                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
+                .ok();
+            let offered = group.is_some_and(|g| {
+                ctx.cfg.proposals.iter().any(|p| p.groups.contains(&g)) && g != self.ke.group()
+            });
+            return match (group, offered && !self.ke_retried) {
+                (Some(g), true) => match KeyExchange::generate(g, &ctx.rng) {
+                    Ok(ke) => {
+                        self.ke = ke;
+                        self.ke_retried = true;
+                        self.send(ctx, now);
+                        State::InitSent(self)
+                    }
+                    Err(e) => ctx.fail(FailReason::Crypto(e), None, None),
+                },
+                _ => ctx.fail(FailReason::InvalidKe, None, None),
+            };
+        }
+        if let Some(n) = msg.notify(NotifyType::Cookie) {
+            if self.cookie_retries >= MAX_COOKIE_RETRIES || n.data.is_empty() || n.data.len() > 64 {
+                return ctx.fail(FailReason::PeerNotify(NotifyType::Cookie), None, None);
+            }
+            self.cookie = Some(n.data.clone());
+            self.cookie_retries += 1;
+            self.send(ctx, now);
+            return State::InitSent(self);
+        }
+        if let Some(t) = first_error_notify(&msg.payloads) {
+            return ctx.fail(FailReason::PeerNotify(t), None, None);
+        }
+        let (mut sa, mut ke, mut nr) = (None, None, None);
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::Nonce(n) => nr = nr.or(Some(n)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+            ctx.stats.malformed += 1;
+            return State::InitSent(self);
+        };
+        if h.spi_r == 0 || !NONCE_RANGE.contains(&nr.len()) {
+            ctx.stats.malformed += 1;
+            return State::InitSent(self);
+        }
+        let Some(choice) = check_ike_response(sa, &ctx.cfg.proposals) else {
+            return ctx.fail(FailReason::NoProposalChosen, None, None);
+        };
+        if choice.group != self.ke.group() || ke.group != choice.group {
+            return ctx.fail(FailReason::InvalidKe, None, None);
+        }
+        let response = bytes.to_vec();
+        let st = *self;
+        let gir = match st.ke.agree(&ke.data) {
+            Ok(g) => g,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
+        };
+        let core = Core::new(
+            true,
+            (st.spi_i, h.spi_r),
+            st.ni,
+            nr.clone(),
+            &gir,
+            (choice.cipher, choice.prf, choice.group),
+            (st.request, response),
+        );
+        let mut core = match core {
+            Ok(c) => c,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
+        };
+        core.nat = detect_nat(msg, local, remote);
+        ctx.retransmit = None;
+        if let (true, Some(port)) = (core.nat.any(), ctx.cfg.nat_t_port) {
+            if ctx.remote.port() != port {
+                ctx.local.set_port(port);
+                ctx.remote.set_port(port);
+            }
+        }
+        AuthSent::start(ctx, now, core)
+    }
+}
+
+impl AuthSent {
+    fn start(ctx: &mut Ctx, now: Instant, mut core: Core) -> State {
+        let spi_in = match ctx.esp_spi() {
+            Ok(s) => s,
+            Err(r) => return ctx.fail(r, Some((core.spi_i, core.spi_r)), None),
+        };
+        let cfg = &ctx.cfg;
+        let mut inner = vec![Payload::IdI(cfg.local_id.clone())];
+        if let Some(r) = &cfg.remote_id {
+            inner.push(Payload::IdR(r.clone()));
+        }
+        inner.push(Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)));
+        if cfg.request_vip {
+            inner.push(Payload::Cp(CpPayload {
+                cfg_type: CfgType::Request,
+                attributes: vec![CfgAttribute::request(CfgAttributeType::InternalIp4Address)],
+            }));
+        }
+        let transport = cfg.child.mode == Mode::Transport;
+        if transport {
+            inner.push(notify(NotifyType::UseTransportMode));
+        }
+        inner.push(Payload::Sa(esp_sa_payload(&cfg.child.proposals, spi_in)));
+        inner.push(Payload::TsI(TsPayload {
+            selectors: cfg.child.local_ts.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: cfg.child.remote_ts.clone(),
+        }));
+        if cfg.mobike {
+            inner.push(notify(NotifyType::MobikeSupported));
+        }
+        match core.seal(ExchangeType::IkeAuth, false, 1, &inner) {
+            Ok(bytes) => ctx.send_request(now, bytes),
+            Err(e) => return ctx.fail(FailReason::Crypto(e), Some((core.spi_i, core.spi_r)), None),
+        }
+        State::AuthSent(Box::new(AuthSent {
+            core,
+            spi_in,
+            transport,
+        }))
+    }
+
+    fn handle(self: Box<Self>, ctx: &mut Ctx, bytes: &[u8], msg: &Message) -> State {
+        let h = &msg.header;
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let fits = h.spi_i == self.core.spi_i
+            && h.spi_r == self.core.spi_r
+            && h.exchange_type == ExchangeType::IkeAuth
+            && h.flags.response()
+            && !h.flags.initiator()
+            && h.message_id == 1;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AuthSent(self);
+        }
+        let inner = match self.core.rx.open(bytes, msg) {
+            Ok(p) => p,
+            Err(CryptoError::Inner(_)) => {
+                ctx.stats.malformed += 1;
+                return ctx.fail(FailReason::InvalidSyntax, spis, None);
+            }
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::AuthSent(self);
+            }
+        };
+        let (mut idr, mut auth) = (None, None);
+        for p in &inner {
+            match p {
+                Payload::IdR(i) => idr = idr.or(Some(i)),
+                Payload::Auth(a) => auth = auth.or(Some(a)),
+                _ => {}
+            }
+        }
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = first_error_notify(&inner)
+                .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
+            return ctx.fail(reason, spis, None);
+        };
+        let st = *self;
+        let mut core = st.core;
+        let proof = match verify_peer(&core, &ctx.cfg, idr, auth) {
+            Ok(p) => p,
+            Err(reason) => {
+                // Tell the responder, which already believes the SA is up (RFC 7296
+                // section 2.21.2), in a fire-and-forget INFORMATIONAL.
+                let n = [notify(NotifyType::AuthenticationFailed)];
+                if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
+                    ctx.send(b);
+                }
+                return ctx.fail(reason, spis, None);
+            }
+        };
+        ctx.retransmit = None;
+        let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        ctx.events.push_back(Event::IkeSaEstablished(core.info(
+            ctx.local,
+            ctx.remote,
+            idr.clone(),
+            peer_mobike,
+        )));
+        let established = |core| {
+            State::Established(Box::new(Established {
+                core,
+                peer_next: 0,
+                last_response: None,
+            }))
+        };
+        let name = ctx.cfg.child.name.clone();
+        let child_error = first_error_notify(&inner);
+        let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
+        for p in &inner {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                Payload::Cp(c) if c.cfg_type == CfgType::Reply => cp = cp.or(Some(c)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            let reason = child_error.unwrap_or(NotifyType::NoProposalChosen);
+            ctx.events.push_back(Event::ChildSaFailed { name, reason });
+            return established(core);
+        };
+        let child = &ctx.cfg.child;
+        let Some((spi_out, choice)) = check_esp_response(sa, &child.proposals) else {
+            ctx.events.push_back(Event::ChildSaFailed {
+                name,
+                reason: NotifyType::NoProposalChosen,
+            });
+            return established(core);
+        };
+        let ts_ok = !tsi.selectors.is_empty()
+            && !tsr.selectors.is_empty()
+            && tsi.selectors.iter().all(|t| is_subset(t, &child.local_ts))
+            && tsr.selectors.iter().all(|t| is_subset(t, &child.remote_ts));
+        if !ts_ok {
+            ctx.events.push_back(Event::ChildSaFailed {
+                name,
+                reason: NotifyType::TsUnacceptable,
+            });
+            return established(core);
+        }
+        let vip = cp.and_then(|c| {
+            c.attributes
+                .iter()
+                .find(|a| a.attr_type == CfgAttributeType::InternalIp4Address)
+                .and_then(CfgAttribute::as_ipv4)
+        });
+        if ctx.cfg.request_vip && vip.is_none() {
+            let n = [Payload::Delete(DeletePayload::ike())];
+            if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
+                ctx.send(b);
+            }
+            return ctx.fail(FailReason::NoVirtualIp, spis, None);
+        }
+        let mode = if st.transport && has_notify(&inner, NotifyType::UseTransportMode) {
+            Mode::Transport
+        } else {
+            Mode::Tunnel
+        };
+        let (keymat_in, keymat_out) = match core.child_keys(&proof, choice.cipher) {
+            Ok(k) => k,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        ctx.events.push_back(Event::ChildSaEstablished(ChildSa {
+            name,
+            spi_in: st.spi_in,
+            spi_out,
+            keymat_in,
+            keymat_out,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode,
+            local_ts: tsi.selectors.clone(),
+            remote_ts: tsr.selectors.clone(),
+            vip,
+            udp_encap: core.nat.any(),
+        }));
+        established(core)
+    }
+}
+
+impl AwaitInit {
+    fn handle(
+        self,
+        ctx: &mut Ctx,
+        now: Instant,
+        (local, remote): (SocketAddr, SocketAddr),
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let fits = h.exchange_type == ExchangeType::IkeSaInit
+            && !h.flags.response()
+            && h.flags.initiator()
+            && h.message_id == 0
+            && h.spi_r == 0
+            && h.spi_i != 0;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AwaitInit(self);
+        }
+        ctx.local = local;
+        ctx.remote = remote;
+        let (mut sa, mut ke, mut ni) = (None, None, None);
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::Nonce(n) => ni = ni.or(Some(n)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
+            return State::AwaitInit(self);
+        };
+        if !NONCE_RANGE.contains(&ni.len()) {
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
+            return State::AwaitInit(self);
+        }
+        let Some((number, choice)) = select_ike(sa, &ctx.cfg.proposals, ke.group) else {
+            ctx.refuse_init(
+                h,
+                NotifyPayload::new(NotifyType::NoProposalChosen, Vec::new()),
+            );
+            return State::AwaitInit(self);
+        };
+        if choice.group != ke.group {
+            let data = u16::from(choice.group).to_be_bytes().to_vec();
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidKePayload, data));
+            return State::AwaitInit(self);
+        }
+        match Self::accept(ctx, now, (msg, bytes), number, choice, &ke.data, ni) {
+            Ok(st) => st,
+            Err(reason) => {
+                let t = reason.notify_type().unwrap_or(NotifyType::InvalidSyntax);
+                ctx.refuse_init(h, NotifyPayload::new(t, Vec::new()));
+                State::AwaitInit(self)
+            }
+        }
+    }
+
+    fn accept(
+        ctx: &mut Ctx,
+        now: Instant,
+        (msg, bytes): (&Message, &[u8]),
+        number: u8,
+        choice: super::proposal::IkeChoice,
+        peer_ke: &[u8],
+        ni: &[u8],
+    ) -> Result<State, FailReason> {
+        let spi_i = msg.header.spi_i;
+        let spi_r = ctx.ike_spi()?;
+        let nr = ctx.nonce()?;
+        let ke = KeyExchange::generate(choice.group, &ctx.rng).map_err(FailReason::Crypto)?;
+        let mut payloads = vec![
+            Payload::Sa(ike_response_payload(number, choice)),
+            Payload::Ke(KePayload {
+                group: choice.group,
+                data: ke.public_value().to_vec(),
+            }),
+            Payload::Nonce(nr.clone()),
+        ];
+        payloads.extend(nat_notifies(spi_i, spi_r, ctx.local, ctx.remote));
+        let response = Message {
+            header: Header {
+                spi_i,
+                spi_r,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::RESPONSE,
+                message_id: 0,
+            },
+            payloads,
+        }
+        .to_bytes();
+        let gir = ke.agree(peer_ke).map_err(|_| FailReason::InvalidSyntax)?;
+        let mut core = Core::new(
+            false,
+            (spi_i, spi_r),
+            ni.to_vec(),
+            nr,
+            &gir,
+            (choice.cipher, choice.prf, choice.group),
+            (bytes.to_vec(), response.clone()),
+        )
+        .map_err(FailReason::Crypto)?;
+        core.nat = detect_nat(msg, ctx.local, ctx.remote);
+        ctx.send(response);
+        ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
+        Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
+    }
+}
+
+/// The responder's outcome of the child SA part of IKE_AUTH.
+struct ChildOutcome {
+    payloads: Vec<Payload>,
+    result: Result<ChildSa, NotifyType>,
+}
+
+impl AwaitAuth {
+    fn handle(
+        self: Box<Self>,
+        ctx: &mut Ctx,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let core = &self.core;
+        // A retransmitted IKE_SA_INIT request: answer from the cache.
+        if h.exchange_type == ExchangeType::IkeSaInit
+            && !h.flags.response()
+            && h.spi_i == core.spi_i
+            && h.spi_r == 0
+            && h.message_id == 0
+        {
+            ctx.stats.answered_from_cache += 1;
+            ctx.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes: core.init_response.clone(),
+            });
+            return State::AwaitAuth(self);
+        }
+        let fits = h.spi_i == core.spi_i
+            && h.spi_r == core.spi_r
+            && h.exchange_type == ExchangeType::IkeAuth
+            && !h.flags.response()
+            && h.flags.initiator()
+            && h.message_id == 1;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AwaitAuth(self);
+        }
+        let spis = Some((core.spi_i, core.spi_r));
+        let inner = match core.rx.open(bytes, msg) {
+            Ok(p) => p,
+            Err(CryptoError::Inner(e)) => {
+                ctx.stats.malformed += 1;
+                let mut core = self.core;
+                let n = e
+                    .notify()
+                    .unwrap_or(NotifyPayload::new(NotifyType::InvalidSyntax, vec![]));
+                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &[Payload::Notify(n)]);
+                if let Ok(b) = &resp {
+                    ctx.send(b.clone());
+                }
+                return ctx.fail(FailReason::InvalidSyntax, spis, resp.ok().map(|b| (1, b)));
+            }
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::AwaitAuth(self);
+            }
+        };
+        // Responses go back where the request came from (the initiator may have floated).
+        ctx.local = local;
+        ctx.remote = remote;
+        let mut core = self.core;
+        let (mut idi, mut auth) = (None, None);
+        for p in &inner {
+            match p {
+                Payload::IdI(i) => idi = idi.or(Some(i)),
+                Payload::Auth(a) => auth = auth.or(Some(a)),
+                _ => {}
+            }
+        }
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            let n = [notify(NotifyType::InvalidSyntax)];
+            let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
+            if let Some(b) = &resp {
+                ctx.send(b.clone());
+            }
+            return ctx.fail(FailReason::InvalidSyntax, spis, resp.map(|b| (1, b)));
+        };
+        let proof = match verify_peer(&core, &ctx.cfg, idi, auth) {
+            Ok(p) => p,
+            Err(reason) => {
+                let n = [notify(NotifyType::AuthenticationFailed)];
+                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
+                if let Some(b) = &resp {
+                    ctx.send(b.clone());
+                }
+                return ctx.fail(reason, spis, resp.map(|b| (1, b)));
+            }
+        };
+        let cfg = &ctx.cfg;
+        let mut out = vec![
+            Payload::IdR(cfg.local_id.clone()),
+            Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)),
+        ];
+        let child = Self::negotiate_child(ctx, &core, &proof, &inner);
+        out.extend(child.payloads);
+        if ctx.cfg.mobike {
+            out.push(notify(NotifyType::MobikeSupported));
+        }
+        let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
+            Ok(b) => b,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        ctx.send(resp.clone());
+        ctx.half_open_deadline = None;
+        let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        ctx.events.push_back(Event::IkeSaEstablished(core.info(
+            ctx.local,
+            ctx.remote,
+            idi.clone(),
+            peer_mobike,
+        )));
+        match child.result {
+            Ok(c) => ctx.events.push_back(Event::ChildSaEstablished(c)),
+            Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
+                name: ctx.cfg.child.name.clone(),
+                reason,
+            }),
+        }
+        State::Established(Box::new(Established {
+            core,
+            peer_next: 2,
+            last_response: Some((1, resp)),
+        }))
+    }
+
+    fn negotiate_child(
+        ctx: &mut Ctx,
+        core: &Core,
+        proof: &AuthVerified,
+        inner: &[Payload],
+    ) -> ChildOutcome {
+        let fail = |t: NotifyType| ChildOutcome {
+            payloads: vec![notify(t)],
+            result: Err(t),
+        };
+        let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
+        for p in inner {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                Payload::Cp(c) if c.cfg_type == CfgType::Request => cp = cp.or(Some(c)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            return fail(NotifyType::InvalidSyntax);
+        };
+        let child = &ctx.cfg.child;
+        let Some((number, spi_out, choice)) = select_esp(sa, &child.proposals) else {
+            return fail(NotifyType::NoProposalChosen);
+        };
+        let wants_vip = cp.is_some_and(|c| {
+            c.attributes
+                .iter()
+                .any(|a| a.attr_type == CfgAttributeType::InternalIp4Address)
+        });
+        let mut vip = None;
+        if wants_vip {
+            if let Some(pool) = &ctx.cfg.pool {
+                match pool.lease() {
+                    Some(a) => vip = Some(a),
+                    None => return fail(NotifyType::InternalAddressFailure),
+                }
+            }
+        }
+        let release = |vip: Option<Ipv4Addr>| {
+            if let (Some(a), Some(pool)) = (vip, &ctx.cfg.pool) {
+                pool.release(a);
+            }
+        };
+        let mut ts_i = narrow(&tsi.selectors, &child.remote_ts);
+        if let Some(a) = vip {
+            ts_i = narrow(&ts_i, &[super::config::ts_prefix(IpAddr::V4(a), 32)]);
+        }
+        let ts_r = narrow(&tsr.selectors, &child.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            release(vip);
+            return fail(NotifyType::TsUnacceptable);
+        }
+        let spi_in = match ctx.esp_spi() {
+            Ok(s) => s,
+            Err(_) => {
+                release(vip);
+                return fail(NotifyType::TemporaryFailure);
+            }
+        };
+        let (keymat_in, keymat_out) = match core.child_keys(proof, choice.cipher) {
+            Ok(k) => k,
+            Err(_) => {
+                release(vip);
+                return fail(NotifyType::TemporaryFailure);
+            }
+        };
+        let transport =
+            child.mode == Mode::Transport && has_notify(inner, NotifyType::UseTransportMode);
+        let mut payloads = Vec::new();
+        if let Some(a) = vip {
+            payloads.push(Payload::Cp(CpPayload {
+                cfg_type: CfgType::Reply,
+                attributes: vec![CfgAttribute::ipv4(CfgAttributeType::InternalIp4Address, a)],
+            }));
+        }
+        if transport {
+            payloads.push(notify(NotifyType::UseTransportMode));
+        }
+        payloads.push(Payload::Sa(esp_response_payload(number, spi_in, choice)));
+        payloads.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        payloads.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
+        ChildOutcome {
+            payloads,
+            result: Ok(ChildSa {
+                name: child.name.clone(),
+                spi_in,
+                spi_out,
+                keymat_in,
+                keymat_out,
+                cipher: choice.cipher,
+                esn: choice.esn,
+                mode: if transport {
+                    Mode::Transport
+                } else {
+                    Mode::Tunnel
+                },
+                local_ts: ts_r,
+                remote_ts: ts_i,
+                vip,
+                udp_encap: core.nat.any(),
+            }),
+        }
+    }
+}
+
+impl Established {
+    fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        remote: SocketAddr,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let core = &self.core;
+        let from_peer_role = h.flags.initiator() != core.initiator;
+        let fits = h.spi_i == core.spi_i && h.spi_r == core.spi_r && from_peer_role;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::Established(self);
+        }
+        if h.flags.response() {
+            // We have no request outstanding after the initial exchanges.
+            ctx.stats.unexpected += 1;
+            return State::Established(self);
+        }
+        // Responders keep the request IDs of the initial exchanges (0, 1) in the window.
+        let expected = if core.initiator {
+            self.peer_next
+        } else {
+            self.peer_next.max(2)
+        };
+        if h.message_id.wrapping_add(1) == expected {
+            if let Some((id, cached)) = &self.last_response {
+                if *id == h.message_id {
+                    ctx.stats.answered_from_cache += 1;
+                    ctx.transmits.push_back(Transmit {
+                        local: ctx.local,
+                        remote,
+                        bytes: cached.clone(),
+                    });
+                    return State::Established(self);
+                }
+            }
+        }
+        if h.message_id != expected {
+            ctx.stats.unexpected += 1;
+            return State::Established(self);
+        }
+        let inner = match self.core.rx.open(bytes, msg) {
+            Ok(p) => Ok(p),
+            Err(CryptoError::Inner(e)) => Err(e),
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::Established(self);
+            }
+        };
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let mut closing = None;
+        let reply: Vec<Payload> = match (&inner, h.exchange_type) {
+            (Err(e), _) => {
+                ctx.stats.malformed += 1;
+                vec![Payload::Notify(e.notify().unwrap_or(NotifyPayload::new(
+                    NotifyType::InvalidSyntax,
+                    Vec::new(),
+                )))]
+            }
+            (Ok(p), ExchangeType::Informational) => {
+                if p.iter()
+                    .any(|x| matches!(x, Payload::Delete(d) if d.protocol == ProtocolId::Ike))
+                {
+                    closing = Some(None);
+                } else if has_notify(p, NotifyType::AuthenticationFailed) {
+                    closing = Some(Some(FailReason::PeerNotify(
+                        NotifyType::AuthenticationFailed,
+                    )));
+                }
+                Vec::new()
+            }
+            (Ok(_), _) => vec![notify(NotifyType::NoAdditionalSas)],
+        };
+        let resp = match self.core.seal(h.exchange_type, true, h.message_id, &reply) {
+            Ok(b) => b,
+            Err(_) => return State::Established(self),
+        };
+        ctx.transmits.push_back(Transmit {
+            local: ctx.local,
+            remote,
+            bytes: resp.clone(),
+        });
+        self.peer_next = h.message_id.wrapping_add(1);
+        self.last_response = Some((h.message_id, resp));
+        match closing {
+            None => State::Established(self),
+            Some(None) => {
+                ctx.retransmit = None;
+                ctx.events.push_back(Event::Closed);
+                State::Dead(Dead {
+                    spis,
+                    last_response: self.last_response.take(),
+                })
+            }
+            Some(Some(reason)) => {
+                let last = self.last_response.take();
+                ctx.fail(reason, spis, last)
+            }
+        }
+    }
+}
+
+impl Dead {
+    fn handle(self, ctx: &mut Ctx, remote: SocketAddr, msg: &Message) -> State {
+        let h = &msg.header;
+        let cached = match (&self.spis, &self.last_response) {
+            (Some((i, r)), Some((id, b)))
+                if h.spi_i == *i && h.spi_r == *r && h.message_id == *id && !h.flags.response() =>
+            {
+                Some(b.clone())
+            }
+            _ => None,
+        };
+        match cached {
+            Some(bytes) => {
+                ctx.stats.answered_from_cache += 1;
+                ctx.transmits.push_back(Transmit {
+                    local: ctx.local,
+                    remote,
+                    bytes,
+                });
+            }
+            None => ctx.stats.unexpected += 1,
+        }
+        State::Dead(self)
+    }
+}
