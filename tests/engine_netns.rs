@@ -274,6 +274,10 @@ fn bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives() {
         return;
     }
     let (lab, _cl, gw) = up(Policy::Failover, Role::Standby);
+    let ike = gw
+        .take_ike_receiver()
+        .expect("the first taker gets the IKE receiver");
+    assert!(gw.take_ike_receiver().is_none());
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 2);
     assert!(ok, "{out}");
     let cl_ns = lab.cl.clone();
@@ -331,7 +335,19 @@ fn bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives() {
     assert_eq!(d.get("replayed"), Some(&1), "{d:?}");
     assert_eq!(g.drops["unknown_spi"], 1, "{:?}", g.drops);
     assert_eq!(g.drops["keepalives_rx"], 1, "{:?}", g.drops);
-    assert_eq!(g.drops["ike_unclaimed"], 1, "{:?}", g.drops);
+    assert_eq!(g.drops["ike_unclaimed"], 0, "{:?}", g.drops);
+    let msg = ike
+        .try_recv()
+        .expect("the IKE message reached the control side");
+    assert_eq!(
+        (msg.interface.as_str(), msg.bytes.as_slice()),
+        ("link2", &[1u8, 2, 3][..])
+    );
+    assert_eq!(msg.local, "198.18.2.1:4500".parse().unwrap());
+    assert_eq!(
+        msg.remote.ip(),
+        "198.18.2.2".parse::<std::net::IpAddr>().unwrap()
+    );
     assert_eq!(g.drops["malformed"], 1, "{:?}", g.drops);
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
     assert!(ok, "the tunnel did not survive:\n{out}");
@@ -520,5 +536,52 @@ fn interfaces_come_and_go_without_touching_the_others() {
     assert!(
         cl.status().sas[0].paths[0].tx_packets > before + 2,
         "traffic is back on p1"
+    );
+}
+
+#[test]
+fn sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways() {
+    if !root_or_skip("sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways") {
+        return;
+    }
+    let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 2);
+    assert!(ok, "{out}");
+    let spec = mifsec_tests::lab_config(
+        Side::Client,
+        Policy::Failover,
+        Cipher::Aes128Gcm,
+        Role::Standby,
+    )
+    .sas
+    .remove(0);
+    cl.remove_sa("tunnel").unwrap();
+    assert!(cl.remove_sa("tunnel").is_err());
+    let (ok, _) = ping(&lab.cl, "10.2.0.1", 1);
+    assert!(!ok, "ping went through without an SA");
+    assert!(cl.status().drops["no_sa"] >= 1);
+    // Back, under a new name (as a rekey would install it); the peer's SA is unchanged.
+    let mut again = spec.clone();
+    again.name = "tunnel-2".into();
+    cl.install_sa(again.clone()).unwrap();
+    assert!(cl.install_sa(again).is_err(), "same name twice");
+    std::thread::sleep(Duration::from_millis(200));
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
+    assert!(ok, "{out}");
+    // IKE both ways: the gateway's engine sends behind the non-ESP marker, the client's
+    // engine hands the message to its control side.
+    let rx = cl.take_ike_receiver().unwrap();
+    gw.send_ike("link2", "198.18.2.2:4500".parse().unwrap(), b"IKE!")
+        .unwrap();
+    let msg = rx
+        .recv_timeout(Duration::from_secs(2))
+        .expect("IKE message");
+    assert_eq!(
+        (msg.interface.as_str(), &msg.bytes[..]),
+        ("link2", &b"IKE!"[..])
+    );
+    assert!(
+        gw.send_ike("nope", "198.18.2.2:4500".parse().unwrap(), b"x")
+            .is_err()
     );
 }

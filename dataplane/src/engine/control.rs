@@ -336,6 +336,32 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
     log
 }
 
+pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, ControlError> {
+    with_state(shared, |st, now| {
+        if st.sas.iter().any(|s| s.spec.name == sa.name) {
+            return Err(err(format!("an SA named {:?} exists", sa.name)));
+        }
+        if st.sas.iter().any(|s| s.spec.spi_in == sa.spi_in) {
+            return Err(err(format!("inbound SPI {:08x} is in use", sa.spi_in)));
+        }
+        let name = sa.name.clone();
+        st.add_sa(sa, now)?;
+        Ok(format!("SA {name} installed"))
+    })
+}
+
+pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        let before = st.sas.len();
+        st.sas.retain(|s| s.spec.name != name);
+        if st.sas.len() == before {
+            return Err(err(format!("no SA named {name:?}")));
+        }
+        st.pending.retain(|p| p.sa != name);
+        Ok(format!("SA {name} removed"))
+    })
+}
+
 pub(crate) fn add_interface(
     shared: &Shared,
     iface: InterfaceConfig,

@@ -157,6 +157,23 @@ pub struct PathSpec {
     pub pin: Vec<Prefix>,
 }
 
+/// An IKE message received on an outer socket behind the non-ESP marker (RFC 3948), handed
+/// to the control thread. The marker is already removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeDatagram {
+    /// The `[interfaces.*]` name of the socket it arrived on.
+    pub interface: String,
+    /// The local address it was sent to.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The IKE message.
+    pub bytes: Vec<u8>,
+}
+
+/// How many IKE messages may wait for the control thread before more are dropped (counted).
+const IKE_QUEUE: usize = 1024;
+
 /// Why a control operation failed. The message is for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlError(pub String);
@@ -204,6 +221,8 @@ pub(crate) struct Shared {
     pub tun_name: String,
     pub tun_offloads: Offloads,
     pub workers: usize,
+    /// IKE messages that arrived behind the non-ESP marker, for the control thread.
+    pub ike_tx: crossbeam_channel::Sender<IkeDatagram>,
 }
 
 impl Shared {
@@ -219,6 +238,7 @@ impl Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    ike_rx: Mutex<Option<crossbeam_channel::Receiver<IkeDatagram>>>,
 }
 
 impl Engine {
@@ -236,6 +256,7 @@ impl Engine {
         let tun_offloads = tun.offloads();
         control::configure_tun(&tun_name, &cfg)?;
         let state = control::ControlState::new(&cfg)?;
+        let (ike_tx, ike_rx) = crossbeam_channel::bounded(IKE_QUEUE);
         let shared = Arc::new(Shared {
             tables: SaTables::default(),
             stop: AtomicBool::new(false),
@@ -248,6 +269,7 @@ impl Engine {
             tun_name,
             tun_offloads,
             workers,
+            ike_tx,
         });
         control::publish(&shared);
         let mut threads = Vec::new();
@@ -266,7 +288,11 @@ impl Engine {
                 .spawn(move || monitor::run(&s))
                 .map_err(|e| ControlError(format!("spawning monitor: {e}")))?,
         );
-        Ok(Engine { shared, threads })
+        Ok(Engine {
+            shared,
+            threads,
+            ike_rx: Mutex::new(Some(ike_rx)),
+        })
     }
 
     /// The engine's status: interfaces, SAs, paths, counters.
@@ -310,6 +336,47 @@ impl Engine {
     /// wildcards: an SA's packets travel between several address pairs).
     pub fn wireshark_keys(&self) -> Vec<String> {
         control::wireshark_keys(&self.shared)
+    }
+
+    /// Installs an SA pair (an IKE-negotiated child SA, or a manual one) without touching the
+    /// others: one table swap. Its name must be new; a rekey installs the new pair under a new
+    /// name and removes the old one once the peer uses the new one (make before break).
+    pub fn install_sa(&self, sa: SaSpec) -> Result<String, ControlError> {
+        control::install_sa(&self.shared, sa)
+    }
+
+    /// Removes an SA pair: one table swap. Packets still in flight for it are dropped as
+    /// `unknown_spi`.
+    pub fn remove_sa(&self, name: &str) -> Result<String, ControlError> {
+        control::remove_sa(&self.shared, name)
+    }
+
+    /// Takes the receiving end of the IKE messages that arrive on the outer sockets (port
+    /// 4500, behind the non-ESP marker). Only the first call gets it.
+    pub fn take_ike_receiver(&self) -> Option<crossbeam_channel::Receiver<IkeDatagram>> {
+        self.ike_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Sends an IKE message on interface `interface` to `remote`, behind the non-ESP marker.
+    pub fn send_ike(
+        &self,
+        interface: &str,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) -> Result<(), ControlError> {
+        let table = self.shared.tables.load_full();
+        let sock = table
+            .sockets
+            .iter()
+            .find(|(n, _)| n == interface)
+            .map(|(_, s)| s)
+            .ok_or_else(|| ControlError(format!("no interface named {interface:?}")))?;
+        let mut buf = Vec::with_capacity(bytes.len() + 4);
+        buf.extend_from_slice(&crate::esp::wire::NON_ESP_MARKER);
+        buf.extend_from_slice(bytes);
+        sock.send_to(&buf, remote)
+            .map(|_| ())
+            .map_err(|e| ControlError(format!("sending IKE to {remote}: {e}")))
     }
 
     /// Stops the threads and waits for them.

@@ -533,7 +533,25 @@ fn receive(
     let spi = match classify_udp_payload(&inb.bufs[b].data[r.clone()]) {
         UdpPayload::Esp(e) => u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
         UdpPayload::Keepalive => return GlobalCounters::bump(&c.keepalives_rx),
-        UdpPayload::Ike(_) => return GlobalCounters::bump(&c.ike_unclaimed),
+        UdpPayload::Ike(ike) => {
+            let msg = super::IkeDatagram {
+                interface: table
+                    .sockets
+                    .iter()
+                    .find(|(_, s)| Arc::ptr_eq(s, sock))
+                    .map_or_else(String::new, |(n, _)| n.clone()),
+                local: SocketAddr::new(
+                    dst_ip.unwrap_or_else(|| local_ip(sock)),
+                    sock.local_addr().port(),
+                ),
+                remote: src,
+                bytes: ike.to_vec(),
+            };
+            if shared.ike_tx.try_send(msg).is_err() {
+                GlobalCounters::bump(&c.ike_unclaimed);
+            }
+            return;
+        }
         UdpPayload::Malformed => return GlobalCounters::bump(&c.malformed),
     };
     let Some(entry) = table.inbound(spi) else {
