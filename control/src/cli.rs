@@ -23,6 +23,8 @@ usage: mifsec COMMAND [OPTIONS]
   ctl policy SA POLICY                  failover, aggregate, redundant or pinned
   ctl add-path SA NAME --interface I --remote A:P [--role R] [--weight W]
   ctl remove-path SA NAME
+  ctl initiate CONN                     start an IKE SA for a [connections.CONN]
+  ctl terminate CONN                    delete CONN's IKE SAs and their child SAs
   help                                  this text
 
 status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
@@ -293,6 +295,15 @@ fn parse_ctl(args: &[String]) -> Result<Command, String> {
             let [sa, name] = a.positional(&what, ["SA", "NAME"])?;
             (a, Request::RemovePath { sa, name })
         }
+        "initiate" | "terminate" => {
+            let a = Args::split(rest, &[], &["socket"])?;
+            let [conn] = a.positional(&what, ["CONN"])?;
+            if sub == "initiate" {
+                (a, Request::Initiate { conn })
+            } else {
+                (a, Request::Terminate { conn })
+            }
+        }
         other => return Err(format!("unknown ctl subcommand {other:?}")),
     };
     Ok(Command::Ctl {
@@ -351,6 +362,14 @@ mod tests {
         assert_eq!(p("help"), Ok(Command::Help));
         assert_eq!(p("--help"), Ok(Command::Help));
         assert_eq!(p("ctl handover t p -h"), Ok(Command::Help));
+        assert!(matches!(
+            p("ctl initiate home"),
+            Ok(Command::Ctl { request: Request::Initiate { conn }, .. }) if conn == "home"
+        ));
+        assert!(matches!(
+            p("ctl terminate home"),
+            Ok(Command::Ctl { request: Request::Terminate { conn }, .. }) if conn == "home"
+        ));
         assert_eq!(p("--version"), Ok(Command::Version));
     }
 

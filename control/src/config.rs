@@ -52,6 +52,8 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The Unix socket `mifsec status` and `mifsec ctl` talk to.
     pub control_socket: PathBuf,
+    /// IKE connections (`[connections.*]`, `[secrets.*]`, `[pools.*]`).
+    pub ike: IkeSettings,
 }
 
 /// Why a configuration file was refused: where, which key, and what is wrong.
@@ -196,6 +198,37 @@ pub fn summary(cfg: &Config) -> String {
             s.push('\n');
         }
     }
+    for c in &cfg.ike.connections {
+        let addrs = |v: &[IpAddr]| {
+            if v.is_empty() {
+                "%any".to_owned()
+            } else {
+                v.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            }
+        };
+        let _ = writeln!(
+            s,
+            "connection {}: {} === {}, {}{}{}{}, child {} ({})",
+            c.name,
+            addrs(&c.local_addrs),
+            addrs(&c.remote_addrs),
+            if c.start { "start" } else { "on demand" },
+            if c.vips { ", vip requested" } else { "" },
+            c.pool
+                .as_ref()
+                .map(|p| format!(", pool {p}"))
+                .unwrap_or_default(),
+            if c.ike.force_encap { ", encap" } else { "" },
+            c.child,
+            match c.ike.child.mode {
+                crate::ike::Mode::Tunnel => "tunnel",
+                crate::ike::Mode::Transport => "transport",
+            }
+        );
+    }
     s
 }
 
@@ -239,6 +272,12 @@ struct RawFile {
     interfaces: Ordered<RawInterface>,
     #[serde(default)]
     sa: Ordered<RawSa>,
+    #[serde(default)]
+    connections: Ordered<ike::RawConnection>,
+    #[serde(default)]
+    secrets: Ordered<ike::RawSecret>,
+    #[serde(default)]
+    pools: Ordered<ike::RawPool>,
 }
 
 /// Where the names of interfaces and SAs are written, read only to place an error about a
@@ -813,9 +852,11 @@ impl Cx<'_> {
                 reorder,
             });
         }
+        let ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;
         Ok(Config {
             engine,
             control_socket,
+            ike,
         })
     }
 }
@@ -840,6 +881,9 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let rest = s.strip_prefix(start)?;
     rest.split_once(end).map(|(a, _)| a)
 }
+
+mod ike;
+pub use ike::{Connection, IkeSettings, parse_esp_proposal, parse_id, parse_ike_proposal};
 
 #[cfg(test)]
 mod tests;

@@ -104,6 +104,16 @@ pub enum Request {
     },
     /// The SAs' keys as Wireshark `esp_sa` lines.
     Keys {},
+    /// Start an IKE SA for a configured connection.
+    Initiate {
+        /// Connection name.
+        conn: String,
+    },
+    /// Delete a connection's IKE SAs and their child SAs.
+    Terminate {
+        /// Connection name.
+        conn: String,
+    },
 }
 
 /// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
@@ -175,6 +185,22 @@ pub trait Control {
     fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError>;
     /// See [`Engine::wireshark_keys`].
     fn wireshark_keys(&self) -> Vec<String>;
+    /// Starts an IKE SA for connection `conn`. Without an IKE control thread: an error.
+    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// Deletes connection `conn`'s IKE SAs. Without an IKE control thread: an error.
+    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// The IKE SAs as JSON (a list), added to `status` as `ike_sas`; `None` without IKE.
+    fn ike_sas(&self) -> Option<Value> {
+        None
+    }
 }
 
 impl Control for Engine {
@@ -258,6 +284,8 @@ impl Request {
                 s
             }
             Request::RemovePath { sa, name } => format!("remove-path {sa} {name}"),
+            Request::Initiate { conn } => format!("initiate {conn}"),
+            Request::Terminate { conn } => format!("terminate {conn}"),
         }
     }
 }
@@ -280,9 +308,14 @@ pub fn dispatch(target: &dyn Control, req: Request) -> Response {
     };
     let run = || -> Result<Response, String> {
         Ok(match req {
-            Request::Status {} => Response::ok(
-                serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?,
-            ),
+            Request::Status {} => {
+                let mut v =
+                    serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?;
+                if let (Some(ike), Some(obj)) = (target.ike_sas(), v.as_object_mut()) {
+                    obj.insert("ike_sas".into(), ike);
+                }
+                Response::ok(v)
+            }
             Request::Keys {} => Response::ok(Value::from(target.wireshark_keys())),
             Request::Handover { sa, path, hard } => done(target.handover(&sa, &path, hard)),
             Request::AddInterface {
@@ -347,6 +380,8 @@ pub fn dispatch(target: &dyn Control, req: Request) -> Response {
                 ))
             }
             Request::RemovePath { sa, name } => done(target.remove_path(&sa, &name)),
+            Request::Initiate { conn } => done(target.initiate(&conn)),
+            Request::Terminate { conn } => done(target.terminate(&conn)),
         })
     };
     run().unwrap_or_else(Response::err)

@@ -2,7 +2,8 @@
 //!
 //! It parses the configuration, blocks SIGINT and SIGTERM (before any thread exists, so every
 //! thread inherits the mask), binds the control socket, starts the [`Engine`], serves the
-//! socket on its own thread, logs one line per notable event to stderr, and then waits for a signal with
+//! socket on its own thread, starts the IKE control thread ([`IkeControl`]) when the file
+//! has `[connections.*]`, logs one line per notable event to stderr, and then waits for a signal with
 //! `sigwait` on the main thread. On SIGINT or SIGTERM it shuts the engine down, removes the
 //! socket and exits 0. No log line ever contains key material.
 
@@ -10,8 +11,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::config::{self, Config};
-use crate::ctl::{self, Response};
-use crate::dataplane::engine::{Engine, EngineStatus};
+use crate::ctl::{self, Control, Response};
+use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
+use crate::dataplane::sa_table::Policy;
+use crate::ikectl::IkeControl;
 
 /// Exit status for a configuration that does not parse (and for usage errors).
 pub const EXIT_CONFIG: i32 = 2;
@@ -42,16 +45,19 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     log(format_args!(
-        "{} starting: {}, {} interfaces, {} SAs",
+        "{} starting: {}, {} interfaces, {} SAs, {} connections",
         env!("CARGO_PKG_VERSION"),
         path.display(),
         cfg.engine.interfaces.len(),
-        cfg.engine.sas.len()
+        cfg.engine.sas.len(),
+        cfg.ike.connections.len()
     ));
     let Config {
         engine: engine_cfg,
         control_socket,
+        ike: ike_cfg,
     } = cfg;
+    let interfaces = engine_cfg.interfaces.clone();
     // The socket first: a second daemon on the same socket fails here, before it touches the
     // network. Clients that connect before the engine is up wait in the backlog.
     let listener = match ctl::Listener::bind(&control_socket) {
@@ -71,15 +77,30 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     log_started(&engine.status());
+    let engine = Arc::new(engine);
+    let ike = if ike_cfg.connections.is_empty() {
+        None
+    } else {
+        match IkeControl::start(Arc::clone(&engine), ike_cfg, &interfaces) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                log(format_args!("cannot start the IKE thread: {e}"));
+                stop_node(Node { engine, ike: None });
+                drop(listener);
+                let _ = std::fs::remove_file(&control_socket);
+                return EXIT_FAILURE;
+            }
+        }
+    };
 
-    let slot = Arc::new(Mutex::new(Some(engine)));
+    let slot = Arc::new(Mutex::new(Some(Node { engine, ike })));
     let handler_slot = Arc::clone(&slot);
     let server = listener.serve(move |line| {
         let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(engine) = guard.as_ref() else {
+        let Some(node) = guard.as_ref() else {
             return Response::err("the daemon is stopping").to_line();
         };
-        let (req, resp) = ctl::handle_line(engine, line);
+        let (req, resp) = ctl::handle_line(node, line);
         if let Some(req) = req.filter(ctl::Request::changes_state) {
             match &resp.error {
                 None => log(format_args!(
@@ -99,8 +120,8 @@ pub fn run(path: &Path) -> i32 {
         Ok(s) => s,
         Err(e) => {
             log(format_args!("control socket: starting its thread: {e}"));
-            if let Some(engine) = take(&slot) {
-                engine.shutdown();
+            if let Some(node) = take(&slot) {
+                stop_node(node);
             }
             let _ = std::fs::remove_file(&control_socket);
             return EXIT_FAILURE;
@@ -120,15 +141,80 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     log(format_args!("{} received: stopping", signals::name(sig)));
-    if let Some(engine) = take(&slot) {
-        engine.shutdown();
+    if let Some(node) = take(&slot) {
+        stop_node(node);
     }
     server.close();
     log("stopped");
     0
 }
 
-fn take(slot: &Mutex<Option<Engine>>) -> Option<Engine> {
+/// What the control socket drives: the engine and, with IKE connections, the IKE thread.
+struct Node {
+    engine: Arc<Engine>,
+    ike: Option<IkeControl>,
+}
+
+impl Control for Node {
+    fn status(&self) -> EngineStatus {
+        self.engine.status()
+    }
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+        self.engine.handover(sa, path, hard)
+    }
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+        self.engine.add_interface(iface)
+    }
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+        self.engine.remove_interface(name)
+    }
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+        self.engine.set_policy(sa, policy)
+    }
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+        self.engine.add_path(sa, path)
+    }
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+        self.engine.remove_path(sa, path)
+    }
+    fn wireshark_keys(&self) -> Vec<String> {
+        self.engine.wireshark_keys()
+    }
+    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+        match &self.ike {
+            Some(i) => i.initiate(conn),
+            None => Err(ControlError(format!(
+                "no connection named {conn:?} (no IKE connections configured)"
+            ))),
+        }
+    }
+    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        match &self.ike {
+            Some(i) => i.terminate(conn),
+            None => Err(ControlError(format!(
+                "no connection named {conn:?} (no IKE connections configured)"
+            ))),
+        }
+    }
+    fn ike_sas(&self) -> Option<serde_json::Value> {
+        let ike = self.ike.as_ref()?;
+        serde_json::to_value(ike.status()).ok()
+    }
+}
+
+/// Stops the IKE thread (deleting its IKE SAs at the peers), then the engine.
+fn stop_node(node: Node) {
+    if let Some(ike) = node.ike {
+        ike.stop();
+    }
+    match Arc::try_unwrap(node.engine) {
+        Ok(engine) => engine.shutdown(),
+        // Someone still holds it: the last holder's drop stops the threads.
+        Err(engine) => drop(engine),
+    }
+}
+
+fn take(slot: &Mutex<Option<Node>>) -> Option<Node> {
     slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 

@@ -10,5 +10,6 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod ike;
+pub mod ikectl;
 pub mod render;
 pub mod wire;

@@ -82,9 +82,93 @@ pub fn uptime(secs: f64) -> String {
     }
 }
 
+/// The IKE SAs (the `ike_sas` list, present when the daemon has IKE connections), as
+/// `swanctl --list-sas` shows them:
+///
+/// ```text
+/// home: #1, ESTABLISHED, IKEv2, 8a5f7c0e91d2b3a4_i* 0b1c2d3e4f5a6b7c_r
+///   local  'cl' @ 198.18.9.2:4500 [10.77.0.1]
+///   remote 'gw' @ 198.18.9.1:4500
+///   AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519, nat local
+///   established 12s ago
+///   net: #home-net-c1a2b3c4, INSTALLED, TUNNEL-in-UDP, ESP SPIs: c1a2b3c4_i 0d0e0f10_o
+///     aes128gcm16, 10.77.0.1/32 === 10.88.0.0/16
+/// ```
+fn ike_sas(st: &Value, out: &mut String) {
+    for ike in list(st, "ike_sas") {
+        let initiator = ike
+            .get("initiator")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let _ = writeln!(
+            out,
+            "{}: #{}, {}, IKEv2, {}_i{} {}_r{}",
+            s(ike, "name"),
+            n(ike, "id"),
+            s(ike, "state"),
+            s(ike, "spi_i"),
+            if initiator { "*" } else { "" },
+            s(ike, "spi_r"),
+            if initiator { "" } else { "*" },
+        );
+        let vip = |k: &str| {
+            ike.get(k)
+                .and_then(Value::as_str)
+                .map(|v| format!(" [{v}]"))
+                .unwrap_or_default()
+        };
+        let _ = writeln!(
+            out,
+            "  local  '{}' @ {}{}",
+            s(ike, "local_id"),
+            s(ike, "local"),
+            vip("vip")
+        );
+        let _ = writeln!(
+            out,
+            "  remote '{}' @ {}{}",
+            s(ike, "remote_id"),
+            s(ike, "remote"),
+            vip("peer_vip")
+        );
+        if let Some(a) = ike
+            .get("algorithms")
+            .and_then(Value::as_str)
+            .filter(|a| !a.is_empty())
+        {
+            let _ = writeln!(out, "  {a}, nat {}", s(ike, "nat"));
+        }
+        if let Some(t) = ike.get("established_s").and_then(Value::as_u64) {
+            let _ = writeln!(out, "  established {} ago", uptime(t as f64));
+        }
+        for c in list(ike, "children") {
+            let udp = c.get("udp_encap").and_then(Value::as_bool).unwrap_or(false);
+            let _ = writeln!(
+                out,
+                "  {}: #{}, {}, {}{}, ESP SPIs: {}_i {}_o",
+                s(c, "name"),
+                s(c, "sa"),
+                s(c, "state"),
+                s(c, "mode").to_uppercase(),
+                if udp { "-in-UDP" } else { "" },
+                s(c, "spi_in"),
+                s(c, "spi_out"),
+            );
+            let _ = writeln!(
+                out,
+                "    {}, {} === {}",
+                s(c, "cipher"),
+                strings(c, "local_ts"),
+                strings(c, "remote_ts"),
+            );
+        }
+    }
+}
+
 /// The status text for `status`, the `result` of a `{"cmd":"status"}` request.
 pub fn status(st: &Value) -> String {
     let mut out = String::new();
+    ike_sas(st, &mut out);
     let sas = list(st, "sas");
     if sas.is_empty() {
         out.push_str("no SAs\n");

@@ -309,7 +309,7 @@ fn unknown_keys() {
     assert!(
         err(&plus("wieght = 3\n")).starts_with("gw.toml:19: sa.a.paths[0].wieght: unknown key")
     );
-    assert!(err(&plus("[connections.x]\n")).starts_with("gw.toml:19: connections: unknown key"));
+    assert!(err(&plus("[conections.x]\n")).starts_with("gw.toml:19: conections: unknown key"));
 }
 
 #[test]
@@ -620,4 +620,132 @@ fn bad_interface_name() {
         err(&edit(5, "[interfaces.\"link.1\"]")),
         "gw.toml:5: interfaces.link.1: \"link.1\": interface names are 1 to 32 letters, digits, '-' or '_'"
     );
+}
+
+/// `BASE` plus an IKE client connection. Lines 19 onwards:
+const IKE: &str = r#"
+[connections.home]
+remote_addrs = ["198.18.1.1"]
+vips = ["0.0.0.0"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+start_action = "start"
+
+[connections.home.local]
+auth = "psk"
+id = "cl"
+
+[connections.home.remote]
+id = "gw"
+
+[connections.home.children.net]
+remote_ts = ["10.88.0.0/16"]
+esp_proposals = ["aes128gcm16"]
+
+[secrets.ike-1]
+id = ["cl", "gw"]
+secret = "hunter2-lab-secret"
+
+[pools.p4]
+addrs = "10.77.0.0/24"
+"#;
+
+#[test]
+fn ike_connection() {
+    use crate::ike::{EsnPolicy, Mode as IkeMode};
+    use crate::wire::{DhGroup, IdPayload};
+    let cfg = parse("cl.toml", &plus(IKE)).unwrap();
+    assert_eq!(cfg.engine.sas.len(), 1, "manual SAs still work beside IKE");
+    let [c] = cfg.ike.connections.as_slice() else {
+        panic!("one connection")
+    };
+    assert_eq!(c.name, "home");
+    assert!(c.start && c.vips && c.pool.is_none());
+    assert_eq!(
+        c.remote_addrs,
+        vec!["198.18.1.1".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(c.child, "net");
+    let ike = &c.ike;
+    assert_eq!(ike.local_id, IdPayload::fqdn("cl"));
+    assert_eq!(ike.remote_id, Some(IdPayload::fqdn("gw")));
+    assert_eq!(&ike.psk[..], b"hunter2-lab-secret");
+    assert!(ike.force_encap, "encap defaults to true");
+    assert!(ike.request_vip);
+    assert_eq!(ike.proposals[0].groups, vec![DhGroup::Curve25519]);
+    assert_eq!(ike.child.proposals[0].ciphers, vec![Cipher::Aes128Gcm]);
+    assert_eq!(ike.child.proposals[0].esn, EsnPolicy::No);
+    assert_eq!(ike.child.mode, IkeMode::Tunnel);
+    assert_eq!(
+        ike.child.local_ts,
+        vec![crate::wire::TrafficSelector::ipv4_any()]
+    );
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("hunter2"), "Debug shows no PSK");
+    let sum = summary(&cfg);
+    assert!(
+        sum.contains("connection home: %any === 198.18.1.1, start, vip requested"),
+        "{sum}"
+    );
+}
+
+#[test]
+fn ike_errors() {
+    let ike = |from: &str, to: &str| {
+        assert!(IKE.contains(from), "{from}");
+        err(&plus(&IKE.replace(from, to)))
+    };
+    assert_eq!(
+        ike("aes128gcm16-prfsha256-x25519", "aes128gcm16-prfsha256"),
+        "gw.toml:23: connections.home.proposals[0]: \"aes128gcm16-prfsha256\": an IKE proposal needs an AEAD, a PRF and a DH group"
+    );
+    assert_eq!(
+        ike("auth = \"psk\"", "auth = \"pubkey\""),
+        "gw.toml:27: connections.home.local.auth: \"pubkey\": only psk is supported"
+    );
+    assert!(
+        ike("id = [\"cl\", \"gw\"]", "id = [\"x\"]")
+            .starts_with("gw.toml:20: connections.home: no [secrets.*] with id \"cl\"")
+    );
+    assert_eq!(
+        ike("start_action = \"start\"", "start_action = \"trap\""),
+        "gw.toml:24: connections.home.start_action: \"trap\": start_action is start or none"
+    );
+    assert_eq!(
+        ike("vips = [\"0.0.0.0\"]", "pools = [\"p6\"]"),
+        "gw.toml:22: connections.home.pools[0]: no pool named \"p6\" (no [pools.p6])"
+    );
+    assert_eq!(
+        ike(
+            "remote_ts = [\"10.88.0.0/16\"]",
+            "remote_ts = [\"10.88.0.0/33\"]"
+        ),
+        "gw.toml:34: connections.home.children.net.remote_ts[0]: \"10.88.0.0/33\": bad prefix length"
+    );
+    assert!(
+        ike("remote_addrs", "remote_adrs")
+            .starts_with("gw.toml:21: connections.home.remote_adrs: unknown key")
+    );
+    assert_eq!(
+        ike(
+            "remote_addrs = [\"198.18.1.1\"]",
+            "local_addrs = [\"198.18.1.9\"]"
+        ),
+        "gw.toml:21: connections.home.local_addrs[0]: 198.18.1.9 is no [interfaces.*] address"
+    );
+    let e = ike("addrs = \"10.77.0.0/24\"", "addrs = \"fd00::/64\"");
+    assert!(e.contains("only IPv4 pools"), "{e}");
+    assert!(!e.contains("hunter2"));
+}
+
+#[test]
+fn doc_ike_example_parses() {
+    let doc = include_str!("../../../docs/CONFIG.md");
+    let at = doc
+        .find("road-warrior client")
+        .expect("CONFIG.md has the IKE example");
+    let start = at + doc[at..].find("```toml\n").unwrap() + "```toml\n".len();
+    let len = doc[start..].find("```").unwrap();
+    let cfg = parse("client.toml", &doc[start..start + len]).unwrap();
+    let c = &cfg.ike.connections[0];
+    assert_eq!((c.name.as_str(), c.start, c.vips), ("home", true, true));
 }

@@ -262,6 +262,11 @@ pub struct IkeConfig {
     /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
     /// 4500, RFC 7296 section 2.23) if we are on another one. `None` never floats.
     pub nat_t_port: Option<u16>,
+    /// Force UDP encapsulation of ESP: send a NAT_DETECTION_SOURCE_IP that cannot match
+    /// (RFC 7296 section 2.23 allows it; strongSwan's `encap = yes` does the same), so
+    /// that the peer believes we are behind a NAT, and act as if we were. mifsec's engine
+    /// only speaks ESP in UDP, so the daemon always sets this.
+    pub force_encap: bool,
     /// Retransmission timing.
     pub retransmit: RetransmitConfig,
 }
@@ -278,6 +283,7 @@ impl fmt::Debug for IkeConfig {
             .field("pool", &self.pool)
             .field("mobike", &self.mobike)
             .field("nat_t_port", &self.nat_t_port)
+            .field("force_encap", &self.force_encap)
             .field("retransmit", &self.retransmit)
             .finish()
     }
@@ -342,6 +348,7 @@ mod tests {
             pool: None,
             mobike: true,
             nat_t_port: Some(4500),
+            force_encap: false,
             retransmit: RetransmitConfig::default(),
         };
         let dbg = format!("{cfg:?}");

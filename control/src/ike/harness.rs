@@ -261,6 +261,7 @@ fn client() -> IkeConfig {
         pool: None,
         mobike: true,
         nat_t_port: Some(4500),
+        force_encap: false,
         retransmit: RetransmitConfig::default(),
     }
 }
@@ -280,6 +281,7 @@ fn gateway() -> IkeConfig {
         pool: Some(AddressPool::new(Ipv4Addr::new(10, 99, 0, 1), 16)),
         mobike: true,
         nat_t_port: Some(4500),
+        force_encap: false,
         retransmit: RetransmitConfig::default(),
     }
 }
@@ -663,6 +665,60 @@ fn nat_detected_and_floated_to_4500() {
     assert_eq!(ii.local.port(), 4500);
     assert_eq!(ii.remote, SocketAddr::new(B.ip(), 4500));
     assert_eq!(ri.remote, SocketAddr::new(IpAddr::V4(NAT_IP), 5500));
+}
+
+#[test]
+fn forced_encapsulation_without_nat() {
+    let mut c = client();
+    c.force_encap = true;
+    let mut h = Harness::new(c, gateway(), Faults::default());
+    h.run(LIMIT);
+    let (i, r) = h.assert_established();
+    assert!(i.udp_encap && r.udp_encap, "ESP in UDP on both sides");
+    let info = |events: &[Event]| {
+        events
+            .iter()
+            .find_map(|e| match e {
+                Event::IkeSaEstablished(i) => Some(i.clone()),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (ii, ri) = (info(&h.init_events), info(&h.resp_events));
+    // The responder saw a source hash that cannot match: it believes we are NATed.
+    assert!(ri.nat.remote_behind_nat && !ri.nat.local_behind_nat);
+    assert!(ii.nat.local_behind_nat);
+    assert_eq!(ii.local.port(), 4500);
+    assert_eq!(ii.remote, SocketAddr::new(B.ip(), 4500));
+}
+
+#[test]
+fn delete_from_either_side() {
+    for initiator_deletes in [true, false] {
+        let mut h = Harness::new(client(), gateway(), Faults::default());
+        h.run(LIMIT);
+        h.assert_established();
+        let now = h.now;
+        let sent = if initiator_deletes {
+            h.init.delete(now)
+        } else {
+            h.resp.delete(now)
+        };
+        assert!(sent, "an established SA sends a Delete");
+        h.run(LIMIT);
+        assert!(h.init.is_dead() && h.resp.is_dead());
+        let (deleter, peer) = if initiator_deletes {
+            (&h.init_events, &h.resp_events)
+        } else {
+            (&h.resp_events, &h.init_events)
+        };
+        assert!(matches!(peer.last(), Some(Event::Closed)), "{peer:?}");
+        assert!(
+            !deleter
+                .iter()
+                .any(|e| matches!(e, Event::Closed | Event::Failed(_)))
+        );
+    }
 }
 
 #[test]

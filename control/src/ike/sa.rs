@@ -218,6 +218,12 @@ pub enum Event {
         /// The error notify sent or received.
         reason: NotifyType,
     },
+    /// The peer deleted child SAs (INFORMATIONAL with an ESP Delete payload): remove them.
+    /// The SPIs are the peer's inbound ones, that is our outbound `spi_out` values.
+    ChildSaDeleted {
+        /// Our outbound SPIs of the deleted child SAs.
+        spis_out: Vec<u32>,
+    },
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
@@ -451,6 +457,28 @@ fn nat_notifies(spi_i: u64, spi_r: u64, local: SocketAddr, remote: SocketAddr) -
     ]
 }
 
+/// Our NAT_DETECTION notifies; with `force_encap` the source hash is random, so that it
+/// cannot match and the peer believes we are behind a NAT (RFC 7296 section 2.23).
+fn our_nat_notifies(
+    ctx: &Ctx,
+    spi_i: u64,
+    spi_r: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> [Payload; 2] {
+    let mut n = nat_notifies(spi_i, spi_r, local, remote);
+    if ctx.cfg.force_encap {
+        let fake = ctx
+            .random::<20>()
+            .unwrap_or_else(|_| nat_detection_hash(spi_i, !spi_r, local));
+        n[0] = Payload::Notify(NotifyPayload::new(
+            NotifyType::NatDetectionSourceIp,
+            fake.to_vec(),
+        ));
+    }
+    n
+}
+
 /// NAT detection on a received IKE_SA_INIT message whose header carries `spi_i`, `spi_r`,
 /// received on `local` from `remote`. No NAT_DETECTION notifies: no NAT assumed.
 fn detect_nat(msg: &Message, local: SocketAddr, remote: SocketAddr) -> NatStatus {
@@ -521,6 +549,8 @@ struct Established {
     peer_next: u32,
     /// The last response we sent, for retransmitted requests.
     last_response: Option<(u32, Vec<u8>)>,
+    /// The message ID of our next request (the initiator used 0 and 1 already).
+    own_next: u32,
 }
 
 /// Both roles: failed or closed. Still answers a retransmission of the request it last
@@ -564,6 +594,8 @@ struct Ctx {
     /// When a half-open responder SA expires.
     half_open_deadline: Option<Instant>,
     stats: Stats,
+    /// The installed child SAs' (inbound, outbound) SPIs.
+    child_spis: Vec<(u32, u32)>,
 }
 
 impl Ctx {
@@ -816,6 +848,58 @@ impl IkeSa {
         }
     }
 
+    /// Whether we started this IKE SA (the original initiator).
+    pub fn is_initiator(&self) -> bool {
+        match &self.state {
+            State::InitSent(_) | State::AuthSent(_) => true,
+            State::AwaitInit(_) | State::AwaitAuth(_) => false,
+            State::Established(s) => s.core.initiator,
+            State::Dead(_) => false,
+        }
+    }
+
+    /// The initiator's SPI, once known (always for an initiator; for a responder once the
+    /// IKE_SA_INIT request has been accepted).
+    pub fn spi_i(&self) -> Option<u64> {
+        match &self.state {
+            State::InitSent(s) => Some(s.spi_i),
+            _ => self.spis().map(|(i, _)| i),
+        }
+    }
+
+    /// Deletes the IKE SA and its child SAs: an established SA sends an INFORMATIONAL
+    /// request with a Delete payload (fire and forget: the peer deletes on receipt and an
+    /// answer changes nothing here); an SA still negotiating is abandoned. Either way the
+    /// SA is dead afterwards and no event is raised. Returns whether a Delete was sent.
+    pub fn delete(&mut self, _now: Instant) -> bool {
+        let spis = self.spis();
+        let state = core::mem::replace(
+            &mut self.state,
+            State::Dead(Dead {
+                spis,
+                last_response: None,
+            }),
+        );
+        self.ctx.retransmit = None;
+        self.ctx.half_open_deadline = None;
+        self.ctx.child_spis.clear();
+        let State::Established(mut st) = state else {
+            return false;
+        };
+        let id = st.own_next;
+        let payloads = [Payload::Delete(DeletePayload::ike())];
+        match st
+            .core
+            .seal(ExchangeType::Informational, false, id, &payloads)
+        {
+            Ok(bytes) => {
+                self.ctx.send(bytes);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     /// Whether the IKE SA is established.
     pub fn is_established(&self) -> bool {
         matches!(self.state, State::Established(_))
@@ -865,6 +949,7 @@ impl Ctx {
             retransmit: None,
             half_open_deadline: None,
             stats: Stats::default(),
+            child_spis: Vec::new(),
         }
     }
 }
@@ -885,7 +970,7 @@ impl InitSent {
             data: self.ke.public_value().to_vec(),
         }));
         payloads.push(Payload::Nonce(self.ni.clone()));
-        payloads.extend(nat_notifies(self.spi_i, 0, ctx.local, ctx.remote));
+        payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, ctx.local, ctx.remote));
         let msg = Message {
             header: Header {
                 spi_i: self.spi_i,
@@ -994,6 +1079,8 @@ impl InitSent {
             Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
         };
         core.nat = detect_nat(msg, local, remote);
+        // Forced encapsulation: we pretend to be behind a NAT, as the peer now believes.
+        core.nat.local_behind_nat |= ctx.cfg.force_encap;
         ctx.retransmit = None;
         if let (true, Some(port)) = (core.nat.any(), ctx.cfg.nat_t_port) {
             if ctx.remote.port() != port {
@@ -1112,6 +1199,7 @@ impl AuthSent {
                 core,
                 peer_next: 0,
                 last_response: None,
+                own_next: 2,
             }))
         };
         let name = ctx.cfg.child.name.clone();
@@ -1172,6 +1260,7 @@ impl AuthSent {
             Ok(k) => k,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
         };
+        ctx.child_spis.push((st.spi_in, spi_out));
         ctx.events.push_back(Event::ChildSaEstablished(ChildSa {
             name,
             spi_in: st.spi_in,
@@ -1272,7 +1361,7 @@ impl AwaitInit {
             }),
             Payload::Nonce(nr.clone()),
         ];
-        payloads.extend(nat_notifies(spi_i, spi_r, ctx.local, ctx.remote));
+        payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, ctx.local, ctx.remote));
         let response = Message {
             header: Header {
                 spi_i,
@@ -1297,6 +1386,7 @@ impl AwaitInit {
         )
         .map_err(FailReason::Crypto)?;
         core.nat = detect_nat(msg, ctx.local, ctx.remote);
+        core.nat.local_behind_nat |= ctx.cfg.force_encap;
         ctx.send(response);
         ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
         Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
@@ -1420,7 +1510,10 @@ impl AwaitAuth {
             peer_mobike,
         )));
         match child.result {
-            Ok(c) => ctx.events.push_back(Event::ChildSaEstablished(c)),
+            Ok(c) => {
+                ctx.child_spis.push((c.spi_in, c.spi_out));
+                ctx.events.push_back(Event::ChildSaEstablished(c));
+            }
             Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
                 name: ctx.cfg.child.name.clone(),
                 reason,
@@ -1430,6 +1523,7 @@ impl AwaitAuth {
             core,
             peer_next: 2,
             last_response: Some((1, resp)),
+            own_next: 0,
         }))
     }
 
@@ -1617,7 +1711,31 @@ impl Established {
                         NotifyType::AuthenticationFailed,
                     )));
                 }
-                Vec::new()
+                // Child deletes (RFC 7296 section 1.4.1): answer with the inbound halves.
+                let mut spis_out = Vec::new();
+                let mut spis_in = Vec::new();
+                for d in p.iter().filter_map(|x| match x {
+                    Payload::Delete(d) if d.protocol == ProtocolId::Esp => Some(d),
+                    _ => None,
+                }) {
+                    for spi in &d.spis {
+                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
+                            continue;
+                        };
+                        let out = u32::from_be_bytes(b);
+                        if let Some(i) = ctx.child_spis.iter().position(|&(_, o)| o == out) {
+                            let (spi_in, _) = ctx.child_spis.remove(i);
+                            spis_in.push(spi_in);
+                            spis_out.push(out);
+                        }
+                    }
+                }
+                if spis_out.is_empty() || closing.is_some() {
+                    Vec::new()
+                } else {
+                    ctx.events.push_back(Event::ChildSaDeleted { spis_out });
+                    vec![Payload::Delete(DeletePayload::esp(&spis_in))]
+                }
             }
             (Ok(_), _) => vec![notify(NotifyType::NoAdditionalSas)],
         };

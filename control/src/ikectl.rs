@@ -1,0 +1,977 @@
+//! The IKE control thread of the daemon: it owns the IKE SAs of the configured
+//! connections and drives them (the sans-IO [`IkeSa`]) with real sockets and a real clock.
+//!
+//! * Input: IKE messages that arrive on the engine's port-4500 sockets behind the non-ESP
+//!   marker (`Engine::take_ike_receiver`), and on the thread's own UDP sockets bound to port
+//!   500 of every interface address; `initiate` / `terminate` commands from the control
+//!   socket.
+//! * Routing: by the IKE SPIs in the header. The I flag tells whether the sender is the
+//!   original initiator: then we are the responder and look the SA up by the initiator's
+//!   SPI and the peer's address; otherwise by our own initiator SPI. An IKE_SA_INIT request
+//!   that fits no SA creates a responder SA for the first connection whose addresses match.
+//! * Output: messages from port 4500 go through `Engine::send_ike` (which adds the
+//!   marker), others through the port-500 socket. An initiator starts on 500 and floats to
+//!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
+//! * Child SAs: installed with `Engine::install_sa` as `<conn>-<child>-<spi_in hex>`, one
+//!   path on the interface of the IKE SA's local address to the peer's port 4500. A client
+//!   puts its virtual IP on the TUN and routes the child's remote selectors into it; a
+//!   gateway routes the peer's selectors (its virtual IP) into the TUN. Deleting the IKE SA
+//!   (either side) removes them again.
+//!
+//! No log line contains key material.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::config::{Connection, IkeSettings};
+use crate::daemon::log;
+use crate::dataplane::aead::Cipher;
+use crate::dataplane::engine::{
+    ControlError, Engine, IkeDatagram, InterfaceConfig, PathSpec, SaSpec,
+};
+use crate::dataplane::esp;
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
+use crate::ike::{ChildSa, Event, IkeSa, IkeSaInfo, Mode, Prf};
+use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, TrafficSelector};
+
+/// The IKE port before NAT detection.
+pub const IKE_PORT: u16 = 500;
+/// The NAT-T port, where the engine's sockets are.
+pub const NAT_T_PORT: u16 = 4500;
+/// Most IKE SAs still negotiating at once; further IKE_SA_INIT requests are dropped (and
+/// counted in the log once per burst) until some complete or expire.
+pub const MAX_HALF_OPEN: usize = 1024;
+
+/// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
+#[derive(Debug, Clone, Serialize)]
+pub struct IkeSaStatus {
+    /// The connection's name.
+    pub name: String,
+    /// A unique number, as swanctl's `#N`.
+    pub id: u64,
+    /// `CONNECTING`, `ESTABLISHED` or `DELETING`.
+    pub state: String,
+    /// Whether we initiated it.
+    pub initiator: bool,
+    /// Our address and port.
+    pub local: String,
+    /// The peer's address and port.
+    pub remote: String,
+    /// Our identity.
+    pub local_id: String,
+    /// The peer's identity (once authenticated).
+    pub remote_id: String,
+    /// The initiator's SPI, hex.
+    pub spi_i: String,
+    /// The responder's SPI, hex (zeros while unknown).
+    pub spi_r: String,
+    /// `AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519` once established.
+    pub algorithms: String,
+    /// NAT detection: `none`, `local`, `remote` or `both` (a forced encapsulation shows as
+    /// `local`).
+    pub nat: String,
+    /// The virtual IP assigned to us.
+    pub vip: Option<String>,
+    /// The virtual IP leased to the peer.
+    pub peer_vip: Option<String>,
+    /// Seconds since it was established.
+    pub established_s: Option<u64>,
+    /// Its child SAs.
+    pub children: Vec<IkeChildStatus>,
+}
+
+/// One child SA of an IKE SA.
+#[derive(Debug, Clone, Serialize)]
+pub struct IkeChildStatus {
+    /// The child configuration's name.
+    pub name: String,
+    /// The engine's SA name (whose counters `status` shows).
+    pub sa: String,
+    /// `INSTALLED`.
+    pub state: String,
+    /// Inbound SPI, hex.
+    pub spi_in: String,
+    /// Outbound SPI, hex.
+    pub spi_out: String,
+    /// The AEAD.
+    pub cipher: String,
+    /// `tunnel` or `transport`.
+    pub mode: String,
+    /// Whether ESP goes in UDP.
+    pub udp_encap: bool,
+    /// Our selectors.
+    pub local_ts: Vec<String>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<String>,
+}
+
+enum Msg {
+    Datagram(IkeDatagram),
+    Initiate(String),
+    Terminate(String),
+    Stop,
+}
+
+/// The running IKE thread: commands in, status out.
+pub struct IkeControl {
+    tx: Sender<Msg>,
+    status: Arc<Mutex<Vec<IkeSaStatus>>>,
+    connections: Vec<String>,
+    stop: Arc<AtomicBool>,
+    main: Option<JoinHandle<()>>,
+    helpers: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for IkeControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeControl")
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IkeControl {
+    /// Starts the IKE thread for `settings` on `engine`: binds port 500 on every interface
+    /// address (a failure is logged; IKE then starts on 4500), takes the engine's IKE
+    /// receiver, and initiates the connections with `start_action = "start"`.
+    pub fn start(
+        engine: Arc<Engine>,
+        settings: IkeSettings,
+        interfaces: &[InterfaceConfig],
+    ) -> Result<IkeControl, ControlError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut helpers = Vec::new();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| ControlError(format!("spawning {name}: {e}")))
+        };
+        if let Some(erx) = engine.take_ike_receiver() {
+            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+            helpers.push(spawn(
+                "mifsec-ike-4500",
+                Box::new(move || {
+                    // The engine's channel (crossbeam) into ours.
+                    while !stop.load(Ordering::Relaxed) {
+                        match erx.recv_timeout(Duration::from_millis(200)) {
+                            Ok(d) => {
+                                if tx.send(Msg::Datagram(d)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) if e.is_timeout() => {}
+                            Err(_) => return,
+                        }
+                    }
+                }),
+            )?);
+        }
+        let mut sock500 = Vec::new();
+        for i in interfaces {
+            if sock500.iter().any(|(a, _)| *a == i.address) {
+                continue;
+            }
+            let local = SocketAddr::new(i.address, IKE_PORT);
+            match UdpSocket::bind(local) {
+                Ok(s) => {
+                    let s = Arc::new(s);
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+                    let (tx, stop, rs) = (tx.clone(), Arc::clone(&stop), Arc::clone(&s));
+                    let name = i.name.clone();
+                    helpers.push(spawn(
+                        "mifsec-ike-500",
+                        Box::new(move || read_500(&rs, &name, local, &tx, &stop)),
+                    )?);
+                    sock500.push((i.address, s));
+                }
+                Err(e) => log(format_args!(
+                    "ike: cannot bind {local}: {e}; IKE starts on port {NAT_T_PORT}"
+                )),
+            }
+        }
+        let status = Arc::new(Mutex::new(Vec::new()));
+        let connections = settings
+            .connections
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let tun = engine.status().tun;
+        let mut ike = IkeThread {
+            engine,
+            conns: settings.connections,
+            ifaces: interfaces.to_vec(),
+            sock500,
+            sas: Vec::new(),
+            next_id: 1,
+            status: Arc::clone(&status),
+            tun,
+            half_open_logged: false,
+        };
+        let main = spawn(
+            "mifsec-ike",
+            Box::new(move || {
+                let now = Instant::now();
+                for i in 0..ike.conns.len() {
+                    if ike.conns[i].start {
+                        let name = ike.conns[i].name.clone();
+                        ike.initiate(now, &name);
+                    }
+                }
+                ike.run(&rx);
+            }),
+        )?;
+        Ok(IkeControl {
+            tx,
+            status,
+            connections,
+            stop,
+            main: Some(main),
+            helpers,
+        })
+    }
+
+    fn known(&self, conn: &str) -> Result<(), ControlError> {
+        if self.connections.iter().any(|c| c == conn) {
+            Ok(())
+        } else {
+            Err(ControlError(format!("no connection named {conn:?}")))
+        }
+    }
+
+    /// Starts an IKE SA for connection `conn` (asynchronously; `status` shows progress).
+    pub fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+        self.known(conn)?;
+        self.tx
+            .send(Msg::Initiate(conn.to_owned()))
+            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        Ok(format!("initiating {conn}"))
+    }
+
+    /// Deletes the IKE SAs of connection `conn` and their child SAs.
+    pub fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        self.known(conn)?;
+        self.tx
+            .send(Msg::Terminate(conn.to_owned()))
+            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        Ok(format!("terminating {conn}"))
+    }
+
+    /// The IKE SAs, as of the thread's last turn.
+    pub fn status(&self) -> Vec<IkeSaStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Deletes every IKE SA (telling the peers) and stops the threads.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(t) = self.main.take() {
+            let _ = t.join();
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.helpers.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for IkeControl {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn read_500(sock: &UdpSocket, iface: &str, local: SocketAddr, tx: &Sender<Msg>, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 65_536];
+    while !stop.load(Ordering::Relaxed) {
+        match sock.recv_from(&mut buf) {
+            Ok((n, remote)) => {
+                let d = IkeDatagram {
+                    interface: iface.to_owned(),
+                    local,
+                    remote,
+                    bytes: buf[..n].to_vec(),
+                };
+                if tx.send(Msg::Datagram(d)).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => {
+                log(format_args!("ike: receiving on {local}: {e}"));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// A child SA installed in the engine.
+struct Installed {
+    status: IkeChildStatus,
+    spi_out: u32,
+    /// Routes we added into the TUN.
+    routes: Vec<Prefix>,
+}
+
+struct Entry {
+    id: u64,
+    conn: usize,
+    sa: IkeSa,
+    info: Option<IkeSaInfo>,
+    established: Option<Instant>,
+    children: Vec<Installed>,
+    /// The virtual IP put on the TUN (client).
+    vip: Option<Ipv4Addr>,
+    /// The virtual IP leased to the peer (gateway).
+    peer_vip: Option<Ipv4Addr>,
+    /// Dead and cleaned up: remove after its last transmits are out.
+    done: bool,
+}
+
+struct IkeThread {
+    engine: Arc<Engine>,
+    conns: Vec<Connection>,
+    ifaces: Vec<InterfaceConfig>,
+    sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
+    sas: Vec<Entry>,
+    next_id: u64,
+    status: Arc<Mutex<Vec<IkeSaStatus>>>,
+    tun: String,
+    half_open_logged: bool,
+}
+
+impl IkeThread {
+    fn run(&mut self, rx: &Receiver<Msg>) {
+        loop {
+            let now = Instant::now();
+            let wait = self
+                .sas
+                .iter()
+                .filter_map(|e| e.sa.poll_timeout())
+                .min()
+                .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
+                .min(Duration::from_secs(1));
+            let msg = rx.recv_timeout(wait);
+            let now = Instant::now();
+            match msg {
+                Ok(Msg::Datagram(d)) => self.datagram(now, d),
+                Ok(Msg::Initiate(c)) => self.initiate(now, &c),
+                Ok(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    self.terminate(now, None);
+                    self.publish();
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            for e in &mut self.sas {
+                if e.sa.poll_timeout().is_some_and(|t| t <= now) {
+                    e.sa.handle_timeout(now);
+                }
+            }
+            self.pump();
+            self.publish();
+        }
+    }
+
+    /// Sends every SA's datagrams, acts on its events, and forgets finished SAs.
+    fn pump(&mut self) {
+        for i in 0..self.sas.len() {
+            while let Some(t) = self.sas[i].sa.poll_transmit() {
+                self.send(t.local, t.remote, &t.bytes);
+            }
+            while let Some(ev) = self.sas[i].sa.poll_event() {
+                self.event(i, ev);
+            }
+            if self.sas[i].sa.is_dead() && !self.sas[i].done {
+                self.cleanup(i);
+                self.sas[i].done = true;
+            }
+        }
+        self.sas.retain(|e| !e.done);
+    }
+
+    fn send(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        if let Some(i) = self
+            .ifaces
+            .iter()
+            .find(|i| i.address == local.ip() && i.port == local.port())
+        {
+            if let Err(e) = self.engine.send_ike(&i.name, remote, bytes) {
+                log(format_args!("ike: {e}"));
+            }
+            return;
+        }
+        match self.sock500.iter().find(|(a, _)| *a == local.ip()) {
+            Some((_, s)) => {
+                if let Err(e) = s.send_to(bytes, remote) {
+                    log(format_args!("ike: sending to {remote}: {e}"));
+                }
+            }
+            None => log(format_args!(
+                "ike: no socket for {local}; message to {remote} dropped"
+            )),
+        }
+    }
+
+    fn datagram(&mut self, now: Instant, d: IkeDatagram) {
+        let Ok(h) = HeaderPacket::new_checked(d.bytes.as_slice()) else {
+            return;
+        };
+        let (spi_i, spi_r, flags) = (h.spi_i(), h.spi_r(), h.flags());
+        let found = if flags.initiator() {
+            self.sas.iter().position(|e| {
+                !e.sa.is_initiator()
+                    && e.sa.spi_i() == Some(spi_i)
+                    && e.sa.addresses().1.ip() == d.remote.ip()
+            })
+        } else {
+            self.sas
+                .iter()
+                .position(|e| e.sa.is_initiator() && e.sa.spi_i() == Some(spi_i))
+        };
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let new_request = flags.initiator()
+                    && !flags.response()
+                    && spi_r == 0
+                    && h.exchange_type() == ExchangeType::IkeSaInit
+                    && h.message_id() == 0;
+                if !new_request {
+                    return;
+                }
+                let half_open = self
+                    .sas
+                    .iter()
+                    .filter(|e| !e.sa.is_established() && !e.sa.is_dead())
+                    .count();
+                if half_open >= MAX_HALF_OPEN {
+                    if !self.half_open_logged {
+                        log(format_args!(
+                            "ike: {MAX_HALF_OPEN} half-open IKE SAs; dropping new IKE_SA_INIT requests"
+                        ));
+                        self.half_open_logged = true;
+                    }
+                    return;
+                }
+                self.half_open_logged = false;
+                let Some(c) = self.conns.iter().position(|c| {
+                    (c.local_addrs.is_empty() || c.local_addrs.contains(&d.local.ip()))
+                        && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&d.remote.ip()))
+                }) else {
+                    log(format_args!(
+                        "ike: IKE_SA_INIT from {} to {} fits no connection",
+                        d.remote, d.local
+                    ));
+                    return;
+                };
+                let sa = IkeSa::respond(self.conns[c].ike.clone());
+                self.add(c, sa);
+                self.sas.len() - 1
+            }
+        };
+        self.sas[i]
+            .sa
+            .handle_datagram(now, d.local, d.remote, &d.bytes);
+        // A responder that refused the request (no SA created) is not kept.
+        if self.sas[i].sa.spi_i().is_none() && !self.sas[i].sa.is_initiator() {
+            while let Some(t) = self.sas[i].sa.poll_transmit() {
+                self.send(t.local, t.remote, &t.bytes);
+            }
+            self.sas.remove(i);
+        }
+    }
+
+    fn add(&mut self, conn: usize, sa: IkeSa) {
+        self.sas.push(Entry {
+            id: self.next_id,
+            conn,
+            sa,
+            info: None,
+            established: None,
+            children: Vec::new(),
+            vip: None,
+            peer_vip: None,
+            done: false,
+        });
+        self.next_id += 1;
+    }
+
+    fn initiate(&mut self, now: Instant, name: &str) {
+        let Some(c) = self.conns.iter().position(|c| c.name == name) else {
+            return;
+        };
+        if self.sas.iter().any(|e| e.conn == c && !e.sa.is_dead()) {
+            log(format_args!("ike {name}: already up or connecting"));
+            return;
+        }
+        let conn = &self.conns[c];
+        let Some(&remote) = conn.remote_addrs.first() else {
+            log(format_args!("ike {name}: no remote_addrs to initiate to"));
+            return;
+        };
+        let local = conn.local_addrs.first().copied().or_else(|| {
+            self.ifaces
+                .iter()
+                .find(|i| i.address.is_ipv4() == remote.is_ipv4())
+                .map(|i| i.address)
+        });
+        let Some(local) = local else {
+            log(format_args!(
+                "ike {name}: no local address of {remote}'s family"
+            ));
+            return;
+        };
+        // Port 500 when we have the socket, else straight to 4500.
+        let (lport, rport) = if self.sock500.iter().any(|(a, _)| *a == local) {
+            (IKE_PORT, IKE_PORT)
+        } else {
+            (NAT_T_PORT, NAT_T_PORT)
+        };
+        let (l, r) = (
+            SocketAddr::new(local, lport),
+            SocketAddr::new(remote, rport),
+        );
+        match IkeSa::initiate(conn.ike.clone(), now, l, r) {
+            Ok(sa) => {
+                log(format_args!("ike {name}: initiating {l} -> {r}"));
+                self.add(c, sa);
+                self.pump();
+            }
+            Err(e) => log(format_args!("ike {name}: cannot initiate: {e}")),
+        }
+    }
+
+    /// Deletes the IKE SAs of `conn` (all with `None`).
+    fn terminate(&mut self, now: Instant, conn: Option<&str>) {
+        for i in 0..self.sas.len() {
+            let e = &mut self.sas[i];
+            if conn.is_some_and(|c| self.conns[e.conn].name != c) || e.sa.is_dead() {
+                continue;
+            }
+            let sent = e.sa.delete(now);
+            log(format_args!(
+                "ike {} #{}: {}",
+                self.conns[e.conn].name,
+                e.id,
+                if sent {
+                    "deleting (Delete sent)"
+                } else {
+                    "abandoned"
+                }
+            ));
+        }
+        self.pump();
+    }
+
+    fn event(&mut self, i: usize, ev: Event) {
+        let name = self.conns[self.sas[i].conn].name.clone();
+        let id = self.sas[i].id;
+        match ev {
+            Event::IkeSaEstablished(info) => {
+                log(format_args!(
+                    "ike {name} #{id}: established {}[{}] === {}[{}], {}, nat {}",
+                    info.local,
+                    id_string(&self.conns[self.sas[i].conn].ike.local_id),
+                    info.remote,
+                    id_string(&info.remote_id),
+                    algorithms(info.cipher, info.prf, info.group),
+                    nat_name(&info)
+                ));
+                self.sas[i].info = Some(info);
+                self.sas[i].established = Some(Instant::now());
+            }
+            Event::ChildSaEstablished(c) => {
+                if let Err(e) = self.install(i, c) {
+                    log(format_args!(
+                        "ike {name} #{id}: installing the child SA: {e}"
+                    ));
+                }
+            }
+            Event::ChildSaFailed {
+                name: child,
+                reason,
+            } => log(format_args!(
+                "ike {name} #{id}: child {child} failed: {reason:?}"
+            )),
+            Event::ChildSaDeleted { spis_out } => {
+                log(format_args!("ike {name} #{id}: peer deleted child SAs"));
+                let e = &mut self.sas[i];
+                let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut e.children)
+                    .into_iter()
+                    .partition(|c| spis_out.contains(&c.spi_out));
+                e.children = keep;
+                for c in gone {
+                    self.uninstall(c);
+                }
+            }
+            Event::Failed(r) => log(format_args!("ike {name} #{id}: failed: {r}")),
+            Event::Closed => log(format_args!("ike {name} #{id}: deleted by the peer")),
+        }
+    }
+
+    /// Installs a negotiated child SA in the engine, with its VIP and routes.
+    fn install(&mut self, i: usize, c: ChildSa) -> Result<(), String> {
+        let e = &self.sas[i];
+        let conn = &self.conns[e.conn];
+        let (local, remote) = e.sa.addresses();
+        let iface = self
+            .ifaces
+            .iter()
+            .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
+            .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
+            .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
+        if !c.udp_encap {
+            log(format_args!(
+                "ike {}: no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)",
+                conn.name
+            ));
+        }
+        let sa_name = format!("{}-{}-{:08x}", conn.name, c.name, c.spi_in);
+        let local_ts: Vec<Prefix> = c.local_ts.iter().flat_map(ts_prefixes).collect();
+        let remote_ts: Vec<Prefix> = c.remote_ts.iter().flat_map(ts_prefixes).collect();
+        let spec = SaSpec {
+            name: sa_name.clone(),
+            mode: match c.mode {
+                Mode::Tunnel => esp::Mode::Tunnel,
+                Mode::Transport => esp::Mode::Transport,
+            },
+            cipher: c.cipher,
+            esn: c.esn,
+            spi_out: c.spi_out,
+            key_out: Zeroizing::new(c.keymat_out.to_vec()),
+            spi_in: c.spi_in,
+            key_in: Zeroizing::new(c.keymat_in.to_vec()),
+            local_ts: local_ts.clone(),
+            remote_ts: remote_ts.clone(),
+            policy: Policy::Failover,
+            paths: vec![PathSpec {
+                name: "p1".into(),
+                interface: iface.name.clone(),
+                remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
+                role: Role::Active,
+                weight: 1,
+                pin: Vec::new(),
+            }],
+            reorder: Duration::ZERO,
+        };
+        self.engine.install_sa(spec).map_err(|e| e.0)?;
+        let initiator = e.sa.is_initiator();
+        let mut routes = Vec::new();
+        let mut vip = None;
+        let mut peer_vip = None;
+        if initiator {
+            if let Some(v) = c.vip {
+                ip(&["addr", "replace", &format!("{v}/32"), "dev", &self.tun]);
+                vip = Some(v);
+            }
+        } else {
+            peer_vip = c.vip;
+        }
+        if c.mode == Mode::Tunnel {
+            for p in &remote_ts {
+                let dst = p.to_string();
+                let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
+                let src = vip.map(|v: Ipv4Addr| v.to_string());
+                if let (Some(s), true) = (&src, p.addr.is_ipv4()) {
+                    args.extend(["src", s.as_str()]);
+                }
+                if ip(&args) {
+                    routes.push(*p);
+                }
+            }
+        }
+        let status = IkeChildStatus {
+            name: c.name.clone(),
+            sa: sa_name.clone(),
+            state: "INSTALLED".into(),
+            spi_in: format!("{:08x}", c.spi_in),
+            spi_out: format!("{:08x}", c.spi_out),
+            cipher: c.cipher.name().into(),
+            mode: match c.mode {
+                Mode::Tunnel => "tunnel".into(),
+                Mode::Transport => "transport".into(),
+            },
+            udp_encap: c.udp_encap,
+            local_ts: local_ts.iter().map(ToString::to_string).collect(),
+            remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
+        };
+        log(format_args!(
+            "ike {}: child {} installed as {sa_name}: in {} out {}, {}, {} === {}{}",
+            conn.name,
+            c.name,
+            status.spi_in,
+            status.spi_out,
+            status.cipher,
+            status.local_ts.join(" "),
+            status.remote_ts.join(" "),
+            vip.map(|v| format!(", vip {v}")).unwrap_or_default()
+        ));
+        let e = &mut self.sas[i];
+        e.vip = e.vip.or(vip);
+        e.peer_vip = e.peer_vip.or(peer_vip);
+        e.children.push(Installed {
+            status,
+            spi_out: c.spi_out,
+            routes,
+        });
+        Ok(())
+    }
+
+    fn uninstall(&self, c: Installed) {
+        for p in &c.routes {
+            ip(&["route", "del", &p.to_string(), "dev", &self.tun]);
+        }
+        match self.engine.remove_sa(&c.status.sa) {
+            Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
+            Err(e) => log(format_args!("ike: removing {}: {e}", c.status.sa)),
+        }
+    }
+
+    /// Removes what a dead IKE SA installed: child SAs, routes, the virtual IP.
+    fn cleanup(&mut self, i: usize) {
+        let children = std::mem::take(&mut self.sas[i].children);
+        for c in children {
+            self.uninstall(c);
+        }
+        if let Some(v) = self.sas[i].vip.take() {
+            ip(&["addr", "del", &format!("{v}/32"), "dev", &self.tun]);
+        }
+    }
+
+    fn publish(&self) {
+        let now = Instant::now();
+        let list = self
+            .sas
+            .iter()
+            .map(|e| {
+                let conn = &self.conns[e.conn];
+                let (local, remote) = e.sa.addresses();
+                let (spi_i, spi_r) = e.sa.spis().unwrap_or((e.sa.spi_i().unwrap_or(0), 0));
+                let state = if e.sa.is_established() {
+                    "ESTABLISHED"
+                } else if e.sa.is_dead() {
+                    "DELETING"
+                } else {
+                    "CONNECTING"
+                };
+                IkeSaStatus {
+                    name: conn.name.clone(),
+                    id: e.id,
+                    state: state.into(),
+                    initiator: e.sa.is_initiator(),
+                    local: local.to_string(),
+                    remote: remote.to_string(),
+                    local_id: id_string(&conn.ike.local_id),
+                    remote_id: e
+                        .info
+                        .as_ref()
+                        .map(|i| id_string(&i.remote_id))
+                        .unwrap_or_else(|| "%any".into()),
+                    spi_i: format!("{spi_i:016x}"),
+                    spi_r: format!("{spi_r:016x}"),
+                    algorithms: e
+                        .info
+                        .as_ref()
+                        .map(|i| algorithms(i.cipher, i.prf, i.group))
+                        .unwrap_or_default(),
+                    nat: e.info.as_ref().map_or("-", nat_name).into(),
+                    vip: e.vip.map(|v| v.to_string()),
+                    peer_vip: e.peer_vip.map(|v| v.to_string()),
+                    established_s: e.established.map(|t| now.duration_since(t).as_secs()),
+                    children: e.children.iter().map(|c| c.status.clone()).collect(),
+                }
+            })
+            .collect();
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
+    }
+}
+
+/// Runs `ip ARGS`; logs and returns false on failure.
+fn ip(args: &[&str]) -> bool {
+    match std::process::Command::new("ip").args(args).output() {
+        Ok(o) if o.status.success() => true,
+        Ok(o) => {
+            log(format_args!(
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+            false
+        }
+        Err(e) => {
+            log(format_args!("ip {}: {e}", args.join(" ")));
+            false
+        }
+    }
+}
+
+fn nat_name(info: &IkeSaInfo) -> &'static str {
+    match (info.nat.local_behind_nat, info.nat.remote_behind_nat) {
+        (false, false) => "none",
+        (true, false) => "local",
+        (false, true) => "remote",
+        (true, true) => "both",
+    }
+}
+
+/// An identity as swanctl prints it.
+pub fn id_string(id: &IdPayload) -> String {
+    if let Some(a) = id.as_ipv4() {
+        return a.to_string();
+    }
+    if let Some(a) = id.as_ipv6() {
+        return a.to_string();
+    }
+    if let Some(s) = id.as_str() {
+        return s.to_owned();
+    }
+    match id.id_type {
+        IdType::KeyId => format!("@#{}", hex::encode(&id.data)),
+        t => format!("({t:?}) {}", hex::encode(&id.data)),
+    }
+}
+
+/// IKE algorithms as swanctl prints them.
+pub fn algorithms(cipher: Cipher, prf: Prf, group: DhGroup) -> String {
+    let c = match cipher {
+        Cipher::Aes128Gcm => "AES_GCM_16-128",
+        Cipher::Aes256Gcm => "AES_GCM_16-256",
+        Cipher::ChaCha20Poly1305 => "CHACHA20_POLY1305-256",
+    };
+    let p = match prf {
+        Prf::HmacSha256 => "PRF_HMAC_SHA2_256",
+        Prf::HmacSha384 => "PRF_HMAC_SHA2_384",
+        Prf::HmacSha512 => "PRF_HMAC_SHA2_512",
+    };
+    let g = match group {
+        DhGroup::Curve25519 => "CURVE_25519".to_owned(),
+        DhGroup::Ecp256 => "ECP_256".to_owned(),
+        DhGroup::Ecp384 => "ECP_384".to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!("{c}/{p}/{g}")
+}
+
+/// The smallest list of prefixes covering a selector's address range (ports and protocol
+/// are not enforced by the engine).
+pub fn ts_prefixes(ts: &TrafficSelector) -> Vec<Prefix> {
+    let (start, end, bits, v4) = match ts {
+        TrafficSelector::Ipv4 { start, end, .. } => (
+            u128::from(u32::from(*start)),
+            u128::from(u32::from(*end)),
+            32u32,
+            true,
+        ),
+        TrafficSelector::Ipv6 { start, end, .. } => {
+            (u128::from(*start), u128::from(*end), 128u32, false)
+        }
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    if start > end {
+        return out;
+    }
+    let mut cur = start;
+    loop {
+        // The largest block aligned at `cur` that ends within `end`.
+        let fits = |k: u32| {
+            if k >= 128 {
+                cur == 0 && end == u128::MAX
+            } else {
+                cur.checked_add((1u128 << k) - 1).is_some_and(|l| l <= end)
+            }
+        };
+        let mut k = cur.trailing_zeros().min(bits);
+        while k > 0 && !fits(k) {
+            k -= 1;
+        }
+        let addr = if v4 {
+            IpAddr::V4(Ipv4Addr::from(cur as u32))
+        } else {
+            IpAddr::V6(cur.into())
+        };
+        out.push(Prefix {
+            addr,
+            len: (bits - k) as u8,
+        });
+        if k >= 128 {
+            return out;
+        }
+        let last = cur + ((1u128 << k) - 1);
+        if last >= end {
+            return out;
+        }
+        cur = last + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ike::config::{ts_prefix, ts_range};
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn selectors_to_prefixes() {
+        let any4 = ts_prefix("0.0.0.0".parse().unwrap(), 0);
+        assert_eq!(ts_prefixes(&any4), vec![p("0.0.0.0/0")]);
+        let any6 = ts_prefix("::".parse().unwrap(), 0);
+        assert_eq!(ts_prefixes(&any6), vec![p("::/0")]);
+        let net = ts_prefix("10.88.0.0".parse().unwrap(), 16);
+        assert_eq!(ts_prefixes(&net), vec![p("10.88.0.0/16")]);
+        let host = ts_prefix("10.77.0.1".parse().unwrap(), 32);
+        assert_eq!(ts_prefixes(&host), vec![p("10.77.0.1/32")]);
+        let r = ts_range("10.0.0.1".parse().unwrap(), "10.0.0.6".parse().unwrap()).unwrap();
+        assert_eq!(
+            ts_prefixes(&r),
+            vec![
+                p("10.0.0.1/32"),
+                p("10.0.0.2/31"),
+                p("10.0.0.4/31"),
+                p("10.0.0.6/32")
+            ]
+        );
+        let top = ts_range(
+            "255.255.255.254".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ts_prefixes(&top), vec![p("255.255.255.254/31")]);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            algorithms(Cipher::Aes128Gcm, Prf::HmacSha256, DhGroup::Curve25519),
+            "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519"
+        );
+        assert_eq!(id_string(&IdPayload::fqdn("gw")), "gw");
+        assert_eq!(id_string(&IdPayload::key_id(&[1, 2])), "@#0102");
+    }
+}

@@ -1,0 +1,585 @@
+//! IKEv2 interoperation with strongSwan 5.9 (charon with kernel-libipsec, Debian packages):
+//! two network namespaces joined by a veth pair, strongSwan on one side and `mifsec run` on
+//! the other, PSK, AES-GCM-128 / PRF-HMAC-SHA2-256 / X25519 for IKE, AES-GCM-128 for ESP,
+//! forced UDP encapsulation, a virtual IP from the gateway's pool, and a ping through the
+//! tunnel. Each case asserts what strongSwan reports (`swanctl --list-sas`) as well as what
+//! mifsec reports (`mifsec status`).
+//!
+//! The strongSwan side is driven by scripts/swan.sh (install, start, load, swanctl, stop).
+//!
+//! Needs root (namespaces, TUN, apt-get for strongSwan when missing). Without root it fails,
+//! unless MIFSEC_SKIP_ROOT_TESTS=1, in which case it prints a loud SKIPPED line.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
+const PSK: &str = "interop-secret-0123456789";
+
+fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
+        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
+        return false;
+    }
+    panic!(
+        "{test} needs root (network namespaces, TUN, strongSwan). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
+    );
+}
+
+fn swan_sh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/swan.sh")
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("running a command")
+}
+
+fn ip(args: &[&str]) {
+    let out = run(Command::new("ip").args(args));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Two namespaces (client, gateway) joined by a veth, 198.18.<net>.2 and .1; a scratch
+/// directory; mifsec daemons and one charon. All removed on drop.
+struct Lab {
+    cl_ns: String,
+    gw_ns: String,
+    cl_if: String,
+    gw_if: String,
+    dir: PathBuf,
+    daemons: Vec<Child>,
+    swan_dir: Option<PathBuf>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let pid = std::process::id();
+        let lab = Lab {
+            cl_ns: format!("mfsw-{tag}-c{pid}"),
+            gw_ns: format!("mfsw-{tag}-g{pid}"),
+            cl_if: format!("sw{tag}c{pid}"),
+            gw_if: format!("sw{tag}g{pid}"),
+            dir: std::env::temp_dir().join(format!("mifsec-swan-{tag}-{pid}")),
+            daemons: Vec::new(),
+            swan_dir: None,
+        };
+        let _ = std::fs::remove_dir_all(&lab.dir);
+        std::fs::create_dir_all(&lab.dir).unwrap();
+        ip(&["netns", "add", &lab.cl_ns]);
+        ip(&["netns", "add", &lab.gw_ns]);
+        ip(&[
+            "link", "add", &lab.cl_if, "type", "veth", "peer", "name", &lab.gw_if,
+        ]);
+        for (ns, dev, addr) in [
+            (&lab.cl_ns, &lab.cl_if, "198.18.9.2/24"),
+            (&lab.gw_ns, &lab.gw_if, "198.18.9.1/24"),
+        ] {
+            ip(&["link", "set", dev, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        // The network behind the gateway.
+        ip(&["-n", &lab.gw_ns, "addr", "add", "10.88.0.1/32", "dev", "lo"]);
+        lab
+    }
+
+    /// Starts charon in `ns` with `swanctl_conf` and loads it.
+    fn start_swan(&mut self, ns: &str, swanctl_conf: &str) {
+        let out = run(Command::new(swan_sh()).arg("install"));
+        assert!(
+            out.status.success(),
+            "installing strongSwan: {}",
+            text(&out)
+        );
+        let dir = self.dir.join("swan");
+        std::fs::create_dir_all(dir.join("swanctl")).unwrap();
+        std::fs::write(dir.join("swanctl/swanctl.conf"), swanctl_conf).unwrap();
+        let out = run(Command::new(swan_sh()).arg("start").arg(ns).arg(&dir));
+        assert!(out.status.success(), "starting charon: {}", text(&out));
+        self.swan_dir = Some(dir.clone());
+        let out = run(Command::new(swan_sh()).arg("load").arg(ns).arg(&dir));
+        assert!(
+            out.status.success(),
+            "swanctl --load-all: {}\n{}",
+            text(&out),
+            self.swan_log()
+        );
+    }
+
+    fn swanctl(&self, ns: &str, args: &[&str]) -> Output {
+        let dir = self.swan_dir.as_ref().expect("charon started");
+        run(Command::new(swan_sh())
+            .arg("swanctl")
+            .arg(ns)
+            .arg(dir)
+            .args(args))
+    }
+
+    fn swan_log(&self) -> String {
+        self.swan_dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("charon.log")).ok())
+            .unwrap_or_default()
+    }
+
+    /// Writes a mifsec configuration and starts `mifsec run` in `ns`; waits for its control
+    /// socket. Returns the socket path.
+    fn start_mifsec(&mut self, side: &str, ns: &str, config: &str) -> PathBuf {
+        let cfg = self.dir.join(format!("{side}.toml"));
+        std::fs::write(&cfg, config).unwrap();
+        let log = std::fs::File::create(self.dir.join(format!("{side}.log"))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, BIN, "run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting mifsec run");
+        self.daemons.push(child);
+        let sock = self.sock(side);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !sock.exists() {
+            if let Some(st) = self.daemons.last_mut().unwrap().try_wait().unwrap() {
+                panic!("mifsec run ({side}) exited with {st}:\n{}", self.log(side));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no control socket from {side}:\n{}",
+                self.log(side)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sock
+    }
+
+    fn sock(&self, side: &str) -> PathBuf {
+        self.dir.join(format!("{side}.sock"))
+    }
+
+    fn log(&self, side: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{side}.log"))).unwrap_or_default()
+    }
+
+    fn mifsec(&self, side: &str, args: &[&str]) -> Output {
+        run(Command::new(BIN)
+            .args(args)
+            .arg("--socket")
+            .arg(self.sock(side)))
+    }
+
+    fn status_json(&self, side: &str) -> Value {
+        let out = self.mifsec(side, &["status", "--json"]);
+        assert!(out.status.success(), "mifsec status: {}", text(&out));
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    /// Waits until mifsec reports an established IKE SA with an installed child.
+    fn wait_established(&self, side: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status_json(side);
+            let up = st["ike_sas"].as_array().is_some_and(|l| {
+                l.iter().any(|s| {
+                    s["state"] == "ESTABLISHED"
+                        && s["children"].as_array().is_some_and(|c| !c.is_empty())
+                })
+            });
+            if up {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no established IKE SA in mifsec ({side}):\n{st:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+                self.log(side),
+                self.swan_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Pings `dst` from namespace `ns` (up to a few tries while the tunnel settles).
+    fn ping(&self, ns: &str, dst: &str) -> Output {
+        let mut last = None;
+        for _ in 0..5 {
+            let out = run(Command::new("ip").args([
+                "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", dst,
+            ]));
+            if out.status.success() {
+                return out;
+            }
+            last = Some(out);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        last.unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for c in &mut self.daemons {
+            if c.try_wait().ok().flatten().is_none() {
+                // SIGTERM first: the daemon deletes its IKE SAs and stops cleanly.
+                // SAFETY: kill(2) on a pid we spawned; no memory is involved.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if let Some(d) = &self.swan_dir {
+            let _ = Command::new(swan_sh()).arg("stop").arg(d).status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.cl_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.gw_ns])
+            .status();
+        if std::env::var_os("MIFSEC_KEEP_LAB").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The SA counters of every engine SA: (in packets, out packets), summed.
+fn counters(st: &Value) -> (u64, u64) {
+    st["sas"].as_array().map_or((0, 0), |l| {
+        l.iter().fold((0, 0), |(i, o), s| {
+            (
+                i + s["in_packets"].as_u64().unwrap_or(0),
+                o + s["out_packets"].as_u64().unwrap_or(0),
+            )
+        })
+    })
+}
+
+#[test]
+fn mifsec_initiator_strongswan_responder() {
+    if !root_or_skip("mifsec_initiator_strongswan_responder") {
+        return;
+    }
+    let mut lab = Lab::new("i");
+    let gw_ns = lab.gw_ns.clone();
+    let cl_ns = lab.cl_ns.clone();
+    lab.start_swan(
+        &gw_ns,
+        &format!(
+            r#"connections {{
+  rw {{
+    local_addrs = 198.18.9.1
+    pools = p4
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = gw
+    }}
+    remote {{
+      auth = psk
+      id = cl
+    }}
+    children {{
+      net {{
+        local_ts = 10.88.0.0/16
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+pools {{
+  p4 {{
+    addrs = 10.77.0.0/24
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+        ),
+    );
+    let config = format!(
+        r#"[dataplane]
+workers = 1
+control_socket = "{sock}"
+
+[interfaces.wan]
+device = "{dev}"
+address = "198.18.9.2"
+
+[connections.home]
+remote_addrs = ["198.18.9.1"]
+vips = ["0.0.0.0"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+encap = true
+
+[connections.home.local]
+auth = "psk"
+id = "cl"
+
+[connections.home.remote]
+auth = "psk"
+id = "gw"
+
+[connections.home.children.net]
+remote_ts = ["10.88.0.0/16"]
+esp_proposals = ["aes128gcm16"]
+mode = "tunnel"
+
+[secrets.ike-1]
+id = ["cl", "gw"]
+secret = "{PSK}"
+"#,
+        sock = lab.sock("cl").display(),
+        dev = lab.cl_if,
+    );
+    lab.start_mifsec("cl", &cl_ns, &config);
+    let t0 = Instant::now();
+    let out = lab.mifsec("cl", &["ctl", "initiate", "home"]);
+    assert!(out.status.success(), "ctl initiate: {}", text(&out));
+    let st = lab.wait_established("cl");
+    let up_ms = t0.elapsed().as_millis();
+    let ike = &st["ike_sas"][0];
+    assert_eq!(ike["name"], "home");
+    assert_eq!(ike["initiator"], true);
+    assert_eq!(ike["remote_id"], "gw");
+    assert_eq!(
+        ike["algorithms"],
+        "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519"
+    );
+    assert!(
+        ike["local"].as_str().unwrap().ends_with(":4500"),
+        "floated to 4500: {ike}"
+    );
+    let vip = ike["vip"].as_str().expect("a virtual IP").to_owned();
+    assert!(vip.starts_with("10.77.0."), "vip {vip}");
+    assert_eq!(ike["children"][0]["udp_encap"], true);
+
+    // strongSwan's view.
+    let sas = lab.swanctl(&gw_ns, &["--list-sas"]);
+    let sas = text(&sas);
+    eprintln!("--- swanctl --list-sas (gateway), established after {up_ms} ms:\n{sas}");
+    assert!(sas.contains("ESTABLISHED"), "{sas}");
+    assert!(sas.contains("INSTALLED, TUNNEL-in-UDP"), "{sas}");
+    assert!(
+        sas.contains("AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519"),
+        "{sas}"
+    );
+    assert!(sas.contains(&format!("{vip}/32")), "{sas}");
+
+    // Traffic.
+    let ping = lab.ping(&cl_ns, "10.88.0.1");
+    assert!(
+        ping.status.success(),
+        "ping through the tunnel: {}\n--- status:\n{:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+        text(&ping),
+        lab.status_json("cl"),
+        lab.log("cl"),
+        lab.swan_log()
+    );
+    let st = lab.status_json("cl");
+    let (inp, outp) = counters(&st);
+    assert!(
+        inp >= 3 && outp >= 3,
+        "SA counters in {inp} out {outp}: {st:#}"
+    );
+    let human = text(&lab.mifsec("cl", &["status"]));
+    eprintln!("--- mifsec status (client):\n{human}");
+    assert!(human.contains("ESTABLISHED"), "{human}");
+    let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+    assert!(sas.contains("packets"), "strongSwan counts packets: {sas}");
+
+    // Terminate from mifsec: both sides forget the SAs.
+    let out = lab.mifsec("cl", &["ctl", "terminate", "home"]);
+    assert!(out.status.success(), "ctl terminate: {}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+        let st = lab.status_json("cl");
+        let gone_here = st["ike_sas"].as_array().is_some_and(Vec::is_empty)
+            && st["sas"].as_array().is_some_and(Vec::is_empty);
+        if !sas.contains("ESTABLISHED") && gone_here {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "terminate: strongSwan still has\n{sas}\nmifsec still has {st:#}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn strongswan_initiator_mifsec_responder() {
+    if !root_or_skip("strongswan_initiator_mifsec_responder") {
+        return;
+    }
+    let mut lab = Lab::new("r");
+    let gw_ns = lab.gw_ns.clone();
+    let cl_ns = lab.cl_ns.clone();
+    let config = format!(
+        r#"[dataplane]
+workers = 1
+control_socket = "{sock}"
+
+[interfaces.wan]
+device = "{dev}"
+address = "198.18.9.1"
+
+[connections.rw]
+local_addrs = ["198.18.9.1"]
+pools = ["p4"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+
+[connections.rw.local]
+auth = "psk"
+id = "gw"
+
+[connections.rw.remote]
+auth = "psk"
+id = "cl"
+
+[connections.rw.children.net]
+local_ts = ["10.88.0.0/16"]
+esp_proposals = ["aes128gcm16"]
+
+[pools.p4]
+addrs = "10.77.0.0/24"
+
+[secrets.ike-1]
+id = ["gw", "cl"]
+secret = "{PSK}"
+"#,
+        sock = lab.sock("gw").display(),
+        dev = lab.gw_if,
+    );
+    lab.start_mifsec("gw", &gw_ns, &config);
+    lab.start_swan(
+        &cl_ns,
+        &format!(
+            r#"connections {{
+  home {{
+    remote_addrs = 198.18.9.1
+    vips = 0.0.0.0
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = cl
+    }}
+    remote {{
+      auth = psk
+      id = gw
+    }}
+    children {{
+      net {{
+        remote_ts = 10.88.0.0/16
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+        ),
+    );
+    let t0 = Instant::now();
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    let up_ms = t0.elapsed().as_millis();
+    assert!(
+        out.status.success(),
+        "swanctl --initiate: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+        text(&out),
+        lab.log("gw"),
+        lab.swan_log()
+    );
+    let st = lab.wait_established("gw");
+    let ike = &st["ike_sas"][0];
+    assert_eq!(ike["initiator"], false);
+    assert_eq!(ike["remote_id"], "cl");
+    assert_eq!(ike["peer_vip"], "10.77.0.1");
+    assert_eq!(ike["children"][0]["udp_encap"], true);
+
+    let sas = text(&lab.swanctl(&cl_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas (client), initiate took {up_ms} ms:\n{sas}");
+    assert!(sas.contains("ESTABLISHED"), "{sas}");
+    assert!(sas.contains("INSTALLED, TUNNEL-in-UDP"), "{sas}");
+    assert!(sas.contains("10.77.0.1/32"), "{sas}");
+
+    let ping = lab.ping(&cl_ns, "10.88.0.1");
+    assert!(
+        ping.status.success(),
+        "ping through the tunnel: {}\n--- status:\n{:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+        text(&ping),
+        lab.status_json("gw"),
+        lab.log("gw"),
+        lab.swan_log()
+    );
+    let st = lab.status_json("gw");
+    let (inp, outp) = counters(&st);
+    assert!(
+        inp >= 3 && outp >= 3,
+        "SA counters in {inp} out {outp}: {st:#}"
+    );
+    eprintln!(
+        "--- mifsec status (gateway):\n{}",
+        text(&lab.mifsec("gw", &["status"]))
+    );
+
+    // Terminate from strongSwan: mifsec removes the SAs.
+    let out = lab.swanctl(&cl_ns, &["--terminate", "--ike", "home"]);
+    assert!(out.status.success(), "swanctl --terminate: {}", text(&out));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = lab.status_json("gw");
+        if st["ike_sas"].as_array().is_some_and(Vec::is_empty)
+            && st["sas"].as_array().is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mifsec still has SAs after the peer's delete: {st:#}\n{}",
+            lab.log("gw")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
