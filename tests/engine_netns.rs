@@ -585,3 +585,29 @@ fn sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways() {
             .is_err()
     );
 }
+
+#[test]
+fn without_probes_paths_stay_usable_and_the_peer_sees_no_dummies() {
+    if !root_or_skip("without_probes_paths_stay_usable_and_the_peer_sees_no_dummies") {
+        return;
+    }
+    let lab = Lab::new([None, None]);
+    let cfg = |side| {
+        let mut c = lab_config(side, Policy::Failover, Cipher::Aes256Gcm, Role::Standby);
+        c.sas[0].probes = false;
+        c
+    };
+    let gw = lab.start(&lab.gw.clone(), cfg(Side::Gateway));
+    let cl = lab.start(&lab.cl.clone(), cfg(Side::Client));
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
+    assert!(ok, "{out}");
+    for s in [cl.status(), gw.status()] {
+        assert_eq!(s.sas[0].in_dummies, 0, "no probes were sent");
+        assert!(
+            s.sas[0].paths.iter().all(|p| p.state == "unknown"),
+            "{:?}",
+            s.sas[0].paths
+        );
+    }
+}

@@ -353,6 +353,7 @@ pub fn lab_config(side: Side, policy: Policy, cipher: Cipher, p2_role: Role) -> 
             } else {
                 Duration::ZERO
             },
+            probes: true,
         }],
         ..EngineConfig::default()
     }

@@ -330,6 +330,7 @@ struct RawSa {
     remote_ts: S<Vec<S<String>>>,
     policy: Option<S<String>>,
     reorder_ms: Option<S<i64>>,
+    probes: Option<bool>,
     #[serde(default)]
     paths: Vec<S<RawPath>>,
 }
@@ -850,6 +851,7 @@ impl Cx<'_> {
                 policy,
                 paths,
                 reorder,
+                probes: rs.probes.unwrap_or(true),
             });
         }
         let ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;

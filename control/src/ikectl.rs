@@ -676,6 +676,8 @@ impl IkeThread {
                 pin: Vec::new(),
             }],
             reorder: Duration::ZERO,
+            // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
+            probes: false,
         };
         self.engine.install_sa(spec).map_err(|e| e.0)?;
         let initiator = e.sa.is_initiator();

@@ -216,6 +216,8 @@ pub struct OutboundEntry {
     pub schedule: Vec<u8>,
     /// Aggregate: position in `schedule`, shared across snapshots and workers.
     pub cursor: Arc<AtomicU64>,
+    /// Whether the monitor probes this SA's paths (a mifsec peer) or only keeps them alive.
+    pub probes: bool,
 }
 
 impl OutboundEntry {

@@ -225,6 +225,7 @@ impl ControlState {
                 policy: sa.policy,
                 schedule,
                 cursor: Arc::clone(&sa.cursor),
+                probes: sa.spec.probes,
             });
         }
         table

@@ -120,6 +120,10 @@ pub struct SaSpec {
     /// Hold out-of-order packets up to this long before delivering (zero: no reorder
     /// buffer). For SAs whose peer uses the aggregate policy.
     pub reorder: Duration,
+    /// Send liveness probes on this SA's paths. Only a mifsec peer answers them; with any
+    /// other peer turn them off: paths then never go down for want of answers, and idle
+    /// paths get NAT keepalives instead.
+    pub probes: bool,
 }
 
 impl std::fmt::Debug for SaSpec {
@@ -136,6 +140,7 @@ impl std::fmt::Debug for SaSpec {
             .field("policy", &self.policy)
             .field("paths", &self.paths)
             .field("reorder", &self.reorder)
+            .field("probes", &self.probes)
             .finish_non_exhaustive()
     }
 }

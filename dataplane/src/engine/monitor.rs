@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::{GlobalCounters, Shared, control};
 use crate::esp::OutboundSa;
 use crate::path::{Liveness, PathCounters, Probe, ProbeKind};
-use crate::sa_table::PathEntry;
+use crate::sa_table::{OutboundEntry, PathEntry};
 
 const TICK: Duration = Duration::from_millis(5);
 const RATE_PERIOD_NS: u64 = 1_000_000_000;
@@ -33,38 +33,16 @@ pub(super) fn run(shared: &Shared) {
         std::thread::sleep(TICK);
         let now = shared.now_ns();
         let table = shared.tables.load_full();
-        let keepalive_due = probe_ns == 0
-            && now.saturating_sub(last_keepalive) >= shared.keepalive.as_nanos() as u64;
+        let keepalive_due =
+            now.saturating_sub(last_keepalive) >= shared.keepalive.as_nanos() as u64;
         for entry in &table.outbound {
             for path in &entry.paths {
-                if probe_ns == 0 {
+                if probe_ns == 0 || !entry.probes {
                     if keepalive_due {
                         send_keepalive(shared, path);
                     }
-                    continue;
-                }
-                let (last_reply, last_probe, since) = path.state.probe_times();
-                if path.socket.is_some() && now.saturating_sub(last_probe) >= probe_ns {
-                    send_probe(shared, &entry.sa, path, now);
-                }
-                // Alive: a probe answer within `dead_after`; or, on a path so loaded that its
-                // queue drops probes, authentic traffic from the peer within `dead_after` and a
-                // probe answer within five times that (so a one-way failure is still found).
-                let probed = last_reply.max(since);
-                let by_probe = now.saturating_sub(probed) <= dead_ns;
-                let by_rx = now.saturating_sub(path.state.last_rx_ns()) <= dead_ns
-                    && now.saturating_sub(probed) <= 5 * dead_ns;
-                let state = path.state.liveness();
-                if !(by_probe || by_rx) && state != Liveness::Down {
-                    path.state.set_liveness(Liveness::Down);
-                    eprintln!(
-                        "mifsec: {}: path {} down (no probe answer for {} ms)",
-                        entry.name,
-                        path.state.name,
-                        now.saturating_sub(probed) / 1_000_000
-                    );
-                } else if by_rx && !by_probe && state == Liveness::Down {
-                    path.state.set_liveness(Liveness::Up);
+                } else {
+                    check_path(shared, entry, path, now, probe_ns, dead_ns);
                 }
             }
         }
@@ -82,6 +60,40 @@ pub(super) fn run(shared: &Shared) {
         for line in control::advance_pending(shared) {
             eprintln!("mifsec: {line}");
         }
+    }
+}
+
+/// Probes one path when due and updates its liveness.
+fn check_path(
+    shared: &Shared,
+    entry: &OutboundEntry,
+    path: &PathEntry,
+    now: u64,
+    probe_ns: u64,
+    dead_ns: u64,
+) {
+    let (last_reply, last_probe, since) = path.state.probe_times();
+    if path.socket.is_some() && now.saturating_sub(last_probe) >= probe_ns {
+        send_probe(shared, &entry.sa, path, now);
+    }
+    // Alive: a probe answer within `dead_after`; or, on a path so loaded that its
+    // queue drops probes, authentic traffic from the peer within `dead_after` and a
+    // probe answer within five times that (so a one-way failure is still found).
+    let probed = last_reply.max(since);
+    let by_probe = now.saturating_sub(probed) <= dead_ns;
+    let by_rx = now.saturating_sub(path.state.last_rx_ns()) <= dead_ns
+        && now.saturating_sub(probed) <= 5 * dead_ns;
+    let state = path.state.liveness();
+    if !(by_probe || by_rx) && state != Liveness::Down {
+        path.state.set_liveness(Liveness::Down);
+        eprintln!(
+            "mifsec: {}: path {} down (no probe answer for {} ms)",
+            entry.name,
+            path.state.name,
+            now.saturating_sub(probed) / 1_000_000
+        );
+    } else if by_rx && !by_probe && state == Liveness::Down {
+        path.state.set_liveness(Liveness::Up);
     }
 }
 
