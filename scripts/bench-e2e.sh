@@ -102,7 +102,7 @@ done
 
 # start_mifsec DIR POLICY W1 W2: configs, daemons, RSS sampling, a working tunnel.
 start_mifsec() {
-  mifsec_configs "$1" "$2" "$3" "$4"
+  mifsec_configs "$1" "$2" "${3:-1}" "${4:-1}"
   mifsec_start "$1" "$P"
   mifsec_rss_start "$1"
   mifsec_wait_tunnel "$P"
@@ -265,7 +265,9 @@ run_case() {
   else
     failed=1
     local msg
-    msg=$(grep -h 'ERROR' "$dir/case.log" 2>/dev/null | tail -n 1 | sed 's/^\[lab\] ERROR: //')
+    # No ERROR line is normal for a case that failed otherwise: grep's status must not end
+    # the script (errexit + pipefail).
+    msg=$({ grep -h 'ERROR' "$dir/case.log" 2>/dev/null || true; } | tail -n 1 | sed 's/^\[lab\] ERROR: //')
     [ -n "$msg" ] || msg="failed (exit $rc), see $dir/case.log"
     grep -q 'did not start' "$dir/case.log" 2>/dev/null && DAEMON_MISSING=1
     python3 -c 'import json, sys; print(json.dumps({"error": sys.argv[1]}))' "$msg" >"$RES/mifsec-$name.json"

@@ -611,3 +611,46 @@ fn without_probes_paths_stay_usable_and_the_peer_sees_no_dummies() {
         );
     }
 }
+
+/// Aggregate spreads by measured capacity: links of 200 and 100 Mbit/s, weights configured
+/// 1:1 (wrong), one TCP flow; the weights must move towards the links' 2:1.
+#[test]
+fn aggregate_finds_the_capacity_split() {
+    if !root_or_skip("aggregate_finds_the_capacity_split") {
+        return;
+    }
+    let lab = Lab::new([Some(200), Some(100)]);
+    let cfg = |side| {
+        let mut c = lab_config(side, Policy::Aggregate, Cipher::Aes128Gcm, Role::Active);
+        for p in &mut c.sas[0].paths {
+            p.weight = 1;
+        }
+        c
+    };
+    let gw = lab.start(&lab.gw.clone(), cfg(Side::Gateway));
+    let cl = lab.start(&lab.cl.clone(), cfg(Side::Client));
+    std::thread::sleep(Duration::from_millis(300));
+    let (received, sent, secs) = tcp_transfer(&lab, 200 << 20, 5007);
+    assert_eq!(received, sent);
+    let s = cl.status();
+    let w: Vec<(String, u32)> = s.sas[0]
+        .paths
+        .iter()
+        .map(|p| (p.name.clone(), p.weight))
+        .collect();
+    let mbps = 8.0 * f64::from(200u32 << 20) / secs / 1e6;
+    eprintln!(
+        "aggregate 200+100 from 1:1: {mbps:.0} Mbit/s, weights {w:?}, reorder {} held {} gaps",
+        gw.status().sas[0].reorder_held,
+        gw.status().sas[0].reorder_gaps
+    );
+    let (w1, w2) = (f64::from(w[0].1), f64::from(w[1].1));
+    assert!(
+        w1 > 1.3 * w2,
+        "weights did not move towards the capacities: {w:?}"
+    );
+    assert!(
+        mbps > 200.0,
+        "no faster than the faster link alone: {mbps:.0} Mbit/s"
+    );
+}

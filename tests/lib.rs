@@ -389,6 +389,19 @@ pub fn udp_stream(
     let receiver = std::thread::spawn(move || {
         enter(&rx_ns);
         let sock = UdpSocket::bind(to).expect("bind receiver");
+        // A deep receive buffer: on a loaded machine this thread may not run for tens of
+        // milliseconds, and the kernel must not drop what the tunnel delivered meanwhile.
+        let size: libc::c_int = 8 << 20;
+        // SAFETY: a valid socket fd and a pointer to a c_int of the length passed.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&sock),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         let mut seen = vec![false; total as usize];

@@ -69,6 +69,8 @@ pub struct PathState {
     /// When the path entered the table, to give new paths a grace period.
     since_ns: AtomicU64,
     srtt_us: AtomicU32,
+    /// The smallest probe RTT seen: the path's RTT with empty queues.
+    min_rtt_us: AtomicU32,
     loss_permille: AtomicU32,
     tx_bps: AtomicU64,
     rx_bps: AtomicU64,
@@ -111,6 +113,7 @@ impl PathState {
             last_rx_ns: AtomicU64::new(0),
             since_ns: AtomicU64::new(now_ns),
             srtt_us: AtomicU32::new(0),
+            min_rtt_us: AtomicU32::new(u32::MAX),
             loss_permille: AtomicU32::new(0),
             tx_bps: AtomicU64::new(0),
             rx_bps: AtomicU64::new(0),
@@ -168,6 +171,7 @@ impl PathState {
         self.probes_answered.fetch_add(1, Ordering::Relaxed);
         self.last_reply_ns.fetch_max(now_ns, Ordering::Relaxed);
         let sample = (now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32;
+        self.min_rtt_us.fetch_min(sample.max(1), Ordering::Relaxed);
         // srtt = 7/8 srtt + 1/8 sample (RFC 6298); the first sample sets it.
         let _ = self
             .srtt_us
@@ -200,6 +204,19 @@ impl PathState {
     /// Smoothed RTT in microseconds (0: no sample yet).
     pub fn srtt_us(&self) -> u32 {
         self.srtt_us.load(Ordering::Relaxed)
+    }
+
+    /// The smallest probe RTT seen, in microseconds (0: no sample yet).
+    pub fn min_rtt_us(&self) -> u32 {
+        match self.min_rtt_us.load(Ordering::Relaxed) {
+            u32::MAX => 0,
+            v => v,
+        }
+    }
+
+    /// Queueing delay now: smoothed RTT above the smallest RTT seen, in microseconds.
+    pub fn queue_delay_us(&self) -> u32 {
+        self.srtt_us().saturating_sub(self.min_rtt_us())
     }
 
     /// Recent probe loss in per mille.

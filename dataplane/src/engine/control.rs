@@ -30,6 +30,8 @@ struct PathRt {
     spec: PathSpec,
     role: Role,
     state: Arc<PathState>,
+    /// The aggregate weight in force: the configured one, then the monitor's estimate.
+    weight: u32,
 }
 
 /// One SA pair as configured now.
@@ -149,6 +151,7 @@ impl ControlState {
         ));
         PathRt {
             role: spec.role,
+            weight: spec.weight.max(1),
             state,
             spec,
         }
@@ -186,7 +189,7 @@ impl ControlState {
                     state: Arc::clone(&p.state),
                     socket: self.socket(&p.spec.interface),
                     role: p.role,
-                    weight: p.spec.weight,
+                    weight: p.weight,
                     pin: p.spec.pin.clone(),
                 })
                 .collect();
@@ -361,6 +364,26 @@ pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, ControlEr
         st.pending.retain(|p| p.sa != name);
         Ok(format!("SA {name} removed"))
     })
+}
+
+/// The monitor's new aggregate weights for SA `sa`, by path id. Publishes a table only when
+/// a weight moved by more than 2 %.
+pub(crate) fn set_weights(shared: &Shared, sa: &str, weights: &[(u32, u32)]) {
+    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let Ok(s) = st.sa_mut(sa) else { return };
+    let mut changed = false;
+    for p in &mut s.paths {
+        if let Some(&(_, w)) = weights.iter().find(|(id, _)| *id == p.state.id) {
+            let w = w.max(1);
+            if w.abs_diff(p.weight) * 50 > p.weight {
+                changed = true;
+            }
+            p.weight = w;
+        }
+    }
+    if changed {
+        shared.tables.publish(st.build());
+    }
 }
 
 pub(crate) fn add_interface(

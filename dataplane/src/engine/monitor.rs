@@ -11,10 +11,14 @@ use std::time::Duration;
 use super::{GlobalCounters, Shared, control};
 use crate::esp::OutboundSa;
 use crate::path::{Liveness, PathCounters, Probe, ProbeKind};
-use crate::sa_table::{OutboundEntry, PathEntry};
+use crate::sa_table::{OutboundEntry, PathEntry, Policy, Role};
 
 const TICK: Duration = Duration::from_millis(5);
 const RATE_PERIOD_NS: u64 = 1_000_000_000;
+/// How often aggregate weights are adjusted.
+const WEIGHT_PERIOD_NS: u64 = 100_000_000;
+/// Weights of one SA add up to this (fine steps for the controller).
+const WEIGHT_SUM: u64 = 10_000;
 
 /// Per-path figures from the previous rate period.
 #[derive(Debug, Clone, Copy)]
@@ -26,6 +30,7 @@ struct Prev {
 pub(super) fn run(shared: &Shared) {
     let mut prev: HashMap<u32, Prev> = HashMap::new();
     let mut last_rates = 0u64;
+    let mut last_weights = 0u64;
     let mut last_keepalive = 0u64;
     let probe_ns = shared.probe_interval.as_nanos() as u64;
     let dead_ns = shared.dead_after.as_nanos() as u64;
@@ -49,6 +54,14 @@ pub(super) fn run(shared: &Shared) {
         if keepalive_due {
             last_keepalive = now;
         }
+        if now.saturating_sub(last_weights) >= WEIGHT_PERIOD_NS {
+            last_weights = now;
+            for entry in &table.outbound {
+                if entry.policy == Policy::Aggregate && entry.probes && probe_ns > 0 {
+                    adapt_weights(shared, entry);
+                }
+            }
+        }
         if now.saturating_sub(last_rates) >= RATE_PERIOD_NS {
             last_rates = now;
             for entry in &table.outbound {
@@ -61,6 +74,54 @@ pub(super) fn run(shared: &Shared) {
             eprintln!("mifsec: {line}");
         }
     }
+}
+
+/// Spreads an aggregated SA by measured capacity: a path whose queue builds (its probe RTT
+/// rises above its empty-queue RTT by more than the least-queued path's) has more traffic than
+/// it can carry and gives up a tenth of its share; the least-queued paths take it. When no
+/// queue builds anywhere the weights stay as they are: the links are not the bottleneck. The
+/// equilibrium is equal queueing on every path, so each carries what it can and the reorder
+/// buffer has little to do. Configured weights are only the starting point.
+fn adapt_weights(shared: &Shared, entry: &OutboundEntry) {
+    let live: Vec<&PathEntry> = entry
+        .paths
+        .iter()
+        .filter(|p| p.role != Role::Alternate && p.sendable() && p.state.min_rtt_us() > 0)
+        .collect();
+    if live.len() < 2 {
+        return;
+    }
+    let q: Vec<u64> = live
+        .iter()
+        .map(|p| u64::from(p.state.queue_delay_us()))
+        .collect();
+    let q_min = q.iter().copied().min().unwrap_or(0);
+    // Below 2 ms of queue anywhere there is nothing to balance.
+    if q.iter().all(|&d| d < 2_000) {
+        return;
+    }
+    let total: u64 = live.iter().map(|p| u64::from(p.weight.max(1))).sum();
+    let mut w: Vec<u64> = live
+        .iter()
+        .map(|p| u64::from(p.weight.max(1)) * WEIGHT_SUM / total.max(1))
+        .collect();
+    for (wi, &qi) in w.iter_mut().zip(&q) {
+        let margin = 2_000 + q_min / 4;
+        *wi = if qi > q_min + margin {
+            *wi * 9 / 10
+        } else {
+            *wi * 21 / 20
+        };
+    }
+    // Renormalise; keep every path at 1 % or more so its queue is still measured.
+    let sum: u64 = w.iter().sum::<u64>().max(1);
+    let floor = WEIGHT_SUM / 100;
+    let weights: Vec<(u32, u32)> = live
+        .iter()
+        .zip(&w)
+        .map(|(p, &wi)| (p.state.id, (wi * WEIGHT_SUM / sum).max(floor) as u32))
+        .collect();
+    control::set_weights(shared, &entry.name, &weights);
 }
 
 /// Probes one path when due and updates its liveness.

@@ -137,14 +137,9 @@ impl<'a> Worker<'a> {
     fn run(&mut self) {
         let mut events = Events::with_capacity(64);
         let mut pending_tun = true;
+        let mut reordering = false;
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let table = self.shared.tables.load_full();
-            if table.generation != self.generation {
-                self.sync_sockets(&table);
-                self.generation = table.generation;
-            }
             let busy = pending_tun || self.pending_socks.iter().any(|&p| p);
-            let reordering = table.inbound.values().any(|e| e.reorder.is_some());
             let timeout = if busy {
                 Duration::ZERO
             } else if reordering {
@@ -158,6 +153,14 @@ impl<'a> Worker<'a> {
                 eprintln!("mifsec: poll: {e}");
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // The snapshot is loaded after the wait, never before: once a swap has returned
+            // to the control side, no packet that arrives later is handled with the old table.
+            let table = self.shared.tables.load_full();
+            if table.generation != self.generation {
+                self.sync_sockets(&table);
+                self.generation = table.generation;
+            }
+            reordering = table.inbound.values().any(|e| e.reorder.is_some());
             for ev in &events {
                 if ev.token() == TUN_TOKEN {
                     pending_tun = true;
