@@ -12,6 +12,12 @@
 //! * Output: messages from port 4500 go through `Engine::send_ike` (which adds the
 //!   marker), others through the port-500 socket. An initiator starts on 500 and floats to
 //!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
+//! * Rekeys (make-before-break): a rekeyed child's new pair is installed next to the old
+//!   one at once; the old pair is removed when the Delete exchange for it completes (either
+//!   side's). An IKE SA rekey changes the SPIs the SA is routed by ([`IkeSa::owns`] also
+//!   knows the old ones until their Delete is over). `rekey` commands and the lifetimes of
+//!   the connection (`rekey_time`, `life_time`, `rand_time`) start rekeys; `dpd_delay` and
+//!   `dpd_action` govern liveness checks (`restart` initiates again after a failure).
 //! * Child SAs: installed with `Engine::install_sa` as `<conn>-<child>-<spi_in hex>`, one
 //!   path on the interface of the IKE SA's local address to the peer's port 4500. A client
 //!   puts its virtual IP on the TUN and routes the child's remote selectors into it; a
@@ -38,8 +44,11 @@ use crate::dataplane::engine::{
 };
 use crate::dataplane::esp;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
-use crate::ike::{ChildSa, Event, IkeSa, IkeSaInfo, Mode, Prf};
+use crate::ike::{ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf};
 use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, TrafficSelector};
+
+/// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
+const LINGER: Duration = Duration::from_secs(2);
 
 /// The IKE port before NAT detection.
 pub const IKE_PORT: u16 = 500;
@@ -83,6 +92,8 @@ pub struct IkeSaStatus {
     pub peer_vip: Option<String>,
     /// Seconds since it was established.
     pub established_s: Option<u64>,
+    /// Seconds until its rekey by lifetime (`rekey_time` minus jitter), if scheduled.
+    pub rekey_in_s: Option<u64>,
     /// Its child SAs.
     pub children: Vec<IkeChildStatus>,
 }
@@ -94,7 +105,7 @@ pub struct IkeChildStatus {
     pub name: String,
     /// The engine's SA name (whose counters `status` shows).
     pub sa: String,
-    /// `INSTALLED`.
+    /// `INSTALLED`, or `REKEYED` while a rekeyed pair waits for its Delete.
     pub state: String,
     /// Inbound SPI, hex.
     pub spi_in: String,
@@ -116,6 +127,7 @@ enum Msg {
     Datagram(IkeDatagram),
     Initiate(String),
     Terminate(String),
+    Rekey(String, bool),
     Stop,
 }
 
@@ -215,6 +227,8 @@ impl IkeControl {
             status: Arc::clone(&status),
             tun,
             half_open_logged: false,
+            lingering: Vec::new(),
+            activity_checked: Instant::now(),
         };
         let main = spawn(
             "mifsec-ike",
@@ -263,6 +277,19 @@ impl IkeControl {
             .send(Msg::Terminate(conn.to_owned()))
             .map_err(|_| ControlError("the IKE thread is gone".into()))?;
         Ok(format!("terminating {conn}"))
+    }
+
+    /// Rekeys the child SAs of connection `conn`, or its IKE SA with `ike`
+    /// (asynchronously; `status` shows the new SPIs).
+    pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+        self.known(conn)?;
+        self.tx
+            .send(Msg::Rekey(conn.to_owned(), ike))
+            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        Ok(format!(
+            "rekeying {} of {conn}",
+            if ike { "the IKE SA" } else { "the child SAs" }
+        ))
     }
 
     /// The IKE SAs, as of the thread's last turn.
@@ -330,6 +357,12 @@ fn read_500(sock: &UdpSocket, iface: &str, local: SocketAddr, tx: &Sender<Msg>, 
 struct Installed {
     status: IkeChildStatus,
     spi_out: u32,
+    /// What was installed (keys in zeroized memory), to move it behind a newer pair.
+    spec: SaSpec,
+    /// Installed again behind its successor (which then carries the outbound traffic).
+    behind: bool,
+    /// Inbound packets counted by the engine when last looked at.
+    last_in: u64,
     /// Routes we added into the TUN.
     routes: Vec<Prefix>,
 }
@@ -347,6 +380,8 @@ struct Entry {
     peer_vip: Option<Ipv4Addr>,
     /// Dead and cleaned up: remove after its last transmits are out.
     done: bool,
+    /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
+    restart: bool,
 }
 
 struct IkeThread {
@@ -359,6 +394,11 @@ struct IkeThread {
     status: Arc<Mutex<Vec<IkeSaStatus>>>,
     tun: String,
     half_open_logged: bool,
+    /// Rekeyed child SAs whose Delete completed, kept for inbound stragglers until the
+    /// instant given (the peer may have sent on them just before it deleted them).
+    lingering: Vec<(Instant, Installed)>,
+    /// When inbound ESP counters were last looked at for liveness checks.
+    activity_checked: Instant,
 }
 
 impl IkeThread {
@@ -378,12 +418,21 @@ impl IkeThread {
                 Ok(Msg::Datagram(d)) => self.datagram(now, d),
                 Ok(Msg::Initiate(c)) => self.initiate(now, &c),
                 Ok(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
+                Ok(Msg::Rekey(c, ike)) => self.rekey(now, &c, ike),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     self.terminate(now, None);
                     self.publish();
                     return;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
+            }
+            self.note_esp_activity(now);
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
+            self.lingering = keep;
+            for (_, c) in gone {
+                self.uninstall(c);
             }
             for e in &mut self.sas {
                 if e.sa.poll_timeout().is_some_and(|t| t <= now) {
@@ -395,21 +444,81 @@ impl IkeThread {
         }
     }
 
-    /// Sends every SA's datagrams, acts on its events, and forgets finished SAs.
+    /// Acts on every SA's events, sends its datagrams, and forgets finished SAs.
     fn pump(&mut self) {
+        let mut restart = Vec::new();
         for i in 0..self.sas.len() {
-            while let Some(t) = self.sas[i].sa.poll_transmit() {
-                self.send(t.local, t.remote, &t.bytes);
-            }
+            // Events first: a child SA is installed (or moved) before the message that
+            // lets the peer use it goes out (make-before-break).
             while let Some(ev) = self.sas[i].sa.poll_event() {
                 self.event(i, ev);
+            }
+            while let Some(t) = self.sas[i].sa.poll_transmit() {
+                self.send(t.local, t.remote, &t.bytes);
             }
             if self.sas[i].sa.is_dead() && !self.sas[i].done {
                 self.cleanup(i);
                 self.sas[i].done = true;
+                if self.sas[i].restart {
+                    restart.push(self.conns[self.sas[i].conn].name.clone());
+                }
             }
         }
         self.sas.retain(|e| !e.done);
+        for name in restart {
+            log(format_args!(
+                "ike {name}: restarting (dpd_action = restart)"
+            ));
+            self.initiate(Instant::now(), &name);
+        }
+    }
+
+    /// Tells IKE SAs with liveness checks about inbound ESP on their child SAs (once a
+    /// second at most): traffic from the peer postpones the next check.
+    fn note_esp_activity(&mut self, now: Instant) {
+        if now.duration_since(self.activity_checked) < Duration::from_secs(1)
+            || !self
+                .sas
+                .iter()
+                .any(|e| self.conns[e.conn].ike.dpd.delay.is_some())
+        {
+            return;
+        }
+        self.activity_checked = now;
+        let st = self.engine.status();
+        for e in &mut self.sas {
+            let mut active = false;
+            for c in &mut e.children {
+                if let Some(s) = st.sas.iter().find(|s| s.name == c.spec.name) {
+                    active |= s.in_packets != c.last_in;
+                    c.last_in = s.in_packets;
+                }
+            }
+            if active {
+                e.sa.note_activity(now);
+            }
+        }
+    }
+
+    /// Starts a rekey of `conn`'s child SAs (or its IKE SA).
+    fn rekey(&mut self, now: Instant, conn: &str, ike: bool) {
+        for e in &mut self.sas {
+            if self.conns[e.conn].name != conn || !e.sa.is_established() {
+                continue;
+            }
+            let started = if ike {
+                e.sa.rekey_ike(now)
+            } else {
+                e.sa.rekey_children(now)
+            };
+            log(format_args!(
+                "ike {conn} #{}: {} rekey {}",
+                e.id,
+                if ike { "IKE SA" } else { "child SA" },
+                if started { "started" } else { "not possible" }
+            ));
+        }
+        self.pump();
     }
 
     fn send(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
@@ -440,7 +549,14 @@ impl IkeThread {
             return;
         };
         let (spi_i, spi_r, flags) = (h.spi_i(), h.spi_r(), h.flags());
-        let found = if flags.initiator() {
+        let by_spis = if spi_r != 0 {
+            self.sas.iter().position(|e| e.sa.owns(spi_i, spi_r))
+        } else {
+            None
+        };
+        let found = if by_spis.is_some() {
+            by_spis
+        } else if flags.initiator() {
             self.sas.iter().position(|e| {
                 !e.sa.is_initiator()
                     && e.sa.spi_i() == Some(spi_i)
@@ -515,6 +631,7 @@ impl IkeThread {
             vip: None,
             peer_vip: None,
             done: false,
+            restart: false,
         });
         self.next_id += 1;
     }
@@ -616,18 +733,75 @@ impl IkeThread {
             } => log(format_args!(
                 "ike {name} #{id}: child {child} failed: {reason:?}"
             )),
+            Event::ChildSaRekeyed {
+                old_spi_in,
+                new,
+                initiated,
+            } => {
+                log(format_args!(
+                    "ike {name} #{id}: child {} rekeyed: {old_spi_in:08x} -> {:08x}",
+                    new.name, new.spi_in
+                ));
+                // Make-before-break: the old pair stays until its Delete completes.
+                let old = format!("{old_spi_in:08x}");
+                for c in &mut self.sas[i].children {
+                    if c.status.spi_in == old {
+                        c.status.state = "REKEYED".into();
+                    }
+                }
+                if let Err(e) = self.install(i, new) {
+                    log(format_args!(
+                        "ike {name} #{id}: installing the rekeyed child SA: {e}"
+                    ));
+                } else if initiated {
+                    self.outbound_to_newest(i, &old);
+                }
+            }
+            Event::IkeSaRekeyed(info) => {
+                log(format_args!(
+                    "ike {name} #{id}: IKE SA rekeyed: {:016x}_i {:016x}_r, {}",
+                    info.spi_i,
+                    info.spi_r,
+                    algorithms(info.cipher, info.prf, info.group)
+                ));
+                self.sas[i].info = Some(info);
+                self.sas[i].established = Some(Instant::now());
+            }
             Event::ChildSaDeleted { spis_out } => {
-                log(format_args!("ike {name} #{id}: peer deleted child SAs"));
+                log(format_args!("ike {name} #{id}: child SAs deleted"));
                 let e = &mut self.sas[i];
                 let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut e.children)
                     .into_iter()
                     .partition(|c| spis_out.contains(&c.spi_out));
                 e.children = keep;
-                for c in gone {
-                    self.uninstall(c);
+                // Routes a remaining (rekeyed) child still uses stay.
+                let kept: Vec<Prefix> = self.sas[i]
+                    .children
+                    .iter()
+                    .flat_map(|c| c.routes.iter().copied())
+                    .collect();
+                for mut c in gone {
+                    c.routes.retain(|r| !kept.contains(r));
+                    if c.status.state == "REKEYED" {
+                        // Replaced by a rekey: outbound moves to the successor now, inbound
+                        // stragglers are still accepted for a moment.
+                        Self::move_behind(&self.engine, &mut c);
+                        self.lingering.push((Instant::now() + LINGER, c));
+                    } else {
+                        self.uninstall(c);
+                    }
                 }
             }
-            Event::Failed(r) => log(format_args!("ike {name} #{id}: failed: {r}")),
+            Event::Failed(r) => {
+                log(format_args!("ike {name} #{id}: failed: {r}"));
+                let conn = &self.conns[self.sas[i].conn];
+                if r == FailReason::Timeout
+                    && conn.ike.dpd.action == DpdAction::Restart
+                    && !conn.remote_addrs.is_empty()
+                {
+                    self.sas[i].restart = true;
+                }
+            }
             Event::Closed => log(format_args!("ike {name} #{id}: deleted by the peer")),
         }
     }
@@ -679,7 +853,7 @@ impl IkeThread {
             // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
             probes: false,
         };
-        self.engine.install_sa(spec).map_err(|e| e.0)?;
+        self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
         let initiator = e.sa.is_initiator();
         let mut routes = Vec::new();
         let mut vip = None;
@@ -737,9 +911,44 @@ impl IkeThread {
         e.children.push(Installed {
             status,
             spi_out: c.spi_out,
+            spec,
+            behind: false,
+            last_in: 0,
             routes,
         });
         Ok(())
+    }
+
+    /// We initiated a rekey: the peer has the new pair already, so our outbound traffic
+    /// moves to it at once (otherwise it would stay on the old pair until the Delete
+    /// exchange completes, and packets in flight when the peer removes the old pair would
+    /// be lost). The engine sends on the first installed SA whose selectors match, so the
+    /// old pair is installed again behind the new one: it keeps accepting inbound packets
+    /// until its Delete completes (with a fresh replay window).
+    fn outbound_to_newest(&mut self, i: usize, old_spi_in: &str) {
+        let Some(old) = self.sas[i]
+            .children
+            .iter_mut()
+            .find(|c| c.status.spi_in == old_spi_in)
+        else {
+            return;
+        };
+        Self::move_behind(&self.engine, old);
+    }
+
+    fn move_behind(engine: &Engine, old: &mut Installed) {
+        if old.behind {
+            return;
+        }
+        let name = &old.spec.name;
+        if let Err(e) = engine.remove_sa(name) {
+            log(format_args!("ike: moving {name} behind its successor: {e}"));
+            return;
+        }
+        if let Err(e) = engine.install_sa(old.spec.clone()) {
+            log(format_args!("ike: reinstalling {name} for inbound: {e}"));
+        }
+        old.behind = true;
     }
 
     fn uninstall(&self, c: Installed) {
@@ -803,6 +1012,10 @@ impl IkeThread {
                     vip: e.vip.map(|v| v.to_string()),
                     peer_vip: e.peer_vip.map(|v| v.to_string()),
                     established_s: e.established.map(|t| now.duration_since(t).as_secs()),
+                    rekey_in_s: e
+                        .sa
+                        .next_rekey()
+                        .map(|t| t.saturating_duration_since(now).as_secs()),
                     children: e.children.iter().map(|c| c.status.clone()).collect(),
                 }
             })

@@ -583,3 +583,420 @@ secrets {{
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The gateway's swanctl.conf of [`mifsec_initiator_strongswan_responder`].
+fn swan_gateway_conf() -> String {
+    format!(
+        r#"connections {{
+  rw {{
+    local_addrs = 198.18.9.1
+    pools = p4
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = gw
+    }}
+    remote {{
+      auth = psk
+      id = cl
+    }}
+    children {{
+      net {{
+        local_ts = 10.88.0.0/16
+        esp_proposals = aes128gcm16-x25519
+      }}
+    }}
+  }}
+}}
+pools {{
+  p4 {{
+    addrs = 10.77.0.0/24
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+    )
+}
+
+/// The client's swanctl.conf of [`strongswan_initiator_mifsec_responder`], with PFS.
+fn swan_client_conf() -> String {
+    format!(
+        r#"connections {{
+  home {{
+    remote_addrs = 198.18.9.1
+    vips = 0.0.0.0
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = cl
+    }}
+    remote {{
+      auth = psk
+      id = gw
+    }}
+    children {{
+      net {{
+        remote_ts = 10.88.0.0/16
+        esp_proposals = aes128gcm16-x25519
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+    )
+}
+
+/// IKE and child SPIs as one side reports them once settled: exactly one established
+/// IKE SA with exactly one installed child (no rekeyed pair waiting for its Delete).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spis {
+    spi_i: String,
+    spi_r: String,
+    child_in: String,
+    child_out: String,
+}
+
+impl Lab {
+    /// Waits until `side` has settled (see [`Spis`]) on SPIs other than `not`.
+    fn settled(&self, side: &str, not: Option<&Spis>) -> Spis {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = self.status_json(side);
+            let found = st["ike_sas"].as_array().and_then(|l| match l.as_slice() {
+                [ike] if ike["state"] == "ESTABLISHED" => match ike["children"].as_array() {
+                    Some(c) if c.len() == 1 && c[0]["state"] == "INSTALLED" => Some(Spis {
+                        spi_i: ike["spi_i"].as_str()?.to_owned(),
+                        spi_r: ike["spi_r"].as_str()?.to_owned(),
+                        child_in: c[0]["spi_in"].as_str()?.to_owned(),
+                        child_out: c[0]["spi_out"].as_str()?.to_owned(),
+                    }),
+                    _ => None,
+                },
+                _ => None,
+            });
+            if let Some(s) = found.filter(|s| Some(s) != not) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mifsec ({side}) did not settle: {st:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+                self.log(side),
+                self.swan_log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Asserts that strongSwan in `ns` reports the same SPIs as mifsec.
+    fn swan_agrees(&self, ns: &str, s: &Spis) {
+        let sas = text(&self.swanctl(ns, &["--list-sas"]));
+        for spi in [&s.spi_i, &s.spi_r, &s.child_in, &s.child_out] {
+            assert!(
+                sas.contains(spi.as_str()),
+                "strongSwan lacks {spi}: {sas}\n{s:?}"
+            );
+        }
+    }
+
+    /// Pings 10.88.0.1 from `ns` `count` times every 10 ms while `during` runs; asserts
+    /// that every ping was answered.
+    fn flood(&self, side: &str, ns: &str, count: u32, during: impl FnOnce()) {
+        let ping = Command::new("ip")
+            .args([
+                "netns", "exec", ns, "ping", "-q", "-i", "0.01", "-W", "2", "-c",
+            ])
+            .arg(count.to_string())
+            .arg("10.88.0.1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("ping");
+        std::thread::sleep(Duration::from_millis(300));
+        during();
+        let out = ping.wait_with_output().expect("ping output");
+        let t = text(&out);
+        assert!(
+            t.contains(&format!("{count} packets transmitted, {count} received")),
+            "pings lost during the rekey: {t}\n--- mifsec status:\n{:#}",
+            self.status_json(side)
+        );
+    }
+}
+
+/// mifsec as a client of a strongSwan gateway, with `conn` and `child` lines added to
+/// the connection and its child.
+fn mifsec_client_config(lab: &Lab, conn: &str, child: &str) -> String {
+    format!(
+        r#"[dataplane]
+workers = 1
+control_socket = "{sock}"
+
+[interfaces.wan]
+device = "{dev}"
+address = "198.18.9.2"
+
+[connections.home]
+remote_addrs = ["198.18.9.1"]
+vips = ["0.0.0.0"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+encap = true
+start_action = "start"
+{conn}
+
+[connections.home.local]
+auth = "psk"
+id = "cl"
+
+[connections.home.remote]
+auth = "psk"
+id = "gw"
+
+[connections.home.children.net]
+remote_ts = ["10.88.0.0/16"]
+esp_proposals = ["aes128gcm16-x25519"]
+{child}
+
+[secrets.ike-1]
+id = ["cl", "gw"]
+secret = "{PSK}"
+"#,
+        sock = lab.sock("cl").display(),
+        dev = lab.cl_if,
+    )
+}
+
+/// mifsec as a gateway for a strongSwan client, with `conn` and `child` lines added.
+fn mifsec_gateway_config(lab: &Lab, conn: &str, child: &str) -> String {
+    format!(
+        r#"[dataplane]
+workers = 1
+control_socket = "{sock}"
+
+[interfaces.wan]
+device = "{dev}"
+address = "198.18.9.1"
+
+[connections.rw]
+local_addrs = ["198.18.9.1"]
+pools = ["p4"]
+proposals = ["aes128gcm16-prfsha256-x25519"]
+{conn}
+
+[connections.rw.local]
+auth = "psk"
+id = "gw"
+
+[connections.rw.remote]
+auth = "psk"
+id = "cl"
+
+[connections.rw.children.net]
+local_ts = ["10.88.0.0/16"]
+esp_proposals = ["aes128gcm16-x25519"]
+{child}
+
+[pools.p4]
+addrs = "10.77.0.0/24"
+
+[secrets.ike-1]
+id = ["gw", "cl"]
+secret = "{PSK}"
+"#,
+        sock = lab.sock("gw").display(),
+        dev = lab.gw_if,
+    )
+}
+
+/// strongSwan in `swan_ns` rekeys the child (`child`), then the IKE SA (`ike`), then the
+/// child again, each under a ping flood from `ping_ns`; mifsec (`side`) and strongSwan
+/// agree on the new SPIs each time and nothing is lost.
+fn rekeys_by_strongswan(lab: &Lab, side: &str, swan_ns: &str, ping_ns: &str, ike: &str) {
+    lab.wait_established(side);
+    let s0 = lab.settled(side, None);
+    lab.swan_agrees(swan_ns, &s0);
+    assert!(lab.ping(ping_ns, "10.88.0.1").status.success());
+
+    // A child rekey by strongSwan (with PFS), under traffic.
+    let rekey_child = || {
+        let out = lab.swanctl(swan_ns, &["--rekey", "--child", "net"]);
+        assert!(out.status.success(), "swanctl --rekey: {}", text(&out));
+    };
+    lab.flood(side, ping_ns, 300, rekey_child);
+    let s1 = lab.settled(side, Some(&s0));
+    assert_eq!((&s1.spi_i, &s1.spi_r), (&s0.spi_i, &s0.spi_r));
+    assert_ne!(s1.child_in, s0.child_in);
+    assert_ne!(s1.child_out, s0.child_out);
+    lab.swan_agrees(swan_ns, &s1);
+
+    // An IKE rekey by strongSwan: new IKE SPIs, the child stays.
+    lab.flood(side, ping_ns, 300, || {
+        let out = lab.swanctl(swan_ns, &["--rekey", "--ike", ike]);
+        assert!(
+            out.status.success(),
+            "swanctl --rekey --ike: {}",
+            text(&out)
+        );
+    });
+    let s2 = lab.settled(side, Some(&s1));
+    assert_ne!(s2.spi_i, s1.spi_i);
+    assert_eq!((&s2.child_in, &s2.child_out), (&s1.child_in, &s1.child_out));
+    lab.swan_agrees(swan_ns, &s2);
+
+    // And a child rekey by strongSwan on the new IKE SA.
+    lab.flood(side, ping_ns, 300, rekey_child);
+    let s3 = lab.settled(side, Some(&s2));
+    assert_ne!(s3.child_in, s2.child_in);
+    assert_eq!(s3.spi_i, s2.spi_i);
+    lab.swan_agrees(swan_ns, &s3);
+    let sas = text(&lab.swanctl(swan_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas after three rekeys:\n{sas}");
+    assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
+    assert_eq!(sas.matches("INSTALLED").count(), 1, "{sas}");
+}
+
+/// Eight seconds of pings while mifsec (`side`, child rekey_time 3 s, IKE 5 s) rekeys:
+/// nothing lost, at least two child rekeys and one IKE rekey, strongSwan agrees.
+fn rekeys_by_mifsec_lifetimes(lab: &Lab, side: &str, swan_ns: &str, ping_ns: &str) {
+    lab.wait_established(side);
+    let s0 = lab.settled(side, None);
+    lab.flood(side, ping_ns, 800, || {});
+    let s1 = lab.settled(side, Some(&s0));
+    assert_ne!(s1.child_in, s0.child_in);
+    assert_ne!(s1.spi_i, s0.spi_i);
+    lab.swan_agrees(swan_ns, &s1);
+    let log = lab.log(side);
+    assert!(log.matches("child net rekeyed").count() >= 2, "{log}");
+    assert!(log.matches("IKE SA rekeyed").count() >= 1, "{log}");
+    assert!(!log.contains("failed"), "{log}");
+    let sas = text(&lab.swanctl(swan_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas after lifetime rekeys:\n{sas}");
+    assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
+}
+
+const MIFSEC_LIFETIMES: (&str, &str) = (
+    "rekey_time = \"5s\"\nrand_time = 0\nlife_time = \"60s\"\ndpd_delay = \"2s\"",
+    "rekey_time = \"3s\"\nrand_time = 0\nlife_time = \"60s\"",
+);
+
+#[test]
+fn rekeys_by_strongswan_gateway_under_traffic() {
+    if !root_or_skip("rekeys_by_strongswan_gateway_under_traffic") {
+        return;
+    }
+    let mut lab = Lab::new("k");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_swan(&gw_ns, &swan_gateway_conf());
+    let config = mifsec_client_config(&lab, "", "");
+    lab.start_mifsec("cl", &cl_ns, &config);
+    rekeys_by_strongswan(&lab, "cl", &gw_ns, &cl_ns, "rw");
+}
+
+#[test]
+fn rekeys_by_strongswan_client_under_traffic() {
+    if !root_or_skip("rekeys_by_strongswan_client_under_traffic") {
+        return;
+    }
+    let mut lab = Lab::new("m");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let config = mifsec_gateway_config(&lab, "", "");
+    lab.start_mifsec("gw", &gw_ns, &config);
+    lab.start_swan(&cl_ns, &swan_client_conf());
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    assert!(out.status.success(), "swanctl --initiate: {}", text(&out));
+    rekeys_by_strongswan(&lab, "gw", &cl_ns, &cl_ns, "home");
+}
+
+#[test]
+fn lifetime_rekeys_by_mifsec_client_under_traffic() {
+    if !root_or_skip("lifetime_rekeys_by_mifsec_client_under_traffic") {
+        return;
+    }
+    let mut lab = Lab::new("n");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_swan(&gw_ns, &swan_gateway_conf());
+    let config = mifsec_client_config(&lab, MIFSEC_LIFETIMES.0, MIFSEC_LIFETIMES.1);
+    lab.start_mifsec("cl", &cl_ns, &config);
+    rekeys_by_mifsec_lifetimes(&lab, "cl", &gw_ns, &cl_ns);
+}
+
+#[test]
+fn lifetime_rekeys_by_mifsec_gateway_under_traffic() {
+    if !root_or_skip("lifetime_rekeys_by_mifsec_gateway_under_traffic") {
+        return;
+    }
+    let mut lab = Lab::new("l");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let config = mifsec_gateway_config(&lab, MIFSEC_LIFETIMES.0, MIFSEC_LIFETIMES.1);
+    lab.start_mifsec("gw", &gw_ns, &config);
+    lab.start_swan(&cl_ns, &swan_client_conf());
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    assert!(out.status.success(), "swanctl --initiate: {}", text(&out));
+    rekeys_by_mifsec_lifetimes(&lab, "gw", &cl_ns, &cl_ns);
+}
+
+#[test]
+fn dpd_clears_the_sas_when_strongswan_vanishes() {
+    if !root_or_skip("dpd_clears_the_sas_when_strongswan_vanishes") {
+        return;
+    }
+    let mut lab = Lab::new("d");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_swan(&gw_ns, &swan_gateway_conf());
+    let config = mifsec_client_config(&lab, "dpd_delay = \"2s\"\ndpd_action = \"clear\"", "");
+    lab.start_mifsec("cl", &cl_ns, &config);
+    lab.wait_established("cl");
+    // Liveness checks are answered while strongSwan is there.
+    std::thread::sleep(Duration::from_secs(5));
+    lab.settled("cl", None);
+    // strongSwan freezes (IKE and, with kernel-libipsec, ESP): the peer is gone.
+    let pid_file = lab.swan_dir.as_ref().unwrap().join("charon.pid");
+    let pid: libc::pid_t = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the charon this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(45);
+    loop {
+        let st = lab.status_json("cl");
+        if st["ike_sas"].as_array().is_some_and(Vec::is_empty)
+            && st["sas"].as_array().is_some_and(Vec::is_empty)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mifsec kept its SAs: {st:#}\n{}",
+            lab.log("cl")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // After the DPD delay and the 30 s retransmission give-up, not before.
+    assert!(
+        t0.elapsed() >= Duration::from_secs(25),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(lab.log("cl").contains("failed: peer did not answer"));
+    // SAFETY: as above; let it run so that it can be stopped.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+}

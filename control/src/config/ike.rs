@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use zeroize::{Zeroize, Zeroizing};
@@ -19,8 +20,8 @@ use crate::dataplane::aead::Cipher;
 use crate::dataplane::engine::EngineConfig;
 use crate::ike::config::ts_prefix;
 use crate::ike::{
-    AddressPool, ChildConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode, Prf,
-    RetransmitConfig,
+    AddressPool, ChildConfig, DpdAction, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal,
+    Lifetimes, Mode, Prf, RetransmitConfig,
 };
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
@@ -66,6 +67,12 @@ pub(super) struct RawConnection {
     encap: Option<bool>,
     mobike: Option<bool>,
     start_action: Option<S<String>>,
+    rekey_time: Option<S<RawDuration>>,
+    over_time: Option<S<RawDuration>>,
+    life_time: Option<S<RawDuration>>,
+    rand_time: Option<S<RawDuration>>,
+    dpd_delay: Option<S<RawDuration>>,
+    dpd_action: Option<S<String>>,
     local: Option<RawEnd>,
     remote: Option<RawEnd>,
     #[serde(default)]
@@ -86,6 +93,37 @@ struct RawChild {
     remote_ts: Strings,
     esp_proposals: Strings,
     mode: Option<S<String>>,
+    rekey_time: Option<S<RawDuration>>,
+    life_time: Option<S<RawDuration>>,
+    rand_time: Option<S<RawDuration>>,
+}
+
+/// A time as swanctl.conf writes it: seconds, or a number with `s`, `m`, `h` or `d`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Secs(i64),
+    Text(String),
+}
+
+/// Parses `30`, `30s`, `10m`, `4h`, `1d` into a duration; `0` disables (None).
+pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a time is a number of seconds or N with s, m, h or d"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => return Err(format!("{s:?}: unknown time unit {unit:?} (s, m, h, d)")),
+    };
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
 
 #[derive(Deserialize)]
@@ -191,9 +229,11 @@ pub fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
         return Ok(EspProposal {
             ciphers: Cipher::ALL.to_vec(),
             esn: EsnPolicy::No,
+            groups: Vec::new(),
         });
     }
     let mut ciphers = Vec::new();
+    let mut groups = Vec::new();
     let (mut esn, mut noesn) = (false, false);
     for t in s.split('-') {
         if let Some(c) = cipher_token(t) {
@@ -203,9 +243,12 @@ pub fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
         match t {
             "esn" => esn = true,
             "noesn" => noesn = true,
+            "x25519" | "curve25519" => push(&mut groups, DhGroup::Curve25519),
+            "ecp256" => push(&mut groups, DhGroup::Ecp256),
+            "ecp384" => push(&mut groups, DhGroup::Ecp384),
             _ => {
                 return Err(format!(
-                    "{s:?}: unknown algorithm {t:?} (aes128gcm16, aes256gcm16, chacha20poly1305; esn, noesn; PFS groups are not supported yet)"
+                    "{s:?}: unknown algorithm {t:?} (aes128gcm16, aes256gcm16, chacha20poly1305; x25519, ecp256, ecp384 for PFS; esn, noesn)"
                 ));
             }
         }
@@ -218,7 +261,11 @@ pub fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
         (true, false) => EsnPolicy::Yes,
         _ => EsnPolicy::No,
     };
-    Ok(EspProposal { ciphers, esn })
+    Ok(EspProposal {
+        ciphers,
+        esn,
+        groups,
+    })
 }
 
 /// The traffic selector of a CIDR string; `dynamic` is taken as `0.0.0.0/0` (a responder
@@ -475,6 +522,99 @@ impl Cx<'_> {
                 })?,
                 None => Mode::Tunnel,
             };
+            let time = |v: &Option<S<RawDuration>>, key: String| -> Result<_, ConfigError> {
+                let Some(v) = v else {
+                    return Ok((None, false));
+                };
+                let r = match v.get_ref() {
+                    RawDuration::Secs(n) => u64::try_from(*n)
+                        .map(|n| (n > 0).then(|| Duration::from_secs(n)))
+                        .map_err(|_| format!("{n}: a time cannot be negative")),
+                    RawDuration::Text(t) => parse_duration(t),
+                };
+                r.map(|d| (d, true)).map_err(|m| self.err(v.span(), key, m))
+            };
+            // swanctl.conf defaults: IKE rekey 4h, child rekey 1h; hard limits 10% later;
+            // rand_time the difference.
+            let (ike_rekey, set) = time(&rc.rekey_time, k("rekey_time"))?;
+            let ike_rekey = if set {
+                ike_rekey
+            } else {
+                Some(Duration::from_secs(4 * 3600))
+            };
+            let ike_over = time(&rc.over_time, k("over_time"))?;
+            let ike_life = time(&rc.life_time, k("life_time"))?;
+            let ike_life = if ike_life.1 {
+                ike_life.0
+            } else if ike_over.1 {
+                ike_rekey.zip(ike_over.0).map(|(r, o)| r + o)
+            } else {
+                ike_rekey.map(|r| r + r / 10)
+            };
+            let ike_rand = time(&rc.rand_time, k("rand_time"))?;
+            let ike_rand = if ike_rand.1 {
+                ike_rand.0.unwrap_or_default()
+            } else {
+                ike_life
+                    .zip(ike_rekey)
+                    .map(|(l, r)| l.saturating_sub(r))
+                    .unwrap_or_default()
+            };
+            let (child_rekey, set) = time(&ch.rekey_time, ck("rekey_time"))?;
+            let child_rekey = if set {
+                child_rekey
+            } else {
+                Some(Duration::from_secs(3600))
+            };
+            let child_life = time(&ch.life_time, ck("life_time"))?;
+            let child_life = if child_life.1 {
+                child_life.0
+            } else {
+                child_rekey.map(|r| r + r / 10)
+            };
+            let child_rand = time(&ch.rand_time, ck("rand_time"))?;
+            let child_rand = if child_rand.1 {
+                child_rand.0.unwrap_or_default()
+            } else {
+                child_life
+                    .zip(child_rekey)
+                    .map(|(l, r)| l.saturating_sub(r))
+                    .unwrap_or_default()
+            };
+            for (life, rekey, key) in [
+                (ike_life, ike_rekey, k("life_time")),
+                (child_life, child_rekey, ck("life_time")),
+            ] {
+                if let (Some(l), Some(r)) = (life, rekey) {
+                    if l <= r {
+                        return Err(self.err(
+                            here(),
+                            key,
+                            "must be later than rekey_time (the hard limit follows the rekey)",
+                        ));
+                    }
+                }
+            }
+            let lifetimes = Lifetimes {
+                ike_rekey,
+                ike_life,
+                ike_rand,
+                child_rekey,
+                child_life,
+                child_rand,
+            };
+            let action = match &rc.dpd_action {
+                Some(a) => self.parse_str(a, &k("dpd_action"), |t| match t {
+                    "clear" | "none" => Ok(DpdAction::Clear),
+                    "restart" => Ok(DpdAction::Restart),
+                    _ => Err(format!("{t:?}: dpd_action is clear or restart")),
+                })?,
+                None => DpdAction::Clear,
+            };
+            let dpd = DpdConfig {
+                delay: time(&rc.dpd_delay, k("dpd_delay"))?.0,
+                action,
+            };
             out.connections.push(Connection {
                 name: name.clone(),
                 local_addrs,
@@ -501,6 +641,8 @@ impl Cx<'_> {
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
                     retransmit: RetransmitConfig::default(),
+                    lifetimes,
+                    dpd,
                 },
             });
         }
@@ -566,7 +708,76 @@ mod tests {
             parse_esp_proposal("aes128gcm16").unwrap().esn,
             EsnPolicy::No
         );
-        assert!(parse_esp_proposal("aes128gcm16-x25519").is_err());
+        let pfs = parse_esp_proposal("aes128gcm16-x25519-ecp256").unwrap();
+        assert_eq!(pfs.groups, vec![DhGroup::Curve25519, DhGroup::Ecp256]);
+        assert!(parse_esp_proposal("aes128gcm16").unwrap().groups.is_empty());
+        assert!(parse_esp_proposal("aes128gcm16-modp2048").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse_duration("30s"), Ok(Some(Duration::from_secs(30))));
+        assert_eq!(parse_duration("10m"), Ok(Some(Duration::from_secs(600))));
+        assert_eq!(parse_duration("4h"), Ok(Some(Duration::from_secs(14_400))));
+        assert_eq!(parse_duration("1d"), Ok(Some(Duration::from_secs(86_400))));
+        assert_eq!(parse_duration("0"), Ok(None));
+        assert!(parse_duration("10x").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    /// A connection with `extra` lines in `[connections.c]` and `child` lines in its child.
+    fn conn(extra: &str, child: &str) -> Result<Connection, String> {
+        let text = format!(
+            "[connections.c]\nremote_addrs = [\"192.0.2.1\"]\n{extra}\n\
+             [connections.c.local]\nid = \"a\"\n[connections.c.remote]\nid = \"b\"\n\
+             [connections.c.children.n]\n{child}\n\
+             [secrets.s]\nid = [\"a\"]\nsecret = \"0123456789abcdef\"\n"
+        );
+        let cfg = crate::config::parse("t.toml", &text).map_err(|e| e.to_string())?;
+        Ok(cfg.ike.connections.into_iter().next().unwrap())
+    }
+
+    #[test]
+    fn lifetimes_and_dpd() {
+        let c = conn("", "").unwrap();
+        let l = c.ike.lifetimes;
+        // swanctl.conf's defaults.
+        assert_eq!(l.ike_rekey, Some(Duration::from_secs(14_400)));
+        assert_eq!(l.ike_life, Some(Duration::from_secs(15_840)));
+        assert_eq!(l.ike_rand, Duration::from_secs(1_440));
+        assert_eq!(l.child_rekey, Some(Duration::from_secs(3_600)));
+        assert_eq!(l.child_life, Some(Duration::from_secs(3_960)));
+        assert_eq!(c.ike.dpd.delay, None);
+        assert_eq!(c.ike.dpd.action, DpdAction::Clear);
+
+        let c = conn(
+            "rekey_time = \"30s\"\nover_time = 10\nrand_time = \"5s\"\ndpd_delay = \"10s\"\ndpd_action = \"restart\"",
+            "rekey_time = 10\nlife_time = \"15s\"\nrand_time = 0\nesp_proposals = [\"aes128gcm16-x25519\"]",
+        )
+        .unwrap();
+        let l = c.ike.lifetimes;
+        assert_eq!(l.ike_rekey, Some(Duration::from_secs(30)));
+        assert_eq!(l.ike_life, Some(Duration::from_secs(40)));
+        assert_eq!(l.ike_rand, Duration::from_secs(5));
+        assert_eq!(l.child_rekey, Some(Duration::from_secs(10)));
+        assert_eq!(l.child_life, Some(Duration::from_secs(15)));
+        assert_eq!(l.child_rand, Duration::ZERO);
+        assert_eq!(c.ike.dpd.delay, Some(Duration::from_secs(10)));
+        assert_eq!(c.ike.dpd.action, DpdAction::Restart);
+        assert_eq!(c.ike.child.proposals[0].groups, vec![DhGroup::Curve25519]);
+
+        // Rekeys off.
+        let c = conn("rekey_time = 0", "rekey_time = 0").unwrap();
+        assert_eq!(c.ike.lifetimes.ike_rekey, None);
+        assert_eq!(c.ike.lifetimes.child_rekey, None);
+
+        let e = conn("dpd_action = \"hold\"", "").unwrap_err();
+        assert!(e.contains("connections.c.dpd_action"), "{e}");
+        let e = conn("", "rekey_time = \"1y\"").unwrap_err();
+        assert!(e.contains("connections.c.children.n.rekey_time"), "{e}");
+        let e = conn("", "rekey_time = 20\nlife_time = 10").unwrap_err();
+        assert!(e.contains("connections.c.children.n.life_time"), "{e}");
     }
 
     #[test]

@@ -75,14 +75,18 @@ pub struct EspProposal {
     pub ciphers: Vec<Cipher>,
     /// Extended sequence numbers.
     pub esn: EsnPolicy,
+    /// Diffie-Hellman groups for perfect forward secrecy in CREATE_CHILD_SA (a KE payload
+    /// in the group chosen); empty: no PFS. Never used in IKE_AUTH, which has no KE.
+    pub groups: Vec<DhGroup>,
 }
 
 impl EspProposal {
-    /// Every AEAD we implement, with or without ESN.
+    /// Every AEAD we implement, with or without ESN, without PFS.
     pub fn all() -> Self {
         EspProposal {
             ciphers: Cipher::ALL.to_vec(),
             esn: EsnPolicy::Either,
+            groups: Vec::new(),
         }
     }
 }
@@ -238,6 +242,48 @@ impl Default for RetransmitConfig {
     }
 }
 
+/// Lifetimes of the IKE SA and its child SAs, as swanctl.conf's `rekey_time`,
+/// `over_time`/`life_time` and `rand_time`. A soft limit (`*_rekey`) starts a rekey at a
+/// time drawn from `[rekey - rand, rekey]`; the hard limit (`*_life`) deletes the SA if the
+/// rekey never completed. `None` disables a limit. The default disables all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lifetimes {
+    /// When the IKE SA is rekeyed, after it was established.
+    pub ike_rekey: Option<Duration>,
+    /// When the IKE SA is deleted if not rekeyed by then.
+    pub ike_life: Option<Duration>,
+    /// The largest random amount subtracted from `ike_rekey`.
+    pub ike_rand: Duration,
+    /// When a child SA is rekeyed, after it was installed.
+    pub child_rekey: Option<Duration>,
+    /// When a child SA is deleted if not rekeyed by then.
+    pub child_life: Option<Duration>,
+    /// The largest random amount subtracted from `child_rekey`.
+    pub child_rand: Duration,
+}
+
+/// Liveness checks (RFC 7296 section 2.4): after `delay` without any inbound IKE message
+/// (or ESP activity reported with `IkeSa::note_activity`) an empty INFORMATIONAL request
+/// is sent; when it goes unanswered for the retransmission give-up time the IKE SA fails
+/// with `FailReason::Timeout`. What happens then (`clear` or `restart`) is the caller's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DpdConfig {
+    /// Idle time before a liveness check; `None` disables them.
+    pub delay: Option<Duration>,
+    /// What the daemon does when the peer is found gone.
+    pub action: DpdAction,
+}
+
+/// What the daemon does when liveness checks find the peer gone (`dpd_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpdAction {
+    /// Remove the IKE SA and its child SAs (the default).
+    #[default]
+    Clear,
+    /// Remove them and initiate the connection again.
+    Restart,
+}
+
 /// Everything one IKE SA needs, in either role.
 #[derive(Clone)]
 pub struct IkeConfig {
@@ -269,6 +315,10 @@ pub struct IkeConfig {
     pub force_encap: bool,
     /// Retransmission timing.
     pub retransmit: RetransmitConfig,
+    /// Rekey and expiry times.
+    pub lifetimes: Lifetimes,
+    /// Liveness checks.
+    pub dpd: DpdConfig,
 }
 
 impl fmt::Debug for IkeConfig {
@@ -285,6 +335,8 @@ impl fmt::Debug for IkeConfig {
             .field("nat_t_port", &self.nat_t_port)
             .field("force_encap", &self.force_encap)
             .field("retransmit", &self.retransmit)
+            .field("lifetimes", &self.lifetimes)
+            .field("dpd", &self.dpd)
             .finish()
     }
 }
@@ -350,6 +402,8 @@ mod tests {
             nat_t_port: Some(4500),
             force_encap: false,
             retransmit: RetransmitConfig::default(),
+            lifetimes: Lifetimes::default(),
+            dpd: DpdConfig::default(),
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"));

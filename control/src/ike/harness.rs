@@ -15,8 +15,8 @@ use proptest::prelude::*;
 use zeroize::Zeroizing;
 
 use super::config::{
-    AddressPool, ChildConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode,
-    RetransmitConfig, ts_prefix,
+    AddressPool, ChildConfig, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Lifetimes,
+    Mode, RetransmitConfig, ts_prefix,
 };
 use super::crypto::Prf;
 use super::sa::{ChildSa, Event, FailReason, IkeSa, Transmit};
@@ -143,6 +143,14 @@ impl Harness {
         }
     }
 
+    /// Like [`Harness::run`], for `d` more simulated time from now.
+    fn run_for(&mut self, d: Duration) {
+        let limit = self.now.duration_since(self.start) + d;
+        self.run(limit);
+        // Time passes even when nothing happens.
+        self.now = self.now.max(self.start + limit);
+    }
+
     /// Delivers datagrams and fires timers until both peers are quiet or `limit` of
     /// simulated time has passed.
     fn run(&mut self, limit: Duration) {
@@ -263,6 +271,8 @@ fn client() -> IkeConfig {
         nat_t_port: Some(4500),
         force_encap: false,
         retransmit: RetransmitConfig::default(),
+        lifetimes: Lifetimes::default(),
+        dpd: DpdConfig::default(),
     }
 }
 
@@ -283,10 +293,14 @@ fn gateway() -> IkeConfig {
         nat_t_port: Some(4500),
         force_encap: false,
         retransmit: RetransmitConfig::default(),
+        lifetimes: Lifetimes::default(),
+        dpd: DpdConfig::default(),
     }
 }
 
 const LIMIT: Duration = Duration::from_secs(60);
+
+mod rekey;
 
 #[test]
 fn full_handshake_with_vip_and_narrowing() {
@@ -345,11 +359,13 @@ fn every_proposal_combination() {
                 c.child.proposals = vec![EspProposal {
                     ciphers: vec![esp_cipher],
                     esn: EsnPolicy::Either,
+                    groups: vec![],
                 }];
                 let mut g = gateway();
                 g.child.proposals = vec![EspProposal {
                     ciphers: Cipher::ALL.to_vec(),
                     esn: if esn { EsnPolicy::Yes } else { EsnPolicy::No },
+                    groups: vec![],
                 }];
                 let mut h = Harness::new(c, g, Faults::default());
                 h.run(LIMIT);
@@ -568,12 +584,14 @@ fn no_common_proposal() {
     c.child.proposals = vec![EspProposal {
         ciphers: vec![Cipher::ChaCha20Poly1305],
         esn: EsnPolicy::No,
+        groups: vec![],
     }];
     let mut g = gateway();
     let pool = g.pool.clone().unwrap();
     g.child.proposals = vec![EspProposal {
         ciphers: vec![Cipher::Aes256Gcm],
         esn: EsnPolicy::No,
+        groups: vec![],
     }];
     let mut h = Harness::new(c, g, Faults::default());
     h.run(LIMIT);

@@ -1,10 +1,13 @@
 //! IKEv2 (RFC 7296) as a sans-IO state machine: the initial exchanges IKE_SA_INIT and
-//! IKE_AUTH with PSK authentication and the first child SA, in either role.
+//! IKE_AUTH with PSK authentication and the first child SA, in either role; then
+//! CREATE_CHILD_SA (child and IKE SA rekeys with optional PFS and the collision rules) and
+//! INFORMATIONAL (Deletes, liveness checks), driven by lifetimes with jitter.
 //!
 //! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
 //! * [`config`]: the configuration one IKE SA is built from.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
-//! * [`sa`]: the state machine, [`IkeSa`].
+//! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
+//!   `sa/established.rs`).
 //!
 //! The deterministic two-peer harness that tests the exchanges lives in `harness`
 //! (tests only).
@@ -18,8 +21,8 @@ pub mod sa;
 mod harness;
 
 pub use config::{
-    AddressPool, ChildConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode,
-    RetransmitConfig,
+    AddressPool, ChildConfig, DpdAction, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal,
+    Lifetimes, Mode, RetransmitConfig,
 };
 pub use crypto::Prf;
 pub use sa::{ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, Stats, Transmit};

@@ -206,6 +206,12 @@ pub fn check_ike_response(resp: &SaPayload, ours: &[IkeProposal]) -> Option<IkeC
 /// The SA payload of an IKE_AUTH request for the first child: our ESP proposals with our
 /// inbound SPI, numbered from 1, each with its ESN options (no DH: no PFS in IKE_AUTH).
 pub fn esp_sa_payload(proposals: &[EspProposal], spi: u32) -> SaPayload {
+    esp_sa_payload_pfs(proposals, spi, false)
+}
+
+/// The SA payload of a CREATE_CHILD_SA request: like [`esp_sa_payload`], with each
+/// proposal's DH groups when `pfs` (a proposal without groups then offers no PFS).
+pub fn esp_sa_payload_pfs(proposals: &[EspProposal], spi: u32, pfs: bool) -> SaPayload {
     SaPayload {
         proposals: proposals
             .iter()
@@ -218,11 +224,165 @@ pub fn esp_sa_payload(proposals: &[EspProposal], spi: u32) -> SaPayload {
                     .ciphers
                     .iter()
                     .map(|&c| encr(c))
+                    .chain(
+                        p.groups
+                            .iter()
+                            .filter(|_| pfs)
+                            .map(|&g| Transform::new(TransformId::Dh(g))),
+                    )
                     .chain(p.esn.options().iter().map(|&e| esn(e)))
                     .collect(),
             })
             .collect(),
     }
+}
+
+/// Why no ESP proposal of a CREATE_CHILD_SA request was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EspRefusal {
+    /// Nothing acceptable: NO_PROPOSAL_CHOSEN.
+    NoProposal,
+    /// Acceptable, but with another DH group than the KE payload's: INVALID_KE_PAYLOAD.
+    InvalidKe(DhGroup),
+}
+
+/// The responder's choice among the ESP proposals of a CREATE_CHILD_SA request whose KE
+/// payload (if any) is in `ke_group`: the proposal number, the peer's SPI, the transforms
+/// and the PFS group. One of our proposals with groups needs a common group (and a KE
+/// payload in it); one without groups takes only offers without DH.
+pub fn select_esp_pfs(
+    offered: &SaPayload,
+    ours: &[EspProposal],
+    ke_group: Option<DhGroup>,
+) -> Result<(u8, u32, EspChoice, Option<DhGroup>), EspRefusal> {
+    let mut refusal = EspRefusal::NoProposal;
+    for p in &offered.proposals {
+        if p.protocol != ProtocolId::Esp {
+            continue;
+        }
+        let Some(spi) = esp_spi(p) else { continue };
+        let o = Offer::parse(p);
+        if o.unknown_type || !o.integ_ok() {
+            continue;
+        }
+        for mine in ours {
+            let cipher = first_common(&o.ciphers, &mine.ciphers);
+            let esn = first_common(&o.esn, mine.esn.options());
+            let (Some(cipher), Some(esn)) = (cipher, esn) else {
+                continue;
+            };
+            let choice = EspChoice { cipher, esn };
+            if mine.groups.is_empty() {
+                if o.groups.is_empty() && ke_group.is_none() {
+                    return Ok((p.number, spi, choice, None));
+                }
+                continue;
+            }
+            let group = match ke_group {
+                Some(g) if o.groups.contains(&g) && mine.groups.contains(&g) => Some(g),
+                _ => first_common(&o.groups, &mine.groups),
+            };
+            match group {
+                Some(g) if Some(g) == ke_group => return Ok((p.number, spi, choice, Some(g))),
+                Some(g) if refusal == EspRefusal::NoProposal => {
+                    refusal = EspRefusal::InvalidKe(g);
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(refusal)
+}
+
+/// The SA payload answering a CREATE_CHILD_SA request: the chosen proposal with our SPI
+/// and the PFS group, if any.
+pub fn esp_response_payload_pfs(
+    number: u8,
+    spi: u32,
+    choice: EspChoice,
+    group: Option<DhGroup>,
+) -> SaPayload {
+    let mut sa = esp_response_payload(number, spi, choice);
+    if let (Some(g), Some(p)) = (group, sa.proposals.first_mut()) {
+        p.transforms.insert(1, Transform::new(TransformId::Dh(g)));
+    }
+    sa
+}
+
+/// The initiator's check of the ESP SA in a CREATE_CHILD_SA response: the peer's SPI,
+/// the transforms and the PFS group, all within the proposal of that number we sent.
+pub fn check_esp_response_pfs(
+    resp: &SaPayload,
+    ours: &[EspProposal],
+) -> Option<(u32, EspChoice, Option<DhGroup>)> {
+    let (spi, choice) = check_esp_response(resp, ours)?;
+    let mine = ours.get(usize::from(resp.proposals.first()?.number).checked_sub(1)?)?;
+    let o = Offer::parse(resp.proposals.first()?);
+    match o.groups.as_slice() {
+        [] if mine.groups.is_empty() => Some((spi, choice, None)),
+        [g] if mine.groups.contains(g) => Some((spi, choice, Some(*g))),
+        _ => None,
+    }
+}
+
+/// The SA payload of an IKE SA rekey request (RFC 7296 section 1.3.2): our IKE proposals,
+/// each with the new IKE SA's initiator SPI.
+pub fn ike_rekey_sa_payload(proposals: &[IkeProposal], spi: u64) -> SaPayload {
+    let mut sa = ike_sa_payload(proposals);
+    for p in &mut sa.proposals {
+        p.spi = spi.to_be_bytes().to_vec();
+    }
+    sa
+}
+
+fn split_ike_spis(sa: &SaPayload) -> (SaPayload, Vec<(u8, Option<u64>)>) {
+    let mut plain = sa.clone();
+    let mut spis = Vec::new();
+    for p in &mut plain.proposals {
+        let spi = <[u8; 8]>::try_from(p.spi.as_slice())
+            .ok()
+            .map(u64::from_be_bytes)
+            .filter(|&s| s != 0);
+        spis.push((p.number, spi));
+        if spi.is_some() {
+            p.spi.clear();
+        }
+    }
+    (plain, spis)
+}
+
+/// The responder's choice in an IKE SA rekey request: proposal number, the peer's new SPI
+/// and the transforms (a proposal without an 8-byte SPI is skipped).
+pub fn select_ike_rekey(
+    offered: &SaPayload,
+    ours: &[IkeProposal],
+    ke_group: DhGroup,
+) -> Option<(u8, u64, IkeChoice)> {
+    let (plain, spis) = split_ike_spis(offered);
+    let (number, choice) = select_ike(&plain, ours, ke_group)?;
+    let spi = spis.iter().find(|(n, _)| *n == number)?.1?;
+    Some((number, spi, choice))
+}
+
+/// The SA payload answering an IKE SA rekey: the chosen proposal with our new SPI.
+pub fn ike_rekey_response_payload(number: u8, choice: IkeChoice, spi: u64) -> SaPayload {
+    let mut sa = ike_response_payload(number, choice);
+    for p in &mut sa.proposals {
+        p.spi = spi.to_be_bytes().to_vec();
+    }
+    sa
+}
+
+/// The initiator's check of an IKE SA rekey response: the peer's new SPI and transforms.
+pub fn check_ike_rekey_response(
+    resp: &SaPayload,
+    ours: &[IkeProposal],
+) -> Option<(u64, IkeChoice)> {
+    let (plain, spis) = split_ike_spis(resp);
+    let [(_, Some(spi))] = spis.as_slice() else {
+        return None;
+    };
+    Some((*spi, check_ike_response(&plain, ours)?))
 }
 
 fn esp_spi(p: &Proposal) -> Option<u32> {
@@ -455,11 +615,13 @@ mod tests {
         let init = vec![EspProposal {
             ciphers: vec![Cipher::Aes256Gcm, Cipher::ChaCha20Poly1305],
             esn: EsnPolicy::Either,
+            groups: vec![],
         }];
         let sa = esp_sa_payload(&init, 0x1234_5678);
         let resp = vec![EspProposal {
             ciphers: vec![Cipher::ChaCha20Poly1305],
             esn: EsnPolicy::No,
+            groups: vec![],
         }];
         let (n, spi, c) = select_esp(&sa, &resp).unwrap();
         assert_eq!((n, spi), (1, 0x1234_5678));
@@ -475,6 +637,7 @@ mod tests {
         let yes = vec![EspProposal {
             ciphers: Cipher::ALL.to_vec(),
             esn: EsnPolicy::Yes,
+            groups: vec![],
         }];
         assert!(select_esp(&esp_sa_payload(&resp, 300), &yes).is_none());
         // SPIs below 256 are reserved.

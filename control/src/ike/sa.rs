@@ -1,5 +1,6 @@
 //! One IKE SA as a sans-IO state machine: the initial exchanges IKE_SA_INIT and IKE_AUTH
-//! (PSK) with the first child SA, in either role.
+//! (PSK) with the first child SA, in either role, and afterwards (module `established`)
+//! child and IKE SA rekeys, Deletes, liveness checks and lifetimes.
 //!
 //! The API follows quinn-proto: feed [`IkeSa::handle_datagram`] and
 //! [`IkeSa::handle_timeout`] with the caller's `now`, then drain [`IkeSa::poll_transmit`]
@@ -24,18 +25,22 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use super::config::{IkeConfig, Mode};
 use super::crypto::{
-    ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, signed_octets,
-    skeyseed, verify_psk_auth,
+    ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, rekey_skeyseed,
+    signed_octets, skeyseed, verify_psk_auth,
 };
 use super::proposal::{
-    check_esp_response, check_ike_response, esp_response_payload, esp_sa_payload,
+    IkeChoice, check_esp_response, check_ike_response, esp_response_payload, esp_sa_payload,
     ike_response_payload, ike_sa_payload, is_subset, narrow, select_esp, select_ike,
 };
 use crate::wire::{
     AuthMethod, AuthPayload, CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload,
     DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, KePayload, Message,
-    NotifyPayload, NotifyType, Payload, ProtocolId, TrafficSelector, TsPayload,
+    NotifyPayload, NotifyType, Payload, TrafficSelector, TsPayload,
 };
+
+mod established;
+
+use established::{Action, Channel, PendingRequest};
 
 /// Length of the nonces we send.
 const NONCE_LEN: usize = 32;
@@ -172,6 +177,8 @@ pub enum FailReason {
     NoVirtualIp,
     /// A cryptographic operation failed (for example an invalid peer public value).
     Crypto(CryptoError),
+    /// The IKE SA reached its hard lifetime without a rekey (a Delete was sent).
+    Expired,
 }
 
 impl FailReason {
@@ -184,7 +191,7 @@ impl FailReason {
             FailReason::InvalidKe => Some(NotifyType::InvalidKePayload),
             FailReason::InvalidSyntax => Some(NotifyType::InvalidSyntax),
             FailReason::NoVirtualIp => Some(NotifyType::InternalAddressFailure),
-            FailReason::Timeout | FailReason::Crypto(_) => None,
+            FailReason::Timeout | FailReason::Crypto(_) | FailReason::Expired => None,
         }
     }
 }
@@ -200,6 +207,7 @@ impl fmt::Display for FailReason {
             FailReason::InvalidSyntax => f.write_str("malformed message"),
             FailReason::NoVirtualIp => f.write_str("no virtual IP assigned"),
             FailReason::Crypto(e) => write!(f, "{e}"),
+            FailReason::Expired => f.write_str("hard lifetime reached without a rekey"),
         }
     }
 }
@@ -224,6 +232,24 @@ pub enum Event {
         /// Our outbound SPIs of the deleted child SAs.
         spis_out: Vec<u32>,
     },
+    /// A child SA was rekeyed (CREATE_CHILD_SA with REKEY_SA, either side): install `new`
+    /// now, next to the old pair, and keep the old one (inbound `old_spi_in`) until a
+    /// [`Event::ChildSaDeleted`] names it (make-before-break, RFC 7296 section 2.8).
+    ChildSaRekeyed {
+        /// The inbound SPI of the child SA replaced.
+        old_spi_in: u32,
+        /// The new child SA.
+        new: ChildSa,
+        /// Whether we initiated the rekey: the peer then has the new pair installed
+        /// already, and outbound traffic can move to it at once. A rekey responder keeps
+        /// sending on the old pair until its Delete (the initiator may not have the new
+        /// one yet), as strongSwan does.
+        initiated: bool,
+    },
+    /// The IKE SA was rekeyed (either side): it now runs under the SPIs and algorithms of
+    /// `IkeSaInfo`; its child SAs are unchanged. The old SPIs stay routed to this SA until
+    /// the old IKE SA's Delete exchange is over.
+    IkeSaRekeyed(IkeSaInfo),
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
@@ -292,9 +318,46 @@ impl Core {
         choice: (Cipher, Prf, DhGroup),
         messages: (Vec<u8>, Vec<u8>),
     ) -> Result<Core, CryptoError> {
+        let seed = skeyseed(choice.1, &ni, &nr, gir);
+        Core::from_seed(initiator, (spi_i, spi_r), ni, nr, &seed, choice, messages)
+    }
+
+    /// The IKE SA that replaces this one in a rekey (RFC 7296 section 2.18): `SKEYSEED =
+    /// prf(SK_d (old), g^ir (new) | Ni | Nr)` with the old PRF, then the new SA's keys.
+    fn rekeyed(
+        &self,
+        initiator: bool,
+        spis: (u64, u64),
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        gir: &[u8],
+        choice: IkeChoice,
+    ) -> Result<Core, CryptoError> {
+        let seed = rekey_skeyseed(self.prf, &self.sk_d, gir, &ni, &nr);
+        let mut core = Core::from_seed(
+            initiator,
+            spis,
+            ni,
+            nr,
+            &seed,
+            (choice.cipher, choice.prf, choice.group),
+            (Vec::new(), Vec::new()),
+        )?;
+        core.nat = self.nat;
+        Ok(core)
+    }
+
+    fn from_seed(
+        initiator: bool,
+        (spi_i, spi_r): (u64, u64),
+        ni: Vec<u8>,
+        nr: Vec<u8>,
+        seed: &[u8],
+        choice: (Cipher, Prf, DhGroup),
+        messages: (Vec<u8>, Vec<u8>),
+    ) -> Result<Core, CryptoError> {
         let (cipher, prf, group) = choice;
-        let seed = skeyseed(prf, &ni, &nr, gir);
-        let keys = IkeKeys::derive(prf, cipher, &seed, &ni, &nr, spi_i, spi_r)?;
+        let keys = IkeKeys::derive(prf, cipher, seed, &ni, &nr, spi_i, spi_r)?;
         let (tx, rx) = if initiator {
             (&keys.sk_ei, &keys.sk_er)
         } else {
@@ -542,15 +605,49 @@ struct AwaitAuth {
     core: Core,
 }
 
-/// Both roles: authenticated.
+/// Both roles: authenticated. The exchanges after IKE_AUTH live in `established.rs`.
 struct Established {
-    core: Core,
-    /// The next request ID we expect from the peer.
-    peer_next: u32,
-    /// The last response we sent, for retransmitted requests.
-    last_response: Option<(u32, Vec<u8>)>,
-    /// The message ID of our next request (the initiator used 0 and 1 already).
-    own_next: u32,
+    /// The current IKE SA.
+    ch: Channel,
+    /// Old IKE SAs replaced by a rekey (or made redundant by a collision): still answering
+    /// their Delete exchange, or already deleted and kept for retransmitted requests.
+    retiring: Vec<Channel>,
+    /// What the caller was told about the IKE SA, kept up to date across rekeys.
+    info: IkeSaInfo,
+    /// Our outstanding request (a window of one).
+    pending: Option<PendingRequest>,
+    /// Requests to send once nothing is outstanding.
+    todo: VecDeque<Action>,
+    /// When the IKE SA is rekeyed (soft lifetime, jitter applied).
+    rekey_at: Option<Instant>,
+    /// When the IKE SA is deleted (hard lifetime).
+    expire_at: Option<Instant>,
+    /// The last sign of life from the peer: an authenticated IKE message or reported ESP.
+    last_rx: Instant,
+    /// A rekey of the IKE SA by the peer, answered while ours was outstanding (RFC 7296
+    /// section 2.8.2): the new SA and the lowest nonce of that exchange.
+    peer_ike: Option<(Channel, Vec<u8>)>,
+}
+
+/// A child SA as the IKE SA tracks it (its keys went to the caller).
+#[derive(Debug, Clone)]
+struct Child {
+    name: String,
+    spi_in: u32,
+    spi_out: u32,
+    local_ts: Vec<TrafficSelector>,
+    remote_ts: Vec<TrafficSelector>,
+    mode: Mode,
+    vip: Option<Ipv4Addr>,
+    /// When to rekey it (soft lifetime, jitter applied).
+    rekey_at: Option<Instant>,
+    /// When to delete it (hard lifetime).
+    expire_at: Option<Instant>,
+    /// Replaced by a rekey of ours; its Delete is due or under way.
+    rekeyed: bool,
+    /// Replaced by a rekey of the peer's that we answered: the lowest nonce of that
+    /// exchange and the new child's inbound SPI (for RFC 7296 section 2.8.1).
+    peer_rekey: Option<(Vec<u8>, u32)>,
 }
 
 /// Both roles: failed or closed. Still answers a retransmission of the request it last
@@ -594,8 +691,13 @@ struct Ctx {
     /// When a half-open responder SA expires.
     half_open_deadline: Option<Instant>,
     stats: Stats,
-    /// The installed child SAs' (inbound, outbound) SPIs.
-    child_spis: Vec<(u32, u32)>,
+    /// The installed child SAs.
+    children: Vec<Child>,
+    /// Whether we started the first IKE SA (a rekey may swap the IKE roles).
+    original_initiator: bool,
+    /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
+    #[cfg(test)]
+    rekey_log: Vec<(Vec<u8>, u32)>,
 }
 
 impl Ctx {
@@ -623,6 +725,25 @@ impl Ctx {
             .fill(&mut b)
             .map_err(|_| FailReason::Crypto(CryptoError::Rng))?;
         Ok(b)
+    }
+
+    /// `base` minus a random amount of at most `rand` (strongSwan's `rand_time`).
+    fn jittered(&self, base: Duration, rand: Duration) -> Duration {
+        let span = u64::try_from(rand.as_millis()).unwrap_or(u64::MAX);
+        if span == 0 {
+            return base;
+        }
+        let r = self.random::<8>().map(u64::from_be_bytes).unwrap_or(0) % span.saturating_add(1);
+        base.saturating_sub(Duration::from_millis(r))
+    }
+
+    /// Starts tracking a new child SA, with its lifetimes.
+    fn track_child(&mut self, now: Instant, c: &ChildSa) {
+        let l = self.cfg.lifetimes;
+        let mut child = Child::new(c);
+        child.rekey_at = l.child_rekey.map(|t| now + self.jittered(t, l.child_rand));
+        child.expire_at = l.child_life.map(|t| now + t);
+        self.children.push(child);
     }
 
     fn nonce(&self) -> Result<Vec<u8>, FailReason> {
@@ -709,6 +830,7 @@ impl IkeSa {
         remote: SocketAddr,
     ) -> Result<IkeSa, FailReason> {
         let mut ctx = Ctx::new(cfg, local, remote);
+        ctx.original_initiator = true;
         let group = ctx
             .cfg
             .proposals
@@ -794,10 +916,10 @@ impl IkeSa {
         let ctx = &mut self.ctx;
         self.state = match state {
             State::InitSent(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
-            State::AuthSent(st) => st.handle(ctx, bytes, &msg),
+            State::AuthSent(st) => st.handle(ctx, now, bytes, &msg),
             State::AwaitInit(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
-            State::AwaitAuth(st) => st.handle(ctx, local, remote, bytes, &msg),
-            State::Established(st) => st.handle(ctx, remote, bytes, &msg),
+            State::AwaitAuth(st) => st.handle(ctx, now, local, remote, bytes, &msg),
+            State::Established(st) => st.handle(ctx, now, remote, bytes, &msg),
             State::Dead(st) => st.handle(ctx, remote, &msg),
         };
     }
@@ -810,23 +932,134 @@ impl IkeSa {
             self.state = self.ctx.fail(FailReason::Timeout, spis, None);
             return;
         }
-        let Some(rt) = ctx.retransmit.as_mut() else {
-            return;
+        if let Some(rt) = ctx.retransmit.as_mut() {
+            if now >= rt.next_at {
+                let give_up = rt.first_sent + ctx.cfg.retransmit.give_up;
+                if now >= give_up {
+                    let spis = self.spis();
+                    self.state = self.ctx.fail(FailReason::Timeout, spis, None);
+                    return;
+                }
+                rt.interval = rt.interval.saturating_mul(2);
+                rt.next_at = (now + rt.interval).min(give_up);
+                let bytes = rt.bytes.clone();
+                ctx.stats.retransmitted += 1;
+                ctx.send(bytes);
+            }
+        }
+        if let State::Established(st) = &mut self.state {
+            if !st.on_timers(&mut self.ctx, now) {
+                let spis = self.spis();
+                self.ctx.children.clear();
+                self.state = self.ctx.fail(FailReason::Expired, spis, None);
+            }
+        }
+    }
+
+    /// Records inbound ESP activity on this IKE SA's child SAs at `now`: it postpones the
+    /// next liveness check.
+    pub fn note_activity(&mut self, now: Instant) {
+        if let State::Established(st) = &mut self.state {
+            st.note_activity(now);
+        }
+    }
+
+    /// Rekeys the child SAs now (CREATE_CHILD_SA with REKEY_SA). Returns whether the SA is
+    /// established (otherwise nothing happens).
+    pub fn rekey_children(&mut self, now: Instant) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
         };
-        if now < rt.next_at {
-            return;
+        let spis: Vec<u32> = self
+            .ctx
+            .children
+            .iter()
+            .filter(|c| !c.rekeyed && c.peer_rekey.is_none())
+            .map(|c| c.spi_in)
+            .collect();
+        for s in spis {
+            st.want(Action::RekeyChild(s, None));
         }
-        let give_up = rt.first_sent + ctx.cfg.retransmit.give_up;
-        if now >= give_up {
-            let spis = self.spis();
-            self.state = self.ctx.fail(FailReason::Timeout, spis, None);
-            return;
+        st.kick(&mut self.ctx, now);
+        true
+    }
+
+    /// Rekeys the IKE SA now. Returns whether the SA is established.
+    pub fn rekey_ike(&mut self, now: Instant) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        st.want(Action::RekeyIke(None));
+        st.kick(&mut self.ctx, now);
+        true
+    }
+
+    /// When the IKE SA is next rekeyed by its lifetime, if it is established and has one.
+    pub fn next_rekey(&self) -> Option<Instant> {
+        match &self.state {
+            State::Established(st) => st.rekey_at,
+            _ => None,
         }
-        rt.interval = rt.interval.saturating_mul(2);
-        rt.next_at = (now + rt.interval).min(give_up);
-        let bytes = rt.bytes.clone();
-        ctx.stats.retransmitted += 1;
-        ctx.send(bytes);
+    }
+
+    /// Whether a rekey (IKE or child) is outstanding.
+    pub fn is_rekeying(&self) -> bool {
+        matches!(&self.state, State::Established(st) if st.rekeying())
+    }
+
+    /// The installed child SAs' (inbound, outbound) SPIs, including old ones replaced by a
+    /// rekey whose Delete has not completed yet.
+    pub fn child_spis(&self) -> Vec<(u32, u32)> {
+        self.ctx
+            .children
+            .iter()
+            .map(|c| (c.spi_in, c.spi_out))
+            .collect()
+    }
+
+    /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
+    #[cfg(test)]
+    pub(crate) fn rekey_log(&self) -> &[(Vec<u8>, u32)] {
+        &self.ctx.rekey_log
+    }
+
+    /// Tests only: seals `payloads` as our next request on the current IKE SA (no
+    /// retransmission, no pending state), to feed the peer crafted requests.
+    #[cfg(test)]
+    pub(crate) fn seal_test_request(
+        &mut self,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+    ) -> Option<Vec<u8>> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let id = st.ch.own_next;
+        st.ch.own_next = id.wrapping_add(1);
+        st.ch.core.seal(exchange, false, id, payloads).ok()
+    }
+
+    /// Tests only: opens a message sealed by the peer on the current IKE SA.
+    #[cfg(test)]
+    pub(crate) fn open_test_message(&self, bytes: &[u8]) -> Option<Vec<Payload>> {
+        let State::Established(st) = &self.state else {
+            return None;
+        };
+        let msg = Message::parse(bytes).ok()?;
+        st.ch.core.rx.open(bytes, &msg).ok()
+    }
+
+    /// Whether a message with these IKE SPIs belongs to this SA: its current SPIs, those
+    /// of an old IKE SA being deleted after a rekey, or (with `spi_r` zero) an initiator
+    /// SPI of a negotiation.
+    pub fn owns(&self, spi_i: u64, spi_r: u64) -> bool {
+        match &self.state {
+            State::Established(st) => st.owns((spi_i, spi_r)),
+            _ => match self.spis() {
+                Some(s) => s == (spi_i, spi_r) || (spi_r == 0 && s.0 == spi_i),
+                None => self.spi_i() == Some(spi_i),
+            },
+        }
     }
 
     /// The next datagram to send.
@@ -842,20 +1075,19 @@ impl IkeSa {
     /// When [`IkeSa::handle_timeout`] must next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let rt = self.ctx.retransmit.as_ref().map(|r| r.next_at);
-        match (rt, self.ctx.half_open_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let timers = match &self.state {
+            State::Established(st) => st.next_timer(&self.ctx),
+            _ => None,
+        };
+        [rt, self.ctx.half_open_deadline, timers]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether we started this IKE SA (the original initiator).
     pub fn is_initiator(&self) -> bool {
-        match &self.state {
-            State::InitSent(_) | State::AuthSent(_) => true,
-            State::AwaitInit(_) | State::AwaitAuth(_) => false,
-            State::Established(s) => s.core.initiator,
-            State::Dead(_) => false,
-        }
+        self.ctx.original_initiator
     }
 
     /// The initiator's SPI, once known (always for an initiator; for a responder once the
@@ -882,13 +1114,14 @@ impl IkeSa {
         );
         self.ctx.retransmit = None;
         self.ctx.half_open_deadline = None;
-        self.ctx.child_spis.clear();
+        self.ctx.children.clear();
         let State::Established(mut st) = state else {
             return false;
         };
-        let id = st.own_next;
+        let id = st.ch.own_next;
         let payloads = [Payload::Delete(DeletePayload::ike())];
         match st
+            .ch
             .core
             .seal(ExchangeType::Informational, false, id, &payloads)
         {
@@ -920,7 +1153,7 @@ impl IkeSa {
         match &self.state {
             State::AuthSent(s) => Some((s.core.spi_i, s.core.spi_r)),
             State::AwaitAuth(s) => Some((s.core.spi_i, s.core.spi_r)),
-            State::Established(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::Established(s) => Some((s.ch.core.spi_i, s.ch.core.spi_r)),
             State::Dead(d) => d.spis,
             State::InitSent(_) | State::AwaitInit(_) => None,
         }
@@ -949,7 +1182,10 @@ impl Ctx {
             retransmit: None,
             half_open_deadline: None,
             stats: Stats::default(),
-            child_spis: Vec::new(),
+            children: Vec::new(),
+            original_initiator: false,
+            #[cfg(test)]
+            rekey_log: Vec::new(),
         }
     }
 }
@@ -1135,7 +1371,7 @@ impl AuthSent {
         }))
     }
 
-    fn handle(self: Box<Self>, ctx: &mut Ctx, bytes: &[u8], msg: &Message) -> State {
+    fn handle(self: Box<Self>, ctx: &mut Ctx, now: Instant, bytes: &[u8], msg: &Message) -> State {
         let h = &msg.header;
         let spis = Some((self.core.spi_i, self.core.spi_r));
         let fits = h.spi_i == self.core.spi_i
@@ -1188,19 +1424,16 @@ impl AuthSent {
         };
         ctx.retransmit = None;
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        ctx.events.push_back(Event::IkeSaEstablished(core.info(
-            ctx.local,
-            ctx.remote,
-            idr.clone(),
-            peer_mobike,
-        )));
-        let established = |core| {
-            State::Established(Box::new(Established {
+        let info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
+        ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
+        let established = |ctx: &mut Ctx, core| {
+            let ch = Channel {
                 core,
                 peer_next: 0,
                 last_response: None,
                 own_next: 2,
-            }))
+            };
+            Established::start(ctx, now, ch, info)
         };
         let name = ctx.cfg.child.name.clone();
         let child_error = first_error_notify(&inner);
@@ -1217,7 +1450,7 @@ impl AuthSent {
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             let reason = child_error.unwrap_or(NotifyType::NoProposalChosen);
             ctx.events.push_back(Event::ChildSaFailed { name, reason });
-            return established(core);
+            return established(ctx, core);
         };
         let child = &ctx.cfg.child;
         let Some((spi_out, choice)) = check_esp_response(sa, &child.proposals) else {
@@ -1225,7 +1458,7 @@ impl AuthSent {
                 name,
                 reason: NotifyType::NoProposalChosen,
             });
-            return established(core);
+            return established(ctx, core);
         };
         let ts_ok = !tsi.selectors.is_empty()
             && !tsr.selectors.is_empty()
@@ -1236,7 +1469,7 @@ impl AuthSent {
                 name,
                 reason: NotifyType::TsUnacceptable,
             });
-            return established(core);
+            return established(ctx, core);
         }
         let vip = cp.and_then(|c| {
             c.attributes
@@ -1260,8 +1493,7 @@ impl AuthSent {
             Ok(k) => k,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
         };
-        ctx.child_spis.push((st.spi_in, spi_out));
-        ctx.events.push_back(Event::ChildSaEstablished(ChildSa {
+        let child = ChildSa {
             name,
             spi_in: st.spi_in,
             spi_out,
@@ -1274,8 +1506,10 @@ impl AuthSent {
             remote_ts: tsr.selectors.clone(),
             vip,
             udp_encap: core.nat.any(),
-        }));
-        established(core)
+        };
+        ctx.track_child(now, &child);
+        ctx.events.push_back(Event::ChildSaEstablished(child));
+        established(ctx, core)
     }
 }
 
@@ -1403,6 +1637,7 @@ impl AwaitAuth {
     fn handle(
         self: Box<Self>,
         ctx: &mut Ctx,
+        now: Instant,
         local: SocketAddr,
         remote: SocketAddr,
         bytes: &[u8],
@@ -1503,15 +1738,11 @@ impl AwaitAuth {
         ctx.send(resp.clone());
         ctx.half_open_deadline = None;
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        ctx.events.push_back(Event::IkeSaEstablished(core.info(
-            ctx.local,
-            ctx.remote,
-            idi.clone(),
-            peer_mobike,
-        )));
+        let info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
+        ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         match child.result {
             Ok(c) => {
-                ctx.child_spis.push((c.spi_in, c.spi_out));
+                ctx.track_child(now, &c);
                 ctx.events.push_back(Event::ChildSaEstablished(c));
             }
             Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
@@ -1519,12 +1750,13 @@ impl AwaitAuth {
                 reason,
             }),
         }
-        State::Established(Box::new(Established {
+        let ch = Channel {
             core,
             peer_next: 2,
             last_response: Some((1, resp)),
             own_next: 0,
-        }))
+        };
+        Established::start(ctx, now, ch, info)
     }
 
     fn negotiate_child(
@@ -1635,135 +1867,6 @@ impl AwaitAuth {
                 vip,
                 udp_encap: core.nat.any(),
             }),
-        }
-    }
-}
-
-impl Established {
-    fn handle(
-        mut self: Box<Self>,
-        ctx: &mut Ctx,
-        remote: SocketAddr,
-        bytes: &[u8],
-        msg: &Message,
-    ) -> State {
-        let h = &msg.header;
-        let core = &self.core;
-        let from_peer_role = h.flags.initiator() != core.initiator;
-        let fits = h.spi_i == core.spi_i && h.spi_r == core.spi_r && from_peer_role;
-        if !fits {
-            ctx.stats.unexpected += 1;
-            return State::Established(self);
-        }
-        if h.flags.response() {
-            // We have no request outstanding after the initial exchanges.
-            ctx.stats.unexpected += 1;
-            return State::Established(self);
-        }
-        // Responders keep the request IDs of the initial exchanges (0, 1) in the window.
-        let expected = if core.initiator {
-            self.peer_next
-        } else {
-            self.peer_next.max(2)
-        };
-        if h.message_id.wrapping_add(1) == expected {
-            if let Some((id, cached)) = &self.last_response {
-                if *id == h.message_id {
-                    ctx.stats.answered_from_cache += 1;
-                    ctx.transmits.push_back(Transmit {
-                        local: ctx.local,
-                        remote,
-                        bytes: cached.clone(),
-                    });
-                    return State::Established(self);
-                }
-            }
-        }
-        if h.message_id != expected {
-            ctx.stats.unexpected += 1;
-            return State::Established(self);
-        }
-        let inner = match self.core.rx.open(bytes, msg) {
-            Ok(p) => Ok(p),
-            Err(CryptoError::Inner(e)) => Err(e),
-            Err(_) => {
-                ctx.stats.integrity += 1;
-                return State::Established(self);
-            }
-        };
-        let spis = Some((self.core.spi_i, self.core.spi_r));
-        let mut closing = None;
-        let reply: Vec<Payload> = match (&inner, h.exchange_type) {
-            (Err(e), _) => {
-                ctx.stats.malformed += 1;
-                vec![Payload::Notify(e.notify().unwrap_or(NotifyPayload::new(
-                    NotifyType::InvalidSyntax,
-                    Vec::new(),
-                )))]
-            }
-            (Ok(p), ExchangeType::Informational) => {
-                if p.iter()
-                    .any(|x| matches!(x, Payload::Delete(d) if d.protocol == ProtocolId::Ike))
-                {
-                    closing = Some(None);
-                } else if has_notify(p, NotifyType::AuthenticationFailed) {
-                    closing = Some(Some(FailReason::PeerNotify(
-                        NotifyType::AuthenticationFailed,
-                    )));
-                }
-                // Child deletes (RFC 7296 section 1.4.1): answer with the inbound halves.
-                let mut spis_out = Vec::new();
-                let mut spis_in = Vec::new();
-                for d in p.iter().filter_map(|x| match x {
-                    Payload::Delete(d) if d.protocol == ProtocolId::Esp => Some(d),
-                    _ => None,
-                }) {
-                    for spi in &d.spis {
-                        let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
-                            continue;
-                        };
-                        let out = u32::from_be_bytes(b);
-                        if let Some(i) = ctx.child_spis.iter().position(|&(_, o)| o == out) {
-                            let (spi_in, _) = ctx.child_spis.remove(i);
-                            spis_in.push(spi_in);
-                            spis_out.push(out);
-                        }
-                    }
-                }
-                if spis_out.is_empty() || closing.is_some() {
-                    Vec::new()
-                } else {
-                    ctx.events.push_back(Event::ChildSaDeleted { spis_out });
-                    vec![Payload::Delete(DeletePayload::esp(&spis_in))]
-                }
-            }
-            (Ok(_), _) => vec![notify(NotifyType::NoAdditionalSas)],
-        };
-        let resp = match self.core.seal(h.exchange_type, true, h.message_id, &reply) {
-            Ok(b) => b,
-            Err(_) => return State::Established(self),
-        };
-        ctx.transmits.push_back(Transmit {
-            local: ctx.local,
-            remote,
-            bytes: resp.clone(),
-        });
-        self.peer_next = h.message_id.wrapping_add(1);
-        self.last_response = Some((h.message_id, resp));
-        match closing {
-            None => State::Established(self),
-            Some(None) => {
-                ctx.retransmit = None;
-                ctx.events.push_back(Event::Closed);
-                State::Dead(Dead {
-                    spis,
-                    last_response: self.last_response.take(),
-                })
-            }
-            Some(Some(reason)) => {
-                let last = self.last_response.take();
-                ctx.fail(reason, spis, last)
-            }
         }
     }
 }
