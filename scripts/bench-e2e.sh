@@ -16,6 +16,8 @@
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
 #   scripts/bench-e2e.sh --anchors-only   only step 1
 #   scripts/bench-e2e.sh --mifsec-only    only steps 2 and 3 (no ratios then)
+#   E2E_CASES="soak" scripts/bench-e2e.sh --mifsec-only   only the named mifsec cases
+#   E2E_OUT=FILE   write the JSON there instead of bench/results/latest.json
 #   IPERF_SECONDS=5 scripts/bench-e2e.sh  shorter iperf runs
 #   MIFSEC_BIN=/path/mifsec scripts/bench-e2e.sh   use that binary, do not build
 #
@@ -185,7 +187,7 @@ case_single() {
 case_soak() {
   local dir=$1 secs=${SOAK_SECONDS:-300} rate frag
   lab_up_one_link "$P"
-  start_mifsec "$dir" failover
+  start_mifsec "$dir" failover 1 none
   rate=$(lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$secs" "$dir/iperf" 10.1.0.1 fwd)
   log "soak: $rate Mbit/s for $secs s"
   frag=$(python3 - "$dir" "$rate" "$secs" <<'PY'
@@ -241,6 +243,9 @@ DAEMON_MISSING=0
 run_case() {
   local name=$1 dir=$WORK/case-$1 rc=0
   shift
+  if [ -n "${E2E_CASES:-}" ] && [[ " $E2E_CASES " != *" $name "* ]]; then
+    return 0
+  fi
   mkdir -p "$dir"
   step "mifsec: $name"
   if ((DAEMON_MISSING)); then
@@ -304,7 +309,7 @@ fi
 # --- report ----------------------------------------------------------------------------
 
 step "results"
-python3 - "$RES" bench/results/latest.json "$T" "$ANCHORS_ONLY" <<'PY'
+python3 - "$RES" "${E2E_OUT:-bench/results/latest.json}" "$T" "$ANCHORS_ONLY" <<'PY'
 import glob, json, os, platform, sys, time
 
 res_dir, out, secs, anchors_only = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"

@@ -654,3 +654,50 @@ fn aggregate_finds_the_capacity_split() {
         "no faster than the faster link alone: {mbps:.0} Mbit/s"
     );
 }
+
+/// A rekey's make-before-break in the engine: the successor pair takes outbound traffic at
+/// once, the demoted pair keeps its replay window and still accepts inbound packets.
+#[test]
+fn a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound() {
+    if !root_or_skip("a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound") {
+        return;
+    }
+    let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 2);
+    assert!(ok, "{out}");
+    let base = |side| {
+        mifsec_tests::lab_config(side, Policy::Failover, Cipher::Aes128Gcm, Role::Standby)
+            .sas
+            .remove(0)
+    };
+    let next = |mut s: mifsec_dataplane::engine::SaSpec, spi_out: u32, spi_in: u32| {
+        s.name = "tunnel-new".into();
+        s.spi_out = spi_out;
+        s.spi_in = spi_in;
+        s
+    };
+    gw.install_sa(next(base(Side::Gateway), 0x2002, 0x1002))
+        .unwrap();
+    cl.install_sa(next(base(Side::Client), 0x1002, 0x2002))
+        .unwrap();
+    let top_before = gw
+        .status()
+        .sas
+        .iter()
+        .find(|s| s.name == "tunnel")
+        .unwrap()
+        .replay_top;
+    cl.demote_sa("tunnel").unwrap();
+    gw.demote_sa("tunnel").unwrap();
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
+    assert!(ok, "{out}");
+    let g = gw.status();
+    let old = g.sas.iter().find(|s| s.name == "tunnel").unwrap();
+    let new = g.sas.iter().find(|s| s.name == "tunnel-new").unwrap();
+    assert!(new.in_packets >= 3 && new.out_packets >= 3, "{new:?}");
+    assert!(
+        old.replay_top >= top_before,
+        "the old replay window was kept"
+    );
+    assert!(cl.demote_sa("nope").is_err());
+}

@@ -922,9 +922,9 @@ impl IkeThread {
     /// We initiated a rekey: the peer has the new pair already, so our outbound traffic
     /// moves to it at once (otherwise it would stay on the old pair until the Delete
     /// exchange completes, and packets in flight when the peer removes the old pair would
-    /// be lost). The engine sends on the first installed SA whose selectors match, so the
-    /// old pair is installed again behind the new one: it keeps accepting inbound packets
-    /// until its Delete completes (with a fresh replay window).
+    /// be lost). The engine sends on the first SA whose selectors match, so the old pair is
+    /// moved behind the new one; it keeps its state (replay window included) and keeps
+    /// accepting inbound packets until its Delete completes.
     fn outbound_to_newest(&mut self, i: usize, old_spi_in: &str) {
         let Some(old) = self.sas[i]
             .children
@@ -941,12 +941,9 @@ impl IkeThread {
             return;
         }
         let name = &old.spec.name;
-        if let Err(e) = engine.remove_sa(name) {
+        if let Err(e) = engine.demote_sa(name) {
             log(format_args!("ike: moving {name} behind its successor: {e}"));
             return;
-        }
-        if let Err(e) = engine.install_sa(old.spec.clone()) {
-            log(format_args!("ike: reinstalling {name} for inbound: {e}"));
         }
         old.behind = true;
     }

@@ -354,6 +354,21 @@ pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, ControlE
     })
 }
 
+pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, ControlError> {
+    with_state(shared, |st, _| {
+        let i = st
+            .sas
+            .iter()
+            .position(|s| s.spec.name == name)
+            .ok_or_else(|| err(format!("no SA named {name:?}")))?;
+        let sa = st.sas.remove(i);
+        st.sas.push(sa);
+        Ok(format!(
+            "SA {name} no longer carries outbound traffic first"
+        ))
+    })
+}
+
 pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, ControlError> {
     with_state(shared, |st, _| {
         let before = st.sas.len();

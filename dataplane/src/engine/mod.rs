@@ -356,6 +356,14 @@ impl Engine {
         control::remove_sa(&self.shared, name)
     }
 
+    /// Moves an SA to the back of the outbound lookup: another SA with matching selectors (its
+    /// successor after a rekey) takes the outbound traffic at once, while this one keeps its
+    /// sequence counter, replay window and counters and goes on accepting inbound packets
+    /// until it is removed. One table swap.
+    pub fn demote_sa(&self, name: &str) -> Result<String, ControlError> {
+        control::demote_sa(&self.shared, name)
+    }
+
     /// Takes the receiving end of the IKE messages that arrive on the outer sockets (port
     /// 4500, behind the non-ESP marker). Only the first call gets it.
     pub fn take_ike_receiver(&self) -> Option<crossbeam_channel::Receiver<IkeDatagram>> {
