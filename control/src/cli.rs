@@ -25,6 +25,7 @@ usage: mifsec COMMAND [OPTIONS]
   ctl remove-path SA NAME
   ctl initiate CONN                     start an IKE SA for a [connections.CONN]
   ctl terminate CONN                    delete CONN's IKE SAs and their child SAs
+  ctl rekey CONN [--ike]                rekey CONN's child SAs (or, with --ike, its IKE SA)
   help                                  this text
 
 status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
@@ -304,6 +305,12 @@ fn parse_ctl(args: &[String]) -> Result<Command, String> {
                 (a, Request::Terminate { conn })
             }
         }
+        "rekey" => {
+            let a = Args::split(rest, &["ike"], &["socket"])?;
+            let [conn] = a.positional(&what, ["CONN"])?;
+            let ike = a.flag("ike");
+            (a, Request::Rekey { conn, ike })
+        }
         other => return Err(format!("unknown ctl subcommand {other:?}")),
     };
     Ok(Command::Ctl {
@@ -365,6 +372,14 @@ mod tests {
         assert!(matches!(
             p("ctl initiate home"),
             Ok(Command::Ctl { request: Request::Initiate { conn }, .. }) if conn == "home"
+        ));
+        assert!(matches!(
+            p("ctl rekey home --ike"),
+            Ok(Command::Ctl { request: Request::Rekey { conn, ike: true }, .. }) if conn == "home"
+        ));
+        assert!(matches!(
+            p("ctl rekey home"),
+            Ok(Command::Ctl { request: Request::Rekey { conn, ike: false }, .. }) if conn == "home"
         ));
         assert!(matches!(
             p("ctl terminate home"),

@@ -114,6 +114,14 @@ pub enum Request {
         /// Connection name.
         conn: String,
     },
+    /// Rekey a connection's child SAs, or its IKE SA.
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Rekey the IKE SA rather than the child SAs.
+        #[serde(default)]
+        ike: bool,
+    },
 }
 
 /// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
@@ -193,6 +201,13 @@ pub trait Control {
     }
     /// Deletes connection `conn`'s IKE SAs. Without an IKE control thread: an error.
     fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// Rekeys connection `conn`'s child SAs (or its IKE SA). Without IKE: an error.
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+        let _ = ike;
         Err(ControlError(format!(
             "no connection named {conn:?} (no IKE connections configured)"
         )))
@@ -286,6 +301,9 @@ impl Request {
             Request::RemovePath { sa, name } => format!("remove-path {sa} {name}"),
             Request::Initiate { conn } => format!("initiate {conn}"),
             Request::Terminate { conn } => format!("terminate {conn}"),
+            Request::Rekey { conn, ike } => {
+                format!("rekey {conn}{}", if *ike { " --ike" } else { "" })
+            }
         }
     }
 }
@@ -382,6 +400,7 @@ pub fn dispatch(target: &dyn Control, req: Request) -> Response {
             Request::RemovePath { sa, name } => done(target.remove_path(&sa, &name)),
             Request::Initiate { conn } => done(target.initiate(&conn)),
             Request::Terminate { conn } => done(target.terminate(&conn)),
+            Request::Rekey { conn, ike } => done(target.rekey(&conn, ike)),
         })
     };
     run().unwrap_or_else(Response::err)

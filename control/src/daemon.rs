@@ -196,6 +196,14 @@ impl Control for Node {
             ))),
         }
     }
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+        match &self.ike {
+            Some(i) => i.rekey(conn, ike),
+            None => Err(ControlError(format!(
+                "no connection named {conn:?} (no IKE connections configured)"
+            ))),
+        }
+    }
     fn ike_sas(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
         serde_json::to_value(ike.status()).ok()

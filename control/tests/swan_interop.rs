@@ -1000,3 +1000,36 @@ fn dpd_clears_the_sas_when_strongswan_vanishes() {
     // SAFETY: as above; let it run so that it can be stopped.
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
+
+/// `mifsec ctl rekey` under a ping flood, as the client against a strongSwan gateway: a child
+/// rekey, then an IKE rekey, each with new SPIs that strongSwan agrees on, and no ping lost.
+#[test]
+fn rekeys_by_mifsec_ctl_under_traffic() {
+    if !root_or_skip("rekeys_by_mifsec_ctl_under_traffic") {
+        return;
+    }
+    let mut lab = Lab::new("q");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_swan(&gw_ns, &swan_gateway_conf());
+    let config = mifsec_client_config(&lab, "", "");
+    lab.start_mifsec("cl", &cl_ns, &config);
+    lab.wait_established("cl");
+    let s0 = lab.settled("cl", None);
+    lab.flood("cl", &cl_ns, 400, || {
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = lab.mifsec("cl", &["ctl", "rekey", "home"]);
+        assert!(out.status.success(), "ctl rekey: {}", text(&out));
+        std::thread::sleep(Duration::from_millis(1000));
+        let out = lab.mifsec("cl", &["ctl", "rekey", "home", "--ike"]);
+        assert!(out.status.success(), "ctl rekey --ike: {}", text(&out));
+    });
+    let s1 = lab.settled("cl", Some(&s0));
+    assert_ne!(s1.child_in, s0.child_in, "the child SA was not rekeyed");
+    assert_ne!(s1.spi_i, s0.spi_i, "the IKE SA was not rekeyed");
+    lab.swan_agrees(&gw_ns, &s1);
+    let out = lab.mifsec("cl", &["ctl", "rekey", "nope"]);
+    assert!(
+        !out.status.success(),
+        "rekey of an unknown connection must fail"
+    );
+}
