@@ -96,3 +96,227 @@ pub fn assign(entry: &OutboundEntry, dst: IpAddr, n: usize, runs: &mut Vec<Run>)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::aead::{Backend, Cipher};
+    use crate::esp::{Mode, OutboundSa, SaConfig};
+    use crate::path::{Liveness, PathState};
+    use crate::sa_table::{PathEntry, Prefix, smooth_schedule};
+    use crate::udp::{OuterSocket, SocketConfig};
+
+    fn path(id: u32, role: Role, live: Liveness, weight: u32, pin: &[&str]) -> PathEntry {
+        let sock = OuterSocket::bind(&SocketConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();
+        let state = PathState::new(
+            id,
+            &format!("p{id}"),
+            "lo",
+            "127.0.0.1:4500".parse().unwrap(),
+            0,
+        );
+        state.set_liveness(live);
+        PathEntry {
+            state: Arc::new(state),
+            socket: Some(Arc::new(sock)),
+            role,
+            weight,
+            pin: pin.iter().map(|p| p.parse::<Prefix>().unwrap()).collect(),
+        }
+    }
+
+    fn entry(policy: Policy, paths: Vec<PathEntry>) -> OutboundEntry {
+        let keymat = [1u8; 20];
+        let cfg = SaConfig {
+            spi: 0x1000,
+            cipher: Cipher::Aes128Gcm,
+            backend: Backend::Ring,
+            keymat: &keymat,
+            esn: true,
+            mode: Mode::Tunnel,
+            replay_window: 64,
+        };
+        let weights: Vec<u32> = paths.iter().map(|p| p.weight).collect();
+        OutboundEntry {
+            name: "t".into(),
+            sa: Arc::new(OutboundSa::new(&cfg, None).unwrap()),
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            schedule: smooth_schedule(&weights),
+            paths,
+            policy,
+            cursor: Arc::new(AtomicU64::new(0)),
+            probes: true,
+        }
+    }
+
+    fn runs(e: &OutboundEntry, dst: &str, n: usize) -> Vec<Run> {
+        let mut r = Vec::new();
+        assign(e, dst.parse().unwrap(), n, &mut r);
+        r
+    }
+
+    #[test]
+    fn failover_takes_the_first_live_active_then_standby_then_anything_with_a_socket() {
+        use Liveness::*;
+        let e = entry(
+            Policy::Failover,
+            vec![
+                path(1, Role::Active, Down, 1, &[]),
+                path(2, Role::Standby, Up, 1, &[]),
+                path(3, Role::Active, Up, 1, &[]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.0.0.1", 5),
+            [Run {
+                path: 2,
+                start: 0,
+                len: 5
+            }]
+        );
+        let e = entry(
+            Policy::Failover,
+            vec![
+                path(1, Role::Active, Down, 1, &[]),
+                path(2, Role::Standby, Unknown, 1, &[]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.0.0.1", 1),
+            [Run {
+                path: 1,
+                start: 0,
+                len: 1
+            }]
+        );
+        // Nothing live: the first active path rather than nowhere.
+        let e = entry(
+            Policy::Failover,
+            vec![
+                path(1, Role::Standby, Down, 1, &[]),
+                path(2, Role::Active, Down, 1, &[]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.0.0.1", 1),
+            [Run {
+                path: 1,
+                start: 0,
+                len: 1
+            }]
+        );
+        let mut gone = path(1, Role::Active, Up, 1, &[]);
+        gone.socket = None;
+        let e = entry(Policy::Failover, vec![gone]);
+        assert!(runs(&e, "10.0.0.1", 1).is_empty(), "no socket, no path");
+    }
+
+    #[test]
+    fn redundant_sends_every_packet_on_every_live_non_alternate_path() {
+        use Liveness::*;
+        let e = entry(
+            Policy::Redundant,
+            vec![
+                path(1, Role::Active, Up, 1, &[]),
+                path(2, Role::Standby, Up, 1, &[]),
+                path(3, Role::Alternate, Up, 1, &[]),
+                path(4, Role::Active, Down, 1, &[]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.0.0.1", 3),
+            [
+                Run {
+                    path: 0,
+                    start: 0,
+                    len: 3
+                },
+                Run {
+                    path: 1,
+                    start: 0,
+                    len: 3
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn pinned_follows_the_destination_prefix_else_failover() {
+        use Liveness::*;
+        let e = entry(
+            Policy::Pinned,
+            vec![
+                path(1, Role::Active, Up, 1, &["10.9.0.0/16"]),
+                path(2, Role::Active, Up, 1, &["10.8.0.0/16"]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.8.1.1", 2),
+            [Run {
+                path: 1,
+                start: 0,
+                len: 2
+            }]
+        );
+        assert_eq!(
+            runs(&e, "10.9.1.1", 2),
+            [Run {
+                path: 0,
+                start: 0,
+                len: 2
+            }]
+        );
+        assert_eq!(
+            runs(&e, "10.7.1.1", 2),
+            [Run {
+                path: 0,
+                start: 0,
+                len: 2
+            }]
+        );
+    }
+
+    #[test]
+    fn aggregate_follows_the_weights_and_skips_dead_paths() {
+        use Liveness::*;
+        let e = entry(
+            Policy::Aggregate,
+            vec![
+                path(1, Role::Active, Up, 3, &[]),
+                path(2, Role::Active, Up, 1, &[]),
+            ],
+        );
+        let r = runs(&e, "10.0.0.1", 400);
+        let on = |p: usize| {
+            r.iter()
+                .filter(|x| x.path == p)
+                .map(|x| x.len)
+                .sum::<usize>()
+        };
+        assert_eq!((on(0), on(1)), (300, 100), "{r:?}");
+        assert_eq!(r.iter().map(|x| x.len).sum::<usize>(), 400);
+        assert!(
+            r.windows(2).all(|w| w[0].start + w[0].len == w[1].start),
+            "runs are consecutive"
+        );
+        let e = entry(
+            Policy::Aggregate,
+            vec![
+                path(1, Role::Active, Up, 3, &[]),
+                path(2, Role::Active, Down, 1, &[]),
+            ],
+        );
+        assert_eq!(
+            runs(&e, "10.0.0.1", 40),
+            [Run {
+                path: 0,
+                start: 0,
+                len: 40
+            }]
+        );
+    }
+}
