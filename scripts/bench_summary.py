@@ -3,7 +3,7 @@
 import json, os, sys
 
 root, out_path = sys.argv[1], sys.argv[2]
-rows, replay = {}, {}
+rows, replay, ike = {}, {}, {}
 for dirpath, _, files in os.walk(root):
     if "estimates.json" not in files or not dirpath.endswith("/new"):
         continue
@@ -12,6 +12,9 @@ for dirpath, _, files in os.walk(root):
     ns = est["mean"]["point_estimate"]
     group, func, param = bench["group_id"], bench["function_id"], bench.get("value_str")
     tp = bench.get("throughput") or {}
+    if group == "ike":
+        ike[f"{group}/{func}"] = 1e9 / ns  # handshakes per second on one core
+        continue
     if group.startswith("replay"):
         elems = tp.get("Elements", 1)
         replay[f"{group}/{func}/{param}"] = elems / ns * 1e3  # M ops/s
@@ -39,6 +42,8 @@ for (group, size), r in sorted(rows.items()):
 print("seal% / rt%: ESP throughput as a share of the bare AEAD's (seal alone / seal+open), same run")
 for k, v in sorted(replay.items()):
     print(f"{k:48} {v:8.1f} M checks+marks/s")
+for k, v in sorted(ike.items()):
+    print(f"{k:48} {v:8.0f} handshakes/s (responder, one core)")
 os.makedirs(os.path.dirname(out_path), exist_ok=True)
-json.dump({"esp": table, "replay_mops": replay}, open(out_path, "w"), indent=1)
+json.dump({"esp": table, "replay_mops": replay, "ike_handshakes_per_s": ike}, open(out_path, "w"), indent=1)
 print(f"wrote {out_path}")

@@ -15,12 +15,11 @@ use proptest::prelude::*;
 use zeroize::Zeroizing;
 
 use super::config::{
-    AddressPool, ChildConfig, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal, Lifetimes,
-    Mode, RetransmitConfig, ts_prefix,
+    EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode, RetransmitConfig, ts_prefix,
 };
 use super::crypto::Prf;
 use super::sa::{ChildSa, Event, FailReason, IkeSa, Transmit};
-use crate::wire::{DhGroup, IdPayload, NotifyType, TrafficSelector};
+use crate::wire::{DhGroup, IdPayload, NotifyType};
 
 const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 500);
 const B: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)), 500);
@@ -244,58 +243,14 @@ fn v4(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn child(local: Vec<TrafficSelector>, remote: Vec<TrafficSelector>) -> ChildConfig {
-    ChildConfig {
-        name: "net".into(),
-        proposals: vec![EspProposal::all()],
-        local_ts: local,
-        remote_ts: remote,
-        mode: Mode::Tunnel,
-    }
-}
-
 /// A road-warrior client asking for a virtual IP, all traffic into the tunnel.
 fn client() -> IkeConfig {
-    IkeConfig {
-        local_id: IdPayload::rfc822("alice@example.org"),
-        remote_id: Some(IdPayload::fqdn("gw.example.org")),
-        psk: Zeroizing::new(b"correct horse battery staple".to_vec()),
-        proposals: vec![IkeProposal::all()],
-        child: child(
-            vec![TrafficSelector::ipv4_any()],
-            vec![TrafficSelector::ipv4_any()],
-        ),
-        request_vip: true,
-        pool: None,
-        mobike: true,
-        nat_t_port: Some(4500),
-        force_encap: false,
-        retransmit: RetransmitConfig::default(),
-        lifetimes: Lifetimes::default(),
-        dpd: DpdConfig::default(),
-    }
+    super::sample::client()
 }
 
 /// A gateway with a pool, protecting 10.1.0.0/16.
 fn gateway() -> IkeConfig {
-    IkeConfig {
-        local_id: IdPayload::fqdn("gw.example.org"),
-        remote_id: None,
-        psk: Zeroizing::new(b"correct horse battery staple".to_vec()),
-        proposals: vec![IkeProposal::all()],
-        child: child(
-            vec![ts_prefix(v4("10.1.0.0"), 16)],
-            vec![TrafficSelector::ipv4_any()],
-        ),
-        request_vip: false,
-        pool: Some(AddressPool::new(Ipv4Addr::new(10, 99, 0, 1), 16)),
-        mobike: true,
-        nat_t_port: Some(4500),
-        force_encap: false,
-        retransmit: RetransmitConfig::default(),
-        lifetimes: Lifetimes::default(),
-        dpd: DpdConfig::default(),
-    }
+    super::sample::gateway()
 }
 
 const LIMIT: Duration = Duration::from_secs(60);

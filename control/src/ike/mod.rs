@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod proposal;
 pub mod sa;
+pub mod sample;
 
 #[cfg(test)]
 mod harness;

@@ -1,0 +1,75 @@
+//! Sample configurations: a road-warrior client and a gateway with a pool, both with a PSK.
+//! The two-peer harness, the fuzz targets and the handshake benchmark all start from these,
+//! so that they exercise the same exchange.
+
+use std::net::Ipv4Addr;
+
+use zeroize::Zeroizing;
+
+use super::config::{
+    AddressPool, ChildConfig, DpdConfig, EspProposal, IkeConfig, IkeProposal, Lifetimes, Mode,
+    RetransmitConfig,
+};
+use crate::wire::{IdPayload, TrafficSelector};
+
+/// The PSK both samples share.
+pub const PSK: &[u8] = b"correct horse battery staple";
+
+fn child(local: Vec<TrafficSelector>, remote: Vec<TrafficSelector>) -> ChildConfig {
+    ChildConfig {
+        name: "net".into(),
+        proposals: vec![EspProposal::all()],
+        local_ts: local,
+        remote_ts: remote,
+        mode: Mode::Tunnel,
+    }
+}
+
+/// A road-warrior client (`alice@example.org`) asking for a virtual IP, everything into the
+/// tunnel, offering every supported IKE proposal (X25519 first).
+pub fn client() -> IkeConfig {
+    IkeConfig {
+        local_id: IdPayload::rfc822("alice@example.org"),
+        remote_id: Some(IdPayload::fqdn("gw.example.org")),
+        psk: Zeroizing::new(PSK.to_vec()),
+        proposals: vec![IkeProposal::all()],
+        child: child(
+            vec![TrafficSelector::ipv4_any()],
+            vec![TrafficSelector::ipv4_any()],
+        ),
+        request_vip: true,
+        pool: None,
+        mobike: true,
+        nat_t_port: Some(4500),
+        force_encap: false,
+        retransmit: RetransmitConfig::default(),
+        lifetimes: Lifetimes::default(),
+        dpd: DpdConfig::default(),
+    }
+}
+
+/// A gateway (`gw.example.org`) protecting 10.1.0.0/16, with a pool of virtual IPs from
+/// 10.99.0.1.
+pub fn gateway() -> IkeConfig {
+    IkeConfig {
+        local_id: IdPayload::fqdn("gw.example.org"),
+        remote_id: None,
+        psk: Zeroizing::new(PSK.to_vec()),
+        proposals: vec![IkeProposal::all()],
+        child: child(
+            vec![super::config::ts_prefix(
+                Ipv4Addr::new(10, 1, 0, 0).into(),
+                16,
+            )],
+            vec![TrafficSelector::ipv4_any()],
+        ),
+        request_vip: false,
+        pool: Some(AddressPool::new(Ipv4Addr::new(10, 99, 0, 1), 16)),
+        mobike: true,
+        nat_t_port: Some(4500),
+        force_encap: false,
+        retransmit: RetransmitConfig::default(),
+        lifetimes: Lifetimes::default(),
+        dpd: DpdConfig::default(),
+    }
+}
