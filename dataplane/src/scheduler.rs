@@ -153,6 +153,15 @@ mod tests {
         }
     }
 
+    /// All `len` packets of a train on path `path`.
+    fn whole(path: usize, len: usize) -> Vec<Run> {
+        vec![Run {
+            path,
+            start: 0,
+            len,
+        }]
+    }
+
     fn runs(e: &OutboundEntry, dst: &str, n: usize) -> Vec<Run> {
         let mut r = Vec::new();
         assign(e, dst.parse().unwrap(), n, &mut r);
@@ -170,14 +179,7 @@ mod tests {
                 path(3, Role::Active, Up, 1, &[]),
             ],
         );
-        assert_eq!(
-            runs(&e, "10.0.0.1", 5),
-            [Run {
-                path: 2,
-                start: 0,
-                len: 5
-            }]
-        );
+        assert_eq!(runs(&e, "10.0.0.1", 5), whole(2, 5));
         let e = entry(
             Policy::Failover,
             vec![
@@ -185,14 +187,7 @@ mod tests {
                 path(2, Role::Standby, Unknown, 1, &[]),
             ],
         );
-        assert_eq!(
-            runs(&e, "10.0.0.1", 1),
-            [Run {
-                path: 1,
-                start: 0,
-                len: 1
-            }]
-        );
+        assert_eq!(runs(&e, "10.0.0.1", 1), whole(1, 1));
         // Nothing live: the first active path rather than nowhere.
         let e = entry(
             Policy::Failover,
@@ -201,14 +196,7 @@ mod tests {
                 path(2, Role::Active, Down, 1, &[]),
             ],
         );
-        assert_eq!(
-            runs(&e, "10.0.0.1", 1),
-            [Run {
-                path: 1,
-                start: 0,
-                len: 1
-            }]
-        );
+        assert_eq!(runs(&e, "10.0.0.1", 1), whole(1, 1));
         let mut gone = path(1, Role::Active, Up, 1, &[]);
         gone.socket = None;
         let e = entry(Policy::Failover, vec![gone]);
@@ -254,30 +242,9 @@ mod tests {
                 path(2, Role::Active, Up, 1, &["10.8.0.0/16"]),
             ],
         );
-        assert_eq!(
-            runs(&e, "10.8.1.1", 2),
-            [Run {
-                path: 1,
-                start: 0,
-                len: 2
-            }]
-        );
-        assert_eq!(
-            runs(&e, "10.9.1.1", 2),
-            [Run {
-                path: 0,
-                start: 0,
-                len: 2
-            }]
-        );
-        assert_eq!(
-            runs(&e, "10.7.1.1", 2),
-            [Run {
-                path: 0,
-                start: 0,
-                len: 2
-            }]
-        );
+        assert_eq!(runs(&e, "10.8.1.1", 2), whole(1, 2));
+        assert_eq!(runs(&e, "10.9.1.1", 2), whole(0, 2));
+        assert_eq!(runs(&e, "10.7.1.1", 2), whole(0, 2));
     }
 
     #[test]
@@ -310,13 +277,6 @@ mod tests {
                 path(2, Role::Active, Down, 1, &[]),
             ],
         );
-        assert_eq!(
-            runs(&e, "10.0.0.1", 40),
-            [Run {
-                path: 0,
-                start: 0,
-                len: 40
-            }]
-        );
+        assert_eq!(runs(&e, "10.0.0.1", 40), whole(0, 40));
     }
 }

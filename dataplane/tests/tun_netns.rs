@@ -5,6 +5,10 @@
 //! line and pass.
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::root::{ip, root_or_skip};
+
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
@@ -24,38 +28,6 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 99, 7, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 7, 2);
 
 // ---- root / namespace plumbing -----------------------------------------------------------
-
-/// True when the test may run; panics when not root unless MIFSEC_SKIP_ROOT_TESTS=1.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        // Straight to fd 2, past libtest's output capture, so it is always seen; one write so
-        // parallel tests do not interleave.
-        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
-        let _ = io::stderr().write_all(line.as_bytes());
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_NET_ADMIN, `ip netns`, /dev/net/tun). Run as root, or set \
-         MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
-    );
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A network namespace deleted on drop.
 struct Netns {

@@ -6,6 +6,10 @@
 //! MIFSEC_SKIP_ROOT_TESTS=1 is set, in which case they print a loud SKIPPED line and pass.
 #![cfg(target_os = "linux")]
 
+mod common;
+
+use common::root::{ip, root_or_skip};
+
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,38 +31,6 @@ const A2: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 1);
 const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 2);
 
 // ---- root / namespace plumbing (after tun_netns.rs) ---------------------------------------
-
-/// True when the test may run; panics when not root unless MIFSEC_SKIP_ROOT_TESTS=1.
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        // Straight to fd 2, past libtest's output capture, so it is always seen; one write so
-        // parallel tests do not interleave.
-        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
-        let _ = io::stderr().write_all(line.as_bytes());
-        return false;
-    }
-    panic!(
-        "{test} needs root (CAP_NET_ADMIN, `ip netns`). Run as root, or set \
-         MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
-    );
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A network namespace deleted on drop (its veth ends go with it).
 struct Netns {
