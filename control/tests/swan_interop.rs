@@ -288,47 +288,7 @@ fn mifsec_initiator_strongswan_responder() {
     let mut lab = Lab::new("i");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
-    lab.start_swan(
-        &gw_ns,
-        &format!(
-            r#"connections {{
-  rw {{
-    local_addrs = 198.18.9.1
-    pools = p4
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = gw
-    }}
-    remote {{
-      auth = psk
-      id = cl
-    }}
-    children {{
-      net {{
-        local_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-pools {{
-  p4 {{
-    addrs = 10.77.0.0/24
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-        ),
-    );
+    lab.start_swan(&gw_ns, &swan_gateway_conf_esp("aes128gcm16"));
     let config = format!(
         r#"[dataplane]
 workers = 1
@@ -584,8 +544,14 @@ secrets {{
     }
 }
 
-/// The gateway's swanctl.conf of [`mifsec_initiator_strongswan_responder`].
+/// The gateway's swanctl.conf for the rekey tests: PFS with X25519 on child rekeys.
 fn swan_gateway_conf() -> String {
+    swan_gateway_conf_esp("aes128gcm16-x25519")
+}
+
+/// The gateway's swanctl.conf: PSK, a pool, 10.88.0.0/16 behind it, forced UDP
+/// encapsulation, and the child's `esp_proposals` as given.
+fn swan_gateway_conf_esp(esp: &str) -> String {
     format!(
         r#"connections {{
   rw {{
@@ -605,7 +571,7 @@ fn swan_gateway_conf() -> String {
     children {{
       net {{
         local_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16-x25519
+        esp_proposals = {esp}
       }}
     }}
   }}
