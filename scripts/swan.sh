@@ -6,7 +6,9 @@
 #
 # usage:
 #   swan.sh install                 install strongSwan from Debian if missing (root)
-#   swan.sh start NS DIR            write DIR/strongswan.conf, start charon in NS
+#   swan.sh start NS DIR            write DIR/strongswan.conf, start charon in NS; the
+#                                   lines of $SWAN_CHARON_EXTRA (if set) go into its
+#                                   charon { } section (e.g. "fragment_size = 400")
 #   swan.sh load NS DIR             swanctl --load-all from DIR/swanctl/swanctl.conf
 #   swan.sh swanctl NS DIR ARGS...  any swanctl command against this charon
 #   swan.sh stop DIR                stop the charon started with DIR
@@ -46,6 +48,7 @@ charon {
     }
   }
   install_routes = yes
+${SWAN_CHARON_EXTRA:-}
 }
 EOF
   ip netns exec "$ns" unshare -m sh -c \

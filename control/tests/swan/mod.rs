@@ -102,6 +102,12 @@ impl Lab {
 
     /// Starts charon in `ns` with `swanctl_conf` and loads it.
     pub fn start_swan(&mut self, ns: &str, swanctl_conf: &str) {
+        self.start_swan_with(ns, swanctl_conf, "");
+    }
+
+    /// As [`Lab::start_swan`], with `charon_extra` (strongswan.conf lines such as
+    /// `fragment_size = 400`) added to charon's section.
+    pub fn start_swan_with(&mut self, ns: &str, swanctl_conf: &str, charon_extra: &str) {
         let out = run(Command::new(swan_sh()).arg("install"));
         assert!(
             out.status.success(),
@@ -111,7 +117,11 @@ impl Lab {
         let dir = self.dir.join("swan");
         std::fs::create_dir_all(dir.join("swanctl")).unwrap();
         std::fs::write(dir.join("swanctl/swanctl.conf"), swanctl_conf).unwrap();
-        let out = run(Command::new(swan_sh()).arg("start").arg(ns).arg(&dir));
+        let out = run(Command::new(swan_sh())
+            .arg("start")
+            .arg(ns)
+            .arg(&dir)
+            .env("SWAN_CHARON_EXTRA", charon_extra));
         assert!(out.status.success(), "starting charon: {}", text(&out));
         self.swan_dir = Some(dir.clone());
         let out = run(Command::new(swan_sh()).arg("load").arg(ns).arg(&dir));
