@@ -117,6 +117,8 @@ pub struct IkeChildStatus {
     pub mode: String,
     /// Whether ESP goes in UDP.
     pub udp_encap: bool,
+    /// Whether extended (64-bit) sequence numbers were negotiated.
+    pub esn: bool,
     /// Our selectors.
     pub local_ts: Vec<String>,
     /// The peer's selectors.
@@ -891,6 +893,7 @@ impl IkeThread {
                 Mode::Transport => "transport".into(),
             },
             udp_encap: c.udp_encap,
+            esn: c.esn,
             local_ts: local_ts.iter().map(ToString::to_string).collect(),
             remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
         };
@@ -1071,7 +1074,7 @@ pub fn algorithms(cipher: Cipher, prf: Prf, group: DhGroup) -> String {
     let c = match cipher {
         Cipher::Aes128Gcm => "AES_GCM_16-128",
         Cipher::Aes256Gcm => "AES_GCM_16-256",
-        Cipher::ChaCha20Poly1305 => "CHACHA20_POLY1305-256",
+        Cipher::ChaCha20Poly1305 => "CHACHA20_POLY1305",
     };
     let p = match prf {
         Prf::HmacSha256 => "PRF_HMAC_SHA2_256",

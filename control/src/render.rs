@@ -154,10 +154,12 @@ fn ike_sas(st: &Value, out: &mut String) {
                 s(c, "spi_in"),
                 s(c, "spi_out"),
             );
+            let esn = c.get("esn").and_then(Value::as_bool).unwrap_or(false);
             let _ = writeln!(
                 out,
-                "    {}, {} === {}",
+                "    {}{}, {} === {}",
                 s(c, "cipher"),
+                if esn { "/esn" } else { "" },
                 strings(c, "local_ts"),
                 strings(c, "remote_ts"),
             );

@@ -292,6 +292,12 @@ pub fn swan_gateway_conf() -> String {
 /// The gateway's swanctl.conf: PSK, a pool, 10.88.0.0/16 behind it, forced UDP
 /// encapsulation, and the child's `esp_proposals` as given.
 pub fn swan_gateway_conf_esp(esp: &str) -> String {
+    swan_gateway_conf_with("aes128gcm16-prfsha256-x25519", esp)
+}
+
+/// The gateway's swanctl.conf with the IKE `proposals` and the child's `esp_proposals`
+/// as given.
+pub fn swan_gateway_conf_with(ike: &str, esp: &str) -> String {
     format!(
         r#"connections {{
   rw {{
@@ -299,7 +305,7 @@ pub fn swan_gateway_conf_esp(esp: &str) -> String {
     pools = p4
     version = 2
     encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
+    proposals = {ike}
     local {{
       auth = psk
       id = gw
@@ -334,6 +340,12 @@ secrets {{
 
 /// The client's swanctl.conf of [`strongswan_initiator_mifsec_responder`], with PFS.
 pub fn swan_client_conf() -> String {
+    swan_client_conf_with("aes128gcm16-prfsha256-x25519", "aes128gcm16-x25519")
+}
+
+/// The client's swanctl.conf with the IKE `proposals` and the child's `esp_proposals`
+/// as given.
+pub fn swan_client_conf_with(ike: &str, esp: &str) -> String {
     format!(
         r#"connections {{
   home {{
@@ -341,7 +353,7 @@ pub fn swan_client_conf() -> String {
     vips = 0.0.0.0
     version = 2
     encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
+    proposals = {ike}
     local {{
       auth = psk
       id = cl
@@ -353,7 +365,7 @@ pub fn swan_client_conf() -> String {
     children {{
       net {{
         remote_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16-x25519
+        esp_proposals = {esp}
       }}
     }}
   }}
@@ -446,9 +458,79 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// An iperf3 transfer through the tunnel: a one-shot server on 10.88.0.1 in `server_ns`
+    /// (the gateway's protected network), a client in `client_ns` sending for `seconds` with
+    /// `extra` arguments (e.g. `["-u", "-b", "50M"]`). Returns iperf3's JSON report; panics
+    /// with both sides' output when either fails.
+    pub fn iperf3(&self, server_ns: &str, client_ns: &str, seconds: u32, extra: &[&str]) -> Value {
+        let server = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                server_ns,
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "10.88.0.1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("iperf3 -s");
+        std::thread::sleep(Duration::from_millis(300));
+        let out = run(Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                client_ns,
+                "iperf3",
+                "-c",
+                "10.88.0.1",
+                "-J",
+                "-t",
+            ])
+            .arg(seconds.to_string())
+            .args(extra));
+        let server = server.wait_with_output().expect("iperf3 server output");
+        assert!(
+            out.status.success(),
+            "iperf3 through the tunnel: {}\n--- server:\n{}",
+            text(&out),
+            text(&server)
+        );
+        serde_json::from_slice(&out.stdout).expect("iperf3 JSON")
+    }
+}
+
+/// Bits per second received at the end of an iperf3 TCP report.
+pub fn iperf3_bps(report: &Value) -> f64 {
+    report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
 /// mifsec as a client of a strongSwan gateway, with `conn` and `child` lines added to
 /// the connection and its child.
 pub fn mifsec_client_config(lab: &Lab, conn: &str, child: &str) -> String {
+    mifsec_client_config_with(
+        lab,
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16-x25519",
+        conn,
+        child,
+    )
+}
+
+/// mifsec as a client with the IKE `proposals` and the child's `esp_proposals` as given.
+pub fn mifsec_client_config_with(
+    lab: &Lab,
+    ike: &str,
+    esp: &str,
+    conn: &str,
+    child: &str,
+) -> String {
     format!(
         r#"[dataplane]
 workers = 1
@@ -461,7 +543,7 @@ address = "198.18.9.2"
 [connections.home]
 remote_addrs = ["198.18.9.1"]
 vips = ["0.0.0.0"]
-proposals = ["aes128gcm16-prfsha256-x25519"]
+proposals = ["{ike}"]
 encap = true
 start_action = "start"
 {conn}
@@ -476,7 +558,7 @@ id = "gw"
 
 [connections.home.children.net]
 remote_ts = ["10.88.0.0/16"]
-esp_proposals = ["aes128gcm16-x25519"]
+esp_proposals = ["{esp}"]
 {child}
 
 [secrets.ike-1]
@@ -490,6 +572,23 @@ secret = "{PSK}"
 
 /// mifsec as a gateway for a strongSwan client, with `conn` and `child` lines added.
 pub fn mifsec_gateway_config(lab: &Lab, conn: &str, child: &str) -> String {
+    mifsec_gateway_config_with(
+        lab,
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16-x25519",
+        conn,
+        child,
+    )
+}
+
+/// mifsec as a gateway with the IKE `proposals` and the child's `esp_proposals` as given.
+pub fn mifsec_gateway_config_with(
+    lab: &Lab,
+    ike: &str,
+    esp: &str,
+    conn: &str,
+    child: &str,
+) -> String {
     format!(
         r#"[dataplane]
 workers = 1
@@ -502,7 +601,7 @@ address = "198.18.9.1"
 [connections.rw]
 local_addrs = ["198.18.9.1"]
 pools = ["p4"]
-proposals = ["aes128gcm16-prfsha256-x25519"]
+proposals = ["{ike}"]
 {conn}
 
 [connections.rw.local]
@@ -515,7 +614,7 @@ id = "cl"
 
 [connections.rw.children.net]
 local_ts = ["10.88.0.0/16"]
-esp_proposals = ["aes128gcm16-x25519"]
+esp_proposals = ["{esp}"]
 {child}
 
 [pools.p4]
