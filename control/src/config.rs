@@ -278,6 +278,8 @@ struct RawFile {
     secrets: Ordered<ike::RawSecret>,
     #[serde(default)]
     pools: Ordered<ike::RawPool>,
+    #[serde(default)]
+    ike: Option<ike::RawIkeDaemon>,
 }
 
 /// Where the names of interfaces and SAs are written, read only to place an error about a
@@ -854,7 +856,10 @@ impl Cx<'_> {
                 probes: rs.probes.unwrap_or(true),
             });
         }
-        let ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;
+        let mut ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;
+        if let Some(d) = &raw.ike {
+            self.build_ike_daemon(d, &mut ike)?;
+        }
         Ok(Config {
             engine,
             control_socket,

@@ -216,6 +216,11 @@ pub trait Control {
     fn ike_sas(&self) -> Option<Value> {
         None
     }
+    /// The IKE thread's counters (half-open SAs, COOKIEs) as JSON, added to `status` as
+    /// `ike`; `None` without IKE.
+    fn ike_stats(&self) -> Option<Value> {
+        None
+    }
 }
 
 impl Control for Engine {
@@ -331,6 +336,9 @@ pub fn dispatch(target: &dyn Control, req: Request) -> Response {
                     serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?;
                 if let (Some(ike), Some(obj)) = (target.ike_sas(), v.as_object_mut()) {
                     obj.insert("ike_sas".into(), ike);
+                }
+                if let (Some(ike), Some(obj)) = (target.ike_stats(), v.as_object_mut()) {
+                    obj.insert("ike".into(), ike);
                 }
                 Response::ok(v)
             }

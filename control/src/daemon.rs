@@ -208,6 +208,10 @@ impl Control for Node {
         let ike = self.ike.as_ref()?;
         serde_json::to_value(ike.status()).ok()
     }
+    fn ike_stats(&self) -> Option<serde_json::Value> {
+        let ike = self.ike.as_ref()?;
+        serde_json::to_value(ike.stats()).ok()
+    }
 }
 
 /// Stops the IKE thread (deleting its IKE SAs at the peers), then the engine.

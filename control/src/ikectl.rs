@@ -8,7 +8,9 @@
 //! * Routing: by the IKE SPIs in the header. The I flag tells whether the sender is the
 //!   original initiator: then we are the responder and look the SA up by the initiator's
 //!   SPI and the peer's address; otherwise by our own initiator SPI. An IKE_SA_INIT request
-//!   that fits no SA creates a responder SA for the first connection whose addresses match.
+//!   that fits no SA creates a responder SA for the first connection whose addresses match,
+//!   unless too many are half-open: from `[ike] cookie_threshold` on, it must first return
+//!   a COOKIE ([`CookieGate`]); from [`MAX_HALF_OPEN`] on, it is dropped.
 //! * Output: messages from port 4500 go through `Engine::send_ike` (which adds the
 //!   marker), others through the port-500 socket. An initiator starts on 500 and floats to
 //!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
@@ -44,6 +46,7 @@ use crate::dataplane::engine::{
 };
 use crate::dataplane::esp;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
+use crate::ike::cookie::{Admission, CookieGate, CookieStats};
 use crate::ike::{ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf};
 use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, TrafficSelector};
 
@@ -54,7 +57,8 @@ const LINGER: Duration = Duration::from_secs(2);
 pub const IKE_PORT: u16 = 500;
 /// The NAT-T port, where the engine's sockets are.
 pub const NAT_T_PORT: u16 = 4500;
-/// Most IKE SAs still negotiating at once; further IKE_SA_INIT requests are dropped (and
+/// Most responder IKE SAs still negotiating at once (with or without COOKIEs); further
+/// IKE_SA_INIT requests are dropped (and
 /// counted in the log once per burst) until some complete or expire.
 pub const MAX_HALF_OPEN: usize = 1024;
 
@@ -125,6 +129,18 @@ pub struct IkeChildStatus {
     pub remote_ts: Vec<String>,
 }
 
+/// The IKE thread's own counters (`ike` in `mifsec status --json`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct IkeStats {
+    /// Responder IKE SAs still negotiating.
+    pub half_open: usize,
+    /// Cookies are demanded from this many half-open SAs on (0: always).
+    pub cookie_threshold: usize,
+    /// The COOKIE counters.
+    #[serde(flatten)]
+    pub cookies: CookieStats,
+}
+
 enum Msg {
     Datagram(IkeDatagram),
     Initiate(String),
@@ -137,6 +153,7 @@ enum Msg {
 pub struct IkeControl {
     tx: Sender<Msg>,
     status: Arc<Mutex<Vec<IkeSaStatus>>>,
+    stats: Arc<Mutex<IkeStats>>,
     connections: Vec<String>,
     stop: Arc<AtomicBool>,
     main: Option<JoinHandle<()>>,
@@ -213,6 +230,10 @@ impl IkeControl {
             }
         }
         let status = Arc::new(Mutex::new(Vec::new()));
+        let stats = Arc::new(Mutex::new(IkeStats {
+            cookie_threshold: settings.cookie_threshold,
+            ..IkeStats::default()
+        }));
         let connections = settings
             .connections
             .iter()
@@ -229,6 +250,8 @@ impl IkeControl {
             status: Arc::clone(&status),
             tun,
             half_open_logged: false,
+            cookies: CookieGate::new(Instant::now(), settings.cookie_threshold),
+            cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
             activity_checked: Instant::now(),
         };
@@ -248,6 +271,7 @@ impl IkeControl {
         Ok(IkeControl {
             tx,
             status,
+            stats,
             connections,
             stop,
             main: Some(main),
@@ -300,6 +324,11 @@ impl IkeControl {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// The IKE thread's counters, as of its last turn.
+    pub fn stats(&self) -> IkeStats {
+        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Deletes every IKE SA (telling the peers) and stops the threads.
@@ -396,6 +425,11 @@ struct IkeThread {
     status: Arc<Mutex<Vec<IkeSaStatus>>>,
     tun: String,
     half_open_logged: bool,
+    /// Decides when new initiators must return a COOKIE first. `None` only if the system
+    /// random number generator failed at start; then no responder SAs are created.
+    cookies: Option<CookieGate>,
+    /// The gate's counters as last published.
+    cookie_stats: Arc<Mutex<IkeStats>>,
     /// Rekeyed child SAs whose Delete completed, kept for inbound stragglers until the
     /// instant given (the peer may have sent on them just before it deleted them).
     lingering: Vec<(Instant, Installed)>,
@@ -580,11 +614,7 @@ impl IkeThread {
                 if !new_request {
                     return;
                 }
-                let half_open = self
-                    .sas
-                    .iter()
-                    .filter(|e| !e.sa.is_established() && !e.sa.is_dead())
-                    .count();
+                let half_open = self.half_open();
                 if half_open >= MAX_HALF_OPEN {
                     if !self.half_open_logged {
                         log(format_args!(
@@ -605,6 +635,17 @@ impl IkeThread {
                     ));
                     return;
                 };
+                // Under load, a COOKIE round trip first (RFC 7296 section 2.6): no state
+                // until the initiator shows it receives at its address.
+                let Some(gate) = self.cookies.as_mut() else {
+                    return;
+                };
+                if let Admission::Cookie(bytes) =
+                    gate.admit(now, half_open, d.remote.ip(), &d.bytes)
+                {
+                    self.send(d.local, d.remote, &bytes);
+                    return;
+                }
                 let sa = IkeSa::respond(self.conns[c].ike.clone());
                 self.add(c, sa);
                 self.sas.len() - 1
@@ -620,6 +661,14 @@ impl IkeThread {
             }
             self.sas.remove(i);
         }
+    }
+
+    /// Responder IKE SAs still negotiating.
+    fn half_open(&self) -> usize {
+        self.sas
+            .iter()
+            .filter(|e| !e.sa.is_initiator() && !e.sa.is_established() && !e.sa.is_dead())
+            .count()
     }
 
     fn add(&mut self, conn: usize, sa: IkeSa) {
@@ -1021,6 +1070,16 @@ impl IkeThread {
             })
             .collect();
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
+        let mut st = self
+            .cookie_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        st.half_open = self.half_open();
+        st.cookies = self
+            .cookies
+            .as_ref()
+            .map(CookieGate::stats)
+            .unwrap_or_default();
     }
 }
 

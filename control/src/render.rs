@@ -167,9 +167,30 @@ fn ike_sas(st: &Value, out: &mut String) {
     }
 }
 
+/// The IKE thread's counters (`ike`, present with IKE connections):
+///
+/// ```text
+/// IKE: 0 half-open, cookies from 30 half-open: 1 sent, 1 accepted, 0 rejected
+/// ```
+fn ike_counters(st: &Value, out: &mut String) {
+    let Some(ike) = st.get("ike") else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "IKE: {} half-open, cookies from {} half-open: {} sent, {} accepted, {} rejected",
+        n(ike, "half_open"),
+        n(ike, "cookie_threshold"),
+        n(ike, "cookies_sent"),
+        n(ike, "cookies_accepted"),
+        n(ike, "cookies_rejected"),
+    );
+}
+
 /// The status text for `status`, the `result` of a `{"cmd":"status"}` request.
 pub fn status(st: &Value) -> String {
     let mut out = String::new();
+    ike_counters(st, &mut out);
     ike_sas(st, &mut out);
     let sas = list(st, "sas");
     if sas.is_empty() {
@@ -392,6 +413,19 @@ outside SAs: malformed 2
         assert_eq!(
             text,
             "no SAs\ninterfaces: none\ntun - (-), 0 workers, 0 table swaps, up 0s\n"
+        );
+    }
+
+    #[test]
+    fn ike_counters_line() {
+        let st = serde_json::json!({"ike": {"half_open": 2, "cookie_threshold": 0,
+            "cookies_sent": 3, "cookies_accepted": 1, "cookies_rejected": 1}});
+        let text = status(&st);
+        assert!(
+            text.starts_with(
+                "IKE: 2 half-open, cookies from 0 half-open: 3 sent, 1 accepted, 1 rejected\n"
+            ),
+            "{text}"
         );
     }
 

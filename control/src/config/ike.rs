@@ -26,10 +26,29 @@ use crate::ike::{
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
 /// The IKE part of a configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IkeSettings {
     /// The connections, in file order.
     pub connections: Vec<Connection>,
+    /// `[ike] cookie_threshold`: demand COOKIEs (RFC 7296 section 2.6) from new
+    /// initiators while at least this many responder IKE SAs are half-open; 0: always.
+    pub cookie_threshold: usize,
+}
+
+impl Default for IkeSettings {
+    fn default() -> Self {
+        IkeSettings {
+            connections: Vec::new(),
+            cookie_threshold: crate::ike::cookie::DEFAULT_THRESHOLD,
+        }
+    }
+}
+
+/// `[ike]`: settings of the daemon's IKE thread (strongSwan's `charon.*` settings).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIkeDaemon {
+    cookie_threshold: Option<S<i64>>,
 }
 
 /// One `[connections.NAME]`: what the IKE thread needs to initiate or answer it.
@@ -311,6 +330,18 @@ impl Cx<'_> {
             .enumerate()
             .map(|(i, s)| self.parse_str(s, &format!("{key}[{i}]"), |t| f(t)))
             .collect()
+    }
+
+    /// Applies `[ike]` to `out`.
+    pub(super) fn build_ike_daemon(
+        &self,
+        d: &RawIkeDaemon,
+        out: &mut IkeSettings,
+    ) -> Result<(), ConfigError> {
+        if let Some(t) = &d.cookie_threshold {
+            out.cookie_threshold = self.int(t, "ike.cookie_threshold", 0, 1_000_000)? as usize;
+        }
+        Ok(())
     }
 
     /// Builds the IKE sections; `engine` has the interfaces already.
@@ -778,6 +809,26 @@ mod tests {
         assert!(e.contains("connections.c.children.n.rekey_time"), "{e}");
         let e = conn("", "rekey_time = 20\nlife_time = 10").unwrap_err();
         assert!(e.contains("connections.c.children.n.life_time"), "{e}");
+    }
+
+    #[test]
+    fn cookie_threshold() {
+        let base = "[connections.c]\nremote_addrs = [\"192.0.2.1\"]\n\
+             [connections.c.local]\nid = \"a\"\n[connections.c.children.n]\n\
+             [secrets.s]\nid = [\"a\"]\nsecret = \"0123456789abcdef\"\n";
+        let cfg = crate::config::parse("t.toml", base).unwrap();
+        assert_eq!(cfg.ike.cookie_threshold, 30);
+        let cfg = crate::config::parse("t.toml", &format!("[ike]\ncookie_threshold = 0\n{base}"))
+            .unwrap();
+        assert_eq!(cfg.ike.cookie_threshold, 0);
+        let e = crate::config::parse("t.toml", &format!("[ike]\ncookie_threshold = -1\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:2: ike.cookie_threshold"), "{e}");
+        let e = crate::config::parse("t.toml", &format!("[ike]\ncookie_treshold = 3\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cookie_treshold"), "{e}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!
 //! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
 //! * [`config`]: the configuration one IKE SA is built from.
+//! * [`cookie`]: responder COOKIEs (RFC 7296 section 2.6) and the decision to demand them.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
 //!   `sa/established.rs`).
@@ -13,6 +14,7 @@
 //! (tests only).
 
 pub mod config;
+pub mod cookie;
 pub mod crypto;
 pub mod proposal;
 pub mod sa;
