@@ -821,6 +821,21 @@ fn child_volume_limits_rekey_once_and_hard_limit_deletes() {
     let third = h.one_pair();
     assert_ne!(third.0, after.0);
 
+    // The responder's limits work the same way (the pair as the gateway sees it).
+    let mut g = gateway();
+    g.lifetimes = c.lifetimes;
+    let mut h = Harness::established(client(), g, Faults::default());
+    let (spi_in, spi_out, _) = h.one_pair();
+    // The responder's inbound SPI is the initiator's outbound one; the initiator's SPI
+    // means nothing to it.
+    h.resp.child_usage(h.now, spi_in, 2_000_000, 100);
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.one_pair().0, spi_in);
+    h.resp.child_usage(h.now, spi_out, 10, 15_000);
+    h.run_for(Duration::from_secs(1));
+    h.no_failure();
+    assert_ne!(h.one_pair().0, spi_in);
+
     // A rekey that never completes: the hard limit deletes the child, the IKE SA stays.
     let mut h = Harness::established(c, gateway(), Faults::default());
     let (spi_in, spi_out, _) = h.one_pair();
