@@ -18,7 +18,8 @@
 //!   one at once; the old pair is removed when the Delete exchange for it completes (either
 //!   side's). An IKE SA rekey changes the SPIs the SA is routed by ([`IkeSa::owns`] also
 //!   knows the old ones until their Delete is over). `rekey` commands and the lifetimes of
-//!   the connection (`rekey_time`, `life_time`, `rand_time`) start rekeys; `dpd_delay` and
+//!   the connection (`rekey_time`, `life_time`, `rand_time`; by volume `rekey_bytes` and
+//!   friends, fed from the engine's counters) start rekeys; `dpd_delay` and
 //!   `dpd_action` govern liveness checks (`restart` initiates again after a failure).
 //! * Child SAs: installed with `Engine::install_sa` as `<conn>-<child>-<spi_in hex>`, one
 //!   path on the interface of the IKE SA's local address to the peer's port 4500. A client
@@ -53,13 +54,16 @@ use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, Traffi
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// How often the engine's SA counters are read for child SAs with byte or packet limits.
+const USAGE_INTERVAL: Duration = Duration::from_millis(250);
+
 /// The IKE port before NAT detection.
 pub const IKE_PORT: u16 = 500;
 /// The NAT-T port, where the engine's sockets are.
 pub const NAT_T_PORT: u16 = 4500;
 /// Most responder IKE SAs still negotiating at once (with or without COOKIEs); further
-/// IKE_SA_INIT requests are dropped (and
-/// counted in the log once per burst) until some complete or expire.
+/// IKE_SA_INIT requests are dropped (and counted in the log once per burst) until some
+/// complete or expire.
 pub const MAX_HALF_OPEN: usize = 1024;
 
 /// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
@@ -254,6 +258,7 @@ impl IkeControl {
             cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
             activity_checked: Instant::now(),
+            usage_checked: Instant::now(),
         };
         let main = spawn(
             "mifsec-ike",
@@ -435,6 +440,8 @@ struct IkeThread {
     lingering: Vec<(Instant, Installed)>,
     /// When inbound ESP counters were last looked at for liveness checks.
     activity_checked: Instant,
+    /// When the SA counters were last fed to IKE SAs with byte or packet limits.
+    usage_checked: Instant,
 }
 
 impl IkeThread {
@@ -447,7 +454,11 @@ impl IkeThread {
                 .filter_map(|e| e.sa.poll_timeout())
                 .min()
                 .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
-                .min(Duration::from_secs(1));
+                .min(if self.volume_limits() {
+                    (self.usage_checked + USAGE_INTERVAL).saturating_duration_since(now)
+                } else {
+                    Duration::from_secs(1)
+                });
             let msg = rx.recv_timeout(wait);
             let now = Instant::now();
             match msg {
@@ -463,6 +474,7 @@ impl IkeThread {
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.note_esp_activity(now);
+            self.feed_usage(now);
             let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
                 .into_iter()
                 .partition(|(t, _)| *t <= now);
@@ -532,6 +544,36 @@ impl IkeThread {
             }
             if active {
                 e.sa.note_activity(now);
+            }
+        }
+    }
+
+    /// Whether some IKE SA's connection limits its child SAs by bytes or packets.
+    fn volume_limits(&self) -> bool {
+        self.sas
+            .iter()
+            .any(|e| self.conns[e.conn].ike.lifetimes.child_volume_limits())
+    }
+
+    /// Feeds the engine's per-SA counters to IKE SAs whose child SAs have byte or packet
+    /// limits (every [`USAGE_INTERVAL`] at most): the larger of the inbound and outbound
+    /// count of each pair (see [`IkeSa::child_usage`]). The IKE SA rekeys or deletes.
+    fn feed_usage(&mut self, now: Instant) {
+        if now.duration_since(self.usage_checked) < USAGE_INTERVAL || !self.volume_limits() {
+            return;
+        }
+        self.usage_checked = now;
+        let st = self.engine.status();
+        for e in &mut self.sas {
+            if !self.conns[e.conn].ike.lifetimes.child_volume_limits() || !e.sa.is_established() {
+                continue;
+            }
+            for c in &e.children {
+                if let Some(s) = st.sas.iter().find(|s| s.name == c.spec.name) {
+                    let bytes = s.in_bytes.max(s.out_bytes);
+                    let packets = s.in_packets.max(s.out_packets);
+                    e.sa.child_usage(now, c.spec.spi_in, bytes, packets);
+                }
             }
         }
     }
@@ -838,6 +880,7 @@ impl IkeThread {
                         // stragglers are still accepted for a moment.
                         Self::move_behind(&self.engine, &mut c);
                         self.lingering.push((Instant::now() + LINGER, c));
+                        self.keep_behind();
                     } else {
                         self.uninstall(c);
                     }
@@ -986,6 +1029,25 @@ impl IkeThread {
             return;
         };
         Self::move_behind(&self.engine, old);
+        self.keep_behind();
+    }
+
+    /// Demotes again every SA already moved behind its successor. The engine puts a
+    /// demoted SA last, so after two quick rekeys the pair demoted first would otherwise
+    /// be ahead of the newest pair and carry the outbound traffic again (on an SA the peer
+    /// is about to delete).
+    fn keep_behind(&self) {
+        let stale = self
+            .sas
+            .iter()
+            .flat_map(|e| e.children.iter())
+            .filter(|c| c.behind)
+            .chain(self.lingering.iter().map(|(_, c)| c));
+        for c in stale {
+            if let Err(e) = self.engine.demote_sa(&c.spec.name) {
+                log(format_args!("ike: keeping {} behind: {e}", c.spec.name));
+            }
+        }
     }
 
     fn move_behind(engine: &Engine, old: &mut Installed) {

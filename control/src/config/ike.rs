@@ -115,6 +115,36 @@ struct RawChild {
     rekey_time: Option<S<RawDuration>>,
     life_time: Option<S<RawDuration>>,
     rand_time: Option<S<RawDuration>>,
+    rekey_bytes: Option<S<RawDuration>>,
+    life_bytes: Option<S<RawDuration>>,
+    rand_bytes: Option<S<RawDuration>>,
+    rekey_packets: Option<S<RawDuration>>,
+    life_packets: Option<S<RawDuration>>,
+    rand_packets: Option<S<RawDuration>>,
+}
+
+/// A byte or packet count as swanctl.conf writes it: a number, or a number with `K`, `M`
+/// or `G` (binary multiples, as strongSwan's vici parser); `0` disables (None).
+pub fn parse_amount(s: &str) -> Result<Option<u64>, String> {
+    let t = s.trim();
+    let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: a count is a number, or N with K, M or G"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (K, M, G)")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))?;
+    Ok((v > 0).then_some(v))
 }
 
 /// A time as swanctl.conf writes it: seconds, or a number with `s`, `m`, `h` or `d`.
@@ -626,6 +656,57 @@ impl Cx<'_> {
                     }
                 }
             }
+            // Volume limits (swanctl.conf): off unless set; the hard limit defaults to 110%
+            // of the soft one, the jitter to their difference.
+            let amount = |v: &Option<S<RawDuration>>, key: String| -> Result<_, ConfigError> {
+                let Some(v) = v else {
+                    return Ok((None, false));
+                };
+                let r = match v.get_ref() {
+                    RawDuration::Secs(n) => u64::try_from(*n)
+                        .map(|n| (n > 0).then_some(n))
+                        .map_err(|_| format!("{n}: a count cannot be negative")),
+                    RawDuration::Text(t) => parse_amount(t),
+                };
+                r.map(|d| (d, true)).map_err(|m| self.err(v.span(), key, m))
+            };
+            let mut volume = Vec::new();
+            for (rekey, life, rand, what) in [
+                (&ch.rekey_bytes, &ch.life_bytes, &ch.rand_bytes, "bytes"),
+                (
+                    &ch.rekey_packets,
+                    &ch.life_packets,
+                    &ch.rand_packets,
+                    "packets",
+                ),
+            ] {
+                let soft = amount(rekey, ck(&format!("rekey_{what}")))?.0;
+                let (hard, set) = amount(life, ck(&format!("life_{what}")))?;
+                let hard = if set {
+                    hard
+                } else {
+                    soft.map(|r| r.saturating_add(r / 10))
+                };
+                if let (Some(l), Some(r)) = (hard, soft) {
+                    if l <= r {
+                        let span = life.as_ref().map_or_else(here, S::span);
+                        return Err(self.err(
+                            span,
+                            ck(&format!("life_{what}")),
+                            format!(
+                                "must be more than rekey_{what} (the hard limit follows the rekey)"
+                            ),
+                        ));
+                    }
+                }
+                let (jitter, set) = amount(rand, ck(&format!("rand_{what}")))?;
+                let jitter = if set {
+                    jitter.unwrap_or(0)
+                } else {
+                    hard.zip(soft).map(|(l, r)| l - r).unwrap_or(0)
+                };
+                volume.push((soft, hard, jitter));
+            }
             let lifetimes = Lifetimes {
                 ike_rekey,
                 ike_life,
@@ -633,6 +714,12 @@ impl Cx<'_> {
                 child_rekey,
                 child_life,
                 child_rand,
+                child_rekey_bytes: volume[0].0,
+                child_life_bytes: volume[0].1,
+                child_rand_bytes: volume[0].2,
+                child_rekey_packets: volume[1].0,
+                child_life_packets: volume[1].1,
+                child_rand_packets: volume[1].2,
             };
             let action = match &rc.dpd_action {
                 Some(a) => self.parse_str(a, &k("dpd_action"), |t| match t {
@@ -829,6 +916,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cookie_treshold"), "{e}");
+    }
+
+    #[test]
+    fn amounts() {
+        assert_eq!(parse_amount("1000"), Ok(Some(1000)));
+        assert_eq!(parse_amount("500K"), Ok(Some(500 * 1024)));
+        assert_eq!(parse_amount("500k"), Ok(Some(500 * 1024)));
+        assert_eq!(parse_amount("1M"), Ok(Some(1 << 20)));
+        assert_eq!(parse_amount("2G"), Ok(Some(2 << 30)));
+        assert_eq!(parse_amount("0"), Ok(None));
+        assert!(parse_amount("1T").is_err());
+        assert!(parse_amount("M").is_err());
+        assert!(parse_amount("-5").is_err());
+        assert!(parse_amount("99999999999G").is_err());
+    }
+
+    #[test]
+    fn volume_lifetimes() {
+        // Off by default.
+        let l = conn("", "").unwrap().ike.lifetimes;
+        assert!(!l.child_volume_limits());
+        // Soft limit only: hard 110%, jitter the difference.
+        let l = conn("", "rekey_bytes = \"1M\"\nrekey_packets = 1000")
+            .unwrap()
+            .ike
+            .lifetimes;
+        assert_eq!(l.child_rekey_bytes, Some(1 << 20));
+        assert_eq!(l.child_life_bytes, Some((1 << 20) + (1 << 20) / 10));
+        assert_eq!(l.child_rand_bytes, (1 << 20) / 10);
+        assert_eq!(l.child_rekey_packets, Some(1000));
+        assert_eq!(l.child_life_packets, Some(1100));
+        assert_eq!(l.child_rand_packets, 100);
+        assert!(l.child_volume_limits());
+        // Everything given.
+        let l = conn(
+            "",
+            "rekey_bytes = \"500K\"\nlife_bytes = 1000000\nrand_bytes = 0\n\
+             life_packets = \"2K\"",
+        )
+        .unwrap()
+        .ike
+        .lifetimes;
+        assert_eq!(l.child_rekey_bytes, Some(512_000));
+        assert_eq!(l.child_life_bytes, Some(1_000_000));
+        assert_eq!(l.child_rand_bytes, 0);
+        assert_eq!(l.child_rekey_packets, None);
+        assert_eq!(l.child_life_packets, Some(2048));
+        // Errors name the file, the line and the key.
+        let e = conn("", "rekey_bytes = \"1X\"").unwrap_err();
+        assert!(
+            e.contains("t.toml:9: connections.c.children.n.rekey_bytes"),
+            "{e}"
+        );
+        let e = conn("", "rekey_bytes = 2000\nlife_bytes = 1000").unwrap_err();
+        assert!(
+            e.contains("t.toml:10: connections.c.children.n.life_bytes"),
+            "{e}"
+        );
+        let e = conn("", "rekey_packets = -3").unwrap_err();
+        assert!(
+            e.contains("t.toml:9: connections.c.children.n.rekey_packets"),
+            "{e}"
+        );
+        let e = conn("", "rand_packets = \"x\"").unwrap_err();
+        assert!(e.contains("connections.c.children.n.rand_packets"), "{e}");
     }
 
     #[test]

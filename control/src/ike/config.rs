@@ -260,6 +260,31 @@ pub struct Lifetimes {
     pub child_life: Option<Duration>,
     /// The largest random amount subtracted from `child_rekey`.
     pub child_rand: Duration,
+    /// Rekey a child SA when this many bytes went through it (swanctl's `rekey_bytes`),
+    /// less a random amount of at most `child_rand_bytes`. Usage is reported by the caller
+    /// with `IkeSa::child_usage`.
+    pub child_rekey_bytes: Option<u64>,
+    /// Delete a child SA when this many bytes went through it (`life_bytes`).
+    pub child_life_bytes: Option<u64>,
+    /// The largest random amount subtracted from `child_rekey_bytes`.
+    pub child_rand_bytes: u64,
+    /// Rekey a child SA after this many packets (`rekey_packets`), less up to
+    /// `child_rand_packets`.
+    pub child_rekey_packets: Option<u64>,
+    /// Delete a child SA after this many packets (`life_packets`).
+    pub child_life_packets: Option<u64>,
+    /// The largest random amount subtracted from `child_rekey_packets`.
+    pub child_rand_packets: u64,
+}
+
+impl Lifetimes {
+    /// Whether child SAs have byte or packet limits (the caller must then report usage).
+    pub fn child_volume_limits(&self) -> bool {
+        self.child_rekey_bytes.is_some()
+            || self.child_life_bytes.is_some()
+            || self.child_rekey_packets.is_some()
+            || self.child_life_packets.is_some()
+    }
 }
 
 /// Liveness checks (RFC 7296 section 2.4): after `delay` without any inbound IKE message

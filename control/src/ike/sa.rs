@@ -643,6 +643,13 @@ struct Child {
     rekey_at: Option<Instant>,
     /// When to delete it (hard lifetime).
     expire_at: Option<Instant>,
+    /// Rekey when its byte or packet usage reaches these (soft limits, jitter applied);
+    /// cleared once the rekey was asked for.
+    rekey_bytes: Option<u64>,
+    rekey_packets: Option<u64>,
+    /// Delete when its byte or packet usage reaches these (hard limits).
+    life_bytes: Option<u64>,
+    life_packets: Option<u64>,
     /// Replaced by a rekey of ours; its Delete is due or under way.
     rekeyed: bool,
     /// Replaced by a rekey of the peer's that we answered: the lowest nonce of that
@@ -737,12 +744,29 @@ impl Ctx {
         base.saturating_sub(Duration::from_millis(r))
     }
 
+    /// `base` less a random amount of at most `rand` (at least 1).
+    fn jittered_count(&self, base: u64, rand: u64) -> u64 {
+        if rand == 0 {
+            return base;
+        }
+        let r = self.random::<8>().map(u64::from_be_bytes).unwrap_or(0) % rand.saturating_add(1);
+        base.saturating_sub(r).max(1)
+    }
+
     /// Starts tracking a new child SA, with its lifetimes.
     fn track_child(&mut self, now: Instant, c: &ChildSa) {
         let l = self.cfg.lifetimes;
         let mut child = Child::new(c);
         child.rekey_at = l.child_rekey.map(|t| now + self.jittered(t, l.child_rand));
         child.expire_at = l.child_life.map(|t| now + t);
+        child.rekey_bytes = l
+            .child_rekey_bytes
+            .map(|b| self.jittered_count(b, l.child_rand_bytes));
+        child.rekey_packets = l
+            .child_rekey_packets
+            .map(|p| self.jittered_count(p, l.child_rand_packets));
+        child.life_bytes = l.child_life_bytes;
+        child.life_packets = l.child_life_packets;
         self.children.push(child);
     }
 
@@ -953,6 +977,23 @@ impl IkeSa {
                 self.ctx.children.clear();
                 self.state = self.ctx.fail(FailReason::Expired, spis, None);
             }
+        }
+    }
+
+    /// Reports the traffic of child SA `spi_in` (our inbound SPI of the pair) so far:
+    /// `bytes` and `packets` are cumulative counts for the pair, each the larger of the
+    /// inbound and the outbound count. Each direction is an SA of its own, and swanctl's
+    /// `rekey_bytes`/`life_bytes` (and the kernel that enforces them for strongSwan) apply
+    /// to each SA, so the pair reaches a limit when either direction does; the sum would
+    /// rekey twice as early as a peer with the same settings expects.
+    ///
+    /// At the soft limit (`child_rekey_bytes` / `child_rekey_packets`, jitter applied) the
+    /// child is rekeyed once, as by its time lifetime; at the hard limit it is deleted
+    /// (a Delete is sent, `ChildSaDeleted` is reported). Unknown SPIs, children already
+    /// being replaced, and SAs not established are ignored.
+    pub fn child_usage(&mut self, now: Instant, spi_in: u32, bytes: u64, packets: u64) {
+        if let State::Established(st) = &mut self.state {
+            st.child_usage(&mut self.ctx, now, spi_in, (bytes, packets));
         }
     }
 

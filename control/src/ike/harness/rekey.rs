@@ -774,3 +774,86 @@ fn random_create_child_sa_and_informational_requests_never_hurt() {
     h.no_failure();
     assert_ne!(h.one_pair().0, spi_in);
 }
+
+#[test]
+fn child_volume_limits_rekey_once_and_hard_limit_deletes() {
+    let mut c = client();
+    c.lifetimes = Lifetimes {
+        child_rekey_bytes: Some(500_000),
+        child_rand_bytes: 50_000,
+        child_life_bytes: Some(1_000_000),
+        child_rekey_packets: Some(10_000),
+        child_life_packets: Some(20_000),
+        ..Lifetimes::default()
+    };
+    let mut h = Harness::established(c.clone(), gateway(), Faults::default());
+    let before = h.one_pair();
+    // Below the soft limit (less the largest jitter): nothing.
+    h.init.child_usage(h.now, before.0, 449_999, 100);
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.one_pair(), before);
+    assert_eq!(h.sent, 4);
+    // Past it: one rekey, and only one however often the usage is reported.
+    for used in [500_000, 600_000, 700_000] {
+        h.init.child_usage(h.now, before.0, used, 200);
+        h.run_for(Duration::from_secs(1));
+    }
+    h.no_failure();
+    let after = h.one_pair();
+    assert_ne!(after.0, before.0);
+    assert_eq!(
+        count(&h.init_events, |e| matches!(
+            e,
+            Event::ChildSaRekeyed { .. }
+        )),
+        1
+    );
+    // Exchanges: the rekey and the Delete of the old pair.
+    assert_eq!(h.sent, 8);
+    // Usage of the replaced pair no longer counts; the new one starts afresh.
+    h.init.child_usage(h.now, before.0, 5_000_000, 50_000);
+    h.init.child_usage(h.now, after.0, 1000, 10);
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.one_pair(), after);
+    // The packet limit rekeys too.
+    h.init.child_usage(h.now, after.0, 1000, 10_000);
+    h.run_for(Duration::from_secs(1));
+    let third = h.one_pair();
+    assert_ne!(third.0, after.0);
+
+    // The responder's limits work the same way (the pair as the gateway sees it).
+    let mut g = gateway();
+    g.lifetimes = c.lifetimes;
+    let mut h = Harness::established(client(), g, Faults::default());
+    let (spi_in, spi_out, _) = h.one_pair();
+    // The responder's inbound SPI is the initiator's outbound one; the initiator's SPI
+    // means nothing to it.
+    h.resp.child_usage(h.now, spi_in, 2_000_000, 100);
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.one_pair().0, spi_in);
+    h.resp.child_usage(h.now, spi_out, 10, 15_000);
+    h.run_for(Duration::from_secs(1));
+    h.no_failure();
+    assert_ne!(h.one_pair().0, spi_in);
+
+    // A rekey that never completes: the hard limit deletes the child, the IKE SA stays.
+    let mut h = Harness::established(c, gateway(), Faults::default());
+    let (spi_in, spi_out, _) = h.one_pair();
+    h.faults.responder_deaf_from = Some(4);
+    h.init.child_usage(h.now, spi_in, 600_000, 100);
+    h.run_for(Duration::from_secs(1));
+    assert_eq!(h.init.child_spis().len(), 1);
+    h.init.child_usage(h.now, spi_in, 1_000_000, 100);
+    assert!(h.init.child_spis().is_empty());
+    assert!(
+        h.init_events
+            .iter()
+            .chain(
+                std::iter::from_fn(|| h.init.poll_event())
+                    .collect::<Vec<_>>()
+                    .iter()
+            )
+            .any(|e| matches!(e, Event::ChildSaDeleted { spis_out } if spis_out == &vec![spi_out]))
+    );
+    assert!(h.init.is_established());
+}

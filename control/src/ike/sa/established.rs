@@ -1148,16 +1148,7 @@ impl super::Established {
                 }
             }
         }
-        if !expired.is_empty() {
-            ctx.children
-                .retain(|c| !expired.iter().any(|&(i, _)| i == c.spi_in));
-            ctx.events.push_back(Event::ChildSaDeleted {
-                spis_out: expired.iter().map(|&(_, o)| o).collect(),
-            });
-            self.want(Action::DeleteChildren(
-                expired.iter().map(|&(i, _)| i).collect(),
-            ));
-        }
+        self.expire_children(ctx, &expired);
         for s in rekey {
             self.want(Action::RekeyChild(s, None));
         }
@@ -1166,6 +1157,52 @@ impl super::Established {
         }
         self.kick(ctx, now);
         true
+    }
+
+    /// Deletes the child SAs `expired` (inbound, outbound SPI): reported at once, the
+    /// Delete queued.
+    fn expire_children(&mut self, ctx: &mut Ctx, expired: &[(u32, u32)]) {
+        if expired.is_empty() {
+            return;
+        }
+        ctx.children
+            .retain(|c| !expired.iter().any(|&(i, _)| i == c.spi_in));
+        ctx.events.push_back(Event::ChildSaDeleted {
+            spis_out: expired.iter().map(|&(_, o)| o).collect(),
+        });
+        self.want(Action::DeleteChildren(
+            expired.iter().map(|&(i, _)| i).collect(),
+        ));
+    }
+
+    /// Child `spi_in` has carried `bytes` and `packets`: rekey it at the soft limits,
+    /// delete it at the hard ones (see `IkeSa::child_usage`).
+    pub(super) fn child_usage(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        spi_in: u32,
+        (bytes, packets): (u64, u64),
+    ) {
+        let Some(c) = ctx
+            .children
+            .iter_mut()
+            .find(|c| c.spi_in == spi_in && !c.rekeyed && c.peer_rekey.is_none())
+        else {
+            return;
+        };
+        let reached = |limit: Option<u64>, used: u64| limit.is_some_and(|l| used >= l);
+        if reached(c.life_bytes, bytes) || reached(c.life_packets, packets) {
+            let spi_out = c.spi_out;
+            self.expire_children(ctx, &[(spi_in, spi_out)]);
+        } else if reached(c.rekey_bytes, bytes) || reached(c.rekey_packets, packets) {
+            c.rekey_bytes = None;
+            c.rekey_packets = None;
+            self.want(Action::RekeyChild(spi_in, None));
+        } else {
+            return;
+        }
+        self.kick(ctx, now);
     }
 
     fn dpd_due(&self, ctx: &Ctx) -> Option<Instant> {
@@ -1215,6 +1252,10 @@ impl Child {
             vip: c.vip,
             rekey_at: None,
             expire_at: None,
+            rekey_bytes: None,
+            rekey_packets: None,
+            life_bytes: None,
+            life_packets: None,
             rekeyed: false,
             peer_rekey: None,
         }
