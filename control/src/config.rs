@@ -278,6 +278,8 @@ struct RawFile {
     secrets: Ordered<ike::RawSecret>,
     #[serde(default)]
     pools: Ordered<ike::RawPool>,
+    #[serde(default)]
+    ike: Option<ike::RawIkeDaemon>,
 }
 
 /// Where the names of interfaces and SAs are written, read only to place an error about a
@@ -854,7 +856,13 @@ impl Cx<'_> {
                 probes: rs.probes.unwrap_or(true),
             });
         }
-        let ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;
+        let ike = self.build_ike(
+            &raw.connections,
+            &raw.secrets,
+            &raw.pools,
+            raw.ike.as_ref(),
+            &engine,
+        )?;
         Ok(Config {
             engine,
             control_socket,

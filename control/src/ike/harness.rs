@@ -255,6 +255,7 @@ fn gateway() -> IkeConfig {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+mod fragments;
 mod rekey;
 
 #[test]

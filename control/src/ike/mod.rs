@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod crypto;
+pub mod fragment;
 pub mod proposal;
 pub mod sa;
 pub mod sample;
