@@ -5,6 +5,7 @@
 //!
 //! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
 //! * [`config`]: the configuration one IKE SA is built from.
+//! * [`fragment`]: IKE fragmentation (RFC 7383): message size budget and reassembly.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
 //!   `sa/established.rs`).
