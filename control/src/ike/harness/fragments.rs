@@ -287,3 +287,49 @@ fn no_fragments_with_a_peer_without_fragmentation() {
     assert!(h.log.iter().all(|(_, b)| !is_fragment(b)));
     assert!(h.log[2].1.len() > max_message_len(SIZE, B));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Random SKF messages with the established SA's SPIs, as requests or responses of
+    /// nearby message IDs, never panic, never authenticate and never end the SA.
+    #[test]
+    fn random_skf_messages_never_hurt_an_established_sa(
+        msgs in proptest::collection::vec(
+            (0u32..4, proptest::prelude::any::<bool>(), 1u16..6, 1u16..6,
+             proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)),
+            1..20),
+    ) {
+        use crate::wire::{ExchangeType, Flags, Header, PayloadType, SkfPayload};
+        let mut h = established(small(client()), small(gateway()), Faults::default());
+        let (spi_i, spi_r) = h.resp.spis().unwrap();
+        let before = h.resp.stats();
+        for (id, response, a, b, data) in msgs {
+            let flags = if response { Flags::INITIATOR | Flags::RESPONSE } else { Flags::INITIATOR };
+            let m = Message {
+                header: Header {
+                    spi_i,
+                    spi_r,
+                    minor_version: 0,
+                    exchange_type: ExchangeType::CreateChildSa,
+                    flags,
+                    message_id: id,
+                },
+                payloads: vec![Payload::Skf(SkfPayload {
+                    first_inner: PayloadType::Notify,
+                    fragment_number: a.min(b),
+                    total_fragments: a.max(b),
+                    data,
+                })],
+            };
+            h.resp.handle_datagram(h.now, B, A, &m.to_bytes());
+        }
+        proptest::prop_assert!(h.resp.is_established());
+        let after = h.resp.stats();
+        proptest::prop_assert_eq!(after.fragments_received, before.fragments_received);
+        proptest::prop_assert_eq!(after.fragments_dropped, before.fragments_dropped);
+        h.run_for(std::time::Duration::from_secs(1));
+        no_failure(&h);
+        one_pair(&h);
+    }
+}
