@@ -856,7 +856,13 @@ impl Cx<'_> {
                 probes: rs.probes.unwrap_or(true),
             });
         }
-        let mut ike = self.build_ike(&raw.connections, &raw.secrets, &raw.pools, &engine)?;
+        let mut ike = self.build_ike(
+            &raw.connections,
+            &raw.secrets,
+            &raw.pools,
+            raw.ike.as_ref(),
+            &engine,
+        )?;
         if let Some(d) = &raw.ike {
             self.build_ike_daemon(d, &mut ike)?;
         }

@@ -102,6 +102,12 @@ pub struct IkeSaStatus {
     pub established_s: Option<u64>,
     /// Seconds until its rekey by lifetime (`rekey_time` minus jitter), if scheduled.
     pub rekey_in_s: Option<u64>,
+    /// Whether IKE fragmentation (RFC 7383) was negotiated.
+    pub fragmentation: bool,
+    /// IKE fragments sent (retransmissions included).
+    pub fragments_sent: u64,
+    /// IKE fragments received (authenticated).
+    pub fragments_received: u64,
     /// Its child SAs.
     pub children: Vec<IkeChildStatus>,
 }
@@ -802,14 +808,24 @@ impl IkeThread {
         match ev {
             Event::IkeSaEstablished(info) => {
                 log(format_args!(
-                    "ike {name} #{id}: established {}[{}] === {}[{}], {}, nat {}",
+                    "ike {name} #{id}: established {}[{}] === {}[{}], {}, nat {}, \
+                     fragmentation {}, peer signature hashes {:?}",
                     info.local,
                     id_string(&self.conns[self.sas[i].conn].ike.local_id),
                     info.remote,
                     id_string(&info.remote_id),
                     algorithms(info.cipher, info.prf, info.group),
-                    nat_name(&info)
+                    nat_name(&info),
+                    if info.fragmentation { "on" } else { "off" },
+                    info.peer_signature_hashes
                 ));
+                let st = self.sas[i].sa.stats();
+                if st.fragments_sent + st.fragments_received > 0 {
+                    log(format_args!(
+                        "ike {name} #{id}: IKE fragments sent {}, received {}, dropped {}",
+                        st.fragments_sent, st.fragments_received, st.fragments_dropped
+                    ));
+                }
                 self.sas[i].info = Some(info);
                 self.sas[i].established = Some(Instant::now());
             }
@@ -1127,6 +1143,9 @@ impl IkeThread {
                         .sa
                         .next_rekey()
                         .map(|t| t.saturating_duration_since(now).as_secs()),
+                    fragmentation: e.info.as_ref().is_some_and(|i| i.fragmentation),
+                    fragments_sent: e.sa.stats().fragments_sent,
+                    fragments_received: e.sa.stats().fragments_received,
                     children: e.children.iter().map(|c| c.status.clone()).collect(),
                 }
             })

@@ -19,6 +19,7 @@ use super::{ConfigError, Cx, Ordered, S};
 use crate::dataplane::aead::Cipher;
 use crate::dataplane::engine::EngineConfig;
 use crate::ike::config::ts_prefix;
+use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::{
     AddressPool, ChildConfig, DpdAction, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal,
     Lifetimes, Mode, Prf, RetransmitConfig,
@@ -45,10 +46,11 @@ impl Default for IkeSettings {
 }
 
 /// `[ike]`: settings of the daemon's IKE thread (strongSwan's `charon.*` settings).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIkeDaemon {
     cookie_threshold: Option<S<i64>>,
+    fragment_size: Option<S<i64>>,
 }
 
 /// One `[connections.NAME]`: what the IKE thread needs to initiate or answer it.
@@ -85,6 +87,8 @@ pub(super) struct RawConnection {
     pools: Strings,
     encap: Option<bool>,
     mobike: Option<bool>,
+    fragmentation: Option<S<String>>,
+    fragment_size: Option<S<i64>>,
     start_action: Option<S<String>>,
     rekey_time: Option<S<RawDuration>>,
     over_time: Option<S<RawDuration>>,
@@ -380,8 +384,14 @@ impl Cx<'_> {
         connections: &Ordered<RawConnection>,
         secrets: &Ordered<RawSecret>,
         pools: &Ordered<RawPool>,
+        daemon: Option<&RawIkeDaemon>,
         engine: &EngineConfig,
     ) -> Result<IkeSettings, ConfigError> {
+        let frag_range = (i64::from(MIN_FRAGMENT_SIZE), 65_535);
+        let default_fragment_size = match daemon.and_then(|d| d.fragment_size.as_ref()) {
+            Some(v) => self.int(v, "ike.fragment_size", frag_range.0, frag_range.1)? as u16,
+            None => DEFAULT_FRAGMENT_SIZE,
+        };
         // Pools.
         let mut pool_map: HashMap<&str, Arc<AddressPool>> = HashMap::new();
         for (name, rp) in &pools.0 {
@@ -729,6 +739,18 @@ impl Cx<'_> {
                 })?,
                 None => DpdAction::Clear,
             };
+            let fragmentation = match &rc.fragmentation {
+                Some(f) => self.parse_str(f, &k("fragmentation"), |t| match t {
+                    "yes" => Ok(true),
+                    "no" => Ok(false),
+                    _ => Err(format!("{t:?}: fragmentation is yes or no")),
+                })?,
+                None => true,
+            };
+            let fragment_size = match &rc.fragment_size {
+                Some(v) => self.int(v, &k("fragment_size"), frag_range.0, frag_range.1)? as u16,
+                None => default_fragment_size,
+            };
             let dpd = DpdConfig {
                 delay: time(&rc.dpd_delay, k("dpd_delay"))?.0,
                 action,
@@ -758,6 +780,8 @@ impl Cx<'_> {
                     mobike: rc.mobike.unwrap_or(true),
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
+                    fragmentation,
+                    fragment_size,
                     retransmit: RetransmitConfig::default(),
                     lifetimes,
                     dpd,

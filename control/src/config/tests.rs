@@ -749,3 +749,40 @@ fn doc_ike_example_parses() {
     let c = &cfg.ike.connections[0];
     assert_eq!((c.name.as_str(), c.start, c.vips), ("home", true, true));
 }
+
+#[test]
+fn ike_fragmentation_keys() {
+    let frag = |text: &str| {
+        let cfg = parse("cl.toml", text).unwrap();
+        let ike = &cfg.ike.connections[0].ike;
+        (ike.fragmentation, ike.fragment_size)
+    };
+    assert_eq!(frag(&plus(IKE)), (true, 1280), "defaults as strongSwan's");
+    let conn = |lines: &str| {
+        IKE.replace(
+            "start_action = \"start\"",
+            &format!("start_action = \"start\"\n{lines}"),
+        )
+    };
+    assert_eq!(
+        frag(&plus(&conn("fragmentation = \"no\"\nfragment_size = 576"))),
+        (false, 576)
+    );
+    // The daemon-wide default, and a connection's own value over it.
+    let daemon = plus(&format!("{IKE}\n[ike]\nfragment_size = 400\n"));
+    assert_eq!(frag(&daemon), (true, 400));
+    let both = plus(&format!(
+        "{}\n[ike]\nfragment_size = 400\n",
+        conn("fragment_size = 1400")
+    ));
+    assert_eq!(frag(&both), (true, 1400));
+    let e = err(&plus(&conn("fragmentation = \"force\"")));
+    assert!(
+        e.contains("connections.home.fragmentation") && e.contains("yes or no"),
+        "{e}"
+    );
+    let e = err(&plus(&conn("fragment_size = 100")));
+    assert!(e.contains("connections.home.fragment_size"), "{e}");
+    let e = err(&plus(&format!("{IKE}\n[ike]\nfragment_size = 70000\n")));
+    assert!(e.contains("ike.fragment_size"), "{e}");
+}

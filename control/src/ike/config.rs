@@ -338,6 +338,14 @@ pub struct IkeConfig {
     /// that the peer believes we are behind a NAT, and act as if we were. mifsec's engine
     /// only speaks ESP in UDP, so the daemon always sets this.
     pub force_encap: bool,
+    /// IKE fragmentation (RFC 7383): advertise IKEV2_FRAGMENTATION_SUPPORTED and, when the
+    /// peer does too, send encrypted messages longer than `fragment_size` allows in
+    /// fragments (swanctl.conf's `fragmentation = yes`). Received fragments are only
+    /// accepted when negotiated.
+    pub fragmentation: bool,
+    /// The largest IP datagram an IKE fragment may make, IP and UDP headers and the
+    /// non-ESP marker included (strongSwan's `charon.fragment_size`; default 1280).
+    pub fragment_size: u16,
     /// Retransmission timing.
     pub retransmit: RetransmitConfig,
     /// Rekey and expiry times.
@@ -359,6 +367,8 @@ impl fmt::Debug for IkeConfig {
             .field("mobike", &self.mobike)
             .field("nat_t_port", &self.nat_t_port)
             .field("force_encap", &self.force_encap)
+            .field("fragmentation", &self.fragmentation)
+            .field("fragment_size", &self.fragment_size)
             .field("retransmit", &self.retransmit)
             .field("lifetimes", &self.lifetimes)
             .field("dpd", &self.dpd)
@@ -426,6 +436,8 @@ mod tests {
             mobike: true,
             nat_t_port: Some(4500),
             force_encap: false,
+            fragmentation: true,
+            fragment_size: 1280,
             retransmit: RetransmitConfig::default(),
             lifetimes: Lifetimes::default(),
             dpd: DpdConfig::default(),

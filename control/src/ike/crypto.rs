@@ -17,8 +17,8 @@ use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
 use crate::wire::{
-    DhGroup, EncrId, Header, IdPayload, Message, Payload, PrfId, SkPayload, WireError,
-    encode_inner_payloads, parse_payloads,
+    DhGroup, EncrId, GENERIC_HEADER_LEN, HEADER_LEN, Header, IdPayload, Message, Payload,
+    PayloadType, PrfId, SkPayload, SkfPayload, WireError, encode_inner_payloads, parse_payloads,
 };
 
 /// A secret byte string that is wiped when dropped.
@@ -483,7 +483,71 @@ impl SkCrypter {
         outer: Vec<Payload>,
         inner: &[Payload],
     ) -> Result<Vec<u8>, CryptoError> {
-        let (first, mut plain) = encode_inner_payloads(inner);
+        let (first, plain) = encode_inner_payloads(inner);
+        let mut plain = Zeroizing::new(plain);
+        self.seal_with(header, outer, &mut plain, |data| {
+            Payload::Sk(SkPayload::new(first, data))
+        })
+    }
+
+    /// Like [`SkCrypter::seal`] without outer payloads, but when the message would be longer
+    /// than `max_len` bytes, splits the inner payloads' encoding into Encrypted Fragment
+    /// (SKF) messages of at most `max_len` bytes each (RFC 7383 section 2.5): all with
+    /// `header`, numbered from 1, each sealed on its own, the first naming the first inner
+    /// payload and the others 0 ([`PayloadType::NoNextPayload`]). Fails with
+    /// [`CryptoError::Malformed`] if `max_len` leaves no room for data or the message
+    /// would need more than 65535 fragments.
+    pub fn seal_fragments(
+        &mut self,
+        header: Header,
+        inner: &[Payload],
+        max_len: usize,
+    ) -> Result<Vec<Vec<u8>>, CryptoError> {
+        let (first, plain) = encode_inner_payloads(inner);
+        let plain = Zeroizing::new(plain);
+        if SK_OVERHEAD + plain.len() <= max_len {
+            let mut p = plain;
+            let one = self.seal_with(header, Vec::new(), &mut p, |data| {
+                Payload::Sk(SkPayload::new(first, data))
+            })?;
+            return Ok(vec![one]);
+        }
+        let room = max_len
+            .checked_sub(SKF_OVERHEAD)
+            .filter(|r| *r > 0)
+            .ok_or(CryptoError::Malformed)?;
+        let chunks: Vec<&[u8]> = plain.chunks(room).collect();
+        let total = u16::try_from(chunks.len()).map_err(|_| CryptoError::Malformed)?;
+        let mut out = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let number = u16::try_from(i + 1).map_err(|_| CryptoError::Malformed)?;
+            let first_inner = if number == 1 {
+                first
+            } else {
+                PayloadType::NoNextPayload
+            };
+            let mut p = Zeroizing::new(chunk.to_vec());
+            out.push(self.seal_with(header, Vec::new(), &mut p, |data| {
+                Payload::Skf(SkfPayload {
+                    first_inner,
+                    fragment_number: number,
+                    total_fragments: total,
+                    data,
+                })
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Seals `plain` (inner payload bytes, without pad length) into the encrypted payload
+    /// `wrap` makes from its data, after `outer`.
+    fn seal_with(
+        &mut self,
+        header: Header,
+        outer: Vec<Payload>,
+        plain: &mut Zeroizing<Vec<u8>>,
+        wrap: impl FnOnce(Vec<u8>) -> Payload,
+    ) -> Result<Vec<u8>, CryptoError> {
         plain.push(0); // pad length: no padding
         let iv = self.next_iv.to_be_bytes();
         self.next_iv = self.next_iv.wrapping_add(1);
@@ -491,7 +555,7 @@ impl SkCrypter {
         data.extend_from_slice(&iv);
         data.resize(IV_LEN + plain.len() + TAG_LEN, 0);
         let mut payloads = outer;
-        payloads.push(Payload::Sk(SkPayload::new(first, data)));
+        payloads.push(wrap(data));
         let msg = Message { header, payloads };
         let offset = msg.encrypted_data_offset().ok_or(CryptoError::Malformed)?;
         let mut bytes = msg.to_bytes();
@@ -499,8 +563,7 @@ impl SkCrypter {
         let (_, rest) = rest.split_at_mut(IV_LEN);
         let ct_len = plain.len();
         let (ct, tag_slot) = rest.split_at_mut(ct_len);
-        ct.copy_from_slice(&plain);
-        plain.fill(0);
+        ct.copy_from_slice(plain);
         let tag = self
             .key
             .seal(&iv, aad, ct)
@@ -515,6 +578,26 @@ impl SkCrypter {
         let Some(Payload::Sk(sk)) = msg.payloads.last() else {
             return Err(CryptoError::Malformed);
         };
+        let inner = self.open_data(bytes, msg)?;
+        parse_payloads(sk.first_inner, &inner).map_err(CryptoError::Inner)
+    }
+
+    /// Authenticates and decrypts the SKF payload that ends `msg`, parsed from `bytes`,
+    /// and returns the fragment's plaintext (padding removed), to be reassembled.
+    pub fn open_fragment(
+        &self,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
+        let Some(Payload::Skf(_)) = msg.payloads.last() else {
+            return Err(CryptoError::Malformed);
+        };
+        self.open_data(bytes, msg)
+    }
+
+    /// The authenticated plaintext of the SK or SKF payload ending `msg`, without padding
+    /// and pad length.
+    fn open_data(&self, bytes: &[u8], msg: &Message) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let offset = msg.encrypted_data_offset().ok_or(CryptoError::Malformed)?;
         let aad = bytes.get(..offset).ok_or(CryptoError::Malformed)?;
         let data = bytes.get(offset..).ok_or(CryptoError::Malformed)?;
@@ -534,10 +617,17 @@ impl SkCrypter {
             .len()
             .checked_sub(usize::from(pad_len))
             .ok_or(CryptoError::Malformed)?;
-        let inner = body.get(..inner_len).ok_or(CryptoError::Malformed)?;
-        parse_payloads(sk.first_inner, inner).map_err(CryptoError::Inner)
+        plain.truncate(inner_len);
+        Ok(plain)
     }
 }
+
+/// What an SK message adds to its inner payloads: the IKE header, the SK payload header,
+/// IV, pad length (no padding) and ICV.
+pub const SK_OVERHEAD: usize = HEADER_LEN + GENERIC_HEADER_LEN + IV_LEN + 1 + TAG_LEN;
+/// What an SKF message adds to its fragment of the inner payloads: as [`SK_OVERHEAD`] plus
+/// the Fragment Number and Total Fragments fields.
+pub const SKF_OVERHEAD: usize = SK_OVERHEAD + 4;
 
 impl fmt::Debug for SkCrypter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -256,6 +256,7 @@ fn gateway() -> IkeConfig {
 const LIMIT: Duration = Duration::from_secs(60);
 
 mod cookie;
+mod fragments;
 mod rekey;
 
 #[test]

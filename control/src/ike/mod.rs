@@ -6,6 +6,7 @@
 //! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
 //! * [`config`]: the configuration one IKE SA is built from.
 //! * [`cookie`]: responder COOKIEs (RFC 7296 section 2.6) and the decision to demand them.
+//! * [`fragment`]: IKE fragmentation (RFC 7383): message size budget and reassembly.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
 //!   `sa/established.rs`).
@@ -16,6 +17,7 @@
 pub mod config;
 pub mod cookie;
 pub mod crypto;
+pub mod fragment;
 pub mod proposal;
 pub mod sa;
 pub mod sample;

@@ -28,6 +28,7 @@ use super::crypto::{
     ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, rekey_skeyseed,
     signed_octets, skeyseed, verify_psk_auth,
 };
+use super::fragment::{Outcome, Reassembler, max_message_len};
 use super::proposal::{
     IkeChoice, check_esp_response, check_ike_response, esp_response_payload, esp_sa_payload,
     ike_response_payload, ike_sa_payload, is_subset, narrow, select_esp, select_ike,
@@ -35,7 +36,7 @@ use super::proposal::{
 use crate::wire::{
     AuthMethod, AuthPayload, CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload,
     DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, KePayload, Message,
-    NotifyPayload, NotifyType, Payload, TrafficSelector, TsPayload,
+    NotifyPayload, NotifyType, Payload, TrafficSelector, TsPayload, parse_payloads,
 };
 
 mod established;
@@ -48,6 +49,9 @@ const NONCE_LEN: usize = 32;
 const NONCE_RANGE: core::ops::RangeInclusive<usize> = 16..=256;
 /// How many COOKIE retries an initiator makes.
 const MAX_COOKIE_RETRIES: u8 = 2;
+/// The hash algorithms we announce in SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4, IANA
+/// "IKEv2 Hash Algorithms"): SHA2-256, SHA2-384, SHA2-512.
+pub const SIGNATURE_HASHES: [u16; 3] = [2, 3, 4];
 
 /// A datagram to send.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,6 +115,12 @@ pub struct IkeSaInfo {
     pub remote_id: IdPayload,
     /// Whether the peer advertised MOBIKE_SUPPORTED.
     pub peer_mobike: bool,
+    /// Whether IKE fragmentation (RFC 7383) is in use: both sides advertised
+    /// IKEV2_FRAGMENTATION_SUPPORTED.
+    pub fragmentation: bool,
+    /// The hash algorithms of the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), as IANA
+    /// numbers; empty if it sent none.
+    pub peer_signature_hashes: Vec<u16>,
 }
 
 /// A child SA to install: both directions' SPIs and keys from our point of view.
@@ -271,6 +281,13 @@ pub struct Stats {
     pub answered_from_cache: u64,
     /// IKE_SA_INIT requests refused with an error notify (no SA created).
     pub refused_init: u64,
+    /// IKE fragments (SKF messages) sent, retransmissions included.
+    pub fragments_sent: u64,
+    /// IKE fragments received that authenticated.
+    pub fragments_received: u64,
+    /// Authenticated fragments not used: duplicates, stale, over a limit, or not
+    /// negotiated.
+    pub fragments_dropped: u64,
 }
 
 /// Proof that the peer's AUTH payload verified. Only [`verify_peer`] makes one, and child
@@ -306,6 +323,12 @@ struct Core {
     init_request: Vec<u8>,
     init_response: Vec<u8>,
     nat: NatStatus,
+    /// With IKE fragmentation negotiated: the largest message sent whole.
+    frag: Option<usize>,
+    /// Fragments of messages from the peer being reassembled.
+    reasm: Reassembler,
+    /// The peer's SIGNATURE_HASH_ALGORITHMS.
+    peer_hashes: Vec<u16>,
 }
 
 impl Core {
@@ -344,6 +367,10 @@ impl Core {
             (Vec::new(), Vec::new()),
         )?;
         core.nat = self.nat;
+        // Extensions negotiated in IKE_SA_INIT carry over to the new IKE SA (as strongSwan's
+        // inherit_pre does).
+        core.frag = self.frag;
+        core.peer_hashes = self.peer_hashes.clone();
         Ok(core)
     }
 
@@ -382,6 +409,9 @@ impl Core {
             init_request: messages.0,
             init_response: messages.1,
             nat: NatStatus::default(),
+            frag: None,
+            reasm: Reassembler::default(),
+            peer_hashes: Vec::new(),
         })
     }
 
@@ -404,6 +434,10 @@ impl Core {
         }
     }
 
+    /// Seals a message. With fragmentation negotiated and the message too long, the result
+    /// is its SKF fragments back to back (each an IKE message whose header's Length field
+    /// delimits it); `Ctx::send` sends them as separate datagrams. Keeping them as one
+    /// buffer lets retransmission and the response cache resend all fragments unchanged.
     fn seal(
         &mut self,
         exchange_type: ExchangeType,
@@ -412,7 +446,64 @@ impl Core {
         inner: &[Payload],
     ) -> Result<Vec<u8>, CryptoError> {
         let header = self.header(exchange_type, response, message_id);
-        self.tx.seal(header, Vec::new(), inner)
+        match self.frag {
+            Some(max) => Ok(self.tx.seal_fragments(header, inner, max)?.concat()),
+            None => self.tx.seal(header, Vec::new(), inner),
+        }
+    }
+
+    /// Opens a protected message from the peer: an SK message at once; an SKF fragment is
+    /// authenticated and stored, and `Ok(None)` returned until its message is complete,
+    /// which is then parsed as an SK message's inner payloads would be.
+    fn open(
+        &mut self,
+        bytes: &[u8],
+        msg: &Message,
+        stats: &mut Stats,
+    ) -> Result<Option<Vec<Payload>>, CryptoError> {
+        let Some(Payload::Skf(skf)) = msg.payloads.last() else {
+            return self.rx.open(bytes, msg).map(Some);
+        };
+        if self.frag.is_none() {
+            // RFC 7383 section 2.5: fragments are only used once both sides support them.
+            stats.fragments_dropped += 1;
+            return Ok(None);
+        }
+        let data = self.rx.open_fragment(bytes, msg)?;
+        stats.fragments_received += 1;
+        let h = &msg.header;
+        match self
+            .reasm
+            .insert(h.flags.response(), h.message_id, skf, data)
+        {
+            Outcome::Complete(first, plain) => parse_payloads(first, &plain)
+                .map(Some)
+                .map_err(CryptoError::Inner),
+            Outcome::Stored => Ok(None),
+            Outcome::Dropped(_) => {
+                stats.fragments_dropped += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records the extensions the peer's IKE_SA_INIT message announced: IKE fragmentation
+    /// (used if we support it too) and its signature hash algorithms.
+    fn negotiate_extensions(&mut self, cfg: &IkeConfig, peer: &Message, remote: SocketAddr) {
+        let peer_frag = peer
+            .notify(NotifyType::Ikev2FragmentationSupported)
+            .is_some();
+        self.frag =
+            (cfg.fragmentation && peer_frag).then(|| max_message_len(cfg.fragment_size, remote));
+        self.peer_hashes = peer
+            .notify(NotifyType::SignatureHashAlgorithms)
+            .map(|n| {
+                n.data
+                    .chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect()
+            })
+            .unwrap_or_default();
     }
 
     /// Our AUTH payload.
@@ -448,6 +539,8 @@ impl Core {
             nat: self.nat,
             remote_id: id,
             peer_mobike: mobike,
+            fragmentation: self.frag.is_some(),
+            peer_signature_hashes: self.peer_hashes.clone(),
         }
     }
 
@@ -577,6 +670,31 @@ fn has_notify(payloads: &[Payload], t: NotifyType) -> bool {
 
 fn notify(t: NotifyType) -> Payload {
     Payload::Notify(NotifyPayload::new(t, Vec::new()))
+}
+
+/// The extension notifies of our IKE_SA_INIT request or response:
+/// IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383) when enabled, SIGNATURE_HASH_ALGORITHMS
+/// (RFC 7427).
+fn init_extension_notifies(cfg: &IkeConfig) -> Vec<Payload> {
+    let mut out = Vec::new();
+    if cfg.fragmentation {
+        out.push(notify(NotifyType::Ikev2FragmentationSupported));
+    }
+    let hashes = SIGNATURE_HASHES
+        .iter()
+        .flat_map(|h| h.to_be_bytes())
+        .collect();
+    out.push(Payload::Notify(NotifyPayload::new(
+        NotifyType::SignatureHashAlgorithms,
+        hashes,
+    )));
+    out
+}
+
+/// Whether `msg` is an SKF fragment other than the first: a retransmitted request is
+/// answered from the cache only on its fragment 1 (RFC 7383 section 2.6.1).
+fn is_later_fragment(msg: &Message) -> bool {
+    matches!(msg.payloads.last(), Some(Payload::Skf(f)) if f.fragment_number != 1)
 }
 
 /// Initiator: IKE_SA_INIT request sent, waiting for the response.
@@ -709,11 +827,41 @@ struct Ctx {
 
 impl Ctx {
     fn send(&mut self, bytes: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            local: self.local,
-            remote: self.remote,
-            bytes,
-        });
+        self.send_to(self.local, self.remote, bytes);
+    }
+
+    /// Queues a sealed message: one datagram, or the fragments `Core::seal` put back to
+    /// back, one datagram each.
+    fn send_to(&mut self, local: SocketAddr, remote: SocketAddr, bytes: Vec<u8>) {
+        let mut lens = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let len = HeaderPacket::new_checked(rest)
+                .map(|h| h.length() as usize)
+                .ok()
+                .filter(|l| (1..=rest.len()).contains(l))
+                .unwrap_or(rest.len());
+            lens.push(len);
+            rest = &rest[len..];
+        }
+        if lens.len() <= 1 {
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes,
+            });
+            return;
+        }
+        self.stats.fragments_sent += lens.len() as u64;
+        let mut at = 0;
+        for len in lens {
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes: bytes[at..at + len].to_vec(),
+            });
+            at += len;
+        }
     }
 
     fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
@@ -1248,6 +1396,7 @@ impl InitSent {
         }));
         payloads.push(Payload::Nonce(self.ni.clone()));
         payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, ctx.local, ctx.remote));
+        payloads.extend(init_extension_notifies(&ctx.cfg));
         let msg = Message {
             header: Header {
                 spi_i: self.spi_i,
@@ -1356,6 +1505,7 @@ impl InitSent {
             Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
         };
         core.nat = detect_nat(msg, local, remote);
+        core.negotiate_extensions(&ctx.cfg, msg, remote);
         // Forced encapsulation: we pretend to be behind a NAT, as the peer now believes.
         core.nat.local_behind_nat |= ctx.cfg.force_encap;
         ctx.retransmit = None;
@@ -1412,7 +1562,13 @@ impl AuthSent {
         }))
     }
 
-    fn handle(self: Box<Self>, ctx: &mut Ctx, now: Instant, bytes: &[u8], msg: &Message) -> State {
+    fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
         let h = &msg.header;
         let spis = Some((self.core.spi_i, self.core.spi_r));
         let fits = h.spi_i == self.core.spi_i
@@ -1425,8 +1581,9 @@ impl AuthSent {
             ctx.stats.unexpected += 1;
             return State::AuthSent(self);
         }
-        let inner = match self.core.rx.open(bytes, msg) {
-            Ok(p) => p,
+        let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::AuthSent(self),
             Err(CryptoError::Inner(_)) => {
                 ctx.stats.malformed += 1;
                 return ctx.fail(FailReason::InvalidSyntax, spis, None);
@@ -1637,6 +1794,7 @@ impl AwaitInit {
             Payload::Nonce(nr.clone()),
         ];
         payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, ctx.local, ctx.remote));
+        payloads.extend(init_extension_notifies(&ctx.cfg));
         let response = Message {
             header: Header {
                 spi_i,
@@ -1662,6 +1820,7 @@ impl AwaitInit {
         .map_err(FailReason::Crypto)?;
         core.nat = detect_nat(msg, ctx.local, ctx.remote);
         core.nat.local_behind_nat |= ctx.cfg.force_encap;
+        core.negotiate_extensions(&ctx.cfg, msg, ctx.remote);
         ctx.send(response);
         ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
         Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
@@ -1676,7 +1835,7 @@ struct ChildOutcome {
 
 impl AwaitAuth {
     fn handle(
-        self: Box<Self>,
+        mut self: Box<Self>,
         ctx: &mut Ctx,
         now: Instant,
         local: SocketAddr,
@@ -1712,8 +1871,9 @@ impl AwaitAuth {
             return State::AwaitAuth(self);
         }
         let spis = Some((core.spi_i, core.spi_r));
-        let inner = match core.rx.open(bytes, msg) {
-            Ok(p) => p,
+        let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::AwaitAuth(self),
             Err(CryptoError::Inner(e)) => {
                 ctx.stats.malformed += 1;
                 let mut core = self.core;
@@ -1917,7 +2077,11 @@ impl Dead {
         let h = &msg.header;
         let cached = match (&self.spis, &self.last_response) {
             (Some((i, r)), Some((id, b)))
-                if h.spi_i == *i && h.spi_r == *r && h.message_id == *id && !h.flags.response() =>
+                if h.spi_i == *i
+                    && h.spi_r == *r
+                    && h.message_id == *id
+                    && !h.flags.response()
+                    && !is_later_fragment(msg) =>
             {
                 Some(b.clone())
             }
@@ -1926,11 +2090,7 @@ impl Dead {
         match cached {
             Some(bytes) => {
                 ctx.stats.answered_from_cache += 1;
-                ctx.transmits.push_back(Transmit {
-                    local: ctx.local,
-                    remote,
-                    bytes,
-                });
+                ctx.send_to(ctx.local, remote, bytes);
             }
             None => ctx.stats.unexpected += 1,
         }

@@ -50,8 +50,8 @@ pub use header::{ExchangeType, Flags, HEADER_LEN, Header, HeaderPacket};
 pub use message::Message;
 pub use notify::{DeletePayload, NotifyPayload, NotifyType};
 pub use payload::{
-    GenericPayloadPacket, Payload, PayloadType, SkPayload, SkfPayload, UnknownPayload,
-    emit_payloads, encode_inner_payloads, parse_payloads,
+    GENERIC_HEADER_LEN, GenericPayloadPacket, Payload, PayloadType, SkPayload, SkfPayload,
+    UnknownPayload, emit_payloads, encode_inner_payloads, parse_payloads,
 };
 pub use sa::{
     AttributeType, AttributeValue, DhGroup, EncrId, EsnId, IntegId, KePayload, PrfId, Proposal,

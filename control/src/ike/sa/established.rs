@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE, State,
-    Transmit, first_error_notify, has_notify, notify,
+    first_error_notify, has_notify, is_later_fragment, notify,
 };
 use crate::ike::config::Mode;
 use crate::ike::crypto::{ChildKeys, KeyExchange};
@@ -227,12 +227,11 @@ impl super::Established {
         if h.message_id.wrapping_add(1) == ch.peer_next {
             if let Some((id, cached)) = &ch.last_response {
                 if *id == h.message_id {
-                    ctx.stats.answered_from_cache += 1;
-                    ctx.transmits.push_back(Transmit {
-                        local,
-                        remote,
-                        bytes: cached.clone(),
-                    });
+                    // A retransmitted request in fragments: answer once, on fragment 1.
+                    if !is_later_fragment(msg) {
+                        ctx.stats.answered_from_cache += 1;
+                        ctx.send_to(local, remote, cached.clone());
+                    }
                     return State::Established(self);
                 }
             }
@@ -241,8 +240,9 @@ impl super::Established {
             ctx.stats.unexpected += 1;
             return State::Established(self);
         }
-        let inner = match ch.core.rx.open(bytes, msg) {
-            Ok(p) => Ok(p),
+        let inner = match ch.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => Ok(p),
+            Ok(None) => return State::Established(self),
             Err(CryptoError::Inner(e)) => Err(e),
             Err(_) => {
                 ctx.stats.integrity += 1;
@@ -273,11 +273,7 @@ impl super::Established {
             Ok(b) => b,
             Err(_) => return State::Established(self),
         };
-        ctx.transmits.push_back(Transmit {
-            local,
-            remote,
-            bytes: resp.clone(),
-        });
+        ctx.send_to(local, remote, resp.clone());
         ch.peer_next = h.message_id.wrapping_add(1);
         ch.last_response = Some((h.message_id, resp));
         match after {
@@ -655,8 +651,9 @@ impl super::Established {
             ctx.stats.unexpected += 1;
             return State::Established(self);
         };
-        let inner = match ch.core.rx.open(bytes, msg) {
-            Ok(p) => p,
+        let inner = match ch.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::Established(self),
             Err(CryptoError::Inner(_)) => {
                 // Unusable answer: the exchange failed; the SA stays.
                 ctx.stats.malformed += 1;
