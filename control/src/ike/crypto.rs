@@ -789,6 +789,43 @@ mod tests {
         );
     }
 
+    /// The IKEv2 KDF with HMAC-SHA2-256, through the functions the state machine calls,
+    /// against NIST's SP 800-135 IKEv2 KDF sample for SHA-256 (the values NSS's PKCS #11
+    /// IKE tests quote as "from NIST samples"): SKEYSEED, prf+ to 132 and to 32 bytes of
+    /// DKM, and the rekey SKEYSEED from SK_d (the DKM's first 32 bytes) and a new g^ir.
+    #[test]
+    fn ikev2_kdf_nist_sha256() {
+        let prf = Prf::HmacSha256;
+        let gir = h("0f4d257d7a58fc4545c7d7a88119eee5d5c9690c5b4c989171d3abbfd99d1d29");
+        let gir_new = h("25f3b12d6f282739256e39bf54eda53b60ffcf379bb7bcc90c27b4c4c578616c");
+        let (ni, nr) = (h("3f302be1abcb28e1"), h("8c332ee006064c9b"));
+        let (spi_i, spi_r) = (h("40dac39e1e1a8640"), h("8619a1cf9a6e4c07"));
+
+        let seed_key = skeyseed(prf, &ni, &nr, &gir);
+        assert_eq!(
+            &seed_key[..],
+            &h("5f00d1bd2c58ec224b1e6b71fa0f19a1faa7a193952c444411b47c1a9d8ba6fe")[..]
+        );
+        let seed = [&ni[..], &nr, &spi_i, &spi_r].concat();
+        let dkm = prf_plus(prf, &seed_key, &seed, 132).unwrap();
+        assert_eq!(
+            &dkm[..],
+            &h(
+                "0b137d669b0947d7d026d593f0305ad401ff0c471357d695778a9c7f4b4869ece98aca531\
+                188d16041b3bb936d2dbb3b4993a6e768a809160de45d0283f273a6cdf6854379e31be72b\
+                8d3d1fa990cf9c5b015ca9f918a7df6253c958114a09d4e1c19bdcd4db14b29d98db1a74a\
+                d405c588662c14a04d0d36aa4ab55e90f8986d12d4aad"
+            )[..]
+        );
+        let short = prf_plus(prf, &seed_key, &seed, 32).unwrap();
+        assert_eq!(&short[..], &dkm[..32]);
+        let sk_d = &dkm[..32];
+        assert_eq!(
+            &rekey_skeyseed(prf, sk_d, &gir_new, &ni, &nr)[..],
+            &h("2d63f6debc92048b4fef3889c4c99ca67d6496e0fac14a2bca9a2d6566ff2398")[..]
+        );
+    }
+
     #[test]
     fn derivations_follow_the_formulas() {
         let prf = Prf::HmacSha256;
