@@ -13,8 +13,12 @@ use super::{Faults, Harness, LIMIT, client, gateway, v4};
 use crate::ike::config::{
     AddressPool, ChildConfig, ChildLifetimes, EspProposal, IkeConfig, ts_prefix,
 };
+use crate::ike::proposal::esp_sa_payload_pfs;
 use crate::ike::sa::{ChildSa, Event, FailReason};
-use crate::wire::{CfgAttributeType, CfgType, DhGroup, NotifyType, Payload, TrafficSelector};
+use crate::wire::{
+    CfgAttributeType, CfgType, DhGroup, ExchangeType, NotifyType, Payload, TrafficSelector,
+    TsPayload,
+};
 
 fn net(s: &str, len: u8) -> TrafficSelector {
     ts_prefix(s.parse().unwrap(), len)
@@ -465,4 +469,43 @@ fn exhausted_pools() {
         Some(FailReason::NoVirtualIp)
     );
     assert!(h.init.is_dead());
+}
+
+#[test]
+fn new_child_requests_are_capped() {
+    let mut h = Harness::new(client(), gateway(), Faults::default());
+    h.run(LIMIT);
+    h.assert_established();
+    let request = |n: u32| {
+        vec![
+            Payload::Sa(esp_sa_payload_pfs(&[EspProposal::all()], 0x1000 + n, false)),
+            Payload::Nonce(vec![7; 32]),
+            Payload::TsI(TsPayload {
+                selectors: vec![TrafficSelector::ipv4_any()],
+            }),
+            Payload::TsR(TsPayload {
+                selectors: vec![net("10.1.0.0", 16)],
+            }),
+        ]
+    };
+    let mut answers = Vec::new();
+    for n in 0..70 {
+        let req = h
+            .init
+            .seal_test_request(ExchangeType::CreateChildSa, &request(n))
+            .unwrap();
+        let (local, remote) = h.init.addresses();
+        h.resp.handle_datagram(h.now, remote, local, &req);
+        let resp = h.resp.poll_transmit().expect("an answer");
+        let inner = h.init.open_test_message(&resp.bytes).expect("sealed");
+        answers.push(inner.iter().any(|p| matches!(p, Payload::Sa(_))));
+    }
+    // The first child plus 63 new ones; then NO_ADDITIONAL_SAS, the SA intact.
+    assert_eq!(answers.iter().filter(|&&ok| ok).count(), 63);
+    assert!(answers[..63].iter().all(|&ok| ok));
+    assert_eq!(h.resp.child_spis().len(), 64);
+    assert!(h.resp.is_established());
+    while let Some(e) = h.resp.poll_event() {
+        assert!(!matches!(e, Event::Failed(_) | Event::Closed));
+    }
 }

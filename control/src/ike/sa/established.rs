@@ -35,6 +35,9 @@ use crate::wire::{
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many deleted old IKE SAs are kept to answer retransmitted requests.
 const KEEP_RETIRED: usize = 2;
+/// The most child SAs (rekeyed ones awaiting their Delete included) an IKE SA tracks;
+/// further new-child requests from the peer get NO_ADDITIONAL_SAS.
+pub(super) const MAX_CHILDREN: usize = 64;
 
 /// One IKE SA's keys and message-ID state.
 pub(super) struct Channel {
@@ -478,6 +481,9 @@ impl super::Established {
         };
         if !NONCE_RANGE.contains(&ni.len()) {
             return vec![notify(NotifyType::InvalidSyntax)];
+        }
+        if ctx.children.len() >= MAX_CHILDREN {
+            return vec![notify(NotifyType::NoAdditionalSas)];
         }
         // A gateway narrows the peer's side to the virtual IPs it leased.
         let vips = if ctx.original_initiator {
