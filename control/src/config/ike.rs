@@ -868,6 +868,9 @@ mod tests {
         // Errors name the child.
         let e = conn("", "[connections.c.children.m]\nmode = \"beet\"").unwrap_err();
         assert!(e.contains(":10: connections.c.children.m.mode"), "{e}");
+        let e = conn("", "[connections.c.children.n]\nmode = \"tunnel\"").unwrap_err();
+        assert!(e.starts_with("t.toml:9:"), "a child twice: {e}");
+        assert!(e.contains("duplicate"), "{e}");
         let e = conn("", "[connections.c.children.\"bad name\"]").unwrap_err();
         assert!(e.contains("connections.c.children.bad name"), "{e}");
     }
