@@ -217,12 +217,13 @@ pub fn summary(cfg: &Config) -> String {
             addrs(&c.remote_addrs),
             if c.start { "start" } else { "on demand" },
             if c.vips { ", vip requested" } else { "" },
-            c.pool
-                .as_ref()
-                .map(|p| format!(", pool {p}"))
-                .unwrap_or_default(),
+            if c.pools.is_empty() {
+                String::new()
+            } else {
+                format!(", pools {}", c.pools.join(","))
+            },
             if c.ike.force_encap { ", encap" } else { "" },
-            c.child,
+            c.children.join(","),
             match c.ike.child.mode {
                 crate::ike::Mode::Tunnel => "tunnel",
                 crate::ike::Mode::Transport => "transport",

@@ -94,10 +94,16 @@ pub struct IkeSaStatus {
     /// NAT detection: `none`, `local`, `remote` or `both` (a forced encapsulation shows as
     /// `local`).
     pub nat: String,
-    /// The virtual IP assigned to us.
+    /// The (first) virtual IP assigned to us.
     pub vip: Option<String>,
-    /// The virtual IP leased to the peer.
+    /// The (first) virtual IP leased to the peer.
     pub peer_vip: Option<String>,
+    /// Every virtual IP assigned to us (IPv4 and IPv6).
+    pub vips: Vec<String>,
+    /// Every virtual IP leased to the peer.
+    pub peer_vips: Vec<String>,
+    /// DNS servers received from the gateway (client) or sent to the peer (gateway).
+    pub dns: Vec<String>,
     /// Seconds since it was established.
     pub established_s: Option<u64>,
     /// Seconds until its rekey by lifetime (`rekey_time` minus jitter), if scheduled.
@@ -416,10 +422,12 @@ struct Entry {
     info: Option<IkeSaInfo>,
     established: Option<Instant>,
     children: Vec<Installed>,
-    /// The virtual IP put on the TUN (client).
-    vip: Option<Ipv4Addr>,
-    /// The virtual IP leased to the peer (gateway).
-    peer_vip: Option<Ipv4Addr>,
+    /// The virtual IPs put on the TUN (client).
+    vips: Vec<IpAddr>,
+    /// The virtual IPs leased to the peer (gateway).
+    peer_vips: Vec<IpAddr>,
+    /// DNS servers received (client) or sent (gateway).
+    dns: Vec<IpAddr>,
     /// Dead and cleaned up: remove after its last transmits are out.
     done: bool,
     /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
@@ -558,7 +566,7 @@ impl IkeThread {
     fn volume_limits(&self) -> bool {
         self.sas
             .iter()
-            .any(|e| self.conns[e.conn].ike.lifetimes.child_volume_limits())
+            .any(|e| self.conns[e.conn].ike.child_volume_limits())
     }
 
     /// Feeds the engine's per-SA counters to IKE SAs whose child SAs have byte or packet
@@ -571,7 +579,7 @@ impl IkeThread {
         self.usage_checked = now;
         let st = self.engine.status();
         for e in &mut self.sas {
-            if !self.conns[e.conn].ike.lifetimes.child_volume_limits() || !e.sa.is_established() {
+            if !self.conns[e.conn].ike.child_volume_limits() || !e.sa.is_established() {
                 continue;
             }
             for c in &e.children {
@@ -727,8 +735,9 @@ impl IkeThread {
             info: None,
             established: None,
             children: Vec::new(),
-            vip: None,
-            peer_vip: None,
+            vips: Vec::new(),
+            peer_vips: Vec::new(),
+            dns: Vec::new(),
             done: false,
             restart: false,
         });
@@ -826,8 +835,40 @@ impl IkeThread {
                         st.fragments_sent, st.fragments_received, st.fragments_dropped
                     ));
                 }
-                self.sas[i].info = Some(info);
-                self.sas[i].established = Some(Instant::now());
+                let e = &mut self.sas[i];
+                if e.sa.is_initiator() {
+                    for v in &info.vips {
+                        if ip(&[
+                            "addr",
+                            "replace",
+                            &host_prefix(*v),
+                            "dev",
+                            &self.tun,
+                            "nodad",
+                        ][..if v.is_ipv4() { 5 } else { 6 }])
+                        {
+                            e.vips.push(*v);
+                        }
+                    }
+                } else {
+                    e.peer_vips.clone_from(&info.vips);
+                }
+                e.dns.clone_from(&info.dns);
+                if !info.vips.is_empty() || !info.dns.is_empty() {
+                    let list = |v: &[IpAddr]| {
+                        v.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    log(format_args!(
+                        "ike {name} #{id}: virtual IPs [{}], DNS [{}]",
+                        list(&info.vips),
+                        list(&info.dns)
+                    ));
+                }
+                e.info = Some(info);
+                e.established = Some(Instant::now());
             }
             Event::ChildSaEstablished(c) => {
                 if let Err(e) = self.install(i, c) {
@@ -966,22 +1007,17 @@ impl IkeThread {
         self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
         let initiator = e.sa.is_initiator();
         let mut routes = Vec::new();
-        let mut vip = None;
-        let mut peer_vip = None;
-        if initiator {
-            if let Some(v) = c.vip {
-                ip(&["addr", "replace", &format!("{v}/32"), "dev", &self.tun]);
-                vip = Some(v);
-            }
-        } else {
-            peer_vip = c.vip;
-        }
+        let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
         if c.mode == Mode::Tunnel {
             for p in &remote_ts {
                 let dst = p.to_string();
                 let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
-                let src = vip.map(|v: Ipv4Addr| v.to_string());
-                if let (Some(s), true) = (&src, p.addr.is_ipv4()) {
+                // Traffic into the tunnel leaves from our virtual IP of its family.
+                let src = vips
+                    .iter()
+                    .find(|v| v.is_ipv4() == p.addr.is_ipv4())
+                    .map(ToString::to_string);
+                if let Some(s) = &src {
                     args.extend(["src", s.as_str()]);
                 }
                 if ip(&args) {
@@ -1014,11 +1050,14 @@ impl IkeThread {
             status.cipher,
             status.local_ts.join(" "),
             status.remote_ts.join(" "),
-            vip.map(|v| format!(", vip {v}")).unwrap_or_default()
+            if vips.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = vips.iter().map(ToString::to_string).collect();
+                format!(", vips {}", v.join(" "))
+            }
         ));
         let e = &mut self.sas[i];
-        e.vip = e.vip.or(vip);
-        e.peer_vip = e.peer_vip.or(peer_vip);
         e.children.push(Installed {
             status,
             spi_out: c.spi_out,
@@ -1094,8 +1133,8 @@ impl IkeThread {
         for c in children {
             self.uninstall(c);
         }
-        if let Some(v) = self.sas[i].vip.take() {
-            ip(&["addr", "del", &format!("{v}/32"), "dev", &self.tun]);
+        for v in std::mem::take(&mut self.sas[i].vips) {
+            ip(&["addr", "del", &host_prefix(v), "dev", &self.tun]);
         }
     }
 
@@ -1136,8 +1175,11 @@ impl IkeThread {
                         .map(|i| algorithms(i.cipher, i.prf, i.group))
                         .unwrap_or_default(),
                     nat: e.info.as_ref().map_or("-", nat_name).into(),
-                    vip: e.vip.map(|v| v.to_string()),
-                    peer_vip: e.peer_vip.map(|v| v.to_string()),
+                    vip: e.vips.first().map(ToString::to_string),
+                    peer_vip: e.peer_vips.first().map(ToString::to_string),
+                    vips: e.vips.iter().map(ToString::to_string).collect(),
+                    peer_vips: e.peer_vips.iter().map(ToString::to_string).collect(),
+                    dns: e.dns.iter().map(ToString::to_string).collect(),
                     established_s: e.established.map(|t| now.duration_since(t).as_secs()),
                     rekey_in_s: e
                         .sa
@@ -1162,6 +1204,11 @@ impl IkeThread {
             .map(CookieGate::stats)
             .unwrap_or_default();
     }
+}
+
+/// `a/32` or `a/128`.
+fn host_prefix(a: IpAddr) -> String {
+    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
 }
 
 /// Runs `ip ARGS`; logs and returns false on failure.

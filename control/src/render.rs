@@ -111,11 +111,21 @@ fn ike_sas(st: &Value, out: &mut String) {
             s(ike, "spi_r"),
             if initiator { "" } else { "*" },
         );
+        // Every virtual IP (the list), else the single one older daemons report.
         let vip = |k: &str| {
-            ike.get(k)
-                .and_then(Value::as_str)
-                .map(|v| format!(" [{v}]"))
-                .unwrap_or_default()
+            let list: Vec<&str> = ike
+                .get(format!("{k}s"))
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).collect())
+                .unwrap_or_default();
+            if list.is_empty() {
+                ike.get(k)
+                    .and_then(Value::as_str)
+                    .map(|v| format!(" [{v}]"))
+                    .unwrap_or_default()
+            } else {
+                format!(" [{}]", list.join(" "))
+            }
         };
         let _ = writeln!(
             out,
@@ -131,6 +141,14 @@ fn ike_sas(st: &Value, out: &mut String) {
             s(ike, "remote"),
             vip("peer_vip")
         );
+        let dns: Vec<&str> = ike
+            .get("dns")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if !dns.is_empty() {
+            let _ = writeln!(out, "  dns {}", dns.join(" "));
+        }
         if let Some(a) = ike
             .get("algorithms")
             .and_then(Value::as_str)

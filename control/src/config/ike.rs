@@ -7,7 +7,7 @@
 //! buffer and is never part of an error message or a `Debug` output.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,8 @@ use crate::dataplane::engine::EngineConfig;
 use crate::ike::config::ts_prefix;
 use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::{
-    AddressPool, ChildConfig, DpdAction, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal,
-    Lifetimes, Mode, Prf, RetransmitConfig,
+    AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
+    IkeConfig, IkeProposal, Lifetimes, Mode, Prf, RetransmitConfig,
 };
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
@@ -64,12 +64,12 @@ pub struct Connection {
     pub remote_addrs: Vec<IpAddr>,
     /// `start_action = "start"`: initiate when the daemon starts.
     pub start: bool,
-    /// The first (only) child's name.
-    pub child: String,
-    /// Whether a virtual IP is requested (`vips = ["0.0.0.0"]`).
+    /// The children's names, in file order (the first is negotiated in IKE_AUTH).
+    pub children: Vec<String>,
+    /// Whether a virtual IP is requested (`vips = ["0.0.0.0", "::"]`).
     pub vips: bool,
-    /// The pool leased from, by name (`pools = ["p4"]`).
-    pub pool: Option<String>,
+    /// The pools leased from, by name (`pools = ["p4", "p6"]`).
+    pub pools: Vec<String>,
     /// The IKE SA configuration (PSK included).
     pub ike: IkeConfig,
 }
@@ -196,6 +196,7 @@ impl Drop for RawSecret {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPool {
     addrs: S<String>,
+    dns: Strings,
 }
 
 /// Parses an identity as strongSwan does: an IP address, `@name` (FQDN), `@#hex` (key ID),
@@ -396,21 +397,39 @@ impl Cx<'_> {
         let mut pool_map: HashMap<&str, Arc<AddressPool>> = HashMap::new();
         for (name, rp) in &pools.0 {
             let key = format!("pools.{name}.addrs");
-            let pool = self.parse_str(&rp.addrs, &key, |s| {
-                let ts = parse_ts(s)?;
-                let TrafficSelector::Ipv4 { start, end, .. } = ts else {
-                    return Err(format!("{s:?}: only IPv4 pools are supported"));
-                };
-                let (first, last) = (u32::from(start), u32::from(end));
-                // Skip the network and broadcast addresses of ordinary subnets.
-                let (first, last) = if last - first >= 3 {
-                    (first + 1, last - 1)
-                } else {
-                    (first, last)
-                };
-                Ok(AddressPool::new(Ipv4Addr::from(first), last - first + 1))
+            let (first, size) = self.parse_str(&rp.addrs, &key, |s| {
+                if s == "dynamic" {
+                    return Err(format!("{s:?}: a pool is a prefix such as 10.3.0.0/24"));
+                }
+                Ok(match parse_ts(s)? {
+                    TrafficSelector::Ipv4 { start, end, .. } => {
+                        let (first, last) = (u32::from(start), u32::from(end));
+                        // Skip the network and broadcast addresses of ordinary subnets.
+                        let (first, last) = if last - first >= 3 {
+                            (first + 1, last - 1)
+                        } else {
+                            (first, last)
+                        };
+                        (IpAddr::V4(Ipv4Addr::from(first)), last - first + 1)
+                    }
+                    TrafficSelector::Ipv6 { start, end, .. } => {
+                        let (first, last) = (u128::from(start), u128::from(end));
+                        // Skip the subnet-router anycast address (the prefix itself).
+                        let first = if last > first { first + 1 } else { first };
+                        let size = u32::try_from(last - first + 1).unwrap_or(u32::MAX);
+                        (IpAddr::V6(Ipv6Addr::from(first)), size)
+                    }
+                    _ => return Err(format!("{s:?}: a pool is an IPv4 or IPv6 prefix")),
+                })
             })?;
-            pool_map.insert(name.as_str(), pool);
+            let dns = match &rp.dns {
+                Some(v) => self.strings(v, &format!("pools.{name}.dns"), |t| {
+                    t.parse::<IpAddr>()
+                        .map_err(|_| format!("{t:?} is not an IP address"))
+                })?,
+                None => Vec::new(),
+            };
+            pool_map.insert(name.as_str(), AddressPool::with_dns(first, size, dns));
         }
         let mut out = IkeSettings::default();
         for (name, rc) in &connections.0 {
@@ -471,35 +490,38 @@ impl Cx<'_> {
                 Some(v) if !v.is_empty() => self.strings(v, &k("proposals"), parse_ike_proposal)?,
                 _ => vec![IkeProposal::all()],
             };
-            let vips = match &rc.vips {
+            let (vip4, vip6) = match &rc.vips {
                 Some(v) => {
-                    self.strings(v, &k("vips"), |t| match t {
-                        "0.0.0.0" => Ok(()),
+                    let fams = self.strings(v, &k("vips"), |t| match t {
+                        "0.0.0.0" => Ok(false),
+                        "::" => Ok(true),
                         _ => Err(format!(
-                            "{t:?}: only 0.0.0.0 (any IPv4 address from the gateway) is supported"
+                            "{t:?}: vips are 0.0.0.0 and/or :: (any address of that family from the gateway)"
                         )),
                     })?;
-                    !v.is_empty()
+                    (fams.contains(&false), fams.contains(&true))
                 }
-                None => false,
+                None => (false, false),
             };
-            let (pool_name, pool) = match &rc.pools {
-                Some(v) if v.len() > 1 => {
-                    return Err(self.err(v[1].span(), k("pools"), "one pool per connection"));
+            let mut pool_names = Vec::new();
+            let mut pool_list = Vec::new();
+            for (i, n) in rc.pools.iter().flatten().enumerate() {
+                let pk = format!("{}[{i}]", k("pools"));
+                let name = n.get_ref();
+                let Some(p) = pool_map.get(name.as_str()) else {
+                    return Err(self.err(
+                        n.span(),
+                        pk,
+                        format!("no pool named {name:?} (no [pools.{name}])"),
+                    ));
+                };
+                if pool_names.contains(name) {
+                    return Err(self.err(n.span(), pk, format!("pool {name:?} listed twice")));
                 }
-                Some(v) if v.len() == 1 => {
-                    let n = v[0].get_ref();
-                    let Some(p) = pool_map.get(n.as_str()) else {
-                        return Err(self.err(
-                            v[0].span(),
-                            format!("{}[0]", k("pools")),
-                            format!("no pool named {n:?} (no [pools.{n}])"),
-                        ));
-                    };
-                    (Some(n.clone()), Some(Arc::clone(p)))
-                }
-                _ => (None, None),
-            };
+                pool_names.push(name.clone());
+                pool_list.push(Arc::clone(p));
+            }
+            let pool6 = pool_list.iter().any(|p| p.is_ipv6());
             let end_id = |end: &Option<RawEnd>, which: &str| -> Result<_, ConfigError> {
                 let Some(e) = end else {
                     return Ok(None);
@@ -556,43 +578,13 @@ impl Cx<'_> {
                     ),
                 ));
             };
-            if rc.children.0.len() != 1 {
+            if rc.children.0.is_empty() {
                 return Err(self.err(
                     here(),
                     k("children"),
-                    format!(
-                        "exactly one child per connection is supported, got {}",
-                        rc.children.0.len()
-                    ),
+                    "a connection needs at least one child",
                 ));
             }
-            let (child_name, ch) = &rc.children.0[0];
-            let ck = |f: &str| k(&format!("children.{child_name}.{f}"));
-            self.name(child_name, here, &k("children"), "child")?;
-            let ts = |v: &Strings, f: &str| -> Result<Vec<TrafficSelector>, ConfigError> {
-                match v {
-                    Some(v) if !v.is_empty() => self.strings(v, &ck(f), parse_ts),
-                    _ => Ok(vec![TrafficSelector::ipv4_any()]),
-                }
-            };
-            let local_ts = ts(&ch.local_ts, "local_ts")?;
-            let remote_ts = ts(&ch.remote_ts, "remote_ts")?;
-            let esp = match &ch.esp_proposals {
-                Some(v) if !v.is_empty() => {
-                    self.strings(v, &ck("esp_proposals"), parse_esp_proposal)?
-                }
-                _ => vec![
-                    parse_esp_proposal("default").map_err(|m| self.err(here(), key.clone(), m))?,
-                ],
-            };
-            let mode = match &ch.mode {
-                Some(m) => self.parse_str(m, &ck("mode"), |t| match t {
-                    "tunnel" => Ok(Mode::Tunnel),
-                    "transport" => Ok(Mode::Transport),
-                    _ => Err(format!("{t:?}: mode is tunnel or transport")),
-                })?,
-                None => Mode::Tunnel,
-            };
             let time = |v: &Option<S<RawDuration>>, key: String| -> Result<_, ConfigError> {
                 let Some(v) = v else {
                     return Ok((None, false));
@@ -605,8 +597,155 @@ impl Cx<'_> {
                 };
                 r.map(|d| (d, true)).map_err(|m| self.err(v.span(), key, m))
             };
-            // swanctl.conf defaults: IKE rekey 4h, child rekey 1h; hard limits 10% later;
-            // rand_time the difference.
+            // `dynamic` (and unset selectors): any address of the families in use; a
+            // responder narrows the peer's to the virtual IPs it assigns.
+            let dynamic = |v6: bool| {
+                let mut v = vec![TrafficSelector::ipv4_any()];
+                if v6 {
+                    v.push(TrafficSelector::ipv6_any());
+                }
+                v
+            };
+            let mut children = Vec::new();
+            for (child_name, ch) in &rc.children.0 {
+                let ck = |f: &str| k(&format!("children.{child_name}.{f}"));
+                self.name(
+                    child_name,
+                    || self.table_span("connections", &format!("{name}.children.{child_name}")),
+                    &k(&format!("children.{child_name}")),
+                    "child",
+                )?;
+                let ts = |v: &Strings, f: &str, v6: bool| -> Result<_, ConfigError> {
+                    match v {
+                        Some(v) if !v.iter().all(|x| x.get_ref() == "dynamic") => {
+                            self.strings(v, &ck(f), parse_ts)
+                        }
+                        _ => Ok(dynamic(v6)),
+                    }
+                };
+                let local_ts = ts(&ch.local_ts, "local_ts", vip6)?;
+                let remote_ts = ts(&ch.remote_ts, "remote_ts", pool6)?;
+                let esp = match &ch.esp_proposals {
+                    Some(v) if !v.is_empty() => {
+                        self.strings(v, &ck("esp_proposals"), parse_esp_proposal)?
+                    }
+                    _ => vec![
+                        parse_esp_proposal("default")
+                            .map_err(|m| self.err(here(), key.clone(), m))?,
+                    ],
+                };
+                let mode = match &ch.mode {
+                    Some(m) => self.parse_str(m, &ck("mode"), |t| match t {
+                        "tunnel" => Ok(Mode::Tunnel),
+                        "transport" => Ok(Mode::Transport),
+                        _ => Err(format!("{t:?}: mode is tunnel or transport")),
+                    })?,
+                    None => Mode::Tunnel,
+                };
+                // swanctl.conf defaults: child rekey 1h, hard limit 10% later, rand_time the
+                // difference.
+                let (rekey, set) = time(&ch.rekey_time, ck("rekey_time"))?;
+                let rekey = if set {
+                    rekey
+                } else {
+                    Some(Duration::from_secs(3600))
+                };
+                let life = time(&ch.life_time, ck("life_time"))?;
+                let life = if life.1 {
+                    life.0
+                } else {
+                    rekey.map(|r| r + r / 10)
+                };
+                let rand = time(&ch.rand_time, ck("rand_time"))?;
+                let rand = if rand.1 {
+                    rand.0.unwrap_or_default()
+                } else {
+                    life.zip(rekey)
+                        .map(|(l, r)| l.saturating_sub(r))
+                        .unwrap_or_default()
+                };
+                if let (Some(l), Some(r)) = (life, rekey) {
+                    if l <= r {
+                        let span = ch.life_time.as_ref().map_or_else(here, S::span);
+                        return Err(self.err(
+                            span,
+                            ck("life_time"),
+                            "must be later than rekey_time (the hard limit follows the rekey)",
+                        ));
+                    }
+                }
+                // Volume limits (swanctl.conf): off unless set; the hard limit defaults to 110%
+                // of the soft one, the jitter to their difference.
+                let amount = |v: &Option<S<RawDuration>>, key: String| -> Result<_, ConfigError> {
+                    let Some(v) = v else {
+                        return Ok((None, false));
+                    };
+                    let r = match v.get_ref() {
+                        RawDuration::Secs(n) => u64::try_from(*n)
+                            .map(|n| (n > 0).then_some(n))
+                            .map_err(|_| format!("{n}: a count cannot be negative")),
+                        RawDuration::Text(t) => parse_amount(t),
+                    };
+                    r.map(|d| (d, true)).map_err(|m| self.err(v.span(), key, m))
+                };
+                let mut volume = Vec::new();
+                for (rekey, life, rand, what) in [
+                    (&ch.rekey_bytes, &ch.life_bytes, &ch.rand_bytes, "bytes"),
+                    (
+                        &ch.rekey_packets,
+                        &ch.life_packets,
+                        &ch.rand_packets,
+                        "packets",
+                    ),
+                ] {
+                    let soft = amount(rekey, ck(&format!("rekey_{what}")))?.0;
+                    let (hard, set) = amount(life, ck(&format!("life_{what}")))?;
+                    let hard = if set {
+                        hard
+                    } else {
+                        soft.map(|r| r.saturating_add(r / 10))
+                    };
+                    if let (Some(l), Some(r)) = (hard, soft) {
+                        if l <= r {
+                            let span = life.as_ref().map_or_else(here, S::span);
+                            return Err(self.err(
+                                span,
+                                ck(&format!("life_{what}")),
+                                format!(
+                                    "must be more than rekey_{what} (the hard limit follows the rekey)"
+                                ),
+                            ));
+                        }
+                    }
+                    let (jitter, set) = amount(rand, ck(&format!("rand_{what}")))?;
+                    let jitter = if set {
+                        jitter.unwrap_or(0)
+                    } else {
+                        hard.zip(soft).map(|(l, r)| l - r).unwrap_or(0)
+                    };
+                    volume.push((soft, hard, jitter));
+                }
+                children.push(ChildConfig {
+                    name: child_name.clone(),
+                    proposals: esp,
+                    local_ts,
+                    remote_ts,
+                    mode,
+                    lifetimes: Some(ChildLifetimes {
+                        rekey,
+                        life,
+                        rand,
+                        rekey_bytes: volume[0].0,
+                        life_bytes: volume[0].1,
+                        rand_bytes: volume[0].2,
+                        rekey_packets: volume[1].0,
+                        life_packets: volume[1].1,
+                        rand_packets: volume[1].2,
+                    }),
+                });
+            }
+            // swanctl.conf defaults: IKE rekey 4h; hard limit 10% later; rand_time the
+            // difference.
             let (ike_rekey, set) = time(&rc.rekey_time, k("rekey_time"))?;
             let ike_rekey = if set {
                 ike_rekey
@@ -631,105 +770,30 @@ impl Cx<'_> {
                     .map(|(l, r)| l.saturating_sub(r))
                     .unwrap_or_default()
             };
-            let (child_rekey, set) = time(&ch.rekey_time, ck("rekey_time"))?;
-            let child_rekey = if set {
-                child_rekey
-            } else {
-                Some(Duration::from_secs(3600))
-            };
-            let child_life = time(&ch.life_time, ck("life_time"))?;
-            let child_life = if child_life.1 {
-                child_life.0
-            } else {
-                child_rekey.map(|r| r + r / 10)
-            };
-            let child_rand = time(&ch.rand_time, ck("rand_time"))?;
-            let child_rand = if child_rand.1 {
-                child_rand.0.unwrap_or_default()
-            } else {
-                child_life
-                    .zip(child_rekey)
-                    .map(|(l, r)| l.saturating_sub(r))
-                    .unwrap_or_default()
-            };
-            for (life, rekey, key) in [
-                (ike_life, ike_rekey, k("life_time")),
-                (child_life, child_rekey, ck("life_time")),
-            ] {
-                if let (Some(l), Some(r)) = (life, rekey) {
-                    if l <= r {
-                        return Err(self.err(
-                            here(),
-                            key,
-                            "must be later than rekey_time (the hard limit follows the rekey)",
-                        ));
-                    }
+            if let (Some(l), Some(r)) = (ike_life, ike_rekey) {
+                if l <= r {
+                    return Err(self.err(
+                        here(),
+                        k("life_time"),
+                        "must be later than rekey_time (the hard limit follows the rekey)",
+                    ));
                 }
             }
-            // Volume limits (swanctl.conf): off unless set; the hard limit defaults to 110%
-            // of the soft one, the jitter to their difference.
-            let amount = |v: &Option<S<RawDuration>>, key: String| -> Result<_, ConfigError> {
-                let Some(v) = v else {
-                    return Ok((None, false));
-                };
-                let r = match v.get_ref() {
-                    RawDuration::Secs(n) => u64::try_from(*n)
-                        .map(|n| (n > 0).then_some(n))
-                        .map_err(|_| format!("{n}: a count cannot be negative")),
-                    RawDuration::Text(t) => parse_amount(t),
-                };
-                r.map(|d| (d, true)).map_err(|m| self.err(v.span(), key, m))
-            };
-            let mut volume = Vec::new();
-            for (rekey, life, rand, what) in [
-                (&ch.rekey_bytes, &ch.life_bytes, &ch.rand_bytes, "bytes"),
-                (
-                    &ch.rekey_packets,
-                    &ch.life_packets,
-                    &ch.rand_packets,
-                    "packets",
-                ),
-            ] {
-                let soft = amount(rekey, ck(&format!("rekey_{what}")))?.0;
-                let (hard, set) = amount(life, ck(&format!("life_{what}")))?;
-                let hard = if set {
-                    hard
-                } else {
-                    soft.map(|r| r.saturating_add(r / 10))
-                };
-                if let (Some(l), Some(r)) = (hard, soft) {
-                    if l <= r {
-                        let span = life.as_ref().map_or_else(here, S::span);
-                        return Err(self.err(
-                            span,
-                            ck(&format!("life_{what}")),
-                            format!(
-                                "must be more than rekey_{what} (the hard limit follows the rekey)"
-                            ),
-                        ));
-                    }
-                }
-                let (jitter, set) = amount(rand, ck(&format!("rand_{what}")))?;
-                let jitter = if set {
-                    jitter.unwrap_or(0)
-                } else {
-                    hard.zip(soft).map(|(l, r)| l - r).unwrap_or(0)
-                };
-                volume.push((soft, hard, jitter));
-            }
+            let first = children.remove(0);
+            let fl = first.lifetimes.unwrap_or_default();
             let lifetimes = Lifetimes {
                 ike_rekey,
                 ike_life,
                 ike_rand,
-                child_rekey,
-                child_life,
-                child_rand,
-                child_rekey_bytes: volume[0].0,
-                child_life_bytes: volume[0].1,
-                child_rand_bytes: volume[0].2,
-                child_rekey_packets: volume[1].0,
-                child_life_packets: volume[1].1,
-                child_rand_packets: volume[1].2,
+                child_rekey: fl.rekey,
+                child_life: fl.life,
+                child_rand: fl.rand,
+                child_rekey_bytes: fl.rekey_bytes,
+                child_life_bytes: fl.life_bytes,
+                child_rand_bytes: fl.rand_bytes,
+                child_rekey_packets: fl.rekey_packets,
+                child_life_packets: fl.life_packets,
+                child_rand_packets: fl.rand_packets,
             };
             let action = match &rc.dpd_action {
                 Some(a) => self.parse_str(a, &k("dpd_action"), |t| match t {
@@ -755,28 +819,26 @@ impl Cx<'_> {
                 delay: time(&rc.dpd_delay, k("dpd_delay"))?.0,
                 action,
             };
+            let mut child_names = vec![first.name.clone()];
+            child_names.extend(children.iter().map(|c| c.name.clone()));
             out.connections.push(Connection {
                 name: name.clone(),
                 local_addrs,
                 remote_addrs,
                 start,
-                child: child_name.clone(),
-                vips,
-                pool: pool_name,
+                children: child_names,
+                vips: vip4 || vip6,
+                pools: pool_names,
                 ike: IkeConfig {
                     local_id: local_id.1,
                     remote_id: remote_id.map(|r| r.1),
                     psk,
                     proposals,
-                    child: ChildConfig {
-                        name: child_name.clone(),
-                        proposals: esp,
-                        local_ts,
-                        remote_ts,
-                        mode,
-                    },
-                    request_vip: vips,
-                    pool,
+                    child: first,
+                    more_children: children,
+                    request_vip: vip4,
+                    request_vip6: vip6,
+                    pools: pool_list,
                     mobike: rc.mobike.unwrap_or(true),
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
@@ -1005,6 +1067,87 @@ mod tests {
         );
         let e = conn("", "rand_packets = \"x\"").unwrap_err();
         assert!(e.contains("connections.c.children.n.rand_packets"), "{e}");
+    }
+
+    #[test]
+    fn several_children() {
+        let c = conn(
+            "",
+            "remote_ts = [\"10.88.0.0/16\"]\n\
+             [connections.c.children.m]\nremote_ts = [\"10.89.0.0/16\"]\nrekey_time = 20\n\
+             esp_proposals = [\"aes256gcm16-ecp256\"]\nmode = \"transport\"",
+        )
+        .unwrap();
+        assert_eq!(c.children, vec!["n".to_owned(), "m".to_owned()]);
+        assert_eq!(c.ike.child.name, "n");
+        assert_eq!(
+            c.ike.child.remote_ts,
+            vec![ts_prefix("10.88.0.0".parse().unwrap(), 16)]
+        );
+        let [m] = c.ike.more_children.as_slice() else {
+            panic!("one more child")
+        };
+        assert_eq!(m.name, "m");
+        assert_eq!(
+            m.remote_ts,
+            vec![ts_prefix("10.89.0.0".parse().unwrap(), 16)]
+        );
+        assert_eq!(m.mode, Mode::Transport);
+        assert_eq!(m.proposals[0].groups, vec![DhGroup::Ecp256]);
+        // Each child keeps its own lifetimes; the first's are the IKE SA's defaults.
+        let l = m.lifetimes.unwrap();
+        assert_eq!(
+            (l.rekey, l.life),
+            (Some(Duration::from_secs(20)), Some(Duration::from_secs(22)))
+        );
+        assert_eq!(c.ike.lifetimes.child_rekey, Some(Duration::from_secs(3600)));
+        assert_eq!(c.ike.child_named("m").name, "m");
+        // Errors name the child.
+        let e = conn("", "[connections.c.children.m]\nmode = \"beet\"").unwrap_err();
+        assert!(e.contains(":10: connections.c.children.m.mode"), "{e}");
+        let e = conn("", "[connections.c.children.n]\nmode = \"tunnel\"").unwrap_err();
+        assert!(e.starts_with("t.toml:9:"), "a child twice: {e}");
+        assert!(e.contains("duplicate"), "{e}");
+        let e = conn("", "[connections.c.children.\"bad name\"]").unwrap_err();
+        assert!(e.contains("connections.c.children.bad name"), "{e}");
+    }
+
+    #[test]
+    fn dual_stack_pools_and_vips() {
+        let pools = "[pools.p4]\naddrs = \"10.77.0.0/24\"\ndns = [\"10.88.0.53\"]\n\
+                     [pools.p6]\naddrs = \"fd77::/120\"\ndns = [\"fd88::53\"]";
+        let c = conn(
+            "pools = [\"p4\", \"p6\"]\nvips = [\"0.0.0.0\", \"::\"]",
+            &format!("local_ts = [\"10.88.0.0/16\", \"fd88::/64\"]\n{pools}"),
+        )
+        .unwrap();
+        assert_eq!(c.pools, vec!["p4".to_owned(), "p6".to_owned()]);
+        assert!(c.vips && c.ike.request_vip && c.ike.request_vip6);
+        let [p4, p6] = c.ike.pools.as_slice() else {
+            panic!("two pools")
+        };
+        assert!(!p4.is_ipv6() && p6.is_ipv6());
+        assert_eq!(p4.dns(), &["10.88.0.53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p6.dns(), &["fd88::53".parse::<IpAddr>().unwrap()]);
+        assert_eq!(p4.lease(), Some("10.77.0.1".parse().unwrap()));
+        assert_eq!(p6.lease(), Some("fd77::1".parse().unwrap()));
+        // `dynamic` selectors cover both families when IPv6 is in use.
+        let both = vec![TrafficSelector::ipv4_any(), TrafficSelector::ipv6_any()];
+        assert_eq!(c.ike.child.local_ts.len(), 2);
+        assert_eq!(c.ike.child.remote_ts, both);
+
+        let e = conn("pools = [\"p4\", \"p4\"]", pools).unwrap_err();
+        assert!(
+            e.contains("connections.c.pools[1]: pool \"p4\" listed twice"),
+            "{e}"
+        );
+        let e = conn("vips = [\"::1\"]", "").unwrap_err();
+        assert!(e.contains("connections.c.vips[0]"), "{e}");
+        let e = conn("", "[pools.p]\naddrs = \"fd77::/120\"\ndns = [\"x\"]").unwrap_err();
+        assert!(
+            e.contains("pools.p.dns[0]: \"x\" is not an IP address"),
+            "{e}"
+        );
     }
 
     #[test]

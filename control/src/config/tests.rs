@@ -659,12 +659,12 @@ fn ike_connection() {
         panic!("one connection")
     };
     assert_eq!(c.name, "home");
-    assert!(c.start && c.vips && c.pool.is_none());
+    assert!(c.start && c.vips && c.pools.is_empty());
     assert_eq!(
         c.remote_addrs,
         vec!["198.18.1.1".parse::<IpAddr>().unwrap()]
     );
-    assert_eq!(c.child, "net");
+    assert_eq!(c.children, vec!["net".to_owned()]);
     let ike = &c.ike;
     assert_eq!(ike.local_id, IdPayload::fqdn("cl"));
     assert_eq!(ike.remote_id, Some(IdPayload::fqdn("gw")));
@@ -732,8 +732,11 @@ fn ike_errors() {
         ),
         "gw.toml:21: connections.home.local_addrs[0]: 198.18.1.9 is no [interfaces.*] address"
     );
-    let e = ike("addrs = \"10.77.0.0/24\"", "addrs = \"fd00::/64\"");
-    assert!(e.contains("only IPv4 pools"), "{e}");
+    let e = ike("vips = [\"0.0.0.0\"]", "vips = [\"10.0.0.1\"]");
+    assert!(
+        e.starts_with("gw.toml:22: connections.home.vips[0]: \"10.0.0.1\": vips are 0.0.0.0"),
+        "{e}"
+    );
     assert!(!e.contains("hunter2"));
 }
 

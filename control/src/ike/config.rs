@@ -153,7 +153,9 @@ pub fn ts_range(start: IpAddr, end: IpAddr) -> Option<TrafficSelector> {
     }
 }
 
-/// The first child SA, negotiated inside IKE_AUTH.
+/// One child SA configuration (swanctl's `children.NAME`). An initiator negotiates the
+/// first one inside IKE_AUTH and the others with CREATE_CHILD_SA; a responder picks the one
+/// whose selectors fit a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildConfig {
     /// The child's name (swanctl's children section name), reported in events.
@@ -169,37 +171,112 @@ pub struct ChildConfig {
     /// Tunnel or transport mode. A responder accepts transport mode only when its own
     /// configuration says transport.
     pub mode: Mode,
+    /// This child's own rekey and expiry times; `None` uses the `child_*` times of
+    /// [`IkeConfig::lifetimes`].
+    pub lifetimes: Option<ChildLifetimes>,
 }
 
-/// A pool of IPv4 addresses a responder leases to initiators as virtual IPs
-/// (INTERNAL_IP4_ADDRESS). Shared between IKE SAs; leases are released explicitly.
+/// A child SA's rekey and expiry times (as the `child_*` fields of [`Lifetimes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ChildLifetimes {
+    /// When the child SA is rekeyed, after it was installed.
+    pub rekey: Option<Duration>,
+    /// When it is deleted if not rekeyed by then.
+    pub life: Option<Duration>,
+    /// The largest random amount subtracted from `rekey`.
+    pub rand: Duration,
+    /// Rekey after this many bytes (`rekey_bytes`), less up to `rand_bytes`.
+    pub rekey_bytes: Option<u64>,
+    /// Delete after this many bytes (`life_bytes`).
+    pub life_bytes: Option<u64>,
+    /// The largest random amount subtracted from `rekey_bytes`.
+    pub rand_bytes: u64,
+    /// Rekey after this many packets (`rekey_packets`), less up to `rand_packets`.
+    pub rekey_packets: Option<u64>,
+    /// Delete after this many packets (`life_packets`).
+    pub life_packets: Option<u64>,
+    /// The largest random amount subtracted from `rekey_packets`.
+    pub rand_packets: u64,
+}
+
+impl ChildLifetimes {
+    /// Whether the child SA has byte or packet limits (the caller must then report usage).
+    pub fn volume_limits(&self) -> bool {
+        self.rekey_bytes.is_some()
+            || self.life_bytes.is_some()
+            || self.rekey_packets.is_some()
+            || self.life_packets.is_some()
+    }
+}
+
+/// A pool of addresses of one family a responder leases to initiators as virtual IPs
+/// (INTERNAL_IP4_ADDRESS or INTERNAL_IP6_ADDRESS), with the DNS servers handed out with
+/// them (INTERNAL_IP4_DNS, INTERNAL_IP6_DNS). Shared between IKE SAs; leases are released
+/// explicitly (an IKE SA releases its own when it dies).
 pub struct AddressPool {
-    first: u32,
+    first: IpAddr,
     size: u32,
+    dns: Vec<IpAddr>,
     leased: Mutex<BTreeSet<u32>>,
 }
 
 impl AddressPool {
-    /// A pool of `size` addresses starting at `first`.
+    /// An IPv4 pool of `size` addresses starting at `first`, without DNS servers.
     pub fn new(first: Ipv4Addr, size: u32) -> Arc<Self> {
+        Self::with_dns(IpAddr::V4(first), size, Vec::new())
+    }
+
+    /// A pool of `size` addresses starting at `first` (either family), handing out `dns`.
+    pub fn with_dns(first: IpAddr, size: u32, dns: Vec<IpAddr>) -> Arc<Self> {
         Arc::new(AddressPool {
-            first: u32::from(first),
+            first,
             size,
+            dns,
             leased: Mutex::new(BTreeSet::new()),
         })
     }
 
+    /// Whether the pool's addresses are IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.first.is_ipv6()
+    }
+
+    /// The DNS servers handed out with this pool's addresses.
+    pub fn dns(&self) -> &[IpAddr] {
+        &self.dns
+    }
+
+    fn addr_at(&self, offset: u32) -> IpAddr {
+        match self.first {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(offset))),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(
+                u128::from(a).wrapping_add(u128::from(offset)),
+            )),
+        }
+    }
+
+    fn offset_of(&self, addr: IpAddr) -> Option<u32> {
+        let off = match (self.first, addr) {
+            (IpAddr::V4(f), IpAddr::V4(a)) => u128::from(u32::from(a).wrapping_sub(u32::from(f))),
+            (IpAddr::V6(f), IpAddr::V6(a)) => u128::from(a).wrapping_sub(u128::from(f)),
+            _ => return None,
+        };
+        u32::try_from(off).ok().filter(|&o| o < self.size)
+    }
+
     /// Leases the lowest free address, if any.
-    pub fn lease(&self) -> Option<Ipv4Addr> {
+    pub fn lease(&self) -> Option<IpAddr> {
         let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
         let offset = (0..self.size).find(|o| !leased.contains(o))?;
         leased.insert(offset);
-        Some(Ipv4Addr::from(self.first.wrapping_add(offset)))
+        Some(self.addr_at(offset))
     }
 
-    /// Returns an address to the pool.
-    pub fn release(&self, addr: Ipv4Addr) {
-        let offset = u32::from(addr).wrapping_sub(self.first);
+    /// Returns an address to the pool (one not from this pool is ignored).
+    pub fn release(&self, addr: IpAddr) {
+        let Some(offset) = self.offset_of(addr) else {
+            return;
+        };
         let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
         leased.remove(&offset);
     }
@@ -213,8 +290,9 @@ impl AddressPool {
 impl fmt::Debug for AddressPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AddressPool")
-            .field("first", &Ipv4Addr::from(self.first))
+            .field("first", &self.first)
             .field("size", &self.size)
+            .field("dns", &self.dns)
             .field("leased", &self.leased())
             .finish()
     }
@@ -280,10 +358,22 @@ pub struct Lifetimes {
 impl Lifetimes {
     /// Whether child SAs have byte or packet limits (the caller must then report usage).
     pub fn child_volume_limits(&self) -> bool {
-        self.child_rekey_bytes.is_some()
-            || self.child_life_bytes.is_some()
-            || self.child_rekey_packets.is_some()
-            || self.child_life_packets.is_some()
+        self.child_lifetimes().volume_limits()
+    }
+
+    /// The `child_*` fields, for a child configuration without lifetimes of its own.
+    pub fn child_lifetimes(&self) -> ChildLifetimes {
+        ChildLifetimes {
+            rekey: self.child_rekey,
+            life: self.child_life,
+            rand: self.child_rand,
+            rekey_bytes: self.child_rekey_bytes,
+            life_bytes: self.child_life_bytes,
+            rand_bytes: self.child_rand_bytes,
+            rekey_packets: self.child_rekey_packets,
+            life_packets: self.child_life_packets,
+            rand_packets: self.child_rand_packets,
+        }
     }
 }
 
@@ -321,13 +411,21 @@ pub struct IkeConfig {
     pub psk: Zeroizing<Vec<u8>>,
     /// IKE proposals, in order of preference.
     pub proposals: Vec<IkeProposal>,
-    /// The first child SA.
+    /// The first child SA (negotiated in IKE_AUTH).
     pub child: ChildConfig,
+    /// Further child SAs: an initiator creates each with CREATE_CHILD_SA once the IKE SA
+    /// is established; a responder matches a peer's CREATE_CHILD_SA against `child` and
+    /// these.
+    pub more_children: Vec<ChildConfig>,
     /// Initiator only: request a virtual IPv4 address (CP CFG_REQUEST
-    /// INTERNAL_IP4_ADDRESS); the IKE SA fails if none is assigned.
+    /// INTERNAL_IP4_ADDRESS, with INTERNAL_IP4_DNS).
     pub request_vip: bool,
-    /// Responder only: the pool virtual IPs are leased from.
-    pub pool: Option<Arc<AddressPool>>,
+    /// Initiator only: request a virtual IPv6 address (INTERNAL_IP6_ADDRESS, with
+    /// INTERNAL_IP6_DNS). The IKE SA fails if none of the requested addresses is assigned.
+    pub request_vip6: bool,
+    /// Responder only: the pools virtual IPs are leased from (at most one per family is
+    /// used: the first that has a free address).
+    pub pools: Vec<Arc<AddressPool>>,
     /// Advertise MOBIKE_SUPPORTED in IKE_AUTH.
     pub mobike: bool,
     /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
@@ -354,6 +452,29 @@ pub struct IkeConfig {
     pub dpd: DpdConfig,
 }
 
+impl IkeConfig {
+    /// Every child configuration: `child`, then `more_children`.
+    pub fn all_children(&self) -> impl Iterator<Item = &ChildConfig> {
+        std::iter::once(&self.child).chain(&self.more_children)
+    }
+
+    /// Whether some child configuration has byte or packet limits (the daemon must then
+    /// report usage through [`IkeSa::child_usage`](super::IkeSa::child_usage)).
+    pub fn child_volume_limits(&self) -> bool {
+        self.lifetimes.child_volume_limits()
+            || self
+                .all_children()
+                .any(|c| c.lifetimes.is_some_and(|l| l.volume_limits()))
+    }
+
+    /// The child configuration named `name` (the first child if none is).
+    pub fn child_named(&self, name: &str) -> &ChildConfig {
+        self.all_children()
+            .find(|c| c.name == name)
+            .unwrap_or(&self.child)
+    }
+}
+
 impl fmt::Debug for IkeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IkeConfig")
@@ -362,8 +483,10 @@ impl fmt::Debug for IkeConfig {
             .field("psk", &"<redacted>")
             .field("proposals", &self.proposals)
             .field("child", &self.child)
+            .field("more_children", &self.more_children)
             .field("request_vip", &self.request_vip)
-            .field("pool", &self.pool)
+            .field("request_vip6", &self.request_vip6)
+            .field("pools", &self.pools)
             .field("mobike", &self.mobike)
             .field("nat_t_port", &self.nat_t_port)
             .field("force_encap", &self.force_encap)
@@ -409,12 +532,34 @@ mod tests {
         let b = pool.lease().unwrap();
         assert_eq!(
             (a, b),
-            (Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(10, 9, 0, 2))
+            (
+                IpAddr::V4(Ipv4Addr::new(10, 9, 0, 1)),
+                IpAddr::V4(Ipv4Addr::new(10, 9, 0, 2))
+            )
         );
         assert!(pool.lease().is_none());
         pool.release(a);
         assert_eq!(pool.lease(), Some(a));
         assert_eq!(pool.leased(), 2);
+        // Addresses of another family or outside the pool are ignored.
+        pool.release("fd00::1".parse().unwrap());
+        pool.release("10.9.0.9".parse().unwrap());
+        assert_eq!(pool.leased(), 2);
+    }
+
+    #[test]
+    fn ipv6_pool_leases_and_releases() {
+        let dns: IpAddr = "fd77::53".parse().unwrap();
+        let pool = AddressPool::with_dns("fd77::1".parse().unwrap(), 2, vec![dns]);
+        assert!(pool.is_ipv6());
+        assert_eq!(pool.dns(), &[dns]);
+        let a = pool.lease().unwrap();
+        assert_eq!(a, "fd77::1".parse::<IpAddr>().unwrap());
+        assert_eq!(pool.lease(), Some("fd77::2".parse().unwrap()));
+        assert!(pool.lease().is_none());
+        pool.release(a);
+        assert_eq!(pool.leased(), 1);
+        assert_eq!(pool.lease(), Some(a));
     }
 
     #[test]
@@ -430,9 +575,12 @@ mod tests {
                 local_ts: vec![],
                 remote_ts: vec![],
                 mode: Mode::Tunnel,
+                lifetimes: None,
             },
+            more_children: Vec::new(),
             request_vip: false,
-            pool: None,
+            request_vip6: false,
+            pools: Vec::new(),
             mobike: true,
             nat_t_port: Some(4500),
             force_encap: false,

@@ -18,7 +18,7 @@ use super::config::{
     EsnPolicy, EspProposal, IkeConfig, IkeProposal, Mode, RetransmitConfig, ts_prefix,
 };
 use super::crypto::Prf;
-use super::sa::{ChildSa, Event, FailReason, IkeSa, Transmit};
+use super::sa::{ChildSa, Event, FailReason, IkeSa, IkeSaInfo, Transmit};
 use crate::wire::{DhGroup, IdPayload, NotifyType};
 
 const A: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 500);
@@ -193,6 +193,13 @@ impl Harness {
         events.iter().filter(|e| f(e)).count()
     }
 
+    fn info(events: &[Event]) -> Option<&IkeSaInfo> {
+        events.iter().find_map(|e| match e {
+            Event::IkeSaEstablished(i) => Some(i),
+            _ => None,
+        })
+    }
+
     fn failure(events: &[Event]) -> Option<FailReason> {
         events.iter().find_map(|e| match e {
             Event::Failed(r) => Some(*r),
@@ -233,7 +240,10 @@ impl Harness {
         assert_eq!((i.spi_out, i.spi_in), (r.spi_in, r.spi_out));
         assert_eq!((i.cipher, i.esn, i.mode), (r.cipher, r.esn, r.mode));
         assert_eq!((&i.local_ts, &i.remote_ts), (&r.remote_ts, &r.local_ts));
-        assert_eq!(i.vip, r.vip);
+        assert_eq!(
+            Self::info(&self.init_events).map(|x| &x.vips),
+            Self::info(&self.resp_events).map(|x| &x.vips)
+        );
         assert_eq!(self.init.spis(), self.resp.spis());
         (i, r)
     }
@@ -255,6 +265,7 @@ fn gateway() -> IkeConfig {
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+mod children;
 mod cookie;
 mod fragments;
 mod rekey;
@@ -262,12 +273,13 @@ mod rekey;
 #[test]
 fn full_handshake_with_vip_and_narrowing() {
     let gw = gateway();
-    let pool = gw.pool.clone().unwrap();
+    let pool = gw.pools[0].clone();
     let mut h = Harness::new(client(), gw, Faults::default());
     h.run(LIMIT);
     let (i, r) = h.assert_established();
     let vip = Ipv4Addr::new(10, 99, 0, 1);
-    assert_eq!(i.vip, Some(vip));
+    let vips = vec![IpAddr::V4(vip)];
+    assert_eq!(Harness::info(&h.init_events).unwrap().vips, vips);
     assert_eq!(i.local_ts, vec![ts_prefix(IpAddr::V4(vip), 32)]);
     assert_eq!(i.remote_ts, vec![ts_prefix(v4("10.1.0.0"), 16)]);
     assert_eq!(r.remote_ts, vec![ts_prefix(IpAddr::V4(vip), 32)]);
@@ -369,7 +381,7 @@ fn duplicated_requests_are_answered_from_the_cache() {
             ..Faults::default()
         };
         let gw = gateway();
-        let pool = gw.pool.clone().unwrap();
+        let pool = gw.pools[0].clone();
         let mut h = Harness::new(client(), gw, faults);
         h.run(LIMIT);
         h.assert_established();
@@ -445,7 +457,7 @@ fn wrong_psk_fails_both_sides() {
     let mut c = client();
     c.psk = Zeroizing::new(b"wrong".to_vec());
     let gw = gateway();
-    let pool = gw.pool.clone().unwrap();
+    let pool = gw.pools[0].clone();
     let mut h = Harness::new(c, gw, Faults::default());
     h.run(LIMIT);
     assert_eq!(
@@ -544,7 +556,7 @@ fn no_common_proposal() {
         groups: vec![],
     }];
     let mut g = gateway();
-    let pool = g.pool.clone().unwrap();
+    let pool = g.pools[0].clone();
     g.child.proposals = vec![EspProposal {
         ciphers: vec![Cipher::Aes256Gcm],
         esn: EsnPolicy::No,
@@ -593,7 +605,7 @@ fn site_to_site_transport_mode_and_narrowing() {
     c.child.local_ts = vec![ts_prefix(v4("192.0.2.1"), 32)];
     c.child.remote_ts = vec![ts_prefix(v4("198.51.100.0"), 24)];
     let mut g = gateway();
-    g.pool = None;
+    g.pools.clear();
     g.child.mode = Mode::Transport;
     g.child.local_ts = vec![ts_prefix(v4("198.51.100.1"), 32)];
     g.child.remote_ts = vec![ts_prefix(v4("192.0.2.0"), 24)];
@@ -601,7 +613,7 @@ fn site_to_site_transport_mode_and_narrowing() {
     h.run(LIMIT);
     let (i, _) = h.assert_established();
     assert_eq!(i.mode, Mode::Transport);
-    assert_eq!(i.vip, None);
+    assert!(Harness::info(&h.init_events).unwrap().vips.is_empty());
     assert_eq!(i.local_ts, vec![ts_prefix(v4("192.0.2.1"), 32)]);
     assert_eq!(i.remote_ts, vec![ts_prefix(v4("198.51.100.1"), 32)]);
 

@@ -26,8 +26,8 @@ pub mod sample;
 mod harness;
 
 pub use config::{
-    AddressPool, ChildConfig, DpdAction, DpdConfig, EsnPolicy, EspProposal, IkeConfig, IkeProposal,
-    Lifetimes, Mode, RetransmitConfig,
+    AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
+    IkeConfig, IkeProposal, Lifetimes, Mode, RetransmitConfig,
 };
 pub use crypto::Prf;
 pub use sa::{ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, Stats, Transmit};

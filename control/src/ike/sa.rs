@@ -16,14 +16,15 @@
 
 use core::fmt;
 use std::collections::VecDeque;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mifsec_dataplane::aead::Cipher;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use super::config::{IkeConfig, Mode};
+use super::config::{AddressPool, ChildConfig, IkeConfig, Mode};
 use super::crypto::{
     ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, rekey_skeyseed,
     signed_octets, skeyseed, verify_psk_auth,
@@ -121,6 +122,12 @@ pub struct IkeSaInfo {
     /// The hash algorithms of the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), as IANA
     /// numbers; empty if it sent none.
     pub peer_signature_hashes: Vec<u16>,
+    /// The virtual IPs (INTERNAL_IP4_ADDRESS, INTERNAL_IP6_ADDRESS): assigned to us
+    /// (initiator) or leased to the peer (responder).
+    pub vips: Vec<IpAddr>,
+    /// The DNS servers (INTERNAL_IP4_DNS, INTERNAL_IP6_DNS) received (initiator) or sent
+    /// (responder).
+    pub dns: Vec<IpAddr>,
 }
 
 /// A child SA to install: both directions' SPIs and keys from our point of view.
@@ -145,8 +152,6 @@ pub struct ChildSa {
     pub local_ts: Vec<TrafficSelector>,
     /// The peer's side's traffic selectors, as narrowed.
     pub remote_ts: Vec<TrafficSelector>,
-    /// The virtual IP: assigned to us (initiator) or leased to the peer (responder).
-    pub vip: Option<Ipv4Addr>,
     /// Whether ESP must go in UDP (a NAT was detected).
     pub udp_encap: bool,
 }
@@ -162,7 +167,6 @@ impl fmt::Debug for ChildSa {
             .field("mode", &self.mode)
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
-            .field("vip", &self.vip)
             .field("udp_encap", &self.udp_encap)
             .finish_non_exhaustive()
     }
@@ -541,6 +545,8 @@ impl Core {
             peer_mobike: mobike,
             fragmentation: self.frag.is_some(),
             peer_signature_hashes: self.peer_hashes.clone(),
+            vips: Vec::new(),
+            dns: Vec::new(),
         }
     }
 
@@ -756,7 +762,6 @@ struct Child {
     local_ts: Vec<TrafficSelector>,
     remote_ts: Vec<TrafficSelector>,
     mode: Mode,
-    vip: Option<Ipv4Addr>,
     /// When to rekey it (soft lifetime, jitter applied).
     rekey_at: Option<Instant>,
     /// When to delete it (hard lifetime).
@@ -820,6 +825,8 @@ struct Ctx {
     children: Vec<Child>,
     /// Whether we started the first IKE SA (a rekey may swap the IKE roles).
     original_initiator: bool,
+    /// Responder: the virtual IPs leased to the peer, returned when the SA dies.
+    leases: Vec<(Arc<AddressPool>, IpAddr)>,
     /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
     #[cfg(test)]
     rekey_log: Vec<(Vec<u8>, u32)>,
@@ -901,21 +908,73 @@ impl Ctx {
         base.saturating_sub(r).max(1)
     }
 
-    /// Starts tracking a new child SA, with its lifetimes.
+    /// Starts tracking a new child SA, with its lifetimes (its configuration's own, else
+    /// the IKE SA's `child_*` ones).
     fn track_child(&mut self, now: Instant, c: &ChildSa) {
         let l = self.cfg.lifetimes;
+        let l = self
+            .cfg
+            .child_named(&c.name)
+            .lifetimes
+            .unwrap_or_else(|| l.child_lifetimes());
         let mut child = Child::new(c);
-        child.rekey_at = l.child_rekey.map(|t| now + self.jittered(t, l.child_rand));
-        child.expire_at = l.child_life.map(|t| now + t);
-        child.rekey_bytes = l
-            .child_rekey_bytes
-            .map(|b| self.jittered_count(b, l.child_rand_bytes));
+        child.rekey_at = l.rekey.map(|t| now + self.jittered(t, l.rand));
+        child.expire_at = l.life.map(|t| now + t);
+        child.rekey_bytes = l.rekey_bytes.map(|b| self.jittered_count(b, l.rand_bytes));
         child.rekey_packets = l
-            .child_rekey_packets
-            .map(|p| self.jittered_count(p, l.child_rand_packets));
-        child.life_bytes = l.child_life_bytes;
-        child.life_packets = l.child_life_packets;
+            .rekey_packets
+            .map(|p| self.jittered_count(p, l.rand_packets));
+        child.life_bytes = l.life_bytes;
+        child.life_packets = l.life_packets;
         self.children.push(child);
+    }
+
+    /// Returns the leased virtual IPs to their pools.
+    fn release_leases(&mut self) {
+        for (pool, addr) in self.leases.drain(..) {
+            pool.release(addr);
+        }
+    }
+
+    /// Responder: leases a virtual IP of each family a CFG_REQUEST asks for, from the
+    /// first pool of that family with a free address. `Err` (INTERNAL_ADDRESS_FAILURE)
+    /// when addresses were asked for, pools of an asked family exist, and none could be
+    /// leased; a family without a pool is left out.
+    fn lease_vips(&mut self, cp: &CpPayload) -> Result<Vec<IpAddr>, NotifyType> {
+        let wants = |t| cp.attributes.iter().any(|a| a.attr_type == t);
+        let mut vips = Vec::new();
+        let mut pools_asked = false;
+        for (v6, t) in [
+            (false, CfgAttributeType::InternalIp4Address),
+            (true, CfgAttributeType::InternalIp6Address),
+        ] {
+            if !wants(t) {
+                continue;
+            }
+            for pool in self.cfg.pools.iter().filter(|p| p.is_ipv6() == v6) {
+                pools_asked = true;
+                if let Some(a) = pool.lease() {
+                    self.leases.push((Arc::clone(pool), a));
+                    vips.push(a);
+                    break;
+                }
+            }
+        }
+        if pools_asked && vips.is_empty() {
+            return Err(NotifyType::InternalAddressFailure);
+        }
+        Ok(vips)
+    }
+
+    /// The DNS servers of our pools, each once.
+    fn pool_dns(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for d in self.cfg.pools.iter().flat_map(|p| p.dns().iter()) {
+            if !out.contains(d) {
+                out.push(*d);
+            }
+        }
+        out
     }
 
     fn nonce(&self) -> Result<Vec<u8>, FailReason> {
@@ -1094,10 +1153,23 @@ impl IkeSa {
             State::Established(st) => st.handle(ctx, now, remote, bytes, &msg),
             State::Dead(st) => st.handle(ctx, remote, &msg),
         };
+        self.release_if_dead();
+    }
+
+    /// A dead SA returns its virtual IP leases to the pools.
+    fn release_if_dead(&mut self) {
+        if matches!(self.state, State::Dead(_)) {
+            self.ctx.release_leases();
+        }
     }
 
     /// Runs the timers due at `now`: retransmissions, give-up, half-open expiry.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_timers(now);
+        self.release_if_dead();
+    }
+
+    fn run_timers(&mut self, now: Instant) {
         let ctx = &mut self.ctx;
         if ctx.half_open_deadline.is_some_and(|d| now >= d) {
             let spis = self.spis();
@@ -1304,6 +1376,7 @@ impl IkeSa {
         self.ctx.retransmit = None;
         self.ctx.half_open_deadline = None;
         self.ctx.children.clear();
+        self.ctx.release_leases();
         let State::Established(mut st) = state else {
             return false;
         };
@@ -1359,6 +1432,12 @@ impl IkeSa {
     }
 }
 
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.release_leases();
+    }
+}
+
 impl Ctx {
     fn new(cfg: IkeConfig, local: SocketAddr, remote: SocketAddr) -> Ctx {
         Ctx {
@@ -1373,6 +1452,7 @@ impl Ctx {
             stats: Stats::default(),
             children: Vec::new(),
             original_initiator: false,
+            leases: Vec::new(),
             #[cfg(test)]
             rekey_log: Vec::new(),
         }
@@ -1531,12 +1611,7 @@ impl AuthSent {
             inner.push(Payload::IdR(r.clone()));
         }
         inner.push(Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)));
-        if cfg.request_vip {
-            inner.push(Payload::Cp(CpPayload {
-                cfg_type: CfgType::Request,
-                attributes: vec![CfgAttribute::request(CfgAttributeType::InternalIp4Address)],
-            }));
-        }
+        inner.extend(cp_request(cfg.request_vip, cfg.request_vip6));
         let transport = cfg.child.mode == Mode::Transport;
         if transport {
             inner.push(notify(NotifyType::UseTransportMode));
@@ -1622,7 +1697,14 @@ impl AuthSent {
         };
         ctx.retransmit = None;
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        let info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
+        let mut info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
+        let cp = inner.iter().find_map(|p| match p {
+            Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),
+            _ => None,
+        });
+        let (v4, v6) = (ctx.cfg.request_vip, ctx.cfg.request_vip6);
+        (info.vips, info.dns) = cp.map(|c| cp_reply_values(c, v4, v6)).unwrap_or_default();
+        let vips_missing = (v4 || v6) && info.vips.is_empty();
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         let established = |ctx: &mut Ctx, core| {
             let ch = Channel {
@@ -1635,13 +1717,12 @@ impl AuthSent {
         };
         let name = ctx.cfg.child.name.clone();
         let child_error = first_error_notify(&inner);
-        let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
+        let (mut sa, mut tsi, mut tsr) = (None, None, None);
         for p in &inner {
             match p {
                 Payload::Sa(s) => sa = sa.or(Some(s)),
                 Payload::TsI(t) => tsi = tsi.or(Some(t)),
                 Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                Payload::Cp(c) if c.cfg_type == CfgType::Reply => cp = cp.or(Some(c)),
                 _ => {}
             }
         }
@@ -1669,13 +1750,7 @@ impl AuthSent {
             });
             return established(ctx, core);
         }
-        let vip = cp.and_then(|c| {
-            c.attributes
-                .iter()
-                .find(|a| a.attr_type == CfgAttributeType::InternalIp4Address)
-                .and_then(CfgAttribute::as_ipv4)
-        });
-        if ctx.cfg.request_vip && vip.is_none() {
+        if vips_missing {
             let n = [Payload::Delete(DeletePayload::ike())];
             if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
                 ctx.send(b);
@@ -1702,7 +1777,6 @@ impl AuthSent {
             mode,
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            vip,
             udp_encap: core.nat.any(),
         };
         ctx.track_child(now, &child);
@@ -1831,6 +1905,9 @@ impl AwaitInit {
 struct ChildOutcome {
     payloads: Vec<Payload>,
     result: Result<ChildSa, NotifyType>,
+    /// The virtual IPs leased and DNS servers sent (empty when the child failed).
+    vips: Vec<IpAddr>,
+    dns: Vec<IpAddr>,
 }
 
 impl AwaitAuth {
@@ -1939,7 +2016,9 @@ impl AwaitAuth {
         ctx.send(resp.clone());
         ctx.half_open_deadline = None;
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        let info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
+        let mut info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
+        info.vips = child.vips;
+        info.dns = child.dns;
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         match child.result {
             Ok(c) => {
@@ -1969,6 +2048,8 @@ impl AwaitAuth {
         let fail = |t: NotifyType| ChildOutcome {
             payloads: vec![notify(t)],
             result: Err(t),
+            vips: Vec::new(),
+            dns: Vec::new(),
         };
         let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
         for p in inner {
@@ -1983,60 +2064,43 @@ impl AwaitAuth {
         let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
             return fail(NotifyType::InvalidSyntax);
         };
-        let child = &ctx.cfg.child;
-        let Some((number, spi_out, choice)) = select_esp(sa, &child.proposals) else {
-            return fail(NotifyType::NoProposalChosen);
+        // Virtual IPs first: the peer's selectors are narrowed to them.
+        let vips = match cp.map(|c| ctx.lease_vips(c)) {
+            Some(Ok(v)) => v,
+            Some(Err(t)) => return fail(t),
+            None => Vec::new(),
         };
-        let wants_vip = cp.is_some_and(|c| {
-            c.attributes
-                .iter()
-                .any(|a| a.attr_type == CfgAttributeType::InternalIp4Address)
+        let dns = if cp.is_some() {
+            ctx.pool_dns()
+        } else {
+            Vec::new()
+        };
+        let picked = pick_child(&ctx.cfg, &vips, &tsi.selectors, &tsr.selectors, |c| {
+            select_esp(sa, &c.proposals).ok_or(NotifyType::NoProposalChosen)
         });
-        let mut vip = None;
-        if wants_vip {
-            if let Some(pool) = &ctx.cfg.pool {
-                match pool.lease() {
-                    Some(a) => vip = Some(a),
-                    None => return fail(NotifyType::InternalAddressFailure),
-                }
-            }
-        }
-        let release = |vip: Option<Ipv4Addr>| {
-            if let (Some(a), Some(pool)) = (vip, &ctx.cfg.pool) {
-                pool.release(a);
+        let (child, (number, spi_out, choice), ts_i, ts_r) = match picked {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.release_leases();
+                return fail(e.unwrap_or(NotifyType::TsUnacceptable));
             }
         };
-        let mut ts_i = narrow(&tsi.selectors, &child.remote_ts);
-        if let Some(a) = vip {
-            ts_i = narrow(&ts_i, &[super::config::ts_prefix(IpAddr::V4(a), 32)]);
-        }
-        let ts_r = narrow(&tsr.selectors, &child.local_ts);
-        if ts_i.is_empty() || ts_r.is_empty() {
-            release(vip);
-            return fail(NotifyType::TsUnacceptable);
-        }
-        let spi_in = match ctx.esp_spi() {
-            Ok(s) => s,
-            Err(_) => {
-                release(vip);
-                return fail(NotifyType::TemporaryFailure);
-            }
-        };
-        let (keymat_in, keymat_out) = match core.child_keys(proof, choice.cipher) {
-            Ok(k) => k,
-            Err(_) => {
-                release(vip);
-                return fail(NotifyType::TemporaryFailure);
-            }
+        let keys = ctx.esp_spi().and_then(|spi| {
+            Ok((
+                spi,
+                core.child_keys(proof, choice.cipher)
+                    .map_err(FailReason::Crypto)?,
+            ))
+        });
+        let Ok((spi_in, (keymat_in, keymat_out))) = keys else {
+            ctx.release_leases();
+            return fail(NotifyType::TemporaryFailure);
         };
         let transport =
             child.mode == Mode::Transport && has_notify(inner, NotifyType::UseTransportMode);
         let mut payloads = Vec::new();
-        if let Some(a) = vip {
-            payloads.push(Payload::Cp(CpPayload {
-                cfg_type: CfgType::Reply,
-                attributes: vec![CfgAttribute::ipv4(CfgAttributeType::InternalIp4Address, a)],
-            }));
+        if !vips.is_empty() || !dns.is_empty() {
+            payloads.push(cp_reply(&vips, &dns));
         }
         if transport {
             payloads.push(notify(NotifyType::UseTransportMode));
@@ -2065,11 +2129,117 @@ impl AwaitAuth {
                 },
                 local_ts: ts_r,
                 remote_ts: ts_i,
-                vip,
                 udp_encap: core.nat.any(),
             }),
+            vips,
+            dns,
         }
     }
+}
+
+/// Host selectors (/32, /128) of virtual IPs.
+fn vip_selectors(vips: &[IpAddr]) -> Vec<TrafficSelector> {
+    vips.iter()
+        .map(|a| super::config::ts_prefix(*a, if a.is_ipv4() { 32 } else { 128 }))
+        .collect()
+}
+
+/// A responder's choice among its child configurations for a request's selectors: the
+/// first, in configuration order, whose selectors overlap the request's (the peer's side
+/// also narrowed to its virtual IPs, if any) and whose proposals `select` accepts. Returns
+/// the configuration, `select`'s result and the narrowed TSi and TSr. `Err(None)`: no
+/// configuration's selectors fit (TS_UNACCEPTABLE); `Err(Some(e))`: some did, but `select`
+/// refused them all, the first time with `e`.
+#[allow(clippy::type_complexity)]
+fn pick_child<T, E>(
+    cfg: &IkeConfig,
+    vips: &[IpAddr],
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    mut select: impl FnMut(&ChildConfig) -> Result<T, E>,
+) -> Result<(ChildConfig, T, Vec<TrafficSelector>, Vec<TrafficSelector>), Option<E>> {
+    let mut refusal = None;
+    for child in cfg.all_children() {
+        let mut ts_i = narrow(tsi, &child.remote_ts);
+        if !vips.is_empty() {
+            ts_i = narrow(&ts_i, &vip_selectors(vips));
+        }
+        let ts_r = narrow(tsr, &child.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            continue;
+        }
+        match select(child) {
+            Ok(t) => return Ok((child.clone(), t, ts_i, ts_r)),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal)
+}
+
+/// Our CFG_REQUEST: an address and DNS servers of each family asked for.
+fn cp_request(v4: bool, v6: bool) -> Option<Payload> {
+    let mut attributes = Vec::new();
+    if v4 {
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp4Address));
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp4Dns));
+    }
+    if v6 {
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp6Address));
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp6Dns));
+    }
+    (!attributes.is_empty()).then_some(Payload::Cp(CpPayload {
+        cfg_type: CfgType::Request,
+        attributes,
+    }))
+}
+
+/// Our CFG_REPLY with virtual IPs and DNS servers. An IPv6 address goes with prefix
+/// length 128 (RFC 7296 section 3.15.1: 17 octets).
+fn cp_reply(vips: &[IpAddr], dns: &[IpAddr]) -> Payload {
+    let mut attributes = Vec::new();
+    for a in vips {
+        attributes.push(match a {
+            IpAddr::V4(v) => CfgAttribute::ipv4(CfgAttributeType::InternalIp4Address, *v),
+            IpAddr::V6(v) => {
+                CfgAttribute::ipv6_prefix(CfgAttributeType::InternalIp6Address, *v, 128)
+            }
+        });
+    }
+    for a in dns {
+        attributes.push(match a {
+            IpAddr::V4(v) => CfgAttribute::ipv4(CfgAttributeType::InternalIp4Dns, *v),
+            IpAddr::V6(v) => CfgAttribute::ipv6(CfgAttributeType::InternalIp6Dns, *v),
+        });
+    }
+    Payload::Cp(CpPayload {
+        cfg_type: CfgType::Reply,
+        attributes,
+    })
+}
+
+/// The virtual IPs and DNS servers of a CFG_REPLY, of the families we asked for.
+/// Malformed values and unspecified addresses are skipped.
+fn cp_reply_values(cp: &CpPayload, v4: bool, v6: bool) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (mut vips, mut dns) = (Vec::new(), Vec::new());
+    for a in &cp.attributes {
+        let (list, addr) = match a.attr_type {
+            CfgAttributeType::InternalIp4Address if v4 => (&mut vips, a.as_ipv4().map(IpAddr::V4)),
+            CfgAttributeType::InternalIp6Address if v6 => {
+                (&mut vips, a.as_ipv6_prefix().map(|(x, _)| IpAddr::V6(x)))
+            }
+            CfgAttributeType::InternalIp4Dns if v4 => (&mut dns, a.as_ipv4().map(IpAddr::V4)),
+            CfgAttributeType::InternalIp6Dns if v6 => (&mut dns, a.as_ipv6().map(IpAddr::V6)),
+            _ => continue,
+        };
+        if let Some(x) = addr.filter(|x| !x.is_unspecified()) {
+            if !list.contains(&x) {
+                list.push(x);
+            }
+        }
+    }
+    (vips, dns)
 }
 
 impl Dead {

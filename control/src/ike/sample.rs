@@ -22,6 +22,7 @@ fn child(local: Vec<TrafficSelector>, remote: Vec<TrafficSelector>) -> ChildConf
         local_ts: local,
         remote_ts: remote,
         mode: Mode::Tunnel,
+        lifetimes: None,
     }
 }
 
@@ -37,8 +38,10 @@ pub fn client() -> IkeConfig {
             vec![TrafficSelector::ipv4_any()],
             vec![TrafficSelector::ipv4_any()],
         ),
+        more_children: Vec::new(),
         request_vip: true,
-        pool: None,
+        request_vip6: false,
+        pools: Vec::new(),
         mobike: true,
         nat_t_port: Some(4500),
         force_encap: false,
@@ -65,8 +68,10 @@ pub fn gateway() -> IkeConfig {
             )],
             vec![TrafficSelector::ipv4_any()],
         ),
+        more_children: Vec::new(),
         request_vip: false,
-        pool: Some(AddressPool::new(Ipv4Addr::new(10, 99, 0, 1), 16)),
+        request_vip6: false,
+        pools: vec![AddressPool::new(Ipv4Addr::new(10, 99, 0, 1), 16)],
         mobike: true,
         nat_t_port: Some(4500),
         force_encap: false,

@@ -592,8 +592,8 @@ fn malformed_create_child_sa_requests_get_the_rfc_answer() {
     let mut pfs = EspProposal::all();
     pfs.groups = vec![DhGroup::Ecp256];
     let cases: Vec<(Vec<Payload>, NotifyType)> = vec![
-        // A new child without payloads: one child per IKE SA.
-        (vec![], NotifyType::NoAdditionalSas),
+        // A new child without payloads.
+        (vec![], NotifyType::InvalidSyntax),
         // Rekeying an SA that does not exist.
         (
             [

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use super::{
     Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE, State,
-    first_error_notify, has_notify, is_later_fragment, notify,
+    first_error_notify, has_notify, is_later_fragment, notify, pick_child, vip_selectors,
 };
 use crate::ike::config::Mode;
 use crate::ike::crypto::{ChildKeys, KeyExchange};
@@ -28,13 +28,16 @@ use crate::ike::proposal::{
 };
 use crate::wire::{
     DeletePayload, DhGroup, ExchangeType, KePayload, Message, NotifyPayload, NotifyType, Payload,
-    ProtocolId, TsPayload,
+    ProtocolId, TrafficSelector, TsPayload,
 };
 
 /// How long after a TEMPORARY_FAILURE answer a rekey is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many deleted old IKE SAs are kept to answer retransmitted requests.
 const KEEP_RETIRED: usize = 2;
+/// The most child SAs (rekeyed ones awaiting their Delete included) an IKE SA tracks;
+/// further new-child requests from the peer get NO_ADDITIONAL_SAS.
+pub(super) const MAX_CHILDREN: usize = 64;
 
 /// One IKE SA's keys and message-ID state.
 pub(super) struct Channel {
@@ -69,6 +72,9 @@ pub(super) enum Action {
     RekeyChild(u32, Option<DhGroup>),
     /// Rekey the IKE SA, with a KE in this group if given.
     RekeyIke(Option<DhGroup>),
+    /// Create the child SA of this configuration (not a rekey), with a KE in this group if
+    /// given, else in the first group of its proposals (none: no PFS).
+    CreateChild(String, Option<DhGroup>),
     /// Delete the child SAs with these inbound SPIs.
     DeleteChildren(Vec<u32>),
     /// Delete the old IKE SA with these SPIs.
@@ -89,6 +95,14 @@ enum Pending {
         spi: u64,
         ni: Vec<u8>,
         ke: KeyExchange,
+    },
+    CreateChild {
+        name: String,
+        spi_in: u32,
+        ni: Vec<u8>,
+        ke: Option<KeyExchange>,
+        /// The TSi and TSr we proposed.
+        ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
     },
     DeleteChildren(Vec<u32>),
     DeleteIke,
@@ -140,6 +154,13 @@ impl super::Established {
             peer_ike: None,
         };
         st.start_lifetimes(ctx, now);
+        // The initiator creates the further children one by one (CREATE_CHILD_SA).
+        if ctx.original_initiator {
+            for c in &ctx.cfg.more_children {
+                st.todo.push_back(Action::CreateChild(c.name.clone(), None));
+            }
+            st.kick(ctx, now);
+        }
         State::Established(Box::new(st))
     }
 
@@ -337,6 +358,9 @@ impl super::Established {
                             Pending::DeleteChildren(spis) => {
                                 self.want(Action::DeleteChildren(spis));
                             }
+                            Pending::CreateChild { name, .. } => {
+                                self.want(Action::CreateChild(name, None));
+                            }
                             Pending::RekeyIke { .. } | Pending::DeleteIke | Pending::Dpd => {}
                         }
                     }
@@ -430,8 +454,119 @@ impl super::Established {
         if ike_sa {
             return self.answer_ike_rekey(ctx, p, after);
         }
-        // Additional child SAs are not supported: one child per IKE SA.
-        vec![notify(NotifyType::NoAdditionalSas)]
+        self.answer_new_child(ctx, now, p)
+    }
+
+    /// A CREATE_CHILD_SA request for a new child SA (RFC 7296 section 1.3.1): the first
+    /// child configuration whose selectors fit, narrowed as in IKE_AUTH. A refusal is an
+    /// error notify; the IKE SA and its other children are untouched.
+    fn answer_new_child(&mut self, ctx: &mut Ctx, now: Instant, p: &[Payload]) -> Vec<Payload> {
+        let (mut sa, mut ni, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
+        for q in p {
+            match q {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Nonce(n) => ni = ni.or(Some(n)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ni), Some(tsi), Some(tsr)) = (sa, ni, tsi, tsr) else {
+            return vec![notify(NotifyType::InvalidSyntax)];
+        };
+        if !NONCE_RANGE.contains(&ni.len()) {
+            return vec![notify(NotifyType::InvalidSyntax)];
+        }
+        if ctx.children.len() >= MAX_CHILDREN {
+            return vec![notify(NotifyType::NoAdditionalSas)];
+        }
+        // A gateway narrows the peer's side to the virtual IPs it leased.
+        let vips = if ctx.original_initiator {
+            &[][..]
+        } else {
+            &self.info.vips[..]
+        };
+        let picked = pick_child(&ctx.cfg, vips, &tsi.selectors, &tsr.selectors, |c| {
+            select_esp_pfs(sa, &c.proposals, ke.map(|k| k.group))
+        });
+        let (child, (number, spi_out, choice, group), ts_i, ts_r) = match picked {
+            Ok(x) => x,
+            Err(None) => return vec![notify(NotifyType::TsUnacceptable)],
+            Err(Some(EspRefusal::NoProposal)) => {
+                return vec![notify(NotifyType::NoProposalChosen)];
+            }
+            Err(Some(EspRefusal::InvalidKe(g))) => {
+                return vec![Payload::Notify(NotifyPayload::new(
+                    NotifyType::InvalidKePayload,
+                    u16::from(g).to_be_bytes().to_vec(),
+                ))];
+            }
+        };
+        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
+            return vec![notify(NotifyType::TemporaryFailure)];
+        };
+        let mut ker = None;
+        let gir = match (group, ke) {
+            (Some(g), Some(peer)) => {
+                let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
+                    return vec![notify(NotifyType::TemporaryFailure)];
+                };
+                ker = Some(Payload::Ke(KePayload {
+                    group: g,
+                    data: ours.public_value().to_vec(),
+                }));
+                match ours.agree(&peer.data) {
+                    Ok(s) => Some(s),
+                    Err(_) => return vec![notify(NotifyType::InvalidSyntax)],
+                }
+            }
+            _ => None,
+        };
+        let core = &self.ch.core;
+        let Ok(keys) = ChildKeys::derive(
+            core.prf,
+            &core.sk_d,
+            gir.as_deref().map(|g| &g[..]),
+            ni,
+            &nr,
+            choice.cipher,
+        ) else {
+            return vec![notify(NotifyType::TemporaryFailure)];
+        };
+        let transport =
+            child.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
+        let new = ChildSa {
+            name: child.name.clone(),
+            spi_in,
+            spi_out,
+            keymat_in: keys.i_to_r,
+            keymat_out: keys.r_to_i,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode: if transport {
+                Mode::Transport
+            } else {
+                Mode::Tunnel
+            },
+            local_ts: ts_r.clone(),
+            remote_ts: ts_i.clone(),
+            udp_encap: core.nat.any(),
+        };
+        let mut reply = Vec::new();
+        if transport {
+            reply.push(notify(NotifyType::UseTransportMode));
+        }
+        reply.push(Payload::Sa(esp_response_payload_pfs(
+            number, spi_in, choice, group,
+        )));
+        reply.push(Payload::Nonce(nr));
+        reply.extend(ker);
+        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
+        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
+        ctx.track_child(now, &new);
+        ctx.events.push_back(Event::ChildSaEstablished(new));
+        reply
     }
 
     fn answer_child_rekey(
@@ -471,8 +606,9 @@ impl super::Established {
         if !NONCE_RANGE.contains(&ni.len()) {
             return vec![notify(NotifyType::InvalidSyntax)];
         }
+        let proposals = &ctx.cfg.child_named(&ctx.children[x].name).proposals;
         let (number, spi_out, choice, group) =
-            match select_esp_pfs(sa, &ctx.cfg.child.proposals, ke.map(|k| k.group)) {
+            match select_esp_pfs(sa, proposals, ke.map(|k| k.group)) {
                 Ok(c) => c,
                 Err(EspRefusal::NoProposal) => return vec![notify(NotifyType::NoProposalChosen)],
                 Err(EspRefusal::InvalidKe(g)) => {
@@ -531,7 +667,6 @@ impl super::Established {
             mode: old.mode,
             local_ts: ts_r.clone(),
             remote_ts: ts_i.clone(),
-            vip: old.vip,
             udp_encap: core.nat.any(),
         };
         let mut reply = Vec::new();
@@ -694,6 +829,13 @@ impl super::Established {
             Pending::RekeyIke { spi, ni, ke } => {
                 self.ike_rekeyed(ctx, now, w, &inner, spi, &ni, ke);
             }
+            Pending::CreateChild {
+                name,
+                spi_in,
+                ni,
+                ke,
+                ts,
+            } => self.child_created(ctx, now, w, &inner, (name, spi_in), &ni, ke, ts),
         }
         State::Established(self)
     }
@@ -712,6 +854,9 @@ impl super::Established {
         ke: Option<KeyExchange>,
     ) {
         let x = ctx.children.iter().position(|c| c.spi_in == old_spi_in);
+        let proposals = x
+            .map(|x| ctx.cfg.child_named(&ctx.children[x].name).proposals.clone())
+            .unwrap_or_else(|| ctx.cfg.child.proposals.clone());
         let retry_later = |ctx: &mut Ctx, at: Instant| {
             if let Some(c) = ctx
                 .children
@@ -732,10 +877,7 @@ impl super::Established {
                         }
                         _ => None,
                     });
-                    let ours = ctx
-                        .cfg
-                        .child
-                        .proposals
+                    let ours = proposals
                         .iter()
                         .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
                     let tried = ke.as_ref().map(KeyExchange::group);
@@ -763,8 +905,7 @@ impl super::Established {
             ctx.stats.malformed += 1;
             return;
         };
-        let Some((spi_out, choice, group)) = check_esp_response_pfs(sa, &ctx.cfg.child.proposals)
-        else {
+        let Some((spi_out, choice, group)) = check_esp_response_pfs(sa, &proposals) else {
             return;
         };
         if !NONCE_RANGE.contains(&nr.len()) {
@@ -819,7 +960,6 @@ impl super::Established {
             mode: old.mode,
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            vip: old.vip,
             udp_encap: core.nat.any(),
         };
         let peer_rekey = old.peer_rekey.clone();
@@ -847,6 +987,122 @@ impl super::Established {
                 .todo
                 .push_back(Action::DeleteChildren(vec![old_spi_in])),
         }
+    }
+
+    /// The response to our CREATE_CHILD_SA for a new child arrived on IKE SA `w`.
+    #[allow(clippy::too_many_arguments)]
+    fn child_created(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        w: Which,
+        p: &[Payload],
+        (name, spi_in): (String, u32),
+        ni: &[u8],
+        ke: Option<KeyExchange>,
+        (sent_i, sent_r): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    ) {
+        let Some(cfg) = ctx.cfg.all_children().find(|c| c.name == name).cloned() else {
+            return;
+        };
+        let failed = |ctx: &mut Ctx, reason: NotifyType| {
+            ctx.events.push_back(Event::ChildSaFailed {
+                name: name.clone(),
+                reason,
+            });
+        };
+        if let Some(t) = first_error_notify(p) {
+            if t == NotifyType::InvalidKePayload {
+                let g = p.iter().find_map(|q| match q {
+                    Payload::Notify(n) if n.notify_type == t => {
+                        <[u8; 2]>::try_from(n.data.as_slice())
+                            .ok()
+                            .map(|b| DhGroup::from(u16::from_be_bytes(b)))
+                    }
+                    _ => None,
+                });
+                let ours = cfg
+                    .proposals
+                    .iter()
+                    .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
+                if ours && g != ke.as_ref().map(KeyExchange::group) {
+                    self.todo.push_back(Action::CreateChild(name.clone(), g));
+                    return;
+                }
+            }
+            return failed(ctx, t);
+        }
+        let (mut sa, mut nr, mut ker, mut tsi, mut tsr) = (None, None, None, None, None);
+        for q in p {
+            match q {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Nonce(n) => nr = nr.or(Some(n)),
+                Payload::Ke(k) => ker = ker.or(Some(k)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (sa, nr, tsi, tsr) else {
+            ctx.stats.malformed += 1;
+            return failed(ctx, NotifyType::InvalidSyntax);
+        };
+        if !NONCE_RANGE.contains(&nr.len()) {
+            ctx.stats.malformed += 1;
+            return failed(ctx, NotifyType::InvalidSyntax);
+        }
+        let Some((spi_out, choice, group)) = check_esp_response_pfs(sa, &cfg.proposals) else {
+            // The SA may exist at the peer: delete our half of it.
+            self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
+            return failed(ctx, NotifyType::NoProposalChosen);
+        };
+        let gir = match (group, ke, ker) {
+            (None, None, _) => None,
+            (Some(g), Some(ke), Some(ker)) if ke.group() == g && ker.group == g => {
+                match ke.agree(&ker.data) {
+                    Ok(s) => Some(s),
+                    Err(_) => return failed(ctx, NotifyType::InvalidKePayload),
+                }
+            }
+            _ => return failed(ctx, NotifyType::InvalidKePayload),
+        };
+        let ts_ok = !tsi.selectors.is_empty()
+            && !tsr.selectors.is_empty()
+            && tsi.selectors.iter().all(|t| is_subset(t, &sent_i))
+            && tsr.selectors.iter().all(|t| is_subset(t, &sent_r));
+        let Some(core) = self.chan(w).map(|c| &c.core).filter(|_| ts_ok) else {
+            return failed(ctx, NotifyType::TsUnacceptable);
+        };
+        let Ok(keys) = ChildKeys::derive(
+            core.prf,
+            &core.sk_d,
+            gir.as_deref().map(|g| &g[..]),
+            ni,
+            nr,
+            choice.cipher,
+        ) else {
+            return failed(ctx, NotifyType::TemporaryFailure);
+        };
+        let transport = cfg.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
+        let new = ChildSa {
+            name: name.clone(),
+            spi_in,
+            spi_out,
+            keymat_in: keys.r_to_i,
+            keymat_out: keys.i_to_r,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode: if transport {
+                Mode::Transport
+            } else {
+                Mode::Tunnel
+            },
+            local_ts: tsi.selectors.clone(),
+            remote_ts: tsr.selectors.clone(),
+            udp_encap: core.nat.any(),
+        };
+        ctx.track_child(now, &new);
+        ctx.events.push_back(Event::ChildSaEstablished(new));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1018,13 +1274,9 @@ impl super::Established {
                     return;
                 };
                 let (local_ts, remote_ts, mode) = (c.local_ts.clone(), c.remote_ts.clone(), c.mode);
-                let group = group.or_else(|| {
-                    ctx.cfg
-                        .child
-                        .proposals
-                        .iter()
-                        .find_map(|p| p.groups.first().copied())
-                });
+                let proposals = ctx.cfg.child_named(&c.name).proposals.clone();
+                let group =
+                    group.or_else(|| proposals.iter().find_map(|p| p.groups.first().copied()));
                 let ke = match group.map(|g| KeyExchange::generate(g, &ctx.rng)) {
                     Some(Ok(k)) => Some(k),
                     Some(Err(_)) => return,
@@ -1043,7 +1295,7 @@ impl super::Established {
                     p.push(notify(NotifyType::UseTransportMode));
                 }
                 p.push(Payload::Sa(esp_sa_payload_pfs(
-                    &ctx.cfg.child.proposals,
+                    &proposals,
                     spi_in,
                     ke.is_some(),
                 )));
@@ -1065,6 +1317,59 @@ impl super::Established {
                     spi_in,
                     ni,
                     ke,
+                };
+                (what, p, ExchangeType::CreateChildSa, None)
+            }
+            Action::CreateChild(name, group) => {
+                let Some(cfg) = ctx.cfg.all_children().find(|c| c.name == name).cloned() else {
+                    return;
+                };
+                let group =
+                    group.or_else(|| cfg.proposals.iter().find_map(|p| p.groups.first().copied()));
+                let ke = match group.map(|g| KeyExchange::generate(g, &ctx.rng)) {
+                    Some(Ok(k)) => Some(k),
+                    Some(Err(_)) => return,
+                    None => None,
+                };
+                let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
+                    return;
+                };
+                // With virtual IPs our side is them (swanctl's `dynamic`).
+                let mut local_ts = cfg.local_ts.clone();
+                if !self.info.vips.is_empty() {
+                    let narrowed = narrow(&local_ts, &vip_selectors(&self.info.vips));
+                    if !narrowed.is_empty() {
+                        local_ts = narrowed;
+                    }
+                }
+                let mut p = Vec::new();
+                if cfg.mode == Mode::Transport {
+                    p.push(notify(NotifyType::UseTransportMode));
+                }
+                p.push(Payload::Sa(esp_sa_payload_pfs(
+                    &cfg.proposals,
+                    spi_in,
+                    ke.is_some(),
+                )));
+                p.push(Payload::Nonce(ni.clone()));
+                if let Some(k) = &ke {
+                    p.push(Payload::Ke(KePayload {
+                        group: k.group(),
+                        data: k.public_value().to_vec(),
+                    }));
+                }
+                p.push(Payload::TsI(TsPayload {
+                    selectors: local_ts.clone(),
+                }));
+                p.push(Payload::TsR(TsPayload {
+                    selectors: cfg.remote_ts.clone(),
+                }));
+                let what = Pending::CreateChild {
+                    name,
+                    spi_in,
+                    ni,
+                    ke,
+                    ts: (local_ts, cfg.remote_ts),
                 };
                 (what, p, ExchangeType::CreateChildSa, None)
             }
@@ -1246,7 +1551,6 @@ impl Child {
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
             mode: c.mode,
-            vip: c.vip,
             rekey_at: None,
             expire_at: None,
             rekey_bytes: None,

@@ -1,0 +1,260 @@
+//! IPv4 and IPv6 virtual IPs and DNS servers (INTERNAL_IP4_ADDRESS, INTERNAL_IP6_ADDRESS,
+//! INTERNAL_IP4_DNS, INTERNAL_IP6_DNS) against strongSwan 5.9, in both roles: both
+//! addresses assigned (as `swanctl --list-sas` and `mifsec status` report), the DNS servers
+//! shown, and ping and ping -6 through the tunnel.
+//!
+//! Needs root (namespaces, TUN, strongSwan); see swan_interop.rs.
+
+mod swan;
+
+use serde_json::Value;
+use swan::*;
+
+/// The strongSwan gateway: pools of both families (DNS 10.88.0.53 and fd88::53), one
+/// child for 10.88.0.0/16 and fd88::/64.
+fn swan_gateway_dual_stack() -> String {
+    format!(
+        r#"connections {{
+  rw {{
+    local_addrs = 198.18.9.1
+    pools = p4, p6
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = gw
+    }}
+    remote {{
+      auth = psk
+      id = cl
+    }}
+    children {{
+      net {{
+        local_ts = 10.88.0.0/16, fd88::/64
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+pools {{
+  p4 {{
+    addrs = 10.77.0.0/24
+    dns = 10.88.0.53
+  }}
+  p6 {{
+    addrs = fd77::/120
+    dns = fd88::53
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+    )
+}
+
+fn swan_client_dual_stack() -> String {
+    format!(
+        r#"connections {{
+  home {{
+    remote_addrs = 198.18.9.1
+    vips = 0.0.0.0, ::
+    version = 2
+    encap = yes
+    proposals = aes128gcm16-prfsha256-x25519
+    local {{
+      auth = psk
+      id = cl
+    }}
+    remote {{
+      auth = psk
+      id = gw
+    }}
+    children {{
+      net {{
+        remote_ts = 10.88.0.0/16, fd88::/64
+        esp_proposals = aes128gcm16
+      }}
+    }}
+  }}
+}}
+secrets {{
+  ike-1 {{
+    id-1 = gw
+    id-2 = cl
+    secret = "{PSK}"
+  }}
+}}
+"#
+    )
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn ping_ok(lab: &Lab, side: &str, ns: &str, dst: &str) {
+    let ping = lab.ping(ns, dst);
+    assert!(
+        ping.status.success(),
+        "ping {dst} through the tunnel: {}\n--- status:\n{:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+        text(&ping),
+        lab.status_json(side),
+        lab.log(side),
+        lab.swan_log()
+    );
+}
+
+#[test]
+fn dual_stack_mifsec_client_strongswan_gateway() {
+    if !root_or_skip("dual_stack_mifsec_client_strongswan_gateway") {
+        return;
+    }
+    let mut lab = Lab::new("v6");
+    let gw_ns = lab.gw_ns.clone();
+    let cl_ns = lab.cl_ns.clone();
+    ip(&["-n", &gw_ns, "addr", "add", "fd88::1/128", "dev", "lo"]);
+    lab.start_swan(&gw_ns, &swan_gateway_dual_stack());
+    let config = mifsec_client_config(&lab, "", "")
+        .replace("vips = [\"0.0.0.0\"]", "vips = [\"0.0.0.0\", \"::\"]")
+        .replace(
+            "remote_ts = [\"10.88.0.0/16\"]",
+            "remote_ts = [\"10.88.0.0/16\", \"fd88::/64\"]",
+        )
+        .replace("\"aes128gcm16-x25519\"", "\"aes128gcm16\"");
+    lab.start_mifsec("cl", &cl_ns, &config);
+    let st = lab.wait_established("cl");
+    let ike = &st["ike_sas"][0];
+    assert_eq!(
+        strings(&ike["vips"]),
+        vec!["10.77.0.1".to_owned(), "fd77::1".to_owned()],
+        "{ike:#}"
+    );
+    assert_eq!(
+        strings(&ike["dns"]),
+        vec!["10.88.0.53".to_owned(), "fd88::53".to_owned()],
+        "{ike:#}"
+    );
+    let child = &ike["children"][0];
+    assert_eq!(
+        strings(&child["local_ts"]),
+        vec!["10.77.0.1/32".to_owned(), "fd77::1/128".to_owned()]
+    );
+    let human = text(&lab.mifsec("cl", &["status"]));
+    eprintln!("--- mifsec status (client):\n{human}");
+    assert!(human.contains("[10.77.0.1 fd77::1]"), "{human}");
+    assert!(human.contains("dns 10.88.0.53 fd88::53"), "{human}");
+
+    let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas (gateway):\n{sas}");
+    assert!(sas.contains("10.77.0.1/32"), "{sas}");
+    assert!(sas.contains("fd77::1/128"), "{sas}");
+    assert!(sas.contains("INSTALLED, TUNNEL-in-UDP"), "{sas}");
+
+    ping_ok(&lab, "cl", &cl_ns, "10.88.0.1");
+    ping_ok(&lab, "cl", &cl_ns, "fd88::1");
+    // Both pings went through the child SA (three echo requests and replies each).
+    let (inp, outp) = counters(&lab.status_json("cl"));
+    assert!(inp >= 6 && outp >= 6, "SA counters in {inp} out {outp}");
+}
+
+#[test]
+fn dual_stack_strongswan_client_mifsec_gateway() {
+    if !root_or_skip("dual_stack_strongswan_client_mifsec_gateway") {
+        return;
+    }
+    let mut lab = Lab::new("g6");
+    let gw_ns = lab.gw_ns.clone();
+    let cl_ns = lab.cl_ns.clone();
+    ip(&["-n", &gw_ns, "addr", "add", "fd88::1/128", "dev", "lo"]);
+    let config = mifsec_gateway_config(&lab, "", "")
+        .replace("pools = [\"p4\"]", "pools = [\"p4\", \"p6\"]")
+        .replace(
+            "local_ts = [\"10.88.0.0/16\"]",
+            "local_ts = [\"10.88.0.0/16\", \"fd88::/64\"]",
+        )
+        .replace("\"aes128gcm16-x25519\"", "\"aes128gcm16\"")
+        .replace(
+            "addrs = \"10.77.0.0/24\"\n",
+            "addrs = \"10.77.0.0/24\"\ndns = [\"10.88.0.53\"]\n\n\
+             [pools.p6]\naddrs = \"fd77::/120\"\ndns = [\"fd88::53\"]\n",
+        );
+    lab.start_mifsec("gw", &gw_ns, &config);
+    lab.start_swan(&cl_ns, &swan_client_dual_stack());
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    let log = text(&out);
+    assert!(
+        out.status.success(),
+        "swanctl --initiate: {log}\n--- mifsec log:\n{}",
+        lab.log("gw")
+    );
+    // strongSwan processed both addresses and both DNS servers.
+    for a in [
+        "installing new virtual IP 10.77.0.1",
+        "installing new virtual IP fd77::1",
+        "INTERNAL_IP4_DNS",
+        "INTERNAL_IP6_DNS",
+    ] {
+        assert!(log.contains(a), "{a}: {log}");
+    }
+    let st = lab.wait_established("gw");
+    let ike = &st["ike_sas"][0];
+    assert_eq!(
+        strings(&ike["peer_vips"]),
+        vec!["10.77.0.1".to_owned(), "fd77::1".to_owned()],
+        "{ike:#}"
+    );
+    assert_eq!(
+        strings(&ike["dns"]),
+        vec!["10.88.0.53".to_owned(), "fd88::53".to_owned()]
+    );
+    assert_eq!(
+        strings(&ike["children"][0]["remote_ts"]),
+        vec!["10.77.0.1/32".to_owned(), "fd77::1/128".to_owned()]
+    );
+    let human = text(&lab.mifsec("gw", &["status"]));
+    eprintln!("--- mifsec status (gateway):\n{human}");
+    assert!(human.contains("[10.77.0.1 fd77::1]"), "{human}");
+
+    let sas = text(&lab.swanctl(&cl_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas (client):\n{sas}");
+    assert!(sas.contains("10.77.0.1/32"), "{sas}");
+    assert!(sas.contains("fd77::1/128"), "{sas}");
+    assert!(sas.contains("fd88::/64"), "{sas}");
+
+    ping_ok(&lab, "gw", &cl_ns, "10.88.0.1");
+    ping_ok(&lab, "gw", &cl_ns, "fd88::1");
+    // Both pings went through the child SA (three echo requests and replies each).
+    let (inp, outp) = counters(&lab.status_json("gw"));
+    assert!(inp >= 6 && outp >= 6, "SA counters in {inp} out {outp}");
+
+    // Terminating the IKE SA returns both leases: a new IKE SA gets the same addresses.
+    let out = lab.swanctl(&cl_ns, &["--terminate", "--ike", "home"]);
+    assert!(out.status.success(), "terminate: {}", text(&out));
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    assert!(out.status.success(), "initiate again: {}", text(&out));
+    let st = lab.wait_established("gw");
+    let ikes = st["ike_sas"].as_array().unwrap();
+    let up: Vec<&Value> = ikes
+        .iter()
+        .filter(|i| i["state"] == "ESTABLISHED")
+        .collect();
+    assert_eq!(up.len(), 1, "{st:#}");
+    assert_eq!(
+        strings(&up[0]["peer_vips"]),
+        vec!["10.77.0.1".to_owned(), "fd77::1".to_owned()],
+        "the leases came back: {st:#}"
+    );
+}
