@@ -14,11 +14,14 @@ figures from the same run as the reference.
    the two initiators against the same responder; medians and every sample are reported.
 
 2. Rekeys under iperf3. Child SA rekeyed every 10 s and IKE SA every 30 s (rand_time 0) for
-   --rekey-seconds (120), under an iperf3 UDP stream of --rate Mbit/s (50; 1200-byte datagrams)
+   --rekey-seconds (120), under an iperf3 UDP stream of --rate Mbit/s (50; 1200-byte datagrams, 2 MB socket buffers
+   so that iperf3's own receiver keeps up with bursts)
    from the client to 10.88.0.1: datagrams lost (iperf3's count, per second), ICV failures
    (mifsec's drop counters by reason; strongSwan's log), how many rekeys happened and when
    (new SPIs seen by polling each side every 100 ms), and how many of the lost datagrams fell
-   in a second that had a rekey in it or just before it.
+   in a second that had a rekey in it or just before it; and the UDP receive-buffer drops of
+   each namespace's kernel (/proc/net/snmp RcvbufErrors: a full socket buffer, e.g. the
+   receiving peer's port-4500 socket or iperf3's, not the tunnel, lost those).
    Three pairs: mifsec client rekeying against a strongSwan gateway, a strongSwan client
    rekeying against the same gateway (the reference), and mifsec against mifsec.
 
@@ -430,7 +433,17 @@ REKEY_CONN_MIFSEC = 'rekey_time = "30s"\nrand_time = 0\nlife_time = "60s"'
 REKEY_CHILD_MIFSEC = 'rekey_time = "10s"\nrand_time = 0\nlife_time = "20s"'
 
 
+def udp_errors(ns: str) -> dict[str, int]:
+    """The namespace's UDP error counters (/proc/net/snmp): datagrams the kernel dropped
+    because a receiving socket's buffer was full, and all receive errors."""
+    lines = [l.split() for l in sh(*in_ns(ns, "cat", "/proc/net/snmp")).stdout.splitlines()]
+    udp = [l for l in lines if l and l[0] == "Udp:"]
+    table = dict(zip(udp[0][1:], map(int, udp[1][1:])))
+    return {"rcvbuf_errors": table["RcvbufErrors"], "in_errors": table["InErrors"]}
+
+
 def iperf_udp(seconds: int, rate: int) -> dict:
+    before = {ns: udp_errors(ns) for ns in (CL, GW)}
     server = subprocess.Popen(
         in_ns(GW, "iperf3", "-s", "-1", "-B", "10.88.0.1", "-J"),
         stdout=subprocess.PIPE,
@@ -438,7 +451,7 @@ def iperf_udp(seconds: int, rate: int) -> dict:
     )
     time.sleep(0.5)
     client = sh(
-        *in_ns(CL, "iperf3", "-c", "10.88.0.1", "-u", "-b", f"{rate}M", "-l", "1200",
+        *in_ns(CL, "iperf3", "-c", "10.88.0.1", "-u", "-b", f"{rate}M", "-l", "1200", "-w", "2M",
                "-t", str(seconds), "-J"),
         check=False,
     )
@@ -455,7 +468,13 @@ def iperf_udp(seconds: int, rate: int) -> dict:
         for i in rep["intervals"]
         if signed(i["sum"]["lost_packets"]) != 0
     ]
+    after = {ns: udp_errors(ns) for ns in (CL, GW)}
+    errors = {
+        side: {k: after[ns][k] - before[ns][k] for k in after[ns]}
+        for side, ns in (("client_ns", CL), ("gateway_ns", GW))
+    }
     return {
+        "udp_socket_drops": errors,
         "datagrams": s["packets"],
         "lost": signed(s["lost_packets"]),
         "out_of_order": s.get("out_of_order", 0),
@@ -571,7 +590,9 @@ def measured(traffic: dict, watch: dict, **extra) -> dict:
     r = {**traffic, **watch, "lost_near_rekey": near_rekey(traffic, watch), **extra}
     print(
         f"    {r['lost']} of {r['datagrams']} datagrams lost ({r['lost_near_rekey']} within 1 s "
-        f"of a rekey), {r['child_rekeys']} child and {r['ike_rekeys']} IKE rekeys"
+        f"of a rekey), {r['child_rekeys']} child and {r['ike_rekeys']} IKE rekeys; UDP "
+        f"receive-buffer drops in the gateway namespace: "
+        f"{r['udp_socket_drops']['gateway_ns']['rcvbuf_errors']}"
     )
     return r
 
