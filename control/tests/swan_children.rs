@@ -235,23 +235,7 @@ fn two_children_mifsec_client_strongswan_gateway() {
     ping_ok(&lab, "cl", &cl_ns, "10.89.0.1");
 
     // Terminate: both sides forget everything.
-    let out = lab.mifsec("cl", &["ctl", "terminate", "home"]);
-    assert!(out.status.success(), "ctl terminate: {}", text(&out));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
-        let st = lab.status_json("cl");
-        let gone_here = st["ike_sas"].as_array().is_some_and(Vec::is_empty)
-            && st["sas"].as_array().is_some_and(Vec::is_empty);
-        if !sas.contains("ESTABLISHED") && gone_here {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "terminate: strongSwan still has\n{sas}\nmifsec still has {st:#}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    lab.terminate_and_wait("cl", "home", &gw_ns);
 }
 
 #[test]

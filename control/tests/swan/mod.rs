@@ -225,6 +225,28 @@ impl Lab {
         }
     }
 
+    /// `mifsec ctl terminate conn` on `side`; waits until neither mifsec nor the charon in
+    /// `swan_ns` has an SA left.
+    pub fn terminate_and_wait(&self, side: &str, conn: &str, swan_ns: &str) {
+        let out = self.mifsec(side, &["ctl", "terminate", conn]);
+        assert!(out.status.success(), "ctl terminate: {}", text(&out));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sas = text(&self.swanctl(swan_ns, &["--list-sas"]));
+            let st = self.status_json(side);
+            let gone_here = st["ike_sas"].as_array().is_some_and(Vec::is_empty)
+                && st["sas"].as_array().is_some_and(Vec::is_empty);
+            if !sas.contains("ESTABLISHED") && gone_here {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "terminate: strongSwan still has\n{sas}\nmifsec still has {st:#}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Pings `dst` from namespace `ns` (up to a few tries while the tunnel settles).
     pub fn ping(&self, ns: &str, dst: &str) -> Output {
         let mut last = None;

@@ -19,6 +19,8 @@ use super::{
     Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE, State,
     first_error_notify, has_notify, is_later_fragment, notify, pick_child, vip_selectors,
 };
+use mifsec_dataplane::aead::Cipher;
+
 use crate::ike::config::Mode;
 use crate::ike::crypto::{ChildKeys, KeyExchange};
 use crate::ike::proposal::{
@@ -133,6 +135,46 @@ enum Which {
     Current,
     Retiring(usize),
     PeerIke,
+}
+
+/// The responder's keys for a child SA in CREATE_CHILD_SA (new child or rekey): with PFS
+/// (a group chosen and the peer's KE), our KE payload and the new shared secret, then the
+/// KEYMAT. An error is the notify to answer with.
+fn answer_child_keys(
+    ctx: &Ctx,
+    core: &Core,
+    group: Option<DhGroup>,
+    ke: Option<&KePayload>,
+    ni: &[u8],
+    nr: &[u8],
+    cipher: Cipher,
+) -> Result<(Option<Payload>, ChildKeys), Vec<Payload>> {
+    let (ker, gir) = match (group, ke) {
+        (Some(g), Some(peer)) => {
+            let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
+                return Err(vec![notify(NotifyType::TemporaryFailure)]);
+            };
+            let ker = Payload::Ke(KePayload {
+                group: g,
+                data: ours.public_value().to_vec(),
+            });
+            match ours.agree(&peer.data) {
+                Ok(s) => (Some(ker), Some(s)),
+                Err(_) => return Err(vec![notify(NotifyType::InvalidSyntax)]),
+            }
+        }
+        _ => (None, None),
+    };
+    let keys = ChildKeys::derive(
+        core.prf,
+        &core.sk_d,
+        gir.as_deref().map(|g| &g[..]),
+        ni,
+        nr,
+        cipher,
+    )
+    .map_err(|_| vec![notify(NotifyType::TemporaryFailure)])?;
+    Ok((ker, keys))
 }
 
 fn lowest(a: &[u8], b: &[u8]) -> Vec<u8> {
@@ -506,34 +548,11 @@ impl super::Established {
         let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
             return vec![notify(NotifyType::TemporaryFailure)];
         };
-        let mut ker = None;
-        let gir = match (group, ke) {
-            (Some(g), Some(peer)) => {
-                let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
-                    return vec![notify(NotifyType::TemporaryFailure)];
-                };
-                ker = Some(Payload::Ke(KePayload {
-                    group: g,
-                    data: ours.public_value().to_vec(),
-                }));
-                match ours.agree(&peer.data) {
-                    Ok(s) => Some(s),
-                    Err(_) => return vec![notify(NotifyType::InvalidSyntax)],
-                }
-            }
-            _ => None,
-        };
-        let core = &self.ch.core;
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            ni,
-            &nr,
-            choice.cipher,
-        ) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
+        let (ker, keys) =
+            match answer_child_keys(ctx, &self.ch.core, group, ke, ni, &nr, choice.cipher) {
+                Ok(k) => k,
+                Err(refusal) => return refusal,
+            };
         let transport =
             child.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
         let new = ChildSa {
@@ -551,7 +570,7 @@ impl super::Established {
             },
             local_ts: ts_r.clone(),
             remote_ts: ts_i.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: self.ch.core.nat.any(),
         };
         let mut reply = Vec::new();
         if transport {
@@ -627,34 +646,12 @@ impl super::Established {
         let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
             return vec![notify(NotifyType::TemporaryFailure)];
         };
-        let mut out = Vec::new();
-        let gir = match (group, ke) {
-            (Some(g), Some(peer)) => {
-                let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
-                    return vec![notify(NotifyType::TemporaryFailure)];
-                };
-                out.push(Payload::Ke(KePayload {
-                    group: g,
-                    data: ours.public_value().to_vec(),
-                }));
-                match ours.agree(&peer.data) {
-                    Ok(s) => Some(s),
-                    Err(_) => return vec![notify(NotifyType::InvalidSyntax)],
-                }
-            }
-            _ => None,
-        };
-        let core = &self.ch.core;
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            ni,
-            &nr,
-            choice.cipher,
-        ) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
+        let (ker, keys) =
+            match answer_child_keys(ctx, &self.ch.core, group, ke, ni, &nr, choice.cipher) {
+                Ok(k) => k,
+                Err(refusal) => return refusal,
+            };
+        let out: Vec<Payload> = ker.into_iter().collect();
         let old = &ctx.children[x];
         let new = ChildSa {
             name: old.name.clone(),
@@ -667,7 +664,7 @@ impl super::Established {
             mode: old.mode,
             local_ts: ts_r.clone(),
             remote_ts: ts_i.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: self.ch.core.nat.any(),
         };
         let mut reply = Vec::new();
         if old.mode == Mode::Transport {
@@ -960,7 +957,7 @@ impl super::Established {
             mode: old.mode,
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: self.ch.core.nat.any(),
         };
         let peer_rekey = old.peer_rekey.clone();
         ctx.children[x].rekeyed = true;
@@ -1099,7 +1096,7 @@ impl super::Established {
             },
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: self.ch.core.nat.any(),
         };
         ctx.track_child(now, &new);
         ctx.events.push_back(Event::ChildSaEstablished(new));
