@@ -114,6 +114,8 @@ pub struct IkeSaStatus {
     pub fragments_sent: u64,
     /// IKE fragments received (authenticated).
     pub fragments_received: u64,
+    /// IKE fragments refused: forged, stale, duplicate, over the limits, or unnegotiated.
+    pub fragments_dropped: u64,
     /// Its child SAs.
     pub children: Vec<IkeChildStatus>,
 }
@@ -1188,6 +1190,7 @@ impl IkeThread {
                     fragmentation: e.info.as_ref().is_some_and(|i| i.fragmentation),
                     fragments_sent: e.sa.stats().fragments_sent,
                     fragments_received: e.sa.stats().fragments_received,
+                    fragments_dropped: e.sa.stats().fragments_dropped,
                     children: e.children.iter().map(|c| c.status.clone()).collect(),
                 }
             })

@@ -156,6 +156,18 @@ fn ike_sas(st: &Value, out: &mut String) {
         {
             let _ = writeln!(out, "  {a}, nat {}", s(ike, "nat"));
         }
+        let frag = |k: &str| ike.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (fs, fr, fd) = (
+            frag("fragments_sent"),
+            frag("fragments_received"),
+            frag("fragments_dropped"),
+        );
+        if fs + fr + fd > 0 {
+            let _ = writeln!(
+                out,
+                "  IKE fragments: {fs} sent, {fr} received, {fd} dropped"
+            );
+        }
         if let Some(t) = ike.get("established_s").and_then(Value::as_u64) {
             let _ = writeln!(out, "  established {} ago", uptime(t as f64));
         }
@@ -445,6 +457,22 @@ outside SAs: malformed 2
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn ike_fragments_line_only_when_fragments_moved() {
+        let ike = |sent: u64| {
+            serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED",
+                "fragments_sent": sent, "fragments_received": 2, "fragments_dropped": 1}]})
+        };
+        let text = status(&ike(4));
+        assert!(
+            text.contains("  IKE fragments: 4 sent, 2 received, 1 dropped\n"),
+            "{text}"
+        );
+        let none = serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED",
+            "fragments_sent": 0, "fragments_received": 0, "fragments_dropped": 0}]});
+        assert!(!status(&none).contains("IKE fragments"));
     }
 
     #[test]

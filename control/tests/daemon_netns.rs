@@ -2,150 +2,23 @@
 //! network namespaces joined by a veth pair, a ping through the tunnel, `mifsec status`,
 //! `keys` and `ctl` against the running daemons, and a clean stop on SIGTERM.
 //!
+//! The namespaces and daemons are the interop tests' lab (swan/mod.rs) without a charon.
 //! Needs root (namespaces, TUN). Without root it fails, unless MIFSEC_SKIP_ROOT_TESTS=1, in
 //! which case it prints a loud SKIPPED line.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod swan;
+
+use std::path::Path;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
-
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return false;
-    }
-    panic!(
-        "{test} needs root (network namespaces, TUN). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
-    );
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use swan::*;
 
 fn mifsec(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .output()
         .expect("running mifsec")
-}
-
-/// Two namespaces, a veth pair, a scratch directory and the daemons; all removed on drop.
-struct Lab {
-    client_ns: String,
-    gw_ns: String,
-    client_if: String,
-    gw_if: String,
-    dir: PathBuf,
-    daemons: Vec<Child>,
-}
-
-impl Lab {
-    fn new() -> Lab {
-        let pid = std::process::id();
-        let lab = Lab {
-            client_ns: format!("mifsec-cli-c{pid}"),
-            gw_ns: format!("mifsec-cli-g{pid}"),
-            client_if: format!("mfc{pid}"),
-            gw_if: format!("mfg{pid}"),
-            dir: std::env::temp_dir().join(format!("mifsec-daemon-netns-{pid}")),
-            daemons: Vec::new(),
-        };
-        let _ = std::fs::remove_dir_all(&lab.dir);
-        std::fs::create_dir_all(&lab.dir).unwrap();
-        ip(&["netns", "add", &lab.client_ns]);
-        ip(&["netns", "add", &lab.gw_ns]);
-        ip(&[
-            "link",
-            "add",
-            &lab.client_if,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &lab.gw_if,
-        ]);
-        for (ns, dev, addr) in [
-            (&lab.client_ns, &lab.client_if, "198.18.1.2/24"),
-            (&lab.gw_ns, &lab.gw_if, "198.18.1.1/24"),
-        ] {
-            ip(&["link", "set", dev, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        lab
-    }
-
-    /// Writes the configuration of one side and starts `mifsec run` in its namespace; waits
-    /// for its control socket. Returns the socket path.
-    fn start(&mut self, side: &str, ns: &str, config: &str) -> PathBuf {
-        let cfg = self.dir.join(format!("{side}.toml"));
-        std::fs::write(&cfg, config).unwrap();
-        let log = std::fs::File::create(self.dir.join(format!("{side}.log"))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, BIN, "run", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting mifsec run");
-        self.daemons.push(child);
-        let sock = self.dir.join(format!("{side}.sock"));
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !sock.exists() {
-            if let Some(st) = self.daemons.last_mut().unwrap().try_wait().unwrap() {
-                panic!("mifsec run ({side}) exited with {st}:\n{}", self.log(side));
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no control socket from {side}:\n{}",
-                self.log(side)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sock
-    }
-
-    fn log(&self, side: &str) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{side}.log"))).unwrap_or_default()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for c in &mut self.daemons {
-            if c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.client_ns])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.gw_ns])
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// One side's configuration: a one-path, manually keyed SA as in docs/CONFIG.md.
@@ -155,8 +28,8 @@ fn config(dir: &Path, side: &str, dev: &str, client: bool) -> String {
     let (addr, local, remote, local_ts, remote_ts, spi_out, key_out, spi_in, key_in) = if client {
         (
             "10.1.0.1/32",
-            "198.18.1.2",
-            "198.18.1.1",
+            "198.18.9.2",
+            "198.18.9.1",
             "10.1.0.0/24",
             "10.2.0.0/24",
             0x1001,
@@ -167,8 +40,8 @@ fn config(dir: &Path, side: &str, dev: &str, client: bool) -> String {
     } else {
         (
             "10.2.0.1/32",
-            "198.18.1.1",
-            "198.18.1.2",
+            "198.18.9.1",
+            "198.18.9.2",
             "10.2.0.0/24",
             "10.1.0.0/24",
             0x2001,
@@ -237,11 +110,11 @@ fn two_daemons_ping_status_ctl_and_stop() {
     if !root_or_skip("two_daemons_ping_status_ctl_and_stop") {
         return;
     }
-    let mut lab = Lab::new();
-    let (cns, gns) = (lab.client_ns.clone(), lab.gw_ns.clone());
+    let mut lab = Lab::new("dn");
+    let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
     let gw_cfg = config(&lab.dir, "gw", &lab.gw_if, false);
-    let cl_cfg = config(&lab.dir, "client", &lab.client_if, true);
-    let gw = lab.start("gw", &gns, &gw_cfg);
+    let cl_cfg = config(&lab.dir, "client", &lab.cl_if, true);
+    let gw = lab.start_mifsec("gw", &gns, &gw_cfg);
 
     // An engine that cannot start (its interface's device does not exist): exit 1, a clear
     // message, no socket left behind, and nothing left in the namespace for the real client.
@@ -249,7 +122,7 @@ fn two_daemons_ping_status_ctl_and_stop() {
     std::fs::write(
         &bad,
         cl_cfg.replace(
-            &format!("device = \"{}\"", lab.client_if),
+            &format!("device = \"{}\"", lab.cl_if),
             "device = \"nosuchdev0\"",
         ),
     )
@@ -267,7 +140,7 @@ fn two_daemons_ping_status_ctl_and_stop() {
     );
     assert!(!lab.dir.join("client.sock").exists());
 
-    let cl = lab.start("client", &cns, &cl_cfg);
+    let cl = lab.start_mifsec("client", &cns, &cl_cfg);
     let cl_s = cl.display().to_string();
 
     // The socket is the operator's only: mode 0600.
@@ -315,13 +188,13 @@ fn two_daemons_ping_status_ctl_and_stop() {
         "{text}"
     );
     assert!(
-        text.contains("  path fast  link1 198.18.1.2:4500 -> 198.18.1.1:4500  active  up  rtt "),
+        text.contains("  path fast  link1 198.18.9.2:4500 -> 198.18.9.1:4500  active  up  rtt "),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "interfaces: link1 198.18.1.2:4500 ({}, ",
-            lab.client_if
+            "interfaces: link1 198.18.9.2:4500 ({}, ",
+            lab.cl_if
         )),
         "{text}"
     );
