@@ -30,7 +30,7 @@ use crate::ike::proposal::{
 };
 use crate::wire::{
     DeletePayload, DhGroup, ExchangeType, KePayload, Message, NotifyPayload, NotifyType, Payload,
-    ProtocolId, TrafficSelector, TsPayload,
+    ProtocolId, SaPayload, TrafficSelector, TsPayload,
 };
 
 /// How long after a TEMPORARY_FAILURE answer a rekey is tried again.
@@ -135,6 +135,56 @@ enum Which {
     Current,
     Retiring(usize),
     PeerIke,
+}
+
+/// The payloads of a CREATE_CHILD_SA request for a child SA, new or rekey.
+struct ChildRequest<'a> {
+    sa: &'a SaPayload,
+    ni: &'a [u8],
+    ke: Option<&'a KePayload>,
+    tsi: &'a TsPayload,
+    tsr: &'a TsPayload,
+}
+
+impl<'a> ChildRequest<'a> {
+    /// The first of each payload; INVALID_SYNTAX when one is missing or the nonce's length
+    /// is out of range.
+    fn parse(p: &'a [Payload]) -> Result<Self, Vec<Payload>> {
+        let (mut sa, mut ni, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
+        for q in p {
+            match q {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Nonce(n) => ni = ni.or(Some(n)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                _ => {}
+            }
+        }
+        match (sa, ni, tsi, tsr) {
+            (Some(sa), Some(ni), Some(tsi), Some(tsr)) if NONCE_RANGE.contains(&ni.len()) => {
+                Ok(ChildRequest {
+                    sa,
+                    ni,
+                    ke,
+                    tsi,
+                    tsr,
+                })
+            }
+            _ => Err(vec![notify(NotifyType::InvalidSyntax)]),
+        }
+    }
+}
+
+/// The answer to an ESP proposal we cannot accept.
+fn refusal_notify(r: EspRefusal) -> Vec<Payload> {
+    match r {
+        EspRefusal::NoProposal => vec![notify(NotifyType::NoProposalChosen)],
+        EspRefusal::InvalidKe(g) => vec![Payload::Notify(NotifyPayload::new(
+            NotifyType::InvalidKePayload,
+            u16::from(g).to_be_bytes().to_vec(),
+        ))],
+    }
 }
 
 /// The responder's keys for a child SA in CREATE_CHILD_SA (new child or rekey): with PFS
@@ -503,23 +553,16 @@ impl super::Established {
     /// child configuration whose selectors fit, narrowed as in IKE_AUTH. A refusal is an
     /// error notify; the IKE SA and its other children are untouched.
     fn answer_new_child(&mut self, ctx: &mut Ctx, now: Instant, p: &[Payload]) -> Vec<Payload> {
-        let (mut sa, mut ni, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => ni = ni.or(Some(n)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ni), Some(tsi), Some(tsr)) = (sa, ni, tsi, tsr) else {
-            return vec![notify(NotifyType::InvalidSyntax)];
+        let ChildRequest {
+            sa,
+            ni,
+            ke,
+            tsi,
+            tsr,
+        } = match ChildRequest::parse(p) {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
         };
-        if !NONCE_RANGE.contains(&ni.len()) {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        }
         if ctx.children.len() >= MAX_CHILDREN {
             return vec![notify(NotifyType::NoAdditionalSas)];
         }
@@ -535,15 +578,7 @@ impl super::Established {
         let (child, (number, spi_out, choice, group), ts_i, ts_r) = match picked {
             Ok(x) => x,
             Err(None) => return vec![notify(NotifyType::TsUnacceptable)],
-            Err(Some(EspRefusal::NoProposal)) => {
-                return vec![notify(NotifyType::NoProposalChosen)];
-            }
-            Err(Some(EspRefusal::InvalidKe(g))) => {
-                return vec![Payload::Notify(NotifyPayload::new(
-                    NotifyType::InvalidKePayload,
-                    u16::from(g).to_be_bytes().to_vec(),
-                ))];
-            }
+            Err(Some(r)) => return refusal_notify(r),
         };
         let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
             return vec![notify(NotifyType::TemporaryFailure)];
@@ -608,34 +643,21 @@ impl super::Established {
         if ctx.children[x].rekeyed || ctx.children[x].peer_rekey.is_some() {
             return vec![notify(NotifyType::TemporaryFailure)];
         }
-        let (mut sa, mut ni, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => ni = ni.or(Some(n)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ni), Some(tsi), Some(tsr)) = (sa, ni, tsi, tsr) else {
-            return vec![notify(NotifyType::InvalidSyntax)];
+        let ChildRequest {
+            sa,
+            ni,
+            ke,
+            tsi,
+            tsr,
+        } = match ChildRequest::parse(p) {
+            Ok(r) => r,
+            Err(refusal) => return refusal,
         };
-        if !NONCE_RANGE.contains(&ni.len()) {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        }
         let proposals = &ctx.cfg.child_named(&ctx.children[x].name).proposals;
         let (number, spi_out, choice, group) =
             match select_esp_pfs(sa, proposals, ke.map(|k| k.group)) {
                 Ok(c) => c,
-                Err(EspRefusal::NoProposal) => return vec![notify(NotifyType::NoProposalChosen)],
-                Err(EspRefusal::InvalidKe(g)) => {
-                    return vec![Payload::Notify(NotifyPayload::new(
-                        NotifyType::InvalidKePayload,
-                        u16::from(g).to_be_bytes().to_vec(),
-                    ))];
-                }
+                Err(r) => return refusal_notify(r),
             };
         let old = &ctx.children[x];
         let ts_i = narrow(&tsi.selectors, &old.remote_ts);
