@@ -22,7 +22,7 @@ use super::{
 use mifsec_dataplane::aead::Cipher;
 
 use crate::ike::config::Mode;
-use crate::ike::crypto::{ChildKeys, KeyExchange};
+use crate::ike::crypto::{ChildKeys, KeyExchange, Secret};
 use crate::ike::proposal::{
     EspRefusal, check_esp_response_pfs, check_ike_rekey_response, esp_response_payload_pfs,
     esp_sa_payload_pfs, ike_rekey_response_payload, ike_rekey_sa_payload, is_subset, narrow,
@@ -137,43 +137,78 @@ enum Which {
     PeerIke,
 }
 
-/// The payloads of a CREATE_CHILD_SA request for a child SA, new or rekey.
-struct ChildRequest<'a> {
+/// The payloads of a CREATE_CHILD_SA request or response for a child SA, new or rekey (the
+/// response's nonce is Nr, its KE the responder's).
+struct ChildPayloads<'a> {
     sa: &'a SaPayload,
-    ni: &'a [u8],
+    nonce: &'a [u8],
     ke: Option<&'a KePayload>,
     tsi: &'a TsPayload,
     tsr: &'a TsPayload,
 }
 
-impl<'a> ChildRequest<'a> {
-    /// The first of each payload; INVALID_SYNTAX when one is missing or the nonce's length
-    /// is out of range.
-    fn parse(p: &'a [Payload]) -> Result<Self, Vec<Payload>> {
-        let (mut sa, mut ni, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
+impl<'a> ChildPayloads<'a> {
+    /// The first of each payload; `None` when one is missing or the nonce's length is out of
+    /// range.
+    fn parse(p: &'a [Payload]) -> Option<Self> {
+        let (mut sa, mut nonce, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
         for q in p {
             match q {
                 Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => ni = ni.or(Some(n)),
+                Payload::Nonce(n) => nonce = nonce.or(Some(n)),
                 Payload::Ke(k) => ke = ke.or(Some(k)),
                 Payload::TsI(t) => tsi = tsi.or(Some(t)),
                 Payload::TsR(t) => tsr = tsr.or(Some(t)),
                 _ => {}
             }
         }
-        match (sa, ni, tsi, tsr) {
-            (Some(sa), Some(ni), Some(tsi), Some(tsr)) if NONCE_RANGE.contains(&ni.len()) => {
-                Ok(ChildRequest {
-                    sa,
-                    ni,
-                    ke,
-                    tsi,
-                    tsr,
-                })
-            }
-            _ => Err(vec![notify(NotifyType::InvalidSyntax)]),
-        }
+        let (sa, nonce, tsi, tsr) = (sa?, nonce?, tsi?, tsr?);
+        NONCE_RANGE.contains(&nonce.len()).then_some(ChildPayloads {
+            sa,
+            nonce,
+            ke,
+            tsi,
+            tsr,
+        })
     }
+
+    /// Initiator: whether the responder's selectors lie within those we sent (`local` ours,
+    /// `remote` the peer's).
+    fn selectors_within(&self, local: &[TrafficSelector], remote: &[TrafficSelector]) -> bool {
+        !self.tsi.selectors.is_empty()
+            && !self.tsr.selectors.is_empty()
+            && self.tsi.selectors.iter().all(|t| is_subset(t, local))
+            && self.tsr.selectors.iter().all(|t| is_subset(t, remote))
+    }
+}
+
+/// Initiator: the new shared secret of a child exchange with PFS, from our key exchange and
+/// the responder's KE payload; `Ok(None)` without PFS. `Err` when the groups do not match
+/// what was chosen or the agreement fails.
+fn initiator_pfs_secret(
+    group: Option<DhGroup>,
+    ours: Option<KeyExchange>,
+    theirs: Option<&KePayload>,
+) -> Result<Option<Secret>, ()> {
+    match (group, ours, theirs) {
+        (None, None, _) => Ok(None),
+        (Some(g), Some(ke), Some(ker)) if ke.group() == g && ker.group == g => {
+            ke.agree(&ker.data).map(Some).map_err(|_| ())
+        }
+        _ => Err(()),
+    }
+}
+
+/// The group an INVALID_KE_PAYLOAD notify in `p` asks for.
+fn invalid_ke_group(p: &[Payload]) -> Option<DhGroup> {
+    p.iter().find_map(|q| match q {
+        Payload::Notify(n) if n.notify_type == NotifyType::InvalidKePayload => {
+            <[u8; 2]>::try_from(n.data.as_slice())
+                .ok()
+                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
+        }
+        _ => None,
+    })
 }
 
 /// The answer to an ESP proposal we cannot accept.
@@ -553,15 +588,15 @@ impl super::Established {
     /// child configuration whose selectors fit, narrowed as in IKE_AUTH. A refusal is an
     /// error notify; the IKE SA and its other children are untouched.
     fn answer_new_child(&mut self, ctx: &mut Ctx, now: Instant, p: &[Payload]) -> Vec<Payload> {
-        let ChildRequest {
+        let Some(ChildPayloads {
             sa,
-            ni,
+            nonce: ni,
             ke,
             tsi,
             tsr,
-        } = match ChildRequest::parse(p) {
-            Ok(r) => r,
-            Err(refusal) => return refusal,
+        }) = ChildPayloads::parse(p)
+        else {
+            return vec![notify(NotifyType::InvalidSyntax)];
         };
         if ctx.children.len() >= MAX_CHILDREN {
             return vec![notify(NotifyType::NoAdditionalSas)];
@@ -643,15 +678,15 @@ impl super::Established {
         if ctx.children[x].rekeyed || ctx.children[x].peer_rekey.is_some() {
             return vec![notify(NotifyType::TemporaryFailure)];
         }
-        let ChildRequest {
+        let Some(ChildPayloads {
             sa,
-            ni,
+            nonce: ni,
             ke,
             tsi,
             tsr,
-        } = match ChildRequest::parse(p) {
-            Ok(r) => r,
-            Err(refusal) => return refusal,
+        }) = ChildPayloads::parse(p)
+        else {
+            return vec![notify(NotifyType::InvalidSyntax)];
         };
         let proposals = &ctx.cfg.child_named(&ctx.children[x].name).proposals;
         let (number, spi_out, choice, group) =
@@ -888,14 +923,7 @@ impl super::Established {
         if let Some(t) = first_error_notify(p) {
             match t {
                 NotifyType::InvalidKePayload => {
-                    let g = p.iter().find_map(|q| match q {
-                        Payload::Notify(n) if n.notify_type == t => {
-                            <[u8; 2]>::try_from(n.data.as_slice())
-                                .ok()
-                                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
-                        }
-                        _ => None,
-                    });
+                    let g = invalid_ke_group(p);
                     let ours = proposals
                         .iter()
                         .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
@@ -909,49 +937,24 @@ impl super::Established {
             }
             return;
         }
-        let (mut sa, mut nr, mut ker, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => nr = nr.or(Some(n)),
-                Payload::Ke(k) => ker = ker.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (sa, nr, tsi, tsr) else {
+        let Some(r) = ChildPayloads::parse(p) else {
             ctx.stats.malformed += 1;
             return;
         };
-        let Some((spi_out, choice, group)) = check_esp_response_pfs(sa, &proposals) else {
+        let Some((spi_out, choice, group)) = check_esp_response_pfs(r.sa, &proposals) else {
             return;
         };
-        if !NONCE_RANGE.contains(&nr.len()) {
-            ctx.stats.malformed += 1;
+        let Ok(gir) = initiator_pfs_secret(group, ke, r.ke) else {
             return;
-        }
-        let gir = match (group, ke, ker) {
-            (None, None, _) => None,
-            (Some(g), Some(ke), Some(ker)) if ke.group() == g && ker.group == g => {
-                match ke.agree(&ker.data) {
-                    Ok(s) => Some(s),
-                    Err(_) => return,
-                }
-            }
-            _ => return,
         };
+        let (nr, tsi, tsr) = (r.nonce, r.tsi, r.tsr);
         let Some(x) = x else {
             // The child went away meanwhile (the peer deleted it): drop the new one too.
             self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
             return;
         };
         let old = &ctx.children[x];
-        let ts_ok = !tsi.selectors.is_empty()
-            && !tsr.selectors.is_empty()
-            && tsi.selectors.iter().all(|t| is_subset(t, &old.local_ts))
-            && tsr.selectors.iter().all(|t| is_subset(t, &old.remote_ts));
-        if !ts_ok {
+        if !r.selectors_within(&old.local_ts, &old.remote_ts) {
             self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
             return;
         }
@@ -1032,14 +1035,7 @@ impl super::Established {
         };
         if let Some(t) = first_error_notify(p) {
             if t == NotifyType::InvalidKePayload {
-                let g = p.iter().find_map(|q| match q {
-                    Payload::Notify(n) if n.notify_type == t => {
-                        <[u8; 2]>::try_from(n.data.as_slice())
-                            .ok()
-                            .map(|b| DhGroup::from(u16::from_be_bytes(b)))
-                    }
-                    _ => None,
-                });
+                let g = invalid_ke_group(p);
                 let ours = cfg
                     .proposals
                     .iter()
@@ -1051,44 +1047,20 @@ impl super::Established {
             }
             return failed(ctx, t);
         }
-        let (mut sa, mut nr, mut ker, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => nr = nr.or(Some(n)),
-                Payload::Ke(k) => ker = ker.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(nr), Some(tsi), Some(tsr)) = (sa, nr, tsi, tsr) else {
+        let Some(r) = ChildPayloads::parse(p) else {
             ctx.stats.malformed += 1;
             return failed(ctx, NotifyType::InvalidSyntax);
         };
-        if !NONCE_RANGE.contains(&nr.len()) {
-            ctx.stats.malformed += 1;
-            return failed(ctx, NotifyType::InvalidSyntax);
-        }
-        let Some((spi_out, choice, group)) = check_esp_response_pfs(sa, &cfg.proposals) else {
+        let (nr, tsi, tsr) = (r.nonce, r.tsi, r.tsr);
+        let Some((spi_out, choice, group)) = check_esp_response_pfs(r.sa, &cfg.proposals) else {
             // The SA may exist at the peer: delete our half of it.
             self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
             return failed(ctx, NotifyType::NoProposalChosen);
         };
-        let gir = match (group, ke, ker) {
-            (None, None, _) => None,
-            (Some(g), Some(ke), Some(ker)) if ke.group() == g && ker.group == g => {
-                match ke.agree(&ker.data) {
-                    Ok(s) => Some(s),
-                    Err(_) => return failed(ctx, NotifyType::InvalidKePayload),
-                }
-            }
-            _ => return failed(ctx, NotifyType::InvalidKePayload),
+        let Ok(gir) = initiator_pfs_secret(group, ke, r.ke) else {
+            return failed(ctx, NotifyType::InvalidKePayload);
         };
-        let ts_ok = !tsi.selectors.is_empty()
-            && !tsr.selectors.is_empty()
-            && tsi.selectors.iter().all(|t| is_subset(t, &sent_i))
-            && tsr.selectors.iter().all(|t| is_subset(t, &sent_r));
+        let ts_ok = r.selectors_within(&sent_i, &sent_r);
         let Some(core) = self.chan(w).map(|c| &c.core).filter(|_| ts_ok) else {
             return failed(ctx, NotifyType::TsUnacceptable);
         };
@@ -1144,14 +1116,7 @@ impl super::Established {
         if let Some(t) = first_error_notify(p) {
             match t {
                 NotifyType::InvalidKePayload => {
-                    let g = p.iter().find_map(|q| match q {
-                        Payload::Notify(n) if n.notify_type == t => {
-                            <[u8; 2]>::try_from(n.data.as_slice())
-                                .ok()
-                                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
-                        }
-                        _ => None,
-                    });
+                    let g = invalid_ke_group(p);
                     let ours = ctx
                         .cfg
                         .proposals
