@@ -25,41 +25,16 @@ fn mifsec_initiator_strongswan_responder() {
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     lab.start_swan(&gw_ns, &swan_gateway_conf_esp("aes128gcm16"));
-    let config = format!(
-        r#"[dataplane]
-workers = 1
-control_socket = "{sock}"
-
-[interfaces.wan]
-device = "{dev}"
-address = "198.18.9.2"
-
-[connections.home]
-remote_addrs = ["198.18.9.1"]
-vips = ["0.0.0.0"]
-proposals = ["aes128gcm16-prfsha256-x25519"]
-encap = true
-
-[connections.home.local]
-auth = "psk"
-id = "cl"
-
-[connections.home.remote]
-auth = "psk"
-id = "gw"
-
-[connections.home.children.net]
-remote_ts = ["10.88.0.0/16"]
-esp_proposals = ["aes128gcm16"]
-mode = "tunnel"
-
-[secrets.ike-1]
-id = ["cl", "gw"]
-secret = "{PSK}"
-"#,
-        sock = lab.sock("cl").display(),
-        dev = lab.cl_if,
-    );
+    // The shared client configuration, without `start_action`: this test initiates itself.
+    let config = mifsec_client_config_with(
+        &lab,
+        "aes128gcm16-prfsha256-x25519",
+        "aes128gcm16",
+        "",
+        "mode = \"tunnel\"",
+    )
+    .replace("start_action = \"start\"\n", "");
+    assert!(!config.contains("start_action"), "{config}");
     lab.start_mifsec("cl", &cl_ns, &config);
     let t0 = Instant::now();
     let out = lab.mifsec("cl", &["ctl", "initiate", "home"]);
@@ -128,78 +103,12 @@ fn strongswan_initiator_mifsec_responder() {
     let mut lab = Lab::new("r");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
-    let config = format!(
-        r#"[dataplane]
-workers = 1
-control_socket = "{sock}"
-
-[interfaces.wan]
-device = "{dev}"
-address = "198.18.9.1"
-
-[connections.rw]
-local_addrs = ["198.18.9.1"]
-pools = ["p4"]
-proposals = ["aes128gcm16-prfsha256-x25519"]
-
-[connections.rw.local]
-auth = "psk"
-id = "gw"
-
-[connections.rw.remote]
-auth = "psk"
-id = "cl"
-
-[connections.rw.children.net]
-local_ts = ["10.88.0.0/16"]
-esp_proposals = ["aes128gcm16"]
-
-[pools.p4]
-addrs = "10.77.0.0/24"
-
-[secrets.ike-1]
-id = ["gw", "cl"]
-secret = "{PSK}"
-"#,
-        sock = lab.sock("gw").display(),
-        dev = lab.gw_if,
-    );
+    let config =
+        mifsec_gateway_config_with(&lab, "aes128gcm16-prfsha256-x25519", "aes128gcm16", "", "");
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan(
         &cl_ns,
-        &format!(
-            r#"connections {{
-  home {{
-    remote_addrs = 198.18.9.1
-    vips = 0.0.0.0
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = cl
-    }}
-    remote {{
-      auth = psk
-      id = gw
-    }}
-    children {{
-      net {{
-        remote_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-        ),
+        &swan_client_conf_with("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
     );
     let t0 = Instant::now();
     let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
