@@ -699,5 +699,37 @@ fn a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound() {
         old.replay_top >= top_before,
         "the old replay window was kept"
     );
+
+    // A second rekey while the first old pair still lingers: the newest pair, installed
+    // after a demoted one, still takes the outbound traffic.
+    let third = |side, spi_out, spi_in| {
+        let mut s = next(base(side), spi_out, spi_in);
+        s.name = "tunnel-3".into();
+        s
+    };
+    gw.install_sa(third(Side::Gateway, 0x2003, 0x1003)).unwrap();
+    cl.install_sa(third(Side::Client, 0x1003, 0x2003)).unwrap();
+    cl.demote_sa("tunnel-new").unwrap();
+    gw.demote_sa("tunnel-new").unwrap();
+    // The gateway's inbound counters see only authentic packets (probes are dummies), so
+    // they tell which of the client's pairs carried the pings.
+    let in_of = |name: &str| {
+        gw.status()
+            .sas
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap()
+            .in_packets
+    };
+    let before = [in_of("tunnel"), in_of("tunnel-new"), in_of("tunnel-3")];
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
+    assert!(ok, "{out}");
+    let after = [in_of("tunnel"), in_of("tunnel-new"), in_of("tunnel-3")];
+    assert!(after[2] >= before[2] + 3, "{before:?} -> {after:?}");
+    assert_eq!(
+        after[..2],
+        before[..2],
+        "a demoted pair carried the client's outbound traffic"
+    );
     assert!(cl.demote_sa("nope").is_err());
 }

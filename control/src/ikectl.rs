@@ -939,7 +939,6 @@ impl IkeThread {
                         // stragglers are still accepted for a moment.
                         Self::move_behind(&self.engine, &mut c);
                         self.lingering.push((Instant::now() + LINGER, c));
-                        self.keep_behind();
                     } else {
                         self.uninstall(c);
                     }
@@ -1086,25 +1085,6 @@ impl IkeThread {
             return;
         };
         Self::move_behind(&self.engine, old);
-        self.keep_behind();
-    }
-
-    /// Demotes again every SA already moved behind its successor. The engine puts a
-    /// demoted SA last, so after two quick rekeys the pair demoted first would otherwise
-    /// be ahead of the newest pair and carry the outbound traffic again (on an SA the peer
-    /// is about to delete).
-    fn keep_behind(&self) {
-        let stale = self
-            .sas
-            .iter()
-            .flat_map(|e| e.children.iter())
-            .filter(|c| c.behind)
-            .chain(self.lingering.iter().map(|(_, c)| c));
-        for c in stale {
-            if let Err(e) = self.engine.demote_sa(&c.spec.name) {
-                log(format_args!("ike: keeping {} behind: {e}", c.spec.name));
-            }
-        }
     }
 
     fn move_behind(engine: &Engine, old: &mut Installed) {

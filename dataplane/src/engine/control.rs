@@ -44,6 +44,8 @@ struct SaRt {
     paths: Vec<PathRt>,
     cursor: Arc<AtomicU64>,
     reorder: Option<Arc<Reorder>>,
+    /// Demoted by `demote_sa`: it comes after every SA that is not.
+    demoted: bool,
 }
 
 /// A soft handover waiting for its target path to answer a probe.
@@ -127,6 +129,7 @@ impl ControlState {
             paths: Vec::new(),
             cursor: Arc::new(AtomicU64::new(0)),
             reorder: (!spec.reorder.is_zero()).then(|| Arc::new(Reorder::new(spec.reorder))),
+            demoted: false,
             spec: SaSpec {
                 paths: Vec::new(),
                 ..spec.clone()
@@ -135,8 +138,19 @@ impl ControlState {
         for p in &spec.paths {
             rt.paths.push(self.new_path(p.clone(), now_ns));
         }
-        self.sas.push(rt);
+        // Ahead of every demoted SA: a rekey's successor must win the outbound lookup even
+        // when older pairs of the same selectors are still lingering.
+        let at = self.first_demoted();
+        self.sas.insert(at, rt);
         Ok(())
+    }
+
+    /// Where the demoted SAs begin (they follow all others).
+    fn first_demoted(&self) -> usize {
+        self.sas
+            .iter()
+            .position(|s| s.demoted)
+            .unwrap_or(self.sas.len())
     }
 
     fn new_path(&mut self, spec: PathSpec, now_ns: u64) -> PathRt {
@@ -361,8 +375,11 @@ pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, ControlEr
             .iter()
             .position(|s| s.spec.name == name)
             .ok_or_else(|| err(format!("no SA named {name:?}")))?;
-        let sa = st.sas.remove(i);
-        st.sas.push(sa);
+        let mut sa = st.sas.remove(i);
+        sa.demoted = true;
+        // Behind every SA that is not demoted, ahead of those demoted before it.
+        let at = st.first_demoted();
+        st.sas.insert(at, sa);
         Ok(format!(
             "SA {name} no longer carries outbound traffic first"
         ))

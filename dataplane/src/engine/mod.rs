@@ -356,10 +356,11 @@ impl Engine {
         control::remove_sa(&self.shared, name)
     }
 
-    /// Moves an SA to the back of the outbound lookup: another SA with matching selectors (its
-    /// successor after a rekey) takes the outbound traffic at once, while this one keeps its
-    /// sequence counter, replay window and counters and goes on accepting inbound packets
-    /// until it is removed. One table swap.
+    /// Moves an SA behind every SA that is not demoted in the outbound lookup (SAs installed
+    /// later go ahead of it too): another SA with matching selectors (its successor after a
+    /// rekey) takes the outbound traffic at once, while this one keeps its sequence counter,
+    /// replay window and counters and goes on accepting inbound packets until it is removed.
+    /// Of several demoted SAs, the one demoted last comes first. One table swap.
     pub fn demote_sa(&self, name: &str) -> Result<String, ControlError> {
         control::demote_sa(&self.shared, name)
     }
