@@ -6,9 +6,14 @@
 //! has `[connections.*]`, logs one line per notable event to stderr, and then waits for a signal with
 //! `sigwait` on the main thread. On SIGINT or SIGTERM it shuts the engine down, removes the
 //! socket and exits 0. No log line ever contains key material.
+//!
+//! A panic in any thread (the IKE thread, the control-socket thread, a packet worker, the
+//! monitor, the main thread) ends the process: the panic hook installed first logs the
+//! thread's name, the message and where, removes the control socket and exits with
+//! [`EXIT_PANIC`], so that a supervisor restarts the daemon instead of leaving it half dead.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::config::{self, Config};
 use crate::ctl::{self, Control, Response};
@@ -22,6 +27,41 @@ pub const EXIT_CONFIG: i32 = 2;
 /// Exit status for a daemon that could not start.
 pub const EXIT_FAILURE: i32 = 1;
 
+/// Exit status after a panic in any thread (EX_SOFTWARE of sysexits.h).
+pub const EXIT_PANIC: i32 = 70;
+
+/// The control socket this daemon bound, for the panic hook to remove.
+static SOCKET: OnceLock<PathBuf> = OnceLock::new();
+
+/// Makes a panic in any thread end the process: the default hook's report (with a
+/// backtrace under `RUST_BACKTRACE`), one log line naming the thread, then exit
+/// [`EXIT_PANIC`]. Nothing is unwound further and no thread goes on without the others.
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        log(format_args!(
+            "thread {name} panicked{at}: {msg}; exiting with status {EXIT_PANIC}"
+        ));
+        if let Some(p) = SOCKET.get() {
+            let _ = std::fs::remove_file(p);
+        }
+        std::process::exit(EXIT_PANIC);
+    }));
+}
+
 /// Writes one log line to stderr.
 pub fn log(msg: impl std::fmt::Display) {
     eprintln!("mifsec: {msg}");
@@ -30,6 +70,7 @@ pub fn log(msg: impl std::fmt::Display) {
 /// Runs the daemon with the configuration file at `path` until SIGINT or SIGTERM; returns
 /// the process exit status (0 after a clean stop).
 pub fn run(path: &Path) -> i32 {
+    install_panic_hook();
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -67,6 +108,7 @@ pub fn run(path: &Path) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    let _ = SOCKET.set(control_socket.clone());
     let engine = match Engine::start(engine_cfg) {
         Ok(e) => e,
         Err(e) => {
@@ -96,6 +138,7 @@ pub fn run(path: &Path) -> i32 {
     let slot = Arc::new(Mutex::new(Some(Node { engine, ike })));
     let handler_slot = Arc::clone(&slot);
     let server = listener.serve(move |line| {
+        crate::dataplane::debug::panic_point("control");
         let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(node) = guard.as_ref() else {
             return Response::err("the daemon is stopping").to_line();

@@ -277,6 +277,7 @@ impl IkeControl {
         let main = spawn(
             "mifsec-ike",
             Box::new(move || {
+                crate::dataplane::debug::panic_point("ike");
                 let now = Instant::now();
                 for i in 0..ike.conns.len() {
                     if ike.conns[i].start {

@@ -8,6 +8,7 @@
 
 pub mod aead;
 pub mod counters;
+pub mod debug;
 pub mod engine;
 pub mod esp;
 pub mod event;

@@ -28,6 +28,7 @@ struct Prev {
 }
 
 pub(super) fn run(shared: &Shared) {
+    crate::debug::panic_point("monitor");
     let mut prev: HashMap<u32, Prev> = HashMap::new();
     let mut last_rates = 0u64;
     let mut last_weights = 0u64;

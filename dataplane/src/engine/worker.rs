@@ -55,6 +55,7 @@ fn esp_len(len: usize) -> usize {
 }
 
 pub(super) fn run(shared: &Shared, tun: TunQueue) {
+    crate::debug::panic_point("worker");
     match Worker::new(shared, tun) {
         Ok(mut w) => w.run(),
         Err(e) => eprintln!("mifsec: worker failed to start: {e}"),
