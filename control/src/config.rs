@@ -309,6 +309,7 @@ struct RawDataplane {
     probe_interval_ms: Option<S<i64>>,
     dead_after_ms: Option<S<i64>>,
     keepalive_s: Option<S<i64>>,
+    test_seq_limit: Option<S<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -607,6 +608,9 @@ impl Cx<'_> {
         if let Some(p) = &d.keepalive_s {
             engine.keepalive =
                 Duration::from_secs(self.int(p, "dataplane.keepalive_s", 1, 86_400)? as u64);
+        }
+        if let Some(p) = &d.test_seq_limit {
+            engine.seq_limit = Some(self.int(p, "dataplane.test_seq_limit", 8, i64::MAX)? as u64);
         }
 
         // Interfaces.

@@ -121,6 +121,7 @@ pub fn run(path: &Path) -> i32 {
     log_started(&engine.status());
     let engine = Arc::new(engine);
     let ike = if ike_cfg.connections.is_empty() {
+        log_manual_seq_events(&engine);
         None
     } else {
         match IkeControl::start(Arc::clone(&engine), ike_cfg, &interfaces) {
@@ -190,6 +191,32 @@ pub fn run(path: &Path) -> i32 {
     server.close();
     log("stopped");
     0
+}
+
+/// Without IKE, nobody can rekey: the sequence-number events of the (manual) SAs are only
+/// logged, by a thread that ends when the engine does.
+fn log_manual_seq_events(engine: &Engine) {
+    use crate::dataplane::event::Event;
+    let Some(rx) = engine.take_event_receiver() else {
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name("mifsec-events".into())
+        .spawn(move || {
+            for ev in rx.iter() {
+                match ev {
+                    Event::SeqSoftLimit { spi } => log(format_args!(
+                        "outbound SA {spi:08x}: 7/8 of its sequence numbers used; a manual SA is not rekeyed: give it new keys and SPIs"
+                    )),
+                    Event::SeqExhausted { spi } => log(format_args!(
+                        "outbound SA {spi:08x}: out of sequence numbers, it sends nothing more; give it new keys and SPIs"
+                    )),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log(format_args!("spawning the event thread: {e}"));
+    }
 }
 
 /// What the control socket drives: the engine and, with IKE connections, the IKE thread.

@@ -46,9 +46,12 @@ use crate::dataplane::engine::{
     ControlError, Engine, IkeDatagram, InterfaceConfig, PathSpec, SaSpec,
 };
 use crate::dataplane::esp;
+use crate::dataplane::event::Event as SaEvent;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::cookie::{Admission, CookieGate, CookieStats};
-use crate::ike::{ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf};
+use crate::ike::{
+    ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf, SeqLimitAction,
+};
 use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, TrafficSelector};
 
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
@@ -161,6 +164,8 @@ pub struct IkeStats {
 
 enum Msg {
     Datagram(IkeDatagram),
+    /// A sequence-number event of an outbound SA, from the engine.
+    Seq(SaEvent),
     Initiate(String),
     Terminate(String),
     Rekey(String, bool),
@@ -214,6 +219,25 @@ impl IkeControl {
                         match erx.recv_timeout(Duration::from_millis(200)) {
                             Ok(d) => {
                                 if tx.send(Msg::Datagram(d)).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) if e.is_timeout() => {}
+                            Err(_) => return,
+                        }
+                    }
+                }),
+            )?);
+        }
+        if let Some(erx) = engine.take_event_receiver() {
+            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
+            helpers.push(spawn(
+                "mifsec-ike-events",
+                Box::new(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match erx.recv_timeout(Duration::from_millis(200)) {
+                            Ok(ev) => {
+                                if tx.send(Msg::Seq(ev)).is_err() {
                                     return;
                                 }
                             }
@@ -480,6 +504,7 @@ impl IkeThread {
             let now = Instant::now();
             match msg {
                 Ok(Msg::Datagram(d)) => self.datagram(now, d),
+                Ok(Msg::Seq(ev)) => self.seq_event(now, ev),
                 Ok(Msg::Initiate(c)) => self.initiate(now, &c),
                 Ok(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
                 Ok(Msg::Rekey(c, ike)) => self.rekey(now, &c, ike),
@@ -593,6 +618,52 @@ impl IkeThread {
                 }
             }
         }
+    }
+
+    /// An outbound SA crossed its soft sequence-number limit or ran out: the IKE SA that
+    /// owns the child rekeys it, or deletes (and, as initiator, re-creates) it.
+    fn seq_event(&mut self, now: Instant, ev: SaEvent) {
+        let (spi, exhausted) = match ev {
+            SaEvent::SeqSoftLimit { spi } => (spi, false),
+            SaEvent::SeqExhausted { spi } => (spi, true),
+        };
+        let what = if exhausted {
+            "out of sequence numbers"
+        } else {
+            "at its sequence-number soft limit"
+        };
+        let mut found = false;
+        // Outbound SPIs are chosen by the peers, so two IKE SAs may (rarely) share one:
+        // each that has it acts on its own child.
+        for e in &mut self.sas {
+            let Some(action) = e.sa.child_seq_limit(now, spi, exhausted) else {
+                continue;
+            };
+            found = true;
+            let sa = e
+                .children
+                .iter()
+                .find(|c| c.spi_out == spi)
+                .map_or_else(|| format!("{spi:08x}"), |c| c.status.sa.clone());
+            let did = match action {
+                SeqLimitAction::Rekey => "rekeying it",
+                SeqLimitAction::Replacing => "a rekey is replacing it already",
+                SeqLimitAction::Delete { recreate: true } => "deleting it and creating it again",
+                SeqLimitAction::Delete { recreate: false } => {
+                    "deleting it (the peer initiated the IKE SA and may create it again)"
+                }
+            };
+            log(format_args!(
+                "ike {} #{}: child SA {sa} {what}: {did}",
+                self.conns[e.conn].name, e.id
+            ));
+        }
+        if !found {
+            log(format_args!(
+                "ike: outbound SA {spi:08x} {what}, but no IKE SA has it (a rekeyed pair on its way out?)"
+            ));
+        }
+        self.pump();
     }
 
     /// Starts a rekey of `conn`'s child SAs (or its IKE SA).

@@ -209,6 +209,41 @@ fn sequence_exhaustion_refuses_and_asks_for_rekey() {
 }
 
 #[test]
+fn a_lowered_limit_raises_soft_at_seven_eighths_and_exhaustion_once() {
+    let km = keymat(Cipher::Aes128Gcm, 2);
+    let (tx, rx) = event::channel(64);
+    let out = OutboundSa::with_seq_limit(
+        &cfg(Cipher::Aes128Gcm, Backend::Ring, &km, false, Mode::Tunnel),
+        Some(tx),
+        80,
+    )
+    .unwrap();
+    let seal_one = || {
+        let (mut buf, r) = framed(&ipv4(10, 17));
+        out.seal(&mut buf, r)
+    };
+    for n in 1..=69 {
+        assert_eq!(seal_one().unwrap().seq, n);
+    }
+    assert_eq!(rx.try_iter().count(), 0, "nothing before the soft limit");
+    assert_eq!(seal_one().unwrap().seq, 70);
+    assert_eq!(
+        rx.try_iter().collect::<Vec<_>>(),
+        [Event::SeqSoftLimit { spi: SPI }]
+    );
+    for n in 71..=80 {
+        assert_eq!(seal_one().unwrap().seq, n);
+    }
+    for _ in 0..5 {
+        assert_eq!(seal_one(), Err(SealError::SeqExhausted));
+    }
+    assert_eq!(
+        rx.try_iter().collect::<Vec<_>>(),
+        [Event::SeqExhausted { spi: SPI }]
+    );
+}
+
+#[test]
 fn headroom_tailroom_and_non_ip_are_errors() {
     let (out, _) = pair(
         Cipher::Aes128Gcm,

@@ -30,4 +30,6 @@ pub use config::{
     IkeConfig, IkeProposal, Lifetimes, Mode, RetransmitConfig,
 };
 pub use crypto::Prf;
-pub use sa::{ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, Stats, Transmit};
+pub use sa::{
+    ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, SeqLimitAction, Stats, Transmit,
+};

@@ -226,6 +226,21 @@ impl fmt::Display for FailReason {
     }
 }
 
+/// What [`IkeSa::child_seq_limit`] did about a child SA's sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqLimitAction {
+    /// A rekey of the child was started (or queued).
+    Rekey,
+    /// The child is being replaced by a rekey already (ours or the peer's); nothing more.
+    Replacing,
+    /// The child was deleted (a Delete is due, `ChildSaDeleted` reported); with `recreate`
+    /// a new child of the same configuration follows (CREATE_CHILD_SA).
+    Delete {
+        /// Whether a new child is created in its place.
+        recreate: bool,
+    },
+}
+
 /// Something the caller must act on.
 #[derive(Debug)]
 pub enum Event {
@@ -1214,6 +1229,28 @@ impl IkeSa {
     pub fn child_usage(&mut self, now: Instant, spi_in: u32, bytes: u64, packets: u64) {
         if let State::Established(st) = &mut self.state {
             st.child_usage(&mut self.ctx, now, spi_in, (bytes, packets));
+        }
+    }
+
+    /// The engine reports that the outbound SA `spi_out` of one of this IKE SA's child SAs
+    /// crossed its soft sequence-number limit (`exhausted` false), or ran out of sequence
+    /// numbers and refuses to send (`exhausted` true).
+    ///
+    /// At the soft limit the child is rekeyed, as by its lifetime. Once exhausted, unless a
+    /// rekey is replacing it already, it is deleted (Delete sent, `ChildSaDeleted`
+    /// reported) and, when we are the original initiator, a new child of the same
+    /// configuration is created with CREATE_CHILD_SA, as strongSwan does after a hard
+    /// expire (a responder leaves that to its peer and the log). `None`: `spi_out` is not
+    /// one of ours, or the SA is not established.
+    pub fn child_seq_limit(
+        &mut self,
+        now: Instant,
+        spi_out: u32,
+        exhausted: bool,
+    ) -> Option<SeqLimitAction> {
+        match &mut self.state {
+            State::Established(st) => st.child_seq_limit(&mut self.ctx, now, spi_out, exhausted),
+            _ => None,
         }
     }
 

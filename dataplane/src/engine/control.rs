@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicU64;
 use super::{ControlError, EngineConfig, InterfaceConfig, PathSpec, SaSpec, Shared};
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
+use crate::event::EventSender;
 use crate::path::PathState;
 use crate::reorder::Reorder;
 use crate::sa_table::{
@@ -66,6 +67,10 @@ pub(crate) struct ControlState {
     backend: Backend,
     replay_window: u64,
     offloads: bool,
+    /// Given to every outbound SA: its sequence-number events.
+    events: EventSender,
+    /// `EngineConfig::seq_limit` (tests).
+    seq_limit: Option<u64>,
 }
 
 fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, ControlError> {
@@ -86,7 +91,7 @@ fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, Con
 }
 
 impl ControlState {
-    pub fn new(cfg: &EngineConfig) -> Result<Self, ControlError> {
+    pub fn new(cfg: &EngineConfig, events: EventSender) -> Result<Self, ControlError> {
         let mut st = ControlState {
             interfaces: Vec::new(),
             sas: Vec::new(),
@@ -95,6 +100,8 @@ impl ControlState {
             backend: cfg.backend,
             replay_window: cfg.replay_window,
             offloads: cfg.tun.offloads,
+            events,
+            seq_limit: cfg.seq_limit,
         };
         for iface in &cfg.interfaces {
             st.interfaces
@@ -118,8 +125,13 @@ impl ControlState {
                 replay_window: st.replay_window,
             }
         }
-        let out = OutboundSa::new(&cfg(self, &spec, spec.spi_out, &spec.key_out), None)
-            .map_err(|e| err(format!("sa {}: outbound: {e}", spec.name)))?;
+        let out_cfg = cfg(self, &spec, spec.spi_out, &spec.key_out);
+        let events = Some(self.events.clone());
+        let out = match self.seq_limit {
+            Some(l) => OutboundSa::with_seq_limit(&out_cfg, events, l),
+            None => OutboundSa::new(&out_cfg, events),
+        }
+        .map_err(|e| err(format!("sa {}: outbound: {e}", spec.name)))?;
         let inb = InboundSa::new(&cfg(self, &spec, spec.spi_in, &spec.key_in))
             .map_err(|e| err(format!("sa {}: inbound: {e}", spec.name)))?;
         let mut rt = SaRt {

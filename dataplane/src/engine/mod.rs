@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 
 use crate::aead::{Backend, Cipher};
 use crate::esp::Mode;
+use crate::event::{self, Event, EventSender};
 use crate::sa_table::{Policy, Prefix, Role, SaTables};
 use crate::tun::{Offloads, Tun, TunConfig};
 
@@ -57,6 +58,10 @@ pub struct EngineConfig {
     pub dead_after: Duration,
     /// NAT keepalive interval on idle paths when probes are off.
     pub keepalive: Duration,
+    /// Lowers the last usable outbound sequence number of every SA to this (the soft
+    /// limit, where a rekey is asked for, at 7/8 of it). For tests only: `None` keeps the
+    /// natural limits, 2^32-1 and with ESN 2^64-1.
+    pub seq_limit: Option<u64>,
 }
 
 impl Default for EngineConfig {
@@ -73,6 +78,7 @@ impl Default for EngineConfig {
             probe_interval: Duration::from_millis(50),
             dead_after: Duration::from_millis(200),
             keepalive: Duration::from_secs(20),
+            seq_limit: None,
         }
     }
 }
@@ -179,6 +185,10 @@ pub struct IkeDatagram {
 /// How many IKE messages may wait for the control thread before more are dropped (counted).
 const IKE_QUEUE: usize = 1024;
 
+/// How many SA events may wait for the control thread before more are dropped (counted).
+/// Each SA raises at most two (soft limit, exhaustion).
+const EVENT_QUEUE: usize = 1024;
+
 /// Why a control operation failed. The message is for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlError(pub String);
@@ -244,6 +254,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     ike_rx: Mutex<Option<crossbeam_channel::Receiver<IkeDatagram>>>,
+    events_rx: Mutex<Option<crossbeam_channel::Receiver<Event>>>,
+    events_lost: EventSender,
 }
 
 impl Engine {
@@ -260,7 +272,8 @@ impl Engine {
         let tun_name = tun.name().to_owned();
         let tun_offloads = tun.offloads();
         control::configure_tun(&tun_name, &cfg)?;
-        let state = control::ControlState::new(&cfg)?;
+        let (events, events_rx) = event::channel(EVENT_QUEUE);
+        let state = control::ControlState::new(&cfg, events.clone())?;
         let (ike_tx, ike_rx) = crossbeam_channel::bounded(IKE_QUEUE);
         let shared = Arc::new(Shared {
             tables: SaTables::default(),
@@ -297,6 +310,8 @@ impl Engine {
             shared,
             threads,
             ike_rx: Mutex::new(Some(ike_rx)),
+            events_rx: Mutex::new(Some(events_rx)),
+            events_lost: events,
         })
     }
 
@@ -369,6 +384,20 @@ impl Engine {
     /// 4500, behind the non-ESP marker). Only the first call gets it.
     pub fn take_ike_receiver(&self) -> Option<crossbeam_channel::Receiver<IkeDatagram>> {
         self.ike_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Takes the receiving end of the SA events ([`Event::SeqSoftLimit`] and
+    /// [`Event::SeqExhausted`] of every outbound SA, by SPI). Only the first call gets it.
+    pub fn take_event_receiver(&self) -> Option<crossbeam_channel::Receiver<Event>> {
+        self.events_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// SA events dropped because nobody took them in time (the channel was full).
+    pub fn events_lost(&self) -> u64 {
+        self.events_lost.lost()
     }
 
     /// Sends an IKE message on interface `interface` to `remote`, behind the non-ESP marker.

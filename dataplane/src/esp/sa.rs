@@ -14,6 +14,7 @@
 //! ICV, then the replay mark, then the trailer.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::ip::{self, IpHeader};
 use super::wire::{
@@ -156,6 +157,8 @@ pub struct OutboundSa {
     seq: SeqCounter,
     counters: SaCounters,
     events: Option<EventSender>,
+    /// `SeqExhausted` was raised already (it is raised once, not for every refused packet).
+    exhausted_reported: AtomicBool,
 }
 
 fn check_spi(spi: u32) -> Result<(), SaError> {
@@ -174,15 +177,46 @@ impl OutboundSa {
 
     /// Builds the SA. `events` receives rekey requests when the sequence space runs low.
     pub fn new(cfg: &SaConfig<'_>, events: Option<EventSender>) -> Result<Self, SaError> {
+        Self::with_seq(cfg, events, SeqCounter::new(cfg.esn))
+    }
+
+    /// As [`OutboundSa::new`], with the last usable sequence number lowered to `limit` if
+    /// that is below the natural one (2^32-1, with ESN 2^64-1); the soft limit, where
+    /// [`Event::SeqSoftLimit`] is raised, sits at 7/8 of it. For tests of what happens when
+    /// an SA runs out.
+    pub fn with_seq_limit(
+        cfg: &SaConfig<'_>,
+        events: Option<EventSender>,
+        limit: u64,
+    ) -> Result<Self, SaError> {
+        let natural = if cfg.esn {
+            u64::MAX
+        } else {
+            u64::from(u32::MAX)
+        };
+        let limit = limit.clamp(1, natural);
+        Self::with_seq(
+            cfg,
+            events,
+            SeqCounter::with_limits(limit, limit - limit / 8),
+        )
+    }
+
+    fn with_seq(
+        cfg: &SaConfig<'_>,
+        events: Option<EventSender>,
+        seq: SeqCounter,
+    ) -> Result<Self, SaError> {
         check_spi(cfg.spi)?;
         Ok(OutboundSa {
             spi: cfg.spi,
             esn: cfg.esn,
             mode: cfg.mode,
             key: AeadKey::new(cfg.cipher, cfg.backend, cfg.keymat).map_err(SaError::Key)?,
-            seq: SeqCounter::new(cfg.esn),
+            seq,
             counters: SaCounters::default(),
             events,
+            exhausted_reported: AtomicBool::new(false),
         })
     }
 
@@ -226,7 +260,9 @@ impl OutboundSa {
                 Ok(first)
             }
             Err(SeqExhausted) => {
-                self.raise(Event::SeqExhausted { spi: self.spi });
+                if !self.exhausted_reported.swap(true, Ordering::Relaxed) {
+                    self.raise(Event::SeqExhausted { spi: self.spi });
+                }
                 Err(SealError::SeqExhausted)
             }
         }

@@ -857,3 +857,73 @@ fn child_volume_limits_rekey_once_and_hard_limit_deletes() {
     );
     assert!(h.init.is_established());
 }
+
+/// The engine's sequence-number events: the soft limit rekeys the child (the peer agrees
+/// on the new pair), exhaustion deletes it and, as original initiator, creates it again.
+#[test]
+fn sequence_limits_rekey_then_delete_and_recreate() {
+    use crate::ike::SeqLimitAction;
+    let mut h = Harness::established(client(), gateway(), Faults::default());
+    let (spi_in, spi_out, _) = h.one_pair();
+    assert_eq!(h.init.child_seq_limit(h.now, 0xdead_beef, false), None);
+    assert_eq!(
+        h.init.child_seq_limit(h.now, spi_out, false),
+        Some(SeqLimitAction::Rekey)
+    );
+    // While the rekey is outstanding, a second report changes nothing.
+    assert_eq!(
+        h.init.child_seq_limit(h.now, spi_out, true),
+        Some(SeqLimitAction::Replacing)
+    );
+    h.run_for(LIMIT);
+    h.no_failure();
+    let (new_in, new_out, _) = h.one_pair();
+    assert_ne!((new_in, new_out), (spi_in, spi_out));
+    assert_eq!(
+        count(
+            &h.init_events,
+            |e| matches!(e, Event::ChildSaRekeyed { old_spi_in, .. } if *old_spi_in == spi_in)
+        ),
+        1
+    );
+
+    // The new pair runs out before any rekey: deleted at once, then created again.
+    let deleted_before = count(&h.init_events, |e| {
+        matches!(e, Event::ChildSaDeleted { .. })
+    });
+    assert_eq!(
+        h.init.child_seq_limit(h.now, new_out, true),
+        Some(SeqLimitAction::Delete { recreate: true })
+    );
+    h.collect();
+    assert!(h.init.child_spis().is_empty());
+    assert_eq!(
+        count(
+            &h.init_events,
+            |e| matches!(e, Event::ChildSaDeleted { spis_out } if spis_out == &vec![new_out])
+        ),
+        1
+    );
+    h.run_for(LIMIT);
+    h.no_failure();
+    let (again_in, again_out, _) = h.one_pair();
+    assert!(![spi_in, new_in].contains(&again_in) && ![spi_out, new_out].contains(&again_out));
+    assert!(
+        count(&h.init_events, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        )) > deleted_before
+    );
+
+    // A responder deletes but leaves re-creating to its peer.
+    let (r_in, r_out) = h.resp.child_spis()[0];
+    assert_eq!(r_in, again_out);
+    assert_eq!(
+        h.resp.child_seq_limit(h.now, r_out, true),
+        Some(SeqLimitAction::Delete { recreate: false })
+    );
+    h.run_for(LIMIT);
+    h.no_failure();
+    assert!(h.resp.child_spis().is_empty() && h.init.child_spis().is_empty());
+    assert!(h.init.is_established() && h.resp.is_established());
+}

@@ -16,8 +16,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE, State,
-    first_error_notify, has_notify, is_later_fragment, notify, pick_child, vip_selectors,
+    Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE,
+    SeqLimitAction, State, first_error_notify, has_notify, is_later_fragment, notify, pick_child,
+    vip_selectors,
 };
 use mifsec_dataplane::aead::Cipher;
 
@@ -1489,6 +1490,47 @@ impl super::Established {
             return;
         }
         self.kick(ctx, now);
+    }
+
+    /// See `IkeSa::child_seq_limit`.
+    pub(super) fn child_seq_limit(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        spi_out: u32,
+        exhausted: bool,
+    ) -> Option<SeqLimitAction> {
+        let c = ctx.children.iter().find(|c| c.spi_out == spi_out)?;
+        let spi_in = c.spi_in;
+        let ours_pending = matches!(
+            self.pending.as_ref().map(|p| &p.what),
+            Some(Pending::RekeyChild { old_spi_in, .. }) if *old_spi_in == spi_in
+        );
+        let ours_queued = self
+            .todo
+            .iter()
+            .any(|a| matches!(a, Action::RekeyChild(s, _) if *s == spi_in));
+        let action = if c.rekeyed || c.peer_rekey.is_some() || ours_pending {
+            SeqLimitAction::Replacing
+        } else if !exhausted {
+            // Queued already (by its lifetime, say) or not: one rekey either way.
+            self.want(Action::RekeyChild(spi_in, None));
+            SeqLimitAction::Rekey
+        } else {
+            if ours_queued {
+                self.todo
+                    .retain(|a| !matches!(a, Action::RekeyChild(s, _) if *s == spi_in));
+            }
+            let name = c.name.clone();
+            self.expire_children(ctx, &[(spi_in, spi_out)]);
+            let recreate = ctx.original_initiator;
+            if recreate {
+                self.want(Action::CreateChild(name, None));
+            }
+            SeqLimitAction::Delete { recreate }
+        };
+        self.kick(ctx, now);
+        Some(action)
     }
 
     fn dpd_due(&self, ctx: &Ctx) -> Option<Instant> {
