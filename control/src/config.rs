@@ -52,9 +52,19 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The Unix socket `mifsec status` and `mifsec ctl` talk to.
     pub control_socket: PathBuf,
+    /// `[dataplane] control_group`: the group (name or number) whose members may use the
+    /// control socket for `status` and `ctl` (never `keys`); `None`: root only.
+    pub control_group: Option<String>,
     /// IKE connections (`[connections.*]`, `[secrets.*]`, `[pools.*]`).
     pub ike: IkeSettings,
+    /// What is accepted but unwise (a short PSK, a file with keys that others can read),
+    /// each a line for the operator that never contains key material. `mifsec run` logs
+    /// them at start and `mifsec check` prints them.
+    pub warnings: Vec<String>,
 }
+
+/// PSKs shorter than this many bytes get a warning.
+pub const MIN_PSK_LEN: usize = 20;
 
 /// Why a configuration file was refused: where, which key, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,7 +113,58 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: "not UTF-8".into(),
         }
     })?;
-    parse(&file, text)
+    let mut cfg = parse(&file, text)?;
+    if cfg.holds_keys() {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o044 != 0 {
+                cfg.warnings.push(format!(
+                    "{file}: holds keys or secrets but is readable by {} (mode {mode:04o}); \
+                     chmod 600 it",
+                    match (mode & 0o040 != 0, mode & 0o004 != 0) {
+                        (true, true) => "group and others",
+                        (true, false) => "its group",
+                        _ => "others",
+                    }
+                ));
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+impl Config {
+    /// Whether the configuration holds key material: manual SA keys or IKE secrets.
+    pub fn holds_keys(&self) -> bool {
+        !self.engine.sas.is_empty() || self.ike.has_secrets
+    }
+}
+
+/// Whether the value at dotted key path `key` is key material (a manual SA's key or an IKE
+/// secret): an error about it must not quote it.
+fn is_secret_key(key: &str) -> bool {
+    let first = key.split('.').next().unwrap_or("");
+    let last = key.rsplit('.').next().unwrap_or("");
+    matches!(
+        (first, last),
+        ("sa", "key_out" | "key_in") | ("secrets", "secret")
+    )
+}
+
+/// `message` without the values serde quotes in backticks (``invalid type: integer `123`,
+/// expected a string`` becomes `invalid type: integer, expected a string`).
+fn without_quoted_values(message: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in message.split('`').enumerate() {
+        if i % 2 == 0 {
+            if i > 0 && out.ends_with(' ') && part.starts_with([',', ';', ')', ' ']) {
+                out.pop();
+            }
+            out.push_str(part);
+        }
+    }
+    out.trim().to_owned()
 }
 
 /// Parses configuration `text`; `file` is the name errors give.
@@ -152,7 +213,15 @@ pub fn summary(cfg: &Config) -> String {
         e.dead_after.as_millis(),
         e.keepalive.as_secs(),
     );
-    let _ = writeln!(s, "  control socket {}", cfg.control_socket.display());
+    let _ = writeln!(
+        s,
+        "  control socket {}{}",
+        cfg.control_socket.display(),
+        match &cfg.control_group {
+            Some(g) => format!(", group {g}"),
+            None => String::new(),
+        }
+    );
     for i in &e.interfaces {
         let _ = write!(
             s,
@@ -304,6 +373,7 @@ struct RawDataplane {
     addresses: Option<Vec<S<String>>>,
     routes: Option<Vec<S<String>>>,
     control_socket: Option<S<String>>,
+    control_group: Option<S<String>>,
     replay_window: Option<S<i64>>,
     backend: Option<S<String>>,
     probe_interval_ms: Option<S<i64>>,
@@ -457,6 +527,10 @@ impl Cx<'_> {
                 None => "unknown key".into(),
             };
         }
+        // A wrong type in a key or secret: say what was expected, never what was written.
+        if is_secret_key(&key) {
+            message = without_quoted_values(&message);
+        }
         ConfigError {
             file: self.file.to_owned(),
             line: inner.span().map(|s| line_of(self.text.as_bytes(), s.start)),
@@ -574,6 +648,22 @@ impl Cx<'_> {
                 }
             })?,
             None => PathBuf::from(DEFAULT_SOCKET),
+        };
+        let control_group = match &d.control_group {
+            Some(g) => Some(self.parse_str(g, "dataplane.control_group", |s| {
+                let ok = !s.is_empty()
+                    && s.len() <= 32
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if ok {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "{s:?} is not a group name or number (1 to 32 letters, digits, '-', '_' or '.')"
+                    ))
+                }
+            })?),
+            None => None,
         };
         if let Some(w) = &d.replay_window {
             let n = *w.get_ref();
@@ -871,10 +961,13 @@ impl Cx<'_> {
         if let Some(d) = &raw.ike {
             self.build_ike_daemon(d, &mut ike)?;
         }
+        let warnings = self.secret_warnings(&raw.secrets);
         Ok(Config {
             engine,
             control_socket,
+            control_group,
             ike,
+            warnings,
         })
     }
 }

@@ -78,6 +78,9 @@ pub fn run(path: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    for w in &cfg.warnings {
+        log(format_args!("warning: {w}"));
+    }
     let signals = match signals::block(&[libc::SIGINT, libc::SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
@@ -96,12 +99,16 @@ pub fn run(path: &Path) -> i32 {
     let Config {
         engine: engine_cfg,
         control_socket,
+        control_group,
         ike: ike_cfg,
+        warnings: _,
     } = cfg;
     let interfaces = engine_cfg.interfaces.clone();
     // The socket first: a second daemon on the same socket fails here, before it touches the
     // network. Clients that connect before the engine is up wait in the backlog.
-    let listener = match ctl::Listener::bind(&control_socket) {
+    let listener = match ctl::Access::new(control_group.as_deref())
+        .and_then(|access| ctl::Listener::bind(&control_socket, access))
+    {
         Ok(l) => l,
         Err(e) => {
             log(format_args!("control socket: {e}"));
@@ -138,14 +145,14 @@ pub fn run(path: &Path) -> i32 {
 
     let slot = Arc::new(Mutex::new(Some(Node { engine, ike })));
     let handler_slot = Arc::clone(&slot);
-    let server = listener.serve(move |line| {
+    let server = listener.serve(move |_peer, req| {
         crate::dataplane::debug::panic_point("control");
         let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(node) = guard.as_ref() else {
-            return Response::err("the daemon is stopping").to_line();
+            return Response::err("the daemon is stopping");
         };
-        let (req, resp) = ctl::handle_line(node, line);
-        if let Some(req) = req.filter(ctl::Request::changes_state) {
+        let resp = ctl::dispatch(node, req.clone());
+        if req.changes_state() {
             match &resp.error {
                 None => log(format_args!(
                     "ctl {}: {}",
@@ -158,7 +165,7 @@ pub fn run(path: &Path) -> i32 {
                 Some(e) => log(format_args!("ctl {}: refused: {e}", req.describe())),
             }
         }
-        resp.to_line()
+        resp
     });
     let server = match server {
         Ok(s) => s,

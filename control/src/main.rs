@@ -43,6 +43,9 @@ fn execute(cmd: Command) -> i32 {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 print!("{}", config::summary(&cfg));
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("{}: OK", config.display());
                 0
             }

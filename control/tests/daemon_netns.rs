@@ -113,7 +113,12 @@ fn two_daemons_ping_status_ctl_and_stop() {
     let mut lab = Lab::new("dn");
     let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
     let gw_cfg = config(&lab.dir, "gw", &lab.gw_if, false);
-    let cl_cfg = config(&lab.dir, "client", &lab.cl_if, true);
+    // The client's control socket admits group 4242 for status and ctl.
+    let cl_cfg = config(&lab.dir, "client", &lab.cl_if, true).replacen(
+        "[dataplane]\n",
+        "[dataplane]\ncontrol_group = \"4242\"\n",
+        1,
+    );
     let gw = lab.start_mifsec("gw", &gns, &gw_cfg);
 
     // An engine that cannot start (its interface's device does not exist): exit 1, a clear
@@ -143,12 +148,12 @@ fn two_daemons_ping_status_ctl_and_stop() {
     let cl = lab.start_mifsec("client", &cns, &cl_cfg);
     let cl_s = cl.display().to_string();
 
-    // The socket is the operator's only: mode 0600.
-    use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(
-        std::fs::metadata(&cl).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    // The gateway's socket is root's only: mode 0600; the client's is its group's too.
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&gw).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o600, 0));
+    let meta = std::fs::metadata(&cl).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 4242));
 
     // Wait (up to 5 s) for the path to answer probes, then ping through the tunnel.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -209,6 +214,33 @@ fn two_daemons_ping_status_ctl_and_stop() {
         "{keys}"
     );
 
+    // A member of the control group reads status but gets no keys; anybody else does not
+    // get in at all.
+    use std::os::unix::process::CommandExt as _;
+    let as_user = |gid: u32, args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .args(["--socket", &cl_s])
+            .uid(65534)
+            .gid(gid)
+            .output()
+            .unwrap()
+    };
+    let o = as_user(4242, &["status", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = as_user(4242, &["keys", "--wireshark"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("`keys` hands out session keys and needs root"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    let o = as_user(65534, &["status"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+
     // ctl: a change the engine accepts, and one it refuses.
     let o = mifsec(&["ctl", "policy", "tunnel", "redundant", "--socket", &cl_s]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -253,6 +285,16 @@ fn two_daemons_ping_status_ctl_and_stop() {
             "keys in the log:\n{log}"
         );
     }
+    let log = lab.log("client");
+    assert!(
+        log.contains("mifsec: control socket: keys requested by uid 0 pid ")
+            && log.contains(": answered 2 lines"),
+        "{log}"
+    );
+    assert!(
+        log.contains("mifsec: control socket: refused keys from uid 65534 pid "),
+        "{log}"
+    );
     assert!(
         lab.log("client")
             .contains("mifsec: ctl policy tunnel redundant: "),

@@ -34,6 +34,8 @@ pub struct IkeSettings {
     /// `[ike] cookie_threshold`: demand COOKIEs (RFC 7296 section 2.6) from new
     /// initiators while at least this many responder IKE SAs are half-open; 0: always.
     pub cookie_threshold: usize,
+    /// Whether the file has `[secrets.*]` (used by a connection or not).
+    pub has_secrets: bool,
 }
 
 impl Default for IkeSettings {
@@ -41,6 +43,7 @@ impl Default for IkeSettings {
         IkeSettings {
             connections: Vec::new(),
             cookie_threshold: crate::ike::cookie::DEFAULT_THRESHOLD,
+            has_secrets: false,
         }
     }
 }
@@ -431,7 +434,10 @@ impl Cx<'_> {
             };
             pool_map.insert(name.as_str(), AddressPool::with_dns(first, size, dns));
         }
-        let mut out = IkeSettings::default();
+        let mut out = IkeSettings {
+            has_secrets: !secrets.0.is_empty(),
+            ..IkeSettings::default()
+        };
         for (name, rc) in &connections.0 {
             let key = format!("connections.{name}");
             let k = |f: &str| format!("{key}.{f}");
@@ -851,6 +857,30 @@ impl Cx<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// A warning for each secret shorter than [`MIN_PSK_LEN`](super::MIN_PSK_LEN) bytes.
+    pub(super) fn secret_warnings(&self, secrets: &Ordered<RawSecret>) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, s) in &secrets.0 {
+            let text = s.secret.get_ref();
+            let len = match text.strip_prefix("0x") {
+                Some(h) if h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    h.len() / 2
+                }
+                _ => text.len(),
+            };
+            if len < super::MIN_PSK_LEN {
+                let line = super::line_of(self.text.as_bytes(), s.secret.span().start);
+                out.push(format!(
+                    "{}:{line}: secrets.{name}.secret: a PSK of {len} bytes is short; use at \
+                     least {} random bytes",
+                    self.file,
+                    super::MIN_PSK_LEN
+                ));
+            }
+        }
+        out
     }
 
     /// The PSK of the secret that names the most of `local` and `remote` among its ids.

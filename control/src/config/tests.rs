@@ -292,8 +292,8 @@ fn unknown_keys() {
     assert_eq!(
         err(&edit(2, "wrkers = 2")),
         "gw.toml:2: dataplane.wrkers: unknown key (expected one of `workers`, `tun`, `mtu`, `offloads`, \
-         `addresses`, `routes`, `control_socket`, `replay_window`, `backend`, `probe_interval_ms`, \
-         `dead_after_ms`, `keepalive_s`, `test_seq_limit`)"
+         `addresses`, `routes`, `control_socket`, `control_group`, `replay_window`, `backend`, \
+         `probe_interval_ms`, `dead_after_ms`, `keepalive_s`, `test_seq_limit`)"
     );
     assert!(
         err(&edit(6, "adress = \"198.18.1.2\""))
@@ -341,7 +341,7 @@ fn wrong_types() {
     );
     assert_eq!(
         err(&edit(10, "key_out = 5")),
-        "gw.toml:10: sa.a.key_out: invalid type: integer `5`, expected a string"
+        "gw.toml:10: sa.a.key_out: invalid type: integer, expected a string"
     );
 }
 
@@ -788,4 +788,139 @@ fn ike_fragmentation_keys() {
     assert!(e.contains("connections.home.fragment_size"), "{e}");
     let e = err(&plus(&format!("{IKE}\n[ike]\nfragment_size = 70000\n")));
     assert!(e.contains("ike.fragment_size"), "{e}");
+}
+
+/// An IKE file whose secret is `secret` (a TOML value as written).
+fn with_secret(secret: &str) -> String {
+    format!(
+        "[connections.c]\nremote_addrs = [\"192.0.2.1\"]\n[connections.c.local]\nid = \"a\"\n\
+         [connections.c.children.n]\n[secrets.s]\nid = [\"a\"]\nsecret = {secret}\n"
+    )
+}
+
+#[test]
+fn a_wrong_type_in_a_secret_or_key_never_shows_its_value() {
+    for (v, kind) in [
+        ("987654321", "integer"),
+        ("98765.4321", "floating point"),
+        ("true", "boolean"),
+        ("[987654321, 55]", "sequence"),
+        ("{ x = \"987654321\" }", "map"),
+        ("1987-07-05T17:45:00Z", "map"),
+    ] {
+        let e = err(&with_secret(v));
+        assert_eq!(
+            e,
+            format!("gw.toml:8: secrets.s.secret: invalid type: {kind}, expected a string"),
+            "{v}"
+        );
+        for k in ["key_out", "key_in"] {
+            let line = if k == "key_out" { 10 } else { 12 };
+            let e = err(&edit(line, &format!("{k} = {v}")));
+            assert_eq!(
+                e,
+                format!("gw.toml:{line}: sa.a.{k}: invalid type: {kind}, expected a string"),
+                "{v}"
+            );
+        }
+    }
+    // Syntax errors in a secret do not quote it either.
+    for v in [
+        "\"987654321",
+        "\"987654321\" 55",
+        "'987654321",
+        "\"9876\\q54321\"",
+    ] {
+        let e = err(&with_secret(v));
+        assert!(e.starts_with("gw.toml:8: "), "{e}");
+        for digits in ["987654321", "9876", "54321"] {
+            assert!(!e.contains(digits), "{v}: {e}");
+        }
+    }
+    // Other keys still quote what was written: it helps and is no secret.
+    assert!(err(&edit(2, "workers = true")).contains("`true`"));
+}
+
+#[test]
+fn a_short_psk_is_warned_about_without_its_value() {
+    let cfg = parse("gw.toml", &with_secret("\"0123456789abcdef\"")).unwrap();
+    assert_eq!(
+        cfg.warnings,
+        vec![
+            "gw.toml:8: secrets.s.secret: a PSK of 16 bytes is short; use at least 20 random bytes"
+                .to_owned()
+        ]
+    );
+    // Hex counts decoded: 0x and 19 bytes is short, 20 is not.
+    let cfg = parse(
+        "gw.toml",
+        &with_secret(&format!("\"0x{}\"", "ab".repeat(19))),
+    )
+    .unwrap();
+    assert!(
+        cfg.warnings[0].contains("a PSK of 19 bytes"),
+        "{:?}",
+        cfg.warnings
+    );
+    let cfg = parse(
+        "gw.toml",
+        &with_secret(&format!("\"0x{}\"", "ab".repeat(20))),
+    )
+    .unwrap();
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    let cfg = parse("gw.toml", &with_secret("\"a-long-enough-lab-secret\"")).unwrap();
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert!(cfg.holds_keys());
+    assert!(!parse("e.toml", "").unwrap().holds_keys());
+    assert!(parse("gw.toml", BASE).unwrap().holds_keys());
+}
+
+#[test]
+fn a_file_with_keys_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mifsec-cfg-mode-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mode_warnings = |name: &str, text: &str, mode: u32| -> Vec<String> {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        let cfg = load(&path).unwrap();
+        cfg.warnings
+            .into_iter()
+            .filter(|w| w.contains("readable"))
+            .collect()
+    };
+    let ike = with_secret("\"a-long-enough-lab-secret\"");
+    assert!(mode_warnings("ike.toml", &ike, 0o600).is_empty());
+    assert!(mode_warnings("ike.toml", &ike, 0o620).is_empty());
+    let w = mode_warnings("ike.toml", &ike, 0o644);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].ends_with(
+            "holds keys or secrets but is readable by group and others (mode 0644); chmod 600 it"
+        ),
+        "{w:?}"
+    );
+    assert!(
+        mode_warnings("ike.toml", &ike, 0o640)[0].contains("readable by its group (mode 0640)")
+    );
+    assert!(mode_warnings("sa.toml", BASE, 0o604)[0].contains("readable by others (mode 0604)"));
+    // No keys, no warning.
+    assert!(mode_warnings("plain.toml", "[dataplane]\nworkers = 1\n", 0o644).is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn control_group() {
+    assert_eq!(parse("e.toml", "").unwrap().control_group, None);
+    let cfg = parse("g.toml", "[dataplane]\ncontrol_group = \"mifsec\"\n").unwrap();
+    assert_eq!(cfg.control_group.as_deref(), Some("mifsec"));
+    assert!(summary(&cfg).contains("control socket /run/mifsec/mifsec.sock, group mifsec"));
+    let cfg = parse("g.toml", "[dataplane]\ncontrol_group = \"998\"\n").unwrap();
+    assert_eq!(cfg.control_group.as_deref(), Some("998"));
+    assert_eq!(
+        err("[dataplane]\ncontrol_group = \"a b\"\n"),
+        "gw.toml:2: dataplane.control_group: \"a b\" is not a group name or number (1 to 32 \
+         letters, digits, '-', '_' or '.')"
+    );
 }

@@ -1,7 +1,6 @@
 //! Protocol and socket tests against a test double of the engine.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::*;
 
@@ -9,6 +8,8 @@ use super::*;
 #[derive(Default)]
 struct Fake {
     calls: Mutex<Vec<String>>,
+    /// Drop counters to add to the status, to make it big.
+    bulk: usize,
 }
 
 impl Fake {
@@ -38,7 +39,9 @@ impl Control for Fake {
             uptime_s: 1.0,
             interfaces: vec![],
             sas: vec![],
-            drops: BTreeMap::new(),
+            drops: (0..self.bulk)
+                .map(|i| (format!("reason-{i:08}"), i as u64))
+                .collect(),
         }
     }
     fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
@@ -270,11 +273,21 @@ fn temp_socket(tag: &str) -> PathBuf {
 }
 
 fn serve_fake(path: &Path) -> (Server, Arc<Fake>) {
-    let fake = Arc::new(Fake::default());
+    serve_fake_with(path, Fake::default(), Access::default(), REQUEST_DEADLINE)
+}
+
+fn serve_fake_with(
+    path: &Path,
+    fake: Fake,
+    access: Access,
+    deadline: Duration,
+) -> (Server, Arc<Fake>) {
+    let fake = Arc::new(fake);
     let f = Arc::clone(&fake);
-    let server = Listener::bind(path)
+    let server = Listener::bind(path, access)
         .unwrap()
-        .serve(move |line| handle_line(&*f, line).1.to_line())
+        .with_deadline(deadline)
+        .serve(move |_peer, req| dispatch(&*f, req))
         .unwrap();
     (server, fake)
 }
@@ -334,14 +347,14 @@ fn socket_round_trip_permissions_and_cleanup() {
 
     // An over-long line is refused and the connection closed; the server lives on.
     let mut s = UnixStream::connect(&path).unwrap();
-    let _ = s.write_all(&vec![b'x'; MAX_LINE + 10]);
+    let _ = s.write_all(&vec![b'x'; MAX_REQUEST + 10]);
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
     assert!(text.contains("longer than"), "{text}");
     assert!(call(&path, &Request::Status {}).is_ok());
 
     // A second daemon on the same socket is refused while the first answers.
-    let e = Listener::bind(&path).unwrap_err();
+    let e = Listener::bind(&path, Access::default()).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
 
     server.close();
@@ -369,8 +382,253 @@ fn stale_socket_is_replaced_and_other_files_are_not_touched() {
     assert!(!path.exists());
 
     std::fs::write(&path, "not a socket").unwrap();
-    let e = Listener::bind(&path).unwrap_err();
+    let e = Listener::bind(&path, Access::default()).unwrap_err();
     assert!(e.to_string().contains("is not a socket"), "{e}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+    std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+}
+
+/// Runs `f` on a new thread whose credentials (that thread's only: the raw syscalls do not
+/// go through libc's all-threads broadcast) are uid and gid 65534 with `groups`.
+fn as_nobody<T: Send + 'static>(groups: &[u32], f: impl FnOnce() -> T + Send + 'static) -> T {
+    let groups = groups.to_vec();
+    std::thread::spawn(move || {
+        // SAFETY: raw credential syscalls with a valid array of `groups.len()` gids; they
+        // change only the calling thread, which ends after `f`.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()),
+                0,
+                "setgroups: {}",
+                io::Error::last_os_error()
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, 65534, 65534, 65534), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534), 0);
+        }
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+#[test]
+fn access_rules() {
+    let peer = |uid, gid, groups: &[u32]| Peer {
+        pid: 1,
+        uid,
+        gid,
+        groups: groups.to_vec(),
+    };
+    let none = Access::default();
+    let group = Access {
+        group: Some(("ops".into(), 500)),
+        owner: Some(998),
+    };
+    for class in [Class::Read, Class::Change, Class::Keys] {
+        assert_eq!(none.check(&peer(0, 0, &[]), class), Ok(()));
+        assert_eq!(group.check(&peer(0, 7, &[]), class), Ok(()));
+        // The daemon's own user.
+        assert_eq!(group.check(&peer(998, 998, &[]), class), Ok(()));
+        let e = none.check(&peer(1000, 500, &[500]), class).unwrap_err();
+        assert!(e.contains("uid 1000 is not root"), "{e}");
+        let e = group.check(&peer(1000, 100, &[7, 8]), class).unwrap_err();
+        assert!(
+            e.contains("uid 1000 is neither root nor in the control group ops (gid 500)"),
+            "{e}"
+        );
+    }
+    // Members, by primary or supplementary group: status and changes, never keys.
+    for member in [peer(1000, 500, &[]), peer(1000, 100, &[7, 500])] {
+        assert_eq!(group.check(&member, Class::Read), Ok(()));
+        assert_eq!(group.check(&member, Class::Change), Ok(()));
+        let e = group.check(&member, Class::Keys).unwrap_err();
+        assert!(
+            e.contains("`keys` hands out session keys and needs root"),
+            "{e}"
+        );
+    }
+    assert_eq!(Request::Status {}.class(), Class::Read);
+    assert_eq!(Request::Keys {}.class(), Class::Keys);
+    let rekey = Request::Rekey {
+        conn: "c".into(),
+        ike: false,
+    };
+    assert_eq!(rekey.class(), Class::Change);
+    assert_eq!(lookup_group("root").unwrap(), 0);
+    assert_eq!(lookup_group("4242").unwrap(), 4242);
+    let e = lookup_group("no-such-group-here").unwrap_err();
+    assert!(e.to_string().contains("no such group"), "{e}");
+}
+
+#[test]
+fn peer_credentials_come_from_the_kernel() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let p = peer_of(&a).unwrap();
+    assert_eq!(p.pid, std::process::id() as i32);
+    // SAFETY: getuid and getgid cannot fail.
+    assert_eq!((p.uid, p.gid), unsafe { (libc::getuid(), libc::getgid()) });
+    let path = temp_socket("cred");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let listener = UnixListener::bind(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let p2 = path.clone();
+    let seen = as_nobody(&[4242, 4343], move || {
+        let _c = UnixStream::connect(&p2).unwrap();
+        let (s, _) = listener.accept().unwrap();
+        peer_of(&s).unwrap()
+    });
+    assert_eq!((seen.uid, seen.gid), (65534, 65534));
+    assert_eq!(seen.groups, vec![4242, 4343]);
+    std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+}
+
+#[test]
+fn group_members_may_read_and_change_but_not_take_keys() {
+    let path = temp_socket("group");
+    // The test's own parent directory must let the client through.
+    let top = path.parent().unwrap().parent().unwrap();
+    std::fs::create_dir_all(top).unwrap();
+    std::fs::set_permissions(top, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let access = Access {
+        group: Some(("test".into(), 4242)),
+        owner: None,
+    };
+    let (server, fake) = serve_fake_with(&path, Fake::default(), access, REQUEST_DEADLINE);
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::fs::metadata(path.parent().unwrap()).unwrap();
+    assert_eq!((dir.mode() & 0o777, dir.gid()), (0o750, 4242));
+    let sock = std::fs::metadata(&path).unwrap();
+    assert_eq!((sock.mode() & 0o777, sock.gid()), (0o660, 4242));
+
+    let p = path.clone();
+    let (status, handover, keys) = as_nobody(&[4242], move || {
+        (
+            call(&p, &Request::Status {}).map_err(|e| e.to_string()),
+            call(
+                &p,
+                &Request::Handover {
+                    sa: "t".into(),
+                    path: "p".into(),
+                    hard: false,
+                },
+            )
+            .map_err(|e| e.to_string()),
+            call(&p, &Request::Keys {}).map_err(|e| e.to_string()),
+        )
+    });
+    assert_eq!(status.unwrap()["tun"], "mifsec0");
+    assert_eq!(handover.unwrap(), "t: done");
+    let e = keys.unwrap_err();
+    assert!(
+        e.contains("`keys` hands out session keys and needs root"),
+        "{e}"
+    );
+    // Root gets the keys.
+    assert_eq!(
+        call(&path, &Request::Keys {}).unwrap(),
+        serde_json::json!(["line1", "line2"])
+    );
+    // Outside the group: the socket's mode already stops the connect.
+    let p = path.clone();
+    let e = as_nobody(&[], move || call(&p, &Request::Status {}).unwrap_err());
+    assert!(
+        matches!(&e, ClientError::Connect(_, io) if io.kind() == io::ErrorKind::PermissionDenied),
+        "{e}"
+    );
+    assert_eq!(fake.calls(), vec!["handover t p false".to_owned()]);
+    drop(server);
+    std::fs::remove_dir_all(top).unwrap();
+}
+
+#[test]
+fn a_trickling_client_does_not_hold_up_others_and_is_closed_at_its_deadline() {
+    use std::sync::atomic::AtomicBool;
+    let path = temp_socket("trickle");
+    let (server, _) = serve_fake_with(
+        &path,
+        Fake::default(),
+        Access::default(),
+        Duration::from_secs(2),
+    );
+    let closed = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let (c, st, p) = (Arc::clone(&closed), Arc::clone(&started), path.clone());
+    // One byte of a valid request every 50 ms, for at most 30 s.
+    let trickler = std::thread::spawn(move || {
+        let mut s = UnixStream::connect(&p).unwrap();
+        let req = br#"{"cmd":"status"}"#;
+        let mut answer = Vec::new();
+        for i in 0..600 {
+            if s.write_all(&[req[i % req.len()]]).is_err() {
+                break;
+            }
+            st.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The server has hung up: nothing was answered.
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = s.read_to_end(&mut answer);
+        c.store(true, Ordering::SeqCst);
+        answer
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !started.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the trickler never connected");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let st = call(&path, &Request::Status {}).unwrap();
+    assert_eq!(st["tun"], "mifsec0");
+    assert!(
+        !closed.load(Ordering::SeqCst),
+        "status was answered only after the trickler was gone"
+    );
+    let answer = trickler.join().unwrap();
+    assert!(closed.load(Ordering::SeqCst));
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    drop(server);
+    std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+}
+
+#[test]
+fn too_many_clients_are_turned_away_until_one_leaves() {
+    let path = temp_socket("busy");
+    let (server, _) = serve_fake(&path);
+    // MAX_CLIENTS idle connections, each answered once so that it is surely being served.
+    let mut idle = Vec::new();
+    for _ in 0..MAX_CLIENTS {
+        let mut s = UnixStream::connect(&path).unwrap();
+        s.write_all(b"{\"cmd\":\"status\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":true"), "{line}");
+        idle.push(s);
+    }
+    let e = call(&path, &Request::Status {}).unwrap_err();
+    assert!(e.to_string().contains("serving 16 clients already"), "{e}");
+    drop(idle);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&path, &Request::Status {}).is_err() {
+        assert!(Instant::now() < deadline, "no slot came free");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(server);
+    std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+}
+
+#[test]
+fn an_answer_over_a_mebibyte_arrives_whole() {
+    let path = temp_socket("big");
+    let fake = Fake {
+        bulk: 100_000,
+        ..Fake::default()
+    };
+    let (server, _) = serve_fake_with(&path, fake, Access::default(), REQUEST_DEADLINE);
+    let st = call(&path, &Request::Status {}).unwrap();
+    let drops = st["drops"].as_object().unwrap();
+    assert_eq!(drops.len(), 100_000);
+    assert_eq!(drops["reason-00099999"], 99_999);
+    let size = serde_json::to_string(&st).unwrap().len();
+    assert!(size > 2 << 20, "{size} bytes");
+    drop(server);
     std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
 }
