@@ -64,7 +64,7 @@ fn a_panic_in_any_thread_ends_the_daemon_with_status_70() {
         ("worker", "mifsec-worker-0"),
         ("monitor", "mifsec-monitor"),
         ("ike", "mifsec-ike"),
-        ("control", "mifsec-ctl"),
+        ("control", "mifsec-ctl-conn"),
     ] {
         let (code, log) = run_until_exit(&lab, &cfg, point);
         assert_eq!(code, Some(70), "{point}: {log}");
