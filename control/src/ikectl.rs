@@ -1294,7 +1294,8 @@ fn nat_name(info: &IkeSaInfo) -> &'static str {
     }
 }
 
-/// An identity as swanctl prints it.
+/// An identity as swanctl prints it, safe to log and show: a peer's identity is its own
+/// choice of bytes, so text goes through [`printable`] and long binary IDs are cut.
 pub fn id_string(id: &IdPayload) -> String {
     if let Some(a) = id.as_ipv4() {
         return a.to_string();
@@ -1303,12 +1304,43 @@ pub fn id_string(id: &IdPayload) -> String {
         return a.to_string();
     }
     if let Some(s) = id.as_str() {
-        return s.to_owned();
+        return printable(s);
     }
+    let hex_of = |d: &[u8]| {
+        let shown = &d[..d.len().min(MAX_SHOWN / 2)];
+        let mut h = hex::encode(shown);
+        if shown.len() < d.len() {
+            h += &format!("...({} bytes)", d.len());
+        }
+        h
+    };
     match id.id_type {
-        IdType::KeyId => format!("@#{}", hex::encode(&id.data)),
-        t => format!("({t:?}) {}", hex::encode(&id.data)),
+        IdType::KeyId => format!("@#{}", hex_of(&id.data)),
+        t => format!("({t:?}) {}", hex_of(&id.data)),
     }
+}
+
+/// The most characters of a peer-supplied string shown in the log or the status.
+const MAX_SHOWN: usize = 256;
+
+/// A peer-supplied string made safe for a log line or a terminal: anything but printable
+/// ASCII (control characters, escape sequences, line breaks, bidirectional overrides and
+/// every other non-ASCII character) and the backslash are escaped as `\u{..}` / `\\`,
+/// and the result is cut after [`MAX_SHOWN`] characters of the original.
+pub fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for (n, c) in s.chars().enumerate() {
+        if n == MAX_SHOWN {
+            out += &format!("...({} bytes)", s.len());
+            break;
+        }
+        match c {
+            '\\' => out.push_str("\\\\"),
+            ' '..='~' => out.push(c),
+            c => out += &format!("\\u{{{:x}}}", u32::from(c)),
+        }
+    }
+    out
 }
 
 /// IKE algorithms as swanctl prints them.
@@ -1420,6 +1452,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ts_prefixes(&top), vec![p("255.255.255.254/31")]);
+    }
+
+    #[test]
+    fn peer_identities_are_escaped_and_bounded() {
+        assert_eq!(
+            id_string(&IdPayload::fqdn("gw.example.org")),
+            "gw.example.org"
+        );
+        assert_eq!(
+            id_string(&IdPayload::rfc822("bob@example.org")),
+            "bob@example.org"
+        );
+        // A fake log line, a terminal escape, a bidi override, a backslash, a NUL.
+        assert_eq!(
+            id_string(&IdPayload::fqdn(
+                "gw\nmifsec: ike x: established\x1b[2J\u{202e}\\\0"
+            )),
+            "gw\\u{a}mifsec: ike x: established\\u{1b}[2J\\u{202e}\\\\\\u{0}"
+        );
+        assert_eq!(id_string(&IdPayload::fqdn("b\u{fc}ro")), "b\\u{fc}ro");
+        let long = "a".repeat(5000);
+        let shown = id_string(&IdPayload::fqdn(&long));
+        assert_eq!(shown, format!("{}...(5000 bytes)", "a".repeat(256)));
+        let shown = id_string(&IdPayload::key_id(&[0xab; 1000]));
+        assert_eq!(shown, format!("@#{}...(1000 bytes)", "ab".repeat(128)));
+        // Not UTF-8: hex.
+        let mut raw = IdPayload::fqdn("x");
+        raw.data = vec![0xff, 0x0a];
+        assert_eq!(id_string(&raw), "(Fqdn) ff0a");
     }
 
     #[test]

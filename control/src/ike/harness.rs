@@ -268,6 +268,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 mod children;
 mod cookie;
 mod fragments;
+mod limits;
 mod rekey;
 
 #[test]

@@ -41,6 +41,7 @@ use crate::wire::{
 };
 
 mod established;
+pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 
 use established::{Action, Channel, PendingRequest};
 
@@ -517,8 +518,10 @@ impl Core {
         self.peer_hashes = peer
             .notify(NotifyType::SignatureHashAlgorithms)
             .map(|n| {
+                // RFC 7427 defines a handful: more is noise we neither keep nor log.
                 n.data
                     .chunks_exact(2)
+                    .take(16)
                     .map(|c| u16::from_be_bytes([c[0], c[1]]))
                     .collect()
             })
@@ -845,6 +848,9 @@ struct Ctx {
     /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
     #[cfg(test)]
     rekey_log: Vec<(Vec<u8>, u32)>,
+    /// Tests only: attributes a responder adds to its CFG_REPLY (a peer pushing more).
+    #[cfg(test)]
+    test_cp_extra: Vec<CfgAttribute>,
 }
 
 impl Ctx {
@@ -1321,6 +1327,12 @@ impl IkeSa {
         &self.ctx.rekey_log
     }
 
+    /// Tests only: a responder adds `attrs` to the CFG_REPLY it sends.
+    #[cfg(test)]
+    pub(crate) fn push_test_cp_attributes(&mut self, attrs: Vec<CfgAttribute>) {
+        self.ctx.test_cp_extra = attrs;
+    }
+
     /// Tests only: seals `payloads` as our next request on the current IKE SA (no
     /// retransmission, no pending state), to feed the peer crafted requests.
     #[cfg(test)]
@@ -1492,6 +1504,8 @@ impl Ctx {
             leases: Vec::new(),
             #[cfg(test)]
             rekey_log: Vec::new(),
+            #[cfg(test)]
+            test_cp_extra: Vec::new(),
         }
     }
 }
@@ -2137,7 +2151,13 @@ impl AwaitAuth {
             child.mode == Mode::Transport && has_notify(inner, NotifyType::UseTransportMode);
         let mut payloads = Vec::new();
         if !vips.is_empty() || !dns.is_empty() {
-            payloads.push(cp_reply(&vips, &dns));
+            #[allow(unused_mut)]
+            let mut cp = cp_reply(&vips, &dns);
+            #[cfg(test)]
+            if let Payload::Cp(c) = &mut cp {
+                c.attributes.extend(ctx.test_cp_extra.iter().cloned());
+            }
+            payloads.push(cp);
         }
         if transport {
             payloads.push(notify(NotifyType::UseTransportMode));
@@ -2256,24 +2276,40 @@ fn cp_reply(vips: &[IpAddr], dns: &[IpAddr]) -> Payload {
     })
 }
 
-/// The virtual IPs and DNS servers of a CFG_REPLY, of the families we asked for.
-/// Malformed values and unspecified addresses are skipped.
+/// The most CFG_REPLY attributes an initiator looks at: the rest are ignored.
+pub const MAX_CP_ATTRIBUTES: usize = 32;
+/// The most virtual IPs of each family an initiator takes from a CFG_REPLY (we ask for
+/// one; each one taken becomes an address on the TUN).
+pub const MAX_VIPS_PER_FAMILY: usize = 1;
+/// The most DNS servers an initiator takes from a CFG_REPLY.
+pub const MAX_DNS: usize = 8;
+
+/// The virtual IPs and DNS servers of a CFG_REPLY, of the families we asked for: at most
+/// [`MAX_VIPS_PER_FAMILY`] addresses of each family and [`MAX_DNS`] servers, from the first
+/// [`MAX_CP_ATTRIBUTES`] attributes, so that a peer cannot make us install an unbounded
+/// number of addresses. Malformed values and unspecified addresses are skipped.
 fn cp_reply_values(cp: &CpPayload, v4: bool, v6: bool) -> (Vec<IpAddr>, Vec<IpAddr>) {
-    let (mut vips, mut dns) = (Vec::new(), Vec::new());
-    for a in &cp.attributes {
-        let (list, addr) = match a.attr_type {
-            CfgAttributeType::InternalIp4Address if v4 => (&mut vips, a.as_ipv4().map(IpAddr::V4)),
+    let (mut vips, mut dns) = (Vec::<IpAddr>::new(), Vec::<IpAddr>::new());
+    for a in cp.attributes.iter().take(MAX_CP_ATTRIBUTES) {
+        let (is_vip, addr) = match a.attr_type {
+            CfgAttributeType::InternalIp4Address if v4 => (true, a.as_ipv4().map(IpAddr::V4)),
             CfgAttributeType::InternalIp6Address if v6 => {
-                (&mut vips, a.as_ipv6_prefix().map(|(x, _)| IpAddr::V6(x)))
+                (true, a.as_ipv6_prefix().map(|(x, _)| IpAddr::V6(x)))
             }
-            CfgAttributeType::InternalIp4Dns if v4 => (&mut dns, a.as_ipv4().map(IpAddr::V4)),
-            CfgAttributeType::InternalIp6Dns if v6 => (&mut dns, a.as_ipv6().map(IpAddr::V6)),
+            CfgAttributeType::InternalIp4Dns if v4 => (false, a.as_ipv4().map(IpAddr::V4)),
+            CfgAttributeType::InternalIp6Dns if v6 => (false, a.as_ipv6().map(IpAddr::V6)),
             _ => continue,
         };
-        if let Some(x) = addr.filter(|x| !x.is_unspecified()) {
-            if !list.contains(&x) {
-                list.push(x);
+        let Some(x) = addr.filter(|x| !x.is_unspecified()) else {
+            continue;
+        };
+        if is_vip {
+            let same_family = vips.iter().filter(|v| v.is_ipv4() == x.is_ipv4()).count();
+            if same_family < MAX_VIPS_PER_FAMILY && !vips.contains(&x) {
+                vips.push(x);
             }
+        } else if dns.len() < MAX_DNS && !dns.contains(&x) {
+            dns.push(x);
         }
     }
     (vips, dns)

@@ -38,9 +38,14 @@ use crate::wire::{
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many deleted old IKE SAs are kept to answer retransmitted requests.
 const KEEP_RETIRED: usize = 2;
-/// The most child SAs (rekeyed ones awaiting their Delete included) an IKE SA tracks;
-/// further new-child requests from the peer get NO_ADDITIONAL_SAS.
-pub(super) const MAX_CHILDREN: usize = 64;
+/// The most child SAs (rekeyed ones awaiting their Delete included) an IKE SA tracks
+/// before it refuses new-child requests from the peer (NO_ADDITIONAL_SAS).
+pub const MAX_CHILDREN: usize = 64;
+/// The most child SAs an IKE SA tracks at all: [`MAX_CHILDREN`] and as many again for
+/// replaced ones awaiting their Delete. A peer's rekey beyond it gets TEMPORARY_FAILURE
+/// (it may retry once it has deleted the SAs it replaced), so a peer that rekeys and never
+/// deletes cannot make the list, or the SAs installed in the engine, grow without bound.
+pub const MAX_TRACKED_CHILDREN: usize = 2 * MAX_CHILDREN;
 
 /// One IKE SA's keys and message-ID state.
 pub(super) struct Channel {
@@ -675,8 +680,12 @@ impl super::Established {
             })];
         };
         // Already replaced (our own rekey completed, or the peer's): RFC 7296 2.8.1 lets
-        // the late side learn it from TEMPORARY_FAILURE.
-        if ctx.children[x].rekeyed || ctx.children[x].peer_rekey.is_some() {
+        // the late side learn it from TEMPORARY_FAILURE. So does a peer whose replaced
+        // children, never deleted, fill the list: before any key exchange is computed.
+        if ctx.children[x].rekeyed
+            || ctx.children[x].peer_rekey.is_some()
+            || ctx.children.len() >= MAX_TRACKED_CHILDREN
+        {
             return vec![notify(NotifyType::TemporaryFailure)];
         }
         let Some(ChildPayloads {
