@@ -280,7 +280,13 @@ impl Request {
     }
 
     /// A one-line description for the log (never contains keys: no request carries any).
+    /// What the client wrote is escaped ([`printable`](crate::ikectl::printable)): a name
+    /// with a line break in it cannot forge a log line.
     pub fn describe(&self) -> String {
+        crate::ikectl::printable(&self.describe_raw())
+    }
+
+    fn describe_raw(&self) -> String {
         match self {
             Request::Status {} => "status".into(),
             Request::Keys {} => "keys".into(),
@@ -489,20 +495,20 @@ impl Request {
     }
 }
 
-/// Who may do what on the control socket. The owners (root and the user the daemon runs
-/// as) may do everything; members of the control group (`[dataplane] control_group`) may
+/// Who may do what on the control socket. The owners (root and the user the daemon was
+/// started as) may do everything; members of the control group (`[dataplane] control_group`) may
 /// read `status` and make changes (`ctl`), but never read keys; nobody else gets an answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Access {
     /// The control group: its name (for messages) and ID.
     pub group: Option<(String, u32)>,
-    /// The daemon's own user (besides root), when it is not root.
+    /// The user the daemon was started as (besides root), when it is not root.
     pub owner: Option<u32>,
 }
 
 impl Access {
-    /// Root, the daemon's own user and, with `group`, the members of that group (a name
-    /// or a number), looked up in the group database.
+    /// Root, the user the daemon runs as now (if not root) and, with `group`, the members
+    /// of that group (a name or a number), looked up in the group database.
     pub fn new(group: Option<&str>) -> io::Result<Access> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let euid = unsafe { libc::geteuid() };
@@ -631,6 +637,11 @@ pub fn peer_of(stream: &UnixStream) -> io::Result<Peer> {
         let e = io::Error::last_os_error();
         match e.raw_os_error() {
             Some(libc::ERANGE) if n > groups.len() && n <= 65_536 => groups.resize(n, 0),
+            // A kernel before 4.13: the primary group is all we know.
+            Some(libc::ENOPROTOOPT) => {
+                groups.clear();
+                break;
+            }
             _ => return Err(e),
         }
     }
@@ -664,6 +675,21 @@ impl Listener {
         };
         let gid = access.group.as_ref().map(|(_, g)| *g);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let (Ok(meta), Some((name, g))) = (std::fs::metadata(dir), &access.group) {
+                use std::os::unix::fs::MetadataExt;
+                let m = meta.mode();
+                let group_can = (meta.gid() == *g && m & 0o010 != 0) || m & 0o001 != 0;
+                if !group_can {
+                    log(format_args!(
+                        "warning: control group {name} cannot reach {}: its directory {} \
+                         (mode {:04o}, gid {}) lets neither the group nor others through",
+                        path.display(),
+                        dir.display(),
+                        m & 0o7777,
+                        meta.gid()
+                    ));
+                }
+            }
             if !dir.exists() {
                 std::fs::DirBuilder::new()
                     .recursive(true)
@@ -1036,6 +1062,12 @@ pub enum ClientError {
 impl std::fmt::Display for ClientError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            ClientError::Connect(p, e) if e.kind() == io::ErrorKind::PermissionDenied => write!(
+                f,
+                "cannot connect to {}: {e} (the control socket admits root and the members of \
+                 [dataplane] control_group)",
+                p.display()
+            ),
             ClientError::Connect(p, e) => write!(
                 f,
                 "cannot connect to {}: {e} (is `mifsec run` running, and is this its control_socket?)",

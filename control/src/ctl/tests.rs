@@ -448,6 +448,10 @@ fn access_rules() {
         );
     }
     assert_eq!(Request::Status {}.class(), Class::Read);
+    let forged = Request::Terminate {
+        conn: "x\nmifsec: stopped".into(),
+    };
+    assert_eq!(forged.describe(), "terminate x\\u{a}mifsec: stopped");
     assert_eq!(Request::Keys {}.class(), Class::Keys);
     let rekey = Request::Rekey {
         conn: "c".into(),
@@ -533,6 +537,12 @@ fn group_members_may_read_and_change_but_not_take_keys() {
     let e = as_nobody(&[], move || call(&p, &Request::Status {}).unwrap_err());
     assert!(
         matches!(&e, ClientError::Connect(_, io) if io.kind() == io::ErrorKind::PermissionDenied),
+        "{e}"
+    );
+    assert!(
+        e.to_string().ends_with(
+            "(the control socket admits root and the members of [dataplane] control_group)"
+        ),
         "{e}"
     );
     assert_eq!(fake.calls(), vec!["handover t p false".to_owned()]);
