@@ -77,6 +77,55 @@ fn check_accepts_the_documented_example() {
         !out.contains("0001020304") && !out.contains("1011121314"),
         "{out}"
     );
+    // The file holds keys: readable by others, a warning (on stderr; still OK); private,
+    // none.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = mifsec(&["check", "--config", &f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "warning: {f}: holds keys or secrets but is readable by group and others (mode \
+             0644); chmod 600 it\n"
+        )
+    );
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = mifsec(&["check", "--config", &f]);
+    assert!(
+        o.status.success() && stderr(&o).is_empty(),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn check_warns_about_a_short_psk_without_showing_it() {
+    let dir = Scratch::new("psk");
+    let text = "[connections.c]\nremote_addrs = [\"192.0.2.1\"]\n[connections.c.local]\n\
+                id = \"a\"\n[connections.c.children.n]\n[secrets.s]\nid = [\"a\"]\n\
+                secret = \"hunter2\"\n";
+    let f = dir.file("ike.toml", text);
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let o = mifsec(&["check", "--config", &f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "warning: {f}:8: secrets.s.secret: a PSK of 7 bytes is short; use at least 20 \
+             random bytes\n"
+        )
+    );
+    assert!(!stdout(&o).contains("hunter2"));
+    // A wrong type: the error names the key, never the value.
+    let f = dir.file("bad.toml", &text.replace("\"hunter2\"", "20242025"));
+    let o = mifsec(&["check", "--config", &f]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        stderr(&o),
+        format!("{f}:8: secrets.s.secret: invalid type: integer, expected a string\n")
+    );
 }
 
 #[test]

@@ -286,6 +286,16 @@ fn two_daemons_ping_status_ctl_and_stop() {
         );
     }
     let log = lab.log("client");
+    // The file holds manual keys: a warning at start if others can read it.
+    let mode = std::fs::metadata(lab.dir.join("client.toml"))
+        .unwrap()
+        .mode()
+        & 0o777;
+    assert_eq!(
+        log.contains("holds keys or secrets but is readable by"),
+        mode & 0o044 != 0,
+        "mode {mode:o}:\n{log}"
+    );
     assert!(
         log.contains("mifsec: control socket: keys requested by uid 0 pid ")
             && log.contains(": answered 2 lines"),
