@@ -9,8 +9,19 @@
 //!   original initiator: then we are the responder and look the SA up by the initiator's
 //!   SPI and the peer's address; otherwise by our own initiator SPI. An IKE_SA_INIT request
 //!   that fits no SA creates a responder SA for the first connection whose addresses match,
-//!   unless too many are half-open: from `[ike] cookie_threshold` on, it must first return
-//!   a COOKIE ([`CookieGate`]); from [`MAX_HALF_OPEN`] on, it is dropped.
+//!   unless limits say no ([`InitLimiter`]: `[ike] init_limit_half_open` half-open SAs in
+//!   all, `block_threshold` per source address, `init_rate`/`init_burst` IKE_SA_INIT
+//!   requests per second and source; a refusal is a counted drop), and from `[ike]
+//!   cookie_threshold` half-open SAs on it must first return a COOKIE ([`CookieGate`]).
+//! * Bounded input: the port-500 readers hand datagrams over on a bounded channel
+//!   ([`INPUT_QUEUE`], `try_send`: a full queue is a counted drop, `queue_dropped_500`);
+//!   the thread reads the engine's own bounded port-4500 channel directly (its drops are
+//!   the engine's `ike_unclaimed`, also shown as `queue_dropped_4500`). Messages longer
+//!   than [`MAX_MESSAGE`] are dropped and counted. A message that is dropped or refused
+//!   costs a header parse, the SA lookup and the limiter: no status is rebuilt for it
+//!   (the status strings are rebuilt when something changed, at most every
+//!   [`PUBLISH_MIN`], and every [`PUBLISH_EVERY`]), and the thread never waits for a
+//!   subprocess (`ip` for routes and virtual IPs runs on a helper thread, in order).
 //! * Output: messages from port 4500 go through `Engine::send_ike` (which adds the
 //!   marker), others through the port-500 socket. An initiator starts on 500 and floats to
 //!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
@@ -30,12 +41,12 @@
 //! No log line contains key material.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -49,6 +60,7 @@ use crate::dataplane::esp;
 use crate::dataplane::event::Event as SaEvent;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::cookie::{Admission, CookieGate, CookieStats};
+use crate::ike::limits::{InitLimiter, LimitStats, Refusal};
 use crate::ike::{
     ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf, SeqLimitAction,
 };
@@ -64,10 +76,23 @@ const USAGE_INTERVAL: Duration = Duration::from_millis(250);
 pub const IKE_PORT: u16 = 500;
 /// The NAT-T port, where the engine's sockets are.
 pub const NAT_T_PORT: u16 = 4500;
-/// Most responder IKE SAs still negotiating at once (with or without COOKIEs); further
-/// IKE_SA_INIT requests are dropped (and counted in the log once per burst) until some
-/// complete or expire.
-pub const MAX_HALF_OPEN: usize = 1024;
+/// How many datagrams from the port-500 sockets may wait for the IKE thread; more are
+/// dropped and counted (`queue_dropped_500`). The engine's port-4500 queue has the same
+/// bound.
+pub const INPUT_QUEUE: usize = 1024;
+/// How many operator commands may wait for the IKE thread (a full queue refuses more).
+const COMMAND_QUEUE: usize = 64;
+/// How many `ip` invocations may wait for the helper thread (the IKE thread waits when
+/// it is full; one IKE SA needs a few).
+const IP_QUEUE: usize = 1024;
+/// The longest IKE message accepted (strongSwan's default `max_packet`); longer ones are
+/// dropped and counted (`oversize`). An IKE_SA_INIT request cannot be fragmented, so this
+/// also bounds the copy of it that a half-open responder SA keeps for its AUTH.
+pub const MAX_MESSAGE: usize = 10_000;
+/// The status (IKE SA list) is rebuilt at least this often (ages, timers, counters).
+pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// ... and, when something changed, at most this often.
+pub const PUBLISH_MIN: Duration = Duration::from_millis(50);
 
 /// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
 #[derive(Debug, Clone, Serialize)]
@@ -155,17 +180,41 @@ pub struct IkeChildStatus {
 pub struct IkeStats {
     /// Responder IKE SAs still negotiating.
     pub half_open: usize,
+    /// Sources (addresses, IPv6 /64s) with half-open SAs.
+    pub half_open_sources: usize,
+    /// Most half-open responder SAs in all (`init_limit_half_open`).
+    pub max_half_open: usize,
+    /// Most half-open responder SAs per source (`block_threshold`; 0: no limit).
+    pub block_threshold: usize,
+    /// New IKE_SA_INIT requests per second per source (`init_rate`; 0: no limit).
+    pub init_rate: u32,
+    /// Their burst (`init_burst`).
+    pub init_burst: u32,
     /// Cookies are demanded from this many half-open SAs on (0: always).
     pub cookie_threshold: usize,
     /// The COOKIE counters.
     #[serde(flatten)]
     pub cookies: CookieStats,
+    /// New IKE_SA_INIT requests refused by the limits, by reason.
+    #[serde(flatten)]
+    pub limits: LimitStats,
+    /// Datagrams from the port-500 sockets dropped because the IKE thread's queue was full.
+    pub queue_dropped_500: u64,
+    /// IKE messages on port 4500 dropped because the engine's queue to the IKE thread was
+    /// full (the engine's `ike_unclaimed`).
+    pub queue_dropped_4500: u64,
+    /// IKE messages dropped for being longer than [`MAX_MESSAGE`].
+    pub oversize: u64,
+}
+
+/// Counters the reader threads bump.
+#[derive(Debug, Default)]
+struct InputCounters {
+    queue_dropped: AtomicU64,
+    oversize: AtomicU64,
 }
 
 enum Msg {
-    Datagram(IkeDatagram),
-    /// A sequence-number event of an outbound SA, from the engine.
-    Seq(SaEvent),
     Initiate(String),
     Terminate(String),
     Rekey(String, bool),
@@ -175,6 +224,8 @@ enum Msg {
 /// The running IKE thread: commands in, status out.
 pub struct IkeControl {
     tx: Sender<Msg>,
+    engine: Arc<Engine>,
+    input: Arc<InputCounters>,
     status: Arc<Mutex<Vec<IkeSaStatus>>>,
     stats: Arc<Mutex<IkeStats>>,
     connections: Vec<String>,
@@ -200,7 +251,10 @@ impl IkeControl {
         settings: IkeSettings,
         interfaces: &[InterfaceConfig],
     ) -> Result<IkeControl, ControlError> {
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
+        let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
+        let (ip_tx, ip_rx) = crossbeam_channel::bounded::<Vec<String>>(IP_QUEUE);
+        let input = Arc::new(InputCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut helpers = Vec::new();
         let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
@@ -209,45 +263,21 @@ impl IkeControl {
                 .spawn(f)
                 .map_err(|e| ControlError(format!("spawning {name}: {e}")))
         };
-        if let Some(erx) = engine.take_ike_receiver() {
-            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-            helpers.push(spawn(
-                "mifsec-ike-4500",
-                Box::new(move || {
-                    // The engine's channel (crossbeam) into ours.
-                    while !stop.load(Ordering::Relaxed) {
-                        match erx.recv_timeout(Duration::from_millis(200)) {
-                            Ok(d) => {
-                                if tx.send(Msg::Datagram(d)).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if e.is_timeout() => {}
-                            Err(_) => return,
-                        }
-                    }
-                }),
-            )?);
-        }
-        if let Some(erx) = engine.take_event_receiver() {
-            let (tx, stop) = (tx.clone(), Arc::clone(&stop));
-            helpers.push(spawn(
-                "mifsec-ike-events",
-                Box::new(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match erx.recv_timeout(Duration::from_millis(200)) {
-                            Ok(ev) => {
-                                if tx.send(Msg::Seq(ev)).is_err() {
-                                    return;
-                                }
-                            }
-                            Err(e) if e.is_timeout() => {}
-                            Err(_) => return,
-                        }
-                    }
-                }),
-            )?);
-        }
+        // The engine's bounded port-4500 channel is read by the IKE thread itself.
+        let e4500 = engine.take_ike_receiver();
+        // So are the engine's sequence-number events of outbound SAs.
+        let seq_events = engine.take_event_receiver();
+        // `ip` runs here, in order, so that the IKE thread never waits for it. It ends
+        // when the IKE thread (the only sender) is gone, after the last command.
+        helpers.push(spawn(
+            "mifsec-ike-ip",
+            Box::new(move || {
+                for args in ip_rx {
+                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+                    ip(&a);
+                }
+            }),
+        )?);
         let mut sock500 = Vec::new();
         for i in interfaces {
             if sock500.iter().any(|(a, _)| *a == i.address) {
@@ -258,11 +288,11 @@ impl IkeControl {
                 Ok(s) => {
                     let s = Arc::new(s);
                     let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                    let (tx, stop, rs) = (tx.clone(), Arc::clone(&stop), Arc::clone(&s));
-                    let name = i.name.clone();
+                    let (tx, stop, rs) = (in_tx.clone(), Arc::clone(&stop), Arc::clone(&s));
+                    let (name, counters) = (i.name.clone(), Arc::clone(&input));
                     helpers.push(spawn(
                         "mifsec-ike-500",
-                        Box::new(move || read_500(&rs, &name, local, &tx, &stop)),
+                        Box::new(move || read_500(&rs, &name, local, &tx, &counters, &stop)),
                     )?);
                     sock500.push((i.address, s));
                 }
@@ -272,8 +302,13 @@ impl IkeControl {
             }
         }
         let status = Arc::new(Mutex::new(Vec::new()));
+        let limits = settings.limits;
         let stats = Arc::new(Mutex::new(IkeStats {
             cookie_threshold: settings.cookie_threshold,
+            max_half_open: limits.max_half_open,
+            block_threshold: limits.block_threshold,
+            init_rate: limits.init_rate,
+            init_burst: limits.init_burst,
             ..IkeStats::default()
         }));
         let connections = settings
@@ -283,7 +318,7 @@ impl IkeControl {
             .collect();
         let tun = engine.status().tun;
         let mut ike = IkeThread {
-            engine,
+            engine: Arc::clone(&engine),
             conns: settings.connections,
             ifaces: interfaces.to_vec(),
             sock500,
@@ -293,6 +328,14 @@ impl IkeControl {
             tun,
             half_open_logged: false,
             cookies: CookieGate::new(Instant::now(), settings.cookie_threshold),
+            limiter: InitLimiter::new(limits),
+            input: Arc::clone(&input),
+            ip_tx,
+            pending: true,
+            dirty: true,
+            published: Instant::now(),
+            volume: false,
+            next_timer: None,
             cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
             activity_checked: Instant::now(),
@@ -309,17 +352,26 @@ impl IkeControl {
                         ike.initiate(now, &name);
                     }
                 }
-                ike.run(&rx);
+                ike.run(&rx, &in_rx, e4500.as_ref(), seq_events.as_ref());
             }),
         )?;
         Ok(IkeControl {
             tx,
+            engine,
+            input,
             status,
             stats,
             connections,
             stop,
             main: Some(main),
             helpers,
+        })
+    }
+
+    fn command(&self, m: Msg) -> Result<(), ControlError> {
+        self.tx.try_send(m).map_err(|e| match e {
+            TrySendError::Full(_) => ControlError("the IKE thread is busy; try again".into()),
+            TrySendError::Disconnected(_) => ControlError("the IKE thread is gone".into()),
         })
     }
 
@@ -334,18 +386,14 @@ impl IkeControl {
     /// Starts an IKE SA for connection `conn` (asynchronously; `status` shows progress).
     pub fn initiate(&self, conn: &str) -> Result<String, ControlError> {
         self.known(conn)?;
-        self.tx
-            .send(Msg::Initiate(conn.to_owned()))
-            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        self.command(Msg::Initiate(conn.to_owned()))?;
         Ok(format!("initiating {conn}"))
     }
 
     /// Deletes the IKE SAs of connection `conn` and their child SAs.
     pub fn terminate(&self, conn: &str) -> Result<String, ControlError> {
         self.known(conn)?;
-        self.tx
-            .send(Msg::Terminate(conn.to_owned()))
-            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        self.command(Msg::Terminate(conn.to_owned()))?;
         Ok(format!("terminating {conn}"))
     }
 
@@ -353,9 +401,7 @@ impl IkeControl {
     /// (asynchronously; `status` shows the new SPIs).
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
         self.known(conn)?;
-        self.tx
-            .send(Msg::Rekey(conn.to_owned(), ike))
-            .map_err(|_| ControlError("the IKE thread is gone".into()))?;
+        self.command(Msg::Rekey(conn.to_owned(), ike))?;
         Ok(format!(
             "rekeying {} of {conn}",
             if ike { "the IKE SA" } else { "the child SAs" }
@@ -370,9 +416,13 @@ impl IkeControl {
             .clone()
     }
 
-    /// The IKE thread's counters, as of its last turn.
+    /// The IKE thread's counters, as of its last turn (the input queues' now).
     pub fn stats(&self) -> IkeStats {
-        *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut st = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
+        st.queue_dropped_500 = self.input.queue_dropped.load(Ordering::Relaxed);
+        st.oversize = self.input.oversize.load(Ordering::Relaxed);
+        st.queue_dropped_4500 = self.engine.ike_unclaimed();
+        st
     }
 
     /// Deletes every IKE SA (telling the peers) and stops the threads.
@@ -398,10 +448,20 @@ impl Drop for IkeControl {
     }
 }
 
-fn read_500(sock: &UdpSocket, iface: &str, local: SocketAddr, tx: &Sender<Msg>, stop: &AtomicBool) {
+fn read_500(
+    sock: &UdpSocket,
+    iface: &str,
+    local: SocketAddr,
+    tx: &Sender<IkeDatagram>,
+    counters: &InputCounters,
+    stop: &AtomicBool,
+) {
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
+            Ok((n, _)) if n > MAX_MESSAGE => {
+                counters.oversize.fetch_add(1, Ordering::Relaxed);
+            }
             Ok((n, remote)) => {
                 let d = IkeDatagram {
                     interface: iface.to_owned(),
@@ -409,8 +469,12 @@ fn read_500(sock: &UdpSocket, iface: &str, local: SocketAddr, tx: &Sender<Msg>, 
                     remote,
                     bytes: buf[..n].to_vec(),
                 };
-                if tx.send(Msg::Datagram(d)).is_err() {
-                    return;
+                match tx.try_send(d) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) => {
+                        counters.queue_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return,
                 }
             }
             Err(e)
@@ -459,6 +523,8 @@ struct Entry {
     done: bool,
     /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
     restart: bool,
+    /// A responder SA counted as half-open by the limiter, from this address.
+    half_open: Option<IpAddr>,
 }
 
 struct IkeThread {
@@ -474,7 +540,23 @@ struct IkeThread {
     /// Decides when new initiators must return a COOKIE first. `None` only if the system
     /// random number generator failed at start; then no responder SAs are created.
     cookies: Option<CookieGate>,
-    /// The gate's counters as last published.
+    /// Limits on new responder SAs (in all, per source, rate per source).
+    limiter: InitLimiter,
+    /// Counters the readers bump (oversize messages from port 4500 are counted here too).
+    input: Arc<InputCounters>,
+    /// `ip` invocations for the helper thread.
+    ip_tx: Sender<Vec<String>>,
+    /// An SA had input, a timeout or a command: pump, and look at the timers again.
+    pending: bool,
+    /// Something the status shows changed since it was last published.
+    dirty: bool,
+    /// When the status was last published.
+    published: Instant,
+    /// Whether some SA has byte or packet limits, as of the last time one was touched.
+    volume: bool,
+    /// The earliest timer of any SA, as of the last time one was touched.
+    next_timer: Option<Instant>,
+    /// The counters as last published.
     cookie_stats: Arc<Mutex<IkeStats>>,
     /// Rekeyed child SAs whose Delete completed, kept for inbound stragglers until the
     /// instant given (the peer may have sent on them just before it deleted them).
@@ -486,52 +568,129 @@ struct IkeThread {
 }
 
 impl IkeThread {
-    fn run(&mut self, rx: &Receiver<Msg>) {
+    fn run(
+        &mut self,
+        cmds: &Receiver<Msg>,
+        input: &Receiver<IkeDatagram>,
+        e4500: Option<&Receiver<IkeDatagram>>,
+        seq_events: Option<&Receiver<SaEvent>>,
+    ) {
+        // A channel whose senders are all gone (no port-500 socket, say) is replaced by one
+        // that never delivers, so that the select below does not spin on it.
+        let mut input = input.clone();
+        let mut e4500 = e4500.cloned().unwrap_or_else(crossbeam_channel::never);
+        let mut seq_events = seq_events.cloned().unwrap_or_else(crossbeam_channel::never);
+        self.touched();
         loop {
             let now = Instant::now();
-            let wait = self
-                .sas
-                .iter()
-                .filter_map(|e| e.sa.poll_timeout())
-                .min()
-                .map_or(Duration::from_secs(1), |d| d.saturating_duration_since(now))
-                .min(if self.volume_limits() {
-                    (self.usage_checked + USAGE_INTERVAL).saturating_duration_since(now)
-                } else {
-                    Duration::from_secs(1)
-                });
-            let msg = rx.recv_timeout(wait);
+            let mut due = self.published + PUBLISH_EVERY;
+            if let Some(t) = self.next_timer {
+                due = due.min(t);
+            }
+            if self.volume {
+                due = due.min(self.usage_checked + USAGE_INTERVAL);
+            }
+            if self.dirty {
+                due = due.min(self.published + PUBLISH_MIN);
+            }
+            if let Some(t) = self.lingering.iter().map(|(t, _)| *t).min() {
+                due = due.min(t);
+            }
+            let wait = due.saturating_duration_since(now);
+            // Operator commands first: they are few, and a flood must not delay them.
+            let cmd: Option<Msg> = match cmds.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => {
+                    crossbeam_channel::select! {
+                        recv(cmds) -> m => match m {
+                            Ok(m) => Some(m),
+                            Err(_) => Some(Msg::Stop),
+                        },
+                        recv(input) -> d => {
+                            match d {
+                                Ok(d) => self.datagram(Instant::now(), d),
+                                Err(_) => input = crossbeam_channel::never(),
+                            }
+                            None
+                        },
+                        recv(e4500) -> d => {
+                            match d {
+                                Ok(d) => self.datagram(Instant::now(), d),
+                                Err(_) => e4500 = crossbeam_channel::never(),
+                            }
+                            None
+                        },
+                        recv(seq_events) -> ev => {
+                            match ev {
+                                Ok(ev) => {
+                                    self.seq_event(Instant::now(), ev);
+                                    self.touched();
+                                }
+                                Err(_) => seq_events = crossbeam_channel::never(),
+                            }
+                            None
+                        },
+                        default(wait) => None,
+                    }
+                }
+            };
             let now = Instant::now();
-            match msg {
-                Ok(Msg::Datagram(d)) => self.datagram(now, d),
-                Ok(Msg::Seq(ev)) => self.seq_event(now, ev),
-                Ok(Msg::Initiate(c)) => self.initiate(now, &c),
-                Ok(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
-                Ok(Msg::Rekey(c, ike)) => self.rekey(now, &c, ike),
-                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+            let had_cmd = cmd.is_some();
+            match cmd {
+                Some(Msg::Initiate(c)) => self.initiate(now, &c),
+                Some(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
+                Some(Msg::Rekey(c, ike)) => self.rekey(now, &c, ike),
+                Some(Msg::Stop) => {
                     self.terminate(now, None);
-                    self.publish();
+                    self.publish(now);
                     return;
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                None => {}
+            }
+            if had_cmd {
+                self.touched();
             }
             self.note_esp_activity(now);
             self.feed_usage(now);
-            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
-                .into_iter()
-                .partition(|(t, _)| *t <= now);
-            self.lingering = keep;
-            for (_, c) in gone {
-                self.uninstall(c);
-            }
-            for e in &mut self.sas {
-                if e.sa.poll_timeout().is_some_and(|t| t <= now) {
-                    e.sa.handle_timeout(now);
+            if self.lingering.iter().any(|(t, _)| *t <= now) {
+                let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
+                    .into_iter()
+                    .partition(|(t, _)| *t <= now);
+                self.lingering = keep;
+                for (_, c) in gone {
+                    self.uninstall(c);
                 }
+                self.dirty = true;
             }
-            self.pump();
-            self.publish();
+            if self.next_timer.is_some_and(|t| t <= now) {
+                for e in &mut self.sas {
+                    if e.sa.poll_timeout().is_some_and(|t| t <= now) {
+                        e.sa.handle_timeout(now);
+                    }
+                }
+                self.touched();
+            }
+            if self.pending {
+                // Something happened to an SA (not merely a dropped or refused message).
+                self.pending = false;
+                self.pump();
+                self.next_timer = self.sas.iter().filter_map(|e| e.sa.poll_timeout()).min();
+                self.volume = self.volume_limits();
+            }
+            self.publish_stats();
+            if (self.dirty && now >= self.published + PUBLISH_MIN)
+                || now >= self.published + PUBLISH_EVERY
+            {
+                self.publish(now);
+            }
         }
+    }
+
+    /// An SA was given input, a timeout or a command: its events and datagrams are due,
+    /// its timers may have moved, and the status may have changed.
+    fn touched(&mut self) {
+        self.pending = true;
+        self.dirty = true;
     }
 
     /// Acts on every SA's events, sends its datagrams, and forgets finished SAs.
@@ -545,6 +704,12 @@ impl IkeThread {
             }
             while let Some(t) = self.sas[i].sa.poll_transmit() {
                 self.send(t.local, t.remote, &t.bytes);
+            }
+            let e = &mut self.sas[i];
+            if e.sa.is_established() || e.sa.is_dead() {
+                if let Some(src) = e.half_open.take() {
+                    self.limiter.closed(src);
+                }
             }
             if self.sas[i].sa.is_dead() && !self.sas[i].done {
                 self.cleanup(i);
@@ -575,6 +740,7 @@ impl IkeThread {
             return;
         }
         self.activity_checked = now;
+        self.touched();
         let st = self.engine.status();
         for e in &mut self.sas {
             let mut active = false;
@@ -605,6 +771,7 @@ impl IkeThread {
             return;
         }
         self.usage_checked = now;
+        self.touched();
         let st = self.engine.status();
         for e in &mut self.sas {
             if !self.conns[e.conn].ike.child_volume_limits() || !e.sa.is_established() {
@@ -711,6 +878,10 @@ impl IkeThread {
     }
 
     fn datagram(&mut self, now: Instant, d: IkeDatagram) {
+        if d.bytes.len() > MAX_MESSAGE {
+            self.input.oversize.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let Ok(h) = HeaderPacket::new_checked(d.bytes.as_slice()) else {
             return;
         };
@@ -744,17 +915,19 @@ impl IkeThread {
                 if !new_request {
                     return;
                 }
-                let half_open = self.half_open();
-                if half_open >= MAX_HALF_OPEN {
-                    if !self.half_open_logged {
-                        log(format_args!(
-                            "ike: {MAX_HALF_OPEN} half-open IKE SAs; dropping new IKE_SA_INIT requests"
-                        ));
-                        self.half_open_logged = true;
+                let half_open = self.limiter.half_open();
+                match self.limiter.check(now, d.remote.ip()) {
+                    Ok(()) => self.half_open_logged = false,
+                    Err(r) => {
+                        if r == Refusal::HalfOpen && !self.half_open_logged {
+                            log(format_args!(
+                                "ike: {half_open} half-open IKE SAs; dropping new IKE_SA_INIT requests"
+                            ));
+                            self.half_open_logged = true;
+                        }
+                        return;
                     }
-                    return;
                 }
-                self.half_open_logged = false;
                 let Some(c) = self.conns.iter().position(|c| {
                     (c.local_addrs.is_empty() || c.local_addrs.contains(&d.local.ip()))
                         && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&d.remote.ip()))
@@ -778,27 +951,28 @@ impl IkeThread {
                 }
                 let sa = IkeSa::respond(self.conns[c].ike.clone());
                 self.add(c, sa);
-                self.sas.len() - 1
+                let i = self.sas.len() - 1;
+                self.sas[i]
+                    .sa
+                    .handle_datagram(now, d.local, d.remote, &d.bytes);
+                // A responder that refused the request (no SA created) is not kept.
+                if self.sas[i].sa.spi_i().is_none() {
+                    while let Some(t) = self.sas[i].sa.poll_transmit() {
+                        self.send(t.local, t.remote, &t.bytes);
+                    }
+                    self.sas.remove(i);
+                    return;
+                }
+                self.limiter.opened(d.remote.ip());
+                self.sas[i].half_open = Some(d.remote.ip());
+                self.touched();
+                return;
             }
         };
         self.sas[i]
             .sa
             .handle_datagram(now, d.local, d.remote, &d.bytes);
-        // A responder that refused the request (no SA created) is not kept.
-        if self.sas[i].sa.spi_i().is_none() && !self.sas[i].sa.is_initiator() {
-            while let Some(t) = self.sas[i].sa.poll_transmit() {
-                self.send(t.local, t.remote, &t.bytes);
-            }
-            self.sas.remove(i);
-        }
-    }
-
-    /// Responder IKE SAs still negotiating.
-    fn half_open(&self) -> usize {
-        self.sas
-            .iter()
-            .filter(|e| !e.sa.is_initiator() && !e.sa.is_established() && !e.sa.is_dead())
-            .count()
+        self.touched();
     }
 
     fn add(&mut self, conn: usize, sa: IkeSa) {
@@ -814,6 +988,7 @@ impl IkeThread {
             dns: Vec::new(),
             done: false,
             restart: false,
+            half_open: None,
         });
         self.next_id += 1;
     }
@@ -912,17 +1087,19 @@ impl IkeThread {
                 let e = &mut self.sas[i];
                 if e.sa.is_initiator() {
                     for v in &info.vips {
-                        if ip(&[
-                            "addr",
-                            "replace",
-                            &host_prefix(*v),
-                            "dev",
-                            &self.tun,
-                            "nodad",
-                        ][..if v.is_ipv4() { 5 } else { 6 }])
-                        {
-                            e.vips.push(*v);
-                        }
+                        // Queued for the helper thread (a failure is logged there).
+                        ip_later(
+                            &self.ip_tx,
+                            &[
+                                "addr",
+                                "replace",
+                                &host_prefix(*v),
+                                "dev",
+                                &self.tun,
+                                "nodad",
+                            ][..if v.is_ipv4() { 5 } else { 6 }],
+                        );
+                        e.vips.push(*v);
                     }
                 } else {
                     e.peer_vips.clone_from(&info.vips);
@@ -1083,6 +1260,8 @@ impl IkeThread {
         let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
         if c.mode == Mode::Tunnel {
             for p in &remote_ts {
+                // A rekeyed child's successor needs no new route: the route is the same.
+                let have = e.children.iter().any(|c| c.routes.contains(p));
                 let dst = p.to_string();
                 let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
                 // Traffic into the tunnel leaves from our virtual IP of its family.
@@ -1093,9 +1272,10 @@ impl IkeThread {
                 if let Some(s) = &src {
                     args.extend(["src", s.as_str()]);
                 }
-                if ip(&args) {
-                    routes.push(*p);
+                if !have {
+                    ip_later(&self.ip_tx, &args);
                 }
+                routes.push(*p);
             }
         }
         let status = IkeChildStatus {
@@ -1173,7 +1353,10 @@ impl IkeThread {
 
     fn uninstall(&self, c: Installed) {
         for p in &c.routes {
-            ip(&["route", "del", &p.to_string(), "dev", &self.tun]);
+            ip_later(
+                &self.ip_tx,
+                &["route", "del", &p.to_string(), "dev", &self.tun],
+            );
         }
         match self.engine.remove_sa(&c.status.sa) {
             Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
@@ -1188,12 +1371,17 @@ impl IkeThread {
             self.uninstall(c);
         }
         for v in std::mem::take(&mut self.sas[i].vips) {
-            ip(&["addr", "del", &host_prefix(v), "dev", &self.tun]);
+            ip_later(
+                &self.ip_tx,
+                &["addr", "del", &host_prefix(v), "dev", &self.tun],
+            );
         }
     }
 
-    fn publish(&self) {
-        let now = Instant::now();
+    /// Rebuilds the IKE SA list that `status` shows.
+    fn publish(&mut self, now: Instant) {
+        self.dirty = false;
+        self.published = now;
         let list = self
             .sas
             .iter()
@@ -1248,11 +1436,18 @@ impl IkeThread {
             })
             .collect();
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
+        self.publish_stats();
+    }
+
+    /// Copies the counters that `status` shows (a few integers).
+    fn publish_stats(&self) {
         let mut st = self
             .cookie_stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        st.half_open = self.half_open();
+        st.half_open = self.limiter.half_open();
+        st.half_open_sources = self.limiter.sources();
+        st.limits = self.limiter.stats();
         st.cookies = self
             .cookies
             .as_ref()
@@ -1264,6 +1459,20 @@ impl IkeThread {
 /// `a/32` or `a/128`.
 fn host_prefix(a: IpAddr) -> String {
     format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+}
+
+/// Queues `ip ARGS` for the helper thread, which runs them in order (waits only if
+/// [`IP_QUEUE`] invocations are already waiting).
+fn ip_later(tx: &Sender<Vec<String>>, args: &[&str]) {
+    if tx
+        .send(args.iter().map(|a| (*a).to_owned()).collect())
+        .is_err()
+    {
+        log(format_args!(
+            "ip {}: the helper thread is gone",
+            args.join(" ")
+        ));
+    }
 }
 
 /// Runs `ip ARGS`; logs and returns false on failure.

@@ -201,6 +201,8 @@ fn ike_sas(st: &Value, out: &mut String) {
 ///
 /// ```text
 /// IKE: 0 half-open, cookies from 30 half-open: 1 sent, 1 accepted, 0 rejected
+/// IKE_SA_INIT limits: 1024 half-open, 5 per source, 10/s (burst 20) per source; dropped: 0 half-open, 3 blocked, 9 rate (0 evictions)
+/// IKE input dropped: 0 queue full (port 500), 0 queue full (port 4500), 0 oversize
 /// ```
 fn ike_counters(st: &Value, out: &mut String) {
     let Some(ike) = st.get("ike") else {
@@ -214,6 +216,35 @@ fn ike_counters(st: &Value, out: &mut String) {
         n(ike, "cookies_sent"),
         n(ike, "cookies_accepted"),
         n(ike, "cookies_rejected"),
+    );
+    if ike.get("max_half_open").is_none() {
+        return;
+    }
+    let per_source = match ike.get("block_threshold").and_then(Value::as_u64) {
+        Some(0) => "no limit per source".to_owned(),
+        Some(b) => format!("{b} per source"),
+        None => "-".to_owned(),
+    };
+    let rate = match ike.get("init_rate").and_then(Value::as_u64) {
+        Some(0) => "no rate limit".to_owned(),
+        Some(r) => format!("{r}/s (burst {}) per source", n(ike, "init_burst")),
+        None => "-".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "IKE_SA_INIT limits: {} half-open, {per_source}, {rate}; dropped: {} half-open, {} blocked, {} rate ({} evictions)",
+        n(ike, "max_half_open"),
+        n(ike, "dropped_half_open"),
+        n(ike, "dropped_blocked"),
+        n(ike, "dropped_rate"),
+        n(ike, "rate_evictions"),
+    );
+    let _ = writeln!(
+        out,
+        "IKE input dropped: {} queue full (port 500), {} queue full (port 4500), {} oversize",
+        n(ike, "queue_dropped_500"),
+        n(ike, "queue_dropped_4500"),
+        n(ike, "oversize"),
     );
 }
 
@@ -455,6 +486,33 @@ outside SAs: malformed 2
             text.starts_with(
                 "IKE: 2 half-open, cookies from 0 half-open: 3 sent, 1 accepted, 1 rejected\n"
             ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn ike_limit_lines() {
+        let st = serde_json::json!({"ike": {"half_open": 5, "cookie_threshold": 30,
+            "cookies_sent": 0, "cookies_accepted": 0, "cookies_rejected": 0,
+            "half_open_sources": 1, "max_half_open": 1024, "block_threshold": 5,
+            "init_rate": 10, "init_burst": 20, "dropped_half_open": 0, "dropped_blocked": 3,
+            "dropped_rate": 9, "rate_evictions": 0, "queue_dropped_500": 1,
+            "queue_dropped_4500": 2, "oversize": 4}});
+        let text = status(&st);
+        assert!(
+            text.contains(
+                "IKE_SA_INIT limits: 1024 half-open, 5 per source, 10/s (burst 20) per source; \
+                 dropped: 0 half-open, 3 blocked, 9 rate (0 evictions)\n\
+                 IKE input dropped: 1 queue full (port 500), 2 queue full (port 4500), 4 oversize\n"
+            ),
+            "{text}"
+        );
+        let mut off = st.clone();
+        off["ike"]["block_threshold"] = 0.into();
+        off["ike"]["init_rate"] = 0.into();
+        let text = status(&off);
+        assert!(
+            text.contains("1024 half-open, no limit per source, no rate limit;"),
             "{text}"
         );
     }

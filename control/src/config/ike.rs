@@ -20,6 +20,7 @@ use crate::dataplane::aead::Cipher;
 use crate::dataplane::engine::EngineConfig;
 use crate::ike::config::ts_prefix;
 use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
+use crate::ike::limits::InitLimits;
 use crate::ike::{
     AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
     IkeConfig, IkeProposal, Lifetimes, Mode, Prf, RetransmitConfig,
@@ -36,6 +37,9 @@ pub struct IkeSettings {
     pub cookie_threshold: usize,
     /// Whether the file has `[secrets.*]` (used by a connection or not).
     pub has_secrets: bool,
+    /// `[ike] init_limit_half_open`, `block_threshold`, `init_rate`, `init_burst`: limits
+    /// on new responder IKE SAs in all and per source address.
+    pub limits: InitLimits,
 }
 
 impl Default for IkeSettings {
@@ -44,6 +48,7 @@ impl Default for IkeSettings {
             connections: Vec::new(),
             cookie_threshold: crate::ike::cookie::DEFAULT_THRESHOLD,
             has_secrets: false,
+            limits: InitLimits::default(),
         }
     }
 }
@@ -54,6 +59,10 @@ impl Default for IkeSettings {
 pub(super) struct RawIkeDaemon {
     cookie_threshold: Option<S<i64>>,
     fragment_size: Option<S<i64>>,
+    init_limit_half_open: Option<S<i64>>,
+    block_threshold: Option<S<i64>>,
+    init_rate: Option<S<i64>>,
+    init_burst: Option<S<i64>>,
 }
 
 /// One `[connections.NAME]`: what the IKE thread needs to initiate or answer it.
@@ -378,6 +387,19 @@ impl Cx<'_> {
     ) -> Result<(), ConfigError> {
         if let Some(t) = &d.cookie_threshold {
             out.cookie_threshold = self.int(t, "ike.cookie_threshold", 0, 1_000_000)? as usize;
+        }
+        let l = &mut out.limits;
+        if let Some(t) = &d.init_limit_half_open {
+            l.max_half_open = self.int(t, "ike.init_limit_half_open", 1, 1_000_000)? as usize;
+        }
+        if let Some(t) = &d.block_threshold {
+            l.block_threshold = self.int(t, "ike.block_threshold", 0, 1_000_000)? as usize;
+        }
+        if let Some(t) = &d.init_rate {
+            l.init_rate = self.int(t, "ike.init_rate", 0, 1_000_000)? as u32;
+        }
+        if let Some(t) = &d.init_burst {
+            l.init_burst = self.int(t, "ike.init_burst", 1, 1_000_000)? as u32;
         }
         Ok(())
     }
@@ -1032,6 +1054,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("cookie_treshold"), "{e}");
+    }
+
+    #[test]
+    fn init_limits() {
+        let base = "[connections.c]\nremote_addrs = [\"192.0.2.1\"]\n\
+             [connections.c.local]\nid = \"a\"\n[connections.c.children.n]\n\
+             [secrets.s]\nid = [\"a\"]\nsecret = \"0123456789abcdef\"\n";
+        let cfg = crate::config::parse("t.toml", base).unwrap();
+        assert_eq!(cfg.ike.limits, InitLimits::default());
+        assert_eq!(cfg.ike.limits.block_threshold, 5);
+        let cfg = crate::config::parse(
+            "t.toml",
+            &format!(
+                "[ike]\nblock_threshold = 2\ninit_rate = 0\ninit_burst = 3\n\
+                 init_limit_half_open = 64\n{base}"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.ike.limits,
+            InitLimits {
+                max_half_open: 64,
+                block_threshold: 2,
+                init_rate: 0,
+                init_burst: 3
+            }
+        );
+        let e = crate::config::parse("t.toml", &format!("[ike]\ninit_burst = 0\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:2: ike.init_burst"), "{e}");
+        let e = crate::config::parse("t.toml", &format!("[ike]\nblock_threshold = -1\n{base}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:2: ike.block_threshold"), "{e}");
     }
 
     #[test]

@@ -46,6 +46,13 @@ pub struct Limits {
     pub max_bytes: usize,
 }
 
+/// The limits while a responder IKE SA is half-open (the peer not yet authenticated): an
+/// IKE_AUTH request with PSK is well under 1 kB; 16 kB leave room for certificates.
+pub const HALF_OPEN_LIMITS: Limits = Limits {
+    max_fragments: 16,
+    max_bytes: 16 * 1024,
+};
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

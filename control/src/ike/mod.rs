@@ -7,6 +7,8 @@
 //! * [`config`]: the configuration one IKE SA is built from.
 //! * [`cookie`]: responder COOKIEs (RFC 7296 section 2.6) and the decision to demand them.
 //! * [`fragment`]: IKE fragmentation (RFC 7383): message size budget and reassembly.
+//! * [`limits`]: limits on new responder SAs: half-open SAs in all and per source, and
+//!   an IKE_SA_INIT rate per source.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
 //!   `sa/established.rs`).
@@ -18,6 +20,7 @@ pub mod config;
 pub mod cookie;
 pub mod crypto;
 pub mod fragment;
+pub mod limits;
 pub mod proposal;
 pub mod sa;
 pub mod sample;

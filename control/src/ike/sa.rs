@@ -29,7 +29,7 @@ use super::crypto::{
     ChildKeys, CryptoError, IkeKeys, KeyExchange, Prf, Secret, SkCrypter, psk_auth, rekey_skeyseed,
     signed_octets, skeyseed, verify_psk_auth,
 };
-use super::fragment::{Outcome, Reassembler, max_message_len};
+use super::fragment::{HALF_OPEN_LIMITS, Outcome, Reassembler, max_message_len};
 use super::proposal::{
     IkeChoice, check_esp_response, check_ike_response, esp_response_payload, esp_sa_payload,
     ike_response_payload, ike_sa_payload, is_subset, narrow, select_esp, select_ike,
@@ -1946,6 +1946,10 @@ impl AwaitInit {
         core.nat = detect_nat(msg, ctx.local, ctx.remote);
         core.nat.local_behind_nat |= ctx.cfg.force_encap;
         core.negotiate_extensions(&ctx.cfg, msg, ctx.remote);
+        // Half-open, the SA holds little: the request and response (the request no longer
+        // than the daemon accepts, `ikectl::MAX_MESSAGE`) and at most a small IKE_AUTH
+        // being reassembled; the full limits apply once the peer is authenticated.
+        core.reasm = Reassembler::new(HALF_OPEN_LIMITS);
         ctx.send(response);
         ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
         Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
@@ -2081,6 +2085,7 @@ impl AwaitAuth {
                 reason,
             }),
         }
+        core.reasm = Reassembler::default();
         let ch = Channel {
             core,
             peer_next: 2,

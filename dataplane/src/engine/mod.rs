@@ -380,6 +380,12 @@ impl Engine {
         control::demote_sa(&self.shared, name)
     }
 
+    /// IKE messages dropped because the channel to the control thread was full (or never
+    /// taken): `ike_unclaimed` in the status, without building the whole status.
+    pub fn ike_unclaimed(&self) -> u64 {
+        self.shared.counters.ike_unclaimed.load(Ordering::Relaxed)
+    }
+
     /// Takes the receiving end of the IKE messages that arrive on the outer sockets (port
     /// 4500, behind the non-ESP marker). Only the first call gets it.
     pub fn take_ike_receiver(&self) -> Option<crossbeam_channel::Receiver<IkeDatagram>> {
