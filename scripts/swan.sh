@@ -34,6 +34,8 @@ charon {
   filelog {
     swan {
       path = $dir/charon.log
+      # Tests poll this log for events: every line reaches the file at once.
+      flush_line = yes
       default = 1
       ike = 2
       time_format = %T
@@ -55,7 +57,7 @@ EOF
     "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF=$dir/strongswan.conf exec /usr/lib/ipsec/charon" \
     >"$dir/stdout" 2>&1 &
   echo $! >"$dir/charon.pid"
-  for _ in $(seq 50); do
+  for _ in $(seq 300); do # up to 30 s on a loaded machine
     [ -S "$dir/charon.vici" ] && exit 0
     sleep 0.1
   done

@@ -1,12 +1,19 @@
 //! The packet engine end to end: two engines in two network namespaces joined by two links
 //! (one through a middle router that can blackhole it silently), real TUN devices, real
-//! sockets, real kernel traffic. Needs root; see `mifsec_tests::root_or_skip`.
+//! sockets, real kernel traffic. Needs root; see `mifsec_tests::require_root`.
 
 use std::time::Duration;
 
 use mifsec_dataplane::aead::Cipher;
 use mifsec_dataplane::sa_table::{Policy, Role};
-use mifsec_tests::{Lab, Side, lab_config, ping, root_or_skip, udp_stream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use mifsec_tests::{
+    Lab, QueueDrops, Side, WAIT, lab_config, ping, require_root, udp_stream, udp_stream_with,
+    wait_paths_up, wait_until,
+};
 
 fn up(
     policy: Policy,
@@ -29,10 +36,9 @@ fn up(
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn tunnel_up_and_ping() {
-    if !root_or_skip("tunnel_up_and_ping") {
-        return;
-    }
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 5);
     assert!(ok, "ping through the tunnel failed:\n{out}");
@@ -46,8 +52,8 @@ fn tunnel_up_and_ping() {
         cs.drops,
         gs.drops
     );
-    // Failover: data went on p1 only; p2 carried probes.
-    std::thread::sleep(Duration::from_millis(300));
+    // Failover: data went on p1 only; p2 carried probes, and both answer them.
+    wait_paths_up(&cl);
     let c = cl.status();
     let p = &c.sas[0].paths;
     assert_eq!(
@@ -59,14 +65,14 @@ fn tunnel_up_and_ping() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn soft_handover_loses_nothing() {
-    if !root_or_skip("soft_handover_loses_nothing") {
-        return;
-    }
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_paths_up(&cl);
     let cl = std::sync::Arc::new(cl);
     let c2 = std::sync::Arc::clone(&cl);
+    let q0 = QueueDrops::read(&lab);
     let report = udp_stream(
         &lab.cl,
         &lab.gw,
@@ -78,7 +84,12 @@ fn soft_handover_loses_nothing() {
             c2.handover("tunnel", "p2", false).unwrap();
         },
     );
-    assert_eq!(report.received, report.sent, "{report:?}");
+    // Nothing lost in the tunnel: a datagram may only be missing if a kernel dropped it from
+    // a full queue before the engine could read it (a loaded machine, not a lost packet).
+    let queued = QueueDrops::read(&lab).since(&q0);
+    eprintln!("soft handover: {report:?}, {queued} dropped from full kernel queues");
+    assert!(report.lost() <= queued, "{report:?}, {queued} queue drops");
+    assert_eq!(report.duplicates, 0, "{report:?}");
     let s = cl.status();
     let p = &s.sas[0].paths;
     assert_eq!(
@@ -92,42 +103,61 @@ fn soft_handover_loses_nothing() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn silent_failure_of_the_active_path_recovers() {
-    if !root_or_skip("silent_failure_of_the_active_path_recovers") {
-        return;
-    }
+    require_root();
     let (lab, cl, _gw) = up(Policy::Failover, Role::Standby);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_paths_up(&cl);
     let lab = std::sync::Arc::new(lab);
     let l2 = std::sync::Arc::clone(&lab);
+    let q0 = QueueDrops::read(&lab);
     let report = udp_stream(
         &lab.cl,
         &lab.gw,
         "10.2.0.1:5002".parse().unwrap(),
         1000,
-        4.0,
+        5.0,
         1.0,
         move || l2.blackhole_link1(),
     );
-    eprintln!("silent failure: {report:?}");
-    assert!(
-        report.received + 1000 > report.sent,
-        "did not recover: {report:?}"
-    );
-    assert!(report.longest_gap_ms < 1000.0, "gap {report:?}");
+    // How fast it recovers (the longest gap) is a figure of scripts/bench-e2e.sh (failover);
+    // here: p1 is declared down, and what was lost is one run (what went into the
+    // blackhole), after which every datagram arrived: the stream went on over p2 to its end.
+    // Other losses only as many as the kernels dropped from full queues (a loaded machine).
+    let queued = QueueDrops::read(&lab).since(&q0);
+    eprintln!("silent failure: {report:?}, {queued} dropped from full kernel queues");
     let s = cl.status();
     let p1 = s.sas[0].paths.iter().find(|p| p.name == "p1").unwrap();
     assert_eq!(p1.state, "down");
+    assert!(
+        report.lost_outside_longest_run() <= queued,
+        "{report:?}, {queued} queue drops"
+    );
+    assert!(
+        report
+            .longest_lost_run()
+            .is_none_or(|(_, last)| last + 1 < report.sent),
+        "did not recover before the stream ended: {report:?}"
+    );
+    assert_eq!(report.duplicates, 0, "{report:?}");
 }
 
 /// Sends `bytes` of deterministic data over TCP from the client to the gateway through the
-/// tunnel; returns the SHA-256 the receiver computed and the one the sender computed.
-fn tcp_transfer(lab: &Lab, bytes: u64, port: u16) -> ([u8; 32], [u8; 32], f64) {
+/// tunnel, in 64 KiB writes with `between_writes` called before each; returns the SHA-256
+/// the receiver computed and the one the sender computed, and the seconds it took.
+fn tcp_transfer(
+    lab: &Lab,
+    bytes: u64,
+    port: u16,
+    mut between_writes: impl FnMut() + Send + 'static,
+) -> ([u8; 32], [u8; 32], f64) {
     use std::io::{Read, Write};
     let gw = lab.gw.clone();
+    let (listening_tx, listening) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
         mifsec_tests::enter(&gw);
         let l = std::net::TcpListener::bind(("10.2.0.1", port)).unwrap();
+        let _ = listening_tx.send(());
         let (mut s, _) = l.accept().unwrap();
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
         let mut buf = vec![0u8; 1 << 16];
@@ -140,7 +170,9 @@ fn tcp_transfer(lab: &Lab, bytes: u64, port: u16) -> ([u8; 32], [u8; 32], f64) {
         }
         <[u8; 32]>::try_from(ctx.finish().as_ref()).unwrap()
     });
-    std::thread::sleep(Duration::from_millis(200));
+    listening
+        .recv_timeout(WAIT)
+        .expect("the transfer's receiver did not listen");
     let cl = lab.cl.clone();
     let client = std::thread::spawn(move || {
         mifsec_tests::enter(&cl);
@@ -158,6 +190,7 @@ fn tcp_transfer(lab: &Lab, bytes: u64, port: u16) -> ([u8; 32], [u8; 32], f64) {
                 chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
             }
             let n = block.len().min((bytes - sent) as usize);
+            between_writes();
             s.write_all(&block[..n]).unwrap();
             ctx.update(&block[..n]);
             sent += n as u64;
@@ -185,14 +218,16 @@ fn assert_clean(who: &str, s: &mifsec_dataplane::engine::EngineStatus) {
     }
 }
 
-/// Swaps both engines' tables well over 1000 times per second while traffic flows.
+/// Swaps `engine`'s table (policy pinned, failover, pinned, ...) until `stop`, counting the
+/// swaps in `count`; returns how many it made.
 fn swap_storm(
-    engine: std::sync::Arc<mifsec_dataplane::engine::Engine>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    engine: Arc<mifsec_dataplane::engine::Engine>,
+    stop: Arc<AtomicBool>,
+    count: Arc<AtomicU64>,
 ) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
         let mut n = 0u64;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        while !stop.load(Ordering::Relaxed) {
             let p = if n % 2 == 0 {
                 Policy::Pinned
             } else {
@@ -200,26 +235,51 @@ fn swap_storm(
             };
             engine.set_policy("tunnel", p).unwrap();
             n += 1;
+            count.store(n, Ordering::Release);
+            // Pacing: leave the workers some CPU between swaps (the waits below ask for at
+            // least one swap per event, not for a rate).
             std::thread::sleep(Duration::from_micros(300));
         }
         n
     })
 }
 
-#[test]
-fn one_gib_is_intact_through_table_swaps() {
-    if !root_or_skip("one_gib_is_intact_through_table_swaps") {
-        return;
+/// Waits until every counter has moved past the value it had at the previous call: at least
+/// one table swap on each engine between two calls. Fails after [`WAIT`] without one.
+fn next_swaps(counts: [Arc<AtomicU64>; 2]) -> impl FnMut() + Send + 'static {
+    let mut seen = [0u64; 2];
+    move || {
+        let deadline = Instant::now() + WAIT;
+        for (c, s) in counts.iter().zip(&mut seen) {
+            loop {
+                let now = c.load(Ordering::Acquire);
+                if now > *s {
+                    *s = now;
+                    break;
+                }
+                assert!(Instant::now() < deadline, "no table swap for {WAIT:?}");
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
     }
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn one_gib_is_intact_through_table_swaps() {
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
-    let (cl, gw) = (std::sync::Arc::new(cl), std::sync::Arc::new(gw));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (cl, gw) = (Arc::new(cl), Arc::new(gw));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let storms = [
-        swap_storm(cl.clone(), stop.clone()),
-        swap_storm(gw.clone(), stop.clone()),
+        swap_storm(cl.clone(), stop.clone(), counts[0].clone()),
+        swap_storm(gw.clone(), stop.clone(), counts[1].clone()),
     ];
-    let (received, sent, secs) = tcp_transfer(&lab, 1 << 30, 5003);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // At least one swap on each side between any two of the 16,384 writes of 64 KiB: the
+    // tables change all through the transfer, however fast or slow the machine is.
+    let (received, sent, secs) = tcp_transfer(&lab, 1 << 30, 5003, next_swaps(counts));
+    stop.store(true, Ordering::Relaxed);
     let swaps: Vec<u64> = storms.into_iter().map(|t| t.join().unwrap()).collect();
     eprintln!(
         "1 GiB in {secs:.1} s ({:.0} Mbit/s), {swaps:?} swaps",
@@ -227,26 +287,29 @@ fn one_gib_is_intact_through_table_swaps() {
     );
     assert_eq!(received, sent, "the data arrived altered");
     for s in &swaps {
-        assert!(*s as f64 / secs >= 1000.0, "only {s} swaps in {secs:.1} s");
+        assert!(*s >= (1 << 30) / (1 << 16), "only {s} swaps");
     }
     assert_clean("client", &cl.status());
     assert_clean("gateway", &gw.status());
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn udp_stream_loses_nothing_through_table_swaps() {
-    if !root_or_skip("udp_stream_loses_nothing_through_table_swaps") {
-        return;
-    }
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
-    std::thread::sleep(Duration::from_millis(300));
-    let (cl, gw) = (std::sync::Arc::new(cl), std::sync::Arc::new(gw));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    wait_paths_up(&cl);
+    let (cl, gw) = (Arc::new(cl), Arc::new(gw));
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = [Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0))];
     let storms = [
-        swap_storm(cl.clone(), stop.clone()),
-        swap_storm(gw.clone(), stop.clone()),
+        swap_storm(cl.clone(), stop.clone(), counts[0].clone()),
+        swap_storm(gw.clone(), stop.clone(), counts[1].clone()),
     ];
-    let report = udp_stream(
+    // At least one swap on each side between any ten consecutive datagrams of the 30,000.
+    let mut swapped = next_swaps(counts);
+    let q0 = QueueDrops::read(&lab);
+    let report = udp_stream_with(
         &lab.cl,
         &lab.gw,
         "10.2.0.1:5004".parse().unwrap(),
@@ -254,25 +317,28 @@ fn udp_stream_loses_nothing_through_table_swaps() {
         3.0,
         10.0,
         || {},
+        move |k| {
+            if k % 10 == 0 {
+                swapped();
+            }
+        },
     );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let swaps: Vec<u64> = storms.into_iter().map(|t| t.join().unwrap()).collect();
-    eprintln!("udp through swaps: {report:?}, {swaps:?} swaps");
-    assert_eq!(
-        (report.received, report.duplicates),
-        (report.sent, 0),
-        "{report:?}"
-    );
-    assert!(swaps.iter().all(|&s| s >= 3000), "{swaps:?}");
+    // Nothing lost in the tunnel (at most what the kernels dropped from full queues).
+    let queued = QueueDrops::read(&lab).since(&q0);
+    eprintln!("udp through swaps: {report:?}, {swaps:?} swaps, {queued} queue drops");
+    assert!(report.lost() <= queued, "{report:?}, {queued} queue drops");
+    assert_eq!(report.duplicates, 0, "{report:?}");
+    assert!(swaps.iter().all(|&s| s >= report.sent / 10), "{swaps:?}");
     assert_clean("client", &cl.status());
     assert_clean("gateway", &gw.status());
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives() {
-    if !root_or_skip("bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives") {
-        return;
-    }
+    require_root();
     let (lab, _cl, gw) = up(Policy::Failover, Role::Standby);
     let ike = gw
         .take_ike_receiver()
@@ -327,7 +393,17 @@ fn bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives() {
     in_ns_send(&cl_ns, move |s| {
         s.send_to(&replay, "198.18.2.1:4500").unwrap();
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Every datagram sent above has been counted (then the counts must be exact).
+    wait_until(WAIT, "the gateway to count every bad packet", || {
+        let g = gw.status();
+        let d = &g.sas[0].drops;
+        d.get("truncated") >= Some(&2)
+            && d.get("integrity") >= Some(&1)
+            && d.get("replayed") >= Some(&1)
+            && g.drops["unknown_spi"] >= 1
+            && g.drops["keepalives_rx"] >= 1
+            && g.drops["malformed"] >= 1
+    });
     let g = gw.status();
     let d = &g.sas[0].drops;
     assert_eq!(d.get("truncated"), Some(&2), "{d:?}");
@@ -337,7 +413,7 @@ fn bad_packets_at_the_outer_socket_are_counted_and_the_tunnel_survives() {
     assert_eq!(g.drops["keepalives_rx"], 1, "{:?}", g.drops);
     assert_eq!(g.drops["ike_unclaimed"], 0, "{:?}", g.drops);
     let msg = ike
-        .try_recv()
+        .recv_timeout(WAIT)
         .expect("the IKE message reached the control side");
     assert_eq!(
         (msg.interface.as_str(), msg.bytes.as_slice()),
@@ -363,10 +439,9 @@ fn in_ns_send(ns: &str, f: impl FnOnce(&std::net::UdpSocket) + Send + 'static) {
 /// An independent implementation reads our wire format: tshark decrypts the captured ESP
 /// with the keys the engine exports in Wireshark's esp_sa format.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn tshark_decrypts_the_captured_esp() {
-    if !root_or_skip("tshark_decrypts_the_captured_esp") {
-        return;
-    }
+    require_root();
     for tool in ["tcpdump", "tshark"] {
         assert!(
             std::process::Command::new("which")
@@ -384,67 +459,96 @@ fn tshark_decrypts_the_captured_esp() {
         ])
         .arg(&cap)
         .args(["udp", "port", "4500"])
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    // tcpdump says "listening on veth-g1" once it captures; its stderr is read to the end
+    // on a thread, so that it never blocks on a full pipe.
+    let (listening_tx, listening) = std::sync::mpsc::channel();
+    let stderr = dump.stderr.take().unwrap();
+    let dump_err = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening on") {
+                let _ = listening_tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    if listening.recv_timeout(WAIT).is_err() {
+        let _ = dump.kill();
+        let _ = dump.wait();
+        panic!("tcpdump did not start: {}", dump_err.join().unwrap());
+    }
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
     assert!(ok, "{out}");
-    std::thread::sleep(Duration::from_millis(300));
+    let keys = cl.wireshark_keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    // tcpdump -U writes every packet as it captures it: read the capture until tshark finds
+    // the decrypted echo request and reply in it.
+    let decrypted = || {
+        let mut cmd = std::process::Command::new("tshark");
+        cmd.arg("-r")
+            .arg(&cap)
+            .args(["-o", "esp.enable_encryption_decode:TRUE"]);
+        for k in &keys {
+            cmd.args(["-o", &format!("uat:esp_sa:{k}")]);
+        }
+        let out = cmd
+            .args([
+                "-Y",
+                "icmp",
+                "-T",
+                "fields",
+                "-e",
+                "ip.src",
+                "-e",
+                "ip.dst",
+                "-e",
+                "icmp.type",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // Outer addresses first, then the decrypted inner ones: echo requests and replies.
+        let request = text.lines().any(|l| {
+            l.contains("10.1.0.1") && l.contains("10.2.0.1") && l.trim_end().ends_with('8')
+        });
+        let reply = text.lines().any(|l| {
+            l.contains("10.2.0.1") && l.contains("10.1.0.1") && l.trim_end().ends_with('0')
+        });
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success() && request && reply, text, err)
+    };
+    let deadline = Instant::now() + WAIT;
+    let (found, text, err) = loop {
+        let (found, text, err) = decrypted();
+        if found || Instant::now() > deadline {
+            break (found, text, err);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     // SAFETY: kill(2) on our own child's pid; SIGINT makes tcpdump flush and exit.
     unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
     let _ = dump.wait();
-    let keys = cl.wireshark_keys();
-    assert_eq!(keys.len(), 2, "{keys:?}");
-    let mut cmd = std::process::Command::new("tshark");
-    cmd.arg("-r")
-        .arg(&cap)
-        .args(["-o", "esp.enable_encryption_decode:TRUE"]);
-    for k in &keys {
-        cmd.args(["-o", &format!("uat:esp_sa:{k}")]);
-    }
-    let out = cmd
-        .args([
-            "-Y",
-            "icmp",
-            "-T",
-            "fields",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "icmp.type",
-        ])
-        .output()
-        .unwrap();
+    let _ = dump_err.join();
     let _ = std::fs::remove_file(&cap);
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // Outer addresses first, then the decrypted inner ones: echo requests and replies.
-    assert!(
-        text.lines().any(|l| l.contains("10.1.0.1")
-            && l.contains("10.2.0.1")
-            && l.trim_end().ends_with('8')),
-        "no decrypted echo request in:\n{text}"
-    );
-    assert!(
-        text.lines().any(|l| l.contains("10.2.0.1")
-            && l.contains("10.1.0.1")
-            && l.trim_end().ends_with('0')),
-        "no decrypted echo reply in:\n{text}"
+        found,
+        "no decrypted echo request and reply in:\n{text}\ntshark: {err}"
     );
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table() {
-    if !root_or_skip("hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table") {
-        return;
-    }
+    require_root();
     // Probes off: the only thing that can move traffic is the handover itself.
     let lab = Lab::new([None, None]);
     let cfg = |side| {
@@ -461,7 +565,13 @@ fn hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table() {
     let cl = std::sync::Arc::new(lab.start(&lab.cl.clone(), cfg(Side::Client)));
     let lab = std::sync::Arc::new(lab);
     let (l2, c2) = (lab.clone(), cl.clone());
-    let report = udp_stream(
+    // The number of the datagram the sender is at, and the one it was at once the handover
+    // had returned.
+    let at = Arc::new(AtomicU64::new(0));
+    let after_handover = Arc::new(AtomicU64::new(u64::MAX));
+    let (at2, after2) = (at.clone(), after_handover.clone());
+    let q0 = QueueDrops::read(&lab);
+    let report = udp_stream_with(
         &lab.cl,
         &lab.gw,
         "10.2.0.1:5005".parse().unwrap(),
@@ -470,28 +580,44 @@ fn hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table() {
         1.0,
         move || {
             l2.blackhole_link1();
+            // Lets some datagrams go into the blackhole first.
             std::thread::sleep(Duration::from_millis(50));
             c2.handover("tunnel", "p2", true).unwrap();
+            after2.store(at2.load(Ordering::SeqCst), Ordering::SeqCst);
         },
+        move |k| at.store(k, Ordering::SeqCst),
     );
-    eprintln!("hard handover: {report:?}");
-    // About 50 ms were sent into the blackhole; everything after the swap arrives.
-    assert!(report.sent - report.received <= 80, "{report:?}");
-    assert!(report.longest_gap_ms < 150.0, "{report:?}");
+    let queued = QueueDrops::read(&lab).since(&q0);
+    eprintln!("hard handover: {report:?}, {queued} dropped from full kernel queues");
+    // Whatever went into the blackhole is lost, as one run; every datagram sent after the
+    // handover returned arrives. A worker that loaded the table just before the swap may
+    // still read one TUN budget (32 packets) with it: two workers, 64 datagrams at most.
+    // Other losses only as many as the kernels dropped from full queues (a loaded machine).
+    // The length of the gap is a figure, not a test.
+    let after = after_handover.load(Ordering::SeqCst);
+    assert!(after < report.sent, "the handover did not run: {report:?}");
+    assert!(
+        report.lost_outside_longest_run() <= queued,
+        "{report:?}, {queued} queue drops"
+    );
+    assert!(
+        report.lost_from(after + 65) <= queued,
+        "datagrams sent after the handover (from {after} on) were lost: {report:?}"
+    );
     let s = cl.status();
     assert_eq!(s.sas[0].paths[0].name, "p2");
     drop(gw);
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn interfaces_come_and_go_without_touching_the_others() {
-    if !root_or_skip("interfaces_come_and_go_without_touching_the_others") {
-        return;
-    }
+    require_root();
     let (lab, cl, _gw) = up(Policy::Failover, Role::Standby);
-    std::thread::sleep(Duration::from_millis(300));
+    wait_paths_up(&cl);
     let cl = std::sync::Arc::new(cl);
     let c2 = cl.clone();
+    let q0 = QueueDrops::read(&lab);
     let report = udp_stream(
         &lab.cl,
         &lab.gw,
@@ -503,9 +629,11 @@ fn interfaces_come_and_go_without_touching_the_others() {
             c2.remove_interface("link1").unwrap();
         },
     );
-    eprintln!("remove-interface under traffic: {report:?}");
-    // Nothing in flight is lost: the next train simply takes p2.
-    assert!(report.sent - report.received <= 5, "{report:?}");
+    let queued = QueueDrops::read(&lab).since(&q0);
+    eprintln!("remove-interface under traffic: {report:?}, {queued} queue drops");
+    // Nothing in flight is lost: the next train simply takes p2 (and at most what the
+    // kernels dropped from full queues on a loaded machine).
+    assert!(report.lost() <= 5 + queued, "{report:?}");
     let s = cl.status();
     assert_eq!(s.interfaces.len(), 1);
     assert_eq!(s.sas[0].paths[0].state, "no-socket");
@@ -522,7 +650,10 @@ fn interfaces_come_and_go_without_touching_the_others() {
         })
     })
     .unwrap();
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until(WAIT, "link1 back and p1 up", || {
+        let s = cl.status();
+        s.interfaces.len() == 2 && s.sas[0].paths[0].state == "up"
+    });
     let s = cl.status();
     assert_eq!(
         (s.interfaces.len(), s.sas[0].paths[0].state.as_str()),
@@ -540,10 +671,9 @@ fn interfaces_come_and_go_without_touching_the_others() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways() {
-    if !root_or_skip("sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways") {
-        return;
-    }
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 2);
     assert!(ok, "{out}");
@@ -565,7 +695,13 @@ fn sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways() {
     again.name = "tunnel-2".into();
     cl.install_sa(again.clone()).unwrap();
     assert!(cl.install_sa(again).is_err(), "same name twice");
-    std::thread::sleep(Duration::from_millis(200));
+    // The SA starts again at sequence number 1, and the gateway's unchanged SA has seen the
+    // old one's numbers: it drops the first packets as replays until the client's probes
+    // have moved past its replay top. That state, not a time, comes before the ping.
+    let top = gw.status().sas[0].replay_top;
+    wait_until(WAIT, "the new SA past the gateway's replay top", || {
+        cl.status().sas[0].out_seq > top
+    });
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
     assert!(ok, "{out}");
     // IKE both ways: the gateway's engine sends behind the non-ESP marker, the client's
@@ -587,10 +723,9 @@ fn sas_are_installed_and_removed_at_run_time_and_ike_goes_both_ways() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn without_probes_paths_stay_usable_and_the_peer_sees_no_dummies() {
-    if !root_or_skip("without_probes_paths_stay_usable_and_the_peer_sees_no_dummies") {
-        return;
-    }
+    require_root();
     let lab = Lab::new([None, None]);
     let cfg = |side| {
         let mut c = lab_config(side, Policy::Failover, Cipher::Aes256Gcm, Role::Standby);
@@ -599,6 +734,8 @@ fn without_probes_paths_stay_usable_and_the_peer_sees_no_dummies() {
     };
     let gw = lab.start(&lab.gw.clone(), cfg(Side::Gateway));
     let cl = lab.start(&lab.cl.clone(), cfg(Side::Client));
+    // Not a wait for a state: time passes (ten default probe intervals) so that probes, had
+    // any been sent, would be counted below.
     std::thread::sleep(Duration::from_millis(500));
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
     assert!(ok, "{out}");
@@ -615,10 +752,9 @@ fn without_probes_paths_stay_usable_and_the_peer_sees_no_dummies() {
 /// Aggregate spreads by measured capacity: links of 200 and 100 Mbit/s, weights configured
 /// 1:1 (wrong), one TCP flow; the weights must move towards the links' 2:1.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn aggregate_finds_the_capacity_split() {
-    if !root_or_skip("aggregate_finds_the_capacity_split") {
-        return;
-    }
+    require_root();
     let lab = Lab::new([Some(200), Some(100)]);
     let cfg = |side| {
         let mut c = lab_config(side, Policy::Aggregate, Cipher::Aes128Gcm, Role::Active);
@@ -629,8 +765,8 @@ fn aggregate_finds_the_capacity_split() {
     };
     let gw = lab.start(&lab.gw.clone(), cfg(Side::Gateway));
     let cl = lab.start(&lab.cl.clone(), cfg(Side::Client));
-    std::thread::sleep(Duration::from_millis(300));
-    let (received, sent, secs) = tcp_transfer(&lab, 200 << 20, 5007);
+    wait_paths_up(&cl);
+    let (received, sent, secs) = tcp_transfer(&lab, 200 << 20, 5007, || {});
     assert_eq!(received, sent);
     let s = cl.status();
     let w: Vec<(String, u32)> = s.sas[0]
@@ -649,19 +785,22 @@ fn aggregate_finds_the_capacity_split() {
         w1 > 1.3 * w2,
         "weights did not move towards the capacities: {w:?}"
     );
+    // Both links carried the flow. How much faster than one link it went is a figure of
+    // scripts/bench-e2e.sh (aggregate 200+100), not a test.
+    let tx: Vec<u64> = s.sas[0].paths.iter().map(|p| p.tx_bytes).collect();
+    let total: u64 = tx.iter().sum();
     assert!(
-        mbps > 200.0,
-        "no faster than the faster link alone: {mbps:.0} Mbit/s"
+        total >= 200 << 20 && tx.iter().all(|&b| b >= total / 10),
+        "the flow did not use both links: {tx:?}"
     );
 }
 
 /// A rekey's make-before-break in the engine: the successor pair takes outbound traffic at
 /// once, the demoted pair keeps its replay window and still accepts inbound packets.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound() {
-    if !root_or_skip("a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound") {
-        return;
-    }
+    require_root();
     let (lab, cl, gw) = up(Policy::Failover, Role::Standby);
     let (ok, out) = ping(&lab.cl, "10.2.0.1", 2);
     assert!(ok, "{out}");

@@ -9,11 +9,11 @@
 //!  inner:  10.1.0.1 (client TUN)                                     10.2.0.1 (gateway TUN)
 //! ```
 //!
-//! Tests that use it need root. Without root they fail on purpose, unless
-//! `MIFSEC_SKIP_ROOT_TESTS=1` is set, in which case they print a loud SKIPPED line and pass.
+//! Tests that use it need root. Without root they fail on purpose (see [`require_root`]);
+//! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -27,20 +27,51 @@ use mifsec_dataplane::sa_table::{Policy, Role};
 use mifsec_dataplane::tun::TunConfig;
 use zeroize::Zeroizing;
 
-/// True when the test may run; panics when not root unless `MIFSEC_SKIP_ROOT_TESTS=1`.
-pub fn root_or_skip(test: &str) -> bool {
+/// Panics unless the test runs as root: a root test never passes without doing its work.
+///
+/// Every test that calls this carries
+/// `#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]`.
+/// `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` builds the tests with `--cfg skip_root_tests`,
+/// so libtest reports them as ignored, never as passed.
+pub fn require_root() {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        return true;
+        return;
     }
     if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
-        let _ = io::stderr().write_all(line.as_bytes());
-        return false;
+        panic!(
+            "this test needs root (network namespaces, TUN). MIFSEC_SKIP_ROOT_TESTS=1 takes effect at build time: run \
+             `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` (it builds with RUSTFLAGS=\"--cfg \
+             skip_root_tests\"), and give the test \
+             #[cfg_attr(skip_root_tests, ignore = \"needs root (MIFSEC_SKIP_ROOT_TESTS=1)\")]."
+        );
     }
     panic!(
-        "{test} needs root (network namespaces, TUN). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
+        "this test needs root (network namespaces, TUN). Run it as root, or skip it with MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh."
     );
+}
+
+/// How long a test waits for a state before it fails: generous, since it only bounds a
+/// failure on a loaded machine; a passing test waits only as long as the state takes.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `cond` (every 10 ms) until it holds; panics naming `what` once `timeout` has passed.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until every path of `engine`'s first SA answers probes (state `up`).
+pub fn wait_paths_up(engine: &Engine) {
+    wait_until(WAIT, "every path of the first SA up", || {
+        engine.status().sas[0].paths.iter().all(|p| p.state == "up")
+    });
 }
 
 /// Runs `ip ARGS`, panicking with its stderr on failure.
@@ -370,6 +401,36 @@ pub struct StreamReport {
     pub duplicates: u64,
     /// Longest time without any datagram arriving after the first, in milliseconds.
     pub longest_gap_ms: f64,
+    /// The datagrams that never arrived, as runs of consecutive numbers (first, last).
+    pub lost_runs: Vec<(u64, u64)>,
+}
+
+impl StreamReport {
+    /// Datagrams that never arrived.
+    pub fn lost(&self) -> u64 {
+        self.lost_runs.iter().map(|(a, b)| b - a + 1).sum()
+    }
+
+    /// The longest run of lost datagrams (the first of equals).
+    pub fn longest_lost_run(&self) -> Option<(u64, u64)> {
+        self.lost_runs
+            .iter()
+            .copied()
+            .reduce(|l, r| if r.1 - r.0 > l.1 - l.0 { r } else { l })
+    }
+
+    /// Datagrams lost outside the longest run.
+    pub fn lost_outside_longest_run(&self) -> u64 {
+        self.lost() - self.longest_lost_run().map_or(0, |(a, b)| b - a + 1)
+    }
+
+    /// Datagrams numbered `from` or later that never arrived.
+    pub fn lost_from(&self, from: u64) -> u64 {
+        self.lost_runs
+            .iter()
+            .map(|&(a, b)| if b < from { 0 } else { b - a.max(from) + 1 })
+            .sum()
+    }
 }
 
 /// Sends `rate` datagrams per second for `secs` from namespace `from_ns` to `to` (inner
@@ -384,8 +445,25 @@ pub fn udp_stream(
     at: f64,
     during: impl FnOnce() + Send + 'static,
 ) -> StreamReport {
+    udp_stream_with(from_ns, to_ns, to, rate, secs, at, during, |_| {})
+}
+
+/// As [`udp_stream`], calling `before_send(k)` on the sender's thread before datagram `k`
+/// goes out: to interleave the stream with other events, or to note how far it has got.
+#[allow(clippy::too_many_arguments)]
+pub fn udp_stream_with(
+    from_ns: &str,
+    to_ns: &str,
+    to: SocketAddr,
+    rate: u64,
+    secs: f64,
+    at: f64,
+    during: impl FnOnce() + Send + 'static,
+    mut before_send: impl FnMut(u64) + Send + 'static,
+) -> StreamReport {
     let total = (rate as f64 * secs) as u64;
     let rx_ns = to_ns.to_owned();
+    let (bound_tx, bound) = std::sync::mpsc::channel();
     let receiver = std::thread::spawn(move || {
         enter(&rx_ns);
         let sock = UdpSocket::bind(to).expect("bind receiver");
@@ -404,6 +482,7 @@ pub fn udp_stream(
         };
         sock.set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
+        let _ = bound_tx.send(());
         let mut seen = vec![false; total as usize];
         let mut report = StreamReport::default();
         let mut last: Option<Instant> = None;
@@ -433,34 +512,60 @@ pub fn udp_stream(
                     }
                 }
                 _ => {
-                    if idle_since.elapsed() > Duration::from_millis(1500)
+                    // The drain period: 3 s without a datagram once they have started to
+                    // arrive (long enough for a loaded machine), or none at all by long after
+                    // the stream should have ended.
+                    if idle_since.elapsed() > Duration::from_secs(3)
                         && (last.is_some()
-                            || idle_since.elapsed() > Duration::from_secs(secs as u64 + 5))
+                            || idle_since.elapsed() > Duration::from_secs(secs as u64 + 10))
                     {
                         break;
                     }
                 }
             }
         }
+        let mut run: Option<(u64, u64)> = None;
+        for (k, s) in seen.iter().enumerate() {
+            let k = k as u64;
+            match (*s, &mut run) {
+                (false, Some((_, last))) => *last = k,
+                (false, None) => run = Some((k, k)),
+                (true, Some(r)) => {
+                    report.lost_runs.push(*r);
+                    run = None;
+                }
+                (true, None) => {}
+            }
+        }
+        report.lost_runs.extend(run);
         report
     });
-    std::thread::sleep(Duration::from_millis(200));
+    // The sender starts once the receiver's socket is bound.
+    bound
+        .recv_timeout(WAIT)
+        .expect("the stream's receiver did not bind");
     let tx_ns = from_ns.to_owned();
     let sender = std::thread::spawn(move || {
         enter(&tx_ns);
         let sock = UdpSocket::bind("0.0.0.0:0").unwrap();
         let start = Instant::now();
+        // Time spent in `before_send` moves the schedule on: it never causes a burst.
+        let mut held = Duration::ZERO;
         let mut payload = [0x5Au8; 200];
         let mut during = Some(during);
         for k in 0..total {
-            let due = start + Duration::from_secs_f64(k as f64 / rate as f64);
+            let due = start + held + Duration::from_secs_f64(k as f64 / rate as f64);
             let now = Instant::now();
+            // Pacing, not waiting for a state: datagram k is due k / rate seconds in.
             if due > now {
                 std::thread::sleep(due - now);
             }
             if let Some(f) = during.take_if(|_| start.elapsed().as_secs_f64() >= at) {
                 std::thread::spawn(f);
             }
+            let t = Instant::now();
+            before_send(k);
+            held += t.elapsed();
             payload[..8].copy_from_slice(&k.to_be_bytes());
             let _ = sock.send_to(&payload, to);
         }
@@ -470,6 +575,65 @@ pub fn udp_stream(
     let mut report = receiver.join().unwrap();
     report.sent = sent;
     report
+}
+
+/// Datagrams the kernels dropped at the edges of the tunnel because a queue was full: the
+/// signature of a machine too loaded to empty a queue in time, not of the engine losing them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDrops {
+    /// Packets the client's kernel could not queue towards its TUN (`tx_dropped`).
+    pub client_tun: u64,
+    /// UDP datagrams refused for a full receive buffer in the gateway's namespace (the
+    /// engine's outer socket or the stream's receiver): `Udp: RcvbufErrors`.
+    pub gateway_udp: u64,
+    /// The same in the client's namespace.
+    pub client_udp: u64,
+}
+
+impl QueueDrops {
+    /// The counters now.
+    pub fn read(lab: &Lab) -> QueueDrops {
+        let tun = |ns: &str, dev: &str| {
+            let (ok, out) = exec_in(
+                ns,
+                &[
+                    "cat",
+                    &format!("/sys/class/net/{dev}/statistics/tx_dropped"),
+                ],
+            );
+            assert!(ok, "{out}");
+            out.trim().parse::<u64>().unwrap()
+        };
+        let udp = |ns: &str| {
+            let (ok, out) = exec_in(ns, &["cat", "/proc/net/snmp"]);
+            assert!(ok, "{out}");
+            let mut udp = out.lines().filter(|l| l.starts_with("Udp:"));
+            let (names, values) = (udp.next().unwrap(), udp.next().unwrap());
+            let i = names
+                .split_whitespace()
+                .position(|n| n == "RcvbufErrors")
+                .unwrap();
+            values
+                .split_whitespace()
+                .nth(i)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        };
+        QueueDrops {
+            client_tun: tun(&lab.cl, "mifsec-c"),
+            gateway_udp: udp(&lab.gw),
+            client_udp: udp(&lab.cl),
+        }
+    }
+
+    /// What was dropped since `before`, in all (an upper bound of the stream's datagrams
+    /// among them: other packets may have been dropped too).
+    pub fn since(&self, before: &QueueDrops) -> u64 {
+        (self.client_tun - before.client_tun)
+            + (self.gateway_udp - before.gateway_udp)
+            + (self.client_udp - before.client_udp)
+    }
 }
 
 /// Pings `dst` from namespace `ns`: `count` echo requests; returns whether all came back.

@@ -198,10 +198,9 @@ fn spis_in(ike: &Value) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn two_children_mifsec_client_strongswan_gateway() {
-    if !root_or_skip("two_children_mifsec_client_strongswan_gateway") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("ch");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
@@ -239,10 +238,9 @@ fn two_children_mifsec_client_strongswan_gateway() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn two_children_strongswan_client_mifsec_gateway() {
-    if !root_or_skip("two_children_strongswan_client_mifsec_gateway") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("cr");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();

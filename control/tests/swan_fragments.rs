@@ -3,8 +3,8 @@
 //! both ways. Asserts the SA comes up, traffic flows, charon's log shows it split and
 //! reassembled IKE messages, and mifsec's status shows fragments sent and received.
 //!
-//! Needs root (namespaces, TUN, strongSwan); without it, fails unless
-//! MIFSEC_SKIP_ROOT_TESTS=1 (then prints SKIPPED).
+//! Needs root (namespaces, TUN, strongSwan); without it they fail, and
+//! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 
 mod swan;
 
@@ -88,10 +88,9 @@ fn ping_through(lab: &Lab, side: &str, ns: &str) {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn fragmented_mifsec_initiator_strongswan_responder() {
-    if !root_or_skip("fragmented_mifsec_initiator_strongswan_responder") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("fi");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
@@ -136,10 +135,9 @@ fn fragmented_mifsec_initiator_strongswan_responder() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn fragmented_strongswan_initiator_mifsec_responder() {
-    if !root_or_skip("fragmented_strongswan_initiator_mifsec_responder") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("fr");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();

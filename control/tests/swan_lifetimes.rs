@@ -7,7 +7,7 @@
 mod swan;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use swan::*;
 
@@ -24,10 +24,9 @@ impl Drop for Reaped {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn rekey_bytes_rekeys_mifsec_client_under_traffic() {
-    if !root_or_skip("rekey_bytes_rekeys_mifsec_client_under_traffic") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("v");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
@@ -62,7 +61,7 @@ fn rekey_bytes_rekeys_mifsec_client_under_traffic() {
             .spawn()
             .expect("iperf3 -s"),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    wait_listening(&gw_ns, 5201);
     let t0 = Instant::now();
     let mut iperf = None;
     lab.flood("cl", &cl_ns, 500, || {
@@ -117,14 +116,20 @@ fn rekey_bytes_rekeys_mifsec_client_under_traffic() {
     eprintln!("--- swanctl --list-sas after volume rekeys:\n{sas}");
     assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
     assert_eq!(sas.matches("INSTALLED").count(), 1, "{sas}");
-    // The current child has carried less than the soft limit, plus what one counter
-    // interval (250 ms) can add, since its rekey.
-    let st = lab.status_json("cl");
-    let sa = st["sas"]
-        .as_array()
-        .and_then(|l| l.iter().find(|s| s["spi_in"] == s1.child_in.as_str()))
-        .unwrap_or_else(|| panic!("no engine SA {}: {st:#}", s1.child_in));
-    let out_bytes = sa["out_bytes"].as_u64().unwrap();
-    eprintln!("--- the last child: {out_bytes} bytes out");
-    assert!(out_bytes < 3 << 19, "{sa:#}");
+    // Every child that reached the soft limit was rekeyed: once the traffic has stopped, the
+    // child in place has carried less than rekey_bytes (1 MiB), after any rekey still under
+    // way. (How far past the limit a child gets before its rekey depends on the counter
+    // interval and the machine's load: not a test.)
+    let mut last = None;
+    wait_until(WAIT, "a current child under rekey_bytes", || {
+        let s = lab.settled("cl", None);
+        let st = lab.status_json("cl");
+        let out_bytes = st["sas"]
+            .as_array()
+            .and_then(|l| l.iter().find(|sa| sa["spi_in"] == s.child_in.as_str()))
+            .and_then(|sa| sa["out_bytes"].as_u64());
+        last = Some((s, out_bytes));
+        out_bytes.is_some_and(|b| b < 1 << 20)
+    });
+    eprintln!("--- the last child: {last:?} bytes out");
 }

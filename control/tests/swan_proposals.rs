@@ -122,10 +122,9 @@ fn check(lab: &Lab, case: &Case, side: &str, swan_ns: &str, cl_ns: &str, gw_ns: 
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn every_proposal_mifsec_initiator_strongswan_responder() {
-    if !root_or_skip("every_proposal_mifsec_initiator_strongswan_responder") {
-        return;
-    }
+    require_root();
     for case in &CASES {
         let mut lab = Lab::new(&format!("p{}", case.tag));
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
@@ -140,10 +139,9 @@ fn every_proposal_mifsec_initiator_strongswan_responder() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn every_proposal_strongswan_initiator_mifsec_responder() {
-    if !root_or_skip("every_proposal_strongswan_initiator_mifsec_responder") {
-        return;
-    }
+    require_root();
     for case in &CASES {
         let mut lab = Lab::new(&format!("q{}", case.tag));
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());

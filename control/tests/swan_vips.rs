@@ -118,10 +118,9 @@ fn ping_ok(lab: &Lab, side: &str, ns: &str, dst: &str) {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dual_stack_mifsec_client_strongswan_gateway() {
-    if !root_or_skip("dual_stack_mifsec_client_strongswan_gateway") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("v6");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
@@ -171,10 +170,9 @@ fn dual_stack_mifsec_client_strongswan_gateway() {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dual_stack_strongswan_client_mifsec_gateway() {
-    if !root_or_skip("dual_stack_strongswan_client_mifsec_gateway") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("g6");
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();

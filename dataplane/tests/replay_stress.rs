@@ -4,7 +4,6 @@
 use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
-use std::time::{Duration, Instant};
 
 use mifsec_dataplane::replay::{ReplayError, ReplayWindow};
 
@@ -48,7 +47,6 @@ fn same_seqs_won_exactly_once() {
     const LEN: usize = 200_000;
     const REORDER: usize = 16;
 
-    let start = Instant::now();
     let mut rng = Rng(0x5EED_0001);
     // The stream: increasing numbers with occasional jumps.
     let mut base = Vec::with_capacity(LEN);
@@ -135,11 +133,8 @@ fn same_seqs_won_exactly_once() {
             assert_eq!(w.mark(base[i]), Err(ReplayError::Replayed));
         }
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "{:?}",
-        start.elapsed()
-    );
+    // How fast contended threads get through the window is a figure of the criterion
+    // benchmark replay/two_threads_interleaved (bench/benches/replay.rs), not a test.
 }
 
 /// Thread `i` marks the numbers congruent to `i` mod 4, in rounds of `size / 2` numbers

@@ -2,13 +2,13 @@
 //! by two veth pairs (198.18.101.0/24 and 198.18.102.0/24), one device-bound socket per veth
 //! on each side.
 //!
-//! Needs root (CAP_NET_ADMIN, `ip netns`). Without root these tests FAIL on purpose, unless
-//! MIFSEC_SKIP_ROOT_TESTS=1 is set, in which case they print a loud SKIPPED line and pass.
+//! Needs root (CAP_NET_ADMIN, `ip netns`). Without root these tests FAIL on purpose;
+//! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 #![cfg(target_os = "linux")]
 
 mod common;
 
-use common::root::{ip, root_or_skip};
+use common::root::{ip, require_root};
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -22,7 +22,8 @@ use mifsec_dataplane::udp::{
     MAX_RECV_LEN, OuterSocket, RecvBuf, RecvScratch, SendScratch, SocketConfig, Transmit,
 };
 
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// A failure timeout only (generous for a loaded machine): nothing waits for it to pass.
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to watch for datagrams that must not arrive.
 const QUIET: Duration = Duration::from_millis(300);
 const A1: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 1);
@@ -282,10 +283,9 @@ fn check_tagged(got: &[Got], tag: u8, n: usize, len: usize, src: SocketAddr, dst
 /// (a) Each device-bound socket carries its own link, and receives report the local address
 /// the datagram was sent to.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn device_bound_sockets_carry_their_link_and_report_dst_ip() {
-    if !root_or_skip("device_bound_sockets_carry_their_link_and_report_dst_ip") {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let sa1 = bind(&lab.a, &lab.a1, A1, 0);
     let sa2 = bind(&lab.a, &lab.a2, A2, 0);
@@ -363,10 +363,9 @@ fn device_bound_sockets_carry_their_link_and_report_dst_ip() {
 /// bound to B's veth1 device gets them, the one bound to veth2 gets nothing, and veth2 in A
 /// sends no packet at all. (With arp_ignore=1 on B they would go nowhere.)
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn bound_device_is_never_left_for_another_link() {
-    if !root_or_skip("bound_device_is_never_left_for_another_link") {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let sa1 = bind(&lab.a, &lab.a1, A1, 0);
     let sb2 = bind(&lab.b, &lab.b2, B2, 0);
@@ -397,10 +396,9 @@ fn bound_device_is_never_left_for_another_link() {
 /// (c) Taking veth2 down leaves veth1's socket alone, and veth2's socket works again once
 /// the link is back, without being reopened.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn link_down_on_one_veth_leaves_the_other_alone() {
-    if !root_or_skip("link_down_on_one_veth_leaves_the_other_alone") {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let sa1 = bind(&lab.a, &lab.a1, A1, 0);
     let sa2 = bind(&lab.a, &lab.a2, A2, 0);
@@ -458,10 +456,9 @@ fn link_down_on_one_veth_leaves_the_other_alone() {
 /// (d) GSO over a veth: one message of the maximum 64 segments, and a batch of four
 /// 16-segment messages of ESP-sized datagrams, arrive complete and in order.
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn gso_batch_of_64_arrives_complete() {
-    if !root_or_skip("gso_batch_of_64_arrives_complete") {
-        return;
-    }
+    require_root();
     let lab = Lab::new();
     let sa1 = bind(&lab.a, &lab.a1, A1, 0);
     let sb1 = bind(&lab.b, &lab.b1, B1, 0);

@@ -4,7 +4,6 @@
 //!
 //! Each test binary uses part of it.
 #![allow(dead_code)]
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -14,19 +13,53 @@ use serde_json::Value;
 pub const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 pub const PSK: &str = "interop-secret-0123456789";
 
-pub fn root_or_skip(test: &str) -> bool {
+/// Panics unless the test runs as root: a root test never passes without doing its work.
+///
+/// Every test that calls this carries
+/// `#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]`.
+/// `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` builds the tests with `--cfg skip_root_tests`,
+/// so libtest reports them as ignored, never as passed.
+pub fn require_root() {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        return true;
+        return;
     }
     if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        let line = format!("\n*** SKIPPED {test}: needs root (MIFSEC_SKIP_ROOT_TESTS=1) ***\n");
-        let _ = std::io::stderr().write_all(line.as_bytes());
-        return false;
+        panic!(
+            "this test needs root (network namespaces, TUN, strongSwan). MIFSEC_SKIP_ROOT_TESTS=1 takes effect at build time: run \
+             `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` (it builds with RUSTFLAGS=\"--cfg \
+             skip_root_tests\"), and give the test \
+             #[cfg_attr(skip_root_tests, ignore = \"needs root (MIFSEC_SKIP_ROOT_TESTS=1)\")]."
+        );
     }
     panic!(
-        "{test} needs root (network namespaces, TUN, strongSwan). Run as root, or set MIFSEC_SKIP_ROOT_TESTS=1 to skip it explicitly."
+        "this test needs root (network namespaces, TUN, strongSwan). Run it as root, or skip it with MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh."
     );
+}
+
+/// How long a test waits for a state before it fails: generous, since it only bounds a
+/// failure on a loaded machine; a passing test waits only as long as the state takes.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `cond` (every 50 ms) until it holds; panics naming `what` once `timeout` has passed.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until a TCP socket listens on `port` in namespace `ns` (an iperf3 server).
+pub fn wait_listening(ns: &str, port: u16) {
+    let filter = format!("sport = :{port}");
+    wait_until(WAIT, &format!("a listener on port {port} in {ns}"), || {
+        let out = run(Command::new("ip").args(["netns", "exec", ns, "ss", "-Hltn", &filter]));
+        out.status.success() && !out.stdout.is_empty()
+    });
 }
 
 pub fn swan_sh() -> PathBuf {
@@ -165,7 +198,7 @@ impl Lab {
             .expect("starting mifsec run");
         self.daemons.push(child);
         let sock = self.sock(side);
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + WAIT;
         while !sock.exists() {
             if let Some(st) = self.daemons.last_mut().unwrap().try_wait().unwrap() {
                 panic!("mifsec run ({side}) exited with {st}:\n{}", self.log(side));
@@ -203,7 +236,7 @@ impl Lab {
 
     /// Waits until mifsec reports an established IKE SA with an installed child.
     pub fn wait_established(&self, side: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + WAIT;
         loop {
             let st = self.status_json(side);
             let up = st["ike_sas"].as_array().is_some_and(|l| {
@@ -230,7 +263,7 @@ impl Lab {
     pub fn terminate_and_wait(&self, side: &str, conn: &str, swan_ns: &str) {
         let out = self.mifsec(side, &["ctl", "terminate", conn]);
         assert!(out.status.success(), "ctl terminate: {}", text(&out));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         loop {
             let sas = text(&self.swanctl(swan_ns, &["--list-sas"]));
             let st = self.status_json(side);
@@ -416,7 +449,7 @@ pub struct Spis {
 impl Lab {
     /// Waits until `side` has settled (see [`Spis`]) on SPIs other than `not`.
     pub fn settled(&self, side: &str, not: Option<&Spis>) -> Spis {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + WAIT;
         loop {
             let st = self.status_json(side);
             let found = st["ike_sas"].as_array().and_then(|l| match l.as_slice() {
@@ -458,6 +491,7 @@ impl Lab {
     /// Pings 10.88.0.1 from `ns` `count` times every 10 ms while `during` runs; asserts
     /// that every ping was answered.
     pub fn flood(&self, side: &str, ns: &str, count: u32, during: impl FnOnce()) {
+        let (in0, _) = counters(&self.status_json(side));
         let ping = Command::new("ip")
             .args([
                 "netns", "exec", ns, "ping", "-q", "-i", "0.01", "-W", "2", "-c",
@@ -468,7 +502,10 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("ping");
-        std::thread::sleep(Duration::from_millis(300));
+        // `during` runs once the replies come in through the tunnel.
+        wait_until(WAIT, "ping replies through the tunnel", || {
+            counters(&self.status_json(side)).0 >= in0 + 3
+        });
         during();
         let out = ping.wait_with_output().expect("ping output");
         let t = text(&out);
@@ -501,7 +538,7 @@ impl Lab {
             .stderr(Stdio::piped())
             .spawn()
             .expect("iperf3 -s");
-        std::thread::sleep(Duration::from_millis(300));
+        wait_listening(server_ns, 5201);
         let out = run(Command::new("ip")
             .args([
                 "netns",
