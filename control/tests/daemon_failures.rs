@@ -53,10 +53,9 @@ fn run_until_exit(lab: &Lab, cfg: &str, point: &str) -> (Option<i32>, String) {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn a_panic_in_any_thread_ends_the_daemon_with_status_70() {
-    if !root_or_skip("a_panic_in_any_thread_ends_the_daemon_with_status_70") {
-        return;
-    }
+    require_root();
     let lab = Lab::new("pn");
     // A client of a gateway that never answers: enough for every thread to exist.
     let cfg = mifsec_client_config(&lab, "", "");

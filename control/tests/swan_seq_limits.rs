@@ -12,10 +12,9 @@ mod swan;
 use swan::*;
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn soft_sequence_limit_rekeys_mifsec_client_under_traffic() {
-    if !root_or_skip("soft_sequence_limit_rekeys_mifsec_client_under_traffic") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("sq");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
