@@ -61,6 +61,10 @@ pub struct Config {
     /// each a line for the operator that never contains key material. `mifsec run` logs
     /// them at start and `mifsec check` prints them.
     pub warnings: Vec<String>,
+    /// `[dataplane] user`: whom the daemon runs as once it has opened what needs root
+    /// (`None`: the default, `mifsec` if that user exists, else `nobody`; `root` keeps
+    /// root).
+    pub user: Option<String>,
 }
 
 /// PSKs shorter than this many bytes get a warning.
@@ -380,6 +384,7 @@ struct RawDataplane {
     dead_after_ms: Option<S<i64>>,
     keepalive_s: Option<S<i64>>,
     test_seq_limit: Option<S<i64>>,
+    user: Option<S<String>>,
 }
 
 #[derive(Deserialize)]
@@ -661,6 +666,21 @@ impl Cx<'_> {
                     Err(format!(
                         "{s:?} is not a group name or number (1 to 32 letters, digits, '-', '_' or '.')"
                     ))
+                }
+            })?),
+            None => None,
+        };
+        let user = match &d.user {
+            Some(u) => Some(self.parse_str(u, "dataplane.user", |n| {
+                let ok = !n.is_empty()
+                    && n.len() <= 32
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+                    && !n.starts_with('-');
+                if ok {
+                    Ok(n.to_owned())
+                } else {
+                    Err(format!("{n:?} is not a user name"))
                 }
             })?),
             None => None,
@@ -968,6 +988,7 @@ impl Cx<'_> {
             control_group,
             ike,
             warnings,
+            user,
         })
     }
 }

@@ -19,7 +19,11 @@ use crate::config::{self, Config};
 use crate::ctl::{self, Control, Response};
 use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::Policy;
-use crate::ikectl::IkeControl;
+use crate::ikectl::{IkeControl, IkePorts, bind_ike_ports};
+
+mod privileges;
+
+use privileges::Plan;
 
 /// Exit status for a configuration that does not parse (and for usage errors).
 pub const EXIT_CONFIG: i32 = 2;
@@ -102,10 +106,30 @@ pub fn run(path: &Path) -> i32 {
         control_group,
         ike: ike_cfg,
         warnings: _,
+        user,
     } = cfg;
+    let plan = match privileges::plan(user.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            log(format_args!("cannot drop privileges: {e}"));
+            return EXIT_FAILURE;
+        }
+    };
     let interfaces = engine_cfg.interfaces.clone();
     // The socket first: a second daemon on the same socket fails here, before it touches the
     // network. Clients that connect before the engine is up wait in the backlog.
+    let socket_dir = control_socket
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf);
+    // Created now, or the default /run/mifsec: the daemon's own, given to the user it
+    // becomes so that it can remove the socket at the end. Never a directory that existed
+    // for other uses.
+    let created_dir = socket_dir.clone().filter(|d| !d.exists());
+    let own_dir = created_dir.is_some()
+        || socket_dir
+            .as_deref()
+            .is_some_and(|d| Some(d) == Path::new(config::DEFAULT_SOCKET).parent());
     let listener = match ctl::Access::new(control_group.as_deref())
         .and_then(|access| ctl::Listener::bind(&control_socket, access))
     {
@@ -116,14 +140,47 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     let _ = SOCKET.set(control_socket.clone());
-    let engine = match Engine::start(engine_cfg) {
-        Ok(e) => e,
-        Err(e) => {
-            log(format_args!("cannot start the engine: {e}"));
-            drop(listener);
-            let _ = std::fs::remove_file(&control_socket);
-            return EXIT_FAILURE;
+    let fail = |what: &str, e: &dyn std::fmt::Display, listener: ctl::Listener| {
+        log(format_args!("{what}: {e}"));
+        drop(listener);
+        let _ = std::fs::remove_file(&control_socket);
+        if let Some(d) = &created_dir {
+            let _ = std::fs::remove_dir(d);
         }
+        EXIT_FAILURE
+    };
+    // Everything that needs root, and no thread yet.
+    let opened = match Engine::open(engine_cfg) {
+        Ok(e) => e,
+        Err(e) => return fail("cannot start the engine", &e, listener),
+    };
+    let ports = if ike_cfg.connections.is_empty() {
+        IkePorts::default()
+    } else {
+        bind_ike_ports(&interfaces)
+    };
+    match &plan {
+        Plan::Drop(u) => {
+            // The socket's directory, when it is the daemon's own, so that the socket can
+            // be removed at the end.
+            let chown: Vec<PathBuf> = socket_dir.filter(|_| own_dir).into_iter().collect();
+            if let Err(e) = privileges::drop_to(u, &chown) {
+                drop(opened);
+                return fail("cannot drop privileges", &e, listener);
+            }
+            log(format_args!(
+                "running as {} (uid {}, gid {}) with {}; no_new_privs",
+                u.name,
+                u.uid,
+                u.gid,
+                privileges::KEPT.map(|c| c.to_string()).join(", ")
+            ));
+        }
+        Plan::Keep(why) => log(why),
+    }
+    let engine = match opened.start() {
+        Ok(e) => e,
+        Err(e) => return fail("cannot start the engine", &e, listener),
     };
     log_started(&engine.status());
     let engine = Arc::new(engine);
@@ -131,7 +188,7 @@ pub fn run(path: &Path) -> i32 {
         log_manual_seq_events(&engine);
         None
     } else {
-        match IkeControl::start(Arc::clone(&engine), ike_cfg, &interfaces) {
+        match IkeControl::start(Arc::clone(&engine), ike_cfg, &interfaces, ports) {
             Ok(i) => Some(i),
             Err(e) => {
                 log(format_args!("cannot start the IKE thread: {e}"));

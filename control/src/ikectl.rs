@@ -243,13 +243,14 @@ impl std::fmt::Debug for IkeControl {
 }
 
 impl IkeControl {
-    /// Starts the IKE thread for `settings` on `engine`: binds port 500 on every interface
-    /// address (a failure is logged; IKE then starts on 4500), takes the engine's IKE
-    /// receiver, and initiates the connections with `start_action = "start"`.
+    /// Starts the IKE thread for `settings` on `engine` with the port-500 sockets of
+    /// [`bind_ike_ports`], takes the engine's IKE receiver, and initiates the connections
+    /// with `start_action = "start"`.
     pub fn start(
         engine: Arc<Engine>,
         settings: IkeSettings,
         interfaces: &[InterfaceConfig],
+        ports: IkePorts,
     ) -> Result<IkeControl, ControlError> {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
@@ -279,27 +280,19 @@ impl IkeControl {
             }),
         )?);
         let mut sock500 = Vec::new();
-        for i in interfaces {
-            if sock500.iter().any(|(a, _)| *a == i.address) {
+        for (name, s) in ports.0 {
+            let Ok(local) = s.local_addr() else {
                 continue;
-            }
-            let local = SocketAddr::new(i.address, IKE_PORT);
-            match UdpSocket::bind(local) {
-                Ok(s) => {
-                    let s = Arc::new(s);
-                    let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
-                    let (tx, stop, rs) = (in_tx.clone(), Arc::clone(&stop), Arc::clone(&s));
-                    let (name, counters) = (i.name.clone(), Arc::clone(&input));
-                    helpers.push(spawn(
-                        "mifsec-ike-500",
-                        Box::new(move || read_500(&rs, &name, local, &tx, &counters, &stop)),
-                    )?);
-                    sock500.push((i.address, s));
-                }
-                Err(e) => log(format_args!(
-                    "ike: cannot bind {local}: {e}; IKE starts on port {NAT_T_PORT}"
-                )),
-            }
+            };
+            let s = Arc::new(s);
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let (tx, stop, rs) = (in_tx.clone(), Arc::clone(&stop), Arc::clone(&s));
+            let counters = Arc::clone(&input);
+            helpers.push(spawn(
+                "mifsec-ike-500",
+                Box::new(move || read_500(&rs, &name, local, &tx, &counters, &stop)),
+            )?);
+            sock500.push((local.ip(), s));
         }
         let status = Arc::new(Mutex::new(Vec::new()));
         let limits = settings.limits;
@@ -446,6 +439,33 @@ impl Drop for IkeControl {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// The IKE port-500 sockets, one per interface address (named by the first interface with
+/// it), bound before the daemon drops its privileges.
+#[derive(Debug, Default)]
+pub struct IkePorts(Vec<(String, UdpSocket)>);
+
+/// Binds port 500 on every interface address. A failure is logged; IKE then starts on
+/// port 4500 from that address.
+pub fn bind_ike_ports(interfaces: &[InterfaceConfig]) -> IkePorts {
+    let mut ports: Vec<(String, UdpSocket)> = Vec::new();
+    for i in interfaces {
+        let local = SocketAddr::new(i.address, IKE_PORT);
+        if ports
+            .iter()
+            .any(|(_, s)| s.local_addr().is_ok_and(|a| a.ip() == i.address))
+        {
+            continue;
+        }
+        match UdpSocket::bind(local) {
+            Ok(s) => ports.push((i.name.clone(), s)),
+            Err(e) => log(format_args!(
+                "ike: cannot bind {local}: {e}; IKE starts on port {NAT_T_PORT}"
+            )),
+        }
+    }
+    IkePorts(ports)
 }
 
 fn read_500(
@@ -1475,20 +1495,13 @@ fn ip_later(tx: &Sender<Vec<String>>, args: &[&str]) {
     }
 }
 
-/// Runs `ip ARGS`; logs and returns false on failure.
+/// Runs `ip ARGS` (by its absolute path, never through PATH); logs and returns false on
+/// failure.
 fn ip(args: &[&str]) -> bool {
-    match std::process::Command::new("ip").args(args).output() {
-        Ok(o) if o.status.success() => true,
-        Ok(o) => {
-            log(format_args!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-            false
-        }
+    match crate::dataplane::iproute::run(args) {
+        Ok(()) => true,
         Err(e) => {
-            log(format_args!("ip {}: {e}", args.join(" ")));
+            log(e);
             false
         }
     }

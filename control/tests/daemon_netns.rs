@@ -73,7 +73,10 @@ name = "fast"
 interface = "link1"
 remote = "{remote}:4500"
 "#,
-        sock = dir.join(format!("{side}.sock")).display(),
+        sock = dir
+            .join(format!("run-{side}"))
+            .join(format!("{side}.sock"))
+            .display(),
     )
 }
 
@@ -142,7 +145,11 @@ fn two_daemons_ping_status_ctl_and_stop() {
         err.contains("mifsec: cannot start the engine: ") && err.contains("nosuchdev0"),
         "{err}"
     );
-    assert!(!lab.dir.join("client.sock").exists());
+    assert!(!lab.sock("client").exists());
+    assert!(
+        !lab.sock("client").parent().unwrap().exists(),
+        "the socket directory it created is removed again"
+    );
 
     let cl = lab.start_mifsec("client", &cns, &cl_cfg);
     let cl_s = cl.display().to_string();

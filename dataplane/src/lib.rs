@@ -12,6 +12,7 @@ pub mod debug;
 pub mod engine;
 pub mod esp;
 pub mod event;
+pub mod iproute;
 pub mod offload;
 pub mod path;
 pub mod reorder;

@@ -213,8 +213,12 @@ impl Lab {
         sock
     }
 
+    /// In a directory of its own that the daemon creates (and gives to the user it drops
+    /// to, so that it can remove the socket when it stops).
     pub fn sock(&self, side: &str) -> PathBuf {
-        self.dir.join(format!("{side}.sock"))
+        self.dir
+            .join(format!("run-{side}"))
+            .join(format!("{side}.sock"))
     }
 
     pub fn log(&self, side: &str) -> String {

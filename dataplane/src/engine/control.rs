@@ -6,7 +6,6 @@
 //! and never resets anything.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -532,23 +531,9 @@ pub(crate) fn wireshark_keys(shared: &Shared) -> Vec<String> {
 }
 
 /// Puts the configured addresses on the TUN and routes the remote selectors into it.
-/// Shells out to iproute2, which every Linux host with this engine has.
+/// Shells out to iproute2 (by its absolute path, see [`crate::iproute`]).
 pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), ControlError> {
-    let run = |args: &[&str]| -> Result<(), ControlError> {
-        let out = Command::new("ip")
-            .args(args)
-            .output()
-            .map_err(|e| err(format!("running ip {}: {e}", args.join(" "))))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
-        }
-    };
+    let run = |args: &[&str]| crate::iproute::run(args).map_err(err);
     for a in &cfg.addresses {
         run(&["addr", "replace", &a.to_string(), "dev", tun])?;
     }

@@ -262,6 +262,14 @@ impl Engine {
     /// Opens the TUN device and the outer sockets, installs the SAs, configures the TUN's
     /// addresses and routes, and starts the workers and the monitor.
     pub fn start(cfg: EngineConfig) -> Result<Engine, ControlError> {
+        Engine::open(cfg)?.start()
+    }
+
+    /// The first half of [`Engine::start`]: everything that needs privileges (the TUN
+    /// queues, the outer sockets, the TUN's addresses and routes) and no thread yet. The
+    /// daemon drops its privileges between the halves, so that every thread it starts
+    /// inherits the reduced credentials.
+    pub fn open(cfg: EngineConfig) -> Result<OpenedEngine, ControlError> {
         let workers = cfg.workers.max(1);
         let tun_cfg = TunConfig {
             queues: workers,
@@ -290,28 +298,12 @@ impl Engine {
             ike_tx,
         });
         control::publish(&shared);
-        let mut threads = Vec::new();
-        for (i, queue) in tun.into_queues().into_iter().enumerate() {
-            let shared = Arc::clone(&shared);
-            let t = std::thread::Builder::new()
-                .name(format!("mifsec-worker-{i}"))
-                .spawn(move || worker::run(&shared, queue))
-                .map_err(|e| ControlError(format!("spawning worker: {e}")))?;
-            threads.push(t);
-        }
-        let s = Arc::clone(&shared);
-        threads.push(
-            std::thread::Builder::new()
-                .name("mifsec-monitor".into())
-                .spawn(move || monitor::run(&s))
-                .map_err(|e| ControlError(format!("spawning monitor: {e}")))?,
-        );
-        Ok(Engine {
+        Ok(OpenedEngine {
             shared,
-            threads,
-            ike_rx: Mutex::new(Some(ike_rx)),
-            events_rx: Mutex::new(Some(events_rx)),
-            events_lost: events,
+            tun,
+            ike_rx,
+            events_rx,
+            events,
         })
     }
 
@@ -444,5 +436,53 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.stop_threads();
+    }
+}
+
+/// An engine with its TUN queues and sockets open and its SA table published, but no
+/// thread yet (see [`Engine::open`]). Dropping it closes everything.
+#[derive(Debug)]
+pub struct OpenedEngine {
+    shared: Arc<Shared>,
+    tun: Tun,
+    ike_rx: crossbeam_channel::Receiver<IkeDatagram>,
+    events_rx: crossbeam_channel::Receiver<Event>,
+    events: EventSender,
+}
+
+impl OpenedEngine {
+    /// The second half of [`Engine::start`]: starts the workers and the monitor.
+    pub fn start(self) -> Result<Engine, ControlError> {
+        let OpenedEngine {
+            shared,
+            tun,
+            ike_rx,
+            events_rx,
+            events,
+        } = self;
+        let mut engine = Engine {
+            shared: Arc::clone(&shared),
+            threads: Vec::new(),
+            ike_rx: Mutex::new(Some(ike_rx)),
+            events_rx: Mutex::new(Some(events_rx)),
+            events_lost: events,
+        };
+        // A failure to spawn drops `engine`, which stops the threads already started.
+        for (i, queue) in tun.into_queues().into_iter().enumerate() {
+            let shared = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("mifsec-worker-{i}"))
+                .spawn(move || worker::run(&shared, queue))
+                .map_err(|e| ControlError(format!("spawning worker: {e}")))?;
+            engine.threads.push(t);
+        }
+        let s = Arc::clone(&shared);
+        engine.threads.push(
+            std::thread::Builder::new()
+                .name("mifsec-monitor".into())
+                .spawn(move || monitor::run(&s))
+                .map_err(|e| ControlError(format!("spawning monitor: {e}")))?,
+        );
+        Ok(engine)
     }
 }
