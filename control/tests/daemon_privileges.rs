@@ -46,10 +46,9 @@ fn ip_out(args: &[&str]) -> String {
 }
 
 #[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dropped_daemon_keeps_only_what_it_needs_and_still_works() {
-    if !root_or_skip("dropped_daemon_keeps_only_what_it_needs_and_still_works") {
-        return;
-    }
+    require_root();
     let mut lab = Lab::new("pv");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
