@@ -167,6 +167,9 @@ class Lab:
     def start_mifsec(self, name: str, ns: str, conf: str) -> Path:
         cfg = self.work / f"{name}.toml"
         sock = self.work / f"{name}.sock"
+        # A daemon that dropped root cannot remove its socket from this directory: a stale
+        # one must not pass for the new daemon's.
+        sock.unlink(missing_ok=True)
         cfg.write_text(conf.replace("@SOCK@", str(sock)))
         log = open(self.work / f"{name}.log", "w")
         p = subprocess.Popen(
