@@ -1,7 +1,8 @@
 //! Every IKE and ESP algorithm mifsec implements, negotiated with strongSwan 5.9 in both
 //! roles: three cases that between them use each cipher (AES-GCM-16 128 and 256,
 //! ChaCha20-Poly1305) for IKE and for ESP, each PRF (HMAC-SHA2-256/384/512), each group
-//! (X25519, ECP-256, ECP-384), and PFS in each group on a child rekey. strongSwan's
+//! (X25519, ECP-256, ECP-384), and PFS in each group on a child rekey; a fourth, mifsec's
+//! default ESP proposal (every AEAD, ESN or not) against a plain one. strongSwan's
 //! kernel-libipsec has no extended sequence numbers ("IPsec SA: ESN not supported"), so here
 //! mifsec offers ESN or not and must settle on 32-bit numbers; ESN itself is tested between
 //! mifsec peers (the IKE harness, the engine's ESN tests). Each
@@ -31,7 +32,7 @@ struct Case {
     esn: bool,
 }
 
-const CASES: [Case; 3] = [
+const CASES: [Case; 4] = [
     Case {
         tag: "a",
         ike: "aes128gcm16-prfsha256-x25519",
@@ -60,6 +61,17 @@ const CASES: [Case; 3] = [
         ike_names: "CHACHA20_POLY1305/PRF_HMAC_SHA2_512/ECP_384",
         swan_esp: "AES_GCM_16-256",
         mifsec_esp: "aes256gcm16",
+        esn: false,
+    },
+    // mifsec's default (every AEAD, ESN or not) against a peer without ESN.
+    Case {
+        tag: "d",
+        ike: "aes128gcm16-prfsha256-x25519",
+        esp: "default",
+        swan_proposal: "aes128gcm16",
+        ike_names: "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519",
+        swan_esp: "AES_GCM_16-128",
+        mifsec_esp: "aes128gcm16",
         esn: false,
     },
 ];

@@ -289,12 +289,15 @@ pub fn parse_ike_proposal(s: &str) -> Result<IkeProposal, String> {
     Ok(p)
 }
 
-/// Parses an ESP proposal such as `aes128gcm16` or `aes256gcm16-esn`, or `default`.
+/// Parses an ESP proposal such as `aes128gcm16` or `aes256gcm16-esn`, or `default`: every
+/// AEAD, extended sequence numbers or not (ESN first: a child SA with them never runs out
+/// of sequence numbers; a peer without them, strongSwan's kernel-libipsec or its default
+/// proposals, picks 32-bit numbers), no PFS.
 pub fn parse_esp_proposal(s: &str) -> Result<EspProposal, String> {
     if s == "default" {
         return Ok(EspProposal {
             ciphers: Cipher::ALL.to_vec(),
-            esn: EsnPolicy::No,
+            esn: EsnPolicy::Either,
             groups: Vec::new(),
         });
     }
@@ -964,6 +967,12 @@ mod tests {
             parse_esp_proposal("aes128gcm16").unwrap().esn,
             EsnPolicy::No
         );
+        let d = parse_esp_proposal("default").unwrap();
+        assert_eq!(
+            (d.ciphers, d.esn),
+            (Cipher::ALL.to_vec(), EsnPolicy::Either)
+        );
+        assert!(d.groups.is_empty());
         let pfs = parse_esp_proposal("aes128gcm16-x25519-ecp256").unwrap();
         assert_eq!(pfs.groups, vec![DhGroup::Curve25519, DhGroup::Ecp256]);
         assert!(parse_esp_proposal("aes128gcm16").unwrap().groups.is_empty());

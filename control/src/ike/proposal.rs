@@ -640,6 +640,10 @@ mod tests {
             groups: vec![],
         }];
         assert!(select_esp(&esp_sa_payload(&resp, 300), &yes).is_none());
+        // The configuration's default proposal on both sides: ESN.
+        let default = vec![crate::config::parse_esp_proposal("default").unwrap()];
+        let (_, _, c) = select_esp(&esp_sa_payload(&default, 0x1000), &default).unwrap();
+        assert!(c.esn, "{c:?}");
         // SPIs below 256 are reserved.
         assert!(select_esp(&esp_sa_payload(&init, 5), &resp).is_none());
     }
