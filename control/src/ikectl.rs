@@ -92,7 +92,7 @@ pub const MAX_MESSAGE: usize = 10_000;
 /// The status (IKE SA list) is rebuilt at least this often (ages, timers, counters).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// ... and, when something changed, at most this often.
-pub const PUBLISH_MIN: Duration = Duration::from_millis(50);
+pub const PUBLISH_MIN: Duration = Duration::from_millis(20);
 
 /// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
 #[derive(Debug, Clone, Serialize)]
