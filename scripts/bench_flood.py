@@ -173,6 +173,8 @@ class Lab:
         cfg = self.work / f"{name}.toml"
         sock = self.work / f"{name}.sock"
         cfg.write_text(conf.replace("@SOCK@", str(sock)))
+        # A daemon that dropped root may leave its socket behind in our directory.
+        sock.unlink(missing_ok=True)
         log = open(self.work / f"{name}.log", "w")
         p = subprocess.Popen(
             in_ns(ns, str(self.bin), "run", "--config", str(cfg)),
