@@ -331,6 +331,7 @@ impl IkeControl {
             next_timer: None,
             cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
+            exhausted: Vec::new(),
             activity_checked: Instant::now(),
             usage_checked: Instant::now(),
         };
@@ -581,6 +582,10 @@ struct IkeThread {
     /// Rekeyed child SAs whose Delete completed, kept for inbound stragglers until the
     /// instant given (the peer may have sent on them just before it deleted them).
     lingering: Vec<(Instant, Installed)>,
+    /// Outbound SPIs of children that ran out of sequence numbers while a rekey was
+    /// replacing them, with when to look again: should that rekey fail, the child is
+    /// deleted (and re-created) then instead of staying mute until its hard lifetime.
+    exhausted: Vec<(Instant, u32)>,
     /// When inbound ESP counters were last looked at for liveness checks.
     activity_checked: Instant,
     /// When the SA counters were last fed to IKE SAs with byte or packet limits.
@@ -614,6 +619,9 @@ impl IkeThread {
                 due = due.min(self.published + PUBLISH_MIN);
             }
             if let Some(t) = self.lingering.iter().map(|(t, _)| *t).min() {
+                due = due.min(t);
+            }
+            if let Some(t) = self.exhausted.iter().map(|(t, _)| *t).min() {
                 due = due.min(t);
             }
             let wait = due.saturating_duration_since(now);
@@ -672,6 +680,16 @@ impl IkeThread {
             }
             self.note_esp_activity(now);
             self.feed_usage(now);
+            if self.exhausted.iter().any(|(t, _)| *t <= now) {
+                let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exhausted)
+                    .into_iter()
+                    .partition(|(t, _)| *t <= now);
+                self.exhausted = keep;
+                for (_, spi) in due {
+                    self.seq_limit(now, spi, true, true);
+                }
+                self.touched();
+            }
             if self.lingering.iter().any(|(t, _)| *t <= now) {
                 let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.lingering)
                     .into_iter()
@@ -814,6 +832,12 @@ impl IkeThread {
             SaEvent::SeqSoftLimit { spi } => (spi, false),
             SaEvent::SeqExhausted { spi } => (spi, true),
         };
+        self.seq_limit(now, spi, exhausted, false);
+    }
+
+    /// Acts on a sequence-number limit of outbound SA `spi`; `again` for a second look at
+    /// an exhausted child (quiet while the rekey still replaces it).
+    fn seq_limit(&mut self, now: Instant, spi: u32, exhausted: bool, again: bool) {
         let what = if exhausted {
             "out of sequence numbers"
         } else {
@@ -827,6 +851,12 @@ impl IkeThread {
                 continue;
             };
             found = true;
+            if exhausted && action == SeqLimitAction::Replacing {
+                self.exhausted.push((now + Duration::from_secs(1), spi));
+                if again {
+                    continue;
+                }
+            }
             let sa = e
                 .children
                 .iter()
@@ -845,7 +875,7 @@ impl IkeThread {
                 self.conns[e.conn].name, e.id
             ));
         }
-        if !found {
+        if !found && !again {
             log(format_args!(
                 "ike: outbound SA {spi:08x} {what}, but no IKE SA has it (a rekeyed pair on its way out?)"
             ));
