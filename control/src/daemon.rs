@@ -161,8 +161,9 @@ pub fn run(path: &Path) -> i32 {
     };
     match &plan {
         Plan::Drop(u) => {
-            // The socket's directory, when it is the daemon's own, so that the socket can
-            // be removed at the end.
+            // What the daemon writes after the drop: the socket's directory, when it is the
+            // daemon's own, so that the socket can be removed at the end. (A state
+            // directory the daemon writes at run time belongs on this list too.)
             let chown: Vec<PathBuf> = socket_dir.filter(|_| own_dir).into_iter().collect();
             if let Err(e) = privileges::drop_to(u, &chown) {
                 drop(opened);

@@ -134,6 +134,27 @@ pub fn plan(configured: Option<&str>) -> Result<Plan, String> {
     })
 }
 
+/// Gives `path` to `user` (the owner only: a group set on purpose, the control group's,
+/// stays); a directory with its entries, one level deep, so that files created there
+/// before the drop can be rewritten after it. Symbolic links are changed themselves, never
+/// followed.
+fn give(path: &std::path::Path, user: &User) -> Result<(), String> {
+    let chown = |p: &std::path::Path| {
+        std::os::unix::fs::lchown(p, Some(user.uid), None)
+            .map_err(|e| format!("giving {} to {}: {e}", p.display(), user.name))
+    };
+    chown(path)?;
+    let is_dir = std::fs::symlink_metadata(path).is_ok_and(|m| m.is_dir());
+    if is_dir {
+        let entries =
+            std::fs::read_dir(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        for e in entries.flatten() {
+            chown(&e.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn os(what: &str) -> String {
     format!("{what}: {}", io::Error::last_os_error())
 }
@@ -146,8 +167,8 @@ fn threads() -> Option<usize> {
 }
 
 /// Becomes `user`, keeping only [`KEPT`], after giving `chown` (paths the daemon must still
-/// write: the control socket's directory, a state directory) to the user (their group is
-/// left as it is).
+/// write: the control socket's directory, a state directory; a directory with the entries
+/// in it) to the user (their group is left as it is).
 /// Must be called while the process has a single thread.
 pub fn drop_to(user: &User, chown: &[PathBuf]) -> Result<(), String> {
     if let Some(n) = threads().filter(|&n| n != 1) {
@@ -156,9 +177,7 @@ pub fn drop_to(user: &User, chown: &[PathBuf]) -> Result<(), String> {
         ));
     }
     for p in chown {
-        // The owner only: a group set on purpose (the control group's) stays.
-        std::os::unix::fs::chown(p, Some(user.uid), None)
-            .map_err(|e| format!("giving {} to {}: {e}", p.display(), user.name))?;
+        give(p, user)?;
     }
     let kept: CapsHashSet = KEPT.iter().copied().collect();
     caps::securebits::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
@@ -219,25 +238,40 @@ mod tests {
         assert_eq!(lookup("no-such-user-mifsec").unwrap(), None);
         assert!(lookup("a\0b").is_err());
         assert!(matches!(plan(Some("root")), Ok(Plan::Keep(_))));
-        if unsafe_free_euid() == 0 {
-            assert!(
-                plan(Some("no-such-user-mifsec"))
-                    .unwrap_err()
-                    .contains("no user named")
-            );
-            assert!(plan(Some("nobody")).is_ok_and(|p| matches!(p, Plan::Drop(u) if u.uid != 0)));
-        }
     }
 
-    fn unsafe_free_euid() -> libc::uid_t {
-        std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
-            })
-            .and_then(|u| u.parse().ok())
-            .unwrap_or(0)
+    /// Needs root: the plan of a root process, and giving a directory away.
+    #[test]
+    #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+    fn root_plans_a_drop_and_gives_a_directory_with_its_entries() {
+        // SAFETY: geteuid(2) has no preconditions and cannot fail.
+        assert_eq!(unsafe { libc::geteuid() }, 0, "this test needs root");
+        assert!(
+            plan(Some("no-such-user-mifsec"))
+                .unwrap_err()
+                .contains("no user named")
+        );
+        let Ok(Plan::Drop(nobody)) = plan(Some("nobody")) else {
+            panic!("nobody is a user to drop to");
+        };
+        assert_ne!(nobody.uid, 0);
+        let dir = std::env::temp_dir().join(format!("mifsec-give-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("mark"), "1").unwrap();
+        let outside = dir.with_extension("outside");
+        std::fs::write(&outside, "x").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        give(&dir, &nobody).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let uid = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
+        assert_eq!(uid(&dir), nobody.uid);
+        assert_eq!(uid(&dir.join("mark")), nobody.uid);
+        assert_eq!(uid(&dir.join("link")), nobody.uid);
+        assert_eq!(uid(&outside), 0, "a link is never followed");
+        // The group stays.
+        assert_eq!(std::fs::metadata(&dir).unwrap().gid(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&outside);
     }
 }
