@@ -88,7 +88,7 @@ const IP_QUEUE: usize = 1024;
 /// The longest IKE message accepted (strongSwan's default `max_packet`); longer ones are
 /// dropped and counted (`oversize`). An IKE_SA_INIT request cannot be fragmented, so this
 /// also bounds the copy of it that a half-open responder SA keeps for its AUTH.
-pub const MAX_MESSAGE: usize = 10_000;
+pub const MAX_MESSAGE: usize = crate::dataplane::engine::MAX_IKE_MESSAGE;
 /// The status (IKE SA list) is rebuilt at least this often (ages, timers, counters).
 pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// ... and, when something changed, at most this often.
@@ -414,7 +414,7 @@ impl IkeControl {
     pub fn stats(&self) -> IkeStats {
         let mut st = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         st.queue_dropped_500 = self.input.queue_dropped.load(Ordering::Relaxed);
-        st.oversize = self.input.oversize.load(Ordering::Relaxed);
+        st.oversize = self.input.oversize.load(Ordering::Relaxed) + self.engine.ike_oversize();
         st.queue_dropped_4500 = self.engine.ike_unclaimed();
         st
     }
@@ -563,7 +563,8 @@ struct IkeThread {
     cookies: Option<CookieGate>,
     /// Limits on new responder SAs (in all, per source, rate per source).
     limiter: InitLimiter,
-    /// Counters the readers bump (oversize messages from port 4500 are counted here too).
+    /// Counters the readers bump (and the thread, for an oversize message from port 4500
+    /// that the engine let through: none, as it drops them itself).
     input: Arc<InputCounters>,
     /// `ip` invocations for the helper thread.
     ip_tx: Sender<Vec<String>>,

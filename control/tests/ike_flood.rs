@@ -256,4 +256,29 @@ fn flood_of_ike_sa_init_from_one_address() {
     );
     assert!(text_status.contains("IKE input dropped:"), "{text_status}");
     eprintln!("gateway: {text_status}");
+
+    // Messages longer than 10,000 bytes are dropped before they are queued, on port 500
+    // (by the reader) and on port 4500 behind the non-ESP marker (by the engine).
+    assert_eq!(n("oversize"), 0, "{ike:#}");
+    in_ns(&cl_ns, || {
+        let s = std::net::UdpSocket::bind("198.18.9.3:0").unwrap();
+        let mut big = vec![0u8; 12_000];
+        big[17] = 0x20;
+        s.send_to(&big, "198.18.9.1:500").unwrap();
+        s.send_to(&big, "198.18.9.1:4500").unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = lab.status_json("gw");
+        if st["ike"]["oversize"] == 2 {
+            assert_eq!(st["drops"]["ike_oversize"], 1, "{:#}", st["drops"]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "oversize not counted: {:#}",
+            st["ike"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -185,6 +185,11 @@ pub struct IkeDatagram {
 /// How many IKE messages may wait for the control thread before more are dropped (counted).
 const IKE_QUEUE: usize = 1024;
 
+/// Longer IKE messages are dropped (counted as `ike_oversize`) instead of queued for the
+/// control thread (strongSwan's default `max_packet`): the queue then holds at most
+/// `IKE_QUEUE` times this many bytes.
+pub const MAX_IKE_MESSAGE: usize = 10_000;
+
 /// How many SA events may wait for the control thread before more are dropped (counted).
 /// Each SA raises at most two (soft limit, exhaustion).
 const EVENT_QUEUE: usize = 1024;
@@ -210,6 +215,7 @@ pub(crate) struct GlobalCounters {
     pub malformed: AtomicU64,
     pub keepalives_rx: AtomicU64,
     pub ike_unclaimed: AtomicU64,
+    pub ike_oversize: AtomicU64,
     pub send_errors: AtomicU64,
     pub tun_errors: AtomicU64,
     pub probes_answered_for_peer: AtomicU64,
@@ -376,6 +382,11 @@ impl Engine {
     /// taken): `ike_unclaimed` in the status, without building the whole status.
     pub fn ike_unclaimed(&self) -> u64 {
         self.shared.counters.ike_unclaimed.load(Ordering::Relaxed)
+    }
+
+    /// IKE messages longer than [`MAX_IKE_MESSAGE`] dropped: `ike_oversize` in the status.
+    pub fn ike_oversize(&self) -> u64 {
+        self.shared.counters.ike_oversize.load(Ordering::Relaxed)
     }
 
     /// Takes the receiving end of the IKE messages that arrive on the outer sockets (port

@@ -222,6 +222,7 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
         ("malformed", &c.malformed),
         ("keepalives_rx", &c.keepalives_rx),
         ("ike_unclaimed", &c.ike_unclaimed),
+        ("ike_oversize", &c.ike_oversize),
         ("send_errors", &c.send_errors),
         ("tun_errors", &c.tun_errors),
     ]

@@ -537,6 +537,9 @@ fn receive(
     let spi = match classify_udp_payload(&inb.bufs[b].data[r.clone()]) {
         UdpPayload::Esp(e) => u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
         UdpPayload::Keepalive => return GlobalCounters::bump(&c.keepalives_rx),
+        UdpPayload::Ike(ike) if ike.len() > super::MAX_IKE_MESSAGE => {
+            return GlobalCounters::bump(&c.ike_oversize);
+        }
         UdpPayload::Ike(ike) => {
             let msg = super::IkeDatagram {
                 interface: table
