@@ -135,9 +135,10 @@ pub fn plan(configured: Option<&str>) -> Result<Plan, String> {
 }
 
 /// Gives `path` to `user` (the owner only: a group set on purpose, the control group's,
-/// stays); a directory with its entries, one level deep, so that files created there
-/// before the drop can be rewritten after it. Symbolic links are changed themselves, never
-/// followed.
+/// stays); a directory with the regular files in it, one level deep, so that files created
+/// there before the drop can be rewritten after it. Nothing else in it changes hands: not
+/// the control socket (who may connect stays root's decision), not what a symbolic link
+/// points to.
 fn give(path: &std::path::Path, user: &User) -> Result<(), String> {
     let chown = |p: &std::path::Path| {
         std::os::unix::fs::lchown(p, Some(user.uid), None)
@@ -149,7 +150,10 @@ fn give(path: &std::path::Path, user: &User) -> Result<(), String> {
         let entries =
             std::fs::read_dir(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         for e in entries.flatten() {
-            chown(&e.path())?;
+            let p = e.path();
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+                chown(&p)?;
+            }
         }
     }
     Ok(())
@@ -262,13 +266,16 @@ mod tests {
         let outside = dir.with_extension("outside");
         std::fs::write(&outside, "x").unwrap();
         std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        let sock = std::os::unix::net::UnixListener::bind(dir.join("s.sock")).unwrap();
         give(&dir, &nobody).unwrap();
         use std::os::unix::fs::MetadataExt as _;
         let uid = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().uid();
         assert_eq!(uid(&dir), nobody.uid);
         assert_eq!(uid(&dir.join("mark")), nobody.uid);
-        assert_eq!(uid(&dir.join("link")), nobody.uid);
+        assert_eq!(uid(&dir.join("link")), 0, "links stay");
         assert_eq!(uid(&outside), 0, "a link is never followed");
+        assert_eq!(uid(&dir.join("s.sock")), 0, "a socket stays root's");
+        drop(sock);
         // The group stays.
         assert_eq!(std::fs::metadata(&dir).unwrap().gid(), 0);
         let _ = std::fs::remove_dir_all(&dir);
