@@ -301,6 +301,7 @@ mifsec_configs() {
 tun = "mifsec0"
 addresses = ["$inner/32"]
 control_socket = "$dir/$name.sock"
+state_dir = "$dir/$name-state"
 
 [interfaces.link1]
 device = "${dev}1"

@@ -33,6 +33,9 @@ use crate::dataplane::tun::TunConfig;
 /// Where the control socket is when the configuration (or `--socket`) says nothing.
 pub const DEFAULT_SOCKET: &str = "/run/mifsec/mifsec.sock";
 
+/// Where manual SAs keep their sequence marks unless `[dataplane] state_dir` says otherwise.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mifsec";
+
 /// The TUN device name when the configuration says nothing.
 pub const DEFAULT_TUN: &str = "mifsec0";
 
@@ -226,6 +229,9 @@ pub fn summary(cfg: &Config) -> String {
             None => String::new(),
         }
     );
+    if let (Some(dir), false) = (&e.state_dir, e.sas.is_empty()) {
+        let _ = writeln!(s, "  sequence marks of manual SAs in {}", dir.display());
+    }
     for i in &e.interfaces {
         let _ = write!(
             s,
@@ -378,6 +384,7 @@ struct RawDataplane {
     routes: Option<Vec<S<String>>>,
     control_socket: Option<S<String>>,
     control_group: Option<S<String>>,
+    state_dir: Option<S<String>>,
     replay_window: Option<S<i64>>,
     backend: Option<S<String>>,
     probe_interval_ms: Option<S<i64>>,
@@ -685,6 +692,16 @@ impl Cx<'_> {
             })?),
             None => None,
         };
+        engine.state_dir = Some(match &d.state_dir {
+            Some(s) => self.parse_str(s, "dataplane.state_dir", |p| {
+                if p.is_empty() || !p.starts_with('/') {
+                    Err(format!("{p:?}: the state directory is an absolute path"))
+                } else {
+                    Ok(PathBuf::from(p))
+                }
+            })?,
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        });
         if let Some(w) = &d.replay_window {
             let n = *w.get_ref();
             if !(64..=1 << 20).contains(&n) || n.count_ones() != 1 {

@@ -162,9 +162,10 @@ pub fn run(path: &Path) -> i32 {
     match &plan {
         Plan::Drop(u) => {
             // What the daemon writes after the drop: the socket's directory, when it is the
-            // daemon's own, so that the socket can be removed at the end. (A state
-            // directory the daemon writes at run time belongs on this list too.)
-            let chown: Vec<PathBuf> = socket_dir.filter(|_| own_dir).into_iter().collect();
+            // daemon's own, so that the socket can be removed at the end, and the state
+            // directory of manual SAs, whose marks are rewritten while the daemon runs.
+            let mut chown: Vec<PathBuf> = socket_dir.filter(|_| own_dir).into_iter().collect();
+            chown.extend(opened.state_dirs());
             if let Err(e) = privileges::drop_to(u, &chown) {
                 drop(opened);
                 return fail("cannot drop privileges", &e, listener);

@@ -273,7 +273,7 @@ pub fn status(st: &Value) -> String {
             strings(sa, "local_ts"),
             strings(sa, "remote_ts"),
         );
-        let _ = writeln!(
+        let _ = write!(
             out,
             "  out {}: {} packets, {}, seq {}",
             s(sa, "spi_out"),
@@ -281,6 +281,14 @@ pub fn status(st: &Value) -> String {
             bytes(n(sa, "out_bytes")),
             n(sa, "out_seq"),
         );
+        let marks = sa.get("marks").filter(|m| m.is_object());
+        if let Some(m) = marks {
+            let _ = write!(out, ", reserved to {}", n(m, "out_reserved"));
+            if n(m, "out_waits") > 0 {
+                let _ = write!(out, " ({} waits)", n(m, "out_waits"));
+            }
+        }
+        out.push('\n');
         let _ = write!(
             out,
             "  in  {}: {} packets, {}, replay top {}/{}",
@@ -290,6 +298,12 @@ pub fn status(st: &Value) -> String {
             n(sa, "replay_top"),
             n(sa, "replay_window"),
         );
+        if let Some(m) = marks {
+            if n(m, "in_floor") > 0 {
+                let _ = write!(out, ", resumed above {}", n(m, "in_floor"));
+            }
+            let _ = write!(out, ", reserved to {}", n(m, "in_reserved"));
+        }
         if let Some(d) = counts(sa, "drops") {
             let _ = write!(out, ", drops: {d}");
         }
@@ -376,7 +390,9 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::dataplane::engine::{EngineStatus, InterfaceStatus, PathStatus, SaStatus};
+    use crate::dataplane::engine::{
+        EngineStatus, InterfaceStatus, MarkStatus, PathStatus, SaStatus,
+    };
 
     fn path(name: &str, iface: &str, local: &str, remote: &str, rtt: Option<f64>) -> PathStatus {
         PathStatus {
@@ -441,6 +457,12 @@ mod tests {
                 drops: BTreeMap::from([("replayed".to_owned(), 3)]),
                 reorder_held: 0,
                 reorder_gaps: 0,
+                marks: Some(MarkStatus {
+                    out_reserved: 65_536,
+                    out_waits: 0,
+                    in_floor: 1000,
+                    in_reserved: 8192,
+                }),
                 paths: vec![
                     path(
                         "fast",
@@ -457,8 +479,8 @@ mod tests {
         let text = status(&serde_json::to_value(&st).unwrap());
         let want = "\
 tunnel: tunnel, aes128gcm16, esn, policy aggregate, 10.1.0.0/24 === 10.2.0.0/24
-  out 0000100a: 1234 packets, 1.6 MB, seq 1234
-  in  0000200a: 1200 packets, 1.5 MB, replay top 1200/65536, drops: replayed 3
+  out 0000100a: 1234 packets, 1.6 MB, seq 1234, reserved to 65536
+  in  0000200a: 1200 packets, 1.5 MB, replay top 1200/65536, resumed above 1000, reserved to 8192, drops: replayed 3
   path fast   link1 198.18.1.2:4500 -> 198.18.1.1:4500  active  up  rtt 0.21 ms  loss 0.0%  tx 210.3 Mbit/s  rx 1.2 Mbit/s  weight 300
   path slow2  link2 198.18.2.2:4500 -> 198.18.2.1:4500  active  up  rtt -  loss 0.0%  tx 210.3 Mbit/s  rx 1.2 Mbit/s  weight 300
 interfaces: link1 198.18.1.2:4500 (veth-c1, gso gro), link2 198.18.2.2:4500 (no offloads)

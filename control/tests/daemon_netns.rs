@@ -55,6 +55,7 @@ fn config(dir: &Path, side: &str, dev: &str, client: bool) -> String {
 workers = 1
 addresses = ["{addr}"]
 control_socket = "{sock}"
+state_dir = "{state}"
 
 [interfaces.link1]
 device = "{dev}"
@@ -77,6 +78,7 @@ remote = "{remote}:4500"
             .join(format!("run-{side}"))
             .join(format!("{side}.sock"))
             .display(),
+        state = dir.join(format!("{side}-state")).display(),
     )
 }
 
@@ -316,4 +318,367 @@ fn two_daemons_ping_status_ctl_and_stop() {
         "{}",
         lab.log("client")
     );
+}
+
+/// One ESP packet of a capture.
+struct Esp {
+    src: std::net::SocketAddrV4,
+    spi: u32,
+    seq: u32,
+    /// The whole UDP payload.
+    payload: Vec<u8>,
+}
+
+/// The ESP packets of a pcap file (Ethernet, IPv4, UDP). IKE (non-ESP marker) and NAT
+/// keepalives are left out.
+fn esp_packets(pcap: &[u8]) -> Vec<Esp> {
+    let u32_at = |b: &[u8], i: usize, le: bool| {
+        let w = [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        if le {
+            u32::from_le_bytes(w)
+        } else {
+            u32::from_be_bytes(w)
+        }
+    };
+    assert!(pcap.len() >= 24, "pcap file too short");
+    let le = match u32_at(pcap, 0, true) {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        _ => match u32_at(pcap, 0, false) {
+            0xa1b2_c3d4 | 0xa1b2_3c4d => false,
+            m => panic!("not a pcap file (magic {m:08x})"),
+        },
+    };
+    assert_eq!(u32_at(pcap, 20, le), 1, "pcap link type is not Ethernet");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= pcap.len() {
+        let incl = u32_at(pcap, at + 8, le) as usize;
+        let orig = u32_at(pcap, at + 12, le) as usize;
+        let frame = &pcap[at + 16..(at + 16 + incl).min(pcap.len())];
+        at += 16 + incl;
+        assert_eq!(incl, orig, "the capture truncated a frame");
+        if frame.len() < 14 + 20 + 8 || frame[12..14] != [0x08, 0x00] {
+            continue;
+        }
+        let ip = &frame[14..];
+        let ihl = usize::from(ip[0] & 0x0f) * 4;
+        if ip[9] != 17 || ip.len() < ihl + 8 {
+            continue;
+        }
+        let src = std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            u16::from_be_bytes([ip[ihl], ip[ihl + 1]]),
+        );
+        let payload = &ip[ihl + 8..];
+        if payload.len() < 8 {
+            continue;
+        }
+        let spi = u32::from_be_bytes(payload[..4].try_into().unwrap());
+        if spi == 0 {
+            continue;
+        }
+        let seq = u32::from_be_bytes(payload[4..8].try_into().unwrap());
+        out.push(Esp {
+            src,
+            spi,
+            seq,
+            payload: payload.to_vec(),
+        });
+    }
+    out
+}
+
+/// Sends `datagrams` from a UDP socket in namespace `ns` to `to`.
+fn send_from_netns(ns: &str, to: std::net::SocketAddr, datagrams: Vec<Vec<u8>>) {
+    let ns = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        use std::os::fd::AsRawFd as _;
+        let f = std::fs::File::open(&ns).expect("open netns");
+        // SAFETY: setns(2) on an open namespace file; it changes only this thread's
+        // network namespace, and this thread ends right after.
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        for d in datagrams {
+            sock.send_to(&d, to).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn sa_u64(st: &serde_json::Value, key: &str) -> u64 {
+    st["sas"][0][key].as_u64().unwrap_or(0)
+}
+
+fn drops(st: &serde_json::Value, reason: &str) -> u64 {
+    st["sas"][0]["drops"][reason].as_u64().unwrap_or(0)
+}
+
+/// Polls `cond` on a side's status until it holds or `secs` pass.
+fn wait_status(
+    lab: &Lab,
+    side: &str,
+    secs: u64,
+    what: &str,
+    mut cond: impl FnMut(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let out = lab.mifsec(side, &["status", "--json"]);
+        if out.status.success() {
+            let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if cond(&st) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{side}: {what} within {secs} s: {st:#}\n--- client log:\n{}\n--- gw log:\n{}",
+                lab.log("client"),
+                lab.log("gw")
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "{side}: no status: {}",
+                text(&out)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_in(ns: &str, args: &[&str]) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawning a lab program")
+}
+
+/// Manual SAs across restarts (issue 8 part 1): under a ping flood and an iperf3 stream, the
+/// client is stopped and restarted, then killed with SIGKILL and restarted, then the gateway
+/// the same two ways, each time without restarting the other side. A capture of the outer link
+/// must hold no (SPI, sequence number) twice, traffic must resume after every restart, and
+/// packets captured before the gateway's restarts, replayed at it afterwards, are refused.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn manual_sas_never_reuse_a_sequence_number_across_restarts() {
+    require_root();
+    let mut lab = Lab::new("mr");
+    let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
+    // No GSO: one ESP packet per captured datagram.
+    let cfg = |side, dev, client| {
+        config(&lab.dir, side, dev, client)
+            .replace("workers = 1\n", "workers = 1\noffloads = false\n")
+    };
+    let (gw_cfg, cl_cfg) = (
+        cfg("gw", &lab.gw_if, false),
+        cfg("client", &lab.cl_if, true),
+    );
+    let pcap = lab.dir.join("outer.pcap");
+    let mut tcpdump = Command::new("ip")
+        .args([
+            "netns", "exec", &gns, "tcpdump", "-i", &lab.gw_if, "-U", "-s", "0", "-B", "16384",
+            "-w",
+        ])
+        .arg(&pcap)
+        .args(["udp", "port", "4500"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tcpdump");
+    // tcpdump says "listening on" once it captures.
+    let mut tcpdump_err = std::io::BufReader::new(tcpdump.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut tcpdump_err, &mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+    std::thread::spawn(move || std::io::copy(&mut tcpdump_err, &mut std::io::sink()));
+
+    let mut idx = std::collections::HashMap::new();
+    lab.start_mifsec("gw", &gns, &gw_cfg);
+    idx.insert("gw", lab.daemons.len() - 1);
+    lab.start_mifsec("client", &cns, &cl_cfg);
+    idx.insert("client", lab.daemons.len() - 1);
+    // The socket comes before the engine: wait for the tunnel before anything uses it.
+    for side in ["client", "gw"] {
+        wait_status(&lab, side, 15, "the path up", |st| {
+            st["sas"][0]["paths"][0]["state"] == "up"
+        });
+    }
+    let mut traffic = vec![
+        spawn_in(&gns, &["iperf3", "-s"]),
+        spawn_in(&cns, &["ping", "-f", "-q", "-w", "120", "10.2.0.1"]),
+    ];
+    wait_status(&lab, "gw", 15, "traffic from the client", |st| {
+        sa_u64(st, "in_packets") > 1000
+    });
+    // The stream's client ends when the TUN under it goes away with a restart of the client
+    // (no route: "Network is unreachable"): it is started again before every restart.
+    let stream = || {
+        spawn_in(
+            &cns,
+            &[
+                "iperf3", "-c", "10.2.0.1", "-u", "-b", "10M", "-t", "120", "-l", "1000",
+            ],
+        )
+    };
+    traffic.push(stream());
+    wait_status(&lab, "gw", 15, "iperf3 traffic", |st| {
+        sa_u64(st, "in_bytes") > 2_000_000
+    });
+
+    // The first packets from the client, accepted by the first gateway: replayed at the
+    // restarted gateways below.
+    let before_restarts = std::fs::read(&pcap).unwrap();
+
+    for (side, how) in [
+        ("client", "term"),
+        ("client", "kill"),
+        ("gw", "kill"),
+        ("gw", "term"),
+    ] {
+        let peer = if side == "gw" { "client" } else { "gw" };
+        // The flood and the stream are running right up to the restart.
+        if traffic[2].try_wait().unwrap().is_some() {
+            traffic[2] = stream();
+        }
+        let b = sa_u64(&lab.status_json("gw"), "in_bytes");
+        wait_status(&lab, "gw", 15, "the stream flowing", |st| {
+            sa_u64(st, "in_bytes") > b + 1_000_000
+        });
+        assert!(
+            traffic[1].try_wait().unwrap().is_none(),
+            "the ping flood ended"
+        );
+        let child = &mut lab.daemons[idx[side]];
+        if how == "term" {
+            assert!(terminate(child).success(), "{side}:\n{}", lab.log(side));
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+        let _ = std::fs::remove_file(lab.sock(side));
+        let peer_in = sa_u64(&lab.status_json(peer), "in_packets");
+        let text = if side == "gw" { &gw_cfg } else { &cl_cfg };
+        lab.start_mifsec(side, if side == "gw" { &gns } else { &cns }, text);
+        idx.insert(side, lab.daemons.len() - 1);
+        // Both directions carry traffic again, the peer never restarted.
+        wait_status(
+            &lab,
+            side,
+            20,
+            &format!("traffic after {how} of {side}"),
+            |st| sa_u64(st, "in_packets") > 500 && sa_u64(st, "out_packets") > 500,
+        );
+        wait_status(
+            &lab,
+            peer,
+            20,
+            &format!("{peer} receiving after {how} of {side}"),
+            |st| sa_u64(st, "in_packets") > peer_in + 500,
+        );
+    }
+    for mut t in traffic {
+        let _ = t.kill();
+        let _ = t.wait();
+    }
+    // Let the last packets reach the capture: the gateway's counters stop moving.
+    let mut last = 0;
+    wait_status(&lab, "gw", 10, "the traffic to stop", |st| {
+        let now = sa_u64(st, "in_packets");
+        std::mem::replace(&mut last, now) == now
+    });
+
+    // Replays of the first capture's client packets: all refused, none accepted.
+    // (The client seals with SPI 0x1001, the gateway with 0x2001.)
+    let replay: Vec<Vec<u8>> = esp_packets(&before_restarts)
+        .into_iter()
+        .filter(|p| p.spi == 0x1001)
+        .take(200)
+        .map(|p| p.payload)
+        .collect();
+    assert!(
+        replay.len() >= 100,
+        "only {} client packets captured",
+        replay.len()
+    );
+    let st = lab.status_json("gw");
+    let (in0, refused0) = (
+        sa_u64(&st, "in_packets"),
+        drops(&st, "too_old") + drops(&st, "replayed"),
+    );
+    let n = replay.len() as u64;
+    send_from_netns(&cns, "198.18.9.1:4500".parse().unwrap(), replay);
+    wait_status(&lab, "gw", 10, "the replays counted as dropped", |st| {
+        drops(st, "too_old") + drops(st, "replayed") >= refused0 + n
+    });
+    assert_eq!(
+        sa_u64(&lab.status_json("gw"), "in_packets"),
+        in0,
+        "a replayed packet was accepted"
+    );
+
+    // SIGINT makes tcpdump write out what it holds.
+    // SAFETY: kill(2) on a child we spawned and have not reaped.
+    unsafe { libc::kill(tcpdump.id() as libc::pid_t, libc::SIGINT) };
+    tcpdump.wait().unwrap();
+    let all = esp_packets(&std::fs::read(&pcap).unwrap());
+    let mut seen = std::collections::HashSet::new();
+    let mut per_spi = std::collections::HashMap::<u32, (usize, u32)>::new();
+    // What the daemons sent, from port 4500; the replays came from another port and repeat
+    // on purpose.
+    for p in all.iter().filter(|p| p.src.port() == 4500) {
+        assert!(
+            seen.insert((p.spi, p.seq)),
+            "({:08x}, {}) from {} sent twice",
+            p.spi,
+            p.seq,
+            p.src
+        );
+        let e = per_spi.entry(p.spi).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(p.seq);
+    }
+    // Both directions were captured, and the client's SIGKILL restart skipped its block.
+    let (c_n, c_max) = per_spi[&0x1001];
+    let (g_n, _) = per_spi[&0x2001];
+    assert!(
+        c_n > 10_000 && g_n > 1_000,
+        "client {c_n}, gateway {g_n} packets captured"
+    );
+    assert!(
+        u64::from(c_max) > mifsec_control::dataplane::marks::OUT_MIN_BLOCK,
+        "the client's numbers never jumped past a reserved block (max {c_max})"
+    );
+}
+
+/// A manual SA whose state directory cannot be created refuses to start, saying why.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
+    require_root();
+    let lab = Lab::new("ms");
+    let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(
+        &format!("state_dir = \"{}\"", lab.dir.join("client-state").display()),
+        "state_dir = \"/dev/null/mifsec-state\"",
+    );
+    let path = lab.dir.join("client.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("/dev/null/mifsec-state: cannot create the state directory")
+            && err.contains("manual SAs keep their sequence marks there"),
+        "{err}"
+    );
+    assert!(!lab.dir.join("client.sock").exists());
 }

@@ -27,11 +27,14 @@ pub enum DropReason {
     BadIpPacket,
     /// The inner packet's addresses are outside the SA's traffic selectors.
     OutsideSelectors,
+    /// Authentic, but above the replay mark stored on disk (manual SAs only): accepting it
+    /// could let it be replayed after a crash. The mark moves up a few milliseconds later.
+    Unreserved,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::Truncated,
         DropReason::UnknownSpi,
         DropReason::Replayed,
@@ -42,6 +45,7 @@ impl DropReason {
         DropReason::BadNextHeader,
         DropReason::BadIpPacket,
         DropReason::OutsideSelectors,
+        DropReason::Unreserved,
     ];
 
     /// A short snake_case name for status output and logs.
@@ -57,6 +61,7 @@ impl DropReason {
             DropReason::BadNextHeader => "bad_next_header",
             DropReason::BadIpPacket => "bad_ip_packet",
             DropReason::OutsideSelectors => "outside_selectors",
+            DropReason::Unreserved => "unreserved",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod esp;
 pub mod event;
 pub mod iproute;
+pub mod marks;
 pub mod offload;
 pub mod path;
 pub mod reorder;

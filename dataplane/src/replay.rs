@@ -183,6 +183,9 @@ pub struct ReplayWindow {
     mask: u64,
     /// Window size in sequence numbers (power of two, `MIN_SIZE..=MAX_SIZE`).
     size: u64,
+    /// Every number at or below this is refused as too old: where a manual SA resumes after
+    /// a restart (see [`crate::marks`]). 0 for a new SA.
+    floor: u64,
 }
 
 impl fmt::Debug for ReplayWindow {
@@ -221,7 +224,25 @@ impl ReplayWindow {
             words,
             mask: n - 1,
             size,
+            floor: 0,
         })
+    }
+
+    /// Makes the window refuse every number up to `floor` as [`ReplayError::TooOld`] and
+    /// start with `top = floor`, so that ESN inference continues from there: how an SA whose
+    /// window was lost (a restart) refuses packets it may have accepted before. Only before
+    /// the window is shared, and only upwards.
+    pub fn resume_above(&mut self, floor: u64) {
+        if floor > self.floor {
+            self.floor = floor;
+            self.top.0.store(floor, ORD);
+        }
+    }
+
+    /// The number at or below which everything is refused (0 unless resumed).
+    #[inline]
+    pub fn floor(&self) -> u64 {
+        self.floor
     }
 
     /// The window size, in sequence numbers.
@@ -245,9 +266,13 @@ impl ReplayWindow {
 
     /// The window's own refusals that do not depend on the word: 0, and left of the window.
     #[inline]
-    fn precheck(seq: u64, top: u64, size: u64) -> Result<(), ReplayError> {
+    fn precheck(&self, seq: u64, top: u64) -> Result<(), ReplayError> {
+        let size = self.size;
         if seq == 0 {
             return Err(ReplayError::Zero);
+        }
+        if seq <= self.floor {
+            return Err(ReplayError::TooOld);
         }
         // `seq + size <= top` without overflow; when top < size nothing is too old
         // (saturates to 0, and seq >= 1).
@@ -264,7 +289,7 @@ impl ReplayWindow {
     /// Read-only, never blocks.
     #[inline]
     pub fn check(&self, seq: u64) -> Result<(), ReplayError> {
-        Self::precheck(seq, self.top(), self.size)?;
+        self.precheck(seq, self.top())?;
         let block = seq >> BLOCK_SHIFT;
         let w = self.word(block).load(ORD);
         let bit = 1u64 << (seq & (BLOCK_BITS - 1));
@@ -285,7 +310,7 @@ impl ReplayWindow {
     #[inline]
     pub fn mark(&self, seq: u64) -> Result<(), ReplayError> {
         let top = self.top();
-        Self::precheck(seq, top, self.size)?;
+        self.precheck(seq, top)?;
         let block = seq >> BLOCK_SHIFT;
         let tag = block as u32;
         let bit = 1u64 << (seq & (BLOCK_BITS - 1));
@@ -410,6 +435,29 @@ mod tests {
         }
         assert_eq!(w.top(), 31);
         assert_eq!(w.check(0), Err(ReplayError::Zero));
+    }
+
+    #[test]
+    fn a_resumed_window_refuses_everything_up_to_its_floor() {
+        let mut w = win(64);
+        w.resume_above(1_000_000);
+        assert_eq!(w.floor(), 1_000_000);
+        assert_eq!(w.top(), 1_000_000);
+        // Inside what would be the window, and far below it: all too old.
+        for s in [1, 999_937, 999_999, 1_000_000] {
+            assert_eq!(w.check(s), Err(ReplayError::TooOld), "{s}");
+            assert_eq!(w.mark(s), Err(ReplayError::TooOld), "{s}");
+        }
+        assert_eq!(w.mark(1_000_001), Ok(()));
+        assert_eq!(w.mark(1_000_001), Err(ReplayError::Replayed));
+        assert_eq!(w.mark(1_000_050), Ok(()));
+        assert_eq!(w.mark(1_000_003), Ok(()));
+        // ESN inference continues from the floor, not from zero.
+        w.resume_above(5); // never downwards
+        assert_eq!(w.floor(), 1_000_000);
+        let mut e = win(64);
+        e.resume_above((7 << 32) | 100);
+        assert_eq!(e.infer_esn(101), (7 << 32) | 101);
     }
 
     #[test]

@@ -4,20 +4,34 @@
 //! reusing a sequence number (and with the sequence number as the AEAD's explicit IV, reuse
 //! would also repeat a nonce). Without ESN the last usable number is 2^32-1, with ESN 2^64-1;
 //! after that [`SeqCounter::next`] fails until the SA is replaced by a rekey.
+//!
+//! A manually keyed SA has a static key, so its numbers must also stay unique across
+//! restarts: [`crate::marks`] keeps a mark on disk and lets the counter hand out numbers only
+//! up to a *ceiling* that is already stored there ([`SeqCounter::set_ceiling`]). IKE SAs have
+//! fresh keys and no ceiling.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// The counter ran out: the SA must not send again.
+/// Why no sequence number was handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqExhausted;
+pub enum SeqError {
+    /// The counter ran out: the SA must not send again.
+    Exhausted,
+    /// The numbers lie above the ceiling stored on disk (manual SAs): not yet usable. The
+    /// mark keeper raises the ceiling ahead of the traffic, so this is rare and brief.
+    Unreserved,
+}
 
-impl std::fmt::Display for SeqExhausted {
+impl std::fmt::Display for SeqError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("sequence numbers exhausted, the SA needs a rekey")
+        f.write_str(match self {
+            SeqError::Exhausted => "sequence numbers exhausted, the SA needs a rekey",
+            SeqError::Unreserved => "sequence numbers above the mark stored on disk",
+        })
     }
 }
 
-impl std::error::Error for SeqExhausted {}
+impl std::error::Error for SeqError {}
 
 /// What happened when numbers were taken, beyond the numbers themselves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +50,10 @@ pub struct SeqCounter {
     limit: u64,
     soft: u64,
     soft_reported: AtomicBool,
+    /// Highest number that may be handed out now (`u64::MAX`: no ceiling).
+    ceiling: AtomicU64,
+    /// Reservations refused because of the ceiling.
+    unreserved: AtomicU64,
 }
 
 impl SeqCounter {
@@ -53,7 +71,27 @@ impl SeqCounter {
             limit,
             soft: soft.min(limit),
             soft_reported: AtomicBool::new(false),
+            ceiling: AtomicU64::new(u64::MAX),
+            unreserved: AtomicU64::new(0),
         }
+    }
+
+    /// Allows numbers up to `ceiling` (inclusive). Call it only once `ceiling` is stored
+    /// durably: every number handed out afterwards may be on the wire a moment later.
+    pub fn set_ceiling(&self, ceiling: u64) {
+        // Relaxed: the store follows the fsync in this thread's program order, and a worker
+        // that reads the new value therefore reads it after the fsync returned.
+        self.ceiling.store(ceiling, Ordering::Relaxed);
+    }
+
+    /// The ceiling in force (`u64::MAX` when there is none).
+    pub fn ceiling(&self) -> u64 {
+        self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// How many reservations the ceiling refused.
+    pub fn unreserved(&self) -> u64 {
+        self.unreserved.load(Ordering::Relaxed)
     }
 
     /// Starts the counter after `last` (tests, and resuming a manual SA).
@@ -68,15 +106,24 @@ impl SeqCounter {
 
     /// Takes `n` consecutive numbers, returning the first. Either all `n` are taken or none.
     #[inline]
-    pub fn reserve(&self, n: u64) -> Result<(u64, SeqNotice), SeqExhausted> {
+    pub fn reserve(&self, n: u64) -> Result<(u64, SeqNotice), SeqError> {
         // Relaxed is enough: uniqueness comes from the read-modify-write itself, and no other
-        // memory is published through this counter.
+        // memory is published through this counter. The ceiling only ever rises, so reading it
+        // once before the update never lets a number above a stored ceiling out.
+        let bound = self.limit.min(self.ceiling.load(Ordering::Relaxed));
         let prev = self
             .last
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-                last.checked_add(n).filter(|&end| end <= self.limit)
+                last.checked_add(n).filter(|&end| end <= bound)
             })
-            .map_err(|_| SeqExhausted)?;
+            .map_err(|last| {
+                if last.checked_add(n).is_some_and(|end| end <= self.limit) {
+                    self.unreserved.fetch_add(1, Ordering::Relaxed);
+                    SeqError::Unreserved
+                } else {
+                    SeqError::Exhausted
+                }
+            })?;
         let end = prev + n;
         let notice = if end >= self.soft && !self.soft_reported.swap(true, Ordering::Relaxed) {
             SeqNotice::SoftLimit
@@ -88,7 +135,7 @@ impl SeqCounter {
 
     /// Takes the next number.
     #[inline]
-    pub fn next(&self) -> Result<(u64, SeqNotice), SeqExhausted> {
+    pub fn next(&self) -> Result<(u64, SeqNotice), SeqError> {
         self.reserve(1)
     }
 }
@@ -112,8 +159,8 @@ mod tests {
         c.set_last(u64::from(u32::MAX) - 2);
         assert_eq!(c.next().unwrap().0, u64::from(u32::MAX) - 1);
         assert_eq!(c.next().unwrap().0, u64::from(u32::MAX));
-        assert_eq!(c.next(), Err(SeqExhausted));
-        assert_eq!(c.next(), Err(SeqExhausted));
+        assert_eq!(c.next(), Err(SeqError::Exhausted));
+        assert_eq!(c.next(), Err(SeqError::Exhausted));
         assert_eq!(c.last(), u64::from(u32::MAX));
     }
 
@@ -122,16 +169,34 @@ mod tests {
         let c = SeqCounter::new(true);
         c.set_last(u64::MAX - 1);
         assert_eq!(c.next().unwrap().0, u64::MAX);
-        assert_eq!(c.next(), Err(SeqExhausted));
-        assert_eq!(c.reserve(2), Err(SeqExhausted));
+        assert_eq!(c.next(), Err(SeqError::Exhausted));
+        assert_eq!(c.reserve(2), Err(SeqError::Exhausted));
     }
 
     #[test]
     fn a_batch_that_does_not_fit_takes_nothing() {
         let c = SeqCounter::with_limits(10, 10);
         c.set_last(8);
-        assert_eq!(c.reserve(3), Err(SeqExhausted));
+        assert_eq!(c.reserve(3), Err(SeqError::Exhausted));
         assert_eq!(c.reserve(2).unwrap().0, 9);
+    }
+
+    #[test]
+    fn the_ceiling_holds_numbers_back_until_it_rises() {
+        let c = SeqCounter::new(false);
+        c.set_ceiling(10);
+        assert_eq!(c.reserve(8).unwrap().0, 1);
+        assert_eq!(c.reserve(3), Err(SeqError::Unreserved));
+        assert_eq!(c.reserve(2).unwrap().0, 9);
+        assert_eq!(c.next(), Err(SeqError::Unreserved));
+        assert_eq!(c.unreserved(), 2);
+        assert_eq!(c.last(), 10);
+        c.set_ceiling(20);
+        assert_eq!(c.next().unwrap().0, 11);
+        // The space's own end still says exhausted, whatever the ceiling.
+        c.set_last(u64::from(u32::MAX));
+        c.set_ceiling(u64::MAX);
+        assert_eq!(c.next(), Err(SeqError::Exhausted));
     }
 
     #[test]

@@ -292,8 +292,8 @@ fn unknown_keys() {
     assert_eq!(
         err(&edit(2, "wrkers = 2")),
         "gw.toml:2: dataplane.wrkers: unknown key (expected one of `workers`, `tun`, `mtu`, `offloads`, \
-         `addresses`, `routes`, `control_socket`, `control_group`, `replay_window`, `backend`, \
-         `probe_interval_ms`, `dead_after_ms`, `keepalive_s`, `test_seq_limit`, `user`)"
+         `addresses`, `routes`, `control_socket`, `control_group`, `state_dir`, `replay_window`, \
+         `backend`, `probe_interval_ms`, `dead_after_ms`, `keepalive_s`, `test_seq_limit`, `user`)"
     );
     assert!(
         err(&edit(6, "adress = \"198.18.1.2\""))

@@ -13,6 +13,7 @@ use super::{ControlError, EngineConfig, InterfaceConfig, PathSpec, SaSpec, Share
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
 use crate::event::EventSender;
+use crate::marks::{self, Tracked};
 use crate::path::PathState;
 use crate::reorder::Reorder;
 use crate::sa_table::{
@@ -72,6 +73,31 @@ pub(crate) struct ControlState {
     seq_limit: Option<u64>,
 }
 
+/// A static key used twice (by two SAs, or by both directions of one) repeats AEAD nonces:
+/// both uses count their sequence numbers from the same start.
+fn distinct_keys(sas: &[SaSpec]) -> Result<(), ControlError> {
+    let mut seen: Vec<(&[u8], &str)> = Vec::new();
+    for sa in sas {
+        for key in [&sa.key_out[..], &sa.key_in[..]] {
+            if let Some((_, other)) = seen.iter().find(|(k, _)| *k == key) {
+                return Err(err(if *other == sa.name {
+                    format!(
+                        "sa {}: key_out and key_in are the same key; each direction needs its own",
+                        sa.name
+                    )
+                } else {
+                    format!(
+                        "sa {}: uses a key of sa {other}; every manual SA needs keys of its own",
+                        sa.name
+                    )
+                }));
+            }
+            seen.push((key, &sa.name));
+        }
+    }
+    Ok(())
+}
+
 fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, ControlError> {
     let cfg = SocketConfig {
         device: iface.device.clone(),
@@ -90,7 +116,12 @@ fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, Con
 }
 
 impl ControlState {
-    pub fn new(cfg: &EngineConfig, events: EventSender) -> Result<Self, ControlError> {
+    /// The configuration's interfaces and manual SAs. With a state directory, every manual
+    /// SA resumes above its stored marks and is returned for the mark keeper as well.
+    pub fn new(
+        cfg: &EngineConfig,
+        events: EventSender,
+    ) -> Result<(Self, Vec<Tracked>), ControlError> {
         let mut st = ControlState {
             interfaces: Vec::new(),
             sas: Vec::new(),
@@ -106,13 +137,39 @@ impl ControlState {
             st.interfaces
                 .push((iface.clone(), bind(iface, st.offloads)?));
         }
-        for sa in &cfg.sas {
-            st.add_sa(sa.clone(), 0)?;
+        distinct_keys(&cfg.sas)?;
+        if let Some(dir) = &cfg.state_dir {
+            if !cfg.sas.is_empty() {
+                marks::prepare_dir(dir).map_err(|e| {
+                    err(format!("{e} (manual SAs keep their sequence marks there)"))
+                })?;
+            }
         }
-        Ok(st)
+        let mut tracked = Vec::new();
+        for sa in &cfg.sas {
+            let (out, inb) = st.build_pair(sa)?;
+            let (out, inb) = match &cfg.state_dir {
+                Some(dir) => {
+                    let t = Tracked::resume(dir, &sa.name, out, &sa.key_out, inb, &sa.key_in)
+                        .map_err(|e| {
+                            err(format!(
+                                "sa {}: {e} (a manual SA starts only with its sequence marks \
+                                 readable and writable)",
+                                sa.name
+                            ))
+                        })?;
+                    let pair = (Arc::clone(t.outbound()), Arc::clone(t.inbound()));
+                    tracked.push(t);
+                    pair
+                }
+                None => (Arc::new(out), Arc::new(inb)),
+            };
+            st.insert_sa(sa.clone(), out, inb, 0);
+        }
+        Ok((st, tracked))
     }
 
-    fn add_sa(&mut self, spec: SaSpec, now_ns: u64) -> Result<(), ControlError> {
+    fn build_pair(&self, spec: &SaSpec) -> Result<(OutboundSa, InboundSa), ControlError> {
         fn cfg<'k>(st: &ControlState, spec: &SaSpec, spi: u32, keymat: &'k [u8]) -> SaConfig<'k> {
             SaConfig {
                 spi,
@@ -124,19 +181,29 @@ impl ControlState {
                 replay_window: st.replay_window,
             }
         }
-        let out_cfg = cfg(self, &spec, spec.spi_out, &spec.key_out);
+        let out_cfg = cfg(self, spec, spec.spi_out, &spec.key_out);
         let events = Some(self.events.clone());
         let out = match self.seq_limit {
             Some(l) => OutboundSa::with_seq_limit(&out_cfg, events, l),
             None => OutboundSa::new(&out_cfg, events),
         }
         .map_err(|e| err(format!("sa {}: outbound: {e}", spec.name)))?;
-        let inb = InboundSa::new(&cfg(self, &spec, spec.spi_in, &spec.key_in))
+        let inb = InboundSa::new(&cfg(self, spec, spec.spi_in, &spec.key_in))
             .map_err(|e| err(format!("sa {}: inbound: {e}", spec.name)))?;
+        Ok((out, inb))
+    }
+
+    fn add_sa(&mut self, spec: SaSpec, now_ns: u64) -> Result<(), ControlError> {
+        let (out, inb) = self.build_pair(&spec)?;
+        self.insert_sa(spec, Arc::new(out), Arc::new(inb), now_ns);
+        Ok(())
+    }
+
+    fn insert_sa(&mut self, spec: SaSpec, out: Arc<OutboundSa>, inb: Arc<InboundSa>, now_ns: u64) {
         let mut rt = SaRt {
             policy: spec.policy,
-            out: Arc::new(out),
-            inb: Arc::new(inb),
+            out,
+            inb,
             paths: Vec::new(),
             cursor: Arc::new(AtomicU64::new(0)),
             reorder: (!spec.reorder.is_zero()).then(|| Arc::new(Reorder::new(spec.reorder))),
@@ -153,7 +220,6 @@ impl ControlState {
         // when older pairs of the same selectors are still lingering.
         let at = self.first_demoted();
         self.sas.insert(at, rt);
-        Ok(())
     }
 
     /// Where the demoted SAs begin (they follow all others).

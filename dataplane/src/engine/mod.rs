@@ -31,7 +31,7 @@ use crate::event::{self, Event, EventSender};
 use crate::sa_table::{Policy, Prefix, Role, SaTables};
 use crate::tun::{Offloads, Tun, TunConfig};
 
-pub use status::{EngineStatus, InterfaceStatus, PathStatus, SaStatus};
+pub use status::{EngineStatus, InterfaceStatus, MarkStatus, PathStatus, SaStatus};
 
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
@@ -48,6 +48,10 @@ pub struct EngineConfig {
     pub interfaces: Vec<InterfaceConfig>,
     /// Manually keyed SAs.
     pub sas: Vec<SaSpec>,
+    /// Where manual SAs keep their sequence marks, so that no sequence number is used twice
+    /// and no packet accepted twice across restarts ([`crate::marks`]). `None`: no marks, for
+    /// tests and embedders that never restart with the same keys; the daemon always sets it.
+    pub state_dir: Option<std::path::PathBuf>,
     /// Replay window size in packets.
     pub replay_window: u64,
     /// AEAD backend.
@@ -73,6 +77,7 @@ impl Default for EngineConfig {
             routes: Vec::new(),
             interfaces: Vec::new(),
             sas: Vec::new(),
+            state_dir: None,
             replay_window: 65_536,
             backend: Backend::Ring,
             probe_interval: Duration::from_millis(50),
@@ -259,6 +264,8 @@ impl Shared {
 pub struct Engine {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// Keeps manual SAs' sequence marks on disk; settles them after the workers stopped.
+    marks: crate::marks::Keeper,
     ike_rx: Mutex<Option<crossbeam_channel::Receiver<IkeDatagram>>>,
     events_rx: Mutex<Option<crossbeam_channel::Receiver<Event>>>,
     events_lost: EventSender,
@@ -287,7 +294,7 @@ impl Engine {
         let tun_offloads = tun.offloads();
         control::configure_tun(&tun_name, &cfg)?;
         let (events, events_rx) = event::channel(EVENT_QUEUE);
-        let state = control::ControlState::new(&cfg, events.clone())?;
+        let (state, tracked) = control::ControlState::new(&cfg, events.clone())?;
         let (ike_tx, ike_rx) = crossbeam_channel::bounded(IKE_QUEUE);
         let shared = Arc::new(Shared {
             tables: SaTables::default(),
@@ -310,12 +317,18 @@ impl Engine {
             ike_rx,
             events_rx,
             events,
+            tracked,
         })
     }
 
     /// The engine's status: interfaces, SAs, paths, counters.
     pub fn status(&self) -> EngineStatus {
-        status::collect(&self.shared)
+        let mut st = status::collect(&self.shared);
+        let errors = self.marks.errors();
+        if errors > 0 {
+            st.drops.insert("mark_write_errors".into(), errors);
+        }
+        st
     }
 
     /// Moves SA `sa` to path `path`. Soft: make-before-break, the old paths keep carrying
@@ -441,6 +454,8 @@ impl Engine {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // No worker seals or opens any more: the exact numbers can be stored.
+        self.marks.settle();
     }
 }
 
@@ -459,9 +474,24 @@ pub struct OpenedEngine {
     ike_rx: crossbeam_channel::Receiver<IkeDatagram>,
     events_rx: crossbeam_channel::Receiver<Event>,
     events: EventSender,
+    /// Manual SAs with marks on disk, for the keeper thread.
+    tracked: Vec<crate::marks::Tracked>,
 }
 
 impl OpenedEngine {
+    /// Where the engine still writes once it runs: the state directory of manual SAs (their
+    /// mark files inside it are replaced by rename). A daemon that drops privileges hands it
+    /// to its user first.
+    pub fn state_dirs(&self) -> Vec<std::path::PathBuf> {
+        let mut dirs: Vec<std::path::PathBuf> = Vec::new();
+        for f in self.tracked.iter().flat_map(|t| t.files()) {
+            if let Some(dir) = f.parent().filter(|d| !dirs.iter().any(|p| p == d)) {
+                dirs.push(dir.to_owned());
+            }
+        }
+        dirs
+    }
+
     /// The second half of [`Engine::start`]: starts the workers and the monitor.
     pub fn start(self) -> Result<Engine, ControlError> {
         let OpenedEngine {
@@ -470,10 +500,14 @@ impl OpenedEngine {
             ike_rx,
             events_rx,
             events,
+            tracked,
         } = self;
+        let marks = crate::marks::Keeper::start(tracked)
+            .map_err(|e| ControlError(format!("spawning the mark keeper: {e}")))?;
         let mut engine = Engine {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
+            marks,
             ike_rx: Mutex::new(Some(ike_rx)),
             events_rx: Mutex::new(Some(events_rx)),
             events_lost: events,

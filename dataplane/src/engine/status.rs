@@ -87,6 +87,22 @@ pub struct SaStatus {
     pub reorder_gaps: u64,
     /// Paths.
     pub paths: Vec<PathStatus>,
+    /// The sequence marks on disk (manual SAs with a state directory only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marks: Option<MarkStatus>,
+}
+
+/// Where a manual SA's sequence marks stand.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarkStatus {
+    /// Outbound numbers stored as reserved: usable up to here.
+    pub out_reserved: u64,
+    /// Outbound reservations that had to wait for the mark to move.
+    pub out_waits: u64,
+    /// Inbound numbers up to here are refused: where the SA resumed at start.
+    pub in_floor: u64,
+    /// Inbound numbers stored as reserved: accepted up to here.
+    pub in_reserved: u64,
 }
 
 /// One path of an SA.
@@ -143,6 +159,14 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
         let (reorder_held, reorder_gaps) = inbound
             .and_then(|i| i.reorder.as_ref())
             .map_or((0, 0), |r| r.stats());
+        let marks = inbound
+            .filter(|i| out.sa.seq().ceiling() != u64::MAX || i.sa.ceiling() != u64::MAX)
+            .map(|i| MarkStatus {
+                out_reserved: out.sa.seq().ceiling(),
+                out_waits: out.sa.seq().unreserved(),
+                in_floor: i.sa.replay().floor(),
+                in_reserved: i.sa.ceiling(),
+            });
         let (ic, top, window, spi_in) = match inbound {
             Some(i) => (
                 i.sa.counters().snapshot(),
@@ -212,6 +236,7 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
             reorder_held,
             reorder_gaps,
             paths,
+            marks,
         });
     }
     let c = &shared.counters;

@@ -14,7 +14,7 @@
 //! ICV, then the replay mark, then the trailer.
 
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::ip::{self, IpHeader};
 use super::wire::{
@@ -25,7 +25,7 @@ use crate::aead::{AeadKey, Backend, Cipher, CryptoError, TAG_LEN};
 use crate::counters::{DropReason, SaCounters};
 use crate::event::{Event, EventSender};
 use crate::replay::{ReplayError, ReplayWindow};
-use crate::seq::{SeqCounter, SeqExhausted, SeqNotice};
+use crate::seq::{SeqCounter, SeqError, SeqNotice};
 
 /// ESP mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,6 +108,8 @@ pub enum SealError {
     BadIpPacket,
     /// The sequence space is used up; the SA needs a rekey.
     SeqExhausted,
+    /// The next numbers are above the mark stored on disk (manual SAs): not usable yet.
+    SeqUnreserved,
     /// The AEAD refused.
     Crypto(CryptoError),
 }
@@ -118,7 +120,8 @@ impl std::fmt::Display for SealError {
             SealError::NoHeadroom => f.write_str("no headroom for the ESP header"),
             SealError::NoTailroom => f.write_str("no tailroom for the ESP trailer and ICV"),
             SealError::BadIpPacket => f.write_str("not an IP packet this SA can protect"),
-            SealError::SeqExhausted => SeqExhausted.fmt(f),
+            SealError::SeqExhausted => SeqError::Exhausted.fmt(f),
+            SealError::SeqUnreserved => SeqError::Unreserved.fmt(f),
             SealError::Crypto(e) => e.fmt(f),
         }
     }
@@ -259,12 +262,13 @@ impl OutboundSa {
                 self.raise(Event::SeqSoftLimit { spi: self.spi });
                 Ok(first)
             }
-            Err(SeqExhausted) => {
+            Err(SeqError::Exhausted) => {
                 if !self.exhausted_reported.swap(true, Ordering::Relaxed) {
                     self.raise(Event::SeqExhausted { spi: self.spi });
                 }
                 Err(SealError::SeqExhausted)
             }
+            Err(SeqError::Unreserved) => Err(SealError::SeqUnreserved),
         }
     }
 
@@ -437,6 +441,11 @@ pub struct InboundSa {
     key: AeadKey,
     replay: ReplayWindow,
     counters: SaCounters,
+    /// Highest number that may be accepted now (`u64::MAX`: no limit); see [`crate::marks`].
+    ceiling: AtomicU64,
+    /// Highest authentic number refused because of the ceiling: tells the mark keeper how
+    /// far to raise it (a peer that restarted jumps ahead).
+    wanted: AtomicU64,
 }
 
 impl InboundSa {
@@ -451,7 +460,31 @@ impl InboundSa {
             replay: ReplayWindow::new(cfg.replay_window)
                 .map_err(|_| SaError::ReplayWindow(cfg.replay_window))?,
             counters: SaCounters::default(),
+            ceiling: AtomicU64::new(u64::MAX),
+            wanted: AtomicU64::new(0),
         })
+    }
+
+    /// Refuses every sequence number up to `floor` from now on (before the SA is shared):
+    /// how a manual SA resumes after a restart without accepting a packet again.
+    pub fn resume_above(&mut self, floor: u64) {
+        self.replay.resume_above(floor);
+    }
+
+    /// Accepts numbers only up to `ceiling` (inclusive) from now on. Call it once `ceiling`
+    /// is stored durably.
+    pub fn set_ceiling(&self, ceiling: u64) {
+        self.ceiling.store(ceiling, Ordering::Relaxed);
+    }
+
+    /// The ceiling in force (`u64::MAX` when there is none).
+    pub fn ceiling(&self) -> u64 {
+        self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// The highest authentic sequence number refused because of the ceiling (0 if none).
+    pub fn wanted(&self) -> u64 {
+        self.wanted.load(Ordering::Relaxed)
     }
 
     /// The SPI.
@@ -568,7 +601,13 @@ impl InboundSa {
         let tag = view.icv();
         self.key
             .open(&iv, &aad[..aad_len], view.ciphertext_mut(), &tag)
-            .map_err(|_| DropReason::Integrity)?;
+            .map_err(|_| self.integrity_or_too_old(seq_low, seq))?;
+        // Authentic, but beyond what a restart would remember: refuse it rather than let it
+        // be accepted twice, and say how far the mark must move.
+        if seq > self.ceiling.load(Ordering::Relaxed) {
+            self.wanted.fetch_max(seq, Ordering::Relaxed);
+            return Err(DropReason::Unreserved);
+        }
         // Authentic: mark it now, so a packet with a bad trailer cannot be replayed either.
         self.replay.mark(seq).map_err(replay_reason)?;
         let plain = view.ciphertext_mut();
@@ -588,6 +627,24 @@ impl InboundSa {
         }
         let start = esp.start + OVERHEAD_FRONT;
         Ok((start..start + n - 2 - pad, next_header, seq))
+    }
+}
+
+impl InboundSa {
+    /// Why a packet whose ICV failed is dropped. With ESN, a packet far below the window is
+    /// taken for one of the next 2^32 subspace (RFC 4303 A2.2), fails the ICV, and would be
+    /// counted as forged; a replay of an old packet looks exactly so. When the same low half
+    /// in the window's own subspace is too old, count it as too old. Only the count changes:
+    /// the packet is dropped either way.
+    #[cold]
+    fn integrity_or_too_old(&self, seq_low: u32, guessed: u64) -> DropReason {
+        let top = self.replay.top();
+        let same = (top & !u64::from(u32::MAX)) | u64::from(seq_low);
+        if self.esn && guessed > top && same < guessed && self.replay.check(same).is_err() {
+            DropReason::TooOld
+        } else {
+            DropReason::Integrity
+        }
     }
 }
 

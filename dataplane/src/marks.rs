@@ -1,0 +1,561 @@
+//! Sequence marks of manually keyed SAs, kept on disk.
+//!
+//! A manual SA has a static key and the ESP IV is its sequence number, so a sender that
+//! restarted at 1 would seal again under (key, nonce) pairs it already used, and a receiver
+//! that restarted with an empty window would accept packets captured before. IKE SAs get
+//! fresh keys from every handshake and need none of this.
+//!
+//! For each manual SA and direction one small file holds a *mark*: a number at or above
+//! every sequence number that direction may have used (outbound) or accepted (inbound).
+//! Numbers are reserved ahead in blocks: the mark is raised to the end of the next block,
+//! written and fsynced, and only then does the packet path get the new ceiling
+//! ([`SeqCounter::set_ceiling`](crate::seq::SeqCounter::set_ceiling),
+//! [`InboundSa::set_ceiling`]). So whatever moment a crash comes, the stored mark covers
+//! every number in use, and at start an SA continues above it: the outbound counter after the
+//! mark, the replay window refusing everything up to it
+//! ([`InboundSa::resume_above`]). A clean stop stores the exact last number instead, so a
+//! restart then skips nothing.
+//!
+//! The [`Keeper`] thread raises the marks ahead of the traffic. Blocks follow the measured
+//! rate: outbound at least [`OUT_MIN_BLOCK`] numbers or two seconds of traffic (a sender's
+//! restart only skips numbers), inbound at least [`IN_MIN_BLOCK`] or 50 ms of traffic
+//! (after a receiver's restart, the peer's packets up to the stored mark are refused, so the
+//! block is what a restart costs). An authentic packet above the inbound ceiling (a peer that
+//! restarted and jumped ahead) is dropped as `unreserved` and moves the mark at the next tick.
+//!
+//! A file is named after the direction and a fingerprint of the key (SHA-256 over a label and
+//! the key, not the key): a new key starts from zero, and the same key is never tracked twice.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::counters::DropReason;
+use crate::esp::{InboundSa, OutboundSa};
+
+/// Smallest outbound block, in sequence numbers.
+pub const OUT_MIN_BLOCK: u64 = 1 << 16;
+/// Smallest inbound block, in sequence numbers.
+pub const IN_MIN_BLOCK: u64 = 256;
+/// Largest block either way.
+const MAX_BLOCK: u64 = 1 << 24;
+/// How much traffic an outbound block covers.
+const OUT_BLOCK_TIME: f64 = 2.0;
+/// How much traffic an inbound block covers.
+const IN_BLOCK_TIME: f64 = 0.05;
+/// How often the keeper looks.
+const TICK: Duration = Duration::from_millis(2);
+/// After a failed write, how long before the next try.
+const RETRY: Duration = Duration::from_millis(100);
+
+const MAGIC: &str = "# mifsec sequence mark v1";
+
+/// Which half of an SA a mark belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Numbers this side seals with.
+    Out,
+    /// Numbers this side accepts.
+    In,
+}
+
+impl Direction {
+    fn name(self) -> &'static str {
+        match self {
+            Direction::Out => "out",
+            Direction::In => "in",
+        }
+    }
+}
+
+/// Why a mark could not be read or written.
+#[derive(Debug)]
+pub struct MarkError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for MarkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for MarkError {}
+
+fn io_err(path: &Path, what: &str, e: &io::Error) -> MarkError {
+    MarkError {
+        path: path.to_owned(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// The state directory: created (mode 0700) if missing, and checked to be writable.
+pub fn prepare_dir(dir: &Path) -> Result<(), MarkError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err(dir, "cannot create the state directory", &e))?;
+    let probe = dir.join(".write-test");
+    File::create(&probe)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_err(dir, "the state directory is not writable", &e))?;
+    let _ = fs::remove_file(&probe);
+    Ok(())
+}
+
+/// One direction's mark file.
+#[derive(Debug)]
+pub struct MarkFile {
+    dir: PathBuf,
+    path: PathBuf,
+    tmp: PathBuf,
+    header: String,
+}
+
+impl MarkFile {
+    /// The file for `direction` of SA `sa` whose `key || salt` is `keymat`, in `dir`.
+    pub fn new(dir: &Path, sa: &str, direction: Direction, spi: u32, keymat: &[u8]) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"mifsec manual SA sequence mark\0");
+        ctx.update(keymat);
+        let fp: String = ctx.finish().as_ref()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let name = format!("{}-{fp}.mark", direction.name());
+        // The SA's name is the operator's: keep it readable and on one line.
+        let sa: String = sa
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        MarkFile {
+            dir: dir.to_owned(),
+            tmp: dir.join(format!(".{name}.tmp")),
+            path: dir.join(name),
+            header: format!(
+                "{MAGIC}\n# sa {sa}, {} spi {spi:08x}: every sequence number at or below the mark has been used\n",
+                direction.name()
+            ),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored mark, or 0 when there is no file yet.
+    pub fn load(&self) -> Result<u64, MarkError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&self.path, "cannot read", &e)),
+        };
+        parse(&text).ok_or_else(|| MarkError {
+            path: self.path.clone(),
+            message: "not a mifsec sequence mark (corrupt?); remove it only together with a \
+                      change of the SA's keys"
+                .into(),
+        })
+    }
+
+    /// Stores `mark` durably: a new file written and fsynced, renamed over the old one, and
+    /// the directory fsynced, so a crash leaves either the old mark or the new one.
+    pub fn store(&self, mark: u64) -> Result<(), MarkError> {
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&self.tmp)?;
+            f.write_all(format!("{}mark = {mark}\n", self.header).as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&self.tmp, &self.path)?;
+            File::open(&self.dir)?.sync_all()
+        };
+        write().map_err(|e| io_err(&self.path, "cannot store the mark", &e))
+    }
+}
+
+fn parse(text: &str) -> Option<u64> {
+    let mut lines = text.lines();
+    if lines.next()? != MAGIC {
+        return None;
+    }
+    lines
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix("mark = "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A rate estimate in packets per second: follows rises at once, decays slowly. It counts
+/// packets, not how far sequence numbers moved: a peer that restarted jumps ahead by a whole
+/// block, and that is no reason to reserve bigger blocks.
+#[derive(Debug, Default)]
+struct Rate {
+    last: u64,
+    per_s: f64,
+}
+
+impl Rate {
+    fn update(&mut self, value: u64, dt: f64) {
+        let inst = value.saturating_sub(self.last) as f64 / dt.max(1e-6);
+        self.last = self.last.max(value);
+        self.per_s = inst.max(self.per_s * 0.995);
+    }
+
+    fn block(&self, secs: f64, min: u64) -> u64 {
+        ((self.per_s * secs) as u64).clamp(min, MAX_BLOCK)
+    }
+}
+
+/// One direction kept on disk.
+#[derive(Debug)]
+struct Side {
+    file: MarkFile,
+    /// The mark stored now (= the ceiling in force).
+    stored: u64,
+    rate: Rate,
+    retry_at: Option<Instant>,
+}
+
+impl Side {
+    /// Raises the stored mark to `to` if it is higher; true if the mark is now at least `to`.
+    fn raise(&mut self, to: u64, now: Instant, errors: &AtomicU64) -> bool {
+        if to <= self.stored {
+            return true;
+        }
+        if self.retry_at.is_some_and(|t| now < t) {
+            return false;
+        }
+        match self.file.store(to) {
+            Ok(()) => {
+                self.stored = to;
+                self.retry_at = None;
+                true
+            }
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                self.retry_at = Some(now + RETRY);
+                false
+            }
+        }
+    }
+}
+
+/// The marks of one manual SA.
+#[derive(Debug)]
+pub struct Tracked {
+    out: Arc<OutboundSa>,
+    inb: Arc<InboundSa>,
+    out_side: Side,
+    in_side: Side,
+}
+
+impl Tracked {
+    /// Loads both marks of an SA that is not in use yet, continues above them (the outbound
+    /// counter after the mark, the window refusing everything up to it), and stores the first
+    /// blocks before returning the SA. Any failure means the SA must not start.
+    pub fn resume(
+        dir: &Path,
+        name: &str,
+        out: OutboundSa,
+        out_key: &[u8],
+        mut inb: InboundSa,
+        in_key: &[u8],
+    ) -> Result<Self, MarkError> {
+        let out_file = MarkFile::new(dir, name, Direction::Out, out.spi(), out_key);
+        let in_file = MarkFile::new(dir, name, Direction::In, inb.spi(), in_key);
+        let out_mark = out_file.load()?;
+        let in_mark = in_file.load()?;
+        out.seq().set_last(out_mark);
+        inb.resume_above(in_mark);
+        let out_ceiling = out_mark.saturating_add(OUT_MIN_BLOCK);
+        let in_ceiling = in_mark.saturating_add(IN_MIN_BLOCK);
+        out_file.store(out_ceiling)?;
+        in_file.store(in_ceiling)?;
+        out.seq().set_ceiling(out_ceiling);
+        inb.set_ceiling(in_ceiling);
+        let side = |file, stored, last| Side {
+            file,
+            stored,
+            rate: Rate { last, per_s: 0.0 },
+            retry_at: None,
+        };
+        Ok(Tracked {
+            out: Arc::new(out),
+            inb: Arc::new(inb),
+            out_side: side(out_file, out_ceiling, out_mark),
+            in_side: side(in_file, in_ceiling, 0),
+        })
+    }
+
+    /// The two mark files.
+    pub fn files(&self) -> [&Path; 2] {
+        [self.out_side.file.path(), self.in_side.file.path()]
+    }
+
+    /// The outbound SA, now shared.
+    pub fn outbound(&self) -> &Arc<OutboundSa> {
+        &self.out
+    }
+
+    /// The inbound SA, now shared.
+    pub fn inbound(&self) -> &Arc<InboundSa> {
+        &self.inb
+    }
+
+    /// One look: raises whichever ceiling the traffic is getting close to.
+    fn tick(&mut self, now: Instant, dt: f64, errors: &AtomicU64) {
+        let last = self.out.seq().last();
+        let o = &mut self.out_side;
+        o.rate.update(last, dt);
+        let block = o.rate.block(OUT_BLOCK_TIME, OUT_MIN_BLOCK);
+        if o.stored.saturating_sub(last) < block / 2
+            && o.raise(last.saturating_add(block), now, errors)
+        {
+            self.out.seq().set_ceiling(o.stored);
+        }
+        let hi = self.inb.replay().top().max(self.inb.wanted());
+        let c = self.inb.counters().snapshot();
+        let i = &mut self.in_side;
+        i.rate.update(
+            c.packets + c.dummies + c.drops[DropReason::Unreserved as usize],
+            dt,
+        );
+        let block = i.rate.block(IN_BLOCK_TIME, IN_MIN_BLOCK);
+        if i.stored.saturating_sub(hi) < block / 2 && i.raise(hi.saturating_add(block), now, errors)
+        {
+            self.inb.set_ceiling(i.stored);
+        }
+    }
+
+    /// After the last packet: stores the exact numbers, so the next start skips nothing.
+    /// Only when nothing can use the SA any more.
+    fn settle(&mut self) -> Result<(), MarkError> {
+        let last = self.out.seq().last();
+        self.out_side.file.store(last)?;
+        self.in_side.file.store(self.inb.replay().top())
+    }
+}
+
+/// The thread that keeps the marks ahead of the traffic.
+#[derive(Debug)]
+pub struct Keeper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    errors: Arc<AtomicU64>,
+}
+
+impl Keeper {
+    /// Starts the thread for `sas` (none: no thread).
+    pub fn start(sas: Vec<Tracked>) -> io::Result<Keeper> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(AtomicU64::new(0));
+        let thread = if sas.is_empty() {
+            None
+        } else {
+            let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
+            Some(
+                std::thread::Builder::new()
+                    .name("mifsec-marks".into())
+                    .spawn(move || keep(sas, &stop, &errors))?,
+            )
+        };
+        Ok(Keeper {
+            stop,
+            thread,
+            errors,
+        })
+    }
+
+    /// Failed writes of a mark so far (each one retried; traffic waits at the old ceiling).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Stores the exact marks and stops. Call only after every thread that seals or opens
+    /// with these SAs has stopped.
+    pub fn settle(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.settle();
+    }
+}
+
+fn keep(mut sas: Vec<Tracked>, stop: &AtomicBool, errors: &AtomicU64) {
+    let mut before = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(TICK);
+        let now = Instant::now();
+        let dt = now.duration_since(before).as_secs_f64();
+        before = now;
+        for sa in &mut sas {
+            sa.tick(now, dt, errors);
+        }
+    }
+    for sa in &mut sas {
+        if sa.settle().is_err() {
+            // The ceilings stored last stay: still correct, only a few numbers are skipped.
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aead::{Backend, Cipher};
+    use crate::esp::{Mode, SaConfig};
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mifsec-marks-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        prepare_dir(&d).unwrap();
+        d
+    }
+
+    const KEY_A: [u8; 20] = [7; 20];
+    const KEY_B: [u8; 20] = [9; 20];
+
+    fn pair() -> (OutboundSa, InboundSa) {
+        let cfg = |spi, keymat| SaConfig {
+            spi,
+            cipher: Cipher::Aes128Gcm,
+            backend: Backend::Ring,
+            keymat,
+            esn: false,
+            mode: Mode::Tunnel,
+            replay_window: 64,
+        };
+        (
+            OutboundSa::new(&cfg(0x1001, &KEY_A), None).unwrap(),
+            InboundSa::new(&cfg(0x2001, &KEY_B)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_restart_continues_above_the_stored_ceiling() {
+        let d = dir("restart");
+        let (o, i) = pair();
+        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        assert_eq!(t.outbound().seq().ceiling(), OUT_MIN_BLOCK);
+        assert_eq!(t.outbound().seq().next().unwrap().0, 1);
+        // A crash now: nothing settles. The next start begins above the whole block.
+        drop(t);
+        let (o, i) = pair();
+        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        assert_eq!(t.outbound().seq().next().unwrap().0, OUT_MIN_BLOCK + 1);
+        assert_eq!(t.inbound().replay().floor(), IN_MIN_BLOCK);
+        assert_eq!(t.inbound().ceiling(), 2 * IN_MIN_BLOCK);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_clean_stop_stores_the_exact_numbers() {
+        let d = dir("settle");
+        let (o, i) = pair();
+        let mut t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        t.outbound().seq().reserve(41).unwrap();
+        t.inbound().replay().mark(17).unwrap();
+        t.settle().unwrap();
+        let (o, i) = pair();
+        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        assert_eq!(t.outbound().seq().next().unwrap().0, 42);
+        assert_eq!(t.inbound().replay().floor(), 17);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_keeper_raises_ceilings_ahead_of_traffic_and_for_a_peer_that_jumped() {
+        let d = dir("keeper");
+        let (o, i) = pair();
+        let mut t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let errors = AtomicU64::new(0);
+        let now = Instant::now();
+        t.outbound().seq().reserve(OUT_MIN_BLOCK - 10).unwrap();
+        t.tick(now, 0.002, &errors);
+        let c = t.outbound().seq().ceiling();
+        assert!(c > OUT_MIN_BLOCK, "{c}");
+        assert_eq!(
+            MarkFile::new(&d, "t", Direction::Out, 0x1001, &KEY_A)
+                .load()
+                .unwrap(),
+            c
+        );
+        // A peer far ahead (it restarted): its authentic packets are refused until the mark
+        // follows, then accepted.
+        let peer = OutboundSa::new(
+            &SaConfig {
+                spi: 0x2001,
+                cipher: Cipher::Aes128Gcm,
+                backend: Backend::Ring,
+                keymat: &KEY_B,
+                esn: false,
+                mode: Mode::Tunnel,
+                replay_window: 64,
+            },
+            None,
+        )
+        .unwrap();
+        peer.seq().set_last(999_999);
+        let packet = |peer: &OutboundSa| {
+            let mut buf = vec![0u8; 128];
+            let head = OutboundSa::HEADROOM;
+            buf[head] = 0x45;
+            buf[head + 3] = 20;
+            let s = peer.seal(&mut buf, head..head + 20).unwrap();
+            buf.truncate(s.range.end);
+            buf.drain(..s.esp_start);
+            buf
+        };
+        let mut p = packet(&peer);
+        let len = p.len();
+        assert_eq!(
+            t.inbound().open(&mut p, 0..len),
+            Err(DropReason::Unreserved)
+        );
+        assert_eq!(t.inbound().wanted(), 1_000_000);
+        t.tick(now, 0.002, &errors);
+        assert!(t.inbound().ceiling() > 1_000_000);
+        let mut p = packet(&peer);
+        assert!(t.inbound().open(&mut p, 0..len).is_ok());
+        assert_eq!(errors.load(Ordering::Relaxed), 0);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn keys_are_tracked_apart_and_a_corrupt_file_is_an_error() {
+        let d = dir("corrupt");
+        let a = MarkFile::new(&d, "t", Direction::Out, 1, &KEY_A);
+        let b = MarkFile::new(&d, "t", Direction::Out, 1, &KEY_B);
+        let c = MarkFile::new(&d, "t", Direction::In, 1, &KEY_A);
+        assert_ne!(a.path(), b.path());
+        assert_ne!(a.path(), c.path());
+        a.store(5).unwrap();
+        assert_eq!(a.load().unwrap(), 5);
+        assert_eq!(b.load().unwrap(), 0);
+        fs::write(a.path(), "garbage").unwrap();
+        let e = a.load().unwrap_err();
+        assert!(e.to_string().contains("not a mifsec sequence mark"), "{e}");
+        fs::remove_dir_all(&d).unwrap();
+    }
+}
