@@ -22,7 +22,8 @@ same run without a flood, the baseline; `ignore`: the flooder ignores the COOKIE
 4. Three seconds into the flood, `mifsec ctl initiate home` on client 2: the time until its
    status shows an ESTABLISHED IKE SA with an installed child (polled every 10 ms).
 
-Reported per mode: iperf3's lost datagrams of the stream, rekeys seen on client 1 (new
+Reported per mode: iperf3's lost datagrams of the stream (and the kernel's UDP receive-buffer
+drops per namespace and input-backlog drops, to tell where they went), rekeys seen on client 1 (new
 child and IKE SPIs, polled every 200 ms), client 2's connect time, the gateway daemon's
 CPU seconds during the flood (utime + stime from /proc/PID/stat) and its peak RSS
 (VmHWM from /proc/PID/status), the gateway's IKE counters, and the flooder's own counts.
@@ -219,6 +220,13 @@ def udp_errors(ns: str) -> dict[str, int]:
     return {"rcvbuf_errors": table["RcvbufErrors"], "in_errors": table["InErrors"]}
 
 
+def softnet_dropped() -> int:
+    """Packets the kernel dropped because a CPU's input backlog was full (netdev_max_backlog;
+    veth delivers through it), summed over CPUs: /proc/net/softnet_stat, second column. The
+    file is not per namespace: other work on the machine counts too."""
+    return sum(int(l.split()[1], 16) for l in Path("/proc/net/softnet_stat").read_text().splitlines())
+
+
 def drops(st: dict) -> dict[str, int]:
     """mifsec's drop counters by reason, over the engine and every SA."""
     out: dict[str, int] = {}
@@ -307,6 +315,7 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
         time.sleep(0.5)
         length = int(args.seconds) + 4
         before = {ns: udp_errors(ns) for ns in (CL, GW)}
+        backlog0 = softnet_dropped()
         t_start = time.monotonic()
         client = subprocess.Popen(
             in_ns(
@@ -341,6 +350,7 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
         cl_out, cl_err = client.communicate(timeout=length + 30)
         sv_out, _ = server.communicate(timeout=30)
         after = {ns: udp_errors(ns) for ns in (CL, GW)}
+        backlog1 = softnet_dropped()
         watch.stop_at = True
         watch.join()
         gw_status = lab.status("gw")
@@ -376,6 +386,7 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
                 side: {k: after[ns][k] - before[ns][k] for k in after[ns]}
                 for side, ns in (("client_ns", CL), ("gateway_ns", GW))
             },
+            "backlog_drops": backlog1 - backlog0,
             "gateway_drops": drops(gw_status),
             "client1_drops": drops(lab.status("cl1")),
             "client1_rekeys": {
