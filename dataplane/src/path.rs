@@ -170,7 +170,9 @@ impl PathState {
     pub fn probe_answered(&self, sent_ns: u64, now_ns: u64) {
         self.probes_answered.fetch_add(1, Ordering::Relaxed);
         self.last_reply_ns.fetch_max(now_ns, Ordering::Relaxed);
-        let sample = (now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX)) as u32;
+        // `sent_ns` is what the peer echoed: any value. u32::MAX is min_rtt_us's "no sample
+        // yet", so a sample stops one short of it.
+        let sample = (now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX - 1)) as u32;
         self.min_rtt_us.fetch_min(sample.max(1), Ordering::Relaxed);
         // srtt = 7/8 srtt + 1/8 sample (RFC 6298); the first sample sets it.
         let _ = self
@@ -335,6 +337,17 @@ mod tests {
         b[4] = 9;
         assert_eq!(Probe::parse(&b), None);
         assert_eq!(Probe::parse(&[0u8; 40]), None);
+    }
+
+    #[test]
+    fn an_absurd_echoed_send_time_still_counts_as_a_sample() {
+        // Found by the path_probe fuzz target: an RTT sample of 4295 s or more was clamped
+        // to u32::MAX, the "no sample" mark, so min_rtt_us read 0 after an answer.
+        let p = PathState::new(1, "p1", "link1", "198.18.1.1:4500".parse().unwrap(), 0);
+        p.probe_answered(0, u64::MAX);
+        assert_eq!(p.min_rtt_us(), u32::MAX - 1);
+        assert!(p.srtt_us() >= 1);
+        assert_eq!(p.queue_delay_us(), 0);
     }
 
     #[test]

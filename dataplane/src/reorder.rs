@@ -85,7 +85,8 @@ impl Reorder {
             if let Some(p) = pkt {
                 deliver(p);
             }
-            st.next = seq + 1;
+            // Saturating: with ESN a sequence number can be u64::MAX, and nothing follows.
+            st.next = seq.saturating_add(1);
             self.release_in_order(&mut st, deliver);
         } else {
             let copy = pkt.map(|p| {
@@ -149,7 +150,7 @@ impl Reorder {
                     st.pool.push(p);
                 }
             }
-            st.next += 1;
+            st.next = st.next.saturating_add(1);
         }
     }
 
@@ -197,6 +198,20 @@ mod tests {
         run(&r, 2, 12_000_000, &mut out);
         assert_eq!(out, [1, 3, 2]);
         assert_eq!(r.stats(), (1, 1));
+    }
+
+    #[test]
+    fn the_last_sequence_number_does_not_overflow() {
+        // Found by the reorder fuzz target: releasing u64::MAX overflowed `next`.
+        let r = Reorder::new(Duration::from_millis(10));
+        let mut out = Vec::new();
+        r.push(u64::MAX - 2, Some(&[1]), 0, &mut |p| out.push(p[0]));
+        r.push(u64::MAX, Some(&[3]), 0, &mut |p| out.push(p[0]));
+        r.push(u64::MAX - 1, Some(&[2]), 0, &mut |p| out.push(p[0]));
+        assert_eq!(out, [1, 2, 3]);
+        let r = Reorder::new(Duration::from_millis(10));
+        r.push(u64::MAX, Some(&[9]), 0, &mut |p| out.push(p[0]));
+        assert_eq!(out, [1, 2, 3, 9]);
     }
 
     #[test]

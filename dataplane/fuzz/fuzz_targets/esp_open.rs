@@ -26,14 +26,19 @@ static SAS: LazyLock<Vec<(OutboundSa, InboundSa)>> = LazyLock::new(|| {
     let mut v = Vec::new();
     for esn in [false, true] {
         for mode in [Mode::Tunnel, Mode::Transport] {
-            v.push((OutboundSa::new(&cfg(esn, mode), None).unwrap(), InboundSa::new(&cfg(esn, mode)).unwrap()));
+            v.push((
+                OutboundSa::new(&cfg(esn, mode), None).unwrap(),
+                InboundSa::new(&cfg(esn, mode)).unwrap(),
+            ));
         }
     }
     v
 });
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&sel, rest)) = data.split_first() else { return };
+    let Some((&sel, rest)) = data.split_first() else {
+        return;
+    };
     let (out, inb) = &SAS[usize::from(sel) % SAS.len()];
     if sel & 0x80 != 0 {
         // Seal the bytes as a payload, then open: a valid packet must come back unchanged.
