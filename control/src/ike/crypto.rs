@@ -539,6 +539,36 @@ impl SkCrypter {
         Ok(out)
     }
 
+    /// Fuzzing only: seals `plain`, taken as the encoding of an inner payload chain whose
+    /// first payload is `first`, as one SK message, or with `fragment = Some((number,
+    /// total))` as one SKF fragment (numbers as given, unchecked). Lets a fuzz target
+    /// encrypt mutated inner payloads correctly, so that they reach the exchange code.
+    #[cfg(fuzzing)]
+    pub fn seal_raw(
+        &mut self,
+        header: Header,
+        first: PayloadType,
+        plain: &[u8],
+        fragment: Option<(u16, u16)>,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let mut p = Zeroizing::new(plain.to_vec());
+        match fragment {
+            None => self.seal_with(header, Vec::new(), &mut p, |data| {
+                Payload::Sk(SkPayload::new(first, data))
+            }),
+            Some((fragment_number, total_fragments)) => {
+                self.seal_with(header, Vec::new(), &mut p, |data| {
+                    Payload::Skf(SkfPayload {
+                        first_inner: first,
+                        fragment_number,
+                        total_fragments,
+                        data,
+                    })
+                })
+            }
+        }
+    }
+
     /// Seals `plain` (inner payload bytes, without pad length) into the encrypted payload
     /// `wrap` makes from its data, after `outer`.
     fn seal_with(

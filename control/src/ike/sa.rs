@@ -1359,6 +1359,57 @@ impl IkeSa {
         st.ch.core.rx.open(bytes, &msg).ok()
     }
 
+    /// Fuzzing only: the message ID of our next request on the current IKE SA, used up if
+    /// `take`. `None` unless established.
+    #[cfg(fuzzing)]
+    pub fn fuzz_next_id(&mut self, take: bool) -> Option<u32> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let id = st.ch.own_next;
+        if take {
+            st.ch.own_next = id.wrapping_add(1);
+        }
+        Some(id)
+    }
+
+    /// Fuzzing only: seals `plain` (the encoding of an inner payload chain starting with a
+    /// `first` payload) on the current IKE SA as this side would send it, so that a fuzz
+    /// target can feed the peer mutated inner payloads that pass the ICV: a request or a
+    /// response with `message_id`, `flags_xor` applied to the header flags, as one SK
+    /// message or with `fragment = Some((number, total))` one SKF fragment. `None` unless
+    /// established.
+    #[cfg(fuzzing)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn fuzz_seal(
+        &mut self,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: u32,
+        flags_xor: u8,
+        first: crate::wire::PayloadType,
+        plain: &[u8],
+        fragment: Option<(u16, u16)>,
+    ) -> Option<Vec<u8>> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let mut header = st.ch.core.header(exchange, response, message_id);
+        header.flags = Flags(header.flags.0 ^ flags_xor);
+        st.ch.core.tx.seal_raw(header, first, plain, fragment).ok()
+    }
+
+    /// Fuzzing only (seed generation): the inner payloads of an SK message the peer sealed
+    /// on the current IKE SA.
+    #[cfg(fuzzing)]
+    pub fn fuzz_open(&self, bytes: &[u8]) -> Option<Vec<Payload>> {
+        let State::Established(st) = &self.state else {
+            return None;
+        };
+        let msg = Message::parse(bytes).ok()?;
+        st.ch.core.rx.open(bytes, &msg).ok()
+    }
+
     /// Whether a message with these IKE SPIs belongs to this SA: its current SPIs, those
     /// of an old IKE SA being deleted after a rekey, or (with `spi_r` zero) an initiator
     /// SPI of a negotiation.
