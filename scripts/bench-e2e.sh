@@ -11,6 +11,8 @@
 #      - failover: policy failover (p1 active, p2 standby), link 1 silently blackholed under a
 #        1000 pps udpseq stream: longest gap and loss;
 #      - soft handover: `mifsec ctl handover tunnel p2` under a 10,000 pps udpseq stream: loss;
+#      - hard handover: link 1 blackholed, 50 ms later `mifsec ctl handover tunnel p2 --hard`
+#        under a 1000 pps udpseq stream: longest gap and loss (how soon traffic resumes);
 #      - the daemons' RSS (VmRSS every second) over each case: first/last/max.
 #
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
@@ -236,6 +238,29 @@ print(json.dumps({"pps": 10000, **{k: r[k] for k in keep}}))' "$res")
   finish_case "$dir" "$res"
 }
 
+# The hard handover's event: link 1 goes dark silently, 50 ms later both sides move to p2 at
+# once (before the probes could declare p1 down).
+blackhole_then_hard_handover() {
+  local dir=$1
+  lab_blackhole_link1 "$P"
+  sleep 0.05 # the 50 ms of traffic into the blackhole that the handover must end
+  mifsec_ctl_both "$dir" handover tunnel p2 --hard
+}
+
+case_hard_handover() {
+  local dir=$1 res
+  lab_up_two_links "$P" 200 100
+  start_mifsec "$dir" failover 200 100
+  sleep 1 # let the path probes settle
+  res=$(mifsec_udpseq "$dir" 1000 6 2 blackhole_then_hard_handover "$dir")
+  res=$(python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+keep = ("sent", "received", "lost", "longest_gap_ms", "duplicates", "reordered", "loss_timeline")
+print(json.dumps({"pps": 1000, **{k: r[k] for k in keep}}))' "$res")
+  finish_case "$dir" "$res"
+}
+
 # run_case NAME FUNCTION ARGS...: runs FUNCTION WORKDIR ARGS... in a subshell with errexit
 # (so any failing command ends the case), records an error result if it fails, and always
 # cleans up after it.
@@ -294,6 +319,7 @@ if ((!ANCHORS_ONLY)); then
     run_case single_300_of_300_30 case_single 300 30
     run_case failover_blackhole case_failover
     run_case soft_handover case_handover
+    run_case hard_handover case_hard_handover
     ((${SOAK_SECONDS:-300} > 0)) && run_case soak case_soak
   else
     failed=1
@@ -391,6 +417,8 @@ if not anchors_only:
     rows.append(("failover: longest gap ms / lost", fmt(num(d, "longest_gap_ms")), err(d) or fmt(num(d, "lost"), "d")))
     d = mifsec.get("soft_handover", {})
     rows.append(("soft handover: lost / gap ms", fmt(num(d, "lost"), "d"), err(d) or fmt(num(d, "longest_gap_ms"))))
+    d = mifsec.get("hard_handover", {})
+    rows.append(("hard handover: longest gap ms / lost", fmt(num(d, "longest_gap_ms")), err(d) or fmt(num(d, "lost"), "d")))
     for k, d in mifsec.items():
         rss = d.get("rss") or {}
         for side in ("client", "gateway"):

@@ -3,7 +3,7 @@
 import json, os, sys
 
 root, out_path = sys.argv[1], sys.argv[2]
-rows, replay, ike = {}, {}, {}
+rows, replay, ike, swaps = {}, {}, {}, {}
 for dirpath, _, files in os.walk(root):
     if "estimates.json" not in files or not dirpath.endswith("/new"):
         continue
@@ -14,6 +14,9 @@ for dirpath, _, files in os.walk(root):
     tp = bench.get("throughput") or {}
     if group == "ike":
         ike[f"{group}/{func}"] = 1e9 / ns  # handshakes per second on one core
+        continue
+    if group.startswith("sa_table"):
+        swaps[f"{group}/{func}/{param}"] = 1e9 / ns  # table swaps per second
         continue
     if group.startswith("replay"):
         elems = tp.get("Elements", 1)
@@ -42,8 +45,11 @@ for (group, size), r in sorted(rows.items()):
 print("seal% / rt%: ESP throughput as a share of the bare AEAD's (seal alone / seal+open), same run")
 for k, v in sorted(replay.items()):
     print(f"{k:48} {v:8.1f} M checks+marks/s")
+for k, v in sorted(swaps.items()):
+    print(f"{k:48} {v:8.0f} table swaps/s")
 for k, v in sorted(ike.items()):
     print(f"{k:48} {v:8.0f} handshakes/s (responder, one core)")
 os.makedirs(os.path.dirname(out_path), exist_ok=True)
-json.dump({"esp": table, "replay_mops": replay, "ike_handshakes_per_s": ike}, open(out_path, "w"), indent=1)
+json.dump({"esp": table, "replay_mops": replay, "ike_handshakes_per_s": ike,
+           "sa_table_swaps_per_s": swaps}, open(out_path, "w"), indent=1)
 print(f"wrote {out_path}")

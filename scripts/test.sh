@@ -65,8 +65,10 @@ if [ "${MIFSEC_SKIP_ROOT_TESTS:-}" = 1 ]; then
   # The root tests carry #[cfg_attr(skip_root_tests, ignore = ...)]: built with this cfg,
   # libtest lists them as ignored (never as passed). Own target dir: other RUSTFLAGS.
   step "unit and integration tests (MIFSEC_SKIP_ROOT_TESTS=1: root tests ignored)"
+  mkdir -p target/skip-root
   RUSTFLAGS="${RUSTFLAGS:-} --cfg skip_root_tests" CARGO_TARGET_DIR=target/skip-root \
-    cargo test --workspace --locked
+    cargo test --workspace --locked 2>&1 | tee target/skip-root/test.log
+  echo "*** $(grep -c 'ignored, needs root' target/skip-root/test.log) root tests ignored (MIFSEC_SKIP_ROOT_TESTS=1) ***"
 else
   step "unit and integration tests"
   cargo test --workspace --locked
