@@ -1095,14 +1095,25 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
     let mut line =
         serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     line.push('\n');
-    (&stream)
-        .write_all(line.as_bytes())
-        .map_err(ClientError::Io)?;
+    // A daemon that turns the connection away (too many clients) writes why and closes it,
+    // possibly before the request is written: then the answer is still there to read.
+    let wrote = (&stream).write_all(line.as_bytes());
+    if let Err(e) = &wrote {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(ClientError::Io(wrote.unwrap_err()));
+        }
+    }
     let mut answer = Vec::new();
-    BufReader::with_capacity(1 << 16, &stream)
+    let read = BufReader::with_capacity(1 << 16, &stream)
         .take(MAX_RESPONSE as u64 + 1)
-        .read_until(b'\n', &mut answer)
-        .map_err(ClientError::Io)?;
+        .read_until(b'\n', &mut answer);
+    if answer.is_empty() {
+        wrote.map_err(ClientError::Io)?;
+    }
+    read.map_err(ClientError::Io)?;
     if answer.is_empty() {
         return Err(ClientError::BadResponse(
             "the daemon closed the connection".into(),
