@@ -654,6 +654,10 @@ fn manual_sas_never_reuse_a_sequence_number_across_restarts() {
         u64::from(c_max) > mifsec_control::dataplane::marks::OUT_MIN_BLOCK,
         "the client's numbers never jumped past a reserved block (max {c_max})"
     );
+    eprintln!(
+        "--- captured {c_n} client and {g_n} gateway ESP packets over 4 restarts, no (SPI, seq) \
+         twice; {n} replayed pre-restart packets refused"
+    );
 }
 
 /// A manual SA whose state directory cannot be created refuses to start, saying why.
