@@ -283,6 +283,8 @@ _mifsec_spi() { echo $((($(od -An -tu4 -N4 /dev/urandom | tr -d ' ') & 0x7ffffff
 mifsec_configs() {
   local dir=${1:?dir} policy=${2:?policy} w1=${3:-1} w2=${4:-1}
   mkdir -p "$dir" || return 1
+  # The daemons drop root: they must reach their state directories (made inside) as nobody.
+  chmod 711 "$dir" || return 1
   local spi_c2g spi_g2c key_c2g key_g2c
   spi_c2g=$(_mifsec_spi)
   spi_g2c=$(_mifsec_spi)

@@ -685,4 +685,29 @@ fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
         "{err}"
     );
     assert!(!lab.dir.join("client.sock").exists());
+
+    // A state directory the daemon can make as root but not reach once it has dropped root
+    // (its parent is root's only): refused at start too, not at the first block's end.
+    use std::os::unix::fs::PermissionsExt as _;
+    let private = lab.dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(
+        &format!("state_dir = \"{}\"", lab.dir.join("client-state").display()),
+        &format!("state_dir = \"{}\"", private.join("state").display()),
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let o = Command::new("ip")
+        .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("running as nobody")
+            && err.contains("sa tunnel: cannot store the mark: Permission denied")
+            && err.contains("must be able to write here"),
+        "{err}"
+    );
 }

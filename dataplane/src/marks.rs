@@ -257,6 +257,7 @@ impl Side {
 /// The marks of one manual SA.
 #[derive(Debug)]
 pub struct Tracked {
+    name: String,
     out: Arc<OutboundSa>,
     inb: Arc<InboundSa>,
     out_side: Side,
@@ -294,11 +295,28 @@ impl Tracked {
             retry_at: None,
         };
         Ok(Tracked {
+            name: name.to_owned(),
             out: Arc::new(out),
             inb: Arc::new(inb),
             out_side: side(out_file, out_ceiling, out_mark),
             in_side: side(in_file, in_ceiling, 0),
         })
+    }
+
+    /// Stores both marks again as they stand: proves that whoever runs now (the daemon may
+    /// have dropped root since [`Tracked::resume`]) can keep them. Fails with a message
+    /// naming the SA and the file.
+    pub fn check_writable(&self) -> Result<(), MarkError> {
+        for side in [&self.out_side, &self.in_side] {
+            side.file.store(side.stored).map_err(|e| MarkError {
+                message: format!(
+                    "sa {}: {} (the user the daemon runs as must be able to write here)",
+                    self.name, e.message
+                ),
+                path: e.path,
+            })?;
+        }
+        Ok(())
     }
 
     /// The two mark files.

@@ -502,6 +502,12 @@ impl OpenedEngine {
             events,
             tracked,
         } = self;
+        // The marks must stay writable for as long as the SAs run, by the user the daemon
+        // is now: refuse to start rather than stop at the first block's end.
+        for t in &tracked {
+            t.check_writable()
+                .map_err(|e| ControlError(format!("{e}; manual SAs need their sequence marks")))?;
+        }
         let marks = crate::marks::Keeper::start(tracked)
             .map_err(|e| ControlError(format!("spawning the mark keeper: {e}")))?;
         let mut engine = Engine {
