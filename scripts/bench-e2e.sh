@@ -56,6 +56,7 @@ done
 T=${IPERF_SECONDS:-10}
 P=${E2E_PREFIX:-mfe}
 WORK=$(mktemp -d /tmp/mifsec-e2e.XXXXXX)
+chmod 711 "$WORK" # the daemons drop root and must reach their state directories inside
 RES=$WORK/results
 mkdir -p "$RES" bench/results
 failed=0

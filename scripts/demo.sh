@@ -28,6 +28,7 @@ source scripts/lab.sh
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces, TUN)" >&2; exit 1; }
 P=${DEMO_PREFIX:-mfd}
 WORK=$(mktemp -d /tmp/mifsec-demo.XXXXXX)
+chmod 711 "$WORK" # the daemons drop root and must reach their state directories inside
 STEP=0
 CURRENT="starting"
 ok=0
