@@ -18,9 +18,11 @@
 //!
 //! The [`Keeper`] thread raises the marks ahead of the traffic. Blocks follow the measured
 //! rate: outbound at least [`OUT_MIN_BLOCK`] numbers or two seconds of traffic (a sender's
-//! restart only skips numbers), inbound at least [`IN_MIN_BLOCK`] or 50 ms of traffic
+//! restart only skips numbers), inbound at least [`IN_MIN_BLOCK`] or 100 ms of traffic
 //! (after a receiver's restart, the peer's packets up to the stored mark are refused, so the
-//! block is what a restart costs). An authentic packet above the inbound ceiling (a peer that
+//! block is what a restart costs). A block is renewed once a quarter of it is used, so a
+//! write that stalls (a busy disk) has three quarters of a block before traffic waits.
+//! An authentic packet above the inbound ceiling (a peer that
 //! restarted and jumped ahead) is dropped as `unreserved` and moves the mark at the next tick.
 //!
 //! A file is named after the direction and a fingerprint of the key (SHA-256 over a label and
@@ -47,7 +49,7 @@ const MAX_BLOCK: u64 = 1 << 24;
 /// How much traffic an outbound block covers.
 const OUT_BLOCK_TIME: f64 = 2.0;
 /// How much traffic an inbound block covers.
-const IN_BLOCK_TIME: f64 = 0.05;
+const IN_BLOCK_TIME: f64 = 0.1;
 /// How often the keeper looks.
 const TICK: Duration = Duration::from_millis(2);
 /// After a failed write, how long before the next try.
@@ -204,15 +206,26 @@ fn parse(text: &str) -> Option<u64> {
 /// block, and that is no reason to reserve bigger blocks.
 #[derive(Debug, Default)]
 struct Rate {
+    /// The count where the current window began.
     last: u64,
+    /// Seconds into the current window.
+    window: f64,
     per_s: f64,
 }
 
 impl Rate {
+    /// Windows of 100 ms: a burst within one tick must not look like a rate (a block too
+    /// large makes a receiver's restart cost more), but a rise shows after 20 ms.
     fn update(&mut self, value: u64, dt: f64) {
-        let inst = value.saturating_sub(self.last) as f64 / dt.max(1e-6);
-        self.last = self.last.max(value);
-        self.per_s = inst.max(self.per_s * 0.995);
+        self.window += dt;
+        let delta = value.saturating_sub(self.last) as f64;
+        if self.window >= 0.1 {
+            self.per_s = (delta / self.window).max(self.per_s * 0.7);
+            self.last = self.last.max(value);
+            self.window = 0.0;
+        } else if self.window >= 0.02 {
+            self.per_s = self.per_s.max(delta / self.window);
+        }
     }
 
     fn block(&self, secs: f64, min: u64) -> u64 {
@@ -291,7 +304,10 @@ impl Tracked {
         let side = |file, stored, last| Side {
             file,
             stored,
-            rate: Rate { last, per_s: 0.0 },
+            rate: Rate {
+                last,
+                ..Rate::default()
+            },
             retry_at: None,
         };
         Ok(Tracked {
@@ -340,7 +356,7 @@ impl Tracked {
         let o = &mut self.out_side;
         o.rate.update(last, dt);
         let block = o.rate.block(OUT_BLOCK_TIME, OUT_MIN_BLOCK);
-        if o.stored.saturating_sub(last) < block / 2
+        if o.stored.saturating_sub(last) < block / 4 * 3
             && o.raise(last.saturating_add(block), now, errors)
         {
             self.out.seq().set_ceiling(o.stored);
@@ -353,7 +369,8 @@ impl Tracked {
             dt,
         );
         let block = i.rate.block(IN_BLOCK_TIME, IN_MIN_BLOCK);
-        if i.stored.saturating_sub(hi) < block / 2 && i.raise(hi.saturating_add(block), now, errors)
+        if i.stored.saturating_sub(hi) < block / 4 * 3
+            && i.raise(hi.saturating_add(block), now, errors)
         {
             self.inb.set_ceiling(i.stored);
         }
