@@ -666,25 +666,30 @@ fn manual_sas_never_reuse_a_sequence_number_across_restarts() {
 fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
     require_root();
     let lab = Lab::new("ms");
-    let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(
-        &format!("state_dir = \"{}\"", lab.dir.join("client-state").display()),
-        "state_dir = \"/dev/null/mifsec-state\"",
-    );
-    let path = lab.dir.join("client.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let o = Command::new("ip")
-        .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // Runs the client with `state_dir` set to `dir`; it must exit 1. Returns its stderr.
+    let refused = |dir: &str| {
+        let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(
+            &format!("state_dir = \"{}\"", lab.dir.join("client-state").display()),
+            &format!("state_dir = \"{dir}\""),
+        );
+        let path = lab.dir.join("client.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let o = Command::new("ip")
+            .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(!lab.sock("client").exists());
+        err
+    };
+    let err = refused("/dev/null/mifsec-state");
     assert!(
         err.contains("/dev/null/mifsec-state: cannot create the state directory")
             && err.contains("manual SAs keep their sequence marks there"),
         "{err}"
     );
-    assert!(!lab.dir.join("client.sock").exists());
 
     // A state directory the daemon can make as root but not reach once it has dropped root
     // (its parent is root's only): refused at start too, not at the first block's end.
@@ -692,18 +697,7 @@ fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
     let private = lab.dir.join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(
-        &format!("state_dir = \"{}\"", lab.dir.join("client-state").display()),
-        &format!("state_dir = \"{}\"", private.join("state").display()),
-    );
-    std::fs::write(&path, cfg).unwrap();
-    let o = Command::new("ip")
-        .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = refused(&private.join("state").display().to_string());
     assert!(
         err.contains("running as nobody")
             && err.contains("sa tunnel: cannot store the mark: Permission denied")
