@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{
-    Child, ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE,
+    ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE,
     SeqLimitAction, State, first_error_notify, has_notify, is_later_fragment, notify, pick_child,
     vip_selectors,
 };
@@ -46,6 +46,30 @@ pub const MAX_CHILDREN: usize = 64;
 /// (it may retry once it has deleted the SAs it replaced), so a peer that rekeys and never
 /// deletes cannot make the list, or the SAs installed in the engine, grow without bound.
 pub const MAX_TRACKED_CHILDREN: usize = 2 * MAX_CHILDREN;
+
+/// Both roles: authenticated. The exchanges after IKE_AUTH live in `established.rs`.
+pub(in crate::ike::sa) struct Established {
+    /// The current IKE SA.
+    pub(in crate::ike::sa) ch: Channel,
+    /// Old IKE SAs replaced by a rekey (or made redundant by a collision): still answering
+    /// their Delete exchange, or already deleted and kept for retransmitted requests.
+    pub(in crate::ike::sa) retiring: Vec<Channel>,
+    /// What the caller was told about the IKE SA, kept up to date across rekeys.
+    pub(in crate::ike::sa) info: IkeSaInfo,
+    /// Our outstanding request (a window of one).
+    pub(in crate::ike::sa) pending: Option<PendingRequest>,
+    /// Requests to send once nothing is outstanding.
+    pub(in crate::ike::sa) todo: VecDeque<Action>,
+    /// When the IKE SA is rekeyed (soft lifetime, jitter applied).
+    pub(in crate::ike::sa) rekey_at: Option<Instant>,
+    /// When the IKE SA is deleted (hard lifetime).
+    pub(in crate::ike::sa) expire_at: Option<Instant>,
+    /// The last sign of life from the peer: an authenticated IKE message or reported ESP.
+    pub(in crate::ike::sa) last_rx: Instant,
+    /// A rekey of the IKE SA by the peer, answered while ours was outstanding (RFC 7296
+    /// section 2.8.2): the new SA and the lowest nonce of that exchange.
+    pub(in crate::ike::sa) peer_ike: Option<(Channel, Vec<u8>)>,
+}
 
 /// One IKE SA's keys and message-ID state.
 pub(super) struct Channel {
@@ -272,10 +296,10 @@ fn lowest(a: &[u8], b: &[u8]) -> Vec<u8> {
     a.min(b).to_vec()
 }
 
-impl super::Established {
+impl Established {
     /// The established state after IKE_AUTH, with its lifetimes started.
     pub(super) fn start(ctx: &mut Ctx, now: Instant, ch: Channel, info: IkeSaInfo) -> State {
-        let mut st = super::Established {
+        let mut st = Established {
             ch,
             retiring: Vec::new(),
             info,
@@ -1574,27 +1598,6 @@ impl super::Established {
             self.pending.as_ref().map(|p| &p.what),
             Some(Pending::RekeyChild { .. } | Pending::RekeyIke { .. })
         )
-    }
-}
-
-impl Child {
-    pub(super) fn new(c: &ChildSa) -> Child {
-        Child {
-            name: c.name.clone(),
-            spi_in: c.spi_in,
-            spi_out: c.spi_out,
-            local_ts: c.local_ts.clone(),
-            remote_ts: c.remote_ts.clone(),
-            mode: c.mode,
-            rekey_at: None,
-            expire_at: None,
-            rekey_bytes: None,
-            rekey_packets: None,
-            life_bytes: None,
-            life_packets: None,
-            rekeyed: false,
-            peer_rekey: None,
-        }
     }
 }
 

@@ -1,0 +1,293 @@
+//! Everything an IKE SA holds besides its state: configuration, addresses, the queues of
+//! datagrams and events, timers, the tracked child SAs and virtual IP leases.
+
+use crate::ike::sa::child::Child;
+use crate::ike::sa::{ChildSa, Dead, Event, FailReason, NONCE_LEN, State, Stats, Transmit};
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::ike::config::{AddressPool, IkeConfig};
+use crate::ike::crypto::CryptoError;
+#[cfg(test)]
+use crate::wire::CfgAttribute;
+use crate::wire::{
+    CfgAttributeType, CpPayload, ExchangeType, Flags, Header, HeaderPacket, Message, NotifyPayload,
+    NotifyType, Payload,
+};
+
+/// An outstanding request and its retransmission schedule.
+#[derive(Debug)]
+pub(in crate::ike::sa) struct Retransmit {
+    pub(in crate::ike::sa) bytes: Vec<u8>,
+    pub(in crate::ike::sa) first_sent: Instant,
+    pub(in crate::ike::sa) next_at: Instant,
+    pub(in crate::ike::sa) interval: Duration,
+}
+
+/// Everything but the state: configuration, addresses, queues, timers.
+pub(in crate::ike::sa) struct Ctx {
+    pub(in crate::ike::sa) cfg: IkeConfig,
+    pub(in crate::ike::sa) rng: SystemRandom,
+    pub(in crate::ike::sa) local: SocketAddr,
+    pub(in crate::ike::sa) remote: SocketAddr,
+    pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
+    pub(in crate::ike::sa) events: VecDeque<Event>,
+    pub(in crate::ike::sa) retransmit: Option<Retransmit>,
+    /// When a half-open responder SA expires.
+    pub(in crate::ike::sa) half_open_deadline: Option<Instant>,
+    pub(in crate::ike::sa) stats: Stats,
+    /// The installed child SAs.
+    pub(in crate::ike::sa) children: Vec<Child>,
+    /// Whether we started the first IKE SA (a rekey may swap the IKE roles).
+    pub(in crate::ike::sa) original_initiator: bool,
+    /// Responder: the virtual IPs leased to the peer, returned when the SA dies.
+    pub(in crate::ike::sa) leases: Vec<(Arc<AddressPool>, IpAddr)>,
+    /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
+    #[cfg(test)]
+    pub(in crate::ike::sa) rekey_log: Vec<(Vec<u8>, u32)>,
+    /// Tests only: attributes a responder adds to its CFG_REPLY (a peer pushing more).
+    #[cfg(test)]
+    pub(in crate::ike::sa) test_cp_extra: Vec<CfgAttribute>,
+}
+
+impl Ctx {
+    pub(in crate::ike::sa) fn send(&mut self, bytes: Vec<u8>) {
+        self.send_to(self.local, self.remote, bytes);
+    }
+
+    /// Queues a sealed message: one datagram, or the fragments `Core::seal` put back to
+    /// back, one datagram each.
+    pub(in crate::ike::sa) fn send_to(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: Vec<u8>,
+    ) {
+        let mut lens = Vec::new();
+        let mut rest = bytes.as_slice();
+        while !rest.is_empty() {
+            let len = HeaderPacket::new_checked(rest)
+                .map(|h| h.length() as usize)
+                .ok()
+                .filter(|l| (1..=rest.len()).contains(l))
+                .unwrap_or(rest.len());
+            lens.push(len);
+            rest = &rest[len..];
+        }
+        if lens.len() <= 1 {
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes,
+            });
+            return;
+        }
+        self.stats.fragments_sent += lens.len() as u64;
+        let mut at = 0;
+        for len in lens {
+            self.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes: bytes[at..at + len].to_vec(),
+            });
+            at += len;
+        }
+    }
+
+    pub(in crate::ike::sa) fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
+        self.send(bytes.clone());
+        self.retransmit = Some(Retransmit {
+            bytes,
+            first_sent: now,
+            next_at: now + self.cfg.retransmit.initial,
+            interval: self.cfg.retransmit.initial,
+        });
+    }
+
+    pub(in crate::ike::sa) fn random<const N: usize>(&self) -> Result<[u8; N], FailReason> {
+        let mut b = [0u8; N];
+        self.rng
+            .fill(&mut b)
+            .map_err(|_| FailReason::Crypto(CryptoError::Rng))?;
+        Ok(b)
+    }
+
+    /// `base` minus a random amount of at most `rand` (strongSwan's `rand_time`).
+    pub(in crate::ike::sa) fn jittered(&self, base: Duration, rand: Duration) -> Duration {
+        let span = u64::try_from(rand.as_millis()).unwrap_or(u64::MAX);
+        if span == 0 {
+            return base;
+        }
+        let r = self.random::<8>().map(u64::from_be_bytes).unwrap_or(0) % span.saturating_add(1);
+        base.saturating_sub(Duration::from_millis(r))
+    }
+
+    /// `base` less a random amount of at most `rand` (at least 1).
+    pub(in crate::ike::sa) fn jittered_count(&self, base: u64, rand: u64) -> u64 {
+        if rand == 0 {
+            return base;
+        }
+        let r = self.random::<8>().map(u64::from_be_bytes).unwrap_or(0) % rand.saturating_add(1);
+        base.saturating_sub(r).max(1)
+    }
+
+    /// Starts tracking a new child SA, with its lifetimes (its configuration's own, else
+    /// the IKE SA's `child_*` ones).
+    pub(in crate::ike::sa) fn track_child(&mut self, now: Instant, c: &ChildSa) {
+        let l = self.cfg.lifetimes;
+        let l = self
+            .cfg
+            .child_named(&c.name)
+            .lifetimes
+            .unwrap_or_else(|| l.child_lifetimes());
+        let mut child = Child::new(c);
+        child.rekey_at = l.rekey.map(|t| now + self.jittered(t, l.rand));
+        child.expire_at = l.life.map(|t| now + t);
+        child.rekey_bytes = l.rekey_bytes.map(|b| self.jittered_count(b, l.rand_bytes));
+        child.rekey_packets = l
+            .rekey_packets
+            .map(|p| self.jittered_count(p, l.rand_packets));
+        child.life_bytes = l.life_bytes;
+        child.life_packets = l.life_packets;
+        self.children.push(child);
+    }
+
+    /// Returns the leased virtual IPs to their pools.
+    pub(in crate::ike::sa) fn release_leases(&mut self) {
+        for (pool, addr) in self.leases.drain(..) {
+            pool.release(addr);
+        }
+    }
+
+    /// Responder: leases a virtual IP of each family a CFG_REQUEST asks for, from the
+    /// first pool of that family with a free address. `Err` (INTERNAL_ADDRESS_FAILURE)
+    /// when addresses were asked for, pools of an asked family exist, and none could be
+    /// leased; a family without a pool is left out.
+    pub(in crate::ike::sa) fn lease_vips(
+        &mut self,
+        cp: &CpPayload,
+    ) -> Result<Vec<IpAddr>, NotifyType> {
+        let wants = |t| cp.attributes.iter().any(|a| a.attr_type == t);
+        let mut vips = Vec::new();
+        let mut pools_asked = false;
+        for (v6, t) in [
+            (false, CfgAttributeType::InternalIp4Address),
+            (true, CfgAttributeType::InternalIp6Address),
+        ] {
+            if !wants(t) {
+                continue;
+            }
+            for pool in self.cfg.pools.iter().filter(|p| p.is_ipv6() == v6) {
+                pools_asked = true;
+                if let Some(a) = pool.lease() {
+                    self.leases.push((Arc::clone(pool), a));
+                    vips.push(a);
+                    break;
+                }
+            }
+        }
+        if pools_asked && vips.is_empty() {
+            return Err(NotifyType::InternalAddressFailure);
+        }
+        Ok(vips)
+    }
+
+    /// The DNS servers of our pools, each once.
+    pub(in crate::ike::sa) fn pool_dns(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = Vec::new();
+        for d in self.cfg.pools.iter().flat_map(|p| p.dns().iter()) {
+            if !out.contains(d) {
+                out.push(*d);
+            }
+        }
+        out
+    }
+
+    pub(in crate::ike::sa) fn nonce(&self) -> Result<Vec<u8>, FailReason> {
+        Ok(self.random::<NONCE_LEN>()?.to_vec())
+    }
+
+    pub(in crate::ike::sa) fn ike_spi(&self) -> Result<u64, FailReason> {
+        loop {
+            let spi = u64::from_be_bytes(self.random()?);
+            if spi != 0 {
+                return Ok(spi);
+            }
+        }
+    }
+
+    pub(in crate::ike::sa) fn esp_spi(&self) -> Result<u32, FailReason> {
+        loop {
+            let spi = u32::from_be_bytes(self.random()?);
+            if spi >= 256 {
+                return Ok(spi);
+            }
+        }
+    }
+
+    /// Ends the SA: timers off, a `Failed` event, a dead state keeping `last_response`.
+    pub(in crate::ike::sa) fn fail(
+        &mut self,
+        reason: FailReason,
+        spis: Option<(u64, u64)>,
+        last_response: Option<(u32, Vec<u8>)>,
+    ) -> State {
+        self.retransmit = None;
+        self.half_open_deadline = None;
+        self.events.push_back(Event::Failed(reason));
+        State::Dead(Dead {
+            spis,
+            last_response,
+        })
+    }
+
+    /// An unencrypted IKE_SA_INIT response carrying one notify, to `header`'s request.
+    pub(in crate::ike::sa) fn refuse_init(&mut self, request: &Header, n: NotifyPayload) {
+        let msg = Message {
+            header: Header {
+                spi_i: request.spi_i,
+                spi_r: 0,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::RESPONSE,
+                message_id: request.message_id,
+            },
+            payloads: vec![Payload::Notify(n)],
+        };
+        self.stats.refused_init += 1;
+        self.send(msg.to_bytes());
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.release_leases();
+    }
+}
+
+impl Ctx {
+    pub(in crate::ike::sa) fn new(cfg: IkeConfig, local: SocketAddr, remote: SocketAddr) -> Ctx {
+        Ctx {
+            cfg,
+            rng: SystemRandom::new(),
+            local,
+            remote,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            retransmit: None,
+            half_open_deadline: None,
+            stats: Stats::default(),
+            children: Vec::new(),
+            original_initiator: false,
+            leases: Vec::new(),
+            #[cfg(test)]
+            rekey_log: Vec::new(),
+            #[cfg(test)]
+            test_cp_extra: Vec::new(),
+        }
+    }
+}

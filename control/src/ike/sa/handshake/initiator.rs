@@ -1,0 +1,429 @@
+//! The initiator's IKE_SA_INIT and IKE_AUTH: states `InitSent` and `AuthSent`.
+
+use crate::ike::sa::core::{Core, detect_nat, verify_peer};
+use crate::ike::sa::ctx::Ctx;
+use crate::ike::sa::established::{Channel, Established};
+use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
+use crate::ike::sa::{
+    ChildSa, Event, FailReason, NONCE_RANGE, State, first_error_notify, has_notify, notify,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::ike::config::Mode;
+use crate::ike::crypto::{CryptoError, KeyExchange};
+use crate::ike::proposal::{
+    check_esp_response, check_ike_response, esp_sa_payload, ike_sa_payload, is_subset,
+};
+use crate::wire::{
+    CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload, DhGroup, ExchangeType,
+    Flags, Header, KePayload, Message, NotifyPayload, NotifyType, Payload, TsPayload,
+};
+
+/// How many COOKIE retries an initiator makes.
+const MAX_COOKIE_RETRIES: u8 = 2;
+
+/// Initiator: IKE_SA_INIT request sent, waiting for the response.
+pub(in crate::ike::sa) struct InitSent {
+    pub(in crate::ike::sa) spi_i: u64,
+    pub(in crate::ike::sa) ni: Vec<u8>,
+    pub(in crate::ike::sa) ke: KeyExchange,
+    pub(in crate::ike::sa) request: Vec<u8>,
+    pub(in crate::ike::sa) ke_retried: bool,
+    pub(in crate::ike::sa) cookie: Option<Vec<u8>>,
+    pub(in crate::ike::sa) cookie_retries: u8,
+}
+
+/// Initiator: IKE_AUTH request sent, waiting for the response.
+pub(in crate::ike::sa) struct AuthSent {
+    pub(in crate::ike::sa) core: Core,
+    pub(in crate::ike::sa) spi_in: u32,
+    pub(in crate::ike::sa) transport: bool,
+}
+
+impl InitSent {
+    /// Builds and sends (or re-sends after INVALID_KE_PAYLOAD / COOKIE) the request.
+    pub(in crate::ike::sa) fn send(&mut self, ctx: &mut Ctx, now: Instant) {
+        let mut payloads = Vec::new();
+        if let Some(c) = &self.cookie {
+            payloads.push(Payload::Notify(NotifyPayload::new(
+                NotifyType::Cookie,
+                c.clone(),
+            )));
+        }
+        payloads.push(Payload::Sa(ike_sa_payload(&ctx.cfg.proposals)));
+        payloads.push(Payload::Ke(KePayload {
+            group: self.ke.group(),
+            data: self.ke.public_value().to_vec(),
+        }));
+        payloads.push(Payload::Nonce(self.ni.clone()));
+        payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, ctx.local, ctx.remote));
+        payloads.extend(init_extension_notifies(&ctx.cfg));
+        let msg = Message {
+            header: Header {
+                spi_i: self.spi_i,
+                spi_r: 0,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::INITIATOR,
+                message_id: 0,
+            },
+            payloads,
+        };
+        self.request = msg.to_bytes();
+        ctx.send_request(now, self.request.clone());
+    }
+
+    pub(in crate::ike::sa) fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        (local, remote): (SocketAddr, SocketAddr),
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let fits = h.exchange_type == ExchangeType::IkeSaInit
+            && h.flags.response()
+            && !h.flags.initiator()
+            && h.message_id == 0
+            && h.spi_i == self.spi_i;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::InitSent(self);
+        }
+        if let Some(n) = msg.notify(NotifyType::InvalidKePayload) {
+            let group = <[u8; 2]>::try_from(n.data.as_slice())
+                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
+                .ok();
+            let offered = group.is_some_and(|g| {
+                ctx.cfg.proposals.iter().any(|p| p.groups.contains(&g)) && g != self.ke.group()
+            });
+            return match (group, offered && !self.ke_retried) {
+                (Some(g), true) => match KeyExchange::generate(g, &ctx.rng) {
+                    Ok(ke) => {
+                        self.ke = ke;
+                        self.ke_retried = true;
+                        self.send(ctx, now);
+                        State::InitSent(self)
+                    }
+                    Err(e) => ctx.fail(FailReason::Crypto(e), None, None),
+                },
+                _ => ctx.fail(FailReason::InvalidKe, None, None),
+            };
+        }
+        if let Some(n) = msg.notify(NotifyType::Cookie) {
+            if self.cookie_retries >= MAX_COOKIE_RETRIES || n.data.is_empty() || n.data.len() > 64 {
+                return ctx.fail(FailReason::PeerNotify(NotifyType::Cookie), None, None);
+            }
+            self.cookie = Some(n.data.clone());
+            self.cookie_retries += 1;
+            self.send(ctx, now);
+            return State::InitSent(self);
+        }
+        if let Some(t) = first_error_notify(&msg.payloads) {
+            return ctx.fail(FailReason::PeerNotify(t), None, None);
+        }
+        let (mut sa, mut ke, mut nr) = (None, None, None);
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::Nonce(n) => nr = nr.or(Some(n)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+            ctx.stats.malformed += 1;
+            return State::InitSent(self);
+        };
+        if h.spi_r == 0 || !NONCE_RANGE.contains(&nr.len()) {
+            ctx.stats.malformed += 1;
+            return State::InitSent(self);
+        }
+        let Some(choice) = check_ike_response(sa, &ctx.cfg.proposals) else {
+            return ctx.fail(FailReason::NoProposalChosen, None, None);
+        };
+        if choice.group != self.ke.group() || ke.group != choice.group {
+            return ctx.fail(FailReason::InvalidKe, None, None);
+        }
+        let response = bytes.to_vec();
+        let st = *self;
+        let gir = match st.ke.agree(&ke.data) {
+            Ok(g) => g,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
+        };
+        let core = Core::new(
+            true,
+            (st.spi_i, h.spi_r),
+            st.ni,
+            nr.clone(),
+            &gir,
+            (choice.cipher, choice.prf, choice.group),
+            (st.request, response),
+        );
+        let mut core = match core {
+            Ok(c) => c,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
+        };
+        core.nat = detect_nat(msg, local, remote);
+        core.negotiate_extensions(&ctx.cfg, msg, remote);
+        // Forced encapsulation: we pretend to be behind a NAT, as the peer now believes.
+        core.nat.local_behind_nat |= ctx.cfg.force_encap;
+        ctx.retransmit = None;
+        if let (true, Some(port)) = (core.nat.any(), ctx.cfg.nat_t_port) {
+            if ctx.remote.port() != port {
+                ctx.local.set_port(port);
+                ctx.remote.set_port(port);
+            }
+        }
+        AuthSent::start(ctx, now, core)
+    }
+}
+
+impl AuthSent {
+    pub(in crate::ike::sa) fn start(ctx: &mut Ctx, now: Instant, mut core: Core) -> State {
+        let spi_in = match ctx.esp_spi() {
+            Ok(s) => s,
+            Err(r) => return ctx.fail(r, Some((core.spi_i, core.spi_r)), None),
+        };
+        let cfg = &ctx.cfg;
+        let mut inner = vec![Payload::IdI(cfg.local_id.clone())];
+        if let Some(r) = &cfg.remote_id {
+            inner.push(Payload::IdR(r.clone()));
+        }
+        inner.push(Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)));
+        inner.extend(cp_request(cfg.request_vip, cfg.request_vip6));
+        let transport = cfg.child.mode == Mode::Transport;
+        if transport {
+            inner.push(notify(NotifyType::UseTransportMode));
+        }
+        inner.push(Payload::Sa(esp_sa_payload(&cfg.child.proposals, spi_in)));
+        inner.push(Payload::TsI(TsPayload {
+            selectors: cfg.child.local_ts.clone(),
+        }));
+        inner.push(Payload::TsR(TsPayload {
+            selectors: cfg.child.remote_ts.clone(),
+        }));
+        if cfg.mobike {
+            inner.push(notify(NotifyType::MobikeSupported));
+        }
+        match core.seal(ExchangeType::IkeAuth, false, 1, &inner) {
+            Ok(bytes) => ctx.send_request(now, bytes),
+            Err(e) => return ctx.fail(FailReason::Crypto(e), Some((core.spi_i, core.spi_r)), None),
+        }
+        State::AuthSent(Box::new(AuthSent {
+            core,
+            spi_in,
+            transport,
+        }))
+    }
+
+    pub(in crate::ike::sa) fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let fits = h.spi_i == self.core.spi_i
+            && h.spi_r == self.core.spi_r
+            && h.exchange_type == ExchangeType::IkeAuth
+            && h.flags.response()
+            && !h.flags.initiator()
+            && h.message_id == 1;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AuthSent(self);
+        }
+        let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::AuthSent(self),
+            Err(CryptoError::Inner(_)) => {
+                ctx.stats.malformed += 1;
+                return ctx.fail(FailReason::InvalidSyntax, spis, None);
+            }
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::AuthSent(self);
+            }
+        };
+        let (mut idr, mut auth) = (None, None);
+        for p in &inner {
+            match p {
+                Payload::IdR(i) => idr = idr.or(Some(i)),
+                Payload::Auth(a) => auth = auth.or(Some(a)),
+                _ => {}
+            }
+        }
+        let (Some(idr), Some(auth)) = (idr, auth) else {
+            let reason = first_error_notify(&inner)
+                .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
+            return ctx.fail(reason, spis, None);
+        };
+        let st = *self;
+        let mut core = st.core;
+        let proof = match verify_peer(&core, &ctx.cfg, idr, auth) {
+            Ok(p) => p,
+            Err(reason) => {
+                // Tell the responder, which already believes the SA is up (RFC 7296
+                // section 2.21.2), in a fire-and-forget INFORMATIONAL.
+                let n = [notify(NotifyType::AuthenticationFailed)];
+                if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
+                    ctx.send(b);
+                }
+                return ctx.fail(reason, spis, None);
+            }
+        };
+        ctx.retransmit = None;
+        let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        let mut info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
+        let cp = inner.iter().find_map(|p| match p {
+            Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),
+            _ => None,
+        });
+        let (v4, v6) = (ctx.cfg.request_vip, ctx.cfg.request_vip6);
+        (info.vips, info.dns) = cp.map(|c| cp_reply_values(c, v4, v6)).unwrap_or_default();
+        let vips_missing = (v4 || v6) && info.vips.is_empty();
+        ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
+        let established = |ctx: &mut Ctx, core| {
+            let ch = Channel {
+                core,
+                peer_next: 0,
+                last_response: None,
+                own_next: 2,
+            };
+            Established::start(ctx, now, ch, info)
+        };
+        let name = ctx.cfg.child.name.clone();
+        let child_error = first_error_notify(&inner);
+        let (mut sa, mut tsi, mut tsr) = (None, None, None);
+        for p in &inner {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            let reason = child_error.unwrap_or(NotifyType::NoProposalChosen);
+            ctx.events.push_back(Event::ChildSaFailed { name, reason });
+            return established(ctx, core);
+        };
+        let child = &ctx.cfg.child;
+        let Some((spi_out, choice)) = check_esp_response(sa, &child.proposals) else {
+            ctx.events.push_back(Event::ChildSaFailed {
+                name,
+                reason: NotifyType::NoProposalChosen,
+            });
+            return established(ctx, core);
+        };
+        let ts_ok = !tsi.selectors.is_empty()
+            && !tsr.selectors.is_empty()
+            && tsi.selectors.iter().all(|t| is_subset(t, &child.local_ts))
+            && tsr.selectors.iter().all(|t| is_subset(t, &child.remote_ts));
+        if !ts_ok {
+            ctx.events.push_back(Event::ChildSaFailed {
+                name,
+                reason: NotifyType::TsUnacceptable,
+            });
+            return established(ctx, core);
+        }
+        if vips_missing {
+            let n = [Payload::Delete(DeletePayload::ike())];
+            if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
+                ctx.send(b);
+            }
+            return ctx.fail(FailReason::NoVirtualIp, spis, None);
+        }
+        let mode = if st.transport && has_notify(&inner, NotifyType::UseTransportMode) {
+            Mode::Transport
+        } else {
+            Mode::Tunnel
+        };
+        let (keymat_in, keymat_out) = match core.child_keys(&proof, choice.cipher) {
+            Ok(k) => k,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        let child = ChildSa {
+            name,
+            spi_in: st.spi_in,
+            spi_out,
+            keymat_in,
+            keymat_out,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode,
+            local_ts: tsi.selectors.clone(),
+            remote_ts: tsr.selectors.clone(),
+            udp_encap: core.nat.any(),
+        };
+        ctx.track_child(now, &child);
+        ctx.events.push_back(Event::ChildSaEstablished(child));
+        established(ctx, core)
+    }
+}
+
+/// Our CFG_REQUEST: an address and DNS servers of each family asked for.
+pub(in crate::ike::sa) fn cp_request(v4: bool, v6: bool) -> Option<Payload> {
+    let mut attributes = Vec::new();
+    if v4 {
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp4Address));
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp4Dns));
+    }
+    if v6 {
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp6Address));
+        attributes.push(CfgAttribute::request(CfgAttributeType::InternalIp6Dns));
+    }
+    (!attributes.is_empty()).then_some(Payload::Cp(CpPayload {
+        cfg_type: CfgType::Request,
+        attributes,
+    }))
+}
+
+/// Our CFG_REPLY with virtual IPs and DNS servers. An IPv6 address goes with prefix
+/// The most CFG_REPLY attributes an initiator looks at: the rest are ignored.
+pub const MAX_CP_ATTRIBUTES: usize = 32;
+/// The most virtual IPs of each family an initiator takes from a CFG_REPLY (we ask for
+/// one; each one taken becomes an address on the TUN).
+pub const MAX_VIPS_PER_FAMILY: usize = 1;
+/// The most DNS servers an initiator takes from a CFG_REPLY.
+pub const MAX_DNS: usize = 8;
+
+/// The virtual IPs and DNS servers of a CFG_REPLY, of the families we asked for: at most
+/// [`MAX_VIPS_PER_FAMILY`] addresses of each family and [`MAX_DNS`] servers, from the first
+/// [`MAX_CP_ATTRIBUTES`] attributes, so that a peer cannot make us install an unbounded
+/// number of addresses. Malformed values and unspecified addresses are skipped.
+pub(in crate::ike::sa) fn cp_reply_values(
+    cp: &CpPayload,
+    v4: bool,
+    v6: bool,
+) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let (mut vips, mut dns) = (Vec::<IpAddr>::new(), Vec::<IpAddr>::new());
+    for a in cp.attributes.iter().take(MAX_CP_ATTRIBUTES) {
+        let (is_vip, addr) = match a.attr_type {
+            CfgAttributeType::InternalIp4Address if v4 => (true, a.as_ipv4().map(IpAddr::V4)),
+            CfgAttributeType::InternalIp6Address if v6 => {
+                (true, a.as_ipv6_prefix().map(|(x, _)| IpAddr::V6(x)))
+            }
+            CfgAttributeType::InternalIp4Dns if v4 => (false, a.as_ipv4().map(IpAddr::V4)),
+            CfgAttributeType::InternalIp6Dns if v6 => (false, a.as_ipv6().map(IpAddr::V6)),
+            _ => continue,
+        };
+        let Some(x) = addr.filter(|x| !x.is_unspecified()) else {
+            continue;
+        };
+        if is_vip {
+            let same_family = vips.iter().filter(|v| v.is_ipv4() == x.is_ipv4()).count();
+            if same_family < MAX_VIPS_PER_FAMILY && !vips.contains(&x) {
+                vips.push(x);
+            }
+        } else if dns.len() < MAX_DNS && !dns.contains(&x) {
+            dns.push(x);
+        }
+    }
+    (vips, dns)
+}

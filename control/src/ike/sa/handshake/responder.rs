@@ -1,0 +1,418 @@
+//! The responder's IKE_SA_INIT and IKE_AUTH: states `AwaitInit` and `AwaitAuth`.
+
+use crate::ike::sa::core::{Core, detect_nat, verify_peer};
+use crate::ike::sa::ctx::Ctx;
+use crate::ike::sa::established::{Channel, Established};
+use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
+use crate::ike::sa::{
+    AuthVerified, ChildSa, Event, FailReason, NONCE_RANGE, State, Transmit, has_notify, notify,
+    pick_child,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use crate::ike::config::Mode;
+use crate::ike::crypto::{CryptoError, KeyExchange};
+use crate::ike::fragment::{HALF_OPEN_LIMITS, Reassembler};
+use crate::ike::proposal::{
+    IkeChoice, esp_response_payload, ike_response_payload, select_esp, select_ike,
+};
+use crate::wire::{
+    CfgAttribute, CfgAttributeType, CfgType, CpPayload, ExchangeType, Flags, Header, KePayload,
+    Message, NotifyPayload, NotifyType, Payload, TsPayload,
+};
+
+/// Responder: waiting for an IKE_SA_INIT request.
+pub(in crate::ike::sa) struct AwaitInit;
+
+/// Responder: IKE_SA_INIT answered, waiting for IKE_AUTH.
+pub(in crate::ike::sa) struct AwaitAuth {
+    pub(in crate::ike::sa) core: Core,
+}
+
+impl AwaitInit {
+    pub(in crate::ike::sa) fn handle(
+        self,
+        ctx: &mut Ctx,
+        now: Instant,
+        (local, remote): (SocketAddr, SocketAddr),
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let fits = h.exchange_type == ExchangeType::IkeSaInit
+            && !h.flags.response()
+            && h.flags.initiator()
+            && h.message_id == 0
+            && h.spi_r == 0
+            && h.spi_i != 0;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AwaitInit(self);
+        }
+        ctx.local = local;
+        ctx.remote = remote;
+        let (mut sa, mut ke, mut ni) = (None, None, None);
+        for p in &msg.payloads {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::Ke(k) => ke = ke.or(Some(k)),
+                Payload::Nonce(n) => ni = ni.or(Some(n)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
+            return State::AwaitInit(self);
+        };
+        if !NONCE_RANGE.contains(&ni.len()) {
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
+            return State::AwaitInit(self);
+        }
+        let Some((number, choice)) = select_ike(sa, &ctx.cfg.proposals, ke.group) else {
+            ctx.refuse_init(
+                h,
+                NotifyPayload::new(NotifyType::NoProposalChosen, Vec::new()),
+            );
+            return State::AwaitInit(self);
+        };
+        if choice.group != ke.group {
+            let data = u16::from(choice.group).to_be_bytes().to_vec();
+            ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidKePayload, data));
+            return State::AwaitInit(self);
+        }
+        match Self::accept(ctx, now, (msg, bytes), number, choice, &ke.data, ni) {
+            Ok(st) => st,
+            Err(reason) => {
+                let t = reason.notify_type().unwrap_or(NotifyType::InvalidSyntax);
+                ctx.refuse_init(h, NotifyPayload::new(t, Vec::new()));
+                State::AwaitInit(self)
+            }
+        }
+    }
+
+    pub(in crate::ike::sa) fn accept(
+        ctx: &mut Ctx,
+        now: Instant,
+        (msg, bytes): (&Message, &[u8]),
+        number: u8,
+        choice: IkeChoice,
+        peer_ke: &[u8],
+        ni: &[u8],
+    ) -> Result<State, FailReason> {
+        let spi_i = msg.header.spi_i;
+        let spi_r = ctx.ike_spi()?;
+        let nr = ctx.nonce()?;
+        let ke = KeyExchange::generate(choice.group, &ctx.rng).map_err(FailReason::Crypto)?;
+        let mut payloads = vec![
+            Payload::Sa(ike_response_payload(number, choice)),
+            Payload::Ke(KePayload {
+                group: choice.group,
+                data: ke.public_value().to_vec(),
+            }),
+            Payload::Nonce(nr.clone()),
+        ];
+        payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, ctx.local, ctx.remote));
+        payloads.extend(init_extension_notifies(&ctx.cfg));
+        let response = Message {
+            header: Header {
+                spi_i,
+                spi_r,
+                minor_version: 0,
+                exchange_type: ExchangeType::IkeSaInit,
+                flags: Flags::RESPONSE,
+                message_id: 0,
+            },
+            payloads,
+        }
+        .to_bytes();
+        let gir = ke.agree(peer_ke).map_err(|_| FailReason::InvalidSyntax)?;
+        let mut core = Core::new(
+            false,
+            (spi_i, spi_r),
+            ni.to_vec(),
+            nr,
+            &gir,
+            (choice.cipher, choice.prf, choice.group),
+            (bytes.to_vec(), response.clone()),
+        )
+        .map_err(FailReason::Crypto)?;
+        core.nat = detect_nat(msg, ctx.local, ctx.remote);
+        core.nat.local_behind_nat |= ctx.cfg.force_encap;
+        core.negotiate_extensions(&ctx.cfg, msg, ctx.remote);
+        // Half-open, the SA holds little: the request and response (the request no longer
+        // than the daemon accepts, `ikectl::MAX_MESSAGE`) and at most a small IKE_AUTH
+        // being reassembled; the full limits apply once the peer is authenticated.
+        core.reasm = Reassembler::new(HALF_OPEN_LIMITS);
+        ctx.send(response);
+        ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
+        Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
+    }
+}
+
+/// The responder's outcome of the child SA part of IKE_AUTH.
+pub(in crate::ike::sa) struct ChildOutcome {
+    pub(in crate::ike::sa) payloads: Vec<Payload>,
+    pub(in crate::ike::sa) result: Result<ChildSa, NotifyType>,
+    /// The virtual IPs leased and DNS servers sent (empty when the child failed).
+    pub(in crate::ike::sa) vips: Vec<IpAddr>,
+    pub(in crate::ike::sa) dns: Vec<IpAddr>,
+}
+
+impl AwaitAuth {
+    pub(in crate::ike::sa) fn handle(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+        msg: &Message,
+    ) -> State {
+        let h = &msg.header;
+        let core = &self.core;
+        // A retransmitted IKE_SA_INIT request: answer from the cache.
+        if h.exchange_type == ExchangeType::IkeSaInit
+            && !h.flags.response()
+            && h.spi_i == core.spi_i
+            && h.spi_r == 0
+            && h.message_id == 0
+        {
+            ctx.stats.answered_from_cache += 1;
+            ctx.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes: core.init_response.clone(),
+            });
+            return State::AwaitAuth(self);
+        }
+        let fits = h.spi_i == core.spi_i
+            && h.spi_r == core.spi_r
+            && h.exchange_type == ExchangeType::IkeAuth
+            && !h.flags.response()
+            && h.flags.initiator()
+            && h.message_id == 1;
+        if !fits {
+            ctx.stats.unexpected += 1;
+            return State::AwaitAuth(self);
+        }
+        let spis = Some((core.spi_i, core.spi_r));
+        let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::AwaitAuth(self),
+            Err(CryptoError::Inner(e)) => {
+                ctx.stats.malformed += 1;
+                let mut core = self.core;
+                let n = e
+                    .notify()
+                    .unwrap_or(NotifyPayload::new(NotifyType::InvalidSyntax, vec![]));
+                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &[Payload::Notify(n)]);
+                if let Ok(b) = &resp {
+                    ctx.send(b.clone());
+                }
+                return ctx.fail(FailReason::InvalidSyntax, spis, resp.ok().map(|b| (1, b)));
+            }
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::AwaitAuth(self);
+            }
+        };
+        // Responses go back where the request came from (the initiator may have floated).
+        ctx.local = local;
+        ctx.remote = remote;
+        let mut core = self.core;
+        let (mut idi, mut auth) = (None, None);
+        for p in &inner {
+            match p {
+                Payload::IdI(i) => idi = idi.or(Some(i)),
+                Payload::Auth(a) => auth = auth.or(Some(a)),
+                _ => {}
+            }
+        }
+        let (Some(idi), Some(auth)) = (idi, auth) else {
+            let n = [notify(NotifyType::InvalidSyntax)];
+            let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
+            if let Some(b) = &resp {
+                ctx.send(b.clone());
+            }
+            return ctx.fail(FailReason::InvalidSyntax, spis, resp.map(|b| (1, b)));
+        };
+        let proof = match verify_peer(&core, &ctx.cfg, idi, auth) {
+            Ok(p) => p,
+            Err(reason) => {
+                let n = [notify(NotifyType::AuthenticationFailed)];
+                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
+                if let Some(b) = &resp {
+                    ctx.send(b.clone());
+                }
+                return ctx.fail(reason, spis, resp.map(|b| (1, b)));
+            }
+        };
+        let cfg = &ctx.cfg;
+        let mut out = vec![
+            Payload::IdR(cfg.local_id.clone()),
+            Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)),
+        ];
+        let child = Self::negotiate_child(ctx, &core, &proof, &inner);
+        out.extend(child.payloads);
+        if ctx.cfg.mobike {
+            out.push(notify(NotifyType::MobikeSupported));
+        }
+        let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
+            Ok(b) => b,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        ctx.send(resp.clone());
+        ctx.half_open_deadline = None;
+        let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        let mut info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
+        info.vips = child.vips;
+        info.dns = child.dns;
+        ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
+        match child.result {
+            Ok(c) => {
+                ctx.track_child(now, &c);
+                ctx.events.push_back(Event::ChildSaEstablished(c));
+            }
+            Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
+                name: ctx.cfg.child.name.clone(),
+                reason,
+            }),
+        }
+        core.reasm = Reassembler::default();
+        let ch = Channel {
+            core,
+            peer_next: 2,
+            last_response: Some((1, resp)),
+            own_next: 0,
+        };
+        Established::start(ctx, now, ch, info)
+    }
+
+    pub(in crate::ike::sa) fn negotiate_child(
+        ctx: &mut Ctx,
+        core: &Core,
+        proof: &AuthVerified,
+        inner: &[Payload],
+    ) -> ChildOutcome {
+        let fail = |t: NotifyType| ChildOutcome {
+            payloads: vec![notify(t)],
+            result: Err(t),
+            vips: Vec::new(),
+            dns: Vec::new(),
+        };
+        let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
+        for p in inner {
+            match p {
+                Payload::Sa(s) => sa = sa.or(Some(s)),
+                Payload::TsI(t) => tsi = tsi.or(Some(t)),
+                Payload::TsR(t) => tsr = tsr.or(Some(t)),
+                Payload::Cp(c) if c.cfg_type == CfgType::Request => cp = cp.or(Some(c)),
+                _ => {}
+            }
+        }
+        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+            return fail(NotifyType::InvalidSyntax);
+        };
+        // Virtual IPs first: the peer's selectors are narrowed to them.
+        let vips = match cp.map(|c| ctx.lease_vips(c)) {
+            Some(Ok(v)) => v,
+            Some(Err(t)) => return fail(t),
+            None => Vec::new(),
+        };
+        let dns = if cp.is_some() {
+            ctx.pool_dns()
+        } else {
+            Vec::new()
+        };
+        let picked = pick_child(&ctx.cfg, &vips, &tsi.selectors, &tsr.selectors, |c| {
+            select_esp(sa, &c.proposals).ok_or(NotifyType::NoProposalChosen)
+        });
+        let (child, (number, spi_out, choice), ts_i, ts_r) = match picked {
+            Ok(p) => p,
+            Err(e) => {
+                ctx.release_leases();
+                return fail(e.unwrap_or(NotifyType::TsUnacceptable));
+            }
+        };
+        let keys = ctx.esp_spi().and_then(|spi| {
+            Ok((
+                spi,
+                core.child_keys(proof, choice.cipher)
+                    .map_err(FailReason::Crypto)?,
+            ))
+        });
+        let Ok((spi_in, (keymat_in, keymat_out))) = keys else {
+            ctx.release_leases();
+            return fail(NotifyType::TemporaryFailure);
+        };
+        let transport =
+            child.mode == Mode::Transport && has_notify(inner, NotifyType::UseTransportMode);
+        let mut payloads = Vec::new();
+        if !vips.is_empty() || !dns.is_empty() {
+            #[allow(unused_mut)]
+            let mut cp = cp_reply(&vips, &dns);
+            #[cfg(test)]
+            if let Payload::Cp(c) = &mut cp {
+                c.attributes.extend(ctx.test_cp_extra.iter().cloned());
+            }
+            payloads.push(cp);
+        }
+        if transport {
+            payloads.push(notify(NotifyType::UseTransportMode));
+        }
+        payloads.push(Payload::Sa(esp_response_payload(number, spi_in, choice)));
+        payloads.push(Payload::TsI(TsPayload {
+            selectors: ts_i.clone(),
+        }));
+        payloads.push(Payload::TsR(TsPayload {
+            selectors: ts_r.clone(),
+        }));
+        ChildOutcome {
+            payloads,
+            result: Ok(ChildSa {
+                name: child.name.clone(),
+                spi_in,
+                spi_out,
+                keymat_in,
+                keymat_out,
+                cipher: choice.cipher,
+                esn: choice.esn,
+                mode: if transport {
+                    Mode::Transport
+                } else {
+                    Mode::Tunnel
+                },
+                local_ts: ts_r,
+                remote_ts: ts_i,
+                udp_encap: core.nat.any(),
+            }),
+            vips,
+            dns,
+        }
+    }
+}
+
+/// Our CFG_REPLY with virtual IPs and DNS servers. An IPv6 address goes with prefix
+/// length 128 (RFC 7296 section 3.15.1: 17 octets).
+pub(in crate::ike::sa) fn cp_reply(vips: &[IpAddr], dns: &[IpAddr]) -> Payload {
+    let mut attributes = Vec::new();
+    for a in vips {
+        attributes.push(match a {
+            IpAddr::V4(v) => CfgAttribute::ipv4(CfgAttributeType::InternalIp4Address, *v),
+            IpAddr::V6(v) => {
+                CfgAttribute::ipv6_prefix(CfgAttributeType::InternalIp6Address, *v, 128)
+            }
+        });
+    }
+    for a in dns {
+        attributes.push(match a {
+            IpAddr::V4(v) => CfgAttribute::ipv4(CfgAttributeType::InternalIp4Dns, *v),
+            IpAddr::V6(v) => CfgAttribute::ipv6(CfgAttributeType::InternalIp6Dns, *v),
+        });
+    }
+    Payload::Cp(CpPayload {
+        cfg_type: CfgType::Reply,
+        attributes,
+    })
+}

@@ -1,0 +1,918 @@
+//! One IKE SA as a sans-IO state machine: the initial exchanges IKE_SA_INIT and IKE_AUTH
+//! (PSK) with the first child SA, in either role, and afterwards (module `established`)
+//! child and IKE SA rekeys, Deletes, liveness checks and lifetimes.
+//!
+//! * this file: the [`IkeSa`] API, the events and values it hands out, the state enum;
+//! * `core.rs`: an IKE SA's keys (seal, open, AUTH, KEYMAT) and NAT detection;
+//! * `ctx.rs`: what the states share (configuration, queues, timers, children, leases);
+//! * `child.rs`: a child SA as the IKE SA tracks it;
+//! * `handshake/`: IKE_SA_INIT and IKE_AUTH, `initiator.rs` and `responder.rs`;
+//! * `established.rs`: the exchanges after IKE_AUTH.
+//!
+//! The API follows quinn-proto: feed [`IkeSa::handle_datagram`] and
+//! [`IkeSa::handle_timeout`] with the caller's `now`, then drain [`IkeSa::poll_transmit`]
+//! and [`IkeSa::poll_event`], and wake up again at [`IkeSa::poll_timeout`]. Nothing here
+//! reads a clock or touches a socket.
+//!
+//! The handshake states are types (after rustls): each state is a struct consumed by its
+//! handler, which returns the next state. Child SA keys can only be derived with an
+//! [`AuthVerified`] proof, which only the AUTH check can produce.
+//!
+//! Malformed or unexpected input is a counted drop ([`Stats`]) or the answer RFC 7296
+//! section 2.21 prescribes; it never panics and never ends an established SA.
+
+use ::core::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use mifsec_dataplane::aead::Cipher;
+
+use super::config::{ChildConfig, IkeConfig, Mode};
+use super::crypto::{CryptoError, KeyExchange, Prf, Secret};
+use super::proposal::narrow;
+#[cfg(test)]
+use crate::wire::CfgAttribute;
+use crate::wire::{
+    DeletePayload, DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, Message,
+    NotifyPayload, NotifyType, Payload, TrafficSelector,
+};
+
+mod child;
+mod core;
+mod ctx;
+mod established;
+mod handshake;
+
+pub use self::core::nat_detection_hash;
+pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
+pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
+
+use self::core::Core;
+use ctx::Ctx;
+use established::{Action, Established};
+use handshake::{AuthSent, AwaitAuth, AwaitInit, InitSent};
+
+/// Length of the nonces we send.
+const NONCE_LEN: usize = 32;
+/// Smallest and largest nonce accepted (RFC 7296 section 3.9).
+const NONCE_RANGE: ::core::ops::RangeInclusive<usize> = 16..=256;
+/// The hash algorithms we announce in SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4, IANA
+/// "IKEv2 Hash Algorithms"): SHA2-256, SHA2-384, SHA2-512.
+pub const SIGNATURE_HASHES: [u16; 3] = [2, 3, 4];
+
+/// A datagram to send.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The local address to send from.
+    pub local: SocketAddr,
+    /// The peer's address.
+    pub remote: SocketAddr,
+    /// The IKE message (without a non-ESP marker: the socket layer adds it on port 4500).
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Transmit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Transmit")
+            .field("local", &self.local)
+            .field("remote", &self.remote)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// What NAT detection (RFC 7296 section 2.23) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NatStatus {
+    /// Our address is translated: the peer saw another one than we sent from.
+    pub local_behind_nat: bool,
+    /// The peer's address is translated.
+    pub remote_behind_nat: bool,
+}
+
+impl NatStatus {
+    /// Whether any NAT is in the path (ESP then goes in UDP).
+    pub fn any(self) -> bool {
+        self.local_behind_nat || self.remote_behind_nat
+    }
+}
+
+/// An established IKE SA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeSaInfo {
+    /// The initiator's SPI.
+    pub spi_i: u64,
+    /// The responder's SPI.
+    pub spi_r: u64,
+    /// Whether we are the original initiator.
+    pub initiator: bool,
+    /// The AEAD protecting IKE messages.
+    pub cipher: Cipher,
+    /// The PRF.
+    pub prf: Prf,
+    /// The Diffie-Hellman group.
+    pub group: DhGroup,
+    /// Our address, after any float to the NAT-T port.
+    pub local: SocketAddr,
+    /// The peer's address, after any float.
+    pub remote: SocketAddr,
+    /// NAT detection's outcome.
+    pub nat: NatStatus,
+    /// The identity the peer authenticated as.
+    pub remote_id: IdPayload,
+    /// Whether the peer advertised MOBIKE_SUPPORTED.
+    pub peer_mobike: bool,
+    /// Whether IKE fragmentation (RFC 7383) is in use: both sides advertised
+    /// IKEV2_FRAGMENTATION_SUPPORTED.
+    pub fragmentation: bool,
+    /// The hash algorithms of the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427), as IANA
+    /// numbers; empty if it sent none.
+    pub peer_signature_hashes: Vec<u16>,
+    /// The virtual IPs (INTERNAL_IP4_ADDRESS, INTERNAL_IP6_ADDRESS): assigned to us
+    /// (initiator) or leased to the peer (responder).
+    pub vips: Vec<IpAddr>,
+    /// The DNS servers (INTERNAL_IP4_DNS, INTERNAL_IP6_DNS) received (initiator) or sent
+    /// (responder).
+    pub dns: Vec<IpAddr>,
+}
+
+/// A child SA to install: both directions' SPIs and keys from our point of view.
+pub struct ChildSa {
+    /// The child configuration's name.
+    pub name: String,
+    /// The SPI the peer puts on packets to us.
+    pub spi_in: u32,
+    /// The SPI we put on packets to the peer.
+    pub spi_out: u32,
+    /// `key || salt` for inbound packets.
+    pub keymat_in: Secret,
+    /// `key || salt` for outbound packets.
+    pub keymat_out: Secret,
+    /// The AEAD.
+    pub cipher: Cipher,
+    /// Extended sequence numbers.
+    pub esn: bool,
+    /// Tunnel or transport mode.
+    pub mode: Mode,
+    /// Our side's traffic selectors, as narrowed.
+    pub local_ts: Vec<TrafficSelector>,
+    /// The peer's side's traffic selectors, as narrowed.
+    pub remote_ts: Vec<TrafficSelector>,
+    /// Whether ESP must go in UDP (a NAT was detected).
+    pub udp_encap: bool,
+}
+
+impl fmt::Debug for ChildSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildSa")
+            .field("name", &self.name)
+            .field("spi_in", &format_args!("{:08x}", self.spi_in))
+            .field("spi_out", &format_args!("{:08x}", self.spi_out))
+            .field("cipher", &self.cipher)
+            .field("esn", &self.esn)
+            .field("mode", &self.mode)
+            .field("local_ts", &self.local_ts)
+            .field("remote_ts", &self.remote_ts)
+            .field("udp_encap", &self.udp_encap)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an IKE SA failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// A request went unanswered for the give-up time, or a half-open SA expired.
+    Timeout,
+    /// The peer's AUTH or identity did not verify.
+    AuthenticationFailed,
+    /// The peer answered with an error notify.
+    PeerNotify(NotifyType),
+    /// The peer's choice of proposal is not within what we offered.
+    NoProposalChosen,
+    /// The peer asked for a DH group we did not offer, or asked twice.
+    InvalidKe,
+    /// A message was malformed in a way that ends the handshake.
+    InvalidSyntax,
+    /// We requested a virtual IP and got none.
+    NoVirtualIp,
+    /// A cryptographic operation failed (for example an invalid peer public value).
+    Crypto(CryptoError),
+    /// The IKE SA reached its hard lifetime without a rekey (a Delete was sent).
+    Expired,
+}
+
+impl FailReason {
+    /// The error notify this failure maps to, where one does.
+    pub fn notify_type(self) -> Option<NotifyType> {
+        match self {
+            FailReason::AuthenticationFailed => Some(NotifyType::AuthenticationFailed),
+            FailReason::PeerNotify(n) => Some(n),
+            FailReason::NoProposalChosen => Some(NotifyType::NoProposalChosen),
+            FailReason::InvalidKe => Some(NotifyType::InvalidKePayload),
+            FailReason::InvalidSyntax => Some(NotifyType::InvalidSyntax),
+            FailReason::NoVirtualIp => Some(NotifyType::InternalAddressFailure),
+            FailReason::Timeout | FailReason::Crypto(_) | FailReason::Expired => None,
+        }
+    }
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailReason::Timeout => f.write_str("peer did not answer"),
+            FailReason::AuthenticationFailed => f.write_str("peer authentication failed"),
+            FailReason::PeerNotify(n) => write!(f, "peer sent error notify {n:?}"),
+            FailReason::NoProposalChosen => f.write_str("peer chose a proposal we did not offer"),
+            FailReason::InvalidKe => f.write_str("no acceptable key exchange group"),
+            FailReason::InvalidSyntax => f.write_str("malformed message"),
+            FailReason::NoVirtualIp => f.write_str("no virtual IP assigned"),
+            FailReason::Crypto(e) => write!(f, "{e}"),
+            FailReason::Expired => f.write_str("hard lifetime reached without a rekey"),
+        }
+    }
+}
+
+/// What [`IkeSa::child_seq_limit`] did about a child SA's sequence numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqLimitAction {
+    /// A rekey of the child was started (or queued).
+    Rekey,
+    /// The child is being replaced by a rekey already (ours or the peer's); nothing more.
+    Replacing,
+    /// The child was deleted (a Delete is due, `ChildSaDeleted` reported); with `recreate`
+    /// a new child of the same configuration follows (CREATE_CHILD_SA).
+    Delete {
+        /// Whether a new child is created in its place.
+        recreate: bool,
+    },
+}
+
+/// Something the caller must act on.
+#[derive(Debug)]
+pub enum Event {
+    /// The IKE SA is authenticated and established.
+    IkeSaEstablished(IkeSaInfo),
+    /// A child SA is negotiated: install it.
+    ChildSaEstablished(ChildSa),
+    /// The first child SA was refused; the IKE SA stays up.
+    ChildSaFailed {
+        /// The child configuration's name.
+        name: String,
+        /// The error notify sent or received.
+        reason: NotifyType,
+    },
+    /// The peer deleted child SAs (INFORMATIONAL with an ESP Delete payload): remove them.
+    /// The SPIs are the peer's inbound ones, that is our outbound `spi_out` values.
+    ChildSaDeleted {
+        /// Our outbound SPIs of the deleted child SAs.
+        spis_out: Vec<u32>,
+    },
+    /// A child SA was rekeyed (CREATE_CHILD_SA with REKEY_SA, either side): install `new`
+    /// now, next to the old pair, and keep the old one (inbound `old_spi_in`) until a
+    /// [`Event::ChildSaDeleted`] names it (make-before-break, RFC 7296 section 2.8).
+    ChildSaRekeyed {
+        /// The inbound SPI of the child SA replaced.
+        old_spi_in: u32,
+        /// The new child SA.
+        new: ChildSa,
+        /// Whether we initiated the rekey: the peer then has the new pair installed
+        /// already, and outbound traffic can move to it at once. A rekey responder keeps
+        /// sending on the old pair until its Delete (the initiator may not have the new
+        /// one yet), as strongSwan does.
+        initiated: bool,
+    },
+    /// The IKE SA was rekeyed (either side): it now runs under the SPIs and algorithms of
+    /// `IkeSaInfo`; its child SAs are unchanged. The old SPIs stay routed to this SA until
+    /// the old IKE SA's Delete exchange is over.
+    IkeSaRekeyed(IkeSaInfo),
+    /// The IKE SA failed; nothing more will happen on it.
+    Failed(FailReason),
+    /// The peer deleted the IKE SA.
+    Closed,
+}
+
+/// Counters of what was dropped or repeated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Datagrams that did not parse as IKE messages.
+    pub malformed: u64,
+    /// Well-formed messages that fit no state: wrong SPIs, flags, exchange or message ID.
+    pub unexpected: u64,
+    /// SK payloads that did not authenticate.
+    pub integrity: u64,
+    /// Requests we retransmitted.
+    pub retransmitted: u64,
+    /// Retransmitted requests answered from the response cache.
+    pub answered_from_cache: u64,
+    /// IKE_SA_INIT requests refused with an error notify (no SA created).
+    pub refused_init: u64,
+    /// IKE fragments (SKF messages) sent, retransmissions included.
+    pub fragments_sent: u64,
+    /// IKE fragments received that authenticated.
+    pub fragments_received: u64,
+    /// Authenticated fragments not used: duplicates, stale, over a limit, or not
+    /// negotiated.
+    pub fragments_dropped: u64,
+}
+
+/// Proof that the peer's AUTH payload verified. Only [`verify_peer`] makes one, and child
+/// SA keys can only be derived with one.
+#[derive(Debug)]
+pub struct AuthVerified(());
+
+fn first_error_notify(payloads: &[Payload]) -> Option<NotifyType> {
+    payloads.iter().find_map(|p| match p {
+        Payload::Notify(n) if n.notify_type.is_error() => Some(n.notify_type),
+        _ => None,
+    })
+}
+
+fn has_notify(payloads: &[Payload], t: NotifyType) -> bool {
+    payloads
+        .iter()
+        .any(|p| matches!(p, Payload::Notify(n) if n.notify_type == t))
+}
+
+fn notify(t: NotifyType) -> Payload {
+    Payload::Notify(NotifyPayload::new(t, Vec::new()))
+}
+
+/// Whether `msg` is an SKF fragment other than the first: a retransmitted request is
+/// answered from the cache only on its fragment 1 (RFC 7383 section 2.6.1).
+fn is_later_fragment(msg: &Message) -> bool {
+    matches!(msg.payloads.last(), Some(Payload::Skf(f)) if f.fragment_number != 1)
+}
+
+/// Both roles: failed or closed. Still answers a retransmission of the request it last
+/// answered, so that the peer learns the outcome.
+struct Dead {
+    spis: Option<(u64, u64)>,
+    last_response: Option<(u32, Vec<u8>)>,
+}
+
+enum State {
+    InitSent(Box<InitSent>),
+    AuthSent(Box<AuthSent>),
+    AwaitInit(AwaitInit),
+    AwaitAuth(Box<AwaitAuth>),
+    Established(Box<Established>),
+    Dead(Dead),
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::InitSent(_) => "IKE_SA_INIT sent",
+            State::AuthSent(_) => "IKE_AUTH sent",
+            State::AwaitInit(_) => "awaiting IKE_SA_INIT",
+            State::AwaitAuth(_) => "awaiting IKE_AUTH",
+            State::Established(_) => "established",
+            State::Dead(_) => "dead",
+        }
+    }
+}
+
+/// One IKE SA, initiator or responder.
+pub struct IkeSa {
+    state: State,
+    ctx: Ctx,
+}
+
+impl fmt::Debug for IkeSa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IkeSa")
+            .field("state", &self.state.name())
+            .field("local", &self.ctx.local)
+            .field("remote", &self.ctx.remote)
+            .field("stats", &self.ctx.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IkeSa {
+    /// Starts an IKE SA as initiator from `local` to `remote`: the IKE_SA_INIT request is
+    /// ready in [`IkeSa::poll_transmit`]. The KE payload is in the first group of the first
+    /// proposal.
+    pub fn initiate(
+        cfg: IkeConfig,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) -> Result<IkeSa, FailReason> {
+        let mut ctx = Ctx::new(cfg, local, remote);
+        ctx.original_initiator = true;
+        let group = ctx
+            .cfg
+            .proposals
+            .first()
+            .and_then(|p| p.groups.first().copied())
+            .ok_or(FailReason::NoProposalChosen)?;
+        let ke = KeyExchange::generate(group, &ctx.rng).map_err(FailReason::Crypto)?;
+        let mut st = InitSent {
+            spi_i: ctx.ike_spi()?,
+            ni: ctx.nonce()?,
+            ke,
+            request: Vec::new(),
+            ke_retried: false,
+            cookie: None,
+            cookie_retries: 0,
+        };
+        st.send(&mut ctx, now);
+        Ok(IkeSa {
+            state: State::InitSent(Box::new(st)),
+            ctx,
+        })
+    }
+
+    /// A responder waiting for an IKE_SA_INIT request. Its addresses are those the request
+    /// arrives on and from.
+    pub fn respond(cfg: IkeConfig) -> IkeSa {
+        let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        IkeSa {
+            state: State::AwaitInit(AwaitInit),
+            ctx: Ctx::new(cfg, unspecified, unspecified),
+        }
+    }
+
+    /// Processes one received datagram (an IKE message, non-ESP marker removed), received
+    /// on `local` from `remote`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+    ) {
+        let msg = match Message::parse(bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                self.ctx.stats.malformed += 1;
+                // An IKE_SA_INIT request we cannot parse gets the RFC's answer where one
+                // exists (unsupported critical payload, higher major version); anything
+                // else is unauthenticated and dropped.
+                if let (State::AwaitInit(_), Ok(h)) =
+                    (&self.state, HeaderPacket::new_checked(bytes))
+                {
+                    let is_init_request = h.exchange_type() == ExchangeType::IkeSaInit
+                        && !h.flags().response()
+                        && h.message_id() == 0;
+                    let answer = e
+                        .notify()
+                        .filter(|n| n.notify_type != NotifyType::InvalidSyntax && is_init_request);
+                    if let Some(n) = answer {
+                        let header = Header {
+                            spi_i: h.spi_i(),
+                            spi_r: 0,
+                            minor_version: 0,
+                            exchange_type: ExchangeType::IkeSaInit,
+                            flags: Flags::NONE,
+                            message_id: 0,
+                        };
+                        self.ctx.local = local;
+                        self.ctx.remote = remote;
+                        self.ctx.refuse_init(&header, n);
+                    }
+                }
+                return;
+            }
+        };
+        let state = std::mem::replace(
+            &mut self.state,
+            State::Dead(Dead {
+                spis: None,
+                last_response: None,
+            }),
+        );
+        let ctx = &mut self.ctx;
+        self.state = match state {
+            State::InitSent(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
+            State::AuthSent(st) => st.handle(ctx, now, bytes, &msg),
+            State::AwaitInit(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
+            State::AwaitAuth(st) => st.handle(ctx, now, local, remote, bytes, &msg),
+            State::Established(st) => st.handle(ctx, now, remote, bytes, &msg),
+            State::Dead(st) => st.handle(ctx, remote, &msg),
+        };
+        self.release_if_dead();
+    }
+
+    /// A dead SA returns its virtual IP leases to the pools.
+    fn release_if_dead(&mut self) {
+        if matches!(self.state, State::Dead(_)) {
+            self.ctx.release_leases();
+        }
+    }
+
+    /// Runs the timers due at `now`: retransmissions, give-up, half-open expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.run_timers(now);
+        self.release_if_dead();
+    }
+
+    fn run_timers(&mut self, now: Instant) {
+        let ctx = &mut self.ctx;
+        if ctx.half_open_deadline.is_some_and(|d| now >= d) {
+            let spis = self.spis();
+            self.state = self.ctx.fail(FailReason::Timeout, spis, None);
+            return;
+        }
+        if let Some(rt) = ctx.retransmit.as_mut() {
+            if now >= rt.next_at {
+                let give_up = rt.first_sent + ctx.cfg.retransmit.give_up;
+                if now >= give_up {
+                    let spis = self.spis();
+                    self.state = self.ctx.fail(FailReason::Timeout, spis, None);
+                    return;
+                }
+                rt.interval = rt.interval.saturating_mul(2);
+                rt.next_at = (now + rt.interval).min(give_up);
+                let bytes = rt.bytes.clone();
+                ctx.stats.retransmitted += 1;
+                ctx.send(bytes);
+            }
+        }
+        if let State::Established(st) = &mut self.state {
+            if !st.on_timers(&mut self.ctx, now) {
+                let spis = self.spis();
+                self.ctx.children.clear();
+                self.state = self.ctx.fail(FailReason::Expired, spis, None);
+            }
+        }
+    }
+
+    /// Reports the traffic of child SA `spi_in` (our inbound SPI of the pair) so far:
+    /// `bytes` and `packets` are cumulative counts for the pair, each the larger of the
+    /// inbound and the outbound count. Each direction is an SA of its own, and swanctl's
+    /// `rekey_bytes`/`life_bytes` (and the kernel that enforces them for strongSwan) apply
+    /// to each SA, so the pair reaches a limit when either direction does; the sum would
+    /// rekey twice as early as a peer with the same settings expects.
+    ///
+    /// At the soft limit (`child_rekey_bytes` / `child_rekey_packets`, jitter applied) the
+    /// child is rekeyed once, as by its time lifetime; at the hard limit it is deleted
+    /// (a Delete is sent, `ChildSaDeleted` is reported). Unknown SPIs, children already
+    /// being replaced, and SAs not established are ignored.
+    pub fn child_usage(&mut self, now: Instant, spi_in: u32, bytes: u64, packets: u64) {
+        if let State::Established(st) = &mut self.state {
+            st.child_usage(&mut self.ctx, now, spi_in, (bytes, packets));
+        }
+    }
+
+    /// The engine reports that the outbound SA `spi_out` of one of this IKE SA's child SAs
+    /// crossed its soft sequence-number limit (`exhausted` false), or ran out of sequence
+    /// numbers and refuses to send (`exhausted` true).
+    ///
+    /// At the soft limit the child is rekeyed, as by its lifetime. Once exhausted, unless a
+    /// rekey is replacing it already, it is deleted (Delete sent, `ChildSaDeleted`
+    /// reported) and, when we are the original initiator, a new child of the same
+    /// configuration is created with CREATE_CHILD_SA, as strongSwan does after a hard
+    /// expire (a responder leaves that to its peer and the log). `None`: `spi_out` is not
+    /// one of ours, or the SA is not established.
+    pub fn child_seq_limit(
+        &mut self,
+        now: Instant,
+        spi_out: u32,
+        exhausted: bool,
+    ) -> Option<SeqLimitAction> {
+        match &mut self.state {
+            State::Established(st) => st.child_seq_limit(&mut self.ctx, now, spi_out, exhausted),
+            _ => None,
+        }
+    }
+
+    /// Records inbound ESP activity on this IKE SA's child SAs at `now`: it postpones the
+    /// next liveness check.
+    pub fn note_activity(&mut self, now: Instant) {
+        if let State::Established(st) = &mut self.state {
+            st.note_activity(now);
+        }
+    }
+
+    /// Rekeys the child SAs now (CREATE_CHILD_SA with REKEY_SA). Returns whether the SA is
+    /// established (otherwise nothing happens).
+    pub fn rekey_children(&mut self, now: Instant) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        let spis: Vec<u32> = self
+            .ctx
+            .children
+            .iter()
+            .filter(|c| !c.rekeyed && c.peer_rekey.is_none())
+            .map(|c| c.spi_in)
+            .collect();
+        for s in spis {
+            st.want(Action::RekeyChild(s, None));
+        }
+        st.kick(&mut self.ctx, now);
+        true
+    }
+
+    /// Rekeys the IKE SA now. Returns whether the SA is established.
+    pub fn rekey_ike(&mut self, now: Instant) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        st.want(Action::RekeyIke(None));
+        st.kick(&mut self.ctx, now);
+        true
+    }
+
+    /// When the IKE SA is next rekeyed by its lifetime, if it is established and has one.
+    pub fn next_rekey(&self) -> Option<Instant> {
+        match &self.state {
+            State::Established(st) => st.rekey_at,
+            _ => None,
+        }
+    }
+
+    /// Whether a rekey (IKE or child) is outstanding.
+    pub fn is_rekeying(&self) -> bool {
+        matches!(&self.state, State::Established(st) if st.rekeying())
+    }
+
+    /// The installed child SAs' (inbound, outbound) SPIs, including old ones replaced by a
+    /// rekey whose Delete has not completed yet.
+    pub fn child_spis(&self) -> Vec<(u32, u32)> {
+        self.ctx
+            .children
+            .iter()
+            .map(|c| (c.spi_in, c.spi_out))
+            .collect()
+    }
+
+    /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
+    #[cfg(test)]
+    pub(crate) fn rekey_log(&self) -> &[(Vec<u8>, u32)] {
+        &self.ctx.rekey_log
+    }
+
+    /// Tests only: a responder adds `attrs` to the CFG_REPLY it sends.
+    #[cfg(test)]
+    pub(crate) fn push_test_cp_attributes(&mut self, attrs: Vec<CfgAttribute>) {
+        self.ctx.test_cp_extra = attrs;
+    }
+
+    /// Tests only: seals `payloads` as our next request on the current IKE SA (no
+    /// retransmission, no pending state), to feed the peer crafted requests.
+    #[cfg(test)]
+    pub(crate) fn seal_test_request(
+        &mut self,
+        exchange: ExchangeType,
+        payloads: &[Payload],
+    ) -> Option<Vec<u8>> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let id = st.ch.own_next;
+        st.ch.own_next = id.wrapping_add(1);
+        st.ch.core.seal(exchange, false, id, payloads).ok()
+    }
+
+    /// Tests only: opens a message sealed by the peer on the current IKE SA.
+    #[cfg(test)]
+    pub(crate) fn open_test_message(&self, bytes: &[u8]) -> Option<Vec<Payload>> {
+        let State::Established(st) = &self.state else {
+            return None;
+        };
+        let msg = Message::parse(bytes).ok()?;
+        st.ch.core.rx.open(bytes, &msg).ok()
+    }
+
+    /// Fuzzing only: the message ID of our next request on the current IKE SA, used up if
+    /// `take`. `None` unless established.
+    #[cfg(fuzzing)]
+    pub fn fuzz_next_id(&mut self, take: bool) -> Option<u32> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let id = st.ch.own_next;
+        if take {
+            st.ch.own_next = id.wrapping_add(1);
+        }
+        Some(id)
+    }
+
+    /// Fuzzing only: seals `plain` (the encoding of an inner payload chain starting with a
+    /// `first` payload) on the current IKE SA as this side would send it, so that a fuzz
+    /// target can feed the peer mutated inner payloads that pass the ICV: a request or a
+    /// response with `message_id`, `flags_xor` applied to the header flags, as one SK
+    /// message or with `fragment = Some((number, total))` one SKF fragment. `None` unless
+    /// established.
+    #[cfg(fuzzing)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn fuzz_seal(
+        &mut self,
+        exchange: ExchangeType,
+        response: bool,
+        message_id: u32,
+        flags_xor: u8,
+        first: crate::wire::PayloadType,
+        plain: &[u8],
+        fragment: Option<(u16, u16)>,
+    ) -> Option<Vec<u8>> {
+        let State::Established(st) = &mut self.state else {
+            return None;
+        };
+        let mut header = st.ch.core.header(exchange, response, message_id);
+        header.flags = Flags(header.flags.0 ^ flags_xor);
+        st.ch.core.tx.seal_raw(header, first, plain, fragment).ok()
+    }
+
+    /// Fuzzing only (seed generation): the inner payloads of an SK message the peer sealed
+    /// on the current IKE SA.
+    #[cfg(fuzzing)]
+    pub fn fuzz_open(&self, bytes: &[u8]) -> Option<Vec<Payload>> {
+        let State::Established(st) = &self.state else {
+            return None;
+        };
+        let msg = Message::parse(bytes).ok()?;
+        st.ch.core.rx.open(bytes, &msg).ok()
+    }
+
+    /// Whether a message with these IKE SPIs belongs to this SA: its current SPIs, those
+    /// of an old IKE SA being deleted after a rekey, or (with `spi_r` zero) an initiator
+    /// SPI of a negotiation.
+    pub fn owns(&self, spi_i: u64, spi_r: u64) -> bool {
+        match &self.state {
+            State::Established(st) => st.owns((spi_i, spi_r)),
+            _ => match self.spis() {
+                Some(s) => s == (spi_i, spi_r) || (spi_r == 0 && s.0 == spi_i),
+                None => self.spi_i() == Some(spi_i),
+            },
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.ctx.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
+    }
+
+    /// When [`IkeSa::handle_timeout`] must next be called, if at all.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let rt = self.ctx.retransmit.as_ref().map(|r| r.next_at);
+        let timers = match &self.state {
+            State::Established(st) => st.next_timer(&self.ctx),
+            _ => None,
+        };
+        [rt, self.ctx.half_open_deadline, timers]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether we started this IKE SA (the original initiator).
+    pub fn is_initiator(&self) -> bool {
+        self.ctx.original_initiator
+    }
+
+    /// The initiator's SPI, once known (always for an initiator; for a responder once the
+    /// IKE_SA_INIT request has been accepted).
+    pub fn spi_i(&self) -> Option<u64> {
+        match &self.state {
+            State::InitSent(s) => Some(s.spi_i),
+            _ => self.spis().map(|(i, _)| i),
+        }
+    }
+
+    /// Deletes the IKE SA and its child SAs: an established SA sends an INFORMATIONAL
+    /// request with a Delete payload (fire and forget: the peer deletes on receipt and an
+    /// answer changes nothing here); an SA still negotiating is abandoned. Either way the
+    /// SA is dead afterwards and no event is raised. Returns whether a Delete was sent.
+    pub fn delete(&mut self, _now: Instant) -> bool {
+        let spis = self.spis();
+        let state = std::mem::replace(
+            &mut self.state,
+            State::Dead(Dead {
+                spis,
+                last_response: None,
+            }),
+        );
+        self.ctx.retransmit = None;
+        self.ctx.half_open_deadline = None;
+        self.ctx.children.clear();
+        self.ctx.release_leases();
+        let State::Established(mut st) = state else {
+            return false;
+        };
+        let id = st.ch.own_next;
+        let payloads = [Payload::Delete(DeletePayload::ike())];
+        match st
+            .ch
+            .core
+            .seal(ExchangeType::Informational, false, id, &payloads)
+        {
+            Ok(bytes) => {
+                self.ctx.send(bytes);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the IKE SA is established.
+    pub fn is_established(&self) -> bool {
+        matches!(self.state, State::Established(_))
+    }
+
+    /// Whether the IKE SA has failed or been closed.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, State::Dead(_))
+    }
+
+    /// A short name of the current state, for status output.
+    pub fn state_name(&self) -> &'static str {
+        self.state.name()
+    }
+
+    /// The SPIs (initiator's, responder's), once both are known.
+    pub fn spis(&self) -> Option<(u64, u64)> {
+        match &self.state {
+            State::AuthSent(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::AwaitAuth(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::Established(s) => Some((s.ch.core.spi_i, s.ch.core.spi_r)),
+            State::Dead(d) => d.spis,
+            State::InitSent(_) | State::AwaitInit(_) => None,
+        }
+    }
+
+    /// The drop and retransmission counters.
+    pub fn stats(&self) -> Stats {
+        self.ctx.stats
+    }
+
+    /// Our current local and remote addresses (after any float to the NAT-T port).
+    pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
+        (self.ctx.local, self.ctx.remote)
+    }
+}
+
+/// Host selectors (/32, /128) of virtual IPs.
+fn vip_selectors(vips: &[IpAddr]) -> Vec<TrafficSelector> {
+    vips.iter()
+        .map(|a| super::config::ts_prefix(*a, if a.is_ipv4() { 32 } else { 128 }))
+        .collect()
+}
+
+/// A responder's choice among its child configurations for a request's selectors: the
+/// first, in configuration order, whose selectors overlap the request's (the peer's side
+/// also narrowed to its virtual IPs, if any) and whose proposals `select` accepts. Returns
+/// the configuration, `select`'s result and the narrowed TSi and TSr. `Err(None)`: no
+/// configuration's selectors fit (TS_UNACCEPTABLE); `Err(Some(e))`: some did, but `select`
+/// refused them all, the first time with `e`.
+#[allow(clippy::type_complexity)]
+fn pick_child<T, E>(
+    cfg: &IkeConfig,
+    vips: &[IpAddr],
+    tsi: &[TrafficSelector],
+    tsr: &[TrafficSelector],
+    mut select: impl FnMut(&ChildConfig) -> Result<T, E>,
+) -> Result<(ChildConfig, T, Vec<TrafficSelector>, Vec<TrafficSelector>), Option<E>> {
+    let mut refusal = None;
+    for child in cfg.all_children() {
+        let mut ts_i = narrow(tsi, &child.remote_ts);
+        if !vips.is_empty() {
+            ts_i = narrow(&ts_i, &vip_selectors(vips));
+        }
+        let ts_r = narrow(tsr, &child.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            continue;
+        }
+        match select(child) {
+            Ok(t) => return Ok((child.clone(), t, ts_i, ts_r)),
+            Err(e) => {
+                refusal.get_or_insert(e);
+            }
+        }
+    }
+    Err(refusal)
+}
+
+impl Dead {
+    fn handle(self, ctx: &mut Ctx, remote: SocketAddr, msg: &Message) -> State {
+        let h = &msg.header;
+        let cached = match (&self.spis, &self.last_response) {
+            (Some((i, r)), Some((id, b)))
+                if h.spi_i == *i
+                    && h.spi_r == *r
+                    && h.message_id == *id
+                    && !h.flags.response()
+                    && !is_later_fragment(msg) =>
+            {
+                Some(b.clone())
+            }
+            _ => None,
+        };
+        match cached {
+            Some(bytes) => {
+                ctx.stats.answered_from_cache += 1;
+                ctx.send_to(ctx.local, remote, bytes);
+            }
+            None => ctx.stats.unexpected += 1,
+        }
+        State::Dead(self)
+    }
+}
