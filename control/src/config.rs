@@ -29,6 +29,7 @@ use crate::dataplane::engine::{EngineConfig, InterfaceConfig, PathSpec, SaSpec};
 use crate::dataplane::esp::Mode;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::dataplane::tun::TunConfig;
+use crate::logging::LogConfig;
 
 /// Where the control socket is when the configuration (or `--socket`) says nothing.
 pub const DEFAULT_SOCKET: &str = "/run/mifsec/mifsec.sock";
@@ -68,6 +69,8 @@ pub struct Config {
     /// (`None`: the default, `mifsec` if that user exists, else `nobody`; `root` keeps
     /// root).
     pub user: Option<String>,
+    /// `[log]`: the level (and per-target levels) of the daemon's log.
+    pub log: LogConfig,
 }
 
 /// PSKs shorter than this many bytes get a warning.
@@ -229,6 +232,7 @@ pub fn summary(cfg: &Config) -> String {
             None => String::new(),
         }
     );
+    let _ = writeln!(s, "  log level {}", cfg.log);
     if let (Some(dir), false) = (&e.state_dir, e.sas.is_empty()) {
         let _ = writeln!(s, "  sequence marks of manual SAs in {}", dir.display());
     }
@@ -360,6 +364,14 @@ struct RawFile {
     pools: Ordered<ike::RawPool>,
     #[serde(default)]
     ike: Option<ike::RawIkeDaemon>,
+    #[serde(default)]
+    log: Option<RawLog>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<S<String>>,
 }
 
 /// Where the names of interfaces and SAs are written, read only to place an error about a
@@ -998,6 +1010,10 @@ impl Cx<'_> {
         if let Some(d) = &raw.ike {
             self.build_ike_daemon(d, &mut ike)?;
         }
+        let log = match raw.log.as_ref().and_then(|l| l.level.as_ref()) {
+            Some(l) => self.parse_str(l, "log.level", LogConfig::parse)?,
+            None => LogConfig::default(),
+        };
         let warnings = self.secret_warnings(&raw.secrets);
         Ok(Config {
             engine,
@@ -1006,6 +1022,7 @@ impl Cx<'_> {
             ike,
             warnings,
             user,
+            log,
         })
     }
 }

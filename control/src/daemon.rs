@@ -56,9 +56,13 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        log(format_args!(
-            "thread {name} panicked{at}: {msg}; exiting with status {EXIT_PANIC}"
-        ));
+        let line = format!("thread {name} panicked{at}: {msg}; exiting with status {EXIT_PANIC}");
+        if crate::logging::installed() {
+            // Outside whatever span the thread was in: the line reads the same everywhere.
+            tracing::error!(parent: None, "{line}");
+        } else {
+            eprintln!("mifsec: {line}");
+        }
         if let Some(p) = SOCKET.get() {
             let _ = std::fs::remove_file(p);
         }
@@ -66,9 +70,14 @@ fn install_panic_hook() {
     }));
 }
 
-/// Writes one log line to stderr.
+/// Logs one line at level info (see [`crate::logging`]); before the subscriber is
+/// installed, and in processes that install none, writes it to stderr as it is.
 pub fn log(msg: impl std::fmt::Display) {
-    eprintln!("mifsec: {msg}");
+    if crate::logging::installed() {
+        tracing::info!("{msg}");
+    } else {
+        eprintln!("mifsec: {msg}");
+    }
 }
 
 /// Runs the daemon with the configuration file at `path` until SIGINT or SIGTERM; returns
@@ -82,6 +91,7 @@ pub fn run(path: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    crate::logging::init(&cfg.log, crate::logging::Style::detect());
     for w in &cfg.warnings {
         log(format_args!("warning: {w}"));
     }
@@ -107,6 +117,7 @@ pub fn run(path: &Path) -> i32 {
         ike: ike_cfg,
         warnings: _,
         user,
+        log: _,
     } = cfg;
     let plan = match privileges::plan(user.as_deref()) {
         Ok(p) => p,

@@ -11,5 +11,6 @@ pub mod ctl;
 pub mod daemon;
 pub mod ike;
 pub mod ikectl;
+pub mod logging;
 pub mod render;
 pub mod wire;

@@ -263,3 +263,153 @@ fn version() {
         format!("mifsec {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn check_accepts_log_levels_and_refuses_an_unknown_one() {
+    let dir = Scratch::new("loglevel");
+    let f = dir.file(
+        "gw.toml",
+        "[log]\nlevel = \"warn,mifsec_control::ctl=debug\"\n",
+    );
+    let o = mifsec(&["check", "--config", &f]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("  log level warn,mifsec_control::ctl=debug\n"),
+        "{}",
+        stdout(&o)
+    );
+    for (text, line, err) in [
+        (
+            "[log]\nlevel = \"verbose\"\n",
+            2,
+            "log.level: \"verbose\" is not a level (off, error, warn, info, debug, trace)",
+        ),
+        (
+            "# the daemon's log\n[log]\n\nlevel = \"info,mifsec_control::ctl=loud\"\n",
+            4,
+            "log.level: \"loud\" in \"mifsec_control::ctl=loud\" is not a level (off, error, \
+             warn, info, debug, trace)",
+        ),
+        ("[log]\nlevle = \"info\"\n", 2, "log.levle: unknown key"),
+    ] {
+        let f = dir.file("bad.toml", text);
+        let o = mifsec(&["check", "--config", &f]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(
+            stderr(&o).starts_with(&format!("{f}:{line}: {err}")),
+            "{text}: {}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).is_empty());
+        // `run` refuses it the same way, before it logs anything.
+        let o = mifsec(&["run", "--config", &f]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(
+            stderr(&o).starts_with(&format!("{f}:{line}: {err}")),
+            "{text}: {}",
+            stderr(&o)
+        );
+    }
+}
+
+/// Runs `mifsec run` on a configuration whose control socket cannot be bound (its directory
+/// would be under a regular file), so that the daemon logs its start and then fails with
+/// exit 1, without root and without touching the network. `journal`: JOURNAL_STREAM is set
+/// to the device and inode of the file stderr goes to (`Some(true)`), of another file
+/// (`Some(false)`), or not at all. Returns the daemon's stderr.
+fn run_failing(dir: &Scratch, level: Option<&str>, journal: Option<bool>) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let blocker = dir.file("not-a-dir", "");
+    let mut text =
+        format!("[dataplane]\nuser = \"root\"\ncontrol_socket = \"{blocker}/mifsec.sock\"\n");
+    if let Some(l) = level {
+        text.push_str(&format!("[log]\nlevel = \"{l}\"\n"));
+    }
+    let f = dir.file("run.toml", &text);
+    let log_path = dir.0.join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mifsec"));
+    cmd.args(["run", "--config", &f])
+        .stdout(std::process::Stdio::null())
+        .stderr(log.try_clone().unwrap())
+        .env_remove("JOURNAL_STREAM");
+    if let Some(own) = journal {
+        let m = if own {
+            log.metadata().unwrap()
+        } else {
+            std::fs::metadata(&blocker).unwrap()
+        };
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()));
+    }
+    let status = cmd.status().unwrap();
+    let err = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    err
+}
+
+/// Whether `line` starts with an RFC 3339 UTC timestamp (`2026-12-01T12:03:04.123456Z `).
+fn stamped(line: &str) -> bool {
+    let Some((ts, _)) = line.split_once(' ') else {
+        return false;
+    };
+    let b = ts.as_bytes();
+    ts.len() >= 21
+        && ts.ends_with('Z')
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && ts[..4].bytes().all(|c| c.is_ascii_digit())
+}
+
+#[test]
+fn run_logs_at_the_configured_level_with_timestamps() {
+    let dir = Scratch::new("runlevel");
+    let starting = format!(" INFO mifsec: {} starting: ", env!("CARGO_PKG_VERSION"));
+    for level in [None, Some("info")] {
+        let err = run_failing(&dir, level, None);
+        let lines: Vec<&str> = err.lines().collect();
+        assert!(!lines.is_empty(), "{level:?}: nothing logged");
+        assert!(lines.iter().all(|l| stamped(l)), "{level:?}:\n{err}");
+        assert!(
+            lines.iter().any(|l| l.contains(&starting)),
+            "{level:?}:\n{err}"
+        );
+        assert!(
+            err.contains("mifsec: control socket: ") && err.contains("Not a directory"),
+            "{level:?}:\n{err}"
+        );
+    }
+    // warn: no info line at all; a target's own level lets that target's info through.
+    let err = run_failing(&dir, Some("warn"), None);
+    assert!(!err.contains(" INFO "), "{err}");
+    assert!(!err.contains("starting"), "{err}");
+    let err = run_failing(&dir, Some("warn,mifsec_control::daemon=info"), None);
+    assert!(err.contains(&starting), "{err}");
+}
+
+#[test]
+fn run_writes_priority_prefixes_when_stderr_is_the_journal() {
+    let dir = Scratch::new("journal");
+    let err = run_failing(&dir, None, Some(true));
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(!lines.is_empty(), "nothing logged");
+    for l in &lines {
+        let prio = l
+            .strip_prefix('<')
+            .and_then(|r| r.split_once('>'))
+            .map(|(p, _)| p);
+        assert!(
+            matches!(prio, Some("3" | "4" | "5" | "6" | "7")),
+            "no priority prefix: {l:?} in\n{err}"
+        );
+        assert!(!stamped(&l[3..]), "a timestamp in the journal: {l:?}");
+    }
+    let starting = format!("<6>{} starting: ", env!("CARGO_PKG_VERSION"));
+    assert!(lines.iter().any(|l| l.starts_with(&starting)), "{err}");
+    // JOURNAL_STREAM naming another file: stderr is not the journal.
+    let err = run_failing(&dir, None, Some(false));
+    assert!(err.lines().all(stamped), "{err}");
+}

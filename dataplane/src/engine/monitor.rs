@@ -72,7 +72,7 @@ pub(super) fn run(shared: &Shared) {
             }
         }
         for line in control::advance_pending(shared) {
-            eprintln!("mifsec: {line}");
+            tracing::info!("{line}");
         }
     }
 }
@@ -148,11 +148,12 @@ fn check_path(
     let state = path.state.liveness();
     if !(by_probe || by_rx) && state != Liveness::Down {
         path.state.set_liveness(Liveness::Down);
-        eprintln!(
-            "mifsec: {}: path {} down (no probe answer for {} ms)",
-            entry.name,
-            path.state.name,
-            now.saturating_sub(probed) / 1_000_000
+        let silent_ms = now.saturating_sub(probed) / 1_000_000;
+        tracing::warn!(
+            sa = %entry.name,
+            path = %path.state.name,
+            silent_ms,
+            "path down: no probe answer"
         );
     } else if by_rx && !by_probe && state == Liveness::Down {
         path.state.set_liveness(Liveness::Up);

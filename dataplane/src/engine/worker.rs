@@ -58,7 +58,7 @@ pub(super) fn run(shared: &Shared, tun: TunQueue) {
     crate::debug::panic_point("worker");
     match Worker::new(shared, tun) {
         Ok(mut w) => w.run(),
-        Err(e) => eprintln!("mifsec: worker failed to start: {e}"),
+        Err(e) => tracing::error!("worker failed to start: {e}"),
     }
 }
 
@@ -151,7 +151,7 @@ impl<'a> Worker<'a> {
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
-                eprintln!("mifsec: poll: {e}");
+                tracing::error!("poll: {e}");
                 std::thread::sleep(Duration::from_millis(10));
             }
             // The snapshot is loaded after the wait, never before: once a swap has returned
@@ -223,7 +223,7 @@ impl<'a> Worker<'a> {
                     self.sockets[idx] = Some(Arc::clone(t));
                     self.pending_socks[idx] = true;
                 }
-                Err(e) => eprintln!("mifsec: registering a socket: {e}"),
+                Err(e) => tracing::error!("registering a socket: {e}"),
             }
         }
     }
