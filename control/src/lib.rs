@@ -10,7 +10,7 @@ pub mod config;
 pub mod ctl;
 pub mod daemon;
 pub mod ike;
-pub mod ikectl;
+pub mod log;
 pub mod logging;
 pub mod render;
 pub mod wire;

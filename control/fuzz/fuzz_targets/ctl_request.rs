@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use libfuzzer_sys::fuzz_target;
-use mifsec_control::ctl::{Control, handle_line};
+use mifsec_control::ctl::{Target, handle_line};
 use mifsec_control::dataplane::engine::{ControlError, EngineStatus, InterfaceConfig, PathSpec};
 use mifsec_control::dataplane::sa_table::Policy;
 
@@ -20,7 +20,7 @@ fn answer(name: &str) -> Result<String, ControlError> {
     }
 }
 
-impl Control for StandIn {
+impl Target for StandIn {
     fn status(&self) -> EngineStatus {
         EngineStatus {
             workers: 2,

@@ -1,7 +1,14 @@
 //! Protocol and socket tests against a test double of the engine.
 
-use std::sync::Mutex;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use super::server::lookup_group;
 use super::*;
 
 /// Records the calls it gets; fails the ones that name "nope".
@@ -29,7 +36,7 @@ fn refuse(what: &str) -> Result<String, ControlError> {
     }
 }
 
-impl Control for Fake {
+impl Target for Fake {
     fn status(&self) -> EngineStatus {
         EngineStatus {
             workers: 2,

@@ -1,4 +1,4 @@
-//! The IKE control thread of the daemon: it owns the IKE SAs of the configured
+//! The IKE thread of the daemon: it owns the IKE SAs of the configured
 //! connections and drives them (the sans-IO [`IkeSa`]) with real sockets and a real clock.
 //!
 //! * Input: IKE messages that arrive on the engine's port-4500 sockets behind the non-ESP
@@ -32,42 +32,35 @@
 //!   the connection (`rekey_time`, `life_time`, `rand_time`; by volume `rekey_bytes` and
 //!   friends, fed from the engine's counters) start rekeys; `dpd_delay` and
 //!   `dpd_action` govern liveness checks (`restart` initiates again after a failure).
-//! * Child SAs: installed with `Engine::install_sa` as `<conn>-<child>-<spi_in hex>`, one
-//!   path on the interface of the IKE SA's local address to the peer's port 4500. A client
-//!   puts its virtual IP on the TUN and routes the child's remote selectors into it; a
-//!   gateway routes the peer's selectors (its virtual IP) into the TUN. Deleting the IKE SA
-//!   (either side) removes them again.
+//! * Child SAs: installed in the engine by [`super::install`]; the status that `mifsec
+//!   status` shows is built by [`super::status`].
+//!
+//! [`IkeHandle`] is what the rest of the daemon holds: commands in, status out.
 //!
 //! No log line contains key material.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-use serde::Serialize;
-use zeroize::Zeroizing;
 
+use super::install::{Installed, host_prefix, ip, ip_later};
+use super::status::{IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings};
-use crate::daemon::log;
-use crate::dataplane::aead::Cipher;
-use crate::dataplane::engine::{
-    ControlError, Engine, IkeDatagram, InterfaceConfig, PathSpec, SaSpec,
-};
-use crate::dataplane::esp;
+use crate::dataplane::engine::{ControlError, Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::Event as SaEvent;
-use crate::dataplane::sa_table::{Policy, Prefix, Role};
-use crate::ike::cookie::{Admission, CookieGate, CookieStats};
-use crate::ike::limits::{InitLimiter, LimitStats, Refusal};
-use crate::ike::{
-    ChildSa, DpdAction, Event, FailReason, IkeSa, IkeSaInfo, Mode, Prf, SeqLimitAction,
-};
-use crate::wire::{DhGroup, ExchangeType, HeaderPacket, IdPayload, IdType, TrafficSelector};
+use crate::dataplane::sa_table::Prefix;
+use crate::ike::cookie::{Admission, CookieGate};
+use crate::ike::limits::{InitLimiter, Refusal};
+use crate::ike::{DpdAction, Event, FailReason, IkeSa, IkeSaInfo, SeqLimitAction};
+use crate::log::log;
+use crate::wire::{ExchangeType, HeaderPacket};
 
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
-const LINGER: Duration = Duration::from_secs(2);
+pub(super) const LINGER: Duration = Duration::from_secs(2);
 
 /// How often the engine's SA counters are read for child SAs with byte or packet limits.
 const USAGE_INTERVAL: Duration = Duration::from_millis(250);
@@ -84,7 +77,7 @@ pub const INPUT_QUEUE: usize = 1024;
 const COMMAND_QUEUE: usize = 64;
 /// How many `ip` invocations may wait for the helper thread (the IKE thread waits when
 /// it is full; one IKE SA needs a few).
-const IP_QUEUE: usize = 1024;
+pub(super) const IP_QUEUE: usize = 1024;
 /// The longest IKE message accepted (strongSwan's default `max_packet`); longer ones are
 /// dropped and counted (`oversize`). An IKE_SA_INIT request cannot be fragmented, so this
 /// also bounds the copy of it that a half-open responder SA keeps for its AUTH.
@@ -94,124 +87,11 @@ pub const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// ... and, when something changed, at most this often.
 pub const PUBLISH_MIN: Duration = Duration::from_millis(20);
 
-/// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
-#[derive(Debug, Clone, Serialize)]
-pub struct IkeSaStatus {
-    /// The connection's name.
-    pub name: String,
-    /// A unique number, as swanctl's `#N`.
-    pub id: u64,
-    /// `CONNECTING`, `ESTABLISHED` or `DELETING`.
-    pub state: String,
-    /// Whether we initiated it.
-    pub initiator: bool,
-    /// Our address and port.
-    pub local: String,
-    /// The peer's address and port.
-    pub remote: String,
-    /// Our identity.
-    pub local_id: String,
-    /// The peer's identity (once authenticated).
-    pub remote_id: String,
-    /// The initiator's SPI, hex.
-    pub spi_i: String,
-    /// The responder's SPI, hex (zeros while unknown).
-    pub spi_r: String,
-    /// `AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519` once established.
-    pub algorithms: String,
-    /// NAT detection: `none`, `local`, `remote` or `both` (a forced encapsulation shows as
-    /// `local`).
-    pub nat: String,
-    /// The (first) virtual IP assigned to us.
-    pub vip: Option<String>,
-    /// The (first) virtual IP leased to the peer.
-    pub peer_vip: Option<String>,
-    /// Every virtual IP assigned to us (IPv4 and IPv6).
-    pub vips: Vec<String>,
-    /// Every virtual IP leased to the peer.
-    pub peer_vips: Vec<String>,
-    /// DNS servers received from the gateway (client) or sent to the peer (gateway).
-    pub dns: Vec<String>,
-    /// Seconds since it was established.
-    pub established_s: Option<u64>,
-    /// Seconds until its rekey by lifetime (`rekey_time` minus jitter), if scheduled.
-    pub rekey_in_s: Option<u64>,
-    /// Whether IKE fragmentation (RFC 7383) was negotiated.
-    pub fragmentation: bool,
-    /// IKE fragments sent (retransmissions included).
-    pub fragments_sent: u64,
-    /// IKE fragments received (authenticated).
-    pub fragments_received: u64,
-    /// IKE fragments refused: forged, stale, duplicate, over the limits, or unnegotiated.
-    pub fragments_dropped: u64,
-    /// Its child SAs.
-    pub children: Vec<IkeChildStatus>,
-}
-
-/// One child SA of an IKE SA.
-#[derive(Debug, Clone, Serialize)]
-pub struct IkeChildStatus {
-    /// The child configuration's name.
-    pub name: String,
-    /// The engine's SA name (whose counters `status` shows).
-    pub sa: String,
-    /// `INSTALLED`, or `REKEYED` while a rekeyed pair waits for its Delete.
-    pub state: String,
-    /// Inbound SPI, hex.
-    pub spi_in: String,
-    /// Outbound SPI, hex.
-    pub spi_out: String,
-    /// The AEAD.
-    pub cipher: String,
-    /// `tunnel` or `transport`.
-    pub mode: String,
-    /// Whether ESP goes in UDP.
-    pub udp_encap: bool,
-    /// Whether extended (64-bit) sequence numbers were negotiated.
-    pub esn: bool,
-    /// Our selectors.
-    pub local_ts: Vec<String>,
-    /// The peer's selectors.
-    pub remote_ts: Vec<String>,
-}
-
-/// The IKE thread's own counters (`ike` in `mifsec status --json`).
-#[derive(Debug, Clone, Copy, Default, Serialize)]
-pub struct IkeStats {
-    /// Responder IKE SAs still negotiating.
-    pub half_open: usize,
-    /// Sources (addresses, IPv6 /64s) with half-open SAs.
-    pub half_open_sources: usize,
-    /// Most half-open responder SAs in all (`init_limit_half_open`).
-    pub max_half_open: usize,
-    /// Most half-open responder SAs per source (`block_threshold`; 0: no limit).
-    pub block_threshold: usize,
-    /// New IKE_SA_INIT requests per second per source (`init_rate`; 0: no limit).
-    pub init_rate: u32,
-    /// Their burst (`init_burst`).
-    pub init_burst: u32,
-    /// Cookies are demanded from this many half-open SAs on (0: always).
-    pub cookie_threshold: usize,
-    /// The COOKIE counters.
-    #[serde(flatten)]
-    pub cookies: CookieStats,
-    /// New IKE_SA_INIT requests refused by the limits, by reason.
-    #[serde(flatten)]
-    pub limits: LimitStats,
-    /// Datagrams from the port-500 sockets dropped because the IKE thread's queue was full.
-    pub queue_dropped_500: u64,
-    /// IKE messages on port 4500 dropped because the engine's queue to the IKE thread was
-    /// full (the engine's `ike_unclaimed`).
-    pub queue_dropped_4500: u64,
-    /// IKE messages dropped for being longer than [`MAX_MESSAGE`].
-    pub oversize: u64,
-}
-
 /// Counters the reader threads bump.
 #[derive(Debug, Default)]
-struct InputCounters {
-    queue_dropped: AtomicU64,
-    oversize: AtomicU64,
+pub(super) struct InputCounters {
+    pub(super) queue_dropped: AtomicU64,
+    pub(super) oversize: AtomicU64,
 }
 
 enum Msg {
@@ -222,7 +102,7 @@ enum Msg {
 }
 
 /// The running IKE thread: commands in, status out.
-pub struct IkeControl {
+pub struct IkeHandle {
     tx: Sender<Msg>,
     engine: Arc<Engine>,
     input: Arc<InputCounters>,
@@ -234,15 +114,15 @@ pub struct IkeControl {
     helpers: Vec<JoinHandle<()>>,
 }
 
-impl std::fmt::Debug for IkeControl {
+impl std::fmt::Debug for IkeHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IkeControl")
+        f.debug_struct("IkeHandle")
             .field("connections", &self.connections)
             .finish_non_exhaustive()
     }
 }
 
-impl IkeControl {
+impl IkeHandle {
     /// Starts the IKE thread for `settings` on `engine` with the port-500 sockets of
     /// [`bind_ike_ports`], takes the engine's IKE receiver, and initiates the connections
     /// with `start_action = "start"`.
@@ -251,7 +131,7 @@ impl IkeControl {
         settings: IkeSettings,
         interfaces: &[InterfaceConfig],
         ports: IkePorts,
-    ) -> Result<IkeControl, ControlError> {
+    ) -> Result<IkeHandle, ControlError> {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
         let (ip_tx, ip_rx) = crossbeam_channel::bounded::<Vec<String>>(IP_QUEUE);
@@ -349,7 +229,7 @@ impl IkeControl {
                 ike.run(&rx, &in_rx, e4500.as_ref(), seq_events.as_ref());
             }),
         )?;
-        Ok(IkeControl {
+        Ok(IkeHandle {
             tx,
             engine,
             input,
@@ -436,7 +316,7 @@ impl IkeControl {
     }
 }
 
-impl Drop for IkeControl {
+impl Drop for IkeHandle {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -513,84 +393,70 @@ fn read_500(
     }
 }
 
-/// A child SA installed in the engine.
-struct Installed {
-    status: IkeChildStatus,
-    spi_out: u32,
-    /// What was installed (keys in zeroized memory), to move it behind a newer pair.
-    spec: SaSpec,
-    /// Installed again behind its successor (which then carries the outbound traffic).
-    behind: bool,
-    /// Inbound packets counted by the engine when last looked at.
-    last_in: u64,
-    /// Routes we added into the TUN.
-    routes: Vec<Prefix>,
-}
-
-struct Entry {
-    id: u64,
-    conn: usize,
-    sa: IkeSa,
-    info: Option<IkeSaInfo>,
-    established: Option<Instant>,
-    children: Vec<Installed>,
+pub(super) struct Entry {
+    pub(super) id: u64,
+    pub(super) conn: usize,
+    pub(super) sa: IkeSa,
+    pub(super) info: Option<IkeSaInfo>,
+    pub(super) established: Option<Instant>,
+    pub(super) children: Vec<Installed>,
     /// The virtual IPs put on the TUN (client).
-    vips: Vec<IpAddr>,
+    pub(super) vips: Vec<IpAddr>,
     /// The virtual IPs leased to the peer (gateway).
-    peer_vips: Vec<IpAddr>,
+    pub(super) peer_vips: Vec<IpAddr>,
     /// DNS servers received (client) or sent (gateway).
-    dns: Vec<IpAddr>,
+    pub(super) dns: Vec<IpAddr>,
     /// Dead and cleaned up: remove after its last transmits are out.
-    done: bool,
+    pub(super) done: bool,
     /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
-    restart: bool,
+    pub(super) restart: bool,
     /// A responder SA counted as half-open by the limiter, from this address.
-    half_open: Option<IpAddr>,
+    pub(super) half_open: Option<IpAddr>,
 }
 
-struct IkeThread {
-    engine: Arc<Engine>,
-    conns: Vec<Connection>,
-    ifaces: Vec<InterfaceConfig>,
-    sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
-    sas: Vec<Entry>,
-    next_id: u64,
-    status: Arc<Mutex<Vec<IkeSaStatus>>>,
-    tun: String,
-    half_open_logged: bool,
+pub(super) struct IkeThread {
+    pub(super) engine: Arc<Engine>,
+    pub(super) conns: Vec<Connection>,
+    pub(super) ifaces: Vec<InterfaceConfig>,
+    pub(super) sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
+    pub(super) sas: Vec<Entry>,
+    pub(super) next_id: u64,
+    pub(super) status: Arc<Mutex<Vec<IkeSaStatus>>>,
+    pub(super) tun: String,
+    pub(super) half_open_logged: bool,
     /// Decides when new initiators must return a COOKIE first. `None` only if the system
     /// random number generator failed at start; then no responder SAs are created.
-    cookies: Option<CookieGate>,
+    pub(super) cookies: Option<CookieGate>,
     /// Limits on new responder SAs (in all, per source, rate per source).
-    limiter: InitLimiter,
+    pub(super) limiter: InitLimiter,
     /// Counters the readers bump (and the thread, for an oversize message from port 4500
     /// that the engine let through: none, as it drops them itself).
-    input: Arc<InputCounters>,
+    pub(super) input: Arc<InputCounters>,
     /// `ip` invocations for the helper thread.
-    ip_tx: Sender<Vec<String>>,
+    pub(super) ip_tx: Sender<Vec<String>>,
     /// An SA had input, a timeout or a command: pump, and look at the timers again.
-    pending: bool,
+    pub(super) pending: bool,
     /// Something the status shows changed since it was last published.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// When the status was last published.
-    published: Instant,
+    pub(super) published: Instant,
     /// Whether some SA has byte or packet limits, as of the last time one was touched.
-    volume: bool,
+    pub(super) volume: bool,
     /// The earliest timer of any SA, as of the last time one was touched.
-    next_timer: Option<Instant>,
+    pub(super) next_timer: Option<Instant>,
     /// The counters as last published.
-    cookie_stats: Arc<Mutex<IkeStats>>,
+    pub(super) cookie_stats: Arc<Mutex<IkeStats>>,
     /// Rekeyed child SAs whose Delete completed, kept for inbound stragglers until the
     /// instant given (the peer may have sent on them just before it deleted them).
-    lingering: Vec<(Instant, Installed)>,
+    pub(super) lingering: Vec<(Instant, Installed)>,
     /// Outbound SPIs of children that ran out of sequence numbers while a rekey was
     /// replacing them, with when to look again: should that rekey fail, the child is
     /// deleted (and re-created) then instead of staying mute until its hard lifetime.
-    exhausted: Vec<(Instant, u32)>,
+    pub(super) exhausted: Vec<(Instant, u32)>,
     /// When inbound ESP counters were last looked at for liveness checks.
-    activity_checked: Instant,
+    pub(super) activity_checked: Instant,
     /// When the SA counters were last fed to IKE SAs with byte or packet limits.
-    usage_checked: Instant,
+    pub(super) usage_checked: Instant,
 }
 
 impl IkeThread {
@@ -1256,493 +1122,5 @@ impl IkeThread {
             }
             Event::Closed => log(format_args!("ike {name} #{id}: deleted by the peer")),
         }
-    }
-
-    /// Installs a negotiated child SA in the engine, with its VIP and routes.
-    fn install(&mut self, i: usize, c: ChildSa) -> Result<(), String> {
-        let e = &self.sas[i];
-        let conn = &self.conns[e.conn];
-        let (local, remote) = e.sa.addresses();
-        let iface = self
-            .ifaces
-            .iter()
-            .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
-            .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
-            .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
-        if !c.udp_encap {
-            log(format_args!(
-                "ike {}: no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)",
-                conn.name
-            ));
-        }
-        let sa_name = format!("{}-{}-{:08x}", conn.name, c.name, c.spi_in);
-        let local_ts: Vec<Prefix> = c.local_ts.iter().flat_map(ts_prefixes).collect();
-        let remote_ts: Vec<Prefix> = c.remote_ts.iter().flat_map(ts_prefixes).collect();
-        let spec = SaSpec {
-            name: sa_name.clone(),
-            mode: match c.mode {
-                Mode::Tunnel => esp::Mode::Tunnel,
-                Mode::Transport => esp::Mode::Transport,
-            },
-            cipher: c.cipher,
-            esn: c.esn,
-            spi_out: c.spi_out,
-            key_out: Zeroizing::new(c.keymat_out.to_vec()),
-            spi_in: c.spi_in,
-            key_in: Zeroizing::new(c.keymat_in.to_vec()),
-            local_ts: local_ts.clone(),
-            remote_ts: remote_ts.clone(),
-            policy: Policy::Failover,
-            paths: vec![PathSpec {
-                name: "p1".into(),
-                interface: iface.name.clone(),
-                remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
-                role: Role::Active,
-                weight: 1,
-                pin: Vec::new(),
-            }],
-            reorder: Duration::ZERO,
-            // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
-            probes: false,
-        };
-        self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
-        let initiator = e.sa.is_initiator();
-        let mut routes = Vec::new();
-        let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
-        if c.mode == Mode::Tunnel {
-            for p in &remote_ts {
-                // A rekeyed child's successor needs no new route: the route is the same.
-                let have = e.children.iter().any(|c| c.routes.contains(p));
-                let dst = p.to_string();
-                let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
-                // Traffic into the tunnel leaves from our virtual IP of its family.
-                let src = vips
-                    .iter()
-                    .find(|v| v.is_ipv4() == p.addr.is_ipv4())
-                    .map(ToString::to_string);
-                if let Some(s) = &src {
-                    args.extend(["src", s.as_str()]);
-                }
-                if !have {
-                    ip_later(&self.ip_tx, &args);
-                }
-                routes.push(*p);
-            }
-        }
-        let status = IkeChildStatus {
-            name: c.name.clone(),
-            sa: sa_name.clone(),
-            state: "INSTALLED".into(),
-            spi_in: format!("{:08x}", c.spi_in),
-            spi_out: format!("{:08x}", c.spi_out),
-            cipher: c.cipher.name().into(),
-            mode: match c.mode {
-                Mode::Tunnel => "tunnel".into(),
-                Mode::Transport => "transport".into(),
-            },
-            udp_encap: c.udp_encap,
-            esn: c.esn,
-            local_ts: local_ts.iter().map(ToString::to_string).collect(),
-            remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
-        };
-        log(format_args!(
-            "ike {}: child {} installed as {sa_name}: in {} out {}, {}, {} === {}{}",
-            conn.name,
-            c.name,
-            status.spi_in,
-            status.spi_out,
-            status.cipher,
-            status.local_ts.join(" "),
-            status.remote_ts.join(" "),
-            if vips.is_empty() {
-                String::new()
-            } else {
-                let v: Vec<String> = vips.iter().map(ToString::to_string).collect();
-                format!(", vips {}", v.join(" "))
-            }
-        ));
-        let e = &mut self.sas[i];
-        e.children.push(Installed {
-            status,
-            spi_out: c.spi_out,
-            spec,
-            behind: false,
-            last_in: 0,
-            routes,
-        });
-        Ok(())
-    }
-
-    /// We initiated a rekey: the peer has the new pair already, so our outbound traffic
-    /// moves to it at once (otherwise it would stay on the old pair until the Delete
-    /// exchange completes, and packets in flight when the peer removes the old pair would
-    /// be lost). The engine sends on the first SA whose selectors match, so the old pair is
-    /// moved behind the new one; it keeps its state (replay window included) and keeps
-    /// accepting inbound packets until its Delete completes.
-    fn outbound_to_newest(&mut self, i: usize, old_spi_in: &str) {
-        let Some(old) = self.sas[i]
-            .children
-            .iter_mut()
-            .find(|c| c.status.spi_in == old_spi_in)
-        else {
-            return;
-        };
-        Self::move_behind(&self.engine, old);
-    }
-
-    fn move_behind(engine: &Engine, old: &mut Installed) {
-        if old.behind {
-            return;
-        }
-        let name = &old.spec.name;
-        if let Err(e) = engine.demote_sa(name) {
-            log(format_args!("ike: moving {name} behind its successor: {e}"));
-            return;
-        }
-        old.behind = true;
-    }
-
-    fn uninstall(&self, c: Installed) {
-        for p in &c.routes {
-            ip_later(
-                &self.ip_tx,
-                &["route", "del", &p.to_string(), "dev", &self.tun],
-            );
-        }
-        match self.engine.remove_sa(&c.status.sa) {
-            Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
-            Err(e) => log(format_args!("ike: removing {}: {e}", c.status.sa)),
-        }
-    }
-
-    /// Removes what a dead IKE SA installed: child SAs, routes, the virtual IP.
-    fn cleanup(&mut self, i: usize) {
-        let children = std::mem::take(&mut self.sas[i].children);
-        for c in children {
-            self.uninstall(c);
-        }
-        for v in std::mem::take(&mut self.sas[i].vips) {
-            ip_later(
-                &self.ip_tx,
-                &["addr", "del", &host_prefix(v), "dev", &self.tun],
-            );
-        }
-    }
-
-    /// Rebuilds the IKE SA list that `status` shows.
-    fn publish(&mut self, now: Instant) {
-        self.dirty = false;
-        self.published = now;
-        let list = self
-            .sas
-            .iter()
-            .map(|e| {
-                let conn = &self.conns[e.conn];
-                let (local, remote) = e.sa.addresses();
-                let (spi_i, spi_r) = e.sa.spis().unwrap_or((e.sa.spi_i().unwrap_or(0), 0));
-                let state = if e.sa.is_established() {
-                    "ESTABLISHED"
-                } else if e.sa.is_dead() {
-                    "DELETING"
-                } else {
-                    "CONNECTING"
-                };
-                IkeSaStatus {
-                    name: conn.name.clone(),
-                    id: e.id,
-                    state: state.into(),
-                    initiator: e.sa.is_initiator(),
-                    local: local.to_string(),
-                    remote: remote.to_string(),
-                    local_id: id_string(&conn.ike.local_id),
-                    remote_id: e
-                        .info
-                        .as_ref()
-                        .map(|i| id_string(&i.remote_id))
-                        .unwrap_or_else(|| "%any".into()),
-                    spi_i: format!("{spi_i:016x}"),
-                    spi_r: format!("{spi_r:016x}"),
-                    algorithms: e
-                        .info
-                        .as_ref()
-                        .map(|i| algorithms(i.cipher, i.prf, i.group))
-                        .unwrap_or_default(),
-                    nat: e.info.as_ref().map_or("-", nat_name).into(),
-                    vip: e.vips.first().map(ToString::to_string),
-                    peer_vip: e.peer_vips.first().map(ToString::to_string),
-                    vips: e.vips.iter().map(ToString::to_string).collect(),
-                    peer_vips: e.peer_vips.iter().map(ToString::to_string).collect(),
-                    dns: e.dns.iter().map(ToString::to_string).collect(),
-                    established_s: e.established.map(|t| now.duration_since(t).as_secs()),
-                    rekey_in_s: e
-                        .sa
-                        .next_rekey()
-                        .map(|t| t.saturating_duration_since(now).as_secs()),
-                    fragmentation: e.info.as_ref().is_some_and(|i| i.fragmentation),
-                    fragments_sent: e.sa.stats().fragments_sent,
-                    fragments_received: e.sa.stats().fragments_received,
-                    fragments_dropped: e.sa.stats().fragments_dropped,
-                    children: e.children.iter().map(|c| c.status.clone()).collect(),
-                }
-            })
-            .collect();
-        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
-        self.publish_stats();
-    }
-
-    /// Copies the counters that `status` shows (a few integers).
-    fn publish_stats(&self) {
-        let mut st = self
-            .cookie_stats
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        st.half_open = self.limiter.half_open();
-        st.half_open_sources = self.limiter.sources();
-        st.limits = self.limiter.stats();
-        st.cookies = self
-            .cookies
-            .as_ref()
-            .map(CookieGate::stats)
-            .unwrap_or_default();
-    }
-}
-
-/// `a/32` or `a/128`.
-fn host_prefix(a: IpAddr) -> String {
-    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
-}
-
-/// Queues `ip ARGS` for the helper thread, which runs them in order (waits only if
-/// [`IP_QUEUE`] invocations are already waiting).
-fn ip_later(tx: &Sender<Vec<String>>, args: &[&str]) {
-    if tx
-        .send(args.iter().map(|a| (*a).to_owned()).collect())
-        .is_err()
-    {
-        log(format_args!(
-            "ip {}: the helper thread is gone",
-            args.join(" ")
-        ));
-    }
-}
-
-/// Runs `ip ARGS` (by its absolute path, never through PATH); logs and returns false on
-/// failure.
-fn ip(args: &[&str]) -> bool {
-    match crate::dataplane::iproute::run(args) {
-        Ok(()) => true,
-        Err(e) => {
-            log(e);
-            false
-        }
-    }
-}
-
-fn nat_name(info: &IkeSaInfo) -> &'static str {
-    match (info.nat.local_behind_nat, info.nat.remote_behind_nat) {
-        (false, false) => "none",
-        (true, false) => "local",
-        (false, true) => "remote",
-        (true, true) => "both",
-    }
-}
-
-/// An identity as swanctl prints it, safe to log and show: a peer's identity is its own
-/// choice of bytes, so text goes through [`printable`] and long binary IDs are cut.
-pub fn id_string(id: &IdPayload) -> String {
-    if let Some(a) = id.as_ipv4() {
-        return a.to_string();
-    }
-    if let Some(a) = id.as_ipv6() {
-        return a.to_string();
-    }
-    if let Some(s) = id.as_str() {
-        return printable(s);
-    }
-    let hex_of = |d: &[u8]| {
-        let shown = &d[..d.len().min(MAX_SHOWN / 2)];
-        let mut h = hex::encode(shown);
-        if shown.len() < d.len() {
-            h += &format!("...({} bytes)", d.len());
-        }
-        h
-    };
-    match id.id_type {
-        IdType::KeyId => format!("@#{}", hex_of(&id.data)),
-        t => format!("({t:?}) {}", hex_of(&id.data)),
-    }
-}
-
-/// The most characters of a peer-supplied string shown in the log or the status.
-const MAX_SHOWN: usize = 256;
-
-/// A peer-supplied string made safe for a log line or a terminal: anything but printable
-/// ASCII (control characters, escape sequences, line breaks, bidirectional overrides and
-/// every other non-ASCII character) and the backslash are escaped as `\u{..}` / `\\`,
-/// and the result is cut after [`MAX_SHOWN`] characters of the original.
-pub fn printable(s: &str) -> String {
-    let mut out = String::new();
-    for (n, c) in s.chars().enumerate() {
-        if n == MAX_SHOWN {
-            out += &format!("...({} bytes)", s.len());
-            break;
-        }
-        match c {
-            '\\' => out.push_str("\\\\"),
-            ' '..='~' => out.push(c),
-            c => out += &format!("\\u{{{:x}}}", u32::from(c)),
-        }
-    }
-    out
-}
-
-/// IKE algorithms as swanctl prints them.
-pub fn algorithms(cipher: Cipher, prf: Prf, group: DhGroup) -> String {
-    let c = match cipher {
-        Cipher::Aes128Gcm => "AES_GCM_16-128",
-        Cipher::Aes256Gcm => "AES_GCM_16-256",
-        Cipher::ChaCha20Poly1305 => "CHACHA20_POLY1305",
-    };
-    let p = match prf {
-        Prf::HmacSha256 => "PRF_HMAC_SHA2_256",
-        Prf::HmacSha384 => "PRF_HMAC_SHA2_384",
-        Prf::HmacSha512 => "PRF_HMAC_SHA2_512",
-    };
-    let g = match group {
-        DhGroup::Curve25519 => "CURVE_25519".to_owned(),
-        DhGroup::Ecp256 => "ECP_256".to_owned(),
-        DhGroup::Ecp384 => "ECP_384".to_owned(),
-        other => format!("{other:?}"),
-    };
-    format!("{c}/{p}/{g}")
-}
-
-/// The smallest list of prefixes covering a selector's address range (ports and protocol
-/// are not enforced by the engine).
-pub fn ts_prefixes(ts: &TrafficSelector) -> Vec<Prefix> {
-    let (start, end, bits, v4) = match ts {
-        TrafficSelector::Ipv4 { start, end, .. } => (
-            u128::from(u32::from(*start)),
-            u128::from(u32::from(*end)),
-            32u32,
-            true,
-        ),
-        TrafficSelector::Ipv6 { start, end, .. } => {
-            (u128::from(*start), u128::from(*end), 128u32, false)
-        }
-        _ => return Vec::new(),
-    };
-    let mut out = Vec::new();
-    if start > end {
-        return out;
-    }
-    let mut cur = start;
-    loop {
-        // The largest block aligned at `cur` that ends within `end`.
-        let fits = |k: u32| {
-            if k >= 128 {
-                cur == 0 && end == u128::MAX
-            } else {
-                cur.checked_add((1u128 << k) - 1).is_some_and(|l| l <= end)
-            }
-        };
-        let mut k = cur.trailing_zeros().min(bits);
-        while k > 0 && !fits(k) {
-            k -= 1;
-        }
-        let addr = if v4 {
-            IpAddr::V4(Ipv4Addr::from(cur as u32))
-        } else {
-            IpAddr::V6(cur.into())
-        };
-        out.push(Prefix {
-            addr,
-            len: (bits - k) as u8,
-        });
-        if k >= 128 {
-            return out;
-        }
-        let last = cur + ((1u128 << k) - 1);
-        if last >= end {
-            return out;
-        }
-        cur = last + 1;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ike::config::{ts_prefix, ts_range};
-
-    fn p(s: &str) -> Prefix {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn selectors_to_prefixes() {
-        let any4 = ts_prefix("0.0.0.0".parse().unwrap(), 0);
-        assert_eq!(ts_prefixes(&any4), vec![p("0.0.0.0/0")]);
-        let any6 = ts_prefix("::".parse().unwrap(), 0);
-        assert_eq!(ts_prefixes(&any6), vec![p("::/0")]);
-        let net = ts_prefix("10.88.0.0".parse().unwrap(), 16);
-        assert_eq!(ts_prefixes(&net), vec![p("10.88.0.0/16")]);
-        let host = ts_prefix("10.77.0.1".parse().unwrap(), 32);
-        assert_eq!(ts_prefixes(&host), vec![p("10.77.0.1/32")]);
-        let r = ts_range("10.0.0.1".parse().unwrap(), "10.0.0.6".parse().unwrap()).unwrap();
-        assert_eq!(
-            ts_prefixes(&r),
-            vec![
-                p("10.0.0.1/32"),
-                p("10.0.0.2/31"),
-                p("10.0.0.4/31"),
-                p("10.0.0.6/32")
-            ]
-        );
-        let top = ts_range(
-            "255.255.255.254".parse().unwrap(),
-            "255.255.255.255".parse().unwrap(),
-        )
-        .unwrap();
-        assert_eq!(ts_prefixes(&top), vec![p("255.255.255.254/31")]);
-    }
-
-    #[test]
-    fn peer_identities_are_escaped_and_bounded() {
-        assert_eq!(
-            id_string(&IdPayload::fqdn("gw.example.org")),
-            "gw.example.org"
-        );
-        assert_eq!(
-            id_string(&IdPayload::rfc822("bob@example.org")),
-            "bob@example.org"
-        );
-        // A fake log line, a terminal escape, a bidi override, a backslash, a NUL.
-        assert_eq!(
-            id_string(&IdPayload::fqdn(
-                "gw\nmifsec: ike x: established\x1b[2J\u{202e}\\\0"
-            )),
-            "gw\\u{a}mifsec: ike x: established\\u{1b}[2J\\u{202e}\\\\\\u{0}"
-        );
-        assert_eq!(id_string(&IdPayload::fqdn("b\u{fc}ro")), "b\\u{fc}ro");
-        let long = "a".repeat(5000);
-        let shown = id_string(&IdPayload::fqdn(&long));
-        assert_eq!(shown, format!("{}...(5000 bytes)", "a".repeat(256)));
-        let shown = id_string(&IdPayload::key_id(&[0xab; 1000]));
-        assert_eq!(shown, format!("@#{}...(1000 bytes)", "ab".repeat(128)));
-        // Not UTF-8: hex.
-        let mut raw = IdPayload::fqdn("x");
-        raw.data = vec![0xff, 0x0a];
-        assert_eq!(id_string(&raw), "(Fqdn) ff0a");
-    }
-
-    #[test]
-    fn names() {
-        assert_eq!(
-            algorithms(Cipher::Aes128Gcm, Prf::HmacSha256, DhGroup::Curve25519),
-            "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519"
-        );
-        assert_eq!(id_string(&IdPayload::fqdn("gw")), "gw");
-        assert_eq!(id_string(&IdPayload::key_id(&[1, 2])), "@#0102");
     }
 }

@@ -2,27 +2,36 @@
 //!
 //! It parses the configuration, blocks SIGINT and SIGTERM (before any thread exists, so every
 //! thread inherits the mask), binds the control socket, starts the [`Engine`], serves the
-//! socket on its own thread, starts the IKE control thread ([`IkeControl`]) when the file
-//! has `[connections.*]`, logs one line per notable event to stderr, and then waits for a signal with
-//! `sigwait` on the main thread. On SIGINT or SIGTERM it shuts the engine down, removes the
+//! socket on its own thread, starts the IKE thread ([`ike_thread`], held by its
+//! [`IkeHandle`]) when the file has `[connections.*]`, logs one line per notable event to
+//! stderr, and then waits for a signal with `sigwait` on the main thread. On SIGINT or SIGTERM it shuts the engine down, removes the
 //! socket and exits 0. No log line ever contains key material.
 //!
 //! A panic in any thread (the IKE thread, the control-socket thread, a packet worker, the
 //! monitor, the main thread) ends the process: the panic hook installed first logs the
 //! thread's name, the message and where, removes the control socket and exits with
 //! [`EXIT_PANIC`], so that a supervisor restarts the daemon instead of leaving it half dead.
+//!
+//! The parts: [`ike_thread`] (the IKE thread and its handle), [`install`] (child SAs into
+//! the engine: paths, routes, virtual IPs), [`status`] (what `mifsec status` shows of IKE),
+//! `privileges` (dropping root), and here the start, the signals and the [`ctl::Target`]
+//! the control socket drives.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::config::{self, Config};
-use crate::ctl::{self, Control, Response};
+use crate::ctl::{self, Response};
 use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::Policy;
-use crate::ikectl::{IkeControl, IkePorts, bind_ike_ports};
+use crate::log::log;
 
+pub mod ike_thread;
+pub mod install;
 mod privileges;
+pub mod status;
 
+use ike_thread::{IkeHandle, IkePorts, bind_ike_ports};
 use privileges::Plan;
 
 /// Exit status for a configuration that does not parse (and for usage errors).
@@ -68,16 +77,6 @@ fn install_panic_hook() {
         }
         std::process::exit(EXIT_PANIC);
     }));
-}
-
-/// Logs one line at level info (see [`crate::logging`]); before the subscriber is
-/// installed, and in processes that install none, writes it to stderr as it is.
-pub fn log(msg: impl std::fmt::Display) {
-    if crate::logging::installed() {
-        tracing::info!("{msg}");
-    } else {
-        eprintln!("mifsec: {msg}");
-    }
 }
 
 /// Runs the daemon with the configuration file at `path` until SIGINT or SIGTERM; returns
@@ -201,7 +200,7 @@ pub fn run(path: &Path) -> i32 {
         log_manual_seq_events(&engine);
         None
     } else {
-        match IkeControl::start(Arc::clone(&engine), ike_cfg, &interfaces, ports) {
+        match IkeHandle::start(Arc::clone(&engine), ike_cfg, &interfaces, ports) {
             Ok(i) => Some(i),
             Err(e) => {
                 log(format_args!("cannot start the IKE thread: {e}"));
@@ -299,10 +298,10 @@ fn log_manual_seq_events(engine: &Engine) {
 /// What the control socket drives: the engine and, with IKE connections, the IKE thread.
 struct Node {
     engine: Arc<Engine>,
-    ike: Option<IkeControl>,
+    ike: Option<IkeHandle>,
 }
 
-impl Control for Node {
+impl ctl::Target for Node {
     fn status(&self) -> EngineStatus {
         self.engine.status()
     }

@@ -1,0 +1,92 @@
+//! The client side of the control socket: one request, one answer.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::{IO_TIMEOUT, MAX_RESPONSE, Request, Response};
+
+/// Why a client call failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// No daemon could be reached at the socket.
+    Connect(PathBuf, io::Error),
+    /// The connection broke or timed out.
+    Io(io::Error),
+    /// The daemon answered something that is not a response.
+    BadResponse(String),
+    /// The daemon refused the request; its message.
+    Refused(String),
+}
+
+impl std::fmt::Display for ClientError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientError::Connect(p, e) if e.kind() == io::ErrorKind::PermissionDenied => write!(
+                f,
+                "cannot connect to {}: {e} (the control socket admits root and the members of \
+                 [dataplane] control_group)",
+                p.display()
+            ),
+            ClientError::Connect(p, e) => write!(
+                f,
+                "cannot connect to {}: {e} (is `mifsec run` running, and is this its control_socket?)",
+                p.display()
+            ),
+            ClientError::Io(e) => write!(f, "control socket: {e}"),
+            ClientError::BadResponse(s) => write!(f, "bad response from the daemon: {s}"),
+            ClientError::Refused(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+/// Sends `req` to the daemon at `socket` and returns the result of a successful response.
+pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
+    let stream =
+        UnixStream::connect(socket).map_err(|e| ClientError::Connect(socket.to_owned(), e))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    let mut line =
+        serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push('\n');
+    // A daemon that turns the connection away (too many clients) writes why and closes it,
+    // possibly before the request is written: then the answer is still there to read.
+    let wrote = (&stream).write_all(line.as_bytes());
+    if let Err(e) = &wrote {
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            return Err(ClientError::Io(wrote.unwrap_err()));
+        }
+    }
+    let mut answer = Vec::new();
+    let read = BufReader::with_capacity(1 << 16, &stream)
+        .take(MAX_RESPONSE as u64 + 1)
+        .read_until(b'\n', &mut answer);
+    if answer.is_empty() {
+        wrote.map_err(ClientError::Io)?;
+    }
+    read.map_err(ClientError::Io)?;
+    if answer.is_empty() {
+        return Err(ClientError::BadResponse(
+            "the daemon closed the connection".into(),
+        ));
+    }
+    if answer.len() > MAX_RESPONSE {
+        return Err(ClientError::BadResponse(format!(
+            "answer longer than {MAX_RESPONSE} bytes"
+        )));
+    }
+    let resp: Response =
+        serde_json::from_slice(&answer).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    resp.into_result().map_err(ClientError::Refused)
+}

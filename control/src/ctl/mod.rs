@@ -1,0 +1,478 @@
+//! The control socket: how `mifsec status`, `mifsec ctl` and `mifsec keys` talk to a running
+//! daemon.
+//!
+//! A Unix stream socket (`control_socket` in the configuration). The protocol is one JSON
+//! object per line each way: a [`Request`] such as `{"cmd":"status"}` or
+//! `{"cmd":"handover","sa":"tunnel","path":"fast","hard":false}`, answered by a [`Response`],
+//! `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`. A connection may carry several
+//! requests; a malformed one gets an error response, never a crash.
+//!
+//! Who may connect: the socket file is 0600 (0660 and owned by the control group when
+//! `[dataplane] control_group` is set), and is given that mode before it listens, so nobody
+//! else can ever connect. Each request is then checked against the client's credentials
+//! (`SO_PEERCRED`, `SO_PEERGROUPS`) by [`Access`]: root and the daemon's own user may do
+//! everything, control group members may read `status` and make changes but not read
+//! `keys`. Every `keys` request and every refusal is logged with the client's uid and pid.
+//!
+//! Serving: a thread per connection, at most [`MAX_CLIENTS`] at once; each request must
+//! arrive and its answer leave within [`REQUEST_DEADLINE`], so a client that trickles bytes
+//! or reads slowly holds only its own thread. Requests are at most [`MAX_REQUEST`] bytes;
+//! answers (the status of thousands of SAs) may be up to [`MAX_RESPONSE`].
+//!
+//! The protocol (requests, responses, [`dispatch`]) is here; serving the socket (binding,
+//! credentials, access rules, the connection threads) is in `server`, and the client's
+//! [`call`] in `client`. The server side talks to anything that implements [`Target`] (the
+//! [`Engine`], the daemon, or a test double), through [`dispatch`] (or [`handle_line`],
+//! which also parses).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config;
+use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
+
+mod client;
+mod server;
+
+pub use client::{ClientError, call};
+pub use server::{Access, Listener, Peer, Server, peer_of};
+
+/// Longest request line the server accepts, in bytes (requests are small).
+pub const MAX_REQUEST: usize = 64 << 10;
+
+/// Longest response line a client accepts, in bytes.
+pub const MAX_RESPONSE: usize = 256 << 20;
+
+/// How long the server gives a client for one request: waiting for it, reading it,
+/// carrying it out and writing the answer.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long a client waits for each read or write of its call.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once.
+pub const MAX_CLIENTS: usize = 16;
+
+/// One request, as sent on the socket (the `cmd` field names the variant).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The engine's status ([`EngineStatus`] as JSON).
+    Status {},
+    /// Make `path` the only active path of `sa`.
+    Handover {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        path: String,
+        /// Switch at once instead of make-before-break.
+        #[serde(default)]
+        hard: bool,
+    },
+    /// Open a socket on a new interface.
+    AddInterface {
+        /// Interface name (what paths refer to).
+        name: String,
+        /// Local address to bind.
+        address: String,
+        /// OS device to bind to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        /// Local UDP port (default 4500).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+    },
+    /// Close an interface's socket.
+    RemoveInterface {
+        /// Interface name.
+        name: String,
+    },
+    /// Change an SA's scheduling policy.
+    Policy {
+        /// SA name.
+        sa: String,
+        /// `failover`, `aggregate`, `redundant` or `pinned`.
+        policy: String,
+    },
+    /// Add a path to an SA.
+    AddPath {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        name: String,
+        /// Interface name.
+        interface: String,
+        /// Peer `address:port`.
+        remote: String,
+        /// `active` (default), `standby` or `alternate`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+        /// Aggregate weight (default 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        weight: Option<u32>,
+        /// Pinned destination prefixes.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pin: Vec<String>,
+    },
+    /// Remove a path from an SA.
+    RemovePath {
+        /// SA name.
+        sa: String,
+        /// Path name.
+        name: String,
+    },
+    /// The SAs' keys as Wireshark `esp_sa` lines.
+    Keys {},
+    /// Start an IKE SA for a configured connection.
+    Initiate {
+        /// Connection name.
+        conn: String,
+    },
+    /// Delete a connection's IKE SAs and their child SAs.
+    Terminate {
+        /// Connection name.
+        conn: String,
+    },
+    /// Rekey a connection's child SAs, or its IKE SA.
+    Rekey {
+        /// Connection name.
+        conn: String,
+        /// Rekey the IKE SA rather than the child SAs.
+        #[serde(default)]
+        ike: bool,
+    },
+}
+
+/// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// The result (a status object, a message string, or a list of lines) when `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Why the request failed when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A success carrying `result`.
+    pub fn ok(result: Value) -> Self {
+        Response {
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    /// A failure with `error` for the operator.
+    pub fn err(error: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+        }
+    }
+
+    /// The response as one line of JSON, without the newline.
+    pub fn to_line(&self) -> String {
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"response not serialisable"}"#.into())
+    }
+
+    /// The result, or the error message.
+    pub fn into_result(self) -> Result<Value, String> {
+        if self.ok {
+            Ok(self.result.unwrap_or(Value::Null))
+        } else {
+            Err(self
+                .error
+                .unwrap_or_else(|| "the daemon gave no reason".into()))
+        }
+    }
+}
+
+/// What the control socket drives: the engine's control operations. Implemented by
+/// [`Engine`]; tests implement it with a double.
+pub trait Target {
+    /// See [`Engine::status`].
+    fn status(&self) -> EngineStatus;
+    /// See [`Engine::handover`].
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError>;
+    /// See [`Engine::add_interface`].
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError>;
+    /// See [`Engine::remove_interface`].
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError>;
+    /// See [`Engine::set_policy`].
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError>;
+    /// See [`Engine::add_path`].
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError>;
+    /// See [`Engine::remove_path`].
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError>;
+    /// See [`Engine::wireshark_keys`].
+    fn wireshark_keys(&self) -> Vec<String>;
+    /// Starts an IKE SA for connection `conn`. Without an IKE control thread: an error.
+    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// Deletes connection `conn`'s IKE SAs. Without an IKE control thread: an error.
+    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// Rekeys connection `conn`'s child SAs (or its IKE SA). Without IKE: an error.
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+        let _ = ike;
+        Err(ControlError(format!(
+            "no connection named {conn:?} (no IKE connections configured)"
+        )))
+    }
+    /// The IKE SAs as JSON (a list), added to `status` as `ike_sas`; `None` without IKE.
+    fn ike_sas(&self) -> Option<Value> {
+        None
+    }
+    /// The IKE thread's counters (half-open SAs, COOKIEs) as JSON, added to `status` as
+    /// `ike`; `None` without IKE.
+    fn ike_stats(&self) -> Option<Value> {
+        None
+    }
+}
+
+impl Target for Engine {
+    fn status(&self) -> EngineStatus {
+        Engine::status(self)
+    }
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+        Engine::handover(self, sa, path, hard)
+    }
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+        Engine::add_interface(self, iface)
+    }
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+        Engine::remove_interface(self, name)
+    }
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+        Engine::set_policy(self, sa, policy)
+    }
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+        Engine::add_path(self, sa, path)
+    }
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+        Engine::remove_path(self, sa, path)
+    }
+    fn wireshark_keys(&self) -> Vec<String> {
+        Engine::wireshark_keys(self)
+    }
+}
+
+impl Request {
+    /// Whether the request changes the engine (and so deserves a line in the daemon's log).
+    pub fn changes_state(&self) -> bool {
+        !matches!(self, Request::Status {} | Request::Keys {})
+    }
+
+    /// A one-line description for the log (never contains keys: no request carries any).
+    /// What the client wrote is escaped ([`printable`](crate::log::printable)): a name
+    /// with a line break in it cannot forge a log line.
+    pub fn describe(&self) -> String {
+        crate::log::printable(&self.describe_raw())
+    }
+
+    fn describe_raw(&self) -> String {
+        match self {
+            Request::Status {} => "status".into(),
+            Request::Keys {} => "keys".into(),
+            Request::Handover { sa, path, hard } => {
+                format!("handover {sa} {path}{}", if *hard { " --hard" } else { "" })
+            }
+            Request::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            } => {
+                let mut s = format!("add-interface {name} --address {address}");
+                if let Some(d) = device {
+                    s += &format!(" --device {d}");
+                }
+                if let Some(p) = port {
+                    s += &format!(" --port {p}");
+                }
+                s
+            }
+            Request::RemoveInterface { name } => format!("remove-interface {name}"),
+            Request::Policy { sa, policy } => format!("policy {sa} {policy}"),
+            Request::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+                pin,
+            } => {
+                let mut s =
+                    format!("add-path {sa} {name} --interface {interface} --remote {remote}");
+                if let Some(r) = role {
+                    s += &format!(" --role {r}");
+                }
+                if let Some(w) = weight {
+                    s += &format!(" --weight {w}");
+                }
+                for p in pin {
+                    s += &format!(" --pin {p}");
+                }
+                s
+            }
+            Request::RemovePath { sa, name } => format!("remove-path {sa} {name}"),
+            Request::Initiate { conn } => format!("initiate {conn}"),
+            Request::Terminate { conn } => format!("terminate {conn}"),
+            Request::Rekey { conn, ike } => {
+                format!("rekey {conn}{}", if *ike { " --ike" } else { "" })
+            }
+        }
+    }
+}
+
+fn check_name(name: &str, what: &str) -> Result<(), String> {
+    if config::valid_name(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: {what} names are 1 to 32 letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// Carries out one request on `target`.
+pub fn dispatch(target: &dyn Target, req: Request) -> Response {
+    let done = |r: Result<String, ControlError>| match r {
+        Ok(msg) => Response::ok(Value::String(msg)),
+        Err(e) => Response::err(e.0),
+    };
+    let run = || -> Result<Response, String> {
+        Ok(match req {
+            Request::Status {} => {
+                let mut v =
+                    serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?;
+                if let (Some(ike), Some(obj)) = (target.ike_sas(), v.as_object_mut()) {
+                    obj.insert("ike_sas".into(), ike);
+                }
+                if let (Some(ike), Some(obj)) = (target.ike_stats(), v.as_object_mut()) {
+                    obj.insert("ike".into(), ike);
+                }
+                Response::ok(v)
+            }
+            Request::Keys {} => Response::ok(Value::from(target.wireshark_keys())),
+            Request::Handover { sa, path, hard } => done(target.handover(&sa, &path, hard)),
+            Request::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            } => {
+                check_name(&name, "interface")?;
+                let address: IpAddr = address
+                    .parse()
+                    .map_err(|_| format!("{address:?} is not an IP address"))?;
+                if let Some(d) = &device {
+                    if d.is_empty() || d.len() > 15 || d.contains(['/', ' ']) {
+                        return Err(format!("{d:?} is not a device name"));
+                    }
+                }
+                done(target.add_interface(InterfaceConfig {
+                    name,
+                    device,
+                    address,
+                    port: port.unwrap_or(4500),
+                }))
+            }
+            Request::RemoveInterface { name } => done(target.remove_interface(&name)),
+            Request::Policy { sa, policy } => done(target.set_policy(&sa, policy.parse()?)),
+            Request::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+                pin,
+            } => {
+                check_name(&name, "path")?;
+                let remote: SocketAddr = remote
+                    .parse()
+                    .map_err(|_| format!("{remote:?} is not an address:port"))?;
+                let role: Role = match role {
+                    Some(r) => r.parse()?,
+                    None => Role::Active,
+                };
+                let weight = weight.unwrap_or(1);
+                if !(1..=1_000_000).contains(&weight) {
+                    return Err(format!("weight must be 1 to 1000000, got {weight}"));
+                }
+                let pin = pin
+                    .iter()
+                    .map(|p| p.parse::<Prefix>())
+                    .collect::<Result<Vec<_>, _>>()?;
+                done(target.add_path(
+                    &sa,
+                    PathSpec {
+                        name,
+                        interface,
+                        remote,
+                        role,
+                        weight,
+                        pin,
+                    },
+                ))
+            }
+            Request::RemovePath { sa, name } => done(target.remove_path(&sa, &name)),
+            Request::Initiate { conn } => done(target.initiate(&conn)),
+            Request::Terminate { conn } => done(target.terminate(&conn)),
+            Request::Rekey { conn, ike } => done(target.rekey(&conn, ike)),
+        })
+    };
+    run().unwrap_or_else(Response::err)
+}
+
+/// Parses one request line and carries it out. Returns the parsed request too (for the
+/// daemon's log; `None` if the line was not a request) and the response.
+pub fn handle_line(target: &dyn Target, line: &str) -> (Option<Request>, Response) {
+    match serde_json::from_str::<Request>(line) {
+        Ok(req) => (Some(req.clone()), dispatch(target, req)),
+        Err(e) => (None, Response::err(format!("bad request: {e}"))),
+    }
+}
+
+/// What a request does, for the access check: reads, changes, or hands out keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// `status`.
+    Read,
+    /// Every `ctl` command.
+    Change,
+    /// `keys`: the session keys of every SA.
+    Keys,
+}
+
+impl Request {
+    /// What the request does, for the access check.
+    pub fn class(&self) -> Class {
+        match self {
+            Request::Status {} => Class::Read,
+            Request::Keys {} => Class::Keys,
+            _ => Class::Change,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,331 @@
+//! Child SAs into the engine: a negotiated [`ChildSa`] becomes an engine SA
+//! (`Engine::install_sa`, named `<conn>-<child>-<spi_in hex>`) with one path on the
+//! interface of the IKE SA's local address to the peer's port 4500. A client puts its
+//! virtual IP on the TUN and routes the child's remote selectors into it; a gateway routes
+//! the peer's selectors (its virtual IP) into the TUN. Deleting the IKE SA (either side)
+//! removes them again. A rekeyed pair stays installed behind its successor until its
+//! Delete completes (make-before-break).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use zeroize::Zeroizing;
+
+use super::ike_thread::{IkeThread, NAT_T_PORT};
+use super::status::IkeChildStatus;
+use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
+use crate::dataplane::esp;
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
+use crate::ike::{ChildSa, Mode};
+use crate::log::log;
+use crate::wire::TrafficSelector;
+
+/// A child SA installed in the engine.
+pub(super) struct Installed {
+    pub(super) status: IkeChildStatus,
+    pub(super) spi_out: u32,
+    /// What was installed (keys in zeroized memory), to move it behind a newer pair.
+    pub(super) spec: SaSpec,
+    /// Installed again behind its successor (which then carries the outbound traffic).
+    pub(super) behind: bool,
+    /// Inbound packets counted by the engine when last looked at.
+    pub(super) last_in: u64,
+    /// Routes we added into the TUN.
+    pub(super) routes: Vec<Prefix>,
+}
+
+impl IkeThread {
+    /// Installs a negotiated child SA in the engine, with its VIP and routes.
+    pub(super) fn install(&mut self, i: usize, c: ChildSa) -> Result<(), String> {
+        let e = &self.sas[i];
+        let conn = &self.conns[e.conn];
+        let (local, remote) = e.sa.addresses();
+        let iface = self
+            .ifaces
+            .iter()
+            .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
+            .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
+            .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
+        if !c.udp_encap {
+            log(format_args!(
+                "ike {}: no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)",
+                conn.name
+            ));
+        }
+        let sa_name = format!("{}-{}-{:08x}", conn.name, c.name, c.spi_in);
+        let local_ts: Vec<Prefix> = c.local_ts.iter().flat_map(ts_prefixes).collect();
+        let remote_ts: Vec<Prefix> = c.remote_ts.iter().flat_map(ts_prefixes).collect();
+        let spec = SaSpec {
+            name: sa_name.clone(),
+            mode: match c.mode {
+                Mode::Tunnel => esp::Mode::Tunnel,
+                Mode::Transport => esp::Mode::Transport,
+            },
+            cipher: c.cipher,
+            esn: c.esn,
+            spi_out: c.spi_out,
+            key_out: Zeroizing::new(c.keymat_out.to_vec()),
+            spi_in: c.spi_in,
+            key_in: Zeroizing::new(c.keymat_in.to_vec()),
+            local_ts: local_ts.clone(),
+            remote_ts: remote_ts.clone(),
+            policy: Policy::Failover,
+            paths: vec![PathSpec {
+                name: "p1".into(),
+                interface: iface.name.clone(),
+                remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
+                role: Role::Active,
+                weight: 1,
+                pin: Vec::new(),
+            }],
+            reorder: Duration::ZERO,
+            // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
+            probes: false,
+        };
+        self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
+        let initiator = e.sa.is_initiator();
+        let mut routes = Vec::new();
+        let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
+        if c.mode == Mode::Tunnel {
+            for p in &remote_ts {
+                // A rekeyed child's successor needs no new route: the route is the same.
+                let have = e.children.iter().any(|c| c.routes.contains(p));
+                let dst = p.to_string();
+                let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
+                // Traffic into the tunnel leaves from our virtual IP of its family.
+                let src = vips
+                    .iter()
+                    .find(|v| v.is_ipv4() == p.addr.is_ipv4())
+                    .map(ToString::to_string);
+                if let Some(s) = &src {
+                    args.extend(["src", s.as_str()]);
+                }
+                if !have {
+                    ip_later(&self.ip_tx, &args);
+                }
+                routes.push(*p);
+            }
+        }
+        let status = IkeChildStatus {
+            name: c.name.clone(),
+            sa: sa_name.clone(),
+            state: "INSTALLED".into(),
+            spi_in: format!("{:08x}", c.spi_in),
+            spi_out: format!("{:08x}", c.spi_out),
+            cipher: c.cipher.name().into(),
+            mode: match c.mode {
+                Mode::Tunnel => "tunnel".into(),
+                Mode::Transport => "transport".into(),
+            },
+            udp_encap: c.udp_encap,
+            esn: c.esn,
+            local_ts: local_ts.iter().map(ToString::to_string).collect(),
+            remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
+        };
+        log(format_args!(
+            "ike {}: child {} installed as {sa_name}: in {} out {}, {}, {} === {}{}",
+            conn.name,
+            c.name,
+            status.spi_in,
+            status.spi_out,
+            status.cipher,
+            status.local_ts.join(" "),
+            status.remote_ts.join(" "),
+            if vips.is_empty() {
+                String::new()
+            } else {
+                let v: Vec<String> = vips.iter().map(ToString::to_string).collect();
+                format!(", vips {}", v.join(" "))
+            }
+        ));
+        let e = &mut self.sas[i];
+        e.children.push(Installed {
+            status,
+            spi_out: c.spi_out,
+            spec,
+            behind: false,
+            last_in: 0,
+            routes,
+        });
+        Ok(())
+    }
+
+    /// We initiated a rekey: the peer has the new pair already, so our outbound traffic
+    /// moves to it at once (otherwise it would stay on the old pair until the Delete
+    /// exchange completes, and packets in flight when the peer removes the old pair would
+    /// be lost). The engine sends on the first SA whose selectors match, so the old pair is
+    /// moved behind the new one; it keeps its state (replay window included) and keeps
+    /// accepting inbound packets until its Delete completes.
+    pub(super) fn outbound_to_newest(&mut self, i: usize, old_spi_in: &str) {
+        let Some(old) = self.sas[i]
+            .children
+            .iter_mut()
+            .find(|c| c.status.spi_in == old_spi_in)
+        else {
+            return;
+        };
+        Self::move_behind(&self.engine, old);
+    }
+
+    pub(super) fn move_behind(engine: &Engine, old: &mut Installed) {
+        if old.behind {
+            return;
+        }
+        let name = &old.spec.name;
+        if let Err(e) = engine.demote_sa(name) {
+            log(format_args!("ike: moving {name} behind its successor: {e}"));
+            return;
+        }
+        old.behind = true;
+    }
+
+    pub(super) fn uninstall(&self, c: Installed) {
+        for p in &c.routes {
+            ip_later(
+                &self.ip_tx,
+                &["route", "del", &p.to_string(), "dev", &self.tun],
+            );
+        }
+        match self.engine.remove_sa(&c.status.sa) {
+            Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
+            Err(e) => log(format_args!("ike: removing {}: {e}", c.status.sa)),
+        }
+    }
+
+    /// Removes what a dead IKE SA installed: child SAs, routes, the virtual IP.
+    pub(super) fn cleanup(&mut self, i: usize) {
+        let children = std::mem::take(&mut self.sas[i].children);
+        for c in children {
+            self.uninstall(c);
+        }
+        for v in std::mem::take(&mut self.sas[i].vips) {
+            ip_later(
+                &self.ip_tx,
+                &["addr", "del", &host_prefix(v), "dev", &self.tun],
+            );
+        }
+    }
+}
+
+/// `a/32` or `a/128`.
+pub(super) fn host_prefix(a: IpAddr) -> String {
+    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+}
+
+/// Queues `ip ARGS` for the helper thread, which runs them in order (waits only if
+/// [`IP_QUEUE`] invocations are already waiting).
+pub(super) fn ip_later(tx: &Sender<Vec<String>>, args: &[&str]) {
+    if tx
+        .send(args.iter().map(|a| (*a).to_owned()).collect())
+        .is_err()
+    {
+        log(format_args!(
+            "ip {}: the helper thread is gone",
+            args.join(" ")
+        ));
+    }
+}
+
+/// Runs `ip ARGS` (by its absolute path, never through PATH); logs and returns false on
+/// failure.
+pub(super) fn ip(args: &[&str]) -> bool {
+    match crate::dataplane::iproute::run(args) {
+        Ok(()) => true,
+        Err(e) => {
+            log(e);
+            false
+        }
+    }
+}
+
+/// The smallest list of prefixes covering a selector's address range (ports and protocol
+/// are not enforced by the engine).
+pub fn ts_prefixes(ts: &TrafficSelector) -> Vec<Prefix> {
+    let (start, end, bits, v4) = match ts {
+        TrafficSelector::Ipv4 { start, end, .. } => (
+            u128::from(u32::from(*start)),
+            u128::from(u32::from(*end)),
+            32u32,
+            true,
+        ),
+        TrafficSelector::Ipv6 { start, end, .. } => {
+            (u128::from(*start), u128::from(*end), 128u32, false)
+        }
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    if start > end {
+        return out;
+    }
+    let mut cur = start;
+    loop {
+        // The largest block aligned at `cur` that ends within `end`.
+        let fits = |k: u32| {
+            if k >= 128 {
+                cur == 0 && end == u128::MAX
+            } else {
+                cur.checked_add((1u128 << k) - 1).is_some_and(|l| l <= end)
+            }
+        };
+        let mut k = cur.trailing_zeros().min(bits);
+        while k > 0 && !fits(k) {
+            k -= 1;
+        }
+        let addr = if v4 {
+            IpAddr::V4(Ipv4Addr::from(cur as u32))
+        } else {
+            IpAddr::V6(cur.into())
+        };
+        out.push(Prefix {
+            addr,
+            len: (bits - k) as u8,
+        });
+        if k >= 128 {
+            return out;
+        }
+        let last = cur + ((1u128 << k) - 1);
+        if last >= end {
+            return out;
+        }
+        cur = last + 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ike::config::{ts_prefix, ts_range};
+
+    fn p(s: &str) -> Prefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn selectors_to_prefixes() {
+        let any4 = ts_prefix("0.0.0.0".parse().unwrap(), 0);
+        assert_eq!(ts_prefixes(&any4), vec![p("0.0.0.0/0")]);
+        let any6 = ts_prefix("::".parse().unwrap(), 0);
+        assert_eq!(ts_prefixes(&any6), vec![p("::/0")]);
+        let net = ts_prefix("10.88.0.0".parse().unwrap(), 16);
+        assert_eq!(ts_prefixes(&net), vec![p("10.88.0.0/16")]);
+        let host = ts_prefix("10.77.0.1".parse().unwrap(), 32);
+        assert_eq!(ts_prefixes(&host), vec![p("10.77.0.1/32")]);
+        let r = ts_range("10.0.0.1".parse().unwrap(), "10.0.0.6".parse().unwrap()).unwrap();
+        assert_eq!(
+            ts_prefixes(&r),
+            vec![
+                p("10.0.0.1/32"),
+                p("10.0.0.2/31"),
+                p("10.0.0.4/31"),
+                p("10.0.0.6/32")
+            ]
+        );
+        let top = ts_range(
+            "255.255.255.254".parse().unwrap(),
+            "255.255.255.255".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ts_prefixes(&top), vec![p("255.255.255.254/31")]);
+    }
+}

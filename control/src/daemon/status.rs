@@ -1,0 +1,308 @@
+//! What `mifsec status` shows of the IKE thread: the IKE SAs and their children
+//! ([`IkeSaStatus`], [`IkeChildStatus`]), the thread's counters ([`IkeStats`]), how they
+//! are published, and how identities and algorithms are written.
+
+use std::sync::PoisonError;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::ike_thread::IkeThread;
+use crate::dataplane::aead::Cipher;
+use crate::ike::cookie::{CookieGate, CookieStats};
+use crate::ike::limits::LimitStats;
+use crate::ike::{IkeSaInfo, Prf};
+use crate::log::{MAX_SHOWN, printable};
+use crate::wire::{DhGroup, IdPayload, IdType};
+
+/// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
+#[derive(Debug, Clone, Serialize)]
+pub struct IkeSaStatus {
+    /// The connection's name.
+    pub name: String,
+    /// A unique number, as swanctl's `#N`.
+    pub id: u64,
+    /// `CONNECTING`, `ESTABLISHED` or `DELETING`.
+    pub state: String,
+    /// Whether we initiated it.
+    pub initiator: bool,
+    /// Our address and port.
+    pub local: String,
+    /// The peer's address and port.
+    pub remote: String,
+    /// Our identity.
+    pub local_id: String,
+    /// The peer's identity (once authenticated).
+    pub remote_id: String,
+    /// The initiator's SPI, hex.
+    pub spi_i: String,
+    /// The responder's SPI, hex (zeros while unknown).
+    pub spi_r: String,
+    /// `AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519` once established.
+    pub algorithms: String,
+    /// NAT detection: `none`, `local`, `remote` or `both` (a forced encapsulation shows as
+    /// `local`).
+    pub nat: String,
+    /// The (first) virtual IP assigned to us.
+    pub vip: Option<String>,
+    /// The (first) virtual IP leased to the peer.
+    pub peer_vip: Option<String>,
+    /// Every virtual IP assigned to us (IPv4 and IPv6).
+    pub vips: Vec<String>,
+    /// Every virtual IP leased to the peer.
+    pub peer_vips: Vec<String>,
+    /// DNS servers received from the gateway (client) or sent to the peer (gateway).
+    pub dns: Vec<String>,
+    /// Seconds since it was established.
+    pub established_s: Option<u64>,
+    /// Seconds until its rekey by lifetime (`rekey_time` minus jitter), if scheduled.
+    pub rekey_in_s: Option<u64>,
+    /// Whether IKE fragmentation (RFC 7383) was negotiated.
+    pub fragmentation: bool,
+    /// IKE fragments sent (retransmissions included).
+    pub fragments_sent: u64,
+    /// IKE fragments received (authenticated).
+    pub fragments_received: u64,
+    /// IKE fragments refused: forged, stale, duplicate, over the limits, or unnegotiated.
+    pub fragments_dropped: u64,
+    /// Its child SAs.
+    pub children: Vec<IkeChildStatus>,
+}
+
+/// One child SA of an IKE SA.
+#[derive(Debug, Clone, Serialize)]
+pub struct IkeChildStatus {
+    /// The child configuration's name.
+    pub name: String,
+    /// The engine's SA name (whose counters `status` shows).
+    pub sa: String,
+    /// `INSTALLED`, or `REKEYED` while a rekeyed pair waits for its Delete.
+    pub state: String,
+    /// Inbound SPI, hex.
+    pub spi_in: String,
+    /// Outbound SPI, hex.
+    pub spi_out: String,
+    /// The AEAD.
+    pub cipher: String,
+    /// `tunnel` or `transport`.
+    pub mode: String,
+    /// Whether ESP goes in UDP.
+    pub udp_encap: bool,
+    /// Whether extended (64-bit) sequence numbers were negotiated.
+    pub esn: bool,
+    /// Our selectors.
+    pub local_ts: Vec<String>,
+    /// The peer's selectors.
+    pub remote_ts: Vec<String>,
+}
+
+/// The IKE thread's own counters (`ike` in `mifsec status --json`).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct IkeStats {
+    /// Responder IKE SAs still negotiating.
+    pub half_open: usize,
+    /// Sources (addresses, IPv6 /64s) with half-open SAs.
+    pub half_open_sources: usize,
+    /// Most half-open responder SAs in all (`init_limit_half_open`).
+    pub max_half_open: usize,
+    /// Most half-open responder SAs per source (`block_threshold`; 0: no limit).
+    pub block_threshold: usize,
+    /// New IKE_SA_INIT requests per second per source (`init_rate`; 0: no limit).
+    pub init_rate: u32,
+    /// Their burst (`init_burst`).
+    pub init_burst: u32,
+    /// Cookies are demanded from this many half-open SAs on (0: always).
+    pub cookie_threshold: usize,
+    /// The COOKIE counters.
+    #[serde(flatten)]
+    pub cookies: CookieStats,
+    /// New IKE_SA_INIT requests refused by the limits, by reason.
+    #[serde(flatten)]
+    pub limits: LimitStats,
+    /// Datagrams from the port-500 sockets dropped because the IKE thread's queue was full.
+    pub queue_dropped_500: u64,
+    /// IKE messages on port 4500 dropped because the engine's queue to the IKE thread was
+    /// full (the engine's `ike_unclaimed`).
+    pub queue_dropped_4500: u64,
+    /// IKE messages dropped for being longer than [`MAX_MESSAGE`](super::ike_thread::MAX_MESSAGE).
+    pub oversize: u64,
+}
+
+impl IkeThread {
+    /// Rebuilds the IKE SA list that `status` shows.
+    pub(super) fn publish(&mut self, now: Instant) {
+        self.dirty = false;
+        self.published = now;
+        let list = self
+            .sas
+            .iter()
+            .map(|e| {
+                let conn = &self.conns[e.conn];
+                let (local, remote) = e.sa.addresses();
+                let (spi_i, spi_r) = e.sa.spis().unwrap_or((e.sa.spi_i().unwrap_or(0), 0));
+                let state = if e.sa.is_established() {
+                    "ESTABLISHED"
+                } else if e.sa.is_dead() {
+                    "DELETING"
+                } else {
+                    "CONNECTING"
+                };
+                IkeSaStatus {
+                    name: conn.name.clone(),
+                    id: e.id,
+                    state: state.into(),
+                    initiator: e.sa.is_initiator(),
+                    local: local.to_string(),
+                    remote: remote.to_string(),
+                    local_id: id_string(&conn.ike.local_id),
+                    remote_id: e
+                        .info
+                        .as_ref()
+                        .map(|i| id_string(&i.remote_id))
+                        .unwrap_or_else(|| "%any".into()),
+                    spi_i: format!("{spi_i:016x}"),
+                    spi_r: format!("{spi_r:016x}"),
+                    algorithms: e
+                        .info
+                        .as_ref()
+                        .map(|i| algorithms(i.cipher, i.prf, i.group))
+                        .unwrap_or_default(),
+                    nat: e.info.as_ref().map_or("-", nat_name).into(),
+                    vip: e.vips.first().map(ToString::to_string),
+                    peer_vip: e.peer_vips.first().map(ToString::to_string),
+                    vips: e.vips.iter().map(ToString::to_string).collect(),
+                    peer_vips: e.peer_vips.iter().map(ToString::to_string).collect(),
+                    dns: e.dns.iter().map(ToString::to_string).collect(),
+                    established_s: e.established.map(|t| now.duration_since(t).as_secs()),
+                    rekey_in_s: e
+                        .sa
+                        .next_rekey()
+                        .map(|t| t.saturating_duration_since(now).as_secs()),
+                    fragmentation: e.info.as_ref().is_some_and(|i| i.fragmentation),
+                    fragments_sent: e.sa.stats().fragments_sent,
+                    fragments_received: e.sa.stats().fragments_received,
+                    fragments_dropped: e.sa.stats().fragments_dropped,
+                    children: e.children.iter().map(|c| c.status.clone()).collect(),
+                }
+            })
+            .collect();
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
+        self.publish_stats();
+    }
+
+    /// Copies the counters that `status` shows (a few integers).
+    pub(super) fn publish_stats(&self) {
+        let mut st = self
+            .cookie_stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        st.half_open = self.limiter.half_open();
+        st.half_open_sources = self.limiter.sources();
+        st.limits = self.limiter.stats();
+        st.cookies = self
+            .cookies
+            .as_ref()
+            .map(CookieGate::stats)
+            .unwrap_or_default();
+    }
+}
+
+pub(super) fn nat_name(info: &IkeSaInfo) -> &'static str {
+    match (info.nat.local_behind_nat, info.nat.remote_behind_nat) {
+        (false, false) => "none",
+        (true, false) => "local",
+        (false, true) => "remote",
+        (true, true) => "both",
+    }
+}
+
+/// An identity as swanctl prints it, safe to log and show: a peer's identity is its own
+/// choice of bytes, so text goes through [`printable`] and long binary IDs are cut.
+pub fn id_string(id: &IdPayload) -> String {
+    if let Some(a) = id.as_ipv4() {
+        return a.to_string();
+    }
+    if let Some(a) = id.as_ipv6() {
+        return a.to_string();
+    }
+    if let Some(s) = id.as_str() {
+        return printable(s);
+    }
+    let hex_of = |d: &[u8]| {
+        let shown = &d[..d.len().min(MAX_SHOWN / 2)];
+        let mut h = hex::encode(shown);
+        if shown.len() < d.len() {
+            h += &format!("...({} bytes)", d.len());
+        }
+        h
+    };
+    match id.id_type {
+        IdType::KeyId => format!("@#{}", hex_of(&id.data)),
+        t => format!("({t:?}) {}", hex_of(&id.data)),
+    }
+}
+
+/// IKE algorithms as swanctl prints them.
+pub fn algorithms(cipher: Cipher, prf: Prf, group: DhGroup) -> String {
+    let c = match cipher {
+        Cipher::Aes128Gcm => "AES_GCM_16-128",
+        Cipher::Aes256Gcm => "AES_GCM_16-256",
+        Cipher::ChaCha20Poly1305 => "CHACHA20_POLY1305",
+    };
+    let p = match prf {
+        Prf::HmacSha256 => "PRF_HMAC_SHA2_256",
+        Prf::HmacSha384 => "PRF_HMAC_SHA2_384",
+        Prf::HmacSha512 => "PRF_HMAC_SHA2_512",
+    };
+    let g = match group {
+        DhGroup::Curve25519 => "CURVE_25519".to_owned(),
+        DhGroup::Ecp256 => "ECP_256".to_owned(),
+        DhGroup::Ecp384 => "ECP_384".to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!("{c}/{p}/{g}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_identities_are_escaped_and_bounded() {
+        assert_eq!(
+            id_string(&IdPayload::fqdn("gw.example.org")),
+            "gw.example.org"
+        );
+        assert_eq!(
+            id_string(&IdPayload::rfc822("bob@example.org")),
+            "bob@example.org"
+        );
+        // A fake log line, a terminal escape, a bidi override, a backslash, a NUL.
+        assert_eq!(
+            id_string(&IdPayload::fqdn(
+                "gw\nmifsec: ike x: established\x1b[2J\u{202e}\\\0"
+            )),
+            "gw\\u{a}mifsec: ike x: established\\u{1b}[2J\\u{202e}\\\\\\u{0}"
+        );
+        assert_eq!(id_string(&IdPayload::fqdn("b\u{fc}ro")), "b\\u{fc}ro");
+        let long = "a".repeat(5000);
+        let shown = id_string(&IdPayload::fqdn(&long));
+        assert_eq!(shown, format!("{}...(5000 bytes)", "a".repeat(256)));
+        let shown = id_string(&IdPayload::key_id(&[0xab; 1000]));
+        assert_eq!(shown, format!("@#{}...(1000 bytes)", "ab".repeat(128)));
+        // Not UTF-8: hex.
+        let mut raw = IdPayload::fqdn("x");
+        raw.data = vec![0xff, 0x0a];
+        assert_eq!(id_string(&raw), "(Fqdn) ff0a");
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            algorithms(Cipher::Aes128Gcm, Prf::HmacSha256, DhGroup::Curve25519),
+            "AES_GCM_16-128/PRF_HMAC_SHA2_256/CURVE_25519"
+        );
+        assert_eq!(id_string(&IdPayload::fqdn("gw")), "gw");
+        assert_eq!(id_string(&IdPayload::key_id(&[1, 2])), "@#0102");
+    }
+}
