@@ -2,10 +2,11 @@
 //! made safe to put in a line. No line ever contains key material.
 
 /// Logs one line at level info (see [`crate::logging`]); before the subscriber is
-/// installed, and in processes that install none, writes it to stderr as it is.
+/// installed, and in processes that install none, writes it to stderr as it is. Its
+/// target is the daemon's (`mifsec_control::daemon`), where this function used to be.
 pub fn log(msg: impl std::fmt::Display) {
     if crate::logging::installed() {
-        tracing::info!("{msg}");
+        tracing::info!(target: "mifsec_control::daemon", "{msg}");
     } else {
         eprintln!("mifsec: {msg}");
     }
