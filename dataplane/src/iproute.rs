@@ -3,11 +3,22 @@
 //! regular files owned by root and writable by nobody else, so that the daemon (which
 //! runs `ip` with CAP_NET_ADMIN) never executes a program someone else could have replaced.
 //! A later change replaces `ip` with netlink.
+//!
+//! Besides [`run`], which the engine uses when it opens the TUN, the changes the control
+//! plane makes while it runs (a virtual IP on the TUN, a route into it) are typed
+//! ([`Change`]) and run in order on a helper thread ([`Queue`]), so that the IKE thread
+//! never waits for a subprocess.
 
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+
+use crate::sa_table::Prefix;
 
 /// Where `ip` is looked for, in this order.
 pub const CANDIDATES: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
@@ -57,9 +68,223 @@ pub fn run(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// One change of the addresses or routes on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Puts `addr` (a host address, /32 or /128) on `dev`; an IPv6 one without duplicate
+    /// address detection.
+    AddAddress {
+        /// The address.
+        addr: IpAddr,
+        /// The device.
+        dev: String,
+    },
+    /// Takes `addr` off `dev` again.
+    DelAddress {
+        /// The address.
+        addr: IpAddr,
+        /// The device.
+        dev: String,
+    },
+    /// Routes `prefix` into `dev`, from source `src` when given (replacing a route that is
+    /// there).
+    AddRoute {
+        /// The destination.
+        prefix: Prefix,
+        /// The device.
+        dev: String,
+        /// The preferred source address.
+        src: Option<IpAddr>,
+    },
+    /// Removes the route of `prefix` into `dev`.
+    DelRoute {
+        /// The destination.
+        prefix: Prefix,
+        /// The device.
+        dev: String,
+    },
+}
+
+/// `a/32` or `a/128`.
+fn host(a: IpAddr) -> String {
+    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+}
+
+impl Change {
+    /// The arguments of `ip` that make the change.
+    pub fn args(&self) -> Vec<String> {
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        match self {
+            Change::AddAddress { addr, dev } => {
+                let mut a = v(&["addr", "replace", &host(*addr), "dev", dev]);
+                if addr.is_ipv6() {
+                    a.push("nodad".into());
+                }
+                a
+            }
+            Change::DelAddress { addr, dev } => v(&["addr", "del", &host(*addr), "dev", dev]),
+            Change::AddRoute { prefix, dev, src } => {
+                let mut a = v(&["route", "replace", &prefix.to_string(), "dev", dev]);
+                if let Some(s) = src {
+                    a.extend(["src".into(), s.to_string()]);
+                }
+                a
+            }
+            Change::DelRoute { prefix, dev } => {
+                v(&["route", "del", &prefix.to_string(), "dev", dev])
+            }
+        }
+    }
+
+    /// Makes the change now (see [`run`]).
+    pub fn apply(&self) -> Result<(), String> {
+        let args = self.args();
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&a)
+    }
+}
+
+/// Changes made in order on a helper thread. Pushing waits only when `bound` changes are
+/// waiting already; a change that fails goes to the error callback (for the log) and the
+/// next one is made. Dropping the queue makes the changes still waiting, then ends the
+/// thread.
+pub struct Queue {
+    tx: Option<Sender<Change>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").finish_non_exhaustive()
+    }
+}
+
+impl Queue {
+    /// Starts the helper thread (named `name`); `on_error` gets each failure's message.
+    pub fn start(
+        name: &str,
+        bound: usize,
+        on_error: impl Fn(String) + Send + 'static,
+    ) -> std::io::Result<Queue> {
+        let (tx, rx) = crossbeam_channel::bounded::<Change>(bound);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                for c in rx {
+                    if let Err(e) = c.apply() {
+                        on_error(e);
+                    }
+                }
+            })?;
+        Ok(Queue {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `change`; an error if the helper thread is gone.
+    pub fn push(&self, change: Change) -> Result<(), String> {
+        let Some(tx) = &self.tx else {
+            return Err("the ip queue is closed".into());
+        };
+        tx.send(change).map_err(|e| {
+            format!(
+                "ip {}: the helper thread is gone",
+                e.into_inner().args().join(" ")
+            )
+        })
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_as_ip_arguments() {
+        let dev = "mifsec0".to_owned();
+        let a = |c: Change| c.args().join(" ");
+        assert_eq!(
+            a(Change::AddAddress {
+                addr: "10.1.0.2".parse().unwrap(),
+                dev: dev.clone()
+            }),
+            "addr replace 10.1.0.2/32 dev mifsec0"
+        );
+        assert_eq!(
+            a(Change::AddAddress {
+                addr: "fd00::2".parse().unwrap(),
+                dev: dev.clone()
+            }),
+            "addr replace fd00::2/128 dev mifsec0 nodad"
+        );
+        assert_eq!(
+            a(Change::DelAddress {
+                addr: "fd00::2".parse().unwrap(),
+                dev: dev.clone()
+            }),
+            "addr del fd00::2/128 dev mifsec0"
+        );
+        assert_eq!(
+            a(Change::AddRoute {
+                prefix: "10.88.0.0/16".parse().unwrap(),
+                dev: dev.clone(),
+                src: Some("10.1.0.2".parse().unwrap())
+            }),
+            "route replace 10.88.0.0/16 dev mifsec0 src 10.1.0.2"
+        );
+        assert_eq!(
+            a(Change::AddRoute {
+                prefix: "10.88.0.0/16".parse().unwrap(),
+                dev: dev.clone(),
+                src: None
+            }),
+            "route replace 10.88.0.0/16 dev mifsec0"
+        );
+        assert_eq!(
+            a(Change::DelRoute {
+                prefix: "10.88.0.0/16".parse().unwrap(),
+                dev
+            }),
+            "route del 10.88.0.0/16 dev mifsec0"
+        );
+    }
+
+    #[test]
+    fn a_queue_reports_failures_in_order_and_drains_on_drop() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let q = Queue::start("test-ip", 4, move |e| {
+            let _ = tx.send(e);
+        })
+        .unwrap();
+        for dev in ["nosuchdev0", "nosuchdev1"] {
+            q.push(Change::DelRoute {
+                prefix: "10.254.0.0/16".parse().unwrap(),
+                dev: dev.into(),
+            })
+            .unwrap();
+        }
+        drop(q);
+        let errs: Vec<String> = rx.try_iter().collect();
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs[0].starts_with("ip route del 10.254.0.0/16 dev nosuchdev0: "),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with("ip route del 10.254.0.0/16 dev nosuchdev1: "),
+            "{errs:?}"
+        );
+    }
 
     #[test]
     fn found_by_absolute_path_and_runs() {

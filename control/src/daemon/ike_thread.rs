@@ -47,11 +47,12 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use super::install::{Installed, host_prefix, ip, ip_later};
+use super::install::Installed;
 use super::status::{IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings};
 use crate::dataplane::engine::{ControlError, Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::Event as SaEvent;
+use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
 use crate::ike::cookie::{Admission, CookieGate};
 use crate::ike::limits::{InitLimiter, Refusal};
@@ -134,7 +135,6 @@ impl IkeHandle {
     ) -> Result<IkeHandle, ControlError> {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
-        let (ip_tx, ip_rx) = crossbeam_channel::bounded::<Vec<String>>(IP_QUEUE);
         let input = Arc::new(InputCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut helpers = Vec::new();
@@ -148,17 +148,10 @@ impl IkeHandle {
         let e4500 = engine.take_ike_receiver();
         // So are the engine's sequence-number events of outbound SAs.
         let seq_events = engine.take_event_receiver();
-        // `ip` runs here, in order, so that the IKE thread never waits for it. It ends
-        // when the IKE thread (the only sender) is gone, after the last command.
-        helpers.push(spawn(
-            "mifsec-ike-ip",
-            Box::new(move || {
-                for args in ip_rx {
-                    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-                    ip(&a);
-                }
-            }),
-        )?);
+        // `ip` runs on a helper thread, in order, so that the IKE thread never waits for
+        // it. The queue is the IKE thread's: it drains and ends when that thread ends.
+        let ip = iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, log)
+            .map_err(|e| ControlError(format!("spawning mifsec-ike-ip: {e}")))?;
         let mut sock500 = Vec::new();
         for (name, s) in ports.0 {
             let Ok(local) = s.local_addr() else {
@@ -203,7 +196,7 @@ impl IkeHandle {
             cookies: CookieGate::new(Instant::now(), settings.cookie_threshold),
             limiter: InitLimiter::new(limits),
             input: Arc::clone(&input),
-            ip_tx,
+            ip,
             pending: true,
             dirty: true,
             published: Instant::now(),
@@ -432,8 +425,8 @@ pub(super) struct IkeThread {
     /// Counters the readers bump (and the thread, for an oversize message from port 4500
     /// that the engine let through: none, as it drops them itself).
     pub(super) input: Arc<InputCounters>,
-    /// `ip` invocations for the helper thread.
-    pub(super) ip_tx: Sender<Vec<String>>,
+    /// Addresses and routes on the TUN, changed in order by a helper thread.
+    pub(super) ip: iproute::Queue,
     /// An SA had input, a timeout or a command: pump, and look at the timers again.
     pub(super) pending: bool,
     /// Something the status shows changed since it was last published.
@@ -1001,26 +994,12 @@ impl IkeThread {
                         st.fragments_sent, st.fragments_received, st.fragments_dropped
                     ));
                 }
-                let e = &mut self.sas[i];
-                if e.sa.is_initiator() {
-                    for v in &info.vips {
-                        // Queued for the helper thread (a failure is logged there).
-                        ip_later(
-                            &self.ip_tx,
-                            &[
-                                "addr",
-                                "replace",
-                                &host_prefix(*v),
-                                "dev",
-                                &self.tun,
-                                "nodad",
-                            ][..if v.is_ipv4() { 5 } else { 6 }],
-                        );
-                        e.vips.push(*v);
-                    }
+                if self.sas[i].sa.is_initiator() {
+                    self.put_vips(i, &info.vips);
                 } else {
-                    e.peer_vips.clone_from(&info.vips);
+                    self.sas[i].peer_vips.clone_from(&info.vips);
                 }
+                let e = &mut self.sas[i];
                 e.dns.clone_from(&info.dns);
                 if !info.vips.is_empty() || !info.dns.is_empty() {
                     let list = |v: &[IpAddr]| {

@@ -9,13 +9,13 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
 use zeroize::Zeroizing;
 
 use super::ike_thread::{IkeThread, NAT_T_PORT};
 use super::status::IkeChildStatus;
 use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
 use crate::dataplane::esp;
+use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::{ChildSa, Mode};
 use crate::log::log;
@@ -91,18 +91,17 @@ impl IkeThread {
             for p in &remote_ts {
                 // A rekeyed child's successor needs no new route: the route is the same.
                 let have = e.children.iter().any(|c| c.routes.contains(p));
-                let dst = p.to_string();
-                let mut args = vec!["route", "replace", dst.as_str(), "dev", self.tun.as_str()];
                 // Traffic into the tunnel leaves from our virtual IP of its family.
                 let src = vips
                     .iter()
                     .find(|v| v.is_ipv4() == p.addr.is_ipv4())
-                    .map(ToString::to_string);
-                if let Some(s) = &src {
-                    args.extend(["src", s.as_str()]);
-                }
+                    .copied();
                 if !have {
-                    ip_later(&self.ip_tx, &args);
+                    self.ip_change(Change::AddRoute {
+                        prefix: *p,
+                        dev: self.tun.clone(),
+                        src,
+                    });
                 }
                 routes.push(*p);
             }
@@ -182,10 +181,10 @@ impl IkeThread {
 
     pub(super) fn uninstall(&self, c: Installed) {
         for p in &c.routes {
-            ip_later(
-                &self.ip_tx,
-                &["route", "del", &p.to_string(), "dev", &self.tun],
-            );
+            self.ip_change(Change::DelRoute {
+                prefix: *p,
+                dev: self.tun.clone(),
+            });
         }
         match self.engine.remove_sa(&c.status.sa) {
             Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
@@ -200,41 +199,29 @@ impl IkeThread {
             self.uninstall(c);
         }
         for v in std::mem::take(&mut self.sas[i].vips) {
-            ip_later(
-                &self.ip_tx,
-                &["addr", "del", &host_prefix(v), "dev", &self.tun],
-            );
+            self.ip_change(Change::DelAddress {
+                addr: v,
+                dev: self.tun.clone(),
+            });
         }
     }
-}
 
-/// `a/32` or `a/128`.
-pub(super) fn host_prefix(a: IpAddr) -> String {
-    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
-}
-
-/// Queues `ip ARGS` for the helper thread, which runs them in order (waits only if
-/// [`IP_QUEUE`] invocations are already waiting).
-pub(super) fn ip_later(tx: &Sender<Vec<String>>, args: &[&str]) {
-    if tx
-        .send(args.iter().map(|a| (*a).to_owned()).collect())
-        .is_err()
-    {
-        log(format_args!(
-            "ip {}: the helper thread is gone",
-            args.join(" ")
-        ));
+    /// Puts the virtual IPs assigned to us (as initiator) on the TUN.
+    pub(super) fn put_vips(&mut self, i: usize, vips: &[IpAddr]) {
+        for v in vips {
+            self.ip_change(Change::AddAddress {
+                addr: *v,
+                dev: self.tun.clone(),
+            });
+            self.sas[i].vips.push(*v);
+        }
     }
-}
 
-/// Runs `ip ARGS` (by its absolute path, never through PATH); logs and returns false on
-/// failure.
-pub(super) fn ip(args: &[&str]) -> bool {
-    match crate::dataplane::iproute::run(args) {
-        Ok(()) => true,
-        Err(e) => {
+    /// Queues an address or route change for the helper thread (which logs a failure);
+    /// waits only when [`IP_QUEUE`](super::ike_thread::IP_QUEUE) changes wait already.
+    fn ip_change(&self, change: Change) {
+        if let Err(e) = self.ip.push(change) {
             log(e);
-            false
         }
     }
 }
