@@ -1,7 +1,6 @@
 //! A child SA as its IKE SA tracks it.
 
 use crate::ike::sa::ChildSa;
-use std::time::Instant;
 
 use crate::ike::config::Mode;
 use crate::wire::TrafficSelector;
@@ -15,10 +14,6 @@ pub(in crate::ike::sa) struct Child {
     pub(in crate::ike::sa) local_ts: Vec<TrafficSelector>,
     pub(in crate::ike::sa) remote_ts: Vec<TrafficSelector>,
     pub(in crate::ike::sa) mode: Mode,
-    /// When to rekey it (soft lifetime, jitter applied).
-    pub(in crate::ike::sa) rekey_at: Option<Instant>,
-    /// When to delete it (hard lifetime).
-    pub(in crate::ike::sa) expire_at: Option<Instant>,
     /// Rekey when its byte or packet usage reaches these (soft limits, jitter applied);
     /// cleared once the rekey was asked for.
     pub(in crate::ike::sa) rekey_bytes: Option<u64>,
@@ -42,8 +37,6 @@ impl Child {
             local_ts: c.local_ts.clone(),
             remote_ts: c.remote_ts.clone(),
             mode: c.mode,
-            rekey_at: None,
-            expire_at: None,
             rekey_bytes: None,
             rekey_packets: None,
             life_bytes: None,

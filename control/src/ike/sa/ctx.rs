@@ -2,6 +2,7 @@
 //! datagrams and events, timers, the tracked child SAs and virtual IP leases.
 
 use crate::ike::sa::child::Child;
+use crate::ike::sa::timer::{Timer, TimerTable};
 use crate::ike::sa::{ChildSa, Dead, Event, FailReason, NONCE_LEN, State, Stats, Transmit};
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -19,12 +20,15 @@ use crate::wire::{
     NotifyType, Payload,
 };
 
-/// An outstanding request and its retransmission schedule.
+/// The message ID window the handshake's requests go on (`Timer::Retransmit`).
+pub(in crate::ike::sa) const HANDSHAKE_WINDOW: u32 = 0;
+
+/// An outstanding request and its retransmission schedule (the next deadline is
+/// `Timer::Retransmit` in the timer table).
 #[derive(Debug)]
 pub(in crate::ike::sa) struct Retransmit {
     pub(in crate::ike::sa) bytes: Vec<u8>,
     pub(in crate::ike::sa) first_sent: Instant,
-    pub(in crate::ike::sa) next_at: Instant,
     pub(in crate::ike::sa) interval: Duration,
 }
 
@@ -37,8 +41,8 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,
     pub(in crate::ike::sa) retransmit: Option<Retransmit>,
-    /// When a half-open responder SA expires.
-    pub(in crate::ike::sa) half_open_deadline: Option<Instant>,
+    /// Every deadline: retransmission, half-open expiry, lifetimes, liveness.
+    pub(in crate::ike::sa) timers: TimerTable,
     pub(in crate::ike::sa) stats: Stats,
     /// The installed child SAs.
     pub(in crate::ike::sa) children: Vec<Child>,
@@ -103,9 +107,66 @@ impl Ctx {
         self.retransmit = Some(Retransmit {
             bytes,
             first_sent: now,
-            next_at: now + self.cfg.retransmit.initial,
             interval: self.cfg.retransmit.initial,
         });
+        self.timers.set(
+            Timer::Retransmit(HANDSHAKE_WINDOW),
+            now + self.cfg.retransmit.initial,
+        );
+    }
+
+    /// Retransmits the outstanding request if its time has come. `false`: its give-up
+    /// time has passed unanswered.
+    pub(in crate::ike::sa) fn run_retransmit(&mut self, now: Instant) -> bool {
+        let t = Timer::Retransmit(HANDSHAKE_WINDOW);
+        if !self.timers.is_due(t, now) {
+            return true;
+        }
+        let Some(rt) = self.retransmit.as_mut() else {
+            self.timers.stop(t);
+            return true;
+        };
+        let give_up = rt.first_sent + self.cfg.retransmit.give_up;
+        if now >= give_up {
+            return false;
+        }
+        rt.interval = rt.interval.saturating_mul(2);
+        let bytes = rt.bytes.clone();
+        self.timers.set(t, (now + rt.interval).min(give_up));
+        self.stats.retransmitted += 1;
+        self.send(bytes);
+        true
+    }
+
+    /// Stops the lifetimes of child SA `spi_in` (gone, or replaced).
+    pub(in crate::ike::sa) fn stop_child_timers(&mut self, spi_in: u32) {
+        self.timers.stop(Timer::ChildRekey(spi_in));
+        self.timers.stop(Timer::ChildExpire(spi_in));
+    }
+
+    /// Stops tracking the child SAs for which `gone` holds, and returns them.
+    pub(in crate::ike::sa) fn remove_children(
+        &mut self,
+        mut gone: impl FnMut(&Child) -> bool,
+    ) -> Vec<Child> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.children.len() {
+            if gone(&self.children[i]) {
+                let c = self.children.remove(i);
+                self.stop_child_timers(c.spi_in);
+                out.push(c);
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Forgets the outstanding request: answered, or moot.
+    pub(in crate::ike::sa) fn stop_retransmit(&mut self) {
+        self.retransmit = None;
+        self.timers.stop(Timer::Retransmit(HANDSHAKE_WINDOW));
     }
 
     pub(in crate::ike::sa) fn random<const N: usize>(&self) -> Result<[u8; N], FailReason> {
@@ -145,8 +206,11 @@ impl Ctx {
             .lifetimes
             .unwrap_or_else(|| l.child_lifetimes());
         let mut child = Child::new(c);
-        child.rekey_at = l.rekey.map(|t| now + self.jittered(t, l.rand));
-        child.expire_at = l.life.map(|t| now + t);
+        let rekey_at = l.rekey.map(|t| now + self.jittered(t, l.rand));
+        self.timers
+            .set_or_stop(Timer::ChildRekey(c.spi_in), rekey_at);
+        self.timers
+            .set_or_stop(Timer::ChildExpire(c.spi_in), l.life.map(|t| now + t));
         child.rekey_bytes = l.rekey_bytes.map(|b| self.jittered_count(b, l.rand_bytes));
         child.rekey_packets = l
             .rekey_packets
@@ -237,7 +301,7 @@ impl Ctx {
         last_response: Option<(u32, Vec<u8>)>,
     ) -> State {
         self.retransmit = None;
-        self.half_open_deadline = None;
+        self.timers.clear();
         self.events.push_back(Event::Failed(reason));
         State::Dead(Dead {
             spis,
@@ -279,7 +343,7 @@ impl Ctx {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmit: None,
-            half_open_deadline: None,
+            timers: TimerTable::default(),
             stats: Stats::default(),
             children: Vec::new(),
             original_initiator: false,

@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use super::timer::Timer;
 use super::{
     ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE,
     SeqLimitAction, State, first_error_notify, has_notify, is_later_fragment, notify, pick_child,
@@ -60,10 +61,6 @@ pub(in crate::ike::sa) struct Established {
     pub(in crate::ike::sa) pending: Option<PendingRequest>,
     /// Requests to send once nothing is outstanding.
     pub(in crate::ike::sa) todo: VecDeque<Action>,
-    /// When the IKE SA is rekeyed (soft lifetime, jitter applied).
-    pub(in crate::ike::sa) rekey_at: Option<Instant>,
-    /// When the IKE SA is deleted (hard lifetime).
-    pub(in crate::ike::sa) expire_at: Option<Instant>,
     /// The last sign of life from the peer: an authenticated IKE message or reported ESP.
     pub(in crate::ike::sa) last_rx: Instant,
     /// A rekey of the IKE SA by the peer, answered while ours was outstanding (RFC 7296
@@ -305,8 +302,6 @@ impl Established {
             info,
             pending: None,
             todo: VecDeque::new(),
-            rekey_at: None,
-            expire_at: None,
             last_rx: now,
             peer_ike: None,
         };
@@ -316,15 +311,17 @@ impl Established {
             for c in &ctx.cfg.more_children {
                 st.todo.push_back(Action::CreateChild(c.name.clone(), None));
             }
-            st.kick(ctx, now);
         }
+        st.kick(ctx, now);
         State::Established(Box::new(st))
     }
 
-    fn start_lifetimes(&mut self, ctx: &Ctx, now: Instant) {
+    fn start_lifetimes(&mut self, ctx: &mut Ctx, now: Instant) {
         let l = ctx.cfg.lifetimes;
-        self.rekey_at = l.ike_rekey.map(|t| now + ctx.jittered(t, l.ike_rand));
-        self.expire_at = l.ike_life.map(|t| now + t);
+        let rekey_at = l.ike_rekey.map(|t| now + ctx.jittered(t, l.ike_rand));
+        ctx.timers.set_or_stop(Timer::IkeRekey, rekey_at);
+        ctx.timers
+            .set_or_stop(Timer::IkeExpire, l.ike_life.map(|t| now + t));
     }
 
     fn chan(&mut self, w: Which) -> Option<&mut Channel> {
@@ -486,12 +483,12 @@ impl Established {
                         .is_some_and(|p| p.spis == self.ch.spis())
                     {
                         self.pending = None;
-                        ctx.retransmit = None;
+                        ctx.stop_retransmit();
                     }
                     self.adopt(ctx, now, ch);
                     return State::Established(self);
                 }
-                ctx.retransmit = None;
+                ctx.stop_retransmit();
                 ctx.events.push_back(Event::Closed);
                 State::Dead(Dead {
                     spis: Some(self.ch.spis()),
@@ -506,7 +503,7 @@ impl Established {
                 // A request of ours outstanding on it will not be answered: send it again
                 // on the current IKE SA.
                 if self.pending.as_ref().is_some_and(|p| Some(p.spis) == spis) {
-                    ctx.retransmit = None;
+                    ctx.stop_retransmit();
                     if let Some(p) = self.pending.take() {
                         match p.what {
                             Pending::RekeyChild { old_spi_in, .. } => {
@@ -574,6 +571,7 @@ impl Established {
                 let out = u32::from_be_bytes(b);
                 if let Some(i) = ctx.children.iter().position(|c| c.spi_out == out) {
                     let c = ctx.children.remove(i);
+                    ctx.stop_child_timers(c.spi_in);
                     spis_in.push(c.spi_in);
                     spis_out.push(out);
                 }
@@ -772,7 +770,7 @@ impl Established {
         ctx.children[x].peer_rekey = Some((lowest(ni, &nr), spi_in));
         #[cfg(test)]
         ctx.rekey_log.push((lowest(ni, &nr), spi_in));
-        ctx.children[x].rekey_at = None;
+        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(now, &new);
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
@@ -887,7 +885,7 @@ impl Established {
                 return State::Established(self);
             }
         };
-        ctx.retransmit = None;
+        ctx.stop_retransmit();
         self.last_rx = now;
         let Some(pending) = self.pending.take() else {
             return State::Established(self);
@@ -895,14 +893,11 @@ impl Established {
         match pending.what {
             Pending::Dpd => {}
             Pending::DeleteChildren(spis_in) => {
-                let mut spis_out = Vec::new();
-                ctx.children.retain(|c| {
-                    let gone = spis_in.contains(&c.spi_in);
-                    if gone {
-                        spis_out.push(c.spi_out);
-                    }
-                    !gone
-                });
+                let spis_out: Vec<u32> = ctx
+                    .remove_children(|c| spis_in.contains(&c.spi_in))
+                    .iter()
+                    .map(|c| c.spi_out)
+                    .collect();
                 if !spis_out.is_empty() {
                     ctx.events.push_back(Event::ChildSaDeleted { spis_out });
                 }
@@ -946,12 +941,12 @@ impl Established {
             .map(|x| ctx.cfg.child_named(&ctx.children[x].name).proposals.clone())
             .unwrap_or_else(|| ctx.cfg.child.proposals.clone());
         let retry_later = |ctx: &mut Ctx, at: Instant| {
-            if let Some(c) = ctx
+            if ctx
                 .children
-                .iter_mut()
-                .find(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())
+                .iter()
+                .any(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())
             {
-                c.rekey_at = Some(at);
+                ctx.timers.set(Timer::ChildRekey(old_spi_in), at);
             }
         };
         if let Some(t) = first_error_notify(p) {
@@ -1020,7 +1015,7 @@ impl Established {
         };
         let peer_rekey = old.peer_rekey.clone();
         ctx.children[x].rekeyed = true;
-        ctx.children[x].rekey_at = None;
+        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(now, &new);
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
@@ -1035,8 +1030,8 @@ impl Established {
             Some((theirs, _)) if lowest(ni, nr) < theirs => {
                 if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == spi_in) {
                     c.rekeyed = true;
-                    c.rekey_at = None;
                 }
+                ctx.timers.stop(Timer::ChildRekey(spi_in));
                 self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
             }
             _ => self
@@ -1161,7 +1156,7 @@ impl Established {
                     }
                 }
                 NotifyType::TemporaryFailure if self.peer_ike.is_none() => {
-                    self.rekey_at = Some(now + RETRY_AFTER);
+                    ctx.timers.set(Timer::IkeRekey, now + RETRY_AFTER);
                 }
                 _ => {}
             }
@@ -1250,10 +1245,11 @@ impl Established {
     pub(super) fn kick(&mut self, ctx: &mut Ctx, now: Instant) {
         while self.pending.is_none() {
             let Some(a) = self.todo.pop_front() else {
-                return;
+                break;
             };
             self.send_action(ctx, now, a);
         }
+        self.sync_dpd(ctx);
     }
 
     fn send_action(&mut self, ctx: &mut Ctx, now: Instant, a: Action) {
@@ -1440,7 +1436,7 @@ impl Established {
     /// Runs the lifetime and liveness timers due at `now`. Returns `false` when the IKE
     /// SA reached its hard lifetime (a Delete was sent; the caller ends it).
     pub(super) fn on_timers(&mut self, ctx: &mut Ctx, now: Instant) -> bool {
-        if self.expire_at.is_some_and(|t| now >= t) {
+        if ctx.timers.is_due(Timer::IkeExpire, now) {
             let id = self.ch.own_next;
             let payloads = [Payload::Delete(DeletePayload::ike())];
             if let Ok(b) = self
@@ -1452,27 +1448,26 @@ impl Established {
             }
             return false;
         }
-        if self.rekey_at.is_some_and(|t| now >= t) {
-            self.rekey_at = None;
+        if ctx.timers.take_due(Timer::IkeRekey, now) {
             self.want(Action::RekeyIke(None));
         }
         let mut expired = Vec::new();
         let mut rekey = Vec::new();
-        for c in &mut ctx.children {
-            if c.expire_at.is_some_and(|t| now >= t) {
+        for c in &ctx.children {
+            if ctx.timers.is_due(Timer::ChildExpire(c.spi_in), now) {
                 expired.push((c.spi_in, c.spi_out));
-            } else if c.rekey_at.is_some_and(|t| now >= t) {
-                c.rekey_at = None;
-                if !c.rekeyed && c.peer_rekey.is_none() {
-                    rekey.push(c.spi_in);
-                }
+            } else if ctx.timers.is_due(Timer::ChildRekey(c.spi_in), now) {
+                rekey.push((c.spi_in, !c.rekeyed && c.peer_rekey.is_none()));
             }
         }
         self.expire_children(ctx, &expired);
-        for s in rekey {
-            self.want(Action::RekeyChild(s, None));
+        for (s, live) in rekey {
+            ctx.timers.stop(Timer::ChildRekey(s));
+            if live {
+                self.want(Action::RekeyChild(s, None));
+            }
         }
-        if self.dpd_due(ctx).is_some_and(|t| now >= t) {
+        if self.idle() && ctx.timers.is_due(Timer::Dpd, now) {
             self.want(Action::Dpd);
         }
         self.kick(ctx, now);
@@ -1485,8 +1480,7 @@ impl Established {
         if expired.is_empty() {
             return;
         }
-        ctx.children
-            .retain(|c| !expired.iter().any(|&(i, _)| i == c.spi_in));
+        ctx.remove_children(|c| expired.iter().any(|&(i, _)| i == c.spi_in));
         ctx.events.push_back(Event::ChildSaDeleted {
             spis_out: expired.iter().map(|&(_, o)| o).collect(),
         });
@@ -1566,30 +1560,27 @@ impl Established {
         Some(action)
     }
 
-    fn dpd_due(&self, ctx: &Ctx) -> Option<Instant> {
-        if self.pending.is_some() || !self.todo.is_empty() {
-            return None;
-        }
-        ctx.cfg.dpd.delay.map(|d| self.last_rx + d)
+    /// Whether no request of ours is outstanding or queued.
+    fn idle(&self) -> bool {
+        self.pending.is_none() && self.todo.is_empty()
     }
 
-    /// The earliest lifetime or liveness deadline.
-    pub(super) fn next_timer(&self, ctx: &Ctx) -> Option<Instant> {
-        let children = ctx
-            .children
-            .iter()
-            .flat_map(|c| [c.rekey_at, c.expire_at])
-            .flatten();
-        [self.rekey_at, self.expire_at, self.dpd_due(ctx)]
-            .into_iter()
-            .flatten()
-            .chain(children)
-            .min()
+    /// Arms the liveness check `dpd.delay` after the last sign of life while we are idle,
+    /// and stops it while a request is outstanding or queued (its answer is one).
+    fn sync_dpd(&self, ctx: &mut Ctx) {
+        let at = ctx
+            .cfg
+            .dpd
+            .delay
+            .filter(|_| self.idle())
+            .map(|d| self.last_rx + d);
+        ctx.timers.set_or_stop(Timer::Dpd, at);
     }
 
     /// Records a sign of life from the peer (for example inbound ESP).
-    pub(super) fn note_activity(&mut self, now: Instant) {
+    pub(super) fn note_activity(&mut self, ctx: &mut Ctx, now: Instant) {
         self.last_rx = self.last_rx.max(now);
+        self.sync_dpd(ctx);
     }
 
     /// Whether a rekey of the IKE SA or a child SA is under way.

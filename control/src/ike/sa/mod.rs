@@ -42,6 +42,7 @@ mod core;
 mod ctx;
 mod established;
 mod handshake;
+mod timer;
 
 pub use self::core::nat_detection_hash;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
@@ -51,6 +52,7 @@ use self::core::Core;
 use ctx::Ctx;
 use established::{Action, Established};
 use handshake::{AuthSent, AwaitAuth, AwaitInit, InitSent};
+use timer::Timer;
 
 /// Length of the nonces we send.
 const NONCE_LEN: usize = 32;
@@ -498,6 +500,7 @@ impl IkeSa {
     /// A dead SA returns its virtual IP leases to the pools.
     fn release_if_dead(&mut self) {
         if matches!(self.state, State::Dead(_)) {
+            self.ctx.timers.clear();
             self.ctx.release_leases();
         }
     }
@@ -509,26 +512,10 @@ impl IkeSa {
     }
 
     fn run_timers(&mut self, now: Instant) {
-        let ctx = &mut self.ctx;
-        if ctx.half_open_deadline.is_some_and(|d| now >= d) {
+        if self.ctx.timers.is_due(Timer::HalfOpen, now) || !self.ctx.run_retransmit(now) {
             let spis = self.spis();
             self.state = self.ctx.fail(FailReason::Timeout, spis, None);
             return;
-        }
-        if let Some(rt) = ctx.retransmit.as_mut() {
-            if now >= rt.next_at {
-                let give_up = rt.first_sent + ctx.cfg.retransmit.give_up;
-                if now >= give_up {
-                    let spis = self.spis();
-                    self.state = self.ctx.fail(FailReason::Timeout, spis, None);
-                    return;
-                }
-                rt.interval = rt.interval.saturating_mul(2);
-                rt.next_at = (now + rt.interval).min(give_up);
-                let bytes = rt.bytes.clone();
-                ctx.stats.retransmitted += 1;
-                ctx.send(bytes);
-            }
         }
         if let State::Established(st) = &mut self.state {
             if !st.on_timers(&mut self.ctx, now) {
@@ -582,7 +569,7 @@ impl IkeSa {
     /// next liveness check.
     pub fn note_activity(&mut self, now: Instant) {
         if let State::Established(st) = &mut self.state {
-            st.note_activity(now);
+            st.note_activity(&mut self.ctx, now);
         }
     }
 
@@ -619,7 +606,7 @@ impl IkeSa {
     /// When the IKE SA is next rekeyed by its lifetime, if it is established and has one.
     pub fn next_rekey(&self) -> Option<Instant> {
         match &self.state {
-            State::Established(st) => st.rekey_at,
+            State::Established(_) => self.ctx.timers.get(Timer::IkeRekey),
             _ => None,
         }
     }
@@ -753,15 +740,10 @@ impl IkeSa {
 
     /// When [`IkeSa::handle_timeout`] must next be called, if at all.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let rt = self.ctx.retransmit.as_ref().map(|r| r.next_at);
-        let timers = match &self.state {
-            State::Established(st) => st.next_timer(&self.ctx),
-            _ => None,
-        };
-        [rt, self.ctx.half_open_deadline, timers]
-            .into_iter()
-            .flatten()
-            .min()
+        match self.state {
+            State::Dead(_) => None,
+            _ => self.ctx.timers.next_expiry(),
+        }
     }
 
     /// Whether we started this IKE SA (the original initiator).
@@ -792,7 +774,7 @@ impl IkeSa {
             }),
         );
         self.ctx.retransmit = None;
-        self.ctx.half_open_deadline = None;
+        self.ctx.timers.clear();
         self.ctx.children.clear();
         self.ctx.release_leases();
         let State::Established(mut st) = state else {

@@ -170,7 +170,7 @@ impl InitSent {
         core.negotiate_extensions(&ctx.cfg, msg, remote);
         // Forced encapsulation: we pretend to be behind a NAT, as the peer now believes.
         core.nat.local_behind_nat |= ctx.cfg.force_encap;
-        ctx.retransmit = None;
+        ctx.stop_retransmit();
         if let (true, Some(port)) = (core.nat.any(), ctx.cfg.nat_t_port) {
             if ctx.remote.port() != port {
                 ctx.local.set_port(port);
@@ -277,7 +277,7 @@ impl AuthSent {
                 return ctx.fail(reason, spis, None);
             }
         };
-        ctx.retransmit = None;
+        ctx.stop_retransmit();
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
         let mut info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
         let cp = inner.iter().find_map(|p| match p {

@@ -4,6 +4,7 @@ use crate::ike::sa::core::{Core, detect_nat, verify_peer};
 use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::established::{Channel, Established};
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
+use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
     AuthVerified, ChildSa, Event, FailReason, NONCE_RANGE, State, Transmit, has_notify, notify,
     pick_child,
@@ -145,7 +146,8 @@ impl AwaitInit {
         // being reassembled; the full limits apply once the peer is authenticated.
         core.reasm = Reassembler::new(HALF_OPEN_LIMITS);
         ctx.send(response);
-        ctx.half_open_deadline = Some(now + ctx.cfg.retransmit.give_up);
+        ctx.timers
+            .set(Timer::HalfOpen, now + ctx.cfg.retransmit.give_up);
         Ok(State::AwaitAuth(Box::new(AwaitAuth { core })))
     }
 }
@@ -263,7 +265,7 @@ impl AwaitAuth {
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
         };
         ctx.send(resp.clone());
-        ctx.half_open_deadline = None;
+        ctx.timers.stop(Timer::HalfOpen);
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
         let mut info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
         info.vips = child.vips;
