@@ -267,6 +267,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 mod children;
 mod cookie;
+mod exchange;
 mod fragments;
 mod limits;
 mod rekey;

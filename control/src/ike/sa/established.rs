@@ -1,10 +1,10 @@
-//! The exchanges of an established IKE SA (RFC 7296 sections 1.3, 1.4, 2.8, 2.18):
-//! CREATE_CHILD_SA (child SA rekey with optional PFS, IKE SA rekey, the collision rules of
-//! sections 2.8.1 and 2.8.2) and INFORMATIONAL (Delete of child and IKE SAs, liveness
-//! checks), with the lifetimes that start rekeys and deletes.
+//! An established IKE SA: the queue of our requests, the dispatch of the peer's, and the
+//! collision rules (RFC 7296 sections 2.8.1 and 2.8.2), with the lifetimes and liveness
+//! checks that queue rekeys, Deletes and checks. The exchanges themselves are types in
+//! `exchange/` (one file each, the trait in `exchange/mod.rs`).
 //!
-//! Message IDs: a window of one per direction. Our own requests are queued as
-//! [`Action`]s and sent one at a time ([`Established::kick`]); requests from the peer are
+//! Message IDs: a window of one per direction. Our own requests are queued as exchange
+//! objects and sent one at a time ([`Established::kick`]); requests from the peer are
 //! answered whatever we have outstanding. Every request we send has its retransmission
 //! schedule in `Ctx::retransmit`; a give-up fails the IKE SA (`FailReason::Timeout`).
 //!
@@ -13,30 +13,20 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::exchange::delete::deletes_ike;
+use super::exchange::{
+    ChildCreate, ChildRekey, Delete, Effect, Ex, Exchange, IkeRekey, IkeRetry, Key, Kind, Liveness,
+    RETRY_AFTER, Responder, responders,
+};
 use super::timer::Timer;
 use super::{
-    ChildSa, Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, NONCE_RANGE,
-    SeqLimitAction, State, first_error_notify, has_notify, is_later_fragment, notify, pick_child,
-    vip_selectors,
+    Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, SeqLimitAction, State, has_notify,
+    is_later_fragment, notify,
 };
-use mifsec_dataplane::aead::Cipher;
+use crate::wire::{ExchangeType, Message, NotifyPayload, NotifyType, Payload};
 
-use crate::ike::config::Mode;
-use crate::ike::crypto::{ChildKeys, KeyExchange, Secret};
-use crate::ike::proposal::{
-    EspRefusal, check_esp_response_pfs, check_ike_rekey_response, esp_response_payload_pfs,
-    esp_sa_payload_pfs, ike_rekey_response_payload, ike_rekey_sa_payload, is_subset, narrow,
-    select_esp_pfs, select_ike_rekey,
-};
-use crate::wire::{
-    DeletePayload, DhGroup, ExchangeType, KePayload, Message, NotifyPayload, NotifyType, Payload,
-    ProtocolId, SaPayload, TrafficSelector, TsPayload,
-};
-
-/// How long after a TEMPORARY_FAILURE answer a rekey is tried again.
-const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How many deleted old IKE SAs are kept to answer retransmitted requests.
 const KEEP_RETIRED: usize = 2;
 /// The most child SAs (rekeyed ones awaiting their Delete included) an IKE SA tracks
@@ -48,24 +38,26 @@ pub const MAX_CHILDREN: usize = 64;
 /// deletes cannot make the list, or the SAs installed in the engine, grow without bound.
 pub const MAX_TRACKED_CHILDREN: usize = 2 * MAX_CHILDREN;
 
-/// Both roles: authenticated. The exchanges after IKE_AUTH live in `established.rs`.
+/// Both roles: authenticated.
 pub(in crate::ike::sa) struct Established {
     /// The current IKE SA.
     pub(in crate::ike::sa) ch: Channel,
     /// Old IKE SAs replaced by a rekey (or made redundant by a collision): still answering
     /// their Delete exchange, or already deleted and kept for retransmitted requests.
-    pub(in crate::ike::sa) retiring: Vec<Channel>,
+    retiring: Vec<Channel>,
     /// What the caller was told about the IKE SA, kept up to date across rekeys.
-    pub(in crate::ike::sa) info: IkeSaInfo,
+    info: IkeSaInfo,
     /// Our outstanding request (a window of one).
-    pub(in crate::ike::sa) pending: Option<PendingRequest>,
+    pending: Option<Pending>,
     /// Requests to send once nothing is outstanding.
-    pub(in crate::ike::sa) todo: VecDeque<Action>,
+    todo: VecDeque<Box<dyn Exchange>>,
     /// The last sign of life from the peer: an authenticated IKE message or reported ESP.
-    pub(in crate::ike::sa) last_rx: Instant,
+    last_rx: Instant,
     /// A rekey of the IKE SA by the peer, answered while ours was outstanding (RFC 7296
     /// section 2.8.2): the new SA and the lowest nonce of that exchange.
-    pub(in crate::ike::sa) peer_ike: Option<(Channel, Vec<u8>)>,
+    peer_ike: Option<(Channel, Vec<u8>)>,
+    /// The exchanges a request of the peer's may be, in the order they are asked.
+    responders: Vec<Responder>,
 }
 
 /// One IKE SA's keys and message-ID state.
@@ -94,66 +86,11 @@ impl Channel {
     }
 }
 
-/// A request we want to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Action {
-    /// Rekey the child SA with this inbound SPI, with a KE in this group if given.
-    RekeyChild(u32, Option<DhGroup>),
-    /// Rekey the IKE SA, with a KE in this group if given.
-    RekeyIke(Option<DhGroup>),
-    /// Create the child SA of this configuration (not a rekey), with a KE in this group if
-    /// given, else in the first group of its proposals (none: no PFS).
-    CreateChild(String, Option<DhGroup>),
-    /// Delete the child SAs with these inbound SPIs.
-    DeleteChildren(Vec<u32>),
-    /// Delete the old IKE SA with these SPIs.
-    DeleteIke((u64, u64)),
-    /// A liveness check.
-    Dpd,
-}
-
-/// What our outstanding request was.
-enum Pending {
-    RekeyChild {
-        old_spi_in: u32,
-        spi_in: u32,
-        ni: Vec<u8>,
-        ke: Option<KeyExchange>,
-    },
-    RekeyIke {
-        spi: u64,
-        ni: Vec<u8>,
-        ke: KeyExchange,
-    },
-    CreateChild {
-        name: String,
-        spi_in: u32,
-        ni: Vec<u8>,
-        ke: Option<KeyExchange>,
-        /// The TSi and TSr we proposed.
-        ts: (Vec<TrafficSelector>, Vec<TrafficSelector>),
-    },
-    DeleteChildren(Vec<u32>),
-    DeleteIke,
-    Dpd,
-}
-
-/// Our outstanding request: what, on which IKE SA, with which message ID.
-pub(super) struct PendingRequest {
-    what: Pending,
+/// Our outstanding request: the exchange, on which IKE SA, with which message ID.
+struct Pending {
+    ex: Box<dyn Exchange>,
     spis: (u64, u64),
     id: u32,
-}
-
-/// What to do once the response to a request is out.
-enum After {
-    Nothing,
-    Close,
-    Fail(FailReason),
-    /// The peer rekeyed the IKE SA: switch to this one.
-    Adopt(Channel),
-    /// The peer rekeyed the IKE SA while our own rekey is outstanding (collision).
-    Defer(Channel, Vec<u8>),
 }
 
 /// Which IKE SA a message is for.
@@ -164,133 +101,13 @@ enum Which {
     PeerIke,
 }
 
-/// The payloads of a CREATE_CHILD_SA request or response for a child SA, new or rekey (the
-/// response's nonce is Nr, its KE the responder's).
-struct ChildPayloads<'a> {
-    sa: &'a SaPayload,
-    nonce: &'a [u8],
-    ke: Option<&'a KePayload>,
-    tsi: &'a TsPayload,
-    tsr: &'a TsPayload,
-}
-
-impl<'a> ChildPayloads<'a> {
-    /// The first of each payload; `None` when one is missing or the nonce's length is out of
-    /// range.
-    fn parse(p: &'a [Payload]) -> Option<Self> {
-        let (mut sa, mut nonce, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => nonce = nonce.or(Some(n)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (sa, nonce, tsi, tsr) = (sa?, nonce?, tsi?, tsr?);
-        NONCE_RANGE.contains(&nonce.len()).then_some(ChildPayloads {
-            sa,
-            nonce,
-            ke,
-            tsi,
-            tsr,
-        })
-    }
-
-    /// Initiator: whether the responder's selectors lie within those we sent (`local` ours,
-    /// `remote` the peer's).
-    fn selectors_within(&self, local: &[TrafficSelector], remote: &[TrafficSelector]) -> bool {
-        !self.tsi.selectors.is_empty()
-            && !self.tsr.selectors.is_empty()
-            && self.tsi.selectors.iter().all(|t| is_subset(t, local))
-            && self.tsr.selectors.iter().all(|t| is_subset(t, remote))
-    }
-}
-
-/// Initiator: the new shared secret of a child exchange with PFS, from our key exchange and
-/// the responder's KE payload; `Ok(None)` without PFS. `Err` when the groups do not match
-/// what was chosen or the agreement fails.
-fn initiator_pfs_secret(
-    group: Option<DhGroup>,
-    ours: Option<KeyExchange>,
-    theirs: Option<&KePayload>,
-) -> Result<Option<Secret>, ()> {
-    match (group, ours, theirs) {
-        (None, None, _) => Ok(None),
-        (Some(g), Some(ke), Some(ker)) if ke.group() == g && ker.group == g => {
-            ke.agree(&ker.data).map(Some).map_err(|_| ())
-        }
-        _ => Err(()),
-    }
-}
-
-/// The group an INVALID_KE_PAYLOAD notify in `p` asks for.
-fn invalid_ke_group(p: &[Payload]) -> Option<DhGroup> {
-    p.iter().find_map(|q| match q {
-        Payload::Notify(n) if n.notify_type == NotifyType::InvalidKePayload => {
-            <[u8; 2]>::try_from(n.data.as_slice())
-                .ok()
-                .map(|b| DhGroup::from(u16::from_be_bytes(b)))
-        }
-        _ => None,
-    })
-}
-
-/// The answer to an ESP proposal we cannot accept.
-fn refusal_notify(r: EspRefusal) -> Vec<Payload> {
-    match r {
-        EspRefusal::NoProposal => vec![notify(NotifyType::NoProposalChosen)],
-        EspRefusal::InvalidKe(g) => vec![Payload::Notify(NotifyPayload::new(
-            NotifyType::InvalidKePayload,
-            u16::from(g).to_be_bytes().to_vec(),
-        ))],
-    }
-}
-
-/// The responder's keys for a child SA in CREATE_CHILD_SA (new child or rekey): with PFS
-/// (a group chosen and the peer's KE), our KE payload and the new shared secret, then the
-/// KEYMAT. An error is the notify to answer with.
-fn answer_child_keys(
-    ctx: &Ctx,
-    core: &Core,
-    group: Option<DhGroup>,
-    ke: Option<&KePayload>,
-    ni: &[u8],
-    nr: &[u8],
-    cipher: Cipher,
-) -> Result<(Option<Payload>, ChildKeys), Vec<Payload>> {
-    let (ker, gir) = match (group, ke) {
-        (Some(g), Some(peer)) => {
-            let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
-                return Err(vec![notify(NotifyType::TemporaryFailure)]);
-            };
-            let ker = Payload::Ke(KePayload {
-                group: g,
-                data: ours.public_value().to_vec(),
-            });
-            match ours.agree(&peer.data) {
-                Ok(s) => (Some(ker), Some(s)),
-                Err(_) => return Err(vec![notify(NotifyType::InvalidSyntax)]),
-            }
-        }
-        _ => (None, None),
-    };
-    let keys = ChildKeys::derive(
-        core.prf,
-        &core.sk_d,
-        gir.as_deref().map(|g| &g[..]),
-        ni,
-        nr,
-        cipher,
-    )
-    .map_err(|_| vec![notify(NotifyType::TemporaryFailure)])?;
-    Ok((ker, keys))
-}
-
-fn lowest(a: &[u8], b: &[u8]) -> Vec<u8> {
-    a.min(b).to_vec()
+/// How a request is sent.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Send {
+    /// Through the window: outstanding until answered, retransmitted.
+    Window,
+    /// The IKE SA's last request, whatever is outstanding: fire and forget.
+    Last,
 }
 
 impl Established {
@@ -304,12 +121,14 @@ impl Established {
             todo: VecDeque::new(),
             last_rx: now,
             peer_ike: None,
+            responders: responders(),
         };
         st.start_lifetimes(ctx, now);
         // The initiator creates the further children one by one (CREATE_CHILD_SA).
         if ctx.original_initiator {
             for c in &ctx.cfg.more_children {
-                st.todo.push_back(Action::CreateChild(c.name.clone(), None));
+                st.todo
+                    .push_back(Box::new(ChildCreate::new(c.name.clone(), None)));
             }
         }
         st.kick(ctx, now);
@@ -332,6 +151,14 @@ impl Established {
         }
     }
 
+    fn chan_ref(&self, w: Which) -> Option<&Channel> {
+        match w {
+            Which::Current => Some(&self.ch),
+            Which::Retiring(i) => self.retiring.get(i),
+            Which::PeerIke => self.peer_ike.as_ref().map(|(c, _)| c),
+        }
+    }
+
     fn which(&self, spis: (u64, u64)) -> Option<Which> {
         if self.ch.spis() == spis {
             return Some(Which::Current);
@@ -348,6 +175,26 @@ impl Established {
     /// Whether a message with these SPIs belongs to this IKE SA (current or old).
     pub(super) fn owns(&self, spis: (u64, u64)) -> bool {
         self.which(spis).is_some()
+    }
+
+    /// Runs `f` as an exchange on IKE SA `w`, returning its result and effects.
+    fn run<R>(
+        &self,
+        ctx: &mut Ctx,
+        now: Instant,
+        w: Which,
+        f: impl FnOnce(&mut Ex<'_>) -> R,
+    ) -> Option<(R, Vec<Effect>)> {
+        let ch = self.chan_ref(w)?;
+        let mut x = Ex {
+            ctx,
+            core: &ch.core,
+            vips: &self.info.vips,
+            now,
+            effects: Vec::new(),
+        };
+        let r = f(&mut x);
+        Some((r, x.effects))
     }
 
     pub(super) fn handle(
@@ -425,21 +272,15 @@ impl Established {
             }
         };
         self.last_rx = now;
-        let mut after = After::Nothing;
-        let reply: Vec<Payload> = match (&inner, h.exchange_type) {
-            (Err(e), _) => {
+        let (reply, effects) = match &inner {
+            Err(e) => {
                 ctx.stats.malformed += 1;
-                vec![Payload::Notify(e.notify().unwrap_or(NotifyPayload::new(
-                    NotifyType::InvalidSyntax,
-                    Vec::new(),
-                )))]
+                let n = e
+                    .notify()
+                    .unwrap_or(NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
+                (vec![Payload::Notify(n)], Vec::new())
             }
-            (Ok(p), ExchangeType::Informational) => self.informational(ctx, p, &mut after),
-            (Ok(p), ExchangeType::CreateChildSa) if w == Which::Current => {
-                self.create_child_sa(ctx, now, p, &mut after)
-            }
-            (Ok(_), ExchangeType::CreateChildSa) => vec![notify(NotifyType::TemporaryFailure)],
-            (Ok(_), _) => vec![notify(NotifyType::NoAdditionalSas)],
+            Ok(p) => self.dispatch(ctx, now, w, h.exchange_type, p),
         };
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
@@ -451,21 +292,151 @@ impl Established {
         ctx.send_to(local, remote, resp.clone());
         ch.peer_next = h.message_id.wrapping_add(1);
         ch.last_response = Some((h.message_id, resp));
-        match after {
-            After::Nothing => State::Established(self),
-            After::Close => self.closed(ctx, now, w),
-            After::Fail(reason) => {
-                let spis = Some(self.ch.spis());
-                let last = self.ch.last_response.take();
-                ctx.fail(reason, spis, last)
+        self.apply(ctx, now, w, effects)
+    }
+
+    /// The response to a request of the peer's on IKE SA `w`: the rules that come before
+    /// any exchange, then the first exchange that claims it.
+    fn dispatch(
+        &self,
+        ctx: &mut Ctx,
+        now: Instant,
+        w: Which,
+        exchange: ExchangeType,
+        p: &[Payload],
+    ) -> (Vec<Payload>, Vec<Effect>) {
+        let refuse = |t| (vec![notify(t)], Vec::new());
+        // The peer tells us our AUTH did not verify after all (RFC 7296 section 2.21.2),
+        // unless it deletes the IKE SA in the same message.
+        if exchange == ExchangeType::Informational
+            && has_notify(p, NotifyType::AuthenticationFailed)
+            && !deletes_ike(p)
+        {
+            let reason = FailReason::PeerNotify(NotifyType::AuthenticationFailed);
+            return (Vec::new(), vec![Effect::Fail(reason)]);
+        }
+        // New SAs are made on the current IKE SA only: an old one is being deleted.
+        if exchange == ExchangeType::CreateChildSa && w != Which::Current {
+            return refuse(NotifyType::TemporaryFailure);
+        }
+        let Some(r) = self.responders.iter().find(|r| (r.claims)(exchange, p)) else {
+            return refuse(NotifyType::NoAdditionalSas);
+        };
+        // RFC 7296 section 2.8.2: one collision at a time; the peer retries later.
+        if r.kind == Kind::IkeRekey && self.peer_ike.is_some() {
+            return refuse(NotifyType::TemporaryFailure);
+        }
+        let respond = r.respond;
+        self.run(ctx, now, w, |x| respond(x, p))
+            .unwrap_or_else(|| (Vec::new(), Vec::new()))
+    }
+
+    /// Applies what an exchange on IKE SA `w` reported, in order.
+    fn apply(
+        mut self: Box<Self>,
+        ctx: &mut Ctx,
+        now: Instant,
+        w: Which,
+        effects: Vec<Effect>,
+    ) -> State {
+        for e in effects {
+            match e {
+                Effect::Queue(ex) => self.todo.push_back(ex),
+                Effect::Close => return self.closed(ctx, now, w),
+                Effect::Fail(reason) => {
+                    let spis = Some(self.ch.spis());
+                    let last = self.ch.last_response.take();
+                    return ctx.fail(reason, spis, last);
+                }
+                Effect::ChildRekeyed {
+                    old_spi_in,
+                    spi_in,
+                    lowest,
+                } => self.child_rekey_collision(ctx, old_spi_in, spi_in, &lowest),
+                Effect::IkeRekeyed(core, lowest) => self.ike_rekeyed(ctx, now, core, &lowest),
+                Effect::IkeRekeyFailed(retry) => {
+                    if self.peer_ike.is_none() {
+                        match retry {
+                            Some(IkeRetry::Group(g)) => {
+                                self.todo.push_back(Box::new(IkeRekey::new(Some(g))));
+                            }
+                            Some(IkeRetry::Later) => {
+                                ctx.timers.set(Timer::IkeRekey, now + RETRY_AFTER);
+                            }
+                            None => {}
+                        }
+                    }
+                    // Ours failed: a rekey of the peer's answered meanwhile stands alone.
+                    if let Some((ch, _)) = self.peer_ike.take() {
+                        self.adopt(ctx, now, ch);
+                    }
+                }
+                Effect::PeerRekeyedIke(core, lowest) => {
+                    let ch = Channel::fresh(core);
+                    let own = self
+                        .pending
+                        .as_ref()
+                        .is_some_and(|p| p.ex.key() == Key::IkeRekey);
+                    if own {
+                        // Ours is outstanding too: the one with the lowest nonce goes
+                        // once both are known (`ike_rekeyed`).
+                        self.peer_ike = Some((ch, lowest));
+                    } else {
+                        self.adopt(ctx, now, ch);
+                    }
+                }
             }
-            After::Adopt(ch) => {
-                self.adopt(ctx, now, ch);
-                State::Established(self)
+        }
+        State::Established(self)
+    }
+
+    /// RFC 7296 section 2.8.1: our rekey of child `old_spi_in` made `spi_in`. If the peer
+    /// rekeyed the same child meanwhile, the SA created with the lowest of the four nonces
+    /// is redundant and closed by its initiator; the other initiator deletes the old one.
+    fn child_rekey_collision(&mut self, ctx: &mut Ctx, old_spi_in: u32, spi_in: u32, ours: &[u8]) {
+        let theirs = ctx
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in)
+            .and_then(|c| c.peer_rekey.clone());
+        match theirs {
+            Some((theirs, _)) if ours < theirs.as_slice() => {
+                if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == spi_in) {
+                    c.rekeyed = true;
+                }
+                ctx.timers.stop(Timer::ChildRekey(spi_in));
+                self.todo
+                    .push_back(Box::new(Delete::children(vec![spi_in])));
             }
-            After::Defer(ch, lowest) => {
-                self.peer_ike = Some((ch, lowest));
-                State::Established(self)
+            _ => self
+                .todo
+                .push_back(Box::new(Delete::children(vec![old_spi_in]))),
+        }
+    }
+
+    /// Our rekey of the IKE SA made `core`. RFC 7296 section 2.8.2: if the peer rekeyed it
+    /// too, the new IKE SA with the lowest of the four nonces is redundant and deleted by
+    /// its initiator; the other initiator deletes the old one.
+    fn ike_rekeyed(&mut self, ctx: &mut Ctx, now: Instant, core: Core, low: &[u8]) {
+        let ours = Channel::fresh(core);
+        let original = self.ch.spis();
+        match self.peer_ike.take() {
+            // Ours is redundant: we delete it; the peer deletes the old one.
+            Some((theirs, theirs_low)) if low < theirs_low.as_slice() => {
+                let redundant = ours.spis();
+                self.adopt(ctx, now, theirs);
+                self.retiring.push(ours);
+                self.todo.push_back(Box::new(Delete::ike(Some(redundant))));
+            }
+            // Ours survives: the peer deletes its redundant one, we delete the old one.
+            Some((theirs, _)) => {
+                self.retiring.push(theirs);
+                self.adopt(ctx, now, ours);
+                self.todo.push_back(Box::new(Delete::ike(Some(original))));
+            }
+            None => {
+                self.adopt(ctx, now, ours);
+                self.todo.push_back(Box::new(Delete::ike(Some(original))));
             }
         }
     }
@@ -499,24 +470,13 @@ impl Established {
                 // Old IKE SA deleted by the peer: keep it to answer retransmissions.
                 let spis = self.retiring.get(i).map(Channel::spis);
                 self.todo
-                    .retain(|a| !matches!(a, Action::DeleteIke(s) if Some(*s) == spis));
+                    .retain(|a| !matches!(a.key(), Key::DeleteIke(s) if Some(s) == spis));
                 // A request of ours outstanding on it will not be answered: send it again
                 // on the current IKE SA.
                 if self.pending.as_ref().is_some_and(|p| Some(p.spis) == spis) {
                     ctx.stop_retransmit();
-                    if let Some(p) = self.pending.take() {
-                        match p.what {
-                            Pending::RekeyChild { old_spi_in, .. } => {
-                                self.want(Action::RekeyChild(old_spi_in, None));
-                            }
-                            Pending::DeleteChildren(spis) => {
-                                self.want(Action::DeleteChildren(spis));
-                            }
-                            Pending::CreateChild { name, .. } => {
-                                self.want(Action::CreateChild(name, None));
-                            }
-                            Pending::RekeyIke { .. } | Pending::DeleteIke | Pending::Dpd => {}
-                        }
+                    if let Some(again) = self.pending.take().and_then(|p| p.ex.requeue()) {
+                        self.want(again);
                     }
                 }
                 State::Established(self)
@@ -544,315 +504,6 @@ impl Established {
         self.info.group = core.group;
         self.start_lifetimes(ctx, now);
         ctx.events.push_back(Event::IkeSaRekeyed(self.info.clone()));
-    }
-
-    fn informational(&mut self, ctx: &mut Ctx, p: &[Payload], after: &mut After) -> Vec<Payload> {
-        if p.iter()
-            .any(|x| matches!(x, Payload::Delete(d) if d.protocol == ProtocolId::Ike))
-        {
-            *after = After::Close;
-            return Vec::new();
-        }
-        if has_notify(p, NotifyType::AuthenticationFailed) {
-            *after = After::Fail(FailReason::PeerNotify(NotifyType::AuthenticationFailed));
-            return Vec::new();
-        }
-        // Child deletes (RFC 7296 section 1.4.1): answer with the inbound halves.
-        let mut spis_out = Vec::new();
-        let mut spis_in = Vec::new();
-        for d in p.iter().filter_map(|x| match x {
-            Payload::Delete(d) if d.protocol == ProtocolId::Esp => Some(d),
-            _ => None,
-        }) {
-            for spi in &d.spis {
-                let Ok(b) = <[u8; 4]>::try_from(spi.as_slice()) else {
-                    continue;
-                };
-                let out = u32::from_be_bytes(b);
-                if let Some(i) = ctx.children.iter().position(|c| c.spi_out == out) {
-                    let c = ctx.children.remove(i);
-                    ctx.stop_child_timers(c.spi_in);
-                    spis_in.push(c.spi_in);
-                    spis_out.push(out);
-                }
-            }
-        }
-        if spis_out.is_empty() {
-            Vec::new()
-        } else {
-            ctx.events.push_back(Event::ChildSaDeleted { spis_out });
-            vec![Payload::Delete(DeletePayload::esp(&spis_in))]
-        }
-    }
-
-    fn create_child_sa(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        p: &[Payload],
-        after: &mut After,
-    ) -> Vec<Payload> {
-        let rekey = p.iter().find_map(|x| match x {
-            Payload::Notify(n) if n.notify_type == NotifyType::RekeySa => Some(n),
-            _ => None,
-        });
-        if let Some(n) = rekey {
-            let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes);
-            return match (n.protocol, spi) {
-                (ProtocolId::Esp, Ok(spi)) => self.answer_child_rekey(ctx, now, p, spi),
-                _ => vec![notify(NotifyType::InvalidSyntax)],
-            };
-        }
-        let ike_sa = p.iter().any(|x| {
-            matches!(x, Payload::Sa(s) if s.proposals.iter().any(|q| q.protocol == ProtocolId::Ike))
-        });
-        if ike_sa {
-            return self.answer_ike_rekey(ctx, p, after);
-        }
-        self.answer_new_child(ctx, now, p)
-    }
-
-    /// A CREATE_CHILD_SA request for a new child SA (RFC 7296 section 1.3.1): the first
-    /// child configuration whose selectors fit, narrowed as in IKE_AUTH. A refusal is an
-    /// error notify; the IKE SA and its other children are untouched.
-    fn answer_new_child(&mut self, ctx: &mut Ctx, now: Instant, p: &[Payload]) -> Vec<Payload> {
-        let Some(ChildPayloads {
-            sa,
-            nonce: ni,
-            ke,
-            tsi,
-            tsr,
-        }) = ChildPayloads::parse(p)
-        else {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        };
-        if ctx.children.len() >= MAX_CHILDREN {
-            return vec![notify(NotifyType::NoAdditionalSas)];
-        }
-        // A gateway narrows the peer's side to the virtual IPs it leased.
-        let vips = if ctx.original_initiator {
-            &[][..]
-        } else {
-            &self.info.vips[..]
-        };
-        let picked = pick_child(&ctx.cfg, vips, &tsi.selectors, &tsr.selectors, |c| {
-            select_esp_pfs(sa, &c.proposals, ke.map(|k| k.group))
-        });
-        let (child, (number, spi_out, choice, group), ts_i, ts_r) = match picked {
-            Ok(x) => x,
-            Err(None) => return vec![notify(NotifyType::TsUnacceptable)],
-            Err(Some(r)) => return refusal_notify(r),
-        };
-        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let (ker, keys) =
-            match answer_child_keys(ctx, &self.ch.core, group, ke, ni, &nr, choice.cipher) {
-                Ok(k) => k,
-                Err(refusal) => return refusal,
-            };
-        let transport =
-            child.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
-        let new = ChildSa {
-            name: child.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.i_to_r,
-            keymat_out: keys.r_to_i,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            local_ts: ts_r.clone(),
-            remote_ts: ts_i.clone(),
-            udp_encap: self.ch.core.nat.any(),
-        };
-        let mut reply = Vec::new();
-        if transport {
-            reply.push(notify(NotifyType::UseTransportMode));
-        }
-        reply.push(Payload::Sa(esp_response_payload_pfs(
-            number, spi_in, choice, group,
-        )));
-        reply.push(Payload::Nonce(nr));
-        reply.extend(ker);
-        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
-        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
-        ctx.track_child(now, &new);
-        ctx.events.push_back(Event::ChildSaEstablished(new));
-        reply
-    }
-
-    fn answer_child_rekey(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        p: &[Payload],
-        old_out: u32,
-    ) -> Vec<Payload> {
-        let Some(x) = ctx.children.iter().position(|c| c.spi_out == old_out) else {
-            return vec![Payload::Notify(NotifyPayload {
-                protocol: ProtocolId::Esp,
-                spi: old_out.to_be_bytes().to_vec(),
-                notify_type: NotifyType::ChildSaNotFound,
-                data: Vec::new(),
-            })];
-        };
-        // Already replaced (our own rekey completed, or the peer's): RFC 7296 2.8.1 lets
-        // the late side learn it from TEMPORARY_FAILURE. So does a peer whose replaced
-        // children, never deleted, fill the list: before any key exchange is computed.
-        if ctx.children[x].rekeyed
-            || ctx.children[x].peer_rekey.is_some()
-            || ctx.children.len() >= MAX_TRACKED_CHILDREN
-        {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        }
-        let Some(ChildPayloads {
-            sa,
-            nonce: ni,
-            ke,
-            tsi,
-            tsr,
-        }) = ChildPayloads::parse(p)
-        else {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        };
-        let proposals = &ctx.cfg.child_named(&ctx.children[x].name).proposals;
-        let (number, spi_out, choice, group) =
-            match select_esp_pfs(sa, proposals, ke.map(|k| k.group)) {
-                Ok(c) => c,
-                Err(r) => return refusal_notify(r),
-            };
-        let old = &ctx.children[x];
-        let ts_i = narrow(&tsi.selectors, &old.remote_ts);
-        let ts_r = narrow(&tsr.selectors, &old.local_ts);
-        if ts_i.is_empty() || ts_r.is_empty() {
-            return vec![notify(NotifyType::TsUnacceptable)];
-        }
-        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let (ker, keys) =
-            match answer_child_keys(ctx, &self.ch.core, group, ke, ni, &nr, choice.cipher) {
-                Ok(k) => k,
-                Err(refusal) => return refusal,
-            };
-        let out: Vec<Payload> = ker.into_iter().collect();
-        let old = &ctx.children[x];
-        let new = ChildSa {
-            name: old.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.i_to_r,
-            keymat_out: keys.r_to_i,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: old.mode,
-            local_ts: ts_r.clone(),
-            remote_ts: ts_i.clone(),
-            udp_encap: self.ch.core.nat.any(),
-        };
-        let mut reply = Vec::new();
-        if old.mode == Mode::Transport {
-            reply.push(notify(NotifyType::UseTransportMode));
-        }
-        reply.push(Payload::Sa(esp_response_payload_pfs(
-            number, spi_in, choice, group,
-        )));
-        reply.push(Payload::Nonce(nr.clone()));
-        reply.extend(out);
-        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
-        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
-        let old_spi_in = old.spi_in;
-        ctx.children[x].peer_rekey = Some((lowest(ni, &nr), spi_in));
-        #[cfg(test)]
-        ctx.rekey_log.push((lowest(ni, &nr), spi_in));
-        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
-        ctx.track_child(now, &new);
-        ctx.events.push_back(Event::ChildSaRekeyed {
-            old_spi_in,
-            new,
-            initiated: false,
-        });
-        reply
-    }
-
-    fn answer_ike_rekey(
-        &mut self,
-        ctx: &mut Ctx,
-        p: &[Payload],
-        after: &mut After,
-    ) -> Vec<Payload> {
-        let own_ike_rekey = matches!(
-            self.pending,
-            Some(PendingRequest {
-                what: Pending::RekeyIke { .. },
-                ..
-            })
-        );
-        if self.peer_ike.is_some() {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        }
-        let (mut sa, mut ni, mut ke) = (None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => ni = ni.or(Some(n)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ni), Some(ke)) = (sa, ni, ke) else {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        };
-        if !NONCE_RANGE.contains(&ni.len()) {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        }
-        let Some((number, peer_spi, choice)) = select_ike_rekey(sa, &ctx.cfg.proposals, ke.group)
-        else {
-            return vec![notify(NotifyType::NoProposalChosen)];
-        };
-        if choice.group != ke.group {
-            return vec![Payload::Notify(NotifyPayload::new(
-                NotifyType::InvalidKePayload,
-                u16::from(choice.group).to_be_bytes().to_vec(),
-            ))];
-        }
-        let (Ok(spi), Ok(nr)) = (ctx.ike_spi(), ctx.nonce()) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let Ok(ours) = KeyExchange::generate(choice.group, &ctx.rng) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let public = ours.public_value().to_vec();
-        let Ok(gir) = ours.agree(&ke.data) else {
-            return vec![notify(NotifyType::InvalidSyntax)];
-        };
-        // The rekey's initiator is the new IKE SA's initiator (RFC 7296 section 2.18).
-        let Ok(core) =
-            self.ch
-                .core
-                .rekeyed(false, (peer_spi, spi), ni.clone(), nr.clone(), &gir, choice)
-        else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let ch = Channel::fresh(core);
-        *after = if own_ike_rekey {
-            After::Defer(ch, lowest(ni, &nr))
-        } else {
-            After::Adopt(ch)
-        };
-        vec![
-            Payload::Sa(ike_rekey_response_payload(number, choice, spi)),
-            Payload::Nonce(nr),
-            Payload::Ke(KePayload {
-                group: choice.group,
-                data: public,
-            }),
-        ]
     }
 
     fn on_response(
@@ -890,566 +541,86 @@ impl Established {
         let Some(pending) = self.pending.take() else {
             return State::Established(self);
         };
-        match pending.what {
-            Pending::Dpd => {}
-            Pending::DeleteChildren(spis_in) => {
-                let spis_out: Vec<u32> = ctx
-                    .remove_children(|c| spis_in.contains(&c.spi_in))
-                    .iter()
-                    .map(|c| c.spi_out)
-                    .collect();
-                if !spis_out.is_empty() {
-                    ctx.events.push_back(Event::ChildSaDeleted { spis_out });
-                }
-            }
-            Pending::DeleteIke => {}
-            Pending::RekeyChild {
-                old_spi_in,
-                spi_in,
-                ni,
-                ke,
-            } => self.child_rekeyed(ctx, now, w, &inner, (old_spi_in, spi_in), &ni, ke),
-            Pending::RekeyIke { spi, ni, ke } => {
-                self.ike_rekeyed(ctx, now, w, &inner, spi, &ni, ke);
-            }
-            Pending::CreateChild {
-                name,
-                spi_in,
-                ni,
-                ke,
-                ts,
-            } => self.child_created(ctx, now, w, &inner, (name, spi_in), &ni, ke, ts),
-        }
-        State::Established(self)
+        let ran = self.run(ctx, now, w, |x| pending.ex.process_response(x, &inner));
+        let effects = ran.map(|(_, e)| e).unwrap_or_default();
+        self.apply(ctx, now, w, effects)
     }
 
-    /// Our child rekey's response arrived on IKE SA `w` (whose SK_d derives the keys:
-    /// the IKE SA may have been rekeyed by the peer meanwhile).
-    #[allow(clippy::too_many_arguments)]
-    fn child_rekeyed(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        w: Which,
-        p: &[Payload],
-        (old_spi_in, spi_in): (u32, u32),
-        ni: &[u8],
-        ke: Option<KeyExchange>,
-    ) {
-        let x = ctx.children.iter().position(|c| c.spi_in == old_spi_in);
-        let proposals = x
-            .map(|x| ctx.cfg.child_named(&ctx.children[x].name).proposals.clone())
-            .unwrap_or_else(|| ctx.cfg.child.proposals.clone());
-        let retry_later = |ctx: &mut Ctx, at: Instant| {
-            if ctx
-                .children
-                .iter()
-                .any(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())
-            {
-                ctx.timers.set(Timer::ChildRekey(old_spi_in), at);
-            }
-        };
-        if let Some(t) = first_error_notify(p) {
-            match t {
-                NotifyType::InvalidKePayload => {
-                    let g = invalid_ke_group(p);
-                    let ours = proposals
-                        .iter()
-                        .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
-                    let tried = ke.as_ref().map(KeyExchange::group);
-                    if ours && g != tried {
-                        self.todo.push_back(Action::RekeyChild(old_spi_in, g));
-                    }
-                }
-                NotifyType::TemporaryFailure => retry_later(ctx, now + RETRY_AFTER),
-                _ => {}
-            }
-            return;
-        }
-        let Some(r) = ChildPayloads::parse(p) else {
-            ctx.stats.malformed += 1;
-            return;
-        };
-        let Some((spi_out, choice, group)) = check_esp_response_pfs(r.sa, &proposals) else {
-            return;
-        };
-        let Ok(gir) = initiator_pfs_secret(group, ke, r.ke) else {
-            return;
-        };
-        let (nr, tsi, tsr) = (r.nonce, r.tsi, r.tsr);
-        let Some(x) = x else {
-            // The child went away meanwhile (the peer deleted it): drop the new one too.
-            self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
-            return;
-        };
-        let old = &ctx.children[x];
-        if !r.selectors_within(&old.local_ts, &old.remote_ts) {
-            self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
-            return;
-        }
-        let Some(core) = self.chan(w).map(|c| &c.core) else {
-            return;
-        };
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            ni,
-            nr,
-            choice.cipher,
-        ) else {
-            return;
-        };
-        let new = ChildSa {
-            name: old.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.r_to_i,
-            keymat_out: keys.i_to_r,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: old.mode,
-            local_ts: tsi.selectors.clone(),
-            remote_ts: tsr.selectors.clone(),
-            udp_encap: self.ch.core.nat.any(),
-        };
-        let peer_rekey = old.peer_rekey.clone();
-        ctx.children[x].rekeyed = true;
-        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
-        ctx.track_child(now, &new);
-        ctx.events.push_back(Event::ChildSaRekeyed {
-            old_spi_in,
-            new,
-            initiated: true,
-        });
-        #[cfg(test)]
-        ctx.rekey_log.push((lowest(ni, nr), spi_in));
-        match peer_rekey {
-            // RFC 7296 section 2.8.1: the SA created with the lowest of the four nonces is
-            // redundant and closed by its initiator; the other initiator deletes the old.
-            Some((theirs, _)) if lowest(ni, nr) < theirs => {
-                if let Some(c) = ctx.children.iter_mut().find(|c| c.spi_in == spi_in) {
-                    c.rekeyed = true;
-                }
-                ctx.timers.stop(Timer::ChildRekey(spi_in));
-                self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
-            }
-            _ => self
-                .todo
-                .push_back(Action::DeleteChildren(vec![old_spi_in])),
-        }
-    }
-
-    /// The response to our CREATE_CHILD_SA for a new child arrived on IKE SA `w`.
-    #[allow(clippy::too_many_arguments)]
-    fn child_created(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        w: Which,
-        p: &[Payload],
-        (name, spi_in): (String, u32),
-        ni: &[u8],
-        ke: Option<KeyExchange>,
-        (sent_i, sent_r): (Vec<TrafficSelector>, Vec<TrafficSelector>),
-    ) {
-        let Some(cfg) = ctx.cfg.all_children().find(|c| c.name == name).cloned() else {
-            return;
-        };
-        let failed = |ctx: &mut Ctx, reason: NotifyType| {
-            ctx.events.push_back(Event::ChildSaFailed {
-                name: name.clone(),
-                reason,
-            });
-        };
-        if let Some(t) = first_error_notify(p) {
-            if t == NotifyType::InvalidKePayload {
-                let g = invalid_ke_group(p);
-                let ours = cfg
-                    .proposals
-                    .iter()
-                    .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
-                if ours && g != ke.as_ref().map(KeyExchange::group) {
-                    self.todo.push_back(Action::CreateChild(name.clone(), g));
-                    return;
-                }
-            }
-            return failed(ctx, t);
-        }
-        let Some(r) = ChildPayloads::parse(p) else {
-            ctx.stats.malformed += 1;
-            return failed(ctx, NotifyType::InvalidSyntax);
-        };
-        let (nr, tsi, tsr) = (r.nonce, r.tsi, r.tsr);
-        let Some((spi_out, choice, group)) = check_esp_response_pfs(r.sa, &cfg.proposals) else {
-            // The SA may exist at the peer: delete our half of it.
-            self.todo.push_back(Action::DeleteChildren(vec![spi_in]));
-            return failed(ctx, NotifyType::NoProposalChosen);
-        };
-        let Ok(gir) = initiator_pfs_secret(group, ke, r.ke) else {
-            return failed(ctx, NotifyType::InvalidKePayload);
-        };
-        let ts_ok = r.selectors_within(&sent_i, &sent_r);
-        let Some(core) = self.chan(w).map(|c| &c.core).filter(|_| ts_ok) else {
-            return failed(ctx, NotifyType::TsUnacceptable);
-        };
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            ni,
-            nr,
-            choice.cipher,
-        ) else {
-            return failed(ctx, NotifyType::TemporaryFailure);
-        };
-        let transport = cfg.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
-        let new = ChildSa {
-            name: name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.r_to_i,
-            keymat_out: keys.i_to_r,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            local_ts: tsi.selectors.clone(),
-            remote_ts: tsr.selectors.clone(),
-            udp_encap: self.ch.core.nat.any(),
-        };
-        ctx.track_child(now, &new);
-        ctx.events.push_back(Event::ChildSaEstablished(new));
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn ike_rekeyed(
-        &mut self,
-        ctx: &mut Ctx,
-        now: Instant,
-        w: Which,
-        p: &[Payload],
-        spi: u64,
-        ni: &[u8],
-        ke: KeyExchange,
-    ) {
-        let failed = |st: &mut Self, ctx: &mut Ctx| {
-            // Ours failed: a rekey of the peer's answered meanwhile stands alone.
-            if let Some((ch, _)) = st.peer_ike.take() {
-                st.adopt(ctx, now, ch);
-            }
-        };
-        if let Some(t) = first_error_notify(p) {
-            match t {
-                NotifyType::InvalidKePayload => {
-                    let g = invalid_ke_group(p);
-                    let ours = ctx
-                        .cfg
-                        .proposals
-                        .iter()
-                        .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
-                    if ours && g != Some(ke.group()) && self.peer_ike.is_none() {
-                        self.todo.push_back(Action::RekeyIke(g));
-                    }
-                }
-                NotifyType::TemporaryFailure if self.peer_ike.is_none() => {
-                    ctx.timers.set(Timer::IkeRekey, now + RETRY_AFTER);
-                }
-                _ => {}
-            }
-            failed(self, ctx);
-            return;
-        }
-        let (mut sa, mut nr, mut ker) = (None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => nr = nr.or(Some(n)),
-                Payload::Ke(k) => ker = ker.or(Some(k)),
-                _ => {}
-            }
-        }
-        let checked = match (sa, nr, ker) {
-            (Some(sa), Some(nr), Some(ker)) if NONCE_RANGE.contains(&nr.len()) => {
-                check_ike_rekey_response(sa, &ctx.cfg.proposals)
-                    .filter(|(_, c)| c.group == ke.group() && ker.group == c.group)
-                    .map(|(spi_r, c)| (spi_r, c, nr, ker))
-            }
-            _ => None,
-        };
-        let Some((spi_r, choice, nr, ker)) = checked else {
-            ctx.stats.malformed += 1;
-            failed(self, ctx);
-            return;
-        };
-        let Ok(gir) = ke.agree(&ker.data) else {
-            failed(self, ctx);
-            return;
-        };
-        let rekeyed = self.chan(w).map(|c| {
-            c.core
-                .rekeyed(true, (spi, spi_r), ni.to_vec(), nr.clone(), &gir, choice)
-        });
-        let Some(Ok(core)) = rekeyed else {
-            failed(self, ctx);
-            return;
-        };
-        let ours = Channel::fresh(core);
-        let original = self.ch.spis();
-        match self.peer_ike.take() {
-            // RFC 7296 section 2.8.2: the new IKE SA with the lowest of the four nonces is
-            // redundant and deleted by its initiator (us); the peer deletes the old one.
-            Some((theirs, low)) if lowest(ni, nr) < low => {
-                let redundant = ours.spis();
-                self.adopt(ctx, now, theirs);
-                self.retiring.push(ours);
-                self.todo.push_back(Action::DeleteIke(redundant));
-            }
-            // Ours survives: the peer deletes its redundant one, we delete the old one.
-            Some((theirs, _)) => {
-                self.retiring.push(theirs);
-                self.adopt(ctx, now, ours);
-                self.todo.push_back(Action::DeleteIke(original));
-            }
-            None => {
-                self.adopt(ctx, now, ours);
-                self.todo.push_back(Action::DeleteIke(original));
-            }
-        }
-    }
-
-    /// Queues `a` unless it is queued or outstanding already.
-    pub(super) fn want(&mut self, a: Action) {
-        let outstanding = match (&a, self.pending.as_ref().map(|p| &p.what)) {
-            (Action::RekeyIke(_), Some(Pending::RekeyIke { .. })) => true,
-            (Action::Dpd, Some(Pending::Dpd)) => true,
-            (Action::RekeyChild(s, _), Some(Pending::RekeyChild { old_spi_in, .. })) => {
-                s == old_spi_in
-            }
-            _ => false,
-        };
-        let queued = self.todo.iter().any(|t| match (t, &a) {
-            (Action::RekeyChild(x, _), Action::RekeyChild(y, _)) => x == y,
-            (Action::RekeyIke(_), Action::RekeyIke(_)) => true,
-            (x, y) => x == y,
-        });
+    /// Queues `ex` unless the same request is queued or outstanding already.
+    pub(super) fn want(&mut self, ex: Box<dyn Exchange>) {
+        let key = ex.key();
+        // Only these are refused while outstanding: another Delete or new child is a
+        // request of its own.
+        let outstanding = matches!(key, Key::IkeRekey | Key::Liveness | Key::ChildRekey(_))
+            && self.pending.as_ref().is_some_and(|p| p.ex.key() == key);
+        let queued = self.todo.iter().any(|t| t.key() == key);
         if !outstanding && !queued {
-            self.todo.push_back(a);
+            self.todo.push_back(ex);
         }
     }
 
     /// Sends the next queued request if none is outstanding.
     pub(super) fn kick(&mut self, ctx: &mut Ctx, now: Instant) {
         while self.pending.is_none() {
-            let Some(a) = self.todo.pop_front() else {
+            let Some(ex) = self.todo.pop_front() else {
                 break;
             };
-            self.send_action(ctx, now, a);
+            self.issue(ctx, now, ex, Send::Window);
         }
         self.sync_dpd(ctx);
     }
 
-    fn send_action(&mut self, ctx: &mut Ctx, now: Instant, a: Action) {
-        let (what, payloads, exchange, which) = match a {
-            Action::Dpd => (Pending::Dpd, Vec::new(), ExchangeType::Informational, None),
-            Action::DeleteChildren(spis) => {
-                if spis.is_empty() {
-                    return;
-                }
-                let p = vec![Payload::Delete(DeletePayload::esp(&spis))];
-                (
-                    Pending::DeleteChildren(spis),
-                    p,
-                    ExchangeType::Informational,
-                    None,
-                )
-            }
-            Action::DeleteIke(spis) => {
-                let Some(Which::Retiring(i)) = self.which(spis) else {
-                    return;
-                };
-                let p = vec![Payload::Delete(DeletePayload::ike())];
-                (
-                    Pending::DeleteIke,
-                    p,
-                    ExchangeType::Informational,
-                    Some(Which::Retiring(i)),
-                )
-            }
-            Action::RekeyChild(old_spi_in, group) => {
-                let Some(c) = ctx
-                    .children
-                    .iter()
-                    .find(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())
-                else {
-                    return;
-                };
-                let (local_ts, remote_ts, mode) = (c.local_ts.clone(), c.remote_ts.clone(), c.mode);
-                let proposals = ctx.cfg.child_named(&c.name).proposals.clone();
-                let group =
-                    group.or_else(|| proposals.iter().find_map(|p| p.groups.first().copied()));
-                let ke = match group.map(|g| KeyExchange::generate(g, &ctx.rng)) {
-                    Some(Ok(k)) => Some(k),
-                    Some(Err(_)) => return,
-                    None => None,
-                };
-                let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
-                    return;
-                };
-                let mut p = vec![Payload::Notify(NotifyPayload {
-                    protocol: ProtocolId::Esp,
-                    spi: old_spi_in.to_be_bytes().to_vec(),
-                    notify_type: NotifyType::RekeySa,
-                    data: Vec::new(),
-                })];
-                if mode == Mode::Transport {
-                    p.push(notify(NotifyType::UseTransportMode));
-                }
-                p.push(Payload::Sa(esp_sa_payload_pfs(
-                    &proposals,
-                    spi_in,
-                    ke.is_some(),
-                )));
-                p.push(Payload::Nonce(ni.clone()));
-                if let Some(k) = &ke {
-                    p.push(Payload::Ke(KePayload {
-                        group: k.group(),
-                        data: k.public_value().to_vec(),
-                    }));
-                }
-                p.push(Payload::TsI(TsPayload {
-                    selectors: local_ts,
-                }));
-                p.push(Payload::TsR(TsPayload {
-                    selectors: remote_ts,
-                }));
-                let what = Pending::RekeyChild {
-                    old_spi_in,
-                    spi_in,
-                    ni,
-                    ke,
-                };
-                (what, p, ExchangeType::CreateChildSa, None)
-            }
-            Action::CreateChild(name, group) => {
-                let Some(cfg) = ctx.cfg.all_children().find(|c| c.name == name).cloned() else {
-                    return;
-                };
-                let group =
-                    group.or_else(|| cfg.proposals.iter().find_map(|p| p.groups.first().copied()));
-                let ke = match group.map(|g| KeyExchange::generate(g, &ctx.rng)) {
-                    Some(Ok(k)) => Some(k),
-                    Some(Err(_)) => return,
-                    None => None,
-                };
-                let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
-                    return;
-                };
-                // With virtual IPs our side is them (swanctl's `dynamic`).
-                let mut local_ts = cfg.local_ts.clone();
-                if !self.info.vips.is_empty() {
-                    let narrowed = narrow(&local_ts, &vip_selectors(&self.info.vips));
-                    if !narrowed.is_empty() {
-                        local_ts = narrowed;
-                    }
-                }
-                let mut p = Vec::new();
-                if cfg.mode == Mode::Transport {
-                    p.push(notify(NotifyType::UseTransportMode));
-                }
-                p.push(Payload::Sa(esp_sa_payload_pfs(
-                    &cfg.proposals,
-                    spi_in,
-                    ke.is_some(),
-                )));
-                p.push(Payload::Nonce(ni.clone()));
-                if let Some(k) = &ke {
-                    p.push(Payload::Ke(KePayload {
-                        group: k.group(),
-                        data: k.public_value().to_vec(),
-                    }));
-                }
-                p.push(Payload::TsI(TsPayload {
-                    selectors: local_ts.clone(),
-                }));
-                p.push(Payload::TsR(TsPayload {
-                    selectors: cfg.remote_ts.clone(),
-                }));
-                let what = Pending::CreateChild {
-                    name,
-                    spi_in,
-                    ni,
-                    ke,
-                    ts: (local_ts, cfg.remote_ts),
-                };
-                (what, p, ExchangeType::CreateChildSa, None)
-            }
-            Action::RekeyIke(group) => {
-                if self.peer_ike.is_some() {
-                    return;
-                }
-                let group = group.or_else(|| {
-                    ctx.cfg
-                        .proposals
-                        .first()
-                        .and_then(|p| p.groups.first().copied())
-                });
-                let Some(Ok(ke)) = group.map(|g| KeyExchange::generate(g, &ctx.rng)) else {
-                    return;
-                };
-                let (Ok(spi), Ok(ni)) = (ctx.ike_spi(), ctx.nonce()) else {
-                    return;
-                };
-                let p = vec![
-                    Payload::Sa(ike_rekey_sa_payload(&ctx.cfg.proposals, spi)),
-                    Payload::Nonce(ni.clone()),
-                    Payload::Ke(KePayload {
-                        group: ke.group(),
-                        data: ke.public_value().to_vec(),
-                    }),
-                ];
-                (
-                    Pending::RekeyIke { spi, ni, ke },
-                    p,
-                    ExchangeType::CreateChildSa,
-                    None,
-                )
-            }
+    /// Sends `ex` as the IKE SA's last request, whatever is outstanding (fire and forget:
+    /// the SA ends). Returns whether it was sent.
+    pub(super) fn send_last(&mut self, ctx: &mut Ctx, now: Instant, ex: Box<dyn Exchange>) -> bool {
+        self.issue(ctx, now, ex, Send::Last)
+    }
+
+    /// Builds, seals and sends the request of `ex`. Returns whether it was sent.
+    fn issue(&mut self, ctx: &mut Ctx, now: Instant, mut ex: Box<dyn Exchange>, how: Send) -> bool {
+        // RFC 7296 section 2.8.2: while a rekey of the peer's that collided with ours is
+        // unresolved, we start no other.
+        if ex.key() == Key::IkeRekey && self.peer_ike.is_some() {
+            return false;
+        }
+        let w = match ex.ike_sa() {
+            None => Which::Current,
+            Some(spis) => match self.which(spis) {
+                Some(w) => w,
+                None => return false,
+            },
         };
-        let w = which.unwrap_or(Which::Current);
+        let Some((Some(payloads), _)) = self.run(ctx, now, w, |x| ex.build_request(x)) else {
+            return false;
+        };
         let Some(ch) = self.chan(w) else {
-            return;
+            return false;
         };
         let id = ch.own_next;
-        let Ok(bytes) = ch.core.seal(exchange, false, id, &payloads) else {
-            return;
+        let Ok(bytes) = ch.core.seal(ex.exchange_type(), false, id, &payloads) else {
+            return false;
         };
         ch.own_next = id.wrapping_add(1);
         let spis = ch.spis();
-        ctx.send_request(now, bytes);
-        self.pending = Some(PendingRequest { what, spis, id });
+        match how {
+            Send::Window => {
+                ctx.send_request(now, bytes);
+                self.pending = Some(Pending { ex, spis, id });
+            }
+            Send::Last => ctx.send(bytes),
+        }
+        true
     }
 
     /// Runs the lifetime and liveness timers due at `now`. Returns `false` when the IKE
     /// SA reached its hard lifetime (a Delete was sent; the caller ends it).
     pub(super) fn on_timers(&mut self, ctx: &mut Ctx, now: Instant) -> bool {
         if ctx.timers.is_due(Timer::IkeExpire, now) {
-            let id = self.ch.own_next;
-            let payloads = [Payload::Delete(DeletePayload::ike())];
-            if let Ok(b) = self
-                .ch
-                .core
-                .seal(ExchangeType::Informational, false, id, &payloads)
-            {
-                ctx.send(b);
-            }
+            self.send_last(ctx, now, Box::new(Delete::ike(None)));
             return false;
         }
         if ctx.timers.take_due(Timer::IkeRekey, now) {
-            self.want(Action::RekeyIke(None));
+            self.want(Box::new(IkeRekey::new(None)));
         }
         let mut expired = Vec::new();
         let mut rekey = Vec::new();
@@ -1464,11 +635,11 @@ impl Established {
         for (s, live) in rekey {
             ctx.timers.stop(Timer::ChildRekey(s));
             if live {
-                self.want(Action::RekeyChild(s, None));
+                self.want(Box::new(ChildRekey::new(s, None)));
             }
         }
         if self.idle() && ctx.timers.is_due(Timer::Dpd, now) {
-            self.want(Action::Dpd);
+            self.want(Box::new(Liveness));
         }
         self.kick(ctx, now);
         true
@@ -1484,9 +655,9 @@ impl Established {
         ctx.events.push_back(Event::ChildSaDeleted {
             spis_out: expired.iter().map(|&(_, o)| o).collect(),
         });
-        self.want(Action::DeleteChildren(
+        self.want(Box::new(Delete::children(
             expired.iter().map(|&(i, _)| i).collect(),
-        ));
+        )));
     }
 
     /// Child `spi_in` has carried `bytes` and `packets`: rekey it at the soft limits,
@@ -1512,7 +683,7 @@ impl Established {
         } else if reached(c.rekey_bytes, bytes) || reached(c.rekey_packets, packets) {
             c.rekey_bytes = None;
             c.rekey_packets = None;
-            self.want(Action::RekeyChild(spi_in, None));
+            self.want(Box::new(ChildRekey::new(spi_in, None)));
         } else {
             return;
         }
@@ -1529,30 +700,24 @@ impl Established {
     ) -> Option<SeqLimitAction> {
         let c = ctx.children.iter().find(|c| c.spi_out == spi_out)?;
         let spi_in = c.spi_in;
-        let ours_pending = matches!(
-            self.pending.as_ref().map(|p| &p.what),
-            Some(Pending::RekeyChild { old_spi_in, .. }) if *old_spi_in == spi_in
-        );
-        let ours_queued = self
-            .todo
-            .iter()
-            .any(|a| matches!(a, Action::RekeyChild(s, _) if *s == spi_in));
+        let rekey = Key::ChildRekey(spi_in);
+        let ours_pending = self.pending.as_ref().is_some_and(|p| p.ex.key() == rekey);
+        let ours_queued = self.todo.iter().any(|a| a.key() == rekey);
         let action = if c.rekeyed || c.peer_rekey.is_some() || ours_pending {
             SeqLimitAction::Replacing
         } else if !exhausted {
             // Queued already (by its lifetime, say) or not: one rekey either way.
-            self.want(Action::RekeyChild(spi_in, None));
+            self.want(Box::new(ChildRekey::new(spi_in, None)));
             SeqLimitAction::Rekey
         } else {
             if ours_queued {
-                self.todo
-                    .retain(|a| !matches!(a, Action::RekeyChild(s, _) if *s == spi_in));
+                self.todo.retain(|a| a.key() != rekey);
             }
             let name = c.name.clone();
             self.expire_children(ctx, &[(spi_in, spi_out)]);
             let recreate = ctx.original_initiator;
             if recreate {
-                self.want(Action::CreateChild(name, None));
+                self.want(Box::new(ChildCreate::new(name, None)));
             }
             SeqLimitAction::Delete { recreate }
         };
@@ -1586,19 +751,14 @@ impl Established {
     /// Whether a rekey of the IKE SA or a child SA is under way.
     pub(super) fn rekeying(&self) -> bool {
         matches!(
-            self.pending.as_ref().map(|p| &p.what),
-            Some(Pending::RekeyChild { .. } | Pending::RekeyIke { .. })
+            self.pending.as_ref().map(|p| p.ex.key()),
+            Some(Key::ChildRekey(_) | Key::IkeRekey)
         )
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::lowest;
-
-    #[test]
-    fn lowest_nonce_compares_bytes() {
-        assert_eq!(lowest(&[1, 2], &[1, 3]), vec![1, 2]);
-        assert_eq!(lowest(&[2], &[1, 255]), vec![1, 255]);
+    /// Tests only: the peer's requests are offered to `r` before any other exchange.
+    #[cfg(test)]
+    pub(super) fn register(&mut self, r: Responder) {
+        self.responders.insert(0, r);
     }
 }

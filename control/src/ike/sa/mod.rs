@@ -33,14 +33,15 @@ use super::proposal::narrow;
 #[cfg(test)]
 use crate::wire::CfgAttribute;
 use crate::wire::{
-    DeletePayload, DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, Message,
-    NotifyPayload, NotifyType, Payload, TrafficSelector,
+    DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, Message, NotifyPayload,
+    NotifyType, Payload, TrafficSelector,
 };
 
 mod child;
 mod core;
 mod ctx;
 mod established;
+pub(crate) mod exchange;
 mod handshake;
 mod timer;
 
@@ -50,7 +51,8 @@ pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
 
 use self::core::Core;
 use ctx::Ctx;
-use established::{Action, Established};
+use established::Established;
+use exchange::{ChildRekey, Delete, IkeRekey};
 use handshake::{AuthSent, AwaitAuth, AwaitInit, InitSent};
 use timer::Timer;
 
@@ -587,7 +589,7 @@ impl IkeSa {
             .map(|c| c.spi_in)
             .collect();
         for s in spis {
-            st.want(Action::RekeyChild(s, None));
+            st.want(Box::new(ChildRekey::new(s, None)));
         }
         st.kick(&mut self.ctx, now);
         true
@@ -598,7 +600,7 @@ impl IkeSa {
         let State::Established(st) = &mut self.state else {
             return false;
         };
-        st.want(Action::RekeyIke(None));
+        st.want(Box::new(IkeRekey::new(None)));
         st.kick(&mut self.ctx, now);
         true
     }
@@ -764,7 +766,7 @@ impl IkeSa {
     /// request with a Delete payload (fire and forget: the peer deletes on receipt and an
     /// answer changes nothing here); an SA still negotiating is abandoned. Either way the
     /// SA is dead afterwards and no event is raised. Returns whether a Delete was sent.
-    pub fn delete(&mut self, _now: Instant) -> bool {
+    pub fn delete(&mut self, now: Instant) -> bool {
         let spis = self.spis();
         let state = std::mem::replace(
             &mut self.state,
@@ -780,19 +782,30 @@ impl IkeSa {
         let State::Established(mut st) = state else {
             return false;
         };
-        let id = st.ch.own_next;
-        let payloads = [Payload::Delete(DeletePayload::ike())];
-        match st
-            .ch
-            .core
-            .seal(ExchangeType::Informational, false, id, &payloads)
-        {
-            Ok(bytes) => {
-                self.ctx.send(bytes);
-                true
-            }
-            Err(_) => false,
-        }
+        st.send_last(&mut self.ctx, now, Box::new(Delete::ike(None)))
+    }
+
+    /// Tests only: the peer's requests are offered to the responder half of `r` before
+    /// any other exchange's. `false` unless established.
+    #[cfg(test)]
+    pub(crate) fn register_exchange(&mut self, r: exchange::Responder) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        st.register(r);
+        true
+    }
+
+    /// Tests only: queues our request `ex` (as lifetimes and the API queue theirs).
+    /// `false` unless established.
+    #[cfg(test)]
+    pub(crate) fn queue_exchange(&mut self, now: Instant, ex: Box<dyn exchange::Exchange>) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        st.want(ex);
+        st.kick(&mut self.ctx, now);
+        true
     }
 
     /// Whether the IKE SA is established.

@@ -1,0 +1,316 @@
+//! A child SA rekey (RFC 7296 section 1.3.3): CREATE_CHILD_SA with REKEY_SA naming the old
+//! SA, with a KE for PFS when the child's proposals have groups. Make-before-break: the
+//! new pair is reported ([`Event::ChildSaRekeyed`]) while the old one stays until its
+//! Delete completes. Which SA of a simultaneous rekey survives (section 2.8.1) is decided
+//! by the established state from the [`Effect::ChildRekeyed`] this reports.
+
+use super::{
+    ChildPayloads, Effect, Ex, Exchange, Key, Kind, RETRY_AFTER, answer_child_keys,
+    initiator_pfs_secret, invalid_ke_group, ke_payload, lowest, our_ke, refusal_notify,
+};
+use crate::ike::config::Mode;
+use crate::ike::crypto::{ChildKeys, KeyExchange};
+use crate::ike::proposal::{
+    check_esp_response_pfs, esp_response_payload_pfs, esp_sa_payload_pfs, narrow, select_esp_pfs,
+};
+use crate::ike::sa::timer::Timer;
+use crate::ike::sa::{ChildSa, Event, MAX_TRACKED_CHILDREN, first_error_notify, notify};
+use crate::wire::{
+    DhGroup, ExchangeType, NotifyPayload, NotifyType, Payload, ProtocolId, TsPayload,
+};
+
+/// What our request carried, for its response.
+#[derive(Debug)]
+struct Sent {
+    spi_in: u32,
+    ni: Vec<u8>,
+    ke: Option<KeyExchange>,
+}
+
+/// Our rekey of the child SA with inbound SPI `old_spi_in`.
+#[derive(Debug)]
+pub(in crate::ike::sa) struct ChildRekey {
+    old_spi_in: u32,
+    /// The group of our KE, if given; else the first of the proposals' (none: no PFS).
+    group: Option<DhGroup>,
+    sent: Option<Sent>,
+}
+
+impl ChildRekey {
+    pub(in crate::ike::sa) fn new(old_spi_in: u32, group: Option<DhGroup>) -> Self {
+        ChildRekey {
+            old_spi_in,
+            group,
+            sent: None,
+        }
+    }
+}
+
+/// The REKEY_SA notify of a request, if any.
+fn rekey_sa(p: &[Payload]) -> Option<&NotifyPayload> {
+    p.iter().find_map(|x| match x {
+        Payload::Notify(n) if n.notify_type == NotifyType::RekeySa => Some(n),
+        _ => None,
+    })
+}
+
+impl Exchange for ChildRekey {
+    fn kind() -> Kind {
+        Kind::ChildRekey
+    }
+
+    fn claims(exchange: ExchangeType, p: &[Payload]) -> bool {
+        exchange == ExchangeType::CreateChildSa && rekey_sa(p).is_some()
+    }
+
+    fn respond(x: &mut Ex<'_>, p: &[Payload]) -> Vec<Payload> {
+        let Some(n) = rekey_sa(p) else {
+            return vec![notify(NotifyType::InvalidSyntax)];
+        };
+        let spi = <[u8; 4]>::try_from(n.spi.as_slice()).map(u32::from_be_bytes);
+        let (ProtocolId::Esp, Ok(old_out)) = (n.protocol, spi) else {
+            return vec![notify(NotifyType::InvalidSyntax)];
+        };
+        let ctx = &mut *x.ctx;
+        let Some(i) = ctx.children.iter().position(|c| c.spi_out == old_out) else {
+            return vec![Payload::Notify(NotifyPayload {
+                protocol: ProtocolId::Esp,
+                spi: old_out.to_be_bytes().to_vec(),
+                notify_type: NotifyType::ChildSaNotFound,
+                data: Vec::new(),
+            })];
+        };
+        // Already replaced (our own rekey completed, or the peer's): RFC 7296 2.8.1 lets
+        // the late side learn it from TEMPORARY_FAILURE. So does a peer whose replaced
+        // children, never deleted, fill the list: before any key exchange is computed.
+        if ctx.children[i].rekeyed
+            || ctx.children[i].peer_rekey.is_some()
+            || ctx.children.len() >= MAX_TRACKED_CHILDREN
+        {
+            return vec![notify(NotifyType::TemporaryFailure)];
+        }
+        let Some(ChildPayloads {
+            sa,
+            nonce: ni,
+            ke,
+            tsi,
+            tsr,
+        }) = ChildPayloads::parse(p)
+        else {
+            return vec![notify(NotifyType::InvalidSyntax)];
+        };
+        let proposals = &ctx.cfg.child_named(&ctx.children[i].name).proposals;
+        let (number, spi_out, choice, group) =
+            match select_esp_pfs(sa, proposals, ke.map(|k| k.group)) {
+                Ok(c) => c,
+                Err(r) => return refusal_notify(r),
+            };
+        let old = &ctx.children[i];
+        let ts_i = narrow(&tsi.selectors, &old.remote_ts);
+        let ts_r = narrow(&tsr.selectors, &old.local_ts);
+        if ts_i.is_empty() || ts_r.is_empty() {
+            return vec![notify(NotifyType::TsUnacceptable)];
+        }
+        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
+            return vec![notify(NotifyType::TemporaryFailure)];
+        };
+        let (ker, keys) = match answer_child_keys(ctx, x.core, group, ke, (ni, &nr), choice.cipher)
+        {
+            Ok(k) => k,
+            Err(refusal) => return refusal,
+        };
+        let old = &ctx.children[i];
+        let new = ChildSa {
+            name: old.name.clone(),
+            spi_in,
+            spi_out,
+            keymat_in: keys.i_to_r,
+            keymat_out: keys.r_to_i,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode: old.mode,
+            local_ts: ts_r.clone(),
+            remote_ts: ts_i.clone(),
+            udp_encap: x.core.nat.any(),
+        };
+        let mut reply = Vec::new();
+        if old.mode == Mode::Transport {
+            reply.push(notify(NotifyType::UseTransportMode));
+        }
+        reply.push(Payload::Sa(esp_response_payload_pfs(
+            number, spi_in, choice, group,
+        )));
+        reply.push(Payload::Nonce(nr.clone()));
+        reply.extend(ker);
+        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
+        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
+        let old_spi_in = old.spi_in;
+        ctx.children[i].peer_rekey = Some((lowest(ni, &nr), spi_in));
+        #[cfg(test)]
+        ctx.rekey_log.push((lowest(ni, &nr), spi_in));
+        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
+        ctx.track_child(x.now, &new);
+        ctx.events.push_back(Event::ChildSaRekeyed {
+            old_spi_in,
+            new,
+            initiated: false,
+        });
+        reply
+    }
+
+    fn key(&self) -> Key {
+        Key::ChildRekey(self.old_spi_in)
+    }
+
+    fn exchange_type(&self) -> ExchangeType {
+        ExchangeType::CreateChildSa
+    }
+
+    fn build_request(&mut self, x: &mut Ex<'_>) -> Option<Vec<Payload>> {
+        let ctx = &mut *x.ctx;
+        let old_spi_in = self.old_spi_in;
+        let c = ctx
+            .children
+            .iter()
+            .find(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())?;
+        let (local_ts, remote_ts, mode) = (c.local_ts.clone(), c.remote_ts.clone(), c.mode);
+        let proposals = ctx.cfg.child_named(&c.name).proposals.clone();
+        let group = self
+            .group
+            .or_else(|| proposals.iter().find_map(|p| p.groups.first().copied()));
+        let ke = our_ke(ctx, group).ok()?;
+        let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
+            return None;
+        };
+        let mut p = vec![Payload::Notify(NotifyPayload {
+            protocol: ProtocolId::Esp,
+            spi: old_spi_in.to_be_bytes().to_vec(),
+            notify_type: NotifyType::RekeySa,
+            data: Vec::new(),
+        })];
+        if mode == Mode::Transport {
+            p.push(notify(NotifyType::UseTransportMode));
+        }
+        p.push(Payload::Sa(esp_sa_payload_pfs(
+            &proposals,
+            spi_in,
+            ke.is_some(),
+        )));
+        p.push(Payload::Nonce(ni.clone()));
+        p.extend(ke.as_ref().map(ke_payload));
+        p.push(Payload::TsI(TsPayload {
+            selectors: local_ts,
+        }));
+        p.push(Payload::TsR(TsPayload {
+            selectors: remote_ts,
+        }));
+        self.sent = Some(Sent { spi_in, ni, ke });
+        Some(p)
+    }
+
+    /// The response arrived on the IKE SA whose SK_d derives the keys (the IKE SA may have
+    /// been rekeyed by the peer meanwhile).
+    fn process_response(self: Box<Self>, x: &mut Ex<'_>, p: &[Payload]) {
+        let (old_spi_in, Some(Sent { spi_in, ni, ke })) = (self.old_spi_in, self.sent) else {
+            return;
+        };
+        let ctx = &mut *x.ctx;
+        let i = ctx.children.iter().position(|c| c.spi_in == old_spi_in);
+        let proposals = i
+            .map(|i| ctx.cfg.child_named(&ctx.children[i].name).proposals.clone())
+            .unwrap_or_else(|| ctx.cfg.child.proposals.clone());
+        if let Some(t) = first_error_notify(p) {
+            match t {
+                NotifyType::InvalidKePayload => {
+                    let g = invalid_ke_group(p);
+                    let ours = proposals
+                        .iter()
+                        .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
+                    let tried = ke.as_ref().map(KeyExchange::group);
+                    if ours && g != tried {
+                        x.effects
+                            .push(Effect::Queue(Box::new(ChildRekey::new(old_spi_in, g))));
+                    }
+                }
+                NotifyType::TemporaryFailure => {
+                    let live = ctx
+                        .children
+                        .iter()
+                        .any(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none());
+                    if live {
+                        ctx.timers
+                            .set(Timer::ChildRekey(old_spi_in), x.now + RETRY_AFTER);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        let Some(r) = ChildPayloads::parse(p) else {
+            ctx.stats.malformed += 1;
+            return;
+        };
+        let Some((spi_out, choice, group)) = check_esp_response_pfs(r.sa, &proposals) else {
+            return;
+        };
+        let Ok(gir) = initiator_pfs_secret(group, ke, r.ke) else {
+            return;
+        };
+        let (nr, tsi, tsr) = (r.nonce, r.tsi, r.tsr);
+        let delete_new = || Effect::Queue(Box::new(super::Delete::children(vec![spi_in])));
+        let Some(i) = i else {
+            // The child went away meanwhile (the peer deleted it): drop the new one too.
+            x.effects.push(delete_new());
+            return;
+        };
+        let old = &ctx.children[i];
+        if !r.selectors_within(&old.local_ts, &old.remote_ts) {
+            x.effects.push(delete_new());
+            return;
+        }
+        let core = x.core;
+        let Ok(keys) = ChildKeys::derive(
+            core.prf,
+            &core.sk_d,
+            gir.as_deref().map(|g| &g[..]),
+            &ni,
+            nr,
+            choice.cipher,
+        ) else {
+            return;
+        };
+        let new = ChildSa {
+            name: old.name.clone(),
+            spi_in,
+            spi_out,
+            keymat_in: keys.r_to_i,
+            keymat_out: keys.i_to_r,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode: old.mode,
+            local_ts: tsi.selectors.clone(),
+            remote_ts: tsr.selectors.clone(),
+            udp_encap: core.nat.any(),
+        };
+        ctx.children[i].rekeyed = true;
+        ctx.timers.stop(Timer::ChildRekey(old_spi_in));
+        ctx.track_child(x.now, &new);
+        ctx.events.push_back(Event::ChildSaRekeyed {
+            old_spi_in,
+            new,
+            initiated: true,
+        });
+        #[cfg(test)]
+        ctx.rekey_log.push((lowest(&ni, nr), spi_in));
+        x.effects.push(Effect::ChildRekeyed {
+            old_spi_in,
+            spi_in,
+            lowest: lowest(&ni, nr),
+        });
+    }
+
+    /// Asked again on the current IKE SA (in the first group again).
+    fn requeue(self: Box<Self>) -> Option<Box<dyn Exchange>> {
+        Some(Box::new(ChildRekey::new(self.old_spi_in, None)))
+    }
+}
