@@ -14,6 +14,7 @@ pub mod esp;
 pub mod event;
 pub mod iproute;
 pub mod marks;
+pub mod net;
 pub mod offload;
 pub mod path;
 pub mod reorder;

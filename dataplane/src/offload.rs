@@ -16,9 +16,13 @@
 //!
 //! Everything here is pure byte manipulation: no syscalls, no allocation per packet. The
 //! approach follows wireguard-go's `tun/offload_linux.go`; header layouts are from
-//! `include/uapi/linux/virtio_net.h`, RFC 791, RFC 8200, RFC 9293 and RFC 768.
+//! `include/uapi/linux/virtio_net.h`, RFC 9293 and RFC 768; the IP headers and checksums are
+//! [`crate::net`]'s.
 
 use std::fmt;
+
+use crate::net::checksum::{self, checksum};
+use crate::net::ip::{self, IPPROTO_TCP, IPPROTO_UDP, IpError, IpPacket};
 
 /// Length of the `virtio_net_hdr` (without `num_buffers`) that prefixes each TUN packet.
 pub const VIRTIO_NET_HDR_LEN: usize = 10;
@@ -43,10 +47,10 @@ pub const VIRTIO_NET_HDR_GSO_UDP_L4: u8 = 5;
 pub const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
 /// Largest IP packet (IPv4 total length, IPv6 header + payload length) we build or accept.
-pub const MAX_IP_PACKET: usize = 65_535;
+pub const MAX_IP_PACKET: usize = ip::MAX_PACKET_LEN;
 
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
+const PROTO_TCP: u8 = IPPROTO_TCP;
+const PROTO_UDP: u8 = IPPROTO_UDP;
 
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
@@ -59,7 +63,6 @@ const TCP_CSUM_AT: usize = 16;
 /// Offset of the checksum in the UDP header.
 const UDP_CSUM_AT: usize = 6;
 const UDP_HDR_LEN: usize = 8;
-const IPV6_HDR_LEN: usize = 40;
 
 /// Why a packet could not be split or coalesced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,52 +89,6 @@ impl fmt::Display for OffloadError {
 }
 
 impl std::error::Error for OffloadError {}
-
-// ---------------------------------------------------------------------------------------------
-// Internet checksum (RFC 1071)
-// ---------------------------------------------------------------------------------------------
-
-/// Adds `data` to the running ones'-complement sum `initial` without folding. Words are
-/// big-endian; an odd trailing byte is padded with a zero low byte.
-///
-/// Summing 32-bit words into a u64 and folding later gives the same 16-bit result because
-/// 2^16 ≡ 1 (mod 2^16 - 1). Good for anything under ~16 GiB.
-pub(crate) fn csum_add(data: &[u8], initial: u64) -> u64 {
-    let mut acc = initial;
-    let mut words = data.chunks_exact(4);
-    for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
-    }
-    let rest = words.remainder();
-    let mut i = 0;
-    if rest.len() >= 2 {
-        acc += u64::from(u16::from_be_bytes([rest[0], rest[1]]));
-        i = 2;
-    }
-    if rest.len() > i {
-        acc += u64::from(rest[i]) << 8;
-    }
-    acc
-}
-
-/// Folds a running sum to 16 bits (not complemented).
-pub(crate) fn csum_fold(mut sum: u64) -> u16 {
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
-}
-
-/// The Internet checksum of `data` on top of `initial`: the complement of the folded sum.
-pub(crate) fn checksum(data: &[u8], initial: u64) -> u16 {
-    !csum_fold(csum_add(data, initial))
-}
-
-/// Unfolded sum of the TCP/UDP pseudo-header (RFC 9293 §3.1, RFC 8200 §8.1). `src` and `dst`
-/// are 4 or 16 bytes.
-pub(crate) fn pseudo_header_sum(src: &[u8], dst: &[u8], proto: u8, l4_len: u32) -> u64 {
-    csum_add(dst, csum_add(src, 0)) + u64::from(proto) + u64::from(l4_len)
-}
 
 // ---------------------------------------------------------------------------------------------
 // virtio_net_hdr
@@ -221,51 +178,27 @@ fn put32(b: &mut [u8], at: usize, v: u32) {
     b[at..at + 4].copy_from_slice(&v.to_be_bytes());
 }
 
-/// Source and destination address ranges inside an IP header.
-fn addr_ranges(v6: bool) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-    if v6 {
-        (8..24, 24..40)
-    } else {
-        (12..16, 16..20)
+/// The IP header of `pkt` (the header length field is trusted, the length field not: the
+/// offloads set it). Fragments are reported as malformed for offload purposes; IPv6
+/// extension headers show as a protocol that is neither TCP nor UDP.
+#[inline]
+fn parse_ip(pkt: &[u8]) -> Result<IpPacket<&[u8]>, OffloadError> {
+    let ip = IpPacket::new_checked(pkt).map_err(|e| match e {
+        IpError::Truncated => OffloadError::Truncated,
+        IpError::BadHeaderLen => OffloadError::Malformed("IPv4 IHL < 5"),
+        IpError::BadVersion(_) | IpError::BadLength => OffloadError::Malformed("not IPv4 or IPv6"),
+    })?;
+    if ip.is_fragment() {
+        return Err(OffloadError::Malformed("IPv4 fragment"));
     }
+    Ok(ip)
 }
 
-/// Rewrites the IPv4 header checksum of `hdr` (the whole IPv4 header).
-fn fix_ipv4_csum(hdr: &mut [u8]) {
-    put16(hdr, 10, 0);
-    let c = checksum(hdr, 0);
-    put16(hdr, 10, c);
-}
-
-/// Parses the IP header of `pkt`: returns (is_v6, header length, L4 protocol).
-/// Fragments and IPv6 extension headers are reported as malformed for offload purposes.
-fn parse_ip(pkt: &[u8]) -> Result<(bool, usize, u8), OffloadError> {
-    let first = *pkt.first().ok_or(OffloadError::Truncated)?;
-    match first >> 4 {
-        4 => {
-            if pkt.len() < 20 {
-                return Err(OffloadError::Truncated);
-            }
-            let ihl = usize::from(first & 0x0f) * 4;
-            if ihl < 20 {
-                return Err(OffloadError::Malformed("IPv4 IHL < 5"));
-            }
-            if pkt.len() < ihl {
-                return Err(OffloadError::Truncated);
-            }
-            if be16(pkt, 6) & 0x3fff != 0 {
-                return Err(OffloadError::Malformed("IPv4 fragment"));
-            }
-            Ok((false, ihl, pkt[9]))
-        }
-        6 => {
-            if pkt.len() < IPV6_HDR_LEN {
-                return Err(OffloadError::Truncated);
-            }
-            Ok((true, IPV6_HDR_LEN, pkt[6]))
-        }
-        _ => Err(OffloadError::Malformed("not IPv4 or IPv6")),
-    }
+/// A view of an IP header the offloads checked before (a segment's copy of it, a packet
+/// `classify` accepted): rechecking it cannot fail, and costs a few comparisons.
+#[inline]
+fn ip_view<T: AsRef<[u8]>>(pkt: T) -> Option<IpPacket<T>> {
+    IpPacket::new_checked(pkt).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,7 +225,6 @@ enum SplitKind {
 pub struct GsoSplit<'a> {
     pkt: &'a [u8],
     kind: SplitKind,
-    v6: bool,
     /// IP header length (== csum_start for segmentation).
     l3_len: usize,
     /// IP + L4 header length, repeated in every segment.
@@ -318,7 +250,6 @@ impl<'a> GsoSplit<'a> {
         let mut plan = Self {
             pkt,
             kind: SplitKind::Verbatim,
-            v6: false,
             l3_len: 0,
             hdr_len: pkt.len(),
             gso_size: 0,
@@ -344,7 +275,8 @@ impl<'a> GsoSplit<'a> {
         if hdr.gso_size == 0 {
             return Err(OffloadError::Malformed("gso_size 0"));
         }
-        let (v6, l3_len, ip_proto) = parse_ip(pkt)?;
+        let ip = parse_ip(pkt)?;
+        let (v6, l3_len, ip_proto) = (ip.is_ipv6(), ip.header_len(), ip.protocol());
         match gso {
             VIRTIO_NET_HDR_GSO_TCPV4 if v6 => {
                 return Err(OffloadError::Malformed("GSO_TCPV4 on an IPv6 packet"));
@@ -399,7 +331,6 @@ impl<'a> GsoSplit<'a> {
         } else {
             SplitKind::Udp
         };
-        plan.v6 = v6;
         plan.l3_len = l3_len;
         plan.hdr_len = hdr_len;
         plan.gso_size = gso_size;
@@ -461,17 +392,22 @@ impl<'a> GsoSplit<'a> {
         let data_at = hl + i * self.gso_size;
         dst[..hl].copy_from_slice(&self.pkt[..hl]);
         dst[hl..].copy_from_slice(&self.pkt[data_at..data_at + (len - hl)]);
-        // L3 fix-ups. len <= 65535 was checked in new().
-        if self.v6 {
-            put16(dst, 4, (len - IPV6_HDR_LEN) as u16);
+        let proto = if self.kind == SplitKind::Tcp {
+            PROTO_TCP
         } else {
-            put16(dst, 2, len as u16);
-            let id = be16(self.pkt, 4).wrapping_add(i as u16);
-            put16(dst, 4, id);
-            fix_ipv4_csum(&mut dst[..l3]);
-        }
-        let (src, dstaddr) = addr_ranges(self.v6);
+            PROTO_UDP
+        };
         let l4_len = len - l3;
+        // L3 fix-ups. len <= 65535 was checked in new(), and so was the header copied.
+        let pseudo = {
+            let Some(mut ip) = ip_view(&mut *dst) else {
+                return;
+            };
+            ip.set_total_len(len);
+            ip.set_ident(ip.ident().wrapping_add(i as u16));
+            ip.fill_checksum();
+            ip.pseudo_header_sum(proto, l4_len)
+        };
         let csum_at = if self.kind == SplitKind::Tcp {
             let seq = be32(self.pkt, l3 + 4).wrapping_add((i * self.gso_size) as u32);
             put32(dst, l3 + 4, seq);
@@ -489,12 +425,6 @@ impl<'a> GsoSplit<'a> {
             l3 + UDP_CSUM_AT
         };
         put16(dst, csum_at, 0);
-        let proto = if self.kind == SplitKind::Tcp {
-            PROTO_TCP
-        } else {
-            PROTO_UDP
-        };
-        let pseudo = pseudo_header_sum(&dst[src], &dst[dstaddr], proto, l4_len as u32);
         let c = checksum(&dst[l3..], pseudo);
         put16(
             dst,
@@ -585,17 +515,19 @@ enum Class {
     Candidate(Seg),
 }
 
-fn flow_key(pkt: &[u8], v6: bool, l3: usize) -> FlowKey {
-    let (s, d) = addr_ranges(v6);
+/// The flow of a TCP packet whose TCP header's first 20 bytes are present.
+fn flow_key(ip: &IpPacket<&[u8]>) -> FlowKey {
+    let (s, d) = (ip.src_bytes(), ip.dst_bytes());
+    let (pkt, l3) = (ip.as_bytes(), ip.header_len());
     let mut key = FlowKey {
-        v6,
+        v6: ip.is_ipv6(),
         src: [0; 16],
         dst: [0; 16],
         sport: be16(pkt, l3),
         dport: be16(pkt, l3 + 2),
     };
-    key.src[..s.len()].copy_from_slice(&pkt[s]);
-    key.dst[..d.len()].copy_from_slice(&pkt[d]);
+    key.src[..s.len()].copy_from_slice(s);
+    key.dst[..d.len()].copy_from_slice(d);
     key
 }
 
@@ -603,27 +535,19 @@ fn classify(pkt: &[u8]) -> Class {
     if pkt.len() > MAX_IP_PACKET {
         return Class::Other;
     }
-    let Some(&first) = pkt.first() else {
+    let Some(ip) = ip_view(pkt).filter(|ip| ip.protocol() == PROTO_TCP) else {
         return Class::Other;
     };
-    let (v6, l3) = match first >> 4 {
-        4 if pkt.len() >= 20 && pkt[9] == PROTO_TCP => (false, usize::from(first & 0x0f) * 4),
-        6 if pkt.len() >= IPV6_HDR_LEN && pkt[6] == PROTO_TCP => (true, IPV6_HDR_LEN),
-        _ => return Class::Other,
-    };
-    if l3 < 20 || pkt.len() < l3 + 20 {
+    let (v6, l3) = (ip.is_ipv6(), ip.header_len());
+    if pkt.len() < l3 + 20 {
         return Class::Other;
     }
-    let key = flow_key(pkt, v6, l3);
+    let key = flow_key(&ip);
     let tcph_len = usize::from(pkt[l3 + 12] >> 4) * 4;
     if tcph_len < 20 || pkt.len() < l3 + tcph_len {
         return Class::Barrier(key);
     }
-    let len_ok = if v6 {
-        usize::from(be16(pkt, 4)) + IPV6_HDR_LEN == pkt.len()
-    } else {
-        usize::from(be16(pkt, 2)) == pkt.len() && l3 == 20 && be16(pkt, 6) & 0x3fff == 0
-    };
+    let len_ok = ip.total_len() == pkt.len() && (v6 || (l3 == 20 && !ip.is_fragment()));
     let flags = pkt[l3 + TCP_FLAGS_AT];
     let payload = pkt.len() - l3 - tcph_len;
     if !len_ok || (flags != TCP_ACK && flags != TCP_ACK | TCP_PSH) || payload == 0 {
@@ -641,10 +565,10 @@ fn classify(pkt: &[u8]) -> Class {
 }
 
 /// Full TCP checksum check of a whole packet.
-fn tcp_csum_ok(pkt: &[u8], v6: bool, l3: usize) -> bool {
-    let (s, d) = addr_ranges(v6);
-    let pseudo = pseudo_header_sum(&pkt[s], &pkt[d], PROTO_TCP, (pkt.len() - l3) as u32);
-    csum_fold(csum_add(&pkt[l3..], pseudo)) == 0xffff
+fn tcp_csum_ok(ip: &IpPacket<&[u8]>) -> bool {
+    let l4 = ip.payload();
+    let pseudo = ip.pseudo_header_sum(PROTO_TCP, l4.len());
+    checksum::fold(checksum::add(l4, pseudo)) == 0xffff
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -798,20 +722,22 @@ fn try_merge(flow: &mut Flow, seg: &Seg, bufs: &mut [Vec<u8>], offset: usize, i:
     let pkt = &rest[0][offset..];
     let h = &head[offset..];
     let (l3, hl) = (flow.l3_len, flow.l3_len + flow.tcph_len);
-    let ip_same = if flow.key.v6 {
-        // Version, traffic class (flow label may differ) and hop limit.
-        h[0] == pkt[0] && h[1] >> 4 == pkt[1] >> 4 && h[7] == pkt[7]
-    } else {
-        // TOS, DF/reserved bits, TTL.
-        h[1] == pkt[1] && h[6] >> 5 == pkt[6] >> 5 && h[8] == pkt[8]
+    // Both passed `classify`, so both views are there; the versions are the flow key's.
+    let (Some(hv), Some(pv)) = (ip_view(h), ip_view(pkt)) else {
+        return false;
     };
+    // Traffic class / TOS (an IPv6 flow label may differ), hop limit / TTL, IPv4's
+    // DF/reserved bits.
+    let ip_same = hv.traffic_class() == pv.traffic_class()
+        && hv.hop_limit() == pv.hop_limit()
+        && hv.v4_flags() == pv.v4_flags();
     if !ip_same || h[l3 + 20..hl] != pkt[l3 + 20..hl] {
         return false;
     }
     if flow.head_csum.is_none() {
-        flow.head_csum = Some(tcp_csum_ok(h, flow.key.v6, l3));
+        flow.head_csum = Some(tcp_csum_ok(&hv));
     }
-    if flow.head_csum != Some(true) || !tcp_csum_ok(pkt, flow.key.v6, l3) {
+    if flow.head_csum != Some(true) || !tcp_csum_ok(&pv) {
         return false;
     }
     if head.capacity() - head.len() < seg.payload {
@@ -844,19 +770,21 @@ fn finalize(flow: &Flow, bufs: &mut [Vec<u8>], offset: usize) {
     let gso_type = {
         let pkt = &mut buf[offset..];
         let len = pkt.len();
+        // The head passed `classify`: the view is there.
+        let Some(mut ip) = ip_view(&mut *pkt) else {
+            return;
+        };
+        ip.set_total_len(len);
+        ip.fill_checksum();
         let gso_type = if flow.key.v6 {
-            put16(pkt, 4, (len - IPV6_HDR_LEN) as u16);
             VIRTIO_NET_HDR_GSO_TCPV6
         } else {
-            put16(pkt, 2, len as u16);
-            fix_ipv4_csum(&mut pkt[..l3]);
             VIRTIO_NET_HDR_GSO_TCPV4
         };
         // Partial checksum: the folded pseudo-header sum, not complemented; the kernel adds
         // the sum over the TCP header and payload (CHECKSUM_PARTIAL).
-        let (s, d) = addr_ranges(flow.key.v6);
-        let pseudo = pseudo_header_sum(&pkt[s], &pkt[d], PROTO_TCP, (len - l3) as u32);
-        put16(pkt, l3 + TCP_CSUM_AT, csum_fold(pseudo));
+        let pseudo = ip.pseudo_header_sum(PROTO_TCP, len - l3);
+        put16(pkt, l3 + TCP_CSUM_AT, checksum::fold(pseudo));
         gso_type
     };
     let hdr = VirtioNetHdr {
@@ -873,7 +801,18 @@ fn finalize(flow: &Flow, bufs: &mut [Vec<u8>], offset: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::checksum::{add as csum_add, fold as csum_fold};
     use proptest::prelude::*;
+
+    /// Rewrites the IPv4 header checksum of `hdr` (the whole IPv4 header).
+    fn fix_ipv4_csum(hdr: &mut [u8]) {
+        ip_view(hdr).unwrap().fill_checksum();
+    }
+
+    /// The pseudo-header sum of the test packet `p` for `proto` and `l4_len` bytes.
+    fn pseudo_of(p: &[u8], proto: u8, l4_len: usize) -> u64 {
+        ip_view(p).unwrap().pseudo_header_sum(proto, l4_len)
+    }
 
     // ---- independent reference implementations -------------------------------------------
 
@@ -987,9 +926,7 @@ mod tests {
         p.extend_from_slice(&t);
         p.extend_from_slice(opts);
         p.extend_from_slice(data);
-        let (s, d) = addr_ranges(v6);
-        let pseudo =
-            pseudo_header_sum(&p[s.clone()], &p[d.clone()], PROTO_TCP, (total - l3) as u32);
+        let pseudo = pseudo_of(&p, PROTO_TCP, total - l3);
         let c = if partial {
             csum_fold(pseudo)
         } else {
@@ -1009,8 +946,7 @@ mod tests {
         put16(&mut u, 4, (total - l3) as u16);
         p.extend_from_slice(&u);
         p.extend_from_slice(data);
-        let (s, d) = addr_ranges(v6);
-        let pseudo = pseudo_header_sum(&p[s], &p[d], PROTO_UDP, (total - l3) as u32);
+        let pseudo = pseudo_of(&p, PROTO_UDP, total - l3);
         put16(&mut p, l3 + UDP_CSUM_AT, csum_fold(pseudo));
         p
     }
@@ -1502,8 +1438,7 @@ mod tests {
             fix_ipv4_csum(&mut p[..20]);
         }
         put16(p, l3 + TCP_CSUM_AT, 0);
-        let (s, d) = addr_ranges(v6);
-        let pseudo = pseudo_header_sum(&p[s], &p[d], PROTO_TCP, (p.len() - l3) as u32);
+        let pseudo = pseudo_of(p, PROTO_TCP, p.len() - l3);
         let c = checksum(&p[l3..], pseudo);
         put16(p, l3 + TCP_CSUM_AT, c);
     }

@@ -80,24 +80,6 @@ impl FromStr for Prefix {
     }
 }
 
-/// Source and destination of an IP packet, if it has a well-formed enough header.
-#[inline]
-pub fn ip_addrs(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    match pkt.first()? >> 4 {
-        4 if pkt.len() >= 20 => {
-            let s: [u8; 4] = pkt[12..16].try_into().ok()?;
-            let d: [u8; 4] = pkt[16..20].try_into().ok()?;
-            Some((IpAddr::from(s), IpAddr::from(d)))
-        }
-        6 if pkt.len() >= 40 => {
-            let s: [u8; 16] = pkt[8..24].try_into().ok()?;
-            let d: [u8; 16] = pkt[24..40].try_into().ok()?;
-            Some((IpAddr::from(s), IpAddr::from(d)))
-        }
-        _ => None,
-    }
-}
-
 /// How an SA spreads packets over its paths.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Policy {
@@ -400,20 +382,5 @@ mod tests {
         assert_eq!(smooth_schedule(&[]), Vec::<u8>::new());
         let s = smooth_schedule(&[300, 30]);
         assert!(s.contains(&1) && s.iter().filter(|&&i| i == 1).count() * 8 < s.len());
-    }
-
-    #[test]
-    fn ip_addrs_of_v4_v6_and_garbage() {
-        let mut v4 = [0u8; 20];
-        v4[0] = 0x45;
-        v4[12..16].copy_from_slice(&[10, 1, 0, 1]);
-        v4[16..20].copy_from_slice(&[10, 2, 0, 1]);
-        assert_eq!(
-            ip_addrs(&v4),
-            Some(("10.1.0.1".parse().unwrap(), "10.2.0.1".parse().unwrap()))
-        );
-        assert_eq!(ip_addrs(&v4[..19]), None);
-        assert_eq!(ip_addrs(&[]), None);
-        assert_eq!(ip_addrs(&[0x70; 60]), None);
     }
 }

@@ -151,7 +151,7 @@ fn whole_packets_open_on_every_backend() {
                     assert_eq!(&out[20..], inner, "{}", v.name);
                     assert_eq!(out[9], next_header);
                     assert_eq!(usize::from(u16::from_be_bytes([out[2], out[3]])), out.len());
-                    assert_eq!(mifsec_dataplane::esp::ip::ipv4_checksum(&out[..20]), 0);
+                    assert_eq!(mifsec_dataplane::net::checksum::checksum(&out[..20], 0), 0);
                 }
             }
             opened += 1;

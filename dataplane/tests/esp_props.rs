@@ -52,7 +52,7 @@ fn ipv4(payload_len: usize, proto: u8) -> Vec<u8> {
         0,
         2,
     ];
-    let c = mifsec_dataplane::esp::ip::ipv4_checksum(&p);
+    let c = mifsec_dataplane::net::checksum::checksum(&p, 0);
     p[10..12].copy_from_slice(&c.to_be_bytes());
     p.extend((0..payload_len).map(|i| (i * 7) as u8));
     p

@@ -16,5 +16,5 @@ fuzz_target!(|data: &[u8]| {
         UdpPayload::Ike(ike) => assert_eq!(ike.len() + 4, data.len()),
         UdpPayload::Keepalive | UdpPayload::Malformed => {}
     }
-    let _ = mifsec_dataplane::esp::ip::IpHeader::parse(data);
+    let _ = mifsec_dataplane::net::ip::IpHeader::parse(data);
 });

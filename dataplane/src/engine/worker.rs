@@ -19,11 +19,12 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{GlobalCounters, Shared};
 use crate::counters::DropReason;
-use crate::esp::wire::{IPPROTO_ESP, UdpPayload, classify_udp_payload};
+use crate::esp::wire::{UdpPayload, classify_udp_payload};
 use crate::esp::{Mode, Opened, OutboundSa};
+use crate::net::ip::{self, DEFAULT_HOP_LIMIT, IPPROTO_ESP, IpRepr};
 use crate::offload::{GsoSplit, TcpCoalescer, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 use crate::path::{Probe, ProbeKind};
-use crate::sa_table::{InboundEntry, OutboundEntry, SaTable, ip_addrs};
+use crate::sa_table::{InboundEntry, OutboundEntry, SaTable};
 use crate::scheduler::{self, Run};
 use crate::tun::TunQueue;
 use crate::udp::{OuterSocket, RecvBuf, RecvScratch, SendScratch, Transmit};
@@ -316,7 +317,7 @@ fn send_packet(
         scratch,
         single,
     } = out;
-    let Some((src, dst)) = ip_addrs(&read[pkt.clone()]) else {
+    let Some((src, dst)) = ip::addrs(&read[pkt.clone()]) else {
         GlobalCounters::bump(&c.malformed);
         return;
     };
@@ -596,7 +597,7 @@ fn receive(
     match opened {
         Opened::Packet { range, seq, .. } => {
             let inner = &data[range];
-            let allowed = matches!(ip_addrs(inner), Some((s, d)) if entry.allows(s, d));
+            let allowed = matches!(ip::addrs(inner), Some((s, d)) if entry.allows(s, d));
             if !allowed {
                 entry.sa.counters().count_drop(DropReason::OutsideSelectors);
             }
@@ -664,49 +665,14 @@ fn open_transport(
 ) -> Option<(Opened, bool)> {
     let esp = &inb.bufs[b].data[r];
     let buf = &mut inb.transport;
-    let hl = match (src.ip(), dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let total = 20 + esp.len();
-            let h = buf.get_mut(..20)?;
-            h.copy_from_slice(&[
-                0x45,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0x40,
-                0,
-                64,
-                IPPROTO_ESP,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-            ]);
-            h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-            h[12..16].copy_from_slice(&s.octets());
-            h[16..20].copy_from_slice(&d.octets());
-            let csum = crate::esp::ip::ipv4_checksum(h);
-            h[10..12].copy_from_slice(&csum.to_be_bytes());
-            20
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let h = buf.get_mut(..40)?;
-            h[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, IPPROTO_ESP, 64]);
-            h[4..6].copy_from_slice(&(esp.len() as u16).to_be_bytes());
-            h[8..24].copy_from_slice(&s.octets());
-            h[24..40].copy_from_slice(&d.octets());
-            40
-        }
-        _ => return None,
-    };
+    let hl = IpRepr {
+        src: src.ip(),
+        dst,
+        protocol: IPPROTO_ESP,
+        payload_len: esp.len(),
+        hop_limit: DEFAULT_HOP_LIMIT,
+    }
+    .emit(buf)?;
     buf.get_mut(hl..hl + esp.len())?.copy_from_slice(esp);
     entry
         .sa

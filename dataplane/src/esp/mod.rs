@@ -3,9 +3,8 @@
 //! Two layers, as smoltcp does it: [`wire`] reads and writes fields of packets in place and
 //! cannot panic once a view is checked; [`sa`] seals and opens whole packets in place in a
 //! buffer with headroom and tailroom, with the sequence counter, the replay window and the
-//! counters of the SA. [`ip`] holds the little of IPv4/IPv6 that transport mode needs.
+//! counters of the SA. The IP headers around and inside ESP are [`crate::net::ip`]'s.
 
-pub mod ip;
 pub mod sa;
 pub mod wire;
 

@@ -16,14 +16,15 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::ip::{self, IpHeader};
 use super::wire::{
-    EspHeader, EspPacket, IPPROTO_ESP, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE,
-    OVERHEAD_FRONT,
+    EspHeader, EspPacket, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6, NEXT_HEADER_NONE, OVERHEAD_FRONT,
 };
 use crate::aead::{AeadKey, Backend, Cipher, CryptoError, TAG_LEN};
 use crate::counters::{DropReason, SaCounters};
 use crate::event::{Event, EventSender};
+use crate::net::ip::{
+    self, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_NONE, IPPROTO_ROUTING, IpHeader,
+};
 use crate::replay::{ReplayError, ReplayWindow};
 use crate::seq::{SeqCounter, SeqError, SeqNotice};
 
@@ -148,6 +149,20 @@ enum Plan {
     Tunnel(u8),
     /// Keep this header in front of ESP.
     Transport(IpHeader),
+}
+
+/// Whether transport mode can insert ESP right after this header. IPv6 extension headers
+/// that must stay in front of ESP (RFC 4303 section 3.1.1) are not walked: such packets are
+/// refused rather than misprotected. Protocol 59 is refused too: as ESP's next header it
+/// marks a dummy packet, which the peer discards.
+#[inline]
+fn transport_ok(hdr: &IpHeader) -> bool {
+    hdr.protocol != IPPROTO_NONE
+        && !(hdr.is_ipv6()
+            && matches!(
+                hdr.protocol,
+                IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_FRAGMENT
+            ))
 }
 
 /// The outbound half of an SA.
@@ -316,7 +331,8 @@ impl OutboundSa {
                 _ => Err(SealError::BadIpPacket),
             },
             Mode::Transport => IpHeader::parse(inner)
-                .filter(IpHeader::transport_ok)
+                .ok()
+                .filter(transport_ok)
                 .map(Plan::Transport)
                 .ok_or(SealError::BadIpPacket),
         }
@@ -345,7 +361,8 @@ impl OutboundSa {
                 buf.copy_within(packet.start..packet.start + hdr.header_len, ip_start);
                 let payload = packet.start + hdr.header_len..packet.end;
                 let esp = self.seal_payload(seq, buf, payload, hdr.protocol)?;
-                hdr.rewrite(&mut buf[ip_start..esp.end], IPPROTO_ESP);
+                hdr.rewrite(&mut buf[ip_start..esp.end], IPPROTO_ESP)
+                    .ok_or(SealError::BadIpPacket)?;
                 Ok(Sealed {
                     range: ip_start..esp.end,
                     esp_start: esp.start,
@@ -551,7 +568,7 @@ impl InboundSa {
                 })
             }
             Mode::Transport => {
-                let hdr = IpHeader::parse(pkt).ok_or(DropReason::BadIpPacket)?;
+                let hdr = IpHeader::parse(pkt).map_err(|_| DropReason::BadIpPacket)?;
                 if hdr.protocol != IPPROTO_ESP {
                     return Err(DropReason::BadIpPacket);
                 }
@@ -566,7 +583,8 @@ impl InboundSa {
                 // Put the IP header right in front of the decrypted payload.
                 let ip_start = payload.start - hdr.header_len;
                 buf.copy_within(packet.start..packet.start + hdr.header_len, ip_start);
-                hdr.rewrite(&mut buf[ip_start..payload.end], next_header);
+                hdr.rewrite(&mut buf[ip_start..payload.end], next_header)
+                    .ok_or(DropReason::BadIpPacket)?;
                 Ok(Opened::Packet {
                     range: ip_start..payload.end,
                     next_header,

@@ -20,15 +20,16 @@
 //! "non-ESP marker" (an ESP SPI is never zero), and one-byte 0xFF NAT keepalives.
 
 use crate::aead::{IV_LEN, TAG_LEN};
+use crate::net::ip;
 
 /// IP protocol number of ESP.
-pub const IPPROTO_ESP: u8 = 50;
+pub const IPPROTO_ESP: u8 = ip::IPPROTO_ESP;
 /// Next header for an IPv4 packet in tunnel mode.
-pub const NEXT_HEADER_IPV4: u8 = 4;
+pub const NEXT_HEADER_IPV4: u8 = ip::IPPROTO_IPIP;
 /// Next header for an IPv6 packet in tunnel mode.
-pub const NEXT_HEADER_IPV6: u8 = 41;
+pub const NEXT_HEADER_IPV6: u8 = ip::IPPROTO_IPV6;
 /// Next header of a dummy packet (RFC 4303 section 2.6), discarded by the receiver.
-pub const NEXT_HEADER_NONE: u8 = 59;
+pub const NEXT_HEADER_NONE: u8 = ip::IPPROTO_NONE;
 /// SPI and sequence number.
 pub const HEADER_LEN: usize = 8;
 /// Bytes in front of the payload: SPI, sequence number and explicit IV.
