@@ -22,5 +22,8 @@ pub mod replay;
 pub mod sa_table;
 pub mod scheduler;
 pub mod seq;
-pub mod tun;
-pub mod udp;
+pub mod sys;
+
+/// The device modules at their first paths (`mifsec_dataplane::tun`, `::udp`), for the crates
+/// that use them.
+pub use sys::{tun, udp};

@@ -20,7 +20,7 @@ use arc_swap::{ArcSwap, Guard};
 
 use crate::esp::{InboundSa, OutboundSa};
 use crate::path::PathState;
-use crate::udp::OuterSocket;
+use crate::sys::udp::OuterSocket;
 
 /// An address prefix: a traffic selector of the simple kind (any protocol, any port).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -107,7 +107,7 @@ mod tests {
     use crate::esp::{Mode, OutboundSa, SaConfig};
     use crate::path::{Liveness, PathState};
     use crate::sa_table::{PathEntry, Prefix, smooth_schedule};
-    use crate::udp::{OuterSocket, SocketConfig};
+    use crate::sys::udp::{OuterSocket, SocketConfig};
 
     fn path(id: u32, role: Role, live: Liveness, weight: u32, pin: &[&str]) -> PathEntry {
         let sock = OuterSocket::bind(&SocketConfig::new("127.0.0.1:0".parse().unwrap())).unwrap();

@@ -13,7 +13,9 @@
 //! one pointer swap; workers pick it up at their next batch.
 
 mod control;
+mod inbound;
 mod monitor;
+mod outbound;
 mod status;
 mod worker;
 

@@ -588,7 +588,7 @@ mod tests {
         );
         assert_eq!(v.src_bytes(), &[10, 1, 0, 1]);
         assert!(IpPacket::new_checked(&p[..19]).is_err());
-        let mut p6 = vec![0u8; 40];
+        let mut p6 = [0u8; 40];
         p6[0] = 0x60;
         p6[23] = 1;
         p6[39] = 2;

@@ -1,6 +1,6 @@
 //! Linux multi-queue TUN device with optional virtio-net offloads (TSO/USO/checksum).
 //!
-//! All TUN syscall code of the project lives in this file, inside the private `sys` module:
+//! All TUN syscall code of the project lives in this file, inside the private `ffi` module:
 //! everything else works on [`Tun`] and [`TunQueue`]. With offloads on, each read returns (and
 //! each write takes) a 10-byte `virtio_net_hdr` before the IP packet; see
 //! [`crate::offload`] to split what is read and coalesce what is written.
@@ -167,9 +167,9 @@ impl Tun {
                 .ok_or_else(|| io::Error::other("TUN open without offloads failed"))?,
         };
         if cfg.mtu != 0 {
-            sys::set_mtu(&name, cfg.mtu).map_err(|e| ctx(e, "SIOCSIFMTU", &name))?;
+            ffi::set_mtu(&name, cfg.mtu).map_err(|e| ctx(e, "SIOCSIFMTU", &name))?;
         }
-        sys::set_up(&name).map_err(|e| ctx(e, "SIOCSIFFLAGS", &name))?;
+        ffi::set_up(&name).map_err(|e| ctx(e, "SIOCSIFFLAGS", &name))?;
         let queues = fds
             .into_iter()
             .map(|fd| TunQueue {
@@ -178,7 +178,7 @@ impl Tun {
             })
             .collect();
         let mtu = if cfg.mtu == 0 {
-            sys::get_mtu(&name).map_err(|e| ctx(e, "SIOCGIFMTU", &name))?
+            ffi::get_mtu(&name).map_err(|e| ctx(e, "SIOCGIFMTU", &name))?
         } else {
             cfg.mtu
         };
@@ -198,16 +198,16 @@ impl Tun {
             flags |= libc::IFF_VNET_HDR;
         }
         let (first, name) =
-            sys::open_queue(&cfg.name, flags).map_err(|e| ctx(e, "TUNSETIFF", &cfg.name))?;
+            ffi::open_queue(&cfg.name, flags).map_err(|e| ctx(e, "TUNSETIFF", &cfg.name))?;
         let mut offloads = Offloads::default();
         if vnet {
             let hdr_sz = VIRTIO_NET_HDR_LEN as libc::c_int;
-            sys::set_vnet_hdr_sz(&first, hdr_sz).map_err(|e| ctx(e, "TUNSETVNETHDRSZ", &name))?;
+            ffi::set_vnet_hdr_sz(&first, hdr_sz).map_err(|e| ctx(e, "TUNSETVNETHDRSZ", &name))?;
             #[cfg(target_endian = "big")]
-            sys::set_vnet_le(&first).map_err(|e| ctx(e, "TUNSETVNETLE", &name))?;
+            ffi::set_vnet_le(&first).map_err(|e| ctx(e, "TUNSETVNETLE", &name))?;
             let Some(bits) = OFFLOAD_ATTEMPTS
                 .into_iter()
-                .find(|&bits| sys::set_offload(&first, bits).is_ok())
+                .find(|&bits| ffi::set_offload(&first, bits).is_ok())
             else {
                 return Ok(None);
             };
@@ -216,7 +216,7 @@ impl Tun {
         let mut fds = Vec::with_capacity(cfg.queues);
         fds.push(first);
         for _ in 1..cfg.queues {
-            let (fd, _) = sys::open_queue(&name, flags).map_err(|e| ctx(e, "TUNSETIFF", &name))?;
+            let (fd, _) = ffi::open_queue(&name, flags).map_err(|e| ctx(e, "TUNSETIFF", &name))?;
             fds.push(fd);
         }
         Ok(Some(Opened {
@@ -256,12 +256,12 @@ impl Tun {
 impl TunQueue {
     /// Reads one packet (virtio header first when [`Self::vnet_hdr`]). Non-blocking.
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::read(self.fd.as_fd(), buf)
+        ffi::read(self.fd.as_fd(), buf)
     }
 
     /// Writes one packet (virtio header first when [`Self::vnet_hdr`]). Non-blocking.
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
-        sys::write(self.fd.as_fd(), buf)
+        ffi::write(self.fd.as_fd(), buf)
     }
 
     /// True when packets on this queue carry a `virtio_net_hdr`.
@@ -287,7 +287,7 @@ fn ctx(e: io::Error, what: &str, name: &str) -> io::Error {
 }
 
 /// The only place with `unsafe` for the TUN: ioctls, read and write.
-mod sys {
+mod ffi {
     use std::fs::OpenOptions;
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};

@@ -1,6 +1,6 @@
 //! Outer UDP sockets: the sockets ESP-in-UDP (RFC 3948) packets leave and arrive on.
 //!
-//! All outer-socket syscall code of the project lives in this file, inside the private `sys`
+//! All outer-socket syscall code of the project lives in this file, inside the private `ffi`
 //! module: everything else works on [`OuterSocket`]. One socket per configured interface
 //! (`[interfaces.NAME]` in the configuration), optionally pinned to an OS device with
 //! `SO_BINDTODEVICE`, shared by every worker thread through an `Arc`.
@@ -274,9 +274,9 @@ impl SendScratch {
 
     fn reserve(&mut self, n: usize) {
         if self.hdrs.len() < n {
-            self.hdrs.resize(n, sys::zeroed_mmsghdr());
-            self.iovs.resize(n, sys::EMPTY_IOVEC);
-            self.addrs.resize(n, sys::zeroed_storage());
+            self.hdrs.resize(n, ffi::zeroed_mmsghdr());
+            self.iovs.resize(n, ffi::EMPTY_IOVEC);
+            self.addrs.resize(n, ffi::zeroed_storage());
             self.cmsgs.resize(n, SendCmsg([0; SEND_CMSG_LEN]));
         }
     }
@@ -327,9 +327,9 @@ impl RecvScratch {
 
     fn reserve(&mut self, n: usize) {
         if self.hdrs.len() < n {
-            self.hdrs.resize(n, sys::zeroed_mmsghdr());
-            self.iovs.resize(n, sys::EMPTY_IOVEC);
-            self.addrs.resize(n, sys::zeroed_storage());
+            self.hdrs.resize(n, ffi::zeroed_mmsghdr());
+            self.iovs.resize(n, ffi::EMPTY_IOVEC);
+            self.addrs.resize(n, ffi::zeroed_storage());
             self.cmsgs.resize(n, RecvCmsg([0; RECV_CMSG_LEN]));
         }
     }
@@ -404,7 +404,7 @@ impl OuterSocket {
         }
         sock.bind(&cfg.local.into()).map_err(|e| ctx(e, "bind"))?;
         if cfg.recv_buffer > 0 {
-            sys::set_int(
+            ffi::set_int(
                 &sock,
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
@@ -414,7 +414,7 @@ impl OuterSocket {
             .map_err(|e| ctx(e, "SO_RCVBUF"))?;
         }
         if cfg.send_buffer > 0 {
-            sys::set_int(
+            ffi::set_int(
                 &sock,
                 libc::SOL_SOCKET,
                 libc::SO_SNDBUFFORCE,
@@ -426,16 +426,16 @@ impl OuterSocket {
         sock.set_nonblocking(true)
             .map_err(|e| ctx(e, "O_NONBLOCK"))?;
         if v6 {
-            sys::set_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
+            ffi::set_int(&sock, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, 1)
                 .map_err(|e| ctx(e, "IPV6_RECVPKTINFO"))?;
         } else {
-            sys::set_int(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
+            ffi::set_int(&sock, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)
                 .map_err(|e| ctx(e, "IP_PKTINFO"))?;
         }
-        let gro = cfg.gro && sys::set_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
+        let gro = cfg.gro && ffi::set_int(&sock, libc::SOL_UDP, libc::UDP_GRO, 1).is_ok();
         // Reading the socket's default segment size (0) costs nothing and fails with
         // ENOPROTOOPT where the kernel has no UDP GSO.
-        let gso = cfg.gso && sys::get_int(&sock, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok();
+        let gso = cfg.gso && ffi::get_int(&sock, libc::SOL_UDP, libc::UDP_SEGMENT).is_ok();
         let local = sock
             .local_addr()
             .map_err(|e| ctx(e, "getsockname"))?
@@ -506,7 +506,7 @@ impl OuterSocket {
         for m in msgs {
             self.check(m, gso)?;
         }
-        match sys::sendmmsg(self.sock.as_fd(), scratch, msgs) {
+        match ffi::sendmmsg(self.sock.as_fd(), scratch, msgs) {
             Err(e) if e.raw_os_error() == Some(libc::EIO) && first.segment_size.is_some() => {
                 self.gso.store(false, Ordering::Relaxed);
                 Err(e)
@@ -570,10 +570,10 @@ impl OuterSocket {
             ));
         }
         loop {
-            let n = sys::recvmmsg(self.sock.as_fd(), scratch, bufs)?;
+            let n = ffi::recvmmsg(self.sock.as_fd(), scratch, bufs)?;
             let mut kept = 0;
             for i in 0..n {
-                let meta = sys::recv_meta(scratch, i);
+                let meta = ffi::recv_meta(scratch, i);
                 if meta.truncated {
                     self.truncated.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -613,7 +613,7 @@ fn clamp(size: usize) -> libc::c_int {
 
 /// The only place with `unsafe` for the outer sockets: socket options, `sendmmsg`,
 /// `recvmmsg`, socket addresses and control messages.
-mod sys {
+mod ffi {
     use std::io;
     use std::mem;
     use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};

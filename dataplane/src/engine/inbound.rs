@@ -1,0 +1,281 @@
+//! The inbound path: UDP -> open -> TUN.
+//!
+//! A receive batch (UDP GRO trains included) is classified (RFC 3948: keepalive, IKE behind
+//! the non-ESP marker, ESP), opened in place, checked against the SA's selectors, coalesced
+//! (TCP GRO) and written to the TUN. Transport mode opens in a scratch buffer behind an IP
+//! header built from the datagram's addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use super::{GlobalCounters, Shared};
+use crate::counters::DropReason;
+use crate::esp::wire::{UdpPayload, classify_udp_payload};
+use crate::esp::{Mode, Opened, OutboundSa};
+use crate::net::ip::{self, DEFAULT_HOP_LIMIT, IPPROTO_ESP, IpRepr};
+use crate::offload::{TcpCoalescer, VIRTIO_NET_HDR_LEN};
+use crate::path::{Probe, ProbeKind};
+use crate::sa_table::{InboundEntry, SaTable};
+use crate::sys::tun::TunQueue;
+use crate::sys::udp::{OuterSocket, RecvBuf, RecvScratch};
+
+/// Datagrams per receive batch.
+const RECV_BATCH: usize = 32;
+/// Inner packets gathered before a TUN write flush.
+pub(super) const WRITE_BATCH: usize = 64;
+/// Room in front of an inner packet in a TUN write buffer (the virtio header goes there).
+const WRITE_OFF: usize = 16;
+/// Largest datagram a receive buffer holds (a UDP GRO train is at most 64 KiB).
+const RECV_CAP: usize = 65_535;
+
+/// Inbound buffers, one set per worker.
+pub(super) struct InState {
+    pub(super) bufs: Vec<RecvBuf>,
+    pub(super) scratch: RecvScratch,
+    writes: Vec<Vec<u8>>,
+    pub(super) nwrites: usize,
+    coalescer: TcpCoalescer,
+    reply: Vec<u8>,
+    transport: Vec<u8>,
+    pub(super) reorder_out: Vec<u8>,
+}
+
+impl InState {
+    pub(super) fn new() -> Self {
+        InState {
+            bufs: (0..RECV_BATCH).map(|_| RecvBuf::new(0, RECV_CAP)).collect(),
+            scratch: RecvScratch::new(RECV_BATCH),
+            writes: (0..WRITE_BATCH)
+                .map(|_| Vec::with_capacity(WRITE_OFF + 65_535))
+                .collect(),
+            nwrites: 0,
+            coalescer: TcpCoalescer::with_capacity(WRITE_BATCH),
+            reply: vec![0; 256],
+            transport: vec![0; 65_535 + 128],
+            reorder_out: Vec::with_capacity(65_535 + VIRTIO_NET_HDR_LEN),
+        }
+    }
+}
+
+/// Handles one received datagram: buffer `b`, bytes `r`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn receive(
+    shared: &Shared,
+    table: &SaTable,
+    sock: &Arc<OuterSocket>,
+    inb: &mut InState,
+    tun: &TunQueue,
+    vnet: bool,
+    now: u64,
+    b: usize,
+    r: std::ops::Range<usize>,
+) {
+    let c = &shared.counters;
+    let (src, dst_ip) = (inb.bufs[b].src, inb.bufs[b].dst_ip);
+    let spi = match classify_udp_payload(&inb.bufs[b].data[r.clone()]) {
+        UdpPayload::Esp(e) => u32::from_be_bytes([e[0], e[1], e[2], e[3]]),
+        UdpPayload::Keepalive => return GlobalCounters::bump(&c.keepalives_rx),
+        UdpPayload::Ike(ike) if ike.len() > super::MAX_IKE_MESSAGE => {
+            return GlobalCounters::bump(&c.ike_oversize);
+        }
+        UdpPayload::Ike(ike) => {
+            let msg = super::IkeDatagram {
+                interface: table
+                    .sockets
+                    .iter()
+                    .find(|(_, s)| Arc::ptr_eq(s, sock))
+                    .map_or_else(String::new, |(n, _)| n.clone()),
+                local: SocketAddr::new(
+                    dst_ip.unwrap_or_else(|| local_ip(sock)),
+                    sock.local_addr().port(),
+                ),
+                remote: src,
+                bytes: ike.to_vec(),
+            };
+            if shared.ike_tx.try_send(msg).is_err() {
+                GlobalCounters::bump(&c.ike_unclaimed);
+            }
+            return;
+        }
+        UdpPayload::Malformed => return GlobalCounters::bump(&c.malformed),
+    };
+    let Some(entry) = table.inbound(spi) else {
+        return GlobalCounters::bump(&c.unknown_spi);
+    };
+    let wire_len = r.len() as u64;
+    let opened = if entry.sa.mode() == Mode::Transport {
+        open_transport(
+            entry,
+            inb,
+            b,
+            r,
+            src,
+            dst_ip.unwrap_or_else(|| local_ip(sock)),
+        )
+    } else {
+        entry
+            .sa
+            .open(&mut inb.bufs[b].data, r)
+            .ok()
+            .map(|o| (o, false))
+    };
+    let Some((opened, in_transport_buf)) = opened else {
+        return;
+    };
+    let path = entry.path_of(sock, src);
+    if let Some(p) = path {
+        p.state.count_rx(wire_len, now);
+    }
+    let data = if in_transport_buf {
+        &inb.transport
+    } else {
+        &inb.bufs[b].data
+    };
+    match opened {
+        Opened::Packet { range, seq, .. } => {
+            let inner = &data[range];
+            let allowed = matches!(ip::addrs(inner), Some((s, d)) if entry.allows(s, d));
+            if !allowed {
+                entry.sa.counters().count_drop(DropReason::OutsideSelectors);
+            }
+            if let Some(reorder) = &entry.reorder {
+                let pkt = allowed.then_some(inner);
+                let scratch = &mut inb.reorder_out;
+                reorder.push(seq, pkt, now, &mut |p| {
+                    write_one(shared, tun, vnet, scratch, p)
+                });
+            } else if allowed {
+                let w = &mut inb.writes[inb.nwrites];
+                w.clear();
+                w.resize(WRITE_OFF, 0);
+                w.extend_from_slice(inner);
+                inb.nwrites += 1;
+            }
+        }
+        Opened::Dummy { range, seq } => {
+            let probe = Probe::parse(&data[range]);
+            if let Some(reorder) = &entry.reorder {
+                let scratch = &mut inb.reorder_out;
+                reorder.push(seq, None, now, &mut |p| {
+                    write_one(shared, tun, vnet, scratch, p)
+                });
+            }
+            let Some(probe) = probe else { return };
+            match probe.kind {
+                ProbeKind::Request => answer_probe(shared, entry, sock, src, probe, &mut inb.reply),
+                ProbeKind::Reply => {
+                    if let Some(p) = entry.paths.iter().find(|p| p.state.id == probe.path_id) {
+                        p.state.probe_answered(probe.sent_ns, now);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes one inner packet to the TUN at once (the reorder buffer's path: order matters more
+/// than coalescing there).
+pub(super) fn write_one(
+    shared: &Shared,
+    tun: &TunQueue,
+    vnet: bool,
+    scratch: &mut Vec<u8>,
+    pkt: &[u8],
+) {
+    scratch.clear();
+    if vnet {
+        scratch.extend_from_slice(&[0u8; VIRTIO_NET_HDR_LEN]);
+    }
+    scratch.extend_from_slice(pkt);
+    if tun.write(scratch).is_err() {
+        GlobalCounters::bump(&shared.counters.tun_errors);
+    }
+}
+
+fn local_ip(sock: &OuterSocket) -> IpAddr {
+    sock.local_addr().ip()
+}
+
+/// Transport mode: puts an IP header (the datagram's own addresses, RFC 3948 section 3.1.2)
+/// in front of the ESP datagram in a scratch buffer and opens it there.
+fn open_transport(
+    entry: &InboundEntry,
+    inb: &mut InState,
+    b: usize,
+    r: std::ops::Range<usize>,
+    src: SocketAddr,
+    dst: IpAddr,
+) -> Option<(Opened, bool)> {
+    let esp = &inb.bufs[b].data[r];
+    let buf = &mut inb.transport;
+    let hl = IpRepr {
+        src: src.ip(),
+        dst,
+        protocol: IPPROTO_ESP,
+        payload_len: esp.len(),
+        hop_limit: DEFAULT_HOP_LIMIT,
+    }
+    .emit(buf)?;
+    buf.get_mut(hl..hl + esp.len())?.copy_from_slice(esp);
+    entry
+        .sa
+        .open(buf, 0..hl + esp.len())
+        .ok()
+        .map(|o| (o, true))
+}
+
+/// Echoes a probe request on the path it came on, inside the pair's outbound SA.
+fn answer_probe(
+    shared: &Shared,
+    entry: &InboundEntry,
+    sock: &OuterSocket,
+    to: SocketAddr,
+    probe: Probe,
+    buf: &mut [u8],
+) {
+    let Some(reply_sa) = &entry.reply else { return };
+    let start = OutboundSa::HEADROOM;
+    let reply = Probe {
+        kind: ProbeKind::Reply,
+        ..probe
+    };
+    if reply.emit(&mut buf[start..]).is_none() {
+        return;
+    }
+    if let Ok(sealed) = reply_sa.seal_dummy(buf, start..start + Probe::LEN) {
+        if sock.send_to(&buf[sealed.range], to).is_err() {
+            GlobalCounters::bump(&shared.counters.send_errors);
+        } else {
+            GlobalCounters::bump(&shared.counters.probes_answered_for_peer);
+        }
+    }
+}
+
+/// Writes the gathered inner packets to the TUN, coalescing TCP segments when the TUN takes
+/// virtio headers.
+pub(super) fn flush_tun(shared: &Shared, tun: &TunQueue, vnet: bool, inb: &mut InState) {
+    if inb.nwrites == 0 {
+        return;
+    }
+    let n = inb.nwrites;
+    inb.nwrites = 0;
+    let write = |buf: &[u8]| {
+        if tun.write(buf).is_err() {
+            GlobalCounters::bump(&shared.counters.tun_errors);
+        }
+    };
+    if vnet {
+        match inb.coalescer.coalesce(&mut inb.writes[..n], WRITE_OFF) {
+            Ok(out) => {
+                for &i in out {
+                    write(&inb.writes[i][WRITE_OFF - VIRTIO_NET_HDR_LEN..]);
+                }
+            }
+            Err(_) => GlobalCounters::bump(&shared.counters.tun_errors),
+        }
+    } else {
+        for w in &inb.writes[..n] {
+            write(&w[WRITE_OFF..]);
+        }
+    }
+}
