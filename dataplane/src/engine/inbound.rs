@@ -279,3 +279,78 @@ pub(super) fn flush_tun(shared: &Shared, tun: &TunQueue, vnet: bool, inb: &mut I
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aead::{Backend, Cipher};
+    use crate::esp::{InboundSa, SaConfig};
+    use crate::net::ip::{IPPROTO_UDP, IpPacket};
+
+    /// The transport-mode receive path: the ESP datagram gets an IP header of the datagram's
+    /// own addresses (RFC 3948 section 3.1.2), is opened behind it, and comes out as an IP
+    /// packet of those addresses with the inner protocol, its header checksum right.
+    #[test]
+    fn open_transport_rebuilds_the_header_from_the_datagram() {
+        let keymat: Vec<u8> = (0..20u8).collect();
+        let cfg = SaConfig {
+            spi: 0x1234,
+            cipher: Cipher::Aes128Gcm,
+            backend: Backend::Ring,
+            keymat: &keymat,
+            esn: false,
+            mode: Mode::Transport,
+            replay_window: 64,
+        };
+        let out = OutboundSa::new(&cfg, None).unwrap();
+        let entry = InboundEntry {
+            name: "t".into(),
+            sa: Arc::new(InboundSa::new(&cfg).unwrap()),
+            local_ts: Vec::new(),
+            remote_ts: Vec::new(),
+            reply: None,
+            paths: Vec::new(),
+            reorder: None,
+        };
+        let mut inb = InState::new();
+        for (src, dst) in [
+            ("198.18.1.2:4500", "198.18.4.1"),
+            ("[fd00::2]:4500", "fd00::1"),
+        ] {
+            let src: SocketAddr = src.parse().unwrap();
+            let dst: IpAddr = dst.parse().unwrap();
+            let payload = [7u8; 100];
+            let mut buf = vec![0u8; 256];
+            let at = OutboundSa::HEADROOM;
+            let hl = IpRepr {
+                src: src.ip(),
+                dst,
+                protocol: IPPROTO_UDP,
+                payload_len: payload.len(),
+                hop_limit: 9,
+            }
+            .emit(&mut buf[at..])
+            .unwrap();
+            buf[at + hl..at + hl + payload.len()].copy_from_slice(&payload);
+            let sealed = out.seal(&mut buf, at..at + hl + payload.len()).unwrap();
+            let esp = &buf[sealed.esp_start..sealed.range.end];
+            inb.bufs[0].data[..esp.len()].copy_from_slice(esp);
+            let (opened, in_transport_buf) =
+                open_transport(&entry, &mut inb, 0, 0..esp.len(), src, dst).unwrap();
+            assert!(in_transport_buf);
+            let Opened::Packet { range, .. } = opened else {
+                panic!("{opened:?}");
+            };
+            let pkt = IpPacket::new_exact(&inb.transport[range]).unwrap();
+            assert_eq!(pkt.addrs(), (src.ip(), dst));
+            assert_eq!(pkt.protocol(), IPPROTO_UDP);
+            assert_eq!(pkt.hop_limit(), DEFAULT_HOP_LIMIT);
+            assert!(pkt.checksum_ok());
+            assert_eq!(pkt.payload(), &payload);
+        }
+        // Two families: no header, nothing opened.
+        let src: SocketAddr = "198.18.1.2:4500".parse().unwrap();
+        let r = open_transport(&entry, &mut inb, 0, 0..64, src, "fd00::1".parse().unwrap());
+        assert!(r.is_none());
+    }
+}
