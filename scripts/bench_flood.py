@@ -37,7 +37,6 @@ import argparse
 import datetime
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -46,178 +45,50 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PSK = "bench-secret-0123456789"
+sys.path.insert(0, str(ROOT / "testkit" / "python"))
+import mifsec_testkit as kit  # noqa: E402  (the lab, the templates: testkit/)
+from mifsec_testkit import drops, in_ns, udp_errors  # noqa: E402
+
 CL, GW, X = "mffl-cl", "mffl-gw", "mffl-x"
 CL_IF, GW_IF, X_IF, GW_IF2 = "mfflc", "mfflg", "mfflx", "mfflg2"
-IKE = "aes128gcm16-prfsha256-x25519"
-ESP = "aes128gcm16-x25519"
 TICKS = os.sysconf("SC_CLK_TCK")
 
-
-def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, text=True, capture_output=True, **kw)
-
-
-def in_ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
-
-
-def client_conf(name: str, dev: str, addr: str, gw: str, extra_conn: str, extra_child: str) -> str:
-    return f"""[dataplane]
-workers = 1
-control_socket = "@SOCK@"
-
-[interfaces.wan]
-device = "{dev}"
-address = "{addr}"
-
-[connections.home]
-remote_addrs = ["{gw}"]
-vips = ["0.0.0.0"]
-proposals = ["{IKE}"]
-encap = true
-{extra_conn}
-
-[connections.home.local]
-auth = "psk"
-id = "{name}"
-
-[connections.home.remote]
-auth = "psk"
-id = "gw"
-
-[connections.home.children.net]
-remote_ts = ["10.88.0.0/16"]
-esp_proposals = ["{ESP}"]
-{extra_child}
-
-[secrets.ike-1]
-id = ["{name}", "gw"]
-secret = "{PSK}"
-"""
+# The gateway (testkit/templates/mifsec-gateway.toml) on both links, cookies from two
+# half-open SAs on.
+GATEWAY = {
+    "DEV": GW_IF,
+    "LOCAL_ADDRS": '"198.18.9.1", "198.18.10.1"',
+    "SECTIONS": "\n[ike]\ncookie_threshold = 2",
+    "INTERFACES": f'\n[interfaces.wan2]\ndevice = "{GW_IF2}"\naddress = "198.18.10.1"',
+}
 
 
-GATEWAY = f"""[dataplane]
-workers = 1
-control_socket = "@SOCK@"
+class Lab(kit.Lab):
+    """Client 1 and the flooder (198.18.9.2, .3) in one namespace, the gateway (198.18.9.1,
+    198.18.10.1, 10.88.0.1 behind it), client 2 (198.18.10.2) in a third."""
 
-[ike]
-cookie_threshold = 2
-
-[interfaces.wan]
-device = "{GW_IF}"
-address = "198.18.9.1"
-
-[interfaces.wan2]
-device = "{GW_IF2}"
-address = "198.18.10.1"
-
-[connections.rw]
-local_addrs = ["198.18.9.1", "198.18.10.1"]
-pools = ["p4"]
-proposals = ["{IKE}"]
-
-[connections.rw.local]
-auth = "psk"
-id = "gw"
-
-[connections.rw.remote]
-auth = "psk"
-id = "cl"
-
-[connections.rw.children.net]
-local_ts = ["10.88.0.0/16"]
-esp_proposals = ["{ESP}"]
-
-[pools.p4]
-addrs = "10.77.0.0/24"
-
-[secrets.ike-1]
-id = ["gw", "cl"]
-secret = "{PSK}"
-"""
-
-
-class Lab:
     def __init__(self, work: Path, bindir: Path):
-        self.work = work
-        self.bin = bindir / "mifsec"
+        super().__init__(work, bindir / "mifsec")
         self.flooder = bindir / "examples" / "ike_flood"
-        self.daemons: dict[str, subprocess.Popen] = {}
 
     def up(self) -> None:
         self.down()
-        for ns in (CL, GW, X):
-            sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", CL_IF, "type", "veth", "peer", "name", GW_IF)
-        sh("ip", "link", "add", X_IF, "type", "veth", "peer", "name", GW_IF2)
+        kit.netns_add(CL, GW, X)
+        kit.veth(CL, CL_IF, GW, GW_IF)
+        kit.veth(X, X_IF, GW, GW_IF2)
         for ns, dev, addr in (
             (CL, CL_IF, "198.18.9.2/24"),
             (GW, GW_IF, "198.18.9.1/24"),
             (X, X_IF, "198.18.10.2/24"),
             (GW, GW_IF2, "198.18.10.1/24"),
         ):
-            sh("ip", "link", "set", dev, "netns", ns)
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
-        sh("ip", "-n", CL, "addr", "add", "198.18.9.3/24", "dev", CL_IF)
-        sh("ip", "-n", GW, "addr", "add", "10.88.0.1/32", "dev", "lo")
+            kit.addr_up(ns, dev, addr)
+        kit.sh("ip", "-n", CL, "addr", "add", "198.18.9.3/24", "dev", CL_IF)
+        kit.sh("ip", "-n", GW, "addr", "add", "10.88.0.1/32", "dev", "lo")
 
     def down(self) -> None:
-        for name in list(self.daemons):
-            self.stop(name)
-        for ns in (CL, GW, X):
-            sh("ip", "netns", "del", ns, check=False)
-
-    def start(self, name: str, ns: str, conf: str) -> subprocess.Popen:
-        cfg = self.work / f"{name}.toml"
-        sock = self.work / f"{name}.sock"
-        cfg.write_text(conf.replace("@SOCK@", str(sock)))
-        # A daemon that dropped root may leave its socket behind in our directory.
-        sock.unlink(missing_ok=True)
-        log = open(self.work / f"{name}.log", "w")
-        p = subprocess.Popen(
-            in_ns(ns, str(self.bin), "run", "--config", str(cfg)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        self.daemons[name] = p
-        deadline = time.monotonic() + 15
-        while not sock.exists():
-            if p.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mifsec {name} did not start:\n{self.log(name)}")
-            time.sleep(0.05)
-        return p
-
-    def log(self, name: str) -> str:
-        p = self.work / f"{name}.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def mifsec(self, name: str, *args: str) -> subprocess.CompletedProcess:
-        return sh(str(self.bin), *args, "--socket", str(self.work / f"{name}.sock"))
-
-    def status(self, name: str) -> dict:
-        return json.loads(self.mifsec(name, "status", "--json").stdout)
-
-    def stop(self, name: str) -> None:
-        p = self.daemons.pop(name)
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
-def udp_errors(ns: str) -> dict[str, int]:
-    """The namespace's UDP counters (/proc/net/snmp): datagrams the kernel dropped because a
-    receiving socket's buffer was full, and all receive errors."""
-    lines = [l.split() for l in sh(*in_ns(ns, "cat", "/proc/net/snmp")).stdout.splitlines()]
-    udp = [l for l in lines if l and l[0] == "Udp:"]
-    table = dict(zip(udp[0][1:], map(int, udp[1][1:])))
-    return {"rcvbuf_errors": table["RcvbufErrors"], "in_errors": table["InErrors"]}
+        self.close()
+        kit.netns_del(CL, GW, X)
 
 
 def softnet_dropped() -> int:
@@ -227,28 +98,13 @@ def softnet_dropped() -> int:
     return sum(int(l.split()[1], 16) for l in Path("/proc/net/softnet_stat").read_text().splitlines())
 
 
-def drops(st: dict) -> dict[str, int]:
-    """mifsec's drop counters by reason, over the engine and every SA."""
-    out: dict[str, int] = {}
-    for src in [st] + st.get("sas", []):
-        for k, v in src.get("drops", {}).items():
-            out[k] = out.get(k, 0) + v
-    return {k: v for k, v in out.items() if v}
-
-
-def established(st: dict) -> bool:
-    return any(
-        s.get("state") == "ESTABLISHED" and s.get("children") for s in st.get("ike_sas", [])
-    )
-
-
 def wait_established(lab: Lab, name: str, seconds: float) -> float:
-    t0 = time.monotonic()
-    while not established(lab.status(name)):
-        if time.monotonic() - t0 > seconds:
-            raise RuntimeError(f"{name} not established after {seconds} s:\n{lab.log(name)}")
-        time.sleep(0.01)
-    return time.monotonic() - t0
+    return kit.wait_until(
+        lambda: kit.established(lab.status(name)),
+        seconds,
+        lambda: f"{name} not established after {seconds} s:\n{lab.log(name)}",
+        every=0.01,
+    )
 
 
 def cpu_seconds(pid: int) -> float:
@@ -298,12 +154,14 @@ class Watch(threading.Thread):
 def run_mode(lab: Lab, mode: str, args) -> dict:
     lab.up()
     try:
-        gw = lab.start("gw", GW, GATEWAY)
+        gw = lab.start_mifsec("gw", GW, "mifsec-gateway.toml", **GATEWAY)
         rekey_conn = 'rekey_time = "7s"\nrand_time = 0\nlife_time = "60s"\nstart_action = "start"'
         rekey_child = 'rekey_time = "3s"\nrand_time = 0\nlife_time = "20s"'
-        lab.start("cl1", CL, client_conf("cl", CL_IF, "198.18.9.2", "198.18.9.1", rekey_conn, rekey_child))
+        lab.start_mifsec("cl1", CL, "mifsec-client.toml", DEV=CL_IF, CONN=rekey_conn,
+                         CHILD=rekey_child)
         wait_established(lab, "cl1", 20)
-        lab.start("cl2", X, client_conf("cl", X_IF, "198.18.10.2", "198.18.10.1", "", ""))
+        lab.start_mifsec("cl2", X, "mifsec-client.toml", DEV=X_IF, ADDR="198.18.10.2",
+                         GATEWAY="198.18.10.1")
         watch = Watch(lab)
         watch.start()
         server = subprocess.Popen(
@@ -362,14 +220,7 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
             raise RuntimeError(f"iperf3: {cl_out}{cl_err}")
         report = json.loads(sv_out)  # the receiver's view
         s = report["end"]["sum"]
-        # iperf3 counts a datagram that arrives after a later one as lost in its interval and
-        # takes it back (a negative count, printed as an unsigned 64-bit number) later.
-        signed = lambda v: v - (1 << 64) if v >= (1 << 63) else v  # noqa: E731
-        lossy = [
-            {"t": round(i["sum"]["start"]), "lost": signed(i["sum"]["lost_packets"])}
-            for i in report["intervals"]
-            if signed(i["sum"]["lost_packets"]) != 0
-        ]
+        lost, lossy = kit.iperf_udp_loss(report)
         return {
             "mode": mode,
             "flooder": json.loads(fl_out),
@@ -377,7 +228,7 @@ def run_mode(lab: Lab, mode: str, args) -> dict:
                 "mbit": args.mbit,
                 "seconds": length,
                 "packets": s["packets"],
-                "lost": signed(s["lost_packets"]),
+                "lost": lost,
                 "seconds_with_loss": lossy,
             },
             "flood_s": [round(flood_start, 2), round(flood_start + t1 - t0, 2)],

@@ -38,7 +38,6 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -48,19 +47,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SWAN = ROOT / "scripts" / "swan.sh"
-PSK = "bench-secret-0123456789"
+sys.path.insert(0, str(ROOT / "testkit" / "python"))
+import mifsec_testkit as kit  # noqa: E402  (the lab, the templates: testkit/)
+from mifsec_testkit import SWAN, drops, in_ns, sh, udp_errors  # noqa: E402
+
 CL, GW = "mfik-cl", "mfik-gw"
 CL_IF, GW_IF = "mfikc", "mfikg"
 ECHO_PORT = 9009
-
-
-def sh(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), check=check, text=True, capture_output=True, **kw)
-
-
-def in_ns(ns: str, *args: str) -> list[str]:
-    return ["ip", "netns", "exec", ns, *args]
 
 
 # ---------------------------------------------------------------------------------------
@@ -103,259 +96,47 @@ def probe_main(timeout: float) -> None:
 # The lab.
 
 
-class Lab:
+class Lab(kit.Lab):
+    """Two namespaces joined by a veth (198.18.9.2 and .1), 10.88.0.1 behind the gateway with
+    an echo server on it."""
+
     def __init__(self, work: Path, binary: Path):
-        self.work = work
-        self.bin = binary
-        self.daemons: dict[str, subprocess.Popen] = {}
-        self.swans: dict[str, Path] = {}
+        super().__init__(work, binary)
         self.echo: subprocess.Popen | None = None
 
     def up(self) -> None:
-        self.down_ns()
-        sh("ip", "netns", "add", CL)
-        sh("ip", "netns", "add", GW)
-        sh("ip", "link", "add", CL_IF, "type", "veth", "peer", "name", GW_IF)
-        for ns, dev, addr in ((CL, CL_IF, "198.18.9.2/24"), (GW, GW_IF, "198.18.9.1/24")):
-            sh("ip", "link", "set", dev, "netns", ns)
-            sh("ip", "-n", ns, "addr", "add", addr, "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        kit.netns_add(CL, GW)
+        kit.veth(CL, CL_IF, GW, GW_IF)
+        kit.addr_up(CL, CL_IF, "198.18.9.2/24")
+        kit.addr_up(GW, GW_IF, "198.18.9.1/24")
         sh("ip", "-n", GW, "addr", "add", "10.88.0.1/32", "dev", "lo")
         self.echo = subprocess.Popen(
             in_ns(GW, sys.executable, __file__, "_echo"), stdout=subprocess.DEVNULL
         )
 
-    def down_ns(self) -> None:
-        for ns in (CL, GW):
-            sh("ip", "netns", "del", ns, check=False)
-
     def close(self) -> None:
-        for name in list(self.daemons):
-            self.stop_mifsec(name)
-        for name in list(self.swans):
-            self.stop_swan(name)
+        super().close()
         if self.echo:
             self.echo.kill()
             self.echo.wait()
-        self.down_ns()
-
-    # strongSwan -------------------------------------------------------------------------
-
-    def start_swan(self, name: str, ns: str, conf: str) -> None:
-        d = self.work / f"swan-{name}"
-        shutil.rmtree(d, ignore_errors=True)
-        (d / "swanctl").mkdir(parents=True)
-        (d / "swanctl" / "swanctl.conf").write_text(conf)
-        sh(str(SWAN), "start", ns, str(d))
-        sh(str(SWAN), "load", ns, str(d))
-        self.swans[name] = d
-
-    def swanctl(self, name: str, ns: str, *args: str, check: bool = True):
-        return sh(str(SWAN), "swanctl", ns, str(self.swans[name]), *args, check=check)
-
-    def swan_log(self, name: str) -> str:
-        p = self.swans[name] / "charon.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def stop_swan(self, name: str) -> None:
-        d = self.swans.pop(name)
-        sh(str(SWAN), "stop", str(d), check=False)
-
-    # mifsec -----------------------------------------------------------------------------
-
-    def start_mifsec(self, name: str, ns: str, conf: str) -> Path:
-        cfg = self.work / f"{name}.toml"
-        sock = self.work / f"{name}.sock"
-        # A daemon that dropped root cannot remove its socket from this directory: a stale
-        # one must not pass for the new daemon's.
-        sock.unlink(missing_ok=True)
-        cfg.write_text(conf.replace("@SOCK@", str(sock)))
-        log = open(self.work / f"{name}.log", "w")
-        p = subprocess.Popen(
-            in_ns(ns, str(self.bin), "run", "--config", str(cfg)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-        self.daemons[name] = p
-        deadline = time.monotonic() + 15
-        while not sock.exists():
-            if p.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mifsec {name} did not start:\n{self.mifsec_log(name)}")
-            time.sleep(0.05)
-        return sock
-
-    def mifsec(self, name: str, *args: str, check: bool = True):
-        return sh(str(self.bin), *args, "--socket", str(self.work / f"{name}.sock"), check=check)
-
-    def status(self, name: str) -> dict:
-        return json.loads(self.mifsec(name, "status", "--json").stdout)
-
-    def mifsec_log(self, name: str) -> str:
-        p = self.work / f"{name}.log"
-        return p.read_text(errors="replace") if p.exists() else ""
-
-    def stop_mifsec(self, name: str) -> None:
-        p = self.daemons.pop(name)
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+        kit.netns_del(CL, GW)
 
 
 # ---------------------------------------------------------------------------------------
-# Configurations (the same shapes as control/tests/swan/mod.rs).
+# Configurations: testkit/templates/, the ones the interop tests start from (mifsec with
+# as many workers as it chooses here).
 
-IKE = "aes128gcm16-prfsha256-x25519"
-ESP = "aes128gcm16-x25519"
-
-
-def swan_gateway(extra_child: str = "", extra_conn: str = "") -> str:
-    return f"""connections {{
-  rw {{
-    local_addrs = 198.18.9.1
-    pools = p4
-    version = 2
-    encap = yes
-    proposals = {IKE}
-{extra_conn}
-    local {{
-      auth = psk
-      id = gw
-    }}
-    remote {{
-      auth = psk
-      id = cl
-    }}
-    children {{
-      net {{
-        local_ts = 10.88.0.0/16
-        esp_proposals = {ESP}
-{extra_child}
-      }}
-    }}
-  }}
-}}
-pools {{
-  p4 {{
-    addrs = 10.77.0.0/24
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"""
+SWAN_GATEWAY = "swanctl-gateway.conf"
+SWAN_CLIENT = "swanctl-client.conf"
 
 
-def swan_client(extra_child: str = "", extra_conn: str = "") -> str:
-    return f"""connections {{
-  home {{
-    remote_addrs = 198.18.9.1
-    vips = 0.0.0.0
-    version = 2
-    encap = yes
-    proposals = {IKE}
-{extra_conn}
-    local {{
-      auth = psk
-      id = cl
-    }}
-    remote {{
-      auth = psk
-      id = gw
-    }}
-    children {{
-      net {{
-        remote_ts = 10.88.0.0/16
-        esp_proposals = {ESP}
-{extra_child}
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"""
+def start_mifsec_client(lab: Lab, conn: str = "", child: str = "") -> None:
+    lab.start_mifsec("cl", CL, "mifsec-client.toml", DATAPLANE="", DEV=CL_IF, CONN=conn,
+                     CHILD=child)
 
 
-def mifsec_client(conn: str = "", child: str = "") -> str:
-    return f"""[dataplane]
-control_socket = "@SOCK@"
-
-[interfaces.wan]
-device = "{CL_IF}"
-address = "198.18.9.2"
-
-[connections.home]
-remote_addrs = ["198.18.9.1"]
-vips = ["0.0.0.0"]
-proposals = ["{IKE}"]
-encap = true
-{conn}
-
-[connections.home.local]
-auth = "psk"
-id = "cl"
-
-[connections.home.remote]
-auth = "psk"
-id = "gw"
-
-[connections.home.children.net]
-remote_ts = ["10.88.0.0/16"]
-esp_proposals = ["{ESP}"]
-{child}
-
-[secrets.ike-1]
-id = ["cl", "gw"]
-secret = "{PSK}"
-"""
-
-
-def mifsec_gateway() -> str:
-    return f"""[dataplane]
-control_socket = "@SOCK@"
-
-[interfaces.wan]
-device = "{GW_IF}"
-address = "198.18.9.1"
-
-[connections.rw]
-local_addrs = ["198.18.9.1"]
-pools = ["p4"]
-proposals = ["{IKE}"]
-
-[connections.rw.local]
-auth = "psk"
-id = "gw"
-
-[connections.rw.remote]
-auth = "psk"
-id = "cl"
-
-[connections.rw.children.net]
-local_ts = ["10.88.0.0/16"]
-esp_proposals = ["{ESP}"]
-
-[pools.p4]
-addrs = "10.77.0.0/24"
-
-[secrets.ike-1]
-id = ["gw", "cl"]
-secret = "{PSK}"
-"""
+def start_mifsec_gateway(lab: Lab) -> None:
+    lab.start_mifsec("gw", GW, "mifsec-gateway.toml", DATAPLANE="", DEV=GW_IF)
 
 
 # ---------------------------------------------------------------------------------------
@@ -383,23 +164,19 @@ def first_packet_ms(initiate: list[str]) -> float:
 
 
 def wait_gone(check, what: str, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not go away")
-        time.sleep(0.1)
+    kit.wait_until(check, seconds, f"{what} did not go away")
 
 
 def bench_ttfp(lab: Lab, rounds: int) -> dict:
     """Rounds alternate: a strongSwan client, then a mifsec client (one at a time: both
     would bind ports 500 and 4500 in the client namespace); the gateway stays up."""
-    lab.start_swan("gw", GW, swan_gateway())
+    lab.start_swan("gw", GW, SWAN_GATEWAY)
     swan_ms: list[float] = []
     mifsec_ms: list[float] = []
     gw_clear = lambda: "ESTABLISHED" not in lab.swanctl("gw", GW, "--list-sas").stdout  # noqa: E731
     for r in range(rounds):
         # strongSwan initiator.
-        lab.start_swan("cl", CL, swan_client())
+        lab.start_swan("cl", CL, SWAN_CLIENT)
         ms = first_packet_ms(
             [str(SWAN), "swanctl", CL, str(lab.swans["cl"]), "--initiate", "--child", "net"]
         )
@@ -408,8 +185,10 @@ def bench_ttfp(lab: Lab, rounds: int) -> dict:
         wait_gone(gw_clear, "strongSwan's IKE SA")
         lab.stop_swan("cl")
         # mifsec initiator.
-        sock = lab.start_mifsec("cl", CL, mifsec_client())
-        ms = first_packet_ms([str(lab.bin), "ctl", "initiate", "home", "--socket", str(sock)])
+        start_mifsec_client(lab)
+        ms = first_packet_ms(
+            [str(lab.bin), "ctl", "initiate", "home", "--socket", str(lab.sock("cl"))]
+        )
         mifsec_ms.append(ms)
         lab.mifsec("cl", "ctl", "terminate", "home")
         wait_gone(gw_clear, "mifsec's IKE SA")
@@ -436,15 +215,6 @@ REKEY_CONN_MIFSEC = 'rekey_time = "30s"\nrand_time = 0\nlife_time = "60s"'
 REKEY_CHILD_MIFSEC = 'rekey_time = "10s"\nrand_time = 0\nlife_time = "20s"'
 
 
-def udp_errors(ns: str) -> dict[str, int]:
-    """The namespace's UDP error counters (/proc/net/snmp): datagrams the kernel dropped
-    because a receiving socket's buffer was full, and all receive errors."""
-    lines = [l.split() for l in sh(*in_ns(ns, "cat", "/proc/net/snmp")).stdout.splitlines()]
-    udp = [l for l in lines if l and l[0] == "Udp:"]
-    table = dict(zip(udp[0][1:], map(int, udp[1][1:])))
-    return {"rcvbuf_errors": table["RcvbufErrors"], "in_errors": table["InErrors"]}
-
-
 def iperf_udp(seconds: int, rate: int) -> dict:
     before = {ns: udp_errors(ns) for ns in (CL, GW)}
     server = subprocess.Popen(
@@ -463,14 +233,7 @@ def iperf_udp(seconds: int, rate: int) -> dict:
         raise RuntimeError(f"iperf3: {client.stdout}{client.stderr}")
     rep = json.loads(out)  # the receiver's view
     s = rep["end"]["sum"]
-    # iperf3 counts a datagram that arrives after a later one as lost in its interval, and
-    # takes it back (a negative count, printed as an unsigned 64-bit number) when it comes.
-    signed = lambda v: v - (1 << 64) if v >= (1 << 63) else v  # noqa: E731
-    lossy = [
-        {"t": round(i["sum"]["start"]), "lost": signed(i["sum"]["lost_packets"])}
-        for i in rep["intervals"]
-        if signed(i["sum"]["lost_packets"]) != 0
-    ]
+    lost, lossy = kit.iperf_udp_loss(rep)
     after = {ns: udp_errors(ns) for ns in (CL, GW)}
     errors = {
         side: {k: after[ns][k] - before[ns][k] for k in after[ns]}
@@ -479,19 +242,10 @@ def iperf_udp(seconds: int, rate: int) -> dict:
     return {
         "udp_socket_drops": errors,
         "datagrams": s["packets"],
-        "lost": signed(s["lost_packets"]),
+        "lost": lost,
         "out_of_order": s.get("out_of_order", 0),
         "seconds_with_loss": lossy,
     }
-
-
-def drops(st: dict) -> dict[str, int]:
-    """mifsec's drop counters by reason, over the engine and every SA."""
-    out: dict[str, int] = {}
-    for src in [st] + st.get("sas", []):
-        for k, v in src.get("drops", {}).items():
-            out[k] = out.get(k, 0) + v
-    return {k: v for k, v in out.items() if v}
 
 
 def swan_icv_failures(log: str) -> int:
@@ -571,22 +325,21 @@ def near_rekey(traffic: dict, watch: dict) -> int:
 
 
 def wait_up_swan(lab: Lab, name: str, ns: str) -> None:
-    deadline = time.monotonic() + 20
-    while "INSTALLED" not in lab.swanctl(name, ns, "--list-sas").stdout:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"strongSwan {name} has no child SA:\n{lab.swan_log(name)}")
-        time.sleep(0.2)
+    kit.wait_until(
+        lambda: "INSTALLED" in lab.swanctl(name, ns, "--list-sas").stdout,
+        20,
+        lambda: f"strongSwan {name} has no child SA:\n{lab.swan_log(name)}",
+        every=0.2,
+    )
 
 
 def wait_up_mifsec(lab: Lab, name: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        st = lab.status(name)
-        if any(s["state"] == "ESTABLISHED" and s["children"] for s in st["ike_sas"]):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"mifsec {name} not established:\n{lab.mifsec_log(name)}")
-        time.sleep(0.2)
+    kit.wait_until(
+        lambda: kit.established(lab.status(name)),
+        20,
+        lambda: f"mifsec {name} not established:\n{lab.log(name)}",
+        every=0.2,
+    )
 
 
 def measured(traffic: dict, watch: dict, **extra) -> dict:
@@ -607,14 +360,12 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
         "seconds": seconds,
         "rate_mbit_s": rate,
     }
-    mifsec_rekeying = mifsec_client(
-        REKEY_CONN_MIFSEC + '\nstart_action = "start"', REKEY_CHILD_MIFSEC
-    )
+    rekeying = (REKEY_CONN_MIFSEC + '\nstart_action = "start"', REKEY_CHILD_MIFSEC)
 
     # a) mifsec client rekeying against a strongSwan gateway (long lifetimes there).
     print("  mifsec client -> strongSwan gateway")
-    lab.start_swan("gw", GW, swan_gateway())
-    lab.start_mifsec("cl", CL, mifsec_rekeying)
+    lab.start_swan("gw", GW, SWAN_GATEWAY)
+    start_mifsec_client(lab, *rekeying)
     wait_up_mifsec(lab, "cl")
     w = SpiWatch(mifsec_spis(lab, "cl"))
     w.start()
@@ -630,8 +381,8 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
 
     # b) strongSwan client rekeying against the same strongSwan gateway (the reference).
     print("  strongSwan client -> strongSwan gateway")
-    lab.start_swan("gw", GW, swan_gateway())
-    lab.start_swan("cl", CL, swan_client(REKEY_CHILD_SWAN, REKEY_CONN_SWAN))
+    lab.start_swan("gw", GW, SWAN_GATEWAY)
+    lab.start_swan("cl", CL, SWAN_CLIENT, CHILD=REKEY_CHILD_SWAN, CONN=REKEY_CONN_SWAN)
     lab.swanctl("cl", CL, "--initiate", "--child", "net")
     wait_up_swan(lab, "cl", CL)
     w = SpiWatch(swan_spis(lab, "cl", CL))
@@ -648,8 +399,8 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
 
     # c) mifsec against mifsec, the client rekeying.
     print("  mifsec client -> mifsec gateway")
-    lab.start_mifsec("gw", GW, mifsec_gateway())
-    lab.start_mifsec("cl", CL, mifsec_rekeying)
+    start_mifsec_gateway(lab)
+    start_mifsec_client(lab, *rekeying)
     wait_up_mifsec(lab, "cl")
     w = SpiWatch(mifsec_spis(lab, "cl"))
     w.start()

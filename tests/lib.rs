@@ -12,12 +12,8 @@
 //! Tests that use it need root. Without root they fail on purpose (see [`require_root`]);
 //! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 
-use std::fs::File;
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mifsec_dataplane::aead::Cipher;
@@ -25,105 +21,16 @@ use mifsec_dataplane::engine::{Engine, EngineConfig, InterfaceConfig, PathSpec, 
 use mifsec_dataplane::esp::Mode;
 use mifsec_dataplane::sa_table::{Policy, Role};
 use mifsec_dataplane::tun::TunConfig;
+use mifsec_testkit::{Netns, addr_up, unique_suffix, veth};
 use zeroize::Zeroizing;
 
-/// Panics unless the test runs as root: a root test never passes without doing its work.
-///
-/// Every test that calls this carries
-/// `#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]`.
-/// `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` builds the tests with `--cfg skip_root_tests`,
-/// so libtest reports them as ignored, never as passed.
-pub fn require_root() {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return;
-    }
-    if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
-        panic!(
-            "this test needs root (network namespaces, TUN). MIFSEC_SKIP_ROOT_TESTS=1 takes effect at build time: run \
-             `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` (it builds with RUSTFLAGS=\"--cfg \
-             skip_root_tests\"), and give the test \
-             #[cfg_attr(skip_root_tests, ignore = \"needs root (MIFSEC_SKIP_ROOT_TESTS=1)\")]."
-        );
-    }
-    panic!(
-        "this test needs root (network namespaces, TUN). Run it as root, or skip it with MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh."
-    );
-}
-
-/// How long a test waits for a state before it fails: generous, since it only bounds a
-/// failure on a loaded machine; a passing test waits only as long as the state takes.
-pub const WAIT: Duration = Duration::from_secs(20);
-
-/// Polls `cond` (every 10 ms) until it holds; panics naming `what` once `timeout` has passed.
-pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use mifsec_testkit::{WAIT, enter, exec_in, in_ns, ip, require_root, wait_until};
 
 /// Waits until every path of `engine`'s first SA answers probes (state `up`).
 pub fn wait_paths_up(engine: &Engine) {
     wait_until(WAIT, "every path of the first SA up", || {
         engine.status().sas[0].paths.iter().all(|p| p.state == "up")
     });
-}
-
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Runs `ip netns exec NS CMD...` and returns whether it succeeded, with its output.
-pub fn exec_in(ns: &str, cmd: &[&str]) -> (bool, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .args(cmd)
-        .output()
-        .expect("ip netns exec");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-/// Joins the calling thread to network namespace `ns` (setns is per thread; threads it spawns
-/// afterwards inherit it).
-pub fn enter(ns: &str) {
-    let f = File::open(format!("/run/netns/{ns}")).expect("open netns file");
-    // SAFETY: `f` is an open namespace file descriptor for the whole call; setns(2) only
-    // changes this thread's network namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {ns}: {}", io::Error::last_os_error());
-}
-
-/// Runs `f` on a new thread inside namespace `ns` and returns its result.
-pub fn in_ns<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || {
-        enter(&ns);
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
 }
 
 /// The three namespaces and two links; everything is deleted on drop.
@@ -135,37 +42,32 @@ pub struct Lab {
     pub mid: String,
     /// Gateway namespace.
     pub gw: String,
+    /// The namespaces, deleted on drop.
+    _ns: [Netns; 3],
 }
 
 impl Lab {
     /// Builds the lab. `rates` shape link 1 and link 2 with tbf (Mbit/s), `None` unshaped.
     pub fn new(rates: [Option<u32>; 2]) -> Lab {
-        let id = format!(
-            "{}x{}",
-            std::process::id() % 100_000,
-            SEQ.fetch_add(1, Ordering::Relaxed)
+        let id = unique_suffix();
+        let (cl, mid, gw) = (
+            format!("mfcl{id}"),
+            format!("mfmd{id}"),
+            format!("mfgw{id}"),
         );
-        let lab = Lab {
-            cl: format!("mfcl{id}"),
-            mid: format!("mfmd{id}"),
-            gw: format!("mfgw{id}"),
-        };
-        for ns in [&lab.cl, &lab.mid, &lab.gw] {
-            ip(&["netns", "add", ns]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        let ns = [&cl, &mid, &gw].map(|n| Netns::new(n.as_str()));
+        for n in &ns {
+            n.lo_up();
         }
-        ip(&[
-            "link", "add", "veth-c1", "netns", &lab.cl, "type", "veth", "peer", "name", "m-c1",
-            "netns", &lab.mid,
-        ]);
-        ip(&[
-            "link", "add", "veth-g1", "netns", &lab.gw, "type", "veth", "peer", "name", "m-g1",
-            "netns", &lab.mid,
-        ]);
-        ip(&[
-            "link", "add", "veth-c2", "netns", &lab.cl, "type", "veth", "peer", "name", "veth-g2",
-            "netns", &lab.gw,
-        ]);
+        let lab = Lab {
+            cl,
+            mid,
+            gw,
+            _ns: ns,
+        };
+        veth(&lab.cl, "veth-c1", &lab.mid, "m-c1");
+        veth(&lab.gw, "veth-g1", &lab.mid, "m-g1");
+        veth(&lab.cl, "veth-c2", &lab.gw, "veth-g2");
         for (ns, dev, addr) in [
             (&lab.cl, "veth-c1", "198.18.1.2/24"),
             (&lab.mid, "m-c1", "198.18.1.254/24"),
@@ -174,8 +76,7 @@ impl Lab {
             (&lab.cl, "veth-c2", "198.18.2.2/24"),
             (&lab.gw, "veth-g2", "198.18.2.1/24"),
         ] {
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
+            addr_up(ns, dev, addr);
         }
         ip(&[
             "-n",
@@ -233,42 +134,18 @@ impl Lab {
     /// Drops link 1 silently in both directions (blackhole routes in the middle namespace; no
     /// interface changes state).
     pub fn blackhole_link1(&self) {
-        ip(&[
-            "-n",
-            &self.mid,
-            "route",
-            "add",
-            "blackhole",
-            "198.18.4.1/32",
-        ]);
-        ip(&[
-            "-n",
-            &self.mid,
-            "route",
-            "add",
-            "blackhole",
-            "198.18.1.2/32",
-        ]);
+        self.blackhole_routes("add");
     }
 
     /// Undoes [`Lab::blackhole_link1`].
     pub fn restore_link1(&self) {
-        ip(&[
-            "-n",
-            &self.mid,
-            "route",
-            "del",
-            "blackhole",
-            "198.18.4.1/32",
-        ]);
-        ip(&[
-            "-n",
-            &self.mid,
-            "route",
-            "del",
-            "blackhole",
-            "198.18.1.2/32",
-        ]);
+        self.blackhole_routes("del");
+    }
+
+    fn blackhole_routes(&self, op: &str) {
+        for dst in ["198.18.4.1/32", "198.18.1.2/32"] {
+            ip(&["-n", &self.mid, "route", op, "blackhole", dst]);
+        }
     }
 
     /// Starts an engine inside namespace `ns` (its threads stay there).
@@ -276,14 +153,6 @@ impl Lab {
         in_ns(ns, move || {
             Engine::start(cfg).unwrap_or_else(|e| panic!("engine start: {e}"))
         })
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for ns in [&self.cl, &self.mid, &self.gw] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 

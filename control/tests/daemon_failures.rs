@@ -56,7 +56,7 @@ fn run_until_exit(lab: &Lab, cfg: &str, point: &str) -> (Option<i32>, String) {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn a_panic_in_any_thread_ends_the_daemon_with_status_70() {
     require_root();
-    let lab = Lab::new("pn");
+    let lab = Lab::new("pn", BIN);
     // A client of a gateway that never answers: enough for every thread to exist.
     let cfg = mifsec_client_config(&lab, "", "");
     for (point, thread) in [

@@ -83,38 +83,20 @@ remote = "{remote}:4500"
 }
 
 fn status_json(sock: &Path) -> serde_json::Value {
-    let o = mifsec(&["status", "--json", "--socket", &sock.display().to_string()]);
-    assert!(
-        o.status.success(),
-        "status: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("status --json is JSON")
+    mifsec_testkit::mifsec_status(Path::new(BIN), sock)
 }
 
 /// SIGTERM, then wait up to 10 s for a clean exit.
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    let pid = libc::pid_t::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) on a child we spawned and have not reaped: the pid is still ours.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mifsec run did not stop within 10 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    mifsec_testkit::terminate(child, Duration::from_secs(10))
+        .expect("mifsec run did not stop within 10 s of SIGTERM")
 }
 
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn two_daemons_ping_status_ctl_and_stop() {
     require_root();
-    let mut lab = Lab::new("dn");
+    let mut lab = Lab::new("dn", BIN);
     let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
     let gw_cfg = config(&lab.dir, "gw", &lab.gw_if, false);
     // The client's control socket admits group 4242 for status and ctl.
@@ -467,7 +449,7 @@ fn spawn_in(ns: &str, args: &[&str]) -> Child {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn manual_sas_never_reuse_a_sequence_number_across_restarts() {
     require_root();
-    let mut lab = Lab::new("mr");
+    let mut lab = Lab::new("mr", BIN);
     let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
     // No GSO: one ESP packet per captured datagram.
     let cfg = |side, dev, client| {
@@ -665,7 +647,7 @@ fn manual_sas_never_reuse_a_sequence_number_across_restarts() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
     require_root();
-    let lab = Lab::new("ms");
+    let lab = Lab::new("ms", BIN);
     // Runs the client with `state_dir` set to `dir`; it must exit 1. Returns its stderr.
     let refused = |dir: &str| {
         let cfg = config(&lab.dir, "client", &lab.cl_if, true).replace(

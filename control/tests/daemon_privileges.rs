@@ -49,7 +49,7 @@ fn ip_out(args: &[&str]) -> String {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dropped_daemon_keeps_only_what_it_needs_and_still_works() {
     require_root();
-    let mut lab = Lab::new("pv");
+    let mut lab = Lab::new("pv", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     // The default user: no `user` key.

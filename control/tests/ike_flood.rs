@@ -13,36 +13,18 @@ mod flood;
 mod swan;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use swan::*;
 
 /// The flood's rate (requests per second) and the length of each phase.
 const RATE: u32 = 10_000;
 const PHASE: Duration = Duration::from_secs(2);
 
-/// Runs `f` on a thread that has entered network namespace `ns`.
-fn in_ns<R: Send + 'static>(ns: &str, f: impl FnOnce() -> R + Send + 'static) -> R {
-    let path = format!("/var/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("opening the namespace");
-        use std::os::fd::AsRawFd as _;
-        // SAFETY: setns(2) on a valid descriptor of a network namespace, for this thread
-        // only; no memory is involved.
-        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .expect("the thread in the namespace")
-}
-
 /// A third namespace joined to the gateway's by its own veth (198.18.10.2 and .1); removed
 /// on drop.
 struct Third {
-    ns: String,
+    ns: mifsec_testkit::Netns,
     dev: String,
 }
 
@@ -50,23 +32,13 @@ impl Third {
     fn new(lab: &Lab) -> Third {
         let pid = std::process::id();
         let t = Third {
-            ns: format!("mfsw-fl-x{pid}"),
+            ns: mifsec_testkit::Netns::new(format!("mfsw-fl-x{pid}")),
             dev: format!("swfyx{pid}"),
         };
-        let gw_dev = format!("swfyg{pid}");
-        ip(&["netns", "add", &t.ns]);
-        ip(&[
-            "link", "add", &t.dev, "type", "veth", "peer", "name", &gw_dev,
-        ]);
-        for (ns, dev, addr) in [
-            (&t.ns, &t.dev, "198.18.10.2/24"),
-            (&lab.gw_ns, &gw_dev, "198.18.10.1/24"),
-        ] {
-            ip(&["link", "set", dev, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", addr, "dev", dev]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
+        mifsec_testkit::veth(&t.ns.name, &t.dev, &lab.gw_ns, &Third::gw_dev());
+        mifsec_testkit::addr_up(&t.ns.name, &t.dev, "198.18.10.2/24");
+        mifsec_testkit::addr_up(&lab.gw_ns, &Third::gw_dev(), "198.18.10.1/24");
+        t.ns.lo_up();
         t
     }
 
@@ -75,25 +47,11 @@ impl Third {
     }
 }
 
-impl Drop for Third {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-fn established(st: &Value) -> bool {
-    st["ike_sas"].as_array().is_some_and(|l| {
-        l.iter().any(|s| {
-            s["state"] == "ESTABLISHED" && s["children"].as_array().is_some_and(|c| !c.is_empty())
-        })
-    })
-}
-
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn flood_of_ike_sa_init_from_one_address() {
     require_root();
-    let mut lab = Lab::new("fl");
+    let mut lab = Lab::new("fl", BIN);
     let third = Third::new(&lab);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     // The flooder's address, next to the first client's on the same link.
@@ -112,19 +70,21 @@ fn flood_of_ike_sa_init_from_one_address() {
     // with the default the flooder's new requests take every token, its cookie retries are
     // dropped by the rate limit too, and the per-source limit is never reached. The
     // default rate is tested in ike::limits.
-    let gw = mifsec_gateway_config(&lab, "", "")
-        .replace(
-            "local_addrs = [\"198.18.9.1\"]",
-            "local_addrs = [\"198.18.9.1\", \"198.18.10.1\"]",
-        )
-        .replace(
-            "[connections.rw]",
-            &format!(
-                "[interfaces.wan2]\ndevice = \"{}\"\naddress = \"198.18.10.1\"\n\n[connections.rw]",
-                Third::gw_dev()
+    let wan2 = format!(
+        "\n[interfaces.wan2]\ndevice = \"{}\"\naddress = \"198.18.10.1\"",
+        Third::gw_dev()
+    );
+    let gw = mifsec_gateway(
+        &lab,
+        &[
+            ("LOCAL_ADDRS", "\"198.18.9.1\", \"198.18.10.1\""),
+            ("INTERFACES", &wan2),
+            (
+                "SECTIONS",
+                "\n[ike]\ncookie_threshold = 2\ninit_rate = 1000\ninit_burst = 1000",
             ),
-        );
-    let gw = format!("[ike]\ncookie_threshold = 2\ninit_rate = 1000\ninit_burst = 1000\n\n{gw}");
+        ],
+    );
     lab.start_mifsec("gw", &gw_ns, &gw);
     lab.start_mifsec("cl", &cl_ns, &mifsec_client_config(&lab, "", ""));
     lab.wait_established("cl");
@@ -132,22 +92,9 @@ fn flood_of_ike_sa_init_from_one_address() {
     assert!(lab.ping(&cl_ns, "10.88.0.1").status.success());
 
     // A ping every 10 ms through the established SA for the whole flood.
-    let (in0, _) = counters(&lab.status_json("cl"));
     let count = (2 * PHASE.as_millis() as u32 + 2500) / 10;
-    let ping = Command::new("ip")
-        .args([
-            "netns", "exec", &cl_ns, "ping", "-q", "-i", "0.01", "-W", "2", "-c",
-        ])
-        .arg(count.to_string())
-        .arg("10.88.0.1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ping");
     // The flood starts once the replies come in through the tunnel.
-    wait_until(WAIT, "ping replies through the tunnel", || {
-        counters(&lab.status_json("cl")).0 >= in0 + 3
-    });
+    let ping = lab.ping_stream("cl", &cl_ns, count);
 
     let (phase_tx, phase_rx) = std::sync::mpsc::channel();
     let flooder = {
@@ -173,31 +120,35 @@ fn flood_of_ike_sa_init_from_one_address() {
     phase_rx
         .recv_timeout(PHASE + Duration::from_secs(10))
         .expect("the first phase of the flood ended");
-    let cl2 = mifsec_client_config(&lab, "", "")
-        .replace("198.18.9.2", "198.18.10.2")
-        .replace("198.18.9.1", "198.18.10.1")
-        .replace(&format!("\"{}\"", lab.cl_if), &format!("\"{}\"", third.dev))
-        .replace(
-            &lab.sock("cl").display().to_string(),
-            &lab.sock("cl2").display().to_string(),
-        );
+    let cl2_sock = lab.sock("cl2").display().to_string();
+    let cl2 = mifsec_client(
+        &lab,
+        &[
+            ("SOCK", &cl2_sock),
+            ("DEV", &third.dev),
+            ("ADDR", "198.18.10.2"),
+            ("GATEWAY", "198.18.10.1"),
+        ],
+    );
     let started = Instant::now();
-    lab.start_mifsec("cl2", &third.ns.clone(), &cl2);
+    lab.start_mifsec("cl2", &third.ns.name.clone(), &cl2);
     let deadline = started + Duration::from_secs(10);
-    loop {
-        let st = lab.status_json("cl2");
-        if established(&st) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the second client did not connect under the flood within 10 s: {st:#}\n--- its log:\n{}\n--- gateway log:\n{}\n--- gateway status:\n{:#}",
-            lab.log("cl2"),
-            lab.log("gw"),
-            lab.status_json("gw")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    poll(
+        deadline.saturating_duration_since(Instant::now()),
+        Duration::from_millis(20),
+        || {
+            let st = lab.status_json("cl2");
+            if established(&st) { Ok(()) } else { Err(st) }
+        },
+        |st| {
+            format!(
+                "the second client did not connect under the flood within 10 s: {st:#}\n--- its log:\n{}\n--- gateway log:\n{}\n--- gateway status:\n{:#}",
+                lab.log("cl2"),
+                lab.log("gw"),
+                lab.status_json("gw")
+            )
+        },
+    );
     let connect = started.elapsed();
     let (a, b) = flooder.join().expect("flooder");
     let out = ping.wait_with_output().expect("ping output");
@@ -267,18 +218,18 @@ fn flood_of_ike_sa_init_from_one_address() {
         s.send_to(&big, "198.18.9.1:500").unwrap();
         s.send_to(&big, "198.18.9.1:4500").unwrap();
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = lab.status_json("gw");
-        if st["ike"]["oversize"] == 2 {
-            assert_eq!(st["drops"]["ike_oversize"], 1, "{:#}", st["drops"]);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "oversize not counted: {:#}",
-            st["ike"]
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let st = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let st = lab.status_json("gw");
+            if st["ike"]["oversize"] == 2 {
+                Ok(st)
+            } else {
+                Err(st)
+            }
+        },
+        |st| format!("oversize not counted: {:#}", st["ike"]),
+    );
+    assert_eq!(st["drops"]["ike_oversize"], 1, "{:#}", st["drops"]);
 }

@@ -15,93 +15,25 @@ use swan::*;
 /// The strongSwan gateway: 10.88.0.0/16 in child `net`, 10.89.0.0/16 in child `b`
 /// (with PFS), a pool, forced UDP encapsulation.
 fn swan_gateway_two_children() -> String {
-    format!(
-        r#"connections {{
-  rw {{
-    local_addrs = 198.18.9.1
-    pools = p4
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = gw
-    }}
-    remote {{
-      auth = psk
-      id = cl
-    }}
-    children {{
-      net {{
-        local_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16
-      }}
-      b {{
-        local_ts = 10.89.0.0/16
-        esp_proposals = aes128gcm16-x25519
-      }}
-    }}
-  }}
-}}
-pools {{
-  p4 {{
-    addrs = 10.77.0.0/24
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-    )
+    swan_gateway(&[
+        ("ESP", "aes128gcm16"),
+        (
+            "CHILDREN",
+            "      b {\n        local_ts = 10.89.0.0/16\n        esp_proposals = aes128gcm16-x25519\n      }",
+        ),
+    ])
 }
 
 /// The strongSwan client: child `net` to 10.88.0.0/16, child `b` to 10.89.0.0/16 (PFS).
 fn swan_client_two_children() -> String {
-    format!(
-        r#"connections {{
-  home {{
-    remote_addrs = 198.18.9.1
-    vips = 0.0.0.0
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = cl
-    }}
-    remote {{
-      auth = psk
-      id = gw
-    }}
-    children {{
-      net {{
-        remote_ts = 10.88.0.0/16
-        esp_proposals = aes128gcm16
-      }}
-      b {{
-        remote_ts = 10.89.0.0/16
-        esp_proposals = aes128gcm16-x25519
-      }}
-      c {{
-        remote_ts = 10.90.0.0/16
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-    )
+    swan_client(&[
+        ("ESP", "aes128gcm16"),
+        (
+            "CHILDREN",
+            "      b {\n        remote_ts = 10.89.0.0/16\n        esp_proposals = aes128gcm16-x25519\n      }\n      \
+             c {\n        remote_ts = 10.90.0.0/16\n        esp_proposals = aes128gcm16\n      }",
+        ),
+    ])
 }
 
 /// The second child of the mifsec configurations (the first, `net`, is the shared one).
@@ -176,18 +108,6 @@ fn swan_shows_both(lab: &Lab, ns: &str, ike: &Value) -> String {
     sas
 }
 
-fn ping_ok(lab: &Lab, side: &str, ns: &str, dst: &str) {
-    let ping = lab.ping(ns, dst);
-    assert!(
-        ping.status.success(),
-        "ping {dst} through the tunnel: {}\n--- status:\n{:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-        text(&ping),
-        lab.status_json(side),
-        lab.log(side),
-        lab.swan_log()
-    );
-}
-
 fn spis_in(ike: &Value) -> Vec<String> {
     ike["children"]
         .as_array()
@@ -201,7 +121,7 @@ fn spis_in(ike: &Value) -> Vec<String> {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn two_children_mifsec_client_strongswan_gateway() {
     require_root();
-    let mut lab = Lab::new("ch");
+    let mut lab = Lab::new("ch", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     ip(&["-n", &gw_ns, "addr", "add", "10.89.0.1/32", "dev", "lo"]);
@@ -221,8 +141,8 @@ fn two_children_mifsec_client_strongswan_gateway() {
         human.contains("home-net-") && human.contains("home-b-"),
         "{human}"
     );
-    ping_ok(&lab, "cl", &cl_ns, "10.88.0.1");
-    ping_ok(&lab, "cl", &cl_ns, "10.89.0.1");
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+    lab.ping_ok("cl", &cl_ns, "10.89.0.1");
 
     // `ctl rekey` rekeys both children; both work afterwards.
     let before = spis_in(&ike);
@@ -230,8 +150,8 @@ fn two_children_mifsec_client_strongswan_gateway() {
     assert!(out.status.success(), "ctl rekey: {}", text(&out));
     let ike = wait_children(&lab, "cl", &["net", "b"], &before);
     swan_shows_both(&lab, &gw_ns, &ike);
-    ping_ok(&lab, "cl", &cl_ns, "10.88.0.1");
-    ping_ok(&lab, "cl", &cl_ns, "10.89.0.1");
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+    lab.ping_ok("cl", &cl_ns, "10.89.0.1");
 
     // Terminate: both sides forget everything.
     lab.terminate_and_wait("cl", "home", &gw_ns);
@@ -241,7 +161,7 @@ fn two_children_mifsec_client_strongswan_gateway() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn two_children_strongswan_client_mifsec_gateway() {
     require_root();
-    let mut lab = Lab::new("cr");
+    let mut lab = Lab::new("cr", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     ip(&["-n", &gw_ns, "addr", "add", "10.89.0.1/32", "dev", "lo"]);
@@ -274,8 +194,8 @@ fn two_children_strongswan_client_mifsec_gateway() {
         "--- mifsec status (gateway):\n{}",
         text(&lab.mifsec("gw", &["status"]))
     );
-    ping_ok(&lab, "gw", &cl_ns, "10.88.0.1");
-    ping_ok(&lab, "gw", &cl_ns, "10.89.0.1");
+    lab.ping_ok("gw", &cl_ns, "10.88.0.1");
+    lab.ping_ok("gw", &cl_ns, "10.89.0.1");
 
     // A child for selectors no configured child allows (10.90.0.0/16) is refused with
     // TS_UNACCEPTABLE; the IKE SA and both children stay.
@@ -285,11 +205,11 @@ fn two_children_strongswan_client_mifsec_gateway() {
     assert!(text(&out).contains("TS_UNACCEPTABLE"), "{}", text(&out));
     let ike = wait_children(&lab, "gw", &["net", "b"], &[]);
     swan_shows_both(&lab, &cl_ns, &ike);
-    ping_ok(&lab, "gw", &cl_ns, "10.89.0.1");
+    lab.ping_ok("gw", &cl_ns, "10.89.0.1");
 
     // strongSwan deletes child b: the gateway removes it; the IKE SA and `net` stay.
     let out = lab.swanctl(&cl_ns, &["--terminate", "--child", "b"]);
     assert!(out.status.success(), "terminate b: {}", text(&out));
     wait_children(&lab, "gw", &["net"], &[]);
-    ping_ok(&lab, "gw", &cl_ns, "10.88.0.1");
+    lab.ping_ok("gw", &cl_ns, "10.88.0.1");
 }

@@ -20,7 +20,7 @@ const FLUSH_LOG: &str = "filelog {\n  swan {\n    flush_line = yes\n  }\n}";
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn strongswan_initiator_returns_mifsec_cookie() {
     require_root();
-    let mut lab = Lab::new("ck");
+    let mut lab = Lab::new("ck", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     let config = format!(
         "[ike]\ncookie_threshold = 0\n\n{}",
@@ -77,7 +77,7 @@ fn strongswan_initiator_returns_mifsec_cookie() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn mifsec_initiator_returns_strongswan_cookie() {
     require_root();
-    let mut lab = Lab::new("cs");
+    let mut lab = Lab::new("cs", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     // charon 5.9 reads `cookie_threshold = 0` as "never" (it demands cookies while
     // `threshold && half_open >= threshold`), so: threshold 1, and one half-open IKE SA

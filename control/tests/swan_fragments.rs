@@ -91,7 +91,7 @@ fn ping_through(lab: &Lab, side: &str, ns: &str) {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn fragmented_mifsec_initiator_strongswan_responder() {
     require_root();
-    let mut lab = Lab::new("fi");
+    let mut lab = Lab::new("fi", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     lab.start_swan_with(&gw_ns, &swan_gateway_conf(), &charon_extra());
@@ -138,7 +138,7 @@ fn fragmented_mifsec_initiator_strongswan_responder() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn fragmented_strongswan_initiator_mifsec_responder() {
     require_root();
-    let mut lab = Lab::new("fr");
+    let mut lab = Lab::new("fr", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     let config = mifsec_gateway_config(&lab, "", "");

@@ -20,7 +20,7 @@ use swan::*;
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn mifsec_initiator_strongswan_responder() {
     require_root();
-    let mut lab = Lab::new("i");
+    let mut lab = Lab::new("i", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     lab.start_swan(&gw_ns, &swan_gateway_conf_esp("aes128gcm16"));
@@ -98,7 +98,7 @@ fn mifsec_initiator_strongswan_responder() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn strongswan_initiator_mifsec_responder() {
     require_root();
-    let mut lab = Lab::new("r");
+    let mut lab = Lab::new("r", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     let config =
@@ -269,7 +269,7 @@ const MIFSEC_LIFETIMES: (&str, &str) = (
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn rekeys_by_strongswan_gateway_under_traffic() {
     require_root();
-    let mut lab = Lab::new("k");
+    let mut lab = Lab::new("k", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     let config = mifsec_client_config(&lab, "", "");
@@ -281,7 +281,7 @@ fn rekeys_by_strongswan_gateway_under_traffic() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn rekeys_by_strongswan_client_under_traffic() {
     require_root();
-    let mut lab = Lab::new("m");
+    let mut lab = Lab::new("m", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     let config = mifsec_gateway_config(&lab, "", "");
     lab.start_mifsec("gw", &gw_ns, &config);
@@ -295,7 +295,7 @@ fn rekeys_by_strongswan_client_under_traffic() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn lifetime_rekeys_by_mifsec_client_under_traffic() {
     require_root();
-    let mut lab = Lab::new("n");
+    let mut lab = Lab::new("n", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     let config = mifsec_client_config(&lab, MIFSEC_LIFETIMES.0, MIFSEC_LIFETIMES.1);
@@ -307,7 +307,7 @@ fn lifetime_rekeys_by_mifsec_client_under_traffic() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn lifetime_rekeys_by_mifsec_gateway_under_traffic() {
     require_root();
-    let mut lab = Lab::new("l");
+    let mut lab = Lab::new("l", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     let config = mifsec_gateway_config(&lab, MIFSEC_LIFETIMES.0, MIFSEC_LIFETIMES.1);
     lab.start_mifsec("gw", &gw_ns, &config);
@@ -321,7 +321,7 @@ fn lifetime_rekeys_by_mifsec_gateway_under_traffic() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dpd_clears_the_sas_when_strongswan_vanishes() {
     require_root();
-    let mut lab = Lab::new("d");
+    let mut lab = Lab::new("d", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     let config = mifsec_client_config(&lab, "dpd_delay = \"2s\"\ndpd_action = \"clear\"", "");
@@ -379,7 +379,7 @@ fn dpd_clears_the_sas_when_strongswan_vanishes() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn rekeys_by_mifsec_ctl_under_traffic() {
     require_root();
-    let mut lab = Lab::new("q");
+    let mut lab = Lab::new("q", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     let config = mifsec_client_config(&lab, "", "");

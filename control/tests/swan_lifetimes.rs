@@ -27,7 +27,7 @@ impl Drop for Reaped {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn rekey_bytes_rekeys_mifsec_client_under_traffic() {
     require_root();
-    let mut lab = Lab::new("v");
+    let mut lab = Lab::new("v", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     // Time lifetimes stay at their (hour-long) defaults: only volume rekeys here. The

@@ -138,7 +138,7 @@ fn check(lab: &Lab, case: &Case, side: &str, swan_ns: &str, cl_ns: &str, gw_ns: 
 fn every_proposal_mifsec_initiator_strongswan_responder() {
     require_root();
     for case in &CASES {
-        let mut lab = Lab::new(&format!("p{}", case.tag));
+        let mut lab = Lab::new(&format!("p{}", case.tag), BIN);
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
         lab.start_swan(
             &gw_ns,
@@ -155,7 +155,7 @@ fn every_proposal_mifsec_initiator_strongswan_responder() {
 fn every_proposal_strongswan_initiator_mifsec_responder() {
     require_root();
     for case in &CASES {
-        let mut lab = Lab::new(&format!("q{}", case.tag));
+        let mut lab = Lab::new(&format!("q{}", case.tag), BIN);
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
         let config = mifsec_gateway_config_with(&lab, case.ike, case.esp, "", "");
         lab.start_mifsec("gw", &gw_ns, &config);

@@ -15,7 +15,7 @@ use swan::*;
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn soft_sequence_limit_rekeys_mifsec_client_under_traffic() {
     require_root();
-    let mut lab = Lab::new("sq");
+    let mut lab = Lab::new("sq", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     // 400 sequence numbers: a rekey at 350 outbound packets. Lifetimes stay at their
@@ -71,7 +71,7 @@ fn soft_sequence_limit_rekeys_mifsec_client_under_traffic() {
 fn exhausted_child_is_deleted_and_created_again() {
     use std::time::{Duration, Instant};
     require_root();
-    let mut lab = Lab::new("sx");
+    let mut lab = Lab::new("sx", BIN);
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_swan(&gw_ns, &swan_gateway_conf());
     let config = mifsec_client_config(&lab, "", "").replacen(

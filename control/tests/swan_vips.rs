@@ -13,85 +13,24 @@ use swan::*;
 /// The strongSwan gateway: pools of both families (DNS 10.88.0.53 and fd88::53), one
 /// child for 10.88.0.0/16 and fd88::/64.
 fn swan_gateway_dual_stack() -> String {
-    format!(
-        r#"connections {{
-  rw {{
-    local_addrs = 198.18.9.1
-    pools = p4, p6
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = gw
-    }}
-    remote {{
-      auth = psk
-      id = cl
-    }}
-    children {{
-      net {{
-        local_ts = 10.88.0.0/16, fd88::/64
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-pools {{
-  p4 {{
-    addrs = 10.77.0.0/24
-    dns = 10.88.0.53
-  }}
-  p6 {{
-    addrs = fd77::/120
-    dns = fd88::53
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-    )
+    swan_gateway(&[
+        ("POOLS", "p4, p6"),
+        ("LOCAL_TS", "10.88.0.0/16, fd88::/64"),
+        ("ESP", "aes128gcm16"),
+        ("P4", "    dns = 10.88.0.53"),
+        (
+            "POOLS_EXTRA",
+            "  p6 {\n    addrs = fd77::/120\n    dns = fd88::53\n  }",
+        ),
+    ])
 }
 
 fn swan_client_dual_stack() -> String {
-    format!(
-        r#"connections {{
-  home {{
-    remote_addrs = 198.18.9.1
-    vips = 0.0.0.0, ::
-    version = 2
-    encap = yes
-    proposals = aes128gcm16-prfsha256-x25519
-    local {{
-      auth = psk
-      id = cl
-    }}
-    remote {{
-      auth = psk
-      id = gw
-    }}
-    children {{
-      net {{
-        remote_ts = 10.88.0.0/16, fd88::/64
-        esp_proposals = aes128gcm16
-      }}
-    }}
-  }}
-}}
-secrets {{
-  ike-1 {{
-    id-1 = gw
-    id-2 = cl
-    secret = "{PSK}"
-  }}
-}}
-"#
-    )
+    swan_client(&[
+        ("VIPS", "0.0.0.0, ::"),
+        ("REMOTE_TS", "10.88.0.0/16, fd88::/64"),
+        ("ESP", "aes128gcm16"),
+    ])
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -105,23 +44,11 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn ping_ok(lab: &Lab, side: &str, ns: &str, dst: &str) {
-    let ping = lab.ping(ns, dst);
-    assert!(
-        ping.status.success(),
-        "ping {dst} through the tunnel: {}\n--- status:\n{:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-        text(&ping),
-        lab.status_json(side),
-        lab.log(side),
-        lab.swan_log()
-    );
-}
-
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dual_stack_mifsec_client_strongswan_gateway() {
     require_root();
-    let mut lab = Lab::new("v6");
+    let mut lab = Lab::new("v6", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     ip(&["-n", &gw_ns, "addr", "add", "fd88::1/128", "dev", "lo"]);
@@ -162,8 +89,8 @@ fn dual_stack_mifsec_client_strongswan_gateway() {
     assert!(sas.contains("fd77::1/128"), "{sas}");
     assert!(sas.contains("INSTALLED, TUNNEL-in-UDP"), "{sas}");
 
-    ping_ok(&lab, "cl", &cl_ns, "10.88.0.1");
-    ping_ok(&lab, "cl", &cl_ns, "fd88::1");
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+    lab.ping_ok("cl", &cl_ns, "fd88::1");
     // Both pings went through the child SA (three echo requests and replies each).
     let (inp, outp) = counters(&lab.status_json("cl"));
     assert!(inp >= 6 && outp >= 6, "SA counters in {inp} out {outp}");
@@ -173,7 +100,7 @@ fn dual_stack_mifsec_client_strongswan_gateway() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn dual_stack_strongswan_client_mifsec_gateway() {
     require_root();
-    let mut lab = Lab::new("g6");
+    let mut lab = Lab::new("g6", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
     ip(&["-n", &gw_ns, "addr", "add", "fd88::1/128", "dev", "lo"]);
@@ -232,8 +159,8 @@ fn dual_stack_strongswan_client_mifsec_gateway() {
     assert!(sas.contains("fd77::1/128"), "{sas}");
     assert!(sas.contains("fd88::/64"), "{sas}");
 
-    ping_ok(&lab, "gw", &cl_ns, "10.88.0.1");
-    ping_ok(&lab, "gw", &cl_ns, "fd88::1");
+    lab.ping_ok("gw", &cl_ns, "10.88.0.1");
+    lab.ping_ok("gw", &cl_ns, "fd88::1");
     // Both pings went through the child SA (three echo requests and replies each).
     let (inp, outp) = counters(&lab.status_json("gw"));
     assert!(inp >= 6 && outp >= 6, "SA counters in {inp} out {outp}");

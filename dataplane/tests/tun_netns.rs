@@ -4,16 +4,10 @@
 //! purpose; `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 #![cfg(target_os = "linux")]
 
-mod common;
+use mifsec_testkit::{Netns, ip, require_root, unique_suffix};
 
-use common::root::{ip, require_root};
-
-use std::fs::File;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mifsec_dataplane::offload::{
@@ -29,61 +23,20 @@ const PEER: Ipv4Addr = Ipv4Addr::new(10, 99, 7, 2);
 
 // ---- root / namespace plumbing -----------------------------------------------------------
 
-/// A network namespace deleted on drop.
-struct Netns {
-    name: String,
+/// A fresh network namespace, deleted on drop.
+fn netns() -> Netns {
+    Netns::new(format!("mifsec-tun-{}", unique_suffix()))
 }
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "mifsec-tun-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        ip(&["netns", "add", &name]);
-        Netns { name }
-    }
-
-    /// A unique TUN name (≤ 15 bytes).
-    fn tun_name(&self) -> String {
-        let n = self.name.rsplit('-').next().unwrap_or("0");
-        format!("mift{}x{n}", std::process::id() % 100_000)
-    }
-
-    /// Runs `f` on a new thread that has joined this namespace (setns is per thread), and
-    /// re-raises its panic here.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).expect("open netns file");
-                // SAFETY: `ns` is an open namespace file descriptor for the whole call;
-                // setns(2) only changes this thread's network namespace.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+/// A TUN name unique to namespace `ns` (≤ 15 bytes).
+fn tun_name(ns: &Netns) -> String {
+    format!("mift{}", ns.name.rsplit('-').next().unwrap_or("0"))
 }
 
 /// Opens a 2-queue TUN with offloads in the current thread's namespace and gives it
 /// LOCAL/24.
 fn open_tun(ns: &Netns) -> Tun {
-    let name = ns.tun_name();
+    let name = tun_name(ns);
     let tun = Tun::open(&TunConfig {
         name: name.clone(),
         queues: 2,
@@ -262,7 +215,7 @@ fn is_v4_to(p: &[u8], proto: u8, dst: Ipv4Addr, dport: Option<u16>) -> bool {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn udp_from_namespace_is_read_from_a_queue() {
     require_root();
-    let ns = Netns::new();
+    let ns = netns();
     ns.run(|| {
         let tun = open_tun(&ns);
         let off = tun.offloads();
@@ -303,7 +256,7 @@ fn udp_from_namespace_is_read_from_a_queue() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn written_packets_reach_the_kernel() {
     require_root();
-    let ns = Netns::new();
+    let ns = netns();
     ns.run(|| {
         let tun = open_tun(&ns);
         let q = tun.queues();
@@ -366,7 +319,7 @@ fn written_packets_reach_the_kernel() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn plain_tun_without_offloads() {
     require_root();
-    let ns = Netns::new();
+    let ns = netns();
     ns.run(|| {
         // A name template: the kernel picks the number.
         let tun = Tun::open(&TunConfig {
@@ -438,7 +391,7 @@ fn tcp_gro_write_and_tso_read_with_the_kernel() {
     const PSH: u8 = 0x08;
     const SYN: u8 = 0x02;
     const MSS: usize = 1360;
-    let ns = Netns::new();
+    let ns = netns();
     ns.run(|| {
         let tun = open_tun(&ns);
         let q = tun.queues();

@@ -6,16 +6,10 @@
 //! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports them as ignored.
 #![cfg(target_os = "linux")]
 
-mod common;
+use mifsec_testkit::{Netns, addr_up, ip, require_root, unique_suffix, veth};
 
-use common::root::{ip, require_root};
-
-use std::fs::File;
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mifsec_dataplane::udp::{
@@ -31,82 +25,25 @@ const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 101, 2);
 const A2: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 1);
 const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 102, 2);
 
-// ---- root / namespace plumbing (after tun_netns.rs) ---------------------------------------
+// ---- namespace plumbing ------------------------------------------------------------------
 
-/// A network namespace deleted on drop (its veth ends go with it).
-struct Netns {
-    name: String,
+/// Side `side` of lab number `seq`: a namespace (deleted on drop, its veth ends with it)
+/// without IPv6 on its veths: no router solicitations or MLD reports to blur the packet
+/// counters that test (b) reads.
+fn side_ns(seq: &str, side: &str) -> Netns {
+    let ns = Netns::new(format!("mifsec-udp-{seq}-{side}"));
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ] {
+        ns.exec(&["sysctl", "-qw", key]);
+    }
+    ns
 }
 
-static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-impl Netns {
-    fn new(seq: usize, side: &str) -> Self {
-        let name = format!("mifsec-udp-{}-{seq}-{side}", std::process::id());
-        ip(&["netns", "add", &name]);
-        let ns = Netns { name };
-        // No IPv6 on the veths: no router solicitations or MLD reports to blur the packet
-        // counters that test (b) reads.
-        for key in [
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ] {
-            ns.exec(&["sysctl", "-qw", key]);
-        }
-        ns
-    }
-
-    /// Runs a command inside the namespace (with its own /sys) and returns its stdout.
-    fn exec(&self, cmd: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .output()
-            .expect("running `ip netns exec`");
-        assert!(
-            out.status.success(),
-            "ip netns exec {} {}: {}",
-            self.name,
-            cmd.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Runs `f` on a new thread that has joined this namespace (setns is per thread), and
-    /// re-raises its panic here. Sockets created there stay in this namespace wherever they
-    /// are used afterwards.
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let ns = File::open(&path).expect("open netns file");
-                // SAFETY: `ns` is an open namespace file descriptor for the whole call;
-                // setns(2) only changes this thread's network namespace.
-                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-                assert_eq!(rc, 0, "setns: {}", io::Error::last_os_error());
-                f()
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e))
-        })
-    }
-
-    fn tx_packets(&self, dev: &str) -> u64 {
-        let path = format!("/sys/class/net/{dev}/statistics/tx_packets");
-        self.exec(&["cat", &path])
-            .trim()
-            .parse()
-            .expect("tx_packets")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
+fn tx_packets(ns: &Netns, dev: &str) -> u64 {
+    let path = format!("/sys/class/net/{dev}/statistics/tx_packets");
+    ns.exec(&["cat", &path]).trim().parse().expect("tx_packets")
 }
 
 /// Two namespaces joined by veth pair 1 (`a1` in A, `b1` in B, 198.18.101.0/24) and veth
@@ -122,38 +59,16 @@ struct Lab {
 
 impl Lab {
     fn new() -> Self {
-        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-        let a = Netns::new(seq, "a");
-        let b = Netns::new(seq, "b");
+        let seq = unique_suffix();
+        let a = side_ns(&seq, "a");
+        let b = side_ns(&seq, "b");
         // Unique, at most 15 bytes: "mu" + 5 digits of the pid + seq + side + link.
-        let dev =
-            |side: &str, link: u8| format!("mu{}x{seq}{side}{link}", std::process::id() % 100_000);
+        let dev = |side: &str, link: u8| format!("mu{seq}{side}{link}");
         let (a1, a2, b1, b2) = (dev("a", 1), dev("a", 2), dev("b", 1), dev("b", 2));
         for (ad, bd, aip, bip) in [(&a1, &b1, A1, B1), (&a2, &b2, A2, B2)] {
-            ip(&[
-                "-n", &a.name, "link", "add", ad, "type", "veth", "peer", "name", bd, "netns",
-                &b.name,
-            ]);
-            ip(&[
-                "-n",
-                &a.name,
-                "addr",
-                "add",
-                &format!("{aip}/24"),
-                "dev",
-                ad,
-            ]);
-            ip(&[
-                "-n",
-                &b.name,
-                "addr",
-                "add",
-                &format!("{bip}/24"),
-                "dev",
-                bd,
-            ]);
-            ip(&["-n", &a.name, "link", "set", ad, "up"]);
-            ip(&["-n", &b.name, "link", "set", bd, "up"]);
+            veth(&a.name, ad, &b.name, bd);
+            addr_up(&a.name, ad, &format!("{aip}/24"));
+            addr_up(&b.name, bd, &format!("{bip}/24"));
         }
         Lab {
             a,
@@ -371,12 +286,12 @@ fn bound_device_is_never_left_for_another_link() {
     let sb2 = bind(&lab.b, &lab.b2, B2, 0);
     // B2's address and port, but on B's veth1 device: catches whatever comes in by veth1.
     let probe = bind(&lab.b, &lab.b1, B2, sb2.local_addr().port());
-    let tx_before = lab.a.tx_packets(&lab.a2);
+    let tx_before = tx_packets(&lab.a, &lab.a2);
 
     let sent = send_tagged(&sa1, sb2.local_addr(), 3, 20, 200);
     let on_veth2 = receive(&sb2, None, QUIET);
     let on_veth1 = receive(&probe, None, Duration::ZERO);
-    let tx_after = lab.a.tx_packets(&lab.a2);
+    let tx_after = tx_packets(&lab.a, &lab.a2);
     let _ = writeln!(
         io::stderr(),
         "socket bound to {} sending to B's veth2 address: send {:?}, {} datagram(s) arrived \

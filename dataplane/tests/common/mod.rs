@@ -2,5 +2,4 @@
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
-pub mod root;
 pub mod vectors;

@@ -1,6 +1,4 @@
-//! Root and namespace plumbing shared by the dataplane's kernel tests.
-
-use std::process::Command;
+//! The root check every root test starts with.
 
 /// Panics unless the test runs as root: a root test never passes without doing its work.
 ///
@@ -13,29 +11,14 @@ pub fn require_root() {
     if unsafe { libc::geteuid() } == 0 {
         return;
     }
+    const NEEDS: &str = "this test needs root (CAP_NET_ADMIN, network namespaces, TUN, strongSwan)";
     if std::env::var("MIFSEC_SKIP_ROOT_TESTS").as_deref() == Ok("1") {
         panic!(
-            "this test needs root (CAP_NET_ADMIN, `ip netns`, /dev/net/tun). MIFSEC_SKIP_ROOT_TESTS=1 takes effect at build time: run \
+            "{NEEDS}. MIFSEC_SKIP_ROOT_TESTS=1 takes effect at build time: run \
              `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` (it builds with RUSTFLAGS=\"--cfg \
              skip_root_tests\"), and give the test \
              #[cfg_attr(skip_root_tests, ignore = \"needs root (MIFSEC_SKIP_ROOT_TESTS=1)\")]."
         );
     }
-    panic!(
-        "this test needs root (CAP_NET_ADMIN, `ip netns`, /dev/net/tun). Run it as root, or skip it with MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh."
-    );
-}
-
-/// Runs `ip ARGS`, panicking with its stderr on failure.
-pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("running `ip` (iproute2)");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    panic!("{NEEDS}. Run it as root, or skip it with MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh.");
 }
