@@ -172,14 +172,7 @@ fn two_children_strongswan_client_mifsec_gateway() {
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan(&cl_ns, &swan_client_two_children());
     for child in ["net", "b"] {
-        let out = lab.swanctl(&cl_ns, &["--initiate", "--child", child]);
-        assert!(
-            out.status.success(),
-            "swanctl --initiate --child {child}: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-            text(&out),
-            lab.log("gw"),
-            lab.swan_log()
-        );
+        lab.swan_initiate(&cl_ns, child);
     }
     let ike = wait_children(&lab, "gw", &["net", "b"], &[]);
     assert_eq!(ike["initiator"], false);

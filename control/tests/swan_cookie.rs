@@ -28,14 +28,7 @@ fn strongswan_initiator_returns_mifsec_cookie() {
     );
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan_with(&cl_ns, &swan_client_conf(), FLUSH_LOG);
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-        text(&out),
-        lab.log("gw"),
-        lab.swan_log()
-    );
+    lab.swan_initiate(&cl_ns, "net");
     lab.wait_established("gw");
     let ping = lab.ping(&cl_ns, "10.88.0.1");
     assert!(

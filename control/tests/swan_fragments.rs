@@ -146,14 +146,7 @@ fn fragmented_strongswan_initiator_mifsec_responder() {
     let config = format!("[ike]\nfragment_size = {FRAGMENT_SIZE}\n\n{config}");
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan_with(&cl_ns, &swan_client_conf(), &charon_extra());
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-        text(&out),
-        lab.log("gw"),
-        lab.swan_log()
-    );
+    lab.swan_initiate(&cl_ns, "net");
     let spis = lab.settled("gw", None);
     lab.swan_agrees(&cl_ns, &spis);
     ping_through(&lab, "gw", &cl_ns);

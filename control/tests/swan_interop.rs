@@ -109,15 +109,8 @@ fn strongswan_initiator_mifsec_responder() {
         &swan_client_conf_with("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
     );
     let t0 = Instant::now();
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    lab.swan_initiate(&cl_ns, "net");
     let up_ms = t0.elapsed().as_millis();
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
-        text(&out),
-        lab.log("gw"),
-        lab.swan_log()
-    );
     let st = lab.wait_established("gw");
     let ike = &st["ike_sas"][0];
     assert_eq!(ike["initiator"], false);
@@ -212,10 +205,8 @@ fn rekeys_by_strongswan(lab: &Lab, side: &str, swan_ns: &str, ping_ns: &str, ike
     assert_ne!(s3.child_in, s2.child_in);
     assert_eq!(s3.spi_i, s2.spi_i);
     lab.swan_agrees(swan_ns, &s3);
-    let sas = text(&lab.swanctl(swan_ns, &["--list-sas"]));
+    let sas = lab.swan_has_one_child(swan_ns);
     eprintln!("--- swanctl --list-sas after three rekeys:\n{sas}");
-    assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
-    assert_eq!(sas.matches("INSTALLED").count(), 1, "{sas}");
 }
 
 /// Eight seconds of pings while mifsec (`side`, child rekey_time 3 s, IKE 5 s) rekeys:
@@ -286,8 +277,7 @@ fn rekeys_by_strongswan_client_under_traffic() {
     let config = mifsec_gateway_config(&lab, "", "");
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan(&cl_ns, &swan_client_conf());
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    assert!(out.status.success(), "swanctl --initiate: {}", text(&out));
+    lab.swan_initiate(&cl_ns, "net");
     rekeys_by_strongswan(&lab, "gw", &cl_ns, &cl_ns, "home");
 }
 
@@ -312,8 +302,7 @@ fn lifetime_rekeys_by_mifsec_gateway_under_traffic() {
     let config = mifsec_gateway_config(&lab, MIFSEC_LIFETIMES.0, MIFSEC_LIFETIMES.1);
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan(&cl_ns, &swan_client_conf());
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    assert!(out.status.success(), "swanctl --initiate: {}", text(&out));
+    lab.swan_initiate(&cl_ns, "net");
     rekeys_by_mifsec_lifetimes(&lab, "gw", &cl_ns, &cl_ns);
 }
 

@@ -160,14 +160,7 @@ fn every_proposal_strongswan_initiator_mifsec_responder() {
         let config = mifsec_gateway_config_with(&lab, case.ike, case.esp, "", "");
         lab.start_mifsec("gw", &gw_ns, &config);
         lab.start_swan(&cl_ns, &swan_client_conf_with(case.ike, case.swan_proposal));
-        let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-        assert!(
-            out.status.success(),
-            "swanctl --initiate ({}): {}\n--- mifsec log:\n{}",
-            case.tag,
-            text(&out),
-            lab.log("gw")
-        );
+        lab.swan_initiate(&cl_ns, "net");
         check(&lab, case, "gw", &cl_ns, &cl_ns, &gw_ns);
     }
 }

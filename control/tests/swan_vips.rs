@@ -118,13 +118,7 @@ fn dual_stack_strongswan_client_mifsec_gateway() {
         );
     lab.start_mifsec("gw", &gw_ns, &config);
     lab.start_swan(&cl_ns, &swan_client_dual_stack());
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    let log = text(&out);
-    assert!(
-        out.status.success(),
-        "swanctl --initiate: {log}\n--- mifsec log:\n{}",
-        lab.log("gw")
-    );
+    let log = text(&lab.swan_initiate(&cl_ns, "net"));
     // strongSwan processed both addresses and both DNS servers.
     for a in [
         "installing new virtual IP 10.77.0.1",
@@ -168,8 +162,7 @@ fn dual_stack_strongswan_client_mifsec_gateway() {
     // Terminating the IKE SA returns both leases: a new IKE SA gets the same addresses.
     let out = lab.swanctl(&cl_ns, &["--terminate", "--ike", "home"]);
     assert!(out.status.success(), "terminate: {}", text(&out));
-    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
-    assert!(out.status.success(), "initiate again: {}", text(&out));
+    lab.swan_initiate(&cl_ns, "net");
     let st = lab.wait_established("gw");
     let ikes = st["ike_sas"].as_array().unwrap();
     let up: Vec<&Value> = ikes

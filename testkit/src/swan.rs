@@ -132,6 +132,30 @@ impl Lab {
             .args(args))
     }
 
+    /// `swanctl --initiate --child CHILD` by the charon in `ns`, the client of the mifsec
+    /// gateway (`gw`); asserts that it succeeded (the failure shows both logs) and returns
+    /// its output.
+    pub fn swan_initiate(&self, ns: &str, child: &str) -> Output {
+        let out = self.swanctl(ns, &["--initiate", "--child", child]);
+        assert!(
+            out.status.success(),
+            "swanctl --initiate --child {child} in {ns}: {}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+            text(&out),
+            self.log("gw"),
+            self.swan_log()
+        );
+        out
+    }
+
+    /// Asserts that the charon in `ns` lists one established IKE SA with one installed
+    /// child; returns the listing.
+    pub fn swan_has_one_child(&self, ns: &str) -> String {
+        let sas = text(&self.swanctl(ns, &["--list-sas"]));
+        assert_eq!(sas.matches("ESTABLISHED").count(), 1, "{sas}");
+        assert_eq!(sas.matches("INSTALLED").count(), 1, "{sas}");
+        sas
+    }
+
     /// charon's log so far.
     pub fn swan_log(&self) -> String {
         self.swan_dir
@@ -444,6 +468,21 @@ impl Lab {
                 )
             },
         )
+    }
+
+    /// Waits until `side` has settled on a child other than `before`'s under the same IKE SA
+    /// (a child rekey): new SPIs both ways, the IKE SPIs kept; strongSwan in `swan_ns` agrees.
+    pub fn child_rekeyed(&self, side: &str, before: &Spis, swan_ns: &str) -> Spis {
+        let s1 = self.settled(side, Some(before));
+        assert_eq!(
+            (&s1.spi_i, &s1.spi_r),
+            (&before.spi_i, &before.spi_r),
+            "same IKE SA"
+        );
+        assert_ne!(s1.child_in, before.child_in);
+        assert_ne!(s1.child_out, before.child_out);
+        self.swan_agrees(swan_ns, &s1);
+        s1
     }
 
     /// Asserts that strongSwan in `ns` reports the same SPIs as mifsec.
