@@ -39,6 +39,7 @@
 //!
 //! No log line contains key material.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,11 +55,9 @@ use crate::dataplane::engine::{ControlError, Engine, IkeDatagram, InterfaceConfi
 use crate::dataplane::event::Event as SaEvent;
 use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
-use crate::ike::cookie::{Admission, CookieGate};
-use crate::ike::limits::{InitLimiter, Refusal};
-use crate::ike::{DpdAction, Event, FailReason, IkeSa, IkeSaInfo, SeqLimitAction};
+use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
+use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, SeqLimitAction};
 use crate::log::log;
-use crate::wire::{ExchangeType, HeaderPacket};
 
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
@@ -183,19 +182,32 @@ impl IkeHandle {
             .map(|c| c.name.clone())
             .collect();
         let tun = engine.status().tun;
+        let ep = Endpoint::new(
+            Instant::now(),
+            EndpointConfig {
+                connections: settings
+                    .connections
+                    .iter()
+                    .map(|c| endpoint::Connection {
+                        local_addrs: c.local_addrs.clone(),
+                        remote_addrs: c.remote_addrs.clone(),
+                        ike: c.ike.clone(),
+                    })
+                    .collect(),
+                cookie_threshold: settings.cookie_threshold,
+                limits,
+                max_message: MAX_MESSAGE,
+            },
+        );
         let mut ike = IkeThread {
             engine: Arc::clone(&engine),
             conns: settings.connections,
             ifaces: interfaces.to_vec(),
             sock500,
-            sas: Vec::new(),
-            next_id: 1,
+            ep,
+            entries: HashMap::new(),
             status: Arc::clone(&status),
             tun,
-            half_open_logged: false,
-            cookies: CookieGate::new(Instant::now(), settings.cookie_threshold),
-            limiter: InitLimiter::new(limits),
-            input: Arc::clone(&input),
             ip,
             pending: true,
             dirty: true,
@@ -287,7 +299,8 @@ impl IkeHandle {
     pub fn stats(&self) -> IkeStats {
         let mut st = *self.stats.lock().unwrap_or_else(PoisonError::into_inner);
         st.queue_dropped_500 = self.input.queue_dropped.load(Ordering::Relaxed);
-        st.oversize = self.input.oversize.load(Ordering::Relaxed) + self.engine.ike_oversize();
+        // The endpoint's count (as published) plus the readers' and the engine's.
+        st.oversize += self.input.oversize.load(Ordering::Relaxed) + self.engine.ike_oversize();
         st.queue_dropped_4500 = self.engine.ike_unclaimed();
         st
     }
@@ -386,10 +399,10 @@ fn read_500(
     }
 }
 
+/// What the IKE thread keeps about one IKE SA of the endpoint (the SA itself is the
+/// endpoint's).
+#[derive(Default)]
 pub(super) struct Entry {
-    pub(super) id: u64,
-    pub(super) conn: usize,
-    pub(super) sa: IkeSa,
     pub(super) info: Option<IkeSaInfo>,
     pub(super) established: Option<Instant>,
     pub(super) children: Vec<Installed>,
@@ -399,12 +412,8 @@ pub(super) struct Entry {
     pub(super) peer_vips: Vec<IpAddr>,
     /// DNS servers received (client) or sent (gateway).
     pub(super) dns: Vec<IpAddr>,
-    /// Dead and cleaned up: remove after its last transmits are out.
-    pub(super) done: bool,
     /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
     pub(super) restart: bool,
-    /// A responder SA counted as half-open by the limiter, from this address.
-    pub(super) half_open: Option<IpAddr>,
 }
 
 pub(super) struct IkeThread {
@@ -412,19 +421,12 @@ pub(super) struct IkeThread {
     pub(super) conns: Vec<Connection>,
     pub(super) ifaces: Vec<InterfaceConfig>,
     pub(super) sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
-    pub(super) sas: Vec<Entry>,
-    pub(super) next_id: u64,
+    /// The IKE SAs: routing, responders, COOKIEs and the half-open limits.
+    pub(super) ep: Endpoint,
+    /// What the thread keeps about each of them.
+    pub(super) entries: HashMap<SaHandle, Entry>,
     pub(super) status: Arc<Mutex<Vec<IkeSaStatus>>>,
     pub(super) tun: String,
-    pub(super) half_open_logged: bool,
-    /// Decides when new initiators must return a COOKIE first. `None` only if the system
-    /// random number generator failed at start; then no responder SAs are created.
-    pub(super) cookies: Option<CookieGate>,
-    /// Limits on new responder SAs (in all, per source, rate per source).
-    pub(super) limiter: InitLimiter,
-    /// Counters the readers bump (and the thread, for an oversize message from port 4500
-    /// that the engine let through: none, as it drops them itself).
-    pub(super) input: Arc<InputCounters>,
     /// Addresses and routes on the TUN, changed in order by a helper thread.
     pub(super) ip: iproute::Queue,
     /// An SA had input, a timeout or a command: pump, and look at the timers again.
@@ -561,18 +563,14 @@ impl IkeThread {
                 self.dirty = true;
             }
             if self.next_timer.is_some_and(|t| t <= now) {
-                for e in &mut self.sas {
-                    if e.sa.poll_timeout().is_some_and(|t| t <= now) {
-                        e.sa.handle_timeout(now);
-                    }
-                }
+                self.ep.handle_timeout(now);
                 self.touched();
             }
             if self.pending {
                 // Something happened to an SA (not merely a dropped or refused message).
                 self.pending = false;
                 self.pump();
-                self.next_timer = self.sas.iter().filter_map(|e| e.sa.poll_timeout()).min();
+                self.next_timer = self.ep.poll_timeout();
                 self.volume = self.volume_limits();
             }
             self.publish_stats();
@@ -591,38 +589,30 @@ impl IkeThread {
         self.dirty = true;
     }
 
-    /// Acts on every SA's events, sends its datagrams, and forgets finished SAs.
+    /// Acts on the endpoint's output: every touched SA's events (first: a child SA is
+    /// installed or moved before the message that lets the peer use it goes out, which is
+    /// make-before-break), its datagrams, and the cleanup of finished SAs.
     fn pump(&mut self) {
-        let mut restart = Vec::new();
-        for i in 0..self.sas.len() {
-            // Events first: a child SA is installed (or moved) before the message that
-            // lets the peer use it goes out (make-before-break).
-            while let Some(ev) = self.sas[i].sa.poll_event() {
-                self.event(i, ev);
-            }
-            while let Some(t) = self.sas[i].sa.poll_transmit() {
-                self.send(t.local, t.remote, &t.bytes);
-            }
-            let e = &mut self.sas[i];
-            if e.sa.is_established() || e.sa.is_dead() {
-                if let Some(src) = e.half_open.take() {
-                    self.limiter.closed(src);
+        while let Some(out) = self.ep.poll() {
+            match out {
+                Output::Event(h, ev) => self.event(h, ev),
+                Output::Transmit(t) => self.send(t.local, t.remote, &t.bytes),
+                Output::Removed { sa, conn } => {
+                    if self.cleanup(sa) {
+                        let name = self.conns[conn].name.clone();
+                        log(format_args!(
+                            "ike {name}: restarting (dpd_action = restart)"
+                        ));
+                        self.initiate(Instant::now(), &name);
+                    }
                 }
+                Output::Notice(Notice::HalfOpenFull { half_open }) => log(format_args!(
+                    "ike: {half_open} half-open IKE SAs; dropping new IKE_SA_INIT requests"
+                )),
+                Output::Notice(Notice::NoConnection { remote, local }) => log(format_args!(
+                    "ike: IKE_SA_INIT from {remote} to {local} fits no connection"
+                )),
             }
-            if self.sas[i].sa.is_dead() && !self.sas[i].done {
-                self.cleanup(i);
-                self.sas[i].done = true;
-                if self.sas[i].restart {
-                    restart.push(self.conns[self.sas[i].conn].name.clone());
-                }
-            }
-        }
-        self.sas.retain(|e| !e.done);
-        for name in restart {
-            log(format_args!(
-                "ike {name}: restarting (dpd_action = restart)"
-            ));
-            self.initiate(Instant::now(), &name);
         }
     }
 
@@ -631,16 +621,16 @@ impl IkeThread {
     fn note_esp_activity(&mut self, now: Instant) {
         if now.duration_since(self.activity_checked) < Duration::from_secs(1)
             || !self
-                .sas
+                .ep
                 .iter()
-                .any(|e| self.conns[e.conn].ike.dpd.delay.is_some())
+                .any(|(_, c, _)| self.conns[c].ike.dpd.delay.is_some())
         {
             return;
         }
         self.activity_checked = now;
         self.touched();
         let st = self.engine.status();
-        for e in &mut self.sas {
+        for (h, e) in &mut self.entries {
             let mut active = false;
             for c in &mut e.children {
                 if let Some(s) = st.sas.iter().find(|s| s.name == c.spec.name) {
@@ -649,16 +639,18 @@ impl IkeThread {
                 }
             }
             if active {
-                e.sa.note_activity(now);
+                if let Some(sa) = self.ep.sa_mut(*h) {
+                    sa.note_activity(now);
+                }
             }
         }
     }
 
     /// Whether some IKE SA's connection limits its child SAs by bytes or packets.
     fn volume_limits(&self) -> bool {
-        self.sas
+        self.ep
             .iter()
-            .any(|e| self.conns[e.conn].ike.child_volume_limits())
+            .any(|(_, c, _)| self.conns[c].ike.child_volume_limits())
     }
 
     /// Feeds the engine's per-SA counters to IKE SAs whose child SAs have byte or packet
@@ -671,16 +663,27 @@ impl IkeThread {
         self.usage_checked = now;
         self.touched();
         let st = self.engine.status();
-        for e in &mut self.sas {
-            if !self.conns[e.conn].ike.child_volume_limits() || !e.sa.is_established() {
+        let mut usage = Vec::new();
+        for (h, c, sa) in self.ep.iter() {
+            if !self.conns[c].ike.child_volume_limits() || !sa.is_established() {
                 continue;
             }
-            for c in &e.children {
-                if let Some(s) = st.sas.iter().find(|s| s.name == c.spec.name) {
-                    let bytes = s.in_bytes.max(s.out_bytes);
-                    let packets = s.in_packets.max(s.out_packets);
-                    e.sa.child_usage(now, c.spec.spi_in, bytes, packets);
-                }
+            let Some(e) = self.entries.get(&h) else {
+                continue;
+            };
+            usage.extend(e.children.iter().filter_map(|c| {
+                let s = st.sas.iter().find(|s| s.name == c.spec.name)?;
+                Some((
+                    h,
+                    c.spec.spi_in,
+                    s.in_bytes.max(s.out_bytes),
+                    s.in_packets.max(s.out_packets),
+                ))
+            }));
+        }
+        for (h, spi_in, bytes, packets) in usage {
+            if let Some(sa) = self.ep.sa_mut(h) {
+                sa.child_usage(now, spi_in, bytes, packets);
             }
         }
     }
@@ -706,8 +709,12 @@ impl IkeThread {
         let mut found = false;
         // Outbound SPIs are chosen by the peers, so two IKE SAs may (rarely) share one:
         // each that has it acts on its own child.
-        for e in &mut self.sas {
-            let Some(action) = e.sa.child_seq_limit(now, spi, exhausted) else {
+        for h in self.ep.handles() {
+            let Some(action) = self
+                .ep
+                .sa_mut(h)
+                .and_then(|sa| sa.child_seq_limit(now, spi, exhausted))
+            else {
                 continue;
             };
             found = true;
@@ -717,11 +724,12 @@ impl IkeThread {
                     continue;
                 }
             }
-            let sa = e
-                .children
-                .iter()
-                .find(|c| c.spi_out == spi)
+            let sa = self
+                .entries
+                .get(&h)
+                .and_then(|e| e.children.iter().find(|c| c.spi_out == spi))
                 .map_or_else(|| format!("{spi:08x}"), |c| c.status.sa.clone());
+            let conn = self.ep.connection_of(h).unwrap_or_default();
             let did = match action {
                 SeqLimitAction::Rekey => "rekeying it",
                 SeqLimitAction::Replacing => "a rekey is replacing it already",
@@ -732,7 +740,7 @@ impl IkeThread {
             };
             log(format_args!(
                 "ike {} #{}: child SA {sa} {what}: {did}",
-                self.conns[e.conn].name, e.id
+                self.conns[conn].name, h.0
             ));
         }
         if !found && !again {
@@ -745,18 +753,24 @@ impl IkeThread {
 
     /// Starts a rekey of `conn`'s child SAs (or its IKE SA).
     fn rekey(&mut self, now: Instant, conn: &str, ike: bool) {
-        for e in &mut self.sas {
-            if self.conns[e.conn].name != conn || !e.sa.is_established() {
+        for h in self.ep.handles() {
+            let Some(c) = self.ep.connection_of(h) else {
+                continue;
+            };
+            if self.conns[c].name != conn {
                 continue;
             }
+            let Some(sa) = self.ep.sa_mut(h).filter(|sa| sa.is_established()) else {
+                continue;
+            };
             let started = if ike {
-                e.sa.rekey_ike(now)
+                sa.rekey_ike(now)
             } else {
-                e.sa.rekey_children(now)
+                sa.rekey_children(now)
             };
             log(format_args!(
                 "ike {conn} #{}: {} rekey {}",
-                e.id,
+                h.0,
                 if ike { "IKE SA" } else { "child SA" },
                 if started { "started" } else { "not possible" }
             ));
@@ -787,127 +801,24 @@ impl IkeThread {
         }
     }
 
+    /// Hands a datagram to the endpoint. One that reached an SA is pumped with the next
+    /// turn; one that was dropped or refused costs no more than the endpoint's checks (its
+    /// COOKIE or answer, if any, leaves at once).
     fn datagram(&mut self, now: Instant, d: IkeDatagram) {
-        if d.bytes.len() > MAX_MESSAGE {
-            self.input.oversize.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let Ok(h) = HeaderPacket::new_checked(d.bytes.as_slice()) else {
-            return;
-        };
-        let (spi_i, spi_r, flags) = (h.spi_i(), h.spi_r(), h.flags());
-        let by_spis = if spi_r != 0 {
-            self.sas.iter().position(|e| e.sa.owns(spi_i, spi_r))
-        } else {
-            None
-        };
-        let found = if by_spis.is_some() {
-            by_spis
-        } else if flags.initiator() {
-            self.sas.iter().position(|e| {
-                !e.sa.is_initiator()
-                    && e.sa.spi_i() == Some(spi_i)
-                    && e.sa.addresses().1.ip() == d.remote.ip()
-            })
-        } else {
-            self.sas
-                .iter()
-                .position(|e| e.sa.is_initiator() && e.sa.spi_i() == Some(spi_i))
-        };
-        let i = match found {
-            Some(i) => i,
-            None => {
-                let new_request = flags.initiator()
-                    && !flags.response()
-                    && spi_r == 0
-                    && h.exchange_type() == ExchangeType::IkeSaInit
-                    && h.message_id() == 0;
-                if !new_request {
-                    return;
-                }
-                let half_open = self.limiter.half_open();
-                match self.limiter.check(now, d.remote.ip()) {
-                    Ok(()) => self.half_open_logged = false,
-                    Err(r) => {
-                        if r == Refusal::HalfOpen && !self.half_open_logged {
-                            log(format_args!(
-                                "ike: {half_open} half-open IKE SAs; dropping new IKE_SA_INIT requests"
-                            ));
-                            self.half_open_logged = true;
-                        }
-                        return;
-                    }
-                }
-                let Some(c) = self.conns.iter().position(|c| {
-                    (c.local_addrs.is_empty() || c.local_addrs.contains(&d.local.ip()))
-                        && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&d.remote.ip()))
-                }) else {
-                    log(format_args!(
-                        "ike: IKE_SA_INIT from {} to {} fits no connection",
-                        d.remote, d.local
-                    ));
-                    return;
-                };
-                // Under load, a COOKIE round trip first (RFC 7296 section 2.6): no state
-                // until the initiator shows it receives at its address.
-                let Some(gate) = self.cookies.as_mut() else {
-                    return;
-                };
-                if let Admission::Cookie(bytes) =
-                    gate.admit(now, half_open, d.remote.ip(), &d.bytes)
-                {
-                    self.send(d.local, d.remote, &bytes);
-                    return;
-                }
-                let sa = IkeSa::respond(self.conns[c].ike.clone());
-                self.add(c, sa);
-                let i = self.sas.len() - 1;
-                self.sas[i]
-                    .sa
-                    .handle_datagram(now, d.local, d.remote, &d.bytes);
-                // A responder that refused the request (no SA created) is not kept.
-                if self.sas[i].sa.spi_i().is_none() {
-                    while let Some(t) = self.sas[i].sa.poll_transmit() {
-                        self.send(t.local, t.remote, &t.bytes);
-                    }
-                    self.sas.remove(i);
-                    return;
-                }
-                self.limiter.opened(d.remote.ip());
-                self.sas[i].half_open = Some(d.remote.ip());
+        match self.ep.handle(now, d.local, d.remote, &d.bytes) {
+            Some(h) => {
+                self.entries.entry(h).or_default();
                 self.touched();
-                return;
             }
-        };
-        self.sas[i]
-            .sa
-            .handle_datagram(now, d.local, d.remote, &d.bytes);
-        self.touched();
-    }
-
-    fn add(&mut self, conn: usize, sa: IkeSa) {
-        self.sas.push(Entry {
-            id: self.next_id,
-            conn,
-            sa,
-            info: None,
-            established: None,
-            children: Vec::new(),
-            vips: Vec::new(),
-            peer_vips: Vec::new(),
-            dns: Vec::new(),
-            done: false,
-            restart: false,
-            half_open: None,
-        });
-        self.next_id += 1;
+            None => self.pump(),
+        }
     }
 
     fn initiate(&mut self, now: Instant, name: &str) {
         let Some(c) = self.conns.iter().position(|c| c.name == name) else {
             return;
         };
-        if self.sas.iter().any(|e| e.conn == c && !e.sa.is_dead()) {
+        if self.ep.has_live(c) {
             log(format_args!("ike {name}: already up or connecting"));
             return;
         }
@@ -938,10 +849,10 @@ impl IkeThread {
             SocketAddr::new(local, lport),
             SocketAddr::new(remote, rport),
         );
-        match IkeSa::initiate(conn.ike.clone(), now, l, r) {
-            Ok(sa) => {
+        match self.ep.connect(now, c, l, r) {
+            Ok(h) => {
                 log(format_args!("ike {name}: initiating {l} -> {r}"));
-                self.add(c, sa);
+                self.entries.insert(h, Entry::default());
                 self.pump();
             }
             Err(e) => log(format_args!("ike {name}: cannot initiate: {e}")),
@@ -950,16 +861,21 @@ impl IkeThread {
 
     /// Deletes the IKE SAs of `conn` (all with `None`).
     fn terminate(&mut self, now: Instant, conn: Option<&str>) {
-        for i in 0..self.sas.len() {
-            let e = &mut self.sas[i];
-            if conn.is_some_and(|c| self.conns[e.conn].name != c) || e.sa.is_dead() {
+        for h in self.ep.handles() {
+            let Some(c) = self.ep.connection_of(h) else {
+                continue;
+            };
+            if conn.is_some_and(|n| self.conns[c].name != n) {
                 continue;
             }
-            let sent = e.sa.delete(now);
+            let Some(sa) = self.ep.sa_mut(h).filter(|sa| !sa.is_dead()) else {
+                continue;
+            };
+            let sent = sa.delete(now);
             log(format_args!(
                 "ike {} #{}: {}",
-                self.conns[e.conn].name,
-                e.id,
+                self.conns[c].name,
+                h.0,
                 if sent {
                     "deleting (Delete sent)"
                 } else {
@@ -970,16 +886,21 @@ impl IkeThread {
         self.pump();
     }
 
-    fn event(&mut self, i: usize, ev: Event) {
-        let name = self.conns[self.sas[i].conn].name.clone();
-        let id = self.sas[i].id;
+    fn event(&mut self, h: SaHandle, ev: Event) {
+        let (Some(c), Some(sa)) = (self.ep.connection_of(h), self.ep.sa(h)) else {
+            return;
+        };
+        let name = self.conns[c].name.clone();
+        let id = h.0;
+        let initiator = sa.is_initiator();
+        let st = sa.stats();
         match ev {
             Event::IkeSaEstablished(info) => {
                 log(format_args!(
                     "ike {name} #{id}: established {}[{}] === {}[{}], {}, nat {}, \
                      fragmentation {}, peer signature hashes {:?}",
                     info.local,
-                    id_string(&self.conns[self.sas[i].conn].ike.local_id),
+                    id_string(&self.conns[c].ike.local_id),
                     info.remote,
                     id_string(&info.remote_id),
                     algorithms(info.cipher, info.prf, info.group),
@@ -987,19 +908,18 @@ impl IkeThread {
                     if info.fragmentation { "on" } else { "off" },
                     info.peer_signature_hashes
                 ));
-                let st = self.sas[i].sa.stats();
                 if st.fragments_sent + st.fragments_received > 0 {
                     log(format_args!(
                         "ike {name} #{id}: IKE fragments sent {}, received {}, dropped {}",
                         st.fragments_sent, st.fragments_received, st.fragments_dropped
                     ));
                 }
-                if self.sas[i].sa.is_initiator() {
-                    self.put_vips(i, &info.vips);
+                if initiator {
+                    self.put_vips(h, &info.vips);
                 } else {
-                    self.sas[i].peer_vips.clone_from(&info.vips);
+                    self.entry(h).peer_vips.clone_from(&info.vips);
                 }
-                let e = &mut self.sas[i];
+                let e = self.entry(h);
                 e.dns.clone_from(&info.dns);
                 if !info.vips.is_empty() || !info.dns.is_empty() {
                     let list = |v: &[IpAddr]| {
@@ -1018,7 +938,7 @@ impl IkeThread {
                 e.established = Some(Instant::now());
             }
             Event::ChildSaEstablished(c) => {
-                if let Err(e) = self.install(i, c) {
+                if let Err(e) = self.install(h, c) {
                     log(format_args!(
                         "ike {name} #{id}: installing the child SA: {e}"
                     ));
@@ -1041,17 +961,17 @@ impl IkeThread {
                 ));
                 // Make-before-break: the old pair stays until its Delete completes.
                 let old = format!("{old_spi_in:08x}");
-                for c in &mut self.sas[i].children {
+                for c in &mut self.entry(h).children {
                     if c.status.spi_in == old {
                         c.status.state = "REKEYED".into();
                     }
                 }
-                if let Err(e) = self.install(i, new) {
+                if let Err(e) = self.install(h, new) {
                     log(format_args!(
                         "ike {name} #{id}: installing the rekeyed child SA: {e}"
                     ));
                 } else if initiated {
-                    self.outbound_to_newest(i, &old);
+                    self.outbound_to_newest(h, &old);
                 }
             }
             Event::IkeSaRekeyed(info) => {
@@ -1061,18 +981,19 @@ impl IkeThread {
                     info.spi_r,
                     algorithms(info.cipher, info.prf, info.group)
                 ));
-                self.sas[i].info = Some(info);
-                self.sas[i].established = Some(Instant::now());
+                let e = self.entry(h);
+                e.info = Some(info);
+                e.established = Some(Instant::now());
             }
             Event::ChildSaDeleted { spis_out } => {
                 log(format_args!("ike {name} #{id}: child SAs deleted"));
-                let e = &mut self.sas[i];
+                let e = self.entry(h);
                 let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut e.children)
                     .into_iter()
                     .partition(|c| spis_out.contains(&c.spi_out));
                 e.children = keep;
                 // Routes a remaining (rekeyed) child still uses stay.
-                let kept: Vec<Prefix> = self.sas[i]
+                let kept: Vec<Prefix> = e
                     .children
                     .iter()
                     .flat_map(|c| c.routes.iter().copied())
@@ -1091,15 +1012,20 @@ impl IkeThread {
             }
             Event::Failed(r) => {
                 log(format_args!("ike {name} #{id}: failed: {r}"));
-                let conn = &self.conns[self.sas[i].conn];
+                let conn = &self.conns[c];
                 if r == FailReason::Timeout
                     && conn.ike.dpd.action == DpdAction::Restart
                     && !conn.remote_addrs.is_empty()
                 {
-                    self.sas[i].restart = true;
+                    self.entry(h).restart = true;
                 }
             }
             Event::Closed => log(format_args!("ike {name} #{id}: deleted by the peer")),
         }
+    }
+
+    /// What the thread keeps about IKE SA `h` (made on first use).
+    pub(super) fn entry(&mut self, h: SaHandle) -> &mut Entry {
+        self.entries.entry(h).or_default()
     }
 }

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::ike_thread::{IkeThread, NAT_T_PORT};
+use super::ike_thread::{Entry, IkeThread, NAT_T_PORT};
 use super::status::IkeChildStatus;
 use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
 use crate::dataplane::esp;
 use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
+use crate::ike::endpoint::SaHandle;
 use crate::ike::{ChildSa, Mode};
 use crate::log::log;
 use crate::wire::TrafficSelector;
@@ -37,10 +38,15 @@ pub(super) struct Installed {
 
 impl IkeThread {
     /// Installs a negotiated child SA in the engine, with its VIP and routes.
-    pub(super) fn install(&mut self, i: usize, c: ChildSa) -> Result<(), String> {
-        let e = &self.sas[i];
-        let conn = &self.conns[e.conn];
-        let (local, remote) = e.sa.addresses();
+    pub(super) fn install(&mut self, h: SaHandle, c: ChildSa) -> Result<(), String> {
+        let (Some(ci), Some(sa)) = (self.ep.connection_of(h), self.ep.sa(h)) else {
+            return Err(format!("no IKE SA {h}"));
+        };
+        let conn = &self.conns[ci];
+        let (local, remote) = sa.addresses();
+        let initiator = sa.is_initiator();
+        let empty = Entry::default();
+        let e = self.entries.get(&h).unwrap_or(&empty);
         let iface = self
             .ifaces
             .iter()
@@ -84,7 +90,6 @@ impl IkeThread {
             probes: false,
         };
         self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
-        let initiator = e.sa.is_initiator();
         let mut routes = Vec::new();
         let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
         if c.mode == Mode::Tunnel {
@@ -138,8 +143,7 @@ impl IkeThread {
                 format!(", vips {}", v.join(" "))
             }
         ));
-        let e = &mut self.sas[i];
-        e.children.push(Installed {
+        self.entry(h).children.push(Installed {
             status,
             spi_out: c.spi_out,
             spec,
@@ -156,12 +160,12 @@ impl IkeThread {
     /// be lost). The engine sends on the first SA whose selectors match, so the old pair is
     /// moved behind the new one; it keeps its state (replay window included) and keeps
     /// accepting inbound packets until its Delete completes.
-    pub(super) fn outbound_to_newest(&mut self, i: usize, old_spi_in: &str) {
-        let Some(old) = self.sas[i]
-            .children
-            .iter_mut()
-            .find(|c| c.status.spi_in == old_spi_in)
-        else {
+    pub(super) fn outbound_to_newest(&mut self, h: SaHandle, old_spi_in: &str) {
+        let Some(old) = self.entries.get_mut(&h).and_then(|e| {
+            e.children
+                .iter_mut()
+                .find(|c| c.status.spi_in == old_spi_in)
+        }) else {
             return;
         };
         Self::move_behind(&self.engine, old);
@@ -192,28 +196,32 @@ impl IkeThread {
         }
     }
 
-    /// Removes what a dead IKE SA installed: child SAs, routes, the virtual IP.
-    pub(super) fn cleanup(&mut self, i: usize) {
-        let children = std::mem::take(&mut self.sas[i].children);
-        for c in children {
+    /// Removes what a dead IKE SA installed (child SAs, routes, the virtual IPs) and
+    /// forgets it; returns whether its connection is to be initiated again.
+    pub(super) fn cleanup(&mut self, h: SaHandle) -> bool {
+        let Some(e) = self.entries.remove(&h) else {
+            return false;
+        };
+        for c in e.children {
             self.uninstall(c);
         }
-        for v in std::mem::take(&mut self.sas[i].vips) {
+        for v in e.vips {
             self.ip_change(Change::DelAddress {
                 addr: v,
                 dev: self.tun.clone(),
             });
         }
+        e.restart
     }
 
     /// Puts the virtual IPs assigned to us (as initiator) on the TUN.
-    pub(super) fn put_vips(&mut self, i: usize, vips: &[IpAddr]) {
+    pub(super) fn put_vips(&mut self, h: SaHandle, vips: &[IpAddr]) {
         for v in vips {
             self.ip_change(Change::AddAddress {
                 addr: *v,
                 dev: self.tun.clone(),
             });
-            self.sas[i].vips.push(*v);
+            self.entry(h).vips.push(*v);
         }
     }
 

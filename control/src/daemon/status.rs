@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::ike_thread::IkeThread;
+use super::ike_thread::{Entry, IkeThread};
 use crate::dataplane::aead::Cipher;
-use crate::ike::cookie::{CookieGate, CookieStats};
+use crate::ike::cookie::CookieStats;
 use crate::ike::limits::LimitStats;
 use crate::ike::{IkeSaInfo, Prf};
 use crate::log::{MAX_SHOWN, printable};
@@ -133,25 +133,27 @@ impl IkeThread {
     pub(super) fn publish(&mut self, now: Instant) {
         self.dirty = false;
         self.published = now;
+        let empty = Entry::default();
         let list = self
-            .sas
+            .ep
             .iter()
-            .map(|e| {
-                let conn = &self.conns[e.conn];
-                let (local, remote) = e.sa.addresses();
-                let (spi_i, spi_r) = e.sa.spis().unwrap_or((e.sa.spi_i().unwrap_or(0), 0));
-                let state = if e.sa.is_established() {
+            .map(|(h, c, sa)| {
+                let e = self.entries.get(&h).unwrap_or(&empty);
+                let conn = &self.conns[c];
+                let (local, remote) = sa.addresses();
+                let (spi_i, spi_r) = sa.spis().unwrap_or((sa.spi_i().unwrap_or(0), 0));
+                let state = if sa.is_established() {
                     "ESTABLISHED"
-                } else if e.sa.is_dead() {
+                } else if sa.is_dead() {
                     "DELETING"
                 } else {
                     "CONNECTING"
                 };
                 IkeSaStatus {
                     name: conn.name.clone(),
-                    id: e.id,
+                    id: h.0,
                     state: state.into(),
-                    initiator: e.sa.is_initiator(),
+                    initiator: sa.is_initiator(),
                     local: local.to_string(),
                     remote: remote.to_string(),
                     local_id: id_string(&conn.ike.local_id),
@@ -174,14 +176,13 @@ impl IkeThread {
                     peer_vips: e.peer_vips.iter().map(ToString::to_string).collect(),
                     dns: e.dns.iter().map(ToString::to_string).collect(),
                     established_s: e.established.map(|t| now.duration_since(t).as_secs()),
-                    rekey_in_s: e
-                        .sa
+                    rekey_in_s: sa
                         .next_rekey()
                         .map(|t| t.saturating_duration_since(now).as_secs()),
                     fragmentation: e.info.as_ref().is_some_and(|i| i.fragmentation),
-                    fragments_sent: e.sa.stats().fragments_sent,
-                    fragments_received: e.sa.stats().fragments_received,
-                    fragments_dropped: e.sa.stats().fragments_dropped,
+                    fragments_sent: sa.stats().fragments_sent,
+                    fragments_received: sa.stats().fragments_received,
+                    fragments_dropped: sa.stats().fragments_dropped,
                     children: e.children.iter().map(|c| c.status.clone()).collect(),
                 }
             })
@@ -196,14 +197,12 @@ impl IkeThread {
             .cookie_stats
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        st.half_open = self.limiter.half_open();
-        st.half_open_sources = self.limiter.sources();
-        st.limits = self.limiter.stats();
-        st.cookies = self
-            .cookies
-            .as_ref()
-            .map(CookieGate::stats)
-            .unwrap_or_default();
+        let ep = self.ep.stats();
+        st.half_open = ep.half_open;
+        st.half_open_sources = ep.half_open_sources;
+        st.limits = ep.limits;
+        st.cookies = ep.cookies;
+        st.oversize = ep.oversize;
     }
 }
 

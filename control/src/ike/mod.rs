@@ -19,6 +19,7 @@
 pub mod config;
 pub mod cookie;
 pub mod crypto;
+pub mod endpoint;
 pub mod fragment;
 pub mod limits;
 pub mod proposal;
