@@ -927,3 +927,44 @@ fn sequence_limits_rekey_then_delete_and_recreate() {
     assert!(h.resp.child_spis().is_empty() && h.init.child_spis().is_empty());
     assert!(h.init.is_established() && h.resp.is_established());
 }
+
+/// Each IKE SA has its own message window: right after our IKE SA rekey, the Delete of
+/// the old IKE SA is outstanding on the old SA while a child rekey goes out at once on the
+/// new one (with a single window it waited for the Delete's answer).
+#[test]
+fn old_and_new_ike_sa_have_their_own_windows() {
+    let mut h = Harness::established(client(), gateway(), Faults::default());
+    let old = h.init.spis().unwrap();
+    let now = h.now;
+    assert!(h.init.rekey_ike(now));
+    // The rekey request, its response; then the Delete of the old IKE SA is in flight.
+    for _ in 0..2 {
+        h.collect();
+        let (to_resp, t) = h.in_flight.pop_front().expect("a message in flight");
+        h.deliver(to_resp, t);
+    }
+    h.collect();
+    let new = h.init.spis().unwrap();
+    assert_ne!(new, old);
+    let now = h.now;
+    assert!(h.init.rekey_children(now));
+    h.collect();
+    let spis: Vec<(u64, u64)> = h
+        .in_flight
+        .iter()
+        .filter(|(to_resp, _)| *to_resp)
+        .map(|(_, t)| {
+            let hdr = crate::wire::HeaderPacket::new_checked(&t.bytes[..]).unwrap();
+            (hdr.spi_i(), hdr.spi_r())
+        })
+        .collect();
+    assert_eq!(
+        spis,
+        vec![old, new],
+        "Delete on the old SA, child rekey on the new"
+    );
+    h.run(LIMIT);
+    h.no_failure();
+    h.one_pair();
+    assert_eq!(h.init.spis(), Some(new));
+}

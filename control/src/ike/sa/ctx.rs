@@ -1,6 +1,7 @@
 //! Everything an IKE SA holds besides its state: configuration, addresses, the queues of
 //! datagrams and events, timers, the tracked child SAs and virtual IP leases.
 
+use crate::ike::sa::channel::Retransmit;
 use crate::ike::sa::child::Child;
 use crate::ike::sa::timer::{Timer, TimerTable};
 use crate::ike::sa::{ChildSa, Dead, Event, FailReason, NONCE_LEN, State, Stats, Transmit};
@@ -23,15 +24,6 @@ use crate::wire::{
 /// The message ID window the handshake's requests go on (`Timer::Retransmit`).
 pub(in crate::ike::sa) const HANDSHAKE_WINDOW: u32 = 0;
 
-/// An outstanding request and its retransmission schedule (the next deadline is
-/// `Timer::Retransmit` in the timer table).
-#[derive(Debug)]
-pub(in crate::ike::sa) struct Retransmit {
-    pub(in crate::ike::sa) bytes: Vec<u8>,
-    pub(in crate::ike::sa) first_sent: Instant,
-    pub(in crate::ike::sa) interval: Duration,
-}
-
 /// Everything but the state: configuration, addresses, queues, timers.
 pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) cfg: IkeConfig,
@@ -40,7 +32,11 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) remote: SocketAddr,
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,
+    /// The handshake's outstanding request (IKE_SA_INIT, IKE_AUTH); an established SA's
+    /// requests are its channels'.
     pub(in crate::ike::sa) retransmit: Option<Retransmit>,
+    /// The id of the next channel (`Timer::Retransmit`), from 1.
+    pub(in crate::ike::sa) next_channel: u32,
     /// Every deadline: retransmission, half-open expiry, lifetimes, liveness.
     pub(in crate::ike::sa) timers: TimerTable,
     pub(in crate::ike::sa) stats: Stats,
@@ -103,39 +99,28 @@ impl Ctx {
     }
 
     pub(in crate::ike::sa) fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
-        self.send(bytes.clone());
-        self.retransmit = Some(Retransmit {
-            bytes,
-            first_sent: now,
-            interval: self.cfg.retransmit.initial,
-        });
-        self.timers.set(
+        let (t, path) = (
             Timer::Retransmit(HANDSHAKE_WINDOW),
-            now + self.cfg.retransmit.initial,
+            (self.local, self.remote),
         );
+        self.retransmit = Some(Retransmit::start(self, now, t, path, bytes));
+    }
+
+    /// A new channel's id.
+    pub(in crate::ike::sa) fn channel_id(&mut self) -> u32 {
+        self.next_channel = self.next_channel.wrapping_add(1).max(1);
+        self.next_channel
     }
 
     /// Retransmits the outstanding request if its time has come. `false`: its give-up
     /// time has passed unanswered.
     pub(in crate::ike::sa) fn run_retransmit(&mut self, now: Instant) -> bool {
-        let t = Timer::Retransmit(HANDSHAKE_WINDOW);
-        if !self.timers.is_due(t, now) {
-            return true;
-        }
-        let Some(rt) = self.retransmit.as_mut() else {
-            self.timers.stop(t);
+        let Some(mut rt) = self.retransmit.take() else {
             return true;
         };
-        let give_up = rt.first_sent + self.cfg.retransmit.give_up;
-        if now >= give_up {
-            return false;
-        }
-        rt.interval = rt.interval.saturating_mul(2);
-        let bytes = rt.bytes.clone();
-        self.timers.set(t, (now + rt.interval).min(give_up));
-        self.stats.retransmitted += 1;
-        self.send(bytes);
-        true
+        let alive = rt.run(self, now, Timer::Retransmit(HANDSHAKE_WINDOW));
+        self.retransmit = Some(rt);
+        alive
     }
 
     /// Stops the lifetimes of child SA `spi_in` (gone, or replaced).
@@ -343,6 +328,7 @@ impl Ctx {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmit: None,
+            next_channel: 0,
             timers: TimerTable::default(),
             stats: Stats::default(),
             children: Vec::new(),

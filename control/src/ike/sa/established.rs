@@ -3,18 +3,19 @@
 //! checks that queue rekeys, Deletes and checks. The exchanges themselves are types in
 //! `exchange/` (one file each, the trait in `exchange/mod.rs`).
 //!
-//! Message IDs: a window of one per direction. Our own requests are queued as exchange
-//! objects and sent one at a time ([`Established::kick`]); requests from the peer are
-//! answered whatever we have outstanding. Every request we send has its retransmission
-//! schedule in `Ctx::retransmit`; a give-up fails the IKE SA (`FailReason::Timeout`).
+//! Message IDs: a window of one per direction and IKE SA ([`Channel`]). Our own requests
+//! are queued as exchange objects on the channel they go on and sent one at a time per
+//! channel ([`Established::kick`]); requests from the peer are answered whatever we have
+//! outstanding. Every request we send has its retransmission schedule in its channel; a
+//! give-up fails the IKE SA (`FailReason::Timeout`).
 //!
 //! Make-before-break: a rekeyed child SA stays (and keeps accepting inbound packets) until
 //! the Delete exchange for it completes; only then is [`Event::ChildSaDeleted`] raised.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::channel::Channel;
 use super::exchange::delete::deletes_ike;
 use super::exchange::{
     ChildCreate, ChildRekey, Delete, Effect, Ex, Exchange, IkeRekey, IkeRetry, Key, Kind, Liveness,
@@ -47,10 +48,6 @@ pub(in crate::ike::sa) struct Established {
     retiring: Vec<Channel>,
     /// What the caller was told about the IKE SA, kept up to date across rekeys.
     info: IkeSaInfo,
-    /// Our outstanding request (a window of one).
-    pending: Option<Pending>,
-    /// Requests to send once nothing is outstanding.
-    todo: VecDeque<Box<dyn Exchange>>,
     /// The last sign of life from the peer: an authenticated IKE message or reported ESP.
     last_rx: Instant,
     /// A rekey of the IKE SA by the peer, answered while ours was outstanding (RFC 7296
@@ -58,39 +55,6 @@ pub(in crate::ike::sa) struct Established {
     peer_ike: Option<(Channel, Vec<u8>)>,
     /// The exchanges a request of the peer's may be, in the order they are asked.
     responders: Vec<Responder>,
-}
-
-/// One IKE SA's keys and message-ID state.
-pub(super) struct Channel {
-    pub(super) core: Core,
-    /// The next request ID we expect from the peer.
-    pub(super) peer_next: u32,
-    /// The last response we sent, for retransmitted requests.
-    pub(super) last_response: Option<(u32, Vec<u8>)>,
-    /// The message ID of our next request.
-    pub(super) own_next: u32,
-}
-
-impl Channel {
-    fn spis(&self) -> (u64, u64) {
-        (self.core.spi_i, self.core.spi_r)
-    }
-
-    fn fresh(core: Core) -> Channel {
-        Channel {
-            core,
-            peer_next: 0,
-            last_response: None,
-            own_next: 0,
-        }
-    }
-}
-
-/// Our outstanding request: the exchange, on which IKE SA, with which message ID.
-struct Pending {
-    ex: Box<dyn Exchange>,
-    spis: (u64, u64),
-    id: u32,
 }
 
 /// Which IKE SA a message is for.
@@ -117,8 +81,6 @@ impl Established {
             ch,
             retiring: Vec::new(),
             info,
-            pending: None,
-            todo: VecDeque::new(),
             last_rx: now,
             peer_ike: None,
             responders: responders(),
@@ -127,7 +89,8 @@ impl Established {
         // The initiator creates the further children one by one (CREATE_CHILD_SA).
         if ctx.original_initiator {
             for c in &ctx.cfg.more_children {
-                st.todo
+                st.ch
+                    .todo
                     .push_back(Box::new(ChildCreate::new(c.name.clone(), None)));
             }
         }
@@ -341,7 +304,7 @@ impl Established {
     ) -> State {
         for e in effects {
             match e {
-                Effect::Queue(ex) => self.todo.push_back(ex),
+                Effect::Queue(ex) => self.queue(ex),
                 Effect::Close => return self.closed(ctx, now, w),
                 Effect::Fail(reason) => {
                     let spis = Some(self.ch.spis());
@@ -358,7 +321,7 @@ impl Established {
                     if self.peer_ike.is_none() {
                         match retry {
                             Some(IkeRetry::Group(g)) => {
-                                self.todo.push_back(Box::new(IkeRekey::new(Some(g))));
+                                self.queue(Box::new(IkeRekey::new(Some(g))));
                             }
                             Some(IkeRetry::Later) => {
                                 ctx.timers.set(Timer::IkeRekey, now + RETRY_AFTER);
@@ -372,11 +335,8 @@ impl Established {
                     }
                 }
                 Effect::PeerRekeyedIke(core, lowest) => {
-                    let ch = Channel::fresh(core);
-                    let own = self
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.ex.key() == Key::IkeRekey);
+                    let ch = Channel::fresh(ctx, core);
+                    let own = self.outstanding(&Key::IkeRekey);
                     if own {
                         // Ours is outstanding too: the one with the lowest nonce goes
                         // once both are known (`ike_rekeyed`).
@@ -405,12 +365,9 @@ impl Established {
                     c.rekeyed = true;
                 }
                 ctx.timers.stop(Timer::ChildRekey(spi_in));
-                self.todo
-                    .push_back(Box::new(Delete::children(vec![spi_in])));
+                self.queue(Box::new(Delete::children(vec![spi_in])));
             }
-            _ => self
-                .todo
-                .push_back(Box::new(Delete::children(vec![old_spi_in]))),
+            _ => self.queue(Box::new(Delete::children(vec![old_spi_in]))),
         }
     }
 
@@ -418,7 +375,7 @@ impl Established {
     /// too, the new IKE SA with the lowest of the four nonces is redundant and deleted by
     /// its initiator; the other initiator deletes the old one.
     fn ike_rekeyed(&mut self, ctx: &mut Ctx, now: Instant, core: Core, low: &[u8]) {
-        let ours = Channel::fresh(core);
+        let ours = Channel::fresh(ctx, core);
         let original = self.ch.spis();
         match self.peer_ike.take() {
             // Ours is redundant: we delete it; the peer deletes the old one.
@@ -426,17 +383,17 @@ impl Established {
                 let redundant = ours.spis();
                 self.adopt(ctx, now, theirs);
                 self.retiring.push(ours);
-                self.todo.push_back(Box::new(Delete::ike(Some(redundant))));
+                self.queue(Box::new(Delete::ike(Some(redundant))));
             }
             // Ours survives: the peer deletes its redundant one, we delete the old one.
             Some((theirs, _)) => {
                 self.retiring.push(theirs);
                 self.adopt(ctx, now, ours);
-                self.todo.push_back(Box::new(Delete::ike(Some(original))));
+                self.queue(Box::new(Delete::ike(Some(original))));
             }
             None => {
                 self.adopt(ctx, now, ours);
-                self.todo.push_back(Box::new(Delete::ike(Some(original))));
+                self.queue(Box::new(Delete::ike(Some(original))));
             }
         }
     }
@@ -448,18 +405,11 @@ impl Established {
                 if let Some((ch, _)) = self.peer_ike.take() {
                     // The peer won a rekey collision and deleted the old IKE SA: ours
                     // (still outstanding) is moot.
-                    if self
-                        .pending
-                        .as_ref()
-                        .is_some_and(|p| p.spis == self.ch.spis())
-                    {
-                        self.pending = None;
-                        ctx.stop_retransmit();
-                    }
+                    self.ch.finish(ctx);
                     self.adopt(ctx, now, ch);
                     return State::Established(self);
                 }
-                ctx.stop_retransmit();
+                self.ch.forget(ctx);
                 ctx.events.push_back(Event::Closed);
                 State::Dead(Dead {
                     spis: Some(self.ch.spis()),
@@ -468,21 +418,22 @@ impl Established {
             }
             Which::Retiring(i) => {
                 // Old IKE SA deleted by the peer: keep it to answer retransmissions.
-                let spis = self.retiring.get(i).map(Channel::spis);
-                self.todo
-                    .retain(|a| !matches!(a.key(), Key::DeleteIke(s) if Some(s) == spis));
-                // A request of ours outstanding on it will not be answered: send it again
-                // on the current IKE SA.
-                if self.pending.as_ref().is_some_and(|p| Some(p.spis) == spis) {
-                    ctx.stop_retransmit();
-                    if let Some(again) = self.pending.take().and_then(|p| p.ex.requeue()) {
-                        self.want(again);
-                    }
+                // What was queued for it (its Delete) is moot; a request of ours
+                // outstanding on it will not be answered: send it again on the current
+                // IKE SA.
+                let again = self.retiring.get_mut(i).and_then(|ch| {
+                    ch.todo.clear();
+                    ch.finish(ctx)
+                });
+                if let Some(again) = again.and_then(|p| p.ex.requeue()) {
+                    self.want(again);
                 }
                 State::Established(self)
             }
             Which::PeerIke => {
-                self.peer_ike = None;
+                if let Some((mut ch, _)) = self.peer_ike.take() {
+                    ch.forget(ctx);
+                }
                 State::Established(self)
             }
         }
@@ -490,10 +441,13 @@ impl Established {
 
     /// Makes `ch` the current IKE SA; the previous one retires.
     fn adopt(&mut self, ctx: &mut Ctx, now: Instant, ch: Channel) {
-        let old = std::mem::replace(&mut self.ch, ch);
+        let mut old = std::mem::replace(&mut self.ch, ch);
+        // What was queued for the current IKE SA goes on the new one; a request
+        // outstanding on the old one is answered there.
+        self.ch.todo.extend(old.todo.drain(..));
         self.retiring.push(old);
         while self.retiring.len() > KEEP_RETIRED + 1 {
-            self.retiring.remove(0);
+            self.retiring.remove(0).forget(ctx);
         }
         let core = &self.ch.core;
         self.info.spi_i = core.spi_i;
@@ -515,11 +469,10 @@ impl Established {
         msg: &Message,
     ) -> State {
         let h = &msg.header;
-        let fits = self
-            .pending
-            .as_ref()
-            .is_some_and(|p| p.spis == (h.spi_i, h.spi_r) && p.id == h.message_id);
-        let Some(ch) = self.chan(w).filter(|_| fits) else {
+        let Some(ch) = self
+            .chan(w)
+            .filter(|ch| ch.pending.as_ref().is_some_and(|p| p.id == h.message_id))
+        else {
             ctx.stats.unexpected += 1;
             return State::Established(self);
         };
@@ -536,11 +489,10 @@ impl Established {
                 return State::Established(self);
             }
         };
-        ctx.stop_retransmit();
-        self.last_rx = now;
-        let Some(pending) = self.pending.take() else {
+        let Some(pending) = ch.finish(ctx) else {
             return State::Established(self);
         };
+        self.last_rx = now;
         let ran = self.run(ctx, now, w, |x| pending.ex.process_response(x, &inner));
         let effects = ran.map(|(_, e)| e).unwrap_or_default();
         self.apply(ctx, now, w, effects)
@@ -552,20 +504,53 @@ impl Established {
         // Only these are refused while outstanding: another Delete or new child is a
         // request of its own.
         let outstanding = matches!(key, Key::IkeRekey | Key::Liveness | Key::ChildRekey(_))
-            && self.pending.as_ref().is_some_and(|p| p.ex.key() == key);
-        let queued = self.todo.iter().any(|t| t.key() == key);
-        if !outstanding && !queued {
-            self.todo.push_back(ex);
+            && self.outstanding(&key);
+        if !outstanding && !self.queued(&key) {
+            self.queue(ex);
         }
     }
 
-    /// Sends the next queued request if none is outstanding.
+    /// Queues `ex` on the IKE SA it is for (the current one unless it names another);
+    /// dropped if that IKE SA is gone.
+    fn queue(&mut self, ex: Box<dyn Exchange>) {
+        let w = match ex.ike_sa() {
+            None => Some(Which::Current),
+            Some(spis) => self.which(spis),
+        };
+        if let Some(ch) = w.and_then(|w| self.chan(w)) {
+            ch.todo.push_back(ex);
+        }
+    }
+
+    /// The channels that send requests: the current IKE SA and old ones being deleted.
+    fn channels(&self) -> impl Iterator<Item = &Channel> {
+        std::iter::once(&self.ch).chain(&self.retiring)
+    }
+
+    /// Whether a request like `key` is outstanding on any IKE SA.
+    fn outstanding(&self, key: &Key) -> bool {
+        self.channels()
+            .any(|ch| ch.pending.as_ref().is_some_and(|p| p.ex.key() == *key))
+    }
+
+    /// Whether a request like `key` is queued on any IKE SA.
+    fn queued(&self, key: &Key) -> bool {
+        self.channels()
+            .any(|ch| ch.todo.iter().any(|t| t.key() == *key))
+    }
+
+    /// Sends the next queued request of each IKE SA that has none outstanding.
     pub(super) fn kick(&mut self, ctx: &mut Ctx, now: Instant) {
-        while self.pending.is_none() {
-            let Some(ex) = self.todo.pop_front() else {
-                break;
-            };
-            self.issue(ctx, now, ex, Send::Window);
+        let ws =
+            std::iter::once(Which::Current).chain((0..self.retiring.len()).map(Which::Retiring));
+        for w in ws.collect::<Vec<_>>() {
+            while let Some(ex) = self
+                .chan(w)
+                .filter(|ch| ch.pending.is_none())
+                .and_then(|ch| ch.todo.pop_front())
+            {
+                self.issue(ctx, now, w, ex, Send::Window);
+            }
         }
         self.sync_dpd(ctx);
     }
@@ -573,23 +558,24 @@ impl Established {
     /// Sends `ex` as the IKE SA's last request, whatever is outstanding (fire and forget:
     /// the SA ends). Returns whether it was sent.
     pub(super) fn send_last(&mut self, ctx: &mut Ctx, now: Instant, ex: Box<dyn Exchange>) -> bool {
-        self.issue(ctx, now, ex, Send::Last)
+        self.issue(ctx, now, Which::Current, ex, Send::Last)
     }
 
-    /// Builds, seals and sends the request of `ex`. Returns whether it was sent.
-    fn issue(&mut self, ctx: &mut Ctx, now: Instant, mut ex: Box<dyn Exchange>, how: Send) -> bool {
+    /// Builds, seals and sends the request of `ex` on IKE SA `w`. Returns whether it was
+    /// sent.
+    fn issue(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        w: Which,
+        mut ex: Box<dyn Exchange>,
+        how: Send,
+    ) -> bool {
         // RFC 7296 section 2.8.2: while a rekey of the peer's that collided with ours is
         // unresolved, we start no other.
         if ex.key() == Key::IkeRekey && self.peer_ike.is_some() {
             return false;
         }
-        let w = match ex.ike_sa() {
-            None => Which::Current,
-            Some(spis) => match self.which(spis) {
-                Some(w) => w,
-                None => return false,
-            },
-        };
         let Some((Some(payloads), _)) = self.run(ctx, now, w, |x| ex.build_request(x)) else {
             return false;
         };
@@ -601,23 +587,28 @@ impl Established {
             return false;
         };
         ch.own_next = id.wrapping_add(1);
-        let spis = ch.spis();
+        let path = (ctx.local, ctx.remote);
         match how {
-            Send::Window => {
-                ctx.send_request(now, bytes);
-                self.pending = Some(Pending { ex, spis, id });
-            }
-            Send::Last => ctx.send(bytes),
+            Send::Window => ch.send_request(ctx, now, (ex, id), path, bytes),
+            Send::Last => ctx.send_to(path.0, path.1, bytes),
         }
         true
     }
 
-    /// Runs the lifetime and liveness timers due at `now`. Returns `false` when the IKE
-    /// SA reached its hard lifetime (a Delete was sent; the caller ends it).
-    pub(super) fn on_timers(&mut self, ctx: &mut Ctx, now: Instant) -> bool {
+    /// Runs the retransmission, lifetime and liveness timers due at `now`. `Err`: the IKE
+    /// SA ends, because a request went unanswered for the give-up time (`Timeout`) or it
+    /// reached its hard lifetime (`Expired`, a Delete was sent).
+    pub(super) fn on_timers(&mut self, ctx: &mut Ctx, now: Instant) -> Result<(), FailReason> {
+        let mut alive = self.ch.run_retransmit(ctx, now);
+        for ch in &mut self.retiring {
+            alive &= ch.run_retransmit(ctx, now);
+        }
+        if !alive {
+            return Err(FailReason::Timeout);
+        }
         if ctx.timers.is_due(Timer::IkeExpire, now) {
             self.send_last(ctx, now, Box::new(Delete::ike(None)));
-            return false;
+            return Err(FailReason::Expired);
         }
         if ctx.timers.take_due(Timer::IkeRekey, now) {
             self.want(Box::new(IkeRekey::new(None)));
@@ -642,7 +633,7 @@ impl Established {
             self.want(Box::new(Liveness));
         }
         self.kick(ctx, now);
-        true
+        Ok(())
     }
 
     /// Deletes the child SAs `expired` (inbound, outbound SPI): reported at once, the
@@ -701,8 +692,8 @@ impl Established {
         let c = ctx.children.iter().find(|c| c.spi_out == spi_out)?;
         let spi_in = c.spi_in;
         let rekey = Key::ChildRekey(spi_in);
-        let ours_pending = self.pending.as_ref().is_some_and(|p| p.ex.key() == rekey);
-        let ours_queued = self.todo.iter().any(|a| a.key() == rekey);
+        let ours_pending = self.outstanding(&rekey);
+        let ours_queued = self.queued(&rekey);
         let action = if c.rekeyed || c.peer_rekey.is_some() || ours_pending {
             SeqLimitAction::Replacing
         } else if !exhausted {
@@ -711,7 +702,10 @@ impl Established {
             SeqLimitAction::Rekey
         } else {
             if ours_queued {
-                self.todo.retain(|a| a.key() != rekey);
+                self.ch.todo.retain(|a| a.key() != rekey);
+                for ch in &mut self.retiring {
+                    ch.todo.retain(|a| a.key() != rekey);
+                }
             }
             let name = c.name.clone();
             self.expire_children(ctx, &[(spi_in, spi_out)]);
@@ -727,7 +721,8 @@ impl Established {
 
     /// Whether no request of ours is outstanding or queued.
     fn idle(&self) -> bool {
-        self.pending.is_none() && self.todo.is_empty()
+        self.channels()
+            .all(|ch| ch.pending.is_none() && ch.todo.is_empty())
     }
 
     /// Arms the liveness check `dpd.delay` after the last sign of life while we are idle,
@@ -750,10 +745,12 @@ impl Established {
 
     /// Whether a rekey of the IKE SA or a child SA is under way.
     pub(super) fn rekeying(&self) -> bool {
-        matches!(
-            self.pending.as_ref().map(|p| p.ex.key()),
-            Some(Key::ChildRekey(_) | Key::IkeRekey)
-        )
+        self.channels().any(|ch| {
+            matches!(
+                ch.pending.as_ref().map(|p| p.ex.key()),
+                Some(Key::ChildRekey(_) | Key::IkeRekey)
+            )
+        })
     }
 
     /// Tests only: the peer's requests are offered to `r` before any other exchange.

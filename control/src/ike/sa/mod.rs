@@ -37,6 +37,7 @@ use crate::wire::{
     NotifyType, Payload, TrafficSelector,
 };
 
+mod channel;
 mod child;
 mod core;
 mod ctx;
@@ -520,10 +521,12 @@ impl IkeSa {
             return;
         }
         if let State::Established(st) = &mut self.state {
-            if !st.on_timers(&mut self.ctx, now) {
+            if let Err(reason) = st.on_timers(&mut self.ctx, now) {
                 let spis = self.spis();
-                self.ctx.children.clear();
-                self.state = self.ctx.fail(FailReason::Expired, spis, None);
+                if reason == FailReason::Expired {
+                    self.ctx.children.clear();
+                }
+                self.state = self.ctx.fail(reason, spis, None);
             }
         }
     }

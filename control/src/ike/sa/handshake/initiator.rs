@@ -1,8 +1,9 @@
 //! The initiator's IKE_SA_INIT and IKE_AUTH: states `InitSent` and `AuthSent`.
 
+use crate::ike::sa::channel::Channel;
 use crate::ike::sa::core::{Core, detect_nat, verify_peer};
 use crate::ike::sa::ctx::Ctx;
-use crate::ike::sa::established::{Channel, Established};
+use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::{
     ChildSa, Event, FailReason, NONCE_RANGE, State, first_error_notify, has_notify, notify,
@@ -289,12 +290,7 @@ impl AuthSent {
         let vips_missing = (v4 || v6) && info.vips.is_empty();
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         let established = |ctx: &mut Ctx, core| {
-            let ch = Channel {
-                core,
-                peer_next: 0,
-                last_response: None,
-                own_next: 2,
-            };
+            let ch = Channel::after_auth(ctx, core, (0, 2), None);
             Established::start(ctx, now, ch, info)
         };
         let name = ctx.cfg.child.name.clone();

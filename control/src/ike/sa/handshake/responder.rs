@@ -1,8 +1,9 @@
 //! The responder's IKE_SA_INIT and IKE_AUTH: states `AwaitInit` and `AwaitAuth`.
 
+use crate::ike::sa::channel::Channel;
 use crate::ike::sa::core::{Core, detect_nat, verify_peer};
 use crate::ike::sa::ctx::Ctx;
-use crate::ike::sa::established::{Channel, Established};
+use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
@@ -282,12 +283,7 @@ impl AwaitAuth {
             }),
         }
         core.reasm = Reassembler::default();
-        let ch = Channel {
-            core,
-            peer_next: 2,
-            last_response: Some((1, resp)),
-            own_next: 0,
-        };
+        let ch = Channel::after_auth(ctx, core, (2, 0), Some((1, resp)));
         Established::start(ctx, now, ch, info)
     }
 
