@@ -37,6 +37,8 @@ use crate::dataplane::sa_table::{Policy, Prefix, Role};
 
 mod client;
 mod server;
+#[cfg(any(test, feature = "stand-in"))]
+pub mod stand_in;
 
 pub use client::{ClientError, call};
 pub use server::{Access, Listener, Peer, Server, peer_of};

@@ -4,81 +4,15 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::server::lookup_group;
 use super::*;
 
-/// Records the calls it gets; fails the ones that name "nope".
-#[derive(Default)]
-struct Fake {
-    calls: Mutex<Vec<String>>,
-    /// Drop counters to add to the status, to make it big.
-    bulk: usize,
-}
-
-impl Fake {
-    fn log(&self, s: String) {
-        self.calls.lock().unwrap().push(s);
-    }
-    fn calls(&self) -> Vec<String> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-fn refuse(what: &str) -> Result<String, ControlError> {
-    if what == "nope" {
-        Err(ControlError(format!("no SA named {what:?}")))
-    } else {
-        Ok(format!("{what}: done"))
-    }
-}
-
-impl Target for Fake {
-    fn status(&self) -> EngineStatus {
-        EngineStatus {
-            workers: 2,
-            tun: "mifsec0".into(),
-            tun_offloads: "none".into(),
-            table_swaps: 1,
-            uptime_s: 1.0,
-            interfaces: vec![],
-            sas: vec![],
-            drops: (0..self.bulk)
-                .map(|i| (format!("reason-{i:08}"), i as u64))
-                .collect(),
-        }
-    }
-    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
-        self.log(format!("handover {sa} {path} {hard}"));
-        refuse(sa)
-    }
-    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
-        self.log(format!("add_interface {iface:?}"));
-        refuse(&iface.name)
-    }
-    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
-        self.log(format!("remove_interface {name}"));
-        refuse(name)
-    }
-    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
-        self.log(format!("set_policy {sa} {policy:?}"));
-        refuse(sa)
-    }
-    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
-        self.log(format!("add_path {sa} {path:?}"));
-        refuse(sa)
-    }
-    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
-        self.log(format!("remove_path {sa} {path}"));
-        refuse(sa)
-    }
-    fn wireshark_keys(&self) -> Vec<String> {
-        vec!["line1".into(), "line2".into()]
-    }
-}
+/// The stand-in records the calls it gets and fails the ones that name "nope".
+type Fake = super::stand_in::StandIn;
 
 fn handle(fake: &Fake, line: &str) -> Value {
     serde_json::from_str(&handle_line(fake, line).1.to_line()).unwrap()
@@ -635,10 +569,7 @@ fn too_many_clients_are_turned_away_until_one_leaves() {
 #[test]
 fn an_answer_over_a_mebibyte_arrives_whole() {
     let path = temp_socket("big");
-    let fake = Fake {
-        bulk: 100_000,
-        ..Fake::default()
-    };
+    let fake = Fake::with_bulk(100_000);
     let (server, _) = serve_fake_with(&path, fake, Access::default(), REQUEST_DEADLINE);
     let st = call(&path, &Request::Status {}).unwrap();
     let drops = st["drops"].as_object().unwrap();

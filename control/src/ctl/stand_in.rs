@@ -1,0 +1,91 @@
+//! A stand-in for the engine behind the control socket, for the protocol's unit tests and
+//! the `ctl_request` fuzz target (built for them only: `cfg(test)` or the `stand-in`
+//! feature, which control/fuzz enables).
+
+use std::sync::Mutex;
+
+use super::Target;
+use crate::dataplane::engine::{ControlError, EngineStatus, InterfaceConfig, PathSpec};
+use crate::dataplane::sa_table::Policy;
+
+/// Accepts every call and records it (`handover t fast false`), except those that name an
+/// SA, path, interface or connection starting with "no": those fail with
+/// `no SA named "NAME"`.
+#[derive(Debug, Default)]
+pub struct StandIn {
+    calls: Mutex<Vec<String>>,
+    /// Drop counters to add to the status, to make it big.
+    bulk: usize,
+}
+
+impl StandIn {
+    /// A stand-in whose status carries `bulk` drop counters (a big answer).
+    pub fn with_bulk(bulk: usize) -> StandIn {
+        StandIn {
+            bulk,
+            ..StandIn::default()
+        }
+    }
+
+    fn answer(&self, call: String, names: &[&str]) -> Result<String, ControlError> {
+        self.calls.lock().unwrap().push(call);
+        match names.iter().find(|n| n.starts_with("no")) {
+            Some(n) => Err(ControlError(format!("no SA named {n:?}"))),
+            None => Ok(format!("{}: done", names[0])),
+        }
+    }
+
+    /// The calls so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Target for StandIn {
+    fn status(&self) -> EngineStatus {
+        EngineStatus {
+            workers: 2,
+            tun: "mifsec0".into(),
+            tun_offloads: "none".into(),
+            table_swaps: 1,
+            uptime_s: 1.0,
+            interfaces: vec![],
+            sas: vec![],
+            drops: (0..self.bulk)
+                .map(|i| (format!("reason-{i:08}"), i as u64))
+                .collect(),
+        }
+    }
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+        self.answer(format!("handover {sa} {path} {hard}"), &[sa])
+    }
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+        let call = format!("add_interface {iface:?}");
+        self.answer(call, &[&iface.name])
+    }
+    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+        self.answer(format!("remove_interface {name}"), &[name])
+    }
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+        self.answer(format!("set_policy {sa} {policy:?}"), &[sa])
+    }
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+        let call = format!("add_path {sa} {path:?}");
+        self.answer(call, &[sa, &path.name])
+    }
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+        self.answer(format!("remove_path {sa} {path}"), &[sa, path])
+    }
+    fn wireshark_keys(&self) -> Vec<String> {
+        vec!["line1".into(), "line2".into()]
+    }
+    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+        self.answer(format!("initiate {conn}"), &[conn])
+    }
+    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+        self.answer(format!("terminate {conn}"), &[conn])
+    }
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+        self.answer(format!("rekey {conn} {ike}"), &[conn])
+    }
+}
