@@ -1,24 +1,20 @@
-//! The IKE thread of the daemon: it owns the IKE SAs of the configured
-//! connections and drives them (the sans-IO [`IkeSa`]) with real sockets and a real clock.
+//! The IKE thread of the daemon: the I/O shell of the sans-IO [`Endpoint`], which owns
+//! the IKE SAs of the configured connections, routes datagrams to them, creates
+//! responders and applies the COOKIE gate and the half-open limits (see
+//! [`crate::ike::endpoint`]). The thread gives it real datagrams and the real time and
+//! acts on what it returns, in the manner of quinn's endpoint driver.
 //!
 //! * Input: IKE messages that arrive on the engine's port-4500 sockets behind the non-ESP
 //!   marker (`Engine::take_ike_receiver`), and on the thread's own UDP sockets bound to port
-//!   500 of every interface address; `initiate` / `terminate` commands from the control
-//!   socket.
-//! * Routing: by the IKE SPIs in the header. The I flag tells whether the sender is the
-//!   original initiator: then we are the responder and look the SA up by the initiator's
-//!   SPI and the peer's address; otherwise by our own initiator SPI. An IKE_SA_INIT request
-//!   that fits no SA creates a responder SA for the first connection whose addresses match,
-//!   unless limits say no ([`InitLimiter`]: `[ike] init_limit_half_open` half-open SAs in
-//!   all, `block_threshold` per source address, `init_rate`/`init_burst` IKE_SA_INIT
-//!   requests per second and source; a refusal is a counted drop), and from `[ike]
-//!   cookie_threshold` half-open SAs on it must first return a COOKIE ([`CookieGate`]).
+//!   500 of every interface address; `initiate` / `terminate` / `rekey` commands from the
+//!   control socket; the engine's sequence-number events.
 //! * Bounded input: the port-500 readers hand datagrams over on a bounded channel
 //!   ([`INPUT_QUEUE`], `try_send`: a full queue is a counted drop, `queue_dropped_500`);
 //!   the thread reads the engine's own bounded port-4500 channel directly (its drops are
 //!   the engine's `ike_unclaimed`, also shown as `queue_dropped_4500`). Messages longer
 //!   than [`MAX_MESSAGE`] are dropped and counted. A message that is dropped or refused
-//!   costs a header parse, the SA lookup and the limiter: no status is rebuilt for it
+//!   costs what [`Endpoint::handle`] checks (header, SA lookup, limiter): no status is
+//!   rebuilt for it
 //!   (the status strings are rebuilt when something changed, at most every
 //!   [`PUBLISH_MIN`], and every [`PUBLISH_EVERY`]), and the thread never waits for a
 //!   subprocess (`ip` for routes and virtual IPs runs on a helper thread, in order).
@@ -27,7 +23,7 @@
 //!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
 //! * Rekeys (make-before-break): a rekeyed child's new pair is installed next to the old
 //!   one at once; the old pair is removed when the Delete exchange for it completes (either
-//!   side's). An IKE SA rekey changes the SPIs the SA is routed by ([`IkeSa::owns`] also
+//!   side's). An IKE SA rekey changes the SPIs the SA is routed by ([`IkeSa::owns`](crate::ike::IkeSa::owns) also
 //!   knows the old ones until their Delete is over). `rekey` commands and the lifetimes of
 //!   the connection (`rekey_time`, `life_time`, `rand_time`; by volume `rekey_bytes` and
 //!   friends, fed from the engine's counters) start rekeys; `dpd_delay` and
