@@ -823,3 +823,26 @@ proptest! {
         h.run(LIMIT);
     }
 }
+
+/// A child SA says where to install it: the IKE SA's current pair of addresses with the
+/// ESP-in-UDP port, behind a NAT the translated ones the responder sees.
+#[test]
+fn child_sa_carries_the_paths_to_install_on() {
+    for nat in [false, true] {
+        let faults = Faults {
+            nat,
+            ..Faults::default()
+        };
+        let mut h = Harness::new(client(), gateway(), faults);
+        h.run(LIMIT);
+        let (i, r) = h.assert_established();
+        let esp = |a: SocketAddr| SocketAddr::new(a.ip(), super::sa::ESP_IN_UDP_PORT);
+        let (il, ir) = h.init.addresses();
+        let (rl, rr) = h.resp.addresses();
+        assert_eq!(i.paths, vec![(esp(il), esp(ir))]);
+        assert_eq!(r.paths, vec![(esp(rl), esp(rr))]);
+        assert_eq!(i.paths[0].0.ip(), A.ip());
+        let peer = if nat { IpAddr::V4(NAT_IP) } else { A.ip() };
+        assert_eq!(r.paths[0].1.ip(), peer);
+    }
+}

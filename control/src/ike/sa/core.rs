@@ -1,6 +1,7 @@
 //! The keys of one IKE SA after IKE_SA_INIT and what is done with them: sealing and
 //! opening SK messages (and fragments), AUTH, child KEYMAT; NAT detection hashes.
 
+use crate::ike::sa::paths::Path;
 use crate::ike::sa::{AuthVerified, FailReason, IkeSaInfo, NatStatus, Stats};
 use std::net::{IpAddr, SocketAddr};
 
@@ -37,7 +38,6 @@ pub(in crate::ike::sa) struct Core {
     /// The IKE_SA_INIT request and response as sent (RealMessage1 and RealMessage2).
     pub(in crate::ike::sa) init_request: Vec<u8>,
     pub(in crate::ike::sa) init_response: Vec<u8>,
-    pub(in crate::ike::sa) nat: NatStatus,
     /// With IKE fragmentation negotiated: the largest message sent whole.
     pub(in crate::ike::sa) frag: Option<usize>,
     /// Fragments of messages from the peer being reassembled.
@@ -81,7 +81,6 @@ impl Core {
             (choice.cipher, choice.prf, choice.group),
             (Vec::new(), Vec::new()),
         )?;
-        core.nat = self.nat;
         // Extensions negotiated in IKE_SA_INIT carry over to the new IKE SA (as strongSwan's
         // inherit_pre does).
         core.frag = self.frag;
@@ -123,7 +122,6 @@ impl Core {
             rx,
             init_request: messages.0,
             init_response: messages.1,
-            nat: NatStatus::default(),
             frag: None,
             reasm: Reassembler::default(),
             peer_hashes: Vec::new(),
@@ -247,13 +245,7 @@ impl Core {
         }
     }
 
-    pub(in crate::ike::sa) fn info(
-        &self,
-        local: SocketAddr,
-        remote: SocketAddr,
-        id: IdPayload,
-        mobike: bool,
-    ) -> IkeSaInfo {
+    pub(in crate::ike::sa) fn info(&self, path: &Path, id: IdPayload, mobike: bool) -> IkeSaInfo {
         IkeSaInfo {
             spi_i: self.spi_i,
             spi_r: self.spi_r,
@@ -261,9 +253,9 @@ impl Core {
             cipher: self.cipher,
             prf: self.prf,
             group: self.group,
-            local,
-            remote,
-            nat: self.nat,
+            local: path.local,
+            remote: path.remote,
+            nat: path.nat,
             remote_id: id,
             peer_mobike: mobike,
             fragmentation: self.frag.is_some(),

@@ -3,6 +3,7 @@
 
 use crate::ike::sa::channel::Retransmit;
 use crate::ike::sa::child::Child;
+use crate::ike::sa::paths::PathSet;
 use crate::ike::sa::timer::{Timer, TimerTable};
 use crate::ike::sa::{ChildSa, Dead, Event, FailReason, NONCE_LEN, State, Stats, Transmit};
 use std::collections::VecDeque;
@@ -28,8 +29,8 @@ pub(in crate::ike::sa) const HANDSHAKE_WINDOW: u32 = 0;
 pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) cfg: IkeConfig,
     pub(in crate::ike::sa) rng: SystemRandom,
-    pub(in crate::ike::sa) local: SocketAddr,
-    pub(in crate::ike::sa) remote: SocketAddr,
+    /// The IKE SA's addresses: its paths, each with its NAT state.
+    pub(in crate::ike::sa) paths: PathSet,
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,
     /// The handshake's outstanding request (IKE_SA_INIT, IKE_AUTH); an established SA's
@@ -56,7 +57,8 @@ pub(in crate::ike::sa) struct Ctx {
 
 impl Ctx {
     pub(in crate::ike::sa) fn send(&mut self, bytes: Vec<u8>) {
-        self.send_to(self.local, self.remote, bytes);
+        let (local, remote) = self.paths.pair();
+        self.send_to(local, remote, bytes);
     }
 
     /// Queues a sealed message: one datagram, or the fragments `Core::seal` put back to
@@ -99,10 +101,7 @@ impl Ctx {
     }
 
     pub(in crate::ike::sa) fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
-        let (t, path) = (
-            Timer::Retransmit(HANDSHAKE_WINDOW),
-            (self.local, self.remote),
-        );
+        let (t, path) = (Timer::Retransmit(HANDSHAKE_WINDOW), self.paths.pair());
         self.retransmit = Some(Retransmit::start(self, now, t, path, bytes));
     }
 
@@ -323,8 +322,7 @@ impl Ctx {
         Ctx {
             cfg,
             rng: SystemRandom::new(),
-            local,
-            remote,
+            paths: PathSet::new(local, remote),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmit: None,

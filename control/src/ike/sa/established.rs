@@ -205,7 +205,7 @@ impl Established {
         msg: &Message,
     ) -> State {
         let h = &msg.header;
-        let local = ctx.local;
+        let local = ctx.paths.local();
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
         };
@@ -587,7 +587,7 @@ impl Established {
             return false;
         };
         ch.own_next = id.wrapping_add(1);
-        let path = (ctx.local, ctx.remote);
+        let path = ctx.paths.pair();
         match how {
             Send::Window => ch.send_request(ctx, now, (ex, id), path, bytes),
             Send::Last => ctx.send_to(path.0, path.1, bytes),

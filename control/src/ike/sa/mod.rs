@@ -44,11 +44,13 @@ mod ctx;
 mod established;
 pub(crate) mod exchange;
 mod handshake;
+mod paths;
 mod timer;
 
 pub use self::core::nat_detection_hash;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
+pub use paths::{ESP_IN_UDP_PORT, Path};
 
 use self::core::Core;
 use ctx::Ctx;
@@ -165,6 +167,10 @@ pub struct ChildSa {
     pub remote_ts: Vec<TrafficSelector>,
     /// Whether ESP must go in UDP (a NAT was detected).
     pub udp_encap: bool,
+    /// The (local, remote) socket address pairs to install the child on: the IKE SA's
+    /// paths with the ESP-in-UDP port ([`ESP_IN_UDP_PORT`]). Today one, the IKE SA's
+    /// current pair.
+    pub paths: Vec<(SocketAddr, SocketAddr)>,
 }
 
 impl fmt::Debug for ChildSa {
@@ -179,6 +185,7 @@ impl fmt::Debug for ChildSa {
             .field("local_ts", &self.local_ts)
             .field("remote_ts", &self.remote_ts)
             .field("udp_encap", &self.udp_encap)
+            .field("paths", &self.paths)
             .finish_non_exhaustive()
     }
 }
@@ -387,8 +394,7 @@ impl fmt::Debug for IkeSa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IkeSa")
             .field("state", &self.state.name())
-            .field("local", &self.ctx.local)
-            .field("remote", &self.ctx.remote)
+            .field("paths", &self.ctx.paths.all())
             .field("stats", &self.ctx.stats)
             .finish_non_exhaustive()
     }
@@ -473,8 +479,7 @@ impl IkeSa {
                             flags: Flags::NONE,
                             message_id: 0,
                         };
-                        self.ctx.local = local;
-                        self.ctx.remote = remote;
+                        self.ctx.paths.set_addresses(local, remote);
                         self.ctx.refuse_init(&header, n);
                     }
                 }
@@ -844,7 +849,7 @@ impl IkeSa {
 
     /// Our current local and remote addresses (after any float to the NAT-T port).
     pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
-        (self.ctx.local, self.ctx.remote)
+        self.ctx.paths.pair()
     }
 }
 
@@ -907,7 +912,7 @@ impl Dead {
         match cached {
             Some(bytes) => {
                 ctx.stats.answered_from_cache += 1;
-                ctx.send_to(ctx.local, remote, bytes);
+                ctx.send_to(ctx.paths.local(), remote, bytes);
             }
             None => ctx.stats.unexpected += 1,
         }

@@ -111,7 +111,8 @@ impl Exchange for ChildCreate {
             },
             local_ts: ts_r.clone(),
             remote_ts: ts_i.clone(),
-            udp_encap: x.core.nat.any(),
+            udp_encap: ctx.paths.nat().any(),
+            paths: ctx.paths.child_paths(),
         };
         let mut reply = Vec::new();
         if transport {
@@ -266,7 +267,8 @@ impl Exchange for ChildCreate {
             },
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: x.ctx.paths.nat().any(),
+            paths: x.ctx.paths.child_paths(),
         };
         x.ctx.track_child(x.now, &new);
         x.ctx.events.push_back(Event::ChildSaEstablished(new));

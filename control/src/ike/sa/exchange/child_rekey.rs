@@ -131,7 +131,8 @@ impl Exchange for ChildRekey {
             mode: old.mode,
             local_ts: ts_r.clone(),
             remote_ts: ts_i.clone(),
-            udp_encap: x.core.nat.any(),
+            udp_encap: ctx.paths.nat().any(),
+            paths: ctx.paths.child_paths(),
         };
         let mut reply = Vec::new();
         if old.mode == Mode::Transport {
@@ -290,7 +291,8 @@ impl Exchange for ChildRekey {
             mode: old.mode,
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: ctx.paths.nat().any(),
+            paths: ctx.paths.child_paths(),
         };
         ctx.children[i].rekeyed = true;
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));

@@ -58,7 +58,8 @@ impl InitSent {
             data: self.ke.public_value().to_vec(),
         }));
         payloads.push(Payload::Nonce(self.ni.clone()));
-        payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, ctx.local, ctx.remote));
+        let (local, remote) = ctx.paths.pair();
+        payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, local, remote));
         payloads.extend(init_extension_notifies(&ctx.cfg));
         let msg = Message {
             header: Header {
@@ -167,15 +168,15 @@ impl InitSent {
             Ok(c) => c,
             Err(e) => return ctx.fail(FailReason::Crypto(e), None, None),
         };
-        core.nat = detect_nat(msg, local, remote);
+        let mut nat = detect_nat(msg, local, remote);
         core.negotiate_extensions(&ctx.cfg, msg, remote);
         // Forced encapsulation: we pretend to be behind a NAT, as the peer now believes.
-        core.nat.local_behind_nat |= ctx.cfg.force_encap;
+        nat.local_behind_nat |= ctx.cfg.force_encap;
+        ctx.paths.set_nat(nat);
         ctx.stop_retransmit();
-        if let (true, Some(port)) = (core.nat.any(), ctx.cfg.nat_t_port) {
-            if ctx.remote.port() != port {
-                ctx.local.set_port(port);
-                ctx.remote.set_port(port);
+        if let (true, Some(port)) = (nat.any(), ctx.cfg.nat_t_port) {
+            if ctx.paths.remote().port() != port {
+                ctx.paths.float_to(port);
             }
         }
         AuthSent::start(ctx, now, core)
@@ -280,7 +281,7 @@ impl AuthSent {
         };
         ctx.stop_retransmit();
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        let mut info = core.info(ctx.local, ctx.remote, idr.clone(), peer_mobike);
+        let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
         let cp = inner.iter().find_map(|p| match p {
             Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),
             _ => None,
@@ -355,7 +356,8 @@ impl AuthSent {
             mode,
             local_ts: tsi.selectors.clone(),
             remote_ts: tsr.selectors.clone(),
-            udp_encap: core.nat.any(),
+            udp_encap: ctx.paths.nat().any(),
+            paths: ctx.paths.child_paths(),
         };
         ctx.track_child(now, &child);
         ctx.events.push_back(Event::ChildSaEstablished(child));

@@ -52,8 +52,7 @@ impl AwaitInit {
             ctx.stats.unexpected += 1;
             return State::AwaitInit(self);
         }
-        ctx.local = local;
-        ctx.remote = remote;
+        ctx.paths.set_addresses(local, remote);
         let (mut sa, mut ke, mut ni) = (None, None, None);
         for p in &msg.payloads {
             match p {
@@ -114,7 +113,8 @@ impl AwaitInit {
             }),
             Payload::Nonce(nr.clone()),
         ];
-        payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, ctx.local, ctx.remote));
+        let (local, remote) = ctx.paths.pair();
+        payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, local, remote));
         payloads.extend(init_extension_notifies(&ctx.cfg));
         let response = Message {
             header: Header {
@@ -139,9 +139,10 @@ impl AwaitInit {
             (bytes.to_vec(), response.clone()),
         )
         .map_err(FailReason::Crypto)?;
-        core.nat = detect_nat(msg, ctx.local, ctx.remote);
-        core.nat.local_behind_nat |= ctx.cfg.force_encap;
-        core.negotiate_extensions(&ctx.cfg, msg, ctx.remote);
+        let mut nat = detect_nat(msg, local, remote);
+        nat.local_behind_nat |= ctx.cfg.force_encap;
+        ctx.paths.set_nat(nat);
+        core.negotiate_extensions(&ctx.cfg, msg, remote);
         // Half-open, the SA holds little: the request and response (the request no longer
         // than the daemon accepts, `ikectl::MAX_MESSAGE`) and at most a small IKE_AUTH
         // being reassembled; the full limits apply once the peer is authenticated.
@@ -221,8 +222,7 @@ impl AwaitAuth {
             }
         };
         // Responses go back where the request came from (the initiator may have floated).
-        ctx.local = local;
-        ctx.remote = remote;
+        ctx.paths.set_addresses(local, remote);
         let mut core = self.core;
         let (mut idi, mut auth) = (None, None);
         for p in &inner {
@@ -268,7 +268,7 @@ impl AwaitAuth {
         ctx.send(resp.clone());
         ctx.timers.stop(Timer::HalfOpen);
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        let mut info = core.info(ctx.local, ctx.remote, idi.clone(), peer_mobike);
+        let mut info = core.info(ctx.paths.current(), idi.clone(), peer_mobike);
         info.vips = child.vips;
         info.dns = child.dns;
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
@@ -383,7 +383,8 @@ impl AwaitAuth {
                 },
                 local_ts: ts_r,
                 remote_ts: ts_i,
-                udp_encap: core.nat.any(),
+                udp_encap: ctx.paths.nat().any(),
+                paths: ctx.paths.child_paths(),
             }),
             vips,
             dns,
