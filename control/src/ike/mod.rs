@@ -11,7 +11,7 @@
 //!   an IKE_SA_INIT rate per source.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
-//!   `sa/established.rs`).
+//!   `sa/exchange/`, one type each).
 //!
 //! The deterministic two-peer harness that tests the exchanges lives in `harness`
 //! (tests only).

@@ -4,10 +4,15 @@
 //!
 //! * this file: the [`IkeSa`] API, the events and values it hands out, the state enum;
 //! * `core.rs`: an IKE SA's keys (seal, open, AUTH, KEYMAT) and NAT detection;
-//! * `ctx.rs`: what the states share (configuration, queues, timers, children, leases);
+//! * `ctx.rs`: what the states share (configuration, queues, timers, paths, children,
+//!   leases);
+//! * `timer.rs`: every deadline in one table keyed by `Timer`;
+//! * `paths.rs`: the IKE SA's (local, remote) paths with their NAT state;
+//! * `channel.rs`: one IKE SA's message windows, outstanding request and queue;
 //! * `child.rs`: a child SA as the IKE SA tracks it;
 //! * `handshake/`: IKE_SA_INIT and IKE_AUTH, `initiator.rs` and `responder.rs`;
-//! * `established.rs`: the exchanges after IKE_AUTH.
+//! * `established.rs`: after IKE_AUTH, the queue, dispatch and collision rules;
+//! * `exchange/`: the exchanges after IKE_AUTH, one type (and file) each.
 //!
 //! The API follows quinn-proto: feed [`IkeSa::handle_datagram`] and
 //! [`IkeSa::handle_timeout`] with the caller's `now`, then drain [`IkeSa::poll_transmit`]
