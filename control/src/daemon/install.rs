@@ -43,16 +43,11 @@ impl IkeThread {
             return Err(format!("no IKE SA {h}"));
         };
         let conn = &self.conns[ci];
-        let (local, remote) = sa.addresses();
         let initiator = sa.is_initiator();
         let empty = Entry::default();
         let e = self.entries.get(&h).unwrap_or(&empty);
-        let iface = self
-            .ifaces
-            .iter()
-            .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
-            .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
-            .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
+        let mut paths = self.engine_paths(&[sa.addresses()])?.into_iter();
+        let first = paths.next().ok_or("no path to install the child SA on")?;
         if !c.udp_encap {
             log(format_args!(
                 "ike {}: no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)",
@@ -77,19 +72,22 @@ impl IkeThread {
             local_ts: local_ts.clone(),
             remote_ts: remote_ts.clone(),
             policy: Policy::Failover,
-            paths: vec![PathSpec {
-                name: "p1".into(),
-                interface: iface.name.clone(),
-                remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
-                role: Role::Active,
-                weight: 1,
-                pin: Vec::new(),
-            }],
+            paths: vec![first],
             reorder: Duration::ZERO,
             // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
             probes: false,
         };
         self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
+        // Further paths through the engine's multi-path API, as a later one would be.
+        for p in paths {
+            let name = p.name.clone();
+            if let Err(err) = self.engine.add_path(&sa_name, p) {
+                log(format_args!(
+                    "ike {}: child SA {sa_name}: adding path {name}: {err}",
+                    conn.name
+                ));
+            }
+        }
         let mut routes = Vec::new();
         let vips: &[IpAddr] = if initiator { &e.vips } else { &[] };
         if c.mode == Mode::Tunnel {
@@ -152,6 +150,33 @@ impl IkeThread {
             routes,
         });
         Ok(())
+    }
+
+    /// One engine path per pair of addresses (ours, the peer's) a child SA is to be
+    /// installed on: `p1`, `p2`, ... on the interface that has our address (its port-4500
+    /// one first), to the peer's address at port 4500. The first is active, the others
+    /// stand by (the SA's policy is failover).
+    fn engine_paths(&self, pairs: &[(SocketAddr, SocketAddr)]) -> Result<Vec<PathSpec>, String> {
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(n, (local, remote))| {
+                let iface = self
+                    .ifaces
+                    .iter()
+                    .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
+                    .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
+                    .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
+                Ok(PathSpec {
+                    name: format!("p{}", n + 1),
+                    interface: iface.name.clone(),
+                    remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
+                    role: if n == 0 { Role::Active } else { Role::Standby },
+                    weight: 1,
+                    pin: Vec::new(),
+                })
+            })
+            .collect()
     }
 
     /// We initiated a rekey: the peer has the new pair already, so our outbound traffic
