@@ -1,6 +1,7 @@
 //! Child SAs into the engine: a negotiated [`ChildSa`] becomes an engine SA
-//! (`Engine::install_sa`, named `<conn>-<child>-<spi_in hex>`) with one path on the
-//! interface of the IKE SA's local address to the peer's port 4500. A client puts its
+//! (`Engine::install_sa`, named `<conn>-<child>-<spi_in hex>`) with one engine path per
+//! pair of addresses the event lists (today one: the IKE SA's, at port 4500), the first
+//! with the SA and the others by `Engine::add_path`. A client puts its
 //! virtual IP on the TUN and routes the child's remote selectors into it; a gateway routes
 //! the peer's selectors (its virtual IP) into the TUN. Deleting the IKE SA (either side)
 //! removes them again. A rekeyed pair stays installed behind its successor until its
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::ike_thread::{Entry, IkeThread, NAT_T_PORT};
+use super::ike_thread::{Entry, IkeThread};
 use super::status::IkeChildStatus;
 use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
 use crate::dataplane::esp;
@@ -46,7 +47,7 @@ impl IkeThread {
         let initiator = sa.is_initiator();
         let empty = Entry::default();
         let e = self.entries.get(&h).unwrap_or(&empty);
-        let mut paths = self.engine_paths(&[sa.addresses()])?.into_iter();
+        let mut paths = self.engine_paths(&c.paths)?.into_iter();
         let first = paths.next().ok_or("no path to install the child SA on")?;
         if !c.udp_encap {
             log(format_args!(
@@ -153,9 +154,9 @@ impl IkeThread {
     }
 
     /// One engine path per pair of addresses (ours, the peer's) a child SA is to be
-    /// installed on: `p1`, `p2`, ... on the interface that has our address (its port-4500
-    /// one first), to the peer's address at port 4500. The first is active, the others
-    /// stand by (the SA's policy is failover).
+    /// installed on (`ChildSa::paths`): `p1`, `p2`, ... on the interface that has our
+    /// address (the one with our port first), to the peer's address. The first is active,
+    /// the others stand by (the SA's policy is failover).
     fn engine_paths(&self, pairs: &[(SocketAddr, SocketAddr)]) -> Result<Vec<PathSpec>, String> {
         pairs
             .iter()
@@ -164,13 +165,13 @@ impl IkeThread {
                 let iface = self
                     .ifaces
                     .iter()
-                    .find(|f| f.address == local.ip() && f.port == NAT_T_PORT)
+                    .find(|f| f.address == local.ip() && f.port == local.port())
                     .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
                     .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
                 Ok(PathSpec {
                     name: format!("p{}", n + 1),
                     interface: iface.name.clone(),
-                    remote: SocketAddr::new(remote.ip(), NAT_T_PORT),
+                    remote: *remote,
                     role: if n == 0 { Role::Active } else { Role::Standby },
                     weight: 1,
                     pin: Vec::new(),
