@@ -401,3 +401,41 @@ fn timers_run_through_the_endpoint() {
     net.run(20);
     assert_eq!(established(&net.client_out[0]), vec![h]);
 }
+
+#[test]
+fn an_ike_sa_rekey_keeps_routing_to_the_same_handles() {
+    let mut net = Net::new(config(sample::gateway(), Vec::new()), 1);
+    let h = net.connect(0);
+    net.run(20);
+    assert_eq!(established(&net.client_out[0]), vec![h]);
+    let before = net.clients[0].1.sa(h).unwrap().spis();
+    net.gw_routed.clear();
+    let now = net.now;
+    assert!(net.clients[0].1.sa_mut(h).unwrap().rekey_ike(now));
+    net.run(20);
+    let rekeyed = |out: &[Output]| {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(h, Event::IkeSaRekeyed(_)) => Some(*h),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rekeyed(&net.client_out[0]), vec![h]);
+    assert_eq!(rekeyed(&net.gw_out), vec![SaHandle(1)]);
+    // New SPIs, the same SA: the rekey, the old SA's Delete and its answer all went to #1.
+    assert_ne!(net.clients[0].1.sa(h).unwrap().spis(), before);
+    assert!(net.gw_routed.len() >= 2, "{:?}", net.gw_routed);
+    assert!(net.gw_routed.iter().all(|r| *r == Some(SaHandle(1))));
+    assert_eq!((net.gw.len(), net.clients[0].1.len()), (1, 1));
+    // And the new SPIs route: a Delete under them reaches the gateway's SA.
+    let now = net.now;
+    assert!(net.clients[0].1.sa_mut(h).unwrap().delete(now));
+    net.run(5);
+    assert!(
+        net.gw_out
+            .iter()
+            .any(|o| matches!(o, Output::Event(SaHandle(1), Event::Closed)))
+    );
+    assert!(net.gw.is_empty());
+}
