@@ -144,7 +144,7 @@ impl AwaitInit {
         ctx.paths.set_nat(nat);
         core.negotiate_extensions(&ctx.cfg, msg, remote);
         // Half-open, the SA holds little: the request and response (the request no longer
-        // than the daemon accepts, `ikectl::MAX_MESSAGE`) and at most a small IKE_AUTH
+        // than the daemon accepts, `daemon::ike_thread::MAX_MESSAGE`) and at most a small IKE_AUTH
         // being reassembled; the full limits apply once the peer is authenticated.
         core.reasm = Reassembler::new(HALF_OPEN_LIMITS);
         ctx.send(response);
