@@ -67,7 +67,7 @@ enum Which {
 
 /// How a request is sent.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Send {
+enum Delivery {
     /// Through the window: outstanding until answered, retransmitted.
     Window,
     /// The IKE SA's last request, whatever is outstanding: fire and forget.
@@ -549,7 +549,7 @@ impl Established {
                 .filter(|ch| ch.pending.is_none())
                 .and_then(|ch| ch.todo.pop_front())
             {
-                self.issue(ctx, now, w, ex, Send::Window);
+                self.issue(ctx, now, w, ex, Delivery::Window);
             }
         }
         self.sync_dpd(ctx);
@@ -558,7 +558,7 @@ impl Established {
     /// Sends `ex` as the IKE SA's last request, whatever is outstanding (fire and forget:
     /// the SA ends). Returns whether it was sent.
     pub(super) fn send_last(&mut self, ctx: &mut Ctx, now: Instant, ex: Box<dyn Exchange>) -> bool {
-        self.issue(ctx, now, Which::Current, ex, Send::Last)
+        self.issue(ctx, now, Which::Current, ex, Delivery::Last)
     }
 
     /// Builds, seals and sends the request of `ex` on IKE SA `w`. Returns whether it was
@@ -569,7 +569,7 @@ impl Established {
         now: Instant,
         w: Which,
         mut ex: Box<dyn Exchange>,
-        how: Send,
+        how: Delivery,
     ) -> bool {
         // RFC 7296 section 2.8.2: while a rekey of the peer's that collided with ours is
         // unresolved, we start no other.
@@ -589,8 +589,8 @@ impl Established {
         ch.own_next = id.wrapping_add(1);
         let path = ctx.paths.pair();
         match how {
-            Send::Window => ch.send_request(ctx, now, (ex, id), path, bytes),
-            Send::Last => ctx.send_to(path.0, path.1, bytes),
+            Delivery::Window => ch.send_request(ctx, now, (ex, id), path, bytes),
+            Delivery::Last => ctx.send_to(path.0, path.1, bytes),
         }
         true
     }
