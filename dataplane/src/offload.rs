@@ -22,7 +22,7 @@
 use std::fmt;
 
 use crate::net::checksum::{self, checksum};
-use crate::net::ip::{self, IPPROTO_TCP, IPPROTO_UDP, IpError, IpPacket};
+use crate::net::ip::{self, IPPROTO_TCP, IPPROTO_UDP, IpError, IpHeader, IpPacket, Version};
 
 /// Length of the `virtio_net_hdr` (without `num_buffers`) that prefixes each TUN packet.
 pub const VIRTIO_NET_HDR_LEN: usize = 10;
@@ -194,11 +194,21 @@ fn parse_ip(pkt: &[u8]) -> Result<IpPacket<&[u8]>, OffloadError> {
     Ok(ip)
 }
 
-/// A view of an IP header the offloads checked before (a segment's copy of it, a packet
-/// `classify` accepted): rechecking it cannot fail, and costs a few comparisons.
+/// A view of a packet's IP header, checked.
 #[inline]
 fn ip_view<T: AsRef<[u8]>>(pkt: T) -> Option<IpPacket<T>> {
     IpPacket::new_checked(pkt).ok()
+}
+
+/// The header `classify` saw in a mergeable TCP segment (IPv4 without options, or IPv6), for
+/// [`IpPacket::with_header`].
+#[inline(always)]
+fn tcp_header(v6: bool, l3: usize) -> IpHeader {
+    IpHeader {
+        version: if v6 { Version::V6 } else { Version::V4 },
+        header_len: l3,
+        protocol: PROTO_TCP,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,6 +235,9 @@ enum SplitKind {
 pub struct GsoSplit<'a> {
     pkt: &'a [u8],
     kind: SplitKind,
+    /// The IP header as checked (segmentation only): every segment's copy of it is viewed
+    /// with [`IpPacket::with_header`], not parsed again.
+    ip: Option<IpHeader>,
     /// IP header length (== csum_start for segmentation).
     l3_len: usize,
     /// IP + L4 header length, repeated in every segment.
@@ -250,6 +263,7 @@ impl<'a> GsoSplit<'a> {
         let mut plan = Self {
             pkt,
             kind: SplitKind::Verbatim,
+            ip: None,
             l3_len: 0,
             hdr_len: pkt.len(),
             gso_size: 0,
@@ -331,6 +345,7 @@ impl<'a> GsoSplit<'a> {
         } else {
             SplitKind::Udp
         };
+        plan.ip = Some(ip.header());
         plan.l3_len = l3_len;
         plan.hdr_len = hdr_len;
         plan.gso_size = gso_size;
@@ -400,7 +415,7 @@ impl<'a> GsoSplit<'a> {
         let l4_len = len - l3;
         // L3 fix-ups. len <= 65535 was checked in new(), and so was the header copied.
         let pseudo = {
-            let Some(mut ip) = ip_view(&mut *dst) else {
+            let Some(mut ip) = self.ip.and_then(|h| IpPacket::with_header(&mut *dst, h)) else {
                 return;
             };
             ip.set_total_len(len);
@@ -516,18 +531,26 @@ enum Class {
 }
 
 /// The flow of a TCP packet whose TCP header's first 20 bytes are present.
+#[inline]
 fn flow_key(ip: &IpPacket<&[u8]>) -> FlowKey {
     let (s, d) = (ip.src_bytes(), ip.dst_bytes());
     let (pkt, l3) = (ip.as_bytes(), ip.header_len());
+    let v6 = ip.is_ipv6();
     let mut key = FlowKey {
-        v6: ip.is_ipv6(),
+        v6,
         src: [0; 16],
         dst: [0; 16],
         sport: be16(pkt, l3),
         dport: be16(pkt, l3 + 2),
     };
-    key.src[..s.len()].copy_from_slice(s);
-    key.dst[..d.len()].copy_from_slice(d);
+    // Fixed-size copies: 16 or 4 bytes.
+    if v6 {
+        key.src.copy_from_slice(s);
+        key.dst.copy_from_slice(d);
+    } else {
+        key.src[..4].copy_from_slice(s);
+        key.dst[..4].copy_from_slice(d);
+    }
     key
 }
 
@@ -722,16 +745,17 @@ fn try_merge(flow: &mut Flow, seg: &Seg, bufs: &mut [Vec<u8>], offset: usize, i:
     let pkt = &rest[0][offset..];
     let h = &head[offset..];
     let (l3, hl) = (flow.l3_len, flow.l3_len + flow.tcph_len);
-    // Both passed `classify`, so both views are there; the versions are the flow key's.
-    let (Some(hv), Some(pv)) = (ip_view(h), ip_view(pkt)) else {
+    // Both passed `classify` with this header (the flow key's version, the same length).
+    let hdr = tcp_header(flow.key.v6, l3);
+    let (Some(hv), Some(pv)) = (
+        IpPacket::with_header(h, hdr),
+        IpPacket::with_header(pkt, hdr),
+    ) else {
         return false;
     };
     // Traffic class / TOS (an IPv6 flow label may differ), hop limit / TTL, IPv4's
     // DF/reserved bits.
-    let ip_same = hv.traffic_class() == pv.traffic_class()
-        && hv.hop_limit() == pv.hop_limit()
-        && hv.v4_flags() == pv.v4_flags();
-    if !ip_same || h[l3 + 20..hl] != pkt[l3 + 20..hl] {
+    if !hv.same_service(&pv) || h[l3 + 20..hl] != pkt[l3 + 20..hl] {
         return false;
     }
     if flow.head_csum.is_none() {
@@ -770,8 +794,8 @@ fn finalize(flow: &Flow, bufs: &mut [Vec<u8>], offset: usize) {
     let gso_type = {
         let pkt = &mut buf[offset..];
         let len = pkt.len();
-        // The head passed `classify`: the view is there.
-        let Some(mut ip) = ip_view(&mut *pkt) else {
+        // The head passed `classify` with this header.
+        let Some(mut ip) = IpPacket::with_header(&mut *pkt, tcp_header(flow.key.v6, l3)) else {
             return;
         };
         ip.set_total_len(len);

@@ -114,7 +114,7 @@ fn len_fits(v: Version, total: usize) -> bool {
 }
 
 /// Where the source and destination addresses lie in a header of this version.
-#[inline]
+#[inline(always)]
 fn addr_ranges(v: Version) -> (Range<usize>, Range<usize>) {
     match v {
         Version::V4 => (12..16, 16..20),
@@ -137,13 +137,13 @@ pub struct IpHeader {
 impl IpHeader {
     /// The header at the start of `pkt`, its length field matching `pkt` exactly
     /// ([`IpPacket::new_exact`]).
-    #[inline]
+    #[inline(always)]
     pub fn parse(pkt: &[u8]) -> Result<IpHeader, IpError> {
         IpPacket::new_exact(pkt).map(|p| p.header())
     }
 
     /// Whether this is IPv6.
-    #[inline]
+    #[inline(always)]
     pub fn is_ipv6(&self) -> bool {
         self.version == Version::V6
     }
@@ -152,16 +152,13 @@ impl IpHeader {
     /// length is the new packet length) with a new protocol, fixing the length field and,
     /// for IPv4, the checksum. `None` (nothing written) if `pkt` is shorter than the header
     /// or longer than the length field can say.
-    #[inline]
+    #[inline(always)]
     pub fn rewrite(&self, pkt: &mut [u8], protocol: u8) -> Option<()> {
-        if pkt.len() < self.header_len || !len_fits(self.version, pkt.len()) {
+        let len = pkt.len();
+        if !len_fits(self.version, len) {
             return None;
         }
-        let len = pkt.len();
-        let mut p = IpPacket {
-            buf: pkt,
-            hdr: *self,
-        };
+        let mut p = IpPacket::with_header(pkt, *self)?;
         p.set_total_len(len);
         p.set_protocol(protocol);
         p.fill_checksum();
@@ -180,7 +177,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     /// Wraps `buf` after checking the version and that the fixed header (IPv4: the IHL's
     /// worth, at least 20 bytes) is present. The length field is not checked: a TSO
     /// super-packet's or a truncated packet's may not match.
-    #[inline]
+    #[inline(always)]
     pub fn new_checked(buf: T) -> Result<Self, IpError> {
         let b = buf.as_ref();
         let first = *b.first().ok_or(IpError::Truncated)?;
@@ -217,9 +214,23 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
         Ok(IpPacket { buf, hdr })
     }
 
+    /// A view of `buf` whose header was checked before as `hdr` (a copy of that header at
+    /// its start, the same bytes moved, a segment cut from the packet): two comparisons
+    /// instead of a parse, so that a header is parsed once per packet, not once per segment.
+    /// `None` if `hdr`'s length is not one a check gives (IPv4: at least 20; IPv6: 40) or
+    /// `buf` is shorter.
+    #[inline(always)]
+    pub fn with_header(buf: T, hdr: IpHeader) -> Option<Self> {
+        let ok = match hdr.version {
+            Version::V4 => hdr.header_len >= IPV4_HEADER_LEN,
+            Version::V6 => hdr.header_len == IPV6_HEADER_LEN,
+        };
+        (ok && buf.as_ref().len() >= hdr.header_len).then_some(IpPacket { buf, hdr })
+    }
+
     /// As [`IpPacket::new_checked`], and the length field must say exactly `buf`'s length
     /// (for IPv4 also at least the header).
-    #[inline]
+    #[inline(always)]
     pub fn new_exact(buf: T) -> Result<Self, IpError> {
         let p = Self::new_checked(buf)?;
         if p.total_len() != p.buf.as_ref().len() {
@@ -228,19 +239,19 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
         Ok(p)
     }
 
-    #[inline]
+    #[inline(always)]
     fn b(&self) -> &[u8] {
         self.buf.as_ref()
     }
 
-    #[inline]
+    #[inline(always)]
     fn be16(&self, at: usize) -> u16 {
         let b = self.b();
         u16::from_be_bytes([b[at], b[at + 1]])
     }
 
     /// What the header says, without the buffer.
-    #[inline]
+    #[inline(always)]
     pub fn header(&self) -> IpHeader {
         IpHeader {
             protocol: self.protocol(),
@@ -249,25 +260,25 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The version.
-    #[inline]
+    #[inline(always)]
     pub fn version(&self) -> Version {
         self.hdr.version
     }
 
     /// Whether this is IPv6.
-    #[inline]
+    #[inline(always)]
     pub fn is_ipv6(&self) -> bool {
         self.hdr.version == Version::V6
     }
 
     /// Bytes of header (IPv4: IHL * 4; IPv6: 40).
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         self.hdr.header_len
     }
 
     /// The protocol (IPv4) or next header (IPv6) field.
-    #[inline]
+    #[inline(always)]
     pub fn protocol(&self) -> u8 {
         match self.hdr.version {
             Version::V4 => self.b()[9],
@@ -276,7 +287,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The packet length the header claims (IPv4: total length; IPv6: 40 + payload length).
-    #[inline]
+    #[inline(always)]
     pub fn total_len(&self) -> usize {
         match self.hdr.version {
             Version::V4 => usize::from(self.be16(2)),
@@ -285,7 +296,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The IPv4 identification (0 for IPv6, whose fragment header is not read here).
-    #[inline]
+    #[inline(always)]
     pub fn ident(&self) -> u16 {
         match self.hdr.version {
             Version::V4 => self.be16(4),
@@ -295,13 +306,13 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
 
     /// Whether this is an IPv4 fragment (more fragments, or an offset). IPv6 fragments carry
     /// a fragment header: protocol [`IPPROTO_FRAGMENT`].
-    #[inline]
+    #[inline(always)]
     pub fn is_fragment(&self) -> bool {
         self.hdr.version == Version::V4 && self.be16(6) & 0x3fff != 0
     }
 
     /// IPv4's three flag bits (reserved, DF, MF); 0 for IPv6.
-    #[inline]
+    #[inline(always)]
     pub fn v4_flags(&self) -> u8 {
         match self.hdr.version {
             Version::V4 => self.b()[6] >> 5,
@@ -310,7 +321,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// IPv4's TOS byte or IPv6's traffic class (DSCP and ECN).
-    #[inline]
+    #[inline(always)]
     pub fn traffic_class(&self) -> u8 {
         let b = self.b();
         match self.hdr.version {
@@ -319,8 +330,21 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
         }
     }
 
+    /// Whether `other` has the same version, traffic class / TOS, hop limit / TTL and (IPv4)
+    /// flag bits: the header fields that must agree for packets to be one flow's segments
+    /// (GRO). The IPv6 flow label and the IPv4 ID are not compared.
+    #[inline(always)]
+    pub fn same_service<U: AsRef<[u8]>>(&self, other: &IpPacket<U>) -> bool {
+        let (a, b) = (self.b(), other.b());
+        match (self.hdr.version, other.hdr.version) {
+            (Version::V4, Version::V4) => a[1] == b[1] && a[6] >> 5 == b[6] >> 5 && a[8] == b[8],
+            (Version::V6, Version::V6) => a[0] == b[0] && a[1] >> 4 == b[1] >> 4 && a[7] == b[7],
+            _ => false,
+        }
+    }
+
     /// IPv4's TTL or IPv6's hop limit.
-    #[inline]
+    #[inline(always)]
     pub fn hop_limit(&self) -> u8 {
         match self.hdr.version {
             Version::V4 => self.b()[8],
@@ -329,19 +353,19 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The source address's bytes (4 or 16).
-    #[inline]
+    #[inline(always)]
     pub fn src_bytes(&self) -> &[u8] {
         &self.b()[addr_ranges(self.hdr.version).0]
     }
 
     /// The destination address's bytes (4 or 16).
-    #[inline]
+    #[inline(always)]
     pub fn dst_bytes(&self) -> &[u8] {
         &self.b()[addr_ranges(self.hdr.version).1]
     }
 
     /// Source and destination.
-    #[inline]
+    #[inline(always)]
     pub fn addrs(&self) -> (IpAddr, IpAddr) {
         let b = self.b();
         match self.hdr.version {
@@ -361,20 +385,20 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The source address.
-    #[inline]
+    #[inline(always)]
     pub fn src(&self) -> IpAddr {
         self.addrs().0
     }
 
     /// The destination address.
-    #[inline]
+    #[inline(always)]
     pub fn dst(&self) -> IpAddr {
         self.addrs().1
     }
 
     /// The unfolded sum of the TCP/UDP pseudo-header (RFC 9293 section 3.1, RFC 8200 section
     /// 8.1) of this packet's addresses, `protocol` and an upper-layer length of `l4_len`.
-    #[inline]
+    #[inline(always)]
     pub fn pseudo_header_sum(&self, protocol: u8, l4_len: usize) -> u64 {
         checksum::add(self.dst_bytes(), checksum::add(self.src_bytes(), 0))
             + u64::from(protocol)
@@ -382,7 +406,7 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// Whether the IPv4 header checksum is right (always true for IPv6, which has none).
-    #[inline]
+    #[inline(always)]
     pub fn checksum_ok(&self) -> bool {
         match self.hdr.version {
             Version::V4 => checksum::checksum(&self.b()[..self.hdr.header_len], 0) == 0,
@@ -391,39 +415,39 @@ impl<T: AsRef<[u8]>> IpPacket<T> {
     }
 
     /// The header's bytes.
-    #[inline]
+    #[inline(always)]
     pub fn header_bytes(&self) -> &[u8] {
         &self.b()[..self.hdr.header_len]
     }
 
     /// Everything after the header.
-    #[inline]
+    #[inline(always)]
     pub fn payload(&self) -> &[u8] {
         &self.b()[self.hdr.header_len..]
     }
 
     /// The whole packet.
-    #[inline]
+    #[inline(always)]
     pub fn as_bytes(&self) -> &[u8] {
         self.b()
     }
 
     /// Gives the buffer back.
-    #[inline]
+    #[inline(always)]
     pub fn into_inner(self) -> T {
         self.buf
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
-    #[inline]
+    #[inline(always)]
     fn put16(&mut self, at: usize, v: u16) {
         self.buf.as_mut()[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
 
     /// Sets the protocol (IPv4) or next header (IPv6). The IPv4 checksum is not updated:
     /// [`IpPacket::fill_checksum`] once all fields are set.
-    #[inline]
+    #[inline(always)]
     pub fn set_protocol(&mut self, protocol: u8) {
         let at = match self.hdr.version {
             Version::V4 => 9,
@@ -436,7 +460,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
     /// Sets the length field so that it says `total` bytes of packet (IPv4: total length;
     /// IPv6: payload length `total - 40`), cut to 16 bits: callers keep `total` within what
     /// the field can say.
-    #[inline]
+    #[inline(always)]
     pub fn set_total_len(&mut self, total: usize) {
         match self.hdr.version {
             Version::V4 => self.put16(2, total as u16),
@@ -445,7 +469,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
     }
 
     /// Sets the IPv4 identification (nothing for IPv6).
-    #[inline]
+    #[inline(always)]
     pub fn set_ident(&mut self, id: u16) {
         if self.hdr.version == Version::V4 {
             self.put16(4, id);
@@ -453,7 +477,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
     }
 
     /// Recomputes the IPv4 header checksum (nothing for IPv6).
-    #[inline]
+    #[inline(always)]
     pub fn fill_checksum(&mut self) {
         if self.hdr.version == Version::V4 {
             self.put16(10, 0);
@@ -463,7 +487,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> IpPacket<T> {
     }
 
     /// The packet's bytes, mutably.
-    #[inline]
+    #[inline(always)]
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
         self.buf.as_mut()
     }
@@ -487,7 +511,7 @@ pub struct IpRepr {
 
 impl IpRepr {
     /// The header's length: 20 or 40.
-    #[inline]
+    #[inline(always)]
     pub fn header_len(&self) -> usize {
         match self.src {
             IpAddr::V4(_) => IPV4_HEADER_LEN,
@@ -498,7 +522,7 @@ impl IpRepr {
     /// Writes the header to the front of `buf` and returns its length. `None` (nothing
     /// written) if the addresses are of two families, the packet would be longer than the
     /// length field can say, or `buf` is shorter than the header.
-    #[inline]
+    #[inline(always)]
     pub fn emit(&self, buf: &mut [u8]) -> Option<usize> {
         let hl = self.header_len();
         let v = match self.src {
@@ -641,6 +665,31 @@ mod tests {
             hop_limit: 1,
         };
         assert!(mixed.emit(&mut [0u8; 40]).is_none());
+    }
+
+    #[test]
+    fn with_header_and_same_service() {
+        let p = v4(28);
+        let h = IpHeader::parse(&p).unwrap();
+        assert!(IpPacket::with_header(&p[..20], h).is_some());
+        assert!(IpPacket::with_header(&p[..19], h).is_none());
+        let bad = IpHeader { header_len: 8, ..h };
+        assert!(IpPacket::with_header(&p[..], bad).is_none());
+        let a = IpPacket::new_checked(&p[..]).unwrap();
+        let mut q = p.clone();
+        q[4] = 9; // ID
+        assert!(a.same_service(&IpPacket::new_checked(&q[..]).unwrap()));
+        q[8] = 1; // TTL
+        assert!(!a.same_service(&IpPacket::new_checked(&q[..]).unwrap()));
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        let b = IpPacket::new_checked(&v6[..]).unwrap();
+        assert!(!a.same_service(&b) && b.same_service(&b));
+        let mut w6 = v6;
+        w6[3] = 7; // flow label
+        assert!(b.same_service(&IpPacket::new_checked(&w6[..]).unwrap()));
+        w6[1] = 0x10; // traffic class
+        assert!(!b.same_service(&IpPacket::new_checked(&w6[..]).unwrap()));
     }
 
     #[test]
