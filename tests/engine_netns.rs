@@ -10,10 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use mifsec_tests::{
-    Lab, QueueDrops, Side, WAIT, lab_config, ping, require_root, udp_stream, udp_stream_with,
-    wait_paths_up, wait_until,
-};
+use mifsec_tests::{Lab, Side, WAIT, lab_config, ping, require_root, wait_paths_up, wait_until};
 
 fn up(
     policy: Policy,
@@ -72,21 +69,18 @@ fn soft_handover_loses_nothing() {
     wait_paths_up(&cl);
     let cl = std::sync::Arc::new(cl);
     let c2 = std::sync::Arc::clone(&cl);
-    let q0 = QueueDrops::read(&lab);
-    let report = udp_stream(
-        &lab.cl,
-        &lab.gw,
-        "10.2.0.1:5001".parse().unwrap(),
+    let (report, queued) = lab.stream_to_gateway(
+        5001,
         10_000,
         3.0,
         1.5,
         move || {
             c2.handover("tunnel", "p2", false).unwrap();
         },
+        |_| {},
     );
     // Nothing lost in the tunnel: a datagram may only be missing if a kernel dropped it from
     // a full queue before the engine could read it (a loaded machine, not a lost packet).
-    let queued = QueueDrops::read(&lab).since(&q0);
     eprintln!("soft handover: {report:?}, {queued} dropped from full kernel queues");
     assert!(report.lost() <= queued, "{report:?}, {queued} queue drops");
     assert_eq!(report.duplicates, 0, "{report:?}");
@@ -110,21 +104,12 @@ fn silent_failure_of_the_active_path_recovers() {
     wait_paths_up(&cl);
     let lab = std::sync::Arc::new(lab);
     let l2 = std::sync::Arc::clone(&lab);
-    let q0 = QueueDrops::read(&lab);
-    let report = udp_stream(
-        &lab.cl,
-        &lab.gw,
-        "10.2.0.1:5002".parse().unwrap(),
-        1000,
-        5.0,
-        1.0,
-        move || l2.blackhole_link1(),
-    );
+    let (report, queued) =
+        lab.stream_to_gateway(5002, 1000, 5.0, 1.0, move || l2.blackhole_link1(), |_| {});
     // How fast it recovers (the longest gap) is a figure of scripts/bench-e2e.sh (failover);
     // here: p1 is declared down, and what was lost is one run (what went into the
     // blackhole), after which every datagram arrived: the stream went on over p2 to its end.
     // Other losses only as many as the kernels dropped from full queues (a loaded machine).
-    let queued = QueueDrops::read(&lab).since(&q0);
     eprintln!("silent failure: {report:?}, {queued} dropped from full kernel queues");
     let s = cl.status();
     let p1 = s.sas[0].paths.iter().find(|p| p.name == "p1").unwrap();
@@ -308,11 +293,8 @@ fn udp_stream_loses_nothing_through_table_swaps() {
     ];
     // At least one swap on each side between any ten consecutive datagrams of the 30,000.
     let mut swapped = next_swaps(counts);
-    let q0 = QueueDrops::read(&lab);
-    let report = udp_stream_with(
-        &lab.cl,
-        &lab.gw,
-        "10.2.0.1:5004".parse().unwrap(),
+    let (report, queued) = lab.stream_to_gateway(
+        5004,
         10_000,
         3.0,
         10.0,
@@ -326,7 +308,6 @@ fn udp_stream_loses_nothing_through_table_swaps() {
     stop.store(true, Ordering::Relaxed);
     let swaps: Vec<u64> = storms.into_iter().map(|t| t.join().unwrap()).collect();
     // Nothing lost in the tunnel (at most what the kernels dropped from full queues).
-    let queued = QueueDrops::read(&lab).since(&q0);
     eprintln!("udp through swaps: {report:?}, {swaps:?} swaps, {queued} queue drops");
     assert!(report.lost() <= queued, "{report:?}, {queued} queue drops");
     assert_eq!(report.duplicates, 0, "{report:?}");
@@ -570,11 +551,8 @@ fn hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table() {
     let at = Arc::new(AtomicU64::new(0));
     let after_handover = Arc::new(AtomicU64::new(u64::MAX));
     let (at2, after2) = (at.clone(), after_handover.clone());
-    let q0 = QueueDrops::read(&lab);
-    let report = udp_stream_with(
-        &lab.cl,
-        &lab.gw,
-        "10.2.0.1:5005".parse().unwrap(),
+    let (report, queued) = lab.stream_to_gateway(
+        5005,
         1000,
         3.0,
         1.0,
@@ -587,7 +565,6 @@ fn hard_handover_resumes_as_soon_as_the_new_path_is_in_the_table() {
         },
         move |k| at.store(k, Ordering::SeqCst),
     );
-    let queued = QueueDrops::read(&lab).since(&q0);
     eprintln!("hard handover: {report:?}, {queued} dropped from full kernel queues");
     // Whatever went into the blackhole is lost, as one run; every datagram sent after the
     // handover returned arrives. A worker that loaded the table just before the swap may
@@ -617,19 +594,16 @@ fn interfaces_come_and_go_without_touching_the_others() {
     wait_paths_up(&cl);
     let cl = std::sync::Arc::new(cl);
     let c2 = cl.clone();
-    let q0 = QueueDrops::read(&lab);
-    let report = udp_stream(
-        &lab.cl,
-        &lab.gw,
-        "10.2.0.1:5006".parse().unwrap(),
+    let (report, queued) = lab.stream_to_gateway(
+        5006,
         2000,
         2.0,
         1.0,
         move || {
             c2.remove_interface("link1").unwrap();
         },
+        |_| {},
     );
-    let queued = QueueDrops::read(&lab).since(&q0);
     eprintln!("remove-interface under traffic: {report:?}, {queued} queue drops");
     // Nothing in flight is lost: the next train simply takes p2 (and at most what the
     // kernels dropped from full queues on a loaded machine).

@@ -304,23 +304,11 @@ impl StreamReport {
 
 /// Sends `rate` datagrams per second for `secs` from namespace `from_ns` to `to` (inner
 /// address, port), receiving them in `to_ns`; runs `during` once `at` seconds in, and
-/// reports what arrived. The stream ends with a short drain period.
-pub fn udp_stream(
-    from_ns: &str,
-    to_ns: &str,
-    to: SocketAddr,
-    rate: u64,
-    secs: f64,
-    at: f64,
-    during: impl FnOnce() + Send + 'static,
-) -> StreamReport {
-    udp_stream_with(from_ns, to_ns, to, rate, secs, at, during, |_| {})
-}
-
-/// As [`udp_stream`], calling `before_send(k)` on the sender's thread before datagram `k`
-/// goes out: to interleave the stream with other events, or to note how far it has got.
+/// reports what arrived. The stream ends with a short drain period. `before_send(k)` is
+/// called on the sender's thread before datagram `k` goes out: to interleave the stream
+/// with other events, or to note how far it has got.
 #[allow(clippy::too_many_arguments)]
-pub fn udp_stream_with(
+pub fn udp_stream(
     from_ns: &str,
     to_ns: &str,
     to: SocketAddr,
@@ -444,6 +432,28 @@ pub fn udp_stream_with(
     let mut report = receiver.join().unwrap();
     report.sent = sent;
     report
+}
+
+impl Lab {
+    /// [`udp_stream`] from the client namespace to 10.2.0.1:`port` (the gateway's TUN
+    /// address), with the datagrams the kernels dropped from full queues meanwhile
+    /// ([`QueueDrops::since`]): at most that many of the stream's may be missing without the
+    /// tunnel having lost them.
+    #[allow(clippy::too_many_arguments)]
+    pub fn stream_to_gateway(
+        &self,
+        port: u16,
+        rate: u64,
+        secs: f64,
+        at: f64,
+        during: impl FnOnce() + Send + 'static,
+        before_send: impl FnMut(u64) + Send + 'static,
+    ) -> (StreamReport, u64) {
+        let q0 = QueueDrops::read(self);
+        let to = SocketAddr::from(([10, 2, 0, 1], port));
+        let report = udp_stream(&self.cl, &self.gw, to, rate, secs, at, during, before_send);
+        (report, QueueDrops::read(self).since(&q0))
+    }
 }
 
 /// Datagrams the kernels dropped at the edges of the tunnel because a queue was full: the

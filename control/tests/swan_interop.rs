@@ -23,14 +23,11 @@ fn mifsec_initiator_strongswan_responder() {
     let mut lab = Lab::new("i", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
-    lab.start_swan(&gw_ns, &swan_gateway_conf_esp("aes128gcm16"));
+    lab.start_swan(&gw_ns, &swan_gateway(&[("ESP", "aes128gcm16")]));
     // The shared client configuration, without `start_action`: this test initiates itself.
-    let config = mifsec_client_config_with(
+    let config = mifsec_client(
         &lab,
-        "aes128gcm16-prfsha256-x25519",
-        "aes128gcm16",
-        "",
-        "mode = \"tunnel\"",
+        &[("ESP", "aes128gcm16"), ("CHILD", "mode = \"tunnel\"")],
     )
     .replace("start_action = \"start\"\n", "");
     assert!(!config.contains("start_action"), "{config}");
@@ -101,13 +98,9 @@ fn strongswan_initiator_mifsec_responder() {
     let mut lab = Lab::new("r", BIN);
     let gw_ns = lab.gw_ns.clone();
     let cl_ns = lab.cl_ns.clone();
-    let config =
-        mifsec_gateway_config_with(&lab, "aes128gcm16-prfsha256-x25519", "aes128gcm16", "", "");
+    let config = mifsec_gateway(&lab, &[("ESP", "aes128gcm16")]);
     lab.start_mifsec("gw", &gw_ns, &config);
-    lab.start_swan(
-        &cl_ns,
-        &swan_client_conf_with("aes128gcm16-prfsha256-x25519", "aes128gcm16"),
-    );
+    lab.start_swan(&cl_ns, &swan_client(&[("ESP", "aes128gcm16")]));
     let t0 = Instant::now();
     lab.swan_initiate(&cl_ns, "net");
     let up_ms = t0.elapsed().as_millis();

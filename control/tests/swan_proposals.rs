@@ -142,9 +142,9 @@ fn every_proposal_mifsec_initiator_strongswan_responder() {
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
         lab.start_swan(
             &gw_ns,
-            &swan_gateway_conf_with(case.ike, case.swan_proposal),
+            &swan_gateway(&[("IKE", case.ike), ("ESP", case.swan_proposal)]),
         );
-        let config = mifsec_client_config_with(&lab, case.ike, case.esp, "", "");
+        let config = mifsec_client(&lab, &[("IKE", case.ike), ("ESP", case.esp)]);
         lab.start_mifsec("cl", &cl_ns, &config);
         check(&lab, case, "cl", &gw_ns, &cl_ns, &gw_ns);
     }
@@ -157,9 +157,12 @@ fn every_proposal_strongswan_initiator_mifsec_responder() {
     for case in &CASES {
         let mut lab = Lab::new(&format!("q{}", case.tag), BIN);
         let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
-        let config = mifsec_gateway_config_with(&lab, case.ike, case.esp, "", "");
+        let config = mifsec_gateway(&lab, &[("IKE", case.ike), ("ESP", case.esp)]);
         lab.start_mifsec("gw", &gw_ns, &config);
-        lab.start_swan(&cl_ns, &swan_client_conf_with(case.ike, case.swan_proposal));
+        lab.start_swan(
+            &cl_ns,
+            &swan_client(&[("IKE", case.ike), ("ESP", case.swan_proposal)]),
+        );
         lab.swan_initiate(&cl_ns, "net");
         check(&lab, case, "gw", &cl_ns, &cl_ns, &gw_ns);
     }

@@ -33,6 +33,19 @@ fn tun_name(ns: &Netns) -> String {
     format!("mift{}", ns.name.rsplit('-').next().unwrap_or("0"))
 }
 
+/// Gives TUN `dev` in `ns` the address LOCAL/24.
+fn add_local(ns: &Netns, dev: &str) {
+    ip(&[
+        "-n",
+        &ns.name,
+        "addr",
+        "add",
+        &format!("{LOCAL}/24"),
+        "dev",
+        dev,
+    ]);
+}
+
 /// Opens a 2-queue TUN with offloads in the current thread's namespace and gives it
 /// LOCAL/24.
 fn open_tun(ns: &Netns) -> Tun {
@@ -47,15 +60,7 @@ fn open_tun(ns: &Netns) -> Tun {
     assert_eq!(tun.name(), name);
     assert_eq!(tun.queues().len(), 2);
     assert_eq!(tun.mtu(), 1420);
-    ip(&[
-        "-n",
-        &ns.name,
-        "addr",
-        "add",
-        &format!("{LOCAL}/24"),
-        "dev",
-        &name,
-    ]);
+    add_local(ns, &name);
     tun
 }
 
@@ -335,15 +340,7 @@ fn plain_tun_without_offloads() {
         let queues = tun.into_queues();
         assert_eq!(queues.len(), 3);
         assert!(queues.iter().all(|q| !q.vnet_hdr()));
-        ip(&[
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            &format!("{LOCAL}/24"),
-            "dev",
-            "mifplain0",
-        ]);
+        add_local(&ns, "mifplain0");
 
         let sock = UdpSocket::bind(SocketAddrV4::new(LOCAL, 0)).unwrap();
         sock.send_to(b"plain", SocketAddrV4::new(PEER, 9999))

@@ -81,6 +81,18 @@ impl Lab {
     }
 }
 
+impl Lab {
+    /// One socket on each veth end, bound to its address (any port): A1, A2, B1, B2.
+    fn sockets(&self) -> [OuterSocket; 4] {
+        [
+            bind(&self.a, &self.a1, A1, 0),
+            bind(&self.a, &self.a2, A2, 0),
+            bind(&self.b, &self.b1, B1, 0),
+            bind(&self.b, &self.b2, B2, 0),
+        ]
+    }
+}
+
 /// Binds an `OuterSocket` to `addr` (port 0: any) on `device`, inside `ns`.
 fn bind(ns: &Netns, device: &str, addr: Ipv4Addr, port: u16) -> OuterSocket {
     ns.run(|| {
@@ -202,10 +214,7 @@ fn check_tagged(got: &[Got], tag: u8, n: usize, len: usize, src: SocketAddr, dst
 fn device_bound_sockets_carry_their_link_and_report_dst_ip() {
     require_root();
     let lab = Lab::new();
-    let sa1 = bind(&lab.a, &lab.a1, A1, 0);
-    let sa2 = bind(&lab.a, &lab.a2, A2, 0);
-    let sb1 = bind(&lab.b, &lab.b1, B1, 0);
-    let sb2 = bind(&lab.b, &lab.b2, B2, 0);
+    let [sa1, sa2, sb1, sb2] = lab.sockets();
     assert_eq!(sa1.device(), Some(lab.a1.as_str()));
     let _ = writeln!(
         io::stderr(),
@@ -315,10 +324,7 @@ fn bound_device_is_never_left_for_another_link() {
 fn link_down_on_one_veth_leaves_the_other_alone() {
     require_root();
     let lab = Lab::new();
-    let sa1 = bind(&lab.a, &lab.a1, A1, 0);
-    let sa2 = bind(&lab.a, &lab.a2, A2, 0);
-    let sb1 = bind(&lab.b, &lab.b1, B1, 0);
-    let sb2 = bind(&lab.b, &lab.b2, B2, 0);
+    let [sa1, sa2, sb1, sb2] = lab.sockets();
 
     ip(&["-n", &lab.a.name, "link", "set", &lab.a2, "down"]);
     let mut down_results = Vec::new();

@@ -326,27 +326,9 @@ pub fn swan_gateway_conf() -> String {
     swan_gateway(&[])
 }
 
-/// The gateway's swanctl.conf: PSK, a pool, 10.88.0.0/16 behind it, forced UDP
-/// encapsulation, and the child's `esp_proposals` as given.
-pub fn swan_gateway_conf_esp(esp: &str) -> String {
-    swan_gateway(&[("ESP", esp)])
-}
-
-/// The gateway's swanctl.conf with the IKE `proposals` and the child's `esp_proposals`
-/// as given.
-pub fn swan_gateway_conf_with(ike: &str, esp: &str) -> String {
-    swan_gateway(&[("IKE", ike), ("ESP", esp)])
-}
-
 /// The client's swanctl.conf, with PFS.
 pub fn swan_client_conf() -> String {
     swan_client(&[])
-}
-
-/// The client's swanctl.conf with the IKE `proposals` and the child's `esp_proposals`
-/// as given.
-pub fn swan_client_conf_with(ike: &str, esp: &str) -> String {
-    swan_client(&[("IKE", ike), ("ESP", esp)])
 }
 
 /// mifsec as the client of the lab (testkit/templates/mifsec-client.toml), with `vars` put
@@ -395,37 +377,9 @@ pub fn mifsec_client_config(lab: &Lab, conn: &str, child: &str) -> String {
     mifsec_client(lab, &[("CONN", conn), ("CHILD", child)])
 }
 
-/// mifsec as a client with the IKE `proposals` and the child's `esp_proposals` as given.
-pub fn mifsec_client_config_with(
-    lab: &Lab,
-    ike: &str,
-    esp: &str,
-    conn: &str,
-    child: &str,
-) -> String {
-    mifsec_client(
-        lab,
-        &[("IKE", ike), ("ESP", esp), ("CONN", conn), ("CHILD", child)],
-    )
-}
-
 /// mifsec as a gateway for a strongSwan client, with `conn` and `child` lines added.
 pub fn mifsec_gateway_config(lab: &Lab, conn: &str, child: &str) -> String {
     mifsec_gateway(lab, &[("CONN", conn), ("CHILD", child)])
-}
-
-/// mifsec as a gateway with the IKE `proposals` and the child's `esp_proposals` as given.
-pub fn mifsec_gateway_config_with(
-    lab: &Lab,
-    ike: &str,
-    esp: &str,
-    conn: &str,
-    child: &str,
-) -> String {
-    mifsec_gateway(
-        lab,
-        &[("IKE", ike), ("ESP", esp), ("CONN", conn), ("CHILD", child)],
-    )
 }
 
 /// IKE and child SPIs as one side reports them once settled: exactly one established

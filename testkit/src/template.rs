@@ -15,26 +15,31 @@ pub struct Template {
     pub text: &'static str,
 }
 
+/// The template file `$name` of testkit/templates/.
+macro_rules! template {
+    ($name:literal) => {
+        Template {
+            name: $name,
+            text: include_str!(concat!("../templates/", $name)),
+        }
+    };
+}
+
 /// The strongSwan gateway `rw` (swanctl.conf).
-pub const SWANCTL_GATEWAY: Template = Template {
-    name: "swanctl-gateway.conf",
-    text: include_str!("../templates/swanctl-gateway.conf"),
-};
+pub const SWANCTL_GATEWAY: Template = template!("swanctl-gateway.conf");
 /// The strongSwan client `home` (swanctl.conf).
-pub const SWANCTL_CLIENT: Template = Template {
-    name: "swanctl-client.conf",
-    text: include_str!("../templates/swanctl-client.conf"),
-};
+pub const SWANCTL_CLIENT: Template = template!("swanctl-client.conf");
 /// mifsec as the client `home`.
-pub const MIFSEC_CLIENT: Template = Template {
-    name: "mifsec-client.toml",
-    text: include_str!("../templates/mifsec-client.toml"),
-};
+pub const MIFSEC_CLIENT: Template = template!("mifsec-client.toml");
 /// mifsec as the gateway `rw`.
-pub const MIFSEC_GATEWAY: Template = Template {
-    name: "mifsec-gateway.toml",
-    text: include_str!("../templates/mifsec-gateway.toml"),
-};
+pub const MIFSEC_GATEWAY: Template = template!("mifsec-gateway.toml");
+/// Every template.
+pub const ALL: [Template; 4] = [
+    SWANCTL_GATEWAY,
+    SWANCTL_CLIENT,
+    MIFSEC_CLIENT,
+    MIFSEC_GATEWAY,
+];
 
 /// One placeholder: where it stands in the text, its name and its default.
 struct Slot<'a> {
