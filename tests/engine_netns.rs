@@ -846,3 +846,80 @@ fn a_demoted_sa_keeps_its_state_and_its_successor_takes_outbound() {
     );
     assert!(cl.demote_sa("nope").is_err());
 }
+
+/// The engine pushes the usage of the SAs that ask for it (`report_usage`) on its event
+/// channel while their counters move, with the totals `status` shows, and nothing for the
+/// others or once the traffic stops.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn usage_is_pushed_while_it_moves_and_only_for_sas_that_ask() {
+    use mifsec_dataplane::engine::USAGE_INTERVAL;
+    use mifsec_dataplane::event::{Event, Usage};
+    require_root();
+    let lab = Lab::new([None, None]);
+    // Without probes, so that only the pings move the counters.
+    let cfg = |side, report_usage| {
+        let mut c = lab_config(side, Policy::Failover, Cipher::Aes128Gcm, Role::Standby);
+        c.sas[0].probes = false;
+        c.sas[0].report_usage = report_usage;
+        c
+    };
+    let gw = lab.start(&lab.gw.clone(), cfg(Side::Gateway, false));
+    let client_cfg = cfg(Side::Client, true);
+    let (spi_in, spi_out) = (client_cfg.sas[0].spi_in, client_cfg.sas[0].spi_out);
+    let cl = lab.start(&lab.cl.clone(), client_cfg);
+    let cl_events = cl.take_event_receiver().unwrap();
+    let gw_events = gw.take_event_receiver().unwrap();
+    let (ok, out) = ping(&lab.cl, "10.2.0.1", 3);
+    assert!(ok, "{out}");
+    let mut last = Usage::default();
+    let mut reports = 0;
+    let mut take = |events: &crossbeam_channel::Receiver<Event>, last: &mut Usage| {
+        for ev in events.try_iter() {
+            let Event::Usage {
+                spi_in: i,
+                spi_out: o,
+                usage,
+            } = ev
+            else {
+                panic!("unexpected event {ev:?}");
+            };
+            assert_eq!((i, o), (spi_in, spi_out));
+            assert!(
+                usage.in_packets >= last.in_packets && usage.out_packets >= last.out_packets,
+                "totals never go back: {last:?} then {usage:?}"
+            );
+            assert_ne!(usage, *last, "a report only when something moved");
+            *last = usage;
+            reports += 1;
+        }
+    };
+    wait_until(WAIT, "a usage report with the three pings", || {
+        take(&cl_events, &mut last);
+        last.in_packets >= 3 && last.out_packets >= 3
+    });
+    // The last report has the totals of the status once nothing moves any more.
+    let s = &cl.status().sas[0];
+    let want = Usage {
+        in_packets: s.in_packets,
+        in_bytes: s.in_bytes,
+        out_packets: s.out_packets,
+        out_bytes: s.out_bytes,
+    };
+    wait_until(WAIT, "a usage report with the status's totals", || {
+        take(&cl_events, &mut last);
+        last == want
+    });
+    // Not a wait for a state: time passes (four report intervals) so that a report, had
+    // one been sent with nothing moving, would be here.
+    std::thread::sleep(4 * USAGE_INTERVAL);
+    take(&cl_events, &mut last);
+    assert_eq!(last, want, "no report while nothing moves");
+    assert!(reports >= 1);
+    assert_eq!(cl.events_lost(), 0);
+    assert_eq!(
+        gw_events.try_iter().collect::<Vec<_>>(),
+        [],
+        "the gateway's SA did not ask for usage reports"
+    );
+}

@@ -254,6 +254,7 @@ pub fn lab_config(side: Side, policy: Policy, cipher: Cipher, p2_role: Role) -> 
                 Duration::ZERO
             },
             probes: true,
+            report_usage: false,
         }],
         ..EngineConfig::default()
     }

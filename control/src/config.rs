@@ -998,6 +998,7 @@ impl Cx<'_> {
                 paths,
                 reorder,
                 probes: rs.probes.unwrap_or(true),
+                report_usage: false,
             });
         }
         let mut ike = self.build_ike(

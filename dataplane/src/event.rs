@@ -1,7 +1,12 @@
-//! Events from the packet path to the control plane, over a bounded lock-free channel.
+//! Events from the engine to the control plane, over a bounded lock-free channel: the
+//! sequence-number limits of outbound SAs (raised once each, by the packet path) and the
+//! usage of SAs that asked for it (pushed by the monitor while it moves, for lifetimes by
+//! bytes and packets and for liveness checks). Every event names its SA by SPI.
 //!
-//! The packet path never blocks on the control thread: when the channel is full an event is
-//! dropped and counted, and the condition that raised it raises it again later.
+//! Nobody in the engine ever blocks on the control thread: when the channel is full an
+//! event is dropped and counted ([`EventSender::lost`]). Usage reports are sent only while
+//! at most half of the channel is in use ([`EventSender::send_spare`]; the next report
+//! carries the totals again), so that the events raised once always find room.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +14,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Something the control plane must act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// What an SA pair has carried since it was installed. Pushed about every
+    /// [`USAGE_INTERVAL`](crate::engine::USAGE_INTERVAL) while its counters move, for SAs
+    /// installed with [`SaSpec::report_usage`](crate::engine::SaSpec::report_usage).
+    Usage {
+        /// SPI of the inbound SA.
+        spi_in: u32,
+        /// SPI of the outbound SA.
+        spi_out: u32,
+        /// The totals.
+        usage: Usage,
+    },
     /// The outbound SA has used most of its sequence space: rekey it soon.
     SeqSoftLimit {
         /// SPI of the outbound SA.
@@ -19,6 +35,34 @@ pub enum Event {
         /// SPI of the outbound SA.
         spi: u32,
     },
+}
+
+/// The traffic of one SA pair since it was installed, as `status` counts it: inner bytes;
+/// outbound, the dummy packets that carry path probes and their answers are included,
+/// inbound they are not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Packets accepted by the inbound SA.
+    pub in_packets: u64,
+    /// Their bytes.
+    pub in_bytes: u64,
+    /// Packets sealed by the outbound SA.
+    pub out_packets: u64,
+    /// Their bytes.
+    pub out_bytes: u64,
+}
+
+impl Usage {
+    /// The larger of the inbound and outbound byte counts: lifetimes limit each SA of a
+    /// pair (each direction) on its own, as strongSwan's do.
+    pub fn bytes(&self) -> u64 {
+        self.in_bytes.max(self.out_bytes)
+    }
+
+    /// The larger of the inbound and outbound packet counts.
+    pub fn packets(&self) -> u64 {
+        self.in_packets.max(self.out_packets)
+    }
 }
 
 /// The sending half, cloned into every SA that raises events.
@@ -34,6 +78,14 @@ impl EventSender {
         if self.tx.try_send(event).is_err() {
             self.lost.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Sends only while at most half of the channel is in use, so that the events that are
+    /// raised once find room; returns whether it was sent. A refusal is not counted as lost:
+    /// the caller reports again later (usage reports carry totals).
+    pub fn send_spare(&self, event: Event) -> bool {
+        let half = self.tx.capacity().map_or(usize::MAX, |c| c / 2);
+        self.tx.len() < half && self.tx.try_send(event).is_ok()
     }
 
     /// Events dropped because the channel was full or closed.
@@ -52,4 +104,30 @@ pub fn channel(capacity: usize) -> (EventSender, crossbeam_channel::Receiver<Eve
         },
         rx,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_sends_keep_half_the_channel_free() {
+        let (tx, rx) = channel(8);
+        let usage = Event::Usage {
+            spi_in: 1,
+            spi_out: 2,
+            usage: Usage::default(),
+        };
+        let sent = (0..8).filter(|_| tx.send_spare(usage)).count();
+        assert_eq!(sent, 4);
+        assert_eq!(tx.lost(), 0, "a refused usage report is not lost");
+        // The events raised once still fit.
+        for spi in 0..4 {
+            tx.send(Event::SeqSoftLimit { spi });
+        }
+        assert_eq!(tx.lost(), 0);
+        tx.send(Event::SeqExhausted { spi: 9 });
+        assert_eq!(tx.lost(), 1);
+        assert_eq!(rx.try_iter().count(), 8);
+    }
 }

@@ -43,28 +43,91 @@ pub fn path() -> Option<&'static Path> {
     .as_deref()
 }
 
+/// Why `ip` did not do what it was asked.
+#[derive(Debug)]
+pub enum IpError {
+    /// No trusted `ip` program exists at any of the [`CANDIDATES`].
+    NotFound {
+        /// What was to run, `ip` itself not included.
+        args: String,
+    },
+    /// The program could not be run.
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// What was to run.
+        args: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The helper thread of a [`Queue`] is gone: the change was not made.
+    QueueGone {
+        /// What was to run.
+        args: String,
+    },
+    /// `ip` ran and failed.
+    Failed {
+        /// What ran.
+        args: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// Its own message (standard error, trimmed).
+        message: String,
+    },
+}
+
+impl std::fmt::Display for IpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IpError::NotFound { args } => write!(
+                f,
+                "ip {args}: no trusted ip program (looked for {})",
+                CANDIDATES.join(", ")
+            ),
+            IpError::Spawn {
+                program,
+                args,
+                source,
+            } => write!(f, "running {} {args}: {source}", program.display()),
+            IpError::QueueGone { args } => write!(f, "ip {args}: the helper thread is gone"),
+            IpError::Failed { args, message, .. } => write!(f, "ip {args}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for IpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IpError::Spawn { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
 /// Runs `ip ARGS`; on failure the error says what ran and why (ip's own message).
-pub fn run(args: &[&str]) -> Result<(), String> {
+pub fn run(args: &[&str]) -> Result<(), IpError> {
     let Some(ip) = path() else {
-        return Err(format!(
-            "ip {}: no trusted ip program (looked for {})",
-            args.join(" "),
-            CANDIDATES.join(", ")
-        ));
+        return Err(IpError::NotFound {
+            args: args.join(" "),
+        });
     };
     let out = Command::new(ip)
         .args(args)
         .env_clear()
         .output()
-        .map_err(|e| format!("running {} {}: {e}", ip.display(), args.join(" ")))?;
+        .map_err(|source| IpError::Spawn {
+            program: ip.to_owned(),
+            args: args.join(" "),
+            source,
+        })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(IpError::Failed {
+            args: args.join(" "),
+            status: out.status,
+            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
@@ -137,7 +200,7 @@ impl Change {
     }
 
     /// Makes the change now (see [`run`]).
-    pub fn apply(&self) -> Result<(), String> {
+    pub fn apply(&self) -> Result<(), IpError> {
         let args = self.args();
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         run(&a)
@@ -160,11 +223,11 @@ impl std::fmt::Debug for Queue {
 }
 
 impl Queue {
-    /// Starts the helper thread (named `name`); `on_error` gets each failure's message.
+    /// Starts the helper thread (named `name`); `on_error` gets each failure.
     pub fn start(
         name: &str,
         bound: usize,
-        on_error: impl Fn(String) + Send + 'static,
+        on_error: impl Fn(IpError) + Send + 'static,
     ) -> std::io::Result<Queue> {
         let (tx, rx) = crossbeam_channel::bounded::<Change>(bound);
         let thread = std::thread::Builder::new()
@@ -183,16 +246,14 @@ impl Queue {
     }
 
     /// Queues `change`; an error if the helper thread is gone.
-    pub fn push(&self, change: Change) -> Result<(), String> {
-        let Some(tx) = &self.tx else {
-            return Err("the ip queue is closed".into());
+    pub fn push(&self, change: Change) -> Result<(), IpError> {
+        let gone = |c: Change| IpError::QueueGone {
+            args: c.args().join(" "),
         };
-        tx.send(change).map_err(|e| {
-            format!(
-                "ip {}: the helper thread is gone",
-                e.into_inner().args().join(" ")
-            )
-        })
+        let Some(tx) = &self.tx else {
+            return Err(gone(change));
+        };
+        tx.send(change).map_err(|e| gone(e.into_inner()))
     }
 }
 
@@ -262,8 +323,8 @@ mod tests {
     #[test]
     fn a_queue_reports_failures_in_order_and_drains_on_drop() {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let q = Queue::start("test-ip", 4, move |e| {
-            let _ = tx.send(e);
+        let q = Queue::start("test-ip", 4, move |e: IpError| {
+            let _ = tx.send(e.to_string());
         })
         .unwrap();
         for dev in ["nosuchdev0", "nosuchdev1"] {
@@ -293,6 +354,7 @@ mod tests {
         assert!(CANDIDATES.iter().any(|c| Path::new(c) == p));
         assert!(run(&["-V"]).is_ok());
         let e = run(&["nosuchobject"]).unwrap_err();
-        assert!(e.starts_with("ip nosuchobject: "), "{e}");
+        assert!(matches!(&e, IpError::Failed { args, .. } if args == "nosuchobject"));
+        assert!(e.to_string().starts_with("ip nosuchobject: "), "{e}");
     }
 }

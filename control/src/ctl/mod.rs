@@ -32,7 +32,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config;
-use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
+use crate::daemon::ike_thread::CommandError;
+use crate::dataplane::engine::{Engine, EngineError, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 
 mod client;
@@ -205,37 +206,37 @@ pub trait Target {
     /// See [`Engine::status`].
     fn status(&self) -> EngineStatus;
     /// See [`Engine::handover`].
-    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError>;
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError>;
     /// See [`Engine::add_interface`].
-    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError>;
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, EngineError>;
     /// See [`Engine::remove_interface`].
-    fn remove_interface(&self, name: &str) -> Result<String, ControlError>;
+    fn remove_interface(&self, name: &str) -> Result<String, EngineError>;
     /// See [`Engine::set_policy`].
-    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError>;
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, EngineError>;
     /// See [`Engine::add_path`].
-    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError>;
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, EngineError>;
     /// See [`Engine::remove_path`].
-    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError>;
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, EngineError>;
     /// See [`Engine::wireshark_keys`].
     fn wireshark_keys(&self) -> Vec<String>;
     /// Starts an IKE SA for connection `conn`. Without an IKE control thread: an error.
-    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
-        Err(ControlError(format!(
-            "no connection named {conn:?} (no IKE connections configured)"
-        )))
+    fn initiate(&self, conn: &str) -> Result<String, CommandError> {
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
     }
     /// Deletes connection `conn`'s IKE SAs. Without an IKE control thread: an error.
-    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
-        Err(ControlError(format!(
-            "no connection named {conn:?} (no IKE connections configured)"
-        )))
+    fn terminate(&self, conn: &str) -> Result<String, CommandError> {
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
     }
     /// Rekeys connection `conn`'s child SAs (or its IKE SA). Without IKE: an error.
-    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         let _ = ike;
-        Err(ControlError(format!(
-            "no connection named {conn:?} (no IKE connections configured)"
-        )))
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
     }
     /// The IKE SAs as JSON (a list), added to `status` as `ike_sas`; `None` without IKE.
     fn ike_sas(&self) -> Option<Value> {
@@ -252,22 +253,22 @@ impl Target for Engine {
     fn status(&self) -> EngineStatus {
         Engine::status(self)
     }
-    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError> {
         Engine::handover(self, sa, path, hard)
     }
-    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, EngineError> {
         Engine::add_interface(self, iface)
     }
-    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+    fn remove_interface(&self, name: &str) -> Result<String, EngineError> {
         Engine::remove_interface(self, name)
     }
-    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, EngineError> {
         Engine::set_policy(self, sa, policy)
     }
-    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, EngineError> {
         Engine::add_path(self, sa, path)
     }
-    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, EngineError> {
         Engine::remove_path(self, sa, path)
     }
     fn wireshark_keys(&self) -> Vec<String> {
@@ -356,10 +357,12 @@ fn check_name(name: &str, what: &str) -> Result<(), String> {
 
 /// Carries out one request on `target`.
 pub fn dispatch(target: &dyn Target, req: Request) -> Response {
-    let done = |r: Result<String, ControlError>| match r {
-        Ok(msg) => Response::ok(Value::String(msg)),
-        Err(e) => Response::err(e.0),
-    };
+    fn done(r: Result<String, impl std::fmt::Display>) -> Response {
+        match r {
+            Ok(msg) => Response::ok(Value::String(msg)),
+            Err(e) => Response::err(e.to_string()),
+        }
+    }
     let run = || -> Result<Response, String> {
         Ok(match req {
             Request::Status {} => {

@@ -5,12 +5,14 @@
 use std::sync::Mutex;
 
 use super::Target;
-use crate::dataplane::engine::{ControlError, EngineStatus, InterfaceConfig, PathSpec};
+use crate::daemon::ike_thread::CommandError;
+use crate::dataplane::engine::{EngineError, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::Policy;
 
 /// Accepts every call and records it (`handover t fast false`), except those that name an
 /// SA, path, interface or connection starting with "no": those fail with
-/// `no SA named "NAME"`.
+/// `no SA named "NAME"` ([`EngineError::NoSa`]), or for a connection
+/// `no connection named "NAME"` ([`CommandError::NoConnection`]).
 #[derive(Debug, Default)]
 pub struct StandIn {
     calls: Mutex<Vec<String>>,
@@ -27,12 +29,23 @@ impl StandIn {
         }
     }
 
-    fn answer(&self, call: String, names: &[&str]) -> Result<String, ControlError> {
+    /// Records `call`; refuses it with the first of `names` that starts with "no".
+    fn answer(&self, call: String, names: &[&str]) -> Result<String, String> {
         self.calls.lock().unwrap().push(call);
         match names.iter().find(|n| n.starts_with("no")) {
-            Some(n) => Err(ControlError(format!("no SA named {n:?}"))),
+            Some(n) => Err((*n).to_owned()),
             None => Ok(format!("{}: done", names[0])),
         }
+    }
+
+    fn engine(&self, call: String, names: &[&str]) -> Result<String, EngineError> {
+        self.answer(call, names)
+            .map_err(|name| EngineError::NoSa { name })
+    }
+
+    fn ike(&self, call: String, conn: &str) -> Result<String, CommandError> {
+        self.answer(call, &[conn])
+            .map_err(|name| CommandError::NoConnection { name })
     }
 
     /// The calls so far, in order.
@@ -56,36 +69,36 @@ impl Target for StandIn {
                 .collect(),
         }
     }
-    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
-        self.answer(format!("handover {sa} {path} {hard}"), &[sa])
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError> {
+        self.engine(format!("handover {sa} {path} {hard}"), &[sa])
     }
-    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, EngineError> {
         let call = format!("add_interface {iface:?}");
-        self.answer(call, &[&iface.name])
+        self.engine(call, &[&iface.name])
     }
-    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
-        self.answer(format!("remove_interface {name}"), &[name])
+    fn remove_interface(&self, name: &str) -> Result<String, EngineError> {
+        self.engine(format!("remove_interface {name}"), &[name])
     }
-    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
-        self.answer(format!("set_policy {sa} {policy:?}"), &[sa])
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, EngineError> {
+        self.engine(format!("set_policy {sa} {policy:?}"), &[sa])
     }
-    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, EngineError> {
         let call = format!("add_path {sa} {path:?}");
-        self.answer(call, &[sa, &path.name])
+        self.engine(call, &[sa, &path.name])
     }
-    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
-        self.answer(format!("remove_path {sa} {path}"), &[sa, path])
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, EngineError> {
+        self.engine(format!("remove_path {sa} {path}"), &[sa, path])
     }
     fn wireshark_keys(&self) -> Vec<String> {
         vec!["line1".into(), "line2".into()]
     }
-    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
-        self.answer(format!("initiate {conn}"), &[conn])
+    fn initiate(&self, conn: &str) -> Result<String, CommandError> {
+        self.ike(format!("initiate {conn}"), conn)
     }
-    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
-        self.answer(format!("terminate {conn}"), &[conn])
+    fn terminate(&self, conn: &str) -> Result<String, CommandError> {
+        self.ike(format!("terminate {conn}"), conn)
     }
-    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
-        self.answer(format!("rekey {conn} {ike}"), &[conn])
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
+        self.ike(format!("rekey {conn} {ike}"), conn)
     }
 }

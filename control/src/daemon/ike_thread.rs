@@ -47,7 +47,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use super::install::Installed;
 use super::status::{IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings};
-use crate::dataplane::engine::{ControlError, Engine, IkeDatagram, InterfaceConfig};
+use crate::dataplane::engine::{Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::Event as SaEvent;
 use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
@@ -90,6 +90,62 @@ pub(super) struct InputCounters {
     pub(super) oversize: AtomicU64,
 }
 
+/// Why an operator's command for the IKE thread was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    /// The configuration has no connection of this name.
+    NoConnection {
+        /// The name asked for.
+        name: String,
+    },
+    /// The daemon runs without IKE (no connections configured).
+    NoIke {
+        /// The connection asked for.
+        name: String,
+    },
+    /// The IKE thread's command queue is full.
+    Busy,
+    /// The IKE thread has ended.
+    Gone,
+}
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandError::NoConnection { name } => write!(f, "no connection named {name:?}"),
+            CommandError::NoIke { name } => write!(
+                f,
+                "no connection named {name:?} (no IKE connections configured)"
+            ),
+            CommandError::Busy => f.write_str("the IKE thread is busy; try again"),
+            CommandError::Gone => f.write_str("the IKE thread is gone"),
+        }
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+/// A thread of the IKE side could not be started.
+#[derive(Debug)]
+pub struct SpawnError {
+    /// Its name.
+    pub thread: &'static str,
+    /// Why.
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "spawning {}: {}", self.thread, self.source)
+    }
+}
+
+impl std::error::Error for SpawnError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
 enum Msg {
     Initiate(String),
     Terminate(String),
@@ -127,17 +183,17 @@ impl IkeHandle {
         settings: IkeSettings,
         interfaces: &[InterfaceConfig],
         ports: IkePorts,
-    ) -> Result<IkeHandle, ControlError> {
+    ) -> Result<IkeHandle, SpawnError> {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
         let input = Arc::new(InputCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut helpers = Vec::new();
-        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        let spawn = |thread: &'static str, f: Box<dyn FnOnce() + Send>| {
             std::thread::Builder::new()
-                .name(name.into())
+                .name(thread.into())
                 .spawn(f)
-                .map_err(|e| ControlError(format!("spawning {name}: {e}")))
+                .map_err(|source| SpawnError { thread, source })
         };
         // The engine's bounded port-4500 channel is read by the IKE thread itself.
         let e4500 = engine.take_ike_receiver();
@@ -145,8 +201,11 @@ impl IkeHandle {
         let seq_events = engine.take_event_receiver();
         // `ip` runs on a helper thread, in order, so that the IKE thread never waits for
         // it. The queue is the IKE thread's: it drains and ends when that thread ends.
-        let ip = iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, log)
-            .map_err(|e| ControlError(format!("spawning mifsec-ike-ip: {e}")))?;
+        let ip =
+            iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, log).map_err(|source| SpawnError {
+                thread: "mifsec-ike-ip",
+                source,
+            })?;
         let mut sock500 = Vec::new();
         for (name, s) in ports.0 {
             let Ok(local) = s.local_addr() else {
@@ -243,30 +302,32 @@ impl IkeHandle {
         })
     }
 
-    fn command(&self, m: Msg) -> Result<(), ControlError> {
+    fn command(&self, m: Msg) -> Result<(), CommandError> {
         self.tx.try_send(m).map_err(|e| match e {
-            TrySendError::Full(_) => ControlError("the IKE thread is busy; try again".into()),
-            TrySendError::Disconnected(_) => ControlError("the IKE thread is gone".into()),
+            TrySendError::Full(_) => CommandError::Busy,
+            TrySendError::Disconnected(_) => CommandError::Gone,
         })
     }
 
-    fn known(&self, conn: &str) -> Result<(), ControlError> {
+    fn known(&self, conn: &str) -> Result<(), CommandError> {
         if self.connections.iter().any(|c| c == conn) {
             Ok(())
         } else {
-            Err(ControlError(format!("no connection named {conn:?}")))
+            Err(CommandError::NoConnection {
+                name: conn.to_owned(),
+            })
         }
     }
 
     /// Starts an IKE SA for connection `conn` (asynchronously; `status` shows progress).
-    pub fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+    pub fn initiate(&self, conn: &str) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Initiate(conn.to_owned()))?;
         Ok(format!("initiating {conn}"))
     }
 
     /// Deletes the IKE SAs of connection `conn` and their child SAs.
-    pub fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+    pub fn terminate(&self, conn: &str) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Terminate(conn.to_owned()))?;
         Ok(format!("terminating {conn}"))
@@ -274,7 +335,7 @@ impl IkeHandle {
 
     /// Rekeys the child SAs of connection `conn`, or its IKE SA with `ike`
     /// (asynchronously; `status` shows the new SPIs).
-    pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+    pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Rekey(conn.to_owned(), ike))?;
         Ok(format!(
@@ -690,6 +751,8 @@ impl IkeThread {
         let (spi, exhausted) = match ev {
             SaEvent::SeqSoftLimit { spi } => (spi, false),
             SaEvent::SeqExhausted { spi } => (spi, true),
+            // No child SA is installed with `report_usage` (yet): its counters are polled.
+            SaEvent::Usage { .. } => return,
         };
         self.seq_limit(now, spi, exhausted, false);
     }

@@ -15,7 +15,6 @@ use zeroize::Zeroizing;
 use super::ike_thread::{Entry, IkeThread};
 use super::status::IkeChildStatus;
 use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
-use crate::dataplane::esp;
 use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::endpoint::SaHandle;
@@ -60,10 +59,7 @@ impl IkeThread {
         let remote_ts: Vec<Prefix> = c.remote_ts.iter().flat_map(ts_prefixes).collect();
         let spec = SaSpec {
             name: sa_name.clone(),
-            mode: match c.mode {
-                Mode::Tunnel => esp::Mode::Tunnel,
-                Mode::Transport => esp::Mode::Transport,
-            },
+            mode: c.mode,
             cipher: c.cipher,
             esn: c.esn,
             spi_out: c.spi_out,
@@ -77,8 +73,11 @@ impl IkeThread {
             reorder: Duration::ZERO,
             // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
             probes: false,
+            report_usage: false,
         };
-        self.engine.install_sa(spec.clone()).map_err(|e| e.0)?;
+        self.engine
+            .install_sa(spec.clone())
+            .map_err(|e| e.to_string())?;
         // Further paths through the engine's multi-path API, as a later one would be.
         for p in paths {
             let name = p.name.clone();
@@ -117,10 +116,7 @@ impl IkeThread {
             spi_in: format!("{:08x}", c.spi_in),
             spi_out: format!("{:08x}", c.spi_out),
             cipher: c.cipher.name().into(),
-            mode: match c.mode {
-                Mode::Tunnel => "tunnel".into(),
-                Mode::Transport => "transport".into(),
-            },
+            mode: c.mode.name().into(),
             udp_encap: c.udp_encap,
             esn: c.esn,
             local_ts: local_ts.iter().map(ToString::to_string).collect(),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::config::{self, Config};
 use crate::ctl::{self, Response};
-use crate::dataplane::engine::{ControlError, Engine, EngineStatus, InterfaceConfig, PathSpec};
+use crate::dataplane::engine::{Engine, EngineError, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::Policy;
 use crate::log::log;
 
@@ -31,7 +31,7 @@ pub mod install;
 mod privileges;
 pub mod status;
 
-use ike_thread::{IkeHandle, IkePorts, bind_ike_ports};
+use ike_thread::{CommandError, IkeHandle, IkePorts, bind_ike_ports};
 use privileges::Plan;
 
 /// Exit status for a configuration that does not parse (and for usage errors).
@@ -287,6 +287,8 @@ fn log_manual_seq_events(engine: &Engine) {
                     Event::SeqExhausted { spi } => log(format_args!(
                         "outbound SA {spi:08x}: out of sequence numbers, it sends nothing more; give it new keys and SPIs"
                     )),
+                    // Manual SAs are installed without `report_usage`.
+                    Event::Usage { .. } => {}
                 }
             }
         });
@@ -305,49 +307,49 @@ impl ctl::Target for Node {
     fn status(&self) -> EngineStatus {
         self.engine.status()
     }
-    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
+    fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError> {
         self.engine.handover(sa, path, hard)
     }
-    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
+    fn add_interface(&self, iface: InterfaceConfig) -> Result<String, EngineError> {
         self.engine.add_interface(iface)
     }
-    fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
+    fn remove_interface(&self, name: &str) -> Result<String, EngineError> {
         self.engine.remove_interface(name)
     }
-    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
+    fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, EngineError> {
         self.engine.set_policy(sa, policy)
     }
-    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+    fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, EngineError> {
         self.engine.add_path(sa, path)
     }
-    fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
+    fn remove_path(&self, sa: &str, path: &str) -> Result<String, EngineError> {
         self.engine.remove_path(sa, path)
     }
     fn wireshark_keys(&self) -> Vec<String> {
         self.engine.wireshark_keys()
     }
-    fn initiate(&self, conn: &str) -> Result<String, ControlError> {
+    fn initiate(&self, conn: &str) -> Result<String, CommandError> {
         match &self.ike {
             Some(i) => i.initiate(conn),
-            None => Err(ControlError(format!(
-                "no connection named {conn:?} (no IKE connections configured)"
-            ))),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
         }
     }
-    fn terminate(&self, conn: &str) -> Result<String, ControlError> {
+    fn terminate(&self, conn: &str) -> Result<String, CommandError> {
         match &self.ike {
             Some(i) => i.terminate(conn),
-            None => Err(ControlError(format!(
-                "no connection named {conn:?} (no IKE connections configured)"
-            ))),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
         }
     }
-    fn rekey(&self, conn: &str, ike: bool) -> Result<String, ControlError> {
+    fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         match &self.ike {
             Some(i) => i.rekey(conn, ike),
-            None => Err(ControlError(format!(
-                "no connection named {conn:?} (no IKE connections configured)"
-            ))),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
         }
     }
     fn ike_sas(&self) -> Option<serde_json::Value> {

@@ -91,15 +91,9 @@ impl EspProposal {
     }
 }
 
-/// The IPsec mode of a child SA.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Mode {
-    /// Tunnel mode (the default).
-    #[default]
-    Tunnel,
-    /// Transport mode, requested with USE_TRANSPORT_MODE.
-    Transport,
-}
+/// The IPsec mode of a child SA (transport mode is requested with USE_TRANSPORT_MODE): the
+/// engine's own, so that a negotiated child is installed as it was agreed.
+pub use mifsec_dataplane::esp::Mode;
 
 /// A traffic selector for `prefix/len`, any protocol and port.
 pub fn ts_prefix(addr: IpAddr, len: u8) -> TrafficSelector {

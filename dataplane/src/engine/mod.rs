@@ -1,6 +1,8 @@
 //! The packet engine: worker threads that move packets between a multi-queue TUN device and
-//! the outer UDP sockets, a monitor thread that probes paths, and the control operations that
-//! rebuild and swap the SA table.
+//! the outer UDP sockets (`worker.rs`, the loop; `outbound.rs` and `inbound.rs`), a monitor
+//! thread that probes paths and reports SA usage (`monitor.rs`), and the operations that
+//! change the SA table as it stands and publish a new snapshot of it (`table.rs`). Failures
+//! are [`EngineError`]s; what the control plane must act on arrives as [`Event`]s.
 //!
 //! ```text
 //!  TUN queue i ──read──▶ split TSO ─▶ lookup SA by selector ─▶ seal train ─▶ schedule ─▶ sendmmsg/GSO
@@ -12,11 +14,12 @@
 //! control thread) never touches packets: it builds a new [`SaTable`] and publishes it with
 //! one pointer swap; workers pick it up at their next batch.
 
-mod control;
+mod error;
 mod inbound;
 mod monitor;
 mod outbound;
 mod status;
+mod table;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -33,6 +36,7 @@ use crate::event::{self, Event, EventSender};
 use crate::sa_table::{Policy, Prefix, Role, SaTables};
 use crate::tun::{Offloads, Tun, TunConfig};
 
+pub use error::EngineError;
 pub use status::{EngineStatus, InterfaceStatus, MarkStatus, PathStatus, SaStatus};
 
 /// Everything the engine needs to start.
@@ -137,6 +141,9 @@ pub struct SaSpec {
     /// other peer turn them off: paths then never go down for want of answers, and idle
     /// paths get NAT keepalives instead.
     pub probes: bool,
+    /// Push [`Event::Usage`] for this SA pair about every [`USAGE_INTERVAL`] while its
+    /// counters move (the control plane's lifetimes by bytes and packets, liveness checks).
+    pub report_usage: bool,
 }
 
 impl std::fmt::Debug for SaSpec {
@@ -154,6 +161,7 @@ impl std::fmt::Debug for SaSpec {
             .field("paths", &self.paths)
             .field("reorder", &self.reorder)
             .field("probes", &self.probes)
+            .field("report_usage", &self.report_usage)
             .finish_non_exhaustive()
     }
 }
@@ -198,20 +206,13 @@ const IKE_QUEUE: usize = 1024;
 pub const MAX_IKE_MESSAGE: usize = 10_000;
 
 /// How many SA events may wait for the control thread before more are dropped (counted).
-/// Each SA raises at most two (soft limit, exhaustion).
+/// Each SA raises at most two sequence-number events (soft limit, exhaustion); usage reports
+/// use at most half of the queue ([`EventSender::send_spare`]).
 const EVENT_QUEUE: usize = 1024;
 
-/// Why a control operation failed. The message is for the operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlError(pub String);
-
-impl std::fmt::Display for ControlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ControlError {}
+/// How often the monitor looks at the counters of SAs with
+/// [`report_usage`](SaSpec::report_usage), and pushes [`Event::Usage`] for those that moved.
+pub const USAGE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Engine-wide counters of packets that belong to no SA.
 #[derive(Debug, Default)]
@@ -242,7 +243,8 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub epoch: Instant,
     pub counters: GlobalCounters,
-    pub control: Mutex<control::ControlState>,
+    /// The SA table as it stands, from which every published snapshot is built.
+    pub table: Mutex<table::TableState>,
     pub probe_interval: Duration,
     pub dead_after: Duration,
     pub keepalive: Duration,
@@ -251,6 +253,9 @@ pub(crate) struct Shared {
     pub workers: usize,
     /// IKE messages that arrived behind the non-ESP marker, for the control thread.
     pub ike_tx: crossbeam_channel::Sender<IkeDatagram>,
+    /// The events to the control plane (the monitor's usage reports; outbound SAs hold
+    /// clones of it for their sequence-number events).
+    pub events: EventSender,
 }
 
 impl Shared {
@@ -276,7 +281,7 @@ pub struct Engine {
 impl Engine {
     /// Opens the TUN device and the outer sockets, installs the SAs, configures the TUN's
     /// addresses and routes, and starts the workers and the monitor.
-    pub fn start(cfg: EngineConfig) -> Result<Engine, ControlError> {
+    pub fn start(cfg: EngineConfig) -> Result<Engine, EngineError> {
         Engine::open(cfg)?.start()
     }
 
@@ -284,26 +289,28 @@ impl Engine {
     /// queues, the outer sockets, the TUN's addresses and routes) and no thread yet. The
     /// daemon drops its privileges between the halves, so that every thread it starts
     /// inherits the reduced credentials.
-    pub fn open(cfg: EngineConfig) -> Result<OpenedEngine, ControlError> {
+    pub fn open(cfg: EngineConfig) -> Result<OpenedEngine, EngineError> {
         let workers = cfg.workers.max(1);
         let tun_cfg = TunConfig {
             queues: workers,
             ..cfg.tun.clone()
         };
-        let tun = Tun::open(&tun_cfg)
-            .map_err(|e| ControlError(format!("opening TUN {:?}: {e}", tun_cfg.name)))?;
+        let tun = Tun::open(&tun_cfg).map_err(|source| EngineError::OpenTun {
+            name: tun_cfg.name.clone(),
+            source,
+        })?;
         let tun_name = tun.name().to_owned();
         let tun_offloads = tun.offloads();
-        control::configure_tun(&tun_name, &cfg)?;
+        table::configure_tun(&tun_name, &cfg)?;
         let (events, events_rx) = event::channel(EVENT_QUEUE);
-        let (state, tracked) = control::ControlState::new(&cfg, events.clone())?;
+        let (state, tracked) = table::TableState::new(&cfg, events.clone())?;
         let (ike_tx, ike_rx) = crossbeam_channel::bounded(IKE_QUEUE);
         let shared = Arc::new(Shared {
             tables: SaTables::default(),
             stop: AtomicBool::new(false),
             epoch: Instant::now(),
             counters: GlobalCounters::default(),
-            control: Mutex::new(state),
+            table: Mutex::new(state),
             probe_interval: cfg.probe_interval,
             dead_after: cfg.dead_after,
             keepalive: cfg.keepalive,
@@ -311,8 +318,9 @@ impl Engine {
             tun_offloads,
             workers,
             ike_tx,
+            events: events.clone(),
         });
-        control::publish(&shared);
+        table::publish(&shared);
         Ok(OpenedEngine {
             shared,
             tun,
@@ -336,52 +344,52 @@ impl Engine {
     /// Moves SA `sa` to path `path`. Soft: make-before-break, the old paths keep carrying
     /// traffic until the new one answers a probe, then they become standby (two table swaps).
     /// Hard: one swap, at once.
-    pub fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, ControlError> {
-        control::handover(&self.shared, sa, path, hard)
+    pub fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError> {
+        table::handover(&self.shared, sa, path, hard)
     }
 
     /// Opens a socket on a new interface without touching the others.
-    pub fn add_interface(&self, iface: InterfaceConfig) -> Result<String, ControlError> {
-        control::add_interface(&self.shared, iface)
+    pub fn add_interface(&self, iface: InterfaceConfig) -> Result<String, EngineError> {
+        table::add_interface(&self.shared, iface)
     }
 
     /// Closes an interface's socket; paths on it stop carrying traffic.
-    pub fn remove_interface(&self, name: &str) -> Result<String, ControlError> {
-        control::remove_interface(&self.shared, name)
+    pub fn remove_interface(&self, name: &str) -> Result<String, EngineError> {
+        table::remove_interface(&self.shared, name)
     }
 
     /// Changes an SA's scheduling policy.
-    pub fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, ControlError> {
-        control::set_policy(&self.shared, sa, policy)
+    pub fn set_policy(&self, sa: &str, policy: Policy) -> Result<String, EngineError> {
+        table::set_policy(&self.shared, sa, policy)
     }
 
     /// Adds a path to an SA.
-    pub fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, ControlError> {
-        control::add_path(&self.shared, sa, path)
+    pub fn add_path(&self, sa: &str, path: PathSpec) -> Result<String, EngineError> {
+        table::add_path(&self.shared, sa, path)
     }
 
     /// Removes a path from an SA.
-    pub fn remove_path(&self, sa: &str, path: &str) -> Result<String, ControlError> {
-        control::remove_path(&self.shared, sa, path)
+    pub fn remove_path(&self, sa: &str, path: &str) -> Result<String, EngineError> {
+        table::remove_path(&self.shared, sa, path)
     }
 
     /// The SAs in Wireshark's `esp_sa` table format, one line per direction (addresses are
     /// wildcards: an SA's packets travel between several address pairs).
     pub fn wireshark_keys(&self) -> Vec<String> {
-        control::wireshark_keys(&self.shared)
+        table::wireshark_keys(&self.shared)
     }
 
     /// Installs an SA pair (an IKE-negotiated child SA, or a manual one) without touching the
     /// others: one table swap. Its name must be new; a rekey installs the new pair under a new
     /// name and removes the old one once the peer uses the new one (make before break).
-    pub fn install_sa(&self, sa: SaSpec) -> Result<String, ControlError> {
-        control::install_sa(&self.shared, sa)
+    pub fn install_sa(&self, sa: SaSpec) -> Result<String, EngineError> {
+        table::install_sa(&self.shared, sa)
     }
 
     /// Removes an SA pair: one table swap. Packets still in flight for it are dropped as
     /// `unknown_spi`.
-    pub fn remove_sa(&self, name: &str) -> Result<String, ControlError> {
-        control::remove_sa(&self.shared, name)
+    pub fn remove_sa(&self, name: &str) -> Result<String, EngineError> {
+        table::remove_sa(&self.shared, name)
     }
 
     /// Moves an SA behind every SA that is not demoted in the outbound lookup (SAs installed
@@ -389,8 +397,8 @@ impl Engine {
     /// rekey) takes the outbound traffic at once, while this one keeps its sequence counter,
     /// replay window and counters and goes on accepting inbound packets until it is removed.
     /// Of several demoted SAs, the one demoted last comes first. One table swap.
-    pub fn demote_sa(&self, name: &str) -> Result<String, ControlError> {
-        control::demote_sa(&self.shared, name)
+    pub fn demote_sa(&self, name: &str) -> Result<String, EngineError> {
+        table::demote_sa(&self.shared, name)
     }
 
     /// IKE messages dropped because the channel to the control thread was full (or never
@@ -411,7 +419,8 @@ impl Engine {
     }
 
     /// Takes the receiving end of the SA events ([`Event::SeqSoftLimit`] and
-    /// [`Event::SeqExhausted`] of every outbound SA, by SPI). Only the first call gets it.
+    /// [`Event::SeqExhausted`] of every outbound SA, [`Event::Usage`] of the SAs that report
+    /// it; by SPI). Only the first call gets it.
     pub fn take_event_receiver(&self) -> Option<crossbeam_channel::Receiver<Event>> {
         self.events_rx
             .lock()
@@ -430,20 +439,22 @@ impl Engine {
         interface: &str,
         remote: SocketAddr,
         bytes: &[u8],
-    ) -> Result<(), ControlError> {
+    ) -> Result<(), EngineError> {
         let table = self.shared.tables.load_full();
         let sock = table
             .sockets
             .iter()
             .find(|(n, _)| n == interface)
             .map(|(_, s)| s)
-            .ok_or_else(|| ControlError(format!("no interface named {interface:?}")))?;
+            .ok_or_else(|| EngineError::NoInterface {
+                name: interface.to_owned(),
+            })?;
         let mut buf = Vec::with_capacity(bytes.len() + 4);
         buf.extend_from_slice(&crate::esp::wire::NON_ESP_MARKER);
         buf.extend_from_slice(bytes);
         sock.send_to(&buf, remote)
             .map(|_| ())
-            .map_err(|e| ControlError(format!("sending IKE to {remote}: {e}")))
+            .map_err(|source| EngineError::SendIke { remote, source })
     }
 
     /// Stops the threads and waits for them.
@@ -495,7 +506,7 @@ impl OpenedEngine {
     }
 
     /// The second half of [`Engine::start`]: starts the workers and the monitor.
-    pub fn start(self) -> Result<Engine, ControlError> {
+    pub fn start(self) -> Result<Engine, EngineError> {
         let OpenedEngine {
             shared,
             tun,
@@ -507,11 +518,12 @@ impl OpenedEngine {
         // The marks must stay writable for as long as the SAs run, by the user the daemon
         // is now: refuse to start rather than stop at the first block's end.
         for t in &tracked {
-            t.check_writable()
-                .map_err(|e| ControlError(format!("{e}; manual SAs need their sequence marks")))?;
+            t.check_writable().map_err(EngineError::MarksNotWritable)?;
         }
-        let marks = crate::marks::Keeper::start(tracked)
-            .map_err(|e| ControlError(format!("spawning the mark keeper: {e}")))?;
+        let marks = crate::marks::Keeper::start(tracked).map_err(|source| EngineError::Spawn {
+            thread: "the mark keeper",
+            source,
+        })?;
         let mut engine = Engine {
             shared: Arc::clone(&shared),
             threads: Vec::new(),
@@ -526,7 +538,10 @@ impl OpenedEngine {
             let t = std::thread::Builder::new()
                 .name(format!("mifsec-worker-{i}"))
                 .spawn(move || worker::run(&shared, queue))
-                .map_err(|e| ControlError(format!("spawning worker: {e}")))?;
+                .map_err(|source| EngineError::Spawn {
+                    thread: "worker",
+                    source,
+                })?;
             engine.threads.push(t);
         }
         let s = Arc::clone(&shared);
@@ -534,7 +549,10 @@ impl OpenedEngine {
             std::thread::Builder::new()
                 .name("mifsec-monitor".into())
                 .spawn(move || monitor::run(&s))
-                .map_err(|e| ControlError(format!("spawning monitor: {e}")))?,
+                .map_err(|source| EngineError::Spawn {
+                    thread: "monitor",
+                    source,
+                })?,
         );
         Ok(engine)
     }

@@ -1,5 +1,6 @@
 //! The monitor thread: sends liveness probes on every path, declares paths down when their
-//! probes go unanswered, estimates loss and rates, and completes soft handovers.
+//! probes go unanswered, estimates loss and rates, completes soft handovers, and pushes the
+//! usage of SAs that report it to the control plane.
 //!
 //! It ticks every few milliseconds, far below the probe interval, so that a silent failure is
 //! noticed within `dead_after` plus one tick.
@@ -8,8 +9,9 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::{GlobalCounters, Shared, control};
+use super::{GlobalCounters, Shared, USAGE_INTERVAL, table};
 use crate::esp::OutboundSa;
+use crate::event::{Event, Usage};
 use crate::path::{Liveness, PathCounters, Probe, ProbeKind};
 use crate::sa_table::{OutboundEntry, PathEntry, Policy, Role};
 
@@ -33,6 +35,8 @@ pub(super) fn run(shared: &Shared) {
     let mut last_rates = 0u64;
     let mut last_weights = 0u64;
     let mut last_keepalive = 0u64;
+    let mut last_usage = 0u64;
+    let mut usage = UsageReports::default();
     let probe_ns = shared.probe_interval.as_nanos() as u64;
     let dead_ns = shared.dead_after.as_nanos() as u64;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -71,9 +75,55 @@ pub(super) fn run(shared: &Shared) {
                 }
             }
         }
-        for line in control::advance_pending(shared) {
+        if now.saturating_sub(last_usage) >= USAGE_INTERVAL.as_nanos() as u64 {
+            last_usage = now;
+            usage.report(shared);
+        }
+        for line in table::advance_pending(shared) {
             tracing::info!("{line}");
         }
+    }
+}
+
+/// What the monitor last reported of each SA with `report_usage`, by inbound SPI.
+#[derive(Debug, Default)]
+struct UsageReports {
+    last: HashMap<u32, Usage>,
+    /// Where the next round starts: when the channel has no room for every report, each
+    /// round begins elsewhere, so no SA waits for ever behind the others.
+    turn: usize,
+}
+
+impl UsageReports {
+    /// Pushes [`Event::Usage`] for every watched SA whose totals moved since its last
+    /// report (an SA that never carried anything is not reported).
+    fn report(&mut self, shared: &Shared) {
+        let watched = table::watched(shared);
+        let mut last = HashMap::with_capacity(watched.len());
+        for w in &watched {
+            if let Some(u) = self.last.remove(&w.spi_in) {
+                last.insert(w.spi_in, u);
+            }
+        }
+        self.last = last;
+        let n = watched.len();
+        for k in 0..n {
+            let w = &watched[(self.turn + k) % n];
+            let usage = w.usage();
+            if self.last.get(&w.spi_in).copied().unwrap_or_default() == usage {
+                continue;
+            }
+            let sent = shared.events.send_spare(Event::Usage {
+                spi_in: w.spi_in,
+                spi_out: w.spi_out,
+                usage,
+            });
+            if !sent {
+                break;
+            }
+            self.last.insert(w.spi_in, usage);
+        }
+        self.turn = self.turn.wrapping_add(1);
     }
 }
 
@@ -122,7 +172,7 @@ fn adapt_weights(shared: &Shared, entry: &OutboundEntry) {
         .zip(&w)
         .map(|(p, &wi)| (p.state.id, (wi * WEIGHT_SUM / sum).max(floor) as u32))
         .collect();
-    control::set_weights(shared, &entry.name, &weights);
+    table::set_weights(shared, &entry.name, &weights);
 }
 
 /// Probes one path when due and updates its liveness.

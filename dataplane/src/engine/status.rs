@@ -216,7 +216,7 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
             .collect();
         sas.push(SaStatus {
             name: out.name.clone(),
-            mode: format!("{:?}", out.sa.mode()).to_lowercase(),
+            mode: out.sa.mode().name().into(),
             cipher: out.sa.cipher().name().into(),
             esn: out.sa.esn(),
             policy: out.policy.name().into(),

@@ -38,6 +38,16 @@ pub enum Mode {
     Transport,
 }
 
+impl Mode {
+    /// `tunnel` or `transport`, as the configuration and `status` spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Tunnel => "tunnel",
+            Mode::Transport => "transport",
+        }
+    }
+}
+
 /// Everything needed to build one direction of an SA.
 #[derive(Clone)]
 pub struct SaConfig<'k> {

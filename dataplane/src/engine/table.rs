@@ -1,5 +1,6 @@
-//! The control side of the engine: the configuration as it stands now, turned into a new
-//! [`SaTable`] and published with one swap after every change.
+//! The engine's SA table as it stands now ([`TableState`]: interfaces, SA pairs, paths,
+//! pending soft handovers), changed by [`Engine`](super::Engine)'s methods and turned into a
+//! new [`SaTable`] that is published with one swap after every change.
 //!
 //! Live objects (the SAs with their counters and replay windows, the path states, the
 //! sockets) are created once and shared by every snapshot, so rebuilding the table is cheap
@@ -9,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::{ControlError, EngineConfig, InterfaceConfig, PathSpec, SaSpec, Shared};
+use super::{EngineConfig, EngineError, InterfaceConfig, PathSpec, SaSpec, Shared};
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
-use crate::event::EventSender;
-use crate::marks::{self, Tracked};
+use crate::event::{EventSender, Usage};
+use crate::marks::{self, Direction, Tracked};
 use crate::path::PathState;
 use crate::reorder::Reorder;
 use crate::sa_table::{
@@ -21,8 +22,17 @@ use crate::sa_table::{
 };
 use crate::udp::{OuterSocket, SocketConfig};
 
-fn err(msg: impl Into<String>) -> ControlError {
-    ControlError(msg.into())
+fn no_sa(name: &str) -> EngineError {
+    EngineError::NoSa {
+        name: name.to_owned(),
+    }
+}
+
+fn no_path(sa: &str, path: &str) -> EngineError {
+    EngineError::NoPath {
+        sa: sa.to_owned(),
+        path: path.to_owned(),
+    }
 }
 
 /// One path of an SA as configured now.
@@ -57,9 +67,10 @@ struct Pending {
     deadline_ns: u64,
 }
 
-/// The engine's configuration as it stands, owned by the control side.
+/// The engine's configuration as it stands, changed by the engine's methods (the caller's
+/// thread) and by the monitor (handovers, weights), under [`Shared::table`].
 #[derive(Debug)]
-pub(crate) struct ControlState {
+pub(crate) struct TableState {
     interfaces: Vec<(InterfaceConfig, Arc<OuterSocket>)>,
     sas: Vec<SaRt>,
     next_path_id: u32,
@@ -75,22 +86,15 @@ pub(crate) struct ControlState {
 
 /// A static key used twice (by two SAs, or by both directions of one) repeats AEAD nonces:
 /// both uses count their sequence numbers from the same start.
-fn distinct_keys(sas: &[SaSpec]) -> Result<(), ControlError> {
+fn distinct_keys(sas: &[SaSpec]) -> Result<(), EngineError> {
     let mut seen: Vec<(&[u8], &str)> = Vec::new();
     for sa in sas {
         for key in [&sa.key_out[..], &sa.key_in[..]] {
             if let Some((_, other)) = seen.iter().find(|(k, _)| *k == key) {
-                return Err(err(if *other == sa.name {
-                    format!(
-                        "sa {}: key_out and key_in are the same key; each direction needs its own",
-                        sa.name
-                    )
-                } else {
-                    format!(
-                        "sa {}: uses a key of sa {other}; every manual SA needs keys of its own",
-                        sa.name
-                    )
-                }));
+                return Err(EngineError::KeyReused {
+                    sa: sa.name.clone(),
+                    other: (*other).to_owned(),
+                });
             }
             seen.push((key, &sa.name));
         }
@@ -98,7 +102,7 @@ fn distinct_keys(sas: &[SaSpec]) -> Result<(), ControlError> {
     Ok(())
 }
 
-fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, ControlError> {
+fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, EngineError> {
     let cfg = SocketConfig {
         device: iface.device.clone(),
         local: SocketAddr::new(iface.address, iface.port),
@@ -107,22 +111,24 @@ fn bind(iface: &InterfaceConfig, offloads: bool) -> Result<Arc<OuterSocket>, Con
         gso: offloads,
         gro: offloads,
     };
-    OuterSocket::bind(&cfg).map(Arc::new).map_err(|e| {
-        err(format!(
-            "interface {}: binding {}:{}: {e}",
-            iface.name, iface.address, iface.port
-        ))
-    })
+    OuterSocket::bind(&cfg)
+        .map(Arc::new)
+        .map_err(|source| EngineError::Bind {
+            interface: iface.name.clone(),
+            address: iface.address,
+            port: iface.port,
+            source,
+        })
 }
 
-impl ControlState {
+impl TableState {
     /// The configuration's interfaces and manual SAs. With a state directory, every manual
     /// SA resumes above its stored marks and is returned for the mark keeper as well.
     pub fn new(
         cfg: &EngineConfig,
         events: EventSender,
-    ) -> Result<(Self, Vec<Tracked>), ControlError> {
-        let mut st = ControlState {
+    ) -> Result<(Self, Vec<Tracked>), EngineError> {
+        let mut st = TableState {
             interfaces: Vec::new(),
             sas: Vec::new(),
             next_path_id: 1,
@@ -140,9 +146,7 @@ impl ControlState {
         distinct_keys(&cfg.sas)?;
         if let Some(dir) = &cfg.state_dir {
             if !cfg.sas.is_empty() {
-                marks::prepare_dir(dir).map_err(|e| {
-                    err(format!("{e} (manual SAs keep their sequence marks there)"))
-                })?;
+                marks::prepare_dir(dir).map_err(EngineError::StateDir)?;
             }
         }
         let mut tracked = Vec::new();
@@ -151,12 +155,9 @@ impl ControlState {
             let (out, inb) = match &cfg.state_dir {
                 Some(dir) => {
                     let t = Tracked::resume(dir, &sa.name, out, &sa.key_out, inb, &sa.key_in)
-                        .map_err(|e| {
-                            err(format!(
-                                "sa {}: {e} (a manual SA starts only with its sequence marks \
-                                 readable and writable)",
-                                sa.name
-                            ))
+                        .map_err(|source| EngineError::Marks {
+                            sa: sa.name.clone(),
+                            source,
                         })?;
                     let pair = (Arc::clone(t.outbound()), Arc::clone(t.inbound()));
                     tracked.push(t);
@@ -169,8 +170,8 @@ impl ControlState {
         Ok((st, tracked))
     }
 
-    fn build_pair(&self, spec: &SaSpec) -> Result<(OutboundSa, InboundSa), ControlError> {
-        fn cfg<'k>(st: &ControlState, spec: &SaSpec, spi: u32, keymat: &'k [u8]) -> SaConfig<'k> {
+    fn build_pair(&self, spec: &SaSpec) -> Result<(OutboundSa, InboundSa), EngineError> {
+        fn cfg<'k>(st: &TableState, spec: &SaSpec, spi: u32, keymat: &'k [u8]) -> SaConfig<'k> {
             SaConfig {
                 spi,
                 cipher: spec.cipher,
@@ -187,13 +188,23 @@ impl ControlState {
             Some(l) => OutboundSa::with_seq_limit(&out_cfg, events, l),
             None => OutboundSa::new(&out_cfg, events),
         }
-        .map_err(|e| err(format!("sa {}: outbound: {e}", spec.name)))?;
-        let inb = InboundSa::new(&cfg(self, spec, spec.spi_in, &spec.key_in))
-            .map_err(|e| err(format!("sa {}: inbound: {e}", spec.name)))?;
+        .map_err(|source| EngineError::BadSa {
+            sa: spec.name.clone(),
+            direction: Direction::Out,
+            source,
+        })?;
+        let inb =
+            InboundSa::new(&cfg(self, spec, spec.spi_in, &spec.key_in)).map_err(|source| {
+                EngineError::BadSa {
+                    sa: spec.name.clone(),
+                    direction: Direction::In,
+                    source,
+                }
+            })?;
         Ok((out, inb))
     }
 
-    fn add_sa(&mut self, spec: SaSpec, now_ns: u64) -> Result<(), ControlError> {
+    fn add_sa(&mut self, spec: SaSpec, now_ns: u64) -> Result<(), EngineError> {
         let (out, inb) = self.build_pair(&spec)?;
         self.insert_sa(spec, Arc::new(out), Arc::new(inb), now_ns);
         Ok(())
@@ -255,11 +266,11 @@ impl ControlState {
             .map(|(_, s)| Arc::clone(s))
     }
 
-    fn sa_mut(&mut self, name: &str) -> Result<&mut SaRt, ControlError> {
+    fn sa_mut(&mut self, name: &str) -> Result<&mut SaRt, EngineError> {
         self.sas
             .iter_mut()
             .find(|s| s.spec.name == name)
-            .ok_or_else(|| err(format!("no SA named {name:?}")))
+            .ok_or_else(|| no_sa(name))
     }
 
     /// The snapshot of the configuration as it stands.
@@ -326,17 +337,57 @@ impl ControlState {
     }
 }
 
+/// One SA pair whose usage the monitor reports.
+#[derive(Debug)]
+pub(crate) struct Watched {
+    pub spi_in: u32,
+    pub spi_out: u32,
+    out: Arc<OutboundSa>,
+    inb: Arc<InboundSa>,
+}
+
+impl Watched {
+    /// Its totals now.
+    pub fn usage(&self) -> Usage {
+        let (o, i) = (
+            self.out.counters().snapshot(),
+            self.inb.counters().snapshot(),
+        );
+        Usage {
+            in_packets: i.packets,
+            in_bytes: i.bytes,
+            out_packets: o.packets,
+            out_bytes: o.bytes,
+        }
+    }
+}
+
+/// The SAs installed with [`SaSpec::report_usage`].
+pub(crate) fn watched(shared: &Shared) -> Vec<Watched> {
+    let st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    st.sas
+        .iter()
+        .filter(|s| s.spec.report_usage)
+        .map(|s| Watched {
+            spi_in: s.spec.spi_in,
+            spi_out: s.spec.spi_out,
+            out: Arc::clone(&s.out),
+            inb: Arc::clone(&s.inb),
+        })
+        .collect()
+}
+
 /// Builds a table from the current state and publishes it.
 pub(crate) fn publish(shared: &Shared) {
-    let st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     shared.tables.publish(st.build());
 }
 
 fn with_state<T>(
     shared: &Shared,
-    f: impl FnOnce(&mut ControlState, u64) -> Result<T, ControlError>,
-) -> Result<T, ControlError> {
-    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    f: impl FnOnce(&mut TableState, u64) -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     let r = f(&mut st, shared.now_ns())?;
     shared.tables.publish(st.build());
     Ok(r)
@@ -362,7 +413,7 @@ pub(crate) fn handover(
     sa: &str,
     path: &str,
     hard: bool,
-) -> Result<String, ControlError> {
+) -> Result<String, EngineError> {
     let timeout_ns = (shared.dead_after.as_nanos() as u64).max(1_000_000_000);
     with_state(shared, |st, now| {
         let s = st.sa_mut(sa)?;
@@ -370,7 +421,7 @@ pub(crate) fn handover(
             .paths
             .iter_mut()
             .find(|p| p.spec.name == path)
-            .ok_or_else(|| err(format!("SA {sa} has no path named {path:?}")))?;
+            .ok_or_else(|| no_path(sa, path))?;
         let up = target.state.liveness() == crate::path::Liveness::Up;
         if hard || up || shared.probe_interval.is_zero() {
             promote(s, path);
@@ -400,7 +451,7 @@ pub(crate) fn handover(
 /// their deadline. Returns messages for the log.
 pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
     let now = shared.now_ns();
-    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     if st.pending.is_empty() {
         return Vec::new();
     }
@@ -431,13 +482,13 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
     log
 }
 
-pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, ControlError> {
+pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, EngineError> {
     with_state(shared, |st, now| {
         if st.sas.iter().any(|s| s.spec.name == sa.name) {
-            return Err(err(format!("an SA named {:?} exists", sa.name)));
+            return Err(EngineError::SaExists { name: sa.name });
         }
         if st.sas.iter().any(|s| s.spec.spi_in == sa.spi_in) {
-            return Err(err(format!("inbound SPI {:08x} is in use", sa.spi_in)));
+            return Err(EngineError::SpiInUse { spi: sa.spi_in });
         }
         let name = sa.name.clone();
         st.add_sa(sa, now)?;
@@ -445,13 +496,13 @@ pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, ControlE
     })
 }
 
-pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, ControlError> {
+pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         let i = st
             .sas
             .iter()
             .position(|s| s.spec.name == name)
-            .ok_or_else(|| err(format!("no SA named {name:?}")))?;
+            .ok_or_else(|| no_sa(name))?;
         let mut sa = st.sas.remove(i);
         sa.demoted = true;
         // Behind every SA that is not demoted, ahead of those demoted before it.
@@ -463,12 +514,12 @@ pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, ControlEr
     })
 }
 
-pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, ControlError> {
+pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         let before = st.sas.len();
         st.sas.retain(|s| s.spec.name != name);
         if st.sas.len() == before {
-            return Err(err(format!("no SA named {name:?}")));
+            return Err(no_sa(name));
         }
         st.pending.retain(|p| p.sa != name);
         Ok(format!("SA {name} removed"))
@@ -478,7 +529,7 @@ pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, ControlEr
 /// The monitor's new aggregate weights for SA `sa`, by path id. Publishes a table only when
 /// a weight moved by more than 2 %.
 pub(crate) fn set_weights(shared: &Shared, sa: &str, weights: &[(u32, u32)]) {
-    let mut st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     let Ok(s) = st.sa_mut(sa) else { return };
     let mut changed = false;
     for p in &mut s.paths {
@@ -498,10 +549,10 @@ pub(crate) fn set_weights(shared: &Shared, sa: &str, weights: &[(u32, u32)]) {
 pub(crate) fn add_interface(
     shared: &Shared,
     iface: InterfaceConfig,
-) -> Result<String, ControlError> {
+) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         if st.interfaces.iter().any(|(c, _)| c.name == iface.name) {
-            return Err(err(format!("interface {} exists", iface.name)));
+            return Err(EngineError::InterfaceExists { name: iface.name });
         }
         let sock = bind(&iface, st.offloads)?;
         let msg = format!("interface {} open on {}", iface.name, sock.local_addr());
@@ -510,32 +561,32 @@ pub(crate) fn add_interface(
     })
 }
 
-pub(crate) fn remove_interface(shared: &Shared, name: &str) -> Result<String, ControlError> {
+pub(crate) fn remove_interface(shared: &Shared, name: &str) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         let before = st.interfaces.len();
         st.interfaces.retain(|(c, _)| c.name != name);
         if st.interfaces.len() == before {
-            return Err(err(format!("no interface named {name:?}")));
+            return Err(EngineError::NoInterface {
+                name: name.to_owned(),
+            });
         }
         Ok(format!("interface {name} closed"))
     })
 }
 
-pub(crate) fn set_policy(
-    shared: &Shared,
-    sa: &str,
-    policy: Policy,
-) -> Result<String, ControlError> {
+pub(crate) fn set_policy(shared: &Shared, sa: &str, policy: Policy) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         st.sa_mut(sa)?.policy = policy;
         Ok(format!("{sa}: policy {}", policy.name()))
     })
 }
 
-pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<String, ControlError> {
+pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<String, EngineError> {
     with_state(shared, |st, now| {
         if !st.interfaces.iter().any(|(c, _)| c.name == path.interface) {
-            return Err(err(format!("no interface named {:?}", path.interface)));
+            return Err(EngineError::NoInterface {
+                name: path.interface,
+            });
         }
         if st
             .sa_mut(sa)?
@@ -543,10 +594,10 @@ pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<Stri
             .iter()
             .any(|p| p.spec.name == path.name)
         {
-            return Err(err(format!(
-                "SA {sa} already has a path named {:?}",
-                path.name
-            )));
+            return Err(EngineError::PathExists {
+                sa: sa.to_owned(),
+                path: path.name,
+            });
         }
         let name = path.name.clone();
         let rt = st.new_path(path, now);
@@ -555,13 +606,13 @@ pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<Stri
     })
 }
 
-pub(crate) fn remove_path(shared: &Shared, sa: &str, path: &str) -> Result<String, ControlError> {
+pub(crate) fn remove_path(shared: &Shared, sa: &str, path: &str) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         let s = st.sa_mut(sa)?;
         let before = s.paths.len();
         s.paths.retain(|p| p.spec.name != path);
         if s.paths.len() == before {
-            return Err(err(format!("SA {sa} has no path named {path:?}")));
+            return Err(no_path(sa, path));
         }
         Ok(format!("{sa}: path {path} removed"))
     })
@@ -575,7 +626,7 @@ fn wireshark_cipher(c: Cipher) -> &'static str {
 }
 
 pub(crate) fn wireshark_keys(shared: &Shared) -> Vec<String> {
-    let st = shared.control.lock().unwrap_or_else(|p| p.into_inner());
+    let st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     let mut lines = Vec::new();
     for sa in &st.sas {
         let family = match sa.paths.first().map(|p| p.spec.remote) {
@@ -598,8 +649,8 @@ pub(crate) fn wireshark_keys(shared: &Shared) -> Vec<String> {
 
 /// Puts the configured addresses on the TUN and routes the remote selectors into it.
 /// Shells out to iproute2 (by its absolute path, see [`crate::iproute`]).
-pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), ControlError> {
-    let run = |args: &[&str]| crate::iproute::run(args).map_err(err);
+pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineError> {
+    let run = |args: &[&str]| crate::iproute::run(args).map_err(EngineError::Ip);
     for a in &cfg.addresses {
         run(&["addr", "replace", &a.to_string(), "dev", tun])?;
     }
