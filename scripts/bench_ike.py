@@ -353,6 +353,14 @@ def measured(traffic: dict, watch: dict, **extra) -> dict:
     return r
 
 
+def under_rekeys(list_spis, seconds: int, rate: int) -> tuple[dict, dict]:
+    """The iperf3 stream while the rekeys are watched: what it measured, and the rekeys."""
+    w = SpiWatch(list_spis)
+    w.start()
+    traffic = iperf_udp(seconds, rate)
+    return traffic, w.stop()
+
+
 def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
     out: dict = {
         "child_rekey_s": 10,
@@ -367,12 +375,8 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
     lab.start_swan("gw", GW, SWAN_GATEWAY)
     start_mifsec_client(lab, *rekeying)
     wait_up_mifsec(lab, "cl")
-    w = SpiWatch(mifsec_spis(lab, "cl"))
-    w.start()
-    traffic = iperf_udp(seconds, rate)
     out["mifsec_client_vs_strongswan"] = measured(
-        traffic,
-        w.stop(),
+        *under_rekeys(mifsec_spis(lab, "cl"), seconds, rate),
         mifsec_drops=drops(lab.status("cl")),
         strongswan_icv_failures=swan_icv_failures(lab.swan_log("gw")),
     )
@@ -385,12 +389,8 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
     lab.start_swan("cl", CL, SWAN_CLIENT, CHILD=REKEY_CHILD_SWAN, CONN=REKEY_CONN_SWAN)
     lab.swanctl("cl", CL, "--initiate", "--child", "net")
     wait_up_swan(lab, "cl", CL)
-    w = SpiWatch(swan_spis(lab, "cl", CL))
-    w.start()
-    traffic = iperf_udp(seconds, rate)
     out["strongswan_client_vs_strongswan"] = measured(
-        traffic,
-        w.stop(),
+        *under_rekeys(swan_spis(lab, "cl", CL), seconds, rate),
         strongswan_icv_failures=swan_icv_failures(lab.swan_log("gw"))
         + swan_icv_failures(lab.swan_log("cl")),
     )
@@ -402,12 +402,8 @@ def bench_rekey(lab: Lab, seconds: int, rate: int) -> dict:
     start_mifsec_gateway(lab)
     start_mifsec_client(lab, *rekeying)
     wait_up_mifsec(lab, "cl")
-    w = SpiWatch(mifsec_spis(lab, "cl"))
-    w.start()
-    traffic = iperf_udp(seconds, rate)
     out["mifsec_client_vs_mifsec"] = measured(
-        traffic,
-        w.stop(),
+        *under_rekeys(mifsec_spis(lab, "cl"), seconds, rate),
         mifsec_drops={"client": drops(lab.status("cl")), "gateway": drops(lab.status("gw"))},
     )
     lab.stop_mifsec("cl")
