@@ -1,16 +1,5 @@
-//! The daemon's log: one line per notable event on stderr, and how peer-supplied text is
-//! made safe to put in a line. No line ever contains key material.
-
-/// Logs one line at level info (see [`crate::logging`]); before the subscriber is
-/// installed, and in processes that install none, writes it to stderr as it is. Its
-/// target is the daemon's (`mifsec_control::daemon`), where this function used to be.
-pub fn log(msg: impl std::fmt::Display) {
-    if crate::logging::installed() {
-        tracing::info!(target: "mifsec_control::daemon", "{msg}");
-    } else {
-        eprintln!("mifsec: {msg}");
-    }
-}
+//! How peer-supplied text is made safe to put in a log line or the status. (The log
+//! itself: [`crate::logging`]; every module logs with `tracing`'s macros.)
 
 /// The most characters of a peer-supplied string shown in the log or the status.
 pub const MAX_SHOWN: usize = 256;

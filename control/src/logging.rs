@@ -182,19 +182,40 @@ fn stderr_dev_ino() -> Option<(u64, u64)> {
 /// Installs the daemon's subscriber: `cfg`'s filter, one line per event on stderr in the
 /// format `style` says. Does nothing if a subscriber is installed already (a second call).
 pub fn init(cfg: &LogConfig, style: Style) {
+    let _ = subscriber(cfg, style, std::io::stderr).try_init();
+}
+
+/// The subscriber [`init`] installs, writing to `out`.
+fn subscriber<W>(cfg: &LogConfig, style: Style, out: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(false)
-        .with_writer(std::io::stderr)
+        .with_writer(out)
         .event_format(LineFormat { style });
-    let _ = tracing_subscriber::registry()
-        .with(cfg.filter())
-        .with(fmt)
-        .try_init();
+    tracing_subscriber::registry().with(cfg.filter()).with(fmt)
 }
 
 /// Whether a subscriber is installed (the panic hook writes to stderr itself otherwise).
 pub fn installed() -> bool {
     tracing::dispatcher::has_been_set()
+}
+
+/// The span of the IKE thread's work on one IKE SA: `ike{conn=NAME id=N}`, `id` being the
+/// unique number `mifsec status` shows (`#N`). The SPIs are not in it, since an IKE rekey
+/// changes them: the lines that set them (initiating, established, rekeyed) say them.
+/// At level error, so that it frames every event that passes the filter, whatever the
+/// level: a warning about an IKE SA must say which one.
+pub fn ike_span(conn: &str, id: u64) -> tracing::Span {
+    tracing::error_span!("ike", conn = %conn, id)
+}
+
+/// The span of work on one child SA of the IKE SA whose span is current:
+/// `child{name=NAME spi_in=c0ffee01}` (the child configuration's name and our inbound
+/// SPI, which names it in the engine and in `mifsec status`).
+pub fn child_span(name: &str, spi_in: u32) -> tracing::Span {
+    tracing::error_span!("child", name = %name, spi_in = %format_args!("{spi_in:08x}"))
 }
 
 /// The sd-daemon(3) priority of a level: error 3, warning 4, info 6, debug (and trace) 7.
@@ -307,6 +328,81 @@ mod tests {
             let e = LogConfig::parse(spec).unwrap_err();
             assert!(e.contains(want), "{spec:?}: {e}");
         }
+    }
+
+    /// What a subscriber of `cfg` and `style` writes while `f` runs (on this thread only).
+    fn captured(cfg: &str, style: Style, f: impl FnOnce()) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::default());
+        let out = buf.clone();
+        let sub = subscriber(&LogConfig::parse(cfg).unwrap(), style, move || out.clone());
+        tracing::subscriber::with_default(sub, f);
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[test]
+    fn lines_carry_spans_fields_and_the_style() {
+        let events = || {
+            let ike = ike_span("home", 3);
+            let _ike = ike.enter();
+            tracing::info!("established");
+            let child = child_span("net", 0xabcd);
+            let _child = child.enter();
+            tracing::warn!(spi_out = %"c0ffee01", "out of sequence numbers");
+            tracing::debug!("not shown at info");
+            tracing::error!(parent: None, "two\nlines");
+        };
+        let out = captured("info", Style::Stamped, events);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let rest = |l: &str| l.split_once(' ').unwrap().1.to_owned();
+        for l in &lines[..3] {
+            let ts = l.split_once(' ').unwrap().0;
+            assert!(
+                ts.len() == 27 && ts.ends_with('Z') && &ts[10..11] == "T",
+                "{out}"
+            );
+        }
+        assert_eq!(
+            rest(lines[0]),
+            " INFO mifsec: ike{conn=home id=3}: established"
+        );
+        assert_eq!(
+            rest(lines[1]),
+            " WARN mifsec: ike{conn=home id=3}: child{name=net spi_in=0000abcd}: out of \
+             sequence numbers spi_out=c0ffee01"
+        );
+        // No parent: no span, whichever is current.
+        assert_eq!(rest(lines[2]), "ERROR mifsec: two");
+        assert_eq!(lines[3], "lines");
+
+        let out = captured("warn", Style::Journal, events);
+        assert_eq!(
+            out,
+            "<4>ike{conn=home id=3}: child{name=net spi_in=0000abcd}: out of sequence numbers \
+             spi_out=c0ffee01\n<3>two\n<3>lines\n"
+        );
+        // A target's own level.
+        let out = captured("warn,mifsec_control::logging=debug", Style::Journal, events);
+        assert!(
+            out.contains(
+                "<7>ike{conn=home id=3}: child{name=net spi_in=0000abcd}: not shown at info\n"
+            ),
+            "{out}"
+        );
+        assert!(captured("off", Style::Journal, events).is_empty());
     }
 
     #[test]

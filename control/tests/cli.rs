@@ -382,10 +382,19 @@ fn run_logs_at_the_configured_level_with_timestamps() {
             "{level:?}:\n{err}"
         );
     }
-    // warn: no info line at all; a target's own level lets that target's info through.
+    // warn: no info line at all, the error still there; a target's own level lets that
+    // target's info through.
     let err = run_failing(&dir, Some("warn"), None);
     assert!(!err.contains(" INFO "), "{err}");
     assert!(!err.contains("starting"), "{err}");
+    let error = err
+        .lines()
+        .find(|l| l.contains(" ERROR mifsec: control socket: "))
+        .unwrap_or_else(|| panic!("no error line in\n{err}"));
+    assert!(stamped(error) && error.contains("Not a directory"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = run_failing(&dir, Some("off"), None);
+    assert!(err.is_empty(), "{err}");
     let err = run_failing(&dir, Some("warn,mifsec_control::daemon=info"), None);
     assert!(err.contains(&starting), "{err}");
 }
@@ -409,6 +418,12 @@ fn run_writes_priority_prefixes_when_stderr_is_the_journal() {
     }
     let starting = format!("<6>{} starting: ", env!("CARGO_PKG_VERSION"));
     assert!(lines.iter().any(|l| l.starts_with(&starting)), "{err}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("<3>control socket: ") && l.contains("Not a directory")),
+        "{err}"
+    );
     // JOURNAL_STREAM naming another file: stderr is not the journal.
     let err = run_failing(&dir, None, Some(false));
     assert!(err.lines().all(stamped), "{err}");

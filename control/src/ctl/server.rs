@@ -15,7 +15,7 @@ use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use super::{Class, MAX_CLIENTS, MAX_REQUEST, REQUEST_DEADLINE, Request, Response};
-use crate::log::log;
+use tracing::{error, info, warn};
 
 /// Who is on the other end of a connection, as the kernel saw it at `connect()`
 /// (`SO_PEERCRED` and `SO_PEERGROUPS`).
@@ -223,14 +223,14 @@ impl Listener {
                 let m = meta.mode();
                 let group_can = (meta.gid() == *g && m & 0o010 != 0) || m & 0o001 != 0;
                 if !group_can {
-                    log(format_args!(
-                        "warning: control group {name} cannot reach {}: its directory {} \
+                    warn!(
+                        "control group {name} cannot reach {}: its directory {} \
                          (mode {:04o}, gid {}) lets neither the group nor others through",
                         path.display(),
                         dir.display(),
                         m & 0o7777,
                         meta.gid()
-                    ));
+                    );
                 }
             }
             if !dir.exists() {
@@ -336,7 +336,7 @@ impl Listener {
                     match conn {
                         Ok(stream) => accept(&shared, stream),
                         Err(e) => {
-                            log(format_args!("control socket: accept: {e}"));
+                            error!("control socket: accept: {e}");
                             std::thread::sleep(Duration::from_millis(100));
                         }
                     }
@@ -380,7 +380,7 @@ where
     let peer = match peer_of(&stream) {
         Ok(p) => p,
         Err(e) => {
-            log(format_args!("control socket: peer credentials: {e}"));
+            warn!("control socket: peer credentials: {e}");
             return;
         }
     };
@@ -402,9 +402,7 @@ where
     if let Err(e) = spawned {
         // The closure (and its slot) never ran.
         shared.clients.fetch_sub(1, Ordering::AcqRel);
-        log(format_args!(
-            "control socket: starting a client thread: {e}"
-        ));
+        error!("control socket: starting a client thread: {e}");
     }
 }
 
@@ -562,12 +560,12 @@ where
     };
     let class = req.class();
     if let Err(why) = shared.access.check(peer, class) {
-        log(format_args!(
+        warn!(
             "control socket: refused {} from uid {} pid {}: {why}",
             req.describe(),
             peer.uid,
             peer.pid
-        ));
+        );
         return Response::err(why);
     }
     let resp = (shared.handler)(peer, req);
@@ -577,10 +575,10 @@ where
             .as_ref()
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
-        log(format_args!(
+        info!(
             "control socket: keys requested by uid {} pid {}: answered {n} lines",
             peer.uid, peer.pid
-        ));
+        );
     }
     resp
 }

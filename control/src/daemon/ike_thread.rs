@@ -43,6 +43,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use tracing::{debug, error, info, warn};
 
 use super::install::Installed;
 use super::status::{IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
@@ -53,7 +54,8 @@ use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
 use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
 use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, SeqLimitAction};
-use crate::log::log;
+use crate::logging::{child_span, ike_span};
+use crate::wire::HeaderPacket;
 
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
@@ -201,11 +203,12 @@ impl IkeHandle {
         let seq_events = engine.take_event_receiver();
         // `ip` runs on a helper thread, in order, so that the IKE thread never waits for
         // it. The queue is the IKE thread's: it drains and ends when that thread ends.
-        let ip =
-            iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, log).map_err(|source| SpawnError {
+        let ip = iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, |e| warn!("{e}")).map_err(
+            |source| SpawnError {
                 thread: "mifsec-ike-ip",
                 source,
-            })?;
+            },
+        )?;
         let mut sock500 = Vec::new();
         for (name, s) in ports.0 {
             let Ok(local) = s.local_addr() else {
@@ -404,9 +407,7 @@ pub fn bind_ike_ports(interfaces: &[InterfaceConfig]) -> IkePorts {
         }
         match UdpSocket::bind(local) {
             Ok(s) => ports.push((i.name.clone(), s)),
-            Err(e) => log(format_args!(
-                "ike: cannot bind {local}: {e}; IKE starts on port {NAT_T_PORT}"
-            )),
+            Err(e) => warn!("ike: cannot bind {local}: {e}; IKE starts on port {NAT_T_PORT}"),
         }
     }
     IkePorts(ports)
@@ -449,7 +450,7 @@ fn read_500(
                         | std::io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => {
-                log(format_args!("ike: receiving on {local}: {e}"));
+                error!("ike: receiving on {local}: {e}");
                 std::thread::sleep(Duration::from_millis(200));
             }
         }
@@ -652,23 +653,30 @@ impl IkeThread {
     fn pump(&mut self) {
         while let Some(out) = self.ep.poll() {
             match out {
-                Output::Event(h, ev) => self.event(h, ev),
-                Output::Transmit(t) => self.send(t.local, t.remote, &t.bytes),
+                Output::Event(h, ev) => {
+                    let span = self.span(h);
+                    let _span = span.enter();
+                    self.event(h, ev);
+                }
+                Output::Transmit(t) => {
+                    log_message("sending", &t.bytes, t.local, t.remote);
+                    self.send(t.local, t.remote, &t.bytes);
+                }
                 Output::Removed { sa, conn } => {
-                    if self.cleanup(sa) {
-                        let name = self.conns[conn].name.clone();
-                        log(format_args!(
-                            "ike {name}: restarting (dpd_action = restart)"
-                        ));
+                    let name = self.conns[conn].name.clone();
+                    let span = ike_span(&name, sa.0);
+                    let restart = span.in_scope(|| self.cleanup(sa));
+                    if restart {
+                        span.in_scope(|| info!("restarting (dpd_action = restart)"));
                         self.initiate(Instant::now(), &name);
                     }
                 }
-                Output::Notice(Notice::HalfOpenFull { half_open }) => log(format_args!(
-                    "ike: {half_open} half-open IKE SAs; dropping new IKE_SA_INIT requests"
-                )),
-                Output::Notice(Notice::NoConnection { remote, local }) => log(format_args!(
-                    "ike: IKE_SA_INIT from {remote} to {local} fits no connection"
-                )),
+                Output::Notice(Notice::HalfOpenFull { half_open }) => {
+                    warn!("ike: {half_open} half-open IKE SAs; dropping new IKE_SA_INIT requests")
+                }
+                Output::Notice(Notice::NoConnection { remote, local }) => {
+                    info!("ike: IKE_SA_INIT from {remote} to {local} fits no connection");
+                }
             }
         }
     }
@@ -797,15 +805,17 @@ impl IkeThread {
                     "deleting it (the peer initiated the IKE SA and may create it again)"
                 }
             };
-            log(format_args!(
-                "ike {} #{}: child SA {sa} {what}: {did}",
-                self.conns[conn].name, h.0
-            ));
+            let _span = ike_span(&self.conns[conn].name, h.0).entered();
+            if exhausted {
+                warn!(spi_out = %format_args!("{spi:08x}"), "child SA {sa} {what}: {did}");
+            } else {
+                info!(spi_out = %format_args!("{spi:08x}"), "child SA {sa} {what}: {did}");
+            }
         }
         if !found && !again {
-            log(format_args!(
+            info!(
                 "ike: outbound SA {spi:08x} {what}, but no IKE SA has it (a rekeyed pair on its way out?)"
-            ));
+            );
         }
         self.pump();
     }
@@ -827,12 +837,12 @@ impl IkeThread {
             } else {
                 sa.rekey_children(now)
             };
-            log(format_args!(
-                "ike {conn} #{}: {} rekey {}",
-                h.0,
+            let _span = ike_span(conn, h.0).entered();
+            info!(
+                "{} rekey {}",
                 if ike { "IKE SA" } else { "child SA" },
                 if started { "started" } else { "not possible" }
-            ));
+            );
         }
         self.pump();
     }
@@ -844,19 +854,17 @@ impl IkeThread {
             .find(|i| i.address == local.ip() && i.port == local.port())
         {
             if let Err(e) = self.engine.send_ike(&i.name, remote, bytes) {
-                log(format_args!("ike: {e}"));
+                warn!("ike: {e}");
             }
             return;
         }
         match self.sock500.iter().find(|(a, _)| *a == local.ip()) {
             Some((_, s)) => {
                 if let Err(e) = s.send_to(bytes, remote) {
-                    log(format_args!("ike: sending to {remote}: {e}"));
+                    warn!("ike: sending to {remote}: {e}");
                 }
             }
-            None => log(format_args!(
-                "ike: no socket for {local}; message to {remote} dropped"
-            )),
+            None => warn!("ike: no socket for {local}; message to {remote} dropped"),
         }
     }
 
@@ -866,6 +874,10 @@ impl IkeThread {
     fn datagram(&mut self, now: Instant, d: IkeDatagram) {
         match self.ep.handle(now, d.local, d.remote, &d.bytes) {
             Some(h) => {
+                if tracing::enabled!(tracing::Level::DEBUG) {
+                    let _span = self.span(h).entered();
+                    log_message("received", &d.bytes, d.local, d.remote);
+                }
                 self.entries.entry(h).or_default();
                 self.touched();
             }
@@ -878,12 +890,12 @@ impl IkeThread {
             return;
         };
         if self.ep.has_live(c) {
-            log(format_args!("ike {name}: already up or connecting"));
+            info!("ike {name}: already up or connecting");
             return;
         }
         let conn = &self.conns[c];
         let Some(&remote) = conn.remote_addrs.first() else {
-            log(format_args!("ike {name}: no remote_addrs to initiate to"));
+            warn!("ike {name}: no remote_addrs to initiate to");
             return;
         };
         let local = conn.local_addrs.first().copied().or_else(|| {
@@ -893,9 +905,7 @@ impl IkeThread {
                 .map(|i| i.address)
         });
         let Some(local) = local else {
-            log(format_args!(
-                "ike {name}: no local address of {remote}'s family"
-            ));
+            warn!("ike {name}: no local address of {remote}'s family");
             return;
         };
         // Port 500 when we have the socket, else straight to 4500.
@@ -910,11 +920,14 @@ impl IkeThread {
         );
         match self.ep.connect(now, c, l, r) {
             Ok(h) => {
-                log(format_args!("ike {name}: initiating {l} -> {r}"));
+                let spi_i = self.ep.sa(h).and_then(|sa| sa.spi_i()).unwrap_or(0);
+                ike_span(name, h.0).in_scope(|| {
+                    info!(spi_i = %format_args!("{spi_i:016x}"), "initiating {l} -> {r}");
+                });
                 self.entries.insert(h, Entry::default());
                 self.pump();
             }
-            Err(e) => log(format_args!("ike {name}: cannot initiate: {e}")),
+            Err(e) => warn!("ike {name}: cannot initiate: {e}"),
         }
     }
 
@@ -931,32 +944,42 @@ impl IkeThread {
                 continue;
             };
             let sent = sa.delete(now);
-            log(format_args!(
-                "ike {} #{}: {}",
-                self.conns[c].name,
-                h.0,
-                if sent {
-                    "deleting (Delete sent)"
-                } else {
-                    "abandoned"
-                }
-            ));
+            ike_span(&self.conns[c].name, h.0).in_scope(|| {
+                info!(
+                    "{}",
+                    if sent {
+                        "deleting (Delete sent)"
+                    } else {
+                        "abandoned"
+                    }
+                );
+            });
         }
         self.pump();
     }
 
+    /// The span of the work on IKE SA `h` (see [`ike_span`]).
+    fn span(&self, h: SaHandle) -> tracing::Span {
+        let conn = self
+            .ep
+            .connection_of(h)
+            .map_or("?", |c| &self.conns[c].name);
+        ike_span(conn, h.0)
+    }
+
+    /// Acts on an event of IKE SA `h`; the caller has entered the SA's span.
     fn event(&mut self, h: SaHandle, ev: Event) {
         let (Some(c), Some(sa)) = (self.ep.connection_of(h), self.ep.sa(h)) else {
             return;
         };
-        let name = self.conns[c].name.clone();
-        let id = h.0;
         let initiator = sa.is_initiator();
         let st = sa.stats();
         match ev {
             Event::IkeSaEstablished(info) => {
-                log(format_args!(
-                    "ike {name} #{id}: established {}[{}] === {}[{}], {}, nat {}, \
+                info!(
+                    spi_i = %format_args!("{:016x}", info.spi_i),
+                    spi_r = %format_args!("{:016x}", info.spi_r),
+                    "established {}[{}] === {}[{}], {}, nat {}, \
                      fragmentation {}, peer signature hashes {:?}",
                     info.local,
                     id_string(&self.conns[c].ike.local_id),
@@ -966,12 +989,12 @@ impl IkeThread {
                     nat_name(&info),
                     if info.fragmentation { "on" } else { "off" },
                     info.peer_signature_hashes
-                ));
+                );
                 if st.fragments_sent + st.fragments_received > 0 {
-                    log(format_args!(
-                        "ike {name} #{id}: IKE fragments sent {}, received {}, dropped {}",
+                    info!(
+                        "IKE fragments sent {}, received {}, dropped {}",
                         st.fragments_sent, st.fragments_received, st.fragments_dropped
-                    ));
+                    );
                 }
                 if initiator {
                     self.put_vips(h, &info.vips);
@@ -987,37 +1010,38 @@ impl IkeThread {
                             .collect::<Vec<_>>()
                             .join(" ")
                     };
-                    log(format_args!(
-                        "ike {name} #{id}: virtual IPs [{}], DNS [{}]",
+                    info!(
+                        "virtual IPs [{}], DNS [{}]",
                         list(&info.vips),
                         list(&info.dns)
-                    ));
+                    );
                 }
                 e.info = Some(info);
                 e.established = Some(Instant::now());
             }
             Event::ChildSaEstablished(c) => {
+                let span = child_span(&c.name, c.spi_in);
+                let _child = span.enter();
                 if let Err(e) = self.install(h, c) {
-                    log(format_args!(
-                        "ike {name} #{id}: installing the child SA: {e}"
-                    ));
+                    error!("installing the child SA: {e}");
                 }
             }
             Event::ChildSaFailed {
                 name: child,
                 reason,
-            } => log(format_args!(
-                "ike {name} #{id}: child {child} failed: {reason:?}"
-            )),
+            } => warn!("child {child} failed: {reason:?}"),
             Event::ChildSaRekeyed {
                 old_spi_in,
                 new,
                 initiated,
             } => {
-                log(format_args!(
-                    "ike {name} #{id}: child {} rekeyed: {old_spi_in:08x} -> {:08x}",
+                let span = child_span(&new.name, new.spi_in);
+                let _child = span.enter();
+                // The text tests count ("child NAME rekeyed").
+                info!(
+                    "child {} rekeyed: {old_spi_in:08x} -> {:08x}",
                     new.name, new.spi_in
-                ));
+                );
                 // Make-before-break: the old pair stays until its Delete completes.
                 let old = format!("{old_spi_in:08x}");
                 for c in &mut self.entry(h).children {
@@ -1026,26 +1050,25 @@ impl IkeThread {
                     }
                 }
                 if let Err(e) = self.install(h, new) {
-                    log(format_args!(
-                        "ike {name} #{id}: installing the rekeyed child SA: {e}"
-                    ));
+                    error!("installing the rekeyed child SA: {e}");
                 } else if initiated {
                     self.outbound_to_newest(h, &old);
                 }
             }
             Event::IkeSaRekeyed(info) => {
-                log(format_args!(
-                    "ike {name} #{id}: IKE SA rekeyed: {:016x}_i {:016x}_r, {}",
+                info!(
+                    "IKE SA rekeyed: {:016x}_i {:016x}_r, {}",
                     info.spi_i,
                     info.spi_r,
                     algorithms(info.cipher, info.prf, info.group)
-                ));
+                );
                 let e = self.entry(h);
                 e.info = Some(info);
                 e.established = Some(Instant::now());
             }
             Event::ChildSaDeleted { spis_out } => {
-                log(format_args!("ike {name} #{id}: child SAs deleted"));
+                let spis: Vec<String> = spis_out.iter().map(|s| format!("{s:08x}")).collect();
+                info!(spis_out = %spis.join(","), "child SAs deleted");
                 let e = self.entry(h);
                 let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut e.children)
                     .into_iter()
@@ -1070,7 +1093,7 @@ impl IkeThread {
                 }
             }
             Event::Failed(r) => {
-                log(format_args!("ike {name} #{id}: failed: {r}"));
+                warn!("failed: {r}");
                 let conn = &self.conns[c];
                 if r == FailReason::Timeout
                     && conn.ike.dpd.action == DpdAction::Restart
@@ -1079,12 +1102,33 @@ impl IkeThread {
                     self.entry(h).restart = true;
                 }
             }
-            Event::Closed => log(format_args!("ike {name} #{id}: deleted by the peer")),
+            Event::Closed => info!("deleted by the peer"),
         }
     }
 
     /// What the thread keeps about IKE SA `h` (made on first use).
     pub(super) fn entry(&mut self, h: SaHandle) -> &mut Entry {
         self.entries.entry(h).or_default()
+    }
+}
+
+/// Logs an IKE message at level debug from its header alone (exchange, request or
+/// response, message ID, length, addresses): nothing of what is encrypted.
+fn log_message(what: &str, bytes: &[u8], local: SocketAddr, remote: SocketAddr) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let len = bytes.len();
+    match HeaderPacket::new_checked(bytes) {
+        Ok(h) => debug!(
+            %local,
+            %remote,
+            len,
+            "{what} {:?} {} {}",
+            h.exchange_type(),
+            if h.flags().response() { "response" } else { "request" },
+            h.message_id()
+        ),
+        Err(_) => debug!(%local, %remote, len, "{what} a datagram without an IKE header"),
     }
 }

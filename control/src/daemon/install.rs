@@ -19,8 +19,8 @@ use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::endpoint::SaHandle;
 use crate::ike::{ChildSa, Mode};
-use crate::log::log;
 use crate::wire::TrafficSelector;
+use tracing::{error, info, warn};
 
 /// A child SA installed in the engine.
 pub(super) struct Installed {
@@ -49,10 +49,9 @@ impl IkeThread {
         let mut paths = self.engine_paths(&c.paths)?.into_iter();
         let first = paths.next().ok_or("no path to install the child SA on")?;
         if !c.udp_encap {
-            log(format_args!(
-                "ike {}: no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)",
-                conn.name
-            ));
+            warn!(
+                "no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)"
+            );
         }
         let sa_name = format!("{}-{}-{:08x}", conn.name, c.name, c.spi_in);
         let local_ts: Vec<Prefix> = c.local_ts.iter().flat_map(ts_prefixes).collect();
@@ -82,10 +81,7 @@ impl IkeThread {
         for p in paths {
             let name = p.name.clone();
             if let Err(err) = self.engine.add_path(&sa_name, p) {
-                log(format_args!(
-                    "ike {}: child SA {sa_name}: adding path {name}: {err}",
-                    conn.name
-                ));
+                warn!("child SA {sa_name}: adding path {name}: {err}");
             }
         }
         let mut routes = Vec::new();
@@ -122,10 +118,8 @@ impl IkeThread {
             local_ts: local_ts.iter().map(ToString::to_string).collect(),
             remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
         };
-        log(format_args!(
-            "ike {}: child {} installed as {sa_name}: in {} out {}, {}, {} === {}{}",
-            conn.name,
-            c.name,
+        info!(
+            "installed as {sa_name}: in {} out {}, {}, {} === {}{}",
             status.spi_in,
             status.spi_out,
             status.cipher,
@@ -137,7 +131,7 @@ impl IkeThread {
                 let v: Vec<String> = vips.iter().map(ToString::to_string).collect();
                 format!(", vips {}", v.join(" "))
             }
-        ));
+        );
         self.entry(h).children.push(Installed {
             status,
             spi_out: c.spi_out,
@@ -199,7 +193,7 @@ impl IkeThread {
         }
         let name = &old.spec.name;
         if let Err(e) = engine.demote_sa(name) {
-            log(format_args!("ike: moving {name} behind its successor: {e}"));
+            warn!("moving {name} behind its successor: {e}");
             return;
         }
         old.behind = true;
@@ -213,8 +207,8 @@ impl IkeThread {
             });
         }
         match self.engine.remove_sa(&c.status.sa) {
-            Ok(_) => log(format_args!("ike: child SA {} removed", c.status.sa)),
-            Err(e) => log(format_args!("ike: removing {}: {e}", c.status.sa)),
+            Ok(_) => info!("child SA {} removed", c.status.sa),
+            Err(e) => warn!("removing child SA {}: {e}", c.status.sa),
         }
     }
 
@@ -251,7 +245,7 @@ impl IkeThread {
     /// waits only when [`IP_QUEUE`](super::ike_thread::IP_QUEUE) changes wait already.
     fn ip_change(&self, change: Change) {
         if let Err(e) = self.ip.push(change) {
-            log(e);
+            error!("{e}");
         }
     }
 }

@@ -24,7 +24,7 @@ use crate::config::{self, Config};
 use crate::ctl::{self, Response};
 use crate::dataplane::engine::{Engine, EngineError, EngineStatus, InterfaceConfig, PathSpec};
 use crate::dataplane::sa_table::Policy;
-use crate::log::log;
+use tracing::{error, info, warn};
 
 pub mod ike_thread;
 pub mod install;
@@ -92,23 +92,23 @@ pub fn run(path: &Path) -> i32 {
     };
     crate::logging::init(&cfg.log, crate::logging::Style::detect());
     for w in &cfg.warnings {
-        log(format_args!("warning: {w}"));
+        warn!("{w}");
     }
     let signals = match signals::block(&[libc::SIGINT, libc::SIGTERM]) {
         Ok(s) => s,
         Err(e) => {
-            log(format_args!("blocking signals: {e}"));
+            error!("blocking signals: {e}");
             return EXIT_FAILURE;
         }
     };
-    log(format_args!(
+    info!(
         "{} starting: {}, {} interfaces, {} SAs, {} connections",
         env!("CARGO_PKG_VERSION"),
         path.display(),
         cfg.engine.interfaces.len(),
         cfg.engine.sas.len(),
         cfg.ike.connections.len()
-    ));
+    );
     let Config {
         engine: engine_cfg,
         control_socket,
@@ -121,7 +121,7 @@ pub fn run(path: &Path) -> i32 {
     let plan = match privileges::plan(user.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            log(format_args!("cannot drop privileges: {e}"));
+            error!("cannot drop privileges: {e}");
             return EXIT_FAILURE;
         }
     };
@@ -145,13 +145,13 @@ pub fn run(path: &Path) -> i32 {
     {
         Ok(l) => l,
         Err(e) => {
-            log(format_args!("control socket: {e}"));
+            error!("control socket: {e}");
             return EXIT_FAILURE;
         }
     };
     let _ = SOCKET.set(control_socket.clone());
     let fail = |what: &str, e: &dyn std::fmt::Display, listener: ctl::Listener| {
-        log(format_args!("{what}: {e}"));
+        error!("{what}: {e}");
         drop(listener);
         let _ = std::fs::remove_file(&control_socket);
         if let Some(d) = &created_dir {
@@ -180,15 +180,15 @@ pub fn run(path: &Path) -> i32 {
                 drop(opened);
                 return fail("cannot drop privileges", &e, listener);
             }
-            log(format_args!(
+            info!(
                 "running as {} (uid {}, gid {}) with {}; no_new_privs",
                 u.name,
                 u.uid,
                 u.gid,
                 privileges::KEPT.map(|c| c.to_string()).join(", ")
-            ));
+            );
         }
-        Plan::Keep(why) => log(why),
+        Plan::Keep(why) => info!("{why}"),
     }
     let engine = match opened.start() {
         Ok(e) => e,
@@ -203,7 +203,7 @@ pub fn run(path: &Path) -> i32 {
         match IkeHandle::start(Arc::clone(&engine), ike_cfg, &interfaces, ports) {
             Ok(i) => Some(i),
             Err(e) => {
-                log(format_args!("cannot start the IKE thread: {e}"));
+                error!("cannot start the IKE thread: {e}");
                 stop_node(Node { engine, ike: None });
                 drop(listener);
                 let _ = std::fs::remove_file(&control_socket);
@@ -214,7 +214,7 @@ pub fn run(path: &Path) -> i32 {
 
     let slot = Arc::new(Mutex::new(Some(Node { engine, ike })));
     let handler_slot = Arc::clone(&slot);
-    let server = listener.serve(move |_peer, req| {
+    let server = listener.serve(move |peer, req| {
         crate::dataplane::debug::panic_point("control");
         let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(node) = guard.as_ref() else {
@@ -223,15 +223,22 @@ pub fn run(path: &Path) -> i32 {
         let resp = ctl::dispatch(node, req.clone());
         if req.changes_state() {
             match &resp.error {
-                None => log(format_args!(
+                None => info!(
+                    uid = peer.uid,
+                    pid = peer.pid,
                     "ctl {}: {}",
                     req.describe(),
                     resp.result
                         .as_ref()
                         .and_then(|r| r.as_str())
                         .unwrap_or("done")
-                )),
-                Some(e) => log(format_args!("ctl {}: refused: {e}", req.describe())),
+                ),
+                Some(e) => warn!(
+                    uid = peer.uid,
+                    pid = peer.pid,
+                    "ctl {}: refused: {e}",
+                    req.describe()
+                ),
             }
         }
         resp
@@ -239,7 +246,7 @@ pub fn run(path: &Path) -> i32 {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            log(format_args!("control socket: starting its thread: {e}"));
+            error!("control socket: starting its thread: {e}");
             if let Some(node) = take(&slot) {
                 stop_node(node);
             }
@@ -247,25 +254,25 @@ pub fn run(path: &Path) -> i32 {
             return EXIT_FAILURE;
         }
     };
-    log(format_args!("control socket {}", server.path().display()));
-    log("running; SIGINT or SIGTERM stops");
+    info!("control socket {}", server.path().display());
+    info!("running; SIGINT or SIGTERM stops");
 
     let sig = loop {
         match signals.wait() {
             Ok(s) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                log(format_args!("waiting for signals: {e}; stopping"));
+                error!("waiting for signals: {e}; stopping");
                 break 0;
             }
         }
     };
-    log(format_args!("{} received: stopping", signals::name(sig)));
+    info!("{} received: stopping", signals::name(sig));
     if let Some(node) = take(&slot) {
         stop_node(node);
     }
     server.close();
-    log("stopped");
+    info!("stopped");
     0
 }
 
@@ -281,19 +288,19 @@ fn log_manual_seq_events(engine: &Engine) {
         .spawn(move || {
             for ev in rx.iter() {
                 match ev {
-                    Event::SeqSoftLimit { spi } => log(format_args!(
+                    Event::SeqSoftLimit { spi } => warn!(
                         "outbound SA {spi:08x}: 7/8 of its sequence numbers used; a manual SA is not rekeyed: give it new keys and SPIs"
-                    )),
-                    Event::SeqExhausted { spi } => log(format_args!(
+                    ),
+                    Event::SeqExhausted { spi } => error!(
                         "outbound SA {spi:08x}: out of sequence numbers, it sends nothing more; give it new keys and SPIs"
-                    )),
+                    ),
                     // Manual SAs are installed without `report_usage`.
                     Event::Usage { .. } => {}
                 }
             }
         });
     if let Err(e) = spawned {
-        log(format_args!("spawning the event thread: {e}"));
+        error!("spawning the event thread: {e}");
     }
 }
 
@@ -380,23 +387,23 @@ fn take(slot: &Mutex<Option<Node>>) -> Option<Node> {
 
 /// Logs what the engine started with: TUN, interfaces, SAs and paths (never keys).
 fn log_started(st: &EngineStatus) {
-    log(format_args!(
+    info!(
         "started: tun {} ({}), {} worker{}",
         st.tun,
         st.tun_offloads,
         st.workers,
         if st.workers == 1 { "" } else { "s" }
-    ));
+    );
     for i in &st.interfaces {
         match &i.device {
-            Some(d) => log(format_args!(
+            Some(d) => info!(
                 "interface {} on {} ({d}, offloads {})",
                 i.name, i.local, i.offloads
-            )),
-            None => log(format_args!(
+            ),
+            None => info!(
                 "interface {} on {} (offloads {})",
                 i.name, i.local, i.offloads
-            )),
+            ),
         }
     }
     for sa in &st.sas {
@@ -405,7 +412,7 @@ fn log_started(st: &EngineStatus) {
             .iter()
             .map(|p| format!("{} ({} -> {}, {})", p.name, p.interface, p.remote, p.role))
             .collect();
-        log(format_args!(
+        info!(
             "sa {}: {}, {}, out {} in {}, {} === {}, policy {}, paths {}",
             sa.name,
             sa.mode,
@@ -420,7 +427,7 @@ fn log_started(st: &EngineStatus) {
             } else {
                 paths.join(", ")
             }
-        ));
+        );
     }
 }
 
