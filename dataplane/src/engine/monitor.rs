@@ -79,8 +79,12 @@ pub(super) fn run(shared: &Shared) {
             last_usage = now;
             usage.report(shared);
         }
-        for line in table::advance_pending(shared) {
-            tracing::info!("{line}");
+        for (warning, line) in table::advance_pending(shared) {
+            if warning {
+                tracing::warn!("{line}");
+            } else {
+                tracing::info!("{line}");
+            }
         }
     }
 }

@@ -448,8 +448,9 @@ pub(crate) fn handover(
 }
 
 /// Called by the monitor: completes soft handovers whose target is up, abandons those past
-/// their deadline. Returns messages for the log.
-pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
+/// their deadline. Returns messages for the log (logged by the caller, outside the lock),
+/// each with whether it is a warning.
+pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
     let now = shared.now_ns();
     let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     if st.pending.is_empty() {
@@ -466,11 +467,14 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<String> {
         if target.state.liveness() == crate::path::Liveness::Up {
             promote(sa, &p.path);
             changed = true;
-            log.push(format!("{}: soft handover to {} done", p.sa, p.path));
+            log.push((false, format!("{}: soft handover to {} done", p.sa, p.path)));
         } else if now > p.deadline_ns {
-            log.push(format!(
-                "{}: soft handover to {} abandoned: the path never answered",
-                p.sa, p.path
+            log.push((
+                true,
+                format!(
+                    "{}: soft handover to {} abandoned: the path never answered",
+                    p.sa, p.path
+                ),
             ));
         } else {
             st.pending.push(p);
