@@ -26,7 +26,7 @@
 //!   side's). An IKE SA rekey changes the SPIs the SA is routed by ([`IkeSa::owns`](crate::ike::IkeSa::owns) also
 //!   knows the old ones until their Delete is over). `rekey` commands and the lifetimes of
 //!   the connection (`rekey_time`, `life_time`, `rand_time`; by volume `rekey_bytes` and
-//!   friends, fed from the engine's counters) start rekeys; `dpd_delay` and
+//!   friends, from the usage the engine pushes: [`SaEvent::Usage`]) start rekeys; `dpd_delay` and
 //!   `dpd_action` govern liveness checks (`restart` initiates again after a failure).
 //! * Child SAs: installed in the engine by [`super::install`]; the status that `mifsec
 //!   status` shows is built by [`super::status`].
@@ -46,10 +46,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tracing::{debug, error, info, warn};
 
 use super::install::Installed;
-use super::status::{IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
+use super::status::{ChildState, IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings};
 use crate::dataplane::engine::{Engine, IkeDatagram, InterfaceConfig};
-use crate::dataplane::event::Event as SaEvent;
+use crate::dataplane::event::{Event as SaEvent, Usage};
 use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
 use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
@@ -59,9 +59,6 @@ use crate::wire::HeaderPacket;
 
 /// How long a rekeyed child SA keeps accepting inbound packets after its Delete completed.
 pub(super) const LINGER: Duration = Duration::from_secs(2);
-
-/// How often the engine's SA counters are read for child SAs with byte or packet limits.
-const USAGE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The IKE port before NAT detection.
 pub const IKE_PORT: u16 = 500;
@@ -199,8 +196,9 @@ impl IkeHandle {
         };
         // The engine's bounded port-4500 channel is read by the IKE thread itself.
         let e4500 = engine.take_ike_receiver();
-        // So are the engine's sequence-number events of outbound SAs.
-        let seq_events = engine.take_event_receiver();
+        // So are the engine's events about the child SAs (their usage, their sequence-number
+        // limits).
+        let sa_events = engine.take_event_receiver();
         // `ip` runs on a helper thread, in order, so that the IKE thread never waits for
         // it. The queue is the IKE thread's: it drains and ends when that thread ends.
         let ip = iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, |e| warn!("{e}")).map_err(
@@ -270,13 +268,10 @@ impl IkeHandle {
             pending: true,
             dirty: true,
             published: Instant::now(),
-            volume: false,
             next_timer: None,
             cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
             exhausted: Vec::new(),
-            activity_checked: Instant::now(),
-            usage_checked: Instant::now(),
         };
         let main = spawn(
             "mifsec-ike",
@@ -289,7 +284,7 @@ impl IkeHandle {
                         ike.initiate(now, &name);
                     }
                 }
-                ike.run(&rx, &in_rx, e4500.as_ref(), seq_events.as_ref());
+                ike.run(&rx, &in_rx, e4500.as_ref(), sa_events.as_ref());
             }),
         )?;
         Ok(IkeHandle {
@@ -493,8 +488,6 @@ pub(super) struct IkeThread {
     pub(super) dirty: bool,
     /// When the status was last published.
     pub(super) published: Instant,
-    /// Whether some SA has byte or packet limits, as of the last time one was touched.
-    pub(super) volume: bool,
     /// The earliest timer of any SA, as of the last time one was touched.
     pub(super) next_timer: Option<Instant>,
     /// The counters as last published.
@@ -506,10 +499,6 @@ pub(super) struct IkeThread {
     /// replacing them, with when to look again: should that rekey fail, the child is
     /// deleted (and re-created) then instead of staying mute until its hard lifetime.
     pub(super) exhausted: Vec<(Instant, u32)>,
-    /// When inbound ESP counters were last looked at for liveness checks.
-    pub(super) activity_checked: Instant,
-    /// When the SA counters were last fed to IKE SAs with byte or packet limits.
-    pub(super) usage_checked: Instant,
 }
 
 impl IkeThread {
@@ -518,22 +507,19 @@ impl IkeThread {
         cmds: &Receiver<Msg>,
         input: &Receiver<IkeDatagram>,
         e4500: Option<&Receiver<IkeDatagram>>,
-        seq_events: Option<&Receiver<SaEvent>>,
+        sa_events: Option<&Receiver<SaEvent>>,
     ) {
         // A channel whose senders are all gone (no port-500 socket, say) is replaced by one
         // that never delivers, so that the select below does not spin on it.
         let mut input = input.clone();
         let mut e4500 = e4500.cloned().unwrap_or_else(crossbeam_channel::never);
-        let mut seq_events = seq_events.cloned().unwrap_or_else(crossbeam_channel::never);
+        let mut sa_events = sa_events.cloned().unwrap_or_else(crossbeam_channel::never);
         self.touched();
         loop {
             let now = Instant::now();
             let mut due = self.published + PUBLISH_EVERY;
             if let Some(t) = self.next_timer {
                 due = due.min(t);
-            }
-            if self.volume {
-                due = due.min(self.usage_checked + USAGE_INTERVAL);
             }
             if self.dirty {
                 due = due.min(self.published + PUBLISH_MIN);
@@ -568,13 +554,10 @@ impl IkeThread {
                             }
                             None
                         },
-                        recv(seq_events) -> ev => {
+                        recv(sa_events) -> ev => {
                             match ev {
-                                Ok(ev) => {
-                                    self.seq_event(Instant::now(), ev);
-                                    self.touched();
-                                }
-                                Err(_) => seq_events = crossbeam_channel::never(),
+                                Ok(ev) => self.sa_event(Instant::now(), ev),
+                                Err(_) => sa_events = crossbeam_channel::never(),
                             }
                             None
                         },
@@ -598,8 +581,6 @@ impl IkeThread {
             if had_cmd {
                 self.touched();
             }
-            self.note_esp_activity(now);
-            self.feed_usage(now);
             if self.exhausted.iter().any(|(t, _)| *t <= now) {
                 let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.exhausted)
                     .into_iter()
@@ -629,7 +610,6 @@ impl IkeThread {
                 self.pending = false;
                 self.pump();
                 self.next_timer = self.ep.poll_timeout();
-                self.volume = self.volume_limits();
             }
             self.publish_stats();
             if (self.dirty && now >= self.published + PUBLISH_MIN)
@@ -681,88 +661,63 @@ impl IkeThread {
         }
     }
 
-    /// Tells IKE SAs with liveness checks about inbound ESP on their child SAs (once a
-    /// second at most): traffic from the peer postpones the next check.
-    fn note_esp_activity(&mut self, now: Instant) {
-        if now.duration_since(self.activity_checked) < Duration::from_secs(1)
-            || !self
-                .ep
-                .iter()
-                .any(|(_, c, _)| self.conns[c].ike.dpd.delay.is_some())
-        {
-            return;
-        }
-        self.activity_checked = now;
-        self.touched();
-        let st = self.engine.status();
-        for (h, e) in &mut self.entries {
-            let mut active = false;
-            for c in &mut e.children {
-                if let Some(s) = st.sas.iter().find(|s| s.name == c.spec.name) {
-                    active |= s.in_packets != c.last_in;
-                    c.last_in = s.in_packets;
-                }
+    /// What the engine pushes about a child SA. An outbound SA crossed its soft
+    /// sequence-number limit or ran out: the IKE SA that owns the child rekeys it, or
+    /// deletes (and, as initiator, re-creates) it. A child's usage moved: see
+    /// [`IkeThread::usage`].
+    fn sa_event(&mut self, now: Instant, ev: SaEvent) {
+        let acted = match ev {
+            SaEvent::SeqSoftLimit { spi } => {
+                self.seq_limit(now, spi, false, false);
+                true
             }
-            if active {
-                if let Some(sa) = self.ep.sa_mut(*h) {
-                    sa.note_activity(now);
-                }
+            SaEvent::SeqExhausted { spi } => {
+                self.seq_limit(now, spi, true, false);
+                true
             }
-        }
-    }
-
-    /// Whether some IKE SA's connection limits its child SAs by bytes or packets.
-    fn volume_limits(&self) -> bool {
-        self.ep
-            .iter()
-            .any(|(_, c, _)| self.conns[c].ike.child_volume_limits())
-    }
-
-    /// Feeds the engine's per-SA counters to IKE SAs whose child SAs have byte or packet
-    /// limits (every [`USAGE_INTERVAL`] at most): the larger of the inbound and outbound
-    /// count of each pair (see [`IkeSa::child_usage`]). The IKE SA rekeys or deletes.
-    fn feed_usage(&mut self, now: Instant) {
-        if now.duration_since(self.usage_checked) < USAGE_INTERVAL || !self.volume_limits() {
-            return;
-        }
-        self.usage_checked = now;
-        self.touched();
-        let st = self.engine.status();
-        let mut usage = Vec::new();
-        for (h, c, sa) in self.ep.iter() {
-            if !self.conns[c].ike.child_volume_limits() || !sa.is_established() {
-                continue;
-            }
-            let Some(e) = self.entries.get(&h) else {
-                continue;
-            };
-            usage.extend(e.children.iter().filter_map(|c| {
-                let s = st.sas.iter().find(|s| s.name == c.spec.name)?;
-                Some((
-                    h,
-                    c.spec.spi_in,
-                    s.in_bytes.max(s.out_bytes),
-                    s.in_packets.max(s.out_packets),
-                ))
-            }));
-        }
-        for (h, spi_in, bytes, packets) in usage {
-            if let Some(sa) = self.ep.sa_mut(h) {
-                sa.child_usage(now, spi_in, bytes, packets);
-            }
-        }
-    }
-
-    /// An outbound SA crossed its soft sequence-number limit or ran out: the IKE SA that
-    /// owns the child rekeys it, or deletes (and, as initiator, re-creates) it.
-    fn seq_event(&mut self, now: Instant, ev: SaEvent) {
-        let (spi, exhausted) = match ev {
-            SaEvent::SeqSoftLimit { spi } => (spi, false),
-            SaEvent::SeqExhausted { spi } => (spi, true),
-            // No child SA is installed with `report_usage` (yet): its counters are polled.
-            SaEvent::Usage { .. } => return,
+            SaEvent::Usage { spi_in, usage, .. } => self.usage(now, spi_in, usage),
         };
-        self.seq_limit(now, spi, exhausted, false);
+        if acted {
+            self.touched();
+        }
+    }
+
+    /// The usage of the child SA with inbound SPI `spi_in`, pushed by the engine (about
+    /// every [`USAGE_INTERVAL`](crate::dataplane::engine::USAGE_INTERVAL) while it moves;
+    /// children are installed with `report_usage` when their connection has byte or
+    /// packet limits or liveness checks). With limits, the IKE SA that owns the child gets
+    /// the larger of the pair's inbound and outbound counts ([`IkeSa::child_usage`]) and
+    /// rekeys or deletes it; inbound packets postpone its next liveness check. Returns
+    /// whether the IKE SA was told anything.
+    fn usage(&mut self, now: Instant, spi_in: u32, usage: Usage) -> bool {
+        // Inbound SPIs are ours and unique: one child at most has it.
+        let Some((h, active)) = self.entries.iter_mut().find_map(|(h, e)| {
+            let c = e.children.iter_mut().find(|c| c.spec.spi_in == spi_in)?;
+            let active = usage.in_packets != c.last_in;
+            c.last_in = usage.in_packets;
+            Some((*h, active))
+        }) else {
+            // A rekeyed pair lingering for stragglers, or one just removed.
+            return false;
+        };
+        let Some(conn) = self.ep.connection_of(h) else {
+            return false;
+        };
+        let (limits, dpd) = {
+            let ike = &self.conns[conn].ike;
+            (ike.child_volume_limits(), ike.dpd.delay.is_some())
+        };
+        let Some(sa) = self.ep.sa_mut(h) else {
+            return false;
+        };
+        let limited = limits && sa.is_established();
+        if limited {
+            sa.child_usage(now, spi_in, usage.bytes(), usage.packets());
+        }
+        if dpd && active {
+            sa.note_activity(now);
+        }
+        limited || (dpd && active)
     }
 
     /// Acts on a sequence-number limit of outbound SA `spi`; `again` for a second look at
@@ -1043,16 +998,15 @@ impl IkeThread {
                     new.name, new.spi_in
                 );
                 // Make-before-break: the old pair stays until its Delete completes.
-                let old = format!("{old_spi_in:08x}");
                 for c in &mut self.entry(h).children {
-                    if c.status.spi_in == old {
-                        c.status.state = "REKEYED".into();
+                    if c.spec.spi_in == old_spi_in {
+                        c.status.state = ChildState::Rekeyed;
                     }
                 }
                 if let Err(e) = self.install(h, new) {
                     error!("installing the rekeyed child SA: {e}");
                 } else if initiated {
-                    self.outbound_to_newest(h, &old);
+                    self.outbound_to_newest(h, old_spi_in);
                 }
             }
             Event::IkeSaRekeyed(info) => {
@@ -1082,7 +1036,7 @@ impl IkeThread {
                     .collect();
                 for mut c in gone {
                     c.routes.retain(|r| !kept.contains(r));
-                    if c.status.state == "REKEYED" {
+                    if c.status.state == ChildState::Rekeyed {
                         // Replaced by a rekey: outbound moves to the successor now, inbound
                         // stragglers are still accepted for a moment.
                         Self::move_behind(&self.engine, &mut c);

@@ -13,8 +13,8 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::ike_thread::{Entry, IkeThread};
-use super::status::IkeChildStatus;
-use crate::dataplane::engine::{Engine, PathSpec, SaSpec};
+use super::status::{ChildState, IkeChildStatus};
+use crate::dataplane::engine::{Engine, EngineError, PathSpec, SaSpec};
 use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::endpoint::SaHandle;
@@ -30,24 +30,57 @@ pub(super) struct Installed {
     pub(super) spec: SaSpec,
     /// Installed again behind its successor (which then carries the outbound traffic).
     pub(super) behind: bool,
-    /// Inbound packets counted by the engine when last looked at.
+    /// Inbound packets in the engine's last usage report of the pair.
     pub(super) last_in: u64,
     /// Routes we added into the TUN.
     pub(super) routes: Vec<Prefix>,
 }
 
+/// Why a negotiated child SA could not be installed.
+#[derive(Debug)]
+pub enum InstallError {
+    /// The IKE SA it belongs to is gone.
+    NoIkeSa(SaHandle),
+    /// No `[interfaces.*]` has the local address of one of its paths.
+    NoInterface(IpAddr),
+    /// It came with no path.
+    NoPath,
+    /// The engine refused it.
+    Engine(EngineError),
+}
+
+impl std::fmt::Display for InstallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InstallError::NoIkeSa(h) => write!(f, "no IKE SA {h}"),
+            InstallError::NoInterface(a) => write!(f, "no interface with address {a}"),
+            InstallError::NoPath => f.write_str("no path to install the child SA on"),
+            InstallError::Engine(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for InstallError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            InstallError::Engine(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 impl IkeThread {
     /// Installs a negotiated child SA in the engine, with its VIP and routes.
-    pub(super) fn install(&mut self, h: SaHandle, c: ChildSa) -> Result<(), String> {
+    pub(super) fn install(&mut self, h: SaHandle, c: ChildSa) -> Result<(), InstallError> {
         let (Some(ci), Some(sa)) = (self.ep.connection_of(h), self.ep.sa(h)) else {
-            return Err(format!("no IKE SA {h}"));
+            return Err(InstallError::NoIkeSa(h));
         };
         let conn = &self.conns[ci];
         let initiator = sa.is_initiator();
         let empty = Entry::default();
         let e = self.entries.get(&h).unwrap_or(&empty);
         let mut paths = self.engine_paths(&c.paths)?.into_iter();
-        let first = paths.next().ok_or("no path to install the child SA on")?;
+        let first = paths.next().ok_or(InstallError::NoPath)?;
         if !c.udp_encap {
             warn!(
                 "no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)"
@@ -72,11 +105,12 @@ impl IkeThread {
             reorder: Duration::ZERO,
             // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
             probes: false,
-            report_usage: false,
+            // The engine pushes the pair's usage for lifetimes by volume and liveness checks.
+            report_usage: conn.ike.child_volume_limits() || conn.ike.dpd.delay.is_some(),
         };
         self.engine
             .install_sa(spec.clone())
-            .map_err(|e| e.to_string())?;
+            .map_err(InstallError::Engine)?;
         // Further paths through the engine's multi-path API, as a later one would be.
         for p in paths {
             let name = p.name.clone();
@@ -108,7 +142,7 @@ impl IkeThread {
         let status = IkeChildStatus {
             name: c.name.clone(),
             sa: sa_name.clone(),
-            state: "INSTALLED".into(),
+            state: ChildState::Installed,
             spi_in: format!("{:08x}", c.spi_in),
             spi_out: format!("{:08x}", c.spi_out),
             cipher: c.cipher.name().into(),
@@ -147,7 +181,10 @@ impl IkeThread {
     /// installed on (`ChildSa::paths`): `p1`, `p2`, ... on the interface that has our
     /// address (the one with our port first), to the peer's address. The first is active,
     /// the others stand by (the SA's policy is failover).
-    fn engine_paths(&self, pairs: &[(SocketAddr, SocketAddr)]) -> Result<Vec<PathSpec>, String> {
+    fn engine_paths(
+        &self,
+        pairs: &[(SocketAddr, SocketAddr)],
+    ) -> Result<Vec<PathSpec>, InstallError> {
         pairs
             .iter()
             .enumerate()
@@ -157,7 +194,7 @@ impl IkeThread {
                     .iter()
                     .find(|f| f.address == local.ip() && f.port == local.port())
                     .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
-                    .ok_or_else(|| format!("no interface with address {}", local.ip()))?;
+                    .ok_or(InstallError::NoInterface(local.ip()))?;
                 Ok(PathSpec {
                     name: format!("p{}", n + 1),
                     interface: iface.name.clone(),
@@ -176,12 +213,12 @@ impl IkeThread {
     /// be lost). The engine sends on the first SA whose selectors match, so the old pair is
     /// moved behind the new one; it keeps its state (replay window included) and keeps
     /// accepting inbound packets until its Delete completes.
-    pub(super) fn outbound_to_newest(&mut self, h: SaHandle, old_spi_in: &str) {
-        let Some(old) = self.entries.get_mut(&h).and_then(|e| {
-            e.children
-                .iter_mut()
-                .find(|c| c.status.spi_in == old_spi_in)
-        }) else {
+    pub(super) fn outbound_to_newest(&mut self, h: SaHandle, old_spi_in: u32) {
+        let Some(old) = self
+            .entries
+            .get_mut(&h)
+            .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == old_spi_in))
+        else {
             return;
         };
         Self::move_behind(&self.engine, old);

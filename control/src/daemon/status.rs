@@ -23,7 +23,7 @@ pub struct IkeSaStatus {
     /// A unique number, as swanctl's `#N`.
     pub id: u64,
     /// `CONNECTING`, `ESTABLISHED` or `DELETING`.
-    pub state: String,
+    pub state: IkeState,
     /// Whether we initiated it.
     pub initiator: bool,
     /// Our address and port.
@@ -69,6 +69,29 @@ pub struct IkeSaStatus {
     pub children: Vec<IkeChildStatus>,
 }
 
+/// Where an IKE SA stands (shown as swanctl spells it: `ESTABLISHED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum IkeState {
+    /// IKE_SA_INIT and IKE_AUTH under way.
+    Connecting,
+    /// Authenticated, its first child SA negotiated.
+    Established,
+    /// Deleted or failed, about to be removed.
+    Deleting,
+}
+
+/// Where a child SA stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ChildState {
+    /// Installed in the engine, carrying traffic.
+    Installed,
+    /// Replaced by a rekey: its successor is installed, and it waits for its Delete
+    /// (still accepting inbound packets).
+    Rekeyed,
+}
+
 /// One child SA of an IKE SA.
 #[derive(Debug, Clone, Serialize)]
 pub struct IkeChildStatus {
@@ -77,7 +100,7 @@ pub struct IkeChildStatus {
     /// The engine's SA name (whose counters `status` shows).
     pub sa: String,
     /// `INSTALLED`, or `REKEYED` while a rekeyed pair waits for its Delete.
-    pub state: String,
+    pub state: ChildState,
     /// Inbound SPI, hex.
     pub spi_in: String,
     /// Outbound SPI, hex.
@@ -143,16 +166,16 @@ impl IkeThread {
                 let (local, remote) = sa.addresses();
                 let (spi_i, spi_r) = sa.spis().unwrap_or((sa.spi_i().unwrap_or(0), 0));
                 let state = if sa.is_established() {
-                    "ESTABLISHED"
+                    IkeState::Established
                 } else if sa.is_dead() {
-                    "DELETING"
+                    IkeState::Deleting
                 } else {
-                    "CONNECTING"
+                    IkeState::Connecting
                 };
                 IkeSaStatus {
                     name: conn.name.clone(),
                     id: h.0,
-                    state: state.into(),
+                    state,
                     initiator: sa.is_initiator(),
                     local: local.to_string(),
                     remote: remote.to_string(),
