@@ -336,14 +336,7 @@ mod tests {
             }
         }
         Message {
-            header: Header {
-                spi_i: spi,
-                spi_r: 0,
-                minor_version: 0,
-                exchange_type: ExchangeType::IkeSaInit,
-                flags: Flags::INITIATOR,
-                message_id: 0,
-            },
+            header: Header::ike_sa_init(spi, 0, Flags::INITIATOR),
             payloads,
         }
         .to_bytes()

@@ -260,7 +260,7 @@ impl Endpoint {
         if !new_request {
             return None;
         }
-        self.new_responder(now, local, remote, bytes)
+        self.new_responder(now, (local, remote), bytes)
     }
 
     /// An IKE_SA_INIT request that fits no SA: the limits, the connection, the COOKIE,
@@ -268,8 +268,7 @@ impl Endpoint {
     fn new_responder(
         &mut self,
         now: Instant,
-        local: SocketAddr,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
         bytes: &[u8],
     ) -> Option<SaHandle> {
         let half_open = self.limiter.half_open();

@@ -256,6 +256,18 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of an IKE_SA_INIT message (message ID 0, minor version 0).
+    pub fn ike_sa_init(spi_i: u64, spi_r: u64, flags: Flags) -> Header {
+        Header {
+            spi_i,
+            spi_r,
+            minor_version: 0,
+            exchange_type: ExchangeType::IkeSaInit,
+            flags,
+            message_id: 0,
+        }
+    }
+
     /// Reads the header fields of a checked packet, rejecting a major version other than 2.
     pub fn parse<T: AsRef<[u8]>>(packet: &HeaderPacket<T>) -> Result<Header, WireError> {
         if packet.major_version() != IKE_MAJOR_VERSION {

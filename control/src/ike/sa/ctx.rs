@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::ike::config::{AddressPool, IkeConfig};
-use crate::ike::crypto::CryptoError;
+use crate::ike::config::{AddressPool, IkeConfig, Mode};
+use crate::ike::crypto::{CryptoError, Secret};
+use crate::ike::proposal::EspChoice;
 #[cfg(test)]
 use crate::wire::CfgAttribute;
 use crate::wire::{
     CfgAttributeType, CpPayload, ExchangeType, Flags, Header, HeaderPacket, Message, NotifyPayload,
-    NotifyType, Payload,
+    NotifyType, Payload, TrafficSelector,
 };
 
 /// The message ID window the handshake's requests go on (`Timer::Retransmit`).
@@ -178,6 +179,33 @@ impl Ctx {
         }
         let r = self.random::<8>().map(u64::from_be_bytes).unwrap_or(0) % rand.saturating_add(1);
         base.saturating_sub(r).max(1)
+    }
+
+    /// A new child SA of configuration `name` on this IKE SA's paths (`keymat`: inbound,
+    /// outbound; `ts`: local, remote).
+    pub(in crate::ike::sa) fn child_sa(
+        &self,
+        name: String,
+        (spi_in, spi_out): (u32, u32),
+        (keymat_in, keymat_out): (Secret, Secret),
+        choice: EspChoice,
+        mode: Mode,
+        (local_ts, remote_ts): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+    ) -> ChildSa {
+        ChildSa {
+            name,
+            spi_in,
+            spi_out,
+            keymat_in,
+            keymat_out,
+            cipher: choice.cipher,
+            esn: choice.esn,
+            mode,
+            local_ts,
+            remote_ts,
+            udp_encap: self.paths.nat().any(),
+            paths: self.paths.child_paths(),
+        }
     }
 
     /// Starts tracking a new child SA, with its lifetimes (its configuration's own, else

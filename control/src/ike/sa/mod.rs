@@ -38,8 +38,8 @@ use super::proposal::narrow;
 #[cfg(test)]
 use crate::wire::CfgAttribute;
 use crate::wire::{
-    DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, Message, NotifyPayload,
-    NotifyType, Payload, TrafficSelector,
+    AuthPayload, DhGroup, ExchangeType, Flags, Header, HeaderPacket, IdPayload, KePayload, Message,
+    NotifyPayload, NotifyType, Payload, SaPayload, TrafficSelector, TsPayload,
 };
 
 mod channel;
@@ -354,6 +354,49 @@ fn notify(t: NotifyType) -> Payload {
     Payload::Notify(NotifyPayload::new(t, Vec::new()))
 }
 
+/// A child SA's mode: transport if both sides asked for it, else tunnel.
+fn child_mode(transport: bool) -> Mode {
+    if transport {
+        Mode::Transport
+    } else {
+        Mode::Tunnel
+    }
+}
+
+/// The first SA, Nonce, KE, TSi, TSr, IDi, IDr and AUTH payload of a message's payloads, each if present
+/// (the handshake and the exchanges take the first of each).
+#[derive(Debug, Default, Clone, Copy)]
+struct Firsts<'a> {
+    sa: Option<&'a SaPayload>,
+    nonce: Option<&'a Vec<u8>>,
+    ke: Option<&'a KePayload>,
+    tsi: Option<&'a TsPayload>,
+    tsr: Option<&'a TsPayload>,
+    idi: Option<&'a IdPayload>,
+    idr: Option<&'a IdPayload>,
+    auth: Option<&'a AuthPayload>,
+}
+
+impl<'a> Firsts<'a> {
+    fn of(payloads: &'a [Payload]) -> Self {
+        let mut f = Firsts::default();
+        for p in payloads {
+            match p {
+                Payload::Sa(s) => f.sa = f.sa.or(Some(s)),
+                Payload::Nonce(n) => f.nonce = f.nonce.or(Some(n)),
+                Payload::Ke(k) => f.ke = f.ke.or(Some(k)),
+                Payload::TsI(t) => f.tsi = f.tsi.or(Some(t)),
+                Payload::TsR(t) => f.tsr = f.tsr.or(Some(t)),
+                Payload::IdI(i) => f.idi = f.idi.or(Some(i)),
+                Payload::IdR(i) => f.idr = f.idr.or(Some(i)),
+                Payload::Auth(a) => f.auth = f.auth.or(Some(a)),
+                _ => {}
+            }
+        }
+        f
+    }
+}
+
 /// Whether `msg` is an SKF fragment other than the first: a retransmitted request is
 /// answered from the cache only on its fragment 1 (RFC 7383 section 2.6.1).
 fn is_later_fragment(msg: &Message) -> bool {
@@ -476,14 +519,7 @@ impl IkeSa {
                         .notify()
                         .filter(|n| n.notify_type != NotifyType::InvalidSyntax && is_init_request);
                     if let Some(n) = answer {
-                        let header = Header {
-                            spi_i: h.spi_i(),
-                            spi_r: 0,
-                            minor_version: 0,
-                            exchange_type: ExchangeType::IkeSaInit,
-                            flags: Flags::NONE,
-                            message_id: 0,
-                        };
+                        let header = Header::ike_sa_init(h.spi_i(), 0, Flags::NONE);
                         self.ctx.paths.set_addresses(local, remote);
                         self.ctx.refuse_init(&header, n);
                     }

@@ -5,18 +5,19 @@
 //! children are untouched.
 
 use super::{
-    ChildPayloads, Effect, Ex, Exchange, Key, Kind, answer_child_keys, initiator_pfs_secret,
-    invalid_ke_group, ke_payload, our_ke, refusal_notify,
+    ChildPayloads, Effect, Ex, Exchange, Key, Kind, answer_child, child_keys, child_payloads,
+    initiator_pfs_secret, ke_payload, refusal_notify, request_keys, retry_group,
 };
 use crate::ike::config::Mode;
-use crate::ike::crypto::{ChildKeys, KeyExchange};
+use crate::ike::crypto::KeyExchange;
 use crate::ike::proposal::{
     check_esp_response_pfs, esp_response_payload_pfs, esp_sa_payload_pfs, narrow, select_esp_pfs,
 };
 use crate::ike::sa::{
-    ChildSa, Event, MAX_CHILDREN, first_error_notify, has_notify, notify, pick_child, vip_selectors,
+    Event, MAX_CHILDREN, child_mode, first_error_notify, has_notify, notify, pick_child,
+    vip_selectors,
 };
-use crate::wire::{ExchangeType, NotifyType, Payload, TrafficSelector, TsPayload};
+use crate::wire::{ExchangeType, NotifyType, Payload, TrafficSelector};
 
 /// What our request carried, for its response.
 #[derive(Debug)]
@@ -58,14 +59,7 @@ impl Exchange for ChildCreate {
     }
 
     fn respond(x: &mut Ex<'_>, p: &[Payload]) -> Vec<Payload> {
-        let Some(ChildPayloads {
-            sa,
-            nonce: ni,
-            ke,
-            tsi,
-            tsr,
-        }) = ChildPayloads::parse(p)
-        else {
+        let Some(r) = ChildPayloads::parse(p) else {
             return vec![notify(NotifyType::InvalidSyntax)];
         };
         let ctx = &mut *x.ctx;
@@ -78,53 +72,30 @@ impl Exchange for ChildCreate {
         } else {
             x.vips
         };
-        let picked = pick_child(&ctx.cfg, vips, &tsi.selectors, &tsr.selectors, |c| {
-            select_esp_pfs(sa, &c.proposals, ke.map(|k| k.group))
+        let picked = pick_child(&ctx.cfg, vips, &r.tsi.selectors, &r.tsr.selectors, |c| {
+            select_esp_pfs(r.sa, &c.proposals, r.ke.map(|k| k.group))
         });
         let (child, (number, spi_out, choice, group), ts_i, ts_r) = match picked {
             Ok(x) => x,
             Err(None) => return vec![notify(NotifyType::TsUnacceptable)],
             Err(Some(r)) => return refusal_notify(r),
         };
-        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let (ker, keys) = match answer_child_keys(ctx, x.core, group, ke, (ni, &nr), choice.cipher)
-        {
-            Ok(k) => k,
+        let a = match answer_child(ctx, x.core, group, r.ke, r.nonce, choice.cipher) {
+            Ok(a) => a,
             Err(refusal) => return refusal,
         };
         let transport =
             child.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
-        let new = ChildSa {
-            name: child.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.i_to_r,
-            keymat_out: keys.r_to_i,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            local_ts: ts_r.clone(),
-            remote_ts: ts_i.clone(),
-            udp_encap: ctx.paths.nat().any(),
-            paths: ctx.paths.child_paths(),
-        };
-        let mut reply = Vec::new();
-        if transport {
-            reply.push(notify(NotifyType::UseTransportMode));
-        }
-        reply.push(Payload::Sa(esp_response_payload_pfs(
-            number, spi_in, choice, group,
-        )));
-        reply.push(Payload::Nonce(nr));
-        reply.extend(ker);
-        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
-        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
+        let new = ctx.child_sa(
+            child.name.clone(),
+            (a.spi_in, spi_out),
+            (a.keys.i_to_r, a.keys.r_to_i),
+            choice,
+            child_mode(transport),
+            (ts_r.clone(), ts_i.clone()),
+        );
+        let sa = esp_response_payload_pfs(number, a.spi_in, choice, group);
+        let reply = child_payloads(transport, sa, a.nr, a.ke, (ts_i, ts_r));
         ctx.track_child(x.now, &new);
         ctx.events.push_back(Event::ChildSaEstablished(new));
         reply
@@ -145,13 +116,7 @@ impl Exchange for ChildCreate {
             .all_children()
             .find(|c| c.name == self.name)?
             .clone();
-        let group = self
-            .group
-            .or_else(|| cfg.proposals.iter().find_map(|p| p.groups.first().copied()));
-        let ke = our_ke(ctx, group).ok()?;
-        let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return None;
-        };
+        let (ke, spi_in, ni) = request_keys(ctx, self.group, &cfg.proposals)?;
         // With virtual IPs our side is them (swanctl's `dynamic`).
         let mut local_ts = cfg.local_ts.clone();
         if !x.vips.is_empty() {
@@ -160,23 +125,13 @@ impl Exchange for ChildCreate {
                 local_ts = narrowed;
             }
         }
-        let mut p = Vec::new();
-        if cfg.mode == Mode::Transport {
-            p.push(notify(NotifyType::UseTransportMode));
-        }
-        p.push(Payload::Sa(esp_sa_payload_pfs(
-            &cfg.proposals,
-            spi_in,
-            ke.is_some(),
-        )));
-        p.push(Payload::Nonce(ni.clone()));
-        p.extend(ke.as_ref().map(ke_payload));
-        p.push(Payload::TsI(TsPayload {
-            selectors: local_ts.clone(),
-        }));
-        p.push(Payload::TsR(TsPayload {
-            selectors: cfg.remote_ts.clone(),
-        }));
+        let p = child_payloads(
+            cfg.mode == Mode::Transport,
+            esp_sa_payload_pfs(&cfg.proposals, spi_in, ke.is_some()),
+            ni.clone(),
+            ke.as_ref().map(ke_payload),
+            (local_ts.clone(), cfg.remote_ts.clone()),
+        );
         self.sent = Some(Sent {
             spi_in,
             ni,
@@ -208,14 +163,11 @@ impl Exchange for ChildCreate {
         };
         if let Some(t) = first_error_notify(p) {
             if t == NotifyType::InvalidKePayload {
-                let g = invalid_ke_group(p);
-                let ours = cfg
-                    .proposals
-                    .iter()
-                    .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
-                if ours && g != ke.as_ref().map(KeyExchange::group) {
-                    x.effects
-                        .push(Effect::Queue(Box::new(ChildCreate::new(name.clone(), g))));
+                if let Some(g) = retry_group(p, &cfg.proposals, ke.as_ref()) {
+                    x.effects.push(Effect::Queue(Box::new(ChildCreate::new(
+                        name.clone(),
+                        Some(g),
+                    ))));
                     return;
                 }
             }
@@ -240,36 +192,18 @@ impl Exchange for ChildCreate {
         if !r.selectors_within(&sent_i, &sent_r) {
             return failed(x, NotifyType::TsUnacceptable);
         }
-        let core = x.core;
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            &ni,
-            nr,
-            choice.cipher,
-        ) else {
+        let Ok(keys) = child_keys(x.core, gir.as_ref(), &ni, nr, choice.cipher) else {
             return failed(x, NotifyType::TemporaryFailure);
         };
         let transport = cfg.mode == Mode::Transport && has_notify(p, NotifyType::UseTransportMode);
-        let new = ChildSa {
-            name: name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.r_to_i,
-            keymat_out: keys.i_to_r,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: if transport {
-                Mode::Transport
-            } else {
-                Mode::Tunnel
-            },
-            local_ts: tsi.selectors.clone(),
-            remote_ts: tsr.selectors.clone(),
-            udp_encap: x.ctx.paths.nat().any(),
-            paths: x.ctx.paths.child_paths(),
-        };
+        let new = x.ctx.child_sa(
+            name.clone(),
+            (spi_in, spi_out),
+            (keys.r_to_i, keys.i_to_r),
+            choice,
+            child_mode(transport),
+            (tsi.selectors.clone(), tsr.selectors.clone()),
+        );
         x.ctx.track_child(x.now, &new);
         x.ctx.events.push_back(Event::ChildSaEstablished(new));
     }

@@ -5,19 +5,18 @@
 //! by the established state from the [`Effect::ChildRekeyed`] this reports.
 
 use super::{
-    ChildPayloads, Effect, Ex, Exchange, Key, Kind, RETRY_AFTER, answer_child_keys,
-    initiator_pfs_secret, invalid_ke_group, ke_payload, lowest, our_ke, refusal_notify,
+    ChildPayloads, Effect, Ex, Exchange, Key, Kind, RETRY_AFTER, answer_child, child_keys,
+    child_payloads, initiator_pfs_secret, ke_payload, lowest, refusal_notify, request_keys,
+    retry_group,
 };
 use crate::ike::config::Mode;
-use crate::ike::crypto::{ChildKeys, KeyExchange};
+use crate::ike::crypto::KeyExchange;
 use crate::ike::proposal::{
     check_esp_response_pfs, esp_response_payload_pfs, esp_sa_payload_pfs, narrow, select_esp_pfs,
 };
 use crate::ike::sa::timer::Timer;
-use crate::ike::sa::{ChildSa, Event, MAX_TRACKED_CHILDREN, first_error_notify, notify};
-use crate::wire::{
-    DhGroup, ExchangeType, NotifyPayload, NotifyType, Payload, ProtocolId, TsPayload,
-};
+use crate::ike::sa::{Event, MAX_TRACKED_CHILDREN, first_error_notify, notify};
+use crate::wire::{DhGroup, ExchangeType, NotifyPayload, NotifyType, Payload, ProtocolId};
 
 /// What our request carried, for its response.
 #[derive(Debug)]
@@ -89,62 +88,38 @@ impl Exchange for ChildRekey {
         {
             return vec![notify(NotifyType::TemporaryFailure)];
         }
-        let Some(ChildPayloads {
-            sa,
-            nonce: ni,
-            ke,
-            tsi,
-            tsr,
-        }) = ChildPayloads::parse(p)
-        else {
+        let Some(r) = ChildPayloads::parse(p) else {
             return vec![notify(NotifyType::InvalidSyntax)];
         };
+        let (ni, ke) = (r.nonce, r.ke);
         let proposals = &ctx.cfg.child_named(&ctx.children[i].name).proposals;
         let (number, spi_out, choice, group) =
-            match select_esp_pfs(sa, proposals, ke.map(|k| k.group)) {
+            match select_esp_pfs(r.sa, proposals, ke.map(|k| k.group)) {
                 Ok(c) => c,
                 Err(r) => return refusal_notify(r),
             };
         let old = &ctx.children[i];
-        let ts_i = narrow(&tsi.selectors, &old.remote_ts);
-        let ts_r = narrow(&tsr.selectors, &old.local_ts);
+        let ts_i = narrow(&r.tsi.selectors, &old.remote_ts);
+        let ts_r = narrow(&r.tsr.selectors, &old.local_ts);
         if ts_i.is_empty() || ts_r.is_empty() {
             return vec![notify(NotifyType::TsUnacceptable)];
         }
-        let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return vec![notify(NotifyType::TemporaryFailure)];
-        };
-        let (ker, keys) = match answer_child_keys(ctx, x.core, group, ke, (ni, &nr), choice.cipher)
-        {
-            Ok(k) => k,
+        let a = match answer_child(ctx, x.core, group, ke, ni, choice.cipher) {
+            Ok(a) => a,
             Err(refusal) => return refusal,
         };
+        let (spi_in, nr) = (a.spi_in, a.nr.clone());
         let old = &ctx.children[i];
-        let new = ChildSa {
-            name: old.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.i_to_r,
-            keymat_out: keys.r_to_i,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: old.mode,
-            local_ts: ts_r.clone(),
-            remote_ts: ts_i.clone(),
-            udp_encap: ctx.paths.nat().any(),
-            paths: ctx.paths.child_paths(),
-        };
-        let mut reply = Vec::new();
-        if old.mode == Mode::Transport {
-            reply.push(notify(NotifyType::UseTransportMode));
-        }
-        reply.push(Payload::Sa(esp_response_payload_pfs(
-            number, spi_in, choice, group,
-        )));
-        reply.push(Payload::Nonce(nr.clone()));
-        reply.extend(ker);
-        reply.push(Payload::TsI(TsPayload { selectors: ts_i }));
-        reply.push(Payload::TsR(TsPayload { selectors: ts_r }));
+        let new = ctx.child_sa(
+            old.name.clone(),
+            (spi_in, spi_out),
+            (a.keys.i_to_r, a.keys.r_to_i),
+            choice,
+            old.mode,
+            (ts_r.clone(), ts_i.clone()),
+        );
+        let sa = esp_response_payload_pfs(number, spi_in, choice, group);
+        let reply = child_payloads(old.mode == Mode::Transport, sa, a.nr, a.ke, (ts_i, ts_r));
         let old_spi_in = old.spi_in;
         ctx.children[i].peer_rekey = Some((lowest(ni, &nr), spi_in));
         #[cfg(test)]
@@ -176,35 +151,20 @@ impl Exchange for ChildRekey {
             .find(|c| c.spi_in == old_spi_in && !c.rekeyed && c.peer_rekey.is_none())?;
         let (local_ts, remote_ts, mode) = (c.local_ts.clone(), c.remote_ts.clone(), c.mode);
         let proposals = ctx.cfg.child_named(&c.name).proposals.clone();
-        let group = self
-            .group
-            .or_else(|| proposals.iter().find_map(|p| p.groups.first().copied()));
-        let ke = our_ke(ctx, group).ok()?;
-        let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
-            return None;
-        };
+        let (ke, spi_in, ni) = request_keys(ctx, self.group, &proposals)?;
         let mut p = vec![Payload::Notify(NotifyPayload {
             protocol: ProtocolId::Esp,
             spi: old_spi_in.to_be_bytes().to_vec(),
             notify_type: NotifyType::RekeySa,
             data: Vec::new(),
         })];
-        if mode == Mode::Transport {
-            p.push(notify(NotifyType::UseTransportMode));
-        }
-        p.push(Payload::Sa(esp_sa_payload_pfs(
-            &proposals,
-            spi_in,
-            ke.is_some(),
-        )));
-        p.push(Payload::Nonce(ni.clone()));
-        p.extend(ke.as_ref().map(ke_payload));
-        p.push(Payload::TsI(TsPayload {
-            selectors: local_ts,
-        }));
-        p.push(Payload::TsR(TsPayload {
-            selectors: remote_ts,
-        }));
+        p.extend(child_payloads(
+            mode == Mode::Transport,
+            esp_sa_payload_pfs(&proposals, spi_in, ke.is_some()),
+            ni.clone(),
+            ke.as_ref().map(ke_payload),
+            (local_ts, remote_ts),
+        ));
         self.sent = Some(Sent { spi_in, ni, ke });
         Some(p)
     }
@@ -223,14 +183,11 @@ impl Exchange for ChildRekey {
         if let Some(t) = first_error_notify(p) {
             match t {
                 NotifyType::InvalidKePayload => {
-                    let g = invalid_ke_group(p);
-                    let ours = proposals
-                        .iter()
-                        .any(|q| g.is_some_and(|g| q.groups.contains(&g)));
-                    let tried = ke.as_ref().map(KeyExchange::group);
-                    if ours && g != tried {
-                        x.effects
-                            .push(Effect::Queue(Box::new(ChildRekey::new(old_spi_in, g))));
+                    if let Some(g) = retry_group(p, &proposals, ke.as_ref()) {
+                        x.effects.push(Effect::Queue(Box::new(ChildRekey::new(
+                            old_spi_in,
+                            Some(g),
+                        ))));
                     }
                 }
                 NotifyType::TemporaryFailure => {
@@ -269,31 +226,17 @@ impl Exchange for ChildRekey {
             x.effects.push(delete_new());
             return;
         }
-        let core = x.core;
-        let Ok(keys) = ChildKeys::derive(
-            core.prf,
-            &core.sk_d,
-            gir.as_deref().map(|g| &g[..]),
-            &ni,
-            nr,
-            choice.cipher,
-        ) else {
+        let Ok(keys) = child_keys(x.core, gir.as_ref(), &ni, nr, choice.cipher) else {
             return;
         };
-        let new = ChildSa {
-            name: old.name.clone(),
-            spi_in,
-            spi_out,
-            keymat_in: keys.r_to_i,
-            keymat_out: keys.i_to_r,
-            cipher: choice.cipher,
-            esn: choice.esn,
-            mode: old.mode,
-            local_ts: tsi.selectors.clone(),
-            remote_ts: tsr.selectors.clone(),
-            udp_encap: ctx.paths.nat().any(),
-            paths: ctx.paths.child_paths(),
-        };
+        let new = ctx.child_sa(
+            old.name.clone(),
+            (spi_in, spi_out),
+            (keys.r_to_i, keys.i_to_r),
+            choice,
+            old.mode,
+            (tsi.selectors.clone(), tsr.selectors.clone()),
+        );
         ctx.children[i].rekeyed = true;
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(x.now, &new);

@@ -9,7 +9,7 @@ use crate::ike::crypto::KeyExchange;
 use crate::ike::proposal::{
     check_ike_rekey_response, ike_rekey_response_payload, ike_rekey_sa_payload, select_ike_rekey,
 };
-use crate::ike::sa::{NONCE_RANGE, first_error_notify, notify};
+use crate::ike::sa::{Firsts, NONCE_RANGE, first_error_notify, notify};
 use crate::wire::{
     DhGroup, ExchangeType, KePayload, NotifyPayload, NotifyType, Payload, ProtocolId,
 };
@@ -44,16 +44,8 @@ fn sa_nonce_ke(
     Option<&Vec<u8>>,
     Option<&KePayload>,
 ) {
-    let (mut sa, mut n, mut ke) = (None, None, None);
-    for q in p {
-        match q {
-            Payload::Sa(s) => sa = sa.or(Some(s)),
-            Payload::Nonce(x) => n = n.or(Some(x)),
-            Payload::Ke(k) => ke = ke.or(Some(k)),
-            _ => {}
-        }
-    }
-    (sa, n, ke)
+    let f = Firsts::of(p);
+    (f.sa, f.nonce, f.ke)
 }
 
 impl Exchange for IkeRekey {

@@ -22,7 +22,8 @@ use mifsec_dataplane::aead::Cipher;
 
 use super::core::Core;
 use super::ctx::Ctx;
-use super::{FailReason, NONCE_RANGE, notify};
+use super::{FailReason, Firsts, NONCE_RANGE, notify};
+use crate::ike::config::EspProposal;
 use crate::ike::crypto::{ChildKeys, KeyExchange, Secret};
 use crate::ike::proposal::{EspRefusal, is_subset};
 use crate::wire::{
@@ -240,18 +241,8 @@ impl<'a> ChildPayloads<'a> {
     /// The first of each payload; `None` when one is missing or the nonce's length is out of
     /// range.
     pub(in crate::ike::sa) fn parse(p: &'a [Payload]) -> Option<Self> {
-        let (mut sa, mut nonce, mut ke, mut tsi, mut tsr) = (None, None, None, None, None);
-        for q in p {
-            match q {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Nonce(n) => nonce = nonce.or(Some(n)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (sa, nonce, tsi, tsr) = (sa?, nonce?, tsi?, tsr?);
+        let f = Firsts::of(p);
+        let (sa, nonce, ke, tsi, tsr) = (f.sa?, f.nonce?, f.ke, f.tsi?, f.tsr?);
         NONCE_RANGE.contains(&nonce.len()).then_some(ChildPayloads {
             sa,
             nonce,
@@ -336,17 +327,32 @@ pub(in crate::ike::sa) fn ke_payload(ke: &KeyExchange) -> Payload {
     })
 }
 
-/// The responder's keys for a child SA in CREATE_CHILD_SA (new child or rekey): with PFS
-/// (a group chosen and the peer's KE), our KE payload and the new shared secret, then the
-/// KEYMAT. An error is the notify to answer with.
-pub(in crate::ike::sa) fn answer_child_keys(
+/// The responder's half of a child SA in CREATE_CHILD_SA (new child or rekey).
+pub(in crate::ike::sa) struct Answer {
+    /// Our inbound SPI.
+    pub(in crate::ike::sa) spi_in: u32,
+    /// Our nonce.
+    pub(in crate::ike::sa) nr: Vec<u8>,
+    /// Our KE payload, with PFS.
+    pub(in crate::ike::sa) ke: Option<Payload>,
+    /// The KEYMAT.
+    pub(in crate::ike::sa) keys: ChildKeys,
+}
+
+/// The responder's SPI, nonce and keys for a child SA in CREATE_CHILD_SA (new child or
+/// rekey): with PFS (a group chosen and the peer's KE), our KE payload and the new shared
+/// secret, then the KEYMAT. An error is the notify to answer with.
+pub(in crate::ike::sa) fn answer_child(
     ctx: &Ctx,
     core: &Core,
     group: Option<DhGroup>,
     ke: Option<&KePayload>,
-    (ni, nr): (&[u8], &[u8]),
+    ni: &[u8],
     cipher: Cipher,
-) -> Result<(Option<Payload>, ChildKeys), Vec<Payload>> {
+) -> Result<Answer, Vec<Payload>> {
+    let (Ok(spi_in), Ok(nr)) = (ctx.esp_spi(), ctx.nonce()) else {
+        return Err(vec![notify(NotifyType::TemporaryFailure)]);
+    };
     let (ker, gir) = match (group, ke) {
         (Some(g), Some(peer)) => {
             let Ok(ours) = KeyExchange::generate(g, &ctx.rng) else {
@@ -360,16 +366,74 @@ pub(in crate::ike::sa) fn answer_child_keys(
         }
         _ => (None, None),
     };
-    let keys = ChildKeys::derive(
-        core.prf,
-        &core.sk_d,
-        gir.as_deref().map(|g| &g[..]),
-        ni,
+    let keys = child_keys(core, gir.as_ref(), ni, &nr, cipher)
+        .map_err(|_| vec![notify(NotifyType::TemporaryFailure)])?;
+    Ok(Answer {
+        spi_in,
         nr,
-        cipher,
-    )
-    .map_err(|_| vec![notify(NotifyType::TemporaryFailure)])?;
-    Ok((ker, keys))
+        ke: ker,
+        keys,
+    })
+}
+
+/// The KEYMAT of a child SA from the IKE SA's SK_d, the new shared secret (with PFS) and
+/// the nonces.
+pub(in crate::ike::sa) fn child_keys(
+    core: &Core,
+    gir: Option<&Secret>,
+    ni: &[u8],
+    nr: &[u8],
+    cipher: Cipher,
+) -> Result<ChildKeys, ()> {
+    ChildKeys::derive(core.prf, &core.sk_d, gir.map(|g| &g[..]), ni, nr, cipher).map_err(|_| ())
+}
+
+/// The payloads of a child SA's request or response: USE_TRANSPORT_MODE if `transport`,
+/// then SA, Nonce, KE (with PFS), TSi and TSr.
+pub(in crate::ike::sa) fn child_payloads(
+    transport: bool,
+    sa: SaPayload,
+    nonce: Vec<u8>,
+    ke: Option<Payload>,
+    (tsi, tsr): (Vec<TrafficSelector>, Vec<TrafficSelector>),
+) -> Vec<Payload> {
+    let mut p = Vec::new();
+    if transport {
+        p.push(notify(NotifyType::UseTransportMode));
+    }
+    p.push(Payload::Sa(sa));
+    p.push(Payload::Nonce(nonce));
+    p.extend(ke);
+    p.push(Payload::TsI(TsPayload { selectors: tsi }));
+    p.push(Payload::TsR(TsPayload { selectors: tsr }));
+    p
+}
+
+/// Initiator: our KE (in `group`, else the first group of `proposals`; none: no PFS),
+/// inbound SPI and nonce for a child SA request. `None`: one could not be made.
+pub(in crate::ike::sa) fn request_keys(
+    ctx: &Ctx,
+    group: Option<DhGroup>,
+    proposals: &[EspProposal],
+) -> Option<(Option<KeyExchange>, u32, Vec<u8>)> {
+    let group = group.or_else(|| proposals.iter().find_map(|p| p.groups.first().copied()));
+    let ke = our_ke(ctx, group).ok()?;
+    let (Ok(spi_in), Ok(ni)) = (ctx.esp_spi(), ctx.nonce()) else {
+        return None;
+    };
+    Some((ke, spi_in, ni))
+}
+
+/// Initiator: the group to retry a child SA request in after the peer's INVALID_KE_PAYLOAD
+/// in `p`: one of `proposals`' and not the one `tried`.
+pub(in crate::ike::sa) fn retry_group(
+    p: &[Payload],
+    proposals: &[EspProposal],
+    tried: Option<&KeyExchange>,
+) -> Option<DhGroup> {
+    let g = invalid_ke_group(p)?;
+    let ours = proposals.iter().any(|q| q.groups.contains(&g));
+    (ours && Some(g) != tried.map(KeyExchange::group)).then_some(g)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::{
-    ChildSa, Event, FailReason, NONCE_RANGE, State, first_error_notify, has_notify, notify,
+    Event, FailReason, Firsts, NONCE_RANGE, State, first_error_notify, has_notify, notify,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -62,14 +62,7 @@ impl InitSent {
         payloads.extend(our_nat_notifies(ctx, self.spi_i, 0, local, remote));
         payloads.extend(init_extension_notifies(&ctx.cfg));
         let msg = Message {
-            header: Header {
-                spi_i: self.spi_i,
-                spi_r: 0,
-                minor_version: 0,
-                exchange_type: ExchangeType::IkeSaInit,
-                flags: Flags::INITIATOR,
-                message_id: 0,
-            },
+            header: Header::ike_sa_init(self.spi_i, 0, Flags::INITIATOR),
             payloads,
         };
         self.request = msg.to_bytes();
@@ -126,16 +119,8 @@ impl InitSent {
         if let Some(t) = first_error_notify(&msg.payloads) {
             return ctx.fail(FailReason::PeerNotify(t), None, None);
         }
-        let (mut sa, mut ke, mut nr) = (None, None, None);
-        for p in &msg.payloads {
-            match p {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::Nonce(n) => nr = nr.or(Some(n)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ke), Some(nr)) = (sa, ke, nr) else {
+        let f = Firsts::of(&msg.payloads);
+        let (Some(sa), Some(ke), Some(nr)) = (f.sa, f.ke, f.nonce) else {
             ctx.stats.malformed += 1;
             return State::InitSent(self);
         };
@@ -252,15 +237,8 @@ impl AuthSent {
                 return State::AuthSent(self);
             }
         };
-        let (mut idr, mut auth) = (None, None);
-        for p in &inner {
-            match p {
-                Payload::IdR(i) => idr = idr.or(Some(i)),
-                Payload::Auth(a) => auth = auth.or(Some(a)),
-                _ => {}
-            }
-        }
-        let (Some(idr), Some(auth)) = (idr, auth) else {
+        let f = Firsts::of(&inner);
+        let (Some(idr), Some(auth)) = (f.idr, f.auth) else {
             let reason = first_error_notify(&inner)
                 .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
             return ctx.fail(reason, spis, None);
@@ -296,16 +274,8 @@ impl AuthSent {
         };
         let name = ctx.cfg.child.name.clone();
         let child_error = first_error_notify(&inner);
-        let (mut sa, mut tsi, mut tsr) = (None, None, None);
-        for p in &inner {
-            match p {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+        let f = Firsts::of(&inner);
+        let (Some(sa), Some(tsi), Some(tsr)) = (f.sa, f.tsi, f.tsr) else {
             let reason = child_error.unwrap_or(NotifyType::NoProposalChosen);
             ctx.events.push_back(Event::ChildSaFailed { name, reason });
             return established(ctx, core);
@@ -345,20 +315,14 @@ impl AuthSent {
             Ok(k) => k,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
         };
-        let child = ChildSa {
+        let child = ctx.child_sa(
             name,
-            spi_in: st.spi_in,
-            spi_out,
-            keymat_in,
-            keymat_out,
-            cipher: choice.cipher,
-            esn: choice.esn,
+            (st.spi_in, spi_out),
+            (keymat_in, keymat_out),
+            choice,
             mode,
-            local_ts: tsi.selectors.clone(),
-            remote_ts: tsr.selectors.clone(),
-            udp_encap: ctx.paths.nat().any(),
-            paths: ctx.paths.child_paths(),
-        };
+            (tsi.selectors.clone(), tsr.selectors.clone()),
+        );
         ctx.track_child(now, &child);
         ctx.events.push_back(Event::ChildSaEstablished(child));
         established(ctx, core)

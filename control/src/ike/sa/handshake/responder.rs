@@ -7,8 +7,8 @@ use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
-    AuthVerified, ChildSa, Event, FailReason, NONCE_RANGE, State, Transmit, has_notify, notify,
-    pick_child,
+    AuthVerified, ChildSa, Event, FailReason, Firsts, NONCE_RANGE, State, Transmit, child_mode,
+    has_notify, notify, pick_child,
 };
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -53,16 +53,8 @@ impl AwaitInit {
             return State::AwaitInit(self);
         }
         ctx.paths.set_addresses(local, remote);
-        let (mut sa, mut ke, mut ni) = (None, None, None);
-        for p in &msg.payloads {
-            match p {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::Ke(k) => ke = ke.or(Some(k)),
-                Payload::Nonce(n) => ni = ni.or(Some(n)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(ke), Some(ni)) = (sa, ke, ni) else {
+        let f = Firsts::of(&msg.payloads);
+        let (Some(sa), Some(ke), Some(ni)) = (f.sa, f.ke, f.nonce) else {
             ctx.refuse_init(h, NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
             return State::AwaitInit(self);
         };
@@ -117,14 +109,7 @@ impl AwaitInit {
         payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, local, remote));
         payloads.extend(init_extension_notifies(&ctx.cfg));
         let response = Message {
-            header: Header {
-                spi_i,
-                spi_r,
-                minor_version: 0,
-                exchange_type: ExchangeType::IkeSaInit,
-                flags: Flags::RESPONSE,
-                message_id: 0,
-            },
+            header: Header::ike_sa_init(spi_i, spi_r, Flags::RESPONSE),
             payloads,
         }
         .to_bytes();
@@ -224,15 +209,8 @@ impl AwaitAuth {
         // Responses go back where the request came from (the initiator may have floated).
         ctx.paths.set_addresses(local, remote);
         let mut core = self.core;
-        let (mut idi, mut auth) = (None, None);
-        for p in &inner {
-            match p {
-                Payload::IdI(i) => idi = idi.or(Some(i)),
-                Payload::Auth(a) => auth = auth.or(Some(a)),
-                _ => {}
-            }
-        }
-        let (Some(idi), Some(auth)) = (idi, auth) else {
+        let f = Firsts::of(&inner);
+        let (Some(idi), Some(auth)) = (f.idi, f.auth) else {
             let n = [notify(NotifyType::InvalidSyntax)];
             let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
             if let Some(b) = &resp {
@@ -299,17 +277,12 @@ impl AwaitAuth {
             vips: Vec::new(),
             dns: Vec::new(),
         };
-        let (mut sa, mut tsi, mut tsr, mut cp) = (None, None, None, None);
-        for p in inner {
-            match p {
-                Payload::Sa(s) => sa = sa.or(Some(s)),
-                Payload::TsI(t) => tsi = tsi.or(Some(t)),
-                Payload::TsR(t) => tsr = tsr.or(Some(t)),
-                Payload::Cp(c) if c.cfg_type == CfgType::Request => cp = cp.or(Some(c)),
-                _ => {}
-            }
-        }
-        let (Some(sa), Some(tsi), Some(tsr)) = (sa, tsi, tsr) else {
+        let f = Firsts::of(inner);
+        let cp = inner.iter().find_map(|p| match p {
+            Payload::Cp(c) if c.cfg_type == CfgType::Request => Some(c),
+            _ => None,
+        });
+        let (Some(sa), Some(tsi), Some(tsr)) = (f.sa, f.tsi, f.tsr) else {
             return fail(NotifyType::InvalidSyntax);
         };
         // Virtual IPs first: the peer's selectors are narrowed to them.
@@ -368,24 +341,14 @@ impl AwaitAuth {
         }));
         ChildOutcome {
             payloads,
-            result: Ok(ChildSa {
-                name: child.name.clone(),
-                spi_in,
-                spi_out,
-                keymat_in,
-                keymat_out,
-                cipher: choice.cipher,
-                esn: choice.esn,
-                mode: if transport {
-                    Mode::Transport
-                } else {
-                    Mode::Tunnel
-                },
-                local_ts: ts_r,
-                remote_ts: ts_i,
-                udp_encap: ctx.paths.nat().any(),
-                paths: ctx.paths.child_paths(),
-            }),
+            result: Ok(ctx.child_sa(
+                child.name.clone(),
+                (spi_in, spi_out),
+                (keymat_in, keymat_out),
+                choice,
+                child_mode(transport),
+                (ts_r, ts_i),
+            )),
             vips,
             dns,
         }
