@@ -355,6 +355,53 @@ fn dpd_clears_the_sas_when_strongswan_vanishes() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
 }
 
+/// Traffic from the peer postpones the liveness checks: while replies come in through the
+/// tunnel (the engine pushes the child's usage), mifsec sends charon no liveness check, and
+/// once they stop, the checks come again.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn inbound_traffic_postpones_liveness_checks() {
+    require_root();
+    let mut lab = Lab::new("a", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_swan(&gw_ns, &swan_gateway_conf());
+    let config = mifsec_client_config(&lab, "dpd_delay = \"1s\"\ndpd_action = \"clear\"", "");
+    lab.start_mifsec("cl", &cl_ns, &config);
+    lab.wait_established("cl");
+    let checks = |lab: &Lab| {
+        lab.swan_log()
+            .matches("parsed INFORMATIONAL request")
+            .count()
+    };
+    wait_until(
+        WAIT,
+        "a liveness check answered by charon while idle",
+        || checks(&lab) >= 1,
+    );
+    // Six seconds of pings every 10 ms: six liveness intervals, all with traffic.
+    let ping = lab.ping_stream("cl", &cl_ns, 600);
+    let during = checks(&lab);
+    let out = ping.wait_with_output().expect("ping output");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // One check may have been on its way before the first usage report of the stream.
+    let after = checks(&lab);
+    assert!(
+        after <= during + 1,
+        "{} liveness checks during six seconds of traffic\n{}",
+        after - during,
+        lab.log("cl")
+    );
+    wait_until(
+        WAIT,
+        "liveness checks again once the traffic stopped",
+        || checks(&lab) > after,
+    );
+}
+
 /// `mifsec ctl rekey` under a ping flood, as the client against a strongSwan gateway: a child
 /// rekey, then an IKE rekey, each with new SPIs that strongSwan agrees on, and no ping lost.
 #[test]
