@@ -354,6 +354,27 @@ fn notify(t: NotifyType) -> Payload {
     Payload::Notify(NotifyPayload::new(t, Vec::new()))
 }
 
+/// One received IKE message, as the handshake's states handle it.
+#[derive(Clone, Copy)]
+struct Received<'a> {
+    now: Instant,
+    /// The address it arrived on (ours).
+    local: SocketAddr,
+    /// The address it came from (the peer's).
+    remote: SocketAddr,
+    /// The datagram (non-ESP marker removed).
+    bytes: &'a [u8],
+    /// What it parsed to.
+    msg: &'a Message,
+}
+
+impl<'a> Received<'a> {
+    /// The time, the addresses (ours, the peer's), the datagram and its message.
+    fn parts(self) -> (Instant, (SocketAddr, SocketAddr), &'a [u8], &'a Message) {
+        (self.now, (self.local, self.remote), self.bytes, self.msg)
+    }
+}
+
 /// A child SA's mode: transport if both sides asked for it, else tunnel.
 fn child_mode(transport: bool) -> Mode {
     if transport {
@@ -535,11 +556,18 @@ impl IkeSa {
             }),
         );
         let ctx = &mut self.ctx;
+        let received = Received {
+            now,
+            local,
+            remote,
+            bytes,
+            msg: &msg,
+        };
         self.state = match state {
-            State::InitSent(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
-            State::AuthSent(st) => st.handle(ctx, now, bytes, &msg),
-            State::AwaitInit(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
-            State::AwaitAuth(st) => st.handle(ctx, now, local, remote, bytes, &msg),
+            State::InitSent(st) => st.handle(ctx, received),
+            State::AuthSent(st) => st.handle(ctx, received),
+            State::AwaitInit(st) => st.handle(ctx, received),
+            State::AwaitAuth(st) => st.handle(ctx, received),
             State::Established(st) => st.handle(ctx, now, remote, bytes, &msg),
             State::Dead(st) => st.handle(ctx, remote, &msg),
         };

@@ -6,9 +6,9 @@ use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::{
-    Event, FailReason, Firsts, NONCE_RANGE, State, first_error_notify, has_notify, notify,
+    Event, FailReason, Firsts, NONCE_RANGE, Received, State, first_error_notify, has_notify, notify,
 };
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::ike::config::Mode;
@@ -69,14 +69,8 @@ impl InitSent {
         ctx.send_request(now, self.request.clone());
     }
 
-    pub(in crate::ike::sa) fn handle(
-        mut self: Box<Self>,
-        ctx: &mut Ctx,
-        now: Instant,
-        (local, remote): (SocketAddr, SocketAddr),
-        bytes: &[u8],
-        msg: &Message,
-    ) -> State {
+    pub(in crate::ike::sa) fn handle(mut self: Box<Self>, ctx: &mut Ctx, r: Received<'_>) -> State {
+        let (now, (local, remote), bytes, msg) = r.parts();
         let h = &msg.header;
         let fits = h.exchange_type == ExchangeType::IkeSaInit
             && h.flags.response()
@@ -206,13 +200,8 @@ impl AuthSent {
         }))
     }
 
-    pub(in crate::ike::sa) fn handle(
-        mut self: Box<Self>,
-        ctx: &mut Ctx,
-        now: Instant,
-        bytes: &[u8],
-        msg: &Message,
-    ) -> State {
+    pub(in crate::ike::sa) fn handle(mut self: Box<Self>, ctx: &mut Ctx, r: Received<'_>) -> State {
+        let (now, _, bytes, msg) = r.parts();
         let h = &msg.header;
         let spis = Some((self.core.spi_i, self.core.spi_r));
         let fits = h.spi_i == self.core.spi_i

@@ -7,10 +7,10 @@ use crate::ike::sa::established::Established;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
-    AuthVerified, ChildSa, Event, FailReason, Firsts, NONCE_RANGE, State, Transmit, child_mode,
-    has_notify, notify, pick_child,
+    AuthVerified, ChildSa, Event, FailReason, Firsts, NONCE_RANGE, Received, State, Transmit,
+    child_mode, has_notify, notify, pick_child,
 };
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::ike::config::Mode;
@@ -33,14 +33,8 @@ pub(in crate::ike::sa) struct AwaitAuth {
 }
 
 impl AwaitInit {
-    pub(in crate::ike::sa) fn handle(
-        self,
-        ctx: &mut Ctx,
-        now: Instant,
-        (local, remote): (SocketAddr, SocketAddr),
-        bytes: &[u8],
-        msg: &Message,
-    ) -> State {
+    pub(in crate::ike::sa) fn handle(self, ctx: &mut Ctx, r: Received<'_>) -> State {
+        let (now, (local, remote), bytes, msg) = r.parts();
         let h = &msg.header;
         let fits = h.exchange_type == ExchangeType::IkeSaInit
             && !h.flags.response()
@@ -149,15 +143,8 @@ pub(in crate::ike::sa) struct ChildOutcome {
 }
 
 impl AwaitAuth {
-    pub(in crate::ike::sa) fn handle(
-        mut self: Box<Self>,
-        ctx: &mut Ctx,
-        now: Instant,
-        local: SocketAddr,
-        remote: SocketAddr,
-        bytes: &[u8],
-        msg: &Message,
-    ) -> State {
+    pub(in crate::ike::sa) fn handle(mut self: Box<Self>, ctx: &mut Ctx, r: Received<'_>) -> State {
+        let (now, (local, remote), bytes, msg) = r.parts();
         let h = &msg.header;
         let core = &self.core;
         // A retransmitted IKE_SA_INIT request: answer from the cache.
