@@ -95,7 +95,7 @@ impl std::error::Error for OffloadError {}
 // ---------------------------------------------------------------------------------------------
 
 /// `struct virtio_net_hdr` (virtio 1.0, little-endian fields; the TUN uses this layout on
-/// little-endian hosts, and `tun.rs` asks for it explicitly on big-endian ones).
+/// little-endian hosts, and `sys/tun.rs` asks for it explicitly on big-endian ones).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VirtioNetHdr {
     /// `VIRTIO_NET_HDR_F_*`.

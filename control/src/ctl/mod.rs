@@ -22,7 +22,7 @@
 //! The protocol (requests, responses, [`dispatch`]) is here; serving the socket (binding,
 //! credentials, access rules, the connection threads) is in `server`, and the client's
 //! [`call`] in `client`. The server side talks to anything that implements [`Target`] (the
-//! [`Engine`], the daemon, or a test double), through [`dispatch`] (or [`handle_line`],
+//! [`Engine`], the daemon, or `stand_in` in tests), through [`dispatch`] (or [`handle_line`],
 //! which also parses).
 
 use std::net::{IpAddr, SocketAddr};

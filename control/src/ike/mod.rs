@@ -6,10 +6,13 @@
 //! * [`crypto`]: PRFs and prf+, Diffie-Hellman, key derivation, PSK AUTH, the SK payload.
 //! * [`config`]: the configuration one IKE SA is built from.
 //! * [`cookie`]: responder COOKIEs (RFC 7296 section 2.6) and the decision to demand them.
+//! * [`endpoint`]: every IKE SA of a node: routing datagrams by SPI, new responders, the
+//!   COOKIE gate and the half-open limits (sans-IO; the daemon's IKE thread drives it).
 //! * [`fragment`]: IKE fragmentation (RFC 7383): message size budget and reassembly.
 //! * [`limits`]: limits on new responder SAs: half-open SAs in all and per source, and
 //!   an IKE_SA_INIT rate per source.
 //! * [`proposal`]: SA payloads, proposal selection, traffic-selector narrowing.
+//! * [`sample`]: sample client and gateway configurations (harness, fuzz targets, benchmark).
 //! * [`sa`]: the state machine, [`IkeSa`] (the exchanges after IKE_AUTH in
 //!   `sa/exchange/`, one type each).
 //!
