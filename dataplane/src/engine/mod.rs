@@ -11,8 +11,9 @@
 //!
 //! Worker `i` owns TUN queue `i` and polls every outer socket (the sockets are shared; whoever
 //! is woken drains them). The control side ([`Engine`]'s methods, called from the daemon's
-//! control-socket and IKE threads) never touches packets: it builds a new [`SaTable`] and publishes it with
-//! one pointer swap; workers pick it up at their next batch.
+//! control-socket and IKE threads) never touches packets: it builds a new
+//! [`SaTable`](crate::sa_table::SaTable) and publishes it with one pointer swap; workers pick
+//! it up at their next batch.
 
 mod error;
 mod inbound;

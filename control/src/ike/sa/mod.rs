@@ -332,7 +332,7 @@ pub struct Stats {
     pub fragments_dropped: u64,
 }
 
-/// Proof that the peer's AUTH payload verified. Only [`verify_peer`] makes one, and child
+/// Proof that the peer's AUTH payload verified. Only `core::verify_peer` makes one, and child
 /// SA keys can only be derived with one.
 #[derive(Debug)]
 pub struct AuthVerified(());
