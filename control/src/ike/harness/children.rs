@@ -304,7 +304,7 @@ fn rekey_of_second_child_leaves_first_untouched() {
 }
 
 #[test]
-fn ikectl_rekey_rekeys_every_child() {
+fn rekey_children_rekeys_every_child() {
     let (c, g) = with_second_child(false);
     let mut h = Harness::new(c, g, Faults::default());
     h.run(LIMIT);
