@@ -26,4 +26,4 @@ pub mod sys;
 
 /// The device modules at their first paths (`mifsec_dataplane::tun`, `::udp`), for the crates
 /// that use them.
-pub use sys::{tun, udp};
+pub use sys::{netlink, tun, udp};

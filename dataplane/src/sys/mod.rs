@@ -4,5 +4,6 @@
 //! in a private `ffi` module, every block with its `// SAFETY:` comment; the rest of the
 //! crate sees only safe types. (`iproute` runs the `ip` program, no syscall of its own.)
 
+pub mod netlink;
 pub mod tun;
 pub mod udp;
