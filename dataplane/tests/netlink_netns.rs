@@ -179,3 +179,46 @@ fn tentative_and_dad_failed_ipv6_addresses_are_not_reported() {
     assert!(lab.mon.snapshot().links[&index].addrs.contains(&ok));
     assert_eq!(lab.mon.counters().parse_errors, 0);
 }
+
+#[test]
+fn events_lost_to_enobufs_are_recovered_by_a_fresh_dump() {
+    const N: usize = 200;
+    let mut lab = Lab::new();
+    let index = lab.index;
+    lab.mon
+        .set_event_buffer(1)
+        .expect("shrink the event buffer");
+    // N addresses added while the monitor does not read: the small buffer overflows.
+    let batch: String = (0..N)
+        .map(|i| {
+            format!(
+                "addr add 198.18.{}.{}/32 dev nla\n",
+                104 + i / 250,
+                1 + i % 250
+            )
+        })
+        .collect();
+    let path = std::env::temp_dir().join(format!("mifsec-nl-batch-{}", unique_suffix()));
+    std::fs::write(&path, batch).expect("write the batch");
+    lab.ip_a(&["-batch", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    let Lab { mon, seen, .. } = &mut lab;
+    wait_until(TIMEOUT, "the monitor to list every address", || {
+        mon.poll(seen).expect("poll the monitor");
+        mon.snapshot().links[&index].addrs.len() == N
+    });
+    assert!(
+        mon.counters().resyncs >= 1,
+        "the events overflowed: {:?}",
+        mon.counters()
+    );
+    let added = seen
+        .iter()
+        .filter(|c| matches!(c, Change::AddrAdded { .. }))
+        .count();
+    assert_eq!(
+        added, N,
+        "each address reported once, by event or by the resync"
+    );
+    assert_eq!(mon.counters().parse_errors, 0);
+}

@@ -312,6 +312,12 @@ impl Monitor {
         Ok(m)
     }
 
+    /// Sets the event socket's receive buffer (`SO_RCVBUF`, 1 MiB by default; the kernel
+    /// doubles it). Smaller overflows sooner: the tests use it to provoke `ENOBUFS`.
+    pub fn set_event_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.events.set_rx_buf_sz(bytes)
+    }
+
     /// The current state.
     pub fn snapshot(&self) -> &Snapshot {
         &self.snapshot
