@@ -369,9 +369,22 @@ impl Monitor {
         Ok(())
     }
 
-    /// Dumps links and addresses afresh and reports the difference from the snapshot held.
+    /// Discards the events queued, dumps links and addresses afresh and reports the difference
+    /// from the snapshot held.
     pub fn resync(&mut self, out: &mut Vec<Change>) -> io::Result<()> {
         self.counters.resyncs += 1;
+        // What is still queued is older than the events the kernel dropped: replayed after
+        // the dump it could bring back a state those lost events undid (an address added,
+        // its deletion dropped). The dump supersedes it all.
+        for _ in 0..MAX_DUMP_DATAGRAMS {
+            match self.events.recv(&mut &mut self.buf[..], 0) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let fresh = self.dump()?;
         diff(&self.snapshot, &fresh, out);
         self.snapshot = fresh;
