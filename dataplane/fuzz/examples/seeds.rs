@@ -234,5 +234,47 @@ fn main() {
         plain.extend_from_slice(&inner);
         write("esp_open", &format!("to-seal-{i}"), &plain);
     }
+    netlink_seeds();
     eprintln!("dataplane fuzz seeds written");
+}
+
+/// rtnetlink datagrams as the kernel sends them: a link, IPv4 and IPv6 addresses (one
+/// tentative), an address deletion, a link deletion.
+fn netlink_seeds() {
+    use mifsec_dataplane::netlink::encode;
+    use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+    use netlink_packet_route::{AddressFamily, RouteNetlinkMessage as M};
+
+    let mut link = LinkMessage::default();
+    link.header.index = 2;
+    link.header.flags = LinkFlags::Up | LinkFlags::LowerUp;
+    link.attributes.push(LinkAttribute::IfName("eth0".into()));
+    let addr = |ip: &str, prefix_len, flags| {
+        let mut m = AddressMessage::default();
+        m.header.family = if ip.contains(':') {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        m.header.index = 2;
+        m.header.prefix_len = prefix_len;
+        m.attributes
+            .push(AddressAttribute::Address(ip.parse().unwrap()));
+        m.attributes.push(AddressAttribute::Flags(flags));
+        m
+    };
+    let v4 = addr("198.18.0.1", 24, AddressFlags::Permanent);
+    let v6 = addr("fd00::1", 64, AddressFlags::Permanent);
+    let tentative = addr("fd00::2", 64, AddressFlags::Tentative);
+    let mut dump = encode(M::NewLink(link.clone()));
+    dump.extend(encode(M::NewAddress(v4.clone())));
+    dump.extend(encode(M::NewAddress(v6)));
+    dump.extend(encode(M::NewAddress(tentative)));
+    write("netlink_parse", "dump", &dump);
+    let mut gone = encode(M::NewLink(link.clone()));
+    gone.extend(encode(M::NewAddress(v4.clone())));
+    gone.extend(encode(M::DelAddress(v4)));
+    gone.extend(encode(M::DelLink(link)));
+    write("netlink_parse", "removals", &gone);
 }

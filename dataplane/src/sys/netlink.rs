@@ -453,6 +453,25 @@ impl AsRawFd for Monitor {
     }
 }
 
+/// Applies the messages of one datagram to `snapshot` (malformed ones counted in
+/// `counters`): the monitor's parsing, for the fuzz target.
+pub fn apply_datagram(data: &[u8], snapshot: &mut Snapshot, counters: &mut MonitorCounters) {
+    parse_datagram(data, counters, |m| {
+        if let NetlinkPayload::InnerMessage(inner) = m.payload {
+            snapshot.apply(&inner);
+        }
+    });
+}
+
+/// One rtnetlink message as the kernel sends it (for tests and fuzz seeds).
+pub fn encode(msg: RouteNetlinkMessage) -> Vec<u8> {
+    let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+    m.finalize();
+    let mut b = vec![0; m.buffer_len()];
+    m.serialize(&mut b);
+    b
+}
+
 /// Parses the netlink messages of one datagram, calling `f` for each; a malformed message is
 /// counted and ends the datagram (its length cannot be trusted to find the next).
 fn parse_datagram(
@@ -619,13 +638,8 @@ mod tests {
         m
     }
 
-    /// Serializes `msg` as the kernel would send it.
     fn wire(msg: RouteNetlinkMessage) -> Vec<u8> {
-        let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-        m.finalize();
-        let mut b = vec![0; m.buffer_len()];
-        m.serialize(&mut b);
-        b
+        encode(msg)
     }
 
     fn up() -> LinkFlags {
