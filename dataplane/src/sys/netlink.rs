@@ -487,6 +487,11 @@ fn parse_datagram(
             counters.parse_errors += 1;
             return;
         }
+        if !attrs_safe_to_parse(&rest[..len]) {
+            counters.parse_errors += 1;
+            off += (len + 3) & !3;
+            continue;
+        }
         match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) {
             Ok(m) => {
                 counters.messages += 1;
@@ -496,6 +501,33 @@ fn parse_datagram(
         }
         off += (len + 3) & !3;
     }
+}
+
+/// False for a message the crate would panic on rather than refuse: netlink-packet-route
+/// 0.21 slices an address's `IFA_CACHEINFO` as 16 bytes whatever its length (found by the
+/// `netlink_parse` fuzz target). Such a message is counted as malformed instead.
+fn attrs_safe_to_parse(msg: &[u8]) -> bool {
+    const RTM_NEWADDR: u16 = 20;
+    const RTM_DELADDR: u16 = 21;
+    const IFA_CACHEINFO: u16 = 6;
+    let kind = u16::from_ne_bytes([msg[4], msg[5]]);
+    if kind != RTM_NEWADDR && kind != RTM_DELADDR {
+        return true;
+    }
+    // netlink header (16), ifaddrmsg (8), then the attributes.
+    let mut off = 24;
+    while msg.len().saturating_sub(off) >= 4 {
+        let len = u16::from_ne_bytes([msg[off], msg[off + 1]]) as usize;
+        let kind = u16::from_ne_bytes([msg[off + 2], msg[off + 3]]) & 0x3fff;
+        if kind == IFA_CACHEINFO && len != 4 + 16 {
+            return false;
+        }
+        if len < 4 {
+            return true; // the crate refuses it
+        }
+        off += (len + 3) & !3;
+    }
+    true
 }
 
 /// Collapses flaps: the first change opens a window of `window` (strongSwan: 100 ms); the
@@ -769,6 +801,17 @@ mod tests {
             });
         }
         assert!(c.parse_errors > 0);
+
+        // The fuzz target's find: a 4-byte IFA_CACHEINFO (the crate slices 16) is refused.
+        let mut m = addr_msg(2, addr("198.18.0.1", 24), AddressFlags::Permanent);
+        m.attributes.clear();
+        let mut short = wire(RouteNetlinkMessage::NewAddress(m));
+        short.extend_from_slice(&[8, 0, 6, 0, 1, 2, 3, 4]);
+        let total = short.len() as u32;
+        short[..4].copy_from_slice(&total.to_ne_bytes());
+        let mut c = MonitorCounters::default();
+        parse_datagram(&short, &mut c, |_| {});
+        assert_eq!((c.messages, c.parse_errors), (0, 1));
     }
 
     #[test]
