@@ -93,6 +93,10 @@ fn monitor_reports_address_and_link_changes() {
         name: "nla".into(),
     });
 
+    lab.ip_a(&["route", "add", "198.18.105.0/24", "dev", "nla"]);
+    lab.expect(Change::RoutesChanged);
+    assert!(lab.mon.counters().route_events >= 1);
+
     lab.ip_a(&["link", "set", "nla", "down"]);
     lab.expect(Change::LinkDown {
         index,
