@@ -985,6 +985,20 @@ impl IkeThread {
                 name: child,
                 reason,
             } => warn!("child {child} failed: {reason:?}"),
+            Event::IkeSaMoved {
+                local,
+                remote,
+                children,
+                ..
+            } => {
+                // The IKE SA answers on the new path already; moving the children's engine
+                // paths (make-before-break) is the next step of issue 10.
+                warn!(
+                    "peer moved the IKE SA to {local} === {remote} (MOBIKE); {} child SAs \
+                     stay on their old path: moving them is not implemented yet",
+                    children.len()
+                );
+            }
             Event::ChildSaRekeyed {
                 old_spi_in,
                 new,

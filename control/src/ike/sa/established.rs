@@ -154,6 +154,7 @@ impl Established {
             core: &ch.core,
             vips: &self.info.vips,
             now,
+            from: None,
             effects: Vec::new(),
         };
         let r = f(&mut x);
@@ -164,7 +165,7 @@ impl Established {
         mut self: Box<Self>,
         ctx: &mut Ctx,
         now: Instant,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
         bytes: &[u8],
         msg: &Message,
     ) -> State {
@@ -184,7 +185,7 @@ impl Established {
         let next = if h.flags.response() {
             self.on_response(ctx, now, w, bytes, msg)
         } else {
-            self.on_request(ctx, now, w, remote, bytes, msg)
+            self.on_request(ctx, now, w, (local, remote), bytes, msg)
         };
         match next {
             State::Established(mut st) => {
@@ -200,7 +201,7 @@ impl Established {
         ctx: &mut Ctx,
         now: Instant,
         w: Which,
-        remote: SocketAddr,
+        (arrived_on, remote): (SocketAddr, SocketAddr),
         bytes: &[u8],
         msg: &Message,
     ) -> State {
@@ -243,7 +244,14 @@ impl Established {
                     .unwrap_or(NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
                 (vec![Payload::Notify(n)], Vec::new())
             }
-            Ok(p) => self.dispatch(ctx, now, w, h.exchange_type, p),
+            Ok(p) => self.dispatch(ctx, now, w, h.exchange_type, p, (arrived_on, remote)),
+        };
+        // A MOBIKE update moves the current path to where the request came from: the
+        // answer goes from the address it arrived on (RFC 4555 section 3.5).
+        let local = if ctx.paths.pair() == (arrived_on, remote) {
+            arrived_on
+        } else {
+            local
         };
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
@@ -267,6 +275,7 @@ impl Established {
         w: Which,
         exchange: ExchangeType,
         p: &[Payload],
+        from: (SocketAddr, SocketAddr),
     ) -> (Vec<Payload>, Vec<Effect>) {
         let refuse = |t| (vec![notify(t)], Vec::new());
         // The peer tells us our AUTH did not verify after all (RFC 7296 section 2.21.2),
@@ -290,7 +299,10 @@ impl Established {
             return refuse(NotifyType::TemporaryFailure);
         }
         let respond = r.respond;
-        self.run(ctx, now, w, |x| respond(x, p))
+        self.run(ctx, now, w, |x| {
+            x.from = Some(from);
+            respond(x, p)
+        })
             .unwrap_or_else(|| (Vec::new(), Vec::new()))
     }
 

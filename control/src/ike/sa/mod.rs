@@ -302,10 +302,40 @@ pub enum Event {
     /// `IkeSaInfo`; its child SAs are unchanged. The old SPIs stay routed to this SA until
     /// the old IKE SA's Delete exchange is over.
     IkeSaRekeyed(IkeSaInfo),
+    /// The IKE SA moved to a new path (the peer's MOBIKE UPDATE_SA_ADDRESSES, RFC 4555
+    /// section 3.5): IKE messages now go on `local`, `remote`; move every child of
+    /// `children` to its new pair, make-before-break (the new path in before the old one
+    /// leaves).
+    IkeSaMoved {
+        /// The IKE SA's SPIs (initiator's, responder's).
+        spis: (u64, u64),
+        /// Our address on the new path.
+        local: SocketAddr,
+        /// The peer's address on the new path.
+        remote: SocketAddr,
+        /// NAT detection's outcome on the new path.
+        nat: NatStatus,
+        /// Every child SA, by inbound SPI, with its new (local, remote) pairs (the
+        /// ESP-in-UDP port, as [`ChildSa::paths`]).
+        children: Vec<ChildMove>,
+    },
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
     Closed,
+}
+
+/// One child SA's new addresses after its IKE SA moved ([`Event::IkeSaMoved`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildMove {
+    /// The child's inbound SPI.
+    pub spi_in: u32,
+    /// The child's outbound SPI.
+    pub spi_out: u32,
+    /// The (local, remote) pairs to install it on now, as [`ChildSa::paths`].
+    pub paths: Vec<(SocketAddr, SocketAddr)>,
+    /// Whether ESP must go in UDP on the new path.
+    pub udp_encap: bool,
 }
 
 /// Counters of what was dropped or repeated.
@@ -330,6 +360,11 @@ pub struct Stats {
     /// Authenticated fragments not used: duplicates, stale, over a limit, or not
     /// negotiated.
     pub fragments_dropped: u64,
+    /// MOBIKE moves of the IKE SA to a new path (the peer's UPDATE_SA_ADDRESSES).
+    pub moves: u64,
+    /// The peer's additional-address notifies not kept: over the cap
+    /// (`MAX_PEER_ADDRESSES`), of a wrong length, or duplicates.
+    pub peer_addresses_dropped: u64,
 }
 
 /// Proof that the peer's AUTH payload verified. Only `core::verify_peer` makes one, and child
@@ -568,7 +603,7 @@ impl IkeSa {
             State::AuthSent(st) => st.handle(ctx, received),
             State::AwaitInit(st) => st.handle(ctx, received),
             State::AwaitAuth(st) => st.handle(ctx, received),
-            State::Established(st) => st.handle(ctx, now, remote, bytes, &msg),
+            State::Established(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
             State::Dead(st) => st.handle(ctx, remote, &msg),
         };
         self.release_if_dead();
@@ -919,6 +954,16 @@ impl IkeSa {
     /// Our current local and remote addresses (after any float to the NAT-T port).
     pub fn addresses(&self) -> (SocketAddr, SocketAddr) {
         self.ctx.paths.pair()
+    }
+
+    /// Whether MOBIKE (RFC 4555) is in use: both sides sent MOBIKE_SUPPORTED.
+    pub fn mobike(&self) -> bool {
+        self.ctx.paths.mobike()
+    }
+
+    /// The peer's additional addresses (MOBIKE), as its last list said.
+    pub fn peer_addresses(&self) -> &[IpAddr] {
+        self.ctx.paths.peer_addresses()
     }
 }
 

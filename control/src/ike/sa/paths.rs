@@ -3,9 +3,14 @@
 //! ran on (after any float to the NAT-T port); MOBIKE and the multi-interface extension
 //! will add and switch paths here.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
-use super::NatStatus;
+use super::{NatStatus, Stats};
+use crate::wire::{NotifyType, Payload};
+
+/// The most additional addresses of the peer's (RFC 4555 ADDITIONAL_IP4_ADDRESS /
+/// ADDITIONAL_IP6_ADDRESS) an IKE SA keeps; further ones are dropped and counted.
+pub const MAX_PEER_ADDRESSES: usize = 16;
 
 /// The UDP port ESP travels on (RFC 3948), whatever port IKE uses: a child SA is
 /// installed on its IKE SA's addresses with this port.
@@ -26,6 +31,58 @@ pub struct Path {
 #[derive(Debug, Clone)]
 pub(in crate::ike::sa) struct PathSet {
     paths: Vec<Path>,
+    /// MOBIKE (RFC 4555) is in use: both sides sent MOBIKE_SUPPORTED in IKE_AUTH.
+    mobike: bool,
+    /// The peer's additional addresses (its list from IKE_AUTH or its last INFORMATIONAL
+    /// update), at most [`MAX_PEER_ADDRESSES`].
+    peer_addresses: Vec<IpAddr>,
+}
+
+/// The peer's address list as one message carries it (RFC 4555 section 3.6).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(in crate::ike::sa) struct AddressList {
+    /// The addresses, deduplicated, at most [`MAX_PEER_ADDRESSES`].
+    pub(in crate::ike::sa) addresses: Vec<IpAddr>,
+    /// Notifies not used: over the cap, of a wrong length, or duplicates.
+    pub(in crate::ike::sa) dropped: u64,
+}
+
+impl AddressList {
+    /// The list in `payloads`: `None` when they carry none of ADDITIONAL_IP4_ADDRESS,
+    /// ADDITIONAL_IP6_ADDRESS, NO_ADDITIONAL_ADDRESSES (no update). NO_ADDITIONAL_ADDRESSES
+    /// is the empty list.
+    pub(in crate::ike::sa) fn parse(payloads: &[Payload]) -> Option<AddressList> {
+        let mut list = AddressList::default();
+        let mut any = false;
+        for p in payloads {
+            let Payload::Notify(n) = p else { continue };
+            let ip = match n.notify_type {
+                NotifyType::NoAdditionalAddresses => {
+                    any = true;
+                    continue;
+                }
+                NotifyType::AdditionalIp4Address => {
+                    any = true;
+                    <[u8; 4]>::try_from(n.data.as_slice()).ok().map(IpAddr::from)
+                }
+                NotifyType::AdditionalIp6Address => {
+                    any = true;
+                    <[u8; 16]>::try_from(n.data.as_slice()).ok().map(IpAddr::from)
+                }
+                _ => continue,
+            };
+            match ip {
+                Some(ip)
+                    if list.addresses.len() < MAX_PEER_ADDRESSES
+                        && !list.addresses.contains(&ip) =>
+                {
+                    list.addresses.push(ip)
+                }
+                _ => list.dropped += 1,
+            }
+        }
+        any.then_some(list)
+    }
 }
 
 impl PathSet {
@@ -37,7 +94,50 @@ impl PathSet {
                 remote,
                 nat: NatStatus::default(),
             }],
+            mobike: false,
+            peer_addresses: Vec::new(),
         }
+    }
+
+    /// Whether MOBIKE is in use (both sides sent MOBIKE_SUPPORTED).
+    pub(in crate::ike::sa) fn mobike(&self) -> bool {
+        self.mobike
+    }
+
+    /// IKE_AUTH is over: MOBIKE is in use if `both` sides sent MOBIKE_SUPPORTED, and then
+    /// the peer's address list in its IKE_AUTH message (`inner`) is kept (RFC 4555
+    /// section 3.4); drops are counted in `stats`.
+    pub(in crate::ike::sa) fn note_mobike(&mut self, both: bool, inner: &[Payload], stats: &mut Stats) {
+        self.mobike = both;
+        if let Some(list) = both.then(|| AddressList::parse(inner)).flatten() {
+            stats.peer_addresses_dropped += self.set_peer_addresses(list);
+        }
+    }
+
+    /// The peer's additional addresses, as its last list said.
+    pub(in crate::ike::sa) fn peer_addresses(&self) -> &[IpAddr] {
+        &self.peer_addresses
+    }
+
+    /// The peer's address list is now `list` (each list replaces the one before, RFC 4555
+    /// section 3.6). Returns how many of its notifies were dropped.
+    pub(in crate::ike::sa) fn set_peer_addresses(&mut self, list: AddressList) -> u64 {
+        self.peer_addresses = list.addresses;
+        list.dropped
+    }
+
+    /// The current path moves to `local`, `remote` with NAT state `nat` (MOBIKE's
+    /// UPDATE_SA_ADDRESSES, RFC 4555 section 3.5). Returns whether its addresses changed.
+    pub(in crate::ike::sa) fn move_to(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        nat: NatStatus,
+    ) -> bool {
+        let p = self.current_mut();
+        let moved = (p.local, p.remote) != (local, remote);
+        *p = Path { local, remote, nat };
+        moved
     }
 
     /// The path IKE messages go on.
@@ -108,9 +208,10 @@ impl PathSet {
 
 #[cfg(test)]
 mod tests {
-    use super::{ESP_IN_UDP_PORT, PathSet};
+    use super::{AddressList, ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, PathSet};
     use crate::ike::sa::NatStatus;
-    use std::net::SocketAddr;
+    use crate::wire::{NotifyPayload, NotifyType, Payload};
+    use std::net::{IpAddr, SocketAddr};
 
     #[test]
     fn current_path_floats_and_children_go_on_the_esp_port() {
@@ -132,5 +233,32 @@ mod tests {
         assert_eq!(c[0].0, SocketAddr::new(a.ip(), ESP_IN_UDP_PORT));
         assert_eq!(c[0].1, SocketAddr::new(b.ip(), ESP_IN_UDP_PORT));
         assert_eq!(p.all().len(), 1);
+    }
+
+    fn addr_notify(t: NotifyType, data: Vec<u8>) -> Payload {
+        Payload::Notify(NotifyPayload::new(t, data))
+    }
+
+    #[test]
+    fn peer_address_list_is_bounded_deduplicated_and_replaced() {
+        assert_eq!(AddressList::parse(&[]), None);
+        let mut many: Vec<Payload> = (0..40u8)
+            .map(|i| addr_notify(NotifyType::AdditionalIp4Address, vec![10, 0, 0, i]))
+            .collect();
+        many.push(addr_notify(NotifyType::AdditionalIp4Address, vec![10, 0, 0, 1]));
+        many.push(addr_notify(NotifyType::AdditionalIp6Address, vec![1; 15]));
+        let list = AddressList::parse(&many).unwrap();
+        assert_eq!(list.addresses.len(), MAX_PEER_ADDRESSES);
+        assert_eq!(list.dropped, 40 - MAX_PEER_ADDRESSES as u64 + 2);
+        let a: SocketAddr = "192.0.2.1:500".parse().unwrap();
+        let mut p = PathSet::new(a, a);
+        assert_eq!(p.set_peer_addresses(list), 26);
+        assert_eq!(p.peer_addresses().len(), MAX_PEER_ADDRESSES);
+        let none = AddressList::parse(&[addr_notify(NotifyType::NoAdditionalAddresses, vec![])]);
+        assert_eq!(none, Some(AddressList::default()));
+        p.set_peer_addresses(none.unwrap());
+        assert!(p.peer_addresses().is_empty());
+        let v6 = AddressList::parse(&[addr_notify(NotifyType::AdditionalIp6Address, vec![0x20; 16])]);
+        assert_eq!(v6.unwrap().addresses, vec![IpAddr::from([0x20u8; 16])]);
     }
 }

@@ -6,7 +6,9 @@
 //! * `child_rekey.rs`: CREATE_CHILD_SA with REKEY_SA, optional PFS (section 1.3.3);
 //! * `ike_rekey.rs`: CREATE_CHILD_SA rekeying the IKE SA (sections 1.3.2, 2.18);
 //! * `delete.rs`: INFORMATIONAL with Delete payloads, of child SAs or the IKE SA (1.4.1);
-//! * `liveness.rs`: the empty INFORMATIONAL (section 2.4).
+//! * `liveness.rs`: the empty INFORMATIONAL (section 2.4);
+//! * `mobike_update.rs`: MOBIKE's UPDATE_SA_ADDRESSES and address list updates, as
+//!   responder (RFC 4555 sections 3.5, 3.6).
 //!
 //! The established state (`established.rs`) owns the queue of our requests, dispatches
 //! the peer's requests to the first exchange in [`responders`] that claims them, and
@@ -15,7 +17,7 @@
 //! one `mod` line here and, if the peer may start it, one line in [`responders`].
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use mifsec_dataplane::aead::Cipher;
@@ -36,12 +38,14 @@ pub(in crate::ike::sa) mod child_rekey;
 pub(in crate::ike::sa) mod delete;
 pub(in crate::ike::sa) mod ike_rekey;
 pub(in crate::ike::sa) mod liveness;
+pub(in crate::ike::sa) mod mobike_update;
 
 pub(in crate::ike::sa) use child_create::ChildCreate;
 pub(in crate::ike::sa) use child_rekey::ChildRekey;
 pub(in crate::ike::sa) use delete::Delete;
 pub(in crate::ike::sa) use ike_rekey::IkeRekey;
 pub(in crate::ike::sa) use liveness::Liveness;
+pub(in crate::ike::sa) use mobike_update::MobikeUpdate;
 
 /// How long after a TEMPORARY_FAILURE answer a rekey is tried again.
 pub(in crate::ike::sa) const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -55,6 +59,7 @@ pub(in crate::ike::sa) fn responders() -> Vec<Responder> {
         Responder::of::<IkeRekey>(),
         Responder::of::<ChildCreate>(),
         Responder::of::<Delete>(),
+        Responder::of::<MobikeUpdate>(),
         Responder::of::<Liveness>(),
     ]
 }
@@ -72,6 +77,8 @@ pub(crate) enum Kind {
     Delete,
     /// A liveness check.
     Liveness,
+    /// A MOBIKE address update (UPDATE_SA_ADDRESSES or the peer's address list).
+    MobikeUpdate,
     /// Any other (an extension's, a test's).
     #[cfg_attr(not(test), allow(dead_code))]
     Other,
@@ -144,6 +151,8 @@ pub(crate) struct Ex<'a> {
     pub(in crate::ike::sa) vips: &'a [IpAddr],
     /// The time of the message or timer being handled.
     pub(crate) now: Instant,
+    /// Responder: the (local, remote) addresses the request arrived on and came from.
+    pub(in crate::ike::sa) from: Option<(SocketAddr, SocketAddr)>,
     /// What the established state does once the exchange has run, in order.
     pub(in crate::ike::sa) effects: Vec<Effect>,
 }

@@ -248,6 +248,7 @@ impl AuthSent {
         };
         ctx.stop_retransmit();
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        ctx.paths.note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
         let cp = inner.iter().find_map(|p| match p {
             Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),
