@@ -39,6 +39,11 @@ struct Faults {
     responder_deaf_from: Option<usize>,
     /// Translate A's source addresses (ip, port) to (NAT_IP, port + 1000).
     nat: bool,
+    /// The multi-address pipe: the initiator has moved to a second link with this address.
+    /// Its datagrams reach the responder from it (port kept), the responder's to it reach
+    /// the initiator, and the responder's to A's old address are lost (the old link is
+    /// gone).
+    roamed: Option<IpAddr>,
 }
 
 #[derive(Debug)]
@@ -54,6 +59,8 @@ struct Harness {
     held: Vec<(bool, Transmit)>,
     /// Every datagram that entered the pipe, with its direction.
     log: Vec<(bool, Vec<u8>)>,
+    /// Where each of the responder's datagrams was sent, in order.
+    resp_dests: Vec<SocketAddr>,
     init_events: Vec<Event>,
     resp_events: Vec<Event>,
 }
@@ -81,6 +88,7 @@ impl Harness {
             in_flight: VecDeque::new(),
             held: Vec::new(),
             log: Vec::new(),
+            resp_dests: Vec::new(),
             init_events: Vec::new(),
             resp_events: Vec::new(),
         }
@@ -90,6 +98,9 @@ impl Harness {
         let n = self.sent;
         self.sent += 1;
         self.log.push((to_resp, t.bytes.clone()));
+        if !to_resp {
+            self.resp_dests.push(t.remote);
+        }
         let deaf = to_resp && self.faults.responder_deaf_from.is_some_and(|k| n >= k);
         if deaf || self.faults.drop_all || self.faults.drop.contains(&n) {
             return;
@@ -125,18 +136,19 @@ impl Harness {
 
     fn deliver(&mut self, to_resp: bool, t: Transmit) {
         if to_resp {
-            let from = if self.faults.nat {
-                nat_out(t.local)
-            } else {
-                t.local
+            let from = match self.faults.roamed {
+                Some(ip) => SocketAddr::new(ip, t.local.port()),
+                None if self.faults.nat => nat_out(t.local),
+                None => t.local,
             };
             self.resp
                 .handle_datagram(self.now, t.remote, from, &t.bytes);
         } else {
-            let to = if self.faults.nat {
-                nat_in(t.remote)
-            } else {
-                t.remote
+            let to = match self.faults.roamed {
+                Some(ip) if t.remote.ip() == ip => SocketAddr::new(A.ip(), t.remote.port()),
+                Some(_) => return,
+                None if self.faults.nat => nat_in(t.remote),
+                None => t.remote,
             };
             self.init.handle_datagram(self.now, to, t.local, &t.bytes);
         }
@@ -270,6 +282,7 @@ mod cookie;
 mod exchange;
 mod fragments;
 mod limits;
+mod mobike;
 mod rekey;
 
 #[test]

@@ -54,6 +54,9 @@ pub(in crate::ike::sa) struct Ctx {
     /// Tests only: attributes a responder adds to its CFG_REPLY (a peer pushing more).
     #[cfg(test)]
     pub(in crate::ike::sa) test_cp_extra: Vec<CfgAttribute>,
+    /// Tests only: payloads an initiator adds to its IKE_AUTH request.
+    #[cfg(test)]
+    pub(in crate::ike::sa) test_auth_extra: Vec<crate::wire::Payload>,
 }
 
 impl Ctx {
@@ -364,6 +367,8 @@ impl Ctx {
             rekey_log: Vec::new(),
             #[cfg(test)]
             test_cp_extra: Vec::new(),
+            #[cfg(test)]
+            test_auth_extra: Vec::new(),
         }
     }
 }

@@ -303,7 +303,7 @@ impl Established {
             x.from = Some(from);
             respond(x, p)
         })
-            .unwrap_or_else(|| (Vec::new(), Vec::new()))
+        .unwrap_or_else(|| (Vec::new(), Vec::new()))
     }
 
     /// Applies what an exchange on IKE SA `w` reported, in order.

@@ -55,7 +55,7 @@ mod timer;
 pub use self::core::nat_detection_hash;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
-pub use paths::{ESP_IN_UDP_PORT, Path};
+pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, Path};
 
 use self::core::Core;
 use ctx::Ctx;
@@ -750,6 +750,13 @@ impl IkeSa {
     #[cfg(test)]
     pub(crate) fn push_test_cp_attributes(&mut self, attrs: Vec<CfgAttribute>) {
         self.ctx.test_cp_extra = attrs;
+    }
+
+    /// Tests only: an initiator adds `payloads` to its IKE_AUTH request (a peer sending
+    /// its MOBIKE address list there).
+    #[cfg(test)]
+    pub(crate) fn push_test_auth_payloads(&mut self, payloads: Vec<Payload>) {
+        self.ctx.test_auth_extra = payloads;
     }
 
     /// Tests only: seals `payloads` as our next request on the current IKE SA (no

@@ -63,11 +63,15 @@ impl AddressList {
                 }
                 NotifyType::AdditionalIp4Address => {
                     any = true;
-                    <[u8; 4]>::try_from(n.data.as_slice()).ok().map(IpAddr::from)
+                    <[u8; 4]>::try_from(n.data.as_slice())
+                        .ok()
+                        .map(IpAddr::from)
                 }
                 NotifyType::AdditionalIp6Address => {
                     any = true;
-                    <[u8; 16]>::try_from(n.data.as_slice()).ok().map(IpAddr::from)
+                    <[u8; 16]>::try_from(n.data.as_slice())
+                        .ok()
+                        .map(IpAddr::from)
                 }
                 _ => continue,
             };
@@ -107,7 +111,12 @@ impl PathSet {
     /// IKE_AUTH is over: MOBIKE is in use if `both` sides sent MOBIKE_SUPPORTED, and then
     /// the peer's address list in its IKE_AUTH message (`inner`) is kept (RFC 4555
     /// section 3.4); drops are counted in `stats`.
-    pub(in crate::ike::sa) fn note_mobike(&mut self, both: bool, inner: &[Payload], stats: &mut Stats) {
+    pub(in crate::ike::sa) fn note_mobike(
+        &mut self,
+        both: bool,
+        inner: &[Payload],
+        stats: &mut Stats,
+    ) {
         self.mobike = both;
         if let Some(list) = both.then(|| AddressList::parse(inner)).flatten() {
             stats.peer_addresses_dropped += self.set_peer_addresses(list);
@@ -245,7 +254,10 @@ mod tests {
         let mut many: Vec<Payload> = (0..40u8)
             .map(|i| addr_notify(NotifyType::AdditionalIp4Address, vec![10, 0, 0, i]))
             .collect();
-        many.push(addr_notify(NotifyType::AdditionalIp4Address, vec![10, 0, 0, 1]));
+        many.push(addr_notify(
+            NotifyType::AdditionalIp4Address,
+            vec![10, 0, 0, 1],
+        ));
         many.push(addr_notify(NotifyType::AdditionalIp6Address, vec![1; 15]));
         let list = AddressList::parse(&many).unwrap();
         assert_eq!(list.addresses.len(), MAX_PEER_ADDRESSES);
@@ -258,7 +270,10 @@ mod tests {
         assert_eq!(none, Some(AddressList::default()));
         p.set_peer_addresses(none.unwrap());
         assert!(p.peer_addresses().is_empty());
-        let v6 = AddressList::parse(&[addr_notify(NotifyType::AdditionalIp6Address, vec![0x20; 16])]);
+        let v6 = AddressList::parse(&[addr_notify(
+            NotifyType::AdditionalIp6Address,
+            vec![0x20; 16],
+        )]);
         assert_eq!(v6.unwrap().addresses, vec![IpAddr::from([0x20u8; 16])]);
     }
 }

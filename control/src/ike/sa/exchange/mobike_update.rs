@@ -56,8 +56,9 @@ fn detect_nat(
     let dst = nat_detection_hash(spi_i, spi_r, local);
     let mut srcs = notifies(p, NotifyType::NatDetectionSourceIp).peekable();
     let remote_behind_nat = srcs.peek().is_some() && !srcs.any(|n| n.data == src);
-    let local_behind_nat =
-        notifies(p, NotifyType::NatDetectionDestinationIp).next().is_some_and(|n| n.data != dst);
+    let local_behind_nat = notifies(p, NotifyType::NatDetectionDestinationIp)
+        .next()
+        .is_some_and(|n| n.data != dst);
     NatStatus {
         local_behind_nat,
         remote_behind_nat,
@@ -102,7 +103,9 @@ impl MobikeUpdate {
                 children,
             });
         }
-        let asked_nat = notifies(p, NotifyType::NatDetectionSourceIp).next().is_some();
+        let asked_nat = notifies(p, NotifyType::NatDetectionSourceIp)
+            .next()
+            .is_some();
         Ok(if asked_nat {
             nat_notifies(spis.0, spis.1, local, remote).to_vec()
         } else {

@@ -189,6 +189,8 @@ impl AuthSent {
         if cfg.mobike {
             inner.push(notify(NotifyType::MobikeSupported));
         }
+        #[cfg(test)]
+        inner.extend(ctx.test_auth_extra.iter().cloned());
         match core.seal(ExchangeType::IkeAuth, false, 1, &inner) {
             Ok(bytes) => ctx.send_request(now, bytes),
             Err(e) => return ctx.fail(FailReason::Crypto(e), Some((core.spi_i, core.spi_r)), None),
@@ -248,7 +250,8 @@ impl AuthSent {
         };
         ctx.stop_retransmit();
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        ctx.paths.note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
+        ctx.paths
+            .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
         let cp = inner.iter().find_map(|p| match p {
             Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),

@@ -233,7 +233,8 @@ impl AwaitAuth {
         ctx.send(resp.clone());
         ctx.timers.stop(Timer::HalfOpen);
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
-        ctx.paths.note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
+        ctx.paths
+            .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         let mut info = core.info(ctx.paths.current(), idi.clone(), peer_mobike);
         info.vips = child.vips;
         info.dns = child.dns;
