@@ -37,7 +37,7 @@ const CLAIMED: [NotifyType; 5] = [
     NotifyType::Cookie2,
 ];
 
-fn notifies<'a>(p: &'a [Payload], t: NotifyType) -> impl Iterator<Item = &'a NotifyPayload> {
+fn notifies(p: &[Payload], t: NotifyType) -> impl Iterator<Item = &NotifyPayload> {
     p.iter().filter_map(move |q| match q {
         Payload::Notify(n) if n.notify_type == t => Some(n),
         _ => None,
