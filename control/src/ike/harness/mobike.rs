@@ -323,3 +323,25 @@ fn without_mobike_an_update_changes_nothing() {
     assert_eq!(h.resp.addresses(), before);
     assert!(moved(&h.resp_events).is_empty());
 }
+
+#[test]
+fn the_gateways_outstanding_request_is_retransmitted_to_the_new_address() {
+    let mut h = roamed();
+    // The gateway's rekey goes to the old address (lost: the old link is gone), then the
+    // client's update arrives from the new one.
+    let first = h.resp_dests.len();
+    let now = h.now;
+    assert!(h.resp.rekey_children(now));
+    let new = SocketAddr::new(A2, A.port());
+    let answers = send_update(&mut h, new, Vec::new());
+    h.run(LIMIT);
+    assert_answer(&h, &answers, new);
+    let dests = &h.resp_dests[first..];
+    assert_eq!(dests[0].ip(), A.ip(), "{dests:?}");
+    assert!(dests[1..].iter().all(|d| d.ip() == A2), "{dests:?}");
+    assert_eq!(h.resp.stats().retransmitted, 1);
+    let rekeyed = |e: &Event| matches!(e, Event::ChildSaRekeyed { .. });
+    assert_eq!(Harness::count(&h.resp_events, rekeyed), 1);
+    assert_eq!(Harness::count(&h.init_events, rekeyed), 1);
+    assert!(h.init.is_established() && h.resp.is_established());
+}

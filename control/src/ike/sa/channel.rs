@@ -149,6 +149,15 @@ impl Channel {
 
     /// Retransmits the outstanding request if its time has come. `false`: its give-up time
     /// has passed unanswered.
+    /// Our outstanding request's retransmissions go on `path` from now on (the IKE SA
+    /// moved: RFC 4555 section 3.5 retransmits to the new addresses).
+    pub(in crate::ike::sa) fn redirect(&mut self, (local, remote): (SocketAddr, SocketAddr)) {
+        if let Some(r) = &mut self.retransmit {
+            r.local = local;
+            r.remote = remote;
+        }
+    }
+
     pub(in crate::ike::sa) fn run_retransmit(&mut self, ctx: &mut Ctx, now: Instant) -> bool {
         let timer = self.timer();
         match self.retransmit.as_mut() {

@@ -207,6 +207,7 @@ impl Established {
     ) -> State {
         let h = &msg.header;
         let local = ctx.paths.local();
+        let before = ctx.paths.pair();
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
         };
@@ -246,6 +247,15 @@ impl Established {
             }
             Ok(p) => self.dispatch(ctx, now, w, h.exchange_type, p, (arrived_on, remote)),
         };
+        if ctx.paths.pair() != before {
+            // Outstanding requests of ours follow the move (RFC 4555 section 3.5).
+            let path = ctx.paths.pair();
+            self.ch.redirect(path);
+            self.retiring.iter_mut().for_each(|c| c.redirect(path));
+            if let Some((c, _)) = &mut self.peer_ike {
+                c.redirect(path);
+            }
+        }
         // A MOBIKE update moves the current path to where the request came from: the
         // answer goes from the address it arrived on (RFC 4555 section 3.5).
         let local = if ctx.paths.pair() == (arrived_on, remote) {
