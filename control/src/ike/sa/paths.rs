@@ -1,6 +1,8 @@
 //! An IKE SA's addresses: the paths (a local and a remote socket address) it knows, each
 //! with what NAT detection found on it. Today an IKE SA has one path, the one IKE_SA_INIT
-//! ran on (after any float to the NAT-T port); MOBIKE and the multi-interface extension
+//! ran on (after any float to the NAT-T port), which the peer's MOBIKE UPDATE_SA_ADDRESSES
+//! moves (`move_to`); the set also keeps whether MOBIKE is in use and the peer's list of
+//! additional addresses (bounded). MOBIKE as initiator and the multi-interface extension
 //! will add and switch paths here.
 
 use std::net::{IpAddr, SocketAddr};
