@@ -345,3 +345,37 @@ fn the_gateways_outstanding_request_is_retransmitted_to_the_new_address() {
     assert_eq!(Harness::count(&h.init_events, rekeyed), 1);
     assert!(h.init.is_established() && h.resp.is_established());
 }
+
+#[test]
+fn cookie2_alone_is_echoed_and_a_bad_one_refused() {
+    let mut h = roamed();
+    let before = h.resp.addresses();
+    let spis = h.init.spis().unwrap();
+    let ask = |h: &mut Harness, cookie2: Vec<u8>, update: bool| {
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let u = Update {
+            spis,
+            update,
+            cookie2: Some(cookie2),
+            answers: Arc::clone(&answers),
+            ..Update::default()
+        };
+        let now = h.now;
+        assert!(h.init.queue_exchange(now, Box::new(u)));
+        h.run(LIMIT);
+        answers.lock().unwrap().pop().unwrap()
+    };
+    // A return-routability check (RFC 4555 section 3.8): COOKIE2 back, nothing moves.
+    let a = ask(&mut h, vec![1; 8], false);
+    assert_eq!(find(&a, NotifyType::Cookie2).unwrap().data, vec![1; 8]);
+    assert_eq!(h.resp.addresses(), before);
+    // COOKIE2 of 7 or 65 octets: INVALID_SYNTAX, and the update does not move the SA.
+    for len in [7, 65] {
+        let a = ask(&mut h, vec![2; len], true);
+        assert!(find(&a, NotifyType::InvalidSyntax).is_some(), "{a:?}");
+        assert!(find(&a, NotifyType::Cookie2).is_none());
+    }
+    assert_eq!(h.resp.addresses(), before);
+    assert!(moved(&h.resp_events).is_empty());
+    assert!(h.init.is_established() && h.resp.is_established());
+}
