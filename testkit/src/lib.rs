@@ -11,12 +11,15 @@
 //! - [`start_daemon`], [`mifsec_ctl`], [`mifsec_status`], [`terminate`]: `mifsec run`
 //!   daemons in a namespace and the CLI against their control sockets.
 //! - [`swan`]: charon (through scripts/swan.sh) and the two-namespace interop lab.
+//! - [`roam`]: the roaming lab (client with two links, a middle router that blackholes
+//!   silently, a gateway with two addresses) and a 100/s ping stream's losses and gaps.
 //! - [`template`]: the configuration templates in testkit/templates/, which the Python
 //!   scripts read too (testkit/python/mifsec_testkit.py).
 
 mod cmd;
 mod daemon;
 mod netns;
+pub mod roam;
 mod root;
 pub mod swan;
 pub mod template;

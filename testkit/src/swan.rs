@@ -52,7 +52,7 @@ pub struct Lab {
     pub daemons: Vec<Child>,
     pub swan_dir: Option<PathBuf>,
     /// Deleted after the daemons and charon have stopped.
-    _ns: [Netns; 2],
+    _ns: Vec<Netns>,
 }
 
 impl Lab {
@@ -62,10 +62,7 @@ impl Lab {
         let pid = std::process::id();
         let (cl_ns, gw_ns) = (format!("mfsw-{tag}-c{pid}"), format!("mfsw-{tag}-g{pid}"));
         let (cl_if, gw_if) = (format!("sw{tag}c{pid}"), format!("sw{tag}g{pid}"));
-        let dir = std::env::temp_dir().join(format!("mifsec-swan-{tag}-{pid}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let ns = [Netns::new(&cl_ns), Netns::new(&gw_ns)];
+        let ns = vec![Netns::new(&cl_ns), Netns::new(&gw_ns)];
         veth(&cl_ns, &cl_if, &gw_ns, &gw_if);
         for (ns, dev, addr) in [
             (&ns[0], &cl_if, "198.18.9.2/24"),
@@ -76,11 +73,28 @@ impl Lab {
         }
         // The network behind the gateway.
         ip(&["-n", &gw_ns, "addr", "add", "10.88.0.1/32", "dev", "lo"]);
+        Lab::assemble(tag, bin, cl_ns, gw_ns, &cl_if, &gw_if, ns)
+    }
+
+    /// A lab on namespaces the caller has built (`ns`, deleted on drop; `cl_ns` and `gw_ns`
+    /// among them), with a fresh scratch directory for test `tag`.
+    pub fn assemble(
+        tag: &str,
+        bin: &str,
+        cl_ns: String,
+        gw_ns: String,
+        cl_if: &str,
+        gw_if: &str,
+        ns: Vec<Netns>,
+    ) -> Lab {
+        let dir = std::env::temp_dir().join(format!("mifsec-swan-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         Lab {
             cl_ns,
             gw_ns,
-            cl_if,
-            gw_if,
+            cl_if: cl_if.into(),
+            gw_if: gw_if.into(),
             dir,
             bin: bin.into(),
             daemons: Vec::new(),

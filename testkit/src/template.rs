@@ -33,12 +33,15 @@ pub const SWANCTL_CLIENT: Template = template!("swanctl-client.conf");
 pub const MIFSEC_CLIENT: Template = template!("mifsec-client.toml");
 /// mifsec as the gateway `rw`.
 pub const MIFSEC_GATEWAY: Template = template!("mifsec-gateway.toml");
+/// mifsec as the client `home` of the roaming lab (`crate::roam`): two links.
+pub const MIFSEC_ROAM_CLIENT: Template = template!("mifsec-roam-client.toml");
 /// Every template.
-pub const ALL: [Template; 4] = [
+pub const ALL: [Template; 5] = [
     SWANCTL_GATEWAY,
     SWANCTL_CLIENT,
     MIFSEC_CLIENT,
     MIFSEC_GATEWAY,
+    MIFSEC_ROAM_CLIENT,
 ];
 
 /// One placeholder: where it stands in the text, its name and its default.
@@ -175,12 +178,7 @@ mod tests {
     #[test]
     fn the_python_kit_renders_the_same() {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/mifsec_testkit.py");
-        for t in [
-            SWANCTL_GATEWAY,
-            SWANCTL_CLIENT,
-            MIFSEC_CLIENT,
-            MIFSEC_GATEWAY,
-        ] {
+        for t in ALL {
             for fill in [false, true] {
                 let vars: Vec<(&str, String)> = t
                     .names()
@@ -213,12 +211,7 @@ mod tests {
 
     #[test]
     fn every_template_renders() {
-        for t in [
-            SWANCTL_GATEWAY,
-            SWANCTL_CLIENT,
-            MIFSEC_CLIENT,
-            MIFSEC_GATEWAY,
-        ] {
+        for t in ALL {
             let vars: Vec<(&str, &str)> = t
                 .names()
                 .into_iter()

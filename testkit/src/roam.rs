@@ -1,0 +1,542 @@
+//! The roaming lab (issue 10, MOBIKE): a client with two links through a middle router to a
+//! gateway with two addresses, the failures a roaming client meets (an address deleted, a
+//! link or a gateway address blackholed silently in the middle), and a ping stream at
+//! 100 packets/s through the tunnel that reports what it lost and its longest gap.
+//!
+//! ```text
+//!            link 1: rl1 198.18.21.2/24 ── 198.18.21.1 m1 ┐
+//!  client                                                  mid  mg 198.18.20.1 ── rg 198.18.20.10/24  gateway
+//!            link 2: rl2 198.18.22.2/24 ── 198.18.22.1 m2 ┘                          198.18.20.11/24
+//!                                                                                    10.88.0.1 on lo
+//! ```
+//!
+//! The client reaches 198.18.20.0/24 through link 1 (route metric 100) and through link 2
+//! (metric 200): a program that follows the routing table uses link 1 while it has its
+//! address, one that binds a socket to a device (SO_BINDTODEVICE) can use either. The
+//! gateway's default route is the middle namespace, which forwards. A failure in the middle
+//! (`ip route add blackhole ADDR/32` there) sends no link or address event to either end.
+//!
+//! [`RoamLab`] derefs to the strongSwan interop [`Lab`](crate::swan::Lab) (client and
+//! gateway namespace, charon, mifsec daemons, logs), so everything of `swan` works here.
+
+use std::ops::{Deref, DerefMut};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::cmd::{ip, run, text};
+use crate::netns::{Netns, addr_up, veth};
+use crate::swan::{Lab, PSK};
+use crate::template::MIFSEC_ROAM_CLIENT;
+use crate::wait::{WAIT, poll};
+
+/// One of the client's two links.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The client's device.
+    pub dev: &'static str,
+    /// The client's address on it (prefix [`PREFIX`]).
+    pub addr: &'static str,
+    /// The middle namespace's device at its other end.
+    pub mid_dev: &'static str,
+    /// The middle namespace's address there: the client's next hop.
+    pub mid_addr: &'static str,
+    /// The metric of the client's route to the gateway through this link.
+    pub metric: &'static str,
+}
+
+/// The client's links: link 1 (index 0) preferred by the routing table, link 2 (index 1).
+pub const LINKS: [Link; 2] = [
+    Link {
+        dev: "rl1",
+        addr: "198.18.21.2",
+        mid_dev: "m1",
+        mid_addr: "198.18.21.1",
+        metric: "100",
+    },
+    Link {
+        dev: "rl2",
+        addr: "198.18.22.2",
+        mid_dev: "m2",
+        mid_addr: "198.18.22.1",
+        metric: "200",
+    },
+];
+/// The prefix length of every address of the lab.
+pub const PREFIX: &str = "24";
+/// The gateway's device.
+pub const GW_DEV: &str = "rg";
+/// The gateway's two addresses (both on [`GW_DEV`]); the first is the one clients dial.
+pub const GW_ADDRS: [&str; 2] = ["198.18.20.10", "198.18.20.11"];
+/// The gateway-side network, as the client routes it.
+pub const GW_NET: &str = "198.18.20.0/24";
+/// The middle namespace's device towards the gateway, and its address there.
+pub const MID_GW_DEV: &str = "mg";
+pub const MID_GW_ADDR: &str = "198.18.20.1";
+/// The address behind the gateway (on its loopback) that the ping stream goes to.
+pub const INNER: &str = "10.88.0.1";
+
+/// The roaming lab: client, middle and gateway namespaces; removed on drop with the daemons
+/// and charon of the [`Lab`] it holds.
+#[derive(Debug)]
+pub struct RoamLab {
+    pub lab: Lab,
+    pub mid_ns: String,
+}
+
+impl Deref for RoamLab {
+    type Target = Lab;
+    fn deref(&self) -> &Lab {
+        &self.lab
+    }
+}
+
+impl DerefMut for RoamLab {
+    fn deref_mut(&mut self) -> &mut Lab {
+        &mut self.lab
+    }
+}
+
+impl RoamLab {
+    /// The lab for test `tag` (a few letters, unique among the tests), with daemons running
+    /// `bin`. `lab.cl_if` is link 1's device, `lab.gw_if` the gateway's.
+    pub fn new(tag: &str, bin: &str) -> RoamLab {
+        let pid = std::process::id();
+        let names = ["c", "m", "g"].map(|s| format!("mfro-{tag}-{s}{pid}"));
+        let ns: Vec<Netns> = names.iter().map(|n| Netns::new(n.as_str())).collect();
+        for n in &ns {
+            n.lo_up();
+        }
+        let [cl, mid, gw] = names;
+        for l in &LINKS {
+            veth(&cl, l.dev, &mid, l.mid_dev);
+            addr_up(&cl, l.dev, &format!("{}/{PREFIX}", l.addr));
+            addr_up(&mid, l.mid_dev, &format!("{}/{PREFIX}", l.mid_addr));
+        }
+        veth(&mid, MID_GW_DEV, &gw, GW_DEV);
+        addr_up(&mid, MID_GW_DEV, &format!("{MID_GW_ADDR}/{PREFIX}"));
+        for a in GW_ADDRS {
+            addr_up(&gw, GW_DEV, &format!("{a}/{PREFIX}"));
+        }
+        ip(&["-n", &gw, "route", "add", "default", "via", MID_GW_ADDR]);
+        ip(&[
+            "-n",
+            &gw,
+            "addr",
+            "add",
+            &format!("{INNER}/32"),
+            "dev",
+            "lo",
+        ]);
+        let out = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &mid,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]));
+        assert!(out.status.success(), "ip_forward: {}", text(&out));
+        let lab = Lab::assemble(tag, bin, cl, gw, LINKS[0].dev, GW_DEV, ns);
+        let roam = RoamLab { lab, mid_ns: mid };
+        for i in 0..LINKS.len() {
+            roam.route_to_gateway(i);
+        }
+        roam
+    }
+
+    /// The client's route to the gateway's network through link `i`.
+    fn route_to_gateway(&self, i: usize) {
+        let l = &LINKS[i];
+        ip(&[
+            "-n",
+            &self.cl_ns,
+            "route",
+            "replace",
+            GW_NET,
+            "via",
+            l.mid_addr,
+            "dev",
+            l.dev,
+            "metric",
+            l.metric,
+        ]);
+    }
+
+    /// Deletes the client's address on link `i` (an explicit event: the kernel also drops
+    /// the routes through that link).
+    pub fn delete_address(&self, i: usize) {
+        let l = &LINKS[i];
+        ip(&[
+            "-n",
+            &self.cl_ns,
+            "addr",
+            "del",
+            &format!("{}/{PREFIX}", l.addr),
+            "dev",
+            l.dev,
+        ]);
+    }
+
+    /// Gives the client's address on link `i` back, with its route to the gateway.
+    pub fn restore_address(&self, i: usize) {
+        let l = &LINKS[i];
+        ip(&[
+            "-n",
+            &self.cl_ns,
+            "addr",
+            "add",
+            &format!("{}/{PREFIX}", l.addr),
+            "dev",
+            l.dev,
+        ]);
+        self.route_to_gateway(i);
+    }
+
+    /// Silently breaks link `i`: the middle namespace discards everything to the client's
+    /// address there (a blackhole route; neither end sees a link or address event).
+    pub fn blackhole_link(&self, i: usize) {
+        self.blackhole(LINKS[i].addr, true);
+    }
+
+    /// Undoes [`RoamLab::blackhole_link`].
+    pub fn unblackhole_link(&self, i: usize) {
+        self.blackhole(LINKS[i].addr, false);
+    }
+
+    /// Silently makes the gateway's address `i` unreachable from the client: the middle
+    /// namespace discards everything to it.
+    pub fn blackhole_gateway(&self, i: usize) {
+        self.blackhole(GW_ADDRS[i], true);
+    }
+
+    /// Undoes [`RoamLab::blackhole_gateway`].
+    pub fn unblackhole_gateway(&self, i: usize) {
+        self.blackhole(GW_ADDRS[i], false);
+    }
+
+    fn blackhole(&self, addr: &str, on: bool) {
+        let verb = if on { "add" } else { "del" };
+        ip(&[
+            "-n",
+            &self.mid_ns,
+            "route",
+            verb,
+            "blackhole",
+            &format!("{addr}/32"),
+        ]);
+    }
+
+    /// Packets the client has sent on link `i` (its device's tx counter).
+    pub fn tx_packets(&self, i: usize) -> u64 {
+        let out = run(Command::new("ip").args([
+            "-n",
+            &self.cl_ns,
+            "-j",
+            "-s",
+            "link",
+            "show",
+            "dev",
+            LINKS[i].dev,
+        ]));
+        assert!(out.status.success(), "ip -s link: {}", text(&out));
+        let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
+        v[0]["stats64"]["tx"]["packets"]
+            .as_u64()
+            .expect("tx packets")
+    }
+
+    /// Waits until the client's traffic goes out on link `i`: at least `n` packets on it
+    /// within 200 ms (the ping stream sends 20 in that time), while the other link sends
+    /// fewer. Panics with `what` and the status of `side` after [`WAIT`].
+    pub fn wait_link_carries(&self, i: usize, n: u64, side: &str, what: &str) {
+        let other = 1 - i;
+        poll(
+            WAIT,
+            Duration::from_millis(1),
+            || {
+                let (a0, b0) = (self.tx_packets(i), self.tx_packets(other));
+                // Lets 200 ms of the stream pass on purpose: the counters' growth is the state.
+                std::thread::sleep(Duration::from_millis(200));
+                let (a, b) = (self.tx_packets(i) - a0, self.tx_packets(other) - b0);
+                if a >= n && b < a { Ok(()) } else { Err((a, b)) }
+            },
+            |(a, b)| {
+                format!(
+                    "{what}: in the last 200 ms link {} sent {a}, link {} sent {b}\n--- status:\n{:#}\n--- log:\n{}\n--- charon log:\n{}",
+                    i + 1,
+                    other + 1,
+                    self.status_json(side),
+                    self.log(side),
+                    self.swan_log()
+                )
+            },
+        );
+    }
+
+    /// mifsec as the client of the roaming lab (testkit/templates/mifsec-roam-client.toml)
+    /// with `vars` put in (`LINK1`/`LINK2`: each interface's `address = ...` line, `""` for
+    /// a device-only interface; `GATEWAYS`, `CONN`, `CHILD`, ...).
+    pub fn mifsec_client(&self, vars: &[(&str, &str)]) -> String {
+        let sock = self.sock("cl").display().to_string();
+        MIFSEC_ROAM_CLIENT.render(&[vars, &[("PSK", PSK), ("SOCK", sock.as_str())]].concat())
+    }
+
+    /// mifsec as the gateway of the roaming lab, listening on both addresses (interfaces
+    /// `wan` and `wan2`), with `vars` put in.
+    pub fn mifsec_gateway(&self, vars: &[(&str, &str)]) -> String {
+        let second = format!(
+            "[interfaces.wan2]\ndevice = \"{GW_DEV}\"\naddress = \"{}\"",
+            GW_ADDRS[1]
+        );
+        let local = format!("\"{}\", \"{}\"", GW_ADDRS[0], GW_ADDRS[1]);
+        crate::swan::mifsec_gateway(
+            self,
+            &[
+                vars,
+                &[
+                    ("ADDR", GW_ADDRS[0]),
+                    ("INTERFACES", second.as_str()),
+                    ("LOCAL_ADDRS", local.as_str()),
+                ],
+            ]
+            .concat(),
+        )
+    }
+
+    /// A strongSwan gateway for this lab (both addresses in `local_addrs`, so that it
+    /// announces the other one with ADDITIONAL_IP4_ADDRESS), with `vars` put in.
+    pub fn swan_gateway(vars: &[(&str, &str)]) -> String {
+        let local = format!("{}, {}", GW_ADDRS[0], GW_ADDRS[1]);
+        crate::swan::swan_gateway(&[vars, &[("LOCAL_ADDRS", local.as_str())]].concat())
+    }
+
+    /// A strongSwan client for this lab, dialling the gateway's first address.
+    pub fn swan_client(vars: &[(&str, &str)]) -> String {
+        crate::swan::swan_client(&[vars, &[("GATEWAY", GW_ADDRS[0])]].concat())
+    }
+
+    /// Starts a [`PingStream`] from the client to [`INNER`], its output in the lab's folder
+    /// as `NAME.ping`, and waits until it gets replies.
+    pub fn ping_stream(&self, name: &str) -> PingStream {
+        let p = PingStream::start(
+            &self.cl_ns,
+            INNER,
+            &self.dir.join(format!("{name}.ping")),
+            Duration::from_secs(300),
+        );
+        p.wait_replies(3, WAIT);
+        p
+    }
+}
+
+/// mifsec's inbound drop counters by reason, summed over the engine and every SA, zeros
+/// left out (`integrity`, `replayed`, ...).
+pub fn drops(st: &Value) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let sas = st["sas"].as_array().cloned().unwrap_or_default();
+    for src in std::iter::once(st).chain(sas.iter()) {
+        if let Some(m) = src["drops"].as_object() {
+            for (k, v) in m {
+                let v = v.as_u64().unwrap_or(0);
+                if v > 0 {
+                    *out.entry(k.clone()).or_insert(0) += v;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The time now, as seconds since the epoch: the clock of `ping -D`'s timestamps.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// One echo reply of a [`PingStream`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reply {
+    /// icmp_seq (from 1).
+    pub seq: u32,
+    /// When it arrived ([`unix_now`]'s clock).
+    pub at: f64,
+    /// When its request left: `at` less the round-trip time.
+    pub sent: f64,
+}
+
+/// `ping -D -n -i 0.01` (100 requests per second) from a namespace, its output (line
+/// buffered) in a file, read while it runs.
+#[derive(Debug)]
+pub struct PingStream {
+    child: Child,
+    path: PathBuf,
+}
+
+/// What a [`PingStream`] saw.
+#[derive(Debug, Clone)]
+pub struct PingReport {
+    /// Requests sent, as ping's summary says.
+    pub transmitted: u32,
+    /// Replies in its output (duplicates once).
+    pub replies: Vec<Reply>,
+    /// Requests before the last one answered that got no reply.
+    pub lost: u32,
+    /// Requests after the last one answered (in flight when the stream stopped, or lost
+    /// for good if the tunnel never came back).
+    pub unanswered_tail: u32,
+    /// The longest time between two consecutive replies.
+    pub longest_gap: Duration,
+}
+
+impl PingStream {
+    /// Starts pinging `dst` from `ns` every 10 ms for at most `limit`, output into `path`.
+    pub fn start(ns: &str, dst: &str, path: &Path, limit: Duration) -> PingStream {
+        let file = std::fs::File::create(path).expect("creating the ping output");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "stdbuf", "-oL", "ping", "-D", "-n"])
+            .args(["-i", "0.01", "-W", "1", "-w"])
+            .arg(limit.as_secs().max(1).to_string())
+            .arg(dst)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ping");
+        PingStream {
+            child,
+            path: path.to_owned(),
+        }
+    }
+
+    /// Its output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// The replies so far.
+    pub fn replies(&self) -> Vec<Reply> {
+        parse_replies(&self.output())
+    }
+
+    /// Waits until `n` replies have come.
+    pub fn wait_replies(&self, n: usize, timeout: Duration) {
+        poll(
+            timeout,
+            Duration::from_millis(10),
+            || {
+                let r = self.replies().len();
+                if r >= n { Ok(()) } else { Err(r) }
+            },
+            |r| format!("{r} ping replies, not {n}: {}", self.output()),
+        );
+    }
+
+    /// The first reply to a request sent after `t` ([`unix_now`]), if one has come.
+    pub fn answered_after(&self, t: f64) -> Option<Reply> {
+        self.replies().into_iter().find(|r| r.sent > t)
+    }
+
+    /// Waits up to `timeout` for a reply to a request sent after `t`; returns it.
+    pub fn wait_answered_after(&self, t: f64, timeout: Duration) -> Option<Reply> {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(r) = self.answered_after(t) {
+                return Some(r);
+            }
+            if std::time::Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops it (SIGINT: ping prints its summary) and reports what it saw.
+    pub fn stop(mut self) -> PingReport {
+        if self.child.try_wait().expect("ping").is_none() {
+            let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
+            // SAFETY: kill(2) on our own child, not yet reaped (try_wait said it runs), so
+            // the pid is still ours. `ip netns exec` and stdbuf exec ping in its place.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let _ = self.child.wait();
+        report(&self.output())
+    }
+}
+
+/// The replies in `ping -D` output, in order of arrival, each seq once.
+pub fn parse_replies(out: &str) -> Vec<Reply> {
+    let mut seen = std::collections::HashSet::new();
+    out.lines()
+        .filter_map(|l| {
+            let at: f64 = l.strip_prefix('[')?.split_once(']')?.0.parse().ok()?;
+            if !l.contains(" bytes from ") {
+                return None;
+            }
+            let seq: u32 = l
+                .split_once("icmp_seq=")?
+                .1
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            let rtt: f64 = l.split_once("time=")?.1.split(' ').next()?.parse().ok()?;
+            Some(Reply {
+                seq,
+                at,
+                sent: at - rtt / 1000.0,
+            })
+        })
+        .filter(|r| seen.insert(r.seq))
+        .collect()
+}
+
+/// The report of a finished `ping -D` run's output.
+pub fn report(out: &str) -> PingReport {
+    let replies = parse_replies(out);
+    let transmitted = out
+        .split_once(" packets transmitted")
+        .and_then(|(a, _)| a.rsplit(['\n', ' ']).next()?.parse().ok())
+        .unwrap_or_else(|| replies.iter().map(|r| r.seq).max().unwrap_or(0));
+    let last = replies.iter().map(|r| r.seq).max().unwrap_or(0);
+    let answered = u32::try_from(replies.iter().filter(|r| r.seq <= last).count()).unwrap_or(0);
+    let longest_gap = replies
+        .windows(2)
+        .map(|w| w[1].at - w[0].at)
+        .fold(0.0, f64::max);
+    PingReport {
+        transmitted,
+        lost: last.saturating_sub(answered),
+        unanswered_tail: transmitted.saturating_sub(last),
+        longest_gap: Duration::from_secs_f64(longest_gap.max(0.0)),
+        replies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ping_run_with_a_gap() {
+        let out = "PING 10.88.0.1 (10.88.0.1) 56(84) bytes of data.\n\
+            [1000.000100] 64 bytes from 10.88.0.1: icmp_seq=1 ttl=64 time=0.100 ms\n\
+            [1000.010100] 64 bytes from 10.88.0.1: icmp_seq=2 ttl=64 time=0.100 ms\n\
+            [1000.050500] 64 bytes from 10.88.0.1: icmp_seq=6 ttl=64 time=0.500 ms\n\
+            [1000.050600] 64 bytes from 10.88.0.1: icmp_seq=6 ttl=64 time=0.600 ms (DUP!)\n\
+            [1000.060100] 64 bytes from 10.88.0.1: icmp_seq=7 ttl=64 time=0.100 ms\n\
+            \n--- 10.88.0.1 ping statistics ---\n\
+            8 packets transmitted, 4 received, +1 duplicates, 50% packet loss, time 70ms\n";
+        let r = report(out);
+        assert_eq!(r.transmitted, 8);
+        assert_eq!(r.replies.len(), 4);
+        assert_eq!(r.lost, 3);
+        assert_eq!(r.unanswered_tail, 1);
+        assert_eq!(r.longest_gap.as_micros(), 40_400);
+        assert!((r.replies[2].sent - 1000.050).abs() < 1e-9);
+    }
+}
