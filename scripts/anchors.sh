@@ -6,6 +6,10 @@
 #   strongswan    strongSwan charon, kernel-libipsec (userspace ESP on a TUN), IKEv2 PSK,
 #                 aes128gcm16; client virtual IP 10.1.0.1 -> gateway 10.2.0.1
 #   wireguard-go  Debian's wireguard-go, 10.1.0.1 -> 10.2.0.1
+#   wireguard-go-current  the current wireguard-go (TUN TSO/USO/GRO and UDP GSO/GRO, the
+#                 reference of the packet path), the build in ../shared/anchors/bin or
+#                 $WIREGUARD_GO_CURRENT (scripts/lab.sh lab_find_wggo_current); exits 3
+#                 saying so when there is none
 #   boringtun     boringtun-cli (cargo install), 10.1.0.1 -> 10.2.0.1
 #
 #   scripts/anchors.sh NAME                 iperf3 -t 10
@@ -13,7 +17,10 @@
 #
 # Runs one TCP flow forward (client -> gateway) and one reverse (-R), checks that the bytes
 # really crossed the tunnel device, and prints ONE JSON line on stdout:
-#   {"name": "...", "forward_mbps": F, "reverse_mbps": R, "seconds": T}
+#   {"name": "...", "forward_mbps": F, "reverse_mbps": R, "seconds": T,
+#    "forward_cpu_s_per_gb": C, "reverse_cpu_s_per_gb": C, ...}
+# where the CPU figures are the tunnel daemons' utime + stime (both ends, from /proc) per GB
+# that iperf3's receiver got (none for plain, which has no daemon).
 # Everything else goes to stderr. Installs what it needs (apt; boringtun via cargo, once).
 # Namespaces ${ANCHOR_PREFIX:-mfa}cl / ...gw; all processes and namespaces are removed on
 # exit, failure or Ctrl-C. The work folder (configs, logs) is kept only on failure or with
@@ -30,12 +37,12 @@ set -euo pipefail
 source "$(dirname "$0")/lab.sh"
 
 usage() {
-  echo "usage: $0 plain|strongswan|wireguard-go|boringtun" >&2
+  echo "usage: $0 plain|strongswan|wireguard-go|wireguard-go-current|boringtun" >&2
   exit 2
 }
 (($# == 1)) || usage
 NAME=$1
-case "$NAME" in plain | strongswan | wireguard-go | boringtun) ;; *) usage ;; esac
+case "$NAME" in plain | strongswan | wireguard-go | wireguard-go-current | boringtun) ;; *) usage ;; esac
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 
 P=${ANCHOR_PREFIX:-mfa}
@@ -47,6 +54,8 @@ WGC="${P}-wgc"
 WGG="${P}-wgg"
 WORK=$(mktemp -d "/tmp/mifsec-anchor-$NAME.XXXXXX")
 ok=0
+# The tunnel's daemons (both ends), whose CPU time the figures count.
+DAEMONS=()
 
 log() { printf '[anchors %s] %s\n' "$NAME" "$*" >&2; }
 die() {
@@ -121,7 +130,8 @@ run_iperf() {
   local saddr=$1 bind=${2:-} dev=${3:-} before=0 after
   [ -n "$dev" ] && before=$(dev_bytes "$CL" "$dev")
   local rates
-  rates=$(lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") || die "iperf3 failed"
+  rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
+    die "iperf3 failed"
   read -r FWD REV <<<"$rates"
   if [ -n "$dev" ]; then
     after=$(dev_bytes "$CL" "$dev")
@@ -254,6 +264,8 @@ EOF
     # Two charons on one host clash on /run/charon.pid: give each a private /run.
     ip netns exec "$ns" unshare -m sh -c "mount -t tmpfs tmpfs /run && STRONGSWAN_CONF=$WORK/$side/strongswan.conf exec /usr/lib/ipsec/charon" \
       >"$WORK/$side/stdout" 2>&1 &
+    # unshare and sh exec (no fork): this pid becomes charon's.
+    DAEMONS+=($!)
   done
   for side in gw cl; do
     wait_for "charon ($side) vici socket" 10 test -S "$WORK/$side/charon.vici"
@@ -270,8 +282,13 @@ EOF
 
 lab_hex_secret() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
-run_wireguard() { # $1 = wireguard-go | boringtun
+run_wireguard() { # $1 = wireguard-go | wireguard-go-current | boringtun
+  local wggo=wireguard-go
   if [ "$1" = boringtun ]; then need_boringtun; else need_wireguard; fi
+  if [ "$1" = wireguard-go-current ]; then
+    wggo=$WGGO_CURRENT
+    log "using $wggo"
+  fi
   lab_up_one_link "$P"
   rm -f "/var/run/wireguard/$WGC.sock" "/var/run/wireguard/$WGG.sock"
   local side ns dev
@@ -283,8 +300,9 @@ run_wireguard() { # $1 = wireguard-go | boringtun
     if [ "$1" = boringtun ]; then
       ip netns exec "$ns" env WG_SUDO=1 "$BORINGTUN" -f --disable-drop-privileges "$dev" >"$WORK/$side.log" 2>&1 &
     else
-      ip netns exec "$ns" wireguard-go -f "$dev" >"$WORK/$side.log" 2>&1 &
+      ip netns exec "$ns" "$wggo" -f "$dev" >"$WORK/$side.log" 2>&1 &
     fi
+    DAEMONS+=($!) # `ip netns exec` execs: the daemon itself
   done
   wait_for "$1 UAPI sockets" 10 test -S "/var/run/wireguard/$WGC.sock" -a -S "/var/run/wireguard/$WGG.sock"
   ip netns exec "$CL" wg set "$WGC" private-key "$WORK/c.key" listen-port 51820 \
@@ -302,14 +320,35 @@ run_wireguard() { # $1 = wireguard-go | boringtun
 }
 
 lab_need_tools
+if [ "$NAME" = wireguard-go-current ]; then
+  WGGO_CURRENT=$(lab_find_wggo_current) || {
+    if [ -n "${WIREGUARD_GO_CURRENT:-}" ]; then
+      log "no current wireguard-go build: WIREGUARD_GO_CURRENT=$WIREGUARD_GO_CURRENT is not an executable"
+    else
+      log "no current wireguard-go build: none in $LAB_REPO_DIR/../shared/anchors/bin and WIREGUARD_GO_CURRENT unset"
+    fi
+    ok=1
+    exit 3
+  }
+fi
 log "iperf3 -t $IPERF_SECONDS, forward and reverse"
 case "$NAME" in
   plain) run_plain ;;
   strongswan) run_strongswan ;;
   wireguard-go) run_wireguard wireguard-go ;;
+  wireguard-go-current) run_wireguard wireguard-go-current ;;
   boringtun) run_wireguard boringtun ;;
 esac
-log "forward $FWD Mbit/s, reverse $REV Mbit/s"
-printf '{"name": "%s", "forward_mbps": %s, "reverse_mbps": %s, "seconds": %s}\n' \
-  "$NAME" "$FWD" "$REV" "$IPERF_SECONDS"
+CPU='{}'
+((${#DAEMONS[@]})) && CPU=$(lab_iperf_cpu_json "$WORK/iperf")
+log "forward $FWD Mbit/s, reverse $REV Mbit/s; daemons' CPU: $CPU"
+python3 - "$NAME" "$FWD" "$REV" "$IPERF_SECONDS" "$CPU" "${WGGO_CURRENT:-}" <<'PY'
+import json, os, sys
+name, fwd, rev, secs, cpu, binary = sys.argv[1:7]
+r = {"name": name, "forward_mbps": float(fwd), "reverse_mbps": float(rev), "seconds": int(secs)}
+r.update(json.loads(cpu))
+if binary:
+    r["binary"] = os.path.basename(binary)
+print(json.dumps(r))
+PY
 ok=1

@@ -2,9 +2,19 @@
 # shellcheck disable=SC2317 # the case functions are called indirectly, through run_case
 # End-to-end lab benchmark of mifsec against its comparison peers, in one go:
 #
-#   1. anchors (scripts/anchors.sh): plain veth, strongSwan kernel-libipsec, wireguard-go,
-#      boringtun; one unshaped veth between two namespaces, one TCP flow forward and reverse;
-#   2. mifsec on the same one-link topology (forward and reverse);
+#   1. anchors (scripts/anchors.sh): plain veth, strongSwan kernel-libipsec, wireguard-go
+#      (Debian's), boringtun; one unshaped veth between two namespaces, one TCP flow forward
+#      and reverse;
+#   2. the reference and mifsec on the same one-link topology (forward and reverse),
+#      alternately, E2E_ROUNDS times (default 2): the current wireguard-go (TUN and UDP
+#      offloads; the build in ../shared/anchors/bin or $WIREGUARD_GO_CURRENT; without one,
+#      as in CI, the output and the JSON say it is absent), then mifsec, then again. Every
+#      tunnel's figures: Mbit/s both ways and CPU seconds (utime + stime of both daemons,
+#      from /proc/PID/stat before and after) per GB carried; for mifsec also a sampled
+#      profile of the same transfer (perf record -g, software clock cpu-clock at 499 Hz,
+#      both daemons) and the AEAD's share of its samples (ring's AES-GCM / ChaCha20-Poly1305
+#      code: skipped, and said so, when perf is not installed). The figures of a tunnel are
+#      the medians of its rounds; the ratios compare medians of the same run;
 #   3. mifsec multipath (scripts/lab.sh two-link lab, both links through a middle namespace):
 #      - aggregation: links shaped 200+100 and 300+30 Mbit/s, policy aggregate (weights =
 #        link rates), one TCP flow forward and reverse;
@@ -18,6 +28,8 @@
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
 #   scripts/bench-e2e.sh --anchors-only   only step 1
 #   scripts/bench-e2e.sh --mifsec-only    only steps 2 and 3 (no ratios then)
+#   scripts/bench-e2e.sh --reference      only step 2 (current wireguard-go and mifsec, alternately)
+#   E2E_ROUNDS=3   rounds of step 2
 #   E2E_CASES="soak" scripts/bench-e2e.sh --mifsec-only   only the named mifsec cases
 #   E2E_OUT=FILE   write the JSON there instead of bench/results/latest.json
 #   IPERF_SECONDS=5 scripts/bench-e2e.sh  shorter iperf runs
@@ -37,16 +49,18 @@ source scripts/lab.sh
 
 ANCHORS_ONLY=0
 MIFSEC_ONLY=0
+REFERENCE_ONLY=0
 for arg in "$@"; do
   case "$arg" in
     --anchors-only) ANCHORS_ONLY=1 ;;
     --mifsec-only) MIFSEC_ONLY=1 ;;
+    --reference) REFERENCE_ONLY=1 ;;
     -h | --help)
-      sed -n '2,25p' "$0"
+      sed -n '2,40p' "$0"
       exit 0
       ;;
     *)
-      echo "usage: $0 [--anchors-only | --mifsec-only]" >&2
+      echo "usage: $0 [--anchors-only | --mifsec-only | --reference]" >&2
       exit 2
       ;;
   esac
@@ -54,6 +68,7 @@ done
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 
 T=${IPERF_SECONDS:-10}
+ROUNDS=${E2E_ROUNDS:-2}
 P=${E2E_PREFIX:-mfe}
 WORK=$(mktemp -d /tmp/mifsec-e2e.XXXXXX)
 chmod 711 "$WORK" # the daemons drop root and must reach their state directories inside
@@ -90,17 +105,31 @@ trap 'exit 143' TERM
 
 lab_need_tools
 ANCHORS=(plain strongswan wireguard-go boringtun)
-((MIFSEC_ONLY)) && ANCHORS=()
-for a in "${ANCHORS[@]}"; do
+((MIFSEC_ONLY || REFERENCE_ONLY)) && ANCHORS=()
+# With the mifsec cases, the current wireguard-go runs between them (below).
+((ANCHORS_ONLY)) && ANCHORS+=(wireguard-go-current)
+# run_anchor NAME [FILE]: one anchor into $RES/anchor-FILE.json (FILE defaults to NAME).
+run_anchor() {
+  local a=$1 f=${2:-$1} rc=0
   step "anchor $a (iperf3 -t $T, forward and reverse)"
-  if IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" scripts/anchors.sh "$a" >"$RES/anchor-$a.json" 2>"$WORK/anchor-$a.log"; then
-    cat "$RES/anchor-$a.json" >&2
+  IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" scripts/anchors.sh "$a" >"$RES/anchor-$f.json" 2>"$WORK/anchor-$f.log" || rc=$?
+  if ((rc == 0)); then
+    cat "$RES/anchor-$f.json" >&2
+  elif ((rc == 3)); then
+    # No build of this peer here (CI): not a failure, but said in the output and the JSON.
+    local why
+    why=$(tail -n 1 "$WORK/anchor-$f.log" | sed 's/^\[anchors [^]]*\] //')
+    log "anchor $a ABSENT: $why"
+    python3 -c 'import json, sys; print(json.dumps({"name": sys.argv[1], "absent": sys.argv[2]}))' "$a" "$why" >"$RES/anchor-$f.json"
   else
     failed=1
-    log "anchor $a FAILED; last lines of $WORK/anchor-$a.log:"
-    tail -n 5 "$WORK/anchor-$a.log" | sed 's/^/    /' >&2
-    printf '{"name": "%s", "error": "failed, see %s"}\n' "$a" "$WORK/anchor-$a.log" >"$RES/anchor-$a.json"
+    log "anchor $a FAILED; last lines of $WORK/anchor-$f.log:"
+    tail -n 5 "$WORK/anchor-$f.log" | sed 's/^/    /' >&2
+    printf '{"name": "%s", "error": "failed, see %s"}\n' "$a" "$WORK/anchor-$f.log" >"$RES/anchor-$f.json"
   fi
+}
+for a in "${ANCHORS[@]}"; do
+  run_anchor "$a"
 done
 
 # --- 2./3. mifsec -----------------------------------------------------------------------
@@ -141,20 +170,76 @@ print(json.dumps(r))
 PY
 }
 
-# iperf_case DIR: one TCP flow through the tunnel, forward and reverse -> JSON fragment.
+# iperf_case DIR: one TCP flow through the tunnel, forward and reverse -> JSON fragment with
+# the rates and the daemons' CPU seconds per GB.
 iperf_case() {
-  local rates fwd rev
-  rates=$(lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$T" "$1/iperf" 10.1.0.1)
+  local rates fwd rev cpu
+  rates=$(LAB_IPERF_PIDS="$(cat "$1/client.pid" "$1/gateway.pid" | tr '\n' ' ')" \
+    lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$T" "$1/iperf" 10.1.0.1)
   read -r fwd rev <<<"$rates"
-  log "forward $fwd Mbit/s, reverse $rev Mbit/s"
-  echo "{\"forward_mbps\": $fwd, \"reverse_mbps\": $rev}"
+  cpu=$(lab_iperf_cpu_json "$1/iperf")
+  log "forward $fwd Mbit/s, reverse $rev Mbit/s; daemons' CPU: $cpu"
+  python3 -c 'import json, sys; r = {"forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
+    "$fwd" "$rev" "$cpu"
+}
+
+# profile_start DIR: perf record -g of both daemons (software clock: the VM has no hardware
+# counters) into DIR/perf.data, in the background; nothing when perf is missing.
+profile_start() {
+  local dir=$1
+  command -v perf >/dev/null || return 0
+  perf record -q -g -e cpu-clock -F 499 -o "$dir/perf.data" \
+    -p "$(cat "$dir/client.pid"),$(cat "$dir/gateway.pid")" >"$dir/perf.log" 2>&1 &
+  echo $! >"$dir/perf.pid"
+  sleep 0.5 # perf attaches before the transfer starts
+}
+
+# profile_stop DIR FRAGMENT: stops perf and adds the profile's figures to the JSON fragment:
+# aead_share (the samples in ring's AEAD code, of all the daemons' samples, kernel included),
+# kernel_share, and the top symbols. Without perf: aead_share null and why.
+profile_stop() {
+  local dir=$1 frag=$2 report=""
+  if [ -f "$dir/perf.pid" ]; then
+    local pid
+    pid=$(cat "$dir/perf.pid")
+    kill -INT "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$dir/perf.pid"
+    perf report -i "$dir/perf.data" --stdio --no-children -g none --sort sym --percent-limit 0 \
+      >"$dir/perf.txt" 2>"$dir/perf-report.log" && report="$dir/perf.txt"
+  fi
+  python3 - "$frag" "$report" <<'PY'
+import json, re, shutil, sys
+r = json.loads(sys.argv[1])
+if not sys.argv[2]:
+    r["aead_share"] = None
+    r["aead_share_skipped"] = ("perf is not installed" if shutil.which("perf") is None
+                               else "perf record/report failed (see perf.log in the case folder)")
+    print(json.dumps(r)); sys.exit(0)
+# ring's AES-GCM and ChaCha20-Poly1305: its assembly (aes_hw_*, aesni_gcm_*, gcm_*,
+# *_ghash_*, chacha20_*, poly1305_*) and its Rust glue (ring::aead::aes_gcm::...).
+aead = re.compile(r"aes|gcm|ghash|chacha|poly1305", re.I)
+rows, total = [], 0.0
+for line in open(sys.argv[2]):
+    m = re.match(r"\s*([\d.]+)%\s+\[(.)\]\s+(.+?)\s*$", line)
+    if m:
+        rows.append((float(m[1]), m[2], m[3]))
+user = [x for x in rows if x[1] != "k"]
+r["aead_share"] = round(sum(p for p, _, s in user if aead.search(s)) / 100, 3)
+r["kernel_share"] = round(sum(p for p, k, _ in rows if k == "k") / 100, 3)
+r["profile_top"] = [{"pct": p, "sym": s[:80], "kernel": k == "k"} for p, k, s in rows[:15]]
+print(json.dumps(r))
+PY
 }
 
 case_one_link() {
   local dir=$1 frag
   lab_up_one_link "$P"
   start_mifsec "$dir" failover 1 none
+  profile_start "$dir"
   frag=$(iperf_case "$dir")
+  frag=$(profile_stop "$dir" "$frag")
+  log "AEAD share of the daemons' samples: $(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("aead_share"))' "$frag")"
   finish_case "$dir" "$frag"
 }
 
@@ -269,7 +354,8 @@ DAEMON_MISSING=0
 run_case() {
   local name=$1 dir=$WORK/case-$1 rc=0
   shift
-  if [ -n "${E2E_CASES:-}" ] && [[ " $E2E_CASES " != *" $name "* ]]; then
+  # NAME@K is round K of case NAME.
+  if [ -n "${E2E_CASES:-}" ] && [[ " $E2E_CASES " != *" ${name%@*} "* ]]; then
     return 0
   fi
   mkdir -p "$dir"
@@ -313,7 +399,13 @@ if ((!ANCHORS_ONLY)); then
     step "using $MIFSEC_BIN (MIFSEC_BIN set: no build)"
   fi
   if ((!BUILD)) || mifsec_build >"$WORK/build.log" 2>&1; then
-    run_case one_link case_one_link
+    # The reference and mifsec alternately, so that both see the same machine.
+    for ((k = 1; k <= ROUNDS; k++)); do
+      ((MIFSEC_ONLY)) || [[ -n "${E2E_CASES:-}" && " $E2E_CASES " != *" one_link "* ]] ||
+        run_anchor wireguard-go-current "wireguard-go-current@$k"
+      run_case "one_link@$k" case_one_link
+    done
+    ((REFERENCE_ONLY)) && E2E_CASES=none
     run_case aggregate_200_100 case_aggregate 200 100
     run_case single_200_of_200_100 case_single 200 100
     run_case aggregate_300_30 case_aggregate 300 30
@@ -336,29 +428,61 @@ fi
 # --- report ----------------------------------------------------------------------------
 
 step "results"
-python3 - "$RES" "${E2E_OUT:-bench/results/latest.json}" "$T" "$ANCHORS_ONLY" <<'PY'
+MODE=full
+((MIFSEC_ONLY)) && MODE=mifsec-only
+((ANCHORS_ONLY)) && MODE=anchors-only
+((REFERENCE_ONLY)) && MODE=reference
+python3 - "$RES" "${E2E_OUT:-bench/results/latest.json}" "$T" "$ANCHORS_ONLY" "$MODE" <<'PY'
 import glob, json, os, platform, sys, time
 
 res_dir, out, secs, anchors_only = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-anchors, mifsec = {}, {}
+mode = sys.argv[5]
+anchors, mifsec, rounds = {}, {}, {}
 for f in sorted(glob.glob(os.path.join(res_dir, "*.json"))):
     d = json.load(open(f))
     base = os.path.basename(f)[:-5]
-    if base.startswith("anchor-"):
+    kind, _, name = base.partition("-")
+    if "@" in name:  # round K of a case run several times: NAME@K
+        name, _, k = name.partition("@")
+        rounds.setdefault((kind, name), []).append((int(k), d))
+    elif kind == "anchor":
         anchors[d["name"]] = d
     else:
-        mifsec[base[len("mifsec-"):]] = d
+        mifsec[name] = d
 
 def num(d, k):
     v = d.get(k) if isinstance(d, dict) else None
-    return v if isinstance(v, (int, float)) else None
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+def median(v):
+    v = sorted(v)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+# A case of several rounds: the median of every number the rounds have, the rest from the
+# first round that has it, and every round as it was.
+for (kind, name), rs in rounds.items():
+    rs = [d for _, d in sorted(rs, key=lambda kv: kv[0])]
+    ok = [d for d in rs if "error" not in d and "absent" not in d]
+    merged = dict(ok[0] if ok else rs[0])
+    for key in {k for d in ok for k in d}:
+        vals = [num(d, key) for d in ok if num(d, key) is not None]
+        if vals:
+            merged[key] = round(median(vals), 3)
+    if len(ok) < len(rs) and ok:
+        merged["failed_rounds"] = len(rs) - len(ok)
+    merged["rounds"] = rs
+    (anchors if kind == "anchor" else mifsec)[name] = merged
 
 ratios = {}
-peers = {k: v for k, v in anchors.items() if k != "plain" and "error" not in v}
+peers = {k: v for k, v in anchors.items() if k != "plain" and "error" not in v and "absent" not in v}
 one = mifsec.get("one_link", {})
+REF = "wireguard-go-current"
+ref = anchors.get(REF, {})
 for d in ("forward", "reverse"):
     m = num(one, d + "_mbps")
-    best = max(peers.items(), key=lambda kv: kv[1][d + "_mbps"], default=None)
+    best = max(((k, v) for k, v in peers.items() if num(v, d + "_mbps") is not None),
+               key=lambda kv: kv[1][d + "_mbps"], default=None)
     if best:
         ratios[f"best_anchor_{d}"] = best[0]
     if m is not None and best:
@@ -366,6 +490,16 @@ for d in ("forward", "reverse"):
     plain = num(anchors.get("plain", {}), d + "_mbps")
     if m is not None and plain:
         ratios[f"mifsec_vs_plain_{d}"] = round(m / plain, 4)
+    # Against the reference, the current wireguard-go: throughput (higher is better for
+    # mifsec) and CPU seconds per GB (lower is better), medians of the same run.
+    r = num(ref, d + "_mbps")
+    if m is not None and r:
+        ratios[f"mifsec_vs_{REF}_{d}"] = round(m / r, 3)
+    mc, rc = num(one, d + "_cpu_s_per_gb"), num(ref, d + "_cpu_s_per_gb")
+    if mc is not None and rc:
+        ratios[f"mifsec_cpu_per_gb_vs_{REF}_{d}"] = round(mc / rc, 3)
+if "absent" in ref:
+    ratios[f"{REF}_absent"] = ref["absent"]
 
 for agg, single, key in (("aggregate_200_100", "single_200_of_200_100", "agg_200_100_vs_200_alone"),
                          ("aggregate_300_30", "single_300_of_300_30", "agg_300_30_vs_300_alone")):
@@ -378,7 +512,7 @@ report = {
     "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     "host": {"kernel": platform.release(), "cores": os.cpu_count(), "load_avg": os.getloadavg()},
     "iperf_seconds": secs,
-    "mode": "anchors-only" if anchors_only else ("full" if anchors else "mifsec-only"),
+    "mode": mode,
     "anchors": anchors,
     "mifsec": mifsec if not anchors_only else None,
     "ratios": ratios,
@@ -392,45 +526,74 @@ with open(out, "w") as f:
 def fmt(v, spec=".1f"):
     return format(v, spec) if isinstance(v, (int, float)) else "-"
 
-rows = [("what", "forward Mbit/s", "reverse Mbit/s")]
-for name in ("plain", "strongswan", "wireguard-go", "boringtun") if anchors else ():
-    a = anchors.get(name, {})
-    rows.append((name, fmt(num(a, "forward_mbps")), fmt(num(a, "reverse_mbps")) if "error" not in a else "FAILED"))
+def err(d):
+    return "error: " + d["error"][:50] if "error" in d else None
+
+def tunnel_row(label, d):
+    if "absent" in d:
+        return (label, "ABSENT", d["absent"][:70], "", "")
+    if "error" in d:
+        return (label, "FAILED", d["error"][:70], "", "")
+    return (label, fmt(num(d, "forward_mbps")), fmt(num(d, "reverse_mbps")),
+            fmt(num(d, "forward_cpu_s_per_gb"), ".2f"), fmt(num(d, "reverse_cpu_s_per_gb"), ".2f"))
+
+rows = [("what", "forward Mbit/s", "reverse Mbit/s", "fwd CPU s/GB", "rev CPU s/GB")]
+for name in ("plain", "strongswan", "wireguard-go", "boringtun", REF):
+    if name in anchors:
+        label = f"{REF} ({anchors[name].get('binary', 'current')})" if name == REF else name
+        rows.append(tunnel_row(label, anchors[name]))
 if not anchors_only:
-    def err(d):
-        return "error: " + d["error"][:50] if "error" in d else None
-    rows.append(("mifsec, one link", fmt(num(one, "forward_mbps")), err(one) or fmt(num(one, "reverse_mbps"))))
-    rows.append(("  / best anchor", fmt(ratios.get("mifsec_vs_best_anchor_forward"), ".2f"),
-                 fmt(ratios.get("mifsec_vs_best_anchor_reverse"), ".2f")))
-    rows.append(("  / plain", fmt(ratios.get("mifsec_vs_plain_forward"), ".3f"),
-                 fmt(ratios.get("mifsec_vs_plain_reverse"), ".3f")))
+    rows.append(tunnel_row("mifsec, one link", one))
+    if "aead_share" in one:
+        share = one.get("aead_share")
+        rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
+                     else "skipped: " + one.get("aead_share_skipped", "?"),
+                     f"kernel {fmt(one.get('kernel_share'), '.3f')}", "", ""))
+    if REF in anchors:
+        rows.append((f"  / {REF}", fmt(ratios.get(f"mifsec_vs_{REF}_forward"), ".2f"),
+                     fmt(ratios.get(f"mifsec_vs_{REF}_reverse"), ".2f"),
+                     fmt(ratios.get(f"mifsec_cpu_per_gb_vs_{REF}_forward"), ".2f"),
+                     fmt(ratios.get(f"mifsec_cpu_per_gb_vs_{REF}_reverse"), ".2f")))
+    if any(k in anchors for k in ("plain", "strongswan", "wireguard-go", "boringtun")):
+        rows.append(("  / best anchor", fmt(ratios.get("mifsec_vs_best_anchor_forward"), ".2f"),
+                     fmt(ratios.get("mifsec_vs_best_anchor_reverse"), ".2f"), "", ""))
+        rows.append(("  / plain", fmt(ratios.get("mifsec_vs_plain_forward"), ".3f"),
+                     fmt(ratios.get("mifsec_vs_plain_reverse"), ".3f"), "", ""))
     for k, label in (("aggregate_200_100", "aggregate 200+100"), ("single_200_of_200_100", "  the 200 link alone"),
                      ("aggregate_300_30", "aggregate 300+30"), ("single_300_of_300_30", "  the 300 link alone")):
-        d = mifsec.get(k, {})
-        rows.append((label, fmt(num(d, "forward_mbps")), err(d) or fmt(num(d, "reverse_mbps"))))
+        d = mifsec.get(k)
+        if d is not None:
+            rows.append(tunnel_row(label, d))
     for key in ("agg_200_100_vs_200_alone", "agg_300_30_vs_300_alone"):
-        rows.append((f"  {key}", fmt(ratios.get(key + "_forward"), ".3f"), fmt(ratios.get(key + "_reverse"), ".3f")))
+        if key + "_forward" in ratios:
+            rows.append((f"  {key}", fmt(ratios.get(key + "_forward"), ".3f"), fmt(ratios.get(key + "_reverse"), ".3f"), "", ""))
     d = mifsec.get("soak", {})
     if d:
         rows.append(("soak: Mbit/s / RSS growth after 30 s (client, gateway)", fmt(num(d, "forward_mbps")),
-                     err(d) or f"{fmt(num(d, 'client_rss_growth_after_warmup'), '.3f')}, {fmt(num(d, 'gateway_rss_growth_after_warmup'), '.3f')}"))
-    d = mifsec.get("failover_blackhole", {})
-    rows.append(("failover: longest gap ms / lost", fmt(num(d, "longest_gap_ms")), err(d) or fmt(num(d, "lost"), "d")))
-    d = mifsec.get("soft_handover", {})
-    rows.append(("soft handover: lost / gap ms", fmt(num(d, "lost"), "d"), err(d) or fmt(num(d, "longest_gap_ms"))))
-    d = mifsec.get("hard_handover", {})
-    rows.append(("hard handover: longest gap ms / lost", fmt(num(d, "longest_gap_ms")), err(d) or fmt(num(d, "lost"), "d")))
+                     err(d) or f"{fmt(num(d, 'client_rss_growth_after_warmup'), '.3f')}, {fmt(num(d, 'gateway_rss_growth_after_warmup'), '.3f')}", "", ""))
+    for key, label, a, b, fa, fb in (
+            ("failover_blackhole", "failover: longest gap ms / lost", "longest_gap_ms", "lost", ".1f", "d"),
+            ("soft_handover", "soft handover: lost / gap ms", "lost", "longest_gap_ms", "d", ".1f"),
+            ("hard_handover", "hard handover: longest gap ms / lost", "longest_gap_ms", "lost", ".1f", "d")):
+        d = mifsec.get(key)
+        if d is not None:
+            rows.append((label, fmt(num(d, a), fa), err(d) or fmt(num(d, b), fb), "", ""))
     for k, d in mifsec.items():
         rss = d.get("rss") or {}
         for side in ("client", "gateway"):
             s = rss.get(side)
             if s:
-                rows.append((f"RSS kB {k} {side} first/last", f"{s['first_kb']}/{s['last_kb']}", f"max {s['max_kb']}"))
-w = [max(len(str(r[i])) for r in rows) for i in range(3)]
+                rows.append((f"RSS kB {k} {side} first/last", f"{s['first_kb']}/{s['last_kb']}", f"max {s['max_kb']}", "", ""))
+w = [max(len(str(r[i])) for r in rows) for i in range(5)]
 for i, r in enumerate(rows):
-    print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]}")
+    print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]:>{w[4]}}".rstrip())
     if i == 0:
-        print("-" * (w[0] + w[1] + min(w[2], 20) + 4))
+        print("-" * (sum(w) + 8))
+for (kind, name), rs in sorted(rounds.items()):
+    print(f"rounds of {name}: " + "; ".join(
+        f"{fmt(num(d, 'forward_mbps'))}/{fmt(num(d, 'reverse_mbps'))} Mbit/s, "
+        f"{fmt(num(d, 'forward_cpu_s_per_gb'), '.2f')}/{fmt(num(d, 'reverse_cpu_s_per_gb'), '.2f')} s/GB"
+        for _, d in sorted(rs, key=lambda kv: kv[0])))
 print(f"\nwritten: {out}")
 for e in report["errors"]:
     print("error:", e)

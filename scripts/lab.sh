@@ -225,10 +225,53 @@ lab_down() {
 # ---------------------------------------------------------------------------------------
 # iperf3 between the namespaces
 
+# lab_cpu_ticks PID...: the CPU time (utime + stime, all threads, in clock ticks) the processes
+# have used so far, summed; fields 14 and 15 of /proc/PID/stat, counted after the ")" that
+# ends the command name. A process that is gone counts 0.
+lab_cpu_ticks() {
+  local pid total=0 rest
+  for pid in "$@"; do
+    rest=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+    rest=${rest##*) }
+    # After the name: state is field 3, utime 14 and stime 15, i.e. words 12 and 13 here.
+    # shellcheck disable=SC2086
+    set -- $rest
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+
+# lab_iperf_cpu_json OUT_PREFIX: after a lab_iperf run with LAB_IPERF_PIDS set, the CPU the
+# listed processes (the tunnel's daemons) spent per direction, as JSON fields
+# {"forward_cpu_s", "forward_gb", "forward_cpu_s_per_gb", "reverse_..."}: CPU seconds
+# (utime + stime) per 10^9 bytes that iperf3's receiver got. Directions not run are left out.
+lab_iperf_cpu_json() {
+  python3 - "$1" "$(getconf CLK_TCK)" <<'PY'
+import json, os, sys
+out, hz = sys.argv[1], int(sys.argv[2])
+r = {}
+for d, name in (("fwd", "forward"), ("rev", "reverse")):
+    cpu, res = f"{out}.{d}.cpu", f"{out}.{d}.json"
+    if not (os.path.exists(cpu) and os.path.exists(res)):
+        continue
+    ticks = [int(x) for x in open(cpu).read().split()]
+    if len(ticks) != 2:
+        continue
+    gb = json.load(open(res))["end"]["sum_received"]["bytes"] / 1e9
+    secs = (ticks[1] - ticks[0]) / hz
+    r[f"{name}_cpu_s"] = round(secs, 2)
+    r[f"{name}_gb"] = round(gb, 3)
+    r[f"{name}_cpu_s_per_gb"] = round(secs / gb, 3) if gb > 0 else None
+print(json.dumps(r))
+PY
+}
+
 # lab_iperf SERVER_NS SERVER_ADDR CLIENT_NS SECONDS OUT_PREFIX [BIND] [DIRECTIONS]: one TCP
 # flow per direction, "fwd" (client -> server) and/or "rev" (-R), default "fwd rev"; writes
 # OUT_PREFIX.DIR.json and prints the receiver-side rates in Mbit/s, one decimal, in the order
-# asked ("FWD REV"). Bounded by `timeout`.
+# asked ("FWD REV"). Bounded by `timeout`. With LAB_IPERF_PIDS="PID..." (the tunnel's daemons)
+# it also writes OUT_PREFIX.DIR.cpu, their CPU ticks before and after each direction, for
+# lab_iperf_cpu_json.
 lab_iperf() {
   local sns=$1 saddr=$2 cns=$3 secs=$4 out=$5 bind=${6:-} dirs=${7:-fwd rev} spid rc=0 port=5201 d
   local -a bindarg=() files=()
@@ -244,8 +287,12 @@ lab_iperf() {
     local -a rev=()
     [ "$d" = rev ] && rev=(-R)
     files+=("$out.$d.json")
+    # shellcheck disable=SC2086 # LAB_IPERF_PIDS is a list of pids on purpose
+    [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >"$out.$d.cpu"
     timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "$saddr" -p "$port" "${bindarg[@]}" \
       -t "$secs" --connect-timeout 5000 "${rev[@]}" -J >"$out.$d.json" 2>&1 || { rc=1; break; }
+    # shellcheck disable=SC2086
+    [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >>"$out.$d.cpu"
   done
   lab_kill_pids "$spid"
   wait "$spid" 2>/dev/null || true
@@ -260,6 +307,26 @@ for f in sys.argv[1:]:
     rates.append(d["end"]["sum_received"]["bits_per_second"] / 1e6)
 print(" ".join(f"{r:.1f}" for r in rates))
 PY
+}
+
+# lab_find_wggo_current: prints the path of the current wireguard-go build (the peer with
+# TUN and UDP offloads), or fails: $WIREGUARD_GO_CURRENT if set, else the newest
+# wireguard-go-* in ../shared/anchors/bin beside the repository (how it was built: the
+# README there). CI has none; the benchmark then says so and leaves that peer out.
+lab_find_wggo_current() {
+  local i
+  if [ -n "${WIREGUARD_GO_CURRENT:-}" ]; then
+    [ -x "$WIREGUARD_GO_CURRENT" ] && { echo "$WIREGUARD_GO_CURRENT"; return 0; }
+    return 1
+  fi
+  local dir
+  dir=$(cd "$LAB_REPO_DIR/../shared/anchors/bin" 2>/dev/null && pwd) || return 1
+  local -a found=("$dir"/wireguard-go-*)
+  # The glob sorts by name, so the newest version comes last.
+  for ((i = ${#found[@]} - 1; i >= 0; i--)); do
+    [ -x "${found[i]}" ] && { echo "${found[i]}"; return 0; }
+  done
+  return 1
 }
 
 # ---------------------------------------------------------------------------------------
