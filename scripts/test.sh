@@ -82,6 +82,11 @@ step "every criterion benchmark, one pass each"
 cargo bench -p mifsec-bench --locked -- --test >target/bench-smoke.log 2>&1 || { cat target/bench-smoke.log; exit 1; }
 echo "$(grep -c '^Success' target/bench-smoke.log) benchmarks ran once"
 
+step "roaming benchmark, one pass (scripts/bench_roam.py --smoke: the address event of each pair)"
+python3 scripts/bench_roam.py --smoke --bin target/debug/mifsec >target/bench-roam-smoke.log 2>&1 ||
+  { cat target/bench-roam-smoke.log; exit 1; }
+grep -A3 '^roaming' target/bench-roam-smoke.log
+
 step "fuzz smoke runs (${FUZZ_SECONDS}s each, from the committed seeds)"
 # Each target starts from its committed seeds (FUZZ_DIR/seeds/TARGET, scripts/fuzz-seeds.sh
 # makes them); what libFuzzer finds goes to the ignored working corpus FUZZ_DIR/corpus/TARGET.

@@ -7,12 +7,17 @@ charon (through scripts/swan.sh) in a lab of namespaces. Only the standard libra
 
     python3 testkit/python/mifsec_testkit.py render TEMPLATE [NAME=VALUE ...]
 
-prints a rendered template (the Rust kit's tests compare it with their own rendering).
+prints a rendered template (the Rust kit's tests compare it with their own rendering);
+
+    python3 testkit/python/mifsec_testkit.py ping DST INTERVAL LIMIT
+
+is the roaming lab's pinger (see `pinger`), which the Rust kit's roam::PingStream runs too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import shutil
@@ -230,7 +235,203 @@ class Lab:
             p.wait()
 
 
+
+# The roaming lab (mifsec_testkit::roam in the Rust kit: the same names and addresses) ----
+
+# The client's links: (device, address, middle device, middle address, route metric,
+# routing table and rule priority for packets from the address).
+ROAM_LINKS = [
+    ("rl1", "198.18.21.2", "m1", "198.18.21.1", "100", "101"),
+    ("rl2", "198.18.22.2", "m2", "198.18.22.1", "200", "102"),
+]
+ROAM_PREFIX = "24"
+ROAM_GW_DEV = "rg"
+ROAM_GW_ADDRS = ["198.18.20.10", "198.18.20.11"]
+ROAM_GW_NET = "198.18.20.0/24"
+ROAM_MID_GW = ("mg", "198.18.20.1")
+ROAM_INNER = "10.88.0.1"
+
+
+class RoamLab(Lab):
+    """A client with two links through a middle router to a gateway with two addresses
+    (see testkit/src/roam.rs for the picture). Namespaces `PREFIX-cl`, `-mid`, `-gw`."""
+
+    def __init__(self, work: Path, binary: Path, prefix: str = "mfrb"):
+        super().__init__(work, binary)
+        self.cl, self.mid, self.gw = f"{prefix}-cl", f"{prefix}-mid", f"{prefix}-gw"
+
+    def up(self) -> None:
+        netns_add(self.cl, self.mid, self.gw)
+        for dev, addr, mdev, maddr, _, _ in ROAM_LINKS:
+            veth(self.cl, dev, self.mid, mdev)
+            addr_up(self.cl, dev, f"{addr}/{ROAM_PREFIX}")
+            addr_up(self.mid, mdev, f"{maddr}/{ROAM_PREFIX}")
+        mdev, maddr = ROAM_MID_GW
+        veth(self.mid, mdev, self.gw, ROAM_GW_DEV)
+        addr_up(self.mid, mdev, f"{maddr}/{ROAM_PREFIX}")
+        for a in ROAM_GW_ADDRS:
+            addr_up(self.gw, ROAM_GW_DEV, f"{a}/{ROAM_PREFIX}")
+        sh("ip", "-n", self.gw, "route", "add", "default", "via", maddr)
+        sh("ip", "-n", self.gw, "addr", "add", f"{ROAM_INNER}/32", "dev", "lo")
+        sh(*in_ns(self.mid, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        for i, link in enumerate(ROAM_LINKS):
+            sh("ip", "-n", self.cl, "rule", "add", "from", link[1], "table", link[5],
+               "priority", link[5])
+            self.route_to_gateway(i)
+
+    def down(self) -> None:
+        self.close()
+        netns_del(self.cl, self.mid, self.gw)
+
+    def route_to_gateway(self, i: int) -> None:
+        dev, _, _, maddr, metric, table = ROAM_LINKS[i]
+        sh("ip", "-n", self.cl, "route", "replace", ROAM_GW_NET, "via", maddr, "dev", dev,
+           "metric", metric)
+        sh("ip", "-n", self.cl, "route", "replace", ROAM_GW_NET, "via", maddr, "dev", dev,
+           "table", table)
+
+    def delete_address(self, i: int) -> None:
+        dev, addr = ROAM_LINKS[i][:2]
+        sh("ip", "-n", self.cl, "addr", "del", f"{addr}/{ROAM_PREFIX}", "dev", dev)
+
+    def restore_address(self, i: int) -> None:
+        dev, addr = ROAM_LINKS[i][:2]
+        sh("ip", "-n", self.cl, "addr", "add", f"{addr}/{ROAM_PREFIX}", "dev", dev)
+        self.route_to_gateway(i)
+
+    def blackhole(self, addr: str, on: bool = True) -> None:
+        """Silently discards everything to `addr` in the middle namespace (or stops)."""
+        sh("ip", "-n", self.mid, "route", "add" if on else "del", "blackhole", f"{addr}/32")
+
+    def tx_packets(self, i: int) -> int:
+        out = sh("ip", "-n", self.cl, "-j", "-s", "link", "show", "dev", ROAM_LINKS[i][0])
+        return json.loads(out.stdout)[0]["stats64"]["tx"]["packets"]
+
+    def active_link(self, window: float = 0.3) -> int | None:
+        """The link the client's traffic leaves on (the one whose tx counter grows most over
+        `window` seconds), or None if neither sent anything."""
+        before = [self.tx_packets(i) for i in range(len(ROAM_LINKS))]
+        time.sleep(window)
+        grew = [self.tx_packets(i) - b for i, b in enumerate(before)]
+        best = max(range(len(grew)), key=lambda i: grew[i])
+        return best if grew[best] > 0 else None
+
+
+def pinger(dst: str, interval: float, limit: float) -> None:
+    """Echo requests to `dst` every `interval` seconds on a fixed schedule (a request that
+    is late goes at once, the next ones keep the schedule; no burst to catch up) for at most
+    `limit` seconds or until SIGINT/SIGTERM. One line per reply as it comes, `reply SEQ
+    SENT ARRIVED` (seq from 1, times in seconds since the epoch, time.time()'s clock),
+    flushed at once; at the end `sent N`. A raw ICMP socket: needs root (or CAP_NET_RAW)."""
+    import select
+    import socket
+    import struct
+
+    stop = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.append(1))
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.setblocking(False)
+    ident = os.getpid() & 0xFFFF
+    sent: dict[int, float] = {}
+    seen: set[int] = set()
+    n = 0
+
+    def csum(b: bytes) -> int:
+        if len(b) % 2:
+            b += b"\0"
+        t = sum(struct.unpack(f"!{len(b) // 2}H", b))
+        t = (t >> 16) + (t & 0xFFFF)
+        t += t >> 16
+        return ~t & 0xFFFF
+
+    start = time.monotonic()
+    nxt = start
+    while not stop and time.monotonic() - start < limit:
+        now = time.monotonic()
+        if now >= nxt:
+            n += 1
+            payload = n.to_bytes(8, "big") + bytes(48)
+            hdr = struct.pack("!BBHHH", 8, 0, 0, ident, n & 0xFFFF)
+            pkt = struct.pack("!BBHHH", 8, 0, csum(hdr + payload), ident, n & 0xFFFF) + payload
+            sent[n] = time.time()
+            try:
+                s.sendto(pkt, (dst, 0))
+            except OSError:
+                pass  # no route for now: counted as sent, never answered
+            nxt += interval
+            if nxt < now:
+                nxt = now + interval
+        try:
+            ready, _, _ = select.select([s], [], [], max(0.0, nxt - time.monotonic()))
+        except InterruptedError:
+            continue
+        while ready:
+            try:
+                data = s.recv(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            arrived = time.time()
+            ihl = (data[0] & 0x0F) * 4
+            icmp = data[ihl:]
+            if len(icmp) < 16 or icmp[0] != 0 or struct.unpack("!H", icmp[4:6])[0] != ident:
+                continue
+            seq = int.from_bytes(icmp[8:16], "big")
+            if seq in sent and seq not in seen:
+                seen.add(seq)
+                print(f"reply {seq} {sent[seq]:.6f} {arrived:.6f}", flush=True)
+    print(f"sent {n}", flush=True)
+
+
+def ping_replies(out: str) -> list[tuple[int, float, float]]:
+    """(seq, arrival, departure) of each reply in a pinger's output, in order of arrival."""
+    replies = []
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) == 4 and f[0] == "reply":
+            replies.append((int(f[1]), float(f[3]), float(f[2])))
+    return replies
+
+
+class PingStream:
+    """The pinger (`mifsec_testkit.py ping`: 100 echo requests/s on a fixed schedule) in a
+    namespace, its output in a file that is read while it runs (the Rust kit's
+    roam::PingStream starts the same program)."""
+
+    def __init__(self, ns: str, dst: str, path: Path, limit: int = 300):
+        self.path = path
+        self.out = open(path, "w")
+        self.p = subprocess.Popen(
+            in_ns(ns, sys.executable, str(Path(__file__).resolve()), "ping", dst, "0.01",
+                  str(limit)),
+            stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.DEVNULL)
+
+    def text(self) -> str:
+        return self.path.read_text(errors="replace")
+
+    def replies(self):
+        return ping_replies(self.text())
+
+    def answered_after(self, t: float):
+        """The first reply to a request that left after `t`, or None."""
+        return next((r for r in self.replies() if r[2] > t), None)
+
+    def stop(self) -> dict:
+        """Stops it; returns the requests sent and the replies."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        self.p.wait()
+        self.out.close()
+        text = self.text()
+        m = re.search(r"^sent (\d+)$", text, re.M)
+        replies = ping_replies(text)
+        return {"transmitted": int(m.group(1)) if m else max((r[0] for r in replies), default=0),
+                "replies": replies}
+
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "ping":
+        pinger(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+        sys.exit(0)
     if len(sys.argv) < 3 or sys.argv[1] != "render":
         sys.exit(__doc__)
     pairs = dict(a.split("=", 1) for a in sys.argv[3:])

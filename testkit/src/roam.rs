@@ -1,7 +1,8 @@
 //! The roaming lab (issue 10, MOBIKE): a client with two links through a middle router to a
 //! gateway with two addresses, the failures a roaming client meets (an address deleted, a
 //! link or a gateway address blackholed silently in the middle), and a ping stream at
-//! 100 packets/s through the tunnel that reports what it lost and its longest gap.
+//! 100 packets/s through the tunnel ([`PingStream`]) that reports what it lost and its
+//! longest gap.
 //!
 //! ```text
 //!            link 1: rl1 198.18.21.2/24 ── 198.18.21.1 m1 ┐
@@ -12,7 +13,9 @@
 //!
 //! The client reaches 198.18.20.0/24 through link 1 (route metric 100) and through link 2
 //! (metric 200): a program that follows the routing table uses link 1 while it has its
-//! address, one that binds a socket to a device (SO_BINDTODEVICE) can use either. The
+//! address, one that binds a socket to a device (SO_BINDTODEVICE) can use either. A packet
+//! from a link's address always leaves on that link (a rule per address, tables 101 and
+//! 102), so the link a tunnel uses is the one its outer source address is on. The
 //! gateway's default route is the middle namespace, which forwards. A failure in the middle
 //! (`ip route add blackhole ADDR/32` there) sends no link or address event to either end.
 //!
@@ -45,6 +48,8 @@ pub struct Link {
     pub mid_addr: &'static str,
     /// The metric of the client's route to the gateway through this link.
     pub metric: &'static str,
+    /// The routing table (and rule priority) for packets from `addr`.
+    pub table: &'static str,
 }
 
 /// The client's links: link 1 (index 0) preferred by the routing table, link 2 (index 1).
@@ -55,6 +60,7 @@ pub const LINKS: [Link; 2] = [
         mid_dev: "m1",
         mid_addr: "198.18.21.1",
         metric: "100",
+        table: "101",
     },
     Link {
         dev: "rl2",
@@ -62,6 +68,7 @@ pub const LINKS: [Link; 2] = [
         mid_dev: "m2",
         mid_addr: "198.18.22.1",
         metric: "200",
+        table: "102",
     },
 ];
 /// The prefix length of every address of the lab.
@@ -141,28 +148,45 @@ impl RoamLab {
         assert!(out.status.success(), "ip_forward: {}", text(&out));
         let lab = Lab::assemble(tag, bin, cl, gw, LINKS[0].dev, GW_DEV, ns);
         let roam = RoamLab { lab, mid_ns: mid };
-        for i in 0..LINKS.len() {
+        for (i, l) in LINKS.iter().enumerate() {
+            ip(&[
+                "-n",
+                &roam.cl_ns,
+                "rule",
+                "add",
+                "from",
+                l.addr,
+                "table",
+                l.table,
+                "priority",
+                l.table,
+            ]);
             roam.route_to_gateway(i);
         }
         roam
     }
 
-    /// The client's route to the gateway's network through link `i`.
+    /// The client's routes to the gateway's network through link `i`: in the main table
+    /// (with the link's metric), and in the link's own table, which a rule makes the one
+    /// for packets from the link's address (source routing: what leaves from that address
+    /// leaves on that link, as on a host with two separate networks).
     fn route_to_gateway(&self, i: usize) {
         let l = &LINKS[i];
-        ip(&[
-            "-n",
-            &self.cl_ns,
-            "route",
-            "replace",
-            GW_NET,
-            "via",
-            l.mid_addr,
-            "dev",
-            l.dev,
-            "metric",
-            l.metric,
-        ]);
+        for (key, value) in [("metric", l.metric), ("table", l.table)] {
+            ip(&[
+                "-n",
+                &self.cl_ns,
+                "route",
+                "replace",
+                GW_NET,
+                "via",
+                l.mid_addr,
+                "dev",
+                l.dev,
+                key,
+                value,
+            ]);
+        }
     }
 
     /// Deletes the client's address on link `i` (an explicit event: the kernel also drops
@@ -369,8 +393,10 @@ pub struct Reply {
     pub sent: f64,
 }
 
-/// `ping -D -n -i 0.01` (100 requests per second) from a namespace, its output (line
-/// buffered) in a file, read while it runs.
+/// The lab's pinger (`testkit/python/mifsec_testkit.py ping`, shared with the benchmark):
+/// echo requests every 10 ms on a fixed schedule from a namespace, each reply written as it
+/// comes into a file that is read while it runs. (iputils' `ping -i 0.01` sends about 60
+/// a second here, not 100.)
 #[derive(Debug)]
 pub struct PingStream {
     child: Child,
@@ -380,9 +406,9 @@ pub struct PingStream {
 /// What a [`PingStream`] saw.
 #[derive(Debug, Clone)]
 pub struct PingReport {
-    /// Requests sent, as ping's summary says.
+    /// Requests sent.
     pub transmitted: u32,
-    /// Replies in its output (duplicates once).
+    /// Replies, in order of arrival (each seq once).
     pub replies: Vec<Reply>,
     /// Requests before the last one answered that got no reply.
     pub lost: u32,
@@ -397,16 +423,17 @@ impl PingStream {
     /// Starts pinging `dst` from `ns` every 10 ms for at most `limit`, output into `path`.
     pub fn start(ns: &str, dst: &str, path: &Path, limit: Duration) -> PingStream {
         let file = std::fs::File::create(path).expect("creating the ping output");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/mifsec_testkit.py");
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, "stdbuf", "-oL", "ping", "-D", "-n"])
-            .args(["-i", "0.01", "-W", "1", "-w"])
+            .args(["netns", "exec", ns, "python3"])
+            .arg(script)
+            .args(["ping", dst, "0.01"])
             .arg(limit.as_secs().max(1).to_string())
-            .arg(dst)
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(Stdio::null())
             .spawn()
-            .expect("starting ping");
+            .expect("starting the pinger");
         PingStream {
             child,
             path: path.to_owned(),
@@ -455,12 +482,12 @@ impl PingStream {
         }
     }
 
-    /// Stops it (SIGINT: ping prints its summary) and reports what it saw.
+    /// Stops it (SIGINT: the pinger writes how many it sent) and reports what it saw.
     pub fn stop(mut self) -> PingReport {
-        if self.child.try_wait().expect("ping").is_none() {
+        if self.child.try_wait().expect("pinger").is_none() {
             let pid = libc::pid_t::try_from(self.child.id()).expect("a pid");
             // SAFETY: kill(2) on our own child, not yet reaped (try_wait said it runs), so
-            // the pid is still ours. `ip netns exec` and stdbuf exec ping in its place.
+            // the pid is still ours. `ip netns exec` execs python3 in its place.
             unsafe { libc::kill(pid, libc::SIGINT) };
         }
         let _ = self.child.wait();
@@ -468,42 +495,38 @@ impl PingStream {
     }
 }
 
-/// The replies in `ping -D` output, in order of arrival, each seq once.
+impl Drop for PingStream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The replies in a pinger's output (`reply SEQ SENT ARRIVED` lines), in order of arrival.
 pub fn parse_replies(out: &str) -> Vec<Reply> {
-    let mut seen = std::collections::HashSet::new();
     out.lines()
         .filter_map(|l| {
-            let at: f64 = l.strip_prefix('[')?.split_once(']')?.0.parse().ok()?;
-            if !l.contains(" bytes from ") {
+            let mut f = l.split(' ');
+            if f.next()? != "reply" {
                 return None;
             }
-            let seq: u32 = l
-                .split_once("icmp_seq=")?
-                .1
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()?;
-            let rtt: f64 = l.split_once("time=")?.1.split(' ').next()?.parse().ok()?;
-            Some(Reply {
-                seq,
-                at,
-                sent: at - rtt / 1000.0,
-            })
+            let seq = f.next()?.parse().ok()?;
+            let sent = f.next()?.parse().ok()?;
+            let at = f.next()?.parse().ok()?;
+            Some(Reply { seq, at, sent })
         })
-        .filter(|r| seen.insert(r.seq))
         .collect()
 }
 
-/// The report of a finished `ping -D` run's output.
+/// The report of a finished pinger's output.
 pub fn report(out: &str) -> PingReport {
     let replies = parse_replies(out);
-    let transmitted = out
-        .split_once(" packets transmitted")
-        .and_then(|(a, _)| a.rsplit(['\n', ' ']).next()?.parse().ok())
-        .unwrap_or_else(|| replies.iter().map(|r| r.seq).max().unwrap_or(0));
     let last = replies.iter().map(|r| r.seq).max().unwrap_or(0);
-    let answered = u32::try_from(replies.iter().filter(|r| r.seq <= last).count()).unwrap_or(0);
+    let transmitted = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sent ")?.parse().ok())
+        .unwrap_or(last);
+    let answered = u32::try_from(replies.len()).unwrap_or(u32::MAX);
     let longest_gap = replies
         .windows(2)
         .map(|w| w[1].at - w[0].at)
@@ -523,14 +546,11 @@ mod tests {
 
     #[test]
     fn a_ping_run_with_a_gap() {
-        let out = "PING 10.88.0.1 (10.88.0.1) 56(84) bytes of data.\n\
-            [1000.000100] 64 bytes from 10.88.0.1: icmp_seq=1 ttl=64 time=0.100 ms\n\
-            [1000.010100] 64 bytes from 10.88.0.1: icmp_seq=2 ttl=64 time=0.100 ms\n\
-            [1000.050500] 64 bytes from 10.88.0.1: icmp_seq=6 ttl=64 time=0.500 ms\n\
-            [1000.050600] 64 bytes from 10.88.0.1: icmp_seq=6 ttl=64 time=0.600 ms (DUP!)\n\
-            [1000.060100] 64 bytes from 10.88.0.1: icmp_seq=7 ttl=64 time=0.100 ms\n\
-            \n--- 10.88.0.1 ping statistics ---\n\
-            8 packets transmitted, 4 received, +1 duplicates, 50% packet loss, time 70ms\n";
+        let out = "reply 1 1000.000000 1000.000100\n\
+            reply 2 1000.010000 1000.010100\n\
+            reply 6 1000.050000 1000.050500\n\
+            reply 7 1000.060000 1000.060100\n\
+            sent 8\n";
         let r = report(out);
         assert_eq!(r.transmitted, 8);
         assert_eq!(r.replies.len(), 4);
