@@ -855,7 +855,7 @@ impl Cx<'_> {
             out.connections.push(Connection {
                 name: name.clone(),
                 local_addrs,
-                remote_addrs,
+                remote_addrs: remote_addrs.clone(),
                 start,
                 children: child_names,
                 vips: vip4 || vip6,
@@ -871,6 +871,7 @@ impl Cx<'_> {
                     request_vip6: vip6,
                     pools: pool_list,
                     mobike: rc.mobike.unwrap_or(true),
+                    mobike_peers: remote_addrs,
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
                     fragmentation,

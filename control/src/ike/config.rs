@@ -422,6 +422,11 @@ pub struct IkeConfig {
     pub pools: Vec<Arc<AddressPool>>,
     /// Advertise MOBIKE_SUPPORTED in IKE_AUTH.
     pub mobike: bool,
+    /// MOBIKE responder: the peer addresses its UPDATE_SA_ADDRESSES may move the IKE SA
+    /// to (the daemon gives the connection's `remote_addrs`); empty: any. Others, and
+    /// addresses that are no unicast host (unspecified, multicast, broadcast, port 0),
+    /// are refused with UNACCEPTABLE_ADDRESSES (RFC 4555 section 3.5).
+    pub mobike_peers: Vec<std::net::IpAddr>,
     /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
     /// 4500, RFC 7296 section 2.23) if we are on another one. `None` never floats.
     pub nat_t_port: Option<u16>,
@@ -576,6 +581,7 @@ mod tests {
             request_vip6: false,
             pools: Vec::new(),
             mobike: true,
+            mobike_peers: Vec::new(),
             nat_t_port: Some(4500),
             force_encap: false,
             fragmentation: true,

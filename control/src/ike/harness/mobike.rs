@@ -1,13 +1,14 @@
 //! MOBIKE (RFC 4555) as responder, on the multi-address pipe (`Faults::roamed`): the
-//! client moves to a second link and sends UPDATE_SA_ADDRESSES from there. The client's
-//! half of MOBIKE is not built yet, so its request is a test exchange ([`Update`]) with
-//! the notifies a standard client sends.
+//! client moves to a second link and sends UPDATE_SA_ADDRESSES from there. Its request is
+//! a test exchange ([`Update`]) with the notifies a standard client sends. The gateway's
+//! return-routability check of the new address (our COOKIE2 INFORMATIONAL) is answered
+//! by the client's own MOBIKE responder half.
 
 use std::sync::{Arc, Mutex};
 
 use super::*;
-use crate::ike::sa::exchange::{Ex, Exchange, Key, Kind};
-use crate::ike::sa::{MAX_PEER_ADDRESSES, NatStatus, nat_detection_hash};
+use crate::ike::sa::exchange::{Ex, Exchange, Key, Kind, Responder};
+use crate::ike::sa::{MAX_PEER_ADDRESSES, MoveReason, NatStatus, nat_detection_hash};
 use crate::wire::{ExchangeType, NotifyPayload, Payload};
 
 /// The client's address on its second link.
@@ -378,4 +379,324 @@ fn cookie2_alone_is_echoed_and_a_bad_one_refused() {
     assert_eq!(h.resp.addresses(), before);
     assert!(moved(&h.resp_events).is_empty());
     assert!(h.init.is_established() && h.resp.is_established());
+}
+
+/// The reasons of the gateway's moves, in order.
+fn reasons(h: &Harness) -> Vec<MoveReason> {
+    h.resp_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::IkeSaMoved { reason, .. } => Some(*reason),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The children's pairs in the gateway's last move.
+fn last_move_paths(h: &Harness) -> Vec<(u32, Vec<(SocketAddr, SocketAddr)>)> {
+    let ev = moved(&h.resp_events);
+    let Some(Event::IkeSaMoved { children, .. }) = ev.last() else {
+        panic!("no move: {:?}", h.resp_events)
+    };
+    children
+        .iter()
+        .map(|c| (c.spi_in, c.paths.clone()))
+        .collect()
+}
+
+fn esp(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, crate::ike::sa::ESP_IN_UDP_PORT)
+}
+
+#[test]
+fn children_follow_a_new_address_only_once_the_check_is_answered() {
+    let mut h = roamed();
+    let new = SocketAddr::new(A2, A.port());
+    // The update (n), its answer (n+1), our check (n+2, lost once), its answer.
+    let n = h.sent;
+    h.faults.drop.insert(n + 2);
+    let answers = send_update(&mut h, new, Vec::new());
+    h.run_for(Duration::from_millis(100));
+    // The IKE SA answered and moved at once; the children wait for the check.
+    assert_answer(&h, &answers, new);
+    assert_eq!(h.resp.addresses(), (B, new));
+    assert!(moved(&h.resp_events).is_empty(), "{:?}", h.resp_events);
+    h.run(LIMIT);
+    assert_eq!(reasons(&h), vec![MoveReason::PeerUpdateVerified]);
+    let s = h.resp.stats();
+    assert_eq!((s.route_checks_passed, s.route_checks_failed), (1, 0));
+    assert_eq!(s.retransmitted, 1);
+    // The check is an INFORMATIONAL with COOKIE2 to the new address only.
+    assert!(
+        h.resp_dests[h.resp_dests.len() - 3..]
+            .iter()
+            .all(|d| *d == new)
+    );
+    let spi_in = h.resp.child_spis()[0].0;
+    assert_eq!(
+        last_move_paths(&h),
+        vec![(spi_in, vec![(esp(B.ip()), esp(A2))])]
+    );
+    assert!(h.init.is_established() && h.resp.is_established());
+}
+
+#[test]
+fn loss_of_any_single_message_of_update_and_check() {
+    let new = SocketAddr::new(A2, A.port());
+    for lost in 0..4 {
+        let mut h = roamed();
+        h.faults.drop.insert(h.sent + lost);
+        let answers = send_update(&mut h, new, Vec::new());
+        h.run(LIMIT);
+        assert_answer(&h, &answers, new);
+        assert_eq!(h.resp.addresses(), (B, new), "lost {lost}");
+        assert_eq!(
+            reasons(&h),
+            vec![MoveReason::PeerUpdateVerified],
+            "lost {lost}"
+        );
+        assert_eq!(h.resp.stats().moves, 1, "lost {lost}");
+        assert_eq!(
+            h.init.stats().retransmitted + h.resp.stats().retransmitted,
+            1,
+            "lost {lost}"
+        );
+        assert!(h.init.is_established() && h.resp.is_established());
+    }
+}
+
+/// A client whose MOBIKE half answers COOKIE2 with another cookie.
+struct BadEcho;
+
+impl Exchange for BadEcho {
+    fn kind() -> Kind {
+        Kind::Other
+    }
+    fn claims(e: ExchangeType, p: &[Payload]) -> bool {
+        e == ExchangeType::Informational && find(p, NotifyType::Cookie2).is_some()
+    }
+    fn respond(_: &mut Ex<'_>, p: &[Payload]) -> Vec<Payload> {
+        let mut c = find(p, NotifyType::Cookie2).unwrap().data.clone();
+        c[0] ^= 1;
+        vec![n(NotifyType::Cookie2, c)]
+    }
+    fn key(&self) -> Key {
+        Key::Other("bad-echo")
+    }
+    fn exchange_type(&self) -> ExchangeType {
+        ExchangeType::Informational
+    }
+    fn build_request(&mut self, _: &mut Ex<'_>) -> Option<Vec<Payload>> {
+        None
+    }
+    fn process_response(self: Box<Self>, _: &mut Ex<'_>, _: &[Payload]) {}
+}
+
+#[test]
+fn a_cookie2_mismatch_keeps_the_children_where_they_were() {
+    let mut h = roamed();
+    assert!(h.init.register_exchange(Responder::of::<BadEcho>()));
+    let new = SocketAddr::new(A2, A.port());
+    let answers = send_update(&mut h, new, Vec::new());
+    h.run(LIMIT);
+    assert_answer(&h, &answers, new);
+    // The IKE SA follows (the peer authenticated its update), the children do not.
+    assert_eq!(h.resp.addresses(), (B, new));
+    assert!(moved(&h.resp_events).is_empty(), "{:?}", h.resp_events);
+    let s = h.resp.stats();
+    assert_eq!((s.route_checks_passed, s.route_checks_failed), (0, 1));
+    // A child created now still goes on the old, verified path.
+    let now = h.now;
+    assert!(h.resp.rekey_children(now));
+    h.run(LIMIT);
+    let new_child = h
+        .resp_events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildSaRekeyed { new, .. } => Some(new),
+            _ => None,
+        })
+        .expect("rekeyed");
+    assert_eq!(new_child.paths, vec![(esp(B.ip()), esp(A.ip()))]);
+    // Back to the old address: verified, nothing to check, nothing to move.
+    h.faults.roamed = None;
+    let answers = send_update(&mut h, A, Vec::new());
+    h.run(LIMIT);
+    assert_answer(&h, &answers, A);
+    assert_eq!(h.resp.addresses(), (B, A));
+    assert!(moved(&h.resp_events).is_empty());
+    assert_eq!(h.resp.stats().route_checks_failed, 1);
+    assert!(h.init.is_established() && h.resp.is_established());
+}
+
+#[test]
+fn moving_back_to_a_verified_address_needs_no_check() {
+    let mut h = roamed();
+    let new = SocketAddr::new(A2, A.port());
+    send_update(&mut h, new, Vec::new());
+    h.run(LIMIT);
+    assert_eq!(reasons(&h), vec![MoveReason::PeerUpdateVerified]);
+    // The old link comes back and the client returns to it: A was verified.
+    h.faults.roamed = None;
+    let answers = send_update(&mut h, A, Vec::new());
+    h.run(LIMIT);
+    assert_answer(&h, &answers, A);
+    assert_eq!(
+        reasons(&h),
+        vec![MoveReason::PeerUpdateVerified, MoveReason::PeerUpdate]
+    );
+    assert_eq!(h.resp.stats().route_checks_passed, 1);
+    let spi_in = h.resp.child_spis()[0].0;
+    assert_eq!(
+        last_move_paths(&h),
+        vec![(spi_in, vec![(esp(B.ip()), esp(A.ip()))])]
+    );
+    assert_eq!(h.resp.stats().moves, 2);
+}
+
+#[test]
+fn nat_appearing_on_the_same_address_moves_the_children_into_udp_at_once() {
+    let mut h = Harness::new(client(), gateway(), Faults::default());
+    h.run(LIMIT);
+    h.assert_established();
+    // Same source address, but the client's hashes say it sent from 10.0.0.5: a NAT.
+    let inside = SocketAddr::new(v4("10.0.0.5"), 500);
+    let answers = send_update(&mut h, inside, Vec::new());
+    h.run(LIMIT);
+    assert_answer(&h, &answers, A);
+    assert_eq!(reasons(&h), vec![MoveReason::PeerUpdate]);
+    let Some(Event::IkeSaMoved { nat, children, .. }) = moved(&h.resp_events).first().copied()
+    else {
+        unreachable!()
+    };
+    assert!(nat.remote_behind_nat && !nat.local_behind_nat);
+    assert!(children[0].udp_encap);
+    assert_eq!(h.resp.stats().moves, 0, "the addresses did not change");
+}
+
+#[test]
+fn an_address_local_policy_refuses_gets_unacceptable_addresses() {
+    let gw = IkeConfig {
+        mobike_peers: vec![A.ip()],
+        ..gateway()
+    };
+    let mut h = Harness::new(client(), gw, Faults::default());
+    h.run(LIMIT);
+    h.assert_established();
+    let before = h.resp.addresses();
+    h.faults.roamed = Some(A2);
+    let answers = send_update(&mut h, SocketAddr::new(A2, A.port()), Vec::new());
+    h.run(LIMIT);
+    let a = answers.lock().unwrap();
+    assert!(
+        find(&a[0], NotifyType::UnacceptableAddresses).is_some(),
+        "{a:?}"
+    );
+    assert_eq!(h.resp.addresses(), before);
+    assert!(moved(&h.resp_events).is_empty());
+    assert_eq!(h.resp.stats().updates_refused, 1);
+    assert!(h.init.is_established() && h.resp.is_established());
+}
+
+#[test]
+fn an_older_update_does_not_move_the_sa_back() {
+    let mut h = roamed();
+    const A3: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99));
+    let first = h.sent;
+    send_update(&mut h, SocketAddr::new(A2, A.port()), Vec::new());
+    h.run(LIMIT);
+    h.faults.roamed = Some(A3);
+    let second = h.sent;
+    send_update(&mut h, SocketAddr::new(A3, A.port()), Vec::new());
+    h.run(LIMIT);
+    let at_a3 = (B, SocketAddr::new(A3, A.port()));
+    assert_eq!(h.resp.addresses(), at_a3);
+    assert_eq!(reasons(&h).len(), 2);
+    // The first update again, late, from its address: older, refused, nothing moves.
+    let (to_resp, old) = h.log[first].clone();
+    assert!(to_resp);
+    let unexpected = h.resp.stats().unexpected;
+    let now = h.now;
+    h.resp
+        .handle_datagram(now, B, SocketAddr::new(A2, A.port()), &old);
+    h.run(LIMIT);
+    assert_eq!(h.resp.addresses(), at_a3);
+    assert_eq!(h.resp.stats().unexpected, unexpected + 1);
+    // The last one again from A2 (the client retransmitting from another address):
+    // answered there from the cache, nothing moves.
+    let (_, last) = h.log[second].clone();
+    let from_a2 = SocketAddr::new(A2, A.port());
+    h.resp.handle_datagram(now, B, from_a2, &last);
+    h.collect();
+    assert_eq!(*h.resp_dests.last().unwrap(), from_a2);
+    assert_eq!(h.resp.stats().answered_from_cache, 1);
+    assert_eq!(h.resp.addresses(), at_a3);
+    assert_eq!(reasons(&h).len(), 2);
+}
+
+#[test]
+fn a_move_racing_a_child_rekey_moves_the_new_child_too() {
+    let mut h = roamed();
+    // The gateway's child rekey goes to the old address and is lost; the update comes
+    // from the new one; the rekey completes there, then the check.
+    let now = h.now;
+    assert!(h.resp.rekey_children(now));
+    let new = SocketAddr::new(A2, A.port());
+    send_update(&mut h, new, Vec::new());
+    h.run(LIMIT);
+    let rekeyed = h
+        .resp_events
+        .iter()
+        .find_map(|e| match e {
+            Event::ChildSaRekeyed { new, .. } => Some(new.spi_in),
+            _ => None,
+        })
+        .expect("rekeyed");
+    assert_eq!(reasons(&h), vec![MoveReason::PeerUpdateVerified]);
+    // Every child the gateway tracks at the move goes, the rekey's new one included.
+    let moved: Vec<u32> = last_move_paths(&h).into_iter().map(|(s, _)| s).collect();
+    assert!(moved.contains(&rekeyed), "{moved:?}");
+    assert!(
+        last_move_paths(&h)
+            .iter()
+            .all(|(_, p)| *p == vec![(esp(B.ip()), esp(A2))])
+    );
+    assert!(h.init.is_established() && h.resp.is_established());
+}
+
+#[test]
+fn a_move_racing_an_ike_rekey() {
+    for rekey_first in [false, true] {
+        let mut h = roamed();
+        let new = SocketAddr::new(A2, A.port());
+        let now = h.now;
+        if rekey_first {
+            // The client's IKE rekey, then its update (queued behind it).
+            assert!(h.init.rekey_ike(now));
+            send_update(&mut h, new, Vec::new());
+        } else {
+            // The update, then the gateway's IKE rekey while its check is due.
+            send_update(&mut h, new, Vec::new());
+            assert!(h.resp.rekey_ike(now));
+        }
+        h.run(LIMIT);
+        let ike_rekeyed = |e: &Event| matches!(e, Event::IkeSaRekeyed(_));
+        assert_eq!(
+            Harness::count(&h.resp_events, ike_rekeyed),
+            1,
+            "{rekey_first}"
+        );
+        assert_eq!(
+            reasons(&h),
+            vec![MoveReason::PeerUpdateVerified],
+            "{rekey_first}"
+        );
+        assert_eq!(h.resp.addresses(), (B, new));
+        let spi_in = h.resp.child_spis()[0].0;
+        assert_eq!(
+            last_move_paths(&h),
+            vec![(spi_in, vec![(esp(B.ip()), esp(A2))])]
+        );
+        assert!(h.init.is_established() && h.resp.is_established());
+    }
 }

@@ -206,7 +206,7 @@ impl Ctx {
             mode,
             local_ts,
             remote_ts,
-            udp_encap: self.paths.nat().any(),
+            udp_encap: self.paths.children_path().nat.any(),
             paths: self.paths.child_paths(),
         }
     }

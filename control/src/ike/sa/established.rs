@@ -155,6 +155,8 @@ impl Established {
             vips: &self.info.vips,
             now,
             from: None,
+            message_id: 0,
+            current: w == Which::Current,
             effects: Vec::new(),
         };
         let r = f(&mut x);
@@ -206,7 +208,6 @@ impl Established {
         msg: &Message,
     ) -> State {
         let h = &msg.header;
-        let local = ctx.paths.local();
         let before = ctx.paths.pair();
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
@@ -216,8 +217,10 @@ impl Established {
                 if *id == h.message_id {
                     // A retransmitted request in fragments: answer once, on fragment 1.
                     if !is_later_fragment(msg) {
+                        // From where it arrived, to where it came from: a MOBIKE
+                        // initiator retransmits from its new address (RFC 4555 3.5).
                         ctx.stats.answered_from_cache += 1;
-                        ctx.send_to(local, remote, cached.clone());
+                        ctx.send_to(arrived_on, remote, cached.clone());
                     }
                     return State::Established(self);
                 }
@@ -245,7 +248,14 @@ impl Established {
                     .unwrap_or(NotifyPayload::new(NotifyType::InvalidSyntax, Vec::new()));
                 (vec![Payload::Notify(n)], Vec::new())
             }
-            Ok(p) => self.dispatch(ctx, now, w, h.exchange_type, p, (arrived_on, remote)),
+            Ok(p) => self.dispatch(
+                ctx,
+                now,
+                w,
+                (h.exchange_type, h.message_id),
+                p,
+                (arrived_on, remote),
+            ),
         };
         if ctx.paths.pair() != before {
             // Outstanding requests of ours follow the move (RFC 4555 section 3.5).
@@ -256,13 +266,9 @@ impl Established {
                 c.redirect(path);
             }
         }
-        // A MOBIKE update moves the current path to where the request came from: the
-        // answer goes from the address it arrived on (RFC 4555 section 3.5).
-        let local = if ctx.paths.pair() == (arrived_on, remote) {
-            arrived_on
-        } else {
-            local
-        };
+        // The answer goes from the address the request arrived on to the one it came from
+        // (RFC 7296 section 2.11; RFC 4555 section 3.5), moved or not.
+        let local = arrived_on;
         let Some(ch) = self.chan(w) else {
             return State::Established(self);
         };
@@ -283,7 +289,7 @@ impl Established {
         ctx: &mut Ctx,
         now: Instant,
         w: Which,
-        exchange: ExchangeType,
+        (exchange, message_id): (ExchangeType, u32),
         p: &[Payload],
         from: (SocketAddr, SocketAddr),
     ) -> (Vec<Payload>, Vec<Effect>) {
@@ -311,6 +317,7 @@ impl Established {
         let respond = r.respond;
         self.run(ctx, now, w, |x| {
             x.from = Some(from);
+            x.message_id = message_id;
             respond(x, p)
         })
         .unwrap_or_else(|| (Vec::new(), Vec::new()))

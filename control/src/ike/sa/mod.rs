@@ -55,7 +55,7 @@ mod timer;
 pub use self::core::nat_detection_hash;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
-pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, Path};
+pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, MAX_VERIFIED, Path};
 
 use self::core::Core;
 use ctx::Ctx;
@@ -318,11 +318,63 @@ pub enum Event {
         /// Every child SA, by inbound SPI, with its new (local, remote) pairs (the
         /// ESP-in-UDP port, as [`ChildSa::paths`]).
         children: Vec<ChildMove>,
+        /// Why it moved (logged, counted per IKE SA).
+        reason: MoveReason,
     },
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
     Closed,
+}
+
+/// Why an IKE SA moved to a new path ([`Event::IkeSaMoved`]). As MOBIKE responder the
+/// peer decides (RFC 4555 section 3.1: the initiator chooses the addresses); as
+/// initiator the reasons are ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MoveReason {
+    /// The peer's UPDATE_SA_ADDRESSES from an address it has used before (or the one
+    /// IKE_SA_INIT came from): the children move at once.
+    PeerUpdate,
+    /// The peer's UPDATE_SA_ADDRESSES from a new address, after our return-routability
+    /// check (COOKIE2, RFC 4555 sections 3.8 and 5.2.2) was answered from it.
+    PeerUpdateVerified,
+    /// Initiator: our address on the current path went away.
+    LocalAddressGone,
+    /// Initiator: the current path stopped answering (liveness check failed).
+    PathDead,
+    /// Initiator: a preferred path came back.
+    Preferred,
+    /// Initiator: the operator asked (`mifsec ctl move`).
+    Operator,
+}
+
+impl MoveReason {
+    /// The reason as the log and `mifsec status` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MoveReason::PeerUpdate => "peer-update",
+            MoveReason::PeerUpdateVerified => "peer-update-verified",
+            MoveReason::LocalAddressGone => "local-address-gone",
+            MoveReason::PathDead => "path-dead",
+            MoveReason::Preferred => "preferred-path",
+            MoveReason::Operator => "operator",
+        }
+    }
+}
+
+impl fmt::Display for MoveReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MoveReason::PeerUpdate => "the peer's UPDATE_SA_ADDRESSES",
+            MoveReason::PeerUpdateVerified => {
+                "the peer's UPDATE_SA_ADDRESSES, new address verified (COOKIE2)"
+            }
+            MoveReason::LocalAddressGone => "our address on the path went away",
+            MoveReason::PathDead => "the path stopped answering",
+            MoveReason::Preferred => "a preferred path is back",
+            MoveReason::Operator => "operator request",
+        })
+    }
 }
 
 /// One child SA's new addresses after its IKE SA moved ([`Event::IkeSaMoved`]).
@@ -362,6 +414,16 @@ pub struct Stats {
     pub fragments_dropped: u64,
     /// MOBIKE moves of the IKE SA to a new path (the peer's UPDATE_SA_ADDRESSES).
     pub moves: u64,
+    /// Return-routability checks (COOKIE2) of a peer's new address answered correctly.
+    pub route_checks_passed: u64,
+    /// ... answered without our COOKIE2 (the child SAs did not follow).
+    pub route_checks_failed: u64,
+    /// The peer's UPDATE_SA_ADDRESSES refused: NAT with NO_NATS_ALLOWED
+    /// (UNEXPECTED_NAT_DETECTED) or an address local policy refuses
+    /// (UNACCEPTABLE_ADDRESSES).
+    pub updates_refused: u64,
+    /// The peer's UPDATE_SA_ADDRESSES older than one processed already (nothing moved).
+    pub updates_stale: u64,
     /// The peer's additional-address notifies not kept: over the cap
     /// (`MAX_PEER_ADDRESSES`), of a wrong length, or duplicates.
     pub peer_addresses_dropped: u64,

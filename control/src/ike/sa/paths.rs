@@ -38,6 +38,30 @@ pub(in crate::ike::sa) struct PathSet {
     /// The peer's additional addresses (its list from IKE_AUTH or its last INFORMATIONAL
     /// update), at most [`MAX_PEER_ADDRESSES`].
     peer_addresses: Vec<IpAddr>,
+    /// The path the child SAs are on while it differs from the current one: the peer moved
+    /// the IKE SA to an address not yet known to be reachable, and our return-routability
+    /// check ([`RouteCheck`]) is under way.
+    children: Option<Path>,
+    /// The peer's addresses (with port) known to be reachable: those the child SAs were on
+    /// before, and those that answered a check; the last [`MAX_VERIFIED`].
+    verified: Vec<SocketAddr>,
+    /// The return-routability check under way, if any.
+    check: Option<RouteCheck>,
+    /// The IKE SA (SPIs) and Message ID of the last UPDATE_SA_ADDRESSES that moved it.
+    last_update: Option<((u64, u64), u32)>,
+}
+
+/// How many verified peer addresses an IKE SA remembers.
+pub const MAX_VERIFIED: usize = 16;
+
+/// A return-routability check (RFC 4555 sections 3.8 and 5.2.2): our INFORMATIONAL with
+/// COOKIE2 to the path the peer moved to; the child SAs follow when the answer echoes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(in crate::ike::sa) struct RouteCheck {
+    /// The COOKIE2 sent.
+    pub(in crate::ike::sa) cookie: Vec<u8>,
+    /// The path checked.
+    pub(in crate::ike::sa) path: Path,
 }
 
 /// The peer's address list as one message carries it (RFC 4555 section 3.6).
@@ -102,6 +126,10 @@ impl PathSet {
             }],
             mobike: false,
             peer_addresses: Vec::new(),
+            children: None,
+            verified: Vec::new(),
+            check: None,
+            last_update: None,
         }
     }
 
@@ -151,6 +179,81 @@ impl PathSet {
         moved
     }
 
+    /// The path the child SAs are on: the current one unless a return-routability check
+    /// is under way.
+    pub(in crate::ike::sa) fn children_path(&self) -> &Path {
+        self.children.as_ref().unwrap_or(self.current())
+    }
+
+    /// Whether the peer's `remote` is known to be reachable: the child SAs' path goes
+    /// there, or it answered a check before.
+    pub(in crate::ike::sa) fn is_verified(&self, remote: SocketAddr) -> bool {
+        self.children_path().remote == remote || self.verified.contains(&remote)
+    }
+
+    /// The child SAs stay on their path while the current one moves on (a check is
+    /// starting): keeps their path if they have none of their own yet.
+    pub(in crate::ike::sa) fn hold_children(&mut self) {
+        if self.children.is_none() {
+            self.children = Some(*self.current());
+        }
+    }
+
+    /// The child SAs join the current path (verified, or needing no check); the path they
+    /// leave is remembered as reachable. Returns whether their addresses changed.
+    pub(in crate::ike::sa) fn children_follow(&mut self) -> bool {
+        let old = *self.children_path();
+        self.children = None;
+        self.check = None;
+        let new = *self.current();
+        for r in [old.remote, new.remote] {
+            self.verified.retain(|v| *v != r);
+            self.verified.push(r);
+        }
+        while self.verified.len() > MAX_VERIFIED {
+            self.verified.remove(0);
+        }
+        (old.local, old.remote) != (new.local, new.remote) || old.nat != new.nat
+    }
+
+    /// The return-routability check under way.
+    pub(in crate::ike::sa) fn check(&self) -> Option<&RouteCheck> {
+        self.check.as_ref()
+    }
+
+    /// The check under way failed: the child SAs stay where they are (a later update from
+    /// the same address checks it again).
+    pub(in crate::ike::sa) fn end_check(&mut self) {
+        self.check = None;
+    }
+
+    /// A check starts (replacing any under way).
+    pub(in crate::ike::sa) fn start_check(&mut self, check: RouteCheck) {
+        self.hold_children();
+        self.check = Some(check);
+    }
+
+    /// Whether an UPDATE_SA_ADDRESSES with Message ID `id` on IKE SA `spis` (`current`:
+    /// the current IKE SA, not one being replaced) is older than the last one processed
+    /// (RFC 4555 section 3.5: it must not move the SA back). Records it if not.
+    pub(in crate::ike::sa) fn update_is_stale(
+        &mut self,
+        spis: (u64, u64),
+        id: u32,
+        current: bool,
+    ) -> bool {
+        let stale = match self.last_update {
+            Some((s, last)) if s == spis => id <= last,
+            // One on an old IKE SA after one on its successor.
+            Some(_) => !current,
+            None => false,
+        };
+        if !stale {
+            self.last_update = Some((spis, id));
+        }
+        stale
+    }
+
     /// The path IKE messages go on.
     pub(in crate::ike::sa) fn current(&self) -> &Path {
         &self.paths[0]
@@ -191,11 +294,6 @@ impl PathSet {
         p.remote.set_port(port);
     }
 
-    /// NAT detection's outcome on the current path.
-    pub(in crate::ike::sa) fn nat(&self) -> NatStatus {
-        self.current().nat
-    }
-
     /// Records NAT detection's outcome on the current path.
     pub(in crate::ike::sa) fn set_nat(&mut self, nat: NatStatus) {
         self.current_mut().nat = nat;
@@ -207,9 +305,9 @@ impl PathSet {
     }
 
     /// The (local, remote) pairs a child SA is installed on: each path's addresses with
-    /// the ESP-in-UDP port. Today the current path only.
+    /// the ESP-in-UDP port. Today one: the child SAs' path ([`PathSet::children_path`]).
     pub(in crate::ike::sa) fn child_paths(&self) -> Vec<(SocketAddr, SocketAddr)> {
-        let p = self.current();
+        let p = self.children_path();
         vec![(
             SocketAddr::new(p.local.ip(), ESP_IN_UDP_PORT),
             SocketAddr::new(p.remote.ip(), ESP_IN_UDP_PORT),
@@ -238,7 +336,7 @@ mod tests {
         p.float_to(4500);
         assert_eq!(p.local().port(), 4500);
         assert_eq!(p.remote().port(), 4500);
-        assert_eq!(p.nat(), nat);
+        assert_eq!(p.current().nat, nat);
         let c = p.child_paths();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].0, SocketAddr::new(a.ip(), ESP_IN_UDP_PORT));
@@ -277,5 +375,21 @@ mod tests {
             vec![0x20; 16],
         )]);
         assert_eq!(v6.unwrap().addresses, vec![IpAddr::from([0x20u8; 16])]);
+    }
+
+    #[test]
+    fn an_older_update_is_stale() {
+        let a: SocketAddr = "192.0.2.1:500".parse().unwrap();
+        let mut p = PathSet::new(a, a);
+        let (old, new) = ((1, 2), (3, 4));
+        assert!(!p.update_is_stale(old, 5, true));
+        assert!(p.update_is_stale(old, 5, true));
+        assert!(p.update_is_stale(old, 4, true));
+        assert!(!p.update_is_stale(old, 6, true));
+        // The IKE SA was rekeyed: its successor's first update counts; then one on the old
+        // IKE SA (no longer current) is older, whatever its Message ID.
+        assert!(!p.update_is_stale(new, 2, true));
+        assert!(p.update_is_stale(old, 7, false));
+        assert!(!p.update_is_stale(new, 3, true));
     }
 }

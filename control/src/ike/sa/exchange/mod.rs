@@ -8,7 +8,9 @@
 //! * `delete.rs`: INFORMATIONAL with Delete payloads, of child SAs or the IKE SA (1.4.1);
 //! * `liveness.rs`: the empty INFORMATIONAL (section 2.4);
 //! * `mobike_update.rs`: MOBIKE's UPDATE_SA_ADDRESSES and address list updates, as
-//!   responder (RFC 4555 sections 3.5, 3.6).
+//!   responder (RFC 4555 sections 3.5, 3.6);
+//! * `route_check.rs`: our return-routability check of the peer's new address (COOKIE2,
+//!   RFC 4555 sections 3.8, 5.2.2) before the child SAs follow it.
 //!
 //! The established state (`established.rs`) owns the queue of our requests, dispatches
 //! the peer's requests to the first exchange in [`responders`] that claims them, and
@@ -39,6 +41,7 @@ pub(in crate::ike::sa) mod delete;
 pub(in crate::ike::sa) mod ike_rekey;
 pub(in crate::ike::sa) mod liveness;
 pub(in crate::ike::sa) mod mobike_update;
+pub(in crate::ike::sa) mod route_check;
 
 pub(in crate::ike::sa) use child_create::ChildCreate;
 pub(in crate::ike::sa) use child_rekey::ChildRekey;
@@ -46,6 +49,7 @@ pub(in crate::ike::sa) use delete::Delete;
 pub(in crate::ike::sa) use ike_rekey::IkeRekey;
 pub(in crate::ike::sa) use liveness::Liveness;
 pub(in crate::ike::sa) use mobike_update::MobikeUpdate;
+pub(in crate::ike::sa) use route_check::RouteCheck;
 
 /// How long after a TEMPORARY_FAILURE answer a rekey is tried again.
 pub(in crate::ike::sa) const RETRY_AFTER: Duration = Duration::from_secs(2);
@@ -100,6 +104,8 @@ pub(crate) enum Key {
     DeleteIke((u64, u64)),
     /// A liveness check.
     Liveness,
+    /// A return-routability check (COOKIE2) of the peer's new address.
+    RouteCheck,
     /// Any other exchange, by name.
     #[cfg_attr(not(test), allow(dead_code))]
     Other(&'static str),
@@ -153,6 +159,10 @@ pub(crate) struct Ex<'a> {
     pub(crate) now: Instant,
     /// Responder: the (local, remote) addresses the request arrived on and came from.
     pub(in crate::ike::sa) from: Option<(SocketAddr, SocketAddr)>,
+    /// Responder: the request's Message ID.
+    pub(in crate::ike::sa) message_id: u32,
+    /// Whether the exchange runs on the current IKE SA (not on one being replaced).
+    pub(in crate::ike::sa) current: bool,
     /// What the established state does once the exchange has run, in order.
     pub(in crate::ike::sa) effects: Vec<Effect>,
 }
