@@ -71,6 +71,21 @@ pub struct Config {
     pub user: Option<String>,
     /// `[log]`: the level (and per-target levels) of the daemon's log.
     pub log: LogConfig,
+    /// `[interfaces.*]` with a `device` and no `address`: the daemon learns the device's
+    /// addresses from the kernel and opens a socket on each (`daemon::interfaces`). The
+    /// ones with a fixed address are in `engine.interfaces`.
+    pub followed: Vec<FollowedInterface>,
+}
+
+/// An `[interfaces.NAME]` that names only a `device`: its addresses are followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FollowedInterface {
+    /// The section's name.
+    pub name: String,
+    /// The OS device whose addresses are followed.
+    pub device: String,
+    /// The local UDP port of each socket.
+    pub port: u16,
 }
 
 /// PSKs shorter than this many bytes get a warning.
@@ -248,6 +263,13 @@ pub fn summary(cfg: &Config) -> String {
         }
         s.push('\n');
     }
+    for f in &cfg.followed {
+        let _ = writeln!(
+            s,
+            "interface {}: the addresses of {}, port {} (learned and followed)",
+            f.name, f.device, f.port
+        );
+    }
     for sa in &e.sas {
         let _ = writeln!(
             s,
@@ -410,7 +432,7 @@ struct RawDataplane {
 #[serde(deny_unknown_fields)]
 struct RawInterface {
     device: Option<S<String>>,
-    address: S<String>,
+    address: Option<S<String>>,
     port: Option<S<i64>>,
 }
 
@@ -754,6 +776,7 @@ impl Cx<'_> {
 
         // Interfaces.
         let mut bound: HashMap<SocketAddr, String> = HashMap::new();
+        let mut followed: Vec<FollowedInterface> = Vec::new();
         for (name, ri) in &raw.interfaces.0 {
             let key = format!("interfaces.{name}");
             self.name(
@@ -762,9 +785,6 @@ impl Cx<'_> {
                 &key,
                 "interface",
             )?;
-            let address: IpAddr = self.parse_str(&ri.address, &format!("{key}.address"), |s| {
-                s.parse().map_err(|_| format!("{s:?} is not an IP address"))
-            })?;
             let port = match &ri.port {
                 Some(p) => self.int(p, &format!("{key}.port"), 0, 65_535)? as u16,
                 None => 4500,
@@ -781,11 +801,45 @@ impl Cx<'_> {
                 })?),
                 None => None,
             };
+            let Some(raw_address) = &ri.address else {
+                // Only a device: its addresses are learned from the kernel and followed.
+                let Some(device) = device else {
+                    return Err(self.err(
+                        self.name_span("interfaces", name),
+                        format!("{key}.address"),
+                        "is required without a device (whose addresses are then followed)",
+                    ));
+                };
+                if port != 0 {
+                    if let Some(other) = followed
+                        .iter()
+                        .find(|f: &&FollowedInterface| f.device == device && f.port == port)
+                    {
+                        return Err(self.err(
+                            ri.device.as_ref().map_or(0..0, |d| d.span()),
+                            format!("{key}.device"),
+                            format!(
+                                "interfaces.{} follows {device}'s addresses on port {port} already",
+                                other.name
+                            ),
+                        ));
+                    }
+                }
+                followed.push(FollowedInterface {
+                    name: name.clone(),
+                    device,
+                    port,
+                });
+                continue;
+            };
+            let address: IpAddr = self.parse_str(raw_address, &format!("{key}.address"), |s| {
+                s.parse().map_err(|_| format!("{s:?} is not an IP address"))
+            })?;
             let local = SocketAddr::new(address, port);
             if port != 0 {
                 if let Some(other) = bound.insert(local, name.clone()) {
                     return Err(self.err(
-                        ri.address.span(),
+                        raw_address.span(),
                         format!("{key}.address"),
                         format!("{local} is also interfaces.{other}'s address and port"),
                     ));
@@ -943,6 +997,16 @@ impl Cx<'_> {
                     }
                 };
                 let iface = rp.interface.get_ref();
+                if followed.iter().any(|f| f.name == *iface) {
+                    return Err(self.err(
+                        rp.interface.span(),
+                        pk("interface"),
+                        format!(
+                            "interfaces.{iface} follows its device's addresses; a manually keyed \
+                             SA's path needs an interface with a fixed address"
+                        ),
+                    ));
+                }
                 let Some(ic) = engine.interfaces.iter().find(|c| c.name == *iface) else {
                     return Err(self.err(
                         rp.interface.span(),
@@ -1024,6 +1088,7 @@ impl Cx<'_> {
             warnings,
             user,
             log,
+            followed,
         })
     }
 }

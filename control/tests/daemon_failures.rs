@@ -57,12 +57,14 @@ fn run_until_exit(lab: &Lab, cfg: &str, point: &str) -> (Option<i32>, String) {
 fn a_panic_in_any_thread_ends_the_daemon_with_status_70() {
     require_root();
     let lab = Lab::new("pn", BIN);
-    // A client of a gateway that never answers: enough for every thread to exist.
-    let cfg = mifsec_client_config(&lab, "", "");
+    // A client of a gateway that never answers, with an interface that follows a device:
+    // enough for every thread to exist.
+    let cfg = mifsec_client_config(&lab, "", "") + "\n[interfaces.late]\ndevice = \"nosuch0\"\n";
     for (point, thread) in [
         ("worker", "mifsec-worker-0"),
         ("monitor", "mifsec-monitor"),
         ("ike", "mifsec-ike"),
+        ("netlink", "mifsec-netlink"),
         ("control", "mifsec-ctl-conn"),
     ] {
         let (code, log) = run_until_exit(&lab, &cfg, point);

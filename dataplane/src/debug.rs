@@ -4,7 +4,9 @@
 //! panic, so that tests can check what the daemon does when one of its threads dies (it
 //! must exit with a clear message; see the daemon's panic hook). The points are `worker`
 //! (each packet worker as it starts), `monitor` (the path monitor as it starts), `ike` (the
-//! IKE thread as it starts) and `control` (the control-socket thread at its first request).
+//! IKE thread as it starts), `netlink` (the daemon's interface monitor as it starts, when
+//! an interface follows a device) and `control` (the control-socket thread at its first
+//! request).
 //! Release builds compile the check away and never read the variable.
 
 /// The environment variable naming the point that panics.

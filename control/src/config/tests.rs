@@ -317,7 +317,7 @@ fn missing_keys() {
     assert_eq!(err(&edit(11, "")), "gw.toml:8: sa.a.spi_in: is required");
     assert_eq!(
         err(&edit(6, "port = 4500")),
-        "gw.toml:5: interfaces.link1.address: is required"
+        "gw.toml:5: interfaces.link1.address: is required without a device (whose addresses are then followed)"
     );
     assert_eq!(
         err(&plus("[[sa.a.paths]]\ninterface = \"link1\"\n")),
@@ -922,5 +922,66 @@ fn control_group() {
         err("[dataplane]\ncontrol_group = \"a b\"\n"),
         "gw.toml:2: dataplane.control_group: \"a b\" is not a group name or number (1 to 32 \
          letters, digits, '-', '_' or '.')"
+    );
+}
+
+#[test]
+fn an_interface_with_only_a_device_follows_its_addresses() {
+    let text = plus(
+        "\n[interfaces.wan]\ndevice = \"wlan0\"\n\n[interfaces.lte]\ndevice = \"wwan0\"\nport = 4501\n",
+    );
+    let cfg = parse("gw.toml", &text).unwrap();
+    assert_eq!(cfg.engine.interfaces.len(), 1, "the fixed one only");
+    assert_eq!(
+        cfg.followed,
+        vec![
+            FollowedInterface {
+                name: "wan".into(),
+                device: "wlan0".into(),
+                port: 4500
+            },
+            FollowedInterface {
+                name: "lte".into(),
+                device: "wwan0".into(),
+                port: 4501
+            },
+        ]
+    );
+    let sum = summary(&cfg);
+    assert!(
+        sum.contains("interface wan: the addresses of wlan0, port 4500 (learned and followed)\n"),
+        "{sum}"
+    );
+    // A fixed address on the same device still works as before.
+    let text = plus(
+        "\n[interfaces.wan]\ndevice = \"wlan0\"\n\n[interfaces.wan2]\ndevice = \"wlan0\"\naddress = \"198.18.3.2\"\n",
+    );
+    let cfg = parse("gw.toml", &text).unwrap();
+    assert_eq!(
+        cfg.engine.interfaces[1].address,
+        "198.18.3.2".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(cfg.followed.len(), 1);
+}
+
+#[test]
+fn followed_interfaces_errors() {
+    // Two sections following one device on one port would bind every address twice.
+    assert_eq!(
+        err(&plus(
+            "\n[interfaces.a]\ndevice = \"wlan0\"\n\n[interfaces.b]\ndevice = \"wlan0\"\n"
+        )),
+        "gw.toml:24: interfaces.b.device: interfaces.a follows wlan0's addresses on port 4500 already"
+    );
+    assert!(parse(
+        "gw.toml",
+        &plus("\n[interfaces.a]\ndevice = \"wlan0\"\n\n[interfaces.b]\ndevice = \"wlan0\"\nport = 4501\n")
+    )
+    .is_ok());
+    // A manual SA's path needs a fixed address (its family and its socket are known).
+    let text = edit(17, "interface = \"wan\"") + "\n[interfaces.wan]\ndevice = \"wlan0\"\n";
+    assert_eq!(
+        err(&text),
+        "gw.toml:17: sa.a.paths[0].interface: interfaces.wan follows its device's addresses; a manually keyed SA's path needs an interface with a fixed address"
     );
 }

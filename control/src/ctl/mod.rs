@@ -247,6 +247,12 @@ pub trait Target {
     fn ike_stats(&self) -> Option<Value> {
         None
     }
+    /// More keys of `status` about the interfaces (the daemon's `configured_interfaces`
+    /// and `netlink`), given the engine's status just taken; `None`: nothing more.
+    fn interface_details(&self, engine: &EngineStatus) -> Option<serde_json::Map<String, Value>> {
+        let _ = engine;
+        None
+    }
 }
 
 impl Target for Engine {
@@ -366,8 +372,12 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
     let run = || -> Result<Response, String> {
         Ok(match req {
             Request::Status {} => {
-                let mut v =
-                    serde_json::to_value(target.status()).map_err(|e| format!("status: {e}"))?;
+                let st = target.status();
+                let details = target.interface_details(&st);
+                let mut v = serde_json::to_value(st).map_err(|e| format!("status: {e}"))?;
+                if let (Some(d), Some(obj)) = (details, v.as_object_mut()) {
+                    obj.extend(d);
+                }
                 if let (Some(ike), Some(obj)) = (target.ike_sas(), v.as_object_mut()) {
                     obj.insert("ike_sas".into(), ike);
                 }

@@ -7,7 +7,8 @@
 //! * Input: IKE messages that arrive on the engine's port-4500 sockets behind the non-ESP
 //!   marker (`Engine::take_ike_receiver`), and on the thread's own UDP sockets bound to port
 //!   500 of every interface address; `initiate` / `terminate` / `rekey` commands from the
-//!   control socket; the engine's sequence-number events.
+//!   control socket; the engine's sequence-number events; the interface list from the
+//!   interface follower ([`InterfaceSink`], when an interface follows a device).
 //! * Bounded input: the port-500 readers hand datagrams over on a bounded channel
 //!   ([`INPUT_QUEUE`], `try_send`: a full queue is a counted drop, `queue_dropped_500`);
 //!   the thread reads the engine's own bounded port-4500 channel directly (its drops are
@@ -145,6 +146,30 @@ impl std::error::Error for SpawnError {
     }
 }
 
+/// Where the interface follower ([`super::interfaces`]) leaves the current interface list
+/// for the IKE thread: the latest list in a slot, and a wake-up on a channel of one (a
+/// wake-up already waiting covers the newer list too, so nothing is ever lost or queued).
+#[derive(Debug, Clone)]
+pub struct InterfaceSink {
+    slot: Arc<Mutex<Option<Vec<InterfaceConfig>>>>,
+    wake: Sender<()>,
+}
+
+impl InterfaceSink {
+    /// Hands the IKE thread the interfaces with a socket now (fixed and learned).
+    pub fn publish(&self, list: Vec<InterfaceConfig>) {
+        *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(list);
+        let _ = self.wake.try_send(());
+    }
+
+    fn take(&self) -> Option<Vec<InterfaceConfig>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
 enum Msg {
     Initiate(String),
     Terminate(String),
@@ -163,6 +188,7 @@ pub struct IkeHandle {
     stop: Arc<AtomicBool>,
     main: Option<JoinHandle<()>>,
     helpers: Vec<JoinHandle<()>>,
+    sink: InterfaceSink,
 }
 
 impl std::fmt::Debug for IkeHandle {
@@ -185,6 +211,12 @@ impl IkeHandle {
     ) -> Result<IkeHandle, SpawnError> {
         let (tx, rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (in_tx, in_rx) = crossbeam_channel::bounded(INPUT_QUEUE);
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let sink = InterfaceSink {
+            slot: Arc::new(Mutex::new(None)),
+            wake: wake_tx,
+        };
+        let thread_sink = sink.clone();
         let input = Arc::new(InputCounters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut helpers = Vec::new();
@@ -272,6 +304,8 @@ impl IkeHandle {
             cookie_stats: Arc::clone(&stats),
             lingering: Vec::new(),
             exhausted: Vec::new(),
+            sink: thread_sink,
+            awaiting_address: Vec::new(),
         };
         let main = spawn(
             "mifsec-ike",
@@ -284,7 +318,7 @@ impl IkeHandle {
                         ike.initiate(now, &name);
                     }
                 }
-                ike.run(&rx, &in_rx, e4500.as_ref(), sa_events.as_ref());
+                ike.run(&rx, &in_rx, e4500.as_ref(), sa_events.as_ref(), &wake_rx);
             }),
         )?;
         Ok(IkeHandle {
@@ -297,7 +331,13 @@ impl IkeHandle {
             stop,
             main: Some(main),
             helpers,
+            sink,
         })
+    }
+
+    /// Where the interface follower tells this thread about the interfaces with a socket.
+    pub fn interface_sink(&self) -> InterfaceSink {
+        self.sink.clone()
     }
 
     fn command(&self, m: Msg) -> Result<(), CommandError> {
@@ -499,6 +539,11 @@ pub(super) struct IkeThread {
     /// replacing them, with when to look again: should that rekey fail, the child is
     /// deleted (and re-created) then instead of staying mute until its hard lifetime.
     pub(super) exhausted: Vec<(Instant, u32)>,
+    /// Where the interface follower leaves the current interface list.
+    pub(super) sink: InterfaceSink,
+    /// Connections to initiate (`start`) that had no local address of the peer's family:
+    /// initiated once one appears.
+    pub(super) awaiting_address: Vec<String>,
 }
 
 impl IkeThread {
@@ -508,12 +553,14 @@ impl IkeThread {
         input: &Receiver<IkeDatagram>,
         e4500: Option<&Receiver<IkeDatagram>>,
         sa_events: Option<&Receiver<SaEvent>>,
+        ifaces_changed: &Receiver<()>,
     ) {
         // A channel whose senders are all gone (no port-500 socket, say) is replaced by one
         // that never delivers, so that the select below does not spin on it.
         let mut input = input.clone();
         let mut e4500 = e4500.cloned().unwrap_or_else(crossbeam_channel::never);
         let mut sa_events = sa_events.cloned().unwrap_or_else(crossbeam_channel::never);
+        let mut ifaces_changed = ifaces_changed.clone();
         self.touched();
         loop {
             let now = Instant::now();
@@ -558,6 +605,13 @@ impl IkeThread {
                             match ev {
                                 Ok(ev) => self.sa_event(Instant::now(), ev),
                                 Err(_) => sa_events = crossbeam_channel::never(),
+                            }
+                            None
+                        },
+                        recv(ifaces_changed) -> w => {
+                            match w {
+                                Ok(()) => self.interfaces_changed(Instant::now()),
+                                Err(_) => ifaces_changed = crossbeam_channel::never(),
                             }
                             None
                         },
@@ -860,9 +914,15 @@ impl IkeThread {
                 .map(|i| i.address)
         });
         let Some(local) = local else {
-            warn!("ike {name}: no local address of {remote}'s family");
+            if !self.awaiting_address.iter().any(|n| n == name) {
+                warn!(
+                    "ike {name}: no local address of {remote}'s family; initiating once one appears"
+                );
+                self.awaiting_address.push(name.to_owned());
+            }
             return;
         };
+        self.awaiting_address.retain(|n| n != name);
         // Port 500 when we have the socket, else straight to 4500.
         let (lport, rport) = if self.sock500.iter().any(|(a, _)| *a == local) {
             (IKE_PORT, IKE_PORT)
@@ -886,8 +946,41 @@ impl IkeThread {
         }
     }
 
+    /// The interface follower changed the interface list: sends, paths and new IKE SAs use
+    /// the new one, and the connections that waited for a local address are initiated.
+    fn interfaces_changed(&mut self, now: Instant) {
+        let Some(list) = self.sink.take() else {
+            return;
+        };
+        let addrs = |l: &[InterfaceConfig]| {
+            let mut v: Vec<IpAddr> = l.iter().map(|i| i.address).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let (old, new) = (addrs(&self.ifaces), addrs(&list));
+        self.ifaces = list;
+        if old != new {
+            info!(
+                "ike: local addresses now [{}]",
+                new.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        for name in std::mem::take(&mut self.awaiting_address) {
+            self.initiate(now, &name);
+        }
+        self.touched();
+    }
+
     /// Deletes the IKE SAs of `conn` (all with `None`).
     fn terminate(&mut self, now: Instant, conn: Option<&str>) {
+        match conn {
+            Some(n) => self.awaiting_address.retain(|a| a != n),
+            None => self.awaiting_address.clear(),
+        }
         for h in self.ep.handles() {
             let Some(c) = self.ep.connection_of(h) else {
                 continue;

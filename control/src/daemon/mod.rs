@@ -14,6 +14,8 @@
 //!
 //! The parts: [`ike_thread`] (the IKE thread and its handle), [`install`] (child SAs into
 //! the engine: paths, routes, virtual IPs), [`status`] (what `mifsec status` shows of IKE),
+//! [`interfaces`] (interfaces that follow their device's addresses: the `mifsec-netlink`
+//! thread),
 //! `privileges` (dropping root), and here the start, the signals and the [`ctl::Target`]
 //! the control socket drives.
 
@@ -28,10 +30,12 @@ use tracing::{error, info, warn};
 
 pub mod ike_thread;
 pub mod install;
+pub mod interfaces;
 mod privileges;
 pub mod status;
 
 use ike_thread::{CommandError, IkeHandle, IkePorts, bind_ike_ports};
+use interfaces::{Follower, FollowerHandle};
 use privileges::Plan;
 
 /// Exit status for a configuration that does not parse (and for usage errors).
@@ -117,6 +121,7 @@ pub fn run(path: &Path) -> i32 {
         warnings: _,
         user,
         log: _,
+        followed,
     } = cfg;
     let plan = match privileges::plan(user.as_deref()) {
         Ok(p) => p,
@@ -159,6 +164,16 @@ pub fn run(path: &Path) -> i32 {
         }
         EXIT_FAILURE
     };
+    // The interface monitor, when some interface follows its device's addresses: it
+    // subscribes and dumps now, so that the addresses there at start are known.
+    let follower = if followed.is_empty() {
+        None
+    } else {
+        match Follower::open(interfaces.clone(), &followed) {
+            Ok(f) => Some(f),
+            Err(e) => return fail("cannot start the interface monitor", &e, listener),
+        }
+    };
     // Everything that needs root, and no thread yet.
     let opened = match Engine::open(engine_cfg) {
         Ok(e) => e,
@@ -167,7 +182,13 @@ pub fn run(path: &Path) -> i32 {
     let ports = if ike_cfg.connections.is_empty() {
         IkePorts::default()
     } else {
-        bind_ike_ports(&interfaces)
+        // Port 500 on the addresses learned at start too (it needs root); an address
+        // learned later gets port 4500 only.
+        bind_ike_ports(
+            &follower
+                .as_ref()
+                .map_or_else(|| interfaces.clone(), Follower::would_open),
+        )
     };
     match &plan {
         Plan::Drop(u) => {
@@ -196,23 +217,60 @@ pub fn run(path: &Path) -> i32 {
     };
     log_started(&engine.status());
     let engine = Arc::new(engine);
+    let mut follower = follower;
+    // The sockets of the addresses there now, before IKE starts (and initiates from them).
+    let live = match &mut follower {
+        Some(f) => f.start(&engine),
+        None => interfaces.clone(),
+    };
     let ike = if ike_cfg.connections.is_empty() {
         log_manual_seq_events(&engine);
         None
     } else {
-        match IkeHandle::start(Arc::clone(&engine), ike_cfg, &interfaces, ports) {
+        match IkeHandle::start(Arc::clone(&engine), ike_cfg, &live, ports) {
             Ok(i) => Some(i),
             Err(e) => {
                 error!("cannot start the IKE thread: {e}");
-                stop_node(Node { engine, ike: None });
+                stop_node(Node {
+                    engine,
+                    ike: None,
+                    follower: None,
+                    fixed: interfaces,
+                });
                 drop(listener);
                 let _ = std::fs::remove_file(&control_socket);
                 return EXIT_FAILURE;
             }
         }
     };
+    let follower = match follower {
+        None => None,
+        Some(f) => match f.spawn(
+            Arc::clone(&engine),
+            ike.as_ref().map(IkeHandle::interface_sink),
+        ) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                error!("cannot start the interface monitor's thread: {e}");
+                stop_node(Node {
+                    engine,
+                    ike,
+                    follower: None,
+                    fixed: interfaces,
+                });
+                drop(listener);
+                let _ = std::fs::remove_file(&control_socket);
+                return EXIT_FAILURE;
+            }
+        },
+    };
 
-    let slot = Arc::new(Mutex::new(Some(Node { engine, ike })));
+    let slot = Arc::new(Mutex::new(Some(Node {
+        engine,
+        ike,
+        follower,
+        fixed: interfaces,
+    })));
     let handler_slot = Arc::clone(&slot);
     let server = listener.serve(move |peer, req| {
         crate::dataplane::debug::panic_point("control");
@@ -304,10 +362,14 @@ fn log_manual_seq_events(engine: &Engine) {
     }
 }
 
-/// What the control socket drives: the engine and, with IKE connections, the IKE thread.
+/// What the control socket drives: the engine and, with IKE connections, the IKE thread;
+/// with followed interfaces, the interface follower.
 struct Node {
     engine: Arc<Engine>,
     ike: Option<IkeHandle>,
+    follower: Option<FollowerHandle>,
+    /// The `[interfaces.*]` with a fixed address.
+    fixed: Vec<InterfaceConfig>,
 }
 
 impl ctl::Target for Node {
@@ -367,10 +429,31 @@ impl ctl::Target for Node {
         let ike = self.ike.as_ref()?;
         serde_json::to_value(ike.stats()).ok()
     }
+    fn interface_details(
+        &self,
+        engine: &EngineStatus,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut list = interfaces::fixed_status(&self.fixed, engine);
+        let mut m = serde_json::Map::new();
+        if let Some(f) = &self.follower {
+            let p = f.published();
+            list.extend(p.followed);
+            m.insert("netlink".into(), serde_json::to_value(p.counters).ok()?);
+        }
+        m.insert(
+            "configured_interfaces".into(),
+            serde_json::to_value(list).ok()?,
+        );
+        Some(m)
+    }
 }
 
-/// Stops the IKE thread (deleting its IKE SAs at the peers), then the engine.
+/// Stops the interface follower and the IKE thread (deleting its IKE SAs at the peers),
+/// then the engine.
 fn stop_node(node: Node) {
+    if let Some(f) = node.follower {
+        f.stop();
+    }
     if let Some(ike) = node.ike {
         ike.stop();
     }
