@@ -3,7 +3,8 @@
 //! swan/mod.rs without a charon). The client's interface has no address at start, so it
 //! initiates once one appears; its sockets open and close as addresses come and go, a
 //! second address gets a socket of its own, a device created after the start is followed,
-//! and a link flap within the debounce window changes nothing.
+//! a link flap within the debounce window changes nothing, and a longer link down closes
+//! the link's sockets (and up reopens them).
 //!
 //! Needs root (namespaces, TUN). Without root it fails; `MIFSEC_SKIP_ROOT_TESTS=1
 //! scripts/test.sh` reports it as ignored.
@@ -222,13 +223,32 @@ fn sockets_follow_the_addresses_of_a_device() {
         lab.log("cl")
     );
 
+    // A link down for longer than the window closes its sockets; up again, they reopen.
+    ip(&["-n", &cns, "link", "set", &cl_if, "down"]);
+    wait_status(&lab, "the sockets of the downed link closed", |st| {
+        open(st, "wan").is_empty() && iface(st, "wan")["device_up"] == false
+    });
+    let st = lab.status_json("cl");
+    assert_eq!(netlink(&st, "sockets_closed"), 2, "{st:#}");
+    assert_eq!(
+        open(&st, "late").len(),
+        1,
+        "the other device is untouched: {st:#}"
+    );
+    ip(&["-n", &cns, "link", "set", &cl_if, "up"]);
+    wait_status(&lab, "the sockets reopened", |st| {
+        open(st, "wan").len() == 2
+    });
+    let st = lab.status_json("cl");
+    assert_eq!(netlink(&st, "sockets_opened"), 5, "{st:#}");
+
     // The first address goes: its socket closes, the other stays.
     ip(&["-n", &cns, "addr", "del", "198.18.9.2/24", "dev", &cl_if]);
     wait_status(&lab, "the socket on 198.18.9.2 closed", |st| {
         open(st, "wan") == [("198.18.11.3".into(), "wan.2".into())]
     });
     let st = lab.status_json("cl");
-    assert_eq!(netlink(&st, "sockets_closed"), 1, "{st:#}");
+    assert_eq!(netlink(&st, "sockets_closed"), 3, "{st:#}");
     assert!(
         !engine_sockets(&st).iter().any(|(n, _)| n == "wan"),
         "{st:#}"
