@@ -23,7 +23,7 @@ use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::limits::InitLimits;
 use crate::ike::{
     AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
-    IkeConfig, IkeProposal, Lifetimes, Mode, Prf, RetransmitConfig,
+    IkeConfig, IkeProposal, Lifetimes, Mode, Prf, RetransmitConfig, RoamConfig,
 };
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
@@ -108,6 +108,10 @@ pub(super) struct RawConnection {
     rand_time: Option<S<RawDuration>>,
     dpd_delay: Option<S<RawDuration>>,
     dpd_action: Option<S<String>>,
+    path_check_delay: Option<S<RawDuration>>,
+    path_check_interval: Option<S<RawDuration>>,
+    path_check_tries: Option<S<i64>>,
+    prefer_best_path: Option<bool>,
     local: Option<RawEnd>,
     remote: Option<RawEnd>,
     #[serde(default)]
@@ -171,7 +175,8 @@ enum RawDuration {
     Text(String),
 }
 
-/// Parses `30`, `30s`, `10m`, `4h`, `1d` into a duration; `0` disables (None).
+/// Parses `30`, `30s`, `10m`, `4h`, `1d` (and `400ms`) into a duration; `0` disables
+/// (None).
 pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     let t = s.trim();
     let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
@@ -181,12 +186,19 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?}: a time is a number of seconds or N with s, m, h or d"))?;
+    if unit == "ms" {
+        return Ok((n > 0).then(|| Duration::from_millis(n)));
+    }
     let secs = match unit {
         "s" => n,
         "m" => n.saturating_mul(60),
         "h" => n.saturating_mul(3600),
         "d" => n.saturating_mul(86_400),
-        _ => return Err(format!("{s:?}: unknown time unit {unit:?} (s, m, h, d)")),
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown time unit {unit:?} (ms, s, m, h, d)"
+            ));
+        }
     };
     Ok((secs > 0).then(|| Duration::from_secs(secs)))
 }
@@ -850,6 +862,21 @@ impl Cx<'_> {
                 delay: time(&rc.dpd_delay, k("dpd_delay"))?.0,
                 action,
             };
+            let dr = RoamConfig::default();
+            let roam = RoamConfig {
+                check_delay: match &rc.path_check_delay {
+                    Some(_) => time(&rc.path_check_delay, k("path_check_delay"))?.0,
+                    None => dr.check_delay,
+                },
+                check_interval: time(&rc.path_check_interval, k("path_check_interval"))?
+                    .0
+                    .unwrap_or(dr.check_interval),
+                check_tries: match &rc.path_check_tries {
+                    Some(v) => self.int(v, &k("path_check_tries"), 1, 20)? as u32,
+                    None => dr.check_tries,
+                },
+                prefer_best_path: rc.prefer_best_path.unwrap_or(dr.prefer_best_path),
+            };
             let mut child_names = vec![first.name.clone()];
             child_names.extend(children.iter().map(|c| c.name.clone()));
             out.connections.push(Connection {
@@ -879,6 +906,7 @@ impl Cx<'_> {
                     retransmit: RetransmitConfig::default(),
                     lifetimes,
                     dpd,
+                    roam,
                 },
             });
         }
@@ -1037,6 +1065,22 @@ mod tests {
         let c = conn("rekey_time = 0", "rekey_time = 0").unwrap();
         assert_eq!(c.ike.lifetimes.ike_rekey, None);
         assert_eq!(c.ike.lifetimes.child_rekey, None);
+
+        // MOBIKE path checks: the defaults, then set (milliseconds), then off.
+        assert_eq!(c.ike.roam, RoamConfig::default());
+        let c = conn(
+            "path_check_delay = \"1s\"\npath_check_interval = \"150ms\"\npath_check_tries = 4\nprefer_best_path = true",
+            "",
+        )
+        .unwrap();
+        assert_eq!(c.ike.roam.check_delay, Some(Duration::from_secs(1)));
+        assert_eq!(c.ike.roam.check_interval, Duration::from_millis(150));
+        assert_eq!(c.ike.roam.check_tries, 4);
+        assert!(c.ike.roam.prefer_best_path);
+        let c = conn("path_check_delay = 0", "").unwrap();
+        assert_eq!(c.ike.roam.check_delay, None);
+        let e = conn("path_check_tries = 0", "").unwrap_err();
+        assert!(e.contains("connections.c.path_check_tries"), "{e}");
 
         let e = conn("dpd_action = \"hold\"", "").unwrap_err();
         assert!(e.contains("connections.c.dpd_action"), "{e}");

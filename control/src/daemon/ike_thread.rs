@@ -739,17 +739,21 @@ impl IkeThread {
     /// The usage of the child SA with inbound SPI `spi_in`, pushed by the engine (about
     /// every [`USAGE_INTERVAL`](crate::dataplane::engine::USAGE_INTERVAL) while it moves;
     /// children are installed with `report_usage` when their connection has byte or
-    /// packet limits or liveness checks). With limits, the IKE SA that owns the child gets
-    /// the larger of the pair's inbound and outbound counts ([`IkeSa::child_usage`]) and
-    /// rekeys or deletes it; inbound packets postpone its next liveness check. Returns
+    /// packet limits, liveness checks or MOBIKE path checks). With limits, the IKE SA that
+    /// owns the child gets the larger of the pair's inbound and outbound counts
+    /// ([`IkeSa::child_usage`]) and rekeys or deletes it; whether packets went out and
+    /// whether any came in goes to [`IkeSa::note_traffic`] (inbound postpones the next
+    /// liveness check; outbound without inbound starts a MOBIKE path check). Returns
     /// whether the IKE SA was told anything.
     fn usage(&mut self, now: Instant, spi_in: u32, usage: Usage) -> bool {
         // Inbound SPIs are ours and unique: one child at most has it.
-        let Some((h, active)) = self.entries.iter_mut().find_map(|(h, e)| {
+        let Some((h, received, sent)) = self.entries.iter_mut().find_map(|(h, e)| {
             let c = e.children.iter_mut().find(|c| c.spec.spi_in == spi_in)?;
-            let active = usage.in_packets != c.last_in;
+            let received = usage.in_packets != c.last_in;
+            let sent = usage.out_packets != c.last_out;
             c.last_in = usage.in_packets;
-            Some((*h, active))
+            c.last_out = usage.out_packets;
+            Some((*h, received, sent))
         }) else {
             // A rekeyed pair lingering for stragglers, or one just removed.
             return false;
@@ -757,10 +761,7 @@ impl IkeThread {
         let Some(conn) = self.ep.connection_of(h) else {
             return false;
         };
-        let (limits, dpd) = {
-            let ike = &self.conns[conn].ike;
-            (ike.child_volume_limits(), ike.dpd.delay.is_some())
-        };
+        let limits = self.conns[conn].ike.child_volume_limits();
         let Some(sa) = self.ep.sa_mut(h) else {
             return false;
         };
@@ -768,10 +769,10 @@ impl IkeThread {
         if limited {
             sa.child_usage(now, spi_in, usage.bytes(), usage.packets());
         }
-        if dpd && active {
-            sa.note_activity(now);
+        if sent || received {
+            sa.note_traffic(now, sent, received);
         }
-        limited || (dpd && active)
+        limited || sent || received
     }
 
     /// Acts on a sequence-number limit of outbound SA `spi`; `again` for a second look at
@@ -1079,6 +1080,7 @@ impl IkeThread {
                 reason,
             } => warn!("child {child} failed: {reason:?}"),
             Event::IkeSaMoved {
+                reason,
                 local,
                 remote,
                 children,
@@ -1087,7 +1089,7 @@ impl IkeThread {
                 // The IKE SA answers on the new path already; moving the children's engine
                 // paths (make-before-break) is the next step of issue 10.
                 warn!(
-                    "peer moved the IKE SA to {local} === {remote} (MOBIKE); {} child SAs \
+                    "IKE SA moved to {local} === {remote} (MOBIKE, {reason}); {} child SAs \
                      stay on their old path: moving them is not implemented yet",
                     children.len()
                 );

@@ -32,6 +32,8 @@ pub(super) struct Installed {
     pub(super) behind: bool,
     /// Inbound packets in the engine's last usage report of the pair.
     pub(super) last_in: u64,
+    /// Outbound packets in that report (MOBIKE path checks: sent without answer).
+    pub(super) last_out: u64,
     /// Routes we added into the TUN.
     pub(super) routes: Vec<Prefix>,
 }
@@ -105,8 +107,11 @@ impl IkeThread {
             reorder: Duration::ZERO,
             // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
             probes: false,
-            // The engine pushes the pair's usage for lifetimes by volume and liveness checks.
-            report_usage: conn.ike.child_volume_limits() || conn.ike.dpd.delay.is_some(),
+            // The engine pushes the pair's usage for lifetimes by volume, liveness checks
+            // and MOBIKE path checks (outbound traffic without answer).
+            report_usage: conn.ike.child_volume_limits()
+                || conn.ike.dpd.delay.is_some()
+                || (conn.ike.mobike && conn.ike.roam.check_delay.is_some()),
         };
         self.engine
             .install_sa(spec.clone())
@@ -172,6 +177,7 @@ impl IkeThread {
             spec,
             behind: false,
             last_in: 0,
+            last_out: 0,
             routes,
         });
         Ok(())

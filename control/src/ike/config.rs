@@ -383,6 +383,52 @@ pub struct DpdConfig {
     pub action: DpdAction,
 }
 
+/// MOBIKE as initiator (RFC 4555): how a dead path is found and which path is preferred.
+///
+/// The defaults find a silently dead path in about a second: outbound traffic with nothing
+/// inbound for 400 ms (two of the engine's 250 ms usage reports, so one quiet report is not
+/// enough) starts a liveness check on the current path, sent 3 times 200 ms apart (a
+/// round trip of up to 200 ms answers the first try; the second and third cover the loss
+/// of one or two datagrams), so 1.0 s after the last inbound packet the path counts as
+/// dead and the other paths are probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoamConfig {
+    /// Outbound ESP with nothing inbound for this long starts a liveness check on the
+    /// current path (`path_check_delay`); `None`: only address loss and the
+    /// retransmissions of our own requests find a dead path.
+    pub check_delay: Option<Duration>,
+    /// The interval of the check's retransmissions, and of a probe's first ones
+    /// (`path_check_interval`).
+    pub check_interval: Duration,
+    /// How many times the check is sent before the path counts as dead
+    /// (`path_check_tries`, at least 1).
+    pub check_tries: u32,
+    /// Move back to a more preferred local address (earlier in the list given to
+    /// `IkeSa::set_local_addresses`, that is in `local_addrs`) once it answers a probe
+    /// (`prefer_best_path`, as strongSwan's).
+    pub prefer_best_path: bool,
+}
+
+impl Default for RoamConfig {
+    /// 400 ms, 200 ms, 3 tries, no moving back.
+    fn default() -> Self {
+        RoamConfig {
+            check_delay: Some(Duration::from_millis(400)),
+            check_interval: Duration::from_millis(200),
+            check_tries: 3,
+            prefer_best_path: false,
+        }
+    }
+}
+
+impl RoamConfig {
+    /// How long a request of ours (or a check) goes unanswered on the current path before
+    /// the path counts as dead: the check's tries.
+    pub fn dead_after(&self) -> Duration {
+        self.check_interval.saturating_mul(self.check_tries.max(1))
+    }
+}
+
 /// What the daemon does when liveness checks find the peer gone (`dpd_action`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DpdAction {
@@ -449,6 +495,8 @@ pub struct IkeConfig {
     pub lifetimes: Lifetimes,
     /// Liveness checks.
     pub dpd: DpdConfig,
+    /// MOBIKE as initiator: path checks and preference.
+    pub roam: RoamConfig,
 }
 
 impl IkeConfig {
@@ -494,6 +542,7 @@ impl fmt::Debug for IkeConfig {
             .field("retransmit", &self.retransmit)
             .field("lifetimes", &self.lifetimes)
             .field("dpd", &self.dpd)
+            .field("roam", &self.roam)
             .finish()
     }
 }
@@ -589,6 +638,7 @@ mod tests {
             retransmit: RetransmitConfig::default(),
             lifetimes: Lifetimes::default(),
             dpd: DpdConfig::default(),
+            roam: RoamConfig::default(),
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"));

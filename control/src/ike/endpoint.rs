@@ -30,7 +30,7 @@ use std::time::Instant;
 use super::config::IkeConfig;
 use super::cookie::{Admission, CookieGate, CookieStats};
 use super::limits::{InitLimiter, InitLimits, LimitStats, Refusal};
-use super::sa::{Event, FailReason, IkeSa, Transmit};
+use super::sa::{Event, FailReason, IkeSa, MoveError, Transmit};
 use crate::wire::{ExchangeType, HeaderPacket};
 
 /// Names one IKE SA of an [`Endpoint`]: a number given in order of creation, from 1, never
@@ -405,6 +405,46 @@ impl Endpoint {
         let i = self.index(h)?;
         self.touch(i);
         Some(&mut self.slots[i].sa)
+    }
+
+    /// Our usable local addresses are now `addrs` (the daemon's monitor calls this whenever
+    /// the set changes): each IKE SA gets those its connection may use, in the order of
+    /// its `local_addrs` (its preference; empty: any, in the order given), through
+    /// [`IkeSa::set_local_addresses`].
+    pub fn set_local_addresses(&mut self, now: Instant, addrs: &[IpAddr]) {
+        for i in 0..self.slots.len() {
+            let conn = &self.conns[self.slots[i].conn];
+            let list: Vec<IpAddr> = if conn.local_addrs.is_empty() {
+                addrs.to_vec()
+            } else {
+                conn.local_addrs
+                    .iter()
+                    .filter(|a| addrs.contains(a))
+                    .copied()
+                    .collect()
+            };
+            self.slots[i].sa.set_local_addresses(now, &list);
+            self.touch(i);
+        }
+    }
+
+    /// Moves IKE SA `h` by hand ([`IkeSa::request_move`], `mifsec ctl move`).
+    pub fn request_move(
+        &mut self,
+        now: Instant,
+        h: SaHandle,
+        local: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<bool, MoveError> {
+        let sa = self.sa_mut(h).ok_or(MoveError::NoSuchSa)?;
+        sa.request_move(now, local, remote)
+    }
+
+    /// Reports the traffic of IKE SA `h`'s children ([`IkeSa::note_traffic`]).
+    pub fn note_traffic(&mut self, now: Instant, h: SaHandle, sent: bool, received: bool) {
+        if let Some(sa) = self.sa_mut(h) {
+            sa.note_traffic(now, sent, received);
+        }
     }
 
     /// The connection (index) of IKE SA `h`.

@@ -6,7 +6,7 @@
 //! together: in a clean handshake 0 is the IKE_SA_INIT request, 1 its response, 2 the
 //! IKE_AUTH request, 3 its response.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,19 @@ struct Faults {
     /// the initiator, and the responder's to A's old address are lost (the old link is
     /// gone).
     roamed: Option<IpAddr>,
+    /// The multi-address network: links that are down and NATs, by address.
+    links: Links,
+}
+
+/// The multi-address network of the pipe: each peer may use several addresses (the
+/// initiator's Transmit says which); a link is down when its address is in `down`
+/// (datagrams from or to it are lost: an address deleted or a silent blackhole alike);
+/// `nat` translates an initiator's (address, port) to the public one the responder sees,
+/// and back.
+#[derive(Debug, Default)]
+struct Links {
+    down: BTreeSet<IpAddr>,
+    nat: BTreeMap<SocketAddr, SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -135,11 +148,21 @@ impl Harness {
     }
 
     fn deliver(&mut self, to_resp: bool, t: Transmit) {
+        let down = &self.faults.links.down;
+        if down.contains(&t.local.ip()) || down.contains(&t.remote.ip()) {
+            return;
+        }
         if to_resp {
             let from = match self.faults.roamed {
                 Some(ip) => SocketAddr::new(ip, t.local.port()),
                 None if self.faults.nat => nat_out(t.local),
-                None => t.local,
+                None => self
+                    .faults
+                    .links
+                    .nat
+                    .get(&t.local)
+                    .copied()
+                    .unwrap_or(t.local),
             };
             self.resp
                 .handle_datagram(self.now, t.remote, from, &t.bytes);
@@ -148,7 +171,11 @@ impl Harness {
                 Some(ip) if t.remote.ip() == ip => SocketAddr::new(A.ip(), t.remote.port()),
                 Some(_) => return,
                 None if self.faults.nat => nat_in(t.remote),
-                None => t.remote,
+                None => match self.faults.links.nat.iter().find(|(_, p)| **p == t.remote) {
+                    Some((inside, _)) => *inside,
+                    None if self.faults.links.nat.contains_key(&t.remote) => return,
+                    None => t.remote,
+                },
             };
             self.init.handle_datagram(self.now, to, t.local, &t.bytes);
         }
@@ -283,6 +310,7 @@ mod exchange;
 mod fragments;
 mod limits;
 mod mobike;
+mod mobike_init;
 mod rekey;
 
 #[test]

@@ -34,9 +34,10 @@ mod harness;
 
 pub use config::{
     AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
-    IkeConfig, IkeProposal, Lifetimes, Mode, RetransmitConfig,
+    IkeConfig, IkeProposal, Lifetimes, Mode, RetransmitConfig, RoamConfig,
 };
 pub use crypto::Prf;
 pub use sa::{
-    ChildSa, Event, FailReason, IkeSa, IkeSaInfo, NatStatus, SeqLimitAction, Stats, Transmit,
+    ChildMove, ChildSa, Event, FailReason, IkeSa, IkeSaInfo, MoveError, MoveReason, NatStatus,
+    SeqLimitAction, Stats, Transmit,
 };

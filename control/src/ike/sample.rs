@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::config::{
     AddressPool, ChildConfig, DpdConfig, EspProposal, IkeConfig, IkeProposal, Lifetimes, Mode,
-    RetransmitConfig,
+    RetransmitConfig, RoamConfig,
 };
 use crate::wire::{IdPayload, TrafficSelector};
 
@@ -51,6 +51,7 @@ pub fn client() -> IkeConfig {
         retransmit: RetransmitConfig::default(),
         lifetimes: Lifetimes::default(),
         dpd: DpdConfig::default(),
+        roam: RoamConfig::default(),
     }
 }
 
@@ -82,5 +83,6 @@ pub fn gateway() -> IkeConfig {
         retransmit: RetransmitConfig::default(),
         lifetimes: Lifetimes::default(),
         dpd: DpdConfig::default(),
+        roam: RoamConfig::default(),
     }
 }

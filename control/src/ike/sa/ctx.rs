@@ -4,6 +4,7 @@
 use crate::ike::sa::channel::Retransmit;
 use crate::ike::sa::child::Child;
 use crate::ike::sa::paths::PathSet;
+use crate::ike::sa::roam::Roam;
 use crate::ike::sa::timer::{Timer, TimerTable};
 use crate::ike::sa::{ChildSa, Dead, Event, FailReason, NONCE_LEN, State, Stats, Transmit};
 use std::collections::VecDeque;
@@ -32,6 +33,8 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) rng: SystemRandom,
     /// The IKE SA's addresses: its paths, each with its NAT state.
     pub(in crate::ike::sa) paths: PathSet,
+    /// MOBIKE as initiator: our addresses, path checks, probes.
+    pub(in crate::ike::sa) roam: Roam,
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,
     /// The handshake's outstanding request (IKE_SA_INIT, IKE_AUTH); an established SA's
@@ -105,8 +108,8 @@ impl Ctx {
     }
 
     pub(in crate::ike::sa) fn send_request(&mut self, now: Instant, bytes: Vec<u8>) {
-        let (t, path) = (Timer::Retransmit(HANDSHAKE_WINDOW), self.paths.pair());
-        self.retransmit = Some(Retransmit::start(self, now, t, path, bytes));
+        let (t, (l, r)) = (Timer::Retransmit(HANDSHAKE_WINDOW), self.paths.pair());
+        self.retransmit = Some(Retransmit::start(self, now, t, vec![(l, r, bytes)]));
     }
 
     /// A new channel's id.
@@ -354,6 +357,7 @@ impl Ctx {
             cfg,
             rng: SystemRandom::new(),
             paths: PathSet::new(local, remote),
+            roam: Roam::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmit: None,

@@ -15,16 +15,17 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::channel::Channel;
+use super::channel::{Channel, Tick};
 use super::exchange::delete::deletes_ike;
 use super::exchange::{
-    ChildCreate, ChildRekey, Delete, Effect, Ex, Exchange, IkeRekey, IkeRetry, Key, Kind, Liveness,
-    RETRY_AFTER, Responder, responders,
+    AddressUpdate, ChildCreate, ChildRekey, Delete, Effect, Ex, Exchange, IkeRekey, IkeRetry, Key,
+    Kind, Liveness, PathCheck, PathUpdate, RETRY_AFTER, Resend, Responder, responders,
 };
+use super::roam::Pair;
 use super::timer::Timer;
 use super::{
-    Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, SeqLimitAction, State, has_notify,
-    is_later_fragment, notify,
+    Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, MoveError, MoveReason,
+    SeqLimitAction, State, has_notify, is_later_fragment, notify,
 };
 use crate::wire::{ExchangeType, Message, NotifyPayload, NotifyType, Payload};
 
@@ -63,6 +64,30 @@ enum Which {
     Current,
     Retiring(usize),
     PeerIke,
+}
+
+/// The copies of request `ex` (message ID `id`) for a probe of `pairs`: each sealed with
+/// the payloads the exchange gives for its pair, or `base` (the same message) if it gives
+/// none.
+fn seal_copies(
+    ctx: &Ctx,
+    ch: &mut Channel,
+    ex: &dyn Exchange,
+    id: u32,
+    spis: (u64, u64),
+    pairs: &[Pair],
+    base: &[u8],
+) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    pairs
+        .iter()
+        .map(|&(l, r)| {
+            let bytes = ex
+                .payloads_for(ctx, spis, (l, r))
+                .and_then(|p| ch.core.seal(ex.exchange_type(), false, id, &p).ok())
+                .unwrap_or_else(|| base.to_vec());
+            (l, r, bytes)
+        })
+        .collect()
 }
 
 /// How a request is sent.
@@ -185,7 +210,7 @@ impl Established {
             return State::Established(self);
         }
         let next = if h.flags.response() {
-            self.on_response(ctx, now, w, bytes, msg)
+            self.on_response(ctx, now, w, (local, remote), bytes, msg)
         } else {
             self.on_request(ctx, now, w, (local, remote), bytes, msg)
         };
@@ -346,6 +371,23 @@ impl Established {
                     lowest,
                 } => self.child_rekey_collision(ctx, old_spi_in, spi_in, &lowest),
                 Effect::IkeRekeyed(core, lowest) => self.ike_rekeyed(ctx, now, core, &lowest),
+                Effect::PathRefused {
+                    pair,
+                    before,
+                    refused,
+                    probe,
+                } => {
+                    if refused {
+                        ctx.roam.refuse(pair);
+                    }
+                    if ctx.paths.pair() == pair {
+                        ctx.paths.move_to(before.local, before.remote, before.nat);
+                        self.redirect_all((before.local, before.remote));
+                    }
+                    if let Some(reason) = probe {
+                        self.start_probe(ctx, now, reason);
+                    }
+                }
                 Effect::IkeRekeyFailed(retry) => {
                     if self.peer_ike.is_none() {
                         match retry {
@@ -494,6 +536,7 @@ impl Established {
         ctx: &mut Ctx,
         now: Instant,
         w: Which,
+        arrival: Pair,
         bytes: &[u8],
         msg: &Message,
     ) -> State {
@@ -518,11 +561,18 @@ impl Established {
                 return State::Established(self);
             }
         };
+        let sent_on = ch.sent_on();
         let Some(pending) = ch.finish(ctx) else {
             return State::Established(self);
         };
         self.last_rx = now;
-        let ran = self.run(ctx, now, w, |x| pending.ex.process_response(x, &inner));
+        if w == Which::Current {
+            self.answered_on(ctx, now, arrival, &sent_on);
+        }
+        let ran = self.run(ctx, now, w, |x| {
+            x.from = Some(arrival);
+            pending.ex.process_response(x, &inner)
+        });
         let effects = ran.map(|(_, e)| e).unwrap_or_default();
         self.apply(ctx, now, w, effects)
     }
@@ -617,23 +667,235 @@ impl Established {
         };
         ch.own_next = id.wrapping_add(1);
         let path = ctx.paths.pair();
+        let resend = ex.resend();
+        let r = ctx.cfg.roam;
         match how {
-            Delivery::Window => ch.send_request(ctx, now, (ex, id), path, bytes),
+            Delivery::Window => match &resend {
+                Resend::Normal => {
+                    ch.send_request(ctx, now, (ex, id), vec![(path.0, path.1, bytes)])
+                }
+                Resend::Check => {
+                    ch.send_request(ctx, now, (ex, id), vec![(path.0, path.1, bytes)]);
+                    ch.check_mode(ctx, now, (r.check_tries, r.check_interval), false);
+                }
+                Resend::Probe(pairs) | Resend::Optional(pairs) => {
+                    let spis = ch.spis();
+                    let copies = seal_copies(ctx, ch, &*ex, id, spis, pairs, &bytes);
+                    let drop_at =
+                        matches!(resend, Resend::Optional(_)).then(|| now + r.dead_after());
+                    ch.send_request(ctx, now, (ex, id), copies);
+                    ch.probe_mode(ctx, now, r.check_interval, drop_at);
+                }
+            },
             Delivery::Last => ctx.send_to(path.0, path.1, bytes),
         }
         true
+    }
+
+    /// MOBIKE: whether we choose the path (both sides support MOBIKE and we are the
+    /// original initiator, RFC 4555 section 3.1).
+    fn can_roam(ctx: &Ctx) -> bool {
+        ctx.paths.mobike() && ctx.original_initiator
+    }
+
+    /// Our request went on `sent_on` and its answer came on `arrival`. MOBIKE: another
+    /// pair than the current path answered a probe first: it becomes the path. The current
+    /// path answered: it works (a probe ends).
+    fn answered_on(&mut self, ctx: &mut Ctx, now: Instant, arrival: Pair, sent_on: &[Pair]) {
+        if arrival == ctx.paths.pair() {
+            ctx.roam.unanswered_since = None;
+            ctx.timers.stop(Timer::PathCheck);
+            if sent_on.len() > 1 || ctx.roam.probing == Some(MoveReason::Preferred) {
+                ctx.roam.probing = None;
+            }
+            return;
+        }
+        if Self::can_roam(ctx) && sent_on.contains(&arrival) {
+            let reason = ctx.roam.probing.unwrap_or(MoveReason::PathDead);
+            self.switch(ctx, now, arrival, reason);
+        }
+    }
+
+    /// MOBIKE (RFC 4555 section 3.5): the IKE SA goes on `pair` now (`pending_update`),
+    /// our outstanding requests follow, and UPDATE_SA_ADDRESSES is next in line.
+    fn switch(&mut self, ctx: &mut Ctx, _now: Instant, pair: Pair, reason: MoveReason) {
+        let before = *ctx.paths.current();
+        ctx.paths.move_to(pair.0, pair.1, before.nat);
+        self.redirect_all(pair);
+        ctx.roam.probing = None;
+        ctx.roam.unanswered_since = None;
+        ctx.roam.peer_saw = None;
+        ctx.timers.stop(Timer::PathCheck);
+        let update = Key::Other("mobike-path-update");
+        self.ch.todo.retain(|t| t.key() != update);
+        self.ch
+            .todo
+            .push_front(Box::new(PathUpdate::new(reason, before)));
+    }
+
+    /// Every outstanding request of ours is retransmitted on `pair` from now on.
+    fn redirect_all(&mut self, pair: Pair) {
+        self.ch.redirect(pair);
+        self.retiring.iter_mut().for_each(|c| c.redirect(pair));
+        if let Some((c, _)) = &mut self.peer_ike {
+            c.redirect(pair);
+        }
+    }
+
+    /// MOBIKE: the current path is dead or its address gone: probe every candidate pair
+    /// (the current path too, if its address is usable) with the outstanding request, or
+    /// with a new liveness check; the first that answers becomes the path. Without a
+    /// candidate (no usable address) the probe waits for one.
+    fn start_probe(&mut self, ctx: &mut Ctx, now: Instant, reason: MoveReason) {
+        if !Self::can_roam(ctx) {
+            return;
+        }
+        ctx.roam.probing = Some(reason);
+        ctx.timers.stop(Timer::PathCheck);
+        let pairs = ctx.roam.candidates(&ctx.paths);
+        if pairs.is_empty() {
+            return;
+        }
+        ctx.stats.probes += 1;
+        let check = Key::Other("mobike-check");
+        self.ch.todo.retain(|t| t.key() != check);
+        match self.ch.pending.take() {
+            Some(p) => {
+                let base = self.ch.first_bytes().unwrap_or_default();
+                let spis = self.ch.spis();
+                let copies = seal_copies(ctx, &mut self.ch, &*p.ex, p.id, spis, &pairs, &base);
+                self.ch.pending = Some(p);
+                let iv = ctx.cfg.roam.check_interval;
+                self.ch.fan_out(ctx, now, copies, iv);
+            }
+            None => self.ch.todo.push_front(Box::new(PathCheck::probe(pairs))),
+        }
+    }
+
+    /// See `IkeSa::set_local_addresses`.
+    pub(super) fn set_local_addresses(&mut self, ctx: &mut Ctx, now: Instant) {
+        if !ctx.paths.mobike() {
+            return;
+        }
+        let gone = !ctx.roam.usable(ctx.paths.local().ip());
+        if Self::can_roam(ctx)
+            && (gone || ctx.roam.probing.is_some_and(|r| r != MoveReason::Preferred))
+        {
+            let reason = match ctx.roam.probing {
+                Some(r) if !gone => r,
+                _ => MoveReason::LocalAddressGone,
+            };
+            // The update that follows the move carries our new list.
+            self.start_probe(ctx, now, reason);
+        } else if ctx.roam.additional(&ctx.paths) != ctx.roam.announced {
+            self.want(Box::new(AddressUpdate));
+        }
+        if Self::can_roam(ctx) && ctx.cfg.roam.prefer_best_path && ctx.roam.probing.is_none() {
+            if let Some(better) = ctx.roam.better(&ctx.paths) {
+                ctx.roam.probing = Some(MoveReason::Preferred);
+                self.want(Box::new(PathCheck::optional(vec![better])));
+            }
+        }
+        self.kick(ctx, now);
+    }
+
+    /// See `IkeSa::request_move`.
+    pub(super) fn request_move(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        local: std::net::IpAddr,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<bool, MoveError> {
+        if !ctx.paths.mobike() {
+            return Err(MoveError::NoMobike);
+        }
+        if !ctx.original_initiator {
+            return Err(MoveError::NotInitiator);
+        }
+        let (l0, r0) = ctx.paths.pair();
+        let remote = remote.unwrap_or(r0.ip());
+        if local.is_ipv4() != remote.is_ipv4() || !ctx.roam.usable(local) {
+            return Err(MoveError::BadAddress);
+        }
+        let pair = (
+            SocketAddr::new(local, l0.port()),
+            SocketAddr::new(remote, r0.port()),
+        );
+        if pair == (l0, r0) {
+            return Ok(false);
+        }
+        self.switch(ctx, now, pair, MoveReason::Operator);
+        self.kick(ctx, now);
+        Ok(true)
+    }
+
+    /// See `IkeSa::note_traffic`.
+    pub(super) fn note_traffic(&mut self, ctx: &mut Ctx, now: Instant, sent: bool, received: bool) {
+        if received {
+            ctx.roam.unanswered_since = None;
+            ctx.timers.stop(Timer::PathCheck);
+            self.note_activity(ctx, now);
+            return;
+        }
+        let Some(delay) = ctx.cfg.roam.check_delay else {
+            return;
+        };
+        if sent && Self::can_roam(ctx) && ctx.roam.unanswered_since.is_none() {
+            ctx.roam.unanswered_since = Some(now);
+            ctx.timers.set(Timer::PathCheck, now + delay);
+        }
+    }
+
+    /// MOBIKE: traffic went unanswered for `path_check_delay`: check the current path
+    /// (the outstanding request of ours, if one is, becomes the check).
+    fn path_check(&mut self, ctx: &mut Ctx, now: Instant) {
+        if !Self::can_roam(ctx) || ctx.roam.probing.is_some() {
+            return;
+        }
+        ctx.stats.path_checks += 1;
+        let r = ctx.cfg.roam;
+        if self.ch.pending.is_some() {
+            if self.ch.sent_on() == [ctx.paths.pair()] {
+                self.ch
+                    .check_mode(ctx, now, (r.check_tries, r.check_interval), true);
+            }
+        } else {
+            self.want(Box::new(PathCheck::current()));
+        }
     }
 
     /// Runs the retransmission, lifetime and liveness timers due at `now`. `Err`: the IKE
     /// SA ends, because a request went unanswered for the give-up time (`Timeout`) or it
     /// reached its hard lifetime (`Expired`, a Delete was sent).
     pub(super) fn on_timers(&mut self, ctx: &mut Ctx, now: Instant) -> Result<(), FailReason> {
-        let mut alive = self.ch.run_retransmit(ctx, now);
+        let mut alive = true;
+        match self.ch.run_retransmit(ctx, now) {
+            Tick::GiveUp => alive = false,
+            Tick::PathDead => {
+                let reason = ctx.roam.probing.unwrap_or(MoveReason::PathDead);
+                self.start_probe(ctx, now, reason);
+            }
+            Tick::Drop => {
+                self.ch.finish(ctx);
+                ctx.roam.probing = None;
+            }
+            Tick::Alive => {}
+        }
         for ch in &mut self.retiring {
-            alive &= ch.run_retransmit(ctx, now);
+            match ch.run_retransmit(ctx, now) {
+                Tick::GiveUp => alive = false,
+                Tick::Drop => {
+                    ch.finish(ctx);
+                }
+                Tick::Alive | Tick::PathDead => {}
+            }
         }
         if !alive {
             return Err(FailReason::Timeout);
+        }
+        if ctx.timers.take_due(Timer::PathCheck, now) {
+            self.path_check(ctx, now);
         }
         if ctx.timers.is_due(Timer::IkeExpire, now) {
             self.send_last(ctx, now, Box::new(Delete::ike(None)));

@@ -8,6 +8,7 @@
 //!   leases);
 //! * `timer.rs`: every deadline in one table keyed by `Timer`;
 //! * `paths.rs`: the IKE SA's (local, remote) paths with their NAT state;
+//! * `roam.rs`: MOBIKE as initiator: our addresses, path checks, the probe's candidates;
 //! * `channel.rs`: one IKE SA's message windows, outstanding request and queue;
 //! * `child.rs`: a child SA as the IKE SA tracks it;
 //! * `handshake/`: IKE_SA_INIT and IKE_AUTH, `initiator.rs` and `responder.rs`;
@@ -50,12 +51,16 @@ mod established;
 pub(crate) mod exchange;
 mod handshake;
 mod paths;
+mod roam;
 mod timer;
 
 pub use self::core::nat_detection_hash;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
 pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, MAX_VERIFIED, Path};
+
+/// The most local addresses [`IkeSa::set_local_addresses`] keeps.
+pub const MAX_LOCAL_ADDRESSES: usize = 32;
 
 use self::core::Core;
 use ctx::Ctx;
@@ -302,10 +307,11 @@ pub enum Event {
     /// `IkeSaInfo`; its child SAs are unchanged. The old SPIs stay routed to this SA until
     /// the old IKE SA's Delete exchange is over.
     IkeSaRekeyed(IkeSaInfo),
-    /// The IKE SA moved to a new path (the peer's MOBIKE UPDATE_SA_ADDRESSES, RFC 4555
-    /// section 3.5): IKE messages now go on `local`, `remote`; move every child of
-    /// `children` to its new pair, make-before-break (the new path in before the old one
-    /// leaves).
+    /// The IKE SA moved to a new path (MOBIKE's UPDATE_SA_ADDRESSES, RFC 4555 section 3.5:
+    /// the peer's, or ours once answered and verified): IKE messages now go on `local`,
+    /// `remote`; move every child of `children` to its new pair, make-before-break (the
+    /// new path in before the old one leaves). All children move in this one event; no
+    /// rekey follows.
     IkeSaMoved {
         /// The IKE SA's SPIs (initiator's, responder's).
         spis: (u64, u64),
@@ -346,6 +352,9 @@ pub enum MoveReason {
     Preferred,
     /// Initiator: the operator asked (`mifsec ctl move`).
     Operator,
+    /// Initiator: the NAT in front of us maps our address anew (RFC 4555 section 3.8): the
+    /// same path, a new address as the peer sees it.
+    NatChanged,
 }
 
 impl MoveReason {
@@ -358,6 +367,7 @@ impl MoveReason {
             MoveReason::PathDead => "path-dead",
             MoveReason::Preferred => "preferred-path",
             MoveReason::Operator => "operator",
+            MoveReason::NatChanged => "nat-mapping-changed",
         }
     }
 }
@@ -373,9 +383,42 @@ impl fmt::Display for MoveReason {
             MoveReason::PathDead => "the path stopped answering",
             MoveReason::Preferred => "a preferred path is back",
             MoveReason::Operator => "operator request",
+            MoveReason::NatChanged => "the NAT in front of us maps our address anew",
         })
     }
 }
+
+/// Why [`IkeSa::request_move`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveError {
+    /// The IKE SA is not established.
+    NotEstablished,
+    /// MOBIKE is not in use on it (one side did not send MOBIKE_SUPPORTED).
+    NoMobike,
+    /// We are its responder: the initiator decides the path (RFC 4555 section 3.1).
+    NotInitiator,
+    /// The local address is not one of our usable ones, or of another family than the
+    /// remote one.
+    BadAddress,
+    /// No such IKE SA (from the endpoint).
+    NoSuchSa,
+}
+
+impl fmt::Display for MoveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MoveError::NotEstablished => "the IKE SA is not established",
+            MoveError::NoMobike => "MOBIKE is not in use on this IKE SA",
+            MoveError::NotInitiator => {
+                "we are the responder of this IKE SA: the initiator decides its path"
+            }
+            MoveError::BadAddress => "the local address is not usable (or families differ)",
+            MoveError::NoSuchSa => "no such IKE SA",
+        })
+    }
+}
+
+impl std::error::Error for MoveError {}
 
 /// One child SA's new addresses after its IKE SA moved ([`Event::IkeSaMoved`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,6 +470,16 @@ pub struct Stats {
     /// The peer's additional-address notifies not kept: over the cap
     /// (`MAX_PEER_ADDRESSES`), of a wrong length, or duplicates.
     pub peer_addresses_dropped: u64,
+    /// MOBIKE answers whose COOKIE2 was missing or not ours (no move followed).
+    pub cookie2_mismatch: u64,
+    /// MOBIKE liveness checks of the current path started by traffic without answer.
+    pub path_checks: u64,
+    /// Probes: a request of ours sent on every candidate pair after the path was found
+    /// dead or its address went away.
+    pub probes: u64,
+    /// Our UPDATE_SA_ADDRESSES refused by the peer (UNACCEPTABLE_ADDRESSES,
+    /// UNEXPECTED_NAT_DETECTED, another error) or not verified: no move.
+    pub our_updates_refused: u64,
 }
 
 /// Proof that the peer's AUTH payload verified. Only `core::verify_peer` makes one, and child
@@ -738,6 +791,73 @@ impl IkeSa {
         match &mut self.state {
             State::Established(st) => st.child_seq_limit(&mut self.ctx, now, spi_out, exhausted),
             _ => None,
+        }
+    }
+
+    /// Our usable local addresses are now `addrs`, preferred first (the daemon calls this
+    /// whenever the set changes; the endpoint orders them by the connection's
+    /// `local_addrs`). Bounded: at most [`MAX_LOCAL_ADDRESSES`], duplicates dropped.
+    ///
+    /// With MOBIKE (RFC 4555), in either role, the peer is told our additional addresses
+    /// (all but the current path's) in an INFORMATIONAL when that list changed (section
+    /// 3.6); before IKE_AUTH, the list goes in IKE_AUTH. As the original initiator: if the
+    /// current path's address is gone, the candidate pairs are probed and the IKE SA moves
+    /// to the first that answers ([`MoveReason::LocalAddressGone`]); with `prefer_best_path`, a
+    /// more preferred address than the current one is probed and, if it answers, moved to
+    /// ([`MoveReason::Preferred`]). Without MOBIKE the list is only kept.
+    pub fn set_local_addresses(&mut self, now: Instant, addrs: &[IpAddr]) {
+        let mut list: Vec<IpAddr> = Vec::new();
+        for a in addrs {
+            if !list.contains(a) && list.len() < MAX_LOCAL_ADDRESSES {
+                list.push(*a);
+            }
+        }
+        self.ctx.roam.local = Some(list);
+        if let State::Established(st) = &mut self.state {
+            st.set_local_addresses(&mut self.ctx, now);
+        }
+    }
+
+    /// Our usable local addresses as last given to [`IkeSa::set_local_addresses`]
+    /// (`None`: never given).
+    pub fn local_addresses(&self) -> Option<&[IpAddr]> {
+        self.ctx.roam.local.as_deref()
+    }
+
+    /// Moves the IKE SA by hand to our address `local` and the peer's `remote` (`None`:
+    /// its current one), keeping the ports (`mifsec ctl move`): IKE goes on the new path
+    /// at once and UPDATE_SA_ADDRESSES follows there; once it is answered and verified,
+    /// [`Event::IkeSaMoved`] (reason [`MoveReason::Operator`]) moves the children. If the
+    /// new path does not answer, the other paths are probed as for a dead path.
+    ///
+    /// `Ok(false)`: already on that path. Refused (`Err`) unless established, with MOBIKE,
+    /// as the original initiator (the initiator decides, RFC 4555 section 3.1), with a
+    /// usable `local` of the family of `remote`.
+    pub fn request_move(
+        &mut self,
+        now: Instant,
+        local: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<bool, MoveError> {
+        match &mut self.state {
+            State::Established(st) => st.request_move(&mut self.ctx, now, local, remote),
+            _ => Err(MoveError::NotEstablished),
+        }
+    }
+
+    /// The daemon's report about this IKE SA's child SAs since its last one (from the
+    /// engine's usage pushes, about every 250 ms while a child moves): whether any
+    /// outbound ESP was `sent`, and whether any inbound ESP was `received`.
+    ///
+    /// Anything received is a sign of life (it postpones the next liveness check, as
+    /// [`IkeSa::note_activity`]). With MOBIKE as the original initiator, outbound traffic
+    /// with nothing inbound for `path_check_delay` starts a liveness check of the current
+    /// path (NAT_DETECTION_* and COOKIE2), sent `path_check_tries` times
+    /// `path_check_interval` apart; unanswered, the path is dead: the candidate pairs are
+    /// probed and the IKE SA moves to the first that answers ([`MoveReason::PathDead`]).
+    pub fn note_traffic(&mut self, now: Instant, sent: bool, received: bool) {
+        if let State::Established(st) = &mut self.state {
+            st.note_traffic(&mut self.ctx, now, sent, received);
         }
     }
 

@@ -17,6 +17,8 @@ pub(in crate::ike::sa) enum Timer {
     IkeExpire,
     /// A liveness check is due: armed only while no request is outstanding or queued.
     Dpd,
+    /// MOBIKE: outbound traffic has had no answer for `path_check_delay`: check the path.
+    PathCheck,
     /// The child SA with this inbound SPI is rekeyed (soft lifetime, jitter applied).
     ChildRekey(u32),
     /// The child SA with this inbound SPI is deleted (hard lifetime).

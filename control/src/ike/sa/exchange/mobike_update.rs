@@ -39,12 +39,13 @@ use crate::wire::{ExchangeType, NotifyPayload, NotifyType, Payload};
 const COOKIE2_LEN: std::ops::RangeInclusive<usize> = 8..=64;
 
 /// The notifies that make an INFORMATIONAL request this exchange's.
-const CLAIMED: [NotifyType; 5] = [
+const CLAIMED: [NotifyType; 6] = [
     NotifyType::UpdateSaAddresses,
     NotifyType::AdditionalIp4Address,
     NotifyType::AdditionalIp6Address,
     NotifyType::NoAdditionalAddresses,
     NotifyType::Cookie2,
+    NotifyType::NatDetectionSourceIp,
 ];
 
 fn notifies(p: &[Payload], t: NotifyType) -> impl Iterator<Item = &NotifyPayload> {
@@ -181,6 +182,15 @@ impl Exchange for MobikeUpdate {
                 Ok(n) => out.extend(n),
                 Err(t) => return vec![notify(t)],
             }
+        } else if let Some((local, remote)) = x.from.filter(|_| {
+            notifies(p, NotifyType::NatDetectionSourceIp)
+                .next()
+                .is_some()
+        }) {
+            // The peer's path check or probe (RFC 4555 sections 3.8, 3.10): our hashes of
+            // the path it came on, so that it sees a NAT or a new mapping; nothing moves.
+            let (i, r) = (x.core.spi_i, x.core.spi_r);
+            out.extend(our_nat_notifies(x.ctx, i, r, local, remote));
         }
         if let Some(list) = AddressList::parse(p) {
             x.ctx.stats.peer_addresses_dropped += x.ctx.paths.set_peer_addresses(list);

@@ -11,6 +11,10 @@
 //!   responder (RFC 4555 sections 3.5, 3.6);
 //! * `route_check.rs`: our return-routability check of the peer's new address (COOKIE2,
 //!   RFC 4555 sections 3.8, 5.2.2) before the child SAs follow it.
+//! * `mobike_initiator.rs`: ours: UPDATE_SA_ADDRESSES and our address list (sections 3.5,
+//!   3.6);
+//! * `mobike_probe.rs`: our path checks and probes, liveness checks with NAT_DETECTION_*
+//!   and COOKIE2 (sections 3.8, 3.10).
 //!
 //! The established state (`established.rs`) owns the queue of our requests, dispatches
 //! the peer's requests to the first exchange in [`responders`] that claims them, and
@@ -40,6 +44,8 @@ pub(in crate::ike::sa) mod child_rekey;
 pub(in crate::ike::sa) mod delete;
 pub(in crate::ike::sa) mod ike_rekey;
 pub(in crate::ike::sa) mod liveness;
+pub(in crate::ike::sa) mod mobike_initiator;
+pub(in crate::ike::sa) mod mobike_probe;
 pub(in crate::ike::sa) mod mobike_update;
 pub(in crate::ike::sa) mod route_check;
 
@@ -48,6 +54,8 @@ pub(in crate::ike::sa) use child_rekey::ChildRekey;
 pub(in crate::ike::sa) use delete::Delete;
 pub(in crate::ike::sa) use ike_rekey::IkeRekey;
 pub(in crate::ike::sa) use liveness::Liveness;
+pub(in crate::ike::sa) use mobike_initiator::{AddressUpdate, PathUpdate};
+pub(in crate::ike::sa) use mobike_probe::PathCheck;
 pub(in crate::ike::sa) use mobike_update::MobikeUpdate;
 pub(in crate::ike::sa) use route_check::RouteCheck;
 
@@ -66,6 +74,12 @@ pub(in crate::ike::sa) fn responders() -> Vec<Responder> {
         Responder::of::<MobikeUpdate>(),
         Responder::of::<Liveness>(),
     ]
+}
+
+/// Tests only: the MOBIKE responder's answer (for test responders that wrap it).
+#[cfg(test)]
+pub(crate) fn respond_mobike(x: &mut Ex<'_>, p: &[Payload]) -> Vec<Payload> {
+    MobikeUpdate::respond(x, p)
 }
 
 /// Which exchange a responder is, for the established state's collision rules.
@@ -131,6 +145,20 @@ pub(in crate::ike::sa) enum Effect {
     },
     /// Our rekey of the IKE SA made this IKE SA (section 2.8.2 decides which one stays).
     IkeRekeyed(Core, Vec<u8>),
+    /// MOBIKE: the peer refused our UPDATE_SA_ADDRESSES for the pair we moved to (or it
+    /// did not verify): the IKE SA goes back to `before`, the pair is not tried again
+    /// if `refused`, and, if `probe`, the other pairs are probed.
+    PathRefused {
+        /// The pair the update was for.
+        pair: (SocketAddr, SocketAddr),
+        /// The path before the move.
+        before: super::paths::Path,
+        /// Whether the peer refused the pair itself (UNACCEPTABLE_ADDRESSES,
+        /// UNEXPECTED_NAT_DETECTED).
+        refused: bool,
+        /// Probe the other pairs, for this reason.
+        probe: Option<super::MoveReason>,
+    },
     /// Our rekey of the IKE SA failed; retry as told, unless a rekey of the peer's stands.
     IkeRekeyFailed(Option<IkeRetry>),
     /// We answered the peer's rekey of the IKE SA: this is the new one, with the lowest
@@ -158,7 +186,7 @@ pub(crate) struct Ex<'a> {
     /// The time of the message or timer being handled.
     pub(crate) now: Instant,
     /// Responder: the (local, remote) addresses the request arrived on and came from.
-    pub(in crate::ike::sa) from: Option<(SocketAddr, SocketAddr)>,
+    pub(crate) from: Option<(SocketAddr, SocketAddr)>,
     /// Responder: the request's Message ID.
     pub(in crate::ike::sa) message_id: u32,
     /// Whether the exchange runs on the current IKE SA (not on one being replaced).
@@ -212,6 +240,38 @@ pub(crate) trait Exchange: Send {
     fn requeue(self: Box<Self>) -> Option<Box<dyn Exchange>> {
         None
     }
+
+    /// Initiator, MOBIKE: the payloads of the copy of the request sent on `pair` when it
+    /// is probed (NAT_DETECTION_* differ per pair); `None`: the same message on every pair.
+    #[allow(private_interfaces)]
+    fn payloads_for(
+        &self,
+        _ctx: &Ctx,
+        _spis: (u64, u64),
+        _pair: (SocketAddr, SocketAddr),
+    ) -> Option<Vec<Payload>> {
+        None
+    }
+
+    /// Initiator, MOBIKE: how the request is sent; see [`Resend`].
+    fn resend(&self) -> Resend {
+        Resend::Normal
+    }
+}
+
+/// How a request of ours is sent and retransmitted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Resend {
+    /// On the current path, the configured schedule.
+    Normal,
+    /// A path check: on the current path, `path_check_tries` times `path_check_interval`
+    /// apart, then the path is dead and the request is probed on the other pairs.
+    Check,
+    /// A probe: on each of these pairs at once.
+    Probe(Vec<(SocketAddr, SocketAddr)>),
+    /// An optional probe of these pairs (a preferred path): dropped after the check's
+    /// tries, not fatal.
+    Optional(Vec<(SocketAddr, SocketAddr)>),
 }
 
 /// The responder's half of an exchange, as registered.

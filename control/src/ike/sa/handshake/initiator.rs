@@ -4,6 +4,7 @@ use crate::ike::sa::channel::Channel;
 use crate::ike::sa::core::{Core, detect_nat, verify_peer};
 use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::established::Established;
+use crate::ike::sa::exchange::mobike_initiator::announce;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::{
     Event, FailReason, Firsts, NONCE_RANGE, Received, State, first_error_notify, has_notify, notify,
@@ -188,6 +189,8 @@ impl AuthSent {
         }));
         if cfg.mobike {
             inner.push(notify(NotifyType::MobikeSupported));
+            // Our additional addresses, if known (RFC 4555 section 3.4).
+            inner.extend(announce(ctx).unwrap_or_default());
         }
         #[cfg(test)]
         inner.extend(ctx.test_auth_extra.iter().cloned());

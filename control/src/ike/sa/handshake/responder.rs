@@ -4,6 +4,7 @@ use crate::ike::sa::channel::Channel;
 use crate::ike::sa::core::{Core, detect_nat, verify_peer};
 use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::established::Established;
+use crate::ike::sa::exchange::mobike_initiator::announce;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
@@ -225,6 +226,10 @@ impl AwaitAuth {
         out.extend(child.payloads);
         if ctx.cfg.mobike {
             out.push(notify(NotifyType::MobikeSupported));
+            // Our additional addresses, if known and the peer does MOBIKE (section 3.4).
+            if has_notify(&inner, NotifyType::MobikeSupported) {
+                out.extend(announce(ctx).unwrap_or_default());
+            }
         }
         let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
             Ok(b) => b,
