@@ -138,7 +138,7 @@ fn explicit_address_loss_moves_to_the_other_address_at_once() {
     assert_eq!(m[0].4, spis.len());
     let r = moves(&h.resp_events);
     assert_eq!(r.len(), 1);
-    assert_eq!(r[0].0, MoveReason::PeerUpdate);
+    assert_eq!(r[0].0, MoveReason::PeerUpdateVerified);
     // Probe and update: two round trips, no retransmission, no rekey.
     assert_eq!(h.init.stats().retransmitted, 0);
     assert_eq!(h.init.stats().probes, 1);
