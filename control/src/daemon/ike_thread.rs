@@ -970,7 +970,8 @@ impl IkeThread {
                     .join(" ")
             );
         }
-        for name in std::mem::take(&mut self.awaiting_address) {
+        // Still listed while they wait: initiate() warns only the first time.
+        for name in self.awaiting_address.clone() {
             self.initiate(now, &name);
         }
         self.touched();

@@ -18,7 +18,10 @@
 //! (administratively up and with carrier), none that a fixed `[interfaces.*]` binds on the
 //! same port, at most [`MAX_ADDRS`]. Each gets its own engine interface (one socket): the
 //! first is named as the section (`wan`), further ones `wan.2`, `wan.3`, ... (a `.` is never
-//! in a configured name). A socket that cannot be opened is logged, counted and tried again
+//! in a configured name); an address keeps its name when it goes and comes back, and a name
+//! is not given to another address while it is remembered (the last 64 assignments), so
+//! that an engine path on `wan` resumes on the same address after a link down and up, and
+//! never silently sends from another. A socket that cannot be opened is logged, counted and tried again
 //! every [`RETRY`] while its address stays.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -145,6 +148,47 @@ struct Followed {
     open: BTreeMap<IpAddr, String>,
     /// Addresses whose socket the engine refused, with why.
     failed: BTreeMap<IpAddr, String>,
+    /// The engine interface name each address had, oldest first (at most [`MAX_NAMES`]):
+    /// an address that comes back gets its name again, and a name is not given to another
+    /// address while it is remembered, so that an engine path on `wan` never silently
+    /// sends from a different address.
+    names: Vec<(IpAddr, String)>,
+}
+
+/// Most address-to-name assignments remembered per followed interface.
+const MAX_NAMES: usize = 64;
+
+impl Followed {
+    /// The engine interface name for a socket on `addr`: the one it had, else `NAME`,
+    /// `NAME.2`, ... the first that no remembered address has.
+    fn name_for(&mut self, addr: IpAddr) -> String {
+        if let Some((_, n)) = self.names.iter().find(|(a, _)| *a == addr) {
+            return n.clone();
+        }
+        if self.names.len() >= MAX_NAMES {
+            // Forget the oldest assignment whose address has no socket.
+            if let Some(i) = self
+                .names
+                .iter()
+                .position(|(a, _)| !self.open.contains_key(a))
+            {
+                self.names.remove(i);
+            }
+        }
+        let base = &self.cfg.name;
+        let name = (1..=MAX_NAMES + 1)
+            .map(|n| {
+                if n == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}.{n}")
+                }
+            })
+            .find(|c| !self.names.iter().any(|(_, n)| n == c))
+            .unwrap_or_else(|| format!("{base}.{}", MAX_NAMES + 2));
+        self.names.push((addr, name.clone()));
+        name
+    }
 }
 
 /// The followed interfaces against the monitor's snapshot: the part of the follower without
@@ -180,6 +224,7 @@ impl Followers {
                     up: false,
                     open: BTreeMap::new(),
                     failed: BTreeMap::new(),
+                    names: Vec::new(),
                 })
                 .collect(),
             counters: FollowCounters::default(),
@@ -271,16 +316,7 @@ impl Followers {
                 if f.open.contains_key(&addr) {
                     continue;
                 }
-                let engine_name = (1..)
-                    .map(|n| {
-                        if n == 1 {
-                            name.clone()
-                        } else {
-                            format!("{name}.{n}")
-                        }
-                    })
-                    .find(|c| !f.open.values().any(|o| o == c))
-                    .unwrap_or_default();
+                let engine_name = f.name_for(addr);
                 let iface = InterfaceConfig {
                     name: engine_name.clone(),
                     device: Some(device.clone()),
@@ -767,11 +803,24 @@ mod tests {
         assert!(!f.reconcile(&s, &rec), "nothing changed: nothing done");
         let names: Vec<String> = f.interfaces().iter().map(|i| i.name.clone()).collect();
         assert_eq!(names, ["lan", "wan", "wan.2"]);
-        // The first address goes: its socket closes, the name is reused for the next one.
+        // The first address goes: its socket closes; a new address gets a new name (not
+        // `wan`, which a path may name for 198.18.1.2), and the old one gets its own back.
         rec.log.borrow_mut().clear();
         let s = snap(vec![link(3, "eth1", true, &["2001:db8::2", "198.18.3.2"])]);
         assert!(f.reconcile(&s, &rec));
-        assert_eq!(*rec.log.borrow(), ["close wan", "open wan 198.18.3.2"]);
+        assert_eq!(*rec.log.borrow(), ["close wan", "open wan.3 198.18.3.2"]);
+        rec.log.borrow_mut().clear();
+        let s = snap(vec![link(
+            3,
+            "eth1",
+            true,
+            &["2001:db8::2", "198.18.3.2", "198.18.1.2"],
+        )]);
+        assert!(f.reconcile(&s, &rec));
+        assert_eq!(*rec.log.borrow(), ["open wan 198.18.1.2"]);
+        rec.log.borrow_mut().clear();
+        let s = snap(vec![link(3, "eth1", true, &["2001:db8::2", "198.18.3.2"])]);
+        assert!(f.reconcile(&s, &rec));
         // Link down: every socket closes; the device going away likewise.
         rec.log.borrow_mut().clear();
         let down = snap(vec![link(3, "eth1", false, &["2001:db8::2", "198.18.3.2"])]);
@@ -779,8 +828,8 @@ mod tests {
         assert_eq!(rec.log.borrow().len(), 2);
         assert!(rec.open.borrow().is_empty());
         let p = f.published();
-        assert_eq!(p.counters.sockets_opened, 3);
-        assert_eq!(p.counters.sockets_closed, 3);
+        assert_eq!(p.counters.sockets_opened, 4);
+        assert_eq!(p.counters.sockets_closed, 4);
         assert_eq!(p.followed[0].device_up, Some(false));
     }
 
@@ -803,6 +852,19 @@ mod tests {
             f.published().followed[0].addresses[0].socket,
             SocketState::Open
         );
+    }
+
+    #[test]
+    fn names_are_remembered_within_a_bound() {
+        let rec = Rec::default();
+        let mut f = Followers::new(vec![], &wan());
+        // 200 addresses one after the other: names stay unique among those remembered.
+        for i in 0..200 {
+            let a = format!("198.18.{}.{}", i / 100, i % 100 + 1);
+            f.reconcile(&snap(vec![link(3, "eth1", true, &[&a])]), &rec);
+            assert_eq!(rec.open.borrow().len(), 1);
+            assert!(f.followed[0].names.len() <= MAX_NAMES);
+        }
     }
 
     #[test]
