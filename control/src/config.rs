@@ -334,6 +334,22 @@ pub fn summary(cfg: &Config) -> String {
                 crate::ike::Mode::Transport => "transport",
             }
         );
+        use crate::ike::auth::{LocalAuth, RemoteAuth, cert::subject_of};
+        if let LocalAuth::Pubkey { key, certs, .. } = &c.ike.local_auth {
+            let _ = writeln!(
+                s,
+                "  local auth pubkey ({}{})",
+                key.kind(),
+                certs
+                    .first()
+                    .and_then(|c| subject_of(c))
+                    .map(|n| format!(", certificate '{n}'"))
+                    .unwrap_or_default()
+            );
+        }
+        if let RemoteAuth::Pubkey(t) = &c.ike.remote_auth {
+            let _ = writeln!(s, "  remote auth pubkey ({})", t.describe());
+        }
     }
     s
 }
@@ -384,6 +400,8 @@ struct RawFile {
     secrets: Ordered<ike::RawSecret>,
     #[serde(default)]
     pools: Ordered<ike::RawPool>,
+    #[serde(default)]
+    authorities: Ordered<ike::RawAuthority>,
     #[serde(default)]
     ike: Option<ike::RawIkeDaemon>,
     #[serde(default)]
@@ -1069,6 +1087,7 @@ impl Cx<'_> {
             &raw.connections,
             &raw.secrets,
             &raw.pools,
+            &raw.authorities,
             raw.ike.as_ref(),
             &engine,
         )?;

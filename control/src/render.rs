@@ -141,6 +141,15 @@ fn ike_sas(st: &Value, out: &mut String) {
             s(ike, "remote"),
             vip("peer_vip")
         );
+        let auth = |k: &str| ike.get(k).and_then(Value::as_str).filter(|a| !a.is_empty());
+        if let (Some(l), Some(r)) = (auth("local_auth"), auth("remote_auth")) {
+            let cert = match (auth("remote_cert"), auth("remote_ca")) {
+                (Some(c), Some(ca)) => format!(", certificate '{c}' issued by '{ca}'"),
+                (Some(c), None) => format!(", certificate '{c}'"),
+                _ => String::new(),
+            };
+            let _ = writeln!(out, "  auth: local {l}, remote {r}{cert}");
+        }
         let dns: Vec<&str> = ike
             .get("dns")
             .and_then(Value::as_array)

@@ -18,6 +18,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{ConfigError, Cx, Ordered, S};
 use crate::dataplane::aead::Cipher;
 use crate::dataplane::engine::EngineConfig;
+use crate::ike::auth::{LocalAuth, PrivateKey, RemoteAuth};
 use crate::ike::config::ts_prefix;
 use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::limits::InitLimits;
@@ -123,6 +124,15 @@ pub(super) struct RawConnection {
 struct RawEnd {
     auth: Option<S<String>>,
     id: Option<S<String>>,
+    /// Our certificate files (local), end entity first.
+    certs: Strings,
+    /// The CA certificate files the peer's chain must end at (remote).
+    cacerts: Strings,
+    /// Raw public keys (PEM `PUBLIC KEY` or DER SubjectPublicKeyInfo): ours (local) or
+    /// the peer's trusted ones (remote).
+    pubkeys: Strings,
+    /// CRL files (remote).
+    crls: Strings,
 }
 
 #[derive(Deserialize)]
@@ -206,14 +216,27 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSecret {
-    id: S<Vec<S<String>>>,
-    secret: S<String>,
+    id: Option<S<Vec<S<String>>>>,
+    secret: Option<S<String>>,
+    /// `[secrets.private-NAME] file`: a private key file.
+    file: Option<S<String>>,
 }
 
 impl Drop for RawSecret {
     fn drop(&mut self) {
-        self.secret.get_mut().zeroize();
+        if let Some(s) = &mut self.secret {
+            s.get_mut().zeroize();
+        }
     }
+}
+
+/// `[authorities.NAME]`: a CA certificate trusted by every `remote.auth = "pubkey"`
+/// connection without `remote.cacerts` of its own, with its CRL files.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuthority {
+    cacert: S<String>,
+    crls: Strings,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +244,30 @@ impl Drop for RawSecret {
 pub(super) struct RawPool {
     addrs: S<String>,
     dns: Strings,
+}
+
+/// Parses `local.auth` / `remote.auth`: `psk`, or `pubkey` (also `rsa`, `ecdsa`,
+/// `ed25519`, and `rsa/pss` for RSASSA-PSS, as swanctl.conf). Returns (pubkey, rsa_pss).
+pub fn parse_auth(s: &str) -> Result<(bool, bool), String> {
+    match s {
+        "psk" => Ok((false, false)),
+        "pubkey" | "rsa" | "ecdsa" | "ed25519" => Ok((true, false)),
+        "rsa/pss" => Ok((true, true)),
+        _ => Err(format!(
+            "{s:?}: auth is psk or pubkey (rsa, ecdsa, ed25519, rsa/pss); EAP is not supported yet"
+        )),
+    }
+}
+
+/// A raw public key file: PEM `PUBLIC KEY` or DER SubjectPublicKeyInfo.
+fn spki_from_pem_or_der(b: &[u8]) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = match rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_slice(b) {
+        Ok(d) => d.to_vec(),
+        Err(_) => b.to_vec(),
+    };
+    crate::ike::auth::PublicKey::from_spki(&der).map_err(|e| e.to_string())?;
+    Ok(der)
 }
 
 /// Parses an identity as strongSwan does: an IP address, `@name` (FQDN), `@#hex` (key ID),
@@ -425,9 +472,11 @@ impl Cx<'_> {
         connections: &Ordered<RawConnection>,
         secrets: &Ordered<RawSecret>,
         pools: &Ordered<RawPool>,
+        authorities: &Ordered<RawAuthority>,
         daemon: Option<&RawIkeDaemon>,
         engine: &EngineConfig,
     ) -> Result<IkeSettings, ConfigError> {
+        let keys = self.private_keys(secrets)?;
         let frag_range = (i64::from(MIN_FRAGMENT_SIZE), 65_535);
         let default_fragment_size = match daemon.and_then(|d| d.fragment_size.as_ref()) {
             Some(v) => self.int(v, "ike.fragment_size", frag_range.0, frag_range.1)? as u16,
@@ -570,13 +619,7 @@ impl Cx<'_> {
                     return Ok(None);
                 };
                 if let Some(a) = &e.auth {
-                    if a.get_ref() != "psk" {
-                        return Err(self.err(
-                            a.span(),
-                            k(&format!("{which}.auth")),
-                            format!("{:?}: only psk is supported", a.get_ref()),
-                        ));
-                    }
+                    self.parse_str(a, &k(&format!("{which}.auth")), parse_auth)?;
                 }
                 match &e.id {
                     Some(id) => Ok(Some((
@@ -606,20 +649,141 @@ impl Cx<'_> {
                     (a.to_string(), id)
                 }
             };
-            let psk = self.find_secret(secrets, &local_id.0, remote_id.as_ref().map(|r| &r.0));
-            let Some(psk) = psk? else {
-                return Err(self.err(
-                    here(),
-                    key.clone(),
-                    format!(
-                        "no [secrets.*] with id {:?}{} (PSK authentication needs one)",
-                        local_id.0,
-                        remote_id
-                            .as_ref()
-                            .map(|r| format!(" or {:?}", r.0))
-                            .unwrap_or_default()
-                    ),
-                ));
+            let psk = |lid: &str| -> Result<Zeroizing<Vec<u8>>, ConfigError> {
+                let psk = self.find_secret(secrets, lid, remote_id.as_ref().map(|r| &r.0))?;
+                psk.ok_or_else(|| {
+                    self.err(
+                        here(),
+                        key.clone(),
+                        format!(
+                            "no [secrets.*] with id {:?}{} (PSK authentication needs one)",
+                            lid,
+                            remote_id
+                                .as_ref()
+                                .map(|r| format!(" or {:?}", r.0))
+                                .unwrap_or_default()
+                        ),
+                    )
+                })
+            };
+            let auth_of = |e: &Option<RawEnd>, which: &str| -> Result<(bool, bool), ConfigError> {
+                let a = e.as_ref().and_then(|e| e.auth.as_ref());
+                match a {
+                    Some(a) => self.parse_str(a, &k(&format!("{which}.auth")), parse_auth),
+                    None => Ok((false, false)),
+                }
+            };
+            let (local_pubkey, rsa_pss) = auth_of(&rc.local, "local")?;
+            let (remote_pubkey, _) = auth_of(&rc.remote, "remote")?;
+            let mut local_id = local_id;
+            let local_auth = if local_pubkey {
+                let end = rc.local.as_ref();
+                let certs =
+                    self.load_files(end.and_then(|e| e.certs.as_ref()), &k("local.certs"), |b| {
+                        crate::ike::auth::cert::certs_from_pem_or_der(b)
+                    })?;
+                let certs: Vec<Vec<u8>> = certs.into_iter().flatten().collect();
+                let pubkeys = self.load_files(
+                    end.and_then(|e| e.pubkeys.as_ref()),
+                    &k("local.pubkeys"),
+                    spki_from_pem_or_der,
+                )?;
+                let public = match (certs.first(), pubkeys.first()) {
+                    (Some(c), _) => crate::ike::auth::cert::public_key_bits(c),
+                    (None, Some(p)) => crate::ike::auth::PublicKey::from_spki(p)
+                        .ok()
+                        .map(|k| k.raw),
+                    (None, None) => {
+                        return Err(self.err(
+                            here(),
+                            k("local.certs"),
+                            "local.auth = \"pubkey\" needs local.certs (or local.pubkeys)",
+                        ));
+                    }
+                };
+                let Some((_, key)) = keys
+                    .iter()
+                    .find(|(_, key)| Some(key.public_key()) == public.as_deref())
+                else {
+                    return Err(self.err(
+                        here(),
+                        k("local.certs"),
+                        "no [secrets.private-*] file holds the private key of this certificate or public key",
+                    ));
+                };
+                // With a certificate and no local.id, the identity is its subject DN.
+                if rc.local.as_ref().and_then(|e| e.id.as_ref()).is_none() {
+                    if let Some(id) = certs
+                        .first()
+                        .and_then(|c| crate::ike::auth::cert::subject_id(c))
+                    {
+                        let text =
+                            crate::ike::auth::cert::subject_of(&certs[0]).unwrap_or_default();
+                        local_id = (text, id);
+                    }
+                }
+                LocalAuth::Pubkey {
+                    key: Arc::clone(key),
+                    certs,
+                    rsa_pss,
+                }
+            } else {
+                LocalAuth::Psk(psk(&local_id.0)?)
+            };
+            let remote_auth = if remote_pubkey {
+                let end = rc.remote.as_ref();
+                let mut cas: Vec<Vec<u8>> = self
+                    .load_files(
+                        end.and_then(|e| e.cacerts.as_ref()),
+                        &k("remote.cacerts"),
+                        crate::ike::auth::cert::certs_from_pem_or_der,
+                    )?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                let mut crls: Vec<Vec<u8>> = self
+                    .load_files(
+                        end.and_then(|e| e.crls.as_ref()),
+                        &k("remote.crls"),
+                        crate::ike::auth::TrustStore::crls_from_pem_or_der,
+                    )?
+                    .into_iter()
+                    .flatten()
+                    .collect();
+                if cas.is_empty() {
+                    for (an, a) in &authorities.0 {
+                        let ak = format!("authorities.{an}");
+                        let c = self.load_files(
+                            Some(&vec![a.cacert.clone()]),
+                            &format!("{ak}.cacert"),
+                            crate::ike::auth::cert::certs_from_pem_or_der,
+                        )?;
+                        cas.extend(c.into_iter().flatten());
+                        let l = self.load_files(
+                            a.crls.as_ref(),
+                            &format!("{ak}.crls"),
+                            crate::ike::auth::TrustStore::crls_from_pem_or_der,
+                        )?;
+                        crls.extend(l.into_iter().flatten());
+                    }
+                }
+                let pubkeys = self.load_files(
+                    end.and_then(|e| e.pubkeys.as_ref()),
+                    &k("remote.pubkeys"),
+                    spki_from_pem_or_der,
+                )?;
+                if cas.is_empty() && pubkeys.is_empty() {
+                    return Err(self.err(
+                        here(),
+                        k("remote.cacerts"),
+                        "remote.auth = \"pubkey\" needs remote.cacerts, an [authorities.*] section or remote.pubkeys",
+                    ));
+                }
+                let store = crate::ike::auth::TrustStore::new(&cas, &crls, &pubkeys)
+                    .map_err(|m| self.err(here(), k("remote.cacerts"), m))?;
+                RemoteAuth::Pubkey(Arc::new(store))
+            } else {
+                RemoteAuth::Psk(psk(&local_id.0)?)
             };
             if rc.children.0.is_empty() {
                 return Err(self.err(
@@ -890,7 +1054,8 @@ impl Cx<'_> {
                 ike: IkeConfig {
                     local_id: local_id.1,
                     remote_id: remote_id.map(|r| r.1),
-                    psk,
+                    local_auth,
+                    remote_auth,
                     proposals,
                     child: first,
                     more_children: children,
@@ -913,11 +1078,108 @@ impl Cx<'_> {
         Ok(out)
     }
 
+    /// The private keys of `[secrets.private-NAME]` (also `rsa-`, `ecdsa-`, `pkcs8-`, as
+    /// swanctl names them), each from its `file`.
+    fn private_keys(
+        &self,
+        secrets: &Ordered<RawSecret>,
+    ) -> Result<Vec<(String, Arc<PrivateKey>)>, ConfigError> {
+        let mut out = Vec::new();
+        for (name, s) in &secrets.0 {
+            let is_key = ["private-", "rsa-", "ecdsa-", "pkcs8-"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            let key = format!("secrets.{name}");
+            match (&s.file, is_key) {
+                (Some(f), true) => {
+                    if s.secret.is_some() {
+                        return Err(self.err(
+                            f.span(),
+                            format!("{key}.secret"),
+                            "encrypted private keys are not supported; store it unencrypted (mode 600)",
+                        ));
+                    }
+                    let k = self
+                        .load_files(Some(&vec![f.clone()]), &format!("{key}.file"), |b| {
+                            PrivateKey::from_pem_or_der(b)
+                        })?
+                        .pop()
+                        .expect("one file");
+                    out.push((name.clone(), Arc::new(k)));
+                }
+                (None, true) => {
+                    return Err(self.err(
+                        self.table_span("secrets", name),
+                        format!("{key}.file"),
+                        "a private key secret needs file = \"PATH\"",
+                    ));
+                }
+                (Some(f), false) => {
+                    return Err(self.err(
+                        f.span(),
+                        format!("{key}.file"),
+                        "file is for [secrets.private-NAME] (a private key)",
+                    ));
+                }
+                (None, false) => {
+                    if s.id.is_none() || s.secret.is_none() {
+                        return Err(self.err(
+                            self.table_span("secrets", name),
+                            key,
+                            "a PSK secret needs id and secret",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads each file (relative paths from the configuration file's folder) and parses
+    /// it; an error names the file.
+    fn load_files<T>(
+        &self,
+        files: Option<&Vec<S<String>>>,
+        key: &str,
+        parse: impl Fn(&[u8]) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, f) in files.into_iter().flatten().enumerate() {
+            let name = f.get_ref();
+            let path = std::path::Path::new(self.file)
+                .parent()
+                .unwrap_or(std::path::Path::new(""))
+                .join(name);
+            let k = format!("{key}[{i}]");
+            let meta = std::fs::metadata(&path)
+                .map_err(|e| self.err(f.span(), &k, format!("{}: {e}", path.display())))?;
+            if meta.len() > 1 << 20 {
+                return Err(self.err(
+                    f.span(),
+                    &k,
+                    format!("{}: larger than 1 MiB", path.display()),
+                ));
+            }
+            let bytes = Zeroizing::new(
+                std::fs::read(&path)
+                    .map_err(|e| self.err(f.span(), &k, format!("{}: {e}", path.display())))?,
+            );
+            out.push(
+                parse(&bytes)
+                    .map_err(|m| self.err(f.span(), &k, format!("{}: {m}", path.display())))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// A warning for each secret shorter than [`MIN_PSK_LEN`](super::MIN_PSK_LEN) bytes.
     pub(super) fn secret_warnings(&self, secrets: &Ordered<RawSecret>) -> Vec<String> {
         let mut out = Vec::new();
         for (name, s) in &secrets.0 {
-            let text = s.secret.get_ref();
+            let Some(secret) = s.secret.as_ref().filter(|_| s.file.is_none()) else {
+                continue;
+            };
+            let text = secret.get_ref();
             let len = match text.strip_prefix("0x") {
                 Some(h) if h.len() % 2 == 0 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
                     h.len() / 2
@@ -925,7 +1187,7 @@ impl Cx<'_> {
                 _ => text.len(),
             };
             if len < super::MIN_PSK_LEN {
-                let line = super::line_of(self.text.as_bytes(), s.secret.span().start);
+                let line = super::line_of(self.text.as_bytes(), secret.span().start);
                 out.push(format!(
                     "{}:{line}: secrets.{name}.secret: a PSK of {len} bytes is short; use at \
                      least {} random bytes",
@@ -946,7 +1208,10 @@ impl Cx<'_> {
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
         let mut best: Option<(usize, &RawSecret, &str)> = None;
         for (name, s) in &secrets.0 {
-            let ids = s.id.get_ref();
+            let (Some(id), Some(_), None) = (&s.id, &s.secret, &s.file) else {
+                continue;
+            };
+            let ids = id.get_ref();
             let score = ids.iter().filter(|i| i.get_ref() == local).count().min(1)
                 + ids
                     .iter()
@@ -960,18 +1225,21 @@ impl Cx<'_> {
         let Some((_, s, name)) = best else {
             return Ok(None);
         };
-        let text = s.secret.get_ref();
+        let Some(secret) = &s.secret else {
+            return Ok(None);
+        };
+        let text = secret.get_ref();
         let key = format!("secrets.{name}.secret");
         let bytes = if let Some(h) = text.strip_prefix("0x") {
             Zeroizing::new(
                 hex::decode(h)
-                    .map_err(|_| self.err(s.secret.span(), &key, "0x... must be hex digits"))?,
+                    .map_err(|_| self.err(secret.span(), &key, "0x... must be hex digits"))?,
             )
         } else {
             Zeroizing::new(text.as_bytes().to_vec())
         };
         if bytes.is_empty() {
-            return Err(self.err(s.secret.span(), key, "a secret cannot be empty"));
+            return Err(self.err(secret.span(), key, "a secret cannot be empty"));
         }
         Ok(Some(bytes))
     }

@@ -668,7 +668,10 @@ fn ike_connection() {
     let ike = &c.ike;
     assert_eq!(ike.local_id, IdPayload::fqdn("cl"));
     assert_eq!(ike.remote_id, Some(IdPayload::fqdn("gw")));
-    assert_eq!(&ike.psk[..], b"hunter2-lab-secret");
+    let crate::ike::auth::LocalAuth::Psk(psk) = &ike.local_auth else {
+        panic!("psk expected")
+    };
+    assert_eq!(&psk[..], b"hunter2-lab-secret");
     assert!(ike.force_encap, "encap defaults to true");
     assert!(ike.request_vip);
     assert_eq!(ike.proposals[0].groups, vec![DhGroup::Curve25519]);
@@ -699,8 +702,8 @@ fn ike_errors() {
         "gw.toml:23: connections.home.proposals[0]: \"aes128gcm16-prfsha256\": an IKE proposal needs an AEAD, a PRF and a DH group"
     );
     assert_eq!(
-        ike("auth = \"psk\"", "auth = \"pubkey\""),
-        "gw.toml:27: connections.home.local.auth: \"pubkey\": only psk is supported"
+        ike("auth = \"psk\"", "auth = \"eap-mschapv2\""),
+        "gw.toml:27: connections.home.local.auth: \"eap-mschapv2\": auth is psk or pubkey (rsa, ecdsa, ed25519, rsa/pss); EAP is not supported yet"
     );
     assert!(
         ike("id = [\"cl\", \"gw\"]", "id = [\"x\"]")
@@ -984,4 +987,121 @@ fn followed_interfaces_errors() {
         err(&text),
         "gw.toml:17: sa.a.paths[0].interface: interfaces.wan follows its device's addresses; a manually keyed SA's path needs an interface with a fixed address"
     );
+}
+
+/// A folder with a CA, a gateway certificate and its key (rcgen), for the pubkey tests.
+fn pki_dir(tag: &str) -> std::path::PathBuf {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let dir = std::env::temp_dir().join(format!("mifsec-pki-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "Lab CA");
+    let ca = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "gw");
+    p.subject_alt_names = vec![SanType::DnsName("gw".try_into().unwrap())];
+    let cert = p.signed_by(&key, &ca, &ca_key).unwrap();
+    let other = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("gw.der"), cert.der()).unwrap();
+    std::fs::write(dir.join("gw.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("other.key"), other.serialize_pem()).unwrap();
+    std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+    dir
+}
+
+/// A responder connection authenticating with the certificate, its peer with one of the CA.
+const PUBKEY: &str = r#"
+[connections.rw]
+pools = ["p4"]
+
+[connections.rw.local]
+auth = "pubkey"
+certs = ["gw.der"]
+
+[connections.rw.remote]
+auth = "pubkey"
+cacerts = ["ca.pem"]
+
+[connections.rw.children.net]
+local_ts = ["10.1.0.0/16"]
+
+[secrets.private-gw]
+file = "gw.key"
+
+[pools.p4]
+addrs = "10.77.0.0/24"
+"#;
+
+#[test]
+fn ike_pubkey_connection_and_the_file_that_is_wrong() {
+    use crate::ike::auth::{KeyKind, LocalAuth, RemoteAuth};
+    let dir = pki_dir("cfg");
+    let file = dir.join("gw.toml");
+    let name = file.to_str().unwrap().to_owned();
+    let cfg = parse(&name, &plus(PUBKEY)).unwrap();
+    let ike = &cfg.ike.connections[0].ike;
+    let LocalAuth::Pubkey { key, certs, .. } = &ike.local_auth else {
+        panic!("pubkey expected")
+    };
+    assert_eq!(key.kind(), KeyKind::EcdsaP256);
+    assert_eq!(certs.len(), 1);
+    assert!(matches!(ike.remote_auth, RemoteAuth::Pubkey(_)));
+    // No local.id: the certificate's subject DN.
+    assert_eq!(ike.local_id.id_type, crate::wire::IdType::DerAsn1Dn);
+    let sum = summary(&cfg);
+    assert!(
+        sum.contains("local auth pubkey (ECDSA P-256, certificate 'CN=gw')"),
+        "{sum}"
+    );
+    assert!(
+        sum.contains("remote auth pubkey (CAs 'CN=Lab CA')"),
+        "{sum}"
+    );
+    assert!(!format!("{cfg:?}").contains("PRIVATE"));
+
+    // Also as [authorities.NAME].
+    let text =
+        PUBKEY.replace("cacerts = [\"ca.pem\"]", "") + "\n[authorities.lab]\ncacert = \"ca.pem\"\n";
+    assert!(parse(&name, &plus(&text)).is_ok());
+
+    let bad = |from: &str, to: &str| {
+        assert!(PUBKEY.contains(from), "{from}");
+        match parse(&name, &plus(&PUBKEY.replace(from, to))) {
+            Ok(_) => panic!("accepted {to}"),
+            Err(e) => e.to_string().replace(&format!("{}/", dir.display()), ""),
+        }
+    };
+    let e = bad("certs = [\"gw.der\"]", "certs = [\"missing.pem\"]");
+    assert!(
+        e.contains("connections.rw.local.certs[0]: missing.pem: No such file"),
+        "{e}"
+    );
+    let e = bad("cacerts = [\"ca.pem\"]", "cacerts = [\"garbage.pem\"]");
+    assert!(
+        e.contains("connections.rw.remote.cacerts[0]: garbage.pem: not an X.509 certificate"),
+        "{e}"
+    );
+    let e = bad("file = \"gw.key\"", "file = \"ca.pem\"");
+    assert!(e.contains("secrets.private-gw.file[0]: ca.pem:"), "{e}");
+    let e = bad("file = \"gw.key\"", "file = \"other.key\"");
+    assert!(
+        e.contains("no [secrets.private-*] file holds the private key of this certificate"),
+        "{e}"
+    );
+    let e = bad("file = \"gw.key\"", "id = [\"x\"]");
+    assert!(
+        e.contains("secrets.private-gw.file: a private key secret needs file"),
+        "{e}"
+    );
+    let e = bad("cacerts = [\"ca.pem\"]", "");
+    assert!(
+        e.contains("remote.auth = \"pubkey\" needs remote.cacerts"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1030,7 +1030,7 @@ impl IkeThread {
                     spi_i = %format_args!("{:016x}", info.spi_i),
                     spi_r = %format_args!("{:016x}", info.spi_r),
                     "established {}[{}] === {}[{}], {}, nat {}, \
-                     fragmentation {}, peer signature hashes {:?}",
+                     fragmentation {}, peer signature hashes {:?}, auth local {} remote {}{}{}",
                     info.local,
                     id_string(&self.conns[c].ike.local_id),
                     info.remote,
@@ -1038,7 +1038,19 @@ impl IkeThread {
                     algorithms(info.cipher, info.prf, info.group),
                     nat_name(&info),
                     if info.fragmentation { "on" } else { "off" },
-                    info.peer_signature_hashes
+                    info.peer_signature_hashes,
+                    info.local_auth,
+                    info.remote_auth.method,
+                    info.remote_auth
+                        .key
+                        .as_ref()
+                        .map(|k| format!(" ({k})"))
+                        .unwrap_or_default(),
+                    info.remote_auth
+                        .subject
+                        .as_ref()
+                        .map(|s| format!(" certificate '{}'", crate::log::printable(s)))
+                        .unwrap_or_default()
                 );
                 if st.fragments_sent + st.fragments_received > 0 {
                     info!(

@@ -34,6 +34,15 @@ pub struct IkeSaStatus {
     pub local_id: String,
     /// The peer's identity (once authenticated).
     pub remote_id: String,
+    /// How we authenticated: `psk` or `pubkey` (empty until established).
+    pub local_auth: String,
+    /// How the peer authenticated: `psk`, or `pubkey` with its key type (`pubkey ECDSA
+    /// P-256`).
+    pub remote_auth: String,
+    /// The subject of the peer's certificate, when it showed one.
+    pub remote_cert: Option<String>,
+    /// The CA that issued it.
+    pub remote_ca: Option<String>,
     /// The initiator's SPI, hex.
     pub spi_i: String,
     /// The responder's SPI, hex (zeros while unknown).
@@ -185,6 +194,21 @@ impl IkeThread {
                         .as_ref()
                         .map(|i| id_string(&i.remote_id))
                         .unwrap_or_else(|| "%any".into()),
+                    local_auth: e
+                        .info
+                        .as_ref()
+                        .map(|i| i.local_auth.to_string())
+                        .unwrap_or_default(),
+                    remote_auth: e
+                        .info
+                        .as_ref()
+                        .map(|i| match &i.remote_auth.key {
+                            Some(k) => format!("{} {k}", i.remote_auth.method),
+                            None => i.remote_auth.method.to_string(),
+                        })
+                        .unwrap_or_default(),
+                    remote_cert: e.info.as_ref().and_then(|i| i.remote_auth.subject.clone()),
+                    remote_ca: e.info.as_ref().and_then(|i| i.remote_auth.ca.clone()),
                     spi_i: format!("{spi_i:016x}"),
                     spi_r: format!("{spi_r:016x}"),
                     algorithms: e
@@ -258,6 +282,12 @@ pub fn id_string(id: &IdPayload) -> String {
         }
         h
     };
+    if id.id_type == IdType::DerAsn1Dn {
+        use x509_parser::prelude::FromDer;
+        if let Ok((_, n)) = x509_parser::x509::X509Name::from_der(&id.data) {
+            return printable(&n.to_string());
+        }
+    }
     match id.id_type {
         IdType::KeyId => format!("@#{}", hex_of(&id.data)),
         t => format!("({t:?}) {}", hex_of(&id.data)),

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mifsec_dataplane::aead::Cipher;
-use zeroize::Zeroizing;
 
+use super::auth::{LocalAuth, RemoteAuth};
 use super::crypto::Prf;
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
@@ -447,8 +447,11 @@ pub struct IkeConfig {
     /// The identity the peer must present; `None` accepts any (the PSK still has to
     /// match). An initiator also sends it as IDr when set.
     pub remote_id: Option<IdPayload>,
-    /// The pre-shared key (both directions use the same one).
-    pub psk: Zeroizing<Vec<u8>>,
+    /// How we authenticate (`local.auth`): a PSK or a signature.
+    pub local_auth: LocalAuth,
+    /// How the peer must authenticate (`remote.auth`): with the PSK, or a signature by a
+    /// key its certificate (checked against the CAs) or a raw public key vouches for.
+    pub remote_auth: RemoteAuth,
     /// IKE proposals, in order of preference.
     pub proposals: Vec<IkeProposal>,
     /// The first child SA (negotiated in IKE_AUTH).
@@ -527,7 +530,8 @@ impl fmt::Debug for IkeConfig {
         f.debug_struct("IkeConfig")
             .field("local_id", &self.local_id)
             .field("remote_id", &self.remote_id)
-            .field("psk", &"<redacted>")
+            .field("local_auth", &self.local_auth)
+            .field("remote_auth", &self.remote_auth)
             .field("proposals", &self.proposals)
             .field("child", &self.child)
             .field("more_children", &self.more_children)
@@ -550,6 +554,7 @@ impl fmt::Debug for IkeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use zeroize::Zeroizing;
 
     #[test]
     fn prefixes_and_ranges() {
@@ -615,7 +620,8 @@ mod tests {
         let cfg = IkeConfig {
             local_id: IdPayload::fqdn("a"),
             remote_id: None,
-            psk: Zeroizing::new(b"hunter2-secret".to_vec()),
+            local_auth: LocalAuth::Psk(Zeroizing::new(b"hunter2-secret".to_vec())),
+            remote_auth: RemoteAuth::Psk(Zeroizing::new(b"hunter2-secret".to_vec())),
             proposals: vec![IkeProposal::all()],
             child: ChildConfig {
                 name: "c".into(),

@@ -311,6 +311,7 @@ mod fragments;
 mod limits;
 mod mobike;
 mod mobike_init;
+mod pubkey;
 mod rekey;
 
 #[test]
@@ -498,14 +499,16 @@ fn invalid_ke_payload_retry() {
 #[test]
 fn wrong_psk_fails_both_sides() {
     let mut c = client();
-    c.psk = Zeroizing::new(b"wrong".to_vec());
+    c.local_auth = crate::ike::auth::LocalAuth::Psk(Zeroizing::new(b"wrong".to_vec()));
     let gw = gateway();
     let pool = gw.pools[0].clone();
     let mut h = Harness::new(c, gw, Faults::default());
     h.run(LIMIT);
     assert_eq!(
         Harness::failure(&h.resp_events),
-        Some(FailReason::AuthenticationFailed)
+        Some(FailReason::AuthenticationFailed(
+            crate::ike::auth::AuthError::PskMismatch
+        ))
     );
     assert_eq!(
         Harness::failure(&h.init_events),
@@ -523,7 +526,9 @@ fn wrong_psk_fails_both_sides() {
     h.run(LIMIT);
     assert_eq!(
         Harness::failure(&h.resp_events),
-        Some(FailReason::AuthenticationFailed)
+        Some(FailReason::AuthenticationFailed(
+            crate::ike::auth::AuthError::WrongId
+        ))
     );
     assert_eq!(
         Harness::failure(&h.init_events),
@@ -536,7 +541,7 @@ fn failed_responder_answers_retransmission_from_cache() {
     // Wrong PSK and the AUTHENTICATION_FAILED response lost: the retransmitted IKE_AUTH
     // request gets the same answer from the dead responder's cache.
     let mut c = client();
-    c.psk = Zeroizing::new(b"wrong".to_vec());
+    c.local_auth = crate::ike::auth::LocalAuth::Psk(Zeroizing::new(b"wrong".to_vec()));
     let faults = Faults {
         drop: BTreeSet::from([3]),
         ..Faults::default()
@@ -559,7 +564,9 @@ fn initiator_rejects_responder_auth() {
     h.run(LIMIT);
     assert_eq!(
         Harness::failure(&h.init_events),
-        Some(FailReason::AuthenticationFailed)
+        Some(FailReason::AuthenticationFailed(
+            crate::ike::auth::AuthError::WrongId
+        ))
     );
     assert!(Harness::child(&h.init_events).is_none());
     // The responder believed the SA was up until the INFORMATIONAL arrived.

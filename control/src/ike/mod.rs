@@ -19,6 +19,7 @@
 //! The deterministic two-peer harness that tests the exchanges lives in `harness`
 //! (tests only).
 
+pub mod auth;
 pub mod config;
 pub mod cookie;
 pub mod crypto;

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 
 use zeroize::Zeroizing;
 
+use super::auth::{LocalAuth, RemoteAuth};
 use super::config::{
     AddressPool, ChildConfig, DpdConfig, EspProposal, IkeConfig, IkeProposal, Lifetimes, Mode,
     RetransmitConfig, RoamConfig,
@@ -32,7 +33,8 @@ pub fn client() -> IkeConfig {
     IkeConfig {
         local_id: IdPayload::rfc822("alice@example.org"),
         remote_id: Some(IdPayload::fqdn("gw.example.org")),
-        psk: Zeroizing::new(PSK.to_vec()),
+        local_auth: LocalAuth::Psk(Zeroizing::new(PSK.to_vec())),
+        remote_auth: RemoteAuth::Psk(Zeroizing::new(PSK.to_vec())),
         proposals: vec![IkeProposal::all()],
         child: child(
             vec![TrafficSelector::ipv4_any()],
@@ -61,7 +63,8 @@ pub fn gateway() -> IkeConfig {
     IkeConfig {
         local_id: IdPayload::fqdn("gw.example.org"),
         remote_id: None,
-        psk: Zeroizing::new(PSK.to_vec()),
+        local_auth: LocalAuth::Psk(Zeroizing::new(PSK.to_vec())),
+        remote_auth: RemoteAuth::Psk(Zeroizing::new(PSK.to_vec())),
         proposals: vec![IkeProposal::all()],
         child: child(
             vec![super::config::ts_prefix(

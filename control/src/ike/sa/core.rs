@@ -1,8 +1,10 @@
 //! The keys of one IKE SA after IKE_SA_INIT and what is done with them: sealing and
 //! opening SK messages (and fragments), AUTH, child KEYMAT; NAT detection hashes.
 
+use crate::ike::auth::cert::MAX_CHAIN;
+use crate::ike::auth::{AuthError, LocalAuth, PeerAuthInfo, PublicKey, RemoteAuth};
 use crate::ike::sa::paths::Path;
-use crate::ike::sa::{AuthVerified, FailReason, IkeSaInfo, NatStatus, Stats};
+use crate::ike::sa::{AuthVerified, FailReason, IkeSaInfo, NatStatus, SIGNATURE_HASHES, Stats};
 use std::net::{IpAddr, SocketAddr};
 
 use mifsec_dataplane::aead::Cipher;
@@ -16,8 +18,8 @@ use crate::ike::crypto::{
 use crate::ike::fragment::{Outcome, Reassembler, max_message_len};
 use crate::ike::proposal::IkeChoice;
 use crate::wire::{
-    AuthMethod, AuthPayload, DhGroup, ExchangeType, Flags, Header, IdPayload, Message,
-    NotifyPayload, NotifyType, Payload, parse_payloads,
+    AuthMethod, AuthPayload, CertEncoding, CertPayload, DhGroup, ExchangeType, Flags, Header,
+    IdPayload, Message, NotifyPayload, NotifyType, Payload, parse_payloads,
 };
 
 /// Keys and values shared by the states after IKE_SA_INIT.
@@ -231,17 +233,56 @@ impl Core {
             .unwrap_or_default();
     }
 
-    /// Our AUTH payload.
-    pub(in crate::ike::sa) fn our_auth(&self, psk: &[u8], id: &IdPayload) -> AuthPayload {
+    /// Our CERT payloads (pubkey with certificates) and AUTH payload. `peer_certreq`: the
+    /// peer asked for certificates (we send ours either way; the log says whether one of
+    /// its CAs is ours).
+    pub(in crate::ike::sa) fn our_auth(
+        &self,
+        cfg: &IkeConfig,
+        id: &IdPayload,
+    ) -> Result<Vec<Payload>, FailReason> {
         let (msg, nonce, skp) = if self.initiator {
             (&self.init_request, &self.nr, &self.sk_pi)
         } else {
             (&self.init_response, &self.ni, &self.sk_pr)
         };
         let octets = signed_octets(self.prf, msg, nonce, skp, id);
-        AuthPayload {
-            method: AuthMethod::SharedKeyMic,
-            data: psk_auth(self.prf, psk, &octets).to_vec(),
+        match &cfg.local_auth {
+            LocalAuth::Psk(psk) => Ok(vec![Payload::Auth(AuthPayload {
+                method: AuthMethod::SharedKeyMic,
+                data: psk_auth(self.prf, psk, &octets).to_vec(),
+            })]),
+            LocalAuth::Pubkey {
+                key,
+                certs,
+                rsa_pss,
+            } => {
+                let (method, data) = key
+                    .sign_auth(&self.peer_hashes, *rsa_pss, &octets)
+                    .map_err(FailReason::AuthenticationFailed)?;
+                let mut out: Vec<Payload> = certs
+                    .iter()
+                    .map(|c| {
+                        Payload::Cert(CertPayload {
+                            encoding: CertEncoding::X509Signature,
+                            data: c.clone(),
+                        })
+                    })
+                    .collect();
+                out.push(Payload::Auth(AuthPayload { method, data }));
+                Ok(out)
+            }
+        }
+    }
+
+    /// Our CERTREQ, when the peer must show a certificate of one of our CAs.
+    pub(in crate::ike::sa) fn certreq(cfg: &IkeConfig) -> Option<Payload> {
+        match &cfg.remote_auth {
+            RemoteAuth::Pubkey(t) if t.has_cas() => Some(Payload::CertReq(CertPayload {
+                encoding: CertEncoding::X509Signature,
+                data: t.certreq_data(),
+            })),
+            _ => None,
         }
     }
 
@@ -257,6 +298,8 @@ impl Core {
             remote: path.remote,
             nat: path.nat,
             remote_id: id,
+            local_auth: "",
+            remote_auth: Box::default(),
             peer_mobike: mobike,
             fragmentation: self.frag.is_some(),
             peer_signature_hashes: self.peer_hashes.clone(),
@@ -280,18 +323,19 @@ impl Core {
     }
 }
 
-/// Checks the peer's identity against the configuration and its AUTH payload.
+/// Checks the peer's identity against the configuration and its AUTH payload (with the
+/// certificates of its CERT payloads in `inner` for a signature), and says how the peer
+/// authenticated.
 pub(in crate::ike::sa) fn verify_peer(
     core: &Core,
     cfg: &IkeConfig,
     id: &IdPayload,
     auth: &AuthPayload,
-) -> Result<AuthVerified, FailReason> {
+    inner: &[Payload],
+) -> Result<(AuthVerified, PeerAuthInfo), FailReason> {
+    let fail = |e| Err(FailReason::AuthenticationFailed(e));
     if cfg.remote_id.as_ref().is_some_and(|want| want != id) {
-        return Err(FailReason::AuthenticationFailed);
-    }
-    if auth.method != AuthMethod::SharedKeyMic {
-        return Err(FailReason::AuthenticationFailed);
+        return fail(AuthError::WrongId);
     }
     let (msg, nonce, skp) = if core.initiator {
         (&core.init_response, &core.ni, &core.sk_pr)
@@ -299,10 +343,79 @@ pub(in crate::ike::sa) fn verify_peer(
         (&core.init_request, &core.nr, &core.sk_pi)
     };
     let octets = signed_octets(core.prf, msg, nonce, skp, id);
-    if verify_psk_auth(core.prf, &cfg.psk, &octets, &auth.data) {
-        Ok(AuthVerified(()))
-    } else {
-        Err(FailReason::AuthenticationFailed)
+    match (&cfg.remote_auth, auth.method) {
+        (RemoteAuth::Psk(psk), AuthMethod::SharedKeyMic) => {
+            if verify_psk_auth(core.prf, psk, &octets, &auth.data) {
+                Ok((
+                    AuthVerified(()),
+                    PeerAuthInfo {
+                        method: "psk",
+                        ..PeerAuthInfo::default()
+                    },
+                ))
+            } else {
+                fail(AuthError::PskMismatch)
+            }
+        }
+        (RemoteAuth::Psk(_), _) | (RemoteAuth::Pubkey(_), AuthMethod::SharedKeyMic) => {
+            fail(AuthError::MethodNotAllowed)
+        }
+        (RemoteAuth::Pubkey(trust), method) => {
+            let mut chain = Vec::new();
+            let mut raw = None;
+            for p in inner {
+                let Payload::Cert(c) = p else { continue };
+                if chain.len() >= MAX_CHAIN {
+                    return fail(AuthError::ChainTooLong);
+                }
+                match c.encoding {
+                    CertEncoding::X509Signature => chain.push(c.data.clone()),
+                    CertEncoding::RawPublicKey if raw.is_none() => raw = Some(&c.data),
+                    _ => return fail(AuthError::UnsupportedCertEncoding),
+                }
+            }
+            let (key, subject, ca) = if !chain.is_empty() {
+                let pc = trust
+                    .verify(&chain, id, std::time::SystemTime::now())
+                    .map_err(FailReason::AuthenticationFailed)?;
+                (pc.key, Some(pc.subject), Some(pc.ca))
+            } else if let Some(spki) = raw {
+                let k = PublicKey::from_spki(spki).map_err(FailReason::AuthenticationFailed)?;
+                if !trust.raw_keys().contains(&k) {
+                    return fail(AuthError::UnknownRawKey);
+                }
+                (k, None, None)
+            } else {
+                // No CERT: a configured raw public key must make the signature.
+                let keys = trust.raw_keys();
+                if keys.is_empty() {
+                    return fail(AuthError::NoCertificate);
+                }
+                let mut last = AuthError::BadSignature;
+                let hit = keys.iter().find(|k| {
+                    match k.verify_auth(method, &auth.data, &SIGNATURE_HASHES, &octets) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            last = e;
+                            false
+                        }
+                    }
+                });
+                let Some(k) = hit else { return fail(last) };
+                (k.clone(), None, None)
+            };
+            key.verify_auth(method, &auth.data, &SIGNATURE_HASHES, &octets)
+                .map_err(FailReason::AuthenticationFailed)?;
+            Ok((
+                AuthVerified(()),
+                PeerAuthInfo {
+                    method: "pubkey",
+                    key: Some(key.kind.to_string()),
+                    subject,
+                    ca,
+                },
+            ))
+        }
     }
 }
 

@@ -27,6 +27,7 @@
 //! Malformed or unexpected input is a counted drop ([`Stats`]) or the answer RFC 7296
 //! section 2.21 prescribes; it never panics and never ends an established SA.
 
+use crate::ike::auth::{AuthError, PeerAuthInfo};
 use ::core::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -74,8 +75,8 @@ const NONCE_LEN: usize = 32;
 /// Smallest and largest nonce accepted (RFC 7296 section 3.9).
 const NONCE_RANGE: ::core::ops::RangeInclusive<usize> = 16..=256;
 /// The hash algorithms we announce in SIGNATURE_HASH_ALGORITHMS (RFC 7427 section 4, IANA
-/// "IKEv2 Hash Algorithms"): SHA2-256, SHA2-384, SHA2-512.
-pub const SIGNATURE_HASHES: [u16; 3] = [2, 3, 4];
+/// "IKEv2 Hash Algorithms"): SHA2-256, SHA2-384, SHA2-512, Identity (RFC 8420, Ed25519).
+pub const SIGNATURE_HASHES: [u16; 4] = [2, 3, 4, 5];
 
 /// A datagram to send.
 #[derive(Clone, PartialEq, Eq)]
@@ -137,6 +138,10 @@ pub struct IkeSaInfo {
     pub nat: NatStatus,
     /// The identity the peer authenticated as.
     pub remote_id: IdPayload,
+    /// How we authenticated (`psk`, `pubkey`).
+    pub local_auth: &'static str,
+    /// How the peer authenticated: method, key, certificate subject and CA.
+    pub remote_auth: Box<PeerAuthInfo>,
     /// Whether the peer advertised MOBIKE_SUPPORTED.
     pub peer_mobike: bool,
     /// Whether IKE fragmentation (RFC 7383) is in use: both sides advertised
@@ -205,8 +210,8 @@ impl fmt::Debug for ChildSa {
 pub enum FailReason {
     /// A request went unanswered for the give-up time, or a half-open SA expired.
     Timeout,
-    /// The peer's AUTH or identity did not verify.
-    AuthenticationFailed,
+    /// The peer's AUTH or identity did not verify, and why.
+    AuthenticationFailed(AuthError),
     /// The peer answered with an error notify.
     PeerNotify(NotifyType),
     /// The peer's choice of proposal is not within what we offered.
@@ -227,7 +232,7 @@ impl FailReason {
     /// The error notify this failure maps to, where one does.
     pub fn notify_type(self) -> Option<NotifyType> {
         match self {
-            FailReason::AuthenticationFailed => Some(NotifyType::AuthenticationFailed),
+            FailReason::AuthenticationFailed(_) => Some(NotifyType::AuthenticationFailed),
             FailReason::PeerNotify(n) => Some(n),
             FailReason::NoProposalChosen => Some(NotifyType::NoProposalChosen),
             FailReason::InvalidKe => Some(NotifyType::InvalidKePayload),
@@ -242,7 +247,7 @@ impl fmt::Display for FailReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailReason::Timeout => f.write_str("peer did not answer"),
-            FailReason::AuthenticationFailed => f.write_str("peer authentication failed"),
+            FailReason::AuthenticationFailed(e) => write!(f, "peer authentication failed: {e}"),
             FailReason::PeerNotify(n) => write!(f, "peer sent error notify {n:?}"),
             FailReason::NoProposalChosen => f.write_str("peer chose a proposal we did not offer"),
             FailReason::InvalidKe => f.write_str("no acceptable key exchange group"),

@@ -174,7 +174,11 @@ impl AuthSent {
         if let Some(r) = &cfg.remote_id {
             inner.push(Payload::IdR(r.clone()));
         }
-        inner.push(Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)));
+        match core.our_auth(cfg, &cfg.local_id) {
+            Ok(p) => inner.extend(p),
+            Err(r) => return ctx.fail(r, Some((core.spi_i, core.spi_r)), None),
+        }
+        inner.extend(Core::certreq(cfg));
         inner.extend(cp_request(cfg.request_vip, cfg.request_vip6));
         let transport = cfg.child.mode == Mode::Transport;
         if transport {
@@ -239,7 +243,7 @@ impl AuthSent {
         };
         let st = *self;
         let mut core = st.core;
-        let proof = match verify_peer(&core, &ctx.cfg, idr, auth) {
+        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, idr, auth, &inner) {
             Ok(p) => p,
             Err(reason) => {
                 // Tell the responder, which already believes the SA is up (RFC 7296
@@ -256,6 +260,8 @@ impl AuthSent {
         ctx.paths
             .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
+        info.local_auth = ctx.cfg.local_auth.name();
+        info.remote_auth = Box::new(peer_auth);
         let cp = inner.iter().find_map(|p| match p {
             Payload::Cp(c) if c.cfg_type == CfgType::Reply => Some(c),
             _ => None,

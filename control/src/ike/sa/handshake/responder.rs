@@ -102,6 +102,7 @@ impl AwaitInit {
         ];
         let (local, remote) = ctx.paths.pair();
         payloads.extend(our_nat_notifies(ctx, spi_i, spi_r, local, remote));
+        payloads.extend(Core::certreq(&ctx.cfg));
         payloads.extend(init_extension_notifies(&ctx.cfg));
         let response = Message {
             header: Header::ike_sa_init(spi_i, spi_r, Flags::RESPONSE),
@@ -206,7 +207,7 @@ impl AwaitAuth {
             }
             return ctx.fail(FailReason::InvalidSyntax, spis, resp.map(|b| (1, b)));
         };
-        let proof = match verify_peer(&core, &ctx.cfg, idi, auth) {
+        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, idi, auth, &inner) {
             Ok(p) => p,
             Err(reason) => {
                 let n = [notify(NotifyType::AuthenticationFailed)];
@@ -218,10 +219,18 @@ impl AwaitAuth {
             }
         };
         let cfg = &ctx.cfg;
-        let mut out = vec![
-            Payload::IdR(cfg.local_id.clone()),
-            Payload::Auth(core.our_auth(&cfg.psk, &cfg.local_id)),
-        ];
+        let mut out = vec![Payload::IdR(cfg.local_id.clone())];
+        match core.our_auth(cfg, &cfg.local_id) {
+            Ok(p) => out.extend(p),
+            Err(reason) => {
+                let n = [notify(NotifyType::AuthenticationFailed)];
+                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
+                if let Some(b) = &resp {
+                    ctx.send(b.clone());
+                }
+                return ctx.fail(reason, spis, resp.map(|b| (1, b)));
+            }
+        }
         let child = Self::negotiate_child(ctx, &core, &proof, &inner);
         out.extend(child.payloads);
         if ctx.cfg.mobike {
@@ -241,6 +250,8 @@ impl AwaitAuth {
         ctx.paths
             .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         let mut info = core.info(ctx.paths.current(), idi.clone(), peer_mobike);
+        info.local_auth = ctx.cfg.local_auth.name();
+        info.remote_auth = Box::new(peer_auth);
         info.vips = child.vips;
         info.dns = child.dns;
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));

@@ -1,0 +1,203 @@
+//! Authentication of IKE SAs beyond the PSK of RFC 7296 section 2.15: signatures
+//! (RFC 7427 Digital Signature and the legacy RSA / ECDSA methods) made and checked with
+//! ring, X.509 certificate chains checked by rustls-webpki, identities checked against the
+//! certificate, raw public keys (RFC 7670).
+//!
+//! * [`keys`]: private keys (PEM / DER: PKCS#8, SEC1, PKCS#1), public keys, AUTH data.
+//! * [`cert`]: the trust store (CA certificates, CRLs, raw public keys), chain and identity
+//!   checks, CERTREQ hashes.
+//!
+//! [`LocalAuth`] says how we authenticate, [`RemoteAuth`] how the peer must; both are part
+//! of [`IkeConfig`](super::IkeConfig).
+
+pub mod cert;
+pub mod keys;
+
+use core::fmt;
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+pub use cert::{PeerCert, TrustStore};
+pub use keys::{KeyKind, PrivateKey, PublicKey, Scheme};
+
+/// How we authenticate ourselves (`local.auth`).
+#[derive(Clone)]
+pub enum LocalAuth {
+    /// A pre-shared key (`psk`).
+    Psk(Zeroizing<Vec<u8>>),
+    /// A signature with our private key (`pubkey`), sent with our certificate chain
+    /// (end entity first) when there is one, else with no CERT at all (the peer knows our
+    /// raw public key) or, with `send_raw_key`, a raw public key CERT (RFC 7670).
+    Pubkey {
+        /// The private key.
+        key: Arc<PrivateKey>,
+        /// Our certificate and intermediates, DER, end entity first.
+        certs: Vec<Vec<u8>>,
+        /// RSASSA-PSS rather than PKCS#1 v1.5 for an RSA key (`rsa/pss`).
+        rsa_pss: bool,
+    },
+}
+
+impl LocalAuth {
+    /// The method's name as in swanctl.conf.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LocalAuth::Psk(_) => "psk",
+            LocalAuth::Pubkey { .. } => "pubkey",
+        }
+    }
+}
+
+impl fmt::Debug for LocalAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LocalAuth::Psk(_) => f.write_str("Psk(<redacted>)"),
+            LocalAuth::Pubkey {
+                key,
+                certs,
+                rsa_pss,
+            } => f
+                .debug_struct("Pubkey")
+                .field("key", &key.kind())
+                .field(
+                    "certs",
+                    &certs
+                        .iter()
+                        .map(|c| cert::subject_of(c).unwrap_or_default())
+                        .collect::<Vec<_>>(),
+                )
+                .field("rsa_pss", rsa_pss)
+                .finish(),
+        }
+    }
+}
+
+/// How the peer must authenticate (`remote.auth`).
+#[derive(Clone)]
+pub enum RemoteAuth {
+    /// With the pre-shared key.
+    Psk(Zeroizing<Vec<u8>>),
+    /// With a signature by a key certified by one of the store's CAs, or one of its raw
+    /// public keys.
+    Pubkey(Arc<TrustStore>),
+}
+
+impl RemoteAuth {
+    /// The method's name as in swanctl.conf.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RemoteAuth::Psk(_) => "psk",
+            RemoteAuth::Pubkey(_) => "pubkey",
+        }
+    }
+}
+
+impl fmt::Debug for RemoteAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteAuth::Psk(_) => f.write_str("Psk(<redacted>)"),
+            RemoteAuth::Pubkey(t) => f.debug_tuple("Pubkey").field(t).finish(),
+        }
+    }
+}
+
+/// How the peer authenticated, for status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PeerAuthInfo {
+    /// `psk` or `pubkey`.
+    pub method: &'static str,
+    /// The signature's key kind and scheme (`ECDSA P-256`), for pubkey.
+    pub key: Option<String>,
+    /// The certificate subject, when the peer used one.
+    pub subject: Option<String>,
+    /// The CA that issued it.
+    pub ca: Option<String>,
+}
+
+/// Why the peer's authentication was refused. Every one is answered with
+/// AUTHENTICATION_FAILED; the text is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthError {
+    /// The PSK AUTH did not verify.
+    PskMismatch,
+    /// The peer's identity is not the configured `remote.id`.
+    WrongId,
+    /// The peer used an AUTH method the configuration does not allow for it.
+    MethodNotAllowed,
+    /// An AUTH method we do not implement.
+    UnsupportedMethod,
+    /// A signature algorithm we do not implement (or PSS parameters ring cannot check).
+    UnsupportedSignature,
+    /// A method 14 signature with a hash we did not announce.
+    HashNotAnnounced,
+    /// The signature does not fit the key's type.
+    KeyMismatch,
+    /// The signature did not verify.
+    BadSignature,
+    /// The AUTH data is malformed.
+    MalformedAuth,
+    /// No certificate and no configured raw public key.
+    NoCertificate,
+    /// A CERT payload is truncated or not a certificate.
+    MalformedCert,
+    /// A certificate encoding we do not take.
+    UnsupportedCertEncoding,
+    /// A key type we do not implement.
+    UnsupportedKey,
+    /// The certificate has expired.
+    CertExpired,
+    /// The certificate is not valid yet.
+    CertNotYetValid,
+    /// No configured CA issued the chain.
+    UnknownCa,
+    /// More certificates than a chain may have.
+    ChainTooLong,
+    /// A certificate of the chain is revoked (CRL).
+    CertRevoked,
+    /// A certificate's signature in the chain did not verify.
+    BadCertSignature,
+    /// The extended key usage forbids IKE.
+    WrongKeyUsage,
+    /// Path validation failed otherwise.
+    CertRejected,
+    /// The peer's identity is neither the certificate's subject nor a subjectAltName.
+    IdNotInCertificate,
+    /// A raw public key that is not one configured.
+    UnknownRawKey,
+    /// Our own signature failed.
+    SignFailed,
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AuthError::PskMismatch => "PSK mismatch",
+            AuthError::WrongId => "identity is not the configured remote.id",
+            AuthError::MethodNotAllowed => "AUTH method not allowed by remote.auth",
+            AuthError::UnsupportedMethod => "unsupported AUTH method",
+            AuthError::UnsupportedSignature => "unsupported signature algorithm",
+            AuthError::HashNotAnnounced => "signature hash not among SIGNATURE_HASH_ALGORITHMS",
+            AuthError::KeyMismatch => "signature algorithm does not fit the key",
+            AuthError::BadSignature => "bad signature",
+            AuthError::MalformedAuth => "malformed AUTH payload",
+            AuthError::NoCertificate => "no certificate and no trusted raw public key",
+            AuthError::MalformedCert => "truncated or garbage CERT payload",
+            AuthError::UnsupportedCertEncoding => "unsupported certificate encoding",
+            AuthError::UnsupportedKey => "unsupported public key type",
+            AuthError::CertExpired => "certificate expired",
+            AuthError::CertNotYetValid => "certificate not yet valid",
+            AuthError::UnknownCa => "unknown CA",
+            AuthError::ChainTooLong => "certificate chain too long",
+            AuthError::CertRevoked => "certificate revoked",
+            AuthError::BadCertSignature => "bad signature in certificate chain",
+            AuthError::WrongKeyUsage => "extended key usage does not allow IKE",
+            AuthError::CertRejected => "certificate path rejected",
+            AuthError::IdNotInCertificate => {
+                "identity not in certificate (subject or subjectAltName)"
+            }
+            AuthError::UnknownRawKey => "raw public key not trusted",
+            AuthError::SignFailed => "signing failed",
+        })
+    }
+}
