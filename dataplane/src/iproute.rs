@@ -1,96 +1,37 @@
-//! Running iproute2's `ip` (addresses and routes on the TUN): by an absolute path found once
-//! in a fixed list, never through `PATH`, with an empty environment. The candidates must be
-//! regular files owned by root and writable by nobody else, so that the daemon (which
-//! runs `ip` with CAP_NET_ADMIN) never executes a program someone else could have replaced.
-//! A later change replaces `ip` with netlink.
+//! The kernel state mifsec changes on its TUN: its configured addresses and the link up
+//! (when the engine opens it), the virtual IPs and the routes into it (while the daemon
+//! runs). Each [`Change`] is one rtnetlink request, acknowledged by the kernel (see
+//! [`crate::netlink::Requests`]); no program is run.
 //!
-//! Besides [`run`], which the engine uses when it opens the TUN, the changes the control
-//! plane makes while it runs (a virtual IP on the TUN, a route into it) are typed
-//! ([`Change`]) and run in order on a helper thread ([`Queue`]), so that the IKE thread
-//! never waits for a subprocess.
+//! [`apply_all`] makes changes at once (the engine's TUN setup); the changes the control
+//! plane makes while it runs are made in order on a helper thread ([`Queue`]), so that the
+//! IKE thread never waits for the kernel.
 
 use std::net::IpAddr;
-use std::os::unix::fs::MetadataExt as _;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 
+use crate::netlink::{RequestError, Requests};
 use crate::sa_table::Prefix;
 
-/// Where `ip` is looked for, in this order.
-pub const CANDIDATES: [&str; 4] = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"];
-
-static IP: OnceLock<Option<PathBuf>> = OnceLock::new();
-
-fn trusted(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| {
-        m.is_file() && m.uid() == 0 && m.mode() & 0o022 == 0 && m.mode() & 0o111 != 0
-    })
-}
-
-/// The `ip` program, resolved at the first call and remembered.
-pub fn path() -> Option<&'static Path> {
-    IP.get_or_init(|| {
-        CANDIDATES
-            .iter()
-            .map(Path::new)
-            .find(|p| trusted(p))
-            .map(Path::to_path_buf)
-    })
-    .as_deref()
-}
-
-/// Why `ip` did not do what it was asked.
+/// Why a change was not made.
 #[derive(Debug)]
 pub enum IpError {
-    /// No trusted `ip` program exists at any of the [`CANDIDATES`].
-    NotFound {
-        /// What was to run, `ip` itself not included.
-        args: String,
-    },
-    /// The program could not be run.
-    Spawn {
-        /// The program.
-        program: PathBuf,
-        /// What was to run.
-        args: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    /// The kernel refused, or the request failed (the error names the change).
+    Netlink(RequestError),
     /// The helper thread of a [`Queue`] is gone: the change was not made.
     QueueGone {
-        /// What was to run.
-        args: String,
-    },
-    /// `ip` ran and failed.
-    Failed {
-        /// What ran.
-        args: String,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// Its own message (standard error, trimmed).
-        message: String,
+        /// The change.
+        what: String,
     },
 }
 
 impl std::fmt::Display for IpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            IpError::NotFound { args } => write!(
-                f,
-                "ip {args}: no trusted ip program (looked for {})",
-                CANDIDATES.join(", ")
-            ),
-            IpError::Spawn {
-                program,
-                args,
-                source,
-            } => write!(f, "running {} {args}: {source}", program.display()),
-            IpError::QueueGone { args } => write!(f, "ip {args}: the helper thread is gone"),
-            IpError::Failed { args, message, .. } => write!(f, "ip {args}: {message}"),
+            IpError::Netlink(e) => e.fmt(f),
+            IpError::QueueGone { what } => write!(f, "{what}: the helper thread is gone"),
         }
     }
 }
@@ -98,40 +39,20 @@ impl std::fmt::Display for IpError {
 impl std::error::Error for IpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            IpError::Spawn { source, .. } => Some(source),
-            _ => None,
+            IpError::Netlink(e) => Some(e),
+            IpError::QueueGone { .. } => None,
         }
     }
 }
 
-/// Runs `ip ARGS`; on failure the error says what ran and why (ip's own message).
-pub fn run(args: &[&str]) -> Result<(), IpError> {
-    let Some(ip) = path() else {
-        return Err(IpError::NotFound {
-            args: args.join(" "),
-        });
-    };
-    let out = Command::new(ip)
-        .args(args)
-        .env_clear()
-        .output()
-        .map_err(|source| IpError::Spawn {
-            program: ip.to_owned(),
-            args: args.join(" "),
-            source,
-        })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(IpError::Failed {
-            args: args.join(" "),
-            status: out.status,
-            message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        })
+impl From<RequestError> for IpError {
+    fn from(e: RequestError) -> IpError {
+        IpError::Netlink(e)
     }
 }
 
-/// One change of the addresses or routes on a device.
+/// One change of the addresses, routes or link state of a device. Adding replaces what is
+/// there (adding twice succeeds); removing what is not there is an error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Puts `addr` (a host address, /32 or /128) on `dev`; an IPv6 one without duplicate
@@ -142,15 +63,23 @@ pub enum Change {
         /// The device.
         dev: String,
     },
-    /// Takes `addr` off `dev` again.
+    /// Takes the host address `addr` off `dev` again.
     DelAddress {
         /// The address.
         addr: IpAddr,
         /// The device.
         dev: String,
     },
-    /// Routes `prefix` into `dev`, from source `src` when given (replacing a route that is
-    /// there).
+    /// Puts `addr` with its prefix length (`10.0.0.1/24`) on `dev`: the kernel adds the
+    /// prefix's route.
+    AddPrefixAddress {
+        /// The address and prefix length.
+        addr: Prefix,
+        /// The device.
+        dev: String,
+    },
+    /// Routes `prefix` into `dev` (main table), from source `src` when given (replacing a
+    /// route of `prefix` that is there).
     AddRoute {
         /// The destination.
         prefix: Prefix,
@@ -166,51 +95,81 @@ pub enum Change {
         /// The device.
         dev: String,
     },
+    /// Sets `dev` administratively up, and its MTU when given.
+    SetLinkUp {
+        /// The device.
+        dev: String,
+        /// The MTU.
+        mtu: Option<u32>,
+    },
 }
 
 /// `a/32` or `a/128`.
-fn host(a: IpAddr) -> String {
-    format!("{a}/{}", if a.is_ipv4() { 32 } else { 128 })
+fn host(a: IpAddr) -> Prefix {
+    Prefix {
+        addr: a,
+        len: if a.is_ipv4() { 32 } else { 128 },
+    }
 }
 
 impl Change {
-    /// The arguments of `ip` that make the change.
-    pub fn args(&self) -> Vec<String> {
-        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    /// What the change does, as its errors name it ("add address 10.1.0.2/32 on mifsec0").
+    pub fn what(&self) -> String {
         match self {
-            Change::AddAddress { addr, dev } => {
-                let mut a = v(&["addr", "replace", &host(*addr), "dev", dev]);
-                if addr.is_ipv6() {
-                    a.push("nodad".into());
-                }
-                a
+            Change::AddAddress { addr, dev } => format!("add address {} on {dev}", host(*addr)),
+            Change::DelAddress { addr, dev } => {
+                format!("delete address {} on {dev}", host(*addr))
             }
-            Change::DelAddress { addr, dev } => v(&["addr", "del", &host(*addr), "dev", dev]),
-            Change::AddRoute { prefix, dev, src } => {
-                let mut a = v(&["route", "replace", &prefix.to_string(), "dev", dev]);
-                if let Some(s) = src {
-                    a.extend(["src".into(), s.to_string()]);
-                }
-                a
-            }
-            Change::DelRoute { prefix, dev } => {
-                v(&["route", "del", &prefix.to_string(), "dev", dev])
-            }
+            Change::AddPrefixAddress { addr, dev } => format!("add address {addr} on {dev}"),
+            Change::AddRoute { prefix, dev, src } => match src {
+                Some(s) => format!("add route {prefix} dev {dev} src {s}"),
+                None => format!("add route {prefix} dev {dev}"),
+            },
+            Change::DelRoute { prefix, dev } => format!("delete route {prefix} dev {dev}"),
+            Change::SetLinkUp { dev, mtu } => match mtu {
+                Some(m) => format!("set {dev} up mtu {m}"),
+                None => format!("set {dev} up"),
+            },
         }
     }
 
-    /// Makes the change now (see [`run`]).
+    /// Makes the change on `req`'s socket (in the network namespace it was opened in).
+    pub fn apply_with(&self, req: &mut Requests) -> Result<(), RequestError> {
+        match self {
+            Change::AddAddress { addr, dev } => req.add_address(host(*addr), dev, true),
+            Change::DelAddress { addr, dev } => req.del_address(host(*addr), dev),
+            Change::AddPrefixAddress { addr, dev } => req.add_address(*addr, dev, false),
+            Change::AddRoute { prefix, dev, src } => req.add_route(*prefix, dev, *src),
+            Change::DelRoute { prefix, dev } => req.del_route(*prefix, dev),
+            Change::SetLinkUp { dev, mtu } => req.set_link(dev, Some(true), *mtu),
+        }
+    }
+
+    /// Makes the change now, on a socket of its own.
     pub fn apply(&self) -> Result<(), IpError> {
-        let args = self.args();
-        let a: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(&a)
+        apply_all(std::slice::from_ref(self))
     }
 }
 
-/// Changes made in order on a helper thread. Pushing waits only when `bound` changes are
-/// waiting already; a change that fails goes to the error callback (for the log) and the
-/// next one is made. Dropping the queue makes the changes still waiting, then ends the
-/// thread.
+/// Makes `changes` in order on one socket; stops at the first that fails.
+pub fn apply_all(changes: &[Change]) -> Result<(), IpError> {
+    let Some(first) = changes.first() else {
+        return Ok(());
+    };
+    let mut req = Requests::open().map_err(|source| RequestError::Open {
+        what: first.what(),
+        source,
+    })?;
+    for c in changes {
+        c.apply_with(&mut req)?;
+    }
+    Ok(())
+}
+
+/// Changes made in order on a helper thread (its rtnetlink socket in the namespace of the
+/// thread that started the queue). Pushing waits only when `bound` changes are waiting
+/// already; a change that fails goes to the error callback (for the log) and the next one
+/// is made. Dropping the queue makes the changes still waiting, then ends the thread.
 pub struct Queue {
     tx: Option<Sender<Change>>,
     thread: Option<JoinHandle<()>>,
@@ -233,9 +192,21 @@ impl Queue {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
+                // Opened at the first change, and again after a failure to open.
+                let mut req: Option<Requests> = None;
                 for c in rx {
-                    if let Err(e) = c.apply() {
-                        on_error(e);
+                    let r = match &mut req {
+                        Some(r) => c.apply_with(r),
+                        None => match Requests::open() {
+                            Ok(r) => c.apply_with(req.insert(r)),
+                            Err(source) => Err(RequestError::Open {
+                                what: c.what(),
+                                source,
+                            }),
+                        },
+                    };
+                    if let Err(e) = r {
+                        on_error(IpError::Netlink(e));
                     }
                 }
             })?;
@@ -247,9 +218,7 @@ impl Queue {
 
     /// Queues `change`; an error if the helper thread is gone.
     pub fn push(&self, change: Change) -> Result<(), IpError> {
-        let gone = |c: Change| IpError::QueueGone {
-            args: c.args().join(" "),
-        };
+        let gone = |c: Change| IpError::QueueGone { what: c.what() };
         let Some(tx) = &self.tx else {
             return Err(gone(change));
         };
@@ -271,55 +240,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn changes_as_ip_arguments() {
+    fn changes_name_what_they_do() {
         let dev = "mifsec0".to_owned();
-        let a = |c: Change| c.args().join(" ");
+        let w = |c: Change| c.what();
         assert_eq!(
-            a(Change::AddAddress {
+            w(Change::AddAddress {
                 addr: "10.1.0.2".parse().unwrap(),
                 dev: dev.clone()
             }),
-            "addr replace 10.1.0.2/32 dev mifsec0"
+            "add address 10.1.0.2/32 on mifsec0"
         );
         assert_eq!(
-            a(Change::AddAddress {
+            w(Change::DelAddress {
                 addr: "fd00::2".parse().unwrap(),
                 dev: dev.clone()
             }),
-            "addr replace fd00::2/128 dev mifsec0 nodad"
+            "delete address fd00::2/128 on mifsec0"
         );
         assert_eq!(
-            a(Change::DelAddress {
-                addr: "fd00::2".parse().unwrap(),
+            w(Change::AddPrefixAddress {
+                addr: "10.0.0.1/24".parse().unwrap(),
                 dev: dev.clone()
             }),
-            "addr del fd00::2/128 dev mifsec0"
+            "add address 10.0.0.1/24 on mifsec0"
         );
         assert_eq!(
-            a(Change::AddRoute {
+            w(Change::AddRoute {
                 prefix: "10.88.0.0/16".parse().unwrap(),
                 dev: dev.clone(),
                 src: Some("10.1.0.2".parse().unwrap())
             }),
-            "route replace 10.88.0.0/16 dev mifsec0 src 10.1.0.2"
+            "add route 10.88.0.0/16 dev mifsec0 src 10.1.0.2"
         );
         assert_eq!(
-            a(Change::AddRoute {
+            w(Change::DelRoute {
                 prefix: "10.88.0.0/16".parse().unwrap(),
-                dev: dev.clone(),
-                src: None
+                dev: dev.clone()
             }),
-            "route replace 10.88.0.0/16 dev mifsec0"
+            "delete route 10.88.0.0/16 dev mifsec0"
         );
-        assert_eq!(
-            a(Change::DelRoute {
-                prefix: "10.88.0.0/16".parse().unwrap(),
-                dev
-            }),
-            "route del 10.88.0.0/16 dev mifsec0"
-        );
+        assert_eq!(w(Change::SetLinkUp { dev, mtu: None }), "set mifsec0 up");
     }
 
+    /// Only looks devices up: nothing is changed, whatever namespace the test runs in.
     #[test]
     fn a_queue_reports_failures_in_order_and_drains_on_drop() {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -336,25 +299,12 @@ mod tests {
         }
         drop(q);
         let errs: Vec<String> = rx.try_iter().collect();
-        assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(
-            errs[0].starts_with("ip route del 10.254.0.0/16 dev nosuchdev0: "),
-            "{errs:?}"
+        assert_eq!(
+            errs,
+            vec![
+                "delete route 10.254.0.0/16 dev nosuchdev0: no device named nosuchdev0",
+                "delete route 10.254.0.0/16 dev nosuchdev1: no device named nosuchdev1",
+            ]
         );
-        assert!(
-            errs[1].starts_with("ip route del 10.254.0.0/16 dev nosuchdev1: "),
-            "{errs:?}"
-        );
-    }
-
-    #[test]
-    fn found_by_absolute_path_and_runs() {
-        let p = path().expect("iproute2 is installed");
-        assert!(p.is_absolute());
-        assert!(CANDIDATES.iter().any(|c| Path::new(c) == p));
-        assert!(run(&["-V"]).is_ok());
-        let e = run(&["nosuchobject"]).unwrap_err();
-        assert!(matches!(&e, IpError::Failed { args, .. } if args == "nosuchobject"));
-        assert!(e.to_string().starts_with("ip nosuchobject: "), "{e}");
     }
 }

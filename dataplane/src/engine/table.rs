@@ -651,14 +651,23 @@ pub(crate) fn wireshark_keys(shared: &Shared) -> Vec<String> {
     lines
 }
 
-/// Puts the configured addresses on the TUN and routes the remote selectors into it.
-/// Shells out to iproute2 (by its absolute path, see [`crate::iproute`]).
+/// Puts the configured addresses on the TUN, sets it up and routes the remote selectors into
+/// it: rtnetlink requests (see [`crate::iproute`]).
 pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineError> {
-    let run = |args: &[&str]| crate::iproute::run(args).map_err(EngineError::Ip);
-    for a in &cfg.addresses {
-        run(&["addr", "replace", &a.to_string(), "dev", tun])?;
-    }
-    run(&["link", "set", tun, "up"])?;
+    use crate::iproute::Change;
+    let dev = || tun.to_owned();
+    let mut changes: Vec<Change> = cfg
+        .addresses
+        .iter()
+        .map(|a| Change::AddPrefixAddress {
+            addr: *a,
+            dev: dev(),
+        })
+        .collect();
+    changes.push(Change::SetLinkUp {
+        dev: dev(),
+        mtu: None,
+    });
     let mut routes: Vec<Prefix> = cfg.routes.clone();
     if routes.is_empty() {
         routes = cfg
@@ -668,8 +677,10 @@ pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineE
             .collect();
     }
     routes.dedup();
-    for r in routes {
-        run(&["route", "replace", &r.to_string(), "dev", tun])?;
-    }
-    Ok(())
+    changes.extend(routes.into_iter().map(|prefix| Change::AddRoute {
+        prefix,
+        dev: dev(),
+        src: None,
+    }));
+    crate::iproute::apply_all(&changes).map_err(EngineError::Ip)
 }

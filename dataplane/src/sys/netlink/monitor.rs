@@ -14,8 +14,7 @@
 //! (strongSwan waits 100 ms) as a pure function of timestamps.
 //!
 //! Every netlink message is untrusted input: a message that fails to parse is counted in
-//! [`MonitorCounters::parse_errors`] and skipped, never a panic. All netlink syscalls of the
-//! crate live here (through `netlink-sys`, which holds the `unsafe`).
+//! [`MonitorCounters::parse_errors`] and skipped, never a panic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -23,9 +22,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
@@ -33,18 +30,16 @@ use netlink_packet_route::address::{
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
+use super::{RECV_LEN, Requests, parse_datagram, parse_message};
+
 /// The multicast groups the event socket joins.
 const GROUPS: u32 = (libc::RTMGRP_LINK
     | libc::RTMGRP_IPV4_IFADDR
     | libc::RTMGRP_IPV6_IFADDR
     | libc::RTMGRP_IPV4_ROUTE
     | libc::RTMGRP_IPV6_ROUTE) as u32;
-/// Receive buffer for one datagram (the kernel's dump chunks fit in 32 KiB).
-const RECV_LEN: usize = 64 * 1024;
-/// A dump that has not finished after this long is an error (the kernel answers at once).
-const DUMP_TIMEOUT: Duration = Duration::from_secs(5);
-/// At most this many datagrams in one dump: a bound on memory and time whatever arrives.
-const MAX_DUMP_DATAGRAMS: usize = 10_000;
+/// At most this many datagrams discarded before a resync's dump.
+const MAX_DISCARD_DATAGRAMS: usize = 10_000;
 /// At most this many datagrams read in one [`Monitor::poll`] (the rest wait for the next).
 const MAX_POLL_DATAGRAMS: usize = 256;
 /// At most this many interfaces, and addresses per interface, in a snapshot.
@@ -281,10 +276,9 @@ pub struct MonitorCounters {
 #[derive(Debug)]
 pub struct Monitor {
     events: Socket,
-    requests: Socket,
+    requests: Requests,
     snapshot: Snapshot,
     counters: MonitorCounters,
-    seq: u32,
     buf: Vec<u8>,
 }
 
@@ -296,16 +290,12 @@ impl Monitor {
         events.bind(&SocketAddr::new(0, GROUPS))?;
         events.set_rx_buf_sz(1 << 20)?;
         events.set_non_blocking(true)?;
-        let mut requests = Socket::new(NETLINK_ROUTE)?;
-        requests.bind_auto()?;
-        requests.connect(&SocketAddr::new(0, 0))?;
-        socket2::SockRef::from(&requests).set_read_timeout(Some(DUMP_TIMEOUT))?;
+        let requests = Requests::open()?;
         let mut m = Monitor {
             events,
             requests,
             snapshot: Snapshot::default(),
             counters: MonitorCounters::default(),
-            seq: 0,
             buf: vec![0; RECV_LEN],
         };
         m.snapshot = m.dump()?;
@@ -373,7 +363,7 @@ impl Monitor {
         // What is still queued is older than the events the kernel dropped: replayed after
         // the dump it could bring back a state those lost events undid (an address added,
         // its deletion dropped). The dump supersedes it all.
-        for _ in 0..MAX_DUMP_DATAGRAMS {
+        for _ in 0..MAX_DISCARD_DATAGRAMS {
             match self.events.recv(&mut &mut self.buf[..], 0) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -402,44 +392,14 @@ impl Monitor {
     }
 
     fn dump_one(&mut self, req: RouteNetlinkMessage, snap: &mut Snapshot) -> io::Result<()> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-        header.sequence_number = seq;
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(req));
-        msg.finalize();
-        let mut bytes = vec![0; msg.buffer_len()];
-        msg.serialize(&mut bytes);
-        self.requests.send(&bytes, 0)?;
-        for _ in 0..MAX_DUMP_DATAGRAMS {
-            let n = match self.requests.recv(&mut &mut self.buf[..], 0) {
-                Ok(n) => n.min(self.buf.len()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            let mut done = None;
-            parse_datagram(&self.buf[..n], &mut self.counters, |m| {
-                if m.header.sequence_number != seq {
-                    return; // an answer to an earlier, abandoned dump
+        let counters = &mut self.counters;
+        self.requests.dump(req, |msg| {
+            if let Some(m) = parse_message(msg, counters) {
+                if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                    snap.apply(&inner);
                 }
-                match m.payload {
-                    NetlinkPayload::InnerMessage(inner) => snap.apply(&inner),
-                    NetlinkPayload::Done(_) => done = Some(Ok(())),
-                    NetlinkPayload::Error(e) => {
-                        done = Some(Err(match e.code {
-                            Some(c) => io::Error::from_raw_os_error(-c.get()),
-                            None => io::Error::other("netlink dump acknowledged, not answered"),
-                        }))
-                    }
-                    _ => {}
-                }
-            });
-            if let Some(r) = done {
-                return r;
             }
-        }
-        Err(io::Error::other("netlink dump did not end"))
+        })
     }
 }
 
@@ -458,81 +418,6 @@ pub fn apply_datagram(data: &[u8], snapshot: &mut Snapshot, counters: &mut Monit
             snapshot.apply(&inner);
         }
     });
-}
-
-/// One rtnetlink message as the kernel sends it (for tests and fuzz seeds).
-pub fn encode(msg: RouteNetlinkMessage) -> Vec<u8> {
-    let mut m = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
-    m.finalize();
-    let mut b = vec![0; m.buffer_len()];
-    m.serialize(&mut b);
-    b
-}
-
-/// Parses the netlink messages of one datagram, calling `f` for each; a malformed message is
-/// counted and ends the datagram (its length cannot be trusted to find the next).
-fn parse_datagram(
-    data: &[u8],
-    counters: &mut MonitorCounters,
-    mut f: impl FnMut(NetlinkMessage<RouteNetlinkMessage>),
-) {
-    let mut off = 0;
-    while data.len().saturating_sub(off) >= 16 {
-        let rest = &data[off..];
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len < 16 || len > rest.len() {
-            counters.parse_errors += 1;
-            return;
-        }
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if kind == libc::RTM_NEWROUTE || kind == libc::RTM_DELROUTE {
-            // Only "a route changed" is used: the route is not parsed (netlink-packet-route
-            // 0.21 panics on some multipath attributes, found by the fuzz target).
-            counters.route_events += 1;
-            off += (len + 3) & !3;
-            continue;
-        }
-        if !attrs_safe_to_parse(&rest[..len]) {
-            counters.parse_errors += 1;
-            off += (len + 3) & !3;
-            continue;
-        }
-        match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rest[..len]) {
-            Ok(m) => {
-                counters.messages += 1;
-                f(m);
-            }
-            Err(_) => counters.parse_errors += 1,
-        }
-        off += (len + 3) & !3;
-    }
-}
-
-/// False for a message the crate would panic on rather than refuse: netlink-packet-route
-/// 0.21 slices an address's `IFA_CACHEINFO` as 16 bytes whatever its length (found by the
-/// `netlink_parse` fuzz target). Such a message is counted as malformed instead.
-fn attrs_safe_to_parse(msg: &[u8]) -> bool {
-    const RTM_NEWADDR: u16 = 20;
-    const RTM_DELADDR: u16 = 21;
-    const IFA_CACHEINFO: u16 = 6;
-    let kind = u16::from_ne_bytes([msg[4], msg[5]]);
-    if kind != RTM_NEWADDR && kind != RTM_DELADDR {
-        return true;
-    }
-    // netlink header (16), ifaddrmsg (8), then the attributes.
-    let mut off = 24;
-    while msg.len().saturating_sub(off) >= 4 {
-        let len = u16::from_ne_bytes([msg[off], msg[off + 1]]) as usize;
-        let kind = u16::from_ne_bytes([msg[off + 2], msg[off + 3]]) & 0x3fff;
-        if kind == IFA_CACHEINFO && len != 4 + 16 {
-            return false;
-        }
-        if len < 4 {
-            return true; // the crate refuses it
-        }
-        off += (len + 3) & !3;
-    }
-    true
 }
 
 /// Collapses flaps: the first change opens a window of `window` (strongSwan: 100 ms); the
@@ -642,6 +527,7 @@ impl Debounce {
 
 #[cfg(test)]
 mod tests {
+    use super::super::encode;
     use super::*;
     use netlink_packet_route::AddressFamily;
     use std::net::Ipv6Addr;
