@@ -18,7 +18,7 @@
 //!   rebuilt for it
 //!   (the status strings are rebuilt when something changed, at most every
 //!   [`PUBLISH_MIN`], and every [`PUBLISH_EVERY`]), and the thread never waits for a
-//!   subprocess (`ip` for routes and virtual IPs runs on a helper thread, in order).
+//!   netlink answer (routes and virtual IPs are made on a helper thread, in order).
 //! * Output: messages from port 4500 go through `Engine::send_ike` (which adds the
 //!   marker), others through the port-500 socket. An initiator starts on 500 and floats to
 //!   4500 once NAT detection (or forced encapsulation) says so (RFC 7296 section 2.23).
@@ -71,7 +71,7 @@ pub const NAT_T_PORT: u16 = 4500;
 pub const INPUT_QUEUE: usize = 1024;
 /// How many operator commands may wait for the IKE thread (a full queue refuses more).
 const COMMAND_QUEUE: usize = 64;
-/// How many `ip` invocations may wait for the helper thread (the IKE thread waits when
+/// How many route and address changes may wait for the helper thread (the IKE thread waits when
 /// it is full; one IKE SA needs a few).
 pub(super) const IP_QUEUE: usize = 1024;
 /// The longest IKE message accepted (strongSwan's default `max_packet`); longer ones are
@@ -231,8 +231,8 @@ impl IkeHandle {
         // So are the engine's events about the child SAs (their usage, their sequence-number
         // limits).
         let sa_events = engine.take_event_receiver();
-        // `ip` runs on a helper thread, in order, so that the IKE thread never waits for
-        // it. The queue is the IKE thread's: it drains and ends when that thread ends.
+        // Route and address changes (netlink requests) are made on a helper thread, in
+        // order, so that the IKE thread never waits for the kernel. The queue is the IKE thread's: it drains and ends when that thread ends.
         let ip = iproute::Queue::start("mifsec-ike-ip", IP_QUEUE, |e| warn!("{e}")).map_err(
             |source| SpawnError {
                 thread: "mifsec-ike-ip",

@@ -2,12 +2,12 @@
 //! IKE port-500 sockets, the control socket), it becomes an unprivileged user that keeps
 //! only the capabilities it still uses, and can never gain more.
 //!
-//! Kept: CAP_NET_ADMIN (routes and addresses on the TUN, through `ip`, and large socket
-//! buffers) and CAP_NET_RAW (SO_BINDTODEVICE for interfaces added later). They stay in the
-//! permitted, effective, inheritable and ambient sets, so that `ip`, run as a child, has
-//! CAP_NET_ADMIN too; the bounding set is cut to them; no_new_privs is set, so no setuid
-//! or file-capability program can give anything back. Port 500 is bound before the drop,
-//! so CAP_NET_BIND_SERVICE is not kept.
+//! Kept: CAP_NET_ADMIN (routes and addresses on the TUN, by rtnetlink requests, and large
+//! socket buffers) and CAP_NET_RAW (SO_BINDTODEVICE for interfaces added later). They stay
+//! in the permitted, effective, inheritable and ambient sets (the last two were for the
+//! `ip` program, which the daemon no longer runs: it runs no program); the bounding set is
+//! cut to them; no_new_privs is set, so no setuid or file-capability program can give
+//! anything back. Port 500 is bound before the drop, so CAP_NET_BIND_SERVICE is not kept.
 //!
 //! Credentials are per thread in Linux (capsets and prctls are, glibc only broadcasts the
 //! set*id calls), so the drop must happen while the process has one thread: every thread
