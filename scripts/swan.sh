@@ -5,7 +5,8 @@
 # socket and log in DIR.
 #
 # usage:
-#   swan.sh install                 install strongSwan from Debian if missing (root)
+#   swan.sh install                 install strongSwan (and its pki tool) from Debian if
+#                                   missing (root)
 #   swan.sh start NS DIR            write DIR/strongswan.conf, start charon in NS; the
 #                                   lines of $SWAN_CHARON_EXTRA (if set) go into its
 #                                   charon { } section (e.g. "fragment_size = 400")
@@ -21,8 +22,10 @@ shift || true
 
 case "$cmd" in
 install)
-  if [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null; then exit 0; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y strongswan-charon strongswan-swanctl \
+  if [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && command -v pki >/dev/null; then
+    exit 0
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y strongswan-charon strongswan-swanctl strongswan-pki \
     libcharon-extra-plugins libstrongswan-standard-plugins libstrongswan-extra-plugins >/dev/null
   ;;
 start)

@@ -28,8 +28,8 @@ command -v iperf3 >/dev/null || need_apt+=(iperf3)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v cc >/dev/null || need_apt+=(build-essential)
 # strongSwan is the reference peer of the IKEv2 interop tests (charon with kernel-libipsec).
-[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null ||
-  need_apt+=(strongswan-charon strongswan-swanctl libcharon-extra-plugins
+[ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && command -v pki >/dev/null ||
+  need_apt+=(strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
     libstrongswan-standard-plugins libstrongswan-extra-plugins)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
