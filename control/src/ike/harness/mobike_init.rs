@@ -377,3 +377,190 @@ fn unacceptable_addresses_makes_the_client_try_the_next_pair() {
     assert_eq!(m[0].0, MoveReason::LocalAddressGone);
     assert_eq!(h.init.stats().probes, 2);
 }
+
+#[test]
+fn a_dead_gateway_address_fails_over_to_its_other_address() {
+    let mut h = Harness::new(client(), gateway(), Faults::default());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A.ip()]);
+    h.resp.set_local_addresses(now, &[B.ip(), B2]);
+    h.run(LIMIT);
+    h.assert_established();
+    assert_eq!(h.init.peer_addresses(), &[B2]);
+    // The gateway's address in use becomes unreachable (no event on the client).
+    h.faults.links.down.insert(B.ip());
+    let took = with_traffic(&mut h, Duration::from_secs(5), |h| {
+        !moves(&h.init_events).is_empty()
+    })
+    .expect("moved");
+    assert!(took <= Duration::from_millis(1020), "{took:?}");
+    let b2 = SocketAddr::new(B2, B.port());
+    assert_on(&h, A, b2);
+    assert_eq!(moves(&h.init_events)[0].0, MoveReason::PathDead);
+}
+
+#[test]
+fn the_client_moves_back_to_the_preferred_address_once_it_answers() {
+    let c = IkeConfig {
+        roam: RoamConfig {
+            prefer_best_path: true,
+            ..RoamConfig::default()
+        },
+        ..client()
+    };
+    let mut h = up_with(c, gateway(), &[A.ip(), A2]);
+    h.faults.links.down.insert(A.ip());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A2]);
+    h.run_for(Duration::from_secs(2));
+    assert_on(&h, at(A2), B);
+    // A is back, but not reachable yet: the probe of it is dropped, nothing fails.
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A.ip(), A2]);
+    h.run_for(Duration::from_secs(3));
+    assert_on(&h, at(A2), B);
+    assert_eq!(moves(&h.init_events).len(), 1);
+    // Reachable again: the next change of the set (or the next probe) moves back.
+    h.faults.links.down.remove(&A.ip());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A.ip(), A2, A3]);
+    h.run_for(Duration::from_secs(2));
+    assert_on(&h, A, B);
+    let m = moves(&h.init_events);
+    assert_eq!(m.len(), 2, "{m:?}");
+    assert_eq!(m[1].0, MoveReason::Preferred);
+    // Without prefer_best_path the client stays where it is.
+    let mut h = up(&[A.ip(), A2]);
+    h.faults.links.down.insert(A.ip());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A2]);
+    h.run_for(Duration::from_secs(2));
+    h.faults.links.down.remove(&A.ip());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A.ip(), A2]);
+    h.run_for(Duration::from_secs(2));
+    assert_on(&h, at(A2), B);
+}
+
+#[test]
+fn our_rekey_outstanding_on_the_dead_path_is_probed_and_completes_after_the_move() {
+    let mut h = up(&[A.ip(), A2]);
+    let t0 = h.now;
+    // Blackholed without traffic reports: our own request finds it.
+    h.faults.links.down.insert(A.ip());
+    assert!(h.init.rekey_children(t0));
+    h.run_for(Duration::from_secs(5));
+    assert_on(&h, at(A2), B);
+    let m = moves(&h.init_events);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].0, MoveReason::PathDead);
+    let rekeyed = |e: &Event| matches!(e, Event::ChildSaRekeyed { .. });
+    assert_eq!(Harness::count(&h.init_events, rekeyed), 1);
+    assert_eq!(Harness::count(&h.resp_events, rekeyed), 1);
+    // The move took the request's unanswered time (delay and checks: 1 s), not the
+    // give-up; every child, the new one included, is listed in the event.
+    assert!(h.init.stats().probes == 1);
+    let Some(Event::IkeSaMoved { children, .. }) = h
+        .init_events
+        .iter()
+        .find(|e| matches!(e, Event::IkeSaMoved { .. }))
+    else {
+        unreachable!()
+    };
+    let spis: Vec<u32> = children.iter().map(|c| c.spi_in).collect();
+    for (spi_in, _) in h.init.child_spis() {
+        assert!(spis.contains(&spi_in), "{spis:?}");
+    }
+}
+
+#[test]
+fn the_gateways_rekey_racing_the_move_completes_on_the_new_path() {
+    let mut h = up(&[A.ip(), A2]);
+    h.faults.links.down.insert(A.ip());
+    let now = h.now;
+    // The gateway's rekey goes to A (lost), then the client moves.
+    assert!(h.resp.rekey_children(now));
+    h.run_for(Duration::from_millis(100));
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A2]);
+    h.run_for(Duration::from_secs(5));
+    assert_on(&h, at(A2), B);
+    let rekeyed = |e: &Event| matches!(e, Event::ChildSaRekeyed { .. });
+    assert_eq!(Harness::count(&h.init_events, rekeyed), 1);
+    assert_eq!(Harness::count(&h.resp_events, rekeyed), 1);
+    assert_eq!(moves(&h.init_events).len(), 1);
+}
+
+#[test]
+fn a_nat_on_the_new_path_is_found_by_the_update() {
+    let mut h = up(&[A.ip(), A2]);
+    // A2 is behind a NAT.
+    let public = SocketAddr::new(IpAddr::V4(NAT_IP), 7000);
+    h.faults.links.nat.insert(at(A2), public);
+    h.faults.links.down.insert(A.ip());
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A2]);
+    h.run_for(Duration::from_secs(2));
+    let m = moves(&h.init_events);
+    assert_eq!(m.len(), 1);
+    assert!(
+        m[0].3.local_behind_nat && !m[0].3.remote_behind_nat,
+        "{m:?}"
+    );
+    let r = moves(&h.resp_events);
+    assert_eq!(r.len(), 1);
+    assert!(r[0].3.remote_behind_nat);
+    assert_eq!(h.resp.addresses(), (B, public));
+    assert_eq!(h.init.addresses(), (at(A2), B));
+}
+
+#[test]
+fn a_new_nat_mapping_seen_by_a_path_check_is_followed_by_an_update() {
+    let mut h = Harness::new(client(), gateway(), Faults::default());
+    let first = SocketAddr::new(IpAddr::V4(NAT_IP), 6000);
+    h.faults.links.nat.insert(A, first);
+    h.faults.links.nat.insert(
+        SocketAddr::new(A.ip(), 4500),
+        SocketAddr::new(IpAddr::V4(NAT_IP), 6001),
+    );
+    let now = h.now;
+    h.init.set_local_addresses(now, &[A.ip()]);
+    h.run(LIMIT);
+    h.assert_established();
+    let (local, _) = h.init.addresses();
+    assert_eq!(local.port(), 4500);
+    // One-way traffic: checks run and learn what the gateway sees.
+    let step = |h: &mut Harness| {
+        for _ in 0..8 {
+            let now = h.now;
+            h.init.note_traffic(now, true, false);
+            h.run_for(Duration::from_millis(250));
+        }
+    };
+    step(&mut h);
+    assert!(h.init.stats().path_checks >= 1);
+    assert!(moves(&h.init_events).is_empty());
+    // The NAT rebinds: the next check sees another address for us.
+    let rebound = SocketAddr::new(IpAddr::V4(NAT_IP), 7777);
+    h.faults.links.nat.insert(local, rebound);
+    step(&mut h);
+    let m = moves(&h.init_events);
+    assert_eq!(m.len(), 1, "{:?}", h.init_events);
+    assert_eq!(m[0].0, MoveReason::NatChanged);
+    assert_eq!(h.resp.addresses().1, rebound);
+    assert_eq!(moves(&h.resp_events).len(), 1);
+    assert!(h.init.is_established() && h.resp.is_established());
+}
+
+#[test]
+fn with_no_path_answering_the_sa_ends_after_the_usual_give_up_time() {
+    let mut h = up(&[A.ip()]);
+    h.faults.links.down.insert(A.ip());
+    let t0 = h.now;
+    let ended = with_traffic(&mut h, Duration::from_secs(40), |h| h.init.is_dead());
+    let took = ended.expect("dead");
+    assert_eq!(Harness::failure(&h.init_events), Some(FailReason::Timeout));
+    // The check started 0.4 s in; the give-up is 30 s after its first send.
+    assert_eq!(took, Duration::from_millis(30_400), "{:?}", h.now - t0);
+    assert!(h.init.stats().probes >= 1);
+}

@@ -705,7 +705,9 @@ impl Established {
         if arrival == ctx.paths.pair() {
             ctx.roam.unanswered_since = None;
             ctx.timers.stop(Timer::PathCheck);
-            if sent_on.len() > 1 || ctx.roam.probing == Some(MoveReason::Preferred) {
+            // The current path works: a probe after it went dead ends (a probe of the
+            // preferred path ends when it answers there, or is given up).
+            if sent_on.len() > 1 || ctx.roam.probing.is_some_and(|r| r != MoveReason::Preferred) {
                 ctx.roam.probing = None;
             }
             return;
@@ -877,8 +879,19 @@ impl Established {
                 self.start_probe(ctx, now, reason);
             }
             Tick::Drop => {
-                self.ch.finish(ctx);
+                // The preferred path did not answer. The request's Message ID is used:
+                // it now goes on the current path (a liveness check there), so that the
+                // peer sees no gap in our IDs.
                 ctx.roam.probing = None;
+                let pair = ctx.paths.pair();
+                if let Some(p) = self.ch.pending.take() {
+                    let base = self.ch.first_bytes().unwrap_or_default();
+                    let spis = self.ch.spis();
+                    let copies = seal_copies(ctx, &mut self.ch, &*p.ex, p.id, spis, &[pair], &base);
+                    self.ch.pending = Some(p);
+                    let iv = ctx.cfg.retransmit.initial;
+                    self.ch.fan_out(ctx, now, copies, iv);
+                }
             }
             Tick::Alive => {}
         }
