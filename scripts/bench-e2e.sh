@@ -225,7 +225,14 @@ for line in open(sys.argv[2]):
     if m:
         rows.append((float(m[1]), m[2], m[3]))
 user = [x for x in rows if x[1] != "k"]
-r["aead_share"] = round(sum(p for p, _, s in user if aead.search(s)) / 100, 3)
+unresolved = sum(p for p, _, s in user if s.startswith("0x"))
+if unresolved > 0.2 * sum(p for p, _, _ in user):
+    # perf found no symbols for the binary (e.g. one under /tmp/perf-*, which perf takes for
+    # a JIT map): no share rather than a wrong one.
+    r["aead_share"] = None
+    r["aead_share_skipped"] = f"perf could not resolve {unresolved:.0f}% of the samples to symbols"
+else:
+    r["aead_share"] = round(sum(p for p, _, s in user if aead.search(s)) / 100, 3)
 r["kernel_share"] = round(sum(p for p, k, _ in rows if k == "k") / 100, 3)
 r["profile_top"] = [{"pct": p, "sym": s[:80], "kernel": k == "k"} for p, k, s in rows[:15]]
 print(json.dumps(r))

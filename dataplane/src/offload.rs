@@ -626,10 +626,24 @@ struct Flow {
 /// one with PSH; the result fits in 65535 bytes; every merged segment's TCP checksum verified
 /// (the kernel trusts a `NEEDS_CSUM` packet). Any other TCP packet of a flow ends that flow's
 /// current super-packet, so per-flow order is kept.
-#[derive(Debug, Default)]
+///
+/// [`TcpCoalescer::trusting`] skips the checksum verification, for packets whose integrity
+/// something stronger already vouches for (an AEAD tag): it merges without reading the
+/// payload, and marks the packets it passes through unmerged `VIRTIO_NET_HDR_F_DATA_VALID`,
+/// so that the kernel does not verify them either (as the kernel's WireGuard marks decrypted
+/// packets `CHECKSUM_UNNECESSARY`).
+#[derive(Debug)]
 pub struct TcpCoalescer {
     flows: Vec<Flow>,
     out: Vec<usize>,
+    /// Verify TCP checksums before merging (false: the caller vouches for them).
+    verify: bool,
+}
+
+impl Default for TcpCoalescer {
+    fn default() -> Self {
+        Self::with_capacity(0)
+    }
 }
 
 impl TcpCoalescer {
@@ -643,6 +657,16 @@ impl TcpCoalescer {
         Self {
             flows: Vec::with_capacity(batch),
             out: Vec::with_capacity(batch),
+            verify: true,
+        }
+    }
+
+    /// Like [`Self::with_capacity`], for authenticated packets: no checksum is verified, and
+    /// unmerged packets go out marked `VIRTIO_NET_HDR_F_DATA_VALID`.
+    pub fn trusting(batch: usize) -> Self {
+        Self {
+            verify: false,
+            ..Self::with_capacity(batch)
         }
     }
 
@@ -653,7 +677,8 @@ impl TcpCoalescer {
     /// packet within that buffer's spare capacity (never reallocating: give buffers a capacity
     /// of `offset + 65535` to coalesce fully). Returns the indices of the buffers to write to
     /// the TUN, in order; the other buffers were merged and must be skipped. Packets that
-    /// cannot be merged are returned untouched with a zero virtio header.
+    /// cannot be merged are returned untouched with a zero virtio header (a trusting
+    /// coalescer's: `VIRTIO_NET_HDR_F_DATA_VALID`).
     ///
     /// Errors (before touching anything) if `offset` < 10 or a buffer is shorter than
     /// `offset`. Flow lookup is a linear scan of the flows seen in the batch.
@@ -670,7 +695,16 @@ impl TcpCoalescer {
         }
         self.flows.clear();
         self.out.clear();
-        let zero = VirtioNetHdr::default().to_bytes();
+        let zero = VirtioNetHdr {
+            flags: if self.verify {
+                0
+            } else {
+                VIRTIO_NET_HDR_F_DATA_VALID
+            },
+            ..VirtioNetHdr::default()
+        }
+        .to_bytes();
+        let verify = self.verify;
         for i in 0..bufs.len() {
             bufs[i][offset - VIRTIO_NET_HDR_LEN..offset].copy_from_slice(&zero);
             let seg = match classify(&bufs[i][offset..]) {
@@ -690,7 +724,7 @@ impl TcpCoalescer {
             };
             let pos = self.flows.iter().rposition(|f| f.key == seg.key);
             if let Some(pos) = pos {
-                if try_merge(&mut self.flows[pos], &seg, bufs, offset, i) {
+                if try_merge(&mut self.flows[pos], &seg, bufs, offset, i, verify) {
                     continue;
                 }
                 let old = self.flows[pos];
@@ -729,7 +763,14 @@ impl Flow {
 }
 
 /// Appends `bufs[i]` to the flow's head if allowed. `i` is always after `flow.head`.
-fn try_merge(flow: &mut Flow, seg: &Seg, bufs: &mut [Vec<u8>], offset: usize, i: usize) -> bool {
+fn try_merge(
+    flow: &mut Flow,
+    seg: &Seg,
+    bufs: &mut [Vec<u8>],
+    offset: usize,
+    i: usize,
+    verify: bool,
+) -> bool {
     if flow.closed
         || seg.ack != flow.ack
         || seg.seq != flow.next_seq
@@ -758,11 +799,13 @@ fn try_merge(flow: &mut Flow, seg: &Seg, bufs: &mut [Vec<u8>], offset: usize, i:
     if !hv.same_service(&pv) || h[l3 + 20..hl] != pkt[l3 + 20..hl] {
         return false;
     }
-    if flow.head_csum.is_none() {
-        flow.head_csum = Some(tcp_csum_ok(&hv));
-    }
-    if flow.head_csum != Some(true) || !tcp_csum_ok(&pv) {
-        return false;
+    if verify {
+        if flow.head_csum.is_none() {
+            flow.head_csum = Some(tcp_csum_ok(&hv));
+        }
+        if flow.head_csum != Some(true) || !tcp_csum_ok(&pv) {
+            return false;
+        }
     }
     if head.capacity() - head.len() < seg.payload {
         // Never reallocate: the caller sized the buffers, and a packet that does not fit just
@@ -1531,6 +1574,48 @@ mod tests {
                 assert!(ipv4_hdr_valid(&s));
             }
         }
+    }
+
+    /// The trusting coalescer (after the AEAD): segments merge without their checksums being
+    /// read, a wrong one included, and what passes unmerged is marked DATA_VALID; the
+    /// verifying one keeps the segment with the wrong checksum apart.
+    #[test]
+    fn trusting_coalescer_merges_without_reading_checksums() {
+        let d = payload(1000, 3);
+        let mut pkts: Vec<Vec<u8>> = (0..3u32)
+            .map(|i| tcp_packet(false, i * 1000, TCP_ACK, &[], &d, false))
+            .collect();
+        pkts[1][40] ^= 0xff; // payload corrupted after the checksum was computed
+        pkts.push(tcp_packet(false, 3000, TCP_ACK | TCP_FIN, &[], &[], false));
+        let run = |mut gro: TcpCoalescer| {
+            let mut bufs: Vec<Vec<u8>> = pkts
+                .iter()
+                .map(|p| {
+                    let mut b = Vec::with_capacity(10 + MAX_IP_PACKET);
+                    b.resize(10, 0xaa);
+                    b.extend_from_slice(p);
+                    b
+                })
+                .collect();
+            let out = gro.coalesce(&mut bufs, 10).unwrap().to_vec();
+            out.iter()
+                .map(|&i| (VirtioNetHdr::parse(&bufs[i]).unwrap(), bufs[i].len() - 10))
+                .collect::<Vec<_>>()
+        };
+        let trusted = run(TcpCoalescer::trusting(4));
+        assert_eq!(trusted.len(), 2, "{trusted:?}");
+        assert_eq!(trusted[0].0.gso_type, VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(trusted[0].1, 40 + 3000);
+        assert_eq!(trusted[1].0.flags, VIRTIO_NET_HDR_F_DATA_VALID);
+        assert_eq!(trusted[1].0.gso_type, VIRTIO_NET_HDR_GSO_NONE);
+        let verified = run(TcpCoalescer::new());
+        // The wrong checksum stops both merges it would take part in.
+        assert_eq!(verified.len(), 4, "{verified:?}");
+        assert!(
+            verified
+                .iter()
+                .all(|(h, _)| h.flags != VIRTIO_NET_HDR_F_DATA_VALID)
+        );
     }
 
     #[test]
