@@ -638,6 +638,8 @@ pub struct TcpCoalescer {
     out: Vec<usize>,
     /// Verify TCP checksums before merging (false: the caller vouches for them).
     verify: bool,
+    /// Buffers filled by [`TcpCoalescer::push`] since the last [`TcpCoalescer::finish`].
+    used: usize,
 }
 
 impl Default for TcpCoalescer {
@@ -658,7 +660,105 @@ impl TcpCoalescer {
             flows: Vec::with_capacity(batch),
             out: Vec::with_capacity(batch),
             verify: true,
+            used: 0,
         }
+    }
+
+    /// The virtio header of a packet written as it is.
+    fn plain_header(&self) -> [u8; VIRTIO_NET_HDR_LEN] {
+        VirtioNetHdr {
+            flags: if self.verify {
+                0
+            } else {
+                VIRTIO_NET_HDR_F_DATA_VALID
+            },
+            ..VirtioNetHdr::default()
+        }
+        .to_bytes()
+    }
+
+    /// Buffers in use since the last [`Self::finish`]: when it reaches the number of buffers,
+    /// [`Self::push`] refuses until [`Self::finish`] (and the caller's writes) free them.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// The streaming form of [`Self::coalesce`], which copies each packet once: `pkt` (one IP
+    /// packet) is appended to the super-packet of its flow if it merges (payload only), and
+    /// otherwise copied to `bufs[used][offset..]` behind its virtio header. The same rules and
+    /// results as [`Self::coalesce`] over the packets pushed since the last
+    /// [`Self::finish`], which returns the buffers to write. Buffers should have a capacity of
+    /// `offset + 65535` (a merge never reallocates; a packet that does not fit starts a new
+    /// super-packet). Errors, changing nothing, if `offset` < 10 or every buffer is in use.
+    pub fn push(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        offset: usize,
+        pkt: &[u8],
+    ) -> Result<(), OffloadError> {
+        if offset < VIRTIO_NET_HDR_LEN || self.used >= bufs.len() {
+            return Err(OffloadError::BufferTooSmall);
+        }
+        if self.used == 0 {
+            // A new batch: the last one's indices were read.
+            self.out.clear();
+            self.flows.clear();
+        }
+        let class = classify(pkt);
+        if let Class::Candidate(seg) = &class
+            && let Some(pos) = self.flows.iter().rposition(|f| f.key == seg.key)
+        {
+            let head = self.flows[pos].head;
+            if merge_into(
+                &mut self.flows[pos],
+                seg,
+                &mut bufs[head],
+                pkt,
+                offset,
+                self.verify,
+            ) {
+                return Ok(());
+            }
+        }
+        let idx = self.used;
+        let hdr = self.plain_header();
+        let b = &mut bufs[idx];
+        b.clear();
+        b.resize(offset, 0);
+        b[offset - VIRTIO_NET_HDR_LEN..].copy_from_slice(&hdr);
+        b.extend_from_slice(pkt);
+        self.used += 1;
+        self.out.push(idx);
+        match class {
+            Class::Other => {}
+            Class::Barrier(key) => {
+                if let Some(pos) = self.flows.iter().rposition(|f| f.key == key) {
+                    let f = self.flows.swap_remove(pos);
+                    finalize(&f, bufs, offset);
+                }
+            }
+            Class::Candidate(seg) => {
+                let flow = Flow::start(&seg, idx, pkt.len());
+                if let Some(pos) = self.flows.iter().rposition(|f| f.key == seg.key) {
+                    let old = std::mem::replace(&mut self.flows[pos], flow);
+                    finalize(&old, bufs, offset);
+                } else {
+                    self.flows.push(flow);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the batch of [`Self::push`]: finishes every super-packet and returns the indices
+    /// of the buffers to write to the TUN, in order. The next push starts a new batch.
+    pub fn finish(&mut self, bufs: &mut [Vec<u8>], offset: usize) -> &[usize] {
+        for f in &self.flows {
+            finalize(f, bufs, offset);
+        }
+        self.flows.clear();
+        self.used = 0;
+        &self.out
     }
 
     /// Like [`Self::with_capacity`], for authenticated packets: no checksum is verified, and
@@ -695,15 +795,8 @@ impl TcpCoalescer {
         }
         self.flows.clear();
         self.out.clear();
-        let zero = VirtioNetHdr {
-            flags: if self.verify {
-                0
-            } else {
-                VIRTIO_NET_HDR_F_DATA_VALID
-            },
-            ..VirtioNetHdr::default()
-        }
-        .to_bytes();
+        self.used = 0;
+        let zero = self.plain_header();
         let verify = self.verify;
         for i in 0..bufs.len() {
             bufs[i][offset - VIRTIO_NET_HDR_LEN..offset].copy_from_slice(&zero);
@@ -771,6 +864,27 @@ fn try_merge(
     i: usize,
     verify: bool,
 ) -> bool {
+    let (before, rest) = bufs.split_at_mut(i);
+    merge_into(
+        flow,
+        seg,
+        &mut before[flow.head],
+        &rest[0][offset..],
+        offset,
+        verify,
+    )
+}
+
+/// Appends the IP packet `pkt` (its payload) to the flow's head packet `head[offset..]` if
+/// allowed.
+fn merge_into(
+    flow: &mut Flow,
+    seg: &Seg,
+    head: &mut Vec<u8>,
+    pkt: &[u8],
+    offset: usize,
+    verify: bool,
+) -> bool {
     if flow.closed
         || seg.ack != flow.ack
         || seg.seq != flow.next_seq
@@ -781,9 +895,6 @@ fn try_merge(
     {
         return false;
     }
-    let (before, rest) = bufs.split_at_mut(i);
-    let head = &mut before[flow.head];
-    let pkt = &rest[0][offset..];
     let h = &head[offset..];
     let (l3, hl) = (flow.l3_len, flow.l3_len + flow.tcph_len);
     // Both passed `classify` with this header (the flow key's version, the same length).
@@ -1671,8 +1782,104 @@ mod tests {
 
     // ---- property tests -------------------------------------------------------------------
 
+    /// What the batch coalescer writes for `pkts`, as (virtio header, packet) per TUN write.
+    fn by_batch(pkts: &[Vec<u8>], trusting: bool) -> Vec<(VirtioNetHdr, Vec<u8>)> {
+        let mut bufs: Vec<Vec<u8>> = pkts
+            .iter()
+            .map(|p| {
+                let mut b = Vec::with_capacity(16 + MAX_IP_PACKET);
+                b.resize(16, 0xaa);
+                b.extend_from_slice(p);
+                b
+            })
+            .collect();
+        let mut gro = if trusting {
+            TcpCoalescer::trusting(8)
+        } else {
+            TcpCoalescer::new()
+        };
+        let out = gro.coalesce(&mut bufs, 16).unwrap().to_vec();
+        out.iter()
+            .map(|&i| {
+                (
+                    VirtioNetHdr::parse(&bufs[i][6..]).unwrap(),
+                    bufs[i][16..].to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    /// The same through `push` and `finish`, in batches of at most `batch` buffers (the
+    /// stream is cut where the buffers run out, as the engine flushes).
+    fn by_push(
+        pkts: &[Vec<u8>],
+        trusting: bool,
+        batch: usize,
+    ) -> Vec<Vec<(VirtioNetHdr, Vec<u8>)>> {
+        let mut bufs: Vec<Vec<u8>> = (0..batch)
+            .map(|_| Vec::with_capacity(16 + MAX_IP_PACKET))
+            .collect();
+        let mut gro = if trusting {
+            TcpCoalescer::trusting(8)
+        } else {
+            TcpCoalescer::new()
+        };
+        let mut batches = Vec::new();
+        let mut take = |gro: &mut TcpCoalescer, bufs: &mut Vec<Vec<u8>>| {
+            let out = gro.finish(bufs, 16).to_vec();
+            out.iter()
+                .map(|&i| {
+                    (
+                        VirtioNetHdr::parse(&bufs[i][6..]).unwrap(),
+                        bufs[i][16..].to_vec(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        for p in pkts {
+            if gro.used() == batch {
+                batches.push(take(&mut gro, &mut bufs));
+            }
+            gro.push(&mut bufs, 16, p).unwrap();
+        }
+        batches.push(take(&mut gro, &mut bufs));
+        batches
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Streaming (`push`, one copy per packet) gives exactly what the batch coalescer gives
+        /// over the same packets: two flows, in-order and out-of-order segments, short ones,
+        /// PSH, FIN, bare ACKs, wrong checksums, both modes.
+        #[test]
+        fn prop_push_matches_coalesce(steps in proptest::collection::vec(
+                (any::<bool>(), 0u8..6, 0usize..3, any::<bool>(), any::<bool>()), 1..40),
+                trusting in any::<bool>()) {
+            let mut next = [0u32; 2];
+            let pkts: Vec<Vec<u8>> = steps.iter().map(|&(flow_b, kind, size, jump, bad)| {
+                let f = usize::from(flow_b);
+                let len = [0usize, 500, 1000][size];
+                if jump { next[f] = next[f].wrapping_add(7); }
+                let flags = match kind { 0 => TCP_ACK | TCP_PSH, 1 => TCP_ACK | TCP_FIN, _ => TCP_ACK };
+                let mut p = tcp_packet(flow_b, next[f], flags, &[], &payload(len, kind), false);
+                next[f] = next[f].wrapping_add(len as u32);
+                if bad && len > 0 {
+                    let n = p.len();
+                    p[n - 1] ^= 0x5a;
+                }
+                p
+            }).collect();
+            let batch = by_batch(&pkts, trusting);
+            let pushed = by_push(&pkts, trusting, pkts.len());
+            prop_assert_eq!(pushed.len(), 1);
+            prop_assert_eq!(&pushed[0], &batch);
+            // Cut into small batches, every packet still comes out once, in order.
+            let small: Vec<_> = by_push(&pkts, trusting, 3).into_iter().flatten().collect();
+            let bytes = |v: &[(VirtioNetHdr, Vec<u8>)]| v.iter().map(|(_, p)| p.len()).sum::<usize>();
+            prop_assert!(small.len() >= batch.len());
+            prop_assert!(bytes(&small) >= bytes(&batch));
+        }
 
         #[test]
         fn prop_split_then_coalesce(v6 in any::<bool>(),

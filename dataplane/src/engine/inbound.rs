@@ -145,6 +145,16 @@ pub(super) fn receive(
                 reorder.push(seq, pkt, now, &mut |p| {
                     write_one(shared, tun, vnet, scratch, p)
                 });
+            } else if allowed && vnet {
+                // One copy: merged into its flow's super-packet, or into a write buffer.
+                if inb
+                    .coalescer
+                    .push(&mut inb.writes, WRITE_OFF, inner)
+                    .is_err()
+                {
+                    GlobalCounters::bump(&c.tun_errors);
+                }
+                inb.nwrites = inb.coalescer.used();
             } else if allowed {
                 let w = &mut inb.writes[inb.nwrites];
                 w.clear();
@@ -266,13 +276,8 @@ pub(super) fn flush_tun(shared: &Shared, tun: &TunQueue, vnet: bool, inb: &mut I
         }
     };
     if vnet {
-        match inb.coalescer.coalesce(&mut inb.writes[..n], WRITE_OFF) {
-            Ok(out) => {
-                for &i in out {
-                    write(&inb.writes[i][WRITE_OFF - VIRTIO_NET_HDR_LEN..]);
-                }
-            }
-            Err(_) => GlobalCounters::bump(&shared.counters.tun_errors),
+        for &i in inb.coalescer.finish(&mut inb.writes, WRITE_OFF) {
+            write(&inb.writes[i][WRITE_OFF - VIRTIO_NET_HDR_LEN..]);
         }
     } else {
         for w in &inb.writes[..n] {
