@@ -30,6 +30,8 @@
 #   scripts/bench-e2e.sh --mifsec-only    only steps 2 and 3 (no ratios then)
 #   scripts/bench-e2e.sh --reference      only step 2 (current wireguard-go and mifsec, alternately)
 #   E2E_ROUNDS=3   rounds of step 2
+#   E2E_VARIANTS="old=/path/mifsec ..."   also run these builds on one link in every round
+#                  (cases one_link_old, ...): an A/B of a change in the same run
 #   E2E_CASES="soak" scripts/bench-e2e.sh --mifsec-only   only the named mifsec cases
 #   E2E_OUT=FILE   write the JSON there instead of bench/results/latest.json
 #   IPERF_SECONDS=5 scripts/bench-e2e.sh  shorter iperf runs
@@ -411,6 +413,10 @@ if ((!ANCHORS_ONLY)); then
       ((MIFSEC_ONLY)) || [[ -n "${E2E_CASES:-}" && " $E2E_CASES " != *" one_link "* ]] ||
         run_anchor wireguard-go-current "wireguard-go-current@$k"
       run_case "one_link@$k" case_one_link
+      # Other builds of mifsec in the same rounds, for an A/B of a change: NAME=PATH ...
+      for v in ${E2E_VARIANTS:-}; do
+        MIFSEC_BIN=${v#*=} run_case "one_link_${v%%=*}@$k" case_one_link
+      done
     done
     ((REFERENCE_ONLY)) && E2E_CASES=none
     run_case aggregate_200_100 case_aggregate 200 100
@@ -550,12 +556,14 @@ for name in ("plain", "strongswan", "wireguard-go", "boringtun", REF):
         label = f"{REF} ({anchors[name].get('binary', 'current')})" if name == REF else name
         rows.append(tunnel_row(label, anchors[name]))
 if not anchors_only:
-    rows.append(tunnel_row("mifsec, one link", one))
-    if "aead_share" in one:
-        share = one.get("aead_share")
-        rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
-                     else "skipped: " + one.get("aead_share_skipped", "?"),
-                     f"kernel {fmt(one.get('kernel_share'), '.3f')}", "", ""))
+    for key in ["one_link"] + sorted(k for k in mifsec if k.startswith("one_link_")):
+        d = mifsec[key] if key in mifsec else one
+        rows.append(tunnel_row("mifsec, one link" + (f" ({key[9:]})" if key != "one_link" else ""), d))
+        if "aead_share" in d:
+            share = d.get("aead_share")
+            rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
+                         else "skipped: " + d.get("aead_share_skipped", "?"),
+                         f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
     if REF in anchors:
         rows.append((f"  / {REF}", fmt(ratios.get(f"mifsec_vs_{REF}_forward"), ".2f"),
                      fmt(ratios.get(f"mifsec_vs_{REF}_reverse"), ".2f"),
