@@ -1825,7 +1825,7 @@ mod tests {
             TcpCoalescer::new()
         };
         let mut batches = Vec::new();
-        let mut take = |gro: &mut TcpCoalescer, bufs: &mut Vec<Vec<u8>>| {
+        let take = |gro: &mut TcpCoalescer, bufs: &mut Vec<Vec<u8>>| {
             let out = gro.finish(bufs, 16).to_vec();
             out.iter()
                 .map(|&i| {
