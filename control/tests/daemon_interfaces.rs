@@ -2,9 +2,10 @@
 //! `device`), end to end: a mifsec client and a mifsec gateway in two namespaces (the lab of
 //! swan/mod.rs without a charon). The client's interface has no address at start, so it
 //! initiates once one appears; its sockets open and close as addresses come and go, a
-//! second address gets a socket of its own, a device created after the start is followed,
-//! a link flap within the debounce window changes nothing, and a longer link down closes
-//! the link's sockets (and up reopens them).
+//! second address gets a socket of its own, the IKE SA learns the address set (and, its
+//! address deleted, moves to the other one with MOBIKE, the gateway following), a device
+//! created after the start is followed, a link flap within the debounce window changes
+//! nothing, and a longer link down closes the link's sockets (and up reopens them).
 //!
 //! Needs root (namespaces, TUN). Without root it fails; `MIFSEC_SKIP_ROOT_TESTS=1
 //! scripts/test.sh` reports it as ignored.
@@ -171,9 +172,18 @@ fn sockets_follow_the_addresses_of_a_device() {
         "{log}"
     );
 
-    // A second address: a socket of its own.
-    ip(&["-n", &cns, "addr", "add", "198.18.11.3/24", "dev", &cl_if]);
-    wait_status(&lab, "a socket on 198.18.11.3 too", |st| {
+    // A second address in the same subnet (kept when the first goes: promote_secondaries):
+    // a socket of its own, and IKE is told.
+    ip(&[
+        "netns",
+        "exec",
+        &cns,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{cl_if}.promote_secondaries=1"),
+    ]);
+    ip(&["-n", &cns, "addr", "add", "198.18.9.3/24", "dev", &cl_if]);
+    wait_status(&lab, "a socket on 198.18.9.3 too", |st| {
         open(st, "wan").len() == 2
     });
     let st = lab.status_json("cl");
@@ -181,15 +191,60 @@ fn sockets_follow_the_addresses_of_a_device() {
         open(&st, "wan"),
         [
             ("198.18.9.2".into(), "wan".into()),
-            ("198.18.11.3".into(), "wan.2".into())
+            ("198.18.9.3".into(), "wan.2".into())
         ]
     );
     assert_eq!(netlink(&st, "sockets_opened"), 2, "{st:#}");
     assert!(
         lab.log("cl")
-            .contains("ike: local addresses now [198.18.9.2 198.18.11.3]"),
+            .contains("ike: local addresses now [198.18.9.2 198.18.9.3]"),
         "{}",
         lab.log("cl")
+    );
+
+    // The first address goes: its socket closes, the other stays; the IKE SA, told that
+    // its address is gone, moves to the other (MOBIKE) and the gateway follows.
+    ip(&["-n", &cns, "addr", "del", "198.18.9.2/24", "dev", &cl_if]);
+    wait_status(&lab, "the socket on 198.18.9.2 closed", |st| {
+        open(st, "wan") == [("198.18.9.3".into(), "wan.2".into())]
+    });
+    let st = lab.status_json("cl");
+    assert_eq!(netlink(&st, "sockets_closed"), 1, "{st:#}");
+    assert!(
+        !engine_sockets(&st).iter().any(|(n, _)| n == "wan"),
+        "{st:#}"
+    );
+    let log = lab.log("cl");
+    assert!(
+        log.contains(&format!(
+            "interface wan: 198.18.9.2 is no longer usable on {cl_if}: socket wan closed"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("ike: local addresses now [198.18.9.3]"),
+        "{log}"
+    );
+    wait_status(&lab, "the client's IKE SA on 198.18.9.3", |st| {
+        st["ike_sas"][0]["local"] == "198.18.9.3:4500"
+    });
+    poll(
+        WAIT,
+        std::time::Duration::from_millis(50),
+        || {
+            let st = lab.status_json("gw");
+            if st["ike_sas"][0]["remote"] == "198.18.9.3:4500" {
+                Ok(())
+            } else {
+                Err(st)
+            }
+        },
+        |st| {
+            format!(
+                "the gateway did not follow:\n{st:#}\n--- gateway log:\n{}",
+                lab.log("gw")
+            )
+        },
     );
 
     // A device that appears after the start, with an address: followed.
@@ -202,6 +257,12 @@ fn sockets_follow_the_addresses_of_a_device() {
     let st = lab.status_json("cl");
     assert_eq!(iface(&st, "late")["device_present"], true, "{st:#}");
     assert_eq!(netlink(&st, "sockets_opened"), 3, "{st:#}");
+    assert!(
+        lab.log("cl")
+            .contains("ike: local addresses now [198.18.9.3 198.18.10.2]"),
+        "{}",
+        lab.log("cl")
+    );
 
     // A link flap within the debounce window: seen, and nothing closed or opened.
     let before = lab.status_json("cl");
@@ -216,16 +277,17 @@ fn sockets_follow_the_addresses_of_a_device() {
     for k in ["sockets_opened", "sockets_closed", "windows"] {
         assert_eq!(netlink(&st, k), netlink(&before, k), "{k}: {st:#}");
     }
-    assert_eq!(open(&st, "wan").len(), 2, "{st:#}");
+    assert_eq!(open(&st, "wan").len(), 1, "{st:#}");
     assert!(
-        !lab.log("cl").contains("socket wan closed"),
+        !lab.log("cl").contains("socket wan.2 closed"),
         "{}",
         lab.log("cl")
     );
 
-    // A link down for longer than the window closes its sockets; up again, they reopen.
+    // A link down for longer than the window closes its socket; up again, it reopens
+    // under the same name.
     ip(&["-n", &cns, "link", "set", &cl_if, "down"]);
-    wait_status(&lab, "the sockets of the downed link closed", |st| {
+    wait_status(&lab, "the socket of the downed link closed", |st| {
         open(st, "wan").is_empty() && iface(st, "wan")["device_up"] == false
     });
     let st = lab.status_json("cl");
@@ -236,34 +298,11 @@ fn sockets_follow_the_addresses_of_a_device() {
         "the other device is untouched: {st:#}"
     );
     ip(&["-n", &cns, "link", "set", &cl_if, "up"]);
-    wait_status(&lab, "the sockets reopened", |st| {
-        open(st, "wan").len() == 2
+    wait_status(&lab, "the socket reopened", |st| {
+        open(st, "wan") == [("198.18.9.3".into(), "wan.2".into())]
     });
     let st = lab.status_json("cl");
-    assert_eq!(netlink(&st, "sockets_opened"), 5, "{st:#}");
-
-    // The first address goes: its socket closes, the other stays.
-    ip(&["-n", &cns, "addr", "del", "198.18.9.2/24", "dev", &cl_if]);
-    wait_status(&lab, "the socket on 198.18.9.2 closed", |st| {
-        open(st, "wan") == [("198.18.11.3".into(), "wan.2".into())]
-    });
-    let st = lab.status_json("cl");
-    assert_eq!(netlink(&st, "sockets_closed"), 3, "{st:#}");
-    assert!(
-        !engine_sockets(&st).iter().any(|(n, _)| n == "wan"),
-        "{st:#}"
-    );
-    let log = lab.log("cl");
-    assert!(
-        log.contains(&format!(
-            "interface wan: 198.18.9.2 is no longer usable on {cl_if}: socket wan closed"
-        )),
-        "{log}"
-    );
-    assert!(
-        log.contains("ike: local addresses now [198.18.10.2 198.18.11.3]"),
-        "{log}"
-    );
+    assert_eq!(netlink(&st, "sockets_opened"), 4, "{st:#}");
 
     // The human status shows it too.
     let o = lab.mifsec("cl", &["status"]);
@@ -271,7 +310,7 @@ fn sockets_follow_the_addresses_of_a_device() {
     let t = text(&o);
     assert!(
         t.contains(&format!(
-            "  wan on {cl_if} (up, followed): 198.18.11.3 (socket open as wan.2)\n"
+            "  wan on {cl_if} (up, followed): 198.18.9.3 (socket open as wan.2)\n"
         )),
         "{t}"
     );
@@ -282,6 +321,12 @@ fn sockets_follow_the_addresses_of_a_device() {
     assert!(
         st.is_some_and(|s| s.success()),
         "client: {st:?}\n{}",
+        lab.log("cl")
+    );
+    // Its Delete left through the learned socket (the follower stops after IKE).
+    assert!(
+        !lab.log("cl").contains("ike: no interface named"),
+        "{}",
         lab.log("cl")
     );
 }

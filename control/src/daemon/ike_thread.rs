@@ -270,7 +270,7 @@ impl IkeHandle {
             .map(|c| c.name.clone())
             .collect();
         let tun = engine.status().tun;
-        let ep = Endpoint::new(
+        let mut ep = Endpoint::new(
             Instant::now(),
             EndpointConfig {
                 connections: settings
@@ -287,6 +287,7 @@ impl IkeHandle {
                 max_message: MAX_MESSAGE,
             },
         );
+        ep.set_local_addresses(Instant::now(), &local_addresses(interfaces));
         let mut ike = IkeThread {
             engine: Arc::clone(&engine),
             conns: settings.connections,
@@ -948,18 +949,14 @@ impl IkeThread {
     }
 
     /// The interface follower changed the interface list: sends, paths and new IKE SAs use
-    /// the new one, and the connections that waited for a local address are initiated.
+    /// the new one, every IKE SA is given the new address set
+    /// ([`Endpoint::set_local_addresses`]), and the connections that waited for a local
+    /// address are initiated.
     fn interfaces_changed(&mut self, now: Instant) {
         let Some(list) = self.sink.take() else {
             return;
         };
-        let addrs = |l: &[InterfaceConfig]| {
-            let mut v: Vec<IpAddr> = l.iter().map(|i| i.address).collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        let (old, new) = (addrs(&self.ifaces), addrs(&list));
+        let (old, new) = (local_addresses(&self.ifaces), local_addresses(&list));
         self.ifaces = list;
         if old != new {
             info!(
@@ -969,6 +966,9 @@ impl IkeThread {
                     .collect::<Vec<_>>()
                     .join(" ")
             );
+            // Every IKE SA learns them (with MOBIKE: tells the peer, or moves away from an
+            // address that is gone); new ones get them from the endpoint.
+            self.ep.set_local_addresses(now, &new);
         }
         // Still listed while they wait: initiate() warns only the first time.
         for name in self.awaiting_address.clone() {
@@ -1186,6 +1186,18 @@ impl IkeThread {
     pub(super) fn entry(&mut self, h: SaHandle) -> &mut Entry {
         self.entries.entry(h).or_default()
     }
+}
+
+/// The usable local addresses of `interfaces`, in their order (fixed interfaces in the
+/// configuration's order, then the learned ones), each once: what the IKE SAs are given.
+fn local_addresses(interfaces: &[InterfaceConfig]) -> Vec<IpAddr> {
+    let mut v: Vec<IpAddr> = Vec::new();
+    for i in interfaces {
+        if !v.contains(&i.address) && !i.address.is_unspecified() {
+            v.push(i.address);
+        }
+    }
+    v
 }
 
 /// Logs an IKE message at level debug from its header alone (exchange, request or

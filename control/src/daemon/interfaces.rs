@@ -426,15 +426,6 @@ impl Followers {
             counters: self.counters,
         }
     }
-
-    /// Closes every learned socket (at the end).
-    fn close_all(&mut self, sockets: &dyn Sockets) {
-        for f in &mut self.followed {
-            for (_, name) in std::mem::take(&mut f.open) {
-                let _ = sockets.remove_interface(&name);
-            }
-        }
-    }
 }
 
 /// The fixed interfaces as `status` shows them: the configured address, and whether the
@@ -556,10 +547,13 @@ impl Follower {
                 crate::dataplane::debug::panic_point("netlink");
                 let _waker = wk;
                 let mut me = self;
+                // The sockets stay as they are when it ends (the engine closes them at the
+                // end of the daemon).
                 if let Err(e) = me.run(poll, &engine, sink.as_ref(), &st) {
-                    warn!("interface monitor: {e}; learned addresses are no longer followed");
+                    warn!(
+                        "interface monitor: {e}; the sockets on learned addresses stay as they are, no longer followed"
+                    );
                 }
-                me.followers.close_all(&*engine);
             })?;
         Ok(FollowerHandle {
             stop,
@@ -692,7 +686,7 @@ impl FollowerHandle {
             .clone()
     }
 
-    /// Stops the thread (its learned sockets are closed) and waits for it.
+    /// Stops the thread and waits for it (the sockets stay until the engine stops).
     pub fn stop(mut self) {
         self.shutdown();
     }

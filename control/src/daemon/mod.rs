@@ -448,14 +448,14 @@ impl ctl::Target for Node {
     }
 }
 
-/// Stops the interface follower and the IKE thread (deleting its IKE SAs at the peers),
-/// then the engine.
+/// Stops the IKE thread (deleting its IKE SAs at the peers, through the learned sockets
+/// too), then the interface follower, then the engine.
 fn stop_node(node: Node) {
-    if let Some(f) = node.follower {
-        f.stop();
-    }
     if let Some(ike) = node.ike {
         ike.stop();
+    }
+    if let Some(f) = node.follower {
+        f.stop();
     }
     match Arc::try_unwrap(node.engine) {
         Ok(engine) => engine.shutdown(),

@@ -171,6 +171,9 @@ pub struct Endpoint {
     max_message: usize,
     oversize: u64,
     half_open_noticed: bool,
+    /// Our usable local addresses as last given to [`Endpoint::set_local_addresses`]
+    /// (`None`: never given); every new IKE SA gets them too.
+    local: Option<Vec<IpAddr>>,
 }
 
 impl Endpoint {
@@ -187,6 +190,7 @@ impl Endpoint {
             max_message: cfg.max_message,
             oversize: 0,
             half_open_noticed: false,
+            local: None,
         }
     }
 
@@ -210,7 +214,7 @@ impl Endpoint {
             .ok_or(ConnectError::NoConnection(conn))?;
         let sa =
             IkeSa::initiate(c.ike.clone(), now, local, remote).map_err(ConnectError::Failed)?;
-        Ok(self.add(conn, sa))
+        Ok(self.add(now, conn, sa))
     }
 
     /// Processes one datagram (an IKE message, non-ESP marker removed) that arrived on
@@ -312,14 +316,18 @@ impl Endpoint {
             return None;
         }
         self.limiter.opened(remote.ip());
-        let handle = self.add(conn, sa);
+        let handle = self.add(now, conn, sa);
         if let Some(s) = self.slots.last_mut() {
             s.half_open = Some(remote.ip());
         }
         Some(handle)
     }
 
-    fn add(&mut self, conn: usize, sa: IkeSa) -> SaHandle {
+    fn add(&mut self, now: Instant, conn: usize, mut sa: IkeSa) -> SaHandle {
+        if let Some(addrs) = &self.local {
+            let list = self.local_list(conn, addrs);
+            sa.set_local_addresses(now, &list);
+        }
         let handle = SaHandle(self.next);
         self.next += 1;
         self.slots.push(Slot {
@@ -411,20 +419,28 @@ impl Endpoint {
     /// the set changes): each IKE SA gets those its connection may use, in the order of
     /// its `local_addrs` (its preference; empty: any, in the order given), through
     /// [`IkeSa::set_local_addresses`].
+    ///
+    /// IKE SAs created later (initiated or responding) get them when they are created.
     pub fn set_local_addresses(&mut self, now: Instant, addrs: &[IpAddr]) {
+        self.local = Some(addrs.to_vec());
         for i in 0..self.slots.len() {
-            let conn = &self.conns[self.slots[i].conn];
-            let list: Vec<IpAddr> = if conn.local_addrs.is_empty() {
-                addrs.to_vec()
-            } else {
-                conn.local_addrs
-                    .iter()
-                    .filter(|a| addrs.contains(a))
-                    .copied()
-                    .collect()
-            };
+            let list = self.local_list(self.slots[i].conn, addrs);
             self.slots[i].sa.set_local_addresses(now, &list);
             self.touch(i);
+        }
+    }
+
+    /// Those of `addrs` connection `conn` may use, in its preference order.
+    fn local_list(&self, conn: usize, addrs: &[IpAddr]) -> Vec<IpAddr> {
+        let conn = &self.conns[conn];
+        if conn.local_addrs.is_empty() {
+            addrs.to_vec()
+        } else {
+            conn.local_addrs
+                .iter()
+                .filter(|a| addrs.contains(a))
+                .copied()
+                .collect()
         }
     }
 

@@ -439,3 +439,29 @@ fn an_ike_sa_rekey_keeps_routing_to_the_same_handles() {
     );
     assert!(net.gw.is_empty());
 }
+
+#[test]
+fn ike_sas_created_after_set_local_addresses_get_them_too() {
+    let mut net = Net::new(config(sample::gateway(), Vec::new()), 1);
+    let a: Vec<IpAddr> = vec![client_addr(2).ip(), "198.18.7.2".parse().unwrap()];
+    let now = net.now;
+    net.clients[0].1.set_local_addresses(now, &a);
+    net.gw.set_local_addresses(now, &[GW.ip()]);
+    // Created after the call, as initiator and as responder.
+    let h = net.connect(0);
+    assert_eq!(
+        net.clients[0].1.sa(h).unwrap().local_addresses(),
+        Some(&a[..])
+    );
+    net.run(20);
+    assert_eq!(
+        net.gw.sa(SaHandle(1)).unwrap().local_addresses(),
+        Some(&[GW.ip()][..])
+    );
+    // And a later change reaches the existing ones.
+    net.clients[0].1.set_local_addresses(now, &a[1..]);
+    assert_eq!(
+        net.clients[0].1.sa(h).unwrap().local_addresses(),
+        Some(&a[1..])
+    );
+}
