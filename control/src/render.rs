@@ -177,6 +177,7 @@ fn ike_sas(st: &Value, out: &mut String) {
                 "  IKE fragments: {fs} sent, {fr} received, {fd} dropped"
             );
         }
+        mobike_lines(ike, out);
         if let Some(t) = ike.get("established_s").and_then(Value::as_u64) {
             let _ = writeln!(out, "  established {} ago", uptime(t as f64));
         }
@@ -203,6 +204,70 @@ fn ike_sas(st: &Value, out: &mut String) {
                 strings(c, "remote_ts"),
             );
         }
+    }
+}
+
+/// An IKE SA's MOBIKE lines: the other addresses known, and its moves once it has moved
+/// (or refused or checked something):
+///
+/// ```text
+///   MOBIKE, other local addresses [198.18.2.2], peer's [198.18.9.1]
+///   moves 2 (peer-update 1, peer-update-verified 1), last peer-update 3s ago; route checks 1 passed, 0 failed; updates 0 refused, 0 stale
+///   route check of 198.18.3.1:4500 under way (child SAs on the previous path)
+/// ```
+fn mobike_lines(ike: &Value, out: &mut String) {
+    if !ike.get("mobike").and_then(Value::as_bool).unwrap_or(false) {
+        return;
+    }
+    let join = |k: &str| {
+        list(ike, k)
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let _ = writeln!(
+        out,
+        "  MOBIKE, other local addresses [{}], peer's [{}]",
+        join("local_addrs"),
+        join("peer_addrs"),
+    );
+    let moves = n(ike, "moves");
+    let (passed, failed) = (n(ike, "route_checks_passed"), n(ike, "route_checks_failed"));
+    let (refused, stale) = (n(ike, "updates_refused"), n(ike, "updates_stale"));
+    if moves + passed + failed + refused + stale > 0 {
+        let by: Vec<String> = ike
+            .get("moves_by_reason")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| format!("{k} {}", v.as_u64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let last = match (
+            ike.get("last_move").and_then(Value::as_str),
+            ike.get("last_move_s").and_then(Value::as_u64),
+        ) {
+            (Some(r), Some(t)) => format!(", last {r} {} ago", uptime(t as f64)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "  moves {moves}{}{last}; route checks {passed} passed, {failed} failed; \
+             updates {refused} refused, {stale} stale",
+            if by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", by.join(", "))
+            },
+        );
+    }
+    if let Some(a) = ike.get("route_check").and_then(Value::as_str) {
+        let _ = writeln!(
+            out,
+            "  route check of {a} under way (child SAs on the previous path)"
+        );
     }
 }
 
@@ -619,6 +684,39 @@ outside SAs: malformed 2
             text.contains("1024 half-open, no limit per source, no rate limit;"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn mobike_lines_show_addresses_and_moves() {
+        let ike = serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED",
+            "mobike": true, "local_addrs": ["198.18.2.2"], "peer_addrs": [],
+            "moves": 2, "moves_by_reason": {"peer-update": 1, "peer-update-verified": 1},
+            "last_move": "peer-update", "last_move_s": 3, "route_checks_passed": 1,
+            "route_checks_failed": 0, "updates_refused": 0, "updates_stale": 0,
+            "route_check": "198.18.3.1:4500"}]});
+        let text = status(&ike);
+        assert!(
+            text.contains("  MOBIKE, other local addresses [198.18.2.2], peer's []\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  moves 2 (peer-update 1, peer-update-verified 1), last peer-update 3s ago; \
+                 route checks 1 passed, 0 failed; updates 0 refused, 0 stale\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("route check of 198.18.3.1:4500 under way"),
+            "{text}"
+        );
+        let quiet = serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED",
+            "mobike": true, "moves": 0}]});
+        let text = status(&quiet);
+        assert!(text.contains("  MOBIKE, other local addresses [], peer's []\n"));
+        assert!(!text.contains("moves"), "{text}");
+        let off = serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED"}]});
+        assert!(!status(&off).contains("MOBIKE"));
     }
 
     #[test]

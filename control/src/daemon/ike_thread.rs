@@ -36,7 +36,7 @@
 //!
 //! No log line contains key material.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,7 +54,7 @@ use crate::dataplane::event::{Event as SaEvent, Usage};
 use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
 use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
-use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, SeqLimitAction};
+use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, MoveReason, SeqLimitAction};
 use crate::logging::{child_span, ike_span};
 use crate::wire::HeaderPacket;
 
@@ -508,6 +508,11 @@ pub(super) struct Entry {
     pub(super) dns: Vec<IpAddr>,
     /// Initiate the connection again once cleaned up (`dpd_action = "restart"`).
     pub(super) restart: bool,
+    /// Its moves to a new path (MOBIKE, either role), in all and by reason.
+    pub(super) moves: u64,
+    pub(super) moves_by_reason: BTreeMap<&'static str, u64>,
+    /// When it last moved, and why.
+    pub(super) last_move: Option<(Instant, MoveReason)>,
 }
 
 pub(super) struct IkeThread {
@@ -1093,17 +1098,34 @@ impl IkeThread {
                 reason,
             } => warn!("child {child} failed: {reason:?}"),
             Event::IkeSaMoved {
-                reason,
                 local,
                 remote,
+                nat,
                 children,
+                reason,
                 ..
             } => {
-                // The IKE SA answers on the new path already; moving the children's engine
-                // paths (make-before-break) is the next step of issue 10.
-                warn!(
-                    "IKE SA moved to {local} === {remote} (MOBIKE, {reason}); {} child SAs \
-                     stay on their old path: moving them is not implemented yet",
+                // IKE messages follow at once (the SA's datagrams carry the new pair); the
+                // child SAs' engine paths move make-before-break, with no rekey.
+                let e = self.entry(h);
+                e.moves += 1;
+                *e.moves_by_reason.entry(reason.name()).or_default() += 1;
+                e.last_move = Some((Instant::now(), reason));
+                if let Some(i) = &mut e.info {
+                    i.local = local;
+                    i.remote = remote;
+                    i.nat = nat;
+                }
+                let n = e.moves;
+                let moved = self.move_children(h, &children, n);
+                info!(
+                    reason = reason.name(),
+                    "moved to {local} === {remote} ({reason}), nat {}, {moved} of {} child \
+                     SAs moved, move {n}",
+                    self.entries
+                        .get(&h)
+                        .and_then(|e| e.info.as_ref())
+                        .map_or("-", nat_name),
                     children.len()
                 );
             }

@@ -5,7 +5,9 @@
 //! virtual IP on the TUN and routes the child's remote selectors into it; a gateway routes
 //! the peer's selectors (its virtual IP) into the TUN. Deleting the IKE SA (either side)
 //! removes them again. A rekeyed pair stays installed behind its successor until its
-//! Delete completes (make-before-break).
+//! Delete completes (make-before-break). When the IKE SA moves (MOBIKE,
+//! [`Event::IkeSaMoved`](crate::ike::Event::IkeSaMoved)) every child's engine paths move
+//! make-before-break: new paths added, the first made active, then the old ones removed.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -18,7 +20,7 @@ use crate::dataplane::engine::{Engine, EngineError, PathSpec, SaSpec};
 use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::endpoint::SaHandle;
-use crate::ike::{ChildSa, Mode};
+use crate::ike::{ChildMove, ChildSa, Mode};
 use crate::wire::TrafficSelector;
 use tracing::{error, info, warn};
 
@@ -36,6 +38,9 @@ pub(super) struct Installed {
     pub(super) last_out: u64,
     /// Routes we added into the TUN.
     pub(super) routes: Vec<Prefix>,
+    /// The names of its engine paths, the active one first (`p1`, ... as installed;
+    /// `m<N>p1`, ... after the IKE SA's N-th move).
+    pub(super) paths: Vec<String>,
 }
 
 /// Why a negotiated child SA could not be installed.
@@ -83,6 +88,7 @@ impl IkeThread {
         let e = self.entries.get(&h).unwrap_or(&empty);
         let mut paths = self.engine_paths(&c.paths)?.into_iter();
         let first = paths.next().ok_or(InstallError::NoPath)?;
+        let mut path_names = vec![first.name.clone()];
         if !c.udp_encap {
             warn!(
                 "no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)"
@@ -119,8 +125,9 @@ impl IkeThread {
         // Further paths through the engine's multi-path API, as a later one would be.
         for p in paths {
             let name = p.name.clone();
-            if let Err(err) = self.engine.add_path(&sa_name, p) {
-                warn!("child SA {sa_name}: adding path {name}: {err}");
+            match self.engine.add_path(&sa_name, p) {
+                Ok(_) => path_names.push(name),
+                Err(err) => warn!("child SA {sa_name}: adding path {name}: {err}"),
             }
         }
         let mut routes = Vec::new();
@@ -179,8 +186,81 @@ impl IkeThread {
             last_in: 0,
             last_out: 0,
             routes,
+            paths: path_names,
         });
         Ok(())
+    }
+
+    /// IKE SA `h` moved (MOBIKE, its `n`-th move): every child of `moves` goes to its new
+    /// pairs, make-before-break and without a rekey. For each child SA the new engine paths
+    /// (`m<n>p1`, ...) are added first (standby), the first is made the active one, and only
+    /// then are the old paths removed: at no moment has the SA no path, and its keys,
+    /// sequence counter and replay window stay as they are. ESP goes in UDP on port 4500 on
+    /// the new pair whatever the NAT state (the engine speaks only ESP in UDP). Returns how
+    /// many child SAs moved.
+    pub(super) fn move_children(&mut self, h: SaHandle, moves: &[ChildMove], n: u64) -> usize {
+        let mut moved = 0;
+        for m in moves {
+            let specs = match self.engine_paths(&m.paths) {
+                Ok(s) if !s.is_empty() => s,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!("child SA {:08x} cannot move: {e}", m.spi_in);
+                    continue;
+                }
+            };
+            let Some(c) = self
+                .entries
+                .get_mut(&h)
+                .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == m.spi_in))
+            else {
+                continue;
+            };
+            c.status.udp_encap = m.udp_encap;
+            let same =
+                |a: &PathSpec, b: &PathSpec| (&a.interface, a.remote) == (&b.interface, b.remote);
+            if specs.len() == c.spec.paths.len()
+                && specs.iter().zip(&c.spec.paths).all(|(a, b)| same(a, b))
+            {
+                continue;
+            }
+            let sa = c.spec.name.clone();
+            let mut added = Vec::new();
+            let mut installed = Vec::new();
+            for (i, mut p) in specs.into_iter().enumerate() {
+                p.name = format!("m{n}p{}", i + 1);
+                p.role = Role::Standby;
+                match self.engine.add_path(&sa, p.clone()) {
+                    Ok(_) => {
+                        added.push(p.name.clone());
+                        p.role = if i == 0 { Role::Active } else { Role::Standby };
+                        installed.push(p);
+                    }
+                    Err(e) => warn!("child SA {sa}: adding path {}: {e}", p.name),
+                }
+            }
+            let Some(first) = added.first() else {
+                continue;
+            };
+            if let Err(e) = self.engine.handover(&sa, first, true) {
+                warn!("child SA {sa}: making {first} active: {e}");
+                continue;
+            }
+            for old in std::mem::replace(&mut c.paths, added) {
+                if let Err(e) = self.engine.remove_path(&sa, &old) {
+                    warn!("child SA {sa}: removing path {old}: {e}");
+                }
+            }
+            let to: Vec<String> = installed.iter().map(|p| p.remote.to_string()).collect();
+            info!(
+                "child SA {sa} moved to {} on {} (make-before-break)",
+                to.join(" "),
+                installed[0].interface
+            );
+            c.spec.paths = installed;
+            moved += 1;
+        }
+        moved
     }
 
     /// One engine path per pair of addresses (ours, the peer's) a child SA is to be

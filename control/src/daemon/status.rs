@@ -2,6 +2,8 @@
 //! ([`IkeSaStatus`], [`IkeChildStatus`]), the thread's counters ([`IkeStats`]), how they
 //! are published, and how identities and algorithms are written.
 
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::PoisonError;
 use std::time::Instant;
 
@@ -74,6 +76,33 @@ pub struct IkeSaStatus {
     pub fragments_received: u64,
     /// IKE fragments refused: forged, stale, duplicate, over the limits, or unnegotiated.
     pub fragments_dropped: u64,
+    /// Whether MOBIKE (RFC 4555) is in use on it.
+    pub mobike: bool,
+    /// Our other addresses it could move to: the connection's `local_addrs` (else every
+    /// interface's address) of the current local address's family, that one left out.
+    pub local_addrs: Vec<String>,
+    /// The peer's additional addresses (its last ADDITIONAL_IP*_ADDRESS list).
+    pub peer_addrs: Vec<String>,
+    /// MOBIKE responder: the peer address a return-routability check is under way for
+    /// (the child SAs are still on the previous path).
+    pub route_check: Option<String>,
+    /// Moves of its child SAs to a new path (MOBIKE, either role).
+    pub moves: u64,
+    /// ... by reason (`peer-update`, `peer-update-verified`, `local-address-gone`, ...).
+    pub moves_by_reason: BTreeMap<String, u64>,
+    /// The reason of the last move.
+    pub last_move: Option<String>,
+    /// Seconds since the last move.
+    pub last_move_s: Option<u64>,
+    /// Return-routability checks answered with our COOKIE2.
+    pub route_checks_passed: u64,
+    /// Return-routability checks answered without our COOKIE2 (the children stayed).
+    pub route_checks_failed: u64,
+    /// The peer's UPDATE_SA_ADDRESSES refused (UNEXPECTED_NAT_DETECTED,
+    /// UNACCEPTABLE_ADDRESSES).
+    pub updates_refused: u64,
+    /// The peer's UPDATE_SA_ADDRESSES older than one processed (nothing moved).
+    pub updates_stale: u64,
     /// Its child SAs.
     pub children: Vec<IkeChildStatus>,
 }
@@ -230,12 +259,50 @@ impl IkeThread {
                     fragments_sent: sa.stats().fragments_sent,
                     fragments_received: sa.stats().fragments_received,
                     fragments_dropped: sa.stats().fragments_dropped,
+                    mobike: sa.mobike(),
+                    local_addrs: self.other_local_addrs(c, local),
+                    peer_addrs: sa
+                        .peer_addresses()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
+                    route_check: sa.route_check().map(|a| a.to_string()),
+                    moves: e.moves,
+                    moves_by_reason: e
+                        .moves_by_reason
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), *v))
+                        .collect(),
+                    last_move: e.last_move.map(|(_, r)| r.name().to_owned()),
+                    last_move_s: e.last_move.map(|(t, _)| now.duration_since(t).as_secs()),
+                    route_checks_passed: sa.stats().route_checks_passed,
+                    route_checks_failed: sa.stats().route_checks_failed,
+                    updates_refused: sa.stats().updates_refused,
+                    updates_stale: sa.stats().updates_stale,
                     children: e.children.iter().map(|c| c.status.clone()).collect(),
                 }
             })
             .collect();
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
         self.publish_stats();
+    }
+
+    /// Our addresses connection `c` could use besides `local`'s: its `local_addrs`, else
+    /// every interface's, of `local`'s family.
+    fn other_local_addrs(&self, c: usize, local: SocketAddr) -> Vec<String> {
+        let conn = &self.conns[c];
+        let mut out: Vec<IpAddr> = Vec::new();
+        let all: Vec<IpAddr> = if conn.local_addrs.is_empty() {
+            self.ifaces.iter().map(|i| i.address).collect()
+        } else {
+            conn.local_addrs.clone()
+        };
+        for a in all {
+            if a != local.ip() && a.is_ipv4() == local.is_ipv4() && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out.iter().map(ToString::to_string).collect()
     }
 
     /// Copies the counters that `status` shows (a few integers).

@@ -1159,6 +1159,12 @@ impl IkeSa {
     pub fn peer_addresses(&self) -> &[IpAddr] {
         self.ctx.paths.peer_addresses()
     }
+
+    /// MOBIKE responder: the peer address our return-routability check is under way for
+    /// (the IKE SA is there already, its child SAs follow when the check is answered).
+    pub fn route_check(&self) -> Option<SocketAddr> {
+        self.ctx.paths.check().map(|c| c.path.remote)
+    }
 }
 
 /// Host selectors (/32, /128) of virtual IPs.
