@@ -26,6 +26,8 @@ usage: mifsec COMMAND [OPTIONS]
   ctl initiate CONN                     start an IKE SA for a [connections.CONN]
   ctl terminate CONN                    delete CONN's IKE SAs and their child SAs
   ctl rekey CONN [--ike]                rekey CONN's child SAs (or, with --ike, its IKE SA)
+  ctl move CONN --local A [--remote A]  move CONN's IKE SA and child SAs to our address A
+                                        (MOBIKE; only an IKE SA we initiated)
   help                                  this text
 
 status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
@@ -311,6 +313,20 @@ fn parse_ctl(args: &[String]) -> Result<Command, String> {
             let ike = a.flag("ike");
             (a, Request::Rekey { conn, ike })
         }
+        "move" => {
+            let a = Args::split(rest, &[], &["socket", "local", "remote"])?;
+            let [conn] = a.positional(&what, ["CONN"])?;
+            let local = a.required("local", &what)?;
+            let remote = a.value("remote");
+            (
+                a,
+                Request::Move {
+                    conn,
+                    local,
+                    remote,
+                },
+            )
+        }
         other => return Err(format!("unknown ctl subcommand {other:?}")),
     };
     Ok(Command::Ctl {
@@ -373,6 +389,19 @@ mod tests {
             p("ctl initiate home"),
             Ok(Command::Ctl { request: Request::Initiate { conn }, .. }) if conn == "home"
         ));
+        assert!(matches!(
+            p("ctl move home --local 198.18.22.2 --remote 198.18.20.11"),
+            Ok(Command::Ctl { request: Request::Move { conn, local, remote: Some(r) }, .. })
+                if conn == "home" && local == "198.18.22.2" && r == "198.18.20.11"
+        ));
+        assert!(matches!(
+            p("ctl move home --local 198.18.22.2"),
+            Ok(Command::Ctl {
+                request: Request::Move { remote: None, .. },
+                ..
+            })
+        ));
+        assert!(p("ctl move home").is_err());
         assert!(matches!(
             p("ctl rekey home --ike"),
             Ok(Command::Ctl { request: Request::Rekey { conn, ike: true }, .. }) if conn == "home"

@@ -15,7 +15,7 @@ mod swan;
 
 use std::time::Duration;
 
-use mifsec_testkit::roam::{LINKS, RoamLab, drops, unix_now};
+use mifsec_testkit::roam::{GW_ADDRS, LINKS, RoamLab, drops, unix_now};
 use swan::*;
 
 /// The gateway's one IKE SA in `st` (panics with the status otherwise).
@@ -102,6 +102,15 @@ fn strongswan_client_roams_and_the_mifsec_gateway_follows() {
     assert!(
         log.contains("peer-update-verified") && log.contains("make-before-break"),
         "the move is logged with its reason:\n{log}"
+    );
+
+    // A move by hand of an IKE SA we are the responder of is refused, clearly.
+    let out = lab.mifsec("gw", &["ctl", "move", "rw", "--local", GW_ADDRS[1]]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("we are its responder") && said.contains("initiator"),
+        "{said}"
     );
 
     // Traffic carries on for a while on link 2 (strongSwan rekeys its children meanwhile).

@@ -148,6 +148,17 @@ pub enum Request {
         #[serde(default)]
         ike: bool,
     },
+    /// Move a connection's IKE SA (and its child SAs) to another path by hand (MOBIKE;
+    /// only as its initiator).
+    Move {
+        /// Connection name.
+        conn: String,
+        /// Our address to move to.
+        local: String,
+        /// The peer's address to move to (default: its current one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+    },
 }
 
 /// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
@@ -234,6 +245,19 @@ pub trait Target {
     /// Rekeys connection `conn`'s child SAs (or its IKE SA). Without IKE: an error.
     fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         let _ = ike;
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
+    }
+    /// Moves connection `conn`'s IKE SA to our address `local` (and the peer's `remote`)
+    /// by hand (MOBIKE, as its initiator only). Without IKE: an error.
+    fn move_sa(
+        &self,
+        conn: &str,
+        local: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<String, CommandError> {
+        let _ = (local, remote);
         Err(CommandError::NoIke {
             name: conn.to_owned(),
         })
@@ -347,6 +371,17 @@ impl Request {
             Request::Rekey { conn, ike } => {
                 format!("rekey {conn}{}", if *ike { " --ike" } else { "" })
             }
+            Request::Move {
+                conn,
+                local,
+                remote,
+            } => {
+                let mut s = format!("move {conn} --local {local}");
+                if let Some(r) = remote {
+                    s += &format!(" --remote {r}");
+                }
+                s
+            }
         }
     }
 }
@@ -453,6 +488,22 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
             Request::Initiate { conn } => done(target.initiate(&conn)),
             Request::Terminate { conn } => done(target.terminate(&conn)),
             Request::Rekey { conn, ike } => done(target.rekey(&conn, ike)),
+            Request::Move {
+                conn,
+                local,
+                remote,
+            } => {
+                let ip = |a: &str| {
+                    a.parse::<IpAddr>()
+                        .map_err(|_| format!("{a:?} is not an IP address"))
+                };
+                let local = ip(&local)?;
+                let remote = remote.as_deref().map(ip).transpose()?;
+                if remote.is_some_and(|r| r.is_ipv4() != local.is_ipv4()) {
+                    return Err("--local and --remote are of different families".into());
+                }
+                done(target.move_sa(&conn, local, remote))
+            }
         })
     };
     run().unwrap_or_else(Response::err)

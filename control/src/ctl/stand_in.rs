@@ -101,4 +101,12 @@ impl Target for StandIn {
     fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         self.ike(format!("rekey {conn} {ike}"), conn)
     }
+    fn move_sa(
+        &self,
+        conn: &str,
+        local: std::net::IpAddr,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<String, CommandError> {
+        self.ike(format!("move {conn} {local} {remote:?}"), conn)
+    }
 }

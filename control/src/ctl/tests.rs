@@ -580,3 +580,42 @@ fn an_answer_over_a_mebibyte_arrives_whole() {
     drop(server);
     std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
 }
+
+#[test]
+fn move_checks_its_addresses_before_the_ike_thread() {
+    let f = Fake::default();
+    let mv = |local: &str, remote: Option<&str>| Request::Move {
+        conn: "home".into(),
+        local: local.into(),
+        remote: remote.map(Into::into),
+    };
+    let r = dispatch(&f, mv("198.18.22.2", Some("198.18.20.11")));
+    assert!(r.ok, "{r:?}");
+    let r = dispatch(&f, mv("198.18.22.2", None));
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        f.calls(),
+        vec![
+            "move home 198.18.22.2 Some(198.18.20.11)",
+            "move home 198.18.22.2 None"
+        ]
+    );
+    let r = dispatch(&f, mv("not-an-address", None));
+    assert_eq!(
+        r.error.as_deref(),
+        Some("\"not-an-address\" is not an IP address")
+    );
+    let r = dispatch(&f, mv("198.18.22.2", Some("2001:db8::1")));
+    assert!(r.error.unwrap().contains("different families"));
+    assert_eq!(f.calls().len(), 2);
+    let r = handle_line(
+        &f,
+        r#"{"cmd":"move","conn":"nohome","local":"198.18.22.2"}"#,
+    );
+    assert_eq!(r.1.error.as_deref(), Some("no connection named \"nohome\""));
+    assert_eq!(
+        mv("a", Some("b")).describe(),
+        "move home --local a --remote b"
+    );
+    assert_eq!(mv("a", None).class(), Class::Change);
+}

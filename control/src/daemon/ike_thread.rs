@@ -107,6 +107,8 @@ pub enum CommandError {
     Busy,
     /// The IKE thread has ended.
     Gone,
+    /// The IKE thread refused or could not carry out the command (why, for the operator).
+    Refused(String),
 }
 
 impl std::fmt::Display for CommandError {
@@ -119,6 +121,7 @@ impl std::fmt::Display for CommandError {
             ),
             CommandError::Busy => f.write_str("the IKE thread is busy; try again"),
             CommandError::Gone => f.write_str("the IKE thread is gone"),
+            CommandError::Refused(why) => f.write_str(why),
         }
     }
 }
@@ -174,8 +177,19 @@ enum Msg {
     Initiate(String),
     Terminate(String),
     Rekey(String, bool),
+    /// `ctl move`: connection, our address, the peer's; the outcome goes back on the
+    /// channel.
+    Move(
+        String,
+        IpAddr,
+        Option<IpAddr>,
+        Sender<Result<String, String>>,
+    ),
     Stop,
 }
+
+/// How long `ctl move` waits for the IKE thread's answer.
+const MOVE_ANSWER: Duration = Duration::from_secs(5);
 
 /// The running IKE thread: commands in, status out.
 pub struct IkeHandle {
@@ -374,6 +388,26 @@ impl IkeHandle {
 
     /// Rekeys the child SAs of connection `conn`, or its IKE SA with `ike`
     /// (asynchronously; `status` shows the new SPIs).
+    /// Moves connection `conn`'s IKE SA to our address `local` (and the peer's `remote`)
+    /// by hand: refused, with the reason, unless we are its initiator with MOBIKE in use
+    /// (RFC 4555: the initiator decides the path). The move itself completes
+    /// asynchronously (`status` shows it, the log says why).
+    pub fn move_sa(
+        &self,
+        conn: &str,
+        local: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<String, CommandError> {
+        self.known(conn)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(Msg::Move(conn.to_owned(), local, remote, tx))?;
+        match rx.recv_timeout(MOVE_ANSWER) {
+            Ok(r) => r.map_err(CommandError::Refused),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
+    }
+
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Rekey(conn.to_owned(), ike))?;
@@ -631,6 +665,11 @@ impl IkeThread {
                 Some(Msg::Initiate(c)) => self.initiate(now, &c),
                 Some(Msg::Terminate(c)) => self.terminate(now, Some(&c)),
                 Some(Msg::Rekey(c, ike)) => self.rekey(now, &c, ike),
+                Some(Msg::Move(c, local, remote, reply)) => {
+                    let r = self.move_sa(now, &c, local, remote);
+                    // The operator may have given up waiting: nothing to tell then.
+                    let _ = reply.try_send(r);
+                }
                 Some(Msg::Stop) => {
                     self.terminate(now, None);
                     self.publish(now);
@@ -861,6 +900,66 @@ impl IkeThread {
             );
         }
         self.pump();
+    }
+
+    /// `ctl move`: asks `conn`'s established IKE SAs to move to our `local` and the peer's
+    /// `remote`; the answer for the operator. An IKE SA we are the responder of is not
+    /// ours to move (RFC 4555 section 3.1: the initiator decides the addresses).
+    fn move_sa(
+        &mut self,
+        now: Instant,
+        conn: &str,
+        local: IpAddr,
+        remote: Option<IpAddr>,
+    ) -> Result<String, String> {
+        let mut answers = Vec::new();
+        let mut refused = Vec::new();
+        for h in self.ep.handles() {
+            let Some(c) = self.ep.connection_of(h) else {
+                continue;
+            };
+            if self.conns[c].name != conn {
+                continue;
+            }
+            let Some(sa) = self.ep.sa_mut(h).filter(|sa| sa.is_established()) else {
+                continue;
+            };
+            let _span = ike_span(conn, h.0).entered();
+            if !sa.is_initiator() {
+                let why = format!(
+                    "IKE SA #{} of {conn}: we are its responder, and with MOBIKE only the \
+                     initiator (the peer) decides its path (RFC 4555); move the peer instead",
+                    h.0
+                );
+                info!("move to {local} refused: {why}");
+                refused.push(why);
+                continue;
+            }
+            let to = remote.map_or_else(String::new, |r| format!(" === {r}"));
+            match sa.request_move(now, local, remote) {
+                Ok(true) => {
+                    info!("moving to {local}{to} (operator request)");
+                    answers.push(format!("IKE SA #{}: moving to {local}{to}", h.0));
+                }
+                Ok(false) => answers.push(format!("IKE SA #{}: already on {local}{to}", h.0)),
+                Err(e) => {
+                    info!("move to {local}{to} refused: {e}");
+                    refused.push(format!("IKE SA #{} of {conn}: {e}", h.0));
+                }
+            }
+        }
+        self.pump();
+        self.next_timer = self.ep.poll_timeout();
+        self.touched();
+        match (answers.is_empty(), refused.is_empty()) {
+            (true, true) => Err(format!("{conn} has no established IKE SA")),
+            (true, false) => Err(refused.join("; ")),
+            _ => Ok(answers
+                .into_iter()
+                .chain(refused)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
     }
 
     fn send(&self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {

@@ -421,6 +421,20 @@ impl ctl::Target for Node {
             }),
         }
     }
+
+    fn move_sa(
+        &self,
+        conn: &str,
+        local: std::net::IpAddr,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<String, CommandError> {
+        match &self.ike {
+            Some(i) => i.move_sa(conn, local, remote),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
+        }
+    }
     fn ike_sas(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
         serde_json::to_value(ike.status()).ok()
