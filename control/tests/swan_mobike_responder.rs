@@ -8,6 +8,9 @@
 //! integrity or replay drop. strongSwan's kernel-libipsec cannot update an SA in place and
 //! rekeys its children after the update: that rekey is accepted here.
 //!
+//! Also `ctl move` by hand on a mifsec client of a strongSwan gateway (the side that may
+//! move), and its refusal on the gateway (the responder may not).
+//!
 //! Needs root (namespaces, TUN, apt-get for strongSwan when missing). Without root it fails;
 //! `MIFSEC_SKIP_ROOT_TESTS=1 scripts/test.sh` reports it as ignored.
 
@@ -139,5 +142,93 @@ fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `mifsec ctl move` on the side that may move: a mifsec client (two links, fixed
+/// addresses) of a strongSwan gateway is moved by hand to its second link; strongSwan
+/// lists the new address, traffic goes on link 2, and the move is counted with reason
+/// `operator`.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn ctl_move_moves_a_mifsec_client_to_its_other_link() {
+    require_root();
+    let mut lab = RoamLab::new("mmov", BIN);
+    let gw_ns = lab.gw_ns.clone();
+    let cl_ns = lab.cl_ns.clone();
+    lab.start_swan(&gw_ns, &RoamLab::swan_gateway(&[("ESP", "aes128gcm16")]));
+    let config = lab.mifsec_client(&[("ESP", "aes128gcm16")]);
+    lab.start_mifsec("cl", &cl_ns, &config);
+    let st = lab.wait_established("cl");
+    let ike = only_ike(&st);
+    assert_eq!(ike["initiator"], true);
+    assert!(
+        ike["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with(&format!("{}:", LINKS[0].addr))),
+        "{ike:#}"
+    );
+    let ping = lab.ping_stream("move");
+    lab.wait_link_carries(0, 10, "cl", "the tunnel on link 1 first");
+
+    let t = unix_now();
+    let out = lab.mifsec("cl", &["ctl", "move", "home", "--local", LINKS[1].addr]);
+    let said = text(&out);
+    assert!(out.status.success(), "ctl move: {said}");
+    assert!(said.contains("moving to"), "{said}");
+    let new_prefix = format!("{}:", LINKS[1].addr);
+    let mut last = serde_json::Value::Null;
+    let ok = poll_until(WAIT, || {
+        last = lab.status_json("cl");
+        let ike = &last["ike_sas"][0];
+        ike["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with(&new_prefix))
+            && ike["moves_by_reason"]["operator"].as_u64() == Some(1)
+    });
+    assert!(
+        ok,
+        "the client did not move to link 2:\n{last:#}\n--- mifsec log:\n{}\n--- charon log:\n{}",
+        lab.log("cl"),
+        lab.swan_log()
+    );
+    assert!(
+        ping.wait_answered_after(t, WAIT).is_some(),
+        "no reply after the move: {}\n--- status:\n{:#}\n--- mifsec log:\n{}",
+        ping.output(),
+        lab.status_json("cl"),
+        lab.log("cl")
+    );
+    lab.wait_link_carries(1, 10, "cl", "the tunnel on link 2 after ctl move");
+    let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+    eprintln!("--- swanctl --list-sas (gateway) after ctl move:\n{sas}");
+    assert!(sas.contains(&format!("{}[", LINKS[1].addr)), "{sas}");
+    let status = text(&lab.mifsec("cl", &["status"]));
+    eprintln!("--- mifsec status (client) after ctl move:\n{status}");
+    assert!(status.contains("operator 1"), "{status}");
+    let log = lab.log("cl");
+    assert!(
+        log.contains("operator"),
+        "the move is logged with its reason:\n{log}"
+    );
+
+    // Moving again to where it is: nothing to do, said so.
+    let out = lab.mifsec("cl", &["ctl", "move", "home", "--local", LINKS[1].addr]);
+    assert!(text(&out).contains("already on"), "{}", text(&out));
+    // An address that is not ours: refused.
+    let out = lab.mifsec("cl", &["ctl", "move", "home", "--local", "198.18.23.2"]);
+    assert!(!out.status.success(), "{}", text(&out));
+
+    let n = ping.replies().len();
+    ping.wait_replies(n + 50, WAIT);
+    let r = ping.stop();
+    let st = lab.status_json("cl");
+    let d = drops(&st);
+    eprintln!(
+        "ctl move (mifsec client -> strongSwan gateway): {} sent, {} lost, longest gap {:?}; mifsec drops {d:?}",
+        r.transmitted, r.lost, r.longest_gap
+    );
+    for bad in ["integrity", "replayed"] {
+        assert_eq!(d.get(bad), None, "{bad} drops on mifsec's side: {st:#}");
     }
 }
