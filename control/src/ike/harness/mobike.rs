@@ -227,6 +227,10 @@ fn no_nats_allowed_with_a_nat_is_refused_and_nothing_moves() {
         find(&a[0], NotifyType::UnexpectedNatDetected).is_some(),
         "{a:?}"
     );
+    assert_eq!(
+        find(&a[0], NotifyType::Cookie2).map(|c| c.data.clone()),
+        Some(vec![0x5a; 16])
+    );
     assert_eq!(h.resp.addresses(), before);
     assert!(moved(&h.resp_events).is_empty());
 }
@@ -591,6 +595,11 @@ fn an_address_local_policy_refuses_gets_unacceptable_addresses() {
     assert!(
         find(&a[0], NotifyType::UnacceptableAddresses).is_some(),
         "{a:?}"
+    );
+    // The refusal copies the COOKIE2 too (RFC 4555 section 3.8).
+    assert_eq!(
+        find(&a[0], NotifyType::Cookie2).map(|c| c.data.clone()),
+        Some(vec![0x5a; 16])
     );
     assert_eq!(h.resp.addresses(), before);
     assert!(moved(&h.resp_events).is_empty());

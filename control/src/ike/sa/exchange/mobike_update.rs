@@ -180,7 +180,15 @@ impl Exchange for MobikeUpdate {
         if notifies(p, NotifyType::UpdateSaAddresses).next().is_some() {
             match Self::update(x, p) {
                 Ok(n) => out.extend(n),
-                Err(t) => return vec![notify(t)],
+                // The refusal carries the COOKIE2 back too (section 3.8: the response
+                // copies it; strongSwan closes the IKE SA on a response without it).
+                Err(t) => {
+                    let mut out = vec![notify(t)];
+                    out.extend(cookie2.map(|c| {
+                        Payload::Notify(NotifyPayload::new(NotifyType::Cookie2, c.data.clone()))
+                    }));
+                    return out;
+                }
             }
         } else if let Some((local, remote)) = x.from.filter(|_| {
             notifies(p, NotifyType::NatDetectionSourceIp)
