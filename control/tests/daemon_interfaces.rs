@@ -210,6 +210,11 @@ fn sockets_follow_the_addresses_of_a_device() {
     });
     let st = lab.status_json("cl");
     assert_eq!(netlink(&st, "sockets_closed"), 1, "{st:#}");
+    assert_eq!(
+        netlink(&st, "removals_at_once"),
+        1,
+        "a deleted address is acted on without waiting for the window: {st:#}"
+    );
     assert!(
         !engine_sockets(&st).iter().any(|(n, _)| n == "wan"),
         "{st:#}"
@@ -274,7 +279,12 @@ fn sockets_follow_the_addresses_of_a_device() {
         netlink(st, "flaps_absorbed") > netlink(&before, "flaps_absorbed")
     });
     let st = lab.status_json("cl");
-    for k in ["sockets_opened", "sockets_closed", "windows"] {
+    for k in [
+        "sockets_opened",
+        "sockets_closed",
+        "windows",
+        "removals_at_once",
+    ] {
         assert_eq!(netlink(&st, k), netlink(&before, k), "{k}: {st:#}");
     }
     assert_eq!(open(&st, "wan").len(), 1, "{st:#}");

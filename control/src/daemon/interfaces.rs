@@ -7,7 +7,10 @@
 //! closes with a net change the followed interfaces are reconciled with the monitor's
 //! snapshot: the snapshot says *what* is there, the window only *when* to look, so a flap
 //! (an address removed and added back, a link down and up) within the window changes
-//! nothing and a burst of changes costs one reconciliation. The thread is the daemon's, not
+//! nothing and a burst of changes costs one reconciliation. One exception: the deletion of
+//! an address that has a socket is acted on at once (nothing can be sent from it any more,
+//! and an IKE SA on it should move now, not 100 ms later); if it comes back within the
+//! window it is opened again when the window closes. The thread is the daemon's, not
 //! the engine's or the IKE thread's: it maps configuration names to devices, opens and
 //! closes the engine's sockets (`Engine::add_interface` / `remove_interface`, which touch no
 //! other socket), and tells the IKE thread the new interface list ([`InterfaceSink`]); it
@@ -121,6 +124,8 @@ pub struct FollowCounters {
     pub windows: u64,
     /// Debounce windows whose changes undid each other (a flap): nothing done.
     pub flaps_absorbed: u64,
+    /// Deletions of an address with a socket, acted on at once (not after the window).
+    pub removals_at_once: u64,
     /// Sockets opened on learned addresses.
     pub sockets_opened: u64,
     /// Sockets closed because their address or link went away.
@@ -366,6 +371,18 @@ impl Followers {
         }
     }
 
+    /// Whether `c` deletes an address that has a socket (acted on at once, not after the
+    /// debounce window).
+    pub fn takes_an_open_address(&self, c: &Change) -> bool {
+        match c {
+            Change::AddrRemoved { addr, .. } => self
+                .followed
+                .iter()
+                .any(|f| f.open.contains_key(&addr.addr)),
+            _ => false,
+        }
+    }
+
     /// Whether some socket could not be opened (to be tried again).
     pub fn has_failures(&self) -> bool {
         self.followed.iter().any(|f| !f.failed.is_empty())
@@ -593,11 +610,21 @@ impl Follower {
                 self.drain(&mut changes)?;
                 followed.extend(self.followed_indexes());
                 let now = Instant::now();
+                let mut urgent = false;
                 for c in changes.drain(..) {
                     if self.followers.relevant(&c, &followed) {
                         debug!("netlink: {c:?}");
+                        urgent |= self.followers.takes_an_open_address(&c);
                         self.debounce.push(now, c);
                     }
+                }
+                if urgent {
+                    // An address with a socket was deleted: nothing can be sent from it
+                    // any more, so waiting would only lengthen the gap (an IKE SA on it
+                    // moves now). The window still closes as usual; should the address
+                    // come back within it, it is opened again then.
+                    self.followers.counters.removals_at_once += 1;
+                    self.apply(engine, sink, now, &mut retry_at);
                 }
             }
             let now = Instant::now();
@@ -615,15 +642,7 @@ impl Follower {
                 if !due.is_empty() {
                     self.followers.counters.windows += 1;
                 }
-                retry_at = None;
-                if self.followers.reconcile(self.monitor.snapshot(), engine) {
-                    if let Some(s) = sink {
-                        s.publish(self.followers.interfaces());
-                    }
-                }
-                if self.followers.has_failures() {
-                    retry_at = Some(now + RETRY);
-                }
+                self.apply(engine, sink, now, &mut retry_at);
             }
             self.publish();
             let wake = [self.debounce.deadline(), retry_at]
@@ -637,6 +656,26 @@ impl Follower {
                 Err(e) => return Err(e),
             }
             readable = events.iter().any(|e| e.token() == NETLINK);
+        }
+    }
+
+    /// Reconciles the followed interfaces with the snapshot, tells the IKE thread when the
+    /// interface list changed, and schedules a retry while a socket could not be opened.
+    fn apply(
+        &mut self,
+        engine: &Engine,
+        sink: Option<&InterfaceSink>,
+        now: Instant,
+        retry_at: &mut Option<Instant>,
+    ) {
+        *retry_at = None;
+        if self.followers.reconcile(self.monitor.snapshot(), engine) {
+            if let Some(s) = sink {
+                s.publish(self.followers.interfaces());
+            }
+        }
+        if self.followers.has_failures() {
+            *retry_at = Some(now + RETRY);
         }
     }
 
@@ -795,6 +834,20 @@ mod tests {
             ["open wan 198.18.1.2", "open wan.2 2001:db8::2"]
         );
         assert!(!f.reconcile(&s, &rec), "nothing changed: nothing done");
+        // Deleting an address with a socket is urgent; one without, or a link down, is not.
+        let del = |a: &str| Change::AddrRemoved {
+            index: 3,
+            addr: IfAddr {
+                addr: a.parse().unwrap(),
+                prefix_len: 24,
+            },
+        };
+        assert!(f.takes_an_open_address(&del("198.18.1.2")));
+        assert!(!f.takes_an_open_address(&del("198.18.7.7")));
+        assert!(!f.takes_an_open_address(&Change::LinkDown {
+            index: 3,
+            name: "eth1".into()
+        }));
         let names: Vec<String> = f.interfaces().iter().map(|i| i.name.clone()).collect();
         assert_eq!(names, ["lan", "wan", "wan.2"]);
         // The first address goes: its socket closes; a new address gets a new name (not
