@@ -3,7 +3,8 @@
 //! swan/mod.rs without a charon). The client's interface has no address at start, so it
 //! initiates once one appears; its sockets open and close as addresses come and go, a
 //! second address gets a socket of its own, the IKE SA learns the address set (and, its
-//! address deleted, moves to the other one with MOBIKE, the gateway following), a device
+//! address deleted, moves to the other one with MOBIKE, the gateway following, and traffic
+//! flows again from the new address), a device
 //! created after the start is followed, a link flap within the debounce window changes
 //! nothing, and a longer link down closes the link's sockets (and up reopens them).
 //!
@@ -251,6 +252,9 @@ fn sockets_follow_the_addresses_of_a_device() {
             )
         },
     );
+
+    // The children moved with it (make-before-break): traffic flows from the new address.
+    lab.ping_ok("cl", &cns, "10.88.0.1");
 
     // A device that appears after the start, with an address: followed.
     veth(&cns, &late_c, &gns, &late_g);
