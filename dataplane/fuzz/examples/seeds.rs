@@ -277,4 +277,79 @@ fn netlink_seeds() {
     gone.extend(encode(M::DelAddress(v4)));
     gone.extend(encode(M::DelLink(link)));
     write("netlink_parse", "removals", &gone);
+    netlink_answer_seeds();
+}
+
+/// Answers to request 1 as the kernel sends them: an acknowledgement, a refusal with the
+/// extended ack's text (`NETLINK_CAP_ACK`, `NETLINK_EXT_ACK`), and a route dump (an IPv4
+/// route with a source, an IPv6 one, the end of the dump).
+fn netlink_answer_seeds() {
+    use mifsec_dataplane::netlink::encode;
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::RouteNetlinkMessage as M;
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+
+    fn msg(kind: u16, flags: u16, payload: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(((16 + payload.len()) as u32).to_ne_bytes());
+        b.extend(kind.to_ne_bytes());
+        b.extend(flags.to_ne_bytes());
+        b.extend(1u32.to_ne_bytes()); // the sequence number
+        b.extend(0u32.to_ne_bytes()); // the kernel's port
+        b.extend(payload);
+        while b.len() % 4 != 0 {
+            b.push(0);
+        }
+        b
+    }
+    const NLMSG_ERROR: u16 = 2;
+    const NLMSG_DONE: u16 = 3;
+    const NLM_F_CAPPED: u16 = 0x100;
+    const NLM_F_ACK_TLVS: u16 = 0x200;
+    // The request's header as the kernel copies it back (RTM_NEWROUTE, request | ack).
+    let request = &msg(24, 5, &[])[..16];
+    let error = |code: i32, flags: u16, tlvs: &[u8]| {
+        let mut p = code.to_ne_bytes().to_vec();
+        p.extend(request);
+        p.extend(tlvs);
+        msg(NLMSG_ERROR, flags, &p)
+    };
+    write("netlink_parse", "ack", &error(0, NLM_F_CAPPED, &[]));
+    let text = b"Invalid prefix for given prefix length\0";
+    let mut tlv = ((4 + text.len()) as u16).to_ne_bytes().to_vec();
+    tlv.extend(1u16.to_ne_bytes()); // NLMSGERR_ATTR_MSG
+    tlv.extend(text);
+    while tlv.len() % 4 != 0 {
+        tlv.push(0);
+    }
+    write(
+        "netlink_parse",
+        "refused-ext-ack",
+        &error(-22, NLM_F_CAPPED | NLM_F_ACK_TLVS, &tlv),
+    );
+    let route = |family, dst: &str, len, src: Option<&str>| {
+        let mut m = RouteMessage::default();
+        m.header.address_family = family;
+        m.header.destination_prefix_length = len;
+        m.header.table = 254;
+        m.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                dst.parse::<std::net::IpAddr>().unwrap(),
+            )));
+        m.attributes.push(RouteAttribute::Oif(5));
+        if let Some(s) = src {
+            m.attributes
+                .push(RouteAttribute::PrefSource(RouteAddress::from(
+                    s.parse::<std::net::IpAddr>().unwrap(),
+                )));
+        }
+        let mut b = encode(M::NewRoute(m));
+        b[6..8].copy_from_slice(&2u16.to_ne_bytes()); // NLM_F_MULTI
+        b[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        b
+    };
+    let mut dump = route(AddressFamily::Inet, "10.88.0.0", 16, Some("10.1.0.2"));
+    dump.extend(route(AddressFamily::Inet6, "fd00:88::", 32, None));
+    dump.extend(msg(NLMSG_DONE, 2, &0i32.to_ne_bytes()));
+    write("netlink_parse", "route-dump", &dump);
 }

@@ -564,15 +564,11 @@ impl Requests {
                 }
             })
             .map_err(|f| RequestError::from_failure(what(), Some(dev), f))?;
-        found
-            .filter(|l| l.name == dev)
-            .ok_or_else(|| RequestError::Io {
-                what: what(),
-                source: io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the kernel's answer names no such link",
-                ),
-            })
+        // (The name answered differs from `dev` when that is an alternative name.)
+        found.ok_or_else(|| RequestError::Io {
+            what: what(),
+            source: io::Error::new(io::ErrorKind::InvalidData, "the kernel answered no link"),
+        })
     }
 
     /// One request that changes something on device `dev` (its index looked up first).
