@@ -4,9 +4,9 @@
 //! initiates once one appears; its sockets open and close as addresses come and go, a
 //! second address gets a socket of its own, the IKE SA learns the address set (and, its
 //! address deleted, moves to the other one with MOBIKE, the gateway following, and traffic
-//! flows again from the new address), a device
-//! created after the start is followed, a link flap within the debounce window changes
-//! nothing, and a longer link down closes the link's sockets (and up reopens them).
+//! flows again from the new address), a device created after the start is followed, a
+//! link flap within the debounce window changes nothing, and a longer link down closes the
+//! link's sockets (and up reopens them).
 //!
 //! Needs root (namespaces, TUN). Without root it fails; `MIFSEC_SKIP_ROOT_TESTS=1
 //! scripts/test.sh` reports it as ignored.
