@@ -298,6 +298,26 @@ fn sockets_follow_the_addresses_of_a_device() {
         lab.log("cl")
     );
 
+    // An address with a socket deleted: closed at once (not after the window); added back
+    // at once (most often within the window that the deletion opened, whose changes then
+    // undo each other): open again.
+    let before = lab.status_json("cl");
+    ip(&["-n", &cns, "addr", "del", "198.18.10.2/24", "dev", &late_c]);
+    wait_status(&lab, "the late device's socket closed", |st| {
+        netlink(st, "sockets_closed") == netlink(&before, "sockets_closed") + 1
+    });
+    ip(&["-n", &cns, "addr", "add", "198.18.10.2/24", "dev", &late_c]);
+    wait_status(&lab, "the late device's socket open again", |st| {
+        netlink(st, "sockets_opened") == netlink(&before, "sockets_opened") + 1
+            && open(st, "late") == [("198.18.10.2".into(), "late".into())]
+    });
+    let st = lab.status_json("cl");
+    assert_eq!(
+        netlink(&st, "removals_at_once"),
+        netlink(&before, "removals_at_once") + 1,
+        "{st:#}"
+    );
+
     // A link down for longer than the window closes its socket; up again, it reopens
     // under the same name.
     ip(&["-n", &cns, "link", "set", &cl_if, "down"]);
@@ -305,7 +325,7 @@ fn sockets_follow_the_addresses_of_a_device() {
         open(st, "wan").is_empty() && iface(st, "wan")["device_up"] == false
     });
     let st = lab.status_json("cl");
-    assert_eq!(netlink(&st, "sockets_closed"), 2, "{st:#}");
+    assert_eq!(netlink(&st, "sockets_closed"), 3, "{st:#}");
     assert_eq!(
         open(&st, "late").len(),
         1,
@@ -316,7 +336,7 @@ fn sockets_follow_the_addresses_of_a_device() {
         open(st, "wan") == [("198.18.9.3".into(), "wan.2".into())]
     });
     let st = lab.status_json("cl");
-    assert_eq!(netlink(&st, "sockets_opened"), 4, "{st:#}");
+    assert_eq!(netlink(&st, "sockets_opened"), 5, "{st:#}");
 
     // The human status shows it too.
     let o = lab.mifsec("cl", &["status"]);

@@ -638,7 +638,10 @@ impl Follower {
                     DEBOUNCE.as_millis()
                 );
             }
-            if !due.is_empty() || retry {
+            // At every window's close, even one whose changes undid each other: the
+            // snapshot is then as before, so nothing is done, unless a deletion acted on at
+            // once within the window was undone (its address is back: reopened now).
+            if closing || retry {
                 if !due.is_empty() {
                     self.followers.counters.windows += 1;
                 }
