@@ -158,7 +158,8 @@ def event(lab: RoamLab, pair: str, kind: str, a, tag: str) -> dict:
             time.sleep(0.01)
         if back:
             time.sleep(1)  # one more second of the stream, on purpose
-            res["active_after"] = (lab.active_link() or -1) + 1
+            after = lab.active_link()
+            res["active_after"] = None if after is None else after + 1
     finally:
         out = ping.stop()
     replies, sent = out["replies"], out["transmitted"]
