@@ -273,9 +273,93 @@ fn toml_blocks(md: &str) -> Vec<String> {
     out
 }
 
+/// A `cert_auth` input: the mode byte, then each piece with its 2-byte length.
+fn cert_input(mode: u8, pieces: &[&[u8]]) -> Vec<u8> {
+    let mut out = vec![mode];
+    for p in pieces {
+        out.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// `cert_auth` seeds: a CA and an end entity for `gw` (rcgen), an intermediate chain, an
+/// RFC 7427 AUTH with its key, the AlgorithmIdentifiers, PEM and DER keys and certificates.
+fn cert_seeds() {
+    use mifsec_control::ike::auth::{PrivateKey, Scheme};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p
+    };
+    let ca_key = KeyPair::generate_for(alg).unwrap();
+    let ca = ca_params("seed CA").self_signed(&ca_key).unwrap();
+    let mid_key = KeyPair::generate_for(alg).unwrap();
+    let mid = ca_params("seed intermediate")
+        .signed_by(&mid_key, &ca, &ca_key)
+        .unwrap();
+    let leaf = |issuer: &rcgen::Certificate, issuer_key: &KeyPair| {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::DnsName("gw".try_into().unwrap())];
+        p.distinguished_name.push(DnType::CommonName, "gw");
+        (p.signed_by(&key, issuer, issuer_key).unwrap(), key)
+    };
+    let (ee, ee_key) = leaf(&ca, &ca_key);
+    let (ee2, _) = leaf(&mid, &mid_key);
+    write("cert_auth", "chain", &cert_input(0, &[ca.der(), ee.der()]));
+    write(
+        "cert_auth",
+        "chain-dn",
+        &cert_input(0x90, &[ca.der(), ee.der()]),
+    );
+    write(
+        "cert_auth",
+        "chain-intermediate",
+        &cert_input(0, &[ca.der(), ee2.der(), mid.der()]),
+    );
+    let k = PrivateKey::from_pem_or_der(&ee_key.serialize_der()).unwrap();
+    let (_, auth) = k.sign_auth(&[2], false, b"octets").unwrap();
+    write("cert_auth", "auth", &cert_input(0xe1, &[&k.spki(), &auth]));
+    let (_, legacy) = k.sign_auth(&[], false, b"octets").unwrap();
+    write(
+        "cert_auth",
+        "auth-legacy",
+        &cert_input(0x91, &[&k.spki(), &legacy]),
+    );
+    let ids: Vec<Vec<u8>> = [
+        Scheme::EcdsaSha256,
+        Scheme::Ed25519,
+        Scheme::RsaSha256,
+        Scheme::RsaPssSha256,
+    ]
+    .iter()
+    .map(|s| s.algorithm_identifier())
+    .collect();
+    let refs: Vec<&[u8]> = ids.iter().map(Vec::as_slice).collect();
+    write("cert_auth", "algorithm-identifiers", &cert_input(2, &refs));
+    write(
+        "cert_auth",
+        "files",
+        &cert_input(
+            3,
+            &[
+                ee_key.serialize_pem().as_bytes(),
+                &ee_key.serialize_der(),
+                ee.pem().as_bytes(),
+                ee.der(),
+            ],
+        ),
+    );
+}
+
 fn main() {
     ike_seeds(true);
     ike_seeds(false);
+    cert_seeds();
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut n = 0;
