@@ -130,7 +130,7 @@ run_iperf() {
   local saddr=$1 bind=${2:-} dev=${3:-} before=0 after
   [ -n "$dev" ] && before=$(dev_bytes "$CL" "$dev")
   local rates
-  rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
+  rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_PING=1 lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
     die "iperf3 failed"
   read -r FWD REV <<<"$rates"
   if [ -n "$dev" ]; then
@@ -340,7 +340,7 @@ case "$NAME" in
   boringtun) run_wireguard boringtun ;;
 esac
 CPU='{}'
-((${#DAEMONS[@]})) && CPU=$(lab_iperf_cpu_json "$WORK/iperf")
+CPU=$(lab_iperf_cpu_json "$WORK/iperf")
 log "forward $FWD Mbit/s, reverse $REV Mbit/s; daemons' CPU: $CPU"
 python3 - "$NAME" "$FWD" "$REV" "$IPERF_SECONDS" "$CPU" "${WGGO_CURRENT:-}" <<'PY'
 import json, os, sys

@@ -176,7 +176,7 @@ PY
 # the rates and the daemons' CPU seconds per GB.
 iperf_case() {
   local rates fwd rev cpu
-  rates=$(LAB_IPERF_PIDS="$(cat "$1/client.pid" "$1/gateway.pid" | tr '\n' ' ')" \
+  rates=$(LAB_IPERF_PIDS="$(cat "$1/client.pid" "$1/gateway.pid" | tr '\n' ' ')" LAB_IPERF_PING=1 \
     lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$T" "$1/iperf" 10.1.0.1)
   read -r fwd rev <<<"$rates"
   cpu=$(lab_iperf_cpu_json "$1/iperf")
@@ -511,6 +511,10 @@ for d in ("forward", "reverse"):
     mc, rc = num(one, d + "_cpu_s_per_gb"), num(ref, d + "_cpu_s_per_gb")
     if mc is not None and rc:
         ratios[f"mifsec_cpu_per_gb_vs_{REF}_{d}"] = round(mc / rc, 3)
+    # Ping under the load of that direction: 99th percentile (lower is better).
+    mp, rp = num(one, d + "_rtt_ms_p99"), num(ref, d + "_rtt_ms_p99")
+    if mp is not None and rp:
+        ratios[f"mifsec_rtt_p99_vs_{REF}_{d}"] = round(mp / rp, 3)
 if "absent" in ref:
     ratios[f"{REF}_absent"] = ref["absent"]
 
@@ -547,10 +551,13 @@ def tunnel_row(label, d):
         return (label, "ABSENT", d["absent"][:70], "", "")
     if "error" in d:
         return (label, "FAILED", d["error"][:70], "", "")
+    rtt = "/".join(fmt(num(d, f"{dr}_rtt_ms_{q}"), ".2f") for dr in ("forward", "reverse") for q in ("p50", "p99"))
     return (label, fmt(num(d, "forward_mbps")), fmt(num(d, "reverse_mbps")),
-            fmt(num(d, "forward_cpu_s_per_gb"), ".2f"), fmt(num(d, "reverse_cpu_s_per_gb"), ".2f"))
+            fmt(num(d, "forward_cpu_s_per_gb"), ".2f"), fmt(num(d, "reverse_cpu_s_per_gb"), ".2f"),
+            rtt if rtt != "-/-/-/-" else "")
 
-rows = [("what", "forward Mbit/s", "reverse Mbit/s", "fwd CPU s/GB", "rev CPU s/GB")]
+rows = [("what", "forward Mbit/s", "reverse Mbit/s", "fwd CPU s/GB", "rev CPU s/GB",
+         "ping ms under load: fwd p50/p99, rev p50/p99")]
 for name in ("plain", "strongswan", "wireguard-go", "boringtun", REF):
     if name in anchors:
         label = f"{REF} ({anchors[name].get('binary', 'current')})" if name == REF else name
@@ -599,9 +606,10 @@ if not anchors_only:
             s = rss.get(side)
             if s:
                 rows.append((f"RSS kB {k} {side} first/last", f"{s['first_kb']}/{s['last_kb']}", f"max {s['max_kb']}", "", ""))
-w = [max(len(str(r[i])) for r in rows) for i in range(5)]
+rows = [tuple(r) + ("",) * (6 - len(r)) for r in rows]
+w = [max(len(str(r[i])) for r in rows) for i in range(6)]
 for i, r in enumerate(rows):
-    print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]:>{w[4]}}".rstrip())
+    print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]:>{w[4]}}  {r[5]}".rstrip())
     if i == 0:
         print("-" * (sum(w) + 8))
 for (kind, name), rs in sorted(rounds.items()):

@@ -244,13 +244,22 @@ lab_cpu_ticks() {
 # lab_iperf_cpu_json OUT_PREFIX: after a lab_iperf run with LAB_IPERF_PIDS set, the CPU the
 # listed processes (the tunnel's daemons) spent per direction, as JSON fields
 # {"forward_cpu_s", "forward_gb", "forward_cpu_s_per_gb", "reverse_..."}: CPU seconds
-# (utime + stime) per 10^9 bytes that iperf3's receiver got. Directions not run are left out.
+# (utime + stime) per 10^9 bytes that iperf3's receiver got; with LAB_IPERF_PING=1 also the
+# ping RTT under that load, {"forward_rtt_ms_p50", "forward_rtt_ms_p99", "forward_pings",
+# ...}. Directions not run are left out.
 lab_iperf_cpu_json() {
   python3 - "$1" "$(getconf CLK_TCK)" <<'PY'
-import json, os, sys
+import json, os, re, sys
 out, hz = sys.argv[1], int(sys.argv[2])
 r = {}
 for d, name in (("fwd", "forward"), ("rev", "reverse")):
+    ping = f"{out}.{d}.ping"
+    if os.path.exists(ping):
+        rtt = sorted(float(m[1]) for m in re.finditer(r"time=([\d.]+) ms", open(ping).read()))
+        if rtt:
+            r[f"{name}_pings"] = len(rtt)
+            r[f"{name}_rtt_ms_p50"] = rtt[len(rtt) // 2]
+            r[f"{name}_rtt_ms_p99"] = rtt[min(len(rtt) - 1, int(len(rtt) * 0.99))]
     cpu, res = f"{out}.{d}.cpu", f"{out}.{d}.json"
     if not (os.path.exists(cpu) and os.path.exists(res)):
         continue
@@ -289,10 +298,24 @@ lab_iperf() {
     files+=("$out.$d.json")
     # shellcheck disable=SC2086 # LAB_IPERF_PIDS is a list of pids on purpose
     [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >"$out.$d.cpu"
+    local ppid=""
+    if [ "${LAB_IPERF_PING:-0}" = 1 ]; then
+      # Latency under load: 100 pings a second beside the flow, from the client's address.
+      local -a pingbind=()
+      [ -n "$bind" ] && pingbind=(-I "$bind")
+      # It starts half a second after the flow (past the handshake) and is stopped with it.
+      (sleep 0.5 && exec ip netns exec "$cns" ping -n -i 0.01 -w "$secs" "${pingbind[@]}" "$saddr") \
+        >"$out.$d.ping" 2>&1 &
+      ppid=$!
+    fi
     timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "$saddr" -p "$port" "${bindarg[@]}" \
       -t "$secs" --connect-timeout 5000 "${rev[@]}" -J >"$out.$d.json" 2>&1 || { rc=1; break; }
     # shellcheck disable=SC2086
     [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >>"$out.$d.cpu"
+    if [ -n "$ppid" ]; then
+      lab_kill_pids "$ppid"
+      wait "$ppid" 2>/dev/null || true
+    fi
   done
   lab_kill_pids "$spid"
   wait "$spid" 2>/dev/null || true
