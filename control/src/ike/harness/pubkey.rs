@@ -519,3 +519,37 @@ fn psk_where_a_signature_is_required_is_refused() {
         "AUTH method not allowed by remote.auth",
     );
 }
+
+#[test]
+fn revoked_certificate_is_refused() {
+    use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+    let ca = ca("mifsec test CA");
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let key = key_for(alg);
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![email("alice@example.org")];
+    p.serial_number = Some(SerialNumber::from(42u64));
+    p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2089, 1, 1);
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let crl = CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2021, 1, 1),
+        next_update: rcgen::date_time_ymd(2088, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![RevokedCertParams {
+            serial_number: SerialNumber::from(42u64),
+            revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.cert, &ca.key)
+    .unwrap();
+    let (mut c, mut g) = pair(&ca, alg);
+    local(&mut c, (cert.der().to_vec(), key.serialize_der()), &[]);
+    let store = TrustStore::new(&[ca.cert.der().to_vec()], &[crl.der().to_vec()], &[]).unwrap();
+    g.remote_auth = RemoteAuth::Pubkey(Arc::new(store));
+    assert_refused_by_responder(&run(c, g), AuthError::CertRevoked, "certificate revoked");
+}
