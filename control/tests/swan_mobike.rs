@@ -4,6 +4,7 @@
 //!
 //! - the active link's address is deleted: mifsec moves to the other link, and strongSwan
 //!   lists the new address;
+//! - the active link is silently blackholed in the middle: mifsec moves;
 //! - the gateway's address in use becomes unreachable: mifsec fails over to the gateway's
 //!   other address (which strongSwan announced with ADDITIONAL_IP4_ADDRESS);
 //! - the preferred link's address comes back: mifsec moves back to it.
@@ -146,6 +147,22 @@ fn address_deleted_mifsec_moves_to_the_other_link() {
     lab.wait_link_carries(1, 10, "cl", "the tunnel on link 2");
     no_integrity_or_replay_drops(&lab);
     finish(ping, "address deleted");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn link_blackholed_mifsec_moves() {
+    let (lab, ping) = lab("bh", &[]);
+    wait_path(&lab, LINKS[0].addr, GW_ADDRS[0], "at the start");
+
+    lab.blackhole_link(0);
+    let t = unix_now();
+    wait_path(&lab, LINKS[1].addr, GW_ADDRS[0], "after link 1 went silent");
+    wait_swan_lists(&lab, LINKS[1].addr, GW_ADDRS[0]);
+    wait_traffic(&lab, &ping, t, "after the move");
+    lab.wait_link_carries(1, 10, "cl", "the tunnel on link 2");
+    no_integrity_or_replay_drops(&lab);
+    finish(ping, "link blackholed");
 }
 
 #[test]

@@ -194,6 +194,31 @@ fn loss_of_any_single_message_of_the_probe_or_the_update_still_moves() {
     }
 }
 
+/// Every copy of one of the initiator's requests (retransmissions on one path, probes on
+/// others) is the same datagram: a standard responder (strongSwan) answers a request of a
+/// Message ID it has processed only when the bytes are those it saw, and ignores others.
+fn requests_of_one_id_are_identical(h: &Harness) {
+    let mut first: std::collections::HashMap<u32, &[u8]> = std::collections::HashMap::new();
+    let mut repeated = 0;
+    for (to_resp, b) in &h.log {
+        // IKE header: flags at octet 19 (0x20: response), Message ID at octets 20 to 23.
+        if !to_resp || b.len() < 28 || b[19] & 0x20 != 0 || b[19] & 0x08 == 0 {
+            continue;
+        }
+        let id = u32::from_be_bytes([b[20], b[21], b[22], b[23]]);
+        match first.get(&id) {
+            Some(f) => {
+                assert_eq!(*f, &b[..], "two different requests with Message ID {id}");
+                repeated += 1;
+            }
+            None => {
+                first.insert(id, b);
+            }
+        }
+    }
+    assert!(repeated > 0, "no request was sent twice");
+}
+
 #[test]
 fn a_silently_dead_path_is_found_within_the_configured_time_and_left() {
     let mut h = up(&[A.ip(), A2]);
@@ -216,6 +241,7 @@ fn a_silently_dead_path_is_found_within_the_configured_time_and_left() {
     assert_on(&h, at(A2), B);
     assert_eq!(h.init.stats().path_checks, 1);
     assert_eq!(h.init.stats().probes, 1);
+    requests_of_one_id_are_identical(&h);
     // Traffic flows on the new path: no more checks.
     with_traffic(&mut h, Duration::from_secs(3), |_| false);
     assert_eq!(h.init.stats().path_checks, 1);

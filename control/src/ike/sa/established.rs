@@ -66,28 +66,14 @@ enum Which {
     PeerIke,
 }
 
-/// The copies of request `ex` (message ID `id`) for a probe of `pairs`: each sealed with
-/// the payloads the exchange gives for its pair, or `base` (the same message) if it gives
-/// none.
-fn seal_copies(
-    ctx: &Ctx,
-    ch: &mut Channel,
-    ex: &dyn Exchange,
-    id: u32,
-    spis: (u64, u64),
-    pairs: &[Pair],
-    base: &[u8],
-) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
-    pairs
-        .iter()
-        .map(|&(l, r)| {
-            let bytes = ex
-                .payloads_for(ctx, spis, (l, r))
-                .and_then(|p| ch.core.seal(ex.exchange_type(), false, id, &p).ok())
-                .unwrap_or_else(|| base.to_vec());
-            (l, r, bytes)
-        })
-        .collect()
+/// The copies of a request for a probe of `pairs`: the same sealed bytes `base` on every
+/// pair. A copy is a retransmission, and RFC 7296 section 2.1 has a responder recognise
+/// one only when it is identical: strongSwan ignores a request of an already processed
+/// Message ID whose bytes differ ("received message ID 2, expected 3, ignored"). The
+/// NAT_DETECTION_* in it are those of the pair it was first built for; the new path's NAT
+/// is found by the UPDATE_SA_ADDRESSES that follows, with that path's hashes.
+fn seal_copies(pairs: &[Pair], base: &[u8]) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+    pairs.iter().map(|&(l, r)| (l, r, base.to_vec())).collect()
 }
 
 /// How a request is sent.
@@ -679,8 +665,7 @@ impl Established {
                     ch.check_mode(ctx, now, (r.check_tries, r.check_interval), false);
                 }
                 Resend::Probe(pairs) | Resend::Optional(pairs) => {
-                    let spis = ch.spis();
-                    let copies = seal_copies(ctx, ch, &*ex, id, spis, pairs, &bytes);
+                    let copies = seal_copies(pairs, &bytes);
                     let drop_at =
                         matches!(resend, Resend::Optional(_)).then(|| now + r.dead_after());
                     ch.send_request(ctx, now, (ex, id), copies);
@@ -764,8 +749,7 @@ impl Established {
         match self.ch.pending.take() {
             Some(p) => {
                 let base = self.ch.first_bytes().unwrap_or_default();
-                let spis = self.ch.spis();
-                let copies = seal_copies(ctx, &mut self.ch, &*p.ex, p.id, spis, &pairs, &base);
+                let copies = seal_copies(&pairs, &base);
                 self.ch.pending = Some(p);
                 let iv = ctx.cfg.roam.check_interval;
                 self.ch.fan_out(ctx, now, copies, iv);
@@ -886,8 +870,7 @@ impl Established {
                 let pair = ctx.paths.pair();
                 if let Some(p) = self.ch.pending.take() {
                     let base = self.ch.first_bytes().unwrap_or_default();
-                    let spis = self.ch.spis();
-                    let copies = seal_copies(ctx, &mut self.ch, &*p.ex, p.id, spis, &[pair], &base);
+                    let copies = seal_copies(&[pair], &base);
                     self.ch.pending = Some(p);
                     let iv = ctx.cfg.retransmit.initial;
                     self.ch.fan_out(ctx, now, copies, iv);

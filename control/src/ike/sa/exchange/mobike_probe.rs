@@ -1,7 +1,7 @@
 //! MOBIKE as initiator (RFC 4555 sections 3.8, 3.10): our liveness checks that carry
 //! NAT_DETECTION_* and COOKIE2, on the current path (a path check, short retransmissions)
-//! or on several candidate pairs at once (a probe: one copy per pair, the same message ID,
-//! each with the NAT_DETECTION_* hashes of its pair).
+//! or on several candidate pairs at once (a probe: the same sealed request on every pair,
+//! a retransmission as RFC 7296 section 2.1 has it, so that any responder answers it).
 //!
 //! The answer's path is the one it came on (`Ex::from`). The established state moves the
 //! IKE SA to it first when it is not the current path (the first pair that answers wins,
@@ -14,7 +14,6 @@ use std::net::SocketAddr;
 
 use super::{Ex, Exchange, Key, Kind, PathUpdate, Resend};
 use crate::ike::sa::MoveReason;
-use crate::ike::sa::ctx::Ctx;
 use crate::ike::sa::handshake::our_nat_notifies;
 use crate::ike::sa::roam::nat_of_answer;
 use crate::wire::{ExchangeType, NotifyPayload, NotifyType, Payload};
@@ -86,18 +85,8 @@ impl Exchange for PathCheck {
 
     fn build_request(&mut self, x: &mut Ex<'_>) -> Option<Vec<Payload>> {
         self.cookie = x.ctx.random::<OUR_COOKIE2_LEN>().ok()?.to_vec();
-        let spis = (x.core.spi_i, x.core.spi_r);
-        self.payloads_for(x.ctx, spis, x.ctx.paths.pair())
-    }
-
-    #[allow(private_interfaces)]
-    fn payloads_for(
-        &self,
-        ctx: &Ctx,
-        (spi_i, spi_r): (u64, u64),
-        (local, remote): (SocketAddr, SocketAddr),
-    ) -> Option<Vec<Payload>> {
-        let mut p = our_nat_notifies(ctx, spi_i, spi_r, local, remote).to_vec();
+        let (local, remote) = x.ctx.paths.pair();
+        let mut p = our_nat_notifies(x.ctx, x.core.spi_i, x.core.spi_r, local, remote).to_vec();
         p.push(Payload::Notify(NotifyPayload::new(
             NotifyType::Cookie2,
             self.cookie.clone(),

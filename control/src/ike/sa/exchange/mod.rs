@@ -241,18 +241,6 @@ pub(crate) trait Exchange: Send {
         None
     }
 
-    /// Initiator, MOBIKE: the payloads of the copy of the request sent on `pair` when it
-    /// is probed (NAT_DETECTION_* differ per pair); `None`: the same message on every pair.
-    #[allow(private_interfaces)]
-    fn payloads_for(
-        &self,
-        _ctx: &Ctx,
-        _spis: (u64, u64),
-        _pair: (SocketAddr, SocketAddr),
-    ) -> Option<Vec<Payload>> {
-        None
-    }
-
     /// Initiator, MOBIKE: how the request is sent; see [`Resend`].
     fn resend(&self) -> Resend {
         Resend::Normal
