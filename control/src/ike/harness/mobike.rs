@@ -43,14 +43,6 @@ impl Exchange for Update {
         Kind::Other
     }
 
-    fn claims(_: ExchangeType, _: &[Payload]) -> bool {
-        false
-    }
-
-    fn respond(_: &mut Ex<'_>, _: &[Payload]) -> Vec<Payload> {
-        Vec::new()
-    }
-
     fn key(&self) -> Key {
         Key::Other("test-update")
     }

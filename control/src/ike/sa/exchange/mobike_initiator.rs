@@ -103,15 +103,6 @@ impl Exchange for PathUpdate {
         Kind::MobikeUpdate
     }
 
-    /// Never a responder: the peer's updates are `MobikeUpdate`'s.
-    fn claims(_: ExchangeType, _: &[Payload]) -> bool {
-        false
-    }
-
-    fn respond(_: &mut Ex<'_>, _: &[Payload]) -> Vec<Payload> {
-        Vec::new()
-    }
-
     fn key(&self) -> Key {
         Key::Other("mobike-path-update")
     }
@@ -184,14 +175,6 @@ pub(in crate::ike::sa) struct AddressUpdate;
 impl Exchange for AddressUpdate {
     fn kind() -> Kind {
         Kind::MobikeUpdate
-    }
-
-    fn claims(_: ExchangeType, _: &[Payload]) -> bool {
-        false
-    }
-
-    fn respond(_: &mut Ex<'_>, _: &[Payload]) -> Vec<Payload> {
-        Vec::new()
     }
 
     fn key(&self) -> Key {

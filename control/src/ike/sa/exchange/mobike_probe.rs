@@ -66,15 +66,6 @@ impl Exchange for PathCheck {
         Kind::Liveness
     }
 
-    /// Never a responder: the peer's checks are `MobikeUpdate`'s or `Liveness`'s.
-    fn claims(_: ExchangeType, _: &[Payload]) -> bool {
-        false
-    }
-
-    fn respond(_: &mut Ex<'_>, _: &[Payload]) -> Vec<Payload> {
-        Vec::new()
-    }
-
     fn key(&self) -> Key {
         Key::Other("mobike-check")
     }

@@ -206,15 +206,23 @@ pub(crate) trait Exchange: Send {
 
     /// Responder: whether a request of type `exchange` with these inner payloads is one of
     /// this exchange (only asked if no exchange before it in [`responders`] claimed it).
-    fn claims(exchange: ExchangeType, payloads: &[Payload]) -> bool
+    /// The default, for an exchange only we start (MOBIKE's checks and updates): never.
+    fn claims(_exchange: ExchangeType, _payloads: &[Payload]) -> bool
     where
-        Self: Sized;
+        Self: Sized,
+    {
+        false
+    }
 
     /// Responder: processes the peer's request, returns the response's payloads. A refusal
-    /// is an error notify in the response.
-    fn respond(x: &mut Ex<'_>, payloads: &[Payload]) -> Vec<Payload>
+    /// is an error notify in the response. The default goes with `claims`' default and is
+    /// never called.
+    fn respond(_x: &mut Ex<'_>, _payloads: &[Payload]) -> Vec<Payload>
     where
-        Self: Sized;
+        Self: Sized,
+    {
+        Vec::new()
+    }
 
     /// Initiator: what this request is, for the queue.
     fn key(&self) -> Key;

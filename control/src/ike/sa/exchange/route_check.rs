@@ -71,15 +71,6 @@ impl Exchange for RouteCheck {
         Kind::Other
     }
 
-    /// Only ever ours: the peer's COOKIE2 is `MobikeUpdate`'s.
-    fn claims(_: ExchangeType, _: &[Payload]) -> bool {
-        false
-    }
-
-    fn respond(_: &mut Ex<'_>, _: &[Payload]) -> Vec<Payload> {
-        Vec::new()
-    }
-
     fn key(&self) -> Key {
         Key::RouteCheck
     }
