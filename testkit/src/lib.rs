@@ -13,14 +13,24 @@
 //! - [`swan`]: charon (through scripts/swan.sh) and the two-namespace interop lab.
 //! - [`roam`]: the roaming lab (client with two links, a middle router that blackholes
 //!   silently, a gateway with two addresses) and a 100/s ping stream's losses and gaps.
+//! - [`mif`]: the multi-interface lab (two mifsec peers, two links per side, every address
+//!   pair a path through a middle router, shaping, silent blackholes, N child SAs).
+//! - [`capture`]: tcpdump in a namespace, tshark's list of the IKE messages captured, and
+//!   counts of requests and responses per exchange type between two instants.
+//! - [`stream`]: a sequence-numbered UDP stream over many destinations (one per child SA)
+//!   counting lost, duplicated and reordered packets and the longest gap; also the
+//!   `mif-stream` binary.
 //! - [`template`]: the configuration templates in testkit/templates/, which the Python
 //!   scripts read too (testkit/python/mifsec_testkit.py).
 
+pub mod capture;
 mod cmd;
 mod daemon;
+pub mod mif;
 mod netns;
 pub mod roam;
 mod root;
+pub mod stream;
 pub mod swan;
 pub mod template;
 mod wait;

@@ -35,13 +35,19 @@ pub const MIFSEC_CLIENT: Template = template!("mifsec-client.toml");
 pub const MIFSEC_GATEWAY: Template = template!("mifsec-gateway.toml");
 /// mifsec as the client `home` of the roaming lab (`crate::roam`): two links.
 pub const MIFSEC_ROAM_CLIENT: Template = template!("mifsec-roam-client.toml");
+/// mifsec as the client `mif` of the multi-interface lab (`crate::mif`): links c1, c2.
+pub const MIFSEC_MIF_CLIENT: Template = template!("mifsec-mif-client.toml");
+/// mifsec as the gateway `mif` of the multi-interface lab: links g1, g2.
+pub const MIFSEC_MIF_GATEWAY: Template = template!("mifsec-mif-gateway.toml");
 /// Every template.
-pub const ALL: [Template; 5] = [
+pub const ALL: [Template; 7] = [
     SWANCTL_GATEWAY,
     SWANCTL_CLIENT,
     MIFSEC_CLIENT,
     MIFSEC_GATEWAY,
     MIFSEC_ROAM_CLIENT,
+    MIFSEC_MIF_CLIENT,
+    MIFSEC_MIF_GATEWAY,
 ];
 
 /// One placeholder: where it stands in the text, its name and its default.

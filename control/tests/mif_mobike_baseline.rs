@@ -1,0 +1,175 @@
+//! The standard-means baseline of issue 11's first bar, between two mifsec daemons in the
+//! multi-interface lab (`mifsec_testkit::mif`): 50 child SAs on one IKE SA, a 10,000
+//! packets/s UDP stream spread over them, and the whole IKE SA moved to the client's second
+//! link with MOBIKE (`mifsec ctl move mif --local C2`, UPDATE_SA_ADDRESSES). Asserted: the
+//! children all follow to link 2 (the engine's per-path counters grow there), the stream
+//! gets through afterwards, and the capture in the client's namespace shows the move's
+//! INFORMATIONAL exchange(s) on the wire and no CREATE_CHILD_SA (no child is rekeyed). The
+//! figures (exchanges, time to traffic on the new path, packets lost) are printed;
+//! scripts/bench_mif.py records them.
+//!
+//! Needs root (namespaces, TUN, tcpdump, tshark).
+
+use std::time::Duration;
+
+use mifsec_testkit::capture::{self, Capture, INFORMATIONAL};
+use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side};
+use mifsec_testkit::roam::unix_now;
+use mifsec_testkit::stream::{Stream, mif_plan};
+use mifsec_testkit::{WAIT, poll, require_root, text};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
+const CHILDREN: usize = 50;
+const PATH_CHECK_OFF: &str = "path_check_delay = \"0\"";
+
+/// Packets the engine sent on paths whose local address is `addr`, over every SA.
+fn tx_from(st: &Value, addr: &str) -> u64 {
+    let prefix = format!("{addr}:");
+    st["sas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
+        .filter(|p| p["local"].as_str().is_some_and(|l| l.starts_with(&prefix)))
+        .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// SAs with a path from `addr` whose tx counter is above what `before` had for it.
+fn sas_sending_from(before: &Value, now: &Value, addr: &str) -> usize {
+    let prefix = format!("{addr}:");
+    let tx = |st: &Value, name: &str| -> u64 {
+        st["sas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|sa| sa["name"] == name)
+            .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
+            .filter(|p| p["local"].as_str().is_some_and(|l| l.starts_with(&prefix)))
+            .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    now["sas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|sa| sa["name"].as_str())
+        .filter(|n| tx(now, n) > tx(before, n))
+        .count()
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn mobike_moves_fifty_children_to_the_second_link() {
+    require_root();
+    let mut lab = MifLab::new("mob", BIN, CHILDREN);
+    // The stream is one way: without `path_check_delay = "0"` the client would check its
+    // path every 400 ms (outbound ESP, nothing inbound), INFORMATIONALs that are not the move.
+    lab.start_pair(CHILDREN, PATH_CHECK_OFF, "", "");
+    lab.wait_children("gw", CHILDREN);
+    let mut cap = Capture::start(&lab.cl_ns, &lab.dir.join("move.pcap"));
+
+    let stream = Stream::start(
+        &lab.cl_ns,
+        &lab.gw_ns,
+        mif_plan(CHILDREN, 10_000, Duration::from_secs(6)),
+    );
+    lab.wait_link_carries(Side::Client, 0, 500, "the stream on link 1 first");
+    let before = lab.status_json("cl");
+    let (c2, c1) = (CLIENT_LINKS[1].addr, CLIENT_LINKS[0].addr);
+    let t0 = unix_now();
+    let out = lab.mifsec("cl", &["ctl", "move", "mif", "--local", c2]);
+    assert!(out.status.success(), "ctl move: {}", text(&out));
+    let base = tx_from(&before, c2);
+    let moved = poll(
+        WAIT,
+        Duration::from_millis(5),
+        || {
+            let st = lab.status_json("cl");
+            if tx_from(&st, c2) > base + 50 {
+                Ok(unix_now())
+            } else {
+                Err(st)
+            }
+        },
+        |st| {
+            format!(
+                "no traffic from {c2} after ctl move: {st:#}\n{}",
+                lab.dump()
+            )
+        },
+    );
+    // Every child follows.
+    poll(
+        WAIT,
+        Duration::from_millis(50),
+        || {
+            let st = lab.status_json("cl");
+            let n = sas_sending_from(&before, &st, c2);
+            if n >= CHILDREN { Ok(()) } else { Err(n) }
+        },
+        |n| format!("{n} of {CHILDREN} children send from {c2}\n{}", lab.dump()),
+    );
+    let r = stream.join();
+    let t1 = unix_now();
+    let msgs = cap.stop();
+    let wire = capture::first_esp_from(&cap.path, c2, t0);
+    let info = capture::count(&msgs, INFORMATIONAL, t0, t1);
+    let tally = capture::tally(&msgs, t0, t1);
+    eprintln!(
+        "MOBIKE move of {CHILDREN} children at 10,000 pps: exchanges on the wire {tally:?}; \
+         traffic from {c2} after {:.1} ms (status), first ESP from it on the wire after {:?} ms; stream: {}; load {}",
+        (moved - t0) * 1000.0,
+        wire.map(|w| ((w - t0) * 1000.0 * 10.0).round() / 10.0),
+        r.recv.to_json(),
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    assert!(
+        info.requests >= 1 && info.responses >= 1,
+        "the move's INFORMATIONAL on the wire:\n{}",
+        capture::listing(&msgs)
+    );
+    assert_eq!(
+        capture::count(&msgs, capture::CREATE_CHILD_SA, t0, t1),
+        capture::Counted::default(),
+        "no child rekeyed by the move:\n{}",
+        capture::listing(&msgs)
+    );
+    // The stream got through after the move: its last packets arrived.
+    assert!(r.recv.last_at > moved, "{}", r.recv.to_json());
+    assert_eq!(r.recv.no_end_marker, 0, "{}", r.recv.to_json());
+    let st = lab.status_json("cl");
+    let ike = &st["ike_sas"][0];
+    assert!(
+        ike["local"]
+            .as_str()
+            .is_some_and(|l| l.starts_with(&format!("{c2}:"))),
+        "{ike:#}"
+    );
+    assert!(wire.is_some(), "ESP from {c2} on the wire");
+    // Nothing is sent from link 1 any more: the whole IKE SA moved (the stream has ended;
+    // a ping through child 0 goes from link 2).
+    let st0 = lab.status_json("cl");
+    let (ok, out) = mifsec_testkit::exec_in(
+        &lab.cl_ns,
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            "-I",
+            "10.50.0.1",
+            "10.60.0.1",
+        ],
+    );
+    assert!(ok, "ping through child 0 after the move: {out}");
+    let st1 = lab.status_json("cl");
+    assert_eq!(tx_from(&st1, c1), tx_from(&st0, c1), "nothing from link 1");
+    assert!(tx_from(&st1, c2) > tx_from(&st0, c2));
+}
