@@ -87,6 +87,11 @@ python3 scripts/bench_roam.py --smoke --bin target/debug/mifsec >target/bench-ro
   { cat target/bench-roam-smoke.log; exit 1; }
 grep -A3 '^roaming' target/bench-roam-smoke.log
 
+step "multi-interface benchmark, one pass (scripts/bench_mif.py --smoke: 4 children, 1000 pps)"
+python3 scripts/bench_mif.py --smoke --bin target/debug/mifsec >target/bench-mif-smoke.log 2>&1 ||
+  { cat target/bench-mif-smoke.log; exit 1; }
+grep -A3 '^moving' target/bench-mif-smoke.log
+
 step "fuzz smoke runs (${FUZZ_SECONDS}s each, from the committed seeds)"
 # Each target starts from its committed seeds (FUZZ_DIR/seeds/TARGET, scripts/fuzz-seeds.sh
 # makes them); what libFuzzer finds goes to the ignored working corpus FUZZ_DIR/corpus/TARGET.

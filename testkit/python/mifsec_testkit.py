@@ -317,6 +317,205 @@ class RoamLab(Lab):
         return best if grew[best] > 0 else None
 
 
+# The multi-interface lab (mifsec_testkit::mif in the Rust kit: the same names and
+# addresses; the picture is in testkit/src/mif.rs) ----------------------------------------
+
+# (device, address, middle device, middle address, route metric, table and rule priority)
+MIF_CLIENT_LINKS = [
+    ("c1", "198.18.33.2", "m1", "198.18.33.1", "100", "101"),
+    ("c2", "198.18.34.2", "m2", "198.18.34.1", "200", "102"),
+]
+MIF_GATEWAY_LINKS = [
+    ("g1", "198.18.41.2", "n1", "198.18.41.1", "100", "101"),
+    ("g2", "198.18.42.2", "n2", "198.18.42.1", "200", "102"),
+]
+MIF_PREFIX = "24"
+MIF_CLIENT_ROUTES = "198.18.40.0/21"
+MIF_GATEWAY_ROUTES = "198.18.32.0/21"
+
+
+def mif_children(n: int, extra: str = "") -> str:
+    """The client's child sections (mif::children_sections): child i is 10.50.i.1/32 <->
+    10.60.i.1/32."""
+    return "".join(
+        f'[connections.mif.children.c{i}]\nlocal_ts = ["10.50.{i}.1/32"]\n'
+        f'remote_ts = ["10.60.{i}.1/32"]\nesp_proposals = ["aes128gcm16"]\n{extra}\n'
+        for i in range(n))
+
+
+class MifLab(Lab):
+    """Two mifsec peers, links c1, c2 (client) and g1, g2 (gateway) through a middle router,
+    every address pair a path; namespaces `PREFIX-cl`, `-mid`, `-gw`; daemons "cl", "gw"."""
+
+    def __init__(self, work: Path, binary: Path, prefix: str = "mfmb"):
+        super().__init__(work, binary)
+        self.cl, self.mid, self.gw = f"{prefix}-cl", f"{prefix}-mid", f"{prefix}-gw"
+
+    def ns(self, side: str) -> str:
+        return self.cl if side == "cl" else self.gw
+
+    @staticmethod
+    def links(side: str):
+        return MIF_CLIENT_LINKS if side == "cl" else MIF_GATEWAY_LINKS
+
+    def up(self, children: int) -> None:
+        netns_add(self.cl, self.mid, self.gw)
+        for side in ("cl", "gw"):
+            for dev, addr, mdev, maddr, _, _ in self.links(side):
+                veth(self.ns(side), dev, self.mid, mdev)
+                addr_up(self.ns(side), dev, f"{addr}/{MIF_PREFIX}")
+                addr_up(self.mid, mdev, f"{maddr}/{MIF_PREFIX}")
+        sh(*in_ns(self.mid, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
+        for side, net in (("cl", "10.50"), ("gw", "10.60")):
+            if children:
+                batch = self.work / f"addrs-{side}.batch"
+                batch.write_text("".join(f"addr add {net}.{i}.1/32 dev lo\n"
+                                         for i in range(children)))
+                sh("ip", "-n", self.ns(side), "-batch", str(batch))
+            for i, link in enumerate(self.links(side)):
+                sh("ip", "-n", self.ns(side), "rule", "add", "from", link[1], "table", link[5],
+                   "priority", link[5])
+                self.route_across(side, i)
+
+    def down(self) -> None:
+        self.close()
+        netns_del(self.cl, self.mid, self.gw)
+
+    def route_across(self, side: str, i: int) -> None:
+        dev, _, _, maddr, metric, table = self.links(side)[i]
+        net = MIF_CLIENT_ROUTES if side == "cl" else MIF_GATEWAY_ROUTES
+        for key, value in (("metric", metric), ("table", table)):
+            sh("ip", "-n", self.ns(side), "route", "replace", net, "via", maddr, "dev", dev,
+               key, value)
+
+    def shape(self, side: str, i: int, mbit: int) -> None:
+        """tbf at `mbit` Mbit/s both ways on link `i` of `side` (as MifLab::shape)."""
+        dev, _, mdev = self.links(side)[i][:3]
+        burst = max(mbit * 1_000_000 // 8 // 100, 32 * 1024)
+        for ns, d in ((self.ns(side), dev), (self.mid, mdev)):
+            sh("tc", "-n", ns, "qdisc", "replace", "dev", d, "root", "tbf", "rate",
+               f"{mbit}mbit", "burst", str(burst), "latency", "20ms")
+
+    def delete_address(self, side: str, i: int) -> None:
+        dev, addr = self.links(side)[i][:2]
+        sh("ip", "-n", self.ns(side), "addr", "del", f"{addr}/{MIF_PREFIX}", "dev", dev)
+
+    def restore_address(self, side: str, i: int) -> None:
+        dev, addr = self.links(side)[i][:2]
+        sh("ip", "-n", self.ns(side), "addr", "add", f"{addr}/{MIF_PREFIX}", "dev", dev)
+        self.route_across(side, i)
+
+    def blackhole(self, side: str, i: int, on: bool = True) -> None:
+        """Silently discards everything to and from link `i`'s address in the middle."""
+        host = f"{self.links(side)[i][1]}/32"
+        verb = "add" if on else "del"
+        sh("ip", "-n", self.mid, "route", verb, "blackhole", host)
+        sh("ip", "-n", self.mid, "rule", verb, "from", host, "blackhole", "priority", "10")
+
+    def tx_packets(self, side: str, i: int) -> int:
+        out = sh("ip", "-n", self.ns(side), "-j", "-s", "link", "show", "dev",
+                 self.links(side)[i][0])
+        return json.loads(out.stdout)[0]["stats64"]["tx"]["packets"]
+
+    def start_pair(self, children: int, conn: str = "", child: str = "", gw_conn: str = "",
+                   gw_child: str = "") -> None:
+        self.start_mifsec("gw", self.gw, "mifsec-mif-gateway.toml", CONN=gw_conn,
+                          CHILD=gw_child)
+        self.start_mifsec("cl", self.cl, "mifsec-mif-client.toml", CONN=conn,
+                          CHILDREN=mif_children(children, child))
+
+
+def installed_children(st: dict) -> int | None:
+    """Installed children of the only established IKE SA (None unless there is one)."""
+    ikes = st.get("ike_sas", [])
+    if len(ikes) != 1 or ikes[0].get("state") != "ESTABLISHED":
+        return None
+    return sum(1 for c in ikes[0].get("children", []) if c.get("state") == "INSTALLED")
+
+
+def tx_from(st: dict, addr: str) -> int:
+    """Packets the engine sent on paths whose local address is `addr`, over every SA."""
+    return sum(p.get("tx_packets", 0) for sa in st.get("sas", []) for p in sa.get("paths", [])
+               if str(p.get("local", "")).startswith(f"{addr}:"))
+
+
+# Capture counting (mifsec_testkit::capture) ------------------------------------------------
+
+EXCHANGES = {34: "IKE_SA_INIT", 35: "IKE_AUTH", 36: "CREATE_CHILD_SA", 37: "INFORMATIONAL"}
+
+
+class Capture:
+    """tcpdump -i any in `ns` for UDP 500 and 4500 into `path` (packets written as they
+    come); returns once it listens."""
+
+    def __init__(self, ns: str, path: Path, filt: str = "udp port 500 or udp port 4500"):
+        self.path = path
+        self.err = path.with_suffix(".tcpdump.log")
+        self.p = subprocess.Popen(
+            in_ns(ns, "tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-s", "2048", "-w",
+                  str(path), filt),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.err, "w"))
+        wait_until(lambda: "listening on" in self.err.read_text(errors="replace")
+                   or self.p.poll() is not None, 30, "tcpdump did not start", 0.02)
+        if self.p.poll() is not None:
+            raise RuntimeError(f"tcpdump exited: {self.err.read_text()}")
+
+    def stop(self) -> list[dict]:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        try:
+            self.p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+        return ike_messages(self.path)
+
+
+def _tshark(path: Path, filt: str, *fields: str) -> list[list[str]]:
+    args = ["tshark", "-r", str(path), "-n", "-Y", filt, "-T", "fields", "-E", "separator=|"]
+    for f in fields:
+        args += ["-e", f]
+    out = sh(*args, env={**os.environ, "HOME": "/tmp"})
+    return [l.split("|") for l in out.stdout.splitlines()]
+
+
+def ike_messages(path: Path) -> list[dict]:
+    """The IKE messages of a pcap (as capture::ike_messages): time, addresses, ports,
+    exchange type, response and initiator flags, message ID."""
+    out = []
+    for f in _tshark(path, "isakmp", "frame.time_epoch", "ip.src", "ip.dst", "udp.srcport",
+                     "udp.dstport", "isakmp.exchangetype", "isakmp.flag_r", "isakmp.flag_i",
+                     "isakmp.messageid", "isakmp.nextpayload"):
+        first = [x.split(",")[0].strip() for x in f]
+        if len(first) < 10 or not first[5]:
+            continue
+        flag = lambda v: v in ("1", "True", "true")  # noqa: E731
+        out.append({"at": float(first[0]), "src": first[1], "dst": first[2],
+                    "sport": int(first[3]), "dport": int(first[4]),
+                    "exchange": int(first[5], 0), "response": flag(first[6]),
+                    "initiator": flag(first[7]), "message_id": int(first[8], 0),
+                    "fragment": first[9] == "53"})
+    return out
+
+
+def tally(msgs: list[dict], t0: float, t1: float) -> dict[str, int]:
+    """Messages between t0 and t1 by exchange and direction ("INFORMATIONAL request")."""
+    out: dict[str, int] = {}
+    for m in msgs:
+        if t0 <= m["at"] <= t1:
+            k = f"{EXCHANGES.get(m['exchange'], m['exchange'])} " + \
+                ("response" if m["response"] else "request")
+            out[k] = out.get(k, 0) + 1
+    return out
+
+
+def first_esp_from(path: Path, src: str, t: float) -> float | None:
+    """When the first ESP-in-UDP packet from `src` at or after `t` was captured."""
+    rows = _tshark(path, f"esp && ip.src == {src} && frame.time_epoch >= {t:.6f}",
+                   "frame.time_epoch")
+    return float(rows[0][0]) if rows and rows[0][0] else None
+
+
 def pinger(dst: str, interval: float, limit: float) -> None:
     """Echo requests to `dst` every `interval` seconds on a fixed schedule (a request that
     is late goes at once, the next ones keep the schedule; no burst to catch up) for at most
