@@ -83,6 +83,9 @@ pub struct Connection {
     pub vips: bool,
     /// The pools leased from, by name (`pools = ["p4", "p6"]`).
     pub pools: Vec<String>,
+    /// `clone_per_interface = true`: once the first IKE SA is up, one clone of it (RFC
+    /// 7791) per other usable local address, each moved there with MOBIKE.
+    pub clone_per_interface: bool,
     /// The IKE SA configuration (PSK included).
     pub ike: IkeConfig,
 }
@@ -100,6 +103,8 @@ pub(super) struct RawConnection {
     pools: Strings,
     encap: Option<bool>,
     mobike: Option<bool>,
+    clone: Option<bool>,
+    clone_per_interface: Option<bool>,
     fragmentation: Option<S<String>>,
     fragment_size: Option<S<i64>>,
     start_action: Option<S<String>>,
@@ -1051,6 +1056,7 @@ impl Cx<'_> {
                 children: child_names,
                 vips: vip4 || vip6,
                 pools: pool_names,
+                clone_per_interface: rc.clone_per_interface.unwrap_or(false),
                 ike: IkeConfig {
                     local_id: local_id.1,
                     remote_id: remote_id.map(|r| r.1),
@@ -1064,6 +1070,7 @@ impl Cx<'_> {
                     pools: pool_list,
                     mobike: rc.mobike.unwrap_or(true),
                     mobike_peers: remote_addrs,
+                    clone_ike_sa: rc.clone.unwrap_or(true),
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
                     fragmentation,

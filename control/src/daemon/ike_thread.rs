@@ -1185,6 +1185,26 @@ impl IkeThread {
                 e.info = Some(info);
                 e.established = Some(Instant::now());
             }
+            Event::IkeSaCloned { info, from } => {
+                info!(
+                    spi_i = %format_args!("{:016x}", info.spi_i),
+                    spi_r = %format_args!("{:016x}", info.spi_r),
+                    "cloned (RFC 7791) from {:016x}_i {:016x}_r: {}[{}] === {}[{}], {}, nat {}",
+                    from.0,
+                    from.1,
+                    info.local,
+                    id_string(&self.conns[c].ike.local_id),
+                    info.remote,
+                    id_string(&info.remote_id),
+                    algorithms(info.cipher, info.prf, info.group),
+                    nat_name(&info),
+                );
+                let e = self.entry(h);
+                e.dns.clone_from(&info.dns);
+                e.info = Some(info);
+                e.established = Some(Instant::now());
+            }
+            Event::CloneFailed(r) => warn!("clone (RFC 7791) failed: {r}"),
             Event::ChildSaEstablished(c) => {
                 let span = child_span(&c.name, c.spi_in);
                 let _child = span.enter();

@@ -476,6 +476,9 @@ pub struct IkeConfig {
     /// addresses that are no unicast host (unspecified, multicast, broadcast, port 0),
     /// are refused with UNACCEPTABLE_ADDRESSES (RFC 4555 section 3.5).
     pub mobike_peers: Vec<std::net::IpAddr>,
+    /// RFC 7791: advertise CLONE_IKE_SA_SUPPORTED in IKE_AUTH and clone the IKE SA on
+    /// request (config key `clone`); a peer's CLONE_IKE_SA is only honoured when set.
+    pub clone_ike_sa: bool,
     /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
     /// 4500, RFC 7296 section 2.23) if we are on another one. `None` never floats.
     pub nat_t_port: Option<u16>,
@@ -539,6 +542,7 @@ impl fmt::Debug for IkeConfig {
             .field("request_vip6", &self.request_vip6)
             .field("pools", &self.pools)
             .field("mobike", &self.mobike)
+            .field("clone_ike_sa", &self.clone_ike_sa)
             .field("nat_t_port", &self.nat_t_port)
             .field("force_encap", &self.force_encap)
             .field("fragmentation", &self.fragmentation)
@@ -637,6 +641,7 @@ mod tests {
             pools: Vec::new(),
             mobike: true,
             mobike_peers: Vec::new(),
+            clone_ike_sa: true,
             nat_t_port: Some(4500),
             force_encap: false,
             fragmentation: true,

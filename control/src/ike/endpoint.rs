@@ -30,7 +30,7 @@ use std::time::Instant;
 use super::config::IkeConfig;
 use super::cookie::{Admission, CookieGate, CookieStats};
 use super::limits::{InitLimiter, InitLimits, LimitStats, Refusal};
-use super::sa::{Event, FailReason, IkeSa, MoveError, Transmit};
+use super::sa::{CloneError, Event, FailReason, IkeSa, MoveError, Transmit};
 use crate::wire::{ExchangeType, HeaderPacket};
 
 /// Names one IKE SA of an [`Endpoint`]: a number given in order of creation, from 1, never
@@ -151,6 +151,8 @@ struct Slot {
     half_open: Option<IpAddr>,
     /// It had input, a timeout or a call since it was last polled empty.
     touched: bool,
+    /// RFC 7791: the IKE SA it was cloned from.
+    cloned_from: Option<SaHandle>,
 }
 
 /// Every IKE SA of a node, routed to by SPI; see the module documentation.
@@ -336,9 +338,37 @@ impl Endpoint {
             sa,
             half_open: None,
             touched: false,
+            cloned_from: None,
         });
         self.touch(self.slots.len() - 1);
         handle
+    }
+
+    /// Adds a cloned IKE SA (it has our addresses already).
+    fn add_slot(&mut self, conn: usize, sa: IkeSa) -> SaHandle {
+        let handle = SaHandle(self.next);
+        self.next += 1;
+        self.slots.push(Slot {
+            handle,
+            conn,
+            sa,
+            half_open: None,
+            touched: true,
+            cloned_from: None,
+        });
+        handle
+    }
+
+    /// Clones IKE SA `h` (RFC 7791, [`IkeSa::clone_ike`]); the new IKE SA comes out of
+    /// [`Endpoint::poll`] as an SA of its own, with [`Event::IkeSaCloned`] first.
+    pub fn clone_sa(&mut self, now: Instant, h: SaHandle) -> Result<(), CloneError> {
+        let sa = self.sa_mut(h).ok_or(CloneError::NoSuchSa)?;
+        sa.clone_ike(now)
+    }
+
+    /// The IKE SA `h` was cloned from (RFC 7791), if it was.
+    pub fn cloned_from(&self, h: SaHandle) -> Option<SaHandle> {
+        self.index(h).and_then(|i| self.slots[i].cloned_from)
     }
 
     fn touch(&mut self, i: usize) {
@@ -379,6 +409,19 @@ impl Endpoint {
                 self.cursor += 1;
                 continue;
             }
+            // RFC 7791: IKE SAs cloned from this one become SAs of their own (their events
+            // come when the cursor reaches them, after this one's).
+            let clones = s.sa.take_clones();
+            if !clones.is_empty() {
+                let (from, conn) = (s.handle, s.conn);
+                for c in clones {
+                    let h = self.add_slot(conn, c);
+                    if let Some(slot) = self.slots.last_mut().filter(|x| x.handle == h) {
+                        slot.cloned_from = Some(from);
+                    }
+                }
+            }
+            let s = &mut self.slots[i];
             if let Some(ev) = s.sa.poll_event() {
                 return Some(Output::Event(s.handle, ev));
             }

@@ -305,6 +305,7 @@ fn gateway() -> IkeConfig {
 const LIMIT: Duration = Duration::from_secs(60);
 
 mod children;
+mod clone;
 mod cookie;
 mod exchange;
 mod fragments;

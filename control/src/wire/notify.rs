@@ -101,6 +101,10 @@ open_enum! {
         Ikev2FragmentationSupported = 16430,
         /// `SIGNATURE_HASH_ALGORITHMS` (16431), RFC 7427.
         SignatureHashAlgorithms = 16431,
+        /// `CLONE_IKE_SA_SUPPORTED` (16432), RFC 7791.
+        CloneIkeSaSupported = 16432,
+        /// `CLONE_IKE_SA` (16433), RFC 7791.
+        CloneIkeSa = 16433,
     }
 }
 

@@ -574,6 +574,7 @@ fn nat_appearing_on_the_same_address_moves_the_children_into_udp_at_once() {
 fn an_address_local_policy_refuses_gets_unacceptable_addresses() {
     let gw = IkeConfig {
         mobike_peers: vec![A.ip()],
+        clone_ike_sa: true,
         ..gateway()
     };
     let mut h = Harness::new(client(), gw, Faults::default());

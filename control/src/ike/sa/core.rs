@@ -301,6 +301,7 @@ impl Core {
             local_auth: "",
             remote_auth: Box::default(),
             peer_mobike: mobike,
+            peer_clone: false,
             fragmentation: self.frag.is_some(),
             peer_signature_hashes: self.peer_hashes.clone(),
             vips: Vec::new(),

@@ -24,6 +24,10 @@ use crate::wire::{
     NotifyType, Payload, TrafficSelector,
 };
 
+/// RFC 7791: the most IKE SAs an IKE SA and its clones may be together (the first one
+/// included); a clone beyond it is refused (NO_ADDITIONAL_SAS to the peer's).
+pub const MAX_CLONE_FAMILY: usize = 16;
+
 /// The message ID window the handshake's requests go on (`Timer::Retransmit`).
 pub(in crate::ike::sa) const HANDSHAKE_WINDOW: u32 = 0;
 
@@ -51,6 +55,15 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) original_initiator: bool,
     /// Responder: the virtual IPs leased to the peer, returned when the SA dies.
     pub(in crate::ike::sa) leases: Vec<(Arc<AddressPool>, IpAddr)>,
+    /// RFC 7791: the peer sent CLONE_IKE_SA_SUPPORTED in IKE_AUTH (a clone inherits it).
+    pub(in crate::ike::sa) peer_clone: bool,
+    /// RFC 7791: shared by an IKE SA and every clone made from it (and from those): its
+    /// count bounds how many there are ([`MAX_CLONE_FAMILY`]).
+    pub(in crate::ike::sa) family: Arc<()>,
+    /// New IKE SAs cloned from this one, for the endpoint to take.
+    pub(in crate::ike::sa) clones: Vec<super::IkeSa>,
+    /// The SPIs of the IKE SA this one was cloned from, if it was.
+    pub(in crate::ike::sa) cloned_from: Option<(u64, u64)>,
     /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
     #[cfg(test)]
     pub(in crate::ike::sa) rekey_log: Vec<(Vec<u8>, u32)>,
@@ -367,6 +380,10 @@ impl Ctx {
             children: Vec::new(),
             original_initiator: false,
             leases: Vec::new(),
+            peer_clone: false,
+            family: Arc::new(()),
+            clones: Vec::new(),
+            cloned_from: None,
             #[cfg(test)]
             rekey_log: Vec::new(),
             #[cfg(test)]
@@ -374,5 +391,31 @@ impl Ctx {
             #[cfg(test)]
             test_auth_extra: Vec::new(),
         }
+    }
+}
+
+impl Ctx {
+    /// RFC 7791: whether one more clone stays within [`MAX_CLONE_FAMILY`].
+    pub(in crate::ike::sa) fn may_clone(&self) -> bool {
+        Arc::strong_count(&self.family) < MAX_CLONE_FAMILY
+    }
+
+    /// The context of a clone of this IKE SA (RFC 7791): the same configuration, roles,
+    /// addresses, MOBIKE and NAT state and address lists; its own queues, timers, counters;
+    /// no child SAs and no leases (the virtual IPs stay the original's).
+    pub(in crate::ike::sa) fn for_clone(&self, from: (u64, u64)) -> Ctx {
+        let mut c = Ctx::new(self.cfg.clone(), self.paths.local(), self.paths.remote());
+        c.paths = self.paths.for_clone();
+        c.roam = Roam {
+            local: self.roam.local.clone(),
+            announced: self.roam.announced.clone(),
+            refused: self.roam.refused.clone(),
+            ..Roam::default()
+        };
+        c.original_initiator = self.original_initiator;
+        c.peer_clone = self.peer_clone;
+        c.family = Arc::clone(&self.family);
+        c.cloned_from = Some(from);
+        c
     }
 }

@@ -391,6 +391,9 @@ impl Established {
                         self.adopt(ctx, now, ch);
                     }
                 }
+                Effect::Cloned(core) | Effect::PeerCloned(core) => {
+                    self.spawn_clone(ctx, now, core);
+                }
                 Effect::PeerRekeyedIke(core, lowest) => {
                     let ch = Channel::fresh(ctx, core);
                     let own = self.outstanding(&Key::IkeRekey);
@@ -453,6 +456,49 @@ impl Established {
                 self.queue(Box::new(Delete::ike(Some(original))));
             }
         }
+    }
+
+    /// RFC 7791: queues our clone of the IKE SA (a request of its own each time: two
+    /// clones asked for are two exchanges).
+    pub(super) fn request_clone(&mut self, ctx: &mut Ctx, now: Instant) {
+        self.queue(Box::new(IkeRekey::clone_sa(None, 1)));
+        self.kick(ctx, now);
+    }
+
+    /// RFC 7791: a clone (ours or the peer's) made `core`: a new IKE SA, established, with
+    /// this one's configuration, roles, paths, MOBIKE and NAT state and address lists, its
+    /// own lifetimes, and no child SAs. This IKE SA is unchanged: no Delete, its children
+    /// stay. A clone is no rekey of this IKE SA, so the collision rules of RFC 7296
+    /// section 2.8.2 do not apply to it: a rekey of ours or the peer's running meanwhile
+    /// completes as it would alone.
+    fn spawn_clone(&self, ctx: &mut Ctx, now: Instant, core: Core) {
+        let from = self.ch.spis();
+        let mut c = ctx.for_clone(from);
+        let ch = Channel::fresh(&mut c, core);
+        let mut info = self.info.clone();
+        info.spi_i = ch.core.spi_i;
+        info.spi_r = ch.core.spi_r;
+        info.initiator = ch.core.initiator;
+        info.cipher = ch.core.cipher;
+        info.prf = ch.core.prf;
+        info.group = ch.core.group;
+        let p = c.paths.current();
+        (info.local, info.remote, info.nat) = (p.local, p.remote, p.nat);
+        let mut st = Established {
+            ch,
+            retiring: Vec::new(),
+            info: info.clone(),
+            last_rx: now,
+            peer_ike: None,
+            responders: responders(),
+        };
+        st.start_lifetimes(&mut c, now);
+        c.events.push_back(Event::IkeSaCloned { info, from });
+        st.kick(&mut c, now);
+        ctx.clones.push(super::IkeSa {
+            state: State::Established(Box::new(st)),
+            ctx: c,
+        });
     }
 
     /// The peer deleted the IKE SA `w`.

@@ -56,6 +56,7 @@ mod roam;
 mod timer;
 
 pub use self::core::nat_detection_hash;
+pub use ctx::MAX_CLONE_FAMILY;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
 pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, MAX_VERIFIED, Path};
@@ -144,6 +145,8 @@ pub struct IkeSaInfo {
     pub remote_auth: Box<PeerAuthInfo>,
     /// Whether the peer advertised MOBIKE_SUPPORTED.
     pub peer_mobike: bool,
+    /// Whether the peer advertised CLONE_IKE_SA_SUPPORTED (RFC 7791) in IKE_AUTH.
+    pub peer_clone: bool,
     /// Whether IKE fragmentation (RFC 7383) is in use: both sides advertised
     /// IKEV2_FRAGMENTATION_SUPPORTED.
     pub fragmentation: bool,
@@ -332,6 +335,19 @@ pub enum Event {
         /// Why it moved (logged, counted per IKE SA).
         reason: MoveReason,
     },
+    /// RFC 7791: this IKE SA was just cloned from the IKE SA with SPIs `from` (our clone
+    /// or the peer's), in one CREATE_CHILD_SA exchange: it is established, without child
+    /// SAs, with the original's addresses, MOBIKE and NAT state; its SPIs and algorithms
+    /// are `info`'s. The original is unchanged. The first event of a cloned IKE SA.
+    IkeSaCloned {
+        /// The new IKE SA.
+        info: IkeSaInfo,
+        /// The SPIs (initiator's, responder's) of the IKE SA it was cloned from.
+        from: (u64, u64),
+    },
+    /// RFC 7791: our clone of this IKE SA failed (the peer refused it, or its answer was
+    /// unusable); the IKE SA is unchanged.
+    CloneFailed(FailReason),
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
@@ -424,6 +440,37 @@ impl fmt::Display for MoveError {
 }
 
 impl std::error::Error for MoveError {}
+
+/// Why [`IkeSa::clone_ike`] refused (RFC 7791).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloneError {
+    /// The IKE SA is not established.
+    NotEstablished,
+    /// Our configuration says `clone = false`: we did not send CLONE_IKE_SA_SUPPORTED.
+    Disabled,
+    /// The peer did not send CLONE_IKE_SA_SUPPORTED: it is never asked.
+    PeerUnsupported,
+    /// The IKE SA and its clones are [`MAX_CLONE_FAMILY`] already.
+    Limit,
+    /// No such IKE SA (from the endpoint).
+    NoSuchSa,
+}
+
+impl fmt::Display for CloneError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloneError::NotEstablished => "the IKE SA is not established",
+            CloneError::Disabled => "cloning is disabled for this connection (clone = false)",
+            CloneError::PeerUnsupported => {
+                "the peer did not announce CLONE_IKE_SA_SUPPORTED (RFC 7791): not asked"
+            }
+            CloneError::Limit => "too many clones of this IKE SA",
+            CloneError::NoSuchSa => "no such IKE SA",
+        })
+    }
+}
+
+impl std::error::Error for CloneError {}
 
 /// One child SA's new addresses after its IKE SA moved ([`Event::IkeSaMoved`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -892,6 +939,69 @@ impl IkeSa {
         }
         st.kick(&mut self.ctx, now);
         true
+    }
+
+    /// Clones the IKE SA (RFC 7791): a CREATE_CHILD_SA with N(CLONE_IKE_SA) that rekeys
+    /// it, after which both IKE SAs live on; the new one, without child SAs, comes out of
+    /// [`IkeSa::take_clones`] with [`Event::IkeSaCloned`] as its first event. A peer that
+    /// did not send CLONE_IKE_SA_SUPPORTED is never asked (`Err`, nothing sent); a failure
+    /// later is [`Event::CloneFailed`].
+    pub fn clone_ike(&mut self, now: Instant) -> Result<(), CloneError> {
+        let State::Established(st) = &mut self.state else {
+            return Err(CloneError::NotEstablished);
+        };
+        if !self.ctx.cfg.clone_ike_sa {
+            return Err(CloneError::Disabled);
+        }
+        if !self.ctx.peer_clone {
+            return Err(CloneError::PeerUnsupported);
+        }
+        if !self.ctx.may_clone() {
+            return Err(CloneError::Limit);
+        }
+        st.request_clone(&mut self.ctx, now);
+        Ok(())
+    }
+
+    /// Negotiates a new child SA of configuration `name` on this IKE SA now
+    /// (CREATE_CHILD_SA; on a clone, the appendix-B flow's own child). `false`: not
+    /// established, or no child configuration of that name.
+    pub fn create_child(&mut self, now: Instant, name: &str) -> bool {
+        let State::Established(st) = &mut self.state else {
+            return false;
+        };
+        if !self.ctx.cfg.all_children().any(|c| c.name == name) {
+            return false;
+        }
+        st.want(Box::new(exchange::ChildCreate::new(name.to_string(), None)));
+        st.kick(&mut self.ctx, now);
+        true
+    }
+
+    /// Tests only: a clone request whatever the peer announced and the limits say (a
+    /// peer that does not follow RFC 7791).
+    #[cfg(test)]
+    pub(crate) fn clone_ike_unchecked(&mut self, now: Instant) {
+        if let State::Established(st) = &mut self.state {
+            st.request_clone(&mut self.ctx, now);
+        }
+    }
+
+    /// RFC 7791: the IKE SAs cloned from this one since the last call (ours or the
+    /// peer's), each established and routed by its own SPIs: the caller keeps and drives
+    /// each as an IKE SA of its own.
+    pub fn take_clones(&mut self) -> Vec<IkeSa> {
+        std::mem::take(&mut self.ctx.clones)
+    }
+
+    /// RFC 7791: the SPIs of the IKE SA this one was cloned from, if it was.
+    pub fn cloned_from(&self) -> Option<(u64, u64)> {
+        self.ctx.cloned_from
+    }
+
+    /// Whether the peer sent CLONE_IKE_SA_SUPPORTED (RFC 7791) in IKE_AUTH.
+    pub fn peer_supports_clone(&self) -> bool {
+        self.ctx.peer_clone
     }
 
     /// Rekeys the IKE SA now. Returns whether the SA is established.

@@ -273,6 +273,17 @@ impl PathSet {
         self.current().remote
     }
 
+    /// A clone's paths (RFC 7791): these, MOBIKE and the peer's addresses included, without
+    /// what belongs to an exchange under way (a route check, the last update's ID).
+    pub(in crate::ike::sa) fn for_clone(&self) -> PathSet {
+        PathSet {
+            children: None,
+            check: None,
+            last_update: None,
+            ..self.clone()
+        }
+    }
+
     /// Both addresses of the current path.
     pub(in crate::ike::sa) fn pair(&self) -> (SocketAddr, SocketAddr) {
         (self.local(), self.remote())

@@ -3,13 +3,19 @@
 //! SK_d; its initiator is the rekey's initiator. The exchange only makes the new SA
 //! ([`Effect::IkeRekeyed`], [`Effect::PeerRekeyedIke`]); the established state switches to
 //! it, deletes the old one and resolves simultaneous rekeys (section 2.8.2).
+//!
+//! The same exchange with N(CLONE_IKE_SA) first is a clone (RFC 7791): the keys are made
+//! the same way, but the old IKE SA stays, with its child SAs, and the new one is another
+//! IKE SA without any ([`Effect::Cloned`], [`Effect::PeerCloned`]). We send it only to a
+//! peer that sent CLONE_IKE_SA_SUPPORTED, and honour the peer's only when we sent it (it
+//! is otherwise ignored, as an unknown status notify: the request is a plain rekey).
 
 use super::{Effect, Ex, Exchange, IkeRetry, Key, Kind, invalid_ke_group, ke_payload, lowest};
 use crate::ike::crypto::KeyExchange;
 use crate::ike::proposal::{
     check_ike_rekey_response, ike_rekey_response_payload, ike_rekey_sa_payload, select_ike_rekey,
 };
-use crate::ike::sa::{Firsts, NONCE_RANGE, first_error_notify, notify};
+use crate::ike::sa::{FailReason, Firsts, NONCE_RANGE, first_error_notify, has_notify, notify};
 use crate::wire::{
     DhGroup, ExchangeType, KePayload, NotifyPayload, NotifyType, Payload, ProtocolId,
 };
@@ -22,17 +28,50 @@ struct Sent {
     ke: KeyExchange,
 }
 
-/// Our rekey of the IKE SA.
+/// How often a clone refused with TEMPORARY_FAILURE (or lost to a rekey) is tried.
+const CLONE_TRIES: u8 = 3;
+
+/// Our rekey of the IKE SA, or (with `clone`) our clone of it.
 #[derive(Debug)]
 pub(in crate::ike::sa) struct IkeRekey {
     /// The group of our KE, if given; else the first of the first proposal.
     group: Option<DhGroup>,
     sent: Option<Sent>,
+    /// RFC 7791: a clone, this many tries so far (1 the first).
+    clone: Option<u8>,
 }
 
 impl IkeRekey {
     pub(in crate::ike::sa) fn new(group: Option<DhGroup>) -> Self {
-        IkeRekey { group, sent: None }
+        IkeRekey {
+            group,
+            sent: None,
+            clone: None,
+        }
+    }
+
+    /// A clone of the IKE SA (RFC 7791), try `tries`.
+    pub(in crate::ike::sa) fn clone_sa(group: Option<DhGroup>, tries: u8) -> Self {
+        IkeRekey {
+            group,
+            sent: None,
+            clone: Some(tries),
+        }
+    }
+
+    /// The clone again, on the current IKE SA, unless tried often enough: then the
+    /// caller is told it failed.
+    fn clone_again(x: &mut Ex<'_>, group: Option<DhGroup>, tries: u8, why: FailReason) {
+        if tries < CLONE_TRIES {
+            x.effects.push(Effect::Queue(Box::new(IkeRekey::clone_sa(
+                group,
+                tries + 1,
+            ))));
+        } else {
+            x.ctx
+                .events
+                .push_back(crate::ike::sa::Event::CloneFailed(why));
+        }
     }
 }
 
@@ -90,6 +129,11 @@ impl Exchange for IkeRekey {
         let Ok(gir) = ours.agree(&ke.data) else {
             return vec![notify(NotifyType::InvalidSyntax)];
         };
+        // RFC 7791: a clone, if we announced support; else the notify is ignored.
+        let clone = ctx.cfg.clone_ike_sa && has_notify(p, NotifyType::CloneIkeSa);
+        if clone && !ctx.may_clone() {
+            return vec![notify(NotifyType::NoAdditionalSas)];
+        }
         // The rekey's initiator is the new IKE SA's initiator (RFC 7296 section 2.18).
         let Ok(core) = x
             .core
@@ -97,8 +141,11 @@ impl Exchange for IkeRekey {
         else {
             return vec![notify(NotifyType::TemporaryFailure)];
         };
-        x.effects
-            .push(Effect::PeerRekeyedIke(core, lowest(ni, &nr)));
+        x.effects.push(if clone {
+            Effect::PeerCloned(core)
+        } else {
+            Effect::PeerRekeyedIke(core, lowest(ni, &nr))
+        });
         vec![
             Payload::Sa(ike_rekey_response_payload(number, choice, spi)),
             Payload::Nonce(nr),
@@ -110,7 +157,18 @@ impl Exchange for IkeRekey {
     }
 
     fn key(&self) -> Key {
-        Key::IkeRekey
+        if self.clone.is_some() {
+            Key::IkeClone
+        } else {
+            Key::IkeRekey
+        }
+    }
+
+    /// A clone whose IKE SA was deleted (rekeyed by the peer) before it answered: a clone
+    /// of the current one instead.
+    fn requeue(self: Box<Self>) -> Option<Box<dyn Exchange>> {
+        let tries = self.clone?;
+        (tries < CLONE_TRIES).then(|| Box::new(IkeRekey::clone_sa(None, tries + 1)) as _)
     }
 
     fn exchange_type(&self) -> ExchangeType {
@@ -131,11 +189,16 @@ impl Exchange for IkeRekey {
         let (Ok(spi), Ok(ni)) = (ctx.ike_spi(), ctx.nonce()) else {
             return None;
         };
-        let p = vec![
+        let mut p = Vec::with_capacity(4);
+        if self.clone.is_some() {
+            // RFC 7791 section 5: HDR, SK {N(CLONE_IKE_SA), SA, Ni, KEi}.
+            p.push(notify(NotifyType::CloneIkeSa));
+        }
+        p.extend([
             Payload::Sa(ike_rekey_sa_payload(&ctx.cfg.proposals, spi)),
             Payload::Nonce(ni.clone()),
             ke_payload(&ke),
-        ];
+        ]);
         self.sent = Some(Sent { spi, ni, ke });
         Some(p)
     }
@@ -159,9 +222,28 @@ impl Exchange for IkeRekey {
                 NotifyType::TemporaryFailure => Some(IkeRetry::Later),
                 _ => None,
             };
+            if let Some(tries) = self.clone {
+                let why = FailReason::PeerNotify(t);
+                match retry {
+                    Some(IkeRetry::Group(g)) => Self::clone_again(x, Some(g), tries, why),
+                    Some(IkeRetry::Later) => Self::clone_again(x, None, tries, why),
+                    None => x
+                        .ctx
+                        .events
+                        .push_back(crate::ike::sa::Event::CloneFailed(why)),
+                }
+                return;
+            }
             x.effects.push(Effect::IkeRekeyFailed(retry));
             return;
         }
+        let failed = |x: &mut Ex<'_>, clone: Option<u8>, why: FailReason| match clone {
+            Some(_) => x
+                .ctx
+                .events
+                .push_back(crate::ike::sa::Event::CloneFailed(why)),
+            None => x.effects.push(Effect::IkeRekeyFailed(None)),
+        };
         let (sa, nr, ker) = sa_nonce_ke(p);
         let checked = match (sa, nr, ker) {
             (Some(sa), Some(nr), Some(ker)) if NONCE_RANGE.contains(&nr.len()) => {
@@ -173,19 +255,20 @@ impl Exchange for IkeRekey {
         };
         let Some((spi_r, choice, nr, ker)) = checked else {
             ctx.stats.malformed += 1;
-            x.effects.push(Effect::IkeRekeyFailed(None));
+            failed(x, self.clone, FailReason::InvalidSyntax);
             return;
         };
         let Ok(gir) = ke.agree(&ker.data) else {
-            x.effects.push(Effect::IkeRekeyFailed(None));
+            failed(x, self.clone, FailReason::InvalidSyntax);
             return;
         };
         match x
             .core
             .rekeyed(true, (spi, spi_r), ni.clone(), nr.clone(), &gir, choice)
         {
+            Ok(core) if self.clone.is_some() => x.effects.push(Effect::Cloned(core)),
             Ok(core) => x.effects.push(Effect::IkeRekeyed(core, lowest(&ni, nr))),
-            Err(_) => x.effects.push(Effect::IkeRekeyFailed(None)),
+            Err(e) => failed(x, self.clone, FailReason::Crypto(e)),
         }
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! * `child_create.rs`: CREATE_CHILD_SA for a new child SA (RFC 7296 section 1.3.1);
 //! * `child_rekey.rs`: CREATE_CHILD_SA with REKEY_SA, optional PFS (section 1.3.3);
-//! * `ike_rekey.rs`: CREATE_CHILD_SA rekeying the IKE SA (sections 1.3.2, 2.18);
+//! * `ike_rekey.rs`: CREATE_CHILD_SA rekeying the IKE SA (sections 1.3.2, 2.18), and
+//!   with CLONE_IKE_SA the clone of RFC 7791;
 //! * `delete.rs`: INFORMATIONAL with Delete payloads, of child SAs or the IKE SA (1.4.1);
 //! * `liveness.rs`: the empty INFORMATIONAL (section 2.4);
 //! * `mobike_update.rs`: MOBIKE's UPDATE_SA_ADDRESSES and address list updates, as
@@ -112,6 +113,8 @@ pub(crate) enum Key {
     ChildRekey(u32),
     /// A rekey of the IKE SA (whatever the group).
     IkeRekey,
+    /// A clone of the IKE SA (RFC 7791): never a rekey for the collision rules.
+    IkeClone,
     /// A Delete of the child SAs with these inbound SPIs.
     DeleteChildren(Vec<u32>),
     /// A Delete of the IKE SA with these SPIs.
@@ -164,6 +167,10 @@ pub(in crate::ike::sa) enum Effect {
     /// We answered the peer's rekey of the IKE SA: this is the new one, with the lowest
     /// nonce of that exchange.
     PeerRekeyedIke(Core, Vec<u8>),
+    /// RFC 7791: our clone of the IKE SA made this new IKE SA; the old one stays as it is.
+    Cloned(Core),
+    /// RFC 7791: we answered the peer's clone: this is the new IKE SA.
+    PeerCloned(Core),
 }
 
 /// How a failed IKE SA rekey of ours is tried again.

@@ -196,6 +196,9 @@ impl AuthSent {
             // Our additional addresses, if known (RFC 4555 section 3.4).
             inner.extend(announce(ctx).unwrap_or_default());
         }
+        if ctx.cfg.clone_ike_sa {
+            inner.push(notify(NotifyType::CloneIkeSaSupported));
+        }
         #[cfg(test)]
         inner.extend(ctx.test_auth_extra.iter().cloned());
         match core.seal(ExchangeType::IkeAuth, false, 1, &inner) {
@@ -259,7 +262,9 @@ impl AuthSent {
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
         ctx.paths
             .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
+        ctx.peer_clone = has_notify(&inner, NotifyType::CloneIkeSaSupported);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
+        info.peer_clone = ctx.peer_clone;
         info.local_auth = ctx.cfg.local_auth.name();
         info.remote_auth = Box::new(peer_auth);
         let cp = inner.iter().find_map(|p| match p {

@@ -240,6 +240,10 @@ impl AwaitAuth {
                 out.extend(announce(ctx).unwrap_or_default());
             }
         }
+        // RFC 7791 section 3: in the IKE_AUTH response too, whatever the request carried.
+        if ctx.cfg.clone_ike_sa {
+            out.push(notify(NotifyType::CloneIkeSaSupported));
+        }
         let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
             Ok(b) => b,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
@@ -249,7 +253,9 @@ impl AwaitAuth {
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
         ctx.paths
             .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
+        ctx.peer_clone = has_notify(&inner, NotifyType::CloneIkeSaSupported);
         let mut info = core.info(ctx.paths.current(), idi.clone(), peer_mobike);
+        info.peer_clone = ctx.peer_clone;
         info.local_auth = ctx.cfg.local_auth.name();
         info.remote_auth = Box::new(peer_auth);
         info.vips = child.vips;
