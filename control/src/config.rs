@@ -75,6 +75,29 @@ pub struct Config {
     /// addresses from the kernel and opens a socket on each (`daemon::interfaces`). The
     /// ones with a fixed address are in `engine.interfaces`.
     pub followed: Vec<FollowedInterface>,
+    /// `[interfaces.NAME] priority` and `alternate` of every section, by section name: what
+    /// the daemon announces of the interface to a peer of the multi-interface extension
+    /// (docs/PROTOCOL.md section 3.1).
+    pub interface_prefs: BTreeMap<String, InterfacePrefs>,
+}
+
+/// How an interface is announced to a mifsec peer (`[interfaces.NAME] priority`,
+/// `alternate`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InterfacePrefs {
+    /// 0 to 255, lower preferred (the path order of docs/PROTOCOL.md section 4.2).
+    pub priority: u8,
+    /// Announced for use only as an alternate (standby paths).
+    pub alternate: bool,
+}
+
+impl Config {
+    /// The preferences of the engine interface `engine_name`: its section's (a followed
+    /// interface's further addresses are `NAME.2`, `NAME.3`, ...), else the defaults.
+    pub fn prefs_of(prefs: &BTreeMap<String, InterfacePrefs>, engine_name: &str) -> InterfacePrefs {
+        let section = engine_name.split_once('.').map_or(engine_name, |(s, _)| s);
+        prefs.get(section).copied().unwrap_or_default()
+    }
 }
 
 /// An `[interfaces.NAME]` that names only a `device`: its addresses are followed.
@@ -452,6 +475,8 @@ struct RawInterface {
     device: Option<S<String>>,
     address: Option<S<String>>,
     port: Option<S<i64>>,
+    priority: Option<S<i64>>,
+    alternate: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -795,6 +820,7 @@ impl Cx<'_> {
         // Interfaces.
         let mut bound: HashMap<SocketAddr, String> = HashMap::new();
         let mut followed: Vec<FollowedInterface> = Vec::new();
+        let mut interface_prefs = BTreeMap::new();
         for (name, ri) in &raw.interfaces.0 {
             let key = format!("interfaces.{name}");
             self.name(
@@ -803,6 +829,17 @@ impl Cx<'_> {
                 &key,
                 "interface",
             )?;
+            let priority = match &ri.priority {
+                Some(p) => self.int(p, &format!("{key}.priority"), 0, 255)? as u8,
+                None => 0,
+            };
+            interface_prefs.insert(
+                name.clone(),
+                InterfacePrefs {
+                    priority,
+                    alternate: ri.alternate.unwrap_or(false),
+                },
+            );
             let port = match &ri.port {
                 Some(p) => self.int(p, &format!("{key}.port"), 0, 65_535)? as u16,
                 None => 4500,
@@ -1108,6 +1145,7 @@ impl Cx<'_> {
             user,
             log,
             followed,
+            interface_prefs,
         })
     }
 }

@@ -968,6 +968,43 @@ fn an_interface_with_only_a_device_follows_its_addresses() {
 }
 
 #[test]
+fn interface_priority_and_alternate() {
+    let text = plus(
+        "\n[interfaces.wan]\ndevice = \"wlan0\"\npriority = 10\nalternate = true\n\n\
+         [interfaces.link2]\naddress = \"198.18.2.2\"\npriority = 255\n",
+    );
+    let cfg = parse("gw.toml", &text).unwrap();
+    let p = |n: &str| Config::prefs_of(&cfg.interface_prefs, n);
+    assert_eq!(p("link1"), InterfacePrefs::default(), "the defaults");
+    assert_eq!(
+        p("link2"),
+        InterfacePrefs {
+            priority: 255,
+            alternate: false
+        }
+    );
+    let wan = InterfacePrefs {
+        priority: 10,
+        alternate: true,
+    };
+    assert_eq!(p("wan"), wan);
+    assert_eq!(p("wan.2"), wan, "a followed interface's further addresses");
+    assert_eq!(p("nothing"), InterfacePrefs::default());
+    assert_eq!(
+        err(&edit(6, "address = \"198.18.1.2\"\npriority = 256")),
+        "gw.toml:7: interfaces.link1.priority: must be 0 to 255, got 256"
+    );
+    assert_eq!(
+        err(&edit(6, "address = \"198.18.1.2\"\npriority = -1")),
+        "gw.toml:7: interfaces.link1.priority: must be 0 to 255, got -1"
+    );
+    assert!(
+        err(&edit(6, "address = \"198.18.1.2\"\nalternate = 1"))
+            .starts_with("gw.toml:7: interfaces.link1.alternate: invalid type"),
+    );
+}
+
+#[test]
 fn followed_interfaces_errors() {
     // Two sections following one device on one port would bind every address twice.
     assert_eq!(

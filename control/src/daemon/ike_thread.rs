@@ -48,7 +48,7 @@ use tracing::{debug, error, info, warn};
 
 use super::install::Installed;
 use super::status::{ChildState, IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
-use crate::config::{Connection, IkeSettings};
+use crate::config::{Connection, IkeSettings, InterfacePrefs};
 use crate::dataplane::engine::{Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::{Event as SaEvent, Usage};
 use crate::dataplane::iproute;
@@ -220,6 +220,7 @@ impl IkeHandle {
     pub fn start(
         engine: Arc<Engine>,
         settings: IkeSettings,
+        prefs: BTreeMap<String, InterfacePrefs>,
         interfaces: &[InterfaceConfig],
         ports: IkePorts,
     ) -> Result<IkeHandle, SpawnError> {
@@ -306,6 +307,7 @@ impl IkeHandle {
             engine: Arc::clone(&engine),
             conns: settings.connections,
             ifaces: interfaces.to_vec(),
+            prefs,
             sock500,
             ep,
             entries: HashMap::new(),
@@ -553,6 +555,8 @@ pub(super) struct IkeThread {
     pub(super) engine: Arc<Engine>,
     pub(super) conns: Vec<Connection>,
     pub(super) ifaces: Vec<InterfaceConfig>,
+    /// `[interfaces.*] priority` and `alternate`, by section name.
+    pub(super) prefs: BTreeMap<String, InterfacePrefs>,
     pub(super) sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
     /// The IKE SAs: routing, responders, COOKIEs and the half-open limits.
     pub(super) ep: Endpoint,

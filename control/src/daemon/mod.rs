@@ -122,6 +122,7 @@ pub fn run(path: &Path) -> i32 {
         user,
         log: _,
         followed,
+        interface_prefs,
     } = cfg;
     let plan = match privileges::plan(user.as_deref()) {
         Ok(p) => p,
@@ -227,7 +228,7 @@ pub fn run(path: &Path) -> i32 {
         log_manual_seq_events(&engine);
         None
     } else {
-        match IkeHandle::start(Arc::clone(&engine), ike_cfg, &live, ports) {
+        match IkeHandle::start(Arc::clone(&engine), ike_cfg, interface_prefs, &live, ports) {
             Ok(i) => Some(i),
             Err(e) => {
                 error!("cannot start the IKE thread: {e}");
