@@ -28,6 +28,13 @@ usage: mifsec COMMAND [OPTIONS]
   ctl rekey CONN [--ike]                rekey CONN's child SAs (or, with --ike, its IKE SA)
   ctl move CONN --local A [--remote A]  move CONN's IKE SA and child SAs to our address A
                                         (MOBIKE; only an IKE SA we initiated)
+  ctl mif CONN add IFACE [--standby]    multi-interface operations with a mifsec peer, each
+  ctl mif CONN remove IFACE             one exchange for every child SA selected; IFACE is
+  ctl mif CONN soft-handover FROM TO    an [interfaces.*] name; selection --all (default),
+  ctl mif CONN hard-handover FROM TO    --spi SPI[,SPI...] (our inbound SPIs) or
+  ctl mif CONN alternates [IFACE...]    --ts LOCAL_CIDR[,..][:REMOTE_CIDR,..]; --check asks
+  ctl mif CONN check IFACE              and changes nothing. Prints the peer's answer per
+                                        child SA (waits up to 5 s)
   help                                  this text
 
 status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
@@ -327,6 +334,31 @@ fn parse_ctl(args: &[String]) -> Result<Command, String> {
                 },
             )
         }
+        "mif" => {
+            let a = Args::split(rest, &["standby", "all", "check"], &["socket", "spi", "ts"])?;
+            let Some((conn, after)) = a.positional.split_first() else {
+                return Err("ctl mif takes CONN OPERATION [IFACE...]".into());
+            };
+            let Some((op, interfaces)) = after.split_first() else {
+                return Err("ctl mif takes CONN OPERATION [IFACE...]".into());
+            };
+            let (spi, ts) = (a.value("spi"), a.value("ts"));
+            if a.flag("all") && (spi.is_some() || ts.is_some()) {
+                return Err("--all excludes --spi and --ts".into());
+            }
+            let m = crate::ctl::mif::MifRequest {
+                conn: conn.clone(),
+                op: op.clone(),
+                interfaces: interfaces.to_vec(),
+                standby: a.flag("standby"),
+                spi,
+                ts,
+                check: a.flag("check"),
+            };
+            // The same checks as the daemon's, so that a typo is a usage error here.
+            m.command()?;
+            (a, Request::Mif(m))
+        }
         other => return Err(format!("unknown ctl subcommand {other:?}")),
     };
     Ok(Command::Ctl {
@@ -496,6 +528,49 @@ mod tests {
                 }
             })
         );
+    }
+
+    #[test]
+    fn ctl_mif() {
+        use crate::ctl::mif::MifRequest;
+        let m = |line: &str| match p(line) {
+            Ok(Command::Ctl {
+                request: Request::Mif(m),
+                ..
+            }) => Ok(m),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            m("ctl mif home soft-handover link1 link3 --spi c1000001,c1000002 --check"),
+            Ok(MifRequest {
+                conn: "home".into(),
+                op: "soft-handover".into(),
+                interfaces: vec!["link1".into(), "link3".into()],
+                standby: false,
+                spi: Some("c1000001,c1000002".into()),
+                ts: None,
+                check: true,
+            })
+        );
+        let a = m("ctl mif home add link3 --standby --all").unwrap();
+        assert!(a.standby && a.spi.is_none() && a.ts.is_none() && !a.check);
+        let a = m("ctl mif home alternates --ts 10.1.0.0/16:10.2.0.0/16").unwrap();
+        assert!(a.interfaces.is_empty());
+        assert_eq!(a.ts.as_deref(), Some("10.1.0.0/16:10.2.0.0/16"));
+        assert_eq!(
+            m("ctl mif home"),
+            Err("ctl mif takes CONN OPERATION [IFACE...]".into())
+        );
+        assert_eq!(
+            m("ctl mif home remove l1 --all --spi 1"),
+            Err("--all excludes --spi and --ts".into())
+        );
+        assert_eq!(
+            m("ctl mif home remove"),
+            Err("mif remove takes IFACE, got []".into())
+        );
+        assert!(m("ctl mif home teleport l1").is_err());
     }
 
     #[test]

@@ -69,9 +69,14 @@ fn execute(cmd: Command) -> i32 {
                 }
             }
         }),
-        Command::Ctl { socket, request } => client(&socket, &request, |v| match v.as_str() {
-            Some(s) => println!("{s}"),
-            None => println!("{v}"),
+        Command::Ctl { socket, request } => client(&socket, &request, |v| {
+            match v
+                .as_str()
+                .or_else(|| v.get("text").and_then(|t| t.as_str()))
+            {
+                Some(s) => println!("{s}"),
+                None => println!("{v}"),
+            }
         }),
     }
 }

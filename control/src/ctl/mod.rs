@@ -37,6 +37,7 @@ use crate::dataplane::engine::{Engine, EngineError, EngineStatus, InterfaceConfi
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 
 mod client;
+pub mod mif;
 mod server;
 #[cfg(any(test, feature = "stand-in"))]
 pub mod stand_in;
@@ -159,6 +160,9 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         remote: Option<String>,
     },
+    /// One operation of the multi-interface extension on a connection's child SAs
+    /// (`ctl mif`), answered once the peer answered.
+    Mif(mif::MifRequest),
 }
 
 /// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
@@ -258,6 +262,15 @@ pub trait Target {
         remote: Option<IpAddr>,
     ) -> Result<String, CommandError> {
         let _ = (local, remote);
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
+    }
+    /// One multi-interface operation on connection `conn`'s IKE SAs (each established one
+    /// with the extension in use): the peer's answers, one per IKE SA, waited for up to
+    /// [`mif::MIF_ANSWER`]. Without IKE: an error.
+    fn mif(&self, conn: &str, cmd: mif::MifCommand) -> Result<Vec<mif::MifAnswer>, CommandError> {
+        let _ = cmd;
         Err(CommandError::NoIke {
             name: conn.to_owned(),
         })
@@ -382,6 +395,7 @@ impl Request {
                 }
                 s
             }
+            Request::Mif(m) => m.describe(),
         }
     }
 }
@@ -503,6 +517,28 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                     return Err("--local and --remote are of different families".into());
                 }
                 done(target.move_sa(&conn, local, remote))
+            }
+            Request::Mif(m) => {
+                let cmd = m.command()?;
+                let answers = target.mif(&m.conn, cmd).map_err(|e| e.to_string())?;
+                if answers.is_empty() {
+                    return Err(format!(
+                        "{}: no established IKE SA with the multi-interface extension in use",
+                        m.conn
+                    ));
+                }
+                if answers.iter().all(|a| !a.answered && a.refused.is_none()) {
+                    return Err(answers
+                        .iter()
+                        .map(|a| a.text(&m.conn))
+                        .collect::<Vec<_>>()
+                        .join("\n"));
+                }
+                let text: Vec<String> = answers.iter().map(|a| a.text(&m.conn)).collect();
+                Response::ok(serde_json::json!({
+                    "text": text.join("\n"),
+                    "answers": answers,
+                }))
             }
         })
     };

@@ -109,4 +109,39 @@ impl Target for StandIn {
     ) -> Result<String, CommandError> {
         self.ike(format!("move {conn} {local} {remote:?}"), conn)
     }
+    /// Answers every child SA of a "selection" of two as applied with two paths; a
+    /// connection whose name starts with "silent" gets no answer.
+    fn mif(
+        &self,
+        conn: &str,
+        cmd: super::mif::MifCommand,
+    ) -> Result<Vec<super::mif::MifAnswer>, CommandError> {
+        use super::mif::{MifAnswer, MifChildAnswer};
+        self.ike(
+            format!(
+                "mif {conn} {:?} {:?} {}",
+                cmd.action, cmd.select, cmd.dry_run
+            ),
+            conn,
+        )?;
+        let answered = !conn.starts_with("silent");
+        Ok(vec![MifAnswer {
+            ike_sa: 1,
+            op: cmd.action.name().into(),
+            dry_run: cmd.dry_run,
+            answered,
+            refused: None,
+            children: if answered {
+                ["c1000001", "c1000002"]
+                    .map(|spi| MifChildAnswer {
+                        spi: spi.into(),
+                        status: "applied".into(),
+                        paths: 2,
+                    })
+                    .to_vec()
+            } else {
+                Vec::new()
+            },
+        }])
+    }
 }

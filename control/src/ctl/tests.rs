@@ -619,3 +619,50 @@ fn move_checks_its_addresses_before_the_ike_thread() {
     );
     assert_eq!(mv("a", None).class(), Class::Change);
 }
+
+#[test]
+fn mif_requests_are_checked_then_answered_per_child_sa() {
+    let f = Fake::default();
+    let line = r#"{"cmd":"mif","conn":"home","op":"soft-handover","interfaces":["link1","link3"],"spi":"c1000001","check":true}"#;
+    let (req, resp) = handle_line(&f, line);
+    let req = req.unwrap();
+    assert_eq!(serde_json::to_string(&req).unwrap(), line, "the wire form");
+    assert_eq!(
+        req.describe(),
+        "mif home soft-handover link1 link3 --spi c1000001 --check"
+    );
+    assert_eq!(req.class(), Class::Change);
+    let v = resp.into_result().unwrap();
+    assert_eq!(
+        v["text"],
+        "home #1: soft-handover (check): answered for 2 child SAs\n  child SA c1000001: applied, 2 paths\n  child SA c1000002: applied, 2 paths"
+    );
+    assert_eq!(v["answers"][0]["children"][1]["spi"], "c1000002");
+    assert_eq!(
+        f.calls(),
+        vec!["mif home SoftHandover { from: \"link1\", to: \"link3\" } Spis([3238002689]) true"]
+    );
+    // Refused before the IKE thread: nothing called.
+    let r = handle_line(
+        &f,
+        r#"{"cmd":"mif","conn":"home","op":"add","interfaces":[],"check":false}"#,
+    );
+    assert_eq!(r.1.error.as_deref(), Some("mif add takes IFACE, got []"));
+    let r = handle_line(&f, r#"{"cmd":"mif","conn":"home","op":"add","bogus":1}"#);
+    assert!(r.1.error.unwrap().starts_with("bad request"));
+    assert_eq!(f.calls().len(), 1);
+    // No answer within the deadline: an error that says so.
+    let r = handle_line(
+        &f,
+        r#"{"cmd":"mif","conn":"silent","op":"check","interfaces":["l3"]}"#,
+    );
+    assert_eq!(
+        r.1.error.as_deref(),
+        Some("silent #1: check: no answer within 5 s")
+    );
+    let r = handle_line(
+        &f,
+        r#"{"cmd":"mif","conn":"nohome","op":"check","interfaces":["l3"]}"#,
+    );
+    assert_eq!(r.1.error.as_deref(), Some("no connection named \"nohome\""));
+}

@@ -49,6 +49,7 @@ use tracing::{debug, error, info, warn};
 use super::install::Installed;
 use super::status::{ChildState, IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings, InterfacePrefs};
+use crate::ctl::mif::{MIF_ANSWER, MifAnswer, MifCommand};
 use crate::dataplane::engine::{Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::{Event as SaEvent, Usage};
 use crate::dataplane::iproute;
@@ -185,6 +186,9 @@ enum Msg {
         Option<IpAddr>,
         Sender<Result<String, String>>,
     ),
+    /// `ctl mif`: connection, the checked command; the answers (one per IKE SA) go back on
+    /// the channel once every peer answered.
+    Mif(String, MifCommand, Sender<Vec<MifAnswer>>),
     Stop,
 }
 
@@ -410,6 +414,21 @@ impl IkeHandle {
         }
     }
 
+    /// One multi-interface operation on connection `conn`'s IKE SAs with the extension in
+    /// use: the answers, one per IKE SA, once all came or [`MIF_ANSWER`] passed (an IKE SA
+    /// whose peer did not answer then is reported so).
+    pub fn mif(&self, conn: &str, cmd: MifCommand) -> Result<Vec<MifAnswer>, CommandError> {
+        self.known(conn)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(Msg::Mif(conn.to_owned(), cmd, tx))?;
+        // The thread answers by the deadline itself; a little more for its turn.
+        match rx.recv_timeout(MIF_ANSWER + Duration::from_millis(500)) {
+            Ok(r) => Ok(r),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
+    }
+
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Rekey(conn.to_owned(), ike))?;
@@ -556,6 +575,7 @@ pub(super) struct IkeThread {
     pub(super) conns: Vec<Connection>,
     pub(super) ifaces: Vec<InterfaceConfig>,
     /// `[interfaces.*] priority` and `alternate`, by section name.
+    #[allow(dead_code, reason = "read once the IKE SAs take local interfaces")]
     pub(super) prefs: BTreeMap<String, InterfacePrefs>,
     pub(super) sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
     /// The IKE SAs: routing, responders, COOKIEs and the half-open limits.
@@ -674,6 +694,7 @@ impl IkeThread {
                     // The operator may have given up waiting: nothing to tell then.
                     let _ = reply.try_send(r);
                 }
+                Some(Msg::Mif(c, cmd, reply)) => self.mif_command(now, &c, cmd, reply),
                 Some(Msg::Stop) => {
                     self.terminate(now, None);
                     self.publish(now);

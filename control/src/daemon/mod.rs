@@ -31,6 +31,7 @@ use tracing::{error, info, warn};
 pub mod ike_thread;
 pub mod install;
 pub mod interfaces;
+mod mif;
 mod privileges;
 pub mod status;
 
@@ -431,6 +432,18 @@ impl ctl::Target for Node {
     ) -> Result<String, CommandError> {
         match &self.ike {
             Some(i) => i.move_sa(conn, local, remote),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
+        }
+    }
+    fn mif(
+        &self,
+        conn: &str,
+        cmd: ctl::mif::MifCommand,
+    ) -> Result<Vec<ctl::mif::MifAnswer>, CommandError> {
+        match &self.ike {
+            Some(i) => i.mif(conn, cmd),
             None => Err(CommandError::NoIke {
                 name: conn.to_owned(),
             }),
