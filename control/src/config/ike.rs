@@ -24,7 +24,7 @@ use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::limits::InitLimits;
 use crate::ike::{
     AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
-    IkeConfig, IkeProposal, Lifetimes, Mode, Prf, RetransmitConfig, RoamConfig,
+    IkeConfig, IkeProposal, Lifetimes, MifOnNew, Mode, Prf, RetransmitConfig, RoamConfig,
 };
 use crate::wire::{DhGroup, IdPayload, TrafficSelector};
 
@@ -118,6 +118,8 @@ pub(super) struct RawConnection {
     path_check_interval: Option<S<RawDuration>>,
     path_check_tries: Option<S<i64>>,
     prefer_best_path: Option<bool>,
+    mif_on_new: Option<S<String>>,
+    mif_prefer: Option<bool>,
     local: Option<RawEnd>,
     remote: Option<RawEnd>,
     #[serde(default)]
@@ -156,6 +158,7 @@ struct RawChild {
     rekey_packets: Option<S<RawDuration>>,
     life_packets: Option<S<RawDuration>>,
     rand_packets: Option<S<RawDuration>>,
+    mif_accept: Option<bool>,
 }
 
 /// A byte or packet count as swanctl.conf writes it: a number, or a number with `K`, `M`
@@ -954,6 +957,7 @@ impl Cx<'_> {
                         life_packets: volume[1].1,
                         rand_packets: volume[1].2,
                     }),
+                    mif_accept: ch.mif_accept.unwrap_or(true),
                 });
             }
             // swanctl.conf defaults: IKE rekey 4h; hard limit 10% later; rand_time the
@@ -1046,6 +1050,15 @@ impl Cx<'_> {
                 },
                 prefer_best_path: rc.prefer_best_path.unwrap_or(dr.prefer_best_path),
             };
+            let mif_on_new = match &rc.mif_on_new {
+                Some(a) => self.parse_str(a, &k("mif_on_new"), |t| match t {
+                    "add" => Ok(MifOnNew::Add),
+                    "alternate" => Ok(MifOnNew::Alternate),
+                    "ignore" => Ok(MifOnNew::Ignore),
+                    _ => Err(format!("{t:?}: mif_on_new is add, alternate or ignore")),
+                })?,
+                None => MifOnNew::Add,
+            };
             let mut child_names = vec![first.name.clone()];
             child_names.extend(children.iter().map(|c| c.name.clone()));
             out.connections.push(Connection {
@@ -1079,6 +1092,8 @@ impl Cx<'_> {
                     lifetimes,
                     dpd,
                     roam,
+                    mif_on_new,
+                    mif_prefer: rc.mif_prefer.unwrap_or(false),
                 },
             });
         }
@@ -1356,6 +1371,19 @@ mod tests {
         assert_eq!(c.ike.roam.check_delay, None);
         let e = conn("path_check_tries = 0", "").unwrap_err();
         assert!(e.contains("connections.c.path_check_tries"), "{e}");
+
+        // MIF automatic operation and the child's acceptance.
+        assert_eq!(c.ike.mif_on_new, MifOnNew::Add);
+        assert!(!c.ike.mif_prefer && c.ike.child.mif_accept);
+        let c = conn(
+            "mif_on_new = \"alternate\"\nmif_prefer = true",
+            "mif_accept = false",
+        )
+        .unwrap();
+        assert_eq!(c.ike.mif_on_new, MifOnNew::Alternate);
+        assert!(c.ike.mif_prefer && !c.ike.child.mif_accept);
+        let e = conn("mif_on_new = \"drop\"", "").unwrap_err();
+        assert!(e.contains("connections.c.mif_on_new"), "{e}");
 
         let e = conn("dpd_action = \"hold\"", "").unwrap_err();
         assert!(e.contains("connections.c.dpd_action"), "{e}");

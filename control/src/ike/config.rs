@@ -168,6 +168,22 @@ pub struct ChildConfig {
     /// This child's own rekey and expiry times; `None` uses the `child_*` times of
     /// [`IkeConfig::lifetimes`].
     pub lifetimes: Option<ChildLifetimes>,
+    /// MIF (docs/PROTOCOL.md section 5): whether the peer's operations may change this
+    /// child's paths over its interfaces (`mif_accept`, default true; false: NOT_ALLOWED,
+    /// except the removal of an interface).
+    pub mif_accept: bool,
+}
+
+/// What a new local interface becomes on the IKE SAs with MIF in use (`mif_on_new`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MifOnNew {
+    /// ADD_INTERFACE for every child, active (standby if it is an alternate interface).
+    #[default]
+    Add,
+    /// ADD_INTERFACE for every child as a standby (an alternate).
+    Alternate,
+    /// Only announced (the interface list), no operation.
+    Ignore,
 }
 
 /// A child SA's rekey and expiry times (as the `child_*` fields of [`Lifetimes`]).
@@ -503,6 +519,11 @@ pub struct IkeConfig {
     pub dpd: DpdConfig,
     /// MOBIKE as initiator: path checks and preference.
     pub roam: RoamConfig,
+    /// MIF: the operation a new local interface starts (`mif_on_new`).
+    pub mif_on_new: MifOnNew,
+    /// MIF: when the most preferred interface (lowest priority) comes back, the traffic
+    /// moves back to it by SOFT_HANDOVER (`mif_prefer`).
+    pub mif_prefer: bool,
 }
 
 impl IkeConfig {
@@ -634,6 +655,7 @@ mod tests {
                 remote_ts: vec![],
                 mode: Mode::Tunnel,
                 lifetimes: None,
+                mif_accept: true,
             },
             more_children: Vec::new(),
             request_vip: false,
@@ -650,6 +672,8 @@ mod tests {
             lifetimes: Lifetimes::default(),
             dpd: DpdConfig::default(),
             roam: RoamConfig::default(),
+            mif_on_new: MifOnNew::Add,
+            mif_prefer: false,
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"));

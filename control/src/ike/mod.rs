@@ -35,7 +35,7 @@ mod harness;
 
 pub use config::{
     AddressPool, ChildConfig, ChildLifetimes, DpdAction, DpdConfig, EsnPolicy, EspProposal,
-    IkeConfig, IkeProposal, Lifetimes, Mode, RetransmitConfig, RoamConfig,
+    IkeConfig, IkeProposal, Lifetimes, MifOnNew, Mode, RetransmitConfig, RoamConfig,
 };
 pub use crypto::Prf;
 pub use sa::{

@@ -24,6 +24,7 @@ fn child(local: Vec<TrafficSelector>, remote: Vec<TrafficSelector>) -> ChildConf
         remote_ts: remote,
         mode: Mode::Tunnel,
         lifetimes: None,
+        mif_accept: true,
     }
 }
 
@@ -55,6 +56,8 @@ pub fn client() -> IkeConfig {
         lifetimes: Lifetimes::default(),
         dpd: DpdConfig::default(),
         roam: RoamConfig::default(),
+        mif_on_new: Default::default(),
+        mif_prefer: false,
     }
 }
 
@@ -89,5 +92,7 @@ pub fn gateway() -> IkeConfig {
         lifetimes: Lifetimes::default(),
         dpd: DpdConfig::default(),
         roam: RoamConfig::default(),
+        mif_on_new: Default::default(),
+        mif_prefer: false,
     }
 }
