@@ -207,6 +207,7 @@ pub fn lab_config(side: Side, policy: Policy, cipher: Cipher, p2_role: Role) -> 
         role,
         weight: 1,
         pin: Vec::new(),
+        verify: false,
     };
     EngineConfig {
         workers: 2,

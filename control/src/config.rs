@@ -1100,6 +1100,7 @@ impl Cx<'_> {
                     role,
                     weight,
                     pin,
+                    verify: false,
                 });
             }
             engine.sas.push(SaSpec {

@@ -11,7 +11,7 @@
 //! the estimates (`rtt`, `loss`, rates) are written by the engine's monitor thread only.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 /// Whether a path answers its probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -75,6 +75,10 @@ pub struct PathState {
     tx_bps: AtomicU64,
     rx_bps: AtomicU64,
     liveness: AtomicU8,
+    /// Return routability: a probe sent on this path was answered on it (from its remote
+    /// address, on its socket). Paths that need no check start verified; the scheduler never
+    /// sends data on a path that is not.
+    verified: AtomicBool,
 }
 
 /// A plain copy of a path's figures.
@@ -118,7 +122,40 @@ impl PathState {
             tx_bps: AtomicU64::new(0),
             rx_bps: AtomicU64::new(0),
             liveness: AtomicU8::new(Liveness::Unknown as u8),
+            verified: AtomicBool::new(true),
         }
+    }
+
+    /// A new path that carries no data until a probe is answered on it ([`Self::verify`]).
+    pub fn unverified(
+        id: u32,
+        name: &str,
+        interface: &str,
+        remote: SocketAddr,
+        now_ns: u64,
+    ) -> Self {
+        let p = PathState::new(id, name, interface, remote, now_ns);
+        p.verified.store(false, Ordering::Relaxed);
+        p
+    }
+
+    /// Whether return routability is shown (or was never asked for).
+    #[inline]
+    pub fn verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// Records that a probe sent on this path was answered on it; returns whether this is
+    /// the first time (the path was unverified until now).
+    pub fn verify(&self) -> bool {
+        !self.verified.swap(true, Ordering::Relaxed)
+    }
+
+    /// Whether the path answers probes and may carry data: up and verified (the test a soft
+    /// handover waits for).
+    #[inline]
+    pub fn answering(&self) -> bool {
+        self.liveness() == Liveness::Up && self.verified()
     }
 
     /// Counts packets sent.
@@ -149,10 +186,10 @@ impl PathState {
         Liveness::from_u8(self.liveness.load(Ordering::Relaxed))
     }
 
-    /// Whether the scheduler may use the path.
+    /// Whether the scheduler may use the path: verified and not down.
     #[inline]
     pub fn usable(&self) -> bool {
-        self.liveness() != Liveness::Down
+        self.verified() && self.liveness() != Liveness::Down
     }
 
     /// Sets liveness (monitor thread; tests).
@@ -362,5 +399,18 @@ mod tests {
         assert_eq!(p.srtt_us(), 2000 - 250 + 125);
         p.set_liveness(Liveness::Down);
         assert!(!p.usable());
+    }
+
+    #[test]
+    fn an_unverified_path_is_unusable_until_verified_once() {
+        let p = PathState::unverified(1, "p1", "link1", "198.18.1.1:4500".parse().unwrap(), 0);
+        assert!(!p.verified() && !p.usable() && !p.answering());
+        // An answer on some other path of the SA (liveness Up) is not return routability.
+        p.probe_answered(1_000, 2_000);
+        assert!(!p.usable() && !p.answering());
+        assert!(p.verify(), "the first verification is reported");
+        assert!(!p.verify(), "only once");
+        assert!(p.usable() && p.answering());
+        assert!(PathState::new(2, "p2", "l", "198.18.1.1:4500".parse().unwrap(), 0).verified());
     }
 }

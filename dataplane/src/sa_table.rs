@@ -310,6 +310,20 @@ pub fn smooth_schedule(weights: &[u32]) -> Vec<u8> {
         .collect()
 }
 
+/// The aggregate schedule of an SA's paths: the active paths by weight (standby and
+/// alternate paths have no slot; the scheduler falls back to them only while no active path
+/// is live).
+pub fn aggregate_schedule(paths: &[PathEntry]) -> Vec<u8> {
+    let weights: Vec<u32> = paths
+        .iter()
+        .map(|p| if p.role == Role::Active { p.weight } else { 0 })
+        .collect();
+    smooth_schedule(&weights)
+        .into_iter()
+        .filter(|&i| weights[usize::from(i)] > 0)
+        .collect()
+}
+
 /// The published table. Cheap to read from any thread; written by the control side.
 #[derive(Debug)]
 pub struct SaTables {

@@ -19,23 +19,47 @@ pub struct Run {
     pub len: usize,
 }
 
-/// The failover choice: the first live active path, else the first live standby; when no path
-/// is live, the first active path that still has a socket (probes keep running, and sending
-/// into a path that may have come back beats sending nowhere).
+/// The failover choice: the first live active path, else the first live standby (standby
+/// paths take over in their order in the SA, which `TableOp::SetPathOrder` sets); when no
+/// path is live, the first active path that still has a socket (probes keep running, and
+/// sending into a path that may have come back beats sending nowhere). A path whose return
+/// routability is not yet shown ([`PathState::verified`](crate::path::PathState::verified))
+/// is never chosen, not even by that fallback.
 pub fn failover(paths: &[PathEntry]) -> Option<usize> {
     let live = |role| paths.iter().position(|p| p.role == role && p.sendable());
+    let fallback = |p: &PathEntry| p.socket.is_some() && p.state.verified();
     live(Role::Active)
         .or_else(|| live(Role::Standby))
         .or_else(|| {
             paths
                 .iter()
-                .position(|p| p.role == Role::Active && p.socket.is_some())
+                .position(|p| p.role == Role::Active && fallback(p))
         })
-        .or_else(|| paths.iter().position(|p| p.socket.is_some()))
+        .or_else(|| paths.iter().position(fallback))
+}
+
+/// Which role carries traffic now: the active paths while one of them is live, else the
+/// standby paths.
+fn carrying(paths: &[PathEntry]) -> Role {
+    if paths.iter().any(|p| p.role == Role::Active && p.sendable()) {
+        Role::Active
+    } else {
+        Role::Standby
+    }
 }
 
 /// Assigns a train of `n` packets to `dst` to paths. `runs` is cleared first; it stays empty
 /// when the SA has no path with a socket.
+///
+/// For every policy, standby paths carry traffic only while no active path is live, and
+/// alternate paths never (they are probed, and used once a handover makes them active):
+/// - failover: see [`failover`];
+/// - pinned: the first live path of the carrying role (active, or standby while no active
+///   path is live) whose pins hold `dst`, else failover;
+/// - redundant: every live active path; while none is live, the first live standby;
+/// - aggregate: the schedule holds the active paths only (by weight), a slot whose path is
+///   not live goes to the failover choice; while no active path is live that is the first
+///   live standby.
 pub fn assign(entry: &OutboundEntry, dst: IpAddr, n: usize, runs: &mut Vec<Run>) {
     runs.clear();
     if n == 0 {
@@ -49,10 +73,10 @@ pub fn assign(entry: &OutboundEntry, dst: IpAddr, n: usize, runs: &mut Vec<Run>)
     match entry.policy {
         Policy::Failover => runs.extend(failover(&entry.paths).map(whole)),
         Policy::Pinned => {
-            let pinned = entry
-                .paths
-                .iter()
-                .position(|p| p.sendable() && p.pin.iter().any(|pfx| pfx.contains(dst)));
+            let role = carrying(&entry.paths);
+            let pinned = entry.paths.iter().position(|p| {
+                p.role == role && p.sendable() && p.pin.iter().any(|pfx| pfx.contains(dst))
+            });
             runs.extend(pinned.or_else(|| failover(&entry.paths)).map(whole));
         }
         Policy::Redundant => {
@@ -61,7 +85,7 @@ pub fn assign(entry: &OutboundEntry, dst: IpAddr, n: usize, runs: &mut Vec<Run>)
                     .paths
                     .iter()
                     .enumerate()
-                    .filter(|(_, p)| p.role != Role::Alternate && p.sendable())
+                    .filter(|(_, p)| p.role == Role::Active && p.sendable())
                     .map(|(i, _)| whole(i)),
             );
             if runs.is_empty() {
@@ -81,7 +105,7 @@ pub fn assign(entry: &OutboundEntry, dst: IpAddr, n: usize, runs: &mut Vec<Run>)
             for k in 0..n {
                 let slot = entry.schedule[((base + k as u64) % len) as usize] as usize;
                 let path = match entry.paths.get(slot) {
-                    Some(p) if p.role != Role::Alternate && p.sendable() => slot,
+                    Some(p) if p.role == Role::Active && p.sendable() => slot,
                     _ => fallback,
                 };
                 match runs.last_mut() {
@@ -106,7 +130,7 @@ mod tests {
     use crate::aead::{Backend, Cipher};
     use crate::esp::{Mode, OutboundSa, SaConfig};
     use crate::path::{Liveness, PathState};
-    use crate::sa_table::{PathEntry, Prefix, smooth_schedule};
+    use crate::sa_table::{PathEntry, Prefix, aggregate_schedule};
     use crate::sys::udp::{OuterSocket, SocketConfig};
 
     fn path(id: u32, role: Role, live: Liveness, weight: u32, pin: &[&str]) -> PathEntry {
@@ -139,13 +163,12 @@ mod tests {
             mode: Mode::Tunnel,
             replay_window: 64,
         };
-        let weights: Vec<u32> = paths.iter().map(|p| p.weight).collect();
         OutboundEntry {
             name: "t".into(),
             sa: Arc::new(OutboundSa::new(&cfg, None).unwrap()),
             local_ts: Vec::new(),
             remote_ts: Vec::new(),
-            schedule: smooth_schedule(&weights),
+            schedule: aggregate_schedule(&paths),
             paths,
             policy,
             cursor: Arc::new(AtomicU64::new(0)),
@@ -204,7 +227,7 @@ mod tests {
     }
 
     #[test]
-    fn redundant_sends_every_packet_on_every_live_non_alternate_path() {
+    fn redundant_sends_every_packet_on_every_live_active_path() {
         use Liveness::*;
         let e = entry(
             Policy::Redundant,
@@ -213,6 +236,7 @@ mod tests {
                 path(2, Role::Standby, Up, 1, &[]),
                 path(3, Role::Alternate, Up, 1, &[]),
                 path(4, Role::Active, Down, 1, &[]),
+                path(5, Role::Active, Unknown, 1, &[]),
             ],
         );
         assert_eq!(
@@ -224,12 +248,99 @@ mod tests {
                     len: 3
                 },
                 Run {
-                    path: 1,
+                    path: 4,
                     start: 0,
                     len: 3
                 }
             ]
         );
+        // No active path live: the first live standby, never the alternate.
+        e.paths[0].state.set_liveness(Down);
+        e.paths[4].state.set_liveness(Down);
+        assert_eq!(runs(&e, "10.0.0.1", 3), whole(1, 3));
+    }
+
+    /// Standby paths take over in their order only while no active path is live, and the
+    /// traffic goes back to the active paths as soon as one is live again, for every policy.
+    #[test]
+    fn standby_takes_over_in_order_and_hands_back_for_every_policy() {
+        use Liveness::*;
+        for policy in [
+            Policy::Failover,
+            Policy::Aggregate,
+            Policy::Redundant,
+            Policy::Pinned,
+        ] {
+            let e = entry(
+                policy,
+                vec![
+                    path(1, Role::Standby, Up, 1, &["10.0.0.0/8"]),
+                    path(2, Role::Active, Up, 2, &[]),
+                    path(3, Role::Standby, Up, 1, &["10.0.0.0/8"]),
+                    path(4, Role::Active, Up, 1, &[]),
+                    path(5, Role::Alternate, Up, 1, &["10.0.0.0/8"]),
+                ],
+            );
+            let used = |e: &OutboundEntry| {
+                let mut on: Vec<usize> = runs(e, "10.0.0.1", 64).iter().map(|r| r.path).collect();
+                on.sort_unstable();
+                on.dedup();
+                on
+            };
+            let actives = used(&e);
+            assert!(
+                !actives.is_empty() && actives.iter().all(|&i| i == 1 || i == 3),
+                "{policy:?}: only active paths while they are live: {actives:?}"
+            );
+            e.paths[1].state.set_liveness(Down);
+            e.paths[3].state.set_liveness(Down);
+            assert_eq!(used(&e), [0], "{policy:?}: the first standby takes over");
+            e.paths[0].state.set_liveness(Down);
+            assert_eq!(used(&e), [2], "{policy:?}: then the next one");
+            e.paths[3].state.set_liveness(Up);
+            assert_eq!(used(&e), [3], "{policy:?}: back on the live active path");
+        }
+    }
+
+    #[test]
+    fn an_unverified_path_carries_nothing_not_even_as_the_last_resort() {
+        use Liveness::*;
+        let unverified = |id, role| {
+            let mut p = path(id, role, Unknown, 1, &["10.0.0.0/8"]);
+            p.state = Arc::new(PathState::unverified(
+                id,
+                &format!("p{id}"),
+                "lo",
+                "127.0.0.1:4500".parse().unwrap(),
+                0,
+            ));
+            p
+        };
+        for policy in [
+            Policy::Failover,
+            Policy::Aggregate,
+            Policy::Redundant,
+            Policy::Pinned,
+        ] {
+            let e = entry(
+                policy,
+                vec![
+                    unverified(1, Role::Active),
+                    path(2, Role::Active, Up, 1, &[]),
+                ],
+            );
+            let all: Vec<usize> = runs(&e, "10.0.0.1", 16).iter().map(|r| r.path).collect();
+            assert!(all.iter().all(|&i| i == 1), "{policy:?}: {all:?}");
+            // The verified path down too: the fallback takes it, never the unverified one.
+            e.paths[1].state.set_liveness(Down);
+            let all: Vec<usize> = runs(&e, "10.0.0.1", 16).iter().map(|r| r.path).collect();
+            assert!(all.iter().all(|&i| i == 1), "{policy:?}: {all:?}");
+            let e = entry(policy, vec![unverified(1, Role::Active)]);
+            assert!(runs(&e, "10.0.0.1", 4).is_empty(), "{policy:?}");
+            // Verified: it carries traffic.
+            e.paths[0].state.verify();
+            assert_eq!(runs(&e, "10.0.0.1", 4), whole(0, 4), "{policy:?}");
+        }
     }
 
     #[test]

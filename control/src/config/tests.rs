@@ -128,6 +128,7 @@ fn doc_example_parses_to_the_expected_engine_config() {
                 role: Role::Active,
                 weight: 300,
                 pin: vec![],
+                verify: false,
             },
             PathSpec {
                 name: "slow".into(),
@@ -136,6 +137,7 @@ fn doc_example_parses_to_the_expected_engine_config() {
                 role: Role::Active,
                 weight: 100,
                 pin: vec![],
+                verify: false,
             },
         ]
     );

@@ -495,6 +495,7 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                         role,
                         weight,
                         pin,
+                        verify: false,
                     },
                 ))
             }

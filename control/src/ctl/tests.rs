@@ -135,7 +135,7 @@ fn dispatch_calls_the_engine_and_wraps_its_answer() {
             "handover nope fast false".into(),
             r#"add_interface InterfaceConfig { name: "l3", device: None, address: 198.18.3.2, port: 4500 }"#.into(),
             "set_policy t Pinned".into(),
-            r#"add_path t PathSpec { name: "p3", interface: "l3", remote: [::1]:4500, role: Active, weight: 1, pin: [Prefix { addr: 10.0.0.0, len: 8 }] }"#.into(),
+            r#"add_path t PathSpec { name: "p3", interface: "l3", remote: [::1]:4500, role: Active, weight: 1, pin: [Prefix { addr: 10.0.0.0, len: 8 }], verify: false }"#.into(),
             "remove_path t p3".into(),
             "remove_interface l3".into(),
         ]

@@ -288,6 +288,7 @@ impl IkeThread {
                     role: if n == 0 { Role::Active } else { Role::Standby },
                     weight: 1,
                     pin: Vec::new(),
+                    verify: false,
                 })
             })
             .collect()

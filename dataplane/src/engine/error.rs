@@ -110,6 +110,21 @@ pub enum EngineError {
         /// Why.
         source: io::Error,
     },
+    /// A change of a batch ([`Engine::apply`](super::Engine::apply)) failed; nothing of the
+    /// batch was applied.
+    InBatch {
+        /// Which change (from 0).
+        index: usize,
+        /// Why it failed.
+        source: Box<EngineError>,
+    },
+    /// A path order names a path twice.
+    PathNamedTwice {
+        /// The SA.
+        sa: String,
+        /// The path.
+        path: String,
+    },
     /// One of the engine's threads could not be started.
     Spawn {
         /// Which: "worker", "monitor", "the mark keeper".
@@ -175,6 +190,14 @@ impl fmt::Display for EngineError {
             EngineError::SendIke { remote, source } => {
                 write!(f, "sending IKE to {remote}: {source}")
             }
+            EngineError::InBatch { index, source } => write!(
+                f,
+                "change {} of the batch: {source}; nothing of the batch was applied",
+                index + 1
+            ),
+            EngineError::PathNamedTwice { sa, path } => {
+                write!(f, "SA {sa}: path {path:?} is named twice in the path order")
+            }
             EngineError::Spawn { thread, source } => write!(f, "spawning {thread}: {source}"),
         }
     }
@@ -191,6 +214,7 @@ impl std::error::Error for EngineError {
             EngineError::StateDir(e) | EngineError::MarksNotWritable(e) => Some(e),
             EngineError::Marks { source, .. } => Some(source),
             EngineError::BadSa { source, .. } => Some(source),
+            EngineError::InBatch { source, .. } => Some(source.as_ref()),
             _ => None,
         }
     }
@@ -289,6 +313,13 @@ mod tests {
                     source: io(),
                 },
                 format!("spawning monitor: {}", io()),
+            ),
+            (
+                EngineError::InBatch {
+                    index: 2,
+                    source: Box::new(EngineError::NoSa { name: "c".into() }),
+                },
+                "change 3 of the batch: no SA named \"c\"; nothing of the batch was applied".into(),
             ),
         ];
         for (e, want) in cases {

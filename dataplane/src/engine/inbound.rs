@@ -177,6 +177,11 @@ pub(super) fn receive(
                 ProbeKind::Reply => {
                     if let Some(p) = entry.paths.iter().find(|p| p.state.id == probe.path_id) {
                         p.state.probe_answered(probe.sent_ns, now);
+                        // Return routability: the answer came back on the path itself (its
+                        // socket, from its remote address), inside the SA.
+                        if path.is_some_and(|q| Arc::ptr_eq(&q.state, &p.state)) {
+                            p.state.verify();
+                        }
                     }
                 }
             }

@@ -182,6 +182,83 @@ pub struct PathSpec {
     pub weight: u32,
     /// Pinned destination prefixes.
     pub pin: Vec<Prefix>,
+    /// Return routability: the path carries no data, for any policy, until a probe sent on
+    /// it was answered on it (from `remote`, on the interface's socket). It is probed from
+    /// the moment it is added (the first probe at once), so it carries traffic within one
+    /// round trip, plus one probe interval when that probe is lost. Needs probes (the SA's
+    /// `probes` and a non-zero probe interval): without them it never carries anything.
+    /// `false` (manual SAs): usable at once.
+    pub verify: bool,
+}
+
+/// One change of a batch given to [`Engine::apply`]. SAs and paths are named as in
+/// [`SaSpec::name`] and [`PathSpec::name`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableOp {
+    /// Adds a path to an SA (its interface must be open, its name new in the SA).
+    AddPath {
+        /// The SA.
+        sa: String,
+        /// The path.
+        path: PathSpec,
+    },
+    /// Removes a path from an SA; a soft handover waiting for it is abandoned.
+    RemovePath {
+        /// The SA.
+        sa: String,
+        /// The path's name.
+        path: String,
+    },
+    /// Gives a path another role.
+    SetRole {
+        /// The SA.
+        sa: String,
+        /// The path's name.
+        path: String,
+        /// Its new role.
+        role: Role,
+    },
+    /// Moves the SA's traffic to `path`, as [`Engine::handover`] does. Soft and the target not
+    /// yet answering: the handover waits in the engine (the monitor completes every soft
+    /// handover that is ready in one table swap), replacing one of the same SA that waited.
+    Handover {
+        /// The SA.
+        sa: String,
+        /// The target path.
+        path: String,
+        /// Hard (at once) or soft (make before break).
+        hard: bool,
+    },
+    /// Changes an SA's scheduling policy.
+    SetPolicy {
+        /// The SA.
+        sa: String,
+        /// The policy.
+        policy: Policy,
+    },
+    /// Puts the named paths first, in this order; the others follow in their order. Standby
+    /// paths take over in this order (alternates), and failover's first live active path is
+    /// the first in it. Every name must be a path of the SA, at most once.
+    SetPathOrder {
+        /// The SA.
+        sa: String,
+        /// Path names.
+        order: Vec<String>,
+    },
+}
+
+impl TableOp {
+    /// The SA the change is for.
+    pub fn sa(&self) -> &str {
+        match self {
+            TableOp::AddPath { sa, .. }
+            | TableOp::RemovePath { sa, .. }
+            | TableOp::SetRole { sa, .. }
+            | TableOp::Handover { sa, .. }
+            | TableOp::SetPolicy { sa, .. }
+            | TableOp::SetPathOrder { sa, .. } => sa,
+        }
+    }
 }
 
 /// An IKE message received on an outer socket behind the non-ESP marker (RFC 3948), handed
@@ -340,6 +417,27 @@ impl Engine {
             st.drops.insert("mark_write_errors".into(), errors);
         }
         st
+    }
+
+    /// Applies a batch of changes over any number of SAs, all or nothing, with one table
+    /// swap: the changes are applied in order to a working copy of the table's state (so a
+    /// later change sees the earlier ones: a path added then removed in the same batch is
+    /// gone, two handovers of one SA leave the later in force), and only when every one of
+    /// them succeeded is the copy kept and published. On the first error nothing has changed
+    /// and nothing is published; the error says which change failed
+    /// ([`EngineError::InBatch`]). An empty batch publishes nothing. Returns one message per
+    /// change. Paths added with [`PathSpec::verify`] get their first probe at once, after the
+    /// swap.
+    pub fn apply(&self, ops: Vec<TableOp>) -> Result<Vec<String>, EngineError> {
+        table::apply(&self.shared, ops).map_err(|(index, e)| EngineError::InBatch {
+            index,
+            source: Box::new(e),
+        })
+    }
+
+    /// Number of SA table swaps so far (`table_swaps` in the status).
+    pub fn table_swaps(&self) -> u64 {
+        self.shared.tables.swaps()
     }
 
     /// Moves SA `sa` to path `path`. Soft: make-before-break, the old paths keep carrying

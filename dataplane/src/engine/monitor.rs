@@ -141,7 +141,7 @@ fn adapt_weights(shared: &Shared, entry: &OutboundEntry) {
     let live: Vec<&PathEntry> = entry
         .paths
         .iter()
-        .filter(|p| p.role != Role::Alternate && p.sendable() && p.state.min_rtt_us() > 0)
+        .filter(|p| p.role == Role::Active && p.sendable() && p.state.min_rtt_us() > 0)
         .collect();
     if live.len() < 2 {
         return;
@@ -234,6 +234,21 @@ fn estimate(prev: &mut HashMap<u32, Prev>, path: &PathEntry, now: u64) {
             counters: c,
         },
     );
+}
+
+/// Probes the paths with these ids at once (new paths that must show return routability:
+/// their first probe does not wait for the next probe tick), on SAs that probe at all.
+pub(super) fn probe_now(shared: &Shared, ids: &[u32]) {
+    if ids.is_empty() || shared.probe_interval.is_zero() {
+        return;
+    }
+    let table = shared.tables.load_full();
+    let now = shared.now_ns();
+    for entry in table.outbound.iter().filter(|e| e.probes) {
+        for path in entry.paths.iter().filter(|p| ids.contains(&p.state.id)) {
+            send_probe(shared, &entry.sa, path, now);
+        }
+    }
 }
 
 /// Seals a probe request into a dummy packet of `sa` and sends it on `path`.

@@ -118,7 +118,8 @@ pub struct PathStatus {
     pub remote: String,
     /// "active", "standby" or "alternate".
     pub role: String,
-    /// "unknown", "up" or "down" ("no-socket" while the interface is gone).
+    /// "unknown", "up" or "down" ("no-socket" while the interface is gone, "unverified"
+    /// while a path added with `verify` has not answered a probe on itself yet).
     pub state: String,
     /// Smoothed RTT of probes, milliseconds (null before the first answer).
     pub rtt_ms: Option<f64>,
@@ -197,10 +198,12 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
                         .map_or_else(|| "-".into(), |s| s.local_addr().to_string()),
                     remote: p.state.remote.to_string(),
                     role: p.role.name().into(),
-                    state: if p.socket.is_some() {
-                        p.state.liveness().name().into()
-                    } else {
+                    state: if p.socket.is_none() {
                         "no-socket".into()
+                    } else if !p.state.verified() {
+                        "unverified".into()
+                    } else {
+                        p.state.liveness().name().into()
                     },
                     rtt_ms: (srtt > 0).then(|| f64::from(srtt) / 1000.0),
                     loss_pct: f64::from(p.state.loss_permille()) / 10.0,

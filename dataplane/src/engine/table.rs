@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use super::{EngineConfig, EngineError, InterfaceConfig, PathSpec, SaSpec, Shared};
+use super::{EngineConfig, EngineError, InterfaceConfig, PathSpec, SaSpec, Shared, TableOp};
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
 use crate::event::{EventSender, Usage};
@@ -18,7 +18,7 @@ use crate::marks::{self, Direction, Tracked};
 use crate::path::PathState;
 use crate::reorder::Reorder;
 use crate::sa_table::{
-    InboundEntry, OutboundEntry, PathEntry, Policy, Prefix, Role, SaTable, smooth_schedule,
+    InboundEntry, OutboundEntry, PathEntry, Policy, Prefix, Role, SaTable, aggregate_schedule,
 };
 use crate::udp::{OuterSocket, SocketConfig};
 
@@ -36,7 +36,7 @@ fn no_path(sa: &str, path: &str) -> EngineError {
 }
 
 /// One path of an SA as configured now.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PathRt {
     spec: PathSpec,
     role: Role,
@@ -46,7 +46,7 @@ struct PathRt {
 }
 
 /// One SA pair as configured now.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct SaRt {
     spec: SaSpec,
     policy: Policy,
@@ -60,16 +60,20 @@ struct SaRt {
 }
 
 /// A soft handover waiting for its target path to answer a probe.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     sa: String,
     path: String,
     deadline_ns: u64,
+    /// The target's role before the handover made it an alternate (restored when the
+    /// handover is abandoned or replaced).
+    prev_role: Role,
 }
 
 /// The engine's configuration as it stands, changed by the engine's methods (the caller's
-/// thread) and by the monitor (handovers, weights), under [`Shared::table`].
-#[derive(Debug)]
+/// thread) and by the monitor (handovers, weights), under [`Shared::table`]. A batch
+/// ([`apply`]) works on a clone and replaces the state only when all of it succeeded.
+#[derive(Debug, Clone)]
 pub(crate) struct TableState {
     interfaces: Vec<(InterfaceConfig, Arc<OuterSocket>)>,
     sas: Vec<SaRt>,
@@ -244,13 +248,12 @@ impl TableState {
     fn new_path(&mut self, spec: PathSpec, now_ns: u64) -> PathRt {
         let id = self.next_path_id;
         self.next_path_id += 1;
-        let state = Arc::new(PathState::new(
-            id,
-            &spec.name,
-            &spec.interface,
-            spec.remote,
-            now_ns,
-        ));
+        let make = if spec.verify {
+            PathState::unverified
+        } else {
+            PathState::new
+        };
+        let state = Arc::new(make(id, &spec.name, &spec.interface, spec.remote, now_ns));
         PathRt {
             role: spec.role,
             weight: spec.weight.max(1),
@@ -295,20 +298,7 @@ impl TableState {
                     pin: p.spec.pin.clone(),
                 })
                 .collect();
-            let weights: Vec<u32> = paths
-                .iter()
-                .map(|p| {
-                    if p.role == Role::Alternate {
-                        0
-                    } else {
-                        p.weight
-                    }
-                })
-                .collect();
-            let schedule = smooth_schedule(&weights)
-                .into_iter()
-                .filter(|&i| weights[usize::from(i)] > 0)
-                .collect();
+            let schedule = aggregate_schedule(&paths);
             table.inbound.insert(
                 sa.spec.spi_in,
                 InboundEntry {
@@ -383,14 +373,24 @@ pub(crate) fn publish(shared: &Shared) {
     shared.tables.publish(st.build());
 }
 
-fn with_state<T>(
-    shared: &Shared,
-    f: impl FnOnce(&mut TableState, u64) -> Result<T, EngineError>,
-) -> Result<T, EngineError> {
-    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-    let r = f(&mut st, shared.now_ns())?;
-    shared.tables.publish(st.build());
-    Ok(r)
+/// What a change needs besides the state: the clock and the engine's probe settings.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    now_ns: u64,
+    /// How long a soft handover waits for its target: max(1 s, dead_after).
+    handover_timeout_ns: u64,
+    /// Probes are off engine-wide: a soft handover cannot wait for an answer.
+    no_probes: bool,
+}
+
+impl Ctx {
+    fn of(shared: &Shared) -> Ctx {
+        Ctx {
+            now_ns: shared.now_ns(),
+            handover_timeout_ns: (shared.dead_after.as_nanos() as u64).max(1_000_000_000),
+            no_probes: shared.probe_interval.is_zero(),
+        }
+    }
 }
 
 /// Makes `path` the first active path and turns every other active path into standby.
@@ -408,48 +408,230 @@ fn promote(sa: &mut SaRt, path: &str) {
     }
 }
 
+impl TableState {
+    /// Drops the pending soft handovers of SA `sa` that `which` selects, giving their
+    /// targets (still alternates because of them) their roles back.
+    fn drop_pending(&mut self, sa: &str, which: impl Fn(&Pending) -> bool) {
+        let (gone, keep): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.sa == sa && which(p));
+        self.pending = keep;
+        for p in gone {
+            self.restore_role(&p);
+        }
+    }
+
+    fn restore_role(&mut self, p: &Pending) {
+        if let Ok(s) = self.sa_mut(&p.sa)
+            && let Some(t) = s.paths.iter_mut().find(|x| x.spec.name == p.path)
+            && t.role == Role::Alternate
+        {
+            t.role = p.prev_role;
+        }
+    }
+
+    /// Applies one change. `probe` collects the ids of paths to probe at once once the
+    /// result is published (new paths that must show return routability).
+    fn apply_op(
+        &mut self,
+        op: TableOp,
+        cx: Ctx,
+        probe: &mut Vec<u32>,
+    ) -> Result<String, EngineError> {
+        match op {
+            TableOp::AddPath { sa, path } => {
+                if !self
+                    .interfaces
+                    .iter()
+                    .any(|(c, _)| c.name == path.interface)
+                {
+                    return Err(EngineError::NoInterface {
+                        name: path.interface,
+                    });
+                }
+                if self
+                    .sa_mut(&sa)?
+                    .paths
+                    .iter()
+                    .any(|p| p.spec.name == path.name)
+                {
+                    return Err(EngineError::PathExists {
+                        sa,
+                        path: path.name,
+                    });
+                }
+                let name = path.name.clone();
+                let verify = path.verify;
+                let rt = self.new_path(path, cx.now_ns);
+                if verify {
+                    probe.push(rt.state.id);
+                }
+                self.sa_mut(&sa)?.paths.push(rt);
+                Ok(format!(
+                    "{sa}: path {name} added{}",
+                    if verify {
+                        "; it carries traffic once it answers a probe"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            TableOp::RemovePath { sa, path } => {
+                let s = self.sa_mut(&sa)?;
+                let before = s.paths.len();
+                s.paths.retain(|p| p.spec.name != path);
+                if s.paths.len() == before {
+                    return Err(no_path(&sa, &path));
+                }
+                self.pending.retain(|p| !(p.sa == sa && p.path == path));
+                Ok(format!("{sa}: path {path} removed"))
+            }
+            TableOp::SetRole { sa, path, role } => {
+                // An explicit role ends a soft handover waiting for this path.
+                if self.sa_mut(&sa)?.paths.iter().any(|p| p.spec.name == path) {
+                    self.pending.retain(|p| !(p.sa == sa && p.path == path));
+                }
+                let s = self.sa_mut(&sa)?;
+                let p = s
+                    .paths
+                    .iter_mut()
+                    .find(|p| p.spec.name == path)
+                    .ok_or_else(|| no_path(&sa, &path))?;
+                p.role = role;
+                Ok(format!("{sa}: path {path} is {}", role.name()))
+            }
+            TableOp::Handover { sa, path, hard } => {
+                if !self.sa_mut(&sa)?.paths.iter().any(|p| p.spec.name == path) {
+                    return Err(no_path(&sa, &path));
+                }
+                // Whatever waited for this SA is replaced by this handover.
+                self.drop_pending(&sa, |_| true);
+                let s = self.sa_mut(&sa)?;
+                let (answering, prev_role) = s
+                    .paths
+                    .iter()
+                    .find(|p| p.spec.name == path)
+                    .map(|t| (t.state.answering(), t.role))
+                    .ok_or_else(|| no_path(&sa, &path))?;
+                if hard || answering || cx.no_probes {
+                    promote(s, &path);
+                    return Ok(format!(
+                        "{sa}: {} handover to {path} done",
+                        if hard { "hard" } else { "soft" }
+                    ));
+                }
+                // Make before break: the target stays out of the schedule (alternate) but is
+                // probed; the monitor promotes it when it answers.
+                if let Some(t) = s.paths.iter_mut().find(|p| p.spec.name == path)
+                    && t.role == Role::Standby
+                {
+                    t.role = Role::Alternate;
+                }
+                self.pending.push(Pending {
+                    sa: sa.clone(),
+                    path: path.clone(),
+                    deadline_ns: cx.now_ns + cx.handover_timeout_ns,
+                    prev_role,
+                });
+                Ok(format!(
+                    "{sa}: soft handover to {path} started; it completes when {path} answers a probe"
+                ))
+            }
+            TableOp::SetPolicy { sa, policy } => {
+                self.sa_mut(&sa)?.policy = policy;
+                Ok(format!("{sa}: policy {}", policy.name()))
+            }
+            TableOp::SetPathOrder { sa, order } => {
+                let s = self.sa_mut(&sa)?;
+                for (i, name) in order.iter().enumerate() {
+                    if !s.paths.iter().any(|p| &p.spec.name == name) {
+                        return Err(no_path(&sa, name));
+                    }
+                    if order[..i].contains(name) {
+                        return Err(EngineError::PathNamedTwice {
+                            sa,
+                            path: name.clone(),
+                        });
+                    }
+                }
+                let mut rest = std::mem::take(&mut s.paths);
+                for name in &order {
+                    if let Some(i) = rest.iter().position(|p| &p.spec.name == name) {
+                        s.paths.push(rest.remove(i));
+                    }
+                }
+                s.paths.append(&mut rest);
+                let now: Vec<&str> = s.paths.iter().map(|p| p.spec.name.as_str()).collect();
+                Ok(format!("{sa}: paths in order {}", now.join(", ")))
+            }
+        }
+    }
+}
+
+/// Applies a batch of changes, all or nothing, and publishes the result with one swap
+/// (none for an empty batch). The changes are applied in order to a clone of the state, so
+/// each sees the ones before it; the clone replaces the state only if every change
+/// succeeded. The error carries the index of the change that failed. Paths added with
+/// `verify` are probed at once, after the swap.
+pub(crate) fn apply(
+    shared: &Shared,
+    ops: Vec<TableOp>,
+) -> Result<Vec<String>, (usize, EngineError)> {
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cx = Ctx::of(shared);
+    let mut probe = Vec::new();
+    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    let mut work = st.clone();
+    let mut msgs = Vec::with_capacity(ops.len());
+    for (i, op) in ops.into_iter().enumerate() {
+        msgs.push(work.apply_op(op, cx, &mut probe).map_err(|e| (i, e))?);
+    }
+    *st = work;
+    shared.tables.publish(st.build());
+    drop(st);
+    super::monitor::probe_now(shared, &probe);
+    Ok(msgs)
+}
+
+/// One change alone: a batch of one, its error as it is.
+fn apply_one(shared: &Shared, op: TableOp) -> Result<String, EngineError> {
+    apply(shared, vec![op])
+        .map(|mut m| m.pop().unwrap_or_default())
+        .map_err(|(_, e)| e)
+}
+
+fn with_state<T>(
+    shared: &Shared,
+    f: impl FnOnce(&mut TableState, u64) -> Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
+    let r = f(&mut st, shared.now_ns())?;
+    shared.tables.publish(st.build());
+    Ok(r)
+}
+
 pub(crate) fn handover(
     shared: &Shared,
     sa: &str,
     path: &str,
     hard: bool,
 ) -> Result<String, EngineError> {
-    let timeout_ns = (shared.dead_after.as_nanos() as u64).max(1_000_000_000);
-    with_state(shared, |st, now| {
-        let s = st.sa_mut(sa)?;
-        let target = s
-            .paths
-            .iter_mut()
-            .find(|p| p.spec.name == path)
-            .ok_or_else(|| no_path(sa, path))?;
-        let up = target.state.liveness() == crate::path::Liveness::Up;
-        if hard || up || shared.probe_interval.is_zero() {
-            promote(s, path);
-            return Ok(format!(
-                "{sa}: {} handover to {path} done",
-                if hard { "hard" } else { "soft" }
-            ));
-        }
-        // Make before break: the target stays out of the schedule (alternate) but is probed;
-        // the monitor promotes it when it answers.
-        if target.role == Role::Standby {
-            target.role = Role::Alternate;
-        }
-        st.pending.retain(|p| p.sa != sa);
-        st.pending.push(Pending {
+    apply_one(
+        shared,
+        TableOp::Handover {
             sa: sa.into(),
             path: path.into(),
-            deadline_ns: now + timeout_ns,
-        });
-        Ok(format!(
-            "{sa}: soft handover to {path} started; it completes when {path} answers a probe"
-        ))
-    })
+            hard,
+        },
+    )
 }
 
-/// Called by the monitor: completes soft handovers whose target is up, abandons those past
-/// their deadline. Returns messages for the log (logged by the caller, outside the lock),
-/// each with whether it is a warning.
+/// Called by the monitor: completes soft handovers whose target answers probes, abandons
+/// those past their deadline (the target gets its role back), all in one table swap.
+/// Returns messages for the log (logged by the caller, outside the lock), each with whether
+/// it is a warning.
 pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
     let now = shared.now_ns();
     let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
@@ -464,11 +646,13 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
         let Some(target) = sa.paths.iter().find(|x| x.spec.name == p.path) else {
             continue;
         };
-        if target.state.liveness() == crate::path::Liveness::Up {
+        if target.state.answering() {
             promote(sa, &p.path);
             changed = true;
             log.push((false, format!("{}: soft handover to {} done", p.sa, p.path)));
         } else if now > p.deadline_ns {
+            st.restore_role(&p);
+            changed = true;
             log.push((
                 true,
                 format!(
@@ -487,7 +671,8 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
 }
 
 pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, EngineError> {
-    with_state(shared, |st, now| {
+    let mut probe = Vec::new();
+    let r = with_state(shared, |st, now| {
         if st.sas.iter().any(|s| s.spec.name == sa.name) {
             return Err(EngineError::SaExists { name: sa.name });
         }
@@ -496,8 +681,13 @@ pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, EngineEr
         }
         let name = sa.name.clone();
         st.add_sa(sa, now)?;
+        if let Some(s) = st.sas.iter().find(|s| s.spec.name == name) {
+            probe.extend(s.paths.iter().filter(|p| p.spec.verify).map(|p| p.state.id));
+        }
         Ok(format!("SA {name} installed"))
-    })
+    })?;
+    super::monitor::probe_now(shared, &probe);
+    Ok(r)
 }
 
 pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, EngineError> {
@@ -579,47 +769,33 @@ pub(crate) fn remove_interface(shared: &Shared, name: &str) -> Result<String, En
 }
 
 pub(crate) fn set_policy(shared: &Shared, sa: &str, policy: Policy) -> Result<String, EngineError> {
-    with_state(shared, |st, _| {
-        st.sa_mut(sa)?.policy = policy;
-        Ok(format!("{sa}: policy {}", policy.name()))
-    })
+    apply_one(
+        shared,
+        TableOp::SetPolicy {
+            sa: sa.into(),
+            policy,
+        },
+    )
 }
 
 pub(crate) fn add_path(shared: &Shared, sa: &str, path: PathSpec) -> Result<String, EngineError> {
-    with_state(shared, |st, now| {
-        if !st.interfaces.iter().any(|(c, _)| c.name == path.interface) {
-            return Err(EngineError::NoInterface {
-                name: path.interface,
-            });
-        }
-        if st
-            .sa_mut(sa)?
-            .paths
-            .iter()
-            .any(|p| p.spec.name == path.name)
-        {
-            return Err(EngineError::PathExists {
-                sa: sa.to_owned(),
-                path: path.name,
-            });
-        }
-        let name = path.name.clone();
-        let rt = st.new_path(path, now);
-        st.sa_mut(sa)?.paths.push(rt);
-        Ok(format!("{sa}: path {name} added"))
-    })
+    apply_one(
+        shared,
+        TableOp::AddPath {
+            sa: sa.into(),
+            path,
+        },
+    )
 }
 
 pub(crate) fn remove_path(shared: &Shared, sa: &str, path: &str) -> Result<String, EngineError> {
-    with_state(shared, |st, _| {
-        let s = st.sa_mut(sa)?;
-        let before = s.paths.len();
-        s.paths.retain(|p| p.spec.name != path);
-        if s.paths.len() == before {
-            return Err(no_path(sa, path));
-        }
-        Ok(format!("{sa}: path {path} removed"))
-    })
+    apply_one(
+        shared,
+        TableOp::RemovePath {
+            sa: sa.into(),
+            path: path.into(),
+        },
+    )
 }
 
 fn wireshark_cipher(c: Cipher) -> &'static str {
@@ -683,4 +859,456 @@ pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineE
         src: None,
     }));
     crate::iproute::apply_all(&changes).map_err(EngineError::Ip)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::esp::Mode;
+    use crate::event::channel;
+    use crate::path::Liveness;
+
+    /// An engine's shared state without threads or TUN: two loopback interfaces and `n`
+    /// SAs `s0..`, each with paths `a` (active, l1) and `b` (standby, l2).
+    fn shared(n: u32) -> Shared {
+        let iface = |name: &str| InterfaceConfig {
+            name: name.into(),
+            device: None,
+            address: "127.0.0.1".parse().unwrap(),
+            port: 0,
+        };
+        let path = |name: &str, interface: &str, role| PathSpec {
+            name: name.into(),
+            interface: interface.into(),
+            remote: "127.0.0.1:9".parse().unwrap(),
+            role,
+            weight: 1,
+            pin: Vec::new(),
+            verify: false,
+        };
+        let sas = (0..n)
+            .map(|i| SaSpec {
+                name: format!("s{i}"),
+                mode: Mode::Tunnel,
+                cipher: Cipher::Aes128Gcm,
+                esn: true,
+                spi_out: 0x1000 + i,
+                key_out: Zeroizing::new(vec![i as u8; 20]),
+                spi_in: 0x8000 + i,
+                key_in: Zeroizing::new(vec![0x80 | i as u8; 20]),
+                local_ts: vec!["10.1.0.0/16".parse().unwrap()],
+                remote_ts: vec![format!("10.2.{i}.0/24").parse().unwrap()],
+                policy: Policy::Failover,
+                paths: vec![
+                    path("a", "l1", Role::Active),
+                    path("b", "l2", Role::Standby),
+                ],
+                reorder: Duration::ZERO,
+                probes: true,
+                report_usage: false,
+            })
+            .collect();
+        let cfg = EngineConfig {
+            interfaces: vec![iface("l1"), iface("l2")],
+            sas,
+            ..EngineConfig::default()
+        };
+        let (events, _rx) = channel(16);
+        let (state, _) = TableState::new(&cfg, events.clone()).unwrap();
+        let (ike_tx, _) = crossbeam_channel::bounded(1);
+        let sh = Shared {
+            tables: crate::sa_table::SaTables::default(),
+            stop: AtomicBool::new(false),
+            epoch: Instant::now(),
+            counters: super::super::GlobalCounters::default(),
+            table: Mutex::new(state),
+            probe_interval: cfg.probe_interval,
+            dead_after: cfg.dead_after,
+            keepalive: cfg.keepalive,
+            tun_name: "t".into(),
+            tun_offloads: Default::default(),
+            workers: 1,
+            ike_tx,
+            events,
+        };
+        publish(&sh);
+        sh
+    }
+
+    fn new_path(name: &str, interface: &str, role: Role, verify: bool) -> PathSpec {
+        PathSpec {
+            name: name.into(),
+            interface: interface.into(),
+            remote: "127.0.0.1:9".parse().unwrap(),
+            role,
+            weight: 1,
+            pin: Vec::new(),
+            verify,
+        }
+    }
+
+    /// (path name, role) of SA `sa` in the published table.
+    fn paths(sh: &Shared, sa: &str) -> Vec<(String, Role)> {
+        let t = sh.tables.load_full();
+        let e = t.outbound.iter().find(|e| e.name == sa).unwrap();
+        e.paths
+            .iter()
+            .map(|p| (p.state.name.clone(), p.role))
+            .collect()
+    }
+
+    fn names(v: &[(String, Role)]) -> Vec<&str> {
+        v.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn a_batch_over_many_sas_is_one_swap() {
+        let sh = shared(50);
+        let before = sh.tables.swaps();
+        let mut ops = Vec::new();
+        for i in 0..50 {
+            let sa = format!("s{i}");
+            ops.push(TableOp::AddPath {
+                sa: sa.clone(),
+                path: new_path("c", "l2", Role::Standby, false),
+            });
+            ops.push(TableOp::Handover {
+                sa: sa.clone(),
+                path: "c".into(),
+                hard: true,
+            });
+            ops.push(TableOp::RemovePath {
+                sa: sa.clone(),
+                path: "a".into(),
+            });
+        }
+        let msgs = apply(&sh, ops).unwrap();
+        assert_eq!(msgs.len(), 150);
+        assert_eq!(
+            sh.tables.swaps(),
+            before + 1,
+            "one swap for the whole batch"
+        );
+        for i in 0..50 {
+            let p = paths(&sh, &format!("s{i}"));
+            assert_eq!(
+                p,
+                [("c".into(), Role::Active), ("b".into(), Role::Standby)],
+                "s{i}"
+            );
+        }
+        assert_eq!(apply(&sh, Vec::new()).unwrap().len(), 0);
+        assert_eq!(
+            sh.tables.swaps(),
+            before + 1,
+            "an empty batch publishes nothing"
+        );
+    }
+
+    #[test]
+    fn an_invalid_batch_changes_nothing_and_publishes_nothing() {
+        let sh = shared(3);
+        let before = sh.tables.swaps();
+        let generation = sh.tables.load().generation;
+        let snapshot: Vec<_> = (0..3).map(|i| paths(&sh, &format!("s{i}"))).collect();
+        let bad: Vec<(TableOp, &str)> = vec![
+            (
+                TableOp::SetPolicy {
+                    sa: "nope".into(),
+                    policy: Policy::Redundant,
+                },
+                "no SA",
+            ),
+            (
+                TableOp::RemovePath {
+                    sa: "s1".into(),
+                    path: "z".into(),
+                },
+                "no path",
+            ),
+            (
+                TableOp::AddPath {
+                    sa: "s1".into(),
+                    path: new_path("c", "wifi", Role::Active, false),
+                },
+                "no interface",
+            ),
+            (
+                TableOp::AddPath {
+                    sa: "s1".into(),
+                    path: new_path("a", "l1", Role::Active, false),
+                },
+                "path exists",
+            ),
+            (
+                TableOp::SetPathOrder {
+                    sa: "s1".into(),
+                    order: vec!["b".into(), "b".into()],
+                },
+                "named twice",
+            ),
+            (
+                TableOp::Handover {
+                    sa: "s2".into(),
+                    path: "x".into(),
+                    hard: false,
+                },
+                "no target",
+            ),
+        ];
+        for (op, what) in bad {
+            let ops = vec![
+                TableOp::SetPolicy {
+                    sa: "s0".into(),
+                    policy: Policy::Aggregate,
+                },
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Active, true),
+                },
+                TableOp::Handover {
+                    sa: "s0".into(),
+                    path: "b".into(),
+                    hard: true,
+                },
+                TableOp::SetRole {
+                    sa: "s2".into(),
+                    path: "b".into(),
+                    role: Role::Alternate,
+                },
+                op,
+            ];
+            let Err((index, e)) = apply(&sh, ops) else {
+                panic!("{what}: accepted")
+            };
+            assert_eq!(index, 4, "{what}: {e}");
+            assert_eq!(sh.tables.swaps(), before, "{what}: published");
+            assert_eq!(sh.tables.load().generation, generation);
+            let now: Vec<_> = (0..3).map(|i| paths(&sh, &format!("s{i}"))).collect();
+            assert_eq!(now, snapshot, "{what}");
+            let st = sh.table.lock().unwrap();
+            assert!(
+                st.sas.iter().all(|s| s.policy == Policy::Failover),
+                "{what}"
+            );
+            assert!(st.pending.is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn duplicates_in_a_batch_apply_in_order() {
+        let sh = shared(1);
+        // Added then removed: gone. Removed then added again: a new path of that name.
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Active, false),
+                },
+                TableOp::RemovePath {
+                    sa: "s0".into(),
+                    path: "c".into(),
+                },
+                TableOp::RemovePath {
+                    sa: "s0".into(),
+                    path: "b".into(),
+                },
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("b", "l1", Role::Active, false),
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&sh, "s0"),
+            [("a".into(), Role::Active), ("b".into(), Role::Active)]
+        );
+        // Removing twice fails on the second, and nothing of the batch stays.
+        let e = apply(
+            &sh,
+            vec![
+                TableOp::RemovePath {
+                    sa: "s0".into(),
+                    path: "a".into(),
+                },
+                TableOp::RemovePath {
+                    sa: "s0".into(),
+                    path: "a".into(),
+                },
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.0, 1);
+        assert_eq!(names(&paths(&sh, "s0")), ["a", "b"]);
+        // Two handovers of one SA: the later one is in force (the first made `a` standby).
+        apply(
+            &sh,
+            vec![
+                TableOp::Handover {
+                    sa: "s0".into(),
+                    path: "b".into(),
+                    hard: true,
+                },
+                TableOp::Handover {
+                    sa: "s0".into(),
+                    path: "a".into(),
+                    hard: true,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&sh, "s0"),
+            [("a".into(), Role::Active), ("b".into(), Role::Standby)]
+        );
+    }
+
+    #[test]
+    fn soft_handovers_of_several_sas_wait_and_complete_in_one_swap() {
+        let sh = shared(3);
+        let t = sh.tables.load_full();
+        for e in &t.outbound {
+            e.paths[1].state.set_liveness(Liveness::Unknown);
+        }
+        let ops = (0..3)
+            .map(|i| TableOp::Handover {
+                sa: format!("s{i}"),
+                path: "b".into(),
+                hard: false,
+            })
+            .collect();
+        let msgs = apply(&sh, ops).unwrap();
+        assert!(msgs.iter().all(|m| m.contains("started")), "{msgs:?}");
+        // Waiting: the targets are probed alternates, the old paths still carry.
+        for i in 0..3 {
+            assert_eq!(
+                paths(&sh, &format!("s{i}")),
+                [("a".into(), Role::Active), ("b".into(), Role::Alternate)]
+            );
+        }
+        let before = sh.tables.swaps();
+        assert!(advance_pending(&sh).is_empty(), "nothing answered yet");
+        assert_eq!(sh.tables.swaps(), before);
+        // Two targets answer: both complete in one swap; the third still waits.
+        for e in t.outbound.iter().take(2) {
+            e.paths[1].state.probe_answered(0, 1);
+        }
+        let log = advance_pending(&sh);
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(sh.tables.swaps(), before + 1);
+        for i in 0..2 {
+            assert_eq!(
+                paths(&sh, &format!("s{i}")),
+                [("b".into(), Role::Active), ("a".into(), Role::Standby)]
+            );
+        }
+        assert_eq!(sh.table.lock().unwrap().pending.len(), 1);
+        // A handover replacing the one that waits gives the target its role back.
+        apply(
+            &sh,
+            vec![TableOp::Handover {
+                sa: "s2".into(),
+                path: "a".into(),
+                hard: true,
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&sh, "s2"),
+            [("a".into(), Role::Active), ("b".into(), Role::Standby)]
+        );
+        assert!(sh.table.lock().unwrap().pending.is_empty());
+    }
+
+    #[test]
+    fn a_soft_handover_to_an_unverified_path_waits_for_its_verification() {
+        let sh = shared(1);
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Standby, true),
+                },
+                TableOp::Handover {
+                    sa: "s0".into(),
+                    path: "c".into(),
+                    hard: false,
+                },
+            ],
+        )
+        .unwrap();
+        let t = sh.tables.load_full();
+        let c = &t.outbound[0].paths[2];
+        assert_eq!(c.state.name, "c");
+        assert!(!c.state.verified());
+        assert_eq!(c.state.counters().probes_sent, 1, "probed at once");
+        // Up by an answer that did not come back on it: still not verified, still waiting.
+        c.state.probe_answered(0, 1);
+        advance_pending(&sh);
+        assert_eq!(names(&paths(&sh, "s0")), ["a", "b", "c"]);
+        c.state.verify();
+        advance_pending(&sh);
+        assert_eq!(
+            paths(&sh, "s0"),
+            [
+                ("c".into(), Role::Active),
+                ("a".into(), Role::Standby),
+                ("b".into(), Role::Standby)
+            ]
+        );
+    }
+
+    #[test]
+    fn path_order_and_roles() {
+        let sh = shared(1);
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l1", Role::Standby, false),
+                },
+                TableOp::SetPathOrder {
+                    sa: "s0".into(),
+                    order: vec!["c".into(), "b".into()],
+                },
+                TableOp::SetRole {
+                    sa: "s0".into(),
+                    path: "a".into(),
+                    role: Role::Alternate,
+                },
+                TableOp::SetPolicy {
+                    sa: "s0".into(),
+                    policy: Policy::Redundant,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            paths(&sh, "s0"),
+            [
+                ("c".into(), Role::Standby),
+                ("b".into(), Role::Standby),
+                ("a".into(), Role::Alternate)
+            ]
+        );
+        assert_eq!(sh.tables.load().outbound[0].policy, Policy::Redundant);
+        // The single-change methods are batches of one, with their errors as they were.
+        assert!(matches!(
+            set_policy(&sh, "zz", Policy::Failover),
+            Err(EngineError::NoSa { .. })
+        ));
+        let before = sh.tables.swaps();
+        remove_path(&sh, "s0", "c").unwrap();
+        assert_eq!(sh.tables.swaps(), before + 1);
+    }
 }
