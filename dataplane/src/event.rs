@@ -1,7 +1,8 @@
 //! Events from the engine to the control plane, over a bounded lock-free channel: the
 //! sequence-number limits of outbound SAs (raised once each, by the packet path) and the
 //! usage of SAs that asked for it (pushed by the monitor while it moves, for lifetimes by
-//! bytes and packets and for liveness checks). Every event names its SA by SPI.
+//! bytes and packets and for liveness checks) and the liveness of paths (pushed by the
+//! monitor when it changes). Every event names its SA by SPI.
 //!
 //! Nobody in the engine ever blocks on the control thread: when the channel is full an
 //! event is dropped and counted ([`EventSender::lost`]). Usage reports are sent only while
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Something the control plane must act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// What an SA pair has carried since it was installed. Pushed about every
     /// [`USAGE_INTERVAL`](crate::engine::USAGE_INTERVAL) while its counters move, for SAs
@@ -34,6 +35,26 @@ pub enum Event {
     SeqExhausted {
         /// SPI of the outbound SA.
         spi: u32,
+    },
+    /// A path of an SA that sends probes changed: it went up or down (or its state is known
+    /// for the first time), or, added with `verify`, it answered a probe on itself for the
+    /// first time (`verified` turns true). Pushed by the monitor with the spare half of the
+    /// channel, as [`Event::Usage`]; a refused one is sent at the next tick.
+    PathState {
+        /// The SA's name.
+        sa: String,
+        /// SPI of the inbound SA.
+        spi_in: u32,
+        /// SPI of the outbound SA.
+        spi_out: u32,
+        /// The path's name.
+        path: String,
+        /// The path's engine-wide id (the one its probes carry).
+        path_id: u32,
+        /// Answering probes (and verified): it may carry traffic.
+        up: bool,
+        /// Return routability shown (always true for paths added without `verify`).
+        verified: bool,
     },
 }
 
@@ -118,7 +139,7 @@ mod tests {
             spi_out: 2,
             usage: Usage::default(),
         };
-        let sent = (0..8).filter(|_| tx.send_spare(usage)).count();
+        let sent = (0..8).filter(|_| tx.send_spare(usage.clone())).count();
         assert_eq!(sent, 4);
         assert_eq!(tx.lost(), 0, "a refused usage report is not lost");
         // The events raised once still fit.

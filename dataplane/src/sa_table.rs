@@ -186,6 +186,8 @@ pub struct OutboundEntry {
     pub name: String,
     /// The SA, shared across snapshots.
     pub sa: Arc<OutboundSa>,
+    /// The inbound SPI of the same pair (events name SA pairs by both SPIs).
+    pub spi_in: u32,
     /// Our side's selectors: inner source addresses.
     pub local_ts: Vec<Prefix>,
     /// The peer's side: inner destination addresses.

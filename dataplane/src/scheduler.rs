@@ -166,6 +166,7 @@ mod tests {
         OutboundEntry {
             name: "t".into(),
             sa: Arc::new(OutboundSa::new(&cfg, None).unwrap()),
+            spi_in: 0x2000,
             local_ts: Vec::new(),
             remote_ts: Vec::new(),
             schedule: aggregate_schedule(&paths),

@@ -800,6 +800,17 @@ impl IkeThread {
                 true
             }
             SaEvent::Usage { spi_in, usage, .. } => self.usage(now, spi_in, usage),
+            // Not acted on yet: the multi-interface operations will use it.
+            SaEvent::PathState {
+                sa,
+                path,
+                up,
+                verified,
+                ..
+            } => {
+                tracing::debug!(sa, path, up, verified, "engine: path state");
+                false
+            }
         };
         if acted {
             self.touched();

@@ -356,6 +356,9 @@ fn log_manual_seq_events(engine: &Engine) {
                     ),
                     // Manual SAs are installed without `report_usage`.
                     Event::Usage { .. } => {}
+                    Event::PathState {
+                        sa, path, up, verified, ..
+                    } => tracing::debug!(sa, path, up, verified, "engine: path state"),
                 }
             }
         });

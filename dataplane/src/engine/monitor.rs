@@ -37,6 +37,7 @@ pub(super) fn run(shared: &Shared) {
     let mut last_keepalive = 0u64;
     let mut last_usage = 0u64;
     let mut usage = UsageReports::default();
+    let mut path_events = PathEvents::default();
     let probe_ns = shared.probe_interval.as_nanos() as u64;
     let dead_ns = shared.dead_after.as_nanos() as u64;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -58,6 +59,9 @@ pub(super) fn run(shared: &Shared) {
         }
         if keepalive_due {
             last_keepalive = now;
+        }
+        if probe_ns > 0 {
+            path_events.report(shared, &table);
         }
         if now.saturating_sub(last_weights) >= WEIGHT_PERIOD_NS {
             last_weights = now;
@@ -128,6 +132,58 @@ impl UsageReports {
             self.last.insert(w.spi_in, usage);
         }
         self.turn = self.turn.wrapping_add(1);
+    }
+}
+
+/// What the monitor last reported of each probed path, by path id: (up, verified).
+#[derive(Debug, Default)]
+struct PathEvents {
+    last: HashMap<u32, (bool, bool)>,
+    /// The table generation the map was last pruned at.
+    generation: u64,
+}
+
+impl PathEvents {
+    /// Pushes [`Event::PathState`] for every probed path whose state moved since its last
+    /// report: up or down (once known: a path of unknown liveness is not reported), or
+    /// verified. A report the channel refuses is tried again at the next tick.
+    fn report(&mut self, shared: &Shared, table: &crate::sa_table::SaTable) {
+        if table.generation != self.generation {
+            self.generation = table.generation;
+            let live: std::collections::HashSet<u32> = table
+                .outbound
+                .iter()
+                .flat_map(|e| e.paths.iter().map(|p| p.state.id))
+                .collect();
+            self.last.retain(|id, _| live.contains(id));
+        }
+        for entry in table.outbound.iter().filter(|e| e.probes) {
+            for path in &entry.paths {
+                let verified = path.state.verified();
+                let up = match path.state.liveness() {
+                    Liveness::Up => verified,
+                    Liveness::Down => false,
+                    Liveness::Unknown => continue,
+                };
+                let now = (up, verified);
+                if self.last.get(&path.state.id) == Some(&now) {
+                    continue;
+                }
+                let sent = shared.events.send_spare(Event::PathState {
+                    sa: entry.name.clone(),
+                    spi_in: entry.spi_in,
+                    spi_out: entry.sa.spi(),
+                    path: path.state.name.clone(),
+                    path_id: path.state.id,
+                    up,
+                    verified,
+                });
+                if !sent {
+                    return;
+                }
+                self.last.insert(path.state.id, now);
+            }
+        }
     }
 }
 
@@ -282,5 +338,92 @@ fn send_keepalive(shared: &Shared, path: &PathEntry) {
             .is_err()
     {
         GlobalCounters::bump(&shared.counters.send_errors);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_events_follow_changes_and_verification_once_each() {
+        let (sh, rx) = table::test_shared_events(1);
+        let mut ev = PathEvents::default();
+        let t = sh.tables.load_full();
+        let (a, b) = (&t.outbound[0].paths[0].state, &t.outbound[0].paths[1].state);
+        ev.report(&sh, &t);
+        assert_eq!(rx.try_iter().count(), 0, "unknown liveness is not reported");
+        a.probe_answered(0, 1);
+        b.set_liveness(Liveness::Down);
+        ev.report(&sh, &t);
+        ev.report(&sh, &t);
+        let got: Vec<(String, bool, bool)> = rx
+            .try_iter()
+            .map(|e| match e {
+                Event::PathState {
+                    path,
+                    up,
+                    verified,
+                    spi_in,
+                    spi_out,
+                    sa,
+                    ..
+                } => {
+                    assert_eq!((sa.as_str(), spi_in, spi_out), ("s0", 0x8000, 0x1000));
+                    (path, up, verified)
+                }
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("a".into(), true, true), ("b".into(), false, true)],
+            "each change once"
+        );
+        a.set_liveness(Liveness::Down);
+        b.probe_answered(0, 1);
+        ev.report(&sh, &t);
+        assert_eq!(rx.try_iter().count(), 2);
+        // An unverified path: down while it does not answer on itself, then verified.
+        table::apply(
+            &sh,
+            vec![crate::engine::TableOp::AddPath {
+                sa: "s0".into(),
+                path: crate::engine::PathSpec {
+                    name: "c".into(),
+                    interface: "l2".into(),
+                    remote: "127.0.0.1:9".parse().unwrap(),
+                    role: Role::Standby,
+                    weight: 1,
+                    pin: Vec::new(),
+                    verify: true,
+                },
+            }],
+        )
+        .unwrap();
+        let t = sh.tables.load_full();
+        let c = &t.outbound[0].paths[2].state;
+        c.probe_answered(0, 1);
+        ev.report(&sh, &t);
+        c.verify();
+        ev.report(&sh, &t);
+        let got: Vec<(bool, bool)> = rx
+            .try_iter()
+            .map(|e| match e {
+                Event::PathState { up, verified, .. } => (up, verified),
+                e => panic!("{e:?}"),
+            })
+            .collect();
+        assert_eq!(got, [(false, false), (true, true)]);
+        // A full channel: the report waits for room and comes then; nothing is lost.
+        for spi in 0..8 {
+            sh.events.send(Event::SeqSoftLimit { spi });
+        }
+        c.set_liveness(Liveness::Down);
+        ev.report(&sh, &t);
+        assert_eq!(rx.try_iter().count(), 8);
+        ev.report(&sh, &t);
+        assert_eq!(rx.try_iter().count(), 1);
+        assert_eq!(sh.events.lost(), 0);
     }
 }

@@ -314,6 +314,7 @@ impl TableState {
             table.outbound.push(OutboundEntry {
                 name: sa.spec.name.clone(),
                 sa: Arc::clone(&sa.out),
+                spi_in: sa.spec.spi_in,
                 local_ts: sa.spec.local_ts.clone(),
                 remote_ts: sa.spec.remote_ts.clone(),
                 paths,
@@ -862,84 +863,96 @@ pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineE
 }
 
 #[cfg(test)]
-mod tests {
+/// An engine's shared state without threads or TUN: two loopback interfaces and `n`
+/// SAs `s0..`, each with paths `a` (active, l1) and `b` (standby, l2).
+pub(crate) fn test_shared(n: u32) -> Shared {
+    test_shared_events(n).0
+}
+
+/// [`test_shared`] with the receiving end of its events.
+#[cfg(test)]
+pub(crate) fn test_shared_events(
+    n: u32,
+) -> (Shared, crossbeam_channel::Receiver<crate::event::Event>) {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
     use std::time::{Duration, Instant};
 
     use zeroize::Zeroizing;
 
-    use super::*;
     use crate::esp::Mode;
     use crate::event::channel;
+
+    let iface = |name: &str| InterfaceConfig {
+        name: name.into(),
+        device: None,
+        address: "127.0.0.1".parse().unwrap(),
+        port: 0,
+    };
+    let path = |name: &str, interface: &str, role| PathSpec {
+        name: name.into(),
+        interface: interface.into(),
+        remote: "127.0.0.1:9".parse().unwrap(),
+        role,
+        weight: 1,
+        pin: Vec::new(),
+        verify: false,
+    };
+    let sas = (0..n)
+        .map(|i| SaSpec {
+            name: format!("s{i}"),
+            mode: Mode::Tunnel,
+            cipher: Cipher::Aes128Gcm,
+            esn: true,
+            spi_out: 0x1000 + i,
+            key_out: Zeroizing::new(vec![i as u8; 20]),
+            spi_in: 0x8000 + i,
+            key_in: Zeroizing::new(vec![0x80 | i as u8; 20]),
+            local_ts: vec!["10.1.0.0/16".parse().unwrap()],
+            remote_ts: vec![format!("10.2.{i}.0/24").parse().unwrap()],
+            policy: Policy::Failover,
+            paths: vec![
+                path("a", "l1", Role::Active),
+                path("b", "l2", Role::Standby),
+            ],
+            reorder: Duration::ZERO,
+            probes: true,
+            report_usage: false,
+        })
+        .collect();
+    let cfg = EngineConfig {
+        interfaces: vec![iface("l1"), iface("l2")],
+        sas,
+        ..EngineConfig::default()
+    };
+    let (events, rx) = channel(16);
+    let (state, _) = TableState::new(&cfg, events.clone()).unwrap();
+    let (ike_tx, _) = crossbeam_channel::bounded(1);
+    let sh = Shared {
+        tables: crate::sa_table::SaTables::default(),
+        stop: AtomicBool::new(false),
+        epoch: Instant::now(),
+        counters: super::GlobalCounters::default(),
+        table: Mutex::new(state),
+        probe_interval: cfg.probe_interval,
+        dead_after: cfg.dead_after,
+        keepalive: cfg.keepalive,
+        tun_name: "t".into(),
+        tun_offloads: Default::default(),
+        workers: 1,
+        ike_tx,
+        events,
+    };
+    publish(&sh);
+    (sh, rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
     use crate::path::Liveness;
 
-    /// An engine's shared state without threads or TUN: two loopback interfaces and `n`
-    /// SAs `s0..`, each with paths `a` (active, l1) and `b` (standby, l2).
-    fn shared(n: u32) -> Shared {
-        let iface = |name: &str| InterfaceConfig {
-            name: name.into(),
-            device: None,
-            address: "127.0.0.1".parse().unwrap(),
-            port: 0,
-        };
-        let path = |name: &str, interface: &str, role| PathSpec {
-            name: name.into(),
-            interface: interface.into(),
-            remote: "127.0.0.1:9".parse().unwrap(),
-            role,
-            weight: 1,
-            pin: Vec::new(),
-            verify: false,
-        };
-        let sas = (0..n)
-            .map(|i| SaSpec {
-                name: format!("s{i}"),
-                mode: Mode::Tunnel,
-                cipher: Cipher::Aes128Gcm,
-                esn: true,
-                spi_out: 0x1000 + i,
-                key_out: Zeroizing::new(vec![i as u8; 20]),
-                spi_in: 0x8000 + i,
-                key_in: Zeroizing::new(vec![0x80 | i as u8; 20]),
-                local_ts: vec!["10.1.0.0/16".parse().unwrap()],
-                remote_ts: vec![format!("10.2.{i}.0/24").parse().unwrap()],
-                policy: Policy::Failover,
-                paths: vec![
-                    path("a", "l1", Role::Active),
-                    path("b", "l2", Role::Standby),
-                ],
-                reorder: Duration::ZERO,
-                probes: true,
-                report_usage: false,
-            })
-            .collect();
-        let cfg = EngineConfig {
-            interfaces: vec![iface("l1"), iface("l2")],
-            sas,
-            ..EngineConfig::default()
-        };
-        let (events, _rx) = channel(16);
-        let (state, _) = TableState::new(&cfg, events.clone()).unwrap();
-        let (ike_tx, _) = crossbeam_channel::bounded(1);
-        let sh = Shared {
-            tables: crate::sa_table::SaTables::default(),
-            stop: AtomicBool::new(false),
-            epoch: Instant::now(),
-            counters: super::super::GlobalCounters::default(),
-            table: Mutex::new(state),
-            probe_interval: cfg.probe_interval,
-            dead_after: cfg.dead_after,
-            keepalive: cfg.keepalive,
-            tun_name: "t".into(),
-            tun_offloads: Default::default(),
-            workers: 1,
-            ike_tx,
-            events,
-        };
-        publish(&sh);
-        sh
-    }
+    use super::test_shared as shared;
 
     fn new_path(name: &str, interface: &str, role: Role, verify: bool) -> PathSpec {
         PathSpec {
