@@ -120,6 +120,9 @@ pub(super) struct RawConnection {
     prefer_best_path: Option<bool>,
     mif_on_new: Option<S<String>>,
     mif_prefer: Option<bool>,
+    mif: Option<bool>,
+    mif_max_interfaces: Option<S<i64>>,
+    mif_max_paths: Option<S<i64>>,
     local: Option<RawEnd>,
     remote: Option<RawEnd>,
     #[serde(default)]
@@ -159,6 +162,8 @@ struct RawChild {
     life_packets: Option<S<RawDuration>>,
     rand_packets: Option<S<RawDuration>>,
     mif_accept: Option<bool>,
+    policy: Option<S<String>>,
+    interfaces: Strings,
 }
 
 /// A byte or packet count as swanctl.conf writes it: a number, or a number with `K`, `M`
@@ -857,6 +862,20 @@ impl Cx<'_> {
                     })?,
                     None => Mode::Tunnel,
                 };
+                let policy = match &ch.policy {
+                    Some(p) => self.parse_str(p, &ck("policy"), |t| t.parse())?,
+                    None => mifsec_dataplane::sa_table::Policy::Failover,
+                };
+                let interfaces = match &ch.interfaces {
+                    Some(v) => self.strings(v, &ck("interfaces"), |t| {
+                        if engine.interfaces.iter().any(|i| i.name == t) {
+                            Ok(t.to_string())
+                        } else {
+                            Err(format!("{t:?} is no [interfaces.*] name"))
+                        }
+                    })?,
+                    None => Vec::new(),
+                };
                 // swanctl.conf defaults: child rekey 1h, hard limit 10% later, rand_time the
                 // difference.
                 let (rekey, set) = time(&ch.rekey_time, ck("rekey_time"))?;
@@ -958,6 +977,8 @@ impl Cx<'_> {
                         rand_packets: volume[1].2,
                     }),
                     mif_accept: ch.mif_accept.unwrap_or(true),
+                    policy,
+                    interfaces,
                 });
             }
             // swanctl.conf defaults: IKE rekey 4h; hard limit 10% later; rand_time the
@@ -1059,6 +1080,14 @@ impl Cx<'_> {
                 })?,
                 None => MifOnNew::Add,
             };
+            let mif_max_interfaces = match &rc.mif_max_interfaces {
+                Some(v) => self.int(v, &k("mif_max_interfaces"), 1, 64)? as u16,
+                None => 16,
+            };
+            let mif_max_paths = match &rc.mif_max_paths {
+                Some(v) => self.int(v, &k("mif_max_paths"), 1, 64)? as u16,
+                None => 16,
+            };
             let mut child_names = vec![first.name.clone()];
             child_names.extend(children.iter().map(|c| c.name.clone()));
             out.connections.push(Connection {
@@ -1094,6 +1123,9 @@ impl Cx<'_> {
                     roam,
                     mif_on_new,
                     mif_prefer: rc.mif_prefer.unwrap_or(false),
+                    mif: rc.mif.unwrap_or(true),
+                    mif_max_interfaces,
+                    mif_max_paths,
                 },
             });
         }

@@ -1144,3 +1144,86 @@ fn ike_pubkey_connection_and_the_file_that_is_wrong() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ike_mif_keys() {
+    use mifsec_dataplane::sa_table::Policy;
+    let cfg = parse("cl.toml", &plus(IKE)).unwrap();
+    let ike = &cfg.ike.connections[0].ike;
+    assert_eq!(
+        (ike.mif, ike.mif_max_interfaces, ike.mif_max_paths),
+        (true, 16, 16),
+        "defaults"
+    );
+    assert_eq!(ike.child.policy, Policy::Failover);
+    assert!(ike.child.interfaces.is_empty());
+    let conn = |lines: &str| {
+        IKE.replace(
+            "start_action = \"start\"",
+            &format!("start_action = \"start\"\n{lines}"),
+        )
+    };
+    let child = |lines: &str| {
+        IKE.replace(
+            "esp_proposals = [\"aes128gcm16\"]",
+            &format!("esp_proposals = [\"aes128gcm16\"]\n{lines}"),
+        )
+    };
+    let cfg = parse(
+        "cl.toml",
+        &plus(&conn(
+            "mif = false\nmif_max_interfaces = 1\nmif_max_paths = 64",
+        )),
+    )
+    .unwrap();
+    let ike = &cfg.ike.connections[0].ike;
+    assert_eq!(
+        (ike.mif, ike.mif_max_interfaces, ike.mif_max_paths),
+        (false, 1, 64)
+    );
+    let cfg = parse(
+        "cl.toml",
+        &plus(&child("policy = \"aggregate\"\ninterfaces = [\"link1\"]")),
+    )
+    .unwrap();
+    let c = &cfg.ike.connections[0].ike.child;
+    assert_eq!(
+        (c.policy, c.interfaces.clone()),
+        (Policy::Aggregate, vec!["link1".into()])
+    );
+    // Errors name the file, line and key.
+    for (text, key, what) in [
+        (
+            conn("mif_max_interfaces = 0"),
+            "connections.home.mif_max_interfaces",
+            "mif_max",
+        ),
+        (
+            conn("mif_max_interfaces = 65"),
+            "connections.home.mif_max_interfaces",
+            "mif_max",
+        ),
+        (
+            conn("mif_max_paths = 65"),
+            "connections.home.mif_max_paths",
+            "mif_max",
+        ),
+        (
+            child("policy = \"fastest\""),
+            "connections.home.children.net.policy",
+            "policy",
+        ),
+        (
+            child("interfaces = [\"link1\", \"wan9\"]"),
+            "connections.home.children.net.interfaces[1]",
+            "interfaces",
+        ),
+    ] {
+        let text = plus(&text);
+        let line = 1 + text.lines().position(|l| l.starts_with(what)).unwrap();
+        let e = err(&text);
+        assert!(e.starts_with(&format!("gw.toml:{line}: {key}: ")), "{e}");
+    }
+    let e = err(&plus(&conn("mif = 1")));
+    assert!(e.contains("connections.home.mif"), "{e}");
+}

@@ -172,6 +172,12 @@ pub struct ChildConfig {
     /// child's paths over its interfaces (`mif_accept`, default true; false: NOT_ALLOWED,
     /// except the removal of an interface).
     pub mif_accept: bool,
+    /// With the multi-interface extension in use: how we schedule the child's outbound
+    /// packets over its paths (`policy`; sent in MIF_CHILD, docs/PROTOCOL.md 4.1).
+    pub policy: mifsec_dataplane::sa_table::Policy,
+    /// With the extension in use: the names of our interfaces (`[interfaces.NAME]`) the
+    /// child may use, in preference order (`interfaces`); empty: all.
+    pub interfaces: Vec<String>,
 }
 
 /// What a new local interface becomes on the IKE SAs with MIF in use (`mif_on_new`).
@@ -524,6 +530,13 @@ pub struct IkeConfig {
     /// MIF: when the most preferred interface (lowest priority) comes back, the traffic
     /// moves back to it by SOFT_HANDOVER (`mif_prefer`).
     pub mif_prefer: bool,
+    /// The multi-interface extension between mifsec peers (docs/PROTOCOL.md): send
+    /// MIF_SUPPORTED in IKE_AUTH (`mif`, default on).
+    pub mif: bool,
+    /// How many of the peer's interfaces we keep (`mif_max_interfaces`, 1 to 64).
+    pub mif_max_interfaces: u16,
+    /// How many paths one child SA may have (`mif_max_paths`, 1 to 64).
+    pub mif_max_paths: u16,
 }
 
 impl IkeConfig {
@@ -572,6 +585,9 @@ impl fmt::Debug for IkeConfig {
             .field("lifetimes", &self.lifetimes)
             .field("dpd", &self.dpd)
             .field("roam", &self.roam)
+            .field("mif", &self.mif)
+            .field("mif_max_interfaces", &self.mif_max_interfaces)
+            .field("mif_max_paths", &self.mif_max_paths)
             .finish()
     }
 }
@@ -656,6 +672,8 @@ mod tests {
                 mode: Mode::Tunnel,
                 lifetimes: None,
                 mif_accept: true,
+                policy: mifsec_dataplane::sa_table::Policy::Failover,
+                interfaces: Vec::new(),
             },
             more_children: Vec::new(),
             request_vip: false,
@@ -674,6 +692,9 @@ mod tests {
             roam: RoamConfig::default(),
             mif_on_new: MifOnNew::Add,
             mif_prefer: false,
+            mif: true,
+            mif_max_interfaces: 16,
+            mif_max_paths: 16,
         };
         let dbg = format!("{cfg:?}");
         assert!(!dbg.contains("hunter2"));

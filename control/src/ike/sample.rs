@@ -25,6 +25,8 @@ fn child(local: Vec<TrafficSelector>, remote: Vec<TrafficSelector>) -> ChildConf
         mode: Mode::Tunnel,
         lifetimes: None,
         mif_accept: true,
+        policy: mifsec_dataplane::sa_table::Policy::Failover,
+        interfaces: Vec::new(),
     }
 }
 
@@ -58,6 +60,9 @@ pub fn client() -> IkeConfig {
         roam: RoamConfig::default(),
         mif_on_new: Default::default(),
         mif_prefer: false,
+        mif: true,
+        mif_max_interfaces: 16,
+        mif_max_paths: 16,
     }
 }
 
@@ -94,5 +99,8 @@ pub fn gateway() -> IkeConfig {
         roam: RoamConfig::default(),
         mif_on_new: Default::default(),
         mif_prefer: false,
+        mif: true,
+        mif_max_interfaces: 16,
+        mif_max_paths: 16,
     }
 }

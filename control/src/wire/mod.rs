@@ -20,6 +20,8 @@
 //! * [`ts`]: traffic selector payloads.
 //! * [`cp`]: configuration payload.
 //! * [`message`]: a whole message.
+//! * [`mif`]: mifsec's multi-interface extension (docs/PROTOCOL.md), the Notification Data
+//!   of notify types 40960 to 40966.
 //! * [`codec`]: checked reader and length-prefix writer.
 //! * [`error`]: the error type, [`WireError`].
 
@@ -32,6 +34,7 @@ pub mod cp;
 pub mod error;
 pub mod header;
 pub mod message;
+pub mod mif;
 pub mod notify;
 pub mod payload;
 pub mod sa;
@@ -48,6 +51,10 @@ pub use cp::{CfgAttribute, CfgAttributeType, CfgType, CpPayload};
 pub use error::WireError;
 pub use header::{ExchangeType, Flags, HEADER_LEN, Header, HeaderPacket};
 pub use message::Message;
+pub use mif::{
+    MifChild, MifInterface, MifInterfaceList, MifNotifies, MifOp, MifOperation, MifRefusal,
+    MifResult, MifRole, MifSelection, MifStatus, MifSupported,
+};
 pub use notify::{DeletePayload, NotifyPayload, NotifyType};
 pub use payload::{
     GENERIC_HEADER_LEN, GenericPayloadPacket, Payload, PayloadType, SkPayload, SkfPayload,

@@ -100,7 +100,7 @@ impl TrafficSelector {
         }
     }
 
-    fn parse(r: &mut Reader<'_>) -> Result<Self, WireError> {
+    pub(super) fn parse(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let ts_type = TsType::from(r.u8("traffic selector")?);
         let octet1 = r.u8("traffic selector")?;
         let len = usize::from(r.u16("traffic selector")?);
@@ -140,7 +140,7 @@ impl TrafficSelector {
         Ok(ts)
     }
 
-    fn emit(&self, buf: &mut Vec<u8>) {
+    pub(super) fn emit(&self, buf: &mut Vec<u8>) {
         match self {
             TrafficSelector::Ipv4 {
                 ip_protocol,

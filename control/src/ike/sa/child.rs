@@ -1,6 +1,7 @@
 //! A child SA as its IKE SA tracks it.
 
 use crate::ike::sa::ChildSa;
+use crate::ike::sa::mif::MifChildState;
 
 use crate::ike::config::Mode;
 use crate::wire::TrafficSelector;
@@ -26,6 +27,9 @@ pub(in crate::ike::sa) struct Child {
     /// Replaced by a rekey of the peer's that we answered: the lowest nonce of that
     /// exchange and the new child's inbound SPI (for RFC 7296 section 2.8.1).
     pub(in crate::ike::sa) peer_rekey: Option<(Vec<u8>, u32)>,
+    /// With the multi-interface extension: the child's two interface sets and policies.
+    #[allow(dead_code, reason = "wired in steps")]
+    pub(in crate::ike::sa) mif: Option<MifChildState>,
 }
 
 impl Child {
@@ -43,6 +47,7 @@ impl Child {
             life_packets: None,
             rekeyed: false,
             peer_rekey: None,
+            mif: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::ike::sa::channel::Retransmit;
 use crate::ike::sa::child::Child;
+use crate::ike::sa::mif::MifState;
 use crate::ike::sa::paths::PathSet;
 use crate::ike::sa::roam::Roam;
 use crate::ike::sa::timer::{Timer, TimerTable};
@@ -39,6 +40,9 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) paths: PathSet,
     /// MOBIKE as initiator: our addresses, path checks, probes.
     pub(in crate::ike::sa) roam: Roam,
+    /// The multi-interface extension: both interface tables, limits, whether in use.
+    #[allow(dead_code, reason = "wired in steps")]
+    pub(in crate::ike::sa) mif: MifState,
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,
     /// The handshake's outstanding request (IKE_SA_INIT, IKE_AUTH); an established SA's
@@ -224,6 +228,7 @@ impl Ctx {
             remote_ts,
             udp_encap: self.paths.children_path().nat.any(),
             paths: self.paths.child_paths(),
+            mif: None,
         }
     }
 
@@ -366,11 +371,13 @@ impl Drop for Ctx {
 
 impl Ctx {
     pub(in crate::ike::sa) fn new(cfg: IkeConfig, local: SocketAddr, remote: SocketAddr) -> Ctx {
+        let mif = MifState::new(cfg.mif, cfg.mif_max_interfaces, cfg.mif_max_paths);
         Ctx {
             cfg,
             rng: SystemRandom::new(),
             paths: PathSet::new(local, remote),
             roam: Roam::default(),
+            mif,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             retransmit: None,

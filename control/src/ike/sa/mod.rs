@@ -51,6 +51,7 @@ mod ctx;
 mod established;
 pub(crate) mod exchange;
 mod handshake;
+pub(crate) mod mif;
 mod paths;
 mod roam;
 mod timer;
@@ -59,6 +60,7 @@ pub use self::core::nat_detection_hash;
 pub use ctx::MAX_CLONE_FAMILY;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
 pub use handshake::{MAX_CP_ATTRIBUTES, MAX_DNS, MAX_VIPS_PER_FAMILY};
+pub use mif::{LocalInterface, paths as mif_paths};
 pub use paths::{ESP_IN_UDP_PORT, MAX_PEER_ADDRESSES, MAX_VERIFIED, Path};
 
 /// The most local addresses [`IkeSa::set_local_addresses`] keeps.
@@ -189,6 +191,40 @@ pub struct ChildSa {
     /// paths with the ESP-in-UDP port ([`ESP_IN_UDP_PORT`]). Today one, the IKE SA's
     /// current pair.
     pub paths: Vec<(SocketAddr, SocketAddr)>,
+    /// With the multi-interface extension in use (docs/PROTOCOL.md 4.2): the child's
+    /// paths over both sides' announced interfaces, its policy and reorder; `None`: no
+    /// MIF (a standard peer, MIF off, no pair of interfaces), install on [`Self::paths`].
+    pub mif: Option<MifChildPaths>,
+}
+
+/// One path of a child SA over a pair of announced interfaces (PROTOCOL 4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MifPath {
+    /// `i<initiator's ID>r<responder's ID>`, the same on both sides (for example `i1r2`).
+    pub name: String,
+    /// Our address and port on it (our interface's announcement).
+    pub local: SocketAddr,
+    /// The peer's (its announcement).
+    pub remote: SocketAddr,
+    /// Active (both interfaces active) or standby.
+    pub role: mifsec_dataplane::sa_table::Role,
+    /// Our interface's ID.
+    pub local_if: u16,
+    /// The peer's interface's ID.
+    pub remote_if: u16,
+    /// Our interface's name (`[interfaces.NAME]`).
+    pub local_name: String,
+}
+
+/// A child SA's MIF paths, in PROTOCOL 4.2's order, with how we use them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MifChildPaths {
+    /// How we schedule outbound packets (our child configuration's `policy`).
+    pub policy: mifsec_dataplane::sa_table::Policy,
+    /// Hold inbound packets in a reorder buffer: the peer aggregates.
+    pub reorder: bool,
+    /// The paths, at most the negotiated Max Paths per Child.
+    pub paths: Vec<MifPath>,
 }
 
 impl fmt::Debug for ChildSa {
@@ -204,6 +240,7 @@ impl fmt::Debug for ChildSa {
             .field("remote_ts", &self.remote_ts)
             .field("udp_encap", &self.udp_encap)
             .field("paths", &self.paths)
+            .field("mif", &self.mif)
             .finish_non_exhaustive()
     }
 }
