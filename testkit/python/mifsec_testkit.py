@@ -389,11 +389,19 @@ class MifLab(Lab):
                key, value)
 
     def shape(self, side: str, i: int, mbit: int) -> None:
-        """tbf at `mbit` Mbit/s both ways on link `i` of `side` (as MifLab::shape)."""
-        dev, _, mdev = self.links(side)[i][:3]
+        """tbf at `mbit` Mbit/s both ways on link `i` of `side`, in the middle (as
+        MifLab::shape: towards the end on its device, from the end on an IFB device)."""
+        mdev = self.links(side)[i][2]
+        ifb = f"ifb{mdev}"
         burst = max(mbit * 1_000_000 // 8 // 100, 32 * 1024)
-        for ns, d in ((self.ns(side), dev), (self.mid, mdev)):
-            sh("tc", "-n", ns, "qdisc", "replace", "dev", d, "root", "tbf", "rate",
+        if sh("ip", "-n", self.mid, "link", "show", ifb, check=False).returncode != 0:
+            sh("ip", "-n", self.mid, "link", "add", ifb, "type", "ifb")
+            sh("ip", "-n", self.mid, "link", "set", ifb, "up")
+            sh("tc", "-n", self.mid, "qdisc", "add", "dev", mdev, "handle", "ffff:", "ingress")
+            sh("tc", "-n", self.mid, "filter", "add", "dev", mdev, "parent", "ffff:", "protocol",
+               "all", "u32", "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb)
+        for d in (mdev, ifb):
+            sh("tc", "-n", self.mid, "qdisc", "replace", "dev", d, "root", "tbf", "rate",
                f"{mbit}mbit", "burst", str(burst), "latency", "20ms")
 
     def delete_address(self, side: str, i: int) -> None:

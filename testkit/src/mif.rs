@@ -267,31 +267,46 @@ impl MifLab {
         }
     }
 
-    /// Shapes link `i` of `side` to `mbit` Mbit/s both ways (tbf on the end's device and on
-    /// the middle's device towards it).
+    /// Shapes link `i` of `side` to `mbit` Mbit/s both ways, in the middle namespace (the
+    /// bottleneck is in the network, not in the sender's own qdisc, which would push back on
+    /// its socket): a tbf on the middle's device towards the end, and one on an IFB device
+    /// that the middle's ingress from the end is redirected to.
     pub fn shape(&self, side: Side, i: usize, mbit: u32) {
         let l = &side.links()[i];
+        let mid = self.mid_ns.as_str();
+        let ifb = format!("ifb{}", l.mid_dev);
         // Burst: 10 ms of the rate, at least 32 KiB; up to 20 ms queued.
         let burst = (u64::from(mbit) * 1_000_000 / 8 / 100).max(32 * 1024);
-        for (ns, dev) in [(self.ns(side), l.dev), (self.mid_ns.as_str(), l.mid_dev)] {
-            ip(&["-n", ns, "link", "set", dev, "txqueuelen", "1000"]);
-            let out = run(Command::new("tc").args([
-                "-n",
-                ns,
-                "qdisc",
-                "replace",
-                "dev",
-                dev,
-                "root",
-                "tbf",
-                "rate",
-                &format!("{mbit}mbit"),
-                "burst",
-                &burst.to_string(),
-                "latency",
-                "20ms",
-            ]));
-            assert!(out.status.success(), "tc tbf on {dev}: {}", text(&out));
+        let tc = |args: &[&str]| {
+            let out = run(Command::new("tc").args(["-n", mid]).args(args));
+            assert!(
+                out.status.success(),
+                "tc {}: {}",
+                args.join(" "),
+                text(&out)
+            );
+        };
+        if !run(Command::new("ip").args(["-n", mid, "link", "show", &ifb]))
+            .status
+            .success()
+        {
+            ip(&["-n", mid, "link", "add", &ifb, "type", "ifb"]);
+            ip(&["-n", mid, "link", "set", &ifb, "up"]);
+            tc(&[
+                "qdisc", "add", "dev", l.mid_dev, "handle", "ffff:", "ingress",
+            ]);
+            tc(&[
+                "filter", "add", "dev", l.mid_dev, "parent", "ffff:", "protocol", "all", "u32",
+                "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", &ifb,
+            ]);
+        }
+        let rate = format!("{mbit}mbit");
+        let burst = burst.to_string();
+        for dev in [l.mid_dev, ifb.as_str()] {
+            tc(&[
+                "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst,
+                "latency", "20ms",
+            ]);
         }
     }
 
