@@ -120,7 +120,8 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
     cap = None
     procs: list[subprocess.Popen] = []
     if case == "soft" and not a.soft_cmd and not mif_available(binary, work, a):
-        res["skipped"] = "not available: this mifsec has no `ctl mif` commands yet"
+        res["skipped"] = ("not available: this mifsec lacks `ctl mif CONN soft-handover` "
+                          "or refuses `mif = true`")
         return res
     try:
         lab.up(a.children)

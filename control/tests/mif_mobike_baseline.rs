@@ -13,51 +13,14 @@
 use std::time::Duration;
 
 use mifsec_testkit::capture::{self, Capture, INFORMATIONAL};
-use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side};
+use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, sas_sending_from, tx_from};
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
 use mifsec_testkit::{WAIT, poll, require_root, text};
-use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 const CHILDREN: usize = 50;
 const PATH_CHECK_OFF: &str = "path_check_delay = \"0\"";
-
-/// Packets the engine sent on paths whose local address is `addr`, over every SA.
-fn tx_from(st: &Value, addr: &str) -> u64 {
-    let prefix = format!("{addr}:");
-    st["sas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
-        .filter(|p| p["local"].as_str().is_some_and(|l| l.starts_with(&prefix)))
-        .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
-        .sum()
-}
-
-/// SAs with a path from `addr` whose tx counter is above what `before` had for it.
-fn sas_sending_from(before: &Value, now: &Value, addr: &str) -> usize {
-    let prefix = format!("{addr}:");
-    let tx = |st: &Value, name: &str| -> u64 {
-        st["sas"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|sa| sa["name"] == name)
-            .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
-            .filter(|p| p["local"].as_str().is_some_and(|l| l.starts_with(&prefix)))
-            .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
-            .sum()
-    };
-    now["sas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|sa| sa["name"].as_str())
-        .filter(|n| tx(now, n) > tx(before, n))
-        .count()
-}
 
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]

@@ -485,6 +485,50 @@ impl MifLab {
     }
 }
 
+/// Packets the engine sent on paths whose local address is `addr`, over every SA of a status.
+pub fn tx_from(st: &Value, addr: &str) -> u64 {
+    sa_paths(st)
+        .filter(|(_, p)| local_is(p, addr))
+        .map(|(_, p)| p["tx_packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Every (SA name, path) of a status's engine SAs.
+pub fn sa_paths(st: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    st["sas"].as_array().into_iter().flatten().flat_map(|sa| {
+        let name = sa["name"].as_str().unwrap_or("");
+        sa["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(move |p| (name, p))
+    })
+}
+
+/// Whether path `p` of a status has local address `addr` (any port).
+pub fn local_is(p: &Value, addr: &str) -> bool {
+    p["local"]
+        .as_str()
+        .is_some_and(|l| l.rsplit_once(':').is_some_and(|(a, _)| a == addr))
+}
+
+/// The SAs of `now` whose paths from `addr` sent more than they had in `before`.
+pub fn sas_sending_from(before: &Value, now: &Value, addr: &str) -> usize {
+    let tx = |st: &Value, name: &str| -> u64 {
+        sa_paths(st)
+            .filter(|(n, p)| *n == name && local_is(p, addr))
+            .map(|(_, p)| p["tx_packets"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    now["sas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|sa| sa["name"].as_str())
+        .filter(|n| tx(now, n) > tx(before, n))
+        .count()
+}
+
 /// The number of installed children of the only established IKE SA of a status, if there
 /// is exactly one IKE SA.
 pub fn installed_children(st: &Value) -> Option<usize> {
