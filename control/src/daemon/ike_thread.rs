@@ -1284,6 +1284,28 @@ impl IkeThread {
                     children.len()
                 );
             }
+            // The daemon's part (one engine table swap per event) is mifd's; logged here
+            // until then.
+            Event::MifApplied {
+                initiated,
+                op,
+                dry_run,
+                results,
+                children,
+                ..
+            } => info!(
+                "MIF {} {}{}: {} results, {} child SAs changed",
+                op.as_ref().map_or("interface list", |o| o.name()),
+                if initiated { "answered" } else { "applied" },
+                if dry_run { " (dry run)" } else { "" },
+                results.len(),
+                children.len()
+            ),
+            Event::MifRefused { op, reason, .. } => warn!(
+                "MIF {} refused by the peer: {}",
+                op.as_ref().map_or("interface list", |o| o.name()),
+                reason.name()
+            ),
             Event::ChildSaRekeyed {
                 old_spi_in,
                 new,

@@ -30,7 +30,7 @@ use std::time::Instant;
 use super::config::IkeConfig;
 use super::cookie::{Admission, CookieGate, CookieStats};
 use super::limits::{InitLimiter, InitLimits, LimitStats, Refusal};
-use super::sa::{CloneError, Event, FailReason, IkeSa, MoveError, Transmit};
+use super::sa::{CloneError, Event, FailReason, IkeSa, MifError, MoveError, Transmit};
 use crate::wire::{ExchangeType, HeaderPacket};
 
 /// Names one IKE SA of an [`Endpoint`]: a number given in order of creation, from 1, never
@@ -497,6 +497,17 @@ impl Endpoint {
     ) -> Result<bool, MoveError> {
         let sa = self.sa_mut(h).ok_or(MoveError::NoSuchSa)?;
         sa.request_move(now, local, remote)
+    }
+
+    /// Queues a MIF operation on IKE SA `h` ([`IkeSa::mif_request`], `mifsec ctl mif ...`).
+    pub fn mif_request(
+        &mut self,
+        now: Instant,
+        h: SaHandle,
+        op: crate::wire::MifOperation,
+    ) -> Result<(), MifError> {
+        let sa = self.sa_mut(h).ok_or(MifError::NoSuchSa)?;
+        sa.mif_request(now, op)
     }
 
     /// Reports the traffic of IKE SA `h`'s children ([`IkeSa::note_traffic`]).

@@ -310,6 +310,7 @@ mod cookie;
 mod exchange;
 mod fragments;
 mod limits;
+mod mif;
 mod mobike;
 mod mobike_init;
 mod pubkey;

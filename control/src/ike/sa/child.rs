@@ -30,6 +30,9 @@ pub(in crate::ike::sa) struct Child {
     /// With the multi-interface extension: the child's two interface sets and policies.
     #[allow(dead_code, reason = "wired in steps")]
     pub(in crate::ike::sa) mif: Option<MifChildState>,
+    /// Replaced by a rekey of ours: the new child's inbound SPI (a MIF operation selecting
+    /// this child selects it too, PROTOCOL 6.4).
+    pub(in crate::ike::sa) successor: Option<u32>,
 }
 
 impl Child {
@@ -48,6 +51,7 @@ impl Child {
             rekeyed: false,
             peer_rekey: None,
             mif: None,
+            successor: None,
         }
     }
 }

@@ -68,6 +68,8 @@ pub(in crate::ike::sa) struct Ctx {
     pub(in crate::ike::sa) clones: Vec<super::IkeSa>,
     /// The SPIs of the IKE SA this one was cloned from, if it was.
     pub(in crate::ike::sa) cloned_from: Option<(u64, u64)>,
+    /// The MIF exchange's own state (`exchange/mif.rs`).
+    pub(in crate::ike::sa) mif_ops: crate::ike::sa::exchange::mif::MifOpsState,
     /// Tests only: each child rekey exchange's lowest nonce and the new inbound SPI.
     #[cfg(test)]
     pub(in crate::ike::sa) rekey_log: Vec<(Vec<u8>, u32)>,
@@ -391,6 +393,7 @@ impl Ctx {
             family: Arc::new(()),
             clones: Vec::new(),
             cloned_from: None,
+            mif_ops: Default::default(),
             #[cfg(test)]
             rekey_log: Vec::new(),
             #[cfg(test)]

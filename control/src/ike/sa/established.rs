@@ -19,12 +19,12 @@ use super::channel::{Channel, Tick};
 use super::exchange::delete::deletes_ike;
 use super::exchange::{
     AddressUpdate, ChildCreate, ChildRekey, Delete, Effect, Ex, Exchange, IkeRekey, IkeRetry, Key,
-    Kind, Liveness, PathCheck, PathUpdate, RETRY_AFTER, Resend, Responder, responders,
+    Kind, Liveness, MifRequest, PathCheck, PathUpdate, RETRY_AFTER, Resend, Responder, responders,
 };
 use super::roam::Pair;
 use super::timer::Timer;
 use super::{
-    Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, MoveError, MoveReason,
+    Core, CryptoError, Ctx, Dead, Event, FailReason, IkeSaInfo, MifError, MoveError, MoveReason,
     SeqLimitAction, State, has_notify, is_later_fragment, notify,
 };
 use crate::wire::{ExchangeType, Message, NotifyPayload, NotifyType, Payload};
@@ -1084,6 +1084,50 @@ impl Established {
                 Some(Key::ChildRekey(_) | Key::IkeRekey)
             )
         })
+    }
+
+    /// See `IkeSa::mif_request`.
+    pub(super) fn mif_request(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        op: crate::wire::MifOperation,
+    ) -> Result<(), MifError> {
+        super::exchange::mif::check_request(ctx, &op)?;
+        let key = Key::Other("mif");
+        let waiting: usize = self
+            .channels()
+            .map(|ch| ch.todo.iter().filter(|t| t.key() == key).count())
+            .sum();
+        if waiting >= super::exchange::mif::MAX_QUEUED {
+            return Err(MifError::Busy);
+        }
+        self.queue(Box::new(MifRequest::new(Some(op))));
+        self.kick(ctx, now);
+        Ok(())
+    }
+
+    /// Our interface table changed from `before` (see `exchange::mif::local_changed`):
+    /// the automatic requests are queued, as many as the queue takes.
+    pub(super) fn mif_local_changed(
+        &mut self,
+        ctx: &mut Ctx,
+        now: Instant,
+        before: &[crate::wire::MifInterface],
+    ) {
+        let key = Key::Other("mif");
+        for ex in super::exchange::mif::local_changed(ctx, before) {
+            let waiting: usize = self
+                .channels()
+                .map(|ch| ch.todo.iter().filter(|t| t.key() == key).count())
+                .sum();
+            if waiting >= super::exchange::mif::MAX_QUEUED {
+                ctx.stats.mif_refused += 1;
+                break;
+            }
+            self.queue(Box::new(ex));
+        }
+        self.kick(ctx, now);
     }
 
     /// Tests only: the peer's requests are offered to `r` before any other exchange.

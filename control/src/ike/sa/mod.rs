@@ -385,11 +385,135 @@ pub enum Event {
     /// RFC 7791: our clone of this IKE SA failed (the peer refused it, or its answer was
     /// unusable); the IKE SA is unchanged.
     CloneFailed(FailReason),
+    /// A MIF exchange (docs/PROTOCOL.md section 5) was answered: by us (`initiated` false:
+    /// the peer's request, applied before the answer went out) or by the peer (ours, its
+    /// answer applied). `children` are the child SAs whose paths (or transport-mode
+    /// selectors) changed, each with its new full path list: the caller applies all of
+    /// them in ONE engine table swap. With `dry_run` (DRY_RUN or CHECK) `children` is
+    /// empty and `results` says what would have been applied.
+    MifApplied {
+        /// The IKE SA's SPIs (initiator's, responder's).
+        spis: (u64, u64),
+        /// Whether the request was ours.
+        initiated: bool,
+        /// The operation (`None`: the request carried only an interface list).
+        op: Option<crate::wire::MifOp>,
+        /// DRY_RUN or CHECK: nothing changed.
+        dry_run: bool,
+        /// The answer per child SA, as on the wire (SPIs: the exchange initiator's
+        /// inbound ones).
+        results: Vec<crate::wire::MifResult>,
+        /// The child SAs whose paths changed.
+        children: Vec<MifChildChange>,
+    },
+    /// Our MIF request was refused as a whole (MIF_REFUSED, or an unusable answer):
+    /// nothing changed on either side.
+    MifRefused {
+        /// The IKE SA's SPIs (initiator's, responder's).
+        spis: (u64, u64),
+        /// The operation refused (`None`: an interface list alone).
+        op: Option<crate::wire::MifOp>,
+        /// Why.
+        reason: crate::wire::MifRefusal,
+    },
     /// The IKE SA failed; nothing more will happen on it.
     Failed(FailReason),
     /// The peer deleted the IKE SA.
     Closed,
 }
+
+/// Tests only: one side's MIF state ([`IkeSa::test_mif_state`]).
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TestMifState {
+    pub(crate) ours: Vec<crate::wire::MifInterface>,
+    pub(crate) peer: Vec<crate::wire::MifInterface>,
+    pub(crate) our_generation: u32,
+    pub(crate) peer_generation: u32,
+    pub(crate) children: Vec<TestMifChild>,
+}
+
+/// Tests only: one child's MIF state.
+#[cfg(test)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TestMifChild {
+    pub(crate) spi_in: u32,
+    pub(crate) spi_out: u32,
+    pub(crate) i_set: Vec<(u16, crate::wire::MifRole)>,
+    pub(crate) r_set: Vec<(u16, crate::wire::MifRole)>,
+    pub(crate) local_ts: Vec<TrafficSelector>,
+    pub(crate) remote_ts: Vec<TrafficSelector>,
+    pub(crate) paths: Vec<String>,
+}
+
+/// One child SA's new paths after a MIF exchange ([`Event::MifApplied`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MifChildChange {
+    /// The child's inbound SPI.
+    pub spi_in: u32,
+    /// Its new full path list (PROTOCOL 4.2 order).
+    pub paths: Vec<MifPath>,
+    /// How the new paths take over.
+    pub transition: MifTransition,
+    /// Transport mode: the child's new (local, remote) selectors, when they changed
+    /// (PROTOCOL 6.5).
+    pub selectors: Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)>,
+}
+
+/// How a child's new paths take over ([`MifChildChange`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MifTransition {
+    /// Make the list so; paths new to it carry traffic once a probe was answered on them
+    /// (ADD_INTERFACE, REMOVE_INTERFACE, SET_ALTERNATES, a withdrawn interface).
+    Set,
+    /// SOFT_HANDOVER: make-before-break: `to` (path names) join, verified; `from` leave
+    /// once one of `to` answered.
+    Soft {
+        /// The paths that leave.
+        from: Vec<String>,
+        /// The paths that join.
+        to: Vec<String>,
+    },
+    /// HARD_HANDOVER: `to` replace `from` at once, unverified (PROTOCOL 4.3).
+    Hard {
+        /// The paths that leave.
+        from: Vec<String>,
+        /// The paths that join.
+        to: Vec<String>,
+    },
+}
+
+/// Why [`IkeSa::mif_request`] refused an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MifError {
+    /// The IKE SA is not established.
+    NotEstablished,
+    /// The extension is not in use on it (the peer did not send MIF_SUPPORTED).
+    NotNegotiated,
+    /// Too many MIF requests are waiting already.
+    Busy,
+    /// The operation names an interface we did not announce.
+    UnknownInterface,
+    /// The selection is beyond PROTOCOL 6.6's limits (256 SPIs, 16 + 16 selectors).
+    Limit,
+    /// No such IKE SA (from the endpoint).
+    NoSuchSa,
+}
+
+impl fmt::Display for MifError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MifError::NotEstablished => "the IKE SA is not established",
+            MifError::NotNegotiated => "the multi-interface extension is not in use on this IKE SA",
+            MifError::Busy => "too many MIF operations are queued on this IKE SA",
+            MifError::UnknownInterface => "the operation names an interface we did not announce",
+            MifError::Limit => "the selection is too large (256 SPIs, 16 selectors per side)",
+            MifError::NoSuchSa => "no such IKE SA",
+        })
+    }
+}
+
+impl std::error::Error for MifError {}
 
 /// Why an IKE SA moved to a new path ([`Event::IkeSaMoved`]). As MOBIKE responder the
 /// peer decides (RFC 4555 section 3.1: the initiator chooses the addresses); as
@@ -569,6 +693,10 @@ pub struct Stats {
     /// Our UPDATE_SA_ADDRESSES refused by the peer (UNACCEPTABLE_ADDRESSES,
     /// UNEXPECTED_NAT_DETECTED, another error) or not verified: no move.
     pub our_updates_refused: u64,
+    /// MIF operations answered (ours and the peer's).
+    pub mif_operations: u64,
+    /// MIF requests refused as a whole (MIF_REFUSED sent or received).
+    pub mif_refused: u64,
 }
 
 /// Proof that the peer's AUTH payload verified. Only `core::verify_peer` makes one, and child
@@ -1259,6 +1387,154 @@ impl IkeSa {
         st.want(ex);
         st.kick(&mut self.ctx, now);
         true
+    }
+
+    /// Queues a MIF operation (docs/PROTOCOL.md section 5) on this IKE SA: one request at
+    /// a time, the others wait in order; our interface list goes with it if it changed
+    /// since the peer last took one. Its answer is [`Event::MifApplied`] (with `dry_run`
+    /// for DRY_RUN and CHECK) or [`Event::MifRefused`]. Refused at once (`Err`) unless
+    /// established with the extension in use, with every interface it names one of ours,
+    /// within the selection limits, and with fewer than 16 requests waiting.
+    pub fn mif_request(
+        &mut self,
+        now: Instant,
+        op: crate::wire::MifOperation,
+    ) -> Result<(), MifError> {
+        match &mut self.state {
+            State::Established(st) => st.mif_request(&mut self.ctx, now, op),
+            _ => Err(MifError::NotEstablished),
+        }
+    }
+
+    /// MIF: our interfaces are now `list` (the daemon's monitor, through
+    /// `Endpoint::set_local_interfaces`): an interface keeps its ID while its name and
+    /// address stay, a new one gets a new ID. Before IKE_AUTH the table goes in IKE_AUTH;
+    /// once established with the extension in use, ONE INFORMATIONAL with the new list
+    /// and the operation the configuration chooses is queued (a new interface:
+    /// `mif_on_new`; a lost one: REMOVE_INTERFACE, or HARD_HANDOVER to one gained at the
+    /// same time; the most preferred one back with `mif_prefer`: SOFT_HANDOVER to it).
+    pub fn set_local_interfaces(&mut self, now: Instant, list: &[mif::LocalInterface]) {
+        let before = self.ctx.mif.announced().to_vec();
+        if self.ctx.mif.set_local(list) {
+            if let State::Established(st) = &mut self.state {
+                st.mif_local_changed(&mut self.ctx, now, &before);
+            }
+        }
+    }
+
+    /// Tests only: MIF in use on this established IKE SA with our interfaces `ours` and
+    /// the peer's `peer` (generation 1 both), every child SA over all of them (as a
+    /// MIF_CHILD with no interface list would make it).
+    #[cfg(test)]
+    pub(crate) fn test_mif_setup(
+        &mut self,
+        ours: &[mif::LocalInterface],
+        peer: &[crate::wire::MifInterface],
+        (peer_max_interfaces, peer_max_paths): (u16, u16),
+    ) {
+        let m = &mut self.ctx.mif;
+        m.in_use = false;
+        m.set_local(ours);
+        m.in_use = true;
+        m.peer_max_interfaces = peer_max_interfaces;
+        m.peer_max_paths = peer_max_paths;
+        m.our_generation = 1;
+        m.list_pending = false;
+        m.withdrawn_pending.clear();
+        m.peer = peer.to_vec();
+        m.peer_generation = 1;
+        let all = crate::wire::MifChild {
+            policy: mifsec_dataplane::sa_table::Policy::Aggregate,
+            reorder: true,
+            interfaces: Vec::new(),
+        };
+        let st = m.child_state(self.ctx.original_initiator, &all, &all);
+        for c in &mut self.ctx.children {
+            c.mif = Some(st.clone());
+        }
+    }
+
+    /// Tests only: our (ID, address) table, the peer's, and each child's (inbound SPI,
+    /// initiator set, responder set, local selectors, remote selectors), for comparing
+    /// both sides' MIF state.
+    #[cfg(test)]
+    pub(crate) fn test_mif_state(&self) -> TestMifState {
+        let m = &self.ctx.mif;
+        TestMifState {
+            ours: m.ours.clone(),
+            peer: m.peer.clone(),
+            our_generation: m.our_generation,
+            peer_generation: m.peer_generation,
+            children: self
+                .ctx
+                .children
+                .iter()
+                .map(|c| {
+                    let st = c.mif.as_ref();
+                    TestMifChild {
+                        spi_in: c.spi_in,
+                        spi_out: c.spi_out,
+                        i_set: st.map(|s| s.initiator_set.clone()).unwrap_or_default(),
+                        r_set: st.map(|s| s.responder_set.clone()).unwrap_or_default(),
+                        local_ts: c.local_ts.clone(),
+                        remote_ts: c.remote_ts.clone(),
+                        paths: self.test_mif_paths(c.spi_in),
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Tests only: child `spi_in`'s MIF path names, as the exchange computes them.
+    #[cfg(test)]
+    pub(crate) fn test_mif_paths(&self, spi_in: u32) -> Vec<String> {
+        self.ctx
+            .children
+            .iter()
+            .find(|c| c.spi_in == spi_in)
+            .and_then(|c| exchange::mif::test_paths(&self.ctx, c))
+            .unwrap_or_default()
+    }
+
+    /// Tests only: our interface table is now `ours` (as the daemon's monitor would
+    /// give it); the automatic operation follows.
+    #[cfg(test)]
+    pub(crate) fn test_mif_set_local(&mut self, now: Instant, ours: &[mif::LocalInterface]) {
+        self.set_local_interfaces(now, ours);
+    }
+
+    /// Tests only: our MIF_SUPPORTED figures (max interfaces, max paths).
+    #[cfg(test)]
+    pub(crate) fn test_mif_limits(&self) -> (u16, u16) {
+        (self.ctx.mif.our_max_interfaces, self.ctx.mif.our_max_paths)
+    }
+
+    /// Tests only: `mif_on_new` is now `on_new`.
+    #[cfg(test)]
+    pub(crate) fn test_mif_set_on_new(&mut self, on_new: super::config::MifOnNew) {
+        self.ctx.cfg.mif_on_new = on_new;
+    }
+
+    /// Tests only: our interface table is now `ours`, and the peer is never told (no list
+    /// pending, no operation).
+    #[cfg(test)]
+    pub(crate) fn test_mif_set_local_quiet(&mut self, ours: &[mif::LocalInterface]) {
+        let m = &mut self.ctx.mif;
+        let generation = m.our_generation;
+        m.set_local(ours);
+        m.our_generation = generation;
+        m.list_pending = false;
+        m.withdrawn_pending.clear();
+    }
+
+    /// Tests only: the MIF state of the child SA with inbound SPI `spi_in`.
+    #[cfg(test)]
+    pub(crate) fn test_mif_child_mut(&mut self, spi_in: u32) -> Option<&mut mif::MifChildState> {
+        self.ctx
+            .children
+            .iter_mut()
+            .find(|c| c.spi_in == spi_in)
+            .and_then(|c| c.mif.as_mut())
     }
 
     /// Whether the IKE SA is established.

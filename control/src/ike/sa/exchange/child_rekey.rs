@@ -126,6 +126,11 @@ impl Exchange for ChildRekey {
         ctx.rekey_log.push((lowest(ni, &nr), spi_in));
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(x.now, &new);
+        // MIF (PROTOCOL 4.1, 6.4): the new child starts from the old one's current sets.
+        let inherited = ctx.children[i].mif.clone();
+        if let Some(c) = ctx.children.last_mut() {
+            c.mif = inherited;
+        }
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
             new,
@@ -238,8 +243,14 @@ impl Exchange for ChildRekey {
             (tsi.selectors.clone(), tsr.selectors.clone()),
         );
         ctx.children[i].rekeyed = true;
+        ctx.children[i].successor = Some(new.spi_in);
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(x.now, &new);
+        // MIF (PROTOCOL 4.1, 6.4): the new child starts from the old one's current sets.
+        let inherited = ctx.children[i].mif.clone();
+        if let Some(c) = ctx.children.last_mut() {
+            c.mif = inherited;
+        }
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
             new,

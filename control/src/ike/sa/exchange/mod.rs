@@ -16,6 +16,8 @@
 //!   3.6);
 //! * `mobike_probe.rs`: our path checks and probes, liveness checks with NAT_DETECTION_*
 //!   and COOKIE2 (sections 3.8, 3.10).
+//! * `mif.rs`: the multi-interface extension's INFORMATIONAL, both roles: interface lists
+//!   and operations (docs/PROTOCOL.md sections 3.2, 5 and 6).
 //!
 //! The established state (`established.rs`) owns the queue of our requests, dispatches
 //! the peer's requests to the first exchange in [`responders`] that claims them, and
@@ -45,6 +47,7 @@ pub(in crate::ike::sa) mod child_rekey;
 pub(in crate::ike::sa) mod delete;
 pub(in crate::ike::sa) mod ike_rekey;
 pub(in crate::ike::sa) mod liveness;
+pub(in crate::ike::sa) mod mif;
 pub(in crate::ike::sa) mod mobike_initiator;
 pub(in crate::ike::sa) mod mobike_probe;
 pub(in crate::ike::sa) mod mobike_update;
@@ -55,6 +58,7 @@ pub(in crate::ike::sa) use child_rekey::ChildRekey;
 pub(in crate::ike::sa) use delete::Delete;
 pub(in crate::ike::sa) use ike_rekey::IkeRekey;
 pub(in crate::ike::sa) use liveness::Liveness;
+pub(in crate::ike::sa) use mif::MifRequest;
 pub(in crate::ike::sa) use mobike_initiator::{AddressUpdate, PathUpdate};
 pub(in crate::ike::sa) use mobike_probe::PathCheck;
 pub(in crate::ike::sa) use mobike_update::MobikeUpdate;
@@ -73,6 +77,7 @@ pub(in crate::ike::sa) fn responders() -> Vec<Responder> {
         Responder::of::<ChildCreate>(),
         Responder::of::<Delete>(),
         Responder::of::<MobikeUpdate>(),
+        Responder::of::<MifRequest>(),
         Responder::of::<Liveness>(),
     ]
 }
