@@ -14,11 +14,13 @@ path through a middle router. The client has N children (child i: 10.50.i.1/32 <
 10.60.i.1/32), the gateway one child they are all narrowed from.
 
 Cases, each on a fresh lab, in this order:
-  mobike   standard means: `mifsec ctl move mif --local 198.18.34.2` (MOBIKE's
-           UPDATE_SA_ADDRESSES: the whole IKE SA and every child, hard, onto one path)
-  soft     the extension: SOFT_HANDOVER of every child from c1 to c2 in one INFORMATIONAL
-           (`soft_handover_cmd`: the ctl command, once it is on main; until then the case
-           is reported as "not available")
+  mobike   standard means (`mif = false` on both peers): `mifsec ctl move mif --local
+           198.18.34.2` (MOBIKE's UPDATE_SA_ADDRESSES: the whole IKE SA and every child,
+           hard, onto one path)
+  soft     the extension (`mif = true`): every child first on c1 only (`ctl mif mif remove
+           c2 --all`, before the stream), then SOFT_HANDOVER of every child from c1 to c2 in
+           one INFORMATIONAL (`soft_handover_cmd`: `ctl mif mif soft-handover c1 c2 --all`);
+           reported as "not available" by a binary without it
 
 For each case: the stream (testkit's mif-stream binary: sequence numbers per child, paced on
 a 1 ms tick) runs --seconds (8); --move-at (3) seconds into it, once link 1 carries it, the
@@ -98,10 +100,13 @@ def soft_handover_cmd(a) -> list[str]:
 def case_config(case: str, a) -> dict:
     """The connection lines of each side for a case."""
     conn = PATH_CHECK_OFF
-    gw = ""
     if case == "soft":
         conn += "\nmif = true"
         gw = "mif = true"
+    else:
+        # Standard means only: without the extension MOBIKE moves the children too.
+        conn += "\nmif = false"
+        gw = "mif = false"
     return {"conn": conn + ("\n" + a.client_conn if a.client_conn else ""), "gw_conn": gw}
 
 
@@ -132,6 +137,12 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
             kit.wait_until(lambda s=side: kit.installed_children(lab.status(s)) == a.children,
                            60, lambda s=side: f"{s}: not {a.children} children: "
                            f"{kit.installed_children(lab.status(s))}\n{lab.log(s)[-3000:]}")
+        if case == "soft":
+            # Every child on c1 only first (one REMOVE_INTERFACE), as MOBIKE's starting point.
+            r = lab.mifsec("cl", "ctl", "mif", "mif", "remove", "c2", "--all", check=False)
+            res["setup_command_output"] = (r.stdout + r.stderr).strip()[-2000:]
+            if r.returncode != 0:
+                raise RuntimeError(f"ctl mif mif remove c2 --all: {res['setup_command_output']}")
         cap = Capture(lab.cl, d / "move.pcap")
         common = ["--children", str(a.children), "--rate", str(a.rate),
                   "--seconds", str(a.seconds)]

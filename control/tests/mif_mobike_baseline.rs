@@ -1,7 +1,8 @@
 //! The standard-means baseline of issue 11's first bar, between two mifsec daemons in the
 //! multi-interface lab (`mifsec_testkit::mif`): 50 child SAs on one IKE SA, a 10,000
 //! packets/s UDP stream spread over them, and the whole IKE SA moved to the client's second
-//! link with MOBIKE (`mifsec ctl move mif --local C2`, UPDATE_SA_ADDRESSES). Asserted: the
+//! link with MOBIKE (`mifsec ctl move mif --local C2`, UPDATE_SA_ADDRESSES; `mif = false` on
+//! both peers: standard means only). Asserted: the
 //! children all follow to link 2 (the engine's per-path counters grow there), the stream
 //! gets through afterwards, and the capture in the client's namespace shows the move's
 //! INFORMATIONAL exchange(s) on the wire and no CREATE_CHILD_SA (no child is rekeyed). The
@@ -20,16 +21,17 @@ use mifsec_testkit::{WAIT, poll, require_root, text};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 const CHILDREN: usize = 50;
-const PATH_CHECK_OFF: &str = "path_check_delay = \"0\"";
+/// Standard means only (`mif = false`: with the extension MOBIKE would move the IKE SA
+/// alone), and no liveness checks: the stream is one way, and the checks it would cause (an
+/// INFORMATIONAL every 400 ms) are not the move.
+const CLIENT_CONN: &str = "mif = false\npath_check_delay = \"0\"";
 
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn mobike_moves_fifty_children_to_the_second_link() {
     require_root();
     let mut lab = MifLab::new("mob", BIN, CHILDREN);
-    // The stream is one way: without `path_check_delay = "0"` the client would check its
-    // path every 400 ms (outbound ESP, nothing inbound), INFORMATIONALs that are not the move.
-    lab.start_pair(CHILDREN, PATH_CHECK_OFF, "", "");
+    lab.start_pair(CHILDREN, CLIENT_CONN, "", "mif = false");
     lab.wait_children("gw", CHILDREN);
     let mut cap = Capture::start(&lab.cl_ns, &lab.dir.join("move.pcap"));
 
