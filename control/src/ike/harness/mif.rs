@@ -1073,3 +1073,54 @@ fn lost_with_a_new_one_is_a_hard_handover_with_move_ike() {
     let _ = id_of(&h, "cb");
     let _ = requests_sent(&h);
 }
+
+#[test]
+fn a_priority_change_reorders_the_paths_on_both_sides_at_once() {
+    let mut h = mif_pair();
+    // c2 becomes the preferred interface: a list alone, no operation.
+    let ci = vec![iface("c1", "198.18.1.2", 20), iface("c2", "198.18.2.2", 10)];
+    let before = h.log.len();
+    let now = h.now;
+    h.init.set_local_interfaces(now, &ci);
+    h.run(LIMIT);
+    assert_eq!(h.log.len() - before, 2, "one exchange");
+    let (i, r) = assert_same(&h);
+    assert_eq!(r.peer_generation, 2);
+    for c in &i.children {
+        assert_eq!(c.paths, names(&["i2r1", "i2r2", "i1r1", "i1r2"]));
+    }
+    for events in [&h.init_events, &h.resp_events] {
+        let a = applied(events);
+        assert_eq!(a.len(), 1, "{events:?}");
+        assert_eq!(a[0].1, None, "a list alone");
+        assert_eq!(a[0].4.len(), 3);
+        assert!(a[0].4.iter().all(|c| c.transition == MifTransition::Set));
+    }
+}
+
+#[test]
+fn an_operation_racing_a_mobike_update() {
+    for mif_first in [true, false] {
+        let mut h = mif_pair();
+        let a2: IpAddr = "192.0.2.77".parse().unwrap();
+        let now = h.now;
+        h.init.set_local_addresses(now, &[super::A.ip(), a2]);
+        h.run(LIMIT);
+        let now = h.now;
+        let remove = op(MifOp::RemoveInterface { id: 2 }, MifSelection::All);
+        if mif_first {
+            h.init.mif_request(now, remove).unwrap();
+            assert_eq!(h.init.request_move(now, a2, None), Ok(true));
+        } else {
+            assert_eq!(h.init.request_move(now, a2, None), Ok(true));
+            h.init.mif_request(now, remove).unwrap();
+        }
+        h.run(LIMIT);
+        assert!(h.init.is_established() && h.resp.is_established());
+        let (i, _) = assert_same(&h);
+        assert!(paths_of(&i).iter().all(|p| *p == names(&["i1r1", "i1r2"])));
+        assert_eq!(h.init.addresses().0.ip(), a2, "the IKE SA moved");
+        assert_eq!(h.resp.addresses().1.ip(), a2);
+        assert_eq!(applied(&h.resp_events).len(), 1);
+    }
+}

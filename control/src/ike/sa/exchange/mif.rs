@@ -251,10 +251,11 @@ fn side_mut(c: &mut MifChildState, i: bool) -> &mut Set {
 /// Our side of the exchange that outlives a request.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MifOpsState {
-    /// Our interfaces gone from our table that the children's sets may still hold until
-    /// the peer took a list without them (their paths leave then): bounded by the table's
-    /// limit.
-    gone: Vec<MifInterface>,
+    /// Our table as the peer holds it, while it differs from our own (`None`: the same):
+    /// both peers compute a child's paths over it until the peer took a newer list, so a
+    /// lost interface's paths leave, and a new priority orders them, on both sides at
+    /// once. At most the announced interfaces.
+    known: Option<Vec<MifInterface>>,
 }
 
 /// One of our MIF requests: our list if it changed since the peer last took one, and an
@@ -262,8 +263,8 @@ pub(crate) struct MifOpsState {
 #[derive(Debug)]
 pub(crate) struct MifRequest {
     op: Option<MifOperation>,
-    /// The list sent in the request last built: its generation and IDs.
-    sent: Option<(u32, Vec<u16>)>,
+    /// The list sent in the request last built: its generation and interfaces.
+    sent: Option<(u32, Vec<MifInterface>)>,
 }
 
 impl MifRequest {
@@ -718,7 +719,7 @@ impl MifRequest {
             let table = mif_our_table(mif);
             p.extend(table.iter().map(MifInterface::notify));
             p.push(MifInterfaceList { generation }.notify());
-            self.sent = Some((generation, table.iter().map(|i| i.id).collect()));
+            self.sent = Some((generation, table.to_vec()));
         }
         if let Some(o) = &self.op {
             p.push(o.notify());
@@ -824,8 +825,8 @@ impl Exchange for MifRequest {
             })
         };
         let taken = match (&self.sent, m.list) {
-            (Some((generation, ids)), Some(l)) if l.generation >= *generation => {
-                Some((*generation, ids.clone()))
+            (Some((generation, list)), Some(l)) if l.generation >= *generation => {
+                Some((*generation, list.clone()))
             }
             _ => None,
         };
@@ -856,13 +857,14 @@ impl Exchange for MifRequest {
         }
         // The peer took our list: what it withdrew leaves every child, after the
         // operation, as at the peer.
-        if let Some((generation, ids)) = taken {
+        if let Some((generation, list)) = taken {
             if generation == ctx.mif.our_generation {
                 ctx.mif.list_pending = false;
                 ctx.mif.withdrawn_pending.clear();
             }
-            // Gone since that list was built: still in it, still to be withdrawn.
-            ctx.mif_ops.gone.retain(|g| ids.contains(&g.id));
+            let ids: Vec<u16> = list.iter().map(|i| i.id).collect();
+            // Changed again since that list was built: the peer holds that one.
+            ctx.mif_ops.known = (list != mif_our_table(&ctx.mif)).then_some(list);
             withdraw(ctx, s_i, true, |id| ids.contains(&id), addr);
         }
         let Some(o) = self.op.as_ref() else {
@@ -971,26 +973,21 @@ fn mif_our_generation(m: &MifState) -> u32 {
     m.our_generation
 }
 
-/// A child's paths, our gone interfaces counted (their paths leave when the peer took the
-/// list without them).
+/// A child's paths over our table as the peer holds it ([`MifOpsState::known`]): what both
+/// peers compute.
 fn mif_child_paths(
     ctx: &crate::ike::sa::Ctx,
     c: &crate::ike::sa::child::Child,
 ) -> Option<Vec<crate::ike::sa::MifPath>> {
     let st = c.mif.as_ref()?;
-    let mut ours = mif_our_table(&ctx.mif).to_vec();
-    for g in &ctx.mif_ops.gone {
-        if !ours.iter().any(|o| o.id == g.id) {
-            ours.push(g.clone());
-        }
-    }
+    let ours = ctx
+        .mif_ops
+        .known
+        .as_deref()
+        .unwrap_or(mif_our_table(&ctx.mif));
     let peer = mif_peer_table(&ctx.mif);
     let oi = ctx.original_initiator;
-    let (it, rt) = if oi {
-        (&ours[..], peer)
-    } else {
-        (peer, &ours[..])
-    };
+    let (it, rt) = if oi { (ours, peer) } else { (peer, ours) };
     Some(crate::ike::sa::mif::paths(
         &st.initiator_set,
         &st.responder_set,
@@ -1029,14 +1026,9 @@ pub(crate) fn local_changed(
         return Vec::new();
     }
     let now = mif_our_table(&ctx.mif).to_vec();
-    let max = mif_max_interfaces(&ctx.mif);
-    for b in before.iter().filter(|b| !now.iter().any(|n| n.id == b.id)) {
-        if !ctx.mif_ops.gone.iter().any(|g| g.id == b.id) {
-            ctx.mif_ops.gone.push(b.clone());
-        }
+    if ctx.mif_ops.known.is_none() {
+        ctx.mif_ops.known = Some(before.to_vec());
     }
-    let excess = ctx.mif_ops.gone.len().saturating_sub(max);
-    ctx.mif_ops.gone.drain(..excess);
     let lost: Vec<&MifInterface> = before
         .iter()
         .filter(|b| !now.iter().any(|n| n.id == b.id))
