@@ -16,7 +16,7 @@ usage: mifsec COMMAND [OPTIONS]
   run --config FILE                     run the daemon in the foreground
   check --config FILE                   parse and validate FILE, print a summary
   status [--json]                       SAs, paths, interfaces and counters
-  keys --wireshark                      the SAs' keys as Wireshark esp_sa lines
+  keys --wireshark                      the keys as Wireshark esp_sa and ikev2 lines
   ctl handover SA PATH [--hard]         make PATH the only active path of SA
   ctl add-interface NAME --address A [--device D] [--port P]
   ctl remove-interface NAME
@@ -35,6 +35,9 @@ usage: mifsec COMMAND [OPTIONS]
   ctl mif CONN alternates [IFACE...]    --ts LOCAL_CIDR[,..][:REMOTE_CIDR,..]; --check asks
   ctl mif CONN check IFACE              and changes nothing. Prints the peer's answer per
                                         child SA (waits up to 5 s)
+  ctl clone CONN [--local A] [--remote A] [--child NAME]
+                                        clone CONN's IKE SA (RFC 7791), move the clone to
+                                        A (MOBIKE), negotiate child NAME on it
   help                                  this text
 
 status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
@@ -359,6 +362,20 @@ fn parse_ctl(args: &[String]) -> Result<Command, String> {
             m.command()?;
             (a, Request::Mif(m))
         }
+        "clone" => {
+            let a = Args::split(rest, &[], &["socket", "local", "remote", "child"])?;
+            let [conn] = a.positional(&what, ["CONN"])?;
+            let (local, remote, child) = (a.value("local"), a.value("remote"), a.value("child"));
+            (
+                a,
+                Request::Clone {
+                    conn,
+                    local,
+                    remote,
+                    child,
+                },
+            )
+        }
         other => return Err(format!("unknown ctl subcommand {other:?}")),
     };
     Ok(Command::Ctl {
@@ -434,6 +451,25 @@ mod tests {
             })
         ));
         assert!(p("ctl move home").is_err());
+        assert!(matches!(
+            p("ctl clone home --local 198.18.22.2 --child net2"),
+            Ok(Command::Ctl {
+                request: Request::Clone { conn, local: Some(l), remote: None, child: Some(c) },
+                ..
+            }) if conn == "home" && l == "198.18.22.2" && c == "net2"
+        ));
+        assert!(matches!(
+            p("ctl clone home"),
+            Ok(Command::Ctl {
+                request: Request::Clone {
+                    local: None,
+                    child: None,
+                    ..
+                },
+                ..
+            })
+        ));
+        assert!(p("ctl clone").is_err());
         assert!(matches!(
             p("ctl rekey home --ike"),
             Ok(Command::Ctl { request: Request::Rekey { conn, ike: true }, .. }) if conn == "home"

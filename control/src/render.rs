@@ -111,6 +111,9 @@ fn ike_sas(st: &Value, out: &mut String) {
             s(ike, "spi_r"),
             if initiator { "" } else { "*" },
         );
+        if let Some(from) = ike.get("cloned_from").and_then(Value::as_u64) {
+            let _ = writeln!(out, "  cloned from #{from} (RFC 7791)");
+        }
         // Every virtual IP (the list), else the single one older daemons report.
         let vip = |k: &str| {
             let list: Vec<&str> = ike

@@ -105,6 +105,7 @@ pub(super) struct RawConnection {
     mobike: Option<bool>,
     clone: Option<bool>,
     clone_per_interface: Option<bool>,
+    clone_children: Strings,
     fragmentation: Option<S<String>>,
     fragment_size: Option<S<i64>>,
     start_action: Option<S<String>>,
@@ -1090,6 +1091,18 @@ impl Cx<'_> {
             };
             let mut child_names = vec![first.name.clone()];
             child_names.extend(children.iter().map(|c| c.name.clone()));
+            let mut clone_children = Vec::new();
+            for v in rc.clone_children.iter().flatten() {
+                let n = v.get_ref();
+                if !child_names.contains(n) || *n == first.name {
+                    return Err(self.err(
+                        v.span(),
+                        k("clone_children"),
+                        format!("{n:?} is not a child of this connection after its first"),
+                    ));
+                }
+                clone_children.push(n.clone());
+            }
             out.connections.push(Connection {
                 name: name.clone(),
                 local_addrs,
@@ -1113,6 +1126,7 @@ impl Cx<'_> {
                     mobike: rc.mobike.unwrap_or(true),
                     mobike_peers: remote_addrs,
                     clone_ike_sa: rc.clone.unwrap_or(true),
+                    clone_children,
                     nat_t_port: Some(4500),
                     force_encap: rc.encap.unwrap_or(true),
                     fragmentation,

@@ -163,7 +163,26 @@ pub enum Request {
     /// One operation of the multi-interface extension on a connection's child SAs
     /// (`ctl mif`), answered once the peer answered.
     Mif(mif::MifRequest),
+    /// RFC 7791: clone a connection's IKE SA, move the clone (MOBIKE) to another path and
+    /// negotiate a child of the connection on it.
+    Clone {
+        /// Connection name.
+        conn: String,
+        /// Our address to move the clone to (none: it stays on the original's path).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        local: Option<String>,
+        /// The peer's address to move it to (default: its current one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+        /// The child configuration to negotiate on the clone.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        child: Option<String>,
+    },
 }
+
+/// The line of `mifsec keys --wireshark` before the IKE SAs' `ikev2_decryption_table`
+/// lines (the `esp_sa` lines come before it).
+pub const IKE_KEYS_HEADER: &str = "# ikev2_decryption_table";
 
 /// One response: `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -274,6 +293,24 @@ pub trait Target {
         Err(CommandError::NoIke {
             name: conn.to_owned(),
         })
+    }
+    /// Clones connection `conn`'s IKE SA (RFC 7791), moves the clone to `local` /
+    /// `remote` and negotiates child `child` on it. Without IKE: an error.
+    fn clone_sa(
+        &self,
+        conn: &str,
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
+        child: Option<String>,
+    ) -> Result<String, CommandError> {
+        let _ = (local, remote, child);
+        Err(CommandError::NoIke {
+            name: conn.to_owned(),
+        })
+    }
+    /// The IKE SAs' keys as Wireshark `ikev2_decryption_table` lines; `None` without IKE.
+    fn ike_keys(&self) -> Option<Vec<String>> {
+        None
     }
     /// The IKE SAs as JSON (a list), added to `status` as `ike_sas`; `None` without IKE.
     fn ike_sas(&self) -> Option<Value> {
@@ -396,6 +433,20 @@ impl Request {
                 s
             }
             Request::Mif(m) => m.describe(),
+            Request::Clone {
+                conn,
+                local,
+                remote,
+                child,
+            } => {
+                let mut s = format!("clone {conn}");
+                for (k, v) in [("local", local), ("remote", remote), ("child", child)] {
+                    if let Some(v) = v {
+                        s += &format!(" --{k} {v}");
+                    }
+                }
+                s
+            }
         }
     }
 }
@@ -435,7 +486,16 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                 }
                 Response::ok(v)
             }
-            Request::Keys {} => Response::ok(Value::from(target.wireshark_keys())),
+            Request::Keys {} => {
+                let mut lines = target.wireshark_keys();
+                if let Some(ike) = target.ike_keys().filter(|k| !k.is_empty()) {
+                    // Wireshark's UAT files skip '#' lines: the esp_sa lines above, the
+                    // ikev2_decryption_table lines below.
+                    lines.push(IKE_KEYS_HEADER.into());
+                    lines.extend(ike);
+                }
+                Response::ok(Value::from(lines))
+            }
             Request::Handover { sa, path, hard } => done(target.handover(&sa, &path, hard)),
             Request::AddInterface {
                 name,
@@ -540,6 +600,26 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                     "text": text.join("\n"),
                     "answers": answers,
                 }))
+            }
+            Request::Clone {
+                conn,
+                local,
+                remote,
+                child,
+            } => {
+                let ip = |a: &str| {
+                    a.parse::<IpAddr>()
+                        .map_err(|_| format!("{a:?} is not an IP address"))
+                };
+                let local = local.as_deref().map(ip).transpose()?;
+                let remote = remote.as_deref().map(ip).transpose()?;
+                if remote.is_some() && local.is_none() {
+                    return Err("--remote needs --local".into());
+                }
+                if let Some(c) = &child {
+                    check_name(c, "child")?;
+                }
+                done(target.clone_sa(&conn, local, remote, child))
             }
         })
     };

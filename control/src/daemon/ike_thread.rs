@@ -189,6 +189,16 @@ enum Msg {
     /// `ctl mif`: connection, the checked command; the answers (one per IKE SA) go back on
     /// the channel once every peer answered.
     Mif(String, MifCommand, Sender<Vec<MifAnswer>>),
+    /// `ctl clone`: connection, our address, the peer's, the child; the outcome goes back.
+    Clone(
+        String,
+        Option<IpAddr>,
+        Option<IpAddr>,
+        Option<String>,
+        Sender<Result<String, String>>,
+    ),
+    /// `keys --wireshark`: the IKE SAs' ikev2_decryption_table lines go back.
+    Keys(Sender<Vec<String>>),
     Stop,
 }
 
@@ -327,6 +337,7 @@ impl IkeHandle {
             exhausted: Vec::new(),
             sink: thread_sink,
             awaiting_address: Vec::new(),
+            clone_plans: Vec::new(),
         };
         let main = spawn(
             "mifsec-ike",
@@ -427,6 +438,37 @@ impl IkeHandle {
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
         }
+    }
+
+    /// RFC 7791 (`ctl clone`): clones connection `conn`'s IKE SA, moves the clone to our
+    /// `local` (and the peer's `remote`) with MOBIKE, then negotiates child `child` on it.
+    /// Refused, with the reason, when the peer did not announce CLONE_IKE_SA_SUPPORTED
+    /// (or `clone = false`); the rest completes asynchronously.
+    pub fn clone_sa(
+        &self,
+        conn: &str,
+        local: Option<IpAddr>,
+        remote: Option<IpAddr>,
+        child: Option<String>,
+    ) -> Result<String, CommandError> {
+        self.known(conn)?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.command(Msg::Clone(conn.to_owned(), local, remote, child, tx))?;
+        match rx.recv_timeout(MOVE_ANSWER) {
+            Ok(r) => r.map_err(CommandError::Refused),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
+    }
+
+    /// The IKE SAs' keys as Wireshark `ikev2_decryption_table` lines (empty if the IKE
+    /// thread does not answer in time). The control server hands them out to root only.
+    pub fn ike_keys(&self) -> Vec<String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.command(Msg::Keys(tx)).is_err() {
+            return Vec::new();
+        }
+        rx.recv_timeout(MOVE_ANSWER).unwrap_or_default()
     }
 
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
@@ -568,6 +610,8 @@ pub(super) struct Entry {
     pub(super) moves_by_reason: BTreeMap<&'static str, u64>,
     /// When it last moved, and why.
     pub(super) last_move: Option<(Instant, MoveReason)>,
+    /// A clone moved by `ctl clone`: the children to negotiate on it once moved.
+    pub(super) after_move: Vec<String>,
 }
 
 pub(super) struct IkeThread {
@@ -608,6 +652,8 @@ pub(super) struct IkeThread {
     /// Connections to initiate (`start`) that had no local address of the peer's family:
     /// initiated once one appears.
     pub(super) awaiting_address: Vec<String>,
+    /// RFC 7791: clones asked for, with what follows once each is up.
+    pub(super) clone_plans: Vec<super::clone::ClonePlan>,
 }
 
 impl IkeThread {
@@ -695,6 +741,18 @@ impl IkeThread {
                     let _ = reply.try_send(r);
                 }
                 Some(Msg::Mif(c, cmd, reply)) => self.mif_command(now, &c, cmd, reply),
+                Some(Msg::Clone(c, local, remote, child, reply)) => {
+                    let r = self.clone_cmd(now, &c, local, remote, child);
+                    let _ = reply.try_send(r);
+                }
+                Some(Msg::Keys(reply)) => {
+                    let lines = self
+                        .ep
+                        .iter()
+                        .flat_map(|(_, _, sa)| sa.wireshark_ike_keys())
+                        .collect();
+                    let _ = reply.try_send(lines);
+                }
                 Some(Msg::Stop) => {
                     self.terminate(now, None);
                     self.publish(now);
@@ -746,7 +804,7 @@ impl IkeThread {
 
     /// An SA was given input, a timeout or a command: its events and datagrams are due,
     /// its timers may have moved, and the status may have changed.
-    fn touched(&mut self) {
+    pub(super) fn touched(&mut self) {
         self.pending = true;
         self.dirty = true;
     }
@@ -754,7 +812,7 @@ impl IkeThread {
     /// Acts on the endpoint's output: every touched SA's events (first: a child SA is
     /// installed or moved before the message that lets the peer use it goes out, which is
     /// make-before-break), its datagrams, and the cleanup of finished SAs.
-    fn pump(&mut self) {
+    pub(super) fn pump(&mut self) {
         while let Some(out) = self.ep.poll() {
             match out {
                 Output::Event(h, ev) => {
@@ -769,6 +827,7 @@ impl IkeThread {
                 Output::Removed { sa, conn } => {
                     let name = self.conns[conn].name.clone();
                     let span = ike_span(&name, sa.0);
+                    self.forget_clone_plans(sa);
                     let restart = span.in_scope(|| self.cleanup(sa));
                     if restart {
                         span.in_scope(|| info!("restarting (dpd_action = restart)"));
@@ -1220,6 +1279,7 @@ impl IkeThread {
                 }
                 e.info = Some(info);
                 e.established = Some(Instant::now());
+                self.clone_per_interface(h);
             }
             Event::IkeSaCloned { info, from } => {
                 info!(
@@ -1235,12 +1295,18 @@ impl IkeThread {
                     algorithms(info.cipher, info.prf, info.group),
                     nat_name(&info),
                 );
+                self.on_cloned(h, &info);
                 let e = self.entry(h);
                 e.dns.clone_from(&info.dns);
                 e.info = Some(info);
                 e.established = Some(Instant::now());
             }
-            Event::CloneFailed(r) => warn!("clone (RFC 7791) failed: {r}"),
+            Event::CloneFailed(r) => {
+                warn!("clone (RFC 7791) failed: {r}");
+                if let Some(i) = self.clone_plans.iter().position(|p| p.from == h) {
+                    self.clone_plans.remove(i);
+                }
+            }
             Event::ChildSaEstablished(c) => {
                 let span = child_span(&c.name, c.spi_in);
                 let _child = span.enter();
@@ -1283,6 +1349,7 @@ impl IkeThread {
                         .map_or("-", nat_name),
                     children.len()
                 );
+                self.clone_moved(h);
             }
             // The daemon's part (one engine table swap per event) is mifd's; logged here
             // until then.
@@ -1370,7 +1437,9 @@ impl IkeThread {
             Event::Failed(r) => {
                 warn!("failed: {r}");
                 let conn = &self.conns[c];
+                // A clone is not restarted: the connection's first IKE SA is.
                 if r == FailReason::Timeout
+                    && self.ep.cloned_from(h).is_none()
                     && conn.ike.dpd.action == DpdAction::Restart
                     && !conn.remote_addrs.is_empty()
                 {

@@ -28,6 +28,7 @@ use crate::dataplane::engine::{Engine, EngineError, EngineStatus, InterfaceConfi
 use crate::dataplane::sa_table::Policy;
 use tracing::{error, info, warn};
 
+mod clone;
 pub mod ike_thread;
 pub mod install;
 pub mod interfaces;
@@ -451,6 +452,23 @@ impl ctl::Target for Node {
                 name: conn.to_owned(),
             }),
         }
+    }
+    fn clone_sa(
+        &self,
+        conn: &str,
+        local: Option<std::net::IpAddr>,
+        remote: Option<std::net::IpAddr>,
+        child: Option<String>,
+    ) -> Result<String, CommandError> {
+        match &self.ike {
+            Some(i) => i.clone_sa(conn, local, remote, child),
+            None => Err(CommandError::NoIke {
+                name: conn.to_owned(),
+            }),
+        }
+    }
+    fn ike_keys(&self) -> Option<Vec<String>> {
+        self.ike.as_ref().map(|i| i.ike_keys())
     }
     fn ike_sas(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;

@@ -78,6 +78,11 @@ pub struct IkeSaStatus {
     pub fragments_dropped: u64,
     /// Whether MOBIKE (RFC 4555) is in use on it.
     pub mobike: bool,
+    /// RFC 7791: the `id` of the IKE SA it was cloned from (`ctl clone`, the peer's clone,
+    /// `clone_per_interface`), if it was.
+    pub cloned_from: Option<u64>,
+    /// RFC 7791: whether the peer announced CLONE_IKE_SA_SUPPORTED.
+    pub peer_clone: bool,
     /// Our other addresses it could move to: the connection's `local_addrs` (else every
     /// interface's address) of the current local address's family, that one left out.
     pub local_addrs: Vec<String>,
@@ -260,6 +265,8 @@ impl IkeThread {
                     fragments_received: sa.stats().fragments_received,
                     fragments_dropped: sa.stats().fragments_dropped,
                     mobike: sa.mobike(),
+                    cloned_from: self.ep.cloned_from(h).map(|f| f.0),
+                    peer_clone: sa.peer_supports_clone(),
                     local_addrs: self.other_local_addrs(c, local),
                     peer_addrs: sa
                         .peer_addresses()

@@ -501,6 +501,9 @@ pub struct IkeConfig {
     /// RFC 7791: advertise CLONE_IKE_SA_SUPPORTED in IKE_AUTH and clone the IKE SA on
     /// request (config key `clone`); a peer's CLONE_IKE_SA is only honoured when set.
     pub clone_ike_sa: bool,
+    /// RFC 7791: children of `more_children` not created on the first IKE SA, only on its
+    /// clones (`clone_children`: `ctl clone --child`, `clone_per_interface`).
+    pub clone_children: Vec<String>,
     /// After NAT detection finds a NAT, move IKE to this port on both sides (the float to
     /// 4500, RFC 7296 section 2.23) if we are on another one. `None` never floats.
     pub nat_t_port: Option<u16>,
@@ -577,6 +580,7 @@ impl fmt::Debug for IkeConfig {
             .field("pools", &self.pools)
             .field("mobike", &self.mobike)
             .field("clone_ike_sa", &self.clone_ike_sa)
+            .field("clone_children", &self.clone_children)
             .field("nat_t_port", &self.nat_t_port)
             .field("force_encap", &self.force_encap)
             .field("fragmentation", &self.fragmentation)
@@ -682,6 +686,7 @@ mod tests {
             mobike: true,
             mobike_peers: Vec::new(),
             clone_ike_sa: true,
+            clone_children: Vec::new(),
             nat_t_port: Some(4500),
             force_encap: false,
             fragmentation: true,

@@ -575,6 +575,7 @@ fn an_address_local_policy_refuses_gets_unacceptable_addresses() {
     let gw = IkeConfig {
         mobike_peers: vec![A.ip()],
         clone_ike_sa: true,
+        clone_children: Vec::new(),
         ..gateway()
     };
     let mut h = Harness::new(client(), gw, Faults::default());

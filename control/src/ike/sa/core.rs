@@ -35,6 +35,8 @@ pub(in crate::ike::sa) struct Core {
     pub(in crate::ike::sa) sk_d: Secret,
     pub(in crate::ike::sa) sk_pi: Secret,
     pub(in crate::ike::sa) sk_pr: Secret,
+    /// `SK_ei` and `SK_er` (key and salt), kept only for `mifsec keys --wireshark`.
+    pub(in crate::ike::sa) sk_e: (Secret, Secret),
     pub(in crate::ike::sa) tx: SkCrypter,
     pub(in crate::ike::sa) rx: SkCrypter,
     /// The IKE_SA_INIT request and response as sent (RealMessage1 and RealMessage2).
@@ -120,6 +122,7 @@ impl Core {
             sk_d: keys.sk_d.clone(),
             sk_pi: keys.sk_pi.clone(),
             sk_pr: keys.sk_pr.clone(),
+            sk_e: (keys.sk_ei.clone(), keys.sk_er.clone()),
             tx,
             rx,
             init_request: messages.0,
@@ -128,6 +131,26 @@ impl Core {
             reasm: Reassembler::default(),
             peer_hashes: Vec::new(),
         })
+    }
+
+    /// This IKE SA's line of Wireshark's `ikev2_decryption_table` (initiator SPI,
+    /// responder SPI, SK_ei, SK_er, encryption algorithm, SK_ai, SK_ar, integrity
+    /// algorithm, as its IKEv2 preferences name them); `None` for an AEAD Wireshark's
+    /// table has no entry for (ChaCha20-Poly1305).
+    pub(in crate::ike::sa) fn wireshark_line(&self) -> Option<String> {
+        let encr = match self.cipher {
+            Cipher::Aes128Gcm => "AES-GCM-128 with 16 octet ICV [RFC5282]",
+            Cipher::Aes256Gcm => "AES-GCM-256 with 16 octet ICV [RFC5282]",
+            Cipher::ChaCha20Poly1305 => return None,
+        };
+        let hex = |k: &[u8]| k.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        Some(format!(
+            "{:016x},{:016x},{},{},\"{encr}\",,,\"NONE [RFC4306]\"",
+            self.spi_i,
+            self.spi_r,
+            hex(&self.sk_e.0),
+            hex(&self.sk_e.1)
+        ))
     }
 
     pub(in crate::ike::sa) fn header(

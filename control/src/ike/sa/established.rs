@@ -99,7 +99,9 @@ impl Established {
         st.start_lifetimes(ctx, now);
         // The initiator creates the further children one by one (CREATE_CHILD_SA).
         if ctx.original_initiator {
-            for c in &ctx.cfg.more_children {
+            let clone_only = &ctx.cfg.clone_children;
+            let first = ctx.cfg.more_children.iter();
+            for c in first.filter(|c| !clone_only.contains(&c.name)) {
                 st.ch
                     .todo
                     .push_back(Box::new(ChildCreate::new(c.name.clone(), None)));
@@ -144,6 +146,16 @@ impl Established {
             .as_ref()
             .filter(|(c, _)| c.spis() == spis)
             .map(|_| Which::PeerIke)
+    }
+
+    /// The Wireshark `ikev2_decryption_table` lines of the current IKE SA and of the old
+    /// ones still kept (their messages may be in a capture too).
+    pub(super) fn wireshark_lines(&self) -> Vec<String> {
+        std::iter::once(&self.ch)
+            .chain(&self.retiring)
+            .chain(self.peer_ike.as_ref().map(|(c, _)| c))
+            .filter_map(|c| c.core.wireshark_line())
+            .collect()
     }
 
     /// Whether a message with these SPIs belongs to this IKE SA (current or old).

@@ -1159,6 +1159,16 @@ impl IkeSa {
         std::mem::take(&mut self.ctx.clones)
     }
 
+    /// The keys of this IKE SA (and of old ones it still keeps after a rekey) as lines of
+    /// Wireshark's `ikev2_decryption_table` (`mifsec keys --wireshark`, root only). Empty
+    /// unless established, and for ChaCha20-Poly1305 (Wireshark cannot decrypt it).
+    pub fn wireshark_ike_keys(&self) -> Vec<String> {
+        match &self.state {
+            State::Established(st) => st.wireshark_lines(),
+            _ => Vec::new(),
+        }
+    }
+
     /// RFC 7791: the SPIs of the IKE SA this one was cloned from, if it was.
     pub fn cloned_from(&self) -> Option<(u64, u64)> {
         self.ctx.cloned_from
