@@ -383,6 +383,11 @@ fn hard_handover_replaces_at_once_and_soft_names_the_new_paths() {
     with_c3(&mut h);
     let (i, _) = assert_same(&h);
     assert!(paths_of(&i).iter().all(|p| p.len() == 4));
+    // CHECK: would the gateway take interface 3 for every child? APPLIED, 6 paths each;
+    // nothing changed.
+    let r = dry(&mut h, op(MifOp::Check { id: 3 }, MifSelection::All));
+    assert_eq!(statuses(&r), vec![MifStatus::Applied; 3]);
+    assert!(r.iter().all(|r| r.paths == 6));
     let s = spis(&h);
     let now = h.now;
     h.init
@@ -399,7 +404,7 @@ fn hard_handover_replaces_at_once_and_soft_names_the_new_paths() {
     assert_eq!(paths_of(&i)[0], names(&["i3r1", "i3r2", "i2r1", "i2r2"]));
     let a = applied(&h.resp_events);
     assert_eq!(
-        a[0].4[0].transition,
+        a.last().unwrap().4[0].transition,
         MifTransition::Hard {
             from: names(&["i1r1", "i1r2"]),
             to: names(&["i3r1", "i3r2"]),
@@ -923,7 +928,22 @@ fn without_the_extension_nothing_is_sent_and_requests_are_refused() {
     h.init.test_mif_set_local(now, &client_ifaces());
     h.run(LIMIT);
     assert_eq!(h.log.len(), before, "nothing on the wire");
-    // A peer that sends MIF notifies to an IKE SA without the extension: NOT_NEGOTIATED.
+    // No private notify went either way after IKE_AUTH (every message opened; a liveness
+    // check or two at most).
+    for (to_resp, bytes) in &h.log[4..] {
+        let p = if *to_resp {
+            h.resp.open_test_message(bytes)
+        } else {
+            h.init.open_test_message(bytes)
+        };
+        let p = p.expect("opens");
+        let private = p
+            .iter()
+            .any(|q| matches!(q, Payload::Notify(n) if n.notify_type.is_private()));
+        assert!(!private, "{p:?}");
+    }
+    // A peer that sends MIF notifies all the same (it knows the extension, but it is not
+    // in use on this IKE SA): NOT_NEGOTIATED, nothing changes.
     let a = raw_unchanged(
         &mut h,
         vec![op(MifOp::RemoveInterface { id: 1 }, MifSelection::All).notify()],
