@@ -288,3 +288,76 @@ fn clone_moves_to_the_second_link_with_its_own_child() {
     assert!(ping_from(&lab.cl_ns, &client_inner(0), &gateway_inner(0)));
     assert_eq!(ike_sas(&lab.status_json("cl")).len(), 2);
 }
+
+/// `clone_per_interface = true`: once the first IKE SA is up on link 1, the client clones
+/// it by itself, moves the clone to link 2 and negotiates the clone-only child `c1` there;
+/// one IKE_AUTH exchange on the wire in all.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn clone_per_interface_from_one_authentication() {
+    require_root();
+    assert!(
+        capture::have_tshark(),
+        "tshark is missing: apt-get install -y tshark"
+    );
+    let mut lab = MifLab::new("cpi", BIN, 2);
+    let gw = lab.gateway_config("", "");
+    let cl = lab.client_config(
+        2,
+        "clone_children = [\"c1\"]\nclone_per_interface = true",
+        "",
+    );
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let mut cap = Capture::start(&cl_ns, &lab.dir.join("cpi.pcap"));
+    let t0 = unix_now();
+    lab.start_mifsec("gw", &gw_ns, &gw);
+    lab.start_mifsec("cl", &cl_ns, &cl);
+    let (c1, c2) = (CLIENT_LINKS[0].addr, CLIENT_LINKS[1].addr);
+    let (first, clone) = poll(
+        WAIT,
+        Duration::from_millis(50),
+        || {
+            let st = lab.status_json("cl");
+            clone_up(&st, c2).ok_or(st)
+        },
+        |st| format!("no automatic clone on {c2}: {st:#}\n{}", lab.dump()),
+    );
+    assert!(first["local"].as_str().unwrap().starts_with(c1));
+    assert_eq!(installed(&first).len(), 1);
+    assert_eq!(installed(&first)[0]["name"], "c0");
+    assert_eq!(installed(&clone)[0]["name"], "c1");
+    assert!(
+        ping_from(&lab.cl_ns, &client_inner(1), &gateway_inner(1)),
+        "ping through the clone's child\n{}",
+        lab.dump()
+    );
+    assert!(ping_from(&lab.cl_ns, &client_inner(0), &gateway_inner(0)));
+    poll(
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let m = cap.so_far();
+            let n = capture::count(&m, CREATE_CHILD_SA, t0, unix_now());
+            if n.requests >= 2 && n.responses >= 2 {
+                Ok(())
+            } else {
+                Err(m)
+            }
+        },
+        |m| format!("the capture so far:\n{}", capture::listing(&m)),
+    );
+    let msgs = cap.stop();
+    let t1 = unix_now();
+    let tally = capture::tally(&msgs, t0, t1);
+    eprintln!("clone_per_interface: exchanges on the wire from the start {tally:?}");
+    assert_eq!(
+        capture::count(&msgs, IKE_AUTH, t0, t1),
+        capture::Counted {
+            requests: 1,
+            responses: 1
+        },
+        "one authentication in all:\n{}",
+        capture::listing(&msgs)
+    );
+    assert_eq!(ike_sas(&lab.status_json("cl")).len(), 2);
+}

@@ -1227,3 +1227,31 @@ fn ike_mif_keys() {
     let e = err(&plus(&conn("mif = 1")));
     assert!(e.contains("connections.home.mif"), "{e}");
 }
+
+#[test]
+fn ike_clone_keys() {
+    let cfg = parse("cl.toml", &plus(IKE)).unwrap();
+    let c = &cfg.ike.connections[0];
+    assert!(c.ike.clone_ike_sa, "clone defaults to true");
+    assert!(!c.clone_per_interface && c.ike.clone_children.is_empty());
+    let more = IKE.replace(
+        "start_action = \"start\"",
+        "start_action = \"start\"\nclone = false\nclone_per_interface = true\nclone_children = [\"net2\"]",
+    ) + "\n[connections.home.children.net2]\nremote_ts = [\"10.89.0.0/16\"]\n";
+    let cfg = parse("cl.toml", &plus(&more)).unwrap();
+    let c = &cfg.ike.connections[0];
+    assert!(!c.ike.clone_ike_sa && c.clone_per_interface);
+    assert_eq!(c.ike.clone_children, vec!["net2".to_owned()]);
+    // Only a child of the connection, and not its first.
+    for bad in ["net", "nope"] {
+        let text = IKE.replace(
+            "start_action = \"start\"",
+            &format!("start_action = \"start\"\nclone_children = [\"{bad}\"]"),
+        );
+        let e = err(&plus(&text));
+        assert!(
+            e.contains("clone_children") && e.contains("is not a child"),
+            "{e}"
+        );
+    }
+}

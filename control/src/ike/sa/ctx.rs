@@ -424,6 +424,9 @@ impl Ctx {
         };
         c.original_initiator = self.original_initiator;
         c.peer_clone = self.peer_clone;
+        // The multi-interface extension's state is the IKE SA's (PROTOCOL.md 2, 3.2, 4.2).
+        c.mif = self.mif.clone();
+        c.mif_ops = self.mif_ops.clone();
         c.family = Arc::clone(&self.family);
         c.cloned_from = Some(from);
         c
