@@ -1144,3 +1144,33 @@ fn an_operation_racing_a_mobike_update() {
         assert_eq!(applied(&h.resp_events).len(), 1);
     }
 }
+
+#[test]
+fn the_interface_under_the_ike_sa_lost_is_removed_with_move_ike() {
+    let a_if = iface("ca", &super::A.ip().to_string(), 0);
+    let mut h = mif_pair_ifaces(
+        client(),
+        gateway(),
+        &[a_if, iface("c2", "198.18.2.2", 10)],
+        &gateway_ifaces(),
+    );
+    // The link under the IKE SA is gone: nothing reaches or leaves its address any more.
+    h.faults.links.down.insert(super::A.ip());
+    let now = h.now;
+    h.init
+        .set_local_interfaces(now, &[iface("c2", "198.18.2.2", 10)]);
+    h.run(LIMIT);
+    assert!(h.init.is_established() && h.resp.is_established());
+    let (i, _) = assert_same(&h);
+    let a = applied(&h.init_events);
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].1, Some(MifOp::RemoveInterface { id: 1 }));
+    assert!(paths_of(&i).iter().all(|p| *p == names(&["i2r1", "i2r2"])));
+    let c2: IpAddr = "198.18.2.2".parse().unwrap();
+    assert_eq!(
+        h.init.addresses().0.ip(),
+        c2,
+        "the request went from interface 2"
+    );
+    assert_eq!(h.resp.addresses().1.ip(), c2, "and the gateway followed");
+}
