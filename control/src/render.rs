@@ -690,6 +690,17 @@ outside SAs: malformed 2
     }
 
     #[test]
+    fn a_clone_says_where_it_came_from() {
+        let st = serde_json::json!({"ike_sas": [
+            {"name": "home", "id": 1, "state": "ESTABLISHED"},
+            {"name": "home", "id": 2, "state": "ESTABLISHED", "cloned_from": 1}]});
+        let text = status(&st);
+        assert_eq!(text.matches("cloned from").count(), 1, "{text}");
+        assert!(text.contains("home: #2, ESTABLISHED"), "{text}");
+        assert!(text.contains("  cloned from #1 (RFC 7791)\n"), "{text}");
+    }
+
+    #[test]
     fn mobike_lines_show_addresses_and_moves() {
         let ike = serde_json::json!({"ike_sas": [{"name": "home", "state": "ESTABLISHED",
             "mobike": true, "local_addrs": ["198.18.2.2"], "peer_addrs": [],

@@ -622,3 +622,48 @@ fn clones_are_bounded() {
         1
     );
 }
+
+/// With `mif` on both sides, a clone inherits the extension's state (PROTOCOL.md sections
+/// 2 to 4): on each side the interface tables and generations are the original's (the
+/// client's own two interfaces here), without its children.
+#[test]
+fn clone_inherits_the_multi_interface_state() {
+    let on = |c: IkeConfig| IkeConfig { mif: true, ..c };
+    let mut n = Net::up(on(client()), on(gateway()));
+    let now = n.now;
+    let iface = |name: &str, addr: IpAddr| crate::ike::sa::mif::LocalInterface {
+        name: name.into(),
+        addr,
+        port: 4500,
+        priority: 0,
+        alternate: false,
+    };
+    let list = [iface("c1", A.ip()), iface("c2", A2)];
+    n.cl.sa_mut(FIRST).unwrap().set_local_interfaces(now, &list);
+    n.settle();
+    let now = n.now;
+    n.cl.clone_sa(now, FIRST).unwrap();
+    n.settle();
+    for client in [true, false] {
+        let orig = n.sa(client, FIRST).test_mif_state();
+        let clone = n.sa(client, SECOND).test_mif_state();
+        if client {
+            assert_eq!(orig.ours.len(), 2, "{orig:?}");
+        }
+        assert_eq!(
+            (
+                &clone.ours,
+                &clone.peer,
+                clone.our_generation,
+                clone.peer_generation
+            ),
+            (
+                &orig.ours,
+                &orig.peer,
+                orig.our_generation,
+                orig.peer_generation
+            )
+        );
+        assert!(clone.children.is_empty());
+    }
+}
