@@ -206,7 +206,7 @@ def main() -> int:
     try:
         step(f"lab: client c1 {C1} ({RATES[0]} Mbit/s), c2 {C2} ({RATES[1]} Mbit/s); "
              f"gateway g1 {G1}, g2 {G2}; {a.children} children's inner addresses")
-        lab.up(a.children)
+        lab.up(a.children + 1)  # the last child is the clone's
         for i, r in enumerate(RATES):
             lab.shape("cl", i, r)
         say(f"load average {os.getloadavg()[0]:.2f}")
@@ -224,9 +224,14 @@ def main() -> int:
             binary, work, kit.render("mifsec-mif-gateway.toml", PSK=kit.PSK,
                                      SOCK=str(work / "p.sock"), CONN="mif = true"))
         step(f"IKEv2 between the two mifsec peers: {a.children} child SAs on one IKE SA")
+        clone_ok = has(binary, "ctl clone")
         conn = 'path_check_delay = "0"' + ("\nmif = true" if mif_cfg else "")
+        if clone_ok:
+            # Child cN is kept for the clone (not negotiated on the first IKE SA).
+            conn += f'\nclone_children = ["c{a.children}"]'
+        nconf = a.children + 1 if clone_ok else a.children
         child = 'policy = "aggregate"' if mif_cfg else ""
-        lab.start_pair(a.children, conn=conn, child=child,
+        lab.start_pair(nconf, conn=conn, child=child,
                        gw_conn="mif = true" if mif_cfg else "",
                        gw_child='policy = "aggregate"' if mif_cfg else "")
         for side in ("cl", "gw"):
@@ -287,11 +292,34 @@ def main() -> int:
                f"{r['longest_gap_from'] - t_bh:+.2f} s after the failure)")
 
         step("a clone of the IKE SA on the second link (RFC 7791)")
-        if not has(binary, "clone"):
+        if not clone_ok:
             report("clone: not available in this build")
         else:
-            r = lab.mifsec("cl", "ctl", "clone", "mif", "--local", C2, check=False)
-            report(f"clone: {(r.stdout + r.stderr).strip()[:300]}")
+            cap = Capture(lab.cl, work / "clone.pcap")
+            t0 = time.time()
+            r = lab.mifsec("cl", "ctl", "clone", "mif", "--local", C2, "--child",
+                           f"c{a.children}", check=False)
+            say((r.stdout + r.stderr).strip()[:300])
+            if r.returncode != 0:
+                raise RuntimeError(f"ctl clone: {r.stdout}{r.stderr}")
+
+            def clone_up():
+                ikes = lab.status("cl").get("ike_sas", [])
+                return next((i for i in ikes if i.get("cloned_from")
+                             and str(i.get("local", "")).startswith(f"{C2}:")
+                             and i.get("children")), None)
+            kit.wait_until(lambda: clone_up() is not None, 30,
+                           lambda: f"no clone on c2 with a child\n{lab.log('cl')[-3000:]}")
+            n = a.children
+            ok_ping = sh(*in_ns(lab.cl, "ping", "-c", "3", "-i", "0.2", "-W", "2", "-I",
+                                f"10.50.{n}.1", f"10.60.{n}.1"), check=False).returncode == 0
+            tally = kit.tally(cap.stop(), t0, time.time())
+            ike = clone_up()
+            report(f"clone: a second IKE SA {ike.get('local')} -> {ike.get('remote')} with its "
+                   f"own child (10.50.{n}.1 <-> 10.60.{n}.1, ping "
+                   f"{'through' if ok_ping else 'FAILED'}); on the wire {tally}")
+            if not ok_ping:
+                raise RuntimeError("no ping through the clone's child")
 
         step("report")
         for side, name in (("cl", "client"), ("gw", "gateway")):

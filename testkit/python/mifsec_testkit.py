@@ -460,7 +460,7 @@ class Capture:
         self.path = path
         self.err = path.with_suffix(".tcpdump.log")
         self.p = subprocess.Popen(
-            in_ns(ns, "tcpdump", "-i", "any", "-n", "-U", "-Z", "root", "-s", "2048", "-w",
+            in_ns(ns, "tcpdump", "-i", "any", "-n", "-U", "--immediate-mode", "-Z", "root", "-s", "2048", "-w",
                   str(path), filt),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.err, "w"))
         wait_until(lambda: "listening on" in self.err.read_text(errors="replace")

@@ -65,7 +65,9 @@ pub struct Capture {
 
 impl Capture {
     /// Starts `tcpdump -i any` in `ns` for UDP ports 500 and 4500 (IKE, ESP in UDP), packets
-    /// written as they come (`-U`) into `path`; returns once tcpdump listens.
+    /// written as they come (`-U`, and `--immediate-mode`: without it the kernel hands packets
+    /// over in blocks, and a capture stopped soon after an exchange may hold none of it) into
+    /// `path`; returns once tcpdump listens.
     pub fn start(ns: &str, path: &Path) -> Capture {
         Capture::start_filter(ns, path, "udp port 500 or udp port 4500")
     }
@@ -76,7 +78,17 @@ impl Capture {
         let log = std::fs::File::create(&err).expect("tcpdump's log");
         let child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "tcpdump", "-i", "any", "-n", "-U", "-Z", "root",
+                "netns",
+                "exec",
+                ns,
+                "tcpdump",
+                "-i",
+                "any",
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-Z",
+                "root",
             ])
             .args(["-s", "2048", "-w"])
             .arg(path)
