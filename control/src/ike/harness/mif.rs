@@ -1174,3 +1174,54 @@ fn the_interface_under_the_ike_sa_lost_is_removed_with_move_ike() {
     );
     assert_eq!(h.resp.addresses().1.ip(), c2, "and the gateway followed");
 }
+
+/// One operation of a random sequence, on interface IDs 1 to 3 (the gateway has only 1
+/// and 2: its 3 is refused before sending).
+fn any_op() -> impl Strategy<Value = MifOp> {
+    prop_oneof![
+        (1u16..=3, any::<bool>()).prop_map(|(id, standby)| MifOp::AddInterface {
+            id,
+            role: if standby {
+                MifRole::Standby
+            } else {
+                MifRole::Active
+            },
+        }),
+        (1u16..=3).prop_map(|id| MifOp::RemoveInterface { id }),
+        (1u16..=3, 1u16..=3).prop_map(|(from, to)| MifOp::SoftHandover { from, to }),
+        (1u16..=3, 1u16..=3).prop_map(|(from, to)| MifOp::HardHandover { from, to }),
+        proptest::collection::vec(1u16..=3, 0..3).prop_map(|ids| MifOp::SetAlternates { ids }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random operations of both peers, sent at the same moment or one after the other:
+    /// both sides always end with the same sets and paths (PROTOCOL 6.3).
+    #[test]
+    fn random_operations_of_both_peers_commute(
+        steps in proptest::collection::vec((any_op(), any_op(), 0u8..3, 0usize..3), 1..6)
+    ) {
+        let mut ci = client_ifaces();
+        ci.push(c3());
+        let (c, g) = three_children(client(), gateway());
+        let mut h = Harness::new(c, g, Faults::default());
+        h.run(LIMIT);
+        setup(&mut h, &ci, &gateway_ifaces());
+        for (c_op, g_op, who, child) in steps {
+            let now = h.now;
+            let sel = MifSelection::Spis(vec![spis(&h)[child % 3]]);
+            if who != 1 {
+                let _ = h.init.mif_request(now, op(c_op, sel.clone()));
+            }
+            if who != 0 {
+                let peer_spi = h.resp.test_mif_state().children[child % 3].spi_in;
+                let _ = h.resp.mif_request(now, op(g_op, MifSelection::Spis(vec![peer_spi])));
+            }
+            h.run(LIMIT);
+            prop_assert!(h.init.is_established() && h.resp.is_established());
+            assert_same(&h);
+        }
+    }
+}
