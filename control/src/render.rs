@@ -181,6 +181,7 @@ fn ike_sas(st: &Value, out: &mut String) {
             );
         }
         mobike_lines(ike, out);
+        mif_lines(ike, out);
         if let Some(t) = ike.get("established_s").and_then(Value::as_u64) {
             let _ = writeln!(out, "  established {} ago", uptime(t as f64));
         }
@@ -206,7 +207,95 @@ fn ike_sas(st: &Value, out: &mut String) {
                 strings(c, "local_ts"),
                 strings(c, "remote_ts"),
             );
+            mif_child_lines(c, out);
         }
+    }
+}
+
+/// An IKE SA's multi-interface lines: both sides' announced interfaces.
+///
+/// ```text
+///   MIF in use, ours (generation 2): 1 c1 198.18.1.2:4500 prio 0 active, 2 c2 198.18.2.2:4500 prio 10 alternate
+///   peer's (generation 1): 1 g1 198.18.101.1:4500 prio 0 active; operations 3, 0 refused
+/// ```
+fn mif_lines(ike: &Value, out: &mut String) {
+    let Some(m) = ike.get("mif").filter(|m| m.is_object()) else {
+        return;
+    };
+    let ifs = |k: &str| {
+        let v: Vec<String> = list(m, k)
+            .iter()
+            .map(|i| {
+                format!(
+                    "{} {} {} prio {} {}",
+                    n(i, "id"),
+                    s(i, "name"),
+                    s(i, "address"),
+                    n(i, "priority"),
+                    s(i, "role")
+                )
+            })
+            .collect();
+        if v.is_empty() { "-".to_owned() } else { v.join(", ") }
+    };
+    let in_use = m.get("in_use").and_then(Value::as_bool).unwrap_or(false);
+    let _ = writeln!(
+        out,
+        "  MIF {}, ours (generation {}): {}",
+        if in_use { "in use" } else { "not in use" },
+        n(m, "local_generation"),
+        ifs("local_interfaces")
+    );
+    let _ = writeln!(
+        out,
+        "  peer's (generation {}): {}; operations {}, {} refused",
+        n(m, "peer_generation"),
+        ifs("peer_interfaces"),
+        n(m, "operations"),
+        n(m, "refused")
+    );
+}
+
+/// A child SA's MIF paths.
+///
+/// ```text
+///     MIF policy aggregate, reorder: i1r1 c1 198.18.1.2:4500 -> 198.18.101.1:4500 active up rx 10 tx 12 rtt 0.21 ms loss 0.0%
+/// ```
+fn mif_child_lines(c: &Value, out: &mut String) {
+    let Some(m) = c.get("mif").filter(|m| m.is_object()) else {
+        return;
+    };
+    let reorder = m.get("reorder").and_then(Value::as_bool).unwrap_or(false);
+    let pending = m
+        .get("handover_pending")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let _ = writeln!(
+        out,
+        "    MIF policy {}{}{}, {} paths",
+        s(m, "policy"),
+        if reorder { ", reorder" } else { "" },
+        if pending { ", soft handover under way" } else { "" },
+        list(m, "paths").len()
+    );
+    for p in list(m, "paths") {
+        let rtt = p
+            .get("rtt_ms")
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2} ms"));
+        let _ = writeln!(
+            out,
+            "      {} {} {} -> {}  {}  {}  rx {} tx {}  rtt {rtt}  loss {:.1}%",
+            s(p, "name"),
+            s(p, "interface"),
+            s(p, "local"),
+            s(p, "remote"),
+            s(p, "role"),
+            s(p, "state"),
+            n(p, "rx_packets"),
+            n(p, "tx_packets"),
+            f(p, "loss_pct"),
+        );
     }
 }
 
@@ -698,6 +787,39 @@ outside SAs: malformed 2
         assert_eq!(text.matches("cloned from").count(), 1, "{text}");
         assert!(text.contains("home: #2, ESTABLISHED"), "{text}");
         assert!(text.contains("  cloned from #1 (RFC 7791)\n"), "{text}");
+    }
+
+    #[test]
+    fn mif_lines_show_interfaces_and_paths() {
+        let st = serde_json::json!({"ike_sas": [{"name": "mif", "state": "ESTABLISHED",
+            "mif": {"in_use": true, "local_generation": 2, "peer_generation": 1,
+                "operations": 3, "refused": 1,
+                "local_interfaces": [{"id": 1, "name": "c1", "address": "198.18.1.2:4500",
+                    "priority": 0, "role": "active"}],
+                "peer_interfaces": []},
+            "children": [{"name": "net", "sa": "mif-net-c1000001", "state": "INSTALLED",
+                "mif": {"policy": "aggregate", "reorder": true, "handover_pending": false,
+                    "paths": [{"name": "i1r1", "interface": "c1", "local": "198.18.1.2:4500",
+                        "remote": "198.18.101.1:4500", "role": "active", "state": "up",
+                        "rx_packets": 10, "tx_packets": 12, "rtt_ms": 0.214, "loss_pct": 0.0}]}}]}]});
+        let text = status(&st);
+        assert!(
+            text.contains(
+                "  MIF in use, ours (generation 2): 1 c1 198.18.1.2:4500 prio 0 active\n  \
+                 peer's (generation 1): -; operations 3, 1 refused\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "    MIF policy aggregate, reorder, 1 paths\n      i1r1 c1 198.18.1.2:4500 -> \
+                 198.18.101.1:4500  active  up  rx 10 tx 12  rtt 0.21 ms  loss 0.0%\n"
+            ),
+            "{text}"
+        );
+        let off = serde_json::json!({"ike_sas": [{"name": "x", "state": "ESTABLISHED", "mif": null,
+            "children": [{"name": "c", "mif": null}]}]});
+        assert!(!status(&off).contains("MIF"));
     }
 
     #[test]

@@ -338,7 +338,12 @@ impl IkeHandle {
             sink: thread_sink,
             awaiting_address: Vec::new(),
             clone_plans: Vec::new(),
+            mif_replies: Vec::new(),
+            mif_polled: Instant::now(),
         };
+        // Our interfaces as a mifsec peer is told of them (multi-interface extension).
+        let local = ike.local_interfaces();
+        ike.ep.set_local_interfaces(Instant::now(), &local);
         let main = spawn(
             "mifsec-ike",
             Box::new(move || {
@@ -612,6 +617,9 @@ pub(super) struct Entry {
     pub(super) last_move: Option<(Instant, MoveReason)>,
     /// A clone moved by `ctl clone`: the children to negotiate on it once moved.
     pub(super) after_move: Vec<String>,
+    /// Multi-interface operations of ours the peer answered, and those it refused.
+    pub(super) mif_operations: u64,
+    pub(super) mif_refused: u64,
 }
 
 pub(super) struct IkeThread {
@@ -619,7 +627,6 @@ pub(super) struct IkeThread {
     pub(super) conns: Vec<Connection>,
     pub(super) ifaces: Vec<InterfaceConfig>,
     /// `[interfaces.*] priority` and `alternate`, by section name.
-    #[allow(dead_code, reason = "read once the IKE SAs take local interfaces")]
     pub(super) prefs: BTreeMap<String, InterfacePrefs>,
     pub(super) sock500: Vec<(IpAddr, Arc<UdpSocket>)>,
     /// The IKE SAs: routing, responders, COOKIEs and the half-open limits.
@@ -654,6 +661,10 @@ pub(super) struct IkeThread {
     pub(super) awaiting_address: Vec<String>,
     /// RFC 7791: clones asked for, with what follows once each is up.
     pub(super) clone_plans: Vec<super::clone::ClonePlan>,
+    /// `ctl mif` requests waiting for the peers' answers.
+    pub(super) mif_replies: Vec<super::mif::MifReply>,
+    /// When the engine's paths were last looked at for soft handovers.
+    pub(super) mif_polled: Instant,
 }
 
 impl IkeThread {
@@ -685,6 +696,9 @@ impl IkeThread {
                 due = due.min(t);
             }
             if let Some(t) = self.exhausted.iter().map(|(t, _)| *t).min() {
+                due = due.min(t);
+            }
+            if let Some(t) = self.mif_due() {
                 due = due.min(t);
             }
             let wait = due.saturating_duration_since(now);
@@ -783,6 +797,9 @@ impl IkeThread {
                 }
                 self.dirty = true;
             }
+            if self.mif_due().is_some_and(|t| t <= now) {
+                self.mif_tick(now);
+            }
             if self.next_timer.is_some_and(|t| t <= now) {
                 self.ep.handle_timeout(now);
                 self.touched();
@@ -859,16 +876,17 @@ impl IkeThread {
                 true
             }
             SaEvent::Usage { spi_in, usage, .. } => self.usage(now, spi_in, usage),
-            // Not acted on yet: the multi-interface operations will use it.
+            // Counted per child; a soft handover waiting for this path completes now.
             SaEvent::PathState {
                 sa,
+                spi_in,
                 path,
                 up,
                 verified,
                 ..
             } => {
                 tracing::debug!(sa, path, up, verified, "engine: path state");
-                false
+                self.mif_path_state(now, spi_in, &path, up && verified)
             }
         };
         if acted {
@@ -1156,7 +1174,29 @@ impl IkeThread {
             return;
         };
         let (old, new) = (local_addresses(&self.ifaces), local_addresses(&list));
+        let old_ifs = self.local_interfaces();
         self.ifaces = list;
+        let new_ifs = self.local_interfaces();
+        if old_ifs != new_ifs {
+            info!(
+                "ike: local interfaces now [{}]",
+                new_ifs
+                    .iter()
+                    .map(|i| format!(
+                        "{} {}:{} priority {}{}",
+                        i.name,
+                        i.addr,
+                        i.port,
+                        i.priority,
+                        if i.alternate { " alternate" } else { "" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            // Every IKE SA with the extension announces them (mifops turns a change into
+            // the configured operation).
+            self.ep.set_local_interfaces(now, &new_ifs);
+        }
         if old != new {
             info!(
                 "ike: local addresses now [{}]",

@@ -15,8 +15,9 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::ike_thread::{Entry, IkeThread};
+use super::mif::MifTrack;
 use super::status::{ChildState, IkeChildStatus};
-use crate::dataplane::engine::{Engine, EngineError, PathSpec, SaSpec};
+use crate::dataplane::engine::{Engine, EngineError, PathSpec, SaSpec, TableOp};
 use crate::dataplane::iproute::Change;
 use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::endpoint::SaHandle;
@@ -39,8 +40,10 @@ pub(super) struct Installed {
     /// Routes we added into the TUN.
     pub(super) routes: Vec<Prefix>,
     /// The names of its engine paths, the active one first (`p1`, ... as installed;
-    /// `m<N>p1`, ... after the IKE SA's N-th move).
+    /// `m<N>p1`, ... after the IKE SA's N-th move; `i1r2`, ... over MIF paths).
     pub(super) paths: Vec<String>,
+    /// Over MIF paths (a mifsec peer with the extension): what the daemon tracks of them.
+    pub(super) mif: Option<MifTrack>,
 }
 
 /// Why a negotiated child SA could not be installed.
@@ -86,9 +89,39 @@ impl IkeThread {
         let initiator = sa.is_initiator();
         let empty = Entry::default();
         let e = self.entries.get(&h).unwrap_or(&empty);
-        let mut paths = self.engine_paths(&c.paths)?.into_iter();
-        let first = paths.next().ok_or(InstallError::NoPath)?;
-        let mut path_names = vec![first.name.clone()];
+        // Between mifsec peers: every MIF path at once, verified before use, with the
+        // child's policy; else the IKE SA's path, as with any peer.
+        let mif_specs = c
+            .mif
+            .as_ref()
+            .map(|m| self.mif_specs(&m.paths))
+            .filter(|s| !s.is_empty());
+        if c.mif.is_some() && mif_specs.is_none() {
+            warn!("no MIF path has a local interface; installed on the IKE SA's path");
+        }
+        let mif = c.mif.as_ref().filter(|_| mif_specs.is_some());
+        let (first, mut paths, policy, reorder) = match (&mif_specs, mif) {
+            (Some(specs), Some(m)) => (
+                None,
+                specs.clone().into_iter(),
+                m.policy,
+                if m.reorder {
+                    super::mif::MIF_REORDER
+                } else {
+                    Duration::ZERO
+                },
+            ),
+            _ => {
+                let mut paths = self.engine_paths(&c.paths)?.into_iter();
+                let first = paths.next().ok_or(InstallError::NoPath)?;
+                (Some(first), paths, Policy::Failover, Duration::ZERO)
+            }
+        };
+        let mut path_names: Vec<String> = match (&first, &mif_specs) {
+            (Some(f), _) => vec![f.name.clone()],
+            (None, Some(specs)) => specs.iter().map(|p| p.name.clone()).collect(),
+            (None, None) => Vec::new(),
+        };
         if !c.udp_encap {
             warn!(
                 "no NAT and no forced encapsulation; mifsec sends ESP in UDP anyway (set encap = true)"
@@ -108,11 +141,15 @@ impl IkeThread {
             key_in: Zeroizing::new(c.keymat_in.to_vec()),
             local_ts: local_ts.clone(),
             remote_ts: remote_ts.clone(),
-            policy: Policy::Failover,
-            paths: vec![first],
-            reorder: Duration::ZERO,
-            // A standard peer discards mifsec's probes: keep NAT bindings alive instead.
-            probes: false,
+            policy,
+            paths: match &first {
+                Some(f) => vec![f.clone()],
+                None => paths.by_ref().collect(),
+            },
+            reorder,
+            // A standard peer discards mifsec's probes: keep NAT bindings alive instead. A
+            // mifsec peer answers them: they verify and watch the MIF paths.
+            probes: mif.is_some(),
             // The engine pushes the pair's usage for lifetimes by volume, liveness checks
             // and MOBIKE path checks (outbound traffic without answer).
             report_usage: conn.ike.child_volume_limits()
@@ -163,6 +200,7 @@ impl IkeThread {
             esn: c.esn,
             local_ts: local_ts.iter().map(ToString::to_string).collect(),
             remote_ts: remote_ts.iter().map(ToString::to_string).collect(),
+            mif: None,
         };
         info!(
             "installed as {sa_name}: in {} out {}, {}, {} === {}{}",
@@ -187,6 +225,13 @@ impl IkeThread {
             last_out: 0,
             routes,
             paths: path_names,
+            mif: mif.map(|m| MifTrack {
+                policy: m.policy,
+                reorder: m.reorder,
+                paths: m.paths.clone(),
+                soft: None,
+                path_events: 0,
+            }),
         });
         Ok(())
     }
@@ -217,6 +262,10 @@ impl IkeThread {
                 continue;
             };
             c.status.udp_encap = m.udp_encap;
+            if c.mif.is_some() {
+                // With the extension MOBIKE moves the IKE SA only (PROTOCOL 6.4).
+                continue;
+            }
             let same =
                 |a: &PathSpec, b: &PathSpec| (&a.interface, a.remote) == (&b.interface, b.remote);
             if specs.len() == c.spec.paths.len()
@@ -436,6 +485,161 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ps(name: &str, role: Role) -> PathSpec {
+        // i<i>r<r>: our interface i (link<i>), the peer's r (198.18.10<r>.1).
+        let (i, r) = name[1..].split_once('r').unwrap();
+        PathSpec {
+            name: name.into(),
+            interface: format!("link{i}"),
+            remote: format!("198.18.10{r}.1:4500").parse().unwrap(),
+            role,
+            weight: 1,
+            pin: Vec::new(),
+            verify: true,
+        }
+    }
+
+    fn active(names: &[&str]) -> Vec<PathSpec> {
+        names.iter().map(|n| ps(n, Role::Active)).collect()
+    }
+
+    fn add(name: &str, verify: bool) -> TableOp {
+        TableOp::AddPath {
+            sa: "sa".into(),
+            path: PathSpec {
+                verify,
+                ..ps(name, Role::Active)
+            },
+        }
+    }
+
+    fn remove(name: &str) -> TableOp {
+        TableOp::RemovePath {
+            sa: "sa".into(),
+            path: name.into(),
+        }
+    }
+
+    fn order(names: &[&str]) -> TableOp {
+        TableOp::SetPathOrder {
+            sa: "sa".into(),
+            order: names.iter().map(|n| (*n).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn add_and_remove_an_interface() {
+        let two = active(&["i1r1", "i1r2"]);
+        let four = active(&["i1r1", "i1r2", "i3r1", "i3r2"]);
+        let p = plan_paths("sa", &two, &four, PathMove::Set);
+        assert_eq!(p.ops, vec![add("i3r1", true), add("i3r2", true)]);
+        assert_eq!((p.soft, p.result), (None, four.clone()));
+        let p = plan_paths("sa", &four, &two, PathMove::Set);
+        assert_eq!(p.ops, vec![remove("i3r1"), remove("i3r2")]);
+        assert_eq!(p.soft, None);
+        // Nothing to do.
+        assert!(plan_paths("sa", &four, &four, PathMove::Set).ops.is_empty());
+        assert!(plan_paths("sa", &four, &four, PathMove::Soft).soft.is_none());
+    }
+
+    #[test]
+    fn soft_handover_makes_before_it_breaks() {
+        let from = active(&["i1r1", "i1r2"]);
+        let to = active(&["i3r1", "i3r2"]);
+        let p = plan_paths("sa", &from, &to, PathMove::Soft);
+        // The new paths first (each used once it answered), the old ones still there.
+        assert_eq!(
+            p.ops,
+            vec![
+                add("i3r1", true),
+                add("i3r2", true),
+                order(&["i3r1", "i3r2"])
+            ]
+        );
+        assert_eq!(
+            p.soft,
+            Some(SoftWait {
+                wait_for: vec!["i3r1".into(), "i3r2".into()],
+                remove: vec!["i1r1".into(), "i1r2".into()],
+            })
+        );
+        assert_eq!(p.result, to);
+        // To's paths were there already (standby): they become active, From's wait.
+        let both = vec![
+            ps("i1r1", Role::Active),
+            ps("i3r1", Role::Standby),
+        ];
+        let p = plan_paths("sa", &both, &active(&["i3r1"]), PathMove::Soft);
+        assert_eq!(
+            p.ops,
+            vec![
+                TableOp::SetRole {
+                    sa: "sa".into(),
+                    path: "i3r1".into(),
+                    role: Role::Active
+                },
+                order(&["i3r1"])
+            ]
+        );
+        assert_eq!(
+            p.soft,
+            Some(SoftWait {
+                wait_for: vec!["i3r1".into()],
+                remove: vec!["i1r1".into()],
+            })
+        );
+    }
+
+    #[test]
+    fn hard_handover_replaces_at_once_unverified() {
+        let from = active(&["i1r1", "i1r2"]);
+        let to = active(&["i3r1", "i3r2"]);
+        let p = plan_paths("sa", &from, &to, PathMove::Hard);
+        assert_eq!(
+            p.ops,
+            vec![
+                remove("i1r1"),
+                remove("i1r2"),
+                add("i3r1", false),
+                add("i3r2", false)
+            ]
+        );
+        assert_eq!(p.soft, None);
+    }
+
+    #[test]
+    fn roles_and_order_follow_the_list() {
+        let now = active(&["i1r1", "i2r1"]);
+        let alt = vec![ps("i1r1", Role::Active), ps("i2r1", Role::Standby)];
+        let p = plan_paths("sa", &now, &alt, PathMove::Set);
+        assert_eq!(
+            p.ops,
+            vec![TableOp::SetRole {
+                sa: "sa".into(),
+                path: "i2r1".into(),
+                role: Role::Standby
+            }]
+        );
+        let swapped = active(&["i2r1", "i1r1"]);
+        let p = plan_paths("sa", &now, &swapped, PathMove::Set);
+        assert_eq!(p.ops, vec![order(&["i2r1", "i1r1"])]);
+        // A path listed again with another address is replaced, even in a soft move.
+        let mut moved = now.clone();
+        moved[1].remote = "198.18.109.1:4500".parse().unwrap();
+        let p = plan_paths("sa", &now, &moved, PathMove::Soft);
+        assert_eq!(
+            p.ops,
+            vec![
+                remove("i2r1"),
+                TableOp::AddPath {
+                    sa: "sa".into(),
+                    path: moved[1].clone()
+                }
+            ]
+        );
+        assert_eq!(p.soft, None);
+    }
+
     #[test]
     fn selectors_to_prefixes() {
         let any4 = ts_prefix("0.0.0.0".parse().unwrap(), 0);
@@ -462,5 +666,128 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ts_prefixes(&top), vec![p("255.255.255.254/31")]);
+    }
+}
+
+/// How a child SA's engine paths go from what is installed to a new list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PathMove {
+    /// Make the list so at once; new paths carry traffic once a probe was answered on them
+    /// (installation, ADD_INTERFACE, REMOVE_INTERFACE, SET_ALTERNATES, a withdrawn
+    /// interface).
+    Set,
+    /// Make before break (SOFT_HANDOVER): the new paths are added (verified before use),
+    /// the paths that leave stay until one of the new ones answered.
+    Soft,
+    /// At once (HARD_HANDOVER): the new paths carry traffic without waiting for a probe,
+    /// the old ones leave in the same swap.
+    Hard,
+}
+
+/// The table changes that make SA `sa`'s `installed` paths the `new` list, and for a soft
+/// move the paths to remove once one of the added ones answered ([`SoftWait`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PathPlan {
+    /// For this swap.
+    pub ops: Vec<TableOp>,
+    /// Soft: what waits.
+    pub soft: Option<SoftWait>,
+    /// The paths installed once `ops` (and, soft, the wait) are done: the new list.
+    pub result: Vec<PathSpec>,
+}
+
+/// The second half of a soft move: once one of `wait_for` answered a probe, `remove` leave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SoftWait {
+    /// The paths added by the move.
+    pub wait_for: Vec<String>,
+    /// The paths that leave.
+    pub remove: Vec<String>,
+}
+
+/// Plans the move of SA `sa` from its `installed` paths to `new` (PathSpecs named as the
+/// MIF paths, `i1r2`, in the order both peers computed): paths that are new are added
+/// (`verify` unless the move is hard), paths no longer listed leave (soft: later), roles
+/// that changed are set, and the order is made the new list's. Pure: unit-tested below.
+pub(super) fn plan_paths(
+    sa: &str,
+    installed: &[PathSpec],
+    new: &[PathSpec],
+    how: PathMove,
+) -> PathPlan {
+    let same = |a: &PathSpec, b: &PathSpec| {
+        a.name == b.name && a.interface == b.interface && a.remote == b.remote
+    };
+    let mut ops = Vec::new();
+    let mut leaving = Vec::new();
+    // An installed path listed again with other addresses (an interface that came back
+    // with another engine name) is replaced.
+    for p in installed {
+        if !new.iter().any(|n| same(n, p)) {
+            leaving.push(p.name.clone());
+        }
+    }
+    // A replaced path cannot wait: its name is needed for the new one.
+    let (later, now): (Vec<String>, Vec<String>) = leaving
+        .iter()
+        .cloned()
+        .partition(|l| how == PathMove::Soft && !new.iter().any(|n| n.name == *l));
+    for l in &now {
+        ops.push(TableOp::RemovePath {
+            sa: sa.to_owned(),
+            path: l.clone(),
+        });
+    }
+    let mut added = Vec::new();
+    for n in new {
+        match installed.iter().find(|p| same(n, p)) {
+            Some(p) => {
+                if p.role != n.role {
+                    ops.push(TableOp::SetRole {
+                        sa: sa.to_owned(),
+                        path: n.name.clone(),
+                        role: n.role,
+                    });
+                }
+            }
+            None => {
+                let mut spec = n.clone();
+                spec.verify = how != PathMove::Hard;
+                added.push(n.name.clone());
+                ops.push(TableOp::AddPath {
+                    sa: sa.to_owned(),
+                    path: spec,
+                });
+            }
+        }
+    }
+    // The order after this swap: the new list, then (soft) the paths that wait to leave.
+    let order: Vec<String> = new.iter().map(|n| n.name.clone()).collect();
+    let before: Vec<String> = installed
+        .iter()
+        .filter(|p| !now.contains(&p.name))
+        .map(|p| p.name.clone())
+        .chain(added.iter().cloned())
+        .collect();
+    let mut after_order = order.clone();
+    after_order.extend(later.iter().cloned());
+    if before != after_order && !order.is_empty() {
+        ops.push(TableOp::SetPathOrder {
+            sa: sa.to_owned(),
+            order,
+        });
+    }
+    let soft = (!later.is_empty()).then(|| SoftWait {
+        wait_for: if added.is_empty() {
+            new.iter().map(|n| n.name.clone()).collect()
+        } else {
+            added
+        },
+        remove: later,
+    });
+    PathPlan {
+        ops,
+        soft,
+        result: new.to_vec(),
     }
 }

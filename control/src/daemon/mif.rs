@@ -1,14 +1,417 @@
-//! The daemon's side of the multi-interface extension (docs/PROTOCOL.md): `ctl mif`
-//! operations handed to the IKE SAs and their answers handed back to the operator.
+//! The daemon's side of the multi-interface extension (docs/PROTOCOL.md):
+//!
+//! * our interfaces to the IKE SAs ([`IkeThread::local_interfaces`]: every usable engine
+//!   interface with its section's `priority` and `alternate`, handed to
+//!   `Endpoint::set_local_interfaces` at start and on every change);
+//! * child SAs over their MIF paths (`ChildSa::mif`): one engine path per [`MifPath`], named
+//!   as it (`i1r2`), on the engine interface that has the path's local address, verified by
+//!   a probe before it carries traffic ([`IkeThread::mif_specs`], used by `install`);
+//! * `Event::MifApplied`: every child of the event goes from its installed paths to its new
+//!   list ([`plan_paths`](super::install::plan_paths)), all of them in ONE `Engine::apply`
+//!   (one table swap); a soft handover's old paths leave once a new one answered a probe
+//!   ([`IkeThread::mif_tick`], a second swap for every child that is ready);
+//! * `ctl mif`: the operation resolved to our interface IDs and handed to each IKE SA of the
+//!   connection with the extension in use, the peer's answers handed back to the operator.
 
-use std::time::Instant;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use tracing::{info, warn};
 
+use super::install::{PathMove, PathPlan, SoftWait, plan_paths};
 use super::ike_thread::IkeThread;
-use crate::ctl::mif::{MifAnswer, MifCommand};
+use crate::config::Config;
+use crate::ctl::mif::{MIF_ANSWER, MifAction, MifAnswer, MifChildAnswer, MifCommand, MifSelect};
+use crate::dataplane::engine::{PathSpec, TableOp};
+use crate::dataplane::sa_table::{Policy, Role};
+use crate::ike::config::ts_prefix;
+use crate::ike::endpoint::SaHandle;
+use crate::ike::sa::{LocalInterface, MifPath};
+use crate::wire::{
+    MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus,
+};
+
+/// How long a soft handover's old paths stay at most when no new path answers (the peer
+/// has taken them out of its list already: the lists converge then anyway).
+pub(super) const SOFT_GIVE_UP: Duration = Duration::from_secs(5);
+/// How often the engine's paths are looked at while a soft handover waits.
+pub(super) const SOFT_POLL: Duration = Duration::from_millis(10);
+/// The reorder buffer of a child whose peer aggregates (as `reorder_ms`'s default).
+pub(super) const MIF_REORDER: Duration = Duration::from_millis(50);
+
+/// What the daemon keeps of a child SA installed over MIF paths.
+#[derive(Debug, Clone)]
+pub(super) struct MifTrack {
+    /// Our outbound policy.
+    pub policy: Policy,
+    /// A reorder buffer on its inbound packets.
+    pub reorder: bool,
+    /// Its paths as both peers computed them (the last list).
+    pub paths: Vec<MifPath>,
+    /// A soft handover waiting for a new path to answer, and until when.
+    pub soft: Option<(SoftWait, Instant)>,
+    /// Path state changes the engine reported.
+    pub path_events: u64,
+}
+
+/// One child of an `Event::MifApplied`: its new full path list and how to get there.
+#[derive(Debug, Clone)]
+pub(super) struct PathsChange {
+    /// Our inbound SPI.
+    pub spi_in: u32,
+    /// The new list.
+    pub paths: Vec<MifPath>,
+    /// Set, soft or hard.
+    pub how: PathMove,
+    /// Transport mode: its selectors changed too.
+    pub selectors: bool,
+}
+
+/// A `ctl mif` waiting for the peers' answers.
+pub(super) struct MifReply {
+    conn: String,
+    reply: Sender<Vec<MifAnswer>>,
+    deadline: Instant,
+    /// One per IKE SA asked: the handle, what was asked, and the answer once it came.
+    answers: Vec<(SaHandle, MifOp, MifAnswer)>,
+    /// The IKE SAs the operation could not be sent on (why, in `refused`).
+    not_sent: Vec<MifAnswer>,
+}
+
+impl MifReply {
+    fn send(self) {
+        let mut all: Vec<MifAnswer> = self.answers.into_iter().map(|(_, _, a)| a).collect();
+        all.extend(self.not_sent);
+        all.sort_by_key(|a| a.ike_sa);
+        let _ = self.reply.try_send(all);
+    }
+}
+
+/// The name `status` and `ctl mif` give a per-child status.
+pub fn status_name(s: MifStatus) -> &'static str {
+    match s {
+        MifStatus::Applied => "applied",
+        MifStatus::NotAllowed => "not-allowed",
+        MifStatus::OutsideSpd => "outside-spd",
+        MifStatus::UnknownSa => "unknown-sa",
+        MifStatus::AddressFamily => "address-family",
+        MifStatus::Limit => "limit",
+        MifStatus::NoChange => "no-change",
+        MifStatus::LastPath => "last-path",
+    }
+}
+
+/// The name of a refusal of a whole operation.
+pub fn refusal_name(r: MifRefusal) -> &'static str {
+    match r {
+        MifRefusal::Malformed => "malformed",
+        MifRefusal::UnknownOperation => "unknown-operation",
+        MifRefusal::UnknownInterface => "unknown-interface",
+        MifRefusal::Limit => "limit",
+        MifRefusal::NotNegotiated => "not-negotiated",
+    }
+}
+
+fn child_answers(results: &[MifResult]) -> Vec<MifChildAnswer> {
+    results
+        .iter()
+        .map(|r| MifChildAnswer {
+            spi: format!("{:08x}", r.spi),
+            status: status_name(r.status).into(),
+            paths: r.paths,
+        })
+        .collect()
+}
 
 impl IkeThread {
+    /// Our usable interfaces as the IKE SAs announce them: every engine interface with an
+    /// address and a port, in the engine's order, with its section's preferences.
+    pub(super) fn local_interfaces(&self) -> Vec<LocalInterface> {
+        let mut v: Vec<LocalInterface> = Vec::new();
+        for i in &self.ifaces {
+            if i.port == 0 || i.address.is_unspecified() {
+                continue;
+            }
+            if v.iter().any(|l| l.addr == i.address && l.port == i.port) {
+                continue;
+            }
+            let p = Config::prefs_of(&self.prefs, &i.name);
+            v.push(LocalInterface {
+                name: i.name.clone(),
+                addr: i.address,
+                port: i.port,
+                priority: p.priority,
+                alternate: p.alternate,
+            });
+        }
+        v
+    }
+
+    /// The engine interface that has our end of a path.
+    fn engine_interface(&self, local: SocketAddr) -> Option<String> {
+        self.ifaces
+            .iter()
+            .find(|f| f.address == local.ip() && f.port == local.port())
+            .or_else(|| self.ifaces.iter().find(|f| f.address == local.ip()))
+            .map(|f| f.name.clone())
+    }
+
+    /// One engine path per MIF path, named as it, on the engine interface with its local
+    /// address, verified before use; a path whose local address has no socket (any more)
+    /// is left out, and logged.
+    pub(super) fn mif_specs(&self, paths: &[MifPath]) -> Vec<PathSpec> {
+        paths
+            .iter()
+            .filter_map(|p| {
+                let Some(interface) = self.engine_interface(p.local) else {
+                    warn!(
+                        "MIF path {} ({} -> {}): no interface has {}; left out",
+                        p.name, p.local, p.remote, p.local
+                    );
+                    return None;
+                };
+                Some(PathSpec {
+                    name: p.name.clone(),
+                    interface,
+                    remote: p.remote,
+                    role: if p.role == Role::Active {
+                        Role::Active
+                    } else {
+                        Role::Standby
+                    },
+                    weight: 1,
+                    pin: Vec::new(),
+                    verify: true,
+                })
+            })
+            .collect()
+    }
+
+    /// `Event::MifApplied`: every child of the event to its new paths, in one table swap.
+    /// A batch the engine refuses (all or nothing) is tried again child by child, so that
+    /// one child's failure does not hold the others back.
+    pub(super) fn mif_apply(&mut self, h: SaHandle, children: &[PathsChange]) {
+        let now = Instant::now();
+        let mut plans: Vec<(u32, PathPlan, Vec<MifPath>)> = Vec::new();
+        for ch in children {
+            let specs = self.mif_specs(&ch.paths);
+            let Some(c) = self
+                .entries
+                .get(&h)
+                .and_then(|e| e.children.iter().find(|c| c.spec.spi_in == ch.spi_in))
+            else {
+                warn!("MIF: no installed child SA {:08x}", ch.spi_in);
+                continue;
+            };
+            let plan = plan_paths(&c.spec.name, &c.spec.paths, &specs, ch.how);
+            if ch.selectors {
+                // The engine has no operation for selectors yet: paths move, selectors
+                // stay as negotiated.
+                warn!(
+                    "child SA {}: transport-mode selectors not changed in the engine",
+                    c.spec.name
+                );
+            }
+            plans.push((ch.spi_in, plan, ch.paths.clone()));
+        }
+        let ops: Vec<TableOp> = plans.iter().flat_map(|(_, p, _)| p.ops.clone()).collect();
+        let ok: Vec<bool> = if ops.is_empty() {
+            vec![true; plans.len()]
+        } else {
+            match self.engine.apply(ops) {
+                Ok(_) => vec![true; plans.len()],
+                Err(e) => {
+                    warn!("MIF: the engine refused the batch ({e}); child by child");
+                    plans
+                        .iter()
+                        .map(|(_, p, _)| {
+                            p.ops.is_empty()
+                                || self
+                                    .engine
+                                    .apply(p.ops.clone())
+                                    .inspect_err(|e| warn!("MIF: {e}"))
+                                    .is_ok()
+                        })
+                        .collect()
+                }
+            }
+        };
+        let mut applied = 0;
+        for ((spi, plan, paths), ok) in plans.into_iter().zip(ok) {
+            if !ok {
+                continue;
+            }
+            let Some(c) = self
+                .entries
+                .get_mut(&h)
+                .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == spi))
+            else {
+                continue;
+            };
+            applied += 1;
+            // What the engine has now: the new list, then a soft move's paths that wait.
+            let mut now_paths = plan.result.clone();
+            if let Some(w) = &plan.soft {
+                now_paths.extend(
+                    c.spec
+                        .paths
+                        .iter()
+                        .filter(|p| w.remove.contains(&p.name))
+                        .cloned(),
+                );
+            }
+            c.spec.paths = now_paths;
+            c.paths = c.spec.paths.iter().map(|p| p.name.clone()).collect();
+            let track = c.mif.get_or_insert_with(|| MifTrack {
+                policy: Policy::Failover,
+                reorder: false,
+                paths: Vec::new(),
+                soft: None,
+                path_events: 0,
+            });
+            track.paths = paths;
+            track.soft = plan.soft.map(|w| (w, now + SOFT_GIVE_UP));
+            let names: Vec<&str> = plan.result.iter().map(|p| p.name.as_str()).collect();
+            info!(
+                "child SA {}: MIF paths now [{}]{}",
+                c.spec.name,
+                names.join(" "),
+                if track.soft.is_some() {
+                    " (the old ones leave once a new one answers)"
+                } else {
+                    ""
+                }
+            );
+        }
+        info!(
+            "MIF: {applied} of {} child SAs changed in one table swap",
+            children.len()
+        );
+        self.dirty = true;
+    }
+
+    /// The engine's `PathState` of a path of child `spi_in`: counted; a soft handover that
+    /// waits for this path completes at the next turn. Returns whether the status changed.
+    pub(super) fn mif_path_state(&mut self, now: Instant, spi_in: u32, path: &str, up: bool) -> bool {
+        let Some(m) = self
+            .entries
+            .values_mut()
+            .flat_map(|e| e.children.iter_mut())
+            .find(|c| c.spec.spi_in == spi_in)
+            .and_then(|c| c.mif.as_mut())
+        else {
+            return false;
+        };
+        m.path_events += 1;
+        if up
+            && m
+                .soft
+                .as_ref()
+                .is_some_and(|(w, _)| w.wait_for.iter().any(|p| p == path))
+        {
+            // Look at the engine now rather than at the next poll.
+            self.mif_polled = now.checked_sub(SOFT_POLL).unwrap_or(now);
+        }
+        true
+    }
+
+    /// When [`IkeThread::mif_tick`] is due: while a soft handover waits.
+    pub(super) fn mif_due(&self) -> Option<Instant> {
+        let waits = self
+            .entries
+            .values()
+            .flat_map(|e| &e.children)
+            .any(|c| c.mif.as_ref().is_some_and(|m| m.soft.is_some()));
+        let soft = waits.then(|| self.mif_polled + SOFT_POLL);
+        let reply = self.mif_replies.iter().map(|r| r.deadline).min();
+        match (soft, reply) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Completes the soft handovers whose new paths answered (or that waited too long):
+    /// their old paths leave, every ready child in one table swap. Answers the `ctl mif`
+    /// requests whose deadline passed.
+    pub(super) fn mif_tick(&mut self, now: Instant) {
+        self.mif_answer_late(now);
+        if now < self.mif_polled + SOFT_POLL {
+            return;
+        }
+        self.mif_polled = now;
+        let waiting = self
+            .entries
+            .values()
+            .flat_map(|e| &e.children)
+            .any(|c| c.mif.as_ref().is_some_and(|m| m.soft.is_some()));
+        if !waiting {
+            return;
+        }
+        let status = self.engine.status();
+        let mut ops = Vec::new();
+        let mut done: Vec<(SaHandle, u32)> = Vec::new();
+        for (h, e) in &self.entries {
+            for c in &e.children {
+                let Some((w, deadline)) = c.mif.as_ref().and_then(|m| m.soft.as_ref()) else {
+                    continue;
+                };
+                let answered = status
+                    .sas
+                    .iter()
+                    .find(|s| s.name == c.spec.name)
+                    .is_some_and(|s| {
+                        s.paths
+                            .iter()
+                            .any(|p| w.wait_for.contains(&p.name) && p.state == "up")
+                    });
+                if !answered && now < *deadline {
+                    continue;
+                }
+                if !answered {
+                    warn!(
+                        "child SA {}: no new path answered within {} s; the old ones leave anyway",
+                        c.spec.name,
+                        SOFT_GIVE_UP.as_secs()
+                    );
+                }
+                for r in &w.remove {
+                    ops.push(TableOp::RemovePath {
+                        sa: c.spec.name.clone(),
+                        path: r.clone(),
+                    });
+                }
+                done.push((*h, c.spec.spi_in));
+            }
+        }
+        if ops.is_empty() && done.is_empty() {
+            return;
+        }
+        if let Err(e) = self.engine.apply(ops) {
+            warn!("MIF: removing the old paths of soft handovers: {e}");
+        }
+        for (h, spi) in done {
+            if let Some(c) = self
+                .entries
+                .get_mut(&h)
+                .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == spi))
+            {
+                if let Some(m) = c.mif.as_mut() {
+                    if let Some((w, _)) = m.soft.take() {
+                        c.spec.paths.retain(|p| !w.remove.contains(&p.name));
+                        c.paths.retain(|p| !w.remove.contains(p));
+                        info!(
+                            "child SA {}: soft handover done, [{}] removed",
+                            c.spec.name,
+                            w.remove.join(" ")
+                        );
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
     /// `ctl mif CONN ...`: the operation goes to every established IKE SA of `conn` with the
     /// extension in use; the answers go back on `reply` once every peer answered or the
     /// deadline passed.
@@ -19,8 +422,157 @@ impl IkeThread {
         cmd: MifCommand,
         reply: Sender<Vec<MifAnswer>>,
     ) {
-        let _ = (now, conn, cmd);
-        // No IKE SA has the extension in use yet.
-        let _ = reply.try_send(Vec::new());
+        let mut answers = Vec::new();
+        let mut immediate = Vec::new();
+        for h in self.ep.handles() {
+            let Some(ci) = self.ep.connection_of(h) else {
+                continue;
+            };
+            if self.conns[ci].name != conn {
+                continue;
+            }
+            let Some(sa) = self.ep.sa(h) else { continue };
+            if !sa.is_established() {
+                continue;
+            }
+            let Some(info) = sa.mif_info().filter(|i| i.in_use) else {
+                continue;
+            };
+            let answer = |refused: Option<String>| MifAnswer {
+                ike_sa: h.0,
+                op: cmd.action.name().into(),
+                dry_run: cmd.dry_run,
+                answered: false,
+                refused,
+                children: Vec::new(),
+            };
+            let id_of = |name: &str| -> Result<u16, String> {
+                info.ours
+                    .iter()
+                    .find(|i| i.name == name)
+                    .map(|i| i.id)
+                    .ok_or_else(|| {
+                        format!("{name} is none of the interfaces announced to the peer")
+                    })
+            };
+            let op = (|| -> Result<MifOp, String> {
+                Ok(match &cmd.action {
+                    MifAction::Add { iface, standby } => MifOp::AddInterface {
+                        id: id_of(iface)?,
+                        role: if *standby {
+                            MifRole::Standby
+                        } else {
+                            MifRole::Active
+                        },
+                    },
+                    MifAction::Remove { iface } => MifOp::RemoveInterface { id: id_of(iface)? },
+                    MifAction::SoftHandover { from, to } => MifOp::SoftHandover {
+                        from: id_of(from)?,
+                        to: id_of(to)?,
+                    },
+                    MifAction::HardHandover { from, to } => MifOp::HardHandover {
+                        from: id_of(from)?,
+                        to: id_of(to)?,
+                    },
+                    MifAction::Alternates { ifaces } => MifOp::SetAlternates {
+                        ids: ifaces
+                            .iter()
+                            .map(|i| id_of(i))
+                            .collect::<Result<_, _>>()?,
+                    },
+                    MifAction::Check { iface } => MifOp::Check { id: id_of(iface)? },
+                })
+            })();
+            let op = match op {
+                Ok(op) => op,
+                Err(why) => {
+                    immediate.push(answer(Some(why)));
+                    continue;
+                }
+            };
+            let selection = match &cmd.select {
+                MifSelect::All => MifSelection::All,
+                MifSelect::Spis(s) => MifSelection::Spis(s.clone()),
+                MifSelect::Ts { local, remote } => MifSelection::Ts {
+                    sender: local.iter().map(|p| ts_prefix(p.addr, p.len)).collect(),
+                    receiver: remote.iter().map(|p| ts_prefix(p.addr, p.len)).collect(),
+                },
+            };
+            let operation = MifOperation {
+                op: op.clone(),
+                dry_run: cmd.dry_run,
+                move_ike: false,
+                selection,
+            };
+            match self.mif_send(now, h, operation) {
+                Ok(()) => answers.push((h, op, answer(None))),
+                Err(e) => immediate.push(answer(Some(e))),
+            }
+        }
+        self.touched();
+        if answers.is_empty() {
+            let _ = reply.try_send(immediate);
+            return;
+        }
+        // Those refused here are answered with the others.
+        self.mif_replies.push(MifReply {
+            conn: conn.to_owned(),
+            reply,
+            deadline: now + MIF_ANSWER,
+            answers,
+            not_sent: immediate,
+        });
+    }
+
+    /// Hands an operation to IKE SA `h` (queued behind any of ours outstanding).
+    fn mif_send(&mut self, now: Instant, h: SaHandle, op: MifOperation) -> Result<(), String> {
+        let _ = (now, h, op);
+        Err("this build cannot send multi-interface operations yet".into())
+    }
+
+    /// The peer answered an operation of ours (applied, dry run, or refused): the `ctl mif`
+    /// waiting for it, if any, gets the answer.
+    pub(super) fn mif_answered(
+        &mut self,
+        h: SaHandle,
+        op: &MifOp,
+        dry_run: Option<bool>,
+        results: &[MifResult],
+        refused: Option<MifRefusal>,
+    ) {
+        let Some(ri) = self.mif_replies.iter().position(|r| {
+            r.answers
+                .iter()
+                .any(|(rh, rop, a)| *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered)
+        }) else {
+            return;
+        };
+        let r = &mut self.mif_replies[ri];
+        if let Some((_, _, a)) = r
+            .answers
+            .iter_mut()
+            .find(|(rh, rop, a)| *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered)
+        {
+            a.answered = true;
+            a.refused = refused.map(|x| refusal_name(x).to_owned());
+            a.children = child_answers(results);
+        }
+        if r.answers.iter().all(|(_, _, a)| a.answered) {
+            let r = self.mif_replies.remove(ri);
+            info!("ctl mif {}: answered", r.conn);
+            r.send();
+        }
+    }
+
+    /// Answers the `ctl mif` requests whose deadline passed with what came.
+    fn mif_answer_late(&mut self, now: Instant) {
+        let (late, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.mif_replies)
+            .into_iter()
+            .partition(|r| r.deadline <= now);
+        self.mif_replies = keep;
+        for r in late {
+            warn!("ctl mif {}: no answer within {} s", r.conn, MIF_ANSWER.as_secs());
+            r.send();
+        }
     }
 }

@@ -472,7 +472,11 @@ impl ctl::Target for Node {
     }
     fn ike_sas(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
-        serde_json::to_value(ike.status()).ok()
+        let mut list = ike.status();
+        if list.iter().any(|s| s.children.iter().any(|c| c.mif.is_some())) {
+            status::fill_mif_paths(&mut list, &self.engine.status());
+        }
+        serde_json::to_value(list).ok()
     }
     fn ike_stats(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;

@@ -10,12 +10,15 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::ike_thread::{Entry, IkeThread};
+use super::install::Installed;
+use super::mif::MifTrack;
+use crate::dataplane::engine::EngineStatus;
 use crate::dataplane::aead::Cipher;
 use crate::ike::cookie::CookieStats;
 use crate::ike::limits::LimitStats;
 use crate::ike::{IkeSaInfo, Prf};
 use crate::log::{MAX_SHOWN, printable};
-use crate::wire::{DhGroup, IdPayload, IdType};
+use crate::wire::{DhGroup, IdPayload, IdType, MifInterface};
 
 /// One IKE SA as `mifsec status` shows it (in the manner of `swanctl --list-sas`).
 #[derive(Debug, Clone, Serialize)]
@@ -108,8 +111,103 @@ pub struct IkeSaStatus {
     pub updates_refused: u64,
     /// The peer's UPDATE_SA_ADDRESSES older than one processed (nothing moved).
     pub updates_stale: u64,
+    /// The multi-interface extension (docs/PROTOCOL.md): `null` when it was not negotiated.
+    pub mif: Option<MifSaStatus>,
     /// Its child SAs.
     pub children: Vec<IkeChildStatus>,
+}
+
+/// The multi-interface extension on one IKE SA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MifSaStatus {
+    /// Both sides sent MIF_SUPPORTED: the child SAs have paths over the interfaces of both.
+    pub in_use: bool,
+    /// The interfaces we announced (our last list).
+    pub local_interfaces: Vec<MifInterfaceStatus>,
+    /// The interfaces the peer announced (its last list we took).
+    pub peer_interfaces: Vec<MifInterfaceStatus>,
+    /// The generation of our last list.
+    pub local_generation: u32,
+    /// The generation of the peer's last list.
+    pub peer_generation: u32,
+    /// Operations we started and the peer answered, refused included.
+    pub operations: u64,
+    /// Operations the peer refused as a whole.
+    pub refused: u64,
+}
+
+/// One announced interface.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MifInterfaceStatus {
+    /// Its identifier (the announcer's).
+    pub id: u16,
+    /// Its name (the announcer's `[interfaces.*]` label; a peer's is escaped).
+    pub name: String,
+    /// Address and port.
+    pub address: String,
+    /// Lower is preferred.
+    pub priority: u8,
+    /// `active` or `alternate`.
+    pub role: &'static str,
+}
+
+/// One child SA's paths over the extension.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MifChildStatus {
+    /// Our scheduling policy of its outbound packets.
+    pub policy: String,
+    /// Whether its inbound packets go through a reorder buffer (the peer aggregates).
+    pub reorder: bool,
+    /// Its paths in the order both peers computed (`i1r2`: the initiator's interface 1,
+    /// the responder's 2), with the engine's figures.
+    pub paths: Vec<MifPathStatus>,
+    /// A soft handover waits for a new path to answer before the old ones leave.
+    pub handover_pending: bool,
+    /// Path state changes the engine reported (up, down, verified).
+    pub path_events: u64,
+}
+
+/// One path of a child SA.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MifPathStatus {
+    /// `i<ID>r<ID>`.
+    pub name: String,
+    /// Our interface ID and the peer's.
+    pub local_if: u16,
+    /// The peer's interface ID.
+    pub remote_if: u16,
+    /// The engine interface it sends from.
+    pub interface: String,
+    /// Our address and port.
+    pub local: String,
+    /// The peer's.
+    pub remote: String,
+    /// `active` or `standby` (as computed), the engine's role if it differs meanwhile.
+    pub role: String,
+    /// The engine's: `unverified` (no probe answered on it yet: it carries nothing), `up`,
+    /// `down`, `unknown` or `no-socket`.
+    pub state: String,
+    /// Figures from the engine.
+    pub rx_packets: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Smoothed probe RTT, ms.
+    pub rtt_ms: Option<f64>,
+    /// Recent probe loss, percent.
+    pub loss_pct: f64,
+}
+
+impl MifPathStatus {
+    /// Fills the engine's figures of the path from its status (the SA's paths).
+    pub fn fill(&mut self, engine: &crate::dataplane::engine::PathStatus) {
+        self.interface.clone_from(&engine.interface);
+        self.role.clone_from(&engine.role);
+        self.state.clone_from(&engine.state);
+        self.rx_packets = engine.rx_packets;
+        self.tx_packets = engine.tx_packets;
+        self.rtt_ms = engine.rtt_ms;
+        self.loss_pct = engine.loss_pct;
+    }
 }
 
 /// Where an IKE SA stands (shown as swanctl spells it: `ESTABLISHED`).
@@ -160,6 +258,9 @@ pub struct IkeChildStatus {
     pub local_ts: Vec<String>,
     /// The peer's selectors.
     pub remote_ts: Vec<String>,
+    /// Its paths over the multi-interface extension (`null`: the single path of the IKE SA,
+    /// as with a standard peer).
+    pub mif: Option<MifChildStatus>,
 }
 
 /// The IKE thread's own counters (`ike` in `mifsec status --json`).
@@ -286,7 +387,24 @@ impl IkeThread {
                     route_checks_failed: sa.stats().route_checks_failed,
                     updates_refused: sa.stats().updates_refused,
                     updates_stale: sa.stats().updates_stale,
-                    children: e.children.iter().map(|c| c.status.clone()).collect(),
+                    mif: sa.mif_info().map(|i| MifSaStatus {
+                        in_use: i.in_use,
+                        local_interfaces: i.ours.iter().map(mif_interface).collect(),
+                        peer_interfaces: i.peer.iter().map(mif_interface).collect(),
+                        local_generation: i.our_generation,
+                        peer_generation: i.peer_generation,
+                        operations: e.mif_operations,
+                        refused: e.mif_refused,
+                    }),
+                    children: e
+                        .children
+                        .iter()
+                        .map(|c| {
+                            let mut st = c.status.clone();
+                            st.mif = c.mif.as_ref().map(|m| mif_child(c, m));
+                            st
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -324,6 +442,72 @@ impl IkeThread {
         st.limits = ep.limits;
         st.cookies = ep.cookies;
         st.oversize = ep.oversize;
+    }
+}
+
+fn mif_interface(i: &MifInterface) -> MifInterfaceStatus {
+    MifInterfaceStatus {
+        id: i.id,
+        name: printable(&i.name),
+        address: i.addr.to_string(),
+        priority: i.priority,
+        role: if i.alternate { "alternate" } else { "active" },
+    }
+}
+
+/// A child's MIF paths as computed, on the engine interfaces they were installed on; the
+/// engine's figures are added when `status` is asked ([`MifPathStatus::fill`]).
+fn mif_child(c: &Installed, m: &MifTrack) -> MifChildStatus {
+    MifChildStatus {
+        policy: m.policy.name().into(),
+        reorder: m.reorder,
+        paths: m
+            .paths
+            .iter()
+            .map(|p| MifPathStatus {
+                name: p.name.clone(),
+                local_if: p.local_if,
+                remote_if: p.remote_if,
+                interface: c
+                    .spec
+                    .paths
+                    .iter()
+                    .find(|s| s.name == p.name)
+                    .map_or_else(|| "-".into(), |s| s.interface.clone()),
+                local: p.local.to_string(),
+                remote: p.remote.to_string(),
+                role: p.role.name().into(),
+                state: if c.spec.paths.iter().any(|s| s.name == p.name) {
+                    "installed".into()
+                } else {
+                    "no-socket".into()
+                },
+                rx_packets: 0,
+                tx_packets: 0,
+                rtt_ms: None,
+                loss_pct: 0.0,
+            })
+            .collect(),
+        handover_pending: m.soft.is_some(),
+        path_events: m.path_events,
+    }
+}
+
+/// Adds the engine's figures to the MIF paths of every child SA of `ike` (the IKE SA list
+/// as published), from the engine's status taken for the same answer.
+pub fn fill_mif_paths(ike: &mut [IkeSaStatus], engine: &EngineStatus) {
+    for sa in ike {
+        for c in &mut sa.children {
+            let Some(m) = &mut c.mif else { continue };
+            let Some(es) = engine.sas.iter().find(|s| s.name == c.sa) else {
+                continue;
+            };
+            for p in &mut m.paths {
+                if let Some(ep) = es.paths.iter().find(|e| e.name == p.name) {
+                    p.fill(ep);
+                }
+            }
+        }
     }
 }
 
