@@ -236,7 +236,11 @@ fn mif_lines(ike: &Value, out: &mut String) {
                 )
             })
             .collect();
-        if v.is_empty() { "-".to_owned() } else { v.join(", ") }
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(", ")
+        }
     };
     let in_use = m.get("in_use").and_then(Value::as_bool).unwrap_or(false);
     let _ = writeln!(
@@ -275,7 +279,11 @@ fn mif_child_lines(c: &Value, out: &mut String) {
         "    MIF policy {}{}{}, {} paths",
         s(m, "policy"),
         if reorder { ", reorder" } else { "" },
-        if pending { ", soft handover under way" } else { "" },
+        if pending {
+            ", soft handover under way"
+        } else {
+            ""
+        },
         list(m, "paths").len()
     );
     for p in list(m, "paths") {

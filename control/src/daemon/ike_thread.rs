@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tracing::{debug, error, info, warn};
 
-use super::install::Installed;
+use super::install::{Installed, PathMove};
 use super::status::{ChildState, IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings, InterfacePrefs};
 use crate::ctl::mif::{MIF_ANSWER, MifAnswer, MifCommand};
@@ -343,7 +343,7 @@ impl IkeHandle {
         };
         // Our interfaces as a mifsec peer is told of them (multi-interface extension).
         let local = ike.local_interfaces();
-        ike.ep.set_local_interfaces(Instant::now(), &local);
+        ike.announce_interfaces(Instant::now(), &local);
         let main = spawn(
             "mifsec-ike",
             Box::new(move || {
@@ -1195,7 +1195,7 @@ impl IkeThread {
             );
             // Every IKE SA with the extension announces them (mifops turns a change into
             // the configured operation).
-            self.ep.set_local_interfaces(now, &new_ifs);
+            self.announce_interfaces(now, &new_ifs);
         }
         if old != new {
             info!(
@@ -1391,8 +1391,6 @@ impl IkeThread {
                 );
                 self.clone_moved(h);
             }
-            // The daemon's part (one engine table swap per event) is mifd's; logged here
-            // until then.
             Event::MifApplied {
                 initiated,
                 op,
@@ -1400,19 +1398,52 @@ impl IkeThread {
                 results,
                 children,
                 ..
-            } => info!(
-                "MIF {} {}{}: {} results, {} child SAs changed",
-                op.as_ref().map_or("interface list", |o| o.name()),
-                if initiated { "answered" } else { "applied" },
-                if dry_run { " (dry run)" } else { "" },
-                results.len(),
-                children.len()
-            ),
-            Event::MifRefused { op, reason, .. } => warn!(
-                "MIF {} refused by the peer: {}",
-                op.as_ref().map_or("interface list", |o| o.name()),
-                reason.name()
-            ),
+            } => {
+                let applied = results.iter().filter(|r| r.status.is_applied()).count();
+                info!(
+                    "MIF {} {}{}: {applied} of {} child SAs applied, {} changed",
+                    op.as_ref().map_or("interface list", |o| o.name()),
+                    if initiated { "answered" } else { "applied" },
+                    if dry_run { " (dry run)" } else { "" },
+                    results.len(),
+                    children.len()
+                );
+                if !dry_run && !children.is_empty() {
+                    let changes: Vec<super::mif::PathsChange> = children
+                        .iter()
+                        .map(|c| super::mif::PathsChange {
+                            spi_in: c.spi_in,
+                            paths: c.paths.clone(),
+                            how: match c.transition {
+                                crate::ike::sa::MifTransition::Set => PathMove::Set,
+                                crate::ike::sa::MifTransition::Soft { .. } => PathMove::Soft,
+                                crate::ike::sa::MifTransition::Hard { .. } => PathMove::Hard,
+                            },
+                            selectors: c.selectors.is_some(),
+                        })
+                        .collect();
+                    self.mif_apply(h, &changes);
+                }
+                if initiated {
+                    if let Some(op) = &op {
+                        self.mif_answered(h, op, Some(dry_run), &results, None);
+                    }
+                    self.entry(h).mif_operations += 1;
+                }
+            }
+            Event::MifRefused { op, reason, .. } => {
+                warn!(
+                    "MIF {} refused by the peer: {}",
+                    op.as_ref().map_or("interface list", |o| o.name()),
+                    reason.name()
+                );
+                if let Some(op) = &op {
+                    self.mif_answered(h, op, None, &[], Some(reason));
+                }
+                let e = self.entry(h);
+                e.mif_operations += 1;
+                e.mif_refused += 1;
+            }
             Event::ChildSaRekeyed {
                 old_spi_in,
                 new,

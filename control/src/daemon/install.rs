@@ -539,7 +539,11 @@ mod tests {
         assert_eq!(p.soft, None);
         // Nothing to do.
         assert!(plan_paths("sa", &four, &four, PathMove::Set).ops.is_empty());
-        assert!(plan_paths("sa", &four, &four, PathMove::Soft).soft.is_none());
+        assert!(
+            plan_paths("sa", &four, &four, PathMove::Soft)
+                .soft
+                .is_none()
+        );
     }
 
     #[test]
@@ -565,10 +569,7 @@ mod tests {
         );
         assert_eq!(p.result, to);
         // To's paths were there already (standby): they become active, From's wait.
-        let both = vec![
-            ps("i1r1", Role::Active),
-            ps("i3r1", Role::Standby),
-        ];
+        let both = vec![ps("i1r1", Role::Active), ps("i3r1", Role::Standby)];
         let p = plan_paths("sa", &both, &active(&["i3r1"]), PathMove::Soft);
         assert_eq!(
             p.ops,

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tracing::{info, warn};
 
-use super::install::{PathMove, PathPlan, SoftWait, plan_paths};
 use super::ike_thread::IkeThread;
+use super::install::{PathMove, PathPlan, SoftWait, plan_paths};
 use crate::config::Config;
 use crate::ctl::mif::{MIF_ANSWER, MifAction, MifAnswer, MifChildAnswer, MifCommand, MifSelect};
 use crate::dataplane::engine::{PathSpec, TableOp};
@@ -28,9 +28,7 @@ use crate::dataplane::sa_table::{Policy, Role};
 use crate::ike::config::ts_prefix;
 use crate::ike::endpoint::SaHandle;
 use crate::ike::sa::{LocalInterface, MifPath};
-use crate::wire::{
-    MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus,
-};
+use crate::wire::{MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus};
 
 /// How long a soft handover's old paths stay at most when no new path answers (the peer
 /// has taken them out of its list already: the lists converge then anyway).
@@ -146,6 +144,12 @@ impl IkeThread {
             });
         }
         v
+    }
+
+    /// Gives every IKE SA (and the new ones) our interfaces.
+    pub(super) fn announce_interfaces(&mut self, now: Instant, list: &[LocalInterface]) {
+        // Endpoint::set_local_interfaces lands with the IKE_AUTH negotiation (mifwire).
+        let _ = (now, list);
     }
 
     /// The engine interface that has our end of a path.
@@ -293,7 +297,13 @@ impl IkeThread {
 
     /// The engine's `PathState` of a path of child `spi_in`: counted; a soft handover that
     /// waits for this path completes at the next turn. Returns whether the status changed.
-    pub(super) fn mif_path_state(&mut self, now: Instant, spi_in: u32, path: &str, up: bool) -> bool {
+    pub(super) fn mif_path_state(
+        &mut self,
+        now: Instant,
+        spi_in: u32,
+        path: &str,
+        up: bool,
+    ) -> bool {
         let Some(m) = self
             .entries
             .values_mut()
@@ -305,8 +315,7 @@ impl IkeThread {
         };
         m.path_events += 1;
         if up
-            && m
-                .soft
+            && m.soft
                 .as_ref()
                 .is_some_and(|(w, _)| w.wait_for.iter().any(|p| p == path))
         {
@@ -475,10 +484,7 @@ impl IkeThread {
                         to: id_of(to)?,
                     },
                     MifAction::Alternates { ifaces } => MifOp::SetAlternates {
-                        ids: ifaces
-                            .iter()
-                            .map(|i| id_of(i))
-                            .collect::<Result<_, _>>()?,
+                        ids: ifaces.iter().map(|i| id_of(i)).collect::<Result<_, _>>()?,
                     },
                     MifAction::Check { iface } => MifOp::Check { id: id_of(iface)? },
                 })
@@ -526,8 +532,7 @@ impl IkeThread {
 
     /// Hands an operation to IKE SA `h` (queued behind any of ours outstanding).
     fn mif_send(&mut self, now: Instant, h: SaHandle, op: MifOperation) -> Result<(), String> {
-        let _ = (now, h, op);
-        Err("this build cannot send multi-interface operations yet".into())
+        self.ep.mif_request(now, h, op).map_err(|e| e.to_string())
     }
 
     /// The peer answered an operation of ours (applied, dry run, or refused): the `ctl mif`
@@ -541,18 +546,16 @@ impl IkeThread {
         refused: Option<MifRefusal>,
     ) {
         let Some(ri) = self.mif_replies.iter().position(|r| {
-            r.answers
-                .iter()
-                .any(|(rh, rop, a)| *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered)
+            r.answers.iter().any(|(rh, rop, a)| {
+                *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered
+            })
         }) else {
             return;
         };
         let r = &mut self.mif_replies[ri];
-        if let Some((_, _, a)) = r
-            .answers
-            .iter_mut()
-            .find(|(rh, rop, a)| *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered)
-        {
+        if let Some((_, _, a)) = r.answers.iter_mut().find(|(rh, rop, a)| {
+            *rh == h && rop == op && dry_run.is_none_or(|d| a.dry_run == d) && !a.answered
+        }) {
             a.answered = true;
             a.refused = refused.map(|x| refusal_name(x).to_owned());
             a.children = child_answers(results);
@@ -571,7 +574,11 @@ impl IkeThread {
             .partition(|r| r.deadline <= now);
         self.mif_replies = keep;
         for r in late {
-            warn!("ctl mif {}: no answer within {} s", r.conn, MIF_ANSWER.as_secs());
+            warn!(
+                "ctl mif {}: no answer within {} s",
+                r.conn,
+                MIF_ANSWER.as_secs()
+            );
             r.send();
         }
     }

@@ -473,7 +473,10 @@ impl ctl::Target for Node {
     fn ike_sas(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
         let mut list = ike.status();
-        if list.iter().any(|s| s.children.iter().any(|c| c.mif.is_some())) {
+        if list
+            .iter()
+            .any(|s| s.children.iter().any(|c| c.mif.is_some()))
+        {
             status::fill_mif_paths(&mut list, &self.engine.status());
         }
         serde_json::to_value(list).ok()

@@ -197,6 +197,21 @@ pub struct ChildSa {
     pub mif: Option<MifChildPaths>,
 }
 
+/// What [`IkeSa::mif_info`] tells of the multi-interface extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MifInfo {
+    /// Both sides sent MIF_SUPPORTED.
+    pub in_use: bool,
+    /// Our interfaces as announced.
+    pub ours: Vec<crate::wire::MifInterface>,
+    /// The peer's, from its last list we took.
+    pub peer: Vec<crate::wire::MifInterface>,
+    /// The generation of our list.
+    pub our_generation: u32,
+    /// The generation of the peer's.
+    pub peer_generation: u32,
+}
+
 /// One path of a child SA over a pair of announced interfaces (PROTOCOL 4.2).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MifPath {
@@ -1591,6 +1606,19 @@ impl IkeSa {
     /// The peer's additional addresses (MOBIKE), as its last list said.
     pub fn peer_addresses(&self) -> &[IpAddr] {
         self.ctx.paths.peer_addresses()
+    }
+
+    /// The multi-interface extension on this IKE SA, for `status` and `ctl mif`: `None`
+    /// when our configuration does not have it (`mif = false`).
+    pub fn mif_info(&self) -> Option<MifInfo> {
+        let m = &self.ctx.mif;
+        m.enabled.then(|| MifInfo {
+            in_use: m.in_use,
+            ours: m.ours.clone(),
+            peer: m.peer.clone(),
+            our_generation: m.our_generation,
+            peer_generation: m.peer_generation,
+        })
     }
 
     /// MOBIKE responder: the peer address our return-routability check is under way for
