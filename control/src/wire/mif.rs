@@ -1,5 +1,5 @@
 //! mifsec's multi-interface extension ("MIF"): the Notification Data of the private-use
-//! notifies 40960 to 40966, byte by byte as docs/PROTOCOL.md sections 2 to 5 define them.
+//! notifies 52992 to 52998, byte by byte as docs/PROTOCOL.md sections 2 to 5 define them.
 //!
 //! ```text
 //! MIF_SUPPORTED       Version | Reserved | Max Interfaces (2) | Max Paths per Child (2)
@@ -40,9 +40,9 @@ pub const MIF_MAX_SPIS: usize = 256;
 /// The most selectors on each side of a TS selection (PROTOCOL 5.2).
 pub const MIF_MAX_TS: usize = 16;
 
-/// Whether `t` is one of the extension's notify types (40960 to 40966).
+/// Whether `t` is one of the extension's notify types (52992 to 52998).
 pub fn is_mif_notify(t: NotifyType) -> bool {
-    (40960..=40966).contains(&t.to_raw())
+    (52992..=52998).contains(&t.to_raw())
 }
 
 fn notify_payload(t: NotifyType, data: Vec<u8>) -> Payload {
@@ -93,7 +93,7 @@ fn policy_from(code: u8) -> Result<Policy, WireError> {
     })
 }
 
-/// MIF_SUPPORTED (40960), PROTOCOL section 2: 6 octets.
+/// MIF_SUPPORTED (52992), PROTOCOL section 2: 6 octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MifSupported {
     /// The extension version; only [`MIF_VERSION`] puts the extension in use.
@@ -143,7 +143,7 @@ impl MifSupported {
     }
 }
 
-/// MIF_INTERFACE (40961), PROTOCOL section 3.1: one interface of the sender.
+/// MIF_INTERFACE (52993), PROTOCOL section 3.1: one interface of the sender.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MifInterface {
     /// The sender's identifier, 1 to 65535.
@@ -243,7 +243,7 @@ impl MifInterface {
     }
 }
 
-/// MIF_INTERFACE_LIST (40962), PROTOCOL section 3.2: 4 octets.
+/// MIF_INTERFACE_LIST (52994), PROTOCOL section 3.2: 4 octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MifInterfaceList {
     /// The list's generation (1 in IKE_AUTH, then counting up).
@@ -381,7 +381,7 @@ pub enum MifSelection {
     },
 }
 
-/// MIF_OPERATION (40963), PROTOCOL section 5.1.
+/// MIF_OPERATION (52995), PROTOCOL section 5.1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MifOperation {
     /// The operation.
@@ -716,7 +716,7 @@ impl MifStatus {
     }
 }
 
-/// MIF_RESULT (40964), PROTOCOL section 5.3: 8 octets.
+/// MIF_RESULT (52996), PROTOCOL section 5.3: 8 octets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MifResult {
     /// The exchange initiator's inbound SPI of the child SA.
@@ -759,7 +759,7 @@ impl MifResult {
     }
 }
 
-/// MIF_REFUSED (40965), PROTOCOL section 5.4: why the whole operation was refused.
+/// MIF_REFUSED (52997), PROTOCOL section 5.4: why the whole operation was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MifRefusal {
     /// 1: a MIF notify of the request is malformed.
@@ -823,7 +823,7 @@ impl MifRefusal {
     }
 }
 
-/// MIF_CHILD (40966), PROTOCOL section 4.1: how the sender uses one child SA.
+/// MIF_CHILD (52998), PROTOCOL section 4.1: how the sender uses one child SA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MifChild {
     /// How the sender schedules its outbound packets of the child.

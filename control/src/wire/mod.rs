@@ -21,7 +21,7 @@
 //! * [`cp`]: configuration payload.
 //! * [`message`]: a whole message.
 //! * [`mif`]: mifsec's multi-interface extension (docs/PROTOCOL.md), the Notification Data
-//!   of notify types 40960 to 40966.
+//!   of notify types 52992 to 52998.
 //! * [`codec`]: checked reader and length-prefix writer.
 //! * [`error`]: the error type, [`WireError`].
 

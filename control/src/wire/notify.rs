@@ -105,22 +105,22 @@ open_enum! {
         CloneIkeSaSupported = 16432,
         /// `CLONE_IKE_SA` (16433), RFC 7791.
         CloneIkeSa = 16433,
-        /// `MIF_SUPPORTED` (40960, private use), mifsec's multi-interface extension
+        /// `MIF_SUPPORTED` (52992, private use), mifsec's multi-interface extension
         /// (docs/PROTOCOL.md section 2).
-        MifSupported = 40960,
-        /// `MIF_INTERFACE` (40961, private use): one announced interface (PROTOCOL 3.1).
-        MifInterface = 40961,
-        /// `MIF_INTERFACE_LIST` (40962, private use): list generation (PROTOCOL 3.2).
-        MifInterfaceList = 40962,
-        /// `MIF_OPERATION` (40963, private use): an operation request (PROTOCOL 5.1).
-        MifOperation = 40963,
-        /// `MIF_RESULT` (40964, private use): the answer per child SA (PROTOCOL 5.3).
-        MifResult = 40964,
-        /// `MIF_REFUSED` (40965, private use): the whole operation refused (PROTOCOL 5.4).
-        MifRefused = 40965,
-        /// `MIF_CHILD` (40966, private use): a child SA's policy and interfaces
+        MifSupported = 52992,
+        /// `MIF_INTERFACE` (52993, private use): one announced interface (PROTOCOL 3.1).
+        MifInterface = 52993,
+        /// `MIF_INTERFACE_LIST` (52994, private use): list generation (PROTOCOL 3.2).
+        MifInterfaceList = 52994,
+        /// `MIF_OPERATION` (52995, private use): an operation request (PROTOCOL 5.1).
+        MifOperation = 52995,
+        /// `MIF_RESULT` (52996, private use): the answer per child SA (PROTOCOL 5.3).
+        MifResult = 52996,
+        /// `MIF_REFUSED` (52997, private use): the whole operation refused (PROTOCOL 5.4).
+        MifRefused = 52997,
+        /// `MIF_CHILD` (52998, private use): a child SA's policy and interfaces
         /// (PROTOCOL 4.1).
-        MifChild = 40966,
+        MifChild = 52998,
     }
 }
 
@@ -139,7 +139,7 @@ impl NotifyType {
     }
 
     /// First private-use status type (RFC 7296 section 3.10.1); mifsec's multi-interface
-    /// extension uses 40960 to 40966.
+    /// extension uses 52992 to 52998.
     pub const FIRST_PRIVATE: u16 = 40960;
 
     /// Whether this is a private-use status type (40960 and above): one of the MIF
@@ -307,8 +307,8 @@ mod tests {
         assert!(NotifyType::Unknown(16500).is_status());
         assert!(!NotifyType::Unknown(16500).is_known());
         assert!(NotifyType::Unknown(7).is_known());
-        assert_eq!(u16::from(NotifyType::MifSupported), 40960);
-        assert_eq!(NotifyType::from(40966), NotifyType::MifChild);
+        assert_eq!(u16::from(NotifyType::MifSupported), 52992);
+        assert_eq!(NotifyType::from(52998), NotifyType::MifChild);
         assert!(NotifyType::MifRefused.is_private() && NotifyType::MifRefused.is_status());
         assert!(!NotifyType::SignatureHashAlgorithms.is_private());
     }

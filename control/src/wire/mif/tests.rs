@@ -194,7 +194,7 @@ fn the_notify_carries_the_data() {
     let Payload::Notify(n) = s.notify() else {
         panic!("not a notify")
     };
-    assert_eq!(n.notify_type.to_raw(), 40960);
+    assert_eq!(n.notify_type.to_raw(), 52992);
     assert!(n.spi.is_empty());
     assert_eq!(n.protocol, crate::wire::ProtocolId::None);
     assert_eq!(n.data, s.emit());
@@ -228,7 +228,7 @@ fn the_notify_carries_the_data() {
         assert_eq!(n.notify_type, t);
         assert!(is_mif_notify(n.notify_type));
     }
-    assert!(!is_mif_notify(NotifyType::Unknown(40967)));
+    assert!(!is_mif_notify(NotifyType::Unknown(52999)));
     assert!(!is_mif_notify(NotifyType::MobikeSupported));
 }
 
