@@ -30,7 +30,9 @@ use std::time::Instant;
 use super::config::IkeConfig;
 use super::cookie::{Admission, CookieGate, CookieStats};
 use super::limits::{InitLimiter, InitLimits, LimitStats, Refusal};
-use super::sa::{CloneError, Event, FailReason, IkeSa, MifError, MoveError, Transmit};
+use super::sa::{
+    CloneError, Event, FailReason, IkeSa, LocalInterface, MifError, MoveError, Transmit,
+};
 use crate::wire::{ExchangeType, HeaderPacket};
 
 /// Names one IKE SA of an [`Endpoint`]: a number given in order of creation, from 1, never
@@ -176,6 +178,9 @@ pub struct Endpoint {
     /// Our usable local addresses as last given to [`Endpoint::set_local_addresses`]
     /// (`None`: never given); every new IKE SA gets them too.
     local: Option<Vec<IpAddr>>,
+    /// Our interfaces as last given to [`Endpoint::set_local_interfaces`]; every new IKE
+    /// SA gets them too.
+    interfaces: Vec<LocalInterface>,
 }
 
 impl Endpoint {
@@ -193,6 +198,7 @@ impl Endpoint {
             oversize: 0,
             half_open_noticed: false,
             local: None,
+            interfaces: Vec::new(),
         }
     }
 
@@ -329,6 +335,9 @@ impl Endpoint {
         if let Some(addrs) = &self.local {
             let list = self.local_list(conn, addrs);
             sa.set_local_addresses(now, &list);
+        }
+        if !self.interfaces.is_empty() {
+            sa.set_local_interfaces(now, &self.interface_list(conn));
         }
         let handle = SaHandle(self.next);
         self.next += 1;
@@ -471,6 +480,39 @@ impl Endpoint {
             self.slots[i].sa.set_local_addresses(now, &list);
             self.touch(i);
         }
+    }
+
+    /// Our interfaces are now `list` (the daemon's `[interfaces.*]` with an address, with
+    /// priorities and alternate flags, for the multi-interface extension): each IKE SA gets
+    /// those its connection may use (`local_addrs`; empty: all) through
+    /// [`IkeSa::set_local_interfaces`], and their addresses, ordered by (not alternate,
+    /// priority, order given), go to [`Endpoint::set_local_addresses`]. IKE SAs created
+    /// later get them when they are created.
+    pub fn set_local_interfaces(&mut self, now: Instant, list: &[LocalInterface]) {
+        self.interfaces = list.to_vec();
+        let mut ordered: Vec<&LocalInterface> = list.iter().collect();
+        ordered.sort_by_key(|i| (i.alternate, i.priority));
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for i in ordered {
+            if !addrs.contains(&i.addr) {
+                addrs.push(i.addr);
+            }
+        }
+        for i in 0..self.slots.len() {
+            let l = self.interface_list(self.slots[i].conn);
+            self.slots[i].sa.set_local_interfaces(now, &l);
+        }
+        self.set_local_addresses(now, &addrs);
+    }
+
+    /// Those of our interfaces connection `conn` may use.
+    fn interface_list(&self, conn: usize) -> Vec<LocalInterface> {
+        let allowed = &self.conns[conn].local_addrs;
+        self.interfaces
+            .iter()
+            .filter(|i| allowed.is_empty() || allowed.contains(&i.addr))
+            .cloned()
+            .collect()
     }
 
     /// Those of `addrs` connection `conn` may use, in its preference order.

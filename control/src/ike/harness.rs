@@ -311,6 +311,7 @@ mod exchange;
 mod fragments;
 mod limits;
 mod mif;
+mod mif_paths;
 mod mobike;
 mod mobike_init;
 mod pubkey;

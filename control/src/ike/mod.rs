@@ -39,6 +39,7 @@ pub use config::{
 };
 pub use crypto::Prf;
 pub use sa::{
-    ChildMove, ChildSa, Event, FailReason, IkeSa, IkeSaInfo, MifChildChange, MifError,
-    MifTransition, MoveError, MoveReason, NatStatus, SeqLimitAction, Stats, Transmit,
+    ChildMove, ChildSa, Event, FailReason, IkeSa, IkeSaInfo, LocalInterface, MifChildChange,
+    MifChildPaths, MifError, MifPath, MifTransition, MoveError, MoveReason, NatStatus,
+    SeqLimitAction, Stats, Transmit,
 };

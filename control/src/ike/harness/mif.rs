@@ -915,7 +915,8 @@ fn a_refused_api_operation_reports_mif_refused_and_changes_nothing() {
 
 #[test]
 fn without_the_extension_nothing_is_sent_and_requests_are_refused() {
-    let (c, g) = three_children(client(), gateway());
+    let (mut c, g) = three_children(client(), gateway());
+    c.mif = false;
     let mut h = Harness::new(c, g, Faults::default());
     h.run(LIMIT);
     let before = h.log.len();

@@ -28,7 +28,6 @@ pub(in crate::ike::sa) struct Child {
     /// exchange and the new child's inbound SPI (for RFC 7296 section 2.8.1).
     pub(in crate::ike::sa) peer_rekey: Option<(Vec<u8>, u32)>,
     /// With the multi-interface extension: the child's two interface sets and policies.
-    #[allow(dead_code, reason = "wired in steps")]
     pub(in crate::ike::sa) mif: Option<MifChildState>,
     /// Replaced by a rekey of ours: the new child's inbound SPI (a MIF operation selecting
     /// this child selects it too, PROTOCOL 6.4).

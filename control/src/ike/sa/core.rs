@@ -50,6 +50,15 @@ pub(in crate::ike::sa) struct Core {
     pub(in crate::ike::sa) peer_hashes: Vec<u16>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: the inner payloads of every protected message any IKE SA of this
+    /// thread opened (decrypted and authenticated), with its exchange type, in order; the
+    /// harness tests check what each side really received.
+    pub(in crate::ike) static OPENED: std::cell::RefCell<Vec<(ExchangeType, Vec<Payload>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl Core {
     pub(in crate::ike::sa) fn new(
         initiator: bool,
@@ -199,6 +208,20 @@ impl Core {
     /// authenticated and stored, and `Ok(None)` returned until its message is complete,
     /// which is then parsed as an SK message's inner payloads would be.
     pub(in crate::ike::sa) fn open(
+        &mut self,
+        bytes: &[u8],
+        msg: &Message,
+        stats: &mut Stats,
+    ) -> Result<Option<Vec<Payload>>, CryptoError> {
+        let r = self.open_message(bytes, msg, stats);
+        #[cfg(test)]
+        if let Ok(Some(p)) = &r {
+            OPENED.with(|o| o.borrow_mut().push((msg.header.exchange_type, p.clone())));
+        }
+        r
+    }
+
+    fn open_message(
         &mut self,
         bytes: &[u8],
         msg: &Message,

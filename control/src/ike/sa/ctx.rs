@@ -41,7 +41,6 @@ pub(in crate::ike::sa) struct Ctx {
     /// MOBIKE as initiator: our addresses, path checks, probes.
     pub(in crate::ike::sa) roam: Roam,
     /// The multi-interface extension: both interface tables, limits, whether in use.
-    #[allow(dead_code, reason = "wired in steps")]
     pub(in crate::ike::sa) mif: MifState,
     pub(in crate::ike::sa) transmits: VecDeque<Transmit>,
     pub(in crate::ike::sa) events: VecDeque<Event>,

@@ -9,20 +9,20 @@
 //! (`exchange/mif.rs`) calls [`MifState::apply_peer_list`] and the [`MifChildState`]
 //! helpers.
 
-#![allow(
-    dead_code,
-    reason = "the negotiation and mifops's exchange use it; wired in steps"
-)]
-
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 
 use mifsec_dataplane::sa_table::{Policy, Role};
 
-use crate::ike::sa::{MifChildPaths, MifPath};
+use std::time::Instant;
+
+use crate::ike::sa::child::Child;
+use crate::ike::sa::ctx::Ctx;
+use crate::ike::sa::{ChildSa, Event, MifChildPaths, MifPath};
 use crate::wire::mif::{MIF_MAX_INTERFACES, MIF_MAX_PATHS, MIF_VERSION};
 use crate::wire::{
-    MifChild, MifInterface, MifInterfaceList, MifRefusal, MifRole, MifSupported, Payload,
+    MifChild, MifInterface, MifInterfaceList, MifNotifies, MifRefusal, MifRole, MifSupported,
+    Payload,
 };
 
 /// One of our interfaces, as the daemon gives it ([`crate::ike::Endpoint::set_local_interfaces`]).
@@ -78,6 +78,9 @@ pub(crate) struct MifState {
     pub(crate) peer_generation: u32,
     /// The peer's IDs withdrawn so far (the last [`WITHDRAWN_MEMORY`]), never to return.
     peer_withdrawn: BTreeSet<u16>,
+    /// The list our IKE_AUTH message carried (generation 1), to tell whether our table
+    /// changed before the extension was in use.
+    sent_in_auth: Option<Vec<MifInterface>>,
 }
 
 impl MifState {
@@ -98,6 +101,7 @@ impl MifState {
             peer: Vec::new(),
             peer_generation: 0,
             peer_withdrawn: BTreeSet::new(),
+            sent_in_auth: None,
         }
     }
 
@@ -142,6 +146,17 @@ impl MifState {
         }
         if !self.in_use {
             self.peer.clear();
+        } else if let Some(sent) = self.sent_in_auth.take()
+            && self.announced() != sent.as_slice()
+        {
+            // Our table changed after the IKE_AUTH list went out: the next list is due.
+            self.our_generation = self.our_generation.wrapping_add(1).max(1);
+            self.list_pending = true;
+            for old in &sent {
+                if !self.ours.iter().any(|n| n.id == old.id) {
+                    self.withdrawn_pending.push(old.id);
+                }
+            }
         }
         self.in_use
     }
@@ -265,11 +280,13 @@ impl MifState {
     }
 
     /// Our interface `id`.
+    #[allow(dead_code, reason = "for the INFORMATIONAL exchange, exchange/mif.rs")]
     pub(crate) fn our(&self, id: u16) -> Option<&MifInterface> {
         self.ours.iter().find(|i| i.id == id)
     }
 
     /// The peer's interface `id`.
+    #[allow(dead_code, reason = "for the INFORMATIONAL exchange, exchange/mif.rs")]
     pub(crate) fn peer_iface(&self, id: u16) -> Option<&MifInterface> {
         self.peer.iter().find(|i| i.id == id)
     }
@@ -398,6 +415,7 @@ impl MifChildState {
 
     /// Removes interfaces `ids` from one side's set (`ours`: our side); returns whether
     /// the set changed. A withdrawal by a list is this for every child SA.
+    #[allow(dead_code, reason = "for the INFORMATIONAL exchange, exchange/mif.rs")]
     pub(crate) fn withdraw(&mut self, original_initiator: bool, ours: bool, ids: &[u16]) -> bool {
         let (o, p) = self.sets_mut(original_initiator);
         let set = if ours { o } else { p };
@@ -487,6 +505,145 @@ pub fn paths(
             }
         })
         .collect()
+}
+
+/// The IKE SA's side of the extension: what IKE_AUTH and CREATE_CHILD_SA carry.
+impl Ctx {
+    /// IKE_AUTH (our request; our response to a peer that sent MIF_SUPPORTED, after
+    /// [`Ctx::mif_take_auth`]): MIF_SUPPORTED, our list (generation 1) and MIF_CHILD for
+    /// the first child (`child`: its configuration's name; `None`: no child). Nothing
+    /// with `mif = false`.
+    pub(in crate::ike::sa) fn mif_auth_payloads(&mut self, child: Option<&str>) -> Vec<Payload> {
+        if !self.cfg.mif {
+            return Vec::new();
+        }
+        let mut v = vec![self.mif.supported().notify()];
+        v.extend(self.mif.list_notifies());
+        self.mif.sent_in_auth = Some(self.mif.announced().to_vec());
+        if let Some(name) = child {
+            v.push(self.mif_our_child(name).notify());
+        }
+        v
+    }
+
+    /// Our MIF_CHILD for a child of configuration `name`.
+    pub(in crate::ike::sa) fn mif_our_child(&self, name: &str) -> MifChild {
+        let c = self.cfg.child_named(name);
+        self.mif.our_child(c.policy, &c.interfaces)
+    }
+
+    /// The peer's IKE_AUTH message: the extension is in use when it sent MIF_SUPPORTED
+    /// version 1 (and ours is on); its list is taken (at most our `mif_max_interfaces`).
+    /// Malformed MIF notifies (counted) leave the extension off; they never fail the IKE SA.
+    pub(in crate::ike::sa) fn mif_take_auth(&mut self, inner: &[Payload]) -> bool {
+        let m = match MifNotifies::collect(inner) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.mif.negotiate(None);
+                return false;
+            }
+        };
+        if !self.mif.negotiate(m.supported) {
+            return false;
+        }
+        if let Some(l) = m.list {
+            let n = m
+                .interfaces
+                .len()
+                .min(usize::from(self.mif.our_max_interfaces));
+            if self
+                .mif
+                .apply_peer_list(l.generation, &m.interfaces[..n])
+                .is_err()
+            {
+                self.stats.malformed += 1;
+            }
+        }
+        true
+    }
+
+    /// Our MIF_CHILD as a payload for a new child of configuration `name`, when the
+    /// extension is in use (never to a peer without it).
+    pub(in crate::ike::sa) fn mif_child_payload(&self, name: &str) -> Option<Payload> {
+        self.mif.in_use.then(|| self.mif_our_child(name).notify())
+    }
+
+    /// A new child SA (not a rekey) is up: with the extension in use its sets come from our
+    /// MIF_CHILD and the peer's in `peer` (none, or malformed: all its interfaces), and
+    /// `ChildSa::mif` gets its paths. Tracks it and reports it.
+    pub(in crate::ike::sa) fn establish_child(
+        &mut self,
+        now: Instant,
+        mut c: ChildSa,
+        peer: &[Payload],
+    ) {
+        let st = self.mif.in_use.then(|| {
+            let ours = self.mif_our_child(&c.name);
+            let theirs = self.mif_peer_child(peer).unwrap_or(MifChild {
+                policy: Policy::Failover,
+                reorder: false,
+                interfaces: Vec::new(),
+            });
+            self.mif
+                .child_state(self.original_initiator, &ours, &theirs)
+        });
+        c.mif = st
+            .as_ref()
+            .and_then(|st| self.mif.child_paths(self.original_initiator, st));
+        self.track_child(now, &c);
+        if let Some(t) = self.children.last_mut() {
+            t.mif = st;
+        }
+        self.events.push_back(Event::ChildSaEstablished(c));
+    }
+
+    /// The peer's MIF_CHILD in `p`, if any and well formed (a malformed one is counted).
+    fn mif_peer_child(&mut self, p: &[Payload]) -> Option<MifChild> {
+        match MifNotifies::collect(p) {
+            Ok(m) => m.child,
+            Err(_) => {
+                self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// A rekey's new child SA, replacing tracked child `old` (an index): it inherits the
+    /// old child's sets (PROTOCOL 4.1), the peer's MIF_CHILD in `peer` replacing its own;
+    /// `ChildSa::mif` gets its paths. Called before `track_child`; returns the state to
+    /// keep with it ([`Ctx::set_child_mif`]).
+    pub(in crate::ike::sa) fn mif_rekeyed(
+        &mut self,
+        old: usize,
+        new: &mut ChildSa,
+        peer: &[Payload],
+    ) -> Option<MifChildState> {
+        if !self.mif.in_use {
+            return None;
+        }
+        let theirs = self.mif_peer_child(peer);
+        let mut st = self.children.get(old)?.mif.clone()?;
+        st.take_rekey(&self.mif, self.original_initiator, None, theirs.as_ref());
+        new.mif = self.mif.child_paths(self.original_initiator, &st);
+        Some(st)
+    }
+
+    /// Keeps `st` with tracked child `spi_in`.
+    pub(in crate::ike::sa) fn set_child_mif(&mut self, spi_in: u32, st: Option<MifChildState>) {
+        if let Some(c) = self.children.iter_mut().find(|c| c.spi_in == spi_in) {
+            c.mif = st;
+        }
+    }
+
+    /// Whether child `c` runs on MIF paths (MOBIKE then moves the IKE SA only, PROTOCOL
+    /// 6.4).
+    pub(in crate::ike::sa) fn child_on_mif(&self, c: &Child) -> bool {
+        self.mif.in_use
+            && c.mif
+                .as_ref()
+                .is_some_and(|st| self.mif.child_paths(self.original_initiator, st).is_some())
+    }
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ mod paths;
 mod roam;
 mod timer;
 
+#[cfg(test)]
+pub(in crate::ike) use self::core::OPENED;
 pub use self::core::nat_detection_hash;
 pub use ctx::MAX_CLONE_FAMILY;
 pub use established::{MAX_CHILDREN, MAX_TRACKED_CHILDREN};
@@ -1048,6 +1050,22 @@ impl IkeSa {
         if let State::Established(st) = &mut self.state {
             st.set_local_addresses(&mut self.ctx, now);
         }
+    }
+
+    /// Whether the multi-interface extension is in use on this IKE SA (both sides sent
+    /// MIF_SUPPORTED version 1 in IKE_AUTH).
+    pub fn mif_in_use(&self) -> bool {
+        self.ctx.mif.in_use
+    }
+
+    /// Our interfaces as announced to the peer (IDs, addresses, priorities, flags).
+    pub fn mif_local_interfaces(&self) -> &[crate::wire::MifInterface] {
+        self.ctx.mif.announced()
+    }
+
+    /// The peer's interfaces from its last accepted list, and that list's generation.
+    pub fn mif_peer_interfaces(&self) -> (&[crate::wire::MifInterface], u32) {
+        (&self.ctx.mif.peer, self.ctx.mif.peer_generation)
     }
 
     /// Our usable local addresses as last given to [`IkeSa::set_local_addresses`]

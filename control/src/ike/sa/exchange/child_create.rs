@@ -95,9 +95,9 @@ impl Exchange for ChildCreate {
             (ts_r.clone(), ts_i.clone()),
         );
         let sa = esp_response_payload_pfs(number, a.spi_in, choice, group);
-        let reply = child_payloads(transport, sa, a.nr, a.ke, (ts_i, ts_r));
-        ctx.track_child(x.now, &new);
-        ctx.events.push_back(Event::ChildSaEstablished(new));
+        let mut reply = child_payloads(transport, sa, a.nr, a.ke, (ts_i, ts_r));
+        reply.extend(ctx.mif_child_payload(&new.name));
+        ctx.establish_child(x.now, new, p);
         reply
     }
 
@@ -125,13 +125,14 @@ impl Exchange for ChildCreate {
                 local_ts = narrowed;
             }
         }
-        let p = child_payloads(
+        let mut p = child_payloads(
             cfg.mode == Mode::Transport,
             esp_sa_payload_pfs(&cfg.proposals, spi_in, ke.is_some()),
             ni.clone(),
             ke.as_ref().map(ke_payload),
             (local_ts.clone(), cfg.remote_ts.clone()),
         );
+        p.extend(ctx.mif_child_payload(&cfg.name));
         self.sent = Some(Sent {
             spi_in,
             ni,
@@ -204,8 +205,7 @@ impl Exchange for ChildCreate {
             child_mode(transport),
             (tsi.selectors.clone(), tsr.selectors.clone()),
         );
-        x.ctx.track_child(x.now, &new);
-        x.ctx.events.push_back(Event::ChildSaEstablished(new));
+        x.ctx.establish_child(x.now, new, p);
     }
 
     /// Asked again on the current IKE SA (in the first group again).

@@ -110,7 +110,7 @@ impl Exchange for ChildRekey {
         };
         let (spi_in, nr) = (a.spi_in, a.nr.clone());
         let old = &ctx.children[i];
-        let new = ctx.child_sa(
+        let mut new = ctx.child_sa(
             old.name.clone(),
             (spi_in, spi_out),
             (a.keys.i_to_r, a.keys.r_to_i),
@@ -118,6 +118,9 @@ impl Exchange for ChildRekey {
             old.mode,
             (ts_r.clone(), ts_i.clone()),
         );
+        // The multi-interface extension: the new child keeps the old one's sets (4.1).
+        let mif = ctx.mif_rekeyed(i, &mut new, p);
+        let old = &ctx.children[i];
         let sa = esp_response_payload_pfs(number, spi_in, choice, group);
         let reply = child_payloads(old.mode == Mode::Transport, sa, a.nr, a.ke, (ts_i, ts_r));
         let old_spi_in = old.spi_in;
@@ -126,11 +129,7 @@ impl Exchange for ChildRekey {
         ctx.rekey_log.push((lowest(ni, &nr), spi_in));
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(x.now, &new);
-        // MIF (PROTOCOL 4.1, 6.4): the new child starts from the old one's current sets.
-        let inherited = ctx.children[i].mif.clone();
-        if let Some(c) = ctx.children.last_mut() {
-            c.mif = inherited;
-        }
+        ctx.set_child_mif(new.spi_in, mif);
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
             new,
@@ -234,7 +233,7 @@ impl Exchange for ChildRekey {
         let Ok(keys) = child_keys(x.core, gir.as_ref(), &ni, nr, choice.cipher) else {
             return;
         };
-        let new = ctx.child_sa(
+        let mut new = ctx.child_sa(
             old.name.clone(),
             (spi_in, spi_out),
             (keys.r_to_i, keys.i_to_r),
@@ -242,15 +241,12 @@ impl Exchange for ChildRekey {
             old.mode,
             (tsi.selectors.clone(), tsr.selectors.clone()),
         );
+        let mif = ctx.mif_rekeyed(i, &mut new, p);
         ctx.children[i].rekeyed = true;
         ctx.children[i].successor = Some(new.spi_in);
         ctx.timers.stop(Timer::ChildRekey(old_spi_in));
         ctx.track_child(x.now, &new);
-        // MIF (PROTOCOL 4.1, 6.4): the new child starts from the old one's current sets.
-        let inherited = ctx.children[i].mif.clone();
-        if let Some(c) = ctx.children.last_mut() {
-            c.mif = inherited;
-        }
+        ctx.set_child_mif(new.spi_in, mif);
         ctx.events.push_back(Event::ChildSaRekeyed {
             old_spi_in,
             new,

@@ -58,6 +58,8 @@ pub(in crate::ike::sa) fn moved(ctx: &mut Ctx, reason: MoveReason, spis: (u64, u
     let children = ctx
         .children
         .iter()
+        // With the multi-interface extension a child keeps its own paths (PROTOCOL 6.4).
+        .filter(|c| !ctx.child_on_mif(c))
         .map(|c| ChildMove {
             spi_in: c.spi_in,
             spi_out: c.spi_out,

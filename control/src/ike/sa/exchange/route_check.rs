@@ -49,6 +49,8 @@ pub(in crate::ike::sa) fn children_follow(ctx: &mut Ctx, spis: (u64, u64), reaso
     let children = ctx
         .children
         .iter()
+        // With the multi-interface extension a child keeps its own paths (PROTOCOL 6.4).
+        .filter(|c| !ctx.child_on_mif(c))
         .map(|c| ChildMove {
             spi_in: c.spi_in,
             spi_out: c.spi_out,

@@ -199,6 +199,9 @@ impl AuthSent {
         if ctx.cfg.clone_ike_sa {
             inner.push(notify(NotifyType::CloneIkeSaSupported));
         }
+        // The multi-interface extension (docs/PROTOCOL.md 2): offered in IKE_AUTH only.
+        let first = ctx.cfg.child.name.clone();
+        inner.extend(ctx.mif_auth_payloads(Some(&first)));
         #[cfg(test)]
         inner.extend(ctx.test_auth_extra.iter().cloned());
         match core.seal(ExchangeType::IkeAuth, false, 1, &inner) {
@@ -263,6 +266,7 @@ impl AuthSent {
         ctx.paths
             .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
         ctx.peer_clone = has_notify(&inner, NotifyType::CloneIkeSaSupported);
+        ctx.mif_take_auth(&inner);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
         info.peer_clone = ctx.peer_clone;
         info.local_auth = ctx.cfg.local_auth.name();
@@ -330,8 +334,7 @@ impl AuthSent {
             mode,
             (tsi.selectors.clone(), tsr.selectors.clone()),
         );
-        ctx.track_child(now, &child);
-        ctx.events.push_back(Event::ChildSaEstablished(child));
+        ctx.establish_child(now, child, &inner);
         established(ctx, core)
     }
 }

@@ -218,6 +218,8 @@ impl AwaitAuth {
                 return ctx.fail(reason, spis, resp.map(|b| (1, b)));
             }
         };
+        // The extension is in use when the peer offered it and ours is on (PROTOCOL 2).
+        let mif = ctx.mif_take_auth(&inner);
         let cfg = &ctx.cfg;
         let mut out = vec![Payload::IdR(cfg.local_id.clone())];
         match core.our_auth(cfg, &cfg.local_id) {
@@ -244,6 +246,10 @@ impl AwaitAuth {
         if ctx.cfg.clone_ike_sa {
             out.push(notify(NotifyType::CloneIkeSaSupported));
         }
+        if mif {
+            let name = child.result.as_ref().ok().map(|c| c.name.clone());
+            out.extend(ctx.mif_auth_payloads(name.as_deref()));
+        }
         let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
             Ok(b) => b,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
@@ -262,10 +268,7 @@ impl AwaitAuth {
         info.dns = child.dns;
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         match child.result {
-            Ok(c) => {
-                ctx.track_child(now, &c);
-                ctx.events.push_back(Event::ChildSaEstablished(c));
-            }
+            Ok(c) => ctx.establish_child(now, c, &inner),
             Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
                 name: ctx.cfg.child.name.clone(),
                 reason,
