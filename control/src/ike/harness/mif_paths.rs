@@ -160,10 +160,20 @@ fn mif_is_negotiated_and_both_sides_compute_the_same_paths() {
     assert_eq!(plain_private(&h), 0);
     let seen = opened_private();
     assert!(seen.iter().all(|(x, _)| *x == ExchangeType::IkeAuth));
-    for t in [40960, 40961, 40962, 40966] {
+    for t in [
+        NotifyType::MifSupported,
+        NotifyType::MifInterface,
+        NotifyType::MifInterfaceList,
+        NotifyType::MifChild,
+    ] {
+        let t = t.to_raw();
         assert_eq!(
             seen.iter().filter(|(_, n)| *n == t).count(),
-            if t == 40961 { 4 } else { 2 }
+            if t == NotifyType::MifInterface.to_raw() {
+                4
+            } else {
+                2
+            }
         );
     }
 }
@@ -360,7 +370,7 @@ fn an_ike_rekey_keeps_the_mif_state_and_new_children_use_it() {
     let seen = opened_private();
     let in_ccsa = seen
         .iter()
-        .filter(|(x, t)| *x == ExchangeType::CreateChildSa && *t == 40966)
+        .filter(|(x, t)| *x == ExchangeType::CreateChildSa && *t == NotifyType::MifChild.to_raw())
         .count();
     assert_eq!(in_ccsa, 2, "{seen:?}");
     // A new child on the rekeyed IKE SA uses the moved state.
