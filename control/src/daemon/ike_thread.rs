@@ -1426,7 +1426,7 @@ impl IkeThread {
                 }
                 if initiated {
                     if let Some(op) = &op {
-                        self.mif_answered(h, op, Some(dry_run), &results, None);
+                        self.mif_answered(h, op, None, &results, None);
                     }
                     self.entry(h).mif_operations += 1;
                 }
