@@ -148,8 +148,8 @@ impl IkeThread {
 
     /// Gives every IKE SA (and the new ones) our interfaces.
     pub(super) fn announce_interfaces(&mut self, now: Instant, list: &[LocalInterface]) {
-        // Endpoint::set_local_interfaces lands with the IKE_AUTH negotiation (mifwire).
-        let _ = (now, list);
+        self.ep.set_local_interfaces(now, list);
+        self.touched();
     }
 
     /// The engine interface that has our end of a path.
