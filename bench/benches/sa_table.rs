@@ -4,12 +4,19 @@
 //! takes is this figure. It covers the publication (allocation, the atomic swap, waiting out
 //! readers, dropping the old snapshot) of an empty table, not the rebuild of a table from the
 //! control state.
+//!
+//! `sa_table/apply` is the control side's whole cost of a change through `Engine::apply` on
+//! a table of 50 SA pairs with two paths each: clone the state, apply the changes, rebuild the
+//! snapshot, publish it (one swap): `changes/1` one hard handover, `changes/50` a batch of 50
+//! (a hard handover of every SA, as one multi-interface operation moves them), so that the
+//! batch's cost can be read beside a single change's.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mifsec_dataplane::engine::{Detached, TableOp};
 use mifsec_dataplane::sa_table::{SaTable, SaTables};
 
 fn publish(c: &mut Criterion) {
@@ -39,5 +46,37 @@ fn publish(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, publish);
+fn apply(c: &mut Criterion) {
+    const SAS: u32 = 50;
+    let mut g = c.benchmark_group("sa_table/apply");
+    for changes in [1u32, SAS] {
+        g.throughput(Throughput::Elements(u64::from(changes)));
+        g.bench_with_input(
+            BenchmarkId::new("changes", changes),
+            &changes,
+            |b, &changes| {
+                let t = Detached::new(&Detached::sample_config(SAS)).expect("loopback sockets");
+                let mut flip = false;
+                b.iter(|| {
+                    // Every iteration moves the SAs to the other path: a real change each time.
+                    flip = !flip;
+                    let path = if flip { "b" } else { "a" };
+                    let ops = (0..changes)
+                        .map(|i| TableOp::Handover {
+                            sa: format!("s{i}"),
+                            path: path.into(),
+                            hard: true,
+                        })
+                        .collect();
+                    let swaps = t.table_swaps();
+                    black_box(t.apply(ops).expect("valid batch"));
+                    assert_eq!(t.table_swaps(), swaps + 1);
+                });
+            },
+        );
+    }
+    g.finish();
+}
+
+criterion_group!(benches, publish, apply);
 criterion_main!(benches);

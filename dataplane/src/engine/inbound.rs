@@ -179,7 +179,9 @@ pub(super) fn receive(
                         p.state.probe_answered(probe.sent_ns, now);
                         // Return routability: the answer came back on the path itself (its
                         // socket, from its remote address), inside the SA.
-                        if path.is_some_and(|q| Arc::ptr_eq(&q.state, &p.state)) {
+                        if p.state.remote == src
+                            && p.socket.as_ref().is_some_and(|s| Arc::ptr_eq(s, sock))
+                        {
                             p.state.verify();
                         }
                     }

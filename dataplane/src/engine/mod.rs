@@ -577,6 +577,44 @@ impl Drop for Engine {
     }
 }
 
+/// An engine's SA table alone: no TUN, no worker, no monitor (so no probe is ever answered
+/// and no soft handover completes), the sockets of the configuration's interfaces bound.
+/// For benchmarks of the table's changes ([`Detached::apply`] is [`Engine::apply`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Detached {
+    shared: Shared,
+}
+
+#[doc(hidden)]
+impl Detached {
+    /// The table of `cfg`'s interfaces and SAs (`tun`, `addresses` and `routes` unused).
+    pub fn new(cfg: &EngineConfig) -> Result<Detached, EngineError> {
+        Ok(Detached {
+            shared: table::detached(cfg)?.0,
+        })
+    }
+
+    /// `n` SAs `s0..`, each with paths `a` (active, interface `l1`) and `b` (standby, `l2`),
+    /// two loopback interfaces.
+    pub fn sample_config(n: u32) -> EngineConfig {
+        table::sample_config(n)
+    }
+
+    /// As [`Engine::apply`].
+    pub fn apply(&self, ops: Vec<TableOp>) -> Result<Vec<String>, EngineError> {
+        table::apply(&self.shared, ops).map_err(|(index, e)| EngineError::InBatch {
+            index,
+            source: Box::new(e),
+        })
+    }
+
+    /// As [`Engine::table_swaps`].
+    pub fn table_swaps(&self) -> u64 {
+        self.shared.tables.swaps()
+    }
+}
+
 /// An engine with its TUN queues and sockets open and its SA table published, but no
 /// thread yet (see [`Engine::open`]). Dropping it closes everything.
 #[derive(Debug)]

@@ -862,37 +862,57 @@ pub(crate) fn configure_tun(tun: &str, cfg: &EngineConfig) -> Result<(), EngineE
     crate::iproute::apply_all(&changes).map_err(EngineError::Ip)
 }
 
-#[cfg(test)]
-/// An engine's shared state without threads or TUN: two loopback interfaces and `n`
-/// SAs `s0..`, each with paths `a` (active, l1) and `b` (standby, l2).
-pub(crate) fn test_shared(n: u32) -> Shared {
-    test_shared_events(n).0
-}
-
-/// [`test_shared`] with the receiving end of its events.
-#[cfg(test)]
-pub(crate) fn test_shared_events(
-    n: u32,
-) -> (Shared, crossbeam_channel::Receiver<crate::event::Event>) {
+/// The shared state of an engine that has no TUN, no workers and no monitor: its table
+/// alone (the sockets of `cfg.interfaces` are bound). For [`super::Detached`] and tests.
+pub(crate) fn detached(
+    cfg: &EngineConfig,
+) -> Result<(Shared, crossbeam_channel::Receiver<crate::event::Event>), EngineError> {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicBool;
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
+
+    let (events, rx) = crate::event::channel(16);
+    let (state, _) = TableState::new(cfg, events.clone())?;
+    let (ike_tx, _) = crossbeam_channel::bounded(1);
+    let sh = Shared {
+        tables: crate::sa_table::SaTables::default(),
+        stop: AtomicBool::new(false),
+        epoch: Instant::now(),
+        counters: super::GlobalCounters::default(),
+        table: Mutex::new(state),
+        probe_interval: cfg.probe_interval,
+        dead_after: cfg.dead_after,
+        keepalive: cfg.keepalive,
+        tun_name: String::new(),
+        tun_offloads: Default::default(),
+        workers: 0,
+        ike_tx,
+        events,
+    };
+    publish(&sh);
+    Ok((sh, rx))
+}
+
+/// `n` SAs `s0..` (failover, probes on), each with paths `a` (active, interface `l1`) and
+/// `b` (standby, `l2`), two loopback interfaces: the configuration of the table's tests and
+/// of its benchmark.
+pub(crate) fn sample_config(n: u32) -> EngineConfig {
+    use std::time::Duration;
 
     use zeroize::Zeroizing;
 
     use crate::esp::Mode;
-    use crate::event::channel;
 
     let iface = |name: &str| InterfaceConfig {
         name: name.into(),
         device: None,
-        address: "127.0.0.1".parse().unwrap(),
+        address: [127, 0, 0, 1].into(),
         port: 0,
     };
     let path = |name: &str, interface: &str, role| PathSpec {
         name: name.into(),
         interface: interface.into(),
-        remote: "127.0.0.1:9".parse().unwrap(),
+        remote: SocketAddr::from(([127, 0, 0, 1], 9)),
         role,
         weight: 1,
         pin: Vec::new(),
@@ -908,8 +928,14 @@ pub(crate) fn test_shared_events(
             key_out: Zeroizing::new(vec![i as u8; 20]),
             spi_in: 0x8000 + i,
             key_in: Zeroizing::new(vec![0x80 | i as u8; 20]),
-            local_ts: vec!["10.1.0.0/16".parse().unwrap()],
-            remote_ts: vec![format!("10.2.{i}.0/24").parse().unwrap()],
+            local_ts: vec![Prefix {
+                addr: [10, 1, 0, 0].into(),
+                len: 16,
+            }],
+            remote_ts: vec![Prefix {
+                addr: [10, 2, (i % 256) as u8, 0].into(),
+                len: 24,
+            }],
             policy: Policy::Failover,
             paths: vec![
                 path("a", "l1", Role::Active),
@@ -920,31 +946,24 @@ pub(crate) fn test_shared_events(
             report_usage: false,
         })
         .collect();
-    let cfg = EngineConfig {
+    EngineConfig {
         interfaces: vec![iface("l1"), iface("l2")],
         sas,
         ..EngineConfig::default()
-    };
-    let (events, rx) = channel(16);
-    let (state, _) = TableState::new(&cfg, events.clone()).unwrap();
-    let (ike_tx, _) = crossbeam_channel::bounded(1);
-    let sh = Shared {
-        tables: crate::sa_table::SaTables::default(),
-        stop: AtomicBool::new(false),
-        epoch: Instant::now(),
-        counters: super::GlobalCounters::default(),
-        table: Mutex::new(state),
-        probe_interval: cfg.probe_interval,
-        dead_after: cfg.dead_after,
-        keepalive: cfg.keepalive,
-        tun_name: "t".into(),
-        tun_offloads: Default::default(),
-        workers: 1,
-        ike_tx,
-        events,
-    };
-    publish(&sh);
-    (sh, rx)
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_shared(n: u32) -> Shared {
+    test_shared_events(n).0
+}
+
+/// [`test_shared`] with the receiving end of its events.
+#[cfg(test)]
+pub(crate) fn test_shared_events(
+    n: u32,
+) -> (Shared, crossbeam_channel::Receiver<crate::event::Event>) {
+    detached(&sample_config(n)).unwrap()
 }
 
 #[cfg(test)]
