@@ -79,23 +79,24 @@ fn mif_pair_ifaces(
     gi: &[LocalInterface],
 ) -> Harness {
     let (c, g) = three_children(c, g);
-    let mut h = Harness::new(c, g, Faults::default());
-    h.run(LIMIT);
-    assert!(h.init.is_established() && h.resp.is_established());
-    assert_eq!(h.init.child_spis().len(), 3, "{:?}", h.init_events);
-    setup(&mut h, ci, gi);
-    h
+    negotiated(c, g, ci, gi)
 }
 
-fn setup(h: &mut Harness, ci: &[LocalInterface], gi: &[LocalInterface]) {
-    let (li, lr) = (h.init.test_mif_limits(), h.resp.test_mif_limits());
-    h.init.test_mif_setup(ci, &[], lr);
-    let ours = h.init.test_mif_state().ours;
-    h.resp.test_mif_setup(gi, &ours, li);
-    let theirs = h.resp.test_mif_state().ours;
-    h.init.test_mif_setup(ci, &theirs, lr);
+/// A pair that negotiated the extension in IKE_AUTH with interfaces `ci` and `gi` (every
+/// child over all of them, MIF_CHILD without a list).
+fn negotiated(c: IkeConfig, g: IkeConfig, ci: &[LocalInterface], gi: &[LocalInterface]) -> Harness {
+    let children = 1 + c.more_children.len();
+    let mut h = Harness::new(c, g, Faults::default());
+    let now = h.now;
+    h.init.set_local_interfaces(now, ci);
+    h.resp.set_local_interfaces(now, gi);
+    h.run(LIMIT);
+    assert!(h.init.is_established() && h.resp.is_established());
+    assert!(h.init.mif_in_use() && h.resp.mif_in_use(), "negotiated");
+    assert_eq!(h.init.child_spis().len(), children, "{:?}", h.init_events);
     h.init_events.clear();
     h.resp_events.clear();
+    h
 }
 
 fn mif_pair() -> Harness {
@@ -523,13 +524,10 @@ fn check_answers_every_status_and_changes_nothing() {
     cb.remote_ts = vec![net("10.2.0.0", 16)];
     let mut c = c;
     c.more_children.push(cb);
-    let mut h = Harness::new(c, g, Faults::default());
-    h.run(LIMIT);
-    assert_eq!(h.init.child_spis().len(), 2);
     let mut ci = client_ifaces();
     ci.push(c3());
     ci.push(iface("c6", "2001:db8::2", 0));
-    setup(&mut h, &ci, &gateway_ifaces());
+    let mut h = negotiated(c, g, &ci, &gateway_ifaces());
     // Child a starts over interfaces 1 and 2 only; b over 1.
     let s = spis(&h);
     for (k, set) in [(0usize, vec![1u16, 2]), (1, vec![1])] {
@@ -605,11 +603,8 @@ fn transport_mode_selectors_follow_the_addresses_and_outside_spd_is_refused() {
     g.child.remote_ts = vec![net("198.18.0.0", 22)];
     g.child.local_ts = vec![net("198.18.101.1", 32)];
     g.pools.clear();
-    let mut h = Harness::new(c, g, Faults::default());
-    h.run(LIMIT);
-    assert!(h.init.is_established(), "{:?}", h.init_events);
     let ci = vec![iface("c1", "198.18.1.2", 0)];
-    setup(&mut h, &ci, &gateway_ifaces()[..1]);
+    let mut h = negotiated(c, g, &ci, &gateway_ifaces()[..1]);
     h.init.test_mif_set_on_new(MifOnNew::Ignore);
     let mut ci2 = ci.clone();
     ci2.push(iface("c2", "198.18.2.2", 0));
@@ -915,10 +910,15 @@ fn a_refused_api_operation_reports_mif_refused_and_changes_nothing() {
 
 #[test]
 fn without_the_extension_nothing_is_sent_and_requests_are_refused() {
-    let (mut c, g) = three_children(client(), gateway());
-    c.mif = false;
+    // The gateway has mif = false: the client's offer in IKE_AUTH goes unanswered.
+    let (c, mut g) = three_children(client(), gateway());
+    g.mif = false;
     let mut h = Harness::new(c, g, Faults::default());
+    let now = h.now;
+    h.init.set_local_interfaces(now, &client_ifaces());
+    h.resp.set_local_interfaces(now, &gateway_ifaces());
     h.run(LIMIT);
+    assert!(h.init.is_established() && !h.init.mif_in_use() && !h.resp.mif_in_use());
     let before = h.log.len();
     let now = h.now;
     assert_eq!(
@@ -926,12 +926,14 @@ fn without_the_extension_nothing_is_sent_and_requests_are_refused() {
             .mif_request(now, op(MifOp::RemoveInterface { id: 1 }, MifSelection::All)),
         Err(MifError::NotNegotiated)
     );
-    h.init.test_mif_set_local(now, &client_ifaces());
+    let mut ci = client_ifaces();
+    ci.push(c3());
+    h.init.set_local_interfaces(now, &ci);
     h.run(LIMIT);
     assert_eq!(h.log.len(), before, "nothing on the wire");
-    // No private notify went either way after IKE_AUTH (every message opened; a liveness
-    // check or two at most).
-    for (to_resp, bytes) in &h.log[4..] {
+    // No private notify reached the gateway after the client's IKE_AUTH request (whose
+    // MIF_SUPPORTED it ignored) nor came from it: every message opened.
+    for (to_resp, bytes) in &h.log[3..] {
         let p = if *to_resp {
             h.resp.open_test_message(bytes)
         } else {
@@ -1207,9 +1209,7 @@ proptest! {
         let mut ci = client_ifaces();
         ci.push(c3());
         let (c, g) = three_children(client(), gateway());
-        let mut h = Harness::new(c, g, Faults::default());
-        h.run(LIMIT);
-        setup(&mut h, &ci, &gateway_ifaces());
+        let mut h = negotiated(c, g, &ci, &gateway_ifaces());
         for (c_op, g_op, who, child) in steps {
             let now = h.now;
             let sel = MifSelection::Spis(vec![spis(&h)[child % 3]]);

@@ -1465,38 +1465,6 @@ impl IkeSa {
         }
     }
 
-    /// Tests only: MIF in use on this established IKE SA with our interfaces `ours` and
-    /// the peer's `peer` (generation 1 both), every child SA over all of them (as a
-    /// MIF_CHILD with no interface list would make it).
-    #[cfg(test)]
-    pub(crate) fn test_mif_setup(
-        &mut self,
-        ours: &[mif::LocalInterface],
-        peer: &[crate::wire::MifInterface],
-        (peer_max_interfaces, peer_max_paths): (u16, u16),
-    ) {
-        let m = &mut self.ctx.mif;
-        m.in_use = false;
-        m.set_local(ours);
-        m.in_use = true;
-        m.peer_max_interfaces = peer_max_interfaces;
-        m.peer_max_paths = peer_max_paths;
-        m.our_generation = 1;
-        m.list_pending = false;
-        m.withdrawn_pending.clear();
-        m.peer = peer.to_vec();
-        m.peer_generation = 1;
-        let all = crate::wire::MifChild {
-            policy: mifsec_dataplane::sa_table::Policy::Aggregate,
-            reorder: true,
-            interfaces: Vec::new(),
-        };
-        let st = m.child_state(self.ctx.original_initiator, &all, &all);
-        for c in &mut self.ctx.children {
-            c.mif = Some(st.clone());
-        }
-    }
-
     /// Tests only: our (ID, address) table, the peer's, and each child's (inbound SPI,
     /// initiator set, responder set, local selectors, remote selectors), for comparing
     /// both sides' MIF state.
@@ -1544,12 +1512,6 @@ impl IkeSa {
     #[cfg(test)]
     pub(crate) fn test_mif_set_local(&mut self, now: Instant, ours: &[mif::LocalInterface]) {
         self.set_local_interfaces(now, ours);
-    }
-
-    /// Tests only: our MIF_SUPPORTED figures (max interfaces, max paths).
-    #[cfg(test)]
-    pub(crate) fn test_mif_limits(&self) -> (u16, u16) {
-        (self.ctx.mif.our_max_interfaces, self.ctx.mif.our_max_paths)
     }
 
     /// Tests only: `mif_on_new` is now `on_new`.
