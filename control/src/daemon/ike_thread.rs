@@ -1419,7 +1419,7 @@ impl IkeThread {
                                 crate::ike::sa::MifTransition::Soft { .. } => PathMove::Soft,
                                 crate::ike::sa::MifTransition::Hard { .. } => PathMove::Hard,
                             },
-                            selectors: c.selectors.is_some(),
+                            selectors: c.selectors.clone(),
                         })
                         .collect();
                     self.mif_apply(h, &changes);

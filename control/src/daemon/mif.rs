@@ -20,15 +20,17 @@ use crossbeam_channel::Sender;
 use tracing::{info, warn};
 
 use super::ike_thread::IkeThread;
-use super::install::{PathMove, PathPlan, SoftWait, plan_paths};
+use super::install::{PathMove, PathPlan, SoftWait, plan_paths, ts_prefixes};
 use crate::config::Config;
 use crate::ctl::mif::{MIF_ANSWER, MifAction, MifAnswer, MifChildAnswer, MifCommand, MifSelect};
 use crate::dataplane::engine::{PathSpec, TableOp};
-use crate::dataplane::sa_table::{Policy, Role};
+use crate::dataplane::sa_table::{Policy, Prefix, Role};
 use crate::ike::config::ts_prefix;
 use crate::ike::endpoint::SaHandle;
 use crate::ike::sa::{LocalInterface, MifPath};
-use crate::wire::{MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus};
+use crate::wire::{
+    MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus, TrafficSelector,
+};
 
 /// How long a soft handover's old paths stay at most when no new path answers (the peer
 /// has taken them out of its list already: the lists converge then anyway).
@@ -62,8 +64,8 @@ pub(super) struct PathsChange {
     pub paths: Vec<MifPath>,
     /// Set, soft or hard.
     pub how: PathMove,
-    /// Transport mode: its selectors changed too.
-    pub selectors: bool,
+    /// Transport mode: its new selectors (ours, the peer's), when they changed.
+    pub selectors: Option<(Vec<TrafficSelector>, Vec<TrafficSelector>)>,
 }
 
 /// A `ctl mif` waiting for the peers' answers.
@@ -197,7 +199,8 @@ impl IkeThread {
     /// one child's failure does not hold the others back.
     pub(super) fn mif_apply(&mut self, h: SaHandle, children: &[PathsChange]) {
         let now = Instant::now();
-        let mut plans: Vec<(u32, PathPlan, Vec<MifPath>)> = Vec::new();
+        type Sel = Option<(Vec<Prefix>, Vec<Prefix>)>;
+        let mut plans: Vec<(u32, PathPlan, Vec<MifPath>, Sel)> = Vec::new();
         for ch in children {
             let specs = self.mif_specs(&ch.paths);
             let Some(c) = self
@@ -208,18 +211,27 @@ impl IkeThread {
                 warn!("MIF: no installed child SA {:08x}", ch.spi_in);
                 continue;
             };
-            let plan = plan_paths(&c.spec.name, &c.spec.paths, &specs, ch.how);
-            if ch.selectors {
-                // The engine has no operation for selectors yet: paths move, selectors
-                // stay as negotiated.
-                warn!(
-                    "child SA {}: transport-mode selectors not changed in the engine",
-                    c.spec.name
-                );
+            let mut plan = plan_paths(&c.spec.name, &c.spec.paths, &specs, ch.how);
+            let selectors = ch.selectors.as_ref().map(|(l, r)| {
+                let pre = |ts: &[TrafficSelector]| -> Vec<Prefix> {
+                    ts.iter().flat_map(ts_prefixes).collect()
+                };
+                (pre(l), pre(r))
+            });
+            if let Some((l, r)) = &selectors {
+                // Transport mode: the selectors move with the paths, in the same swap.
+                plan.ops.push(TableOp::SetSelectors {
+                    sa: c.spec.name.clone(),
+                    local_ts: l.clone(),
+                    remote_ts: r.clone(),
+                });
             }
-            plans.push((ch.spi_in, plan, ch.paths.clone()));
+            plans.push((ch.spi_in, plan, ch.paths.clone(), selectors));
         }
-        let ops: Vec<TableOp> = plans.iter().flat_map(|(_, p, _)| p.ops.clone()).collect();
+        let ops: Vec<TableOp> = plans
+            .iter()
+            .flat_map(|(_, p, _, _)| p.ops.clone())
+            .collect();
         let ok: Vec<bool> = if ops.is_empty() {
             vec![true; plans.len()]
         } else {
@@ -229,7 +241,7 @@ impl IkeThread {
                     warn!("MIF: the engine refused the batch ({e}); child by child");
                     plans
                         .iter()
-                        .map(|(_, p, _)| {
+                        .map(|(_, p, _, _)| {
                             p.ops.is_empty()
                                 || self
                                     .engine
@@ -242,7 +254,7 @@ impl IkeThread {
             }
         };
         let mut applied = 0;
-        for ((spi, plan, paths), ok) in plans.into_iter().zip(ok) {
+        for ((spi, plan, paths, selectors), ok) in plans.into_iter().zip(ok) {
             if !ok {
                 continue;
             }
@@ -266,6 +278,12 @@ impl IkeThread {
                 );
             }
             c.spec.paths = now_paths;
+            if let Some((l, r)) = selectors {
+                c.status.local_ts = l.iter().map(ToString::to_string).collect();
+                c.status.remote_ts = r.iter().map(ToString::to_string).collect();
+                c.spec.local_ts = l;
+                c.spec.remote_ts = r;
+            }
             c.paths = c.spec.paths.iter().map(|p| p.name.clone()).collect();
             let track = c.mif.get_or_insert_with(|| MifTrack {
                 policy: Policy::Failover,

@@ -236,6 +236,16 @@ pub enum TableOp {
         /// The policy.
         policy: Policy,
     },
+    /// Replaces an SA's selectors, both directions (a transport-mode SA whose outer
+    /// addresses, and so its selectors, moved: docs/PROTOCOL.md section 6.5).
+    SetSelectors {
+        /// The SA.
+        sa: String,
+        /// Our inner addresses.
+        local_ts: Vec<Prefix>,
+        /// The peer's.
+        remote_ts: Vec<Prefix>,
+    },
     /// Puts the named paths first, in this order; the others follow in their order. Standby
     /// paths take over in this order (alternates), and failover's first live active path is
     /// the first in it. Every name must be a path of the SA, at most once.
@@ -256,7 +266,8 @@ impl TableOp {
             | TableOp::SetRole { sa, .. }
             | TableOp::Handover { sa, .. }
             | TableOp::SetPolicy { sa, .. }
-            | TableOp::SetPathOrder { sa, .. } => sa,
+            | TableOp::SetPathOrder { sa, .. }
+            | TableOp::SetSelectors { sa, .. } => sa,
         }
     }
 }

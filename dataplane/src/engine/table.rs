@@ -542,6 +542,16 @@ impl TableState {
                 self.sa_mut(&sa)?.policy = policy;
                 Ok(format!("{sa}: policy {}", policy.name()))
             }
+            TableOp::SetSelectors {
+                sa,
+                local_ts,
+                remote_ts,
+            } => {
+                let s = self.sa_mut(&sa)?;
+                s.spec.local_ts = local_ts;
+                s.spec.remote_ts = remote_ts;
+                Ok(format!("{sa}: selectors changed"))
+            }
             TableOp::SetPathOrder { sa, order } => {
                 let s = self.sa_mut(&sa)?;
                 for (i, name) in order.iter().enumerate() {
@@ -997,6 +1007,51 @@ mod tests {
 
     fn names(v: &[(String, Role)]) -> Vec<&str> {
         v.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    #[test]
+    fn selectors_change_with_the_paths_in_one_swap() {
+        let sh = shared(2);
+        let before = sh.tables.swaps();
+        let p = |s: &str| s.parse::<Prefix>().unwrap();
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Active, true),
+                },
+                TableOp::SetSelectors {
+                    sa: "s0".into(),
+                    local_ts: vec![p("198.18.34.2/32")],
+                    remote_ts: vec![p("198.18.41.2/32")],
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(sh.tables.swaps(), before + 1);
+        let t = sh.tables.load_full();
+        let out = t.outbound.iter().find(|e| e.name == "s0").unwrap();
+        assert_eq!(
+            (out.local_ts.clone(), out.remote_ts.clone()),
+            (vec![p("198.18.34.2/32")], vec![p("198.18.41.2/32")])
+        );
+        let inb = t.inbound.values().find(|e| e.name == "s0").unwrap();
+        assert_eq!(inb.local_ts, vec![p("198.18.34.2/32")]);
+        // The other SA is untouched; an unknown SA fails the batch.
+        let other = t.outbound.iter().find(|e| e.name == "s1").unwrap();
+        assert_ne!(other.local_ts, vec![p("198.18.34.2/32")]);
+        assert!(
+            apply(
+                &sh,
+                vec![TableOp::SetSelectors {
+                    sa: "nope".into(),
+                    local_ts: vec![],
+                    remote_ts: vec![],
+                }]
+            )
+            .is_err()
+        );
     }
 
     #[test]
