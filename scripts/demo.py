@@ -242,8 +242,16 @@ def main() -> int:
         ike = st["ike_sas"][0]
         say(f"IKE SA {ike.get('local')} -> {ike.get('remote')}, {a.children} children installed")
         # In use only if the peers negotiated it: a dry run answers then.
-        mif_ok = mif_cfg and lab.mifsec("cl", "ctl", "mif", "mif", "check", "c2", "--all",
-                                        check=False).returncode == 0
+        mif_info = (ike.get("mif") or {}) if mif_cfg else {}
+        chk = lab.mifsec("cl", "ctl", "mif", "mif", "check", "c2", "--all", check=False) \
+            if mif_cfg else None
+        mif_ok = bool(mif_info.get("in_use") and mif_info.get("local_interfaces")
+                      and chk is not None and chk.returncode == 0
+                      and "refused" not in (chk.stdout + chk.stderr).lower())
+        if mif_cfg and not mif_ok:
+            say(f"extension negotiated: {bool(mif_info.get('in_use'))}, interfaces announced: "
+                f"{mif_info.get('local_interfaces')}; check c2: "
+                f"{(chk.stdout + chk.stderr).strip()[:200] if chk else ''}")
         say("the multi-interface extension is in use" if mif_ok else
             "the multi-interface extension is not available in this build: standard IKEv2")
         tunnel_pings(lab)
@@ -256,12 +264,12 @@ def main() -> int:
         if not mif_ok:
             report("soft handover: not available in this build")
         else:
-            mif("hard-handover", "c2", "c1", "--all")  # start from c1 only
+            mif(lab, "remove", "c2", "--all")  # start from c1 only
             cap = Capture(lab.cl, work / "soft.pcap")
             s = StreamRun(lab, stream_bin, a.children, 10_000, 4, "soft")
             time.sleep(1.5)  # 1.5 s of the stream before the handover, on purpose
             t0 = time.time()
-            out = mif("soft-handover", "c1", "c2", "--all")
+            out = mif(lab, "soft-handover", "c1", "c2", "--all")
             say(out.splitlines()[0] if out else "")
             r = s.wait()
             t1 = time.time()
@@ -274,9 +282,9 @@ def main() -> int:
         else:
             s = StreamRun(lab, stream_bin, a.children, 1000, 4, "remove")
             time.sleep(1)  # a second of the stream first, on purpose
-            mif("remove", "c2", "--all")
+            mif(lab, "remove", "c2", "--all")
             time.sleep(1)  # a second on c1 alone, on purpose
-            mif("add", "c2", "--all")
+            mif(lab, "add", "c2", "--all")
             r = s.wait()
             report(f"remove c2 and add it back at 1,000 packets/s: {line(r)}")
 

@@ -13,9 +13,9 @@
 //! The figures (time from the exchange's response to traffic on the new interface, losses)
 //! are printed for the closing note; what is asserted is what happened.
 //!
-//! Needs root (namespaces, TUN, tcpdump, tshark). Ignored until the daemon announces its
-//! interfaces to the peer (with main at 19:40 the extension was in use with no interfaces
-//! announced, so every operation was refused): run with `--ignored`.
+//! Needs root (namespaces, TUN, tcpdump, tshark). The HARD_HANDOVER case is ignored: with
+//! main at 2196cfa its `ctl mif` got no answer within 5 s once c1's address was gone (run it
+//! with `--ignored`).
 
 use std::time::Duration;
 
@@ -146,7 +146,7 @@ fn shape(st: &Value) -> Value {
 }
 
 #[test]
-#[ignore = "waits for the daemon to announce its interfaces (MIF in use, no interfaces on main yet); needs root; run with --ignored"]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn add_and_remove_an_interface_under_traffic() {
     require_root();
     let lab = lab_with("addrm", "policy = \"aggregate\"", "");
@@ -227,7 +227,7 @@ fn add_and_remove_an_interface_under_traffic() {
 }
 
 #[test]
-#[ignore = "waits for the daemon to announce its interfaces (MIF in use, no interfaces on main yet); needs root; run with --ignored"]
+#[ignore = "fails on main at 2196cfa: ctl mif hard-handover after c1's address is deleted gets no answer within 5 s; needs root; run with --ignored"]
 fn hard_handover_after_the_active_address_is_deleted() {
     require_root();
     let lab = lab_with("hard", "", "");
@@ -284,7 +284,7 @@ fn hard_handover_after_the_active_address_is_deleted() {
 }
 
 #[test]
-#[ignore = "waits for the daemon to announce its interfaces (MIF in use, no interfaces on main yet); needs root; run with --ignored"]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn an_alternate_takes_over_while_the_primary_is_blackholed_and_hands_back() {
     require_root();
     let lab = lab_with("alt", "", "");
@@ -329,7 +329,7 @@ fn an_alternate_takes_over_while_the_primary_is_blackholed_and_hands_back() {
 }
 
 #[test]
-#[ignore = "waits for the daemon to announce its interfaces (MIF in use, no interfaces on main yet); needs root; run with --ignored"]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn a_refused_check_changes_nothing_on_either_side() {
     require_root();
     let lab = lab_with("chk", "", "mif_accept = false");
@@ -341,7 +341,7 @@ fn a_refused_check_changes_nothing_on_either_side() {
     let said = text(&out);
     eprintln!("ctl mif check (refused): {said}");
     assert!(
-        said.contains("NOT_ALLOWED") || said.to_lowercase().contains("not allowed"),
+        said.contains("not-allowed"),
         "refused per child, with the reason: {said}"
     );
     let (cl1, gw1) = (lab.status_json("cl"), lab.status_json("gw"));

@@ -7,9 +7,9 @@
 //! not our logs), no other IKE message; from the stream: zero packets lost, none duplicated;
 //! from `status --json`: every child sends from c2 and no longer from c1.
 //!
-//! Needs root (namespaces, TUN, tcpdump, tshark). Ignored until the daemon announces its
-//! interfaces to the peer (with main at 19:40 the extension was in use with no interfaces
-//! announced, so every operation was refused): run with `--ignored`.
+//! Needs root (namespaces, TUN, tcpdump, tshark). Ignored: with main at 2196cfa (debug build,
+//! load 11) the handover was one INFORMATIONAL exchange on the wire as it should be, but 57
+//! of 60,000 packets were lost at the handover, about one per child (run with `--ignored`).
 
 use std::time::Duration;
 
@@ -40,7 +40,7 @@ fn ctl_mif(lab: &MifLab, args: &[&str]) -> String {
 }
 
 #[test]
-#[ignore = "waits for the daemon to announce its interfaces (MIF in use, no interfaces on main yet); needs root; run with --ignored"]
+#[ignore = "fails on main at 2196cfa: one exchange on the wire, but 57 of 60000 packets lost at the handover (debug build, load 11); needs root; run with --ignored"]
 fn soft_handover_of_fifty_children_in_one_exchange_loses_nothing() {
     require_root();
     let mut lab = MifLab::new("soft", BIN, CHILDREN);
