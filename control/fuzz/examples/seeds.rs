@@ -7,10 +7,11 @@ use std::fs;
 use std::path::Path;
 
 use mifsec_control::ctl::Request;
-use mifsec_control::ike::{IkeSa, sample};
+use mifsec_control::ike::{IkeSa, LocalInterface, sample};
 use mifsec_control::wire::{
     CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload, ExchangeType, HeaderPacket,
-    NotifyPayload, NotifyType, Payload, PayloadType, encode_inner_payloads,
+    MifChild, MifOp, MifOperation, MifSelection, NotifyPayload, NotifyType, Payload, PayloadType,
+    encode_inner_payloads,
 };
 
 #[path = "../fuzz_targets/ike_inner/mod.rs"]
@@ -179,6 +180,85 @@ fn ike_seeds(victim_is_initiator: bool) {
         "cp-request",
         script(&[request(info, mark(&pair, &[Payload::Cp(cp)]))]),
     ));
+    // The multi-interface extension (negotiated by the pair): a new child with MIF_CHILD,
+    // the peer's new interface list with its automatic operation, an operation of the
+    // peer's, and the peer's answer to one of the victim's.
+    let mut mif_child = fresh.clone();
+    mif_child.push(
+        MifChild {
+            policy: mifsec_control::dataplane::sa_table::Policy::Aggregate,
+            reorder: true,
+            interfaces: vec![2, 1],
+        }
+        .notify(),
+    );
+    seeds.push((
+        "new-child-mif",
+        script(&[request(exch, mark(&pair, &mif_child))]),
+    ));
+    let three = |sa: &IkeSa| {
+        let mut l: Vec<LocalInterface> = sa
+            .mif_local_interfaces()
+            .iter()
+            .map(|i| LocalInterface {
+                name: i.name.clone(),
+                addr: i.addr.ip(),
+                port: i.addr.port(),
+                priority: i.priority,
+                alternate: i.alternate,
+            })
+            .collect();
+        l.push(LocalInterface {
+            name: "l3".into(),
+            addr: "198.18.2.9".parse().expect("an address"),
+            port: 4500,
+            priority: 5,
+            alternate: true,
+        });
+        l
+    };
+    if let Some((pair, exch, payloads)) = capture(victim_is_initiator, true, |p| {
+        let l = three(&p.peer);
+        p.peer.set_local_interfaces(p.now, &l);
+    }) {
+        seeds.push(("mif-list", script(&[request(exch, mark(&pair, &payloads))])));
+    }
+    let soft = MifOperation {
+        op: MifOp::SoftHandover { from: 1, to: 2 },
+        dry_run: false,
+        move_ike: false,
+        selection: MifSelection::All,
+    };
+    if let Some((pair, exch, payloads)) = capture(victim_is_initiator, true, |p| {
+        let _ = p.peer.mif_request(p.now, soft.clone());
+    }) {
+        seeds.push((
+            "mif-operation",
+            script(&[request(exch, mark(&pair, &payloads))]),
+        ));
+    }
+    // The same CHECK as trigger 4 of `Op::Response`.
+    if let Some((first, plain)) = capture_response(victim_is_initiator, |p| {
+        let check = MifOperation {
+            op: MifOp::Check { id: 2 },
+            dry_run: true,
+            move_ike: false,
+            selection: MifSelection::All,
+        };
+        let _ = p.victim.mif_request(p.now, check);
+    }) {
+        seeds.push((
+            "answer-mif",
+            script(&[Op::Response {
+                trigger: 4,
+                deliver: 1,
+                exchange: 0,
+                flags_xor: 0,
+                first,
+                plain,
+            }]),
+        ));
+    }
 
     let (pair, exch, payloads) = capture(victim_is_initiator, true, |p| {
         p.peer.rekey_ike(p.now);
@@ -356,9 +436,62 @@ fn cert_seeds() {
     );
 }
 
+/// `mif_parse`: PROTOCOL.md section 7's Notification Data (selector byte first) and one
+/// message's worth of MIF notifies (selector 7).
+fn mif_seeds() {
+    let hex = |s: &str| -> Vec<u8> {
+        let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    };
+    let examples = [
+        ("supported", 0, "01 00 00 10 00 10"),
+        ("interface", 1, "00 01 00 00 11 94 04 02 c6 12 01 02 6c 31"),
+        ("list", 2, "00 00 00 01"),
+        ("add", 3, "01 00 00 00 00 03 00 00 00 00 00 00"),
+        (
+            "soft",
+            3,
+            "03 00 00 00 00 01 00 03 01 00 00 02 c1 00 00 01 c1 00 00 02",
+        ),
+        ("hard", 3, "04 02 00 00 00 01 00 03 00 00 00 00"),
+        (
+            "alternates",
+            3,
+            "05 00 00 00 01 00 00 02 02 00 01 00 07 00 00 10 0000 ffff 0a010000 0a01ffff",
+        ),
+        (
+            "check",
+            3,
+            "06 00 00 00 00 03 00 00 01 00 00 01 c1 00 00 01",
+        ),
+        ("result", 4, "c1 00 00 01 02 02 00 00"),
+        ("refused", 5, "03 00 00 00"),
+        ("child", 6, "01 01 00 02 00 02 00 01"),
+        (
+            "message",
+            7,
+            "00 06 01 00 00 10 00 10 \
+             01 0e 00 01 00 00 11 94 04 02 c6 12 01 02 6c 31 \
+             01 0e 00 02 01 0a 11 94 04 02 c6 12 02 02 6c 32 \
+             01 18 00 03 00 00 11 94 06 00 fd000000000000000000000000000001 \
+             02 04 00 00 00 01 \
+             06 04 01 00 00 00",
+        ),
+    ];
+    for (name, sel, data) in examples {
+        let mut b = vec![sel];
+        b.extend(hex(data));
+        write("mif_parse", &format!("{name}.bin"), &b);
+    }
+}
+
 fn main() {
     ike_seeds(true);
     ike_seeds(false);
+    mif_seeds();
     cert_seeds();
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");

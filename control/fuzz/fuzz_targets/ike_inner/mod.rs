@@ -50,8 +50,9 @@ pub enum Op {
         first: u8,
         plain: Vec<u8>,
     },
-    /// The victim starts an exchange (`trigger % 4`: 0 child rekey, 1 IKE rekey, 2 a
-    /// liveness check after idling, 3 whatever is outstanding); if `deliver & 1` the peer
+    /// The victim starts an exchange (`trigger % 5`: 0 child rekey, 1 IKE rekey, 2 a
+    /// liveness check after idling, 3 whatever is outstanding, 4 a multi-interface CHECK
+    /// of its interface 2 for all child SAs); if `deliver & 1` the peer
     /// sees the request too. The peer's answer is replaced by one sealed from the input
     /// (exchange type 0: the request's).
     Response {
@@ -208,6 +209,21 @@ fn configs() -> (
     (c, g)
 }
 
+/// Two interfaces (names `l1`, `l2`, priorities 0 and 10) on `addrs`.
+pub fn interfaces(addrs: [std::net::IpAddr; 2]) -> Vec<mifsec_control::ike::LocalInterface> {
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(n, a)| mifsec_control::ike::LocalInterface {
+            name: format!("l{}", n + 1),
+            addr: *a,
+            port: 4500,
+            priority: 10 * n as u8,
+            alternate: false,
+        })
+        .collect()
+}
+
 impl Pair {
     /// A completed handshake, or `None` if it did not complete (it always should).
     pub fn new(victim_is_initiator: bool) -> Option<Pair> {
@@ -215,8 +231,12 @@ impl Pair {
         let a: SocketAddr = "198.18.0.1:500".parse().ok()?;
         let b: SocketAddr = "198.18.0.2:500".parse().ok()?;
         let (c, g) = configs();
-        let init = IkeSa::initiate(c, now, a, b).ok()?;
-        let resp = IkeSa::respond(g);
+        let mut init = IkeSa::initiate(c, now, a, b).ok()?;
+        let mut resp = IkeSa::respond(g);
+        // The multi-interface extension is negotiated in IKE_AUTH (both samples have
+        // `mif = true`): two interfaces a side, so MIF notifies reach a full state.
+        init.set_local_interfaces(now, &interfaces([a.ip(), "198.18.1.1".parse().ok()?]));
+        resp.set_local_interfaces(now, &interfaces([b.ip(), "198.18.1.2".parse().ok()?]));
         let (victim, peer) = if victim_is_initiator {
             (init, resp)
         } else {
@@ -396,9 +416,18 @@ impl Pair {
                 first,
                 mut plain,
             } => {
-                match trigger % 4 {
+                match trigger % 5 {
                     0 => {
                         self.victim.rekey_children(self.now);
+                    }
+                    4 => {
+                        let check = mifsec_control::wire::MifOperation {
+                            op: mifsec_control::wire::MifOp::Check { id: 2 },
+                            dry_run: true,
+                            move_ike: false,
+                            selection: mifsec_control::wire::MifSelection::All,
+                        };
+                        let _ = self.victim.mif_request(self.now, check);
                     }
                     1 => {
                         self.victim.rekey_ike(self.now);
