@@ -465,3 +465,48 @@ fn ike_sas_created_after_set_local_addresses_get_them_too() {
         Some(&a[1..])
     );
 }
+
+#[test]
+fn set_local_interfaces_reaches_every_ike_sa_with_its_addresses() {
+    use crate::ike::sa::LocalInterface;
+    let mut net = Net::new(config(sample::gateway(), Vec::new()), 1);
+    let second: IpAddr = "198.18.7.2".parse().unwrap();
+    let l = |name: &str, addr: IpAddr, priority: u8, alternate: bool| LocalInterface {
+        name: name.into(),
+        addr,
+        port: 4500,
+        priority,
+        alternate,
+    };
+    // An alternate first and a lower-preferred one: the addresses go by (not alternate,
+    // priority).
+    let list = vec![
+        l("lte", second, 0, true),
+        l("wan", client_addr(2).ip(), 5, false),
+    ];
+    let now = net.now;
+    net.clients[0].1.set_local_interfaces(now, &list);
+    let h = net.connect(0);
+    let sa = net.clients[0].1.sa(h).unwrap();
+    assert_eq!(
+        sa.local_addresses(),
+        Some(&[client_addr(2).ip(), second][..])
+    );
+    // Both announced in IKE_AUTH, IDs in the order given.
+    let ours: Vec<(u16, &str)> = sa
+        .mif_local_interfaces()
+        .iter()
+        .map(|i| (i.id, i.name.as_str()))
+        .collect();
+    assert_eq!(ours, [(1, "lte"), (2, "wan")]);
+    net.run(20);
+    let gw = net.gw.sa(SaHandle(1)).unwrap();
+    assert!(gw.mif_in_use());
+    assert_eq!(gw.mif_peer_interfaces().0.len(), 2);
+    // A later change reaches the existing IKE SA: "wan" keeps its ID.
+    let now = net.now;
+    net.clients[0].1.set_local_interfaces(now, &list[1..]);
+    let sa = net.clients[0].1.sa(h).unwrap();
+    assert_eq!(sa.mif_local_interfaces()[0].id, 2);
+    assert_eq!(sa.local_addresses(), Some(&[client_addr(2).ip()][..]));
+}
