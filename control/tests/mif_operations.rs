@@ -137,8 +137,13 @@ fn shape(st: &Value) -> Value {
         .into_iter()
         .flatten()
         .map(|i| {
+            // The MIF view without its counters (operations sent, refused): a CHECK counts.
+            let mut mif = i["mif"].clone();
+            if let Some(m) = mif.as_object_mut() {
+                m.retain(|k, _| !["operations", "refused"].contains(&k.as_str()));
+            }
             json!({"spi_i": i["spi_i"], "state": i["state"], "local": i["local"],
-                   "remote": i["remote"], "mif": i["mif"],
+                   "remote": i["remote"], "mif": mif,
                    "children": i["children"].as_array().map(|c| c.iter().map(|c| c["spi_in"].clone()).collect::<Vec<_>>())})
         })
         .collect();
