@@ -522,10 +522,27 @@ impl IkeThread {
                     receiver: remote.iter().map(|p| ts_prefix(p.addr, p.len)).collect(),
                 },
             };
+            // An operation that takes away the interface the IKE SA is on (REMOVE, or a
+            // handover's From) moves the IKE SA too (PROTOCOL 5.1 MOVE_IKE): the request goes
+            // out from the interface handed over to (or another active one), so it is
+            // answered even when the From interface can no longer send (its address gone).
+            let ike_local = sa.addresses().0.ip();
+            let leaving = match &op {
+                MifOp::RemoveInterface { id }
+                | MifOp::SoftHandover { from: id, .. }
+                | MifOp::HardHandover { from: id, .. } => Some(*id),
+                _ => None,
+            };
+            let move_ike = !cmd.dry_run
+                && leaving.is_some_and(|id| {
+                    info.ours
+                        .iter()
+                        .any(|i| i.id == id && i.addr.ip() == ike_local)
+                });
             let operation = MifOperation {
                 op: op.clone(),
                 dry_run: cmd.dry_run,
-                move_ike: false,
+                move_ike,
                 selection,
             };
             match self.mif_send(now, h, operation) {
