@@ -194,6 +194,9 @@ pub struct RecvReport {
     pub longest_gap_from: f64,
     /// The first runs of lost packets (at most 100).
     pub loss_runs: Vec<LossRun>,
+    /// Per sequence number, how many destinations lost it (every loss, not only the first
+    /// runs: with the stream's rate it says when packets were lost).
+    pub lost_per_seq: Vec<u32>,
     /// Datagrams that were not of this stream (counted, ignored).
     pub foreign: u64,
     /// Seconds since the epoch of the first and last arrival.
@@ -343,6 +346,12 @@ impl Receiver {
         rep.sent = end.iter().map(|e| e.unwrap_or(self.per_dest)).collect();
         for (d, s) in seen.iter().enumerate() {
             let sent = rep.sent[d] as usize;
+            for (i, _) in s.iter().take(sent).enumerate().filter(|(_, x)| **x == 0) {
+                if rep.lost_per_seq.len() <= i {
+                    rep.lost_per_seq.resize(i + 1, 0);
+                }
+                rep.lost_per_seq[i] += 1;
+            }
             let mut i = 0;
             while i < sent && rep.loss_runs.len() < 100 {
                 if s[i] == 0 {
