@@ -117,9 +117,11 @@ fn clone_moves_to_the_second_link_with_its_own_child() {
         "tshark is missing: apt-get install -y tshark (scripts/test.sh does)"
     );
     let mut lab = MifLab::new("cln", BIN, 2);
-    // c0 on the first IKE SA; c1 only on clones.
-    let gw = lab.gateway_config("", "");
-    let cl = lab.client_config(2, "clone_children = [\"c1\"]", "");
+    // c0 on the first IKE SA; c1 only on clones. The appendix-B flow is for peers without
+    // the multi-interface extension (`mif = false`): with it, every child (a clone's too)
+    // runs over every pair of interfaces, and MOBIKE moves the IKE SA alone.
+    let gw = lab.gateway_config("mif = false", "");
+    let cl = lab.client_config(2, "clone_children = [\"c1\"]\nmif = false", "");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_mifsec("gw", &gw_ns, &gw);
     lab.start_mifsec("cl", &cl_ns, &cl);
