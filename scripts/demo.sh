@@ -22,8 +22,11 @@
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
+# The caller's binary, if any: lab.sh gives MIFSEC_BIN a default of its own.
+user_bin=${MIFSEC_BIN:-}
 # shellcheck source=scripts/lab.sh
 source scripts/lab.sh
+MIFSEC_BIN=$user_bin
 
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces, TUN)" >&2; exit 1; }
 printf '\n\033[1m== build\033[0m\n'
