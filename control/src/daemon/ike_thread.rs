@@ -339,6 +339,7 @@ impl IkeHandle {
             awaiting_address: Vec::new(),
             clone_plans: Vec::new(),
             mif_replies: Vec::new(),
+            mif_ready: Vec::new(),
             mif_polled: Instant::now(),
         };
         // Our interfaces as a mifsec peer is told of them (multi-interface extension).
@@ -663,6 +664,8 @@ pub(super) struct IkeThread {
     pub(super) clone_plans: Vec<super::clone::ClonePlan>,
     /// `ctl mif` requests waiting for the peers' answers.
     pub(super) mif_replies: Vec<super::mif::MifReply>,
+    /// `ctl mif` answers complete, sent after the next publication of the status.
+    pub(super) mif_ready: Vec<super::mif::MifReply>,
     /// When the engine's paths were last looked at for soft handovers.
     pub(super) mif_polled: Instant,
 }
@@ -811,7 +814,7 @@ impl IkeThread {
                 self.next_timer = self.ep.poll_timeout();
             }
             self.publish_stats();
-            if (self.dirty && now >= self.published + PUBLISH_MIN)
+            if (self.dirty && (now >= self.published + PUBLISH_MIN || !self.mif_ready.is_empty()))
                 || now >= self.published + PUBLISH_EVERY
             {
                 self.publish(now);
@@ -1425,10 +1428,10 @@ impl IkeThread {
                     self.mif_apply(h, &changes);
                 }
                 if initiated {
+                    self.entry(h).mif_operations += 1;
                     if let Some(op) = &op {
                         self.mif_answered(h, op, None, &results, None);
                     }
-                    self.entry(h).mif_operations += 1;
                 }
             }
             Event::MifRefused { op, reason, .. } => {
@@ -1437,12 +1440,12 @@ impl IkeThread {
                     op.as_ref().map_or("interface list", |o| o.name()),
                     reason.name()
                 );
-                if let Some(op) = &op {
-                    self.mif_answered(h, op, None, &[], Some(reason));
-                }
                 let e = self.entry(h);
                 e.mif_operations += 1;
                 e.mif_refused += 1;
+                if let Some(op) = &op {
+                    self.mif_answered(h, op, None, &[], Some(reason));
+                }
             }
             Event::ChildSaRekeyed {
                 old_spi_in,

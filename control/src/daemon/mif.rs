@@ -598,7 +598,7 @@ impl IkeThread {
         if r.answers.iter().all(|(_, _, a)| a.answered) {
             let r = self.mif_replies.remove(ri);
             info!("ctl mif {}: answered", r.conn);
-            r.send();
+            self.mif_reply_after_publish(r);
         }
     }
 
@@ -614,6 +614,21 @@ impl IkeThread {
                 r.conn,
                 MIF_ANSWER.as_secs()
             );
+            self.mif_reply_after_publish(r);
+        }
+    }
+
+    /// Answers `r` once the status shows what the answer says: right after the next
+    /// publication of the IKE SAs' status, which comes at the end of this turn (so that a
+    /// `status` that follows `ctl mif` sees the paths and counters of the answer).
+    fn mif_reply_after_publish(&mut self, r: MifReply) {
+        self.mif_ready.push(r);
+        self.dirty = true;
+    }
+
+    /// After a publication of the status: the `ctl mif` answers that waited for it.
+    pub(super) fn mif_send_ready(&mut self) {
+        for r in std::mem::take(&mut self.mif_ready) {
             r.send();
         }
     }

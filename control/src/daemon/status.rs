@@ -410,6 +410,7 @@ impl IkeThread {
             .collect();
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
         self.publish_stats();
+        self.mif_send_ready();
     }
 
     /// Our addresses connection `c` could use besides `local`'s: its `local_addrs`, else
