@@ -13,4 +13,5 @@ pub mod ike;
 pub mod log;
 pub mod logging;
 pub mod render;
+pub mod top;
 pub mod wire;
