@@ -17,7 +17,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use mifsec_testkit::capture::{self, CREATE_CHILD_SA, Capture, IKE_AUTH, IKE_SA_INIT};
-use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, client_inner, gateway_inner};
+use mifsec_testkit::mif::{
+    CLIENT_LINKS, MifLab, client_inner, gateway_inner, ike_sas, installed, tx_from_sa,
+};
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::{WAIT, poll, require_root, run, text};
 use serde_json::Value;
@@ -26,20 +28,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 /// Notify CLONE_IKE_SA (RFC 7791) and the AUTH payload's type.
 const CLONE_IKE_SA: &str = "16433";
 const AUTH_PAYLOAD: &str = "39";
-
-fn ike_sas(st: &Value) -> Vec<Value> {
-    st["ike_sas"].as_array().cloned().unwrap_or_default()
-}
-
-fn installed(ike: &Value) -> Vec<Value> {
-    ike["children"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["state"] == "INSTALLED")
-        .cloned()
-        .collect()
-}
 
 /// The clone of a status (an established IKE SA with `cloned_from`) with one child.
 fn clone_up(st: &Value, local: &str) -> Option<(Value, Value)> {
@@ -54,20 +42,6 @@ fn clone_up(st: &Value, local: &str) -> Option<(Value, Value)> {
             && i["local"].as_str().is_some_and(|l| l.starts_with(local))
     })?;
     Some((first.clone(), clone.clone()))
-}
-
-/// Packets the engine sent for SA `name` on paths from `addr`.
-fn tx_on(st: &Value, name: &str, addr: &str) -> u64 {
-    let prefix = format!("{addr}:");
-    st["sas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|sa| sa["name"] == name)
-        .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
-        .filter(|p| p["local"].as_str().is_some_and(|l| l.starts_with(&prefix)))
-        .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
-        .sum()
 }
 
 fn ping_from(ns: &str, src: &str, dst: &str) -> bool {
@@ -192,12 +166,20 @@ fn clone_moves_to_the_second_link_with_its_own_child() {
         lab.dump()
     );
     let st1 = lab.status_json("cl");
-    let clone_link2 = tx_on(&st1, &sa_c1, c2) - tx_on(&st0, &sa_c1, c2);
-    let first_link1 = tx_on(&st1, &sa_c0, c1) - tx_on(&st0, &sa_c0, c1);
+    let clone_link2 = tx_from_sa(&st1, &sa_c1, c2) - tx_from_sa(&st0, &sa_c1, c2);
+    let first_link1 = tx_from_sa(&st1, &sa_c0, c1) - tx_from_sa(&st0, &sa_c0, c1);
     assert!(clone_link2 >= 3, "c1 sent {clone_link2} on link 2\n{st1:#}");
     assert!(first_link1 >= 3, "c0 sent {first_link1} on link 1\n{st1:#}");
-    assert_eq!(tx_on(&st1, &sa_c1, c1), 0, "c1 never on link 1\n{st1:#}");
-    assert_eq!(tx_on(&st1, &sa_c0, c2), 0, "c0 never on link 2\n{st1:#}");
+    assert_eq!(
+        tx_from_sa(&st1, &sa_c1, c1),
+        0,
+        "c1 never on link 1\n{st1:#}"
+    );
+    assert_eq!(
+        tx_from_sa(&st1, &sa_c0, c2),
+        0,
+        "c0 never on link 2\n{st1:#}"
+    );
 
     // The capture, decrypted with the keys mifsec hands out.
     let keys = lab.mifsec("cl", &["keys", "--wireshark"]);

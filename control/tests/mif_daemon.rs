@@ -17,10 +17,10 @@
 use std::time::Duration;
 
 use mifsec_testkit::capture::{self, Capture, INFORMATIONAL};
-use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side};
+use mifsec_testkit::mif::{MifLab, Side, our_id, pairs, peer_ids, tx_on_path};
+use mifsec_testkit::require_root;
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
-use mifsec_testkit::{WAIT, exec_in, poll, require_root, text};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
@@ -28,130 +28,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 const CONN: &str = "mif = true\npath_check_delay = \"0\"";
 const GW_CONN: &str = "mif = true";
 const CHILDREN: usize = 2;
-
-/// Our interface ID of `name` in an IKE SA's status.
-fn our_id(ike: &Value, name: &str) -> u64 {
-    ike["mif"]["local_interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|i| i["name"] == name)
-        .and_then(|i| i["id"].as_u64())
-        .unwrap_or_else(|| panic!("no announced interface {name}: {ike:#}"))
-}
-
-/// The peer's interface IDs, in its order.
-fn peer_ids(ike: &Value) -> Vec<u64> {
-    ike["mif"]["peer_interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["id"].as_u64())
-        .collect()
-}
-
-/// Path names of every child of the only IKE SA, child by child.
-fn path_names(st: &Value) -> Vec<Vec<String>> {
-    st["ike_sas"][0]["children"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["state"] == "INSTALLED")
-        .map(|c| {
-            c["mif"]["paths"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .collect()
-}
-
-/// Waits until every child of `side` has exactly the paths `want` (and no soft handover
-/// under way), with at least one of them verified and up in the engine.
-fn wait_paths(lab: &MifLab, side: &str, want: &[String], what: &str) -> Value {
-    poll(
-        WAIT,
-        Duration::from_millis(50),
-        || {
-            let st = lab.status_json(side);
-            let names = path_names(&st);
-            let children = st["ike_sas"][0]["children"].as_array().cloned();
-            let settled = children.as_ref().is_some_and(|cs| {
-                cs.iter().all(|c| {
-                    c["mif"]["handover_pending"] == false
-                        && c["mif"]["paths"]
-                            .as_array()
-                            .is_some_and(|ps| ps.iter().any(|p| p["state"] == "up"))
-                })
-            });
-            if names.len() == CHILDREN && names.iter().all(|n| n == want) && settled {
-                Ok(st)
-            } else {
-                Err(names)
-            }
-        },
-        |names| {
-            format!(
-                "{what}: {side}'s children have paths {names:?}, not {want:?} (all settled, one up)\n{}",
-                lab.dump()
-            )
-        },
-    )
-}
-
-/// `i<i>r<r>` for every i of `ours` (the initiator's IDs) and r of `theirs`.
-fn pairs(ours: &[u64], theirs: &[u64]) -> Vec<String> {
-    ours.iter()
-        .flat_map(|i| theirs.iter().map(move |r| format!("i{i}r{r}")))
-        .collect()
-}
-
-/// Runs `ctl mif mif ARGS` on the client; returns its output.
-fn ctl_mif(lab: &MifLab, args: &[&str]) -> String {
-    let mut all = vec!["ctl", "mif", "mif"];
-    all.extend_from_slice(args);
-    let out = lab.mifsec("cl", &all);
-    let t = text(&out);
-    assert!(
-        out.status.success(),
-        "ctl mif {args:?}: {t}\n{}",
-        lab.dump()
-    );
-    t
-}
-
-/// A ping from child 0's inner address through the tunnel.
-fn ping(lab: &MifLab) -> (bool, String) {
-    exec_in(
-        &lab.cl_ns,
-        &[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "-I",
-            "10.50.0.1",
-            "10.60.0.1",
-        ],
-    )
-}
-
-/// Packets the engine sent on paths named `path` over every SA.
-fn tx_on(st: &Value, path: &str) -> u64 {
-    st["sas"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|sa| sa["paths"].as_array().into_iter().flatten())
-        .filter(|p| p["name"] == path)
-        .map(|p| p["tx_packets"].as_u64().unwrap_or(0))
-        .sum()
-}
 
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
@@ -167,8 +43,8 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
     let r = peer_ids(ike);
     assert_eq!(r.len(), 2, "the gateway's two interfaces: {ike:#}");
     let all = pairs(&[c1, c2], &r);
-    let st_cl = wait_paths(&lab, "cl", &all, "m x n paths on the client");
-    let st_gw = wait_paths(&lab, "gw", &all, "m x n paths on the gateway");
+    let st_cl = lab.wait_paths("cl", CHILDREN, &all, "m x n paths on the client");
+    let st_gw = lab.wait_paths("gw", CHILDREN, &all, "m x n paths on the gateway");
     // The gateway sees the client's interfaces as the client announced them.
     let gw_ike = &st_gw["ike_sas"][0];
     assert_eq!(
@@ -177,12 +53,12 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
     );
     // A ping through child 0 goes over a verified path.
     let before = lab.status_json("cl");
-    let (ok, out) = ping(&lab);
+    let (ok, out) = lab.ping(0);
     assert!(ok, "ping through child 0: {out}\n{}", lab.dump());
     let after = lab.status_json("cl");
     let used: Vec<&String> = all
         .iter()
-        .filter(|p| tx_on(&after, p) > tx_on(&before, p))
+        .filter(|p| tx_on_path(&after, p) > tx_on_path(&before, p))
         .collect();
     assert!(!used.is_empty(), "the ping went on no MIF path: {after:#}");
     for c in after["ike_sas"][0]["children"].as_array().unwrap() {
@@ -215,13 +91,13 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
         let swaps = |side: &str| lab.status_json(side)["table_swaps"].as_u64().unwrap();
         let (s_cl, s_gw) = (swaps("cl"), swaps("gw"));
         let t0 = unix_now();
-        let answer = ctl_mif(&lab, args);
+        let answer = lab.ctl_mif(args);
         assert!(
             answer.contains(": applied,") && !answer.contains("no answer"),
             "{args:?}: {answer}"
         );
-        wait_paths(&lab, "cl", &want, &format!("{args:?} on the client"));
-        wait_paths(&lab, "gw", &want, &format!("{args:?} on the gateway"));
+        lab.wait_paths("cl", CHILDREN, &want, &format!("{args:?} on the client"));
+        lab.wait_paths("gw", CHILDREN, &want, &format!("{args:?} on the gateway"));
         let t1 = unix_now();
         let msgs = cap.so_far();
         let info = capture::count(&msgs, INFORMATIONAL, t0, t1);
@@ -264,9 +140,8 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
         2,
         "a ping on link 1 after the hard handover",
     );
-    let (ok, out) = ping(&lab);
+    let (ok, out) = lab.ping(0);
     assert!(ok, "ping after the operations: {out}");
-    let _ = CLIENT_LINKS;
 }
 
 /// What of a `status --json` a dry run must leave as it was (see the module's doc).
@@ -314,8 +189,8 @@ fn dry_runs_and_checks_change_nothing_on_either_side() {
     let ike = &st["ike_sas"][0];
     let (c1, c2) = (our_id(ike, "c1"), our_id(ike, "c2"));
     let all = pairs(&[c1, c2], &peer_ids(ike));
-    wait_paths(&lab, "cl", &all, "m x n paths on the client");
-    wait_paths(&lab, "gw", &all, "m x n paths on the gateway");
+    lab.wait_paths("cl", CHILDREN, &all, "m x n paths on the client");
+    lab.wait_paths("gw", CHILDREN, &all, "m x n paths on the gateway");
     let spi0 = st["ike_sas"][0]["children"][0]["spi_in"]
         .as_str()
         .unwrap()
@@ -336,7 +211,7 @@ fn dry_runs_and_checks_change_nothing_on_either_side() {
         ],
     ] {
         let (cl0, gw0) = (shape(&lab.status_json("cl")), shape(&lab.status_json("gw")));
-        let answer = ctl_mif(&lab, args);
+        let answer = lab.ctl_mif(args);
         assert!(!answer.contains("no answer"), "{args:?}: {answer}");
         assert!(
             answer.contains("child SA "),
@@ -349,6 +224,6 @@ fn dry_runs_and_checks_change_nothing_on_either_side() {
         eprintln!("{args:?}: {answer}");
     }
     // A selection of an SPI the peer does not know is answered per SA.
-    let answer = ctl_mif(&lab, &["check", "c2", "--spi", "deadbeef"]);
+    let answer = lab.ctl_mif(&["check", "c2", "--spi", "deadbeef"]);
     assert!(answer.contains("child SA deadbeef: unknown-sa"), "{answer}");
 }

@@ -21,7 +21,7 @@
 use std::time::Duration;
 
 use mifsec_testkit::capture::{self, Capture, Counted, INFORMATIONAL, IkeMessage};
-use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, local_is, sa_paths, tx_from};
+use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, loadavg, local_is, sa_paths, tx_from};
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
 use mifsec_testkit::{WAIT, poll, require_root, text};
@@ -34,29 +34,9 @@ const GATEWAY_CONN: &str = "mif = true";
 const C1: &str = CLIENT_LINKS[0].addr;
 const C2: &str = CLIENT_LINKS[1].addr;
 
-fn ctl_mif(lab: &MifLab, args: &[&str]) -> String {
-    let mut all = vec!["ctl", "mif", "mif"];
-    all.extend_from_slice(args);
-    let out = lab.mifsec("cl", &all);
-    let said = text(&out);
-    assert!(
-        out.status.success(),
-        "mifsec {}: {said}\n{}",
-        all.join(" "),
-        lab.dump()
-    );
-    said
-}
-
 fn lab_with(tag: &str, child: &str, gw_child: &str) -> MifLab {
     let mut lab = MifLab::new(tag, BIN, CHILDREN);
-    let gw = lab.gateway_config(GATEWAY_CONN, gw_child);
-    let cl = lab.client_config(CHILDREN, CLIENT_CONN, child);
-    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
-    lab.start_mifsec("gw", &gw_ns, &gw);
-    lab.start_mifsec("cl", &cl_ns, &cl);
-    lab.wait_children("cl", CHILDREN);
-    lab.wait_children("gw", CHILDREN);
+    lab.start_pair_with(CHILDREN, CLIENT_CONN, child, GATEWAY_CONN, gw_child);
     lab
 }
 
@@ -112,7 +92,7 @@ fn data_from(pcap: &std::path::Path, src: &str, t: f64, n: usize) -> Option<f64>
 fn add_and_remove_an_interface_under_traffic() {
     require_root();
     let lab = lab_with("addrm", "policy = \"aggregate\"", "");
-    ctl_mif(&lab, &["remove", "c2", "--all"]);
+    lab.ctl_mif(&["remove", "c2", "--all"]);
     let mut cap = Capture::start(&lab.cl_ns, &lab.dir.join("addrm.pcap"));
     let stream = Stream::start(
         &lab.cl_ns,
@@ -127,7 +107,7 @@ fn add_and_remove_an_interface_under_traffic() {
     );
 
     let t_add = unix_now();
-    eprintln!("ctl mif add: {}", ctl_mif(&lab, &["add", "c2", "--all"]));
+    eprintln!("ctl mif add: {}", lab.ctl_mif(&["add", "c2", "--all"]));
     poll(
         WAIT,
         Duration::from_millis(10),
@@ -146,7 +126,7 @@ fn add_and_remove_an_interface_under_traffic() {
     let t_rm = unix_now();
     eprintln!(
         "ctl mif remove: {}",
-        ctl_mif(&lab, &["remove", "c2", "--all"])
+        lab.ctl_mif(&["remove", "c2", "--all"])
     );
     let st0 = lab.status_json("cl");
     assert!(
@@ -179,9 +159,7 @@ fn add_and_remove_an_interface_under_traffic() {
         (add_done - t_add) * 1000.0,
         data.map(|d| ((d - add_done) * 10_000.0).round() / 10.0),
         r.recv.to_json(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        loadavg()
     );
     assert!(data.is_some(), "data from c2 on the wire after the ADD");
     assert_eq!(r.recv.no_end_marker, 0, "{}", r.recv.to_json());
@@ -193,7 +171,7 @@ fn add_and_remove_an_interface_under_traffic() {
 fn hard_handover_after_the_active_address_is_deleted() {
     require_root();
     let lab = lab_with("hard", "", "");
-    ctl_mif(&lab, &["remove", "c2", "--all"]);
+    lab.ctl_mif(&["remove", "c2", "--all"]);
     let mut cap = Capture::start(&lab.cl_ns, &lab.dir.join("hard.pcap"));
     let stream = Stream::start(
         &lab.cl_ns,
@@ -203,7 +181,7 @@ fn hard_handover_after_the_active_address_is_deleted() {
     lab.wait_link_carries(Side::Client, 0, 50, "the stream on c1 first");
     let t_del = unix_now();
     lab.delete_address(Side::Client, 0);
-    let said = ctl_mif(&lab, &["hard-handover", "c1", "c2", "--all"]);
+    let said = lab.ctl_mif(&["hard-handover", "c1", "c2", "--all"]);
     eprintln!("ctl mif hard-handover: {said}");
     let back = poll(
         WAIT,
@@ -233,9 +211,7 @@ fn hard_handover_after_the_active_address_is_deleted() {
         (back - t_del) * 1000.0,
         data.map(|d| ((d - done) * 10_000.0).round() / 10.0),
         r.recv.to_json(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        loadavg()
     );
     assert!(r.recv.last_at > back, "the stream got through afterwards");
     // One exchange, its request from c2 (MOVE_IKE: c1 cannot send any more), nothing else.
@@ -266,8 +242,8 @@ fn hard_handover_after_the_active_address_is_deleted() {
 fn an_alternate_takes_over_while_the_primary_is_blackholed_and_hands_back() {
     require_root();
     let lab = lab_with("alt", "", "");
-    ctl_mif(&lab, &["remove", "c2", "--all"]);
-    ctl_mif(&lab, &["alternates", "c2", "--all"]);
+    lab.ctl_mif(&["remove", "c2", "--all"]);
+    lab.ctl_mif(&["alternates", "c2", "--all"]);
     let st = lab.status_json("cl");
     assert!(
         sa_paths(&st).any(|(_, p)| local_is(p, C2) && p["role"] != "active"),
@@ -299,9 +275,7 @@ fn an_alternate_takes_over_while_the_primary_is_blackholed_and_hands_back() {
         (t_over - t_bh) * 1000.0,
         (t_back - t_back0) * 1000.0,
         r.recv.to_json(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        loadavg()
     );
     assert!(r.recv.last_at > t_back, "the stream got through at the end");
 }

@@ -11,6 +11,8 @@
 //! - [`start_daemon`], [`mifsec_ctl`], [`mifsec_status`], [`terminate`]: `mifsec run`
 //!   daemons in a namespace and the CLI against their control sockets.
 //! - [`swan`]: charon (through scripts/swan.sh) and the two-namespace interop lab.
+//! - [`link`]: a link through a middle router (veth, addresses, source routing, counters,
+//!   a silent blackhole), shared by the roaming and multi-interface labs.
 //! - [`roam`]: the roaming lab (client with two links, a middle router that blackholes
 //!   silently, a gateway with two addresses) and a 100/s ping stream's losses and gaps.
 //! - [`mif`]: the multi-interface lab (two mifsec peers, two links per side, every address
@@ -26,6 +28,7 @@
 pub mod capture;
 mod cmd;
 mod daemon;
+pub mod link;
 pub mod mif;
 mod netns;
 pub mod roam;

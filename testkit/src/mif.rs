@@ -29,28 +29,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::cmd::{ip, run, text};
-use crate::netns::{Netns, addr_up, veth};
+use crate::cmd::{exec_in, ip, run, text};
+pub use crate::link::{Link, PREFIX};
+use crate::link::{blackhole_route, forward, wait_carries};
+use crate::netns::Netns;
 use crate::swan::{Lab, PSK};
 use crate::template::{MIFSEC_MIF_CLIENT, MIFSEC_MIF_GATEWAY};
 use crate::wait::{WAIT, poll};
-
-/// One link of one side.
-#[derive(Debug, Clone, Copy)]
-pub struct Link {
-    /// The end's device (also its `[interfaces.NAME]` in the configurations).
-    pub dev: &'static str,
-    /// The end's address on it (prefix [`PREFIX`]).
-    pub addr: &'static str,
-    /// The middle namespace's device at its other end.
-    pub mid_dev: &'static str,
-    /// The middle namespace's address there: the end's next hop.
-    pub mid_addr: &'static str,
-    /// The metric of the end's route to the other side through this link.
-    pub metric: &'static str,
-    /// The routing table (and rule priority) for packets from `addr`.
-    pub table: &'static str,
-}
 
 /// The client's links.
 pub const CLIENT_LINKS: [Link; 2] = [
@@ -92,8 +77,6 @@ pub const GATEWAY_LINKS: [Link; 2] = [
     },
 ];
 
-/// The prefix length of every link address.
-pub const PREFIX: &str = "24";
 /// What the client routes through its links (both gateway networks).
 pub const CLIENT_ROUTES: &str = "198.18.40.0/21";
 /// What the gateway routes through its links (both client networks).
@@ -178,20 +161,10 @@ impl MifLab {
         let [cl, mid, gw] = names;
         for (end, side) in [(&cl, Side::Client), (&gw, Side::Gateway)] {
             for l in side.links() {
-                veth(end, l.dev, &mid, l.mid_dev);
-                addr_up(end, l.dev, &format!("{}/{PREFIX}", l.addr));
-                addr_up(&mid, l.mid_dev, &format!("{}/{PREFIX}", l.mid_addr));
+                l.attach(end, &mid);
             }
         }
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &mid,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]));
-        assert!(out.status.success(), "ip_forward: {}", text(&out));
+        forward(&mid);
         // Inner addresses, many at once (`ip -batch`).
         for (end, inner) in [
             (&cl, client_inner as fn(usize) -> String),
@@ -219,20 +192,8 @@ impl MifLab {
         );
         let mif = MifLab { lab, mid_ns: mid };
         for side in [Side::Client, Side::Gateway] {
-            for (i, l) in side.links().iter().enumerate() {
-                ip(&[
-                    "-n",
-                    mif.ns(side),
-                    "rule",
-                    "add",
-                    "from",
-                    l.addr,
-                    "table",
-                    l.table,
-                    "priority",
-                    l.table,
-                ]);
-                mif.route_across(side, i);
+            for l in side.links() {
+                l.source_route(mif.ns(side), side.routes());
             }
         }
         mif
@@ -243,27 +204,6 @@ impl MifLab {
         match side {
             Side::Client => &self.cl_ns,
             Side::Gateway => &self.gw_ns,
-        }
-    }
-
-    /// The routes of `side` to the other side through its link `i`: in the main table (with
-    /// the link's metric) and in the link's own table (source routing).
-    fn route_across(&self, side: Side, i: usize) {
-        let l = &side.links()[i];
-        for (key, value) in [("metric", l.metric), ("table", l.table)] {
-            ip(&[
-                "-n",
-                self.ns(side),
-                "route",
-                "replace",
-                side.routes(),
-                "via",
-                l.mid_addr,
-                "dev",
-                l.dev,
-                key,
-                value,
-            ]);
         }
     }
 
@@ -313,31 +253,12 @@ impl MifLab {
     /// Deletes the address of link `i` of `side` (an explicit event: the kernel drops the
     /// routes through that link too).
     pub fn delete_address(&self, side: Side, i: usize) {
-        let l = &side.links()[i];
-        ip(&[
-            "-n",
-            self.ns(side),
-            "addr",
-            "del",
-            &format!("{}/{PREFIX}", l.addr),
-            "dev",
-            l.dev,
-        ]);
+        side.links()[i].delete_address(self.ns(side));
     }
 
     /// Gives the address of link `i` of `side` back, with its routes.
     pub fn restore_address(&self, side: Side, i: usize) {
-        let l = &side.links()[i];
-        ip(&[
-            "-n",
-            self.ns(side),
-            "addr",
-            "add",
-            &format!("{}/{PREFIX}", l.addr),
-            "dev",
-            l.dev,
-        ]);
-        self.route_across(side, i);
+        side.links()[i].restore_address(self.ns(side), side.routes());
     }
 
     /// Silently breaks link `i` of `side` in the middle: everything to its address and
@@ -352,9 +273,9 @@ impl MifLab {
     }
 
     fn set_blackhole(&self, addr: &str, on: bool) {
+        blackhole_route(&self.mid_ns, addr, on);
         let verb = if on { "add" } else { "del" };
         let host = format!("{addr}/32");
-        ip(&["-n", &self.mid_ns, "route", verb, "blackhole", &host]);
         ip(&[
             "-n",
             &self.mid_ns,
@@ -379,47 +300,13 @@ impl MifLab {
     }
 
     fn link_stat(&self, side: Side, i: usize, dir: &str) -> u64 {
-        let out = run(Command::new("ip").args([
-            "-n",
-            self.ns(side),
-            "-j",
-            "-s",
-            "link",
-            "show",
-            "dev",
-            side.links()[i].dev,
-        ]));
-        assert!(out.status.success(), "ip -s link: {}", text(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-        v[0]["stats64"][dir]["packets"]
-            .as_u64()
-            .expect("packet counter")
+        side.links()[i].packets(self.ns(side), dir)
     }
 
     /// Waits until link `i` of `side` sends at least `n` packets within 200 ms while the
     /// other link sends fewer; panics with `what` and both statuses after [`WAIT`].
     pub fn wait_link_carries(&self, side: Side, i: usize, n: u64, what: &str) {
-        let other = 1 - i;
-        poll(
-            WAIT,
-            Duration::from_millis(1),
-            || {
-                let (a0, b0) = (self.tx_packets(side, i), self.tx_packets(side, other));
-                // Lets 200 ms of traffic pass on purpose: the counters' growth is the state.
-                std::thread::sleep(Duration::from_millis(200));
-                let a = self.tx_packets(side, i) - a0;
-                let b = self.tx_packets(side, other) - b0;
-                if a >= n && b < a { Ok(()) } else { Err((a, b)) }
-            },
-            |(a, b)| {
-                format!(
-                    "{what}: in the last 200 ms link {} sent {a}, link {} sent {b}\n{}",
-                    i + 1,
-                    other + 1,
-                    self.dump()
-                )
-            },
-        );
+        wait_carries(self.ns(side), side.links(), i, n, what, || self.dump());
     }
 
     /// Both statuses and logs, for failure messages.
@@ -465,6 +352,104 @@ impl MifLab {
         self.wait_children("cl", children)
     }
 
+    /// Like [`MifLab::start_pair`] with `gw_child` lines added to the gateway's child, and
+    /// waits until both sides have `children` installed children; returns the client's
+    /// status.
+    pub fn start_pair_with(
+        &mut self,
+        children: usize,
+        conn: &str,
+        child: &str,
+        gw_conn: &str,
+        gw_child: &str,
+    ) -> Value {
+        let gw = self.gateway_config(gw_conn, gw_child);
+        let cl = self.client_config(children, conn, child);
+        let gw_ns = self.gw_ns.clone();
+        let cl_ns = self.cl_ns.clone();
+        self.start_mifsec("gw", &gw_ns, &gw);
+        self.start_mifsec("cl", &cl_ns, &cl);
+        self.wait_children("gw", children);
+        self.wait_children("cl", children)
+    }
+
+    /// Runs `mifsec ctl mif mif ARGS` on the client (connection `mif` of [`client_config`]);
+    /// panics with its output and [`MifLab::dump`] unless it succeeds; returns its output.
+    pub fn ctl_mif(&self, args: &[&str]) -> String {
+        let mut all = vec!["ctl", "mif", "mif"];
+        all.extend_from_slice(args);
+        let out = self.mifsec("cl", &all);
+        let said = text(&out);
+        assert!(
+            out.status.success(),
+            "mifsec {}: {said}\n{}",
+            all.join(" "),
+            self.dump()
+        );
+        said
+    }
+
+    /// Three pings from the client through child `i` (from [`client_inner`] to
+    /// [`gateway_inner`]): whether they were answered, and ping's output.
+    pub fn ping(&self, i: usize) -> (bool, String) {
+        let (src, dst) = (client_inner(i), gateway_inner(i));
+        exec_in(
+            &self.cl_ns,
+            &["ping", "-c", "3", "-i", "0.2", "-W", "2", "-I", &src, &dst],
+        )
+    }
+
+    /// Pings through child 0 (panics unless answered) and asserts that the client's engine
+    /// sent it from `addr` and nothing from `not` meanwhile.
+    pub fn assert_sends_only_from(&self, addr: &str, not: &str, what: &str) {
+        let st0 = self.status_json("cl");
+        let (ok, out) = self.ping(0);
+        assert!(ok, "{what}: ping through child 0: {out}\n{}", self.dump());
+        let st1 = self.status_json("cl");
+        assert_eq!(
+            tx_from(&st1, not),
+            tx_from(&st0, not),
+            "{what}: nothing from {not} any more\n{}",
+            self.dump()
+        );
+        assert!(
+            tx_from(&st1, addr) > tx_from(&st0, addr),
+            "{what}: the ping went from {addr}\n{}",
+            self.dump()
+        );
+    }
+
+    /// Waits until `side` has `children` installed children, each with exactly the MIF
+    /// paths `want` ([`path_names`]), no soft handover pending and at least one path up;
+    /// returns the status.
+    pub fn wait_paths(&self, side: &str, children: usize, want: &[String], what: &str) -> Value {
+        poll(
+            WAIT,
+            Duration::from_millis(50),
+            || {
+                let st = self.status_json(side);
+                let names = path_names(&st);
+                let settled = installed(&st["ike_sas"][0]).iter().all(|c| {
+                    c["mif"]["handover_pending"] == false
+                        && c["mif"]["paths"]
+                            .as_array()
+                            .is_some_and(|ps| ps.iter().any(|p| p["state"] == "up"))
+                });
+                if names.len() == children && names.iter().all(|n| n == want) && settled {
+                    Ok(st)
+                } else {
+                    Err(names)
+                }
+            },
+            |names| {
+                format!(
+                    "{what}: {side}'s children have paths {names:?}, not {want:?} (all settled, one up)\n{}",
+                    self.dump()
+                )
+            },
+        )
+    }
+
     /// Waits until `side` has one established IKE SA with `n` installed children.
     pub fn wait_children(&self, side: &str, n: usize) -> Value {
         poll(
@@ -483,6 +468,90 @@ impl MifLab {
             },
         )
     }
+}
+
+/// The IKE SAs of a status.
+pub fn ike_sas(st: &Value) -> Vec<Value> {
+    st["ike_sas"].as_array().cloned().unwrap_or_default()
+}
+
+/// The installed children of an IKE SA's status.
+pub fn installed(ike: &Value) -> Vec<Value> {
+    ike["children"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["state"] == "INSTALLED")
+        .cloned()
+        .collect()
+}
+
+/// Our interface ID of interface `name` in an IKE SA's status; panics if not announced.
+pub fn our_id(ike: &Value, name: &str) -> u64 {
+    ike["mif"]["local_interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["name"] == name)
+        .and_then(|i| i["id"].as_u64())
+        .unwrap_or_else(|| panic!("no announced interface {name}: {ike:#}"))
+}
+
+/// The peer's interface IDs in an IKE SA's status, in its order.
+pub fn peer_ids(ike: &Value) -> Vec<u64> {
+    ike["mif"]["peer_interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["id"].as_u64())
+        .collect()
+}
+
+/// The MIF path names of every installed child of the first IKE SA, child by child.
+pub fn path_names(st: &Value) -> Vec<Vec<String>> {
+    installed(&st["ike_sas"][0])
+        .iter()
+        .map(|c| {
+            c["mif"]["paths"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+/// The path names `i<i>r<r>` for every i of `ours` (the initiator's interface IDs) and r
+/// of `theirs`, in PROTOCOL 4.2's order.
+pub fn pairs(ours: &[u64], theirs: &[u64]) -> Vec<String> {
+    ours.iter()
+        .flat_map(|i| theirs.iter().map(move |r| format!("i{i}r{r}")))
+        .collect()
+}
+
+/// Packets the engine sent on paths named `path`, over every SA of a status.
+pub fn tx_on_path(st: &Value, path: &str) -> u64 {
+    sa_paths(st)
+        .filter(|(_, p)| p["name"] == path)
+        .map(|(_, p)| p["tx_packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// Packets the engine sent for SA `name` on paths whose local address is `addr`.
+pub fn tx_from_sa(st: &Value, name: &str, addr: &str) -> u64 {
+    sa_paths(st)
+        .filter(|(n, p)| *n == name && local_is(p, addr))
+        .map(|(_, p)| p["tx_packets"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// /proc/loadavg, for the figures the tests print.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 /// Packets the engine sent on paths whose local address is `addr`, over every SA of a status.
@@ -514,18 +583,12 @@ pub fn local_is(p: &Value, addr: &str) -> bool {
 
 /// The SAs of `now` whose paths from `addr` sent more than they had in `before`.
 pub fn sas_sending_from(before: &Value, now: &Value, addr: &str) -> usize {
-    let tx = |st: &Value, name: &str| -> u64 {
-        sa_paths(st)
-            .filter(|(n, p)| *n == name && local_is(p, addr))
-            .map(|(_, p)| p["tx_packets"].as_u64().unwrap_or(0))
-            .sum()
-    };
     now["sas"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|sa| sa["name"].as_str())
-        .filter(|n| tx(now, n) > tx(before, n))
+        .filter(|n| tx_from_sa(now, n, addr) > tx_from_sa(before, n, addr))
         .count()
 }
 

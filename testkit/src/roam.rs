@@ -29,28 +29,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::cmd::{ip, run, text};
+use crate::cmd::ip;
+pub use crate::link::{Link, PREFIX};
+use crate::link::{blackhole_route, forward, wait_carries};
 use crate::netns::{Netns, addr_up, veth};
 use crate::swan::{Lab, PSK};
 use crate::template::MIFSEC_ROAM_CLIENT;
 use crate::wait::{WAIT, poll};
-
-/// One of the client's two links.
-#[derive(Debug, Clone, Copy)]
-pub struct Link {
-    /// The client's device.
-    pub dev: &'static str,
-    /// The client's address on it (prefix [`PREFIX`]).
-    pub addr: &'static str,
-    /// The middle namespace's device at its other end.
-    pub mid_dev: &'static str,
-    /// The middle namespace's address there: the client's next hop.
-    pub mid_addr: &'static str,
-    /// The metric of the client's route to the gateway through this link.
-    pub metric: &'static str,
-    /// The routing table (and rule priority) for packets from `addr`.
-    pub table: &'static str,
-}
 
 /// The client's links: link 1 (index 0) preferred by the routing table, link 2 (index 1).
 pub const LINKS: [Link; 2] = [
@@ -71,8 +56,6 @@ pub const LINKS: [Link; 2] = [
         table: "102",
     },
 ];
-/// The prefix length of every address of the lab.
-pub const PREFIX: &str = "24";
 /// The gateway's device.
 pub const GW_DEV: &str = "rg";
 /// The gateway's two addresses (both on [`GW_DEV`]); the first is the one clients dial.
@@ -118,9 +101,7 @@ impl RoamLab {
         }
         let [cl, mid, gw] = names;
         for l in &LINKS {
-            veth(&cl, l.dev, &mid, l.mid_dev);
-            addr_up(&cl, l.dev, &format!("{}/{PREFIX}", l.addr));
-            addr_up(&mid, l.mid_dev, &format!("{}/{PREFIX}", l.mid_addr));
+            l.attach(&cl, &mid);
         }
         veth(&mid, MID_GW_DEV, &gw, GW_DEV);
         addr_up(&mid, MID_GW_DEV, &format!("{MID_GW_ADDR}/{PREFIX}"));
@@ -137,86 +118,24 @@ impl RoamLab {
             "dev",
             "lo",
         ]);
-        let out = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &mid,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]));
-        assert!(out.status.success(), "ip_forward: {}", text(&out));
+        forward(&mid);
         let lab = Lab::assemble(tag, bin, cl, gw, LINKS[0].dev, GW_DEV, ns);
         let roam = RoamLab { lab, mid_ns: mid };
-        for (i, l) in LINKS.iter().enumerate() {
-            ip(&[
-                "-n",
-                &roam.cl_ns,
-                "rule",
-                "add",
-                "from",
-                l.addr,
-                "table",
-                l.table,
-                "priority",
-                l.table,
-            ]);
-            roam.route_to_gateway(i);
+        for l in &LINKS {
+            l.source_route(&roam.cl_ns, GW_NET);
         }
         roam
-    }
-
-    /// The client's routes to the gateway's network through link `i`: in the main table
-    /// (with the link's metric), and in the link's own table, which a rule makes the one
-    /// for packets from the link's address (source routing: what leaves from that address
-    /// leaves on that link, as on a host with two separate networks).
-    fn route_to_gateway(&self, i: usize) {
-        let l = &LINKS[i];
-        for (key, value) in [("metric", l.metric), ("table", l.table)] {
-            ip(&[
-                "-n",
-                &self.cl_ns,
-                "route",
-                "replace",
-                GW_NET,
-                "via",
-                l.mid_addr,
-                "dev",
-                l.dev,
-                key,
-                value,
-            ]);
-        }
     }
 
     /// Deletes the client's address on link `i` (an explicit event: the kernel also drops
     /// the routes through that link).
     pub fn delete_address(&self, i: usize) {
-        let l = &LINKS[i];
-        ip(&[
-            "-n",
-            &self.cl_ns,
-            "addr",
-            "del",
-            &format!("{}/{PREFIX}", l.addr),
-            "dev",
-            l.dev,
-        ]);
+        LINKS[i].delete_address(&self.cl_ns);
     }
 
     /// Gives the client's address on link `i` back, with its route to the gateway.
     pub fn restore_address(&self, i: usize) {
-        let l = &LINKS[i];
-        ip(&[
-            "-n",
-            &self.cl_ns,
-            "addr",
-            "add",
-            &format!("{}/{PREFIX}", l.addr),
-            "dev",
-            l.dev,
-        ]);
-        self.route_to_gateway(i);
+        LINKS[i].restore_address(&self.cl_ns, GW_NET);
     }
 
     /// Silently breaks link `i`: the middle namespace discards everything to the client's
@@ -242,62 +161,26 @@ impl RoamLab {
     }
 
     fn blackhole(&self, addr: &str, on: bool) {
-        let verb = if on { "add" } else { "del" };
-        ip(&[
-            "-n",
-            &self.mid_ns,
-            "route",
-            verb,
-            "blackhole",
-            &format!("{addr}/32"),
-        ]);
+        blackhole_route(&self.mid_ns, addr, on);
     }
 
     /// Packets the client has sent on link `i` (its device's tx counter).
     pub fn tx_packets(&self, i: usize) -> u64 {
-        let out = run(Command::new("ip").args([
-            "-n",
-            &self.cl_ns,
-            "-j",
-            "-s",
-            "link",
-            "show",
-            "dev",
-            LINKS[i].dev,
-        ]));
-        assert!(out.status.success(), "ip -s link: {}", text(&out));
-        let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j is JSON");
-        v[0]["stats64"]["tx"]["packets"]
-            .as_u64()
-            .expect("tx packets")
+        LINKS[i].packets(&self.cl_ns, "tx")
     }
 
     /// Waits until the client's traffic goes out on link `i`: at least `n` packets on it
     /// within 200 ms (the ping stream sends 20 in that time), while the other link sends
     /// fewer. Panics with `what` and the status of `side` after [`WAIT`].
     pub fn wait_link_carries(&self, i: usize, n: u64, side: &str, what: &str) {
-        let other = 1 - i;
-        poll(
-            WAIT,
-            Duration::from_millis(1),
-            || {
-                let (a0, b0) = (self.tx_packets(i), self.tx_packets(other));
-                // Lets 200 ms of the stream pass on purpose: the counters' growth is the state.
-                std::thread::sleep(Duration::from_millis(200));
-                let (a, b) = (self.tx_packets(i) - a0, self.tx_packets(other) - b0);
-                if a >= n && b < a { Ok(()) } else { Err((a, b)) }
-            },
-            |(a, b)| {
-                format!(
-                    "{what}: in the last 200 ms link {} sent {a}, link {} sent {b}\n--- status:\n{:#}\n--- log:\n{}\n--- charon log:\n{}",
-                    i + 1,
-                    other + 1,
-                    self.status_json(side),
-                    self.log(side),
-                    self.swan_log()
-                )
-            },
-        );
+        wait_carries(&self.cl_ns, &LINKS, i, n, what, || {
+            format!(
+                "--- status:\n{:#}\n--- log:\n{}\n--- charon log:\n{}",
+                self.status_json(side),
+                self.log(side),
+                self.swan_log()
+            )
+        });
     }
 
     /// mifsec as the client of the roaming lab (testkit/templates/mifsec-roam-client.toml)
