@@ -24,7 +24,7 @@ use mifsec_testkit::capture::{self, Capture, Counted, INFORMATIONAL, IkeMessage}
 use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, loadavg, local_is, sa_paths, tx_from};
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
-use mifsec_testkit::{WAIT, poll, require_root, text};
+use mifsec_testkit::{WAIT, poll, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 const CHILDREN: usize = 4;
