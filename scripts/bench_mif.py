@@ -35,11 +35,15 @@ result says so). The client's `path_check_delay` is 0 in every case: the stream 
 and the liveness checks it would cause (an INFORMATIONAL every 400 ms) are not the move.
 
 Writes bench/results/mif-<date>.json (--out) and a summary under "mif" in
-bench/results/latest.json (the rest of the file is kept). --smoke: 4 children, 1,000
+bench/results/latest.json (the rest of the file is kept); beside the JSON, per case, the
+client's status sampled at 10 Hz during the stream (mif-<date>-CASE.jsonl.gz, testkit's
+StatusSampler) and scripts/plot.py's PNGs of it (mif-<date>-CASE-throughput.png and -rtt.png:
+per-path throughput and RTT, the move marked; none without matplotlib). --smoke: 4 children, 1,000
 packets/s for 3 s, writes nothing, fails only if a case could not be set up or measured (the
 pass scripts/test.sh gives it, with debug binaries; the soft case's error is printed, not
-fatal there, while the extension is being built). Needs root, tcpdump and tshark. Only
-the Python standard library is used.
+fatal there, while the extension is being built; the plots go to the work folder). Needs
+root, tcpdump and tshark. Only the Python standard library is used (matplotlib for the
+plots, if installed).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "testkit" / "python"))
+sys.path.insert(0, str(ROOT / "scripts"))  # plot.py
 import mifsec_testkit as kit  # noqa: E402
 from mifsec_testkit import MIF_CLIENT_LINKS, Capture, MifLab, in_ns, sh  # noqa: E402
 
@@ -123,6 +128,7 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
     lab = MifLab(d, binary)
     res: dict = {"case": case, "load_average_start": os.getloadavg()}
     cap = None
+    sampler = None
     procs: list[subprocess.Popen] = []
     if case == "soft" and not a.soft_cmd and not mif_available(binary, work, a):
         res["skipped"] = ("not available: this mifsec lacks `ctl mif CONN soft-handover` "
@@ -144,6 +150,9 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
             if r.returncode != 0:
                 raise RuntimeError(f"ctl mif mif remove c2 --all: {res['setup_command_output']}")
         cap = Capture(lab.cl, d / "move.pcap")
+        # The client's paths at 10 Hz for plot.py (slim samples: a few kB per child).
+        sampler = kit.StatusSampler(binary, lab.sock("cl"), d / "samples.jsonl", hz=10,
+                                    limit=a.seconds * 2 + 30, slim=True).start()
         common = ["--children", str(a.children), "--rate", str(a.rate),
                   "--seconds", str(a.seconds)]
         recv = subprocess.Popen(in_ns(lab.gw, str(stream_bin), "recv", *common,
@@ -182,6 +191,8 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
         send.wait(timeout=a.seconds * 1.5 + 10)
         recv.wait(timeout=a.seconds * 1.5 + 15)
         t1 = time.time()
+        res["samples_local"] = str(sampler.stop())
+        sampler = None
         msgs = cap.stop()
         cap = None
         stream = json.loads((d / "recv.json").read_text())
@@ -207,6 +218,8 @@ def run_case(binary: Path, stream_bin: Path, work: Path, case: str, a) -> dict:
         res["error"] = str(e)
         log(f"{case}: error: {e}")
     finally:
+        if sampler is not None:
+            sampler.stop()
         for p in procs:
             if p.poll() is None:
                 p.kill()
@@ -252,6 +265,32 @@ def summary(result: dict) -> dict:
             "load_average": [r["load_average_start"][0], r["load_average_end"][0]],
         }
     return out
+
+
+def plots(result: dict, folder: Path, stem: str, keep_samples: bool = True) -> None:
+    """Each case's samples (gzipped) and plot.py's PNGs beside the results:
+    STEM-CASE.jsonl.gz, STEM-CASE-throughput.png, STEM-CASE-rtt.png. Without matplotlib,
+    plot.py's note and no PNGs."""
+    import plot  # scripts/plot.py, beside this file
+
+    for r in result["cases"]:
+        src = r.pop("samples_local", None)
+        if not src or not Path(src).exists():
+            continue
+        rel = lambda p: str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)  # noqa: E731
+        if keep_samples:
+            r["samples"] = rel(kit.gzip_to(Path(src), folder / f"{stem}-{r['case']}.jsonl.gz"))
+        try:
+            pngs = plot.plot_if_possible(Path(src), folder, f"{stem}-{r['case']}",
+                                         title=f"bench_mif {r['case']}: {result['children']} "
+                                         f"children, {result['rate_pps']} packets/s, move at "
+                                         f"{result['move_at_s']} s")
+        except Exception as e:  # noqa: BLE001  (a plot is not a result)
+            log(f"{r['case']}: plot failed: {e}")
+            pngs = []
+        r["plots"] = [rel(p) for p in pngs]
+        for p in pngs:
+            log(f"{r['case']}: wrote {p}")
 
 
 def build(release: bool) -> tuple[Path, Path]:
@@ -332,6 +371,7 @@ def main() -> int:
     for r in result["cases"]:
         print(f"  {r['case']:8} {summary_line(r)}")
     if a.smoke:
+        plots(result, work, "smoke", keep_samples=False)
         # The standard case must run; the extension's is reported (it is being built).
         errors = [r["case"] for r in result["cases"] if r.get("error") and r["case"] == "mobike"]
         if errors:
@@ -342,6 +382,7 @@ def main() -> int:
     out = Path(a.out) if a.out else ROOT / "bench" / "results" / f"mif-{now.date()}.json"
     result["file"] = str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    plots(result, out.parent, out.stem)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if not a.out:
         latest = ROOT / "bench" / "results" / "latest.json"

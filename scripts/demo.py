@@ -20,7 +20,11 @@ address pair a path through a middle router. Steps:
   4. interface c2 removed from every child (one exchange), then added back
   5. c1 silently blackholed in the middle (no link event): the traffic goes on c2; c1 back
   6. a clone of the IKE SA (RFC 7791) moved to the second link, carrying its own child
-  7. the report: every figure above, `mifsec status` of both ends
+  7. the report: every figure above, `mifsec status` of both ends; the report as JSON
+     (bench/results/demo-DATE.json, --results), the client's status sampled at 10 Hz during
+     steps 3 to 5 beside it (.jsonl.gz) and scripts/plot.py's PNGs of them
+     (demo-DATE-throughput.png, -rtt.png: per-path throughput and RTT with the handover,
+     the removal, the addition and the failure marked; none without matplotlib)
 
 A step whose feature this binary lacks says "not available in this build" and the demo goes
 on; any other failure stops it (exit status 1) with the logs kept. Needs root, iperf3,
@@ -42,6 +46,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "testkit" / "python"))
+sys.path.insert(0, str(ROOT / "scripts"))  # plot.py
 import mifsec_testkit as kit  # noqa: E402
 from mifsec_testkit import (  # noqa: E402
     MIF_CLIENT_LINKS, MIF_GATEWAY_LINKS, Capture, MifLab, in_ns, sh,
@@ -186,6 +191,31 @@ def mif(lab: MifLab, *args: str):
     return out
 
 
+def results(a, samples: Path) -> list[Path]:
+    """The report as JSON (--results PREFIX.json), the samples of steps 3 to 5 gzipped
+    beside it (PREFIX.jsonl.gz) and plot.py's PNGs of them (PREFIX-throughput.png,
+    PREFIX-rtt.png; none without matplotlib, which plot.py says)."""
+    import plot  # scripts/plot.py, beside this file
+
+    prefix = Path(a.results) if a.results else \
+        ROOT / "bench" / "results" / f"demo-{time.strftime('%Y-%m-%d')}"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    out = [kit.gzip_to(samples, prefix.with_name(prefix.name + ".jsonl.gz"))]
+    try:
+        out += plot.plot_if_possible(samples, prefix.parent, prefix.name,
+                                     title=f"demo: {a.children} children, soft handover "
+                                     "c1 -> c2, c2 removed and added, c1 blackholed 3 s")
+    except Exception as e:  # noqa: BLE001  (a plot is not a result)
+        say(f"plot failed: {e}")
+    doc = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "children": a.children, "report": REPORT,
+           "files": [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+                     for p in out]}
+    j = prefix.with_name(prefix.name + ".json")
+    j.write_text(json.dumps(doc, indent=1) + "\n")
+    return [j, *out]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
@@ -194,6 +224,8 @@ def main() -> int:
     ap.add_argument("--children", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--results", help="prefix of the report, samples and plots (default "
+                    "bench/results/demo-DATE)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("demo.py: needs root (network namespaces, TUN)", file=sys.stderr)
@@ -203,6 +235,7 @@ def main() -> int:
     os.chmod(work, 0o711)  # the daemons drop root and must reach their sockets inside
     lab = MifLab(work, binary, prefix=os.environ.get("DEMO_PREFIX", "mfdm"))
     ok = False
+    sampler = None
     try:
         step(f"lab: client c1 {C1} ({RATES[0]} Mbit/s), c2 {C2} ({RATES[1]} Mbit/s); "
              f"gateway g1 {G1}, g2 {G2}; {a.children} children's inner addresses")
@@ -259,6 +292,9 @@ def main() -> int:
         report(f"IKE-negotiated child 0{' (aggregate, m x n paths)' if mif_ok else ' (one path)'}: "
                f"{ikerate:.1f} Mbit/s = {100 * ikerate / manual:.1f}% of the manual SA")
 
+        # The client's paths at 10 Hz from here to the end of the blackhole, for plot.py.
+        sampler = kit.StatusSampler(binary, lab.sock("cl"), work / "samples.jsonl", hz=10,
+                                    limit=120, slim=True).start()
         step(f"soft handover of all {a.children} children from c1 to c2, one exchange, "
              "under 10,000 packets/s")
         if not mif_ok:
@@ -298,6 +334,8 @@ def main() -> int:
         r = s.wait()
         report(f"c1 blackholed for 3 s at 1,000 packets/s: {line(r)} (longest gap from "
                f"{r['longest_gap_from'] - t_bh:+.2f} s after the failure)")
+        samples = sampler.stop()
+        sampler = None
 
         step("a clone of the IKE SA on the second link (RFC 7791)")
         if not clone_ok:
@@ -338,10 +376,14 @@ def main() -> int:
         for l in REPORT:
             say(l)
         say(f"load average {os.getloadavg()[0]:.2f}")
+        for f in results(a, samples):
+            say(f"wrote {f}")
         ok = True
     except Exception as e:  # noqa: BLE001
         print(f"\ndemo FAILED at step {STEP[0]}: {e}\nlogs: {work}", file=sys.stderr)
     finally:
+        if sampler is not None:
+            sampler.stop()
         lab.down()
         if ok and not a.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -41,6 +41,10 @@ if ((${#need_apt[@]})); then
     exit 1
   fi
 fi
+# matplotlib for scripts/plot.py's test (pip; Debian's package where pip may not install).
+python3 -c 'import matplotlib' 2>/dev/null ||
+  python3 -m pip install -q --root-user-action=ignore matplotlib ||
+  { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
@@ -91,6 +95,11 @@ step "multi-interface benchmark, one pass (scripts/bench_mif.py --smoke: 4 child
 python3 scripts/bench_mif.py --smoke --bin target/debug/mifsec >target/bench-mif-smoke.log 2>&1 ||
   { cat target/bench-mif-smoke.log; exit 1; }
 grep -A3 '^moving' target/bench-mif-smoke.log
+
+step "plots (scripts/test_plot.py: samples of a short real run -> PNGs)"
+python3 scripts/test_plot.py --bin target/debug/mifsec >target/test-plot.log 2>&1 ||
+  { cat target/test-plot.log; exit 1; }
+tail -n 1 target/test-plot.log
 
 step "fuzz smoke runs (${FUZZ_SECONDS}s each, from the committed seeds)"
 # Each target starts from its committed seeds (FUZZ_DIR/seeds/TARGET, scripts/fuzz-seeds.sh

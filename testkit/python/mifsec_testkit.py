@@ -236,6 +236,132 @@ class Lab:
 
 
 
+_SLIM_PATH = ("name", "interface", "local", "remote", "role", "state", "rtt_ms", "loss_pct",
+              "tx_bytes", "rx_bytes", "tx_packets", "rx_packets")
+
+
+def slim_status(st: dict) -> dict:
+    """What scripts/plot.py reads of a status: the engine SAs' names and paths, and which
+    IKE child each SA is."""
+    return {
+        "uptime_s": st.get("uptime_s"),
+        "sas": [{"name": sa.get("name"), "spi_in": sa.get("spi_in"),
+                 "paths": [{k: p.get(k) for k in _SLIM_PATH} for p in sa.get("paths") or []]}
+                for sa in st.get("sas") or []],
+        "ike_sas": [{"name": i.get("name"), "id": i.get("id"), "state": i.get("state"),
+                     "children": [{"name": c.get("name"), "sa": c.get("sa")}
+                                  for c in i.get("children") or []]}
+                    for i in st.get("ike_sas") or []],
+    }
+
+
+def gzip_to(src: Path, dst: Path) -> Path:
+    """`src` compressed into `dst` (samples beside a benchmark's results)."""
+    import gzip
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with open(src, "rb") as f, gzip.open(dst, "wb", compresslevel=6) as g:
+        shutil.copyfileobj(f, g)
+    return dst
+
+
+class StatusSampler:
+    """Samples `mifsec status --json` of the daemon at `sock` into `out`, one JSON line per
+    sample with a top-level "t" (Unix time, float seconds): the input of scripts/plot.py.
+
+    With a binary whose `status` has `--watch`, one `status --watch --json --interval`
+    process writes the lines; otherwise a thread runs `status --json` `hz` times a second.
+    Either way it stops by itself after `limit` seconds (every load loop bounded), or at
+    `stop()`; a sample the daemon does not answer is left out. `slim` (polling only) keeps
+    what plot.py reads and drops the rest ([`slim_status`]): a status of 50 children is
+    some 200 kB, its slim form a quarter of it."""
+
+    def __init__(self, binary: Path, sock: Path, out: Path, hz: float = 10.0,
+                 limit: float = 600.0, slim: bool = False):
+        import threading
+
+        self.slim = slim
+
+        self.bin, self.sock, self.out = Path(binary), Path(sock), Path(out)
+        self.interval = 1.0 / max(0.1, min(hz, 50.0))
+        self.limit = limit
+        self.samples = 0
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen | None = None
+        self._thread: threading.Thread | None = None
+        self._file = None
+        self._threading = threading
+
+    def _has_watch(self) -> bool:
+        if self.slim:
+            return False
+        r = sh(str(self.bin), "status", "--help", check=False)
+        return "--watch" in r.stdout + r.stderr
+
+    def start(self) -> "StatusSampler":
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.out, "w")
+        if self._has_watch():
+            self._proc = subprocess.Popen(
+                [str(self.bin), "status", "--watch", "--json", "--interval",
+                 f"{self.interval:.3f}", "--socket", str(self.sock)],
+                stdin=subprocess.DEVNULL, stdout=self._file, stderr=subprocess.DEVNULL)
+            self._thread = self._threading.Thread(target=self._deadline, daemon=True)
+        else:
+            self._thread = self._threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _deadline(self) -> None:
+        self._stop.wait(self.limit)
+        self._end_proc()
+
+    def _end_proc(self) -> None:
+        p = self._proc
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def _poll(self) -> None:
+        end = time.monotonic() + self.limit
+        nxt = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < end:
+            r = subprocess.run([str(self.bin), "status", "--json", "--socket", str(self.sock)],
+                               capture_output=True, text=True)
+            t = time.time()
+            if r.returncode == 0:
+                try:
+                    st = json.loads(r.stdout)
+                except ValueError:
+                    st = None
+                if isinstance(st, dict):
+                    if self.slim:
+                        st = slim_status(st)
+                    st["t"] = t
+                    self._file.write(json.dumps(st, separators=(",", ":")) + "\n")
+                    self._file.flush()
+                    self.samples += 1
+            nxt += self.interval
+            self._stop.wait(max(0.0, nxt - time.monotonic()))
+
+    def stop(self) -> Path:
+        """Ends the sampling; returns the samples file."""
+        self._stop.set()
+        self._end_proc()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._proc is not None:
+            self.samples = sum(1 for line in open(self.out) if line.strip())
+        return self.out
+
+
 # The roaming lab (mifsec_testkit::roam in the Rust kit: the same names and addresses) ----
 
 # The client's links: (device, address, middle device, middle address, route metric,
