@@ -15,8 +15,9 @@ the samples' file name without its extension):
                           (0.25), so the figure does not depend on the sampling rate
   PREFIX-rtt.png          every path's smoothed probe RTT (ms) as the engine reports it
 Both carry markers at the events derived from successive samples: a path's role changed
-(handover: active <-> standby / alternate), a path gone from an SA that is still there
-(removal), a path added to one, a path that went from up to down or lost its socket
+(handover: active <-> standby / alternate), paths of an SA replaced by others between two
+samples (handover: a move between interfaces renames the paths), a path gone from an SA
+that is still there (removal), a path added to one, a path that went from up to down or lost its socket
 (failure) and one that came back up. Events at the same instant on many SAs (one operation
 on 50 children) are one marker with a count.
 
@@ -40,7 +41,7 @@ from pathlib import Path
 
 # Marker colour and legend name of each kind of event.
 EVENT_STYLE = {
-    "handover": ("tab:purple", "handover (role change)"),
+    "handover": ("tab:purple", "handover"),
     "removed": ("tab:red", "path removed"),
     "added": ("tab:green", "path added"),
     "failure": ("black", "path down"),
@@ -163,17 +164,17 @@ def events(samples: list[dict]) -> list[dict]:
         a, b = paths_of(prev), paths_of(cur)
         live = sa_labels(prev) & sa_labels(cur)
         t = cur["t"]
+        gone: dict[str, list[str]] = defaultdict(list)
+        new: dict[str, list[str]] = defaultdict(list)
         for key in sorted(set(a) | set(b)):
             label, path = key
             pa, pb = a.get(key), b.get(key)
             if label not in live:
                 continue  # the SA itself came or went (started, rekeyed away, deleted)
             if pa is not None and pb is None:
-                out.append({"t": t, "kind": "removed", "sa": label, "path": path,
-                            "text": f"{label} {path} removed"})
+                gone[label].append(path)
             elif pa is None and pb is not None:
-                out.append({"t": t, "kind": "added", "sa": label, "path": path,
-                            "text": f"{label} {path} added"})
+                new[label].append(path)
             else:
                 ra, rb = pa.get("role"), pb.get("role")
                 if ra != rb:
@@ -186,6 +187,22 @@ def events(samples: list[dict]) -> list[dict]:
                 elif sa_ in ("down", "no-socket") and sb == "up":
                     out.append({"t": t, "kind": "recovered", "sa": label, "path": path,
                                 "text": f"{label} {path} {sa_} -> {sb}"})
+        # Paths replaced by others between two samples (a soft or hard handover between
+        # interfaces renames the paths): one handover of the SA; else removals, additions.
+        for label in sorted(set(gone) | set(new)):
+            g, n = gone.get(label, []), new.get(label, [])
+            if g and n:
+                moved = f"{','.join(g)} -> {','.join(n)}"
+                out.append({"t": t, "kind": "handover", "sa": label, "path": moved,
+                            "text": f"{label} {moved}"})
+                continue
+            for path in g:
+                out.append({"t": t, "kind": "removed", "sa": label, "path": path,
+                            "text": f"{label} {path} removed"})
+            for path in n:
+                out.append({"t": t, "kind": "added", "sa": label, "path": path,
+                            "text": f"{label} {path} added"})
+    out.sort(key=lambda e: e["t"])
     return out
 
 
@@ -224,9 +241,16 @@ def plot(samples: list[dict], out_dir: Path, prefix: str, title: str = "",
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
 
+    span = max(samples[-1]["t"] - t0, 1e-9)
+
     def draw_marks(axes, label_once: bool) -> None:
         seen = set()
+        level, last_x = 0, None
         for m in marks:
+            # Labels of markers close together are stacked, not drawn over each other.
+            x = m["t"] - t0
+            level = level + 1 if last_x is not None and x - last_x < span * 0.04 else 0
+            last_x = x
             color, name = EVENT_STYLE[m["kind"]]
             for ax in axes:
                 ax.axvline(m["t"] - t0, color=color, linestyle="--", linewidth=1, alpha=0.8,
@@ -234,8 +258,9 @@ def plot(samples: list[dict], out_dir: Path, prefix: str, title: str = "",
                            else None)
             seen.add(m["kind"])
             text = m["kind"] if m["count"] == 1 else f"{m['kind']} x{m['count']}"
-            axes[0].annotate(text, (m["t"] - t0, 1.0), xycoords=("data", "axes fraction"),
-                             rotation=90, va="top", ha="right", fontsize=7, color=color)
+            axes[0].annotate(text, (x, 1.0 - 0.3 * (level % 3)),
+                             xycoords=("data", "axes fraction"), rotation=90, va="top",
+                             ha="right", fontsize=7, color=color)
 
     keys = sorted(series)
     fig, (ax_tx, ax_rx) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)

@@ -59,14 +59,18 @@ def test_derivation() -> None:
         # rekey: a new engine SA of the same child, counters from zero: no event, no rate
         sample(2.5, [("p2", "active", "up", 10)], sa="mif-c0-bbbb"),
         sample(3.0, [("p2", "active", "up", 10), ("p3", "active", "up", 0)], sa="mif-c0-bbbb"),
+        # p2 and p3 replaced by p4 (a move between interfaces): one handover
+        sample(3.5, [("p4", "active", "up", 0)], sa="mif-c0-bbbb"),
     ]
     kinds = [(e["kind"], e["path"], e["t"]) for e in plot.events(s)]
     want = [("handover", "p1", 1.0), ("handover", "p2", 1.0), ("failure", "p2", 1.5),
-            ("removed", "p1", 2.0), ("recovered", "p2", 2.0), ("added", "p3", 3.0)]
+            ("recovered", "p2", 2.0), ("removed", "p1", 2.0), ("added", "p3", 3.0),
+            ("handover", "p2,p3 -> p4", 3.5)]
     assert kinds == want, kinds
     m = plot.markers(plot.events(s))
     assert [(x["kind"], x["count"]) for x in m] == [
-        ("handover", 2), ("failure", 1), ("removed", 1), ("recovered", 1), ("added", 1)], m
+        ("handover", 2), ("failure", 1), ("recovered", 1), ("removed", 1), ("added", 1),
+        ("handover", 1)], m
     r = plot.rates(s, "sa", window=0.5)
     p1 = r["mif/c0/p1"]
     assert p1["t"][0] == 0.5 and abs(p1["tx"][0] - 2.0) < 1e-9, p1  # 125 kB in 0.5 s
