@@ -1,550 +1,578 @@
-//! The `mifsec` command line: a small hand-written parser (a dozen options do not justify a
-//! dependency) that turns the arguments into a [`Command`].
+//! The `mifsec` command line, declared with clap's derive API: [`Cli`] holds a [`Command`],
+//! and `ctl`'s subcommands are the [`Ctl`] enum. The help of every command, the shell
+//! completions and the man page come from these declarations (each variant's doc comment is
+//! its help).
 //!
-//! Options may come anywhere after the subcommand, as `--name value` or `--name=value`;
-//! `--` ends the options. `-h`/`--help` anywhere asks for the usage text.
+//! # Adding a command
+//! - A top-level command (`mifsec NAME ...`): add one variant to [`Command`] (its doc comment
+//!   is the help; a client of the control socket takes the same `socket` field as
+//!   [`Command::Status`]) and one match arm in `execute` in main.rs.
+//! - A `ctl` subcommand (`mifsec ctl NAME ...`): add one variant to [`Ctl`] and one match
+//!   arm in [`Ctl::request`] that builds its [`Request`]; main.rs sends it and prints the
+//!   answer as it does for every other `ctl` request. `--socket` is already there.
+//!
+//! Exit codes ([`EXIT_CODES`]): 0 success, 1 the daemon refused the request or failed, 2 a
+//! usage error or an invalid configuration, 3 the daemon cannot be reached.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::config::DEFAULT_SOCKET;
 use crate::ctl::Request;
 
-/// The usage text of `mifsec --help`.
-pub const USAGE: &str = "\
-usage: mifsec COMMAND [OPTIONS]
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// The daemon refused the request, or failed (`run`).
+pub const EXIT_FAILED: i32 = crate::daemon::EXIT_FAILURE;
+/// A usage error, or an invalid configuration file (`run`, `check`).
+pub const EXIT_USAGE: i32 = crate::daemon::EXIT_CONFIG;
+/// The daemon cannot be reached on its control socket (not running, another socket, or no
+/// permission).
+pub const EXIT_UNREACHABLE: i32 = 3;
 
-  run --config FILE                     run the daemon in the foreground
-  check --config FILE                   parse and validate FILE, print a summary
-  status [--json]                       SAs, paths, interfaces and counters
-  keys --wireshark                      the keys as Wireshark esp_sa and ikev2 lines
-  ctl handover SA PATH [--hard]         make PATH the only active path of SA
-  ctl add-interface NAME --address A [--device D] [--port P]
-  ctl remove-interface NAME
-  ctl policy SA POLICY                  failover, aggregate, redundant or pinned
-  ctl add-path SA NAME --interface I --remote A:P [--role R] [--weight W]
-  ctl remove-path SA NAME
-  ctl initiate CONN                     start an IKE SA for a [connections.CONN]
-  ctl terminate CONN                    delete CONN's IKE SAs and their child SAs
-  ctl rekey CONN [--ike]                rekey CONN's child SAs (or, with --ike, its IKE SA)
-  ctl move CONN --local A [--remote A]  move CONN's IKE SA and child SAs to our address A
-                                        (MOBIKE; only an IKE SA we initiated)
-  ctl mif CONN add IFACE [--standby]    multi-interface operations with a mifsec peer, each
-  ctl mif CONN remove IFACE             one exchange for every child SA selected; IFACE is
-  ctl mif CONN soft-handover FROM TO    an [interfaces.*] name; selection --all (default),
-  ctl mif CONN hard-handover FROM TO    --spi SPI[,SPI...] (our inbound SPIs) or
-  ctl mif CONN alternates [IFACE...]    --ts LOCAL_CIDR[,..][:REMOTE_CIDR,..]; --check asks
-  ctl mif CONN check IFACE              and changes nothing. Prints the peer's answer per
-                                        child SA (waits up to 5 s)
-  ctl clone CONN [--local A] [--remote A] [--child NAME]
-                                        clone CONN's IKE SA (RFC 7791), move the clone to
-                                        A (MOBIKE), negotiate child NAME on it
-  help                                  this text
+/// The exit codes as `mifsec --help` shows them.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   success
+  1   the daemon refused the request, or failed (run)
+  2   usage error, or an invalid configuration file (run, check)
+  3   the daemon cannot be reached on its control socket
+  70  the daemon stopped on an internal error (run)
 
-status, keys and ctl take --socket PATH (default /run/mifsec/mifsec.sock).
-The configuration file is described in docs/CONFIG.md.
-";
+The configuration file is described in docs/CONFIG.md.";
+
+/// mifsec: a userspace IPsec VPN (ESP over UDP over TUN, IKEv2, MOBIKE, multiple
+/// interfaces).
+#[derive(Debug, Parser)]
+#[command(
+    name = "mifsec",
+    version,
+    arg_required_else_help = true,
+    after_help = EXIT_CODES,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
 
 /// What the command line asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Print the usage text.
-    Help,
-    /// Print the version.
-    Version,
-    /// Run the daemon with this configuration file.
+    /// Run the daemon in the foreground.
     Run {
-        /// The configuration file.
+        /// The configuration file (docs/CONFIG.md).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Parse and validate a configuration file.
+    /// Parse and validate a configuration file, print a summary.
     Check {
-        /// The configuration file.
+        /// The configuration file (docs/CONFIG.md).
+        #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Show the daemon's status.
+    /// SAs, paths, interfaces and counters of the running daemon.
     Status {
         /// Print the JSON as served instead of text.
+        #[arg(long)]
         json: bool,
-        /// The control socket.
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Print the keys as Wireshark `esp_sa` lines.
+    /// The keys as Wireshark esp_sa and ikev2 lines (needs root).
     Keys {
-        /// The control socket.
+        /// Wireshark's format (the only one, and required).
+        #[arg(long, required = true)]
+        wireshark: bool,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
-    /// Send one control request.
+    /// Send one control request to the running daemon.
     Ctl {
-        /// The control socket.
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET, global = true)]
         socket: PathBuf,
         /// The request.
-        request: Request,
+        #[command(subcommand)]
+        command: Ctl,
+    },
+    /// Print the version.
+    #[command(hide = true)]
+    Version,
+}
+
+/// The requests of `mifsec ctl`.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Ctl {
+    /// Make PATH the only active path of SA (make-before-break unless --hard).
+    Handover {
+        /// The SA ([sa.NAME]).
+        sa: String,
+        /// The path to make active.
+        path: String,
+        /// Switch at once instead of make-before-break.
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Open a socket on a new interface.
+    AddInterface {
+        /// The interface's name (what paths refer to).
+        name: String,
+        /// The local address to bind.
+        #[arg(long, value_name = "A")]
+        address: String,
+        /// The OS device to bind to.
+        #[arg(long, value_name = "D")]
+        device: Option<String>,
+        /// The local UDP port (default 4500).
+        #[arg(long, value_name = "P")]
+        port: Option<u16>,
+    },
+    /// Close an interface's socket.
+    RemoveInterface {
+        /// The interface's name.
+        name: String,
+    },
+    /// Change an SA's scheduling policy: failover, aggregate, redundant or pinned.
+    Policy {
+        /// The SA.
+        sa: String,
+        /// failover, aggregate, redundant or pinned.
+        policy: String,
+    },
+    /// Add a path to an SA.
+    AddPath {
+        /// The SA.
+        sa: String,
+        /// The new path's name.
+        name: String,
+        /// The interface it sends on.
+        #[arg(long, value_name = "I")]
+        interface: String,
+        /// The peer's address:port.
+        #[arg(long, value_name = "A:P")]
+        remote: String,
+        /// active (default), standby or alternate.
+        #[arg(long, value_name = "R")]
+        role: Option<String>,
+        /// The aggregate weight, 1 to 1000000 (default 1).
+        #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        weight: Option<u32>,
+    },
+    /// Remove a path from an SA.
+    RemovePath {
+        /// The SA.
+        sa: String,
+        /// The path's name.
+        name: String,
+    },
+    /// Start an IKE SA for a [connections.CONN].
+    Initiate {
+        /// The connection.
+        conn: String,
+    },
+    /// Delete CONN's IKE SAs and their child SAs.
+    Terminate {
+        /// The connection.
+        conn: String,
+    },
+    /// Rekey CONN's child SAs (or, with --ike, its IKE SA).
+    Rekey {
+        /// The connection.
+        conn: String,
+        /// Rekey the IKE SA rather than the child SAs.
+        #[arg(long)]
+        ike: bool,
+    },
+    /// Move CONN's IKE SA and child SAs to our address A (MOBIKE; only an IKE SA we
+    /// initiated).
+    Move {
+        /// The connection.
+        conn: String,
+        /// Our address to move to.
+        #[arg(long, value_name = "A")]
+        local: String,
+        /// The peer's address to move to (default: its current one).
+        #[arg(long, value_name = "A")]
+        remote: Option<String>,
+    },
+    /// Multi-interface operations with a mifsec peer, one exchange for every child SA
+    /// selected.
+    ///
+    /// add IFACE [--standby], remove IFACE, soft-handover FROM TO, hard-handover FROM TO,
+    /// alternates [IFACE...], check IFACE. IFACE is an [interfaces.*] name. The selection
+    /// is --all (the default), --spi SPI[,SPI...] (our inbound SPIs) or
+    /// --ts LOCAL_CIDR[,..][:REMOTE_CIDR,..]; --check asks and changes nothing. Prints the
+    /// peer's answer per child SA (waits up to 5 s).
+    Mif {
+        /// The connection.
+        conn: String,
+        /// The operation.
+        #[arg(value_parser = ["add", "remove", "soft-handover", "hard-handover", "alternates", "check"])]
+        op: String,
+        /// The interfaces the operation names.
+        #[arg(value_name = "IFACE")]
+        interfaces: Vec<String>,
+        /// add: as a standby interface.
+        #[arg(long)]
+        standby: bool,
+        /// Every child SA (the default).
+        #[arg(long, conflicts_with_all = ["spi", "ts"])]
+        all: bool,
+        /// These child SAs, by our inbound SPI (hex, as status prints them).
+        #[arg(long, value_name = "SPI[,SPI...]")]
+        spi: Option<String>,
+        /// The child SAs whose selectors lie inside these.
+        #[arg(long, value_name = "LOCAL_CIDR[,..][:REMOTE_CIDR,..]")]
+        ts: Option<String>,
+        /// Ask the peer, change nothing (dry run).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Clone CONN's IKE SA (RFC 7791), move the clone to A (MOBIKE), negotiate child NAME
+    /// on it.
+    Clone {
+        /// The connection.
+        conn: String,
+        /// Our address to move the clone to (default: it stays on the original's path).
+        #[arg(long, value_name = "A")]
+        local: Option<String>,
+        /// The peer's address to move it to (default: its current one).
+        #[arg(long, value_name = "A")]
+        remote: Option<String>,
+        /// The child configuration to negotiate on the clone.
+        #[arg(long, value_name = "NAME")]
+        child: Option<String>,
     },
 }
 
-/// Options and positional arguments of one subcommand.
-struct Args {
-    positional: Vec<String>,
-    options: Vec<(&'static str, Option<String>)>,
-}
-
-impl Args {
-    /// Splits `args` given the flags (no value) and valued options this subcommand takes.
-    fn split(
-        args: &[String],
-        flags: &[&'static str],
-        valued: &[&'static str],
-    ) -> Result<Args, String> {
-        let mut out = Args {
-            positional: Vec::new(),
-            options: Vec::new(),
-        };
-        let mut it = args.iter();
-        while let Some(arg) = it.next() {
-            if arg == "--" {
-                out.positional.extend(it.by_ref().cloned());
-                break;
-            }
-            let Some(body) = arg.strip_prefix("--") else {
-                if arg.starts_with('-') && arg.len() > 1 {
-                    return Err(format!("unknown option {arg}"));
-                }
-                out.positional.push(arg.clone());
-                continue;
-            };
-            let (name, inline) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_owned())),
-                None => (body, None),
-            };
-            let (name, value) = if let Some(&n) = flags.iter().find(|&&f| f == name) {
-                if inline.is_some() {
-                    return Err(format!("--{n} takes no value"));
-                }
-                (n, None)
-            } else if let Some(&n) = valued.iter().find(|&&f| f == name) {
-                let v = match inline {
-                    Some(v) => v,
-                    None => it
-                        .next()
-                        .cloned()
-                        .ok_or_else(|| format!("--{n} needs a value"))?,
-                };
-                (n, Some(v))
-            } else {
-                return Err(format!("unknown option --{name}"));
-            };
-            if out.options.iter().any(|(o, _)| *o == name) {
-                return Err(format!("--{name} given twice"));
-            }
-            out.options.push((name, value));
-        }
-        Ok(out)
-    }
-
-    fn flag(&self, name: &str) -> bool {
-        self.options.iter().any(|(o, _)| *o == name)
-    }
-
-    fn value(&self, name: &str) -> Option<String> {
-        self.options
-            .iter()
-            .find(|(o, _)| *o == name)
-            .and_then(|(_, v)| v.clone())
-    }
-
-    fn required(&self, name: &str, what: &str) -> Result<String, String> {
-        self.value(name)
-            .ok_or_else(|| format!("{what} needs --{name}"))
-    }
-
-    fn socket(&self) -> PathBuf {
-        PathBuf::from(
-            self.value("socket")
-                .unwrap_or_else(|| DEFAULT_SOCKET.to_owned()),
-        )
-    }
-
-    /// Exactly `names.len()` positional arguments, named in the error.
-    fn positional<const N: usize>(
-        &self,
-        what: &str,
-        names: [&str; N],
-    ) -> Result<[String; N], String> {
-        if self.positional.len() != N {
-            let want = if N == 0 {
-                "no arguments".to_owned()
-            } else {
-                names.join(" ")
-            };
-            return Err(format!("{what} takes {want}, got {:?}", self.positional));
-        }
-        Ok(std::array::from_fn(|i| self.positional[i].clone()))
-    }
-}
-
-fn number<T: std::str::FromStr>(
-    v: Option<String>,
-    name: &str,
-    range: &str,
-) -> Result<Option<T>, String> {
-    v.map(|s| {
-        s.parse()
-            .map_err(|_| format!("--{name}: {s:?} is not a number {range}"))
-    })
-    .transpose()
-}
-
-/// Parses the arguments (without the program name). An error is a usage error: the caller
-/// prints it with the usage text and exits 2.
-pub fn parse(args: &[String]) -> Result<Command, String> {
-    if args
-        .iter()
-        .take_while(|a| *a != "--")
-        .any(|a| a == "-h" || a == "--help")
-    {
-        return Ok(Command::Help);
-    }
-    let Some((cmd, rest)) = args.split_first() else {
-        return Err("no command given".into());
-    };
-    match cmd.as_str() {
-        "help" => Ok(Command::Help),
-        "version" | "--version" | "-V" => Ok(Command::Version),
-        "run" | "check" => {
-            let a = Args::split(rest, &[], &["config"])?;
-            a.positional::<0>(cmd, [])?;
-            let config = PathBuf::from(a.required("config", cmd)?);
-            Ok(if cmd == "run" {
-                Command::Run { config }
-            } else {
-                Command::Check { config }
-            })
-        }
-        "status" => {
-            let a = Args::split(rest, &["json"], &["socket"])?;
-            a.positional::<0>("status", [])?;
-            Ok(Command::Status {
-                json: a.flag("json"),
-                socket: a.socket(),
-            })
-        }
-        "keys" => {
-            let a = Args::split(rest, &["wireshark"], &["socket"])?;
-            a.positional::<0>("keys", [])?;
-            if !a.flag("wireshark") {
-                return Err("keys needs --wireshark (the only output format)".into());
-            }
-            Ok(Command::Keys { socket: a.socket() })
-        }
-        "ctl" => parse_ctl(rest),
-        other => Err(format!("unknown command {other:?}")),
-    }
-}
-
-fn parse_ctl(args: &[String]) -> Result<Command, String> {
-    let Some((sub, rest)) = args.split_first() else {
-        return Err("ctl needs a subcommand".into());
-    };
-    let what = format!("ctl {sub}");
-    let (a, request) = match sub.as_str() {
-        "handover" => {
-            let a = Args::split(rest, &["hard"], &["socket"])?;
-            let [sa, path] = a.positional(&what, ["SA", "PATH"])?;
-            let hard = a.flag("hard");
-            (a, Request::Handover { sa, path, hard })
-        }
-        "add-interface" => {
-            let a = Args::split(rest, &[], &["socket", "address", "device", "port"])?;
-            let [name] = a.positional(&what, ["NAME"])?;
-            let address = a.required("address", &what)?;
-            let port = number(a.value("port"), "port", "0 to 65535")?;
-            let device = a.value("device");
-            (
-                a,
-                Request::AddInterface {
-                    name,
-                    address,
-                    device,
-                    port,
-                },
-            )
-        }
-        "remove-interface" => {
-            let a = Args::split(rest, &[], &["socket"])?;
-            let [name] = a.positional(&what, ["NAME"])?;
-            (a, Request::RemoveInterface { name })
-        }
-        "policy" => {
-            let a = Args::split(rest, &[], &["socket"])?;
-            let [sa, policy] = a.positional(&what, ["SA", "POLICY"])?;
-            (a, Request::Policy { sa, policy })
-        }
-        "add-path" => {
-            let a = Args::split(
-                rest,
-                &[],
-                &["socket", "interface", "remote", "role", "weight"],
-            )?;
-            let [sa, name] = a.positional(&what, ["SA", "NAME"])?;
-            let interface = a.required("interface", &what)?;
-            let remote = a.required("remote", &what)?;
-            let role = a.value("role");
-            let weight = number(a.value("weight"), "weight", "1 to 1000000")?;
-            (
-                a,
-                Request::AddPath {
-                    sa,
-                    name,
-                    interface,
-                    remote,
-                    role,
-                    weight,
-                    pin: Vec::new(),
-                },
-            )
-        }
-        "remove-path" => {
-            let a = Args::split(rest, &[], &["socket"])?;
-            let [sa, name] = a.positional(&what, ["SA", "NAME"])?;
-            (a, Request::RemovePath { sa, name })
-        }
-        "initiate" | "terminate" => {
-            let a = Args::split(rest, &[], &["socket"])?;
-            let [conn] = a.positional(&what, ["CONN"])?;
-            if sub == "initiate" {
-                (a, Request::Initiate { conn })
-            } else {
-                (a, Request::Terminate { conn })
-            }
-        }
-        "rekey" => {
-            let a = Args::split(rest, &["ike"], &["socket"])?;
-            let [conn] = a.positional(&what, ["CONN"])?;
-            let ike = a.flag("ike");
-            (a, Request::Rekey { conn, ike })
-        }
-        "move" => {
-            let a = Args::split(rest, &[], &["socket", "local", "remote"])?;
-            let [conn] = a.positional(&what, ["CONN"])?;
-            let local = a.required("local", &what)?;
-            let remote = a.value("remote");
-            (
-                a,
-                Request::Move {
-                    conn,
-                    local,
-                    remote,
-                },
-            )
-        }
-        "mif" => {
-            let a = Args::split(rest, &["standby", "all", "check"], &["socket", "spi", "ts"])?;
-            let Some((conn, after)) = a.positional.split_first() else {
-                return Err("ctl mif takes CONN OPERATION [IFACE...]".into());
-            };
-            let Some((op, interfaces)) = after.split_first() else {
-                return Err("ctl mif takes CONN OPERATION [IFACE...]".into());
-            };
-            let (spi, ts) = (a.value("spi"), a.value("ts"));
-            if a.flag("all") && (spi.is_some() || ts.is_some()) {
-                return Err("--all excludes --spi and --ts".into());
-            }
-            let m = crate::ctl::mif::MifRequest {
-                conn: conn.clone(),
-                op: op.clone(),
-                interfaces: interfaces.to_vec(),
-                standby: a.flag("standby"),
+impl Ctl {
+    /// The request this subcommand sends. An error is a usage error (the same checks as the
+    /// daemon's, so that a typo is caught here).
+    pub fn request(&self) -> Result<Request, String> {
+        let c = self.clone();
+        Ok(match c {
+            Ctl::Handover { sa, path, hard } => Request::Handover { sa, path, hard },
+            Ctl::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            } => Request::AddInterface {
+                name,
+                address,
+                device,
+                port,
+            },
+            Ctl::RemoveInterface { name } => Request::RemoveInterface { name },
+            Ctl::Policy { sa, policy } => Request::Policy { sa, policy },
+            Ctl::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+            } => Request::AddPath {
+                sa,
+                name,
+                interface,
+                remote,
+                role,
+                weight,
+                pin: Vec::new(),
+            },
+            Ctl::RemovePath { sa, name } => Request::RemovePath { sa, name },
+            Ctl::Initiate { conn } => Request::Initiate { conn },
+            Ctl::Terminate { conn } => Request::Terminate { conn },
+            Ctl::Rekey { conn, ike } => Request::Rekey { conn, ike },
+            Ctl::Move {
+                conn,
+                local,
+                remote,
+            } => Request::Move {
+                conn,
+                local,
+                remote,
+            },
+            Ctl::Mif {
+                conn,
+                op,
+                interfaces,
+                standby,
+                all: _,
                 spi,
                 ts,
-                check: a.flag("check"),
-            };
-            // The same checks as the daemon's, so that a typo is a usage error here.
-            m.command()?;
-            (a, Request::Mif(m))
-        }
-        "clone" => {
-            let a = Args::split(rest, &[], &["socket", "local", "remote", "child"])?;
-            let [conn] = a.positional(&what, ["CONN"])?;
-            let (local, remote, child) = (a.value("local"), a.value("remote"), a.value("child"));
-            (
-                a,
-                Request::Clone {
+                check,
+            } => {
+                let m = crate::ctl::mif::MifRequest {
                     conn,
-                    local,
-                    remote,
-                    child,
-                },
-            )
+                    op,
+                    interfaces,
+                    standby,
+                    spi,
+                    ts,
+                    check,
+                };
+                m.command()?;
+                Request::Mif(m)
+            }
+            Ctl::Clone {
+                conn,
+                local,
+                remote,
+                child,
+            } => Request::Clone {
+                conn,
+                local,
+                remote,
+                child,
+            },
+        })
+    }
+}
+
+/// The clap definition of the whole command line (for completions, the man page and
+/// errors).
+pub fn definition() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    cmd
+}
+
+/// Parses the command line, the program's name first (as `std::env::args_os()` gives it).
+/// `--help` and `--version` come back as errors too: print them with
+/// [`clap::Error::print`] and exit with [`clap::Error::exit_code`] (0 for those, 2 for a
+/// usage error).
+pub fn parse<I, T>(args: I) -> Result<Command, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    use clap::FromArgMatches as _;
+    let mut def = definition();
+    let matches = def.try_get_matches_from_mut(args)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut def))?;
+    if let Command::Ctl { command, .. } = &cli.command {
+        if let Err(msg) = command.request() {
+            let name = matches
+                .subcommand_matches("ctl")
+                .and_then(|m| m.subcommand_name())
+                .unwrap_or_default();
+            let ctl = def.find_subcommand_mut("ctl").expect("ctl is defined");
+            let err = match ctl.find_subcommand_mut(name) {
+                Some(sub) => sub.error(clap::error::ErrorKind::ValueValidation, msg),
+                None => ctl.error(clap::error::ErrorKind::ValueValidation, msg),
+            };
+            return Err(err);
         }
-        other => return Err(format!("unknown ctl subcommand {other:?}")),
-    };
-    Ok(Command::Ctl {
-        socket: a.socket(),
-        request,
-    })
+    }
+    Ok(cli.command)
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::error::ErrorKind;
+
     use super::*;
 
-    fn p(line: &str) -> Result<Command, String> {
-        let args: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
-        parse(&args)
+    fn p(line: &str) -> Result<Command, clap::Error> {
+        parse(std::iter::once("mifsec").chain(line.split_whitespace()))
+    }
+
+    /// The error's kind and its first line.
+    fn err(line: &str) -> (ErrorKind, String) {
+        let e = p(line).expect_err(line);
+        let text = e.render().to_string();
+        (e.kind(), text.lines().next().unwrap_or("").to_owned())
     }
 
     fn sock(s: &str) -> PathBuf {
         PathBuf::from(s)
     }
 
+    fn ctl(line: &str) -> Result<(PathBuf, Request), String> {
+        match p(line) {
+            Ok(Command::Ctl { socket, command }) => Ok((socket, command.request().unwrap())),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.render().to_string()),
+        }
+    }
+
+    fn req(line: &str) -> Request {
+        ctl(line).unwrap_or_else(|e| panic!("{line}: {e}")).1
+    }
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
     #[test]
     fn commands() {
         assert_eq!(
-            p("run --config gw.toml"),
-            Ok(Command::Run {
+            p("run --config gw.toml").unwrap(),
+            Command::Run {
                 config: "gw.toml".into()
-            })
+            }
         );
         assert_eq!(
-            p("check --config=gw.toml"),
-            Ok(Command::Check {
+            p("check --config=gw.toml").unwrap(),
+            Command::Check {
                 config: "gw.toml".into()
-            })
+            }
         );
         assert_eq!(
-            p("status"),
-            Ok(Command::Status {
+            p("status").unwrap(),
+            Command::Status {
                 json: false,
                 socket: sock(DEFAULT_SOCKET)
-            })
+            }
         );
         assert_eq!(
-            p("status --socket /tmp/s --json"),
-            Ok(Command::Status {
+            p("status --socket /tmp/s --json").unwrap(),
+            Command::Status {
                 json: true,
                 socket: sock("/tmp/s")
-            })
+            }
         );
         assert_eq!(
-            p("keys --wireshark --socket=/tmp/s"),
-            Ok(Command::Keys {
+            p("keys --wireshark --socket=/tmp/s").unwrap(),
+            Command::Keys {
+                wireshark: true,
                 socket: sock("/tmp/s")
-            })
+            }
         );
-        assert_eq!(p("help"), Ok(Command::Help));
-        assert_eq!(p("--help"), Ok(Command::Help));
-        assert_eq!(p("ctl handover t p -h"), Ok(Command::Help));
+        for help in [
+            "help",
+            "--help",
+            "-h",
+            "ctl handover t p -h",
+            "ctl mif --help",
+        ] {
+            assert_eq!(err(help).0, ErrorKind::DisplayHelp, "{help}");
+        }
+        assert_eq!(err("--version").0, ErrorKind::DisplayVersion);
+        assert_eq!(err("-V").0, ErrorKind::DisplayVersion);
+        assert_eq!(p("version").unwrap(), Command::Version);
+        assert_eq!(
+            req("ctl initiate home"),
+            Request::Initiate {
+                conn: "home".into()
+            }
+        );
+        assert_eq!(
+            req("ctl move home --local 198.18.22.2 --remote 198.18.20.11"),
+            Request::Move {
+                conn: "home".into(),
+                local: "198.18.22.2".into(),
+                remote: Some("198.18.20.11".into())
+            }
+        );
         assert!(matches!(
-            p("ctl initiate home"),
-            Ok(Command::Ctl { request: Request::Initiate { conn }, .. }) if conn == "home"
-        ));
-        assert!(matches!(
-            p("ctl move home --local 198.18.22.2 --remote 198.18.20.11"),
-            Ok(Command::Ctl { request: Request::Move { conn, local, remote: Some(r) }, .. })
-                if conn == "home" && local == "198.18.22.2" && r == "198.18.20.11"
-        ));
-        assert!(matches!(
-            p("ctl move home --local 198.18.22.2"),
-            Ok(Command::Ctl {
-                request: Request::Move { remote: None, .. },
-                ..
-            })
+            req("ctl move home --local 198.18.22.2"),
+            Request::Move { remote: None, .. }
         ));
         assert!(p("ctl move home").is_err());
+        assert_eq!(
+            req("ctl clone home --local 198.18.22.2 --child net2"),
+            Request::Clone {
+                conn: "home".into(),
+                local: Some("198.18.22.2".into()),
+                remote: None,
+                child: Some("net2".into())
+            }
+        );
         assert!(matches!(
-            p("ctl clone home --local 198.18.22.2 --child net2"),
-            Ok(Command::Ctl {
-                request: Request::Clone { conn, local: Some(l), remote: None, child: Some(c) },
+            req("ctl clone home"),
+            Request::Clone {
+                local: None,
+                child: None,
                 ..
-            }) if conn == "home" && l == "198.18.22.2" && c == "net2"
-        ));
-        assert!(matches!(
-            p("ctl clone home"),
-            Ok(Command::Ctl {
-                request: Request::Clone {
-                    local: None,
-                    child: None,
-                    ..
-                },
-                ..
-            })
+            }
         ));
         assert!(p("ctl clone").is_err());
-        assert!(matches!(
-            p("ctl rekey home --ike"),
-            Ok(Command::Ctl { request: Request::Rekey { conn, ike: true }, .. }) if conn == "home"
-        ));
-        assert!(matches!(
-            p("ctl rekey home"),
-            Ok(Command::Ctl { request: Request::Rekey { conn, ike: false }, .. }) if conn == "home"
-        ));
-        assert!(matches!(
-            p("ctl terminate home"),
-            Ok(Command::Ctl { request: Request::Terminate { conn }, .. }) if conn == "home"
-        ));
-        assert_eq!(p("--version"), Ok(Command::Version));
+        assert_eq!(
+            req("ctl rekey home --ike"),
+            Request::Rekey {
+                conn: "home".into(),
+                ike: true
+            }
+        );
+        assert_eq!(
+            req("ctl rekey home"),
+            Request::Rekey {
+                conn: "home".into(),
+                ike: false
+            }
+        );
+        assert_eq!(
+            req("ctl terminate home"),
+            Request::Terminate {
+                conn: "home".into()
+            }
+        );
     }
 
     #[test]
     fn ctl_commands() {
-        let ctl = |request| {
-            Ok(Command::Ctl {
-                socket: sock(DEFAULT_SOCKET),
-                request,
-            })
-        };
         assert_eq!(
-            p("ctl handover tunnel fast --hard"),
-            ctl(Request::Handover {
+            req("ctl handover tunnel fast --hard"),
+            Request::Handover {
                 sa: "tunnel".into(),
                 path: "fast".into(),
                 hard: true
-            })
+            }
         );
         assert_eq!(
-            p("ctl handover tunnel fast"),
-            ctl(Request::Handover {
+            req("ctl handover tunnel fast"),
+            Request::Handover {
                 sa: "tunnel".into(),
                 path: "fast".into(),
                 hard: false
-            })
+            }
         );
         assert_eq!(
-            p("ctl add-interface link3 --address 198.18.3.2 --device veth-c3 --port 4501"),
-            ctl(Request::AddInterface {
+            req("ctl add-interface link3 --address 198.18.3.2 --device veth-c3 --port 4501"),
+            Request::AddInterface {
                 name: "link3".into(),
                 address: "198.18.3.2".into(),
                 device: Some("veth-c3".into()),
                 port: Some(4501)
-            })
+            }
         );
         assert_eq!(
-            p("ctl add-interface link3 --address ::1"),
-            ctl(Request::AddInterface {
+            req("ctl add-interface link3 --address ::1"),
+            Request::AddInterface {
                 name: "link3".into(),
                 address: "::1".into(),
                 device: None,
                 port: None
-            })
+            }
         );
         assert_eq!(
-            p("ctl remove-interface link3"),
-            ctl(Request::RemoveInterface {
+            req("ctl remove-interface link3"),
+            Request::RemoveInterface {
                 name: "link3".into()
-            })
+            }
         );
         assert_eq!(
-            p("ctl policy tunnel redundant"),
-            ctl(Request::Policy {
+            req("ctl policy tunnel redundant"),
+            Request::Policy {
                 sa: "tunnel".into(),
                 policy: "redundant".into()
-            })
+            }
         );
         assert_eq!(
-            p(
+            req(
                 "ctl add-path tunnel p3 --interface link3 --remote 198.18.3.1:4500 --role standby --weight 5"
             ),
-            ctl(Request::AddPath {
+            Request::AddPath {
                 sa: "tunnel".into(),
                 name: "p3".into(),
                 interface: "link3".into(),
@@ -552,34 +580,37 @@ mod tests {
                 role: Some("standby".into()),
                 weight: Some(5),
                 pin: vec![],
-            })
+            }
+        );
+        // --socket after the request, or between `ctl` and the request.
+        let rp = Request::RemovePath {
+            sa: "tunnel".into(),
+            name: "p3".into(),
+        };
+        assert_eq!(
+            ctl("ctl remove-path tunnel p3 --socket /x"),
+            Ok((sock("/x"), rp.clone()))
         );
         assert_eq!(
-            p("ctl remove-path tunnel p3 --socket /x"),
-            Ok(Command::Ctl {
-                socket: sock("/x"),
-                request: Request::RemovePath {
-                    sa: "tunnel".into(),
-                    name: "p3".into()
-                }
-            })
+            ctl("ctl --socket=/y remove-path tunnel p3"),
+            Ok((sock("/y"), rp.clone()))
+        );
+        assert_eq!(
+            ctl("ctl remove-path tunnel p3"),
+            Ok((sock(DEFAULT_SOCKET), rp))
         );
     }
 
     #[test]
     fn ctl_mif() {
         use crate::ctl::mif::MifRequest;
-        let m = |line: &str| match p(line) {
-            Ok(Command::Ctl {
-                request: Request::Mif(m),
-                ..
-            }) => Ok(m),
-            Ok(other) => panic!("{other:?}"),
-            Err(e) => Err(e),
+        let m = |line: &str| match req(line) {
+            Request::Mif(m) => m,
+            other => panic!("{other:?}"),
         };
         assert_eq!(
             m("ctl mif home soft-handover link1 link3 --spi c1000001,c1000002 --check"),
-            Ok(MifRequest {
+            MifRequest {
                 conn: "home".into(),
                 op: "soft-handover".into(),
                 interfaces: vec!["link1".into(), "link3".into()],
@@ -587,77 +618,149 @@ mod tests {
                 spi: Some("c1000001,c1000002".into()),
                 ts: None,
                 check: true,
-            })
+            }
         );
-        let a = m("ctl mif home add link3 --standby --all").unwrap();
+        let a = m("ctl mif home add link3 --standby --all");
         assert!(a.standby && a.spi.is_none() && a.ts.is_none() && !a.check);
-        let a = m("ctl mif home alternates --ts 10.1.0.0/16:10.2.0.0/16").unwrap();
+        let a = m("ctl mif home alternates --ts 10.1.0.0/16:10.2.0.0/16");
         assert!(a.interfaces.is_empty());
         assert_eq!(a.ts.as_deref(), Some("10.1.0.0/16:10.2.0.0/16"));
+        assert_eq!(err("ctl mif home").0, ErrorKind::MissingRequiredArgument);
         assert_eq!(
-            m("ctl mif home"),
-            Err("ctl mif takes CONN OPERATION [IFACE...]".into())
+            err("ctl mif home remove l1 --all --spi 1").0,
+            ErrorKind::ArgumentConflict
         );
+        // The daemon's own checks, as a usage error.
         assert_eq!(
-            m("ctl mif home remove l1 --all --spi 1"),
-            Err("--all excludes --spi and --ts".into())
+            err("ctl mif home remove"),
+            (
+                ErrorKind::ValueValidation,
+                "error: mif remove takes IFACE, got []".to_owned()
+            )
         );
-        assert_eq!(
-            m("ctl mif home remove"),
-            Err("mif remove takes IFACE, got []".into())
-        );
-        assert!(m("ctl mif home teleport l1").is_err());
+        let e = p("ctl mif home remove").unwrap_err().render().to_string();
+        assert!(e.contains("Usage: mifsec ctl mif"), "{e}");
+        assert_eq!(err("ctl mif home teleport l1").0, ErrorKind::InvalidValue);
     }
 
     #[test]
     fn usage_errors() {
-        for (line, want) in [
-            ("", "no command given"),
-            ("frobnicate", "unknown command \"frobnicate\""),
-            ("run", "run needs --config"),
-            ("run --config", "--config needs a value"),
-            ("run --config a --config b", "--config given twice"),
-            ("run gw.toml", "run takes no arguments, got [\"gw.toml\"]"),
-            ("status --verbose", "unknown option --verbose"),
-            ("status -v", "unknown option -v"),
-            ("status --json=yes", "--json takes no value"),
-            ("keys", "keys needs --wireshark (the only output format)"),
-            ("ctl", "ctl needs a subcommand"),
-            ("ctl reboot", "unknown ctl subcommand \"reboot\""),
+        for (line, kind, first) in [
+            ("", ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand, ""),
+            (
+                "frobnicate",
+                ErrorKind::InvalidSubcommand,
+                "error: unrecognized subcommand 'frobnicate'",
+            ),
+            (
+                "run",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
+            ),
+            (
+                "run --config",
+                ErrorKind::InvalidValue,
+                "error: a value is required for '--config <FILE>' but none was supplied",
+            ),
+            (
+                "run --config a --config b",
+                ErrorKind::ArgumentConflict,
+                "error: the argument '--config <FILE>' cannot be used multiple times",
+            ),
+            (
+                "run gw.toml",
+                ErrorKind::UnknownArgument,
+                "error: unexpected argument 'gw.toml' found",
+            ),
+            (
+                "status --verbose",
+                ErrorKind::UnknownArgument,
+                "error: unexpected argument '--verbose' found",
+            ),
+            (
+                "status -v",
+                ErrorKind::UnknownArgument,
+                "error: unexpected argument '-v' found",
+            ),
+            (
+                "status --json=yes",
+                ErrorKind::TooManyValues,
+                "error: unexpected value 'yes' for '--json' found; no more were expected",
+            ),
+            (
+                "keys",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
+            ),
+            (
+                "ctl",
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand,
+                "",
+            ),
+            (
+                "ctl reboot",
+                ErrorKind::InvalidSubcommand,
+                "error: unrecognized subcommand 'reboot'",
+            ),
             (
                 "ctl handover tunnel",
-                "ctl handover takes SA PATH, got [\"tunnel\"]",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
             ),
-            ("ctl add-interface l3", "ctl add-interface needs --address"),
+            (
+                "ctl add-interface l3",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
+            ),
             (
                 "ctl add-interface l3 --address ::1 --port x",
-                "--port: \"x\" is not a number 0 to 65535",
+                ErrorKind::ValueValidation,
+                "error: invalid value 'x' for '--port <P>': invalid digit found in string",
             ),
             (
                 "ctl add-path t p --interface l",
-                "ctl add-path needs --remote",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
             ),
             (
-                "ctl add-path t p --interface l --remote 1.2.3.4:5 --weight -1",
-                "--weight: \"-1\" is not a number 1 to 1000000",
+                "ctl add-path t p --interface l --remote 1.2.3.4:5 --weight 0",
+                ErrorKind::ValueValidation,
+                "error: invalid value '0' for '--weight <W>': 0 is not in 1..=1000000",
             ),
-            ("ctl policy t", "ctl policy takes SA POLICY, got [\"t\"]"),
-            ("ctl remove-path t p --hard", "unknown option --hard"),
+            (
+                "ctl policy t",
+                ErrorKind::MissingRequiredArgument,
+                "error: the following required arguments were not provided:",
+            ),
+            (
+                "ctl remove-path t p --hard",
+                ErrorKind::UnknownArgument,
+                "error: unexpected argument '--hard' found",
+            ),
         ] {
-            assert_eq!(p(line), Err(want.to_owned()), "{line}");
+            let (k, f) = err(line);
+            assert_eq!(k, kind, "{line}: {f}");
+            if !first.is_empty() {
+                assert_eq!(f, first, "{line}");
+            }
+            let e = p(line).unwrap_err();
+            assert_eq!(e.exit_code(), EXIT_USAGE, "{line}");
+            assert!(e.use_stderr(), "{line}");
         }
+        // A missing argument is named.
+        let e = p("ctl add-path t p --interface l").unwrap_err().to_string();
+        assert!(e.contains("--remote <A:P>"), "{e}");
+        let e = p("keys").unwrap_err().to_string();
+        assert!(e.contains("--wireshark"), "{e}");
     }
 
     #[test]
     fn double_dash_ends_options() {
         assert_eq!(
-            p("ctl remove-interface -- -odd"),
-            Ok(Command::Ctl {
-                socket: sock(DEFAULT_SOCKET),
-                request: Request::RemoveInterface {
-                    name: "-odd".into()
-                }
-            })
+            req("ctl remove-interface -- -odd"),
+            Request::RemoveInterface {
+                name: "-odd".into()
+            }
         );
     }
 }

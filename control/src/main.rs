@@ -3,41 +3,28 @@
 
 use std::process::ExitCode;
 
-use mifsec_control::cli::{self, Command, USAGE};
-use mifsec_control::ctl::{self, Request};
+use mifsec_control::cli::{self, Command, EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE};
+use mifsec_control::ctl::{self, ClientError, Request};
 use mifsec_control::{config, daemon, render};
 
 fn main() -> ExitCode {
-    let mut args = Vec::new();
-    for a in std::env::args_os().skip(1) {
-        match a.into_string() {
-            Ok(s) => args.push(s),
-            Err(a) => {
-                eprintln!("mifsec: argument {a:?} is not UTF-8");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let code = match cli::parse(&args) {
+    let code = match cli::parse(std::env::args_os()) {
         Ok(cmd) => execute(cmd),
-        Err(msg) => {
-            eprintln!("mifsec: {msg}\n");
-            eprint!("{USAGE}");
-            daemon::EXIT_CONFIG
+        // Usage errors (exit 2) and --help / --version (exit 0), printed as clap formats them.
+        Err(e) => {
+            let _ = e.print();
+            e.exit_code()
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// Runs one command; returns the exit code (see [`cli::EXIT_CODES`]).
 fn execute(cmd: Command) -> i32 {
     match cmd {
-        Command::Help => {
-            print!("{USAGE}");
-            0
-        }
         Command::Version => {
             println!("mifsec {}", env!("CARGO_PKG_VERSION"));
-            0
+            EXIT_OK
         }
         Command::Run { config } => daemon::run(&config),
         Command::Check { config } => match config::load(&config) {
@@ -47,11 +34,11 @@ fn execute(cmd: Command) -> i32 {
                     eprintln!("warning: {w}");
                 }
                 println!("{}: OK", config.display());
-                0
+                EXIT_OK
             }
             Err(e) => {
                 eprintln!("{e}");
-                daemon::EXIT_CONFIG
+                EXIT_USAGE
             }
         },
         Command::Status { json, socket } => client(&socket, &Request::Status {}, |v| {
@@ -61,7 +48,7 @@ fn execute(cmd: Command) -> i32 {
                 print!("{}", render::status(&v));
             }
         }),
-        Command::Keys { socket } => client(&socket, &Request::Keys {}, |v| {
+        Command::Keys { socket, .. } => client(&socket, &Request::Keys {}, |v| {
             for line in v.as_array().into_iter().flatten() {
                 match line.as_str() {
                     Some(s) => println!("{s}"),
@@ -69,29 +56,42 @@ fn execute(cmd: Command) -> i32 {
                 }
             }
         }),
-        Command::Ctl { socket, request } => client(&socket, &request, |v| {
-            match v
-                .as_str()
-                .or_else(|| v.get("text").and_then(|t| t.as_str()))
-            {
-                Some(s) => println!("{s}"),
-                None => println!("{v}"),
-            }
-        }),
+        Command::Ctl { socket, command } => {
+            let request = match command.request() {
+                Ok(r) => r,
+                // cli::parse checked it already.
+                Err(msg) => {
+                    eprintln!("mifsec: {msg}");
+                    return EXIT_USAGE;
+                }
+            };
+            client(&socket, &request, |v| {
+                match v
+                    .as_str()
+                    .or_else(|| v.get("text").and_then(|t| t.as_str()))
+                {
+                    Some(s) => println!("{s}"),
+                    None => println!("{v}"),
+                }
+            })
+        }
     }
 }
 
-/// Sends `req` and hands a successful result to `show`. Errors (the daemon's refusal, or
-/// no daemon) go to stderr with exit status 1.
+/// Sends `req` and hands a successful result to `show`. Errors go to stderr: the daemon's
+/// refusal (or a broken answer) with exit status 1, no daemon to talk to with 3.
 fn client(socket: &std::path::Path, req: &Request, show: impl FnOnce(serde_json::Value)) -> i32 {
     match ctl::call(socket, req) {
         Ok(v) => {
             show(v);
-            0
+            EXIT_OK
         }
         Err(e) => {
             eprintln!("mifsec: {e}");
-            1
+            match e {
+                ClientError::Connect(..) => EXIT_UNREACHABLE,
+                _ => EXIT_FAILED,
+            }
         }
     }
 }

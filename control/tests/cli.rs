@@ -188,20 +188,74 @@ fn run_refuses_a_bad_config_with_exit_2() {
 
 #[test]
 fn help() {
-    for args in [&["--help"][..], &["help"], &["-h"], &["status", "--help"]] {
+    for args in [&["--help"][..], &["help"], &["-h"]] {
         let o = mifsec(args);
         assert!(o.status.success(), "{args:?}");
         let out = stdout(&o);
-        assert!(out.starts_with("usage: mifsec COMMAND"), "{out}");
-        for cmd in [
-            "run --config",
-            "check --config",
-            "status",
-            "keys --wireshark",
-            "ctl handover",
-            "ctl add-path",
+        assert!(out.contains("Usage: mifsec <COMMAND>"), "{out}");
+        for cmd in ["run", "check", "status", "keys", "ctl"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+                "{cmd} missing from\n{out}"
+            );
+        }
+        // The exit codes are documented.
+        for code in [
+            "0   success",
+            "1   the daemon refused the request",
+            "2   usage error",
+            "3   the daemon cannot be reached",
         ] {
-            assert!(out.contains(cmd), "{cmd} missing from\n{out}");
+            assert!(out.contains(code), "{code} missing from\n{out}");
+        }
+    }
+    // Per-command help, with its options.
+    for (args, want) in [
+        (
+            &["status", "--help"][..],
+            &["Usage: mifsec status", "--json", "--socket <PATH>"][..],
+        ),
+        (
+            &["help", "keys"],
+            &["Usage: mifsec keys [OPTIONS] --wireshark"],
+        ),
+        (&["run", "-h"], &["Usage: mifsec run --config <FILE>"]),
+        (
+            &["ctl", "--help"],
+            &[
+                "handover",
+                "add-interface",
+                "remove-interface",
+                "policy",
+                "add-path",
+                "remove-path",
+                "initiate",
+                "terminate",
+                "rekey",
+                "move",
+                "mif",
+                "clone",
+            ],
+        ),
+        (
+            &["ctl", "add-path", "--help"],
+            &["Usage: mifsec ctl add-path [OPTIONS] --interface <I> --remote <A:P> <SA> <NAME>"],
+        ),
+        (
+            &["ctl", "mif", "--help"],
+            &[
+                "Usage: mifsec ctl mif [OPTIONS] <CONN> <OP> [IFACE]...",
+                "soft-handover",
+                "--spi",
+            ],
+        ),
+    ] {
+        let o = mifsec(args);
+        assert!(o.status.success(), "{args:?}");
+        let out = stdout(&o);
+        for w in want {
+            assert!(out.contains(w), "{args:?}: {w} missing from\n{out}");
         }
     }
 }
@@ -211,28 +265,41 @@ fn usage_errors_exit_2_with_usage_on_stderr() {
     for (args, msg) in [
         (
             &["frobnicate"][..],
-            "mifsec: unknown command \"frobnicate\"",
+            "error: unrecognized subcommand 'frobnicate'",
         ),
-        (&[], "mifsec: no command given"),
-        (&["status", "--bogus"], "mifsec: unknown option --bogus"),
+        (&[], "mifsec: a userspace IPsec VPN"),
+        (
+            &["status", "--bogus"],
+            "error: unexpected argument '--bogus' found",
+        ),
         (
             &["ctl", "handover", "tunnel"],
-            "mifsec: ctl handover takes SA PATH",
+            "error: the following required arguments were not provided:\n  <PATH>",
         ),
-        (&["keys"], "mifsec: keys needs --wireshark"),
-        (&["run"], "mifsec: run needs --config"),
+        (
+            &["keys"],
+            "error: the following required arguments were not provided:\n  --wireshark",
+        ),
+        (
+            &["run"],
+            "error: the following required arguments were not provided:\n  --config <FILE>",
+        ),
+        (
+            &["ctl", "mif", "home", "remove"],
+            "error: mif remove takes IFACE, got []",
+        ),
     ] {
         let o = mifsec(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}");
         let err = stderr(&o);
         assert!(err.starts_with(msg), "{args:?}: {err}");
-        assert!(err.contains("usage: mifsec COMMAND"), "{err}");
+        assert!(err.contains("Usage: mifsec"), "{err}");
         assert!(stdout(&o).is_empty());
     }
 }
 
 #[test]
-fn clients_without_a_daemon_fail_clearly_with_exit_1() {
+fn clients_without_a_daemon_fail_clearly_with_exit_3() {
     let dir = Scratch::new("nosock");
     let sock = dir.0.join("none.sock").display().to_string();
     for args in [
@@ -240,9 +307,10 @@ fn clients_without_a_daemon_fail_clearly_with_exit_1() {
         &["status", "--json", "--socket", &sock],
         &["keys", "--wireshark", "--socket", &sock],
         &["ctl", "handover", "tunnel", "fast", "--socket", &sock],
+        &["ctl", "--socket", &sock, "initiate", "home"],
     ] {
         let o = mifsec(args);
-        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(o.status.code(), Some(3), "{args:?}");
         let err = stderr(&o);
         assert!(
             err.starts_with(&format!(
@@ -251,7 +319,36 @@ fn clients_without_a_daemon_fail_clearly_with_exit_1() {
             "{args:?}: {err}"
         );
         assert!(err.contains("is `mifsec run` running"), "{err}");
+        assert!(stdout(&o).is_empty());
     }
+}
+
+/// A daemon that answers with a refusal: exit 1, its message on stderr. (A listener in the
+/// test stands in for the daemon: one request, one refusal.)
+#[test]
+fn a_refused_request_exits_1() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let dir = Scratch::new("refuse");
+    let sock = dir.0.join("ctl.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let server = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(&conn).read_line(&mut line).unwrap();
+        (&conn)
+            .write_all(b"{\"ok\":false,\"error\":\"no SA named tunnel\"}\n")
+            .unwrap();
+        line
+    });
+    let s = sock.display().to_string();
+    let o = mifsec(&["ctl", "policy", "tunnel", "redundant", "--socket", &s]);
+    let request = server.join().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "mifsec: no SA named tunnel\n");
+    assert!(stdout(&o).is_empty());
+    let v: serde_json::Value = serde_json::from_str(&request).unwrap();
+    assert_eq!(v["cmd"], "policy", "{request}");
+    assert_eq!(v["policy"], "redundant", "{request}");
 }
 
 #[test]

@@ -227,7 +227,7 @@ fn two_daemons_ping_status_ctl_and_stop() {
     assert!(o.stdout.is_empty());
     let o = as_user(65534, &["status"]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("Permission denied"), "{err}");
 
     // ctl: a change the engine accepts, and one it refuses.
