@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use mifsec_testkit::capture::{self, CREATE_CHILD_SA, Capture, IKE_AUTH, IKE_SA_INIT};
 use mifsec_testkit::mif::{
-    CLIENT_LINKS, MifLab, client_inner, gateway_inner, ike_sas, installed, tx_from_sa,
+    CLIENT_LINKS, MifLab, client_inner, gateway_inner, ike_sas, installed, local_is, tx_from_sa,
 };
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::{WAIT, poll, require_root, run, text};
@@ -85,17 +85,28 @@ fn decrypted(pcap: &Path, home: &Path, table: &str) -> Vec<Vec<String>> {
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn clone_moves_to_the_second_link_with_its_own_child() {
+    clone_flow("cln", false);
+}
+
+/// The same flow with the multi-interface extension in use on both sides: MOBIKE moves the
+/// clone's IKE SA alone, and the clone's child is confined to the clone's interface (its
+/// MIF_CHILD lists only c2), so it still runs on link 2 only.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn clone_moves_to_the_second_link_with_its_own_child_under_mif() {
+    clone_flow("clm", true);
+}
+
+fn clone_flow(tag: &str, mif: bool) {
     require_root();
     assert!(
         capture::have_tshark(),
         "tshark is missing: apt-get install -y tshark (scripts/test.sh does)"
     );
-    let mut lab = MifLab::new("cln", BIN, 2);
-    // c0 on the first IKE SA; c1 only on clones. The appendix-B flow is for peers without
-    // the multi-interface extension (`mif = false`): with it, every child (a clone's too)
-    // runs over every pair of interfaces, and MOBIKE moves the IKE SA alone.
-    let gw = lab.gateway_config("mif = false", "");
-    let cl = lab.client_config(2, "clone_children = [\"c1\"]\nmif = false", "");
+    let mut lab = MifLab::new(tag, BIN, 2);
+    // c0 on the first IKE SA; c1 only on clones.
+    let gw = lab.gateway_config(&format!("mif = {mif}"), "");
+    let cl = lab.client_config(2, &format!("clone_children = [\"c1\"]\nmif = {mif}"), "");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_mifsec("gw", &gw_ns, &gw);
     lab.start_mifsec("cl", &cl_ns, &cl);
@@ -148,6 +159,35 @@ fn clone_moves_to_the_second_link_with_its_own_child() {
     assert_eq!(first["peer_clone"], true);
     let c1_child = installed(&clone)[0].clone();
     assert_eq!(c1_child["name"], "c1");
+    if mif {
+        // Confined to the clone's interface: MIF paths from c2 only, on both sides.
+        let paths = c1_child["mif"]["paths"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            !paths.is_empty() && paths.iter().all(|p| local_is(p, c2)),
+            "the clone's child over c2 only: {c1_child:#}"
+        );
+        let gst = lab.status_json("gw");
+        let theirs: Vec<Value> = ike_sas(&gst)
+            .iter()
+            .flat_map(installed)
+            .filter(|c| c["spi_in"] == c1_child["spi_out"])
+            .collect();
+        assert!(
+            theirs.len() == 1
+                && theirs[0]["mif"]["paths"].as_array().is_some_and(|p| {
+                    !p.is_empty()
+                        && p.iter().all(|p| {
+                            p["remote"]
+                                .as_str()
+                                .is_some_and(|r| r.starts_with(&format!("{c2}:")))
+                        })
+                }),
+            "the gateway's side of the clone's child towards c2 only: {gst:#}"
+        );
+    }
 
     // Each child carries its own traffic on its own link.
     let st0 = lab.status_json("cl");
@@ -310,6 +350,15 @@ fn clone_per_interface_from_one_authentication() {
     assert_eq!(installed(&first).len(), 1);
     assert_eq!(installed(&first)[0]["name"], "c0");
     assert_eq!(installed(&clone)[0]["name"], "c1");
+    // The extension is on (the default): the clone's child runs over c2 alone.
+    let paths = installed(&clone)[0]["mif"]["paths"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| local_is(p, c2)),
+        "the clone's child over c2 only: {clone:#}"
+    );
     assert!(
         ping_from(&lab.cl_ns, &client_inner(1), &gateway_inner(1)),
         "ping through the clone's child\n{}",

@@ -667,3 +667,61 @@ fn clone_inherits_the_multi_interface_state() {
         assert!(clone.children.is_empty());
     }
 }
+
+/// With `mif` on both sides, a child negotiated on a clone that MOBIKE moved to the second
+/// interface runs over that interface alone (its MIF_CHILD lists only it: the appendix-B
+/// layout), on both sides, while a child of the first IKE SA gets every pair.
+#[test]
+fn a_clones_child_is_confined_to_the_clones_interface() {
+    let on = |c: IkeConfig| IkeConfig { mif: true, ..c };
+    let mut n = Net::up(on(client()), on(gateway()));
+    let now = n.now;
+    let iface = |name: &str, addr: IpAddr| crate::ike::sa::mif::LocalInterface {
+        name: name.into(),
+        addr,
+        port: 4500,
+        priority: 0,
+        alternate: false,
+    };
+    let list = [iface("c1", A.ip()), iface("c2", A2)];
+    n.cl.sa_mut(FIRST).unwrap().set_local_interfaces(now, &list);
+    n.ep_mut(false)
+        .sa_mut(FIRST)
+        .unwrap()
+        .set_local_interfaces(now, &[iface("g1", B.ip())]);
+    n.settle();
+    let now = n.now;
+    n.cl.clone_sa(now, FIRST).unwrap();
+    n.settle();
+    let now = n.now;
+    assert_eq!(n.cl.request_move(now, SECOND, A2, None), Ok(true));
+    n.settle();
+    assert_eq!(n.sa(true, SECOND).addresses().0, at(A2));
+    let now = n.now;
+    assert!(n.cl.sa_mut(SECOND).unwrap().create_child(now, "net"));
+    let now = n.now;
+    assert!(n.cl.sa_mut(FIRST).unwrap().create_child(now, "net"));
+    n.settle();
+    let mif_paths = |client: bool, h: SaHandle| -> Vec<Vec<(IpAddr, IpAddr)>> {
+        n.events(client)
+            .iter()
+            .filter(|(x, _)| *x == h)
+            .filter_map(|(_, e)| match e {
+                Event::ChildSaEstablished(c) => c.mif.as_ref().map(|m| {
+                    m.paths
+                        .iter()
+                        .map(|p| (p.local.ip(), p.remote.ip()))
+                        .collect()
+                }),
+                _ => None,
+            })
+            .collect()
+    };
+    let (a, b) = (A.ip(), B.ip());
+    // The clone's child: from A2 only, on both sides.
+    assert_eq!(mif_paths(true, SECOND), vec![vec![(A2, b)]]);
+    assert_eq!(mif_paths(false, SECOND), vec![vec![(b, A2)]]);
+    // The first IKE SA's new child: every pair (the IKE_AUTH child came before the list).
+    let first = mif_paths(true, FIRST);
+    assert_eq!(first.last(), Some(&vec![(a, b), (A2, b)]), "{first:?}");
+}

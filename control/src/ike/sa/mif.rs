@@ -526,10 +526,25 @@ impl Ctx {
         v
     }
 
-    /// Our MIF_CHILD for a child of configuration `name`.
+    /// Our MIF_CHILD for a child of configuration `name`. On a clone (RFC 7791) a child
+    /// whose configuration names no `interfaces` is confined to the interface the clone is
+    /// on, the seed's appendix-B layout (one IKE SA per interface, each with its own
+    /// children): its MIF_CHILD lists that interface alone.
     pub(in crate::ike::sa) fn mif_our_child(&self, name: &str) -> MifChild {
         let c = self.cfg.child_named(name);
-        self.mif.our_child(c.policy, &c.interfaces)
+        let mut ours = self.mif.our_child(c.policy, &c.interfaces);
+        if self.cloned_from.is_some() && c.interfaces.is_empty() {
+            let local = self.paths.pair().0;
+            if let Some(i) = self
+                .mif
+                .announced()
+                .iter()
+                .find(|i| i.addr.ip() == local.ip())
+            {
+                ours.interfaces = vec![i.id];
+            }
+        }
+        ours
     }
 
     /// The peer's IKE_AUTH message: the extension is in use when it sent MIF_SUPPORTED
