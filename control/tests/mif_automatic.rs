@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use mifsec_testkit::capture::{self, Capture, INFORMATIONAL, IkeMessage};
-use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, local_is, sa_paths, tx_from};
+use mifsec_testkit::mif::{CLIENT_LINKS, MifLab, Side, loadavg, local_is, sa_paths, tx_from};
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
 use mifsec_testkit::{WAIT, poll, require_root};
@@ -101,36 +101,6 @@ fn exchange_after(msgs: &[IkeMessage], t0: f64) -> (&IkeMessage, &IkeMessage) {
         .find(|m| m.at >= req.at && m.response && m.message_id == req.message_id)
         .unwrap_or_else(|| panic!("no response:\n{}", capture::listing(msgs)));
     (req, resp)
-}
-
-/// When ESP from `src` first ran at data rate after `t`: the start of the first 20 ms in
-/// which at least `n` ESP packets left from it (probes are one per child and path every
-/// 50 ms, far fewer).
-fn data_from(pcap: &std::path::Path, src: &str, t: f64, n: usize) -> Option<f64> {
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args([
-            "-n",
-            "-Y",
-            &format!("esp && ip.src == {src} && frame.time_epoch >= {t:.6}"),
-            "-T",
-            "fields",
-            "-e",
-            "frame.time_epoch",
-        ])
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("tshark");
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    times
-        .iter()
-        .enumerate()
-        .find(|(i, at)| times[*i..].iter().take_while(|x| **x < **at + 0.02).count() >= n)
-        .map(|(_, at)| *at)
 }
 
 #[test]
@@ -260,7 +230,7 @@ fn monitor_events_become_add_remove_and_soft_handover_back() {
         rm_req.src.starts_with(C2),
         "the REMOVE sent from c2 (MOVE_IKE):\n{listing}"
     );
-    let data2 = data_from(&cap.path, C2, t_del, 8);
+    let data2 = capture::data_from(&cap.path, C2, t_del, 8);
     let ms = |a: f64, b: f64| ((a - b) * 10_000.0).round() / 10.0;
     eprintln!(
         "automatic: ADD of c2 {} ms after its address appeared (request {} ms, RTT {} ms); \
@@ -279,9 +249,7 @@ fn monitor_events_become_add_remove_and_soft_handover_back() {
         ms(soft_resp.at, soft_req.at),
         ms(t_soft, t_ret),
         r.recv.to_json(),
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
+        loadavg()
     );
     assert!(r.recv.last_at > t_soft, "the stream got through at the end");
 }

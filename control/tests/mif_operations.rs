@@ -57,36 +57,6 @@ fn response_after(msgs: &[IkeMessage], t0: f64) -> f64 {
         .at
 }
 
-/// When ESP from `src` first ran at data rate after `t`: the start of the first 20 ms in
-/// which at least `n` ESP packets left from it (probes alone are one per child and path
-/// every 50 ms, far fewer).
-fn data_from(pcap: &std::path::Path, src: &str, t: f64, n: usize) -> Option<f64> {
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args([
-            "-n",
-            "-Y",
-            &format!("esp && ip.src == {src} && frame.time_epoch >= {t:.6}"),
-            "-T",
-            "fields",
-            "-e",
-            "frame.time_epoch",
-        ])
-        .env("HOME", std::env::temp_dir())
-        .output()
-        .expect("tshark");
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
-    times
-        .iter()
-        .enumerate()
-        .find(|(i, at)| times[*i..].iter().take_while(|x| **x < **at + 0.02).count() >= n)
-        .map(|(_, at)| *at)
-}
-
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn add_and_remove_an_interface_under_traffic() {
@@ -152,7 +122,7 @@ fn add_and_remove_an_interface_under_traffic() {
         one,
         "REMOVE in one exchange:\n{listing}"
     );
-    let data = data_from(&cap.path, C2, add_done, 8);
+    let data = capture::data_from(&cap.path, C2, add_done, 8);
     eprintln!(
         "ADD_INTERFACE c2 for {CHILDREN} children: exchange done {:.1} ms after ctl, traffic on \
          c2 {:?} ms after the response; stream {}; load {}",
@@ -204,7 +174,7 @@ fn hard_handover_after_the_active_address_is_deleted() {
     let r = stream.join();
     let msgs = cap.stop();
     let done = response_after(&msgs, t_del);
-    let data = data_from(&cap.path, C2, done, 5);
+    let data = capture::data_from(&cap.path, C2, done, 5);
     eprintln!(
         "HARD_HANDOVER c1 -> c2 after c1's address went: traffic from c2 {:.1} ms after the \
          deletion (status), on the wire {:?} ms after the response; stream {}; load {}",

@@ -24,7 +24,7 @@ use std::time::Duration;
 use mifsec_testkit::mif::{MifLab, local_is, sa_paths};
 use mifsec_testkit::swan::PSK;
 use mifsec_testkit::template::{MIFSEC_MIF_CLIENT, MIFSEC_MIF_GATEWAY};
-use mifsec_testkit::{WAIT, exec_in, ip, poll, require_root, text};
+use mifsec_testkit::{WAIT, exec_in, ip, poll, require_root};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
@@ -77,20 +77,6 @@ fn icmp_into_tun(ns: &str, from: &str, to: &str) {
         "-n", ns, "rule", "add", "from", from, "to", to, "ipproto", "icmp", "table", "200",
         "priority", "50",
     ]);
-}
-
-fn ctl_mif(lab: &MifLab, args: &[&str]) -> String {
-    let mut all = vec!["ctl", "mif", "mif"];
-    all.extend_from_slice(args);
-    let out = lab.mifsec("cl", &all);
-    let said = text(&out);
-    assert!(
-        out.status.success(),
-        "mifsec {}: {said}\n{}",
-        all.join(" "),
-        lab.dump()
-    );
-    said
 }
 
 fn ping(lab: &MifLab, from: &str) -> (bool, String) {
@@ -222,7 +208,7 @@ fn transport_mode_selectors_follow_a_move_and_outside_spd_is_refused() {
 
     // The move the gateway's policy does not allow: OUTSIDE_SPD, nothing changes.
     let (cl0, gw0) = (lab.status_json("cl"), lab.status_json("gw"));
-    let said = ctl_mif(&lab, &["hard-handover", "c2", "c3", "--all"]);
+    let said = lab.ctl_mif(&["hard-handover", "c2", "c3", "--all"]);
     eprintln!("ctl mif hard-handover c2 c3: {said}");
     assert!(
         said.contains("outside-spd"),
@@ -235,7 +221,7 @@ fn transport_mode_selectors_follow_a_move_and_outside_spd_is_refused() {
     assert!(ok, "still through c2 after the refusal: {out}");
 
     // The allowed move: the selectors follow the addresses on both sides.
-    let said = ctl_mif(&lab, &["hard-handover", "c2", "c1", "--all"]);
+    let said = lab.ctl_mif(&["hard-handover", "c2", "c1", "--all"]);
     eprintln!("ctl mif hard-handover c2 c1: {said}");
     assert!(said.contains("applied"), "{said}");
     wait_on(&lab, C1);
@@ -255,7 +241,7 @@ fn transport_mode_selectors_follow_a_move_and_outside_spd_is_refused() {
     assert!(!ok, "the old address is outside the moved SA's selectors");
 
     // And back, make-before-break.
-    let said = ctl_mif(&lab, &["soft-handover", "c1", "c2", "--all"]);
+    let said = lab.ctl_mif(&["soft-handover", "c1", "c2", "--all"]);
     eprintln!("ctl mif soft-handover c1 c2: {said}");
     assert!(said.contains("applied"), "{said}");
     wait_on(&lab, C2);

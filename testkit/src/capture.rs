@@ -284,6 +284,36 @@ pub fn first_esp_from(path: &Path, src: &str, t: f64) -> Option<f64> {
         .find_map(|l| l.trim().parse().ok())
 }
 
+/// When ESP from `src` first ran at data rate at or after `t` (seconds since the epoch):
+/// the start of the first 20 ms in which at least `n` ESP packets left from it (probes are
+/// one per child and path every 50 ms, far fewer), if that happened.
+pub fn data_from(path: &Path, src: &str, t: f64, n: usize) -> Option<f64> {
+    let filter = format!("esp && ip.src == {src} && frame.time_epoch >= {t:.6}");
+    let out = run(Command::new("tshark")
+        .arg("-r")
+        .arg(path)
+        .args([
+            "-n",
+            "-Y",
+            &filter,
+            "-T",
+            "fields",
+            "-e",
+            "frame.time_epoch",
+        ])
+        .env("HOME", std::env::temp_dir()));
+    assert!(out.status.success(), "tshark: {}", text(&out));
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    times
+        .iter()
+        .enumerate()
+        .find(|(i, at)| times[*i..].iter().take_while(|x| **x < **at + 0.02).count() >= n)
+        .map(|(_, at)| *at)
+}
+
 /// Requests and responses of one exchange type between two instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Counted {
