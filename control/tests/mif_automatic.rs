@@ -17,6 +17,10 @@
 //! 3. c1's address comes back: it is the preferred interface, so the traffic goes back to
 //!    it by SOFT_HANDOVER from c2 (`MIF SOFT_HANDOVER answered`), and c1 carries again.
 //!
+//! With `mif_on_new = "alternate"` instead, c2's new address is ADD_INTERFACE as a standby:
+//! every child gets standby paths from c2, c1 keeps the traffic; once c1's address goes
+//! (REMOVE_INTERFACE), the standby paths carry it (a ping through each child).
+//!
 //! Every step waits on the daemon's log and `status --json` with deadlines. Needs root.
 
 use std::time::Duration;
@@ -33,11 +37,15 @@ const CHILDREN: usize = 2;
 const C1: &str = CLIENT_LINKS[0].addr;
 const C2: &str = CLIENT_LINKS[1].addr;
 
-/// The client's configuration with device-following interfaces.
-fn client_config(lab: &MifLab) -> String {
+/// The client's configuration with device-following interfaces and `on_new` as
+/// `mif_on_new` (`mif_prefer` with `add`).
+fn client_config(lab: &MifLab, on_new: &str) -> String {
     let conf = lab.client_config(
         CHILDREN,
-        "mif = true\nmif_on_new = \"add\"\nmif_prefer = true\npath_check_delay = \"0\"",
+        &format!(
+            "mif = true\nmif_on_new = \"{on_new}\"\nmif_prefer = {}\npath_check_delay = \"0\"",
+            on_new == "add"
+        ),
         "",
     );
     let conf = conf
@@ -111,7 +119,7 @@ fn monitor_events_become_add_remove_and_soft_handover_back() {
     // c2 has no address yet.
     lab.delete_address(Side::Client, 1);
     let gw = lab.gateway_config("mif = true", "");
-    let cl = client_config(&lab);
+    let cl = client_config(&lab, "add");
     let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
     lab.start_mifsec("gw", &gw_ns, &gw);
     lab.start_mifsec("cl", &cl_ns, &cl);
@@ -252,4 +260,65 @@ fn monitor_events_become_add_remove_and_soft_handover_back() {
         loadavg()
     );
     assert!(r.recv.last_at > t_soft, "the stream got through at the end");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn a_new_address_is_kept_as_an_alternate_when_configured_so() {
+    require_root();
+    let mut lab = MifLab::new("autoalt", BIN, CHILDREN);
+    lab.delete_address(Side::Client, 1);
+    let gw = lab.gateway_config("mif = true", "");
+    let cl = client_config(&lab, "alternate");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_mifsec("gw", &gw_ns, &gw);
+    lab.start_mifsec("cl", &cl_ns, &cl);
+    lab.wait_children("cl", CHILDREN);
+    lab.wait_children("gw", CHILDREN);
+    lab.restore_address(Side::Client, 1);
+    wait_answered(&lab, "ADD_INTERFACE", 1, "c2's new address");
+    // Every child: c2's paths standby (and verified), c1's active.
+    let st = poll(
+        WAIT,
+        Duration::from_millis(10),
+        || {
+            let st = lab.status_json("cl");
+            let c2: Vec<&Value> = sa_paths(&st)
+                .filter(|(_, p)| local_is(p, C2))
+                .map(|(_, p)| p)
+                .collect();
+            let ok = every_child_has_a_path_from(&st, C2)
+                && c2
+                    .iter()
+                    .all(|p| p["role"] == "standby" && p["state"] == "up")
+                && sa_paths(&st)
+                    .filter(|(_, p)| local_is(p, C1))
+                    .all(|(_, p)| p["role"] == "active");
+            if ok { Ok(st) } else { Err(st) }
+        },
+        |st| format!("c2 as every child's standby: {st:#}"),
+    );
+    let (ok, out) = lab.ping(0);
+    assert!(ok, "ping on c1: {out}");
+    let tx2 = tx_from(&lab.status_json("cl"), C2);
+    assert_eq!(
+        tx2,
+        tx_from(&st, C2),
+        "nothing sent on the standby paths while c1 is up"
+    );
+    lab.delete_address(Side::Client, 0);
+    wait_answered(&lab, "REMOVE_INTERFACE", 1, "c1's address deleted");
+    for i in 0..CHILDREN {
+        let (ok, out) = lab.ping(i);
+        assert!(
+            ok,
+            "ping through child {i} on the alternate: {out}\n{}",
+            lab.dump()
+        );
+    }
+    let st = lab.status_json("cl");
+    assert!(
+        tx_from(&st, C2) >= tx2 + 3 * CHILDREN as u64,
+        "the pings went from c2: {st:#}"
+    );
 }
