@@ -43,8 +43,7 @@ Exit codes:
 
 The configuration file is described in docs/CONFIG.md.";
 
-/// mifsec: a userspace IPsec VPN (ESP over UDP over TUN, IKEv2, MOBIKE, multiple
-/// interfaces).
+/// A userspace IPsec VPN: ESP over UDP over TUN, IKEv2, MOBIKE, multiple interfaces.
 #[derive(Debug, Parser)]
 #[command(
     name = "mifsec",
@@ -100,6 +99,22 @@ pub enum Command {
         /// The request.
         #[command(subcommand)]
         command: Ctl,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    ///
+    /// bash: `mifsec completions bash > /etc/bash_completion.d/mifsec` (or
+    /// `source <(mifsec completions bash)`); zsh: into a directory of $fpath as `_mifsec`;
+    /// fish: `~/.config/fish/completions/mifsec.fish`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page mifsec(1) as roff (`mifsec man | man -l -`), or with --dir
+    /// write it and one page per command (mifsec-ctl(1), mifsec-ctl-handover(1), ...) there.
+    Man {
+        /// Write mifsec.1 and every command's page into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// Print the version.
     #[command(hide = true)]
@@ -343,6 +358,49 @@ pub fn definition() -> clap::Command {
     let mut cmd = Cli::command();
     cmd.build();
     cmd
+}
+
+/// Writes the completion script for `shell` to `out`.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut definition(), "mifsec", out);
+}
+
+/// The manual page mifsec(1), as roff: the top-level page of [`man_pages`].
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    man(man_definition()).render(out)
+}
+
+/// Writes mifsec.1 and one page per command (mifsec-ctl.1, mifsec-ctl-handover.1, ...; the
+/// hidden `version` has none) into `dir`; returns the files written.
+pub fn man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    fn each(
+        cmd: &clap::Command,
+        dir: &std::path::Path,
+        out: &mut Vec<PathBuf>,
+    ) -> std::io::Result<()> {
+        out.push(man(cmd.clone()).generate_to(dir)?);
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            each(sub, dir, out)?;
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    each(&man_definition(), dir, &mut out)?;
+    Ok(out)
+}
+
+/// The definition for the man pages: without the `help` subcommands (every page is the
+/// help).
+fn man_definition() -> clap::Command {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    cmd
+}
+
+fn man(cmd: clap::Command) -> clap_mangen::Man {
+    clap_mangen::Man::new(cmd)
+        .source(format!("mifsec {}", env!("CARGO_PKG_VERSION")))
+        .manual("mifsec manual")
 }
 
 /// Parses the command line, the program's name first (as `std::env::args_os()` gives it).

@@ -22,6 +22,29 @@ fn main() -> ExitCode {
 /// Runs one command; returns the exit code (see [`cli::EXIT_CODES`]).
 fn execute(cmd: Command) -> i32 {
     match cmd {
+        Command::Completions { shell } => {
+            cli::completions(shell, &mut std::io::stdout());
+            EXIT_OK
+        }
+        Command::Man { dir: None } => match cli::man_page(&mut std::io::stdout()) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("mifsec: {e}");
+                EXIT_FAILED
+            }
+        },
+        Command::Man { dir: Some(dir) } => match cli::man_pages(&dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("mifsec: {}: {e}", dir.display());
+                EXIT_FAILED
+            }
+        },
         Command::Version => {
             println!("mifsec {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK

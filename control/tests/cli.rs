@@ -267,7 +267,7 @@ fn usage_errors_exit_2_with_usage_on_stderr() {
             &["frobnicate"][..],
             "error: unrecognized subcommand 'frobnicate'",
         ),
-        (&[], "mifsec: a userspace IPsec VPN"),
+        (&[], "A userspace IPsec VPN"),
         (
             &["status", "--bogus"],
             "error: unexpected argument '--bogus' found",
@@ -524,4 +524,203 @@ fn run_writes_priority_prefixes_when_stderr_is_the_journal() {
     // JOURNAL_STREAM naming another file: stderr is not the journal.
     let err = run_failing(&dir, None, Some(false));
     assert!(err.lines().all(stamped), "{err}");
+}
+
+/// Every command's path below `mifsec` (`["ctl", "mif"]`, ...), from the definition itself,
+/// so that a command added later is held to the same checks; the commands of today must be
+/// among them.
+fn every_command() -> Vec<Vec<String>> {
+    fn walk(cmd: &clap::Command, path: &[String], out: &mut Vec<Vec<String>>) {
+        for sub in cmd.get_subcommands() {
+            if sub.is_hide_set() || sub.get_name() == "help" {
+                continue;
+            }
+            let mut p = path.to_vec();
+            p.push(sub.get_name().to_owned());
+            out.push(p.clone());
+            walk(sub, &p, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mifsec_control::cli::definition(), &[], &mut out);
+    let names: Vec<String> = out.iter().map(|p| p.join(" ")).collect();
+    for want in [
+        "run",
+        "check",
+        "status",
+        "keys",
+        "ctl",
+        "completions",
+        "man",
+        "ctl handover",
+        "ctl add-interface",
+        "ctl remove-interface",
+        "ctl policy",
+        "ctl add-path",
+        "ctl remove-path",
+        "ctl initiate",
+        "ctl terminate",
+        "ctl rekey",
+        "ctl move",
+        "ctl mif",
+        "ctl clone",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+    out
+}
+
+/// bash: the generated script, sourced into a real bash, completes every command and the
+/// options of one; zsh and fish (not installed here): every command is in the script.
+#[test]
+fn completions_complete_every_command() {
+    let dir = Scratch::new("compl");
+    let o = mifsec(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = dir.file("mifsec.bash", &stdout(&o));
+    // COMPREPLY for the words typed so far (the last one being completed).
+    let complete = |words: &[&str]| -> Vec<String> {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let cur = words.last().unwrap();
+        let prev = words[words.len() - 2];
+        let o = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "set -e; source '{script}'; COMP_WORDS=({}); COMP_CWORD={}; \
+                 _mifsec mifsec '{cur}' '{prev}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                quoted.join(" "),
+                words.len() - 1
+            ))
+            .output()
+            .expect("bash");
+        assert!(o.status.success(), "{words:?}: {}", stderr(&o));
+        stdout(&o).lines().map(str::to_owned).collect()
+    };
+    for path in every_command() {
+        // All but the last word typed, the last one to be completed from its first letter.
+        let mut words = vec!["mifsec"];
+        words.extend(path[..path.len() - 1].iter().map(String::as_str));
+        let last = &path[path.len() - 1];
+        let offered = complete(&[&words[..], &[""]].concat());
+        assert!(offered.contains(last), "{path:?}: {offered:?}");
+        let offered = complete(&[&words[..], &[&last[..2]]].concat());
+        assert!(
+            offered.contains(last),
+            "{path:?} from {:?}: {offered:?}",
+            &last[..2]
+        );
+    }
+    let offered = complete(&["mifsec", "ctl", "mif", "home", "--s"]);
+    for opt in ["--standby", "--spi", "--socket"] {
+        assert!(offered.iter().any(|o| o == opt), "{opt}: {offered:?}");
+    }
+    for shell in ["zsh", "fish"] {
+        let o = mifsec(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let text = stdout(&o);
+        for path in every_command() {
+            assert!(
+                text.contains(path.last().unwrap().as_str()),
+                "{shell}: {path:?} missing"
+            );
+        }
+    }
+    let o = mifsec(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("invalid value 'tcsh'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The man pages: `mifsec man` is mifsec(1), `man --dir` writes one page per command; each
+/// formats without a warning (groff -ww) and `man -l` shows its synopsis and options.
+#[test]
+fn man_pages_cover_every_command() {
+    let dir = Scratch::new("man");
+    let o = mifsec(&["man"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top = stdout(&o);
+    assert!(top.starts_with(".ie \\n(.g .ds Aq"), "{top}");
+    assert!(top.contains(".TH mifsec 1"), "{top}");
+    let mandir = dir.0.join("man1");
+    std::fs::create_dir_all(&mandir).unwrap();
+    let o = mifsec(&["man", "--dir", &mandir.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let listed: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(
+        std::fs::read_to_string(mandir.join("mifsec.1")).unwrap(),
+        top,
+        "mifsec man and mifsec man --dir differ"
+    );
+    let render = |page: &std::path::Path| -> String {
+        // groff itself: no warnings at all.
+        let o = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(page)
+            .output()
+            .expect("groff (apt-get install groff-base)");
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "{}: {}",
+            page.display(),
+            stderr(&o)
+        );
+        // man as a user runs it, on the file.
+        let o = Command::new("man")
+            .arg("-l")
+            .arg(page)
+            .env("MANWIDTH", "100")
+            .env("MANPAGER", "cat")
+            .env("PAGER", "cat")
+            .output()
+            .expect("man (apt-get install man-db)");
+        assert!(o.status.success(), "{}: {}", page.display(), stderr(&o));
+        stdout(&o)
+    };
+    let text = render(&mandir.join("mifsec.1"));
+    for w in [
+        "NAME",
+        "SYNOPSIS",
+        "Exit codes:",
+        "3   the daemon cannot be reached",
+    ] {
+        assert!(text.contains(w), "{w} missing from mifsec(1):\n{text}");
+    }
+    for path in every_command() {
+        let name = format!("mifsec-{}", path.join("-"));
+        let page = mandir.join(format!("{name}.1"));
+        assert!(
+            listed.contains(&page.display().to_string()),
+            "{name} not written: {listed:?}"
+        );
+        // (man justifies lines: compare with single spaces)
+        let text = render(&page)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(
+            text.contains(&format!("SYNOPSIS mifsec {}", path.join(" "))),
+            "{name}: no synopsis:\n{text}"
+        );
+        // The parent's page names it.
+        let parent = if path.len() == 1 {
+            "mifsec".to_owned()
+        } else {
+            format!("mifsec-{}", path[..path.len() - 1].join("-"))
+        };
+        let parent_text = std::fs::read_to_string(mandir.join(format!("{parent}.1"))).unwrap();
+        assert!(
+            parent_text.contains(&format!("{name}(1)").replace('-', "\\-")),
+            "{parent}(1) does not name {name}(1)"
+        );
+    }
+    let text = render(&mandir.join("mifsec-ctl-mif.1"));
+    for w in ["--spi", "soft-handover", "--socket"] {
+        assert!(
+            text.contains(w),
+            "{w} missing from mifsec-ctl-mif(1):\n{text}"
+        );
+    }
 }
