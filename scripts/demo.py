@@ -74,9 +74,14 @@ def report(line: str) -> None:
 
 
 def has(binary: Path, word: str) -> bool:
-    """Whether `mifsec help` mentions `word` (a command this build has)."""
-    r = sh(str(binary), "help", check=False)
-    return word in r.stdout + r.stderr
+    """Whether this build's help mentions `word` (a command it has): `mifsec help`, and, since
+    the command line is clap's (each command's help on its own), `mifsec ctl --help` and
+    `mifsec ctl mif --help`."""
+    text = ""
+    for args in (("help",), ("ctl", "--help"), ("ctl", "mif", "--help")):
+        r = sh(str(binary), *args, check=False)
+        text += r.stdout + r.stderr
+    return word in text
 
 
 def accepts(binary: Path, work: Path, text: str) -> bool:
@@ -257,7 +262,7 @@ def main() -> int:
             binary, work, kit.render("mifsec-mif-gateway.toml", PSK=kit.PSK,
                                      SOCK=str(work / "p.sock"), CONN="mif = true"))
         step(f"IKEv2 between the two mifsec peers: {a.children} child SAs on one IKE SA")
-        clone_ok = has(binary, "ctl clone")
+        clone_ok = has(binary, "clone")
         conn = 'path_check_delay = "0"' + ("\nmif = true" if mif_cfg else "")
         if clone_ok:
             # Child cN is kept for the clone (not negotiated on the first IKE SA).
