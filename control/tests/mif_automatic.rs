@@ -21,6 +21,12 @@
 //! every child gets standby paths from c2, c1 keeps the traffic; once c1's address goes
 //! (REMOVE_INTERFACE), the standby paths carry it (a ping through each child).
 //!
+//! And the active link renumbered (a new address on c1 and the old one deleted within the
+//! monitor's 100 ms window, as DHCP may do; c2 has no address): the loss paired with the
+//! new interface is one HARD_HANDOVER to it (MOVE_IKE, from the new address), and the
+//! stream comes back from the new address. Printed: detection (deletion to the request on
+//! the wire), the round trip, and the time to the first data from the new address.
+//!
 //! Every step waits on the daemon's log and `status --json` with deadlines. Needs root.
 
 use std::time::Duration;
@@ -321,4 +327,90 @@ fn a_new_address_is_kept_as_an_alternate_when_configured_so() {
         tx_from(&st, C2) >= tx2 + 3 * CHILDREN as u64,
         "the pings went from c2: {st:#}"
     );
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn the_active_link_renumbered_is_one_hard_handover() {
+    require_root();
+    const NEW: &str = "198.18.33.3";
+    let mut lab = MifLab::new("autohard", BIN, CHILDREN);
+    lab.delete_address(Side::Client, 1);
+    // The new address becomes the primary when the old one goes (routes through c1 stay).
+    mifsec_testkit::ip(&[
+        "netns",
+        "exec",
+        &lab.cl_ns,
+        "sysctl",
+        "-qw",
+        "net.ipv4.conf.c1.promote_secondaries=1",
+    ]);
+    let gw = lab.gateway_config("mif = true", "");
+    let cl = client_config(&lab, "add");
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    lab.start_mifsec("gw", &gw_ns, &gw);
+    lab.start_mifsec("cl", &cl_ns, &cl);
+    lab.wait_children("cl", CHILDREN);
+    lab.wait_children("gw", CHILDREN);
+    let mut cap = Capture::start(&lab.cl_ns, &lab.dir.join("renumber.pcap"));
+    let stream = Stream::start(
+        &lab.cl_ns,
+        &lab.gw_ns,
+        mif_plan(CHILDREN, 1000, Duration::from_secs(3)),
+    );
+    lab.wait_link_carries(Side::Client, 0, 50, "the stream on c1 first");
+    let batch = lab.dir.join("renumber.batch");
+    std::fs::write(
+        &batch,
+        format!("addr add {NEW}/24 dev c1\naddr del {C1}/24 dev c1\n"),
+    )
+    .unwrap();
+    let t_del = unix_now();
+    mifsec_testkit::ip(&["-n", &lab.cl_ns, "-batch", &batch.display().to_string()]);
+    wait_answered(&lab, "HARD_HANDOVER", 1, "c1 renumbered");
+    let back = poll(
+        WAIT,
+        Duration::from_millis(2),
+        || {
+            let st = lab.status_json("cl");
+            if tx_from(&st, NEW) > 10 {
+                Ok(unix_now())
+            } else {
+                Err(st)
+            }
+        },
+        |st| format!("no traffic from {NEW}: {st:#}\n{}", lab.dump()),
+    );
+    let st = lab.status_json("cl");
+    assert!(
+        !sa_paths(&st).any(|(_, p)| local_is(p, C1)) && every_child_has_a_path_from(&st, NEW),
+        "every child from {NEW} only: {st:#}"
+    );
+    assert_eq!(
+        answered(&lab, "REMOVE_INTERFACE"),
+        0,
+        "one HARD_HANDOVER, no REMOVE"
+    );
+    let r = stream.join();
+    let msgs = cap.stop();
+    let listing = capture::listing(&msgs);
+    let (req, resp) = exchange_after(&msgs, t_del);
+    assert!(
+        req.src.starts_with(NEW),
+        "the request from the new address:\n{listing}"
+    );
+    let data = capture::data_from(&cap.path, NEW, t_del, 8);
+    let ms = |a: f64, b: f64| ((a - b) * 10_000.0).round() / 10.0;
+    eprintln!(
+        "automatic HARD_HANDOVER (c1 renumbered): request on the wire {} ms after the \
+         deletion (detection), RTT {} ms, data from {NEW} on the wire after {:?} ms, by status \
+         after {} ms; stream {}; load {}",
+        ms(req.at, t_del),
+        ms(resp.at, req.at),
+        data.map(|d| ms(d, t_del)),
+        ms(back, t_del),
+        r.recv.to_json(),
+        loadavg()
+    );
+    assert!(r.recv.last_at > back, "the stream got through afterwards");
 }
