@@ -75,7 +75,38 @@ pub enum Command {
     },
     /// SAs, paths, interfaces and counters of the running daemon.
     Status {
-        /// Print the JSON as served instead of text.
+        /// Print the JSON as served instead of text (with --watch: one complete status
+        /// object per line, with "t" added, the Unix time in seconds).
+        #[arg(long)]
+        json: bool,
+        /// Repeat the status every --interval until interrupted.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between two samples of --watch, 0.05 (20 a second) to 3600 [default: 1].
+        #[arg(long, value_name = "SECONDS", requires = "watch",
+              value_parser = crate::ctl::subscribe::interval_ms)]
+        interval: Option<u64>,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Follow the daemon's log live, at its own level, whatever [log] level is.
+    Log {
+        /// The least severe level shown: error, warn, info, debug or trace, or as
+        /// [log] level is written (LEVEL,TARGET=LEVEL,...) [default: info].
+        #[arg(long, value_name = "L")]
+        level: Option<String>,
+        /// Print each record as the JSON object served.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// Follow the events: IKE SA and child SA up and down, rekeys, moves, multi-interface
+    /// operations, handovers, paths up and down.
+    Events {
+        /// One JSON object per line: "time" (Unix seconds), "event" and its fields.
         #[arg(long)]
         json: bool,
         /// The daemon's control socket.
@@ -489,12 +520,42 @@ mod tests {
             p("status").unwrap(),
             Command::Status {
                 json: false,
+                watch: false,
+                interval: None,
                 socket: sock(DEFAULT_SOCKET)
             }
         );
         assert_eq!(
             p("status --socket /tmp/s --json").unwrap(),
             Command::Status {
+                json: true,
+                watch: false,
+                interval: None,
+                socket: sock("/tmp/s")
+            }
+        );
+        assert_eq!(
+            p("status --watch --interval 0.05 --json").unwrap(),
+            Command::Status {
+                json: true,
+                watch: true,
+                interval: Some(50),
+                socket: sock(DEFAULT_SOCKET)
+            }
+        );
+        assert!(p("status --watch --interval 0.01").is_err());
+        assert!(p("status --interval 1").is_err(), "--interval needs --watch");
+        assert_eq!(
+            p("log --level debug").unwrap(),
+            Command::Log {
+                level: Some("debug".into()),
+                json: false,
+                socket: sock(DEFAULT_SOCKET)
+            }
+        );
+        assert_eq!(
+            p("events --json --socket /tmp/s").unwrap(),
+            Command::Events {
                 json: true,
                 socket: sock("/tmp/s")
             }

@@ -15,16 +15,25 @@
 //!
 //! No event carries key material: keys, PSKs and SK payloads are never a field or part of
 //! a message (the types that hold them print no bytes in `Debug`).
+//!
+//! Besides stderr, every event goes to the clients that follow the log (`mifsec log
+//! [--level L]`, [`crate::events`]) at their own levels, whatever `[log] level` is: each
+//! layer has its own filter (stderr's from `[log] level`, the followers' from their
+//! levels, looked at only while somebody follows), and the record a follower gets is the
+//! line stderr would get, as JSON (`{"time":T,"level":"INFO","target":"...","message":
+//! "ike{conn=home id=1}: established ..."}`).
 
 use std::fmt::{self, Write as _};
 
 use tracing::level_filters::LevelFilter;
-use tracing::{Event, Level, Subscriber};
+use tracing::span::{Attributes, Id};
+use tracing::subscriber::Interest;
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::format::{DefaultFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Context, Filter, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -194,7 +203,80 @@ where
         .with_ansi(false)
         .with_writer(out)
         .event_format(LineFormat { style });
-    tracing_subscriber::registry().with(cfg.filter()).with(fmt)
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(cfg.filter()))
+        .with(Followers.with_filter(FollowersFilter))
+}
+
+/// The layer that hands events to the clients following the log ([`crate::events`]).
+struct Followers;
+
+/// A span's fields as [`Followers`] formatted them (as stderr's layer does its own).
+struct FollowerFields(String);
+
+impl<S> Layer<S> for Followers
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        // A span made while nobody follows is named without its fields.
+        if !crate::events::log_listening() {
+            return;
+        }
+        let mut fields = String::new();
+        if DefaultFields::new()
+            .format_fields(Writer::new(&mut fields), attrs)
+            .is_ok()
+            && let Some(span) = ctx.span(id)
+        {
+            span.extensions_mut().insert(FollowerFields(fields));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        crate::events::publish_log(meta, || {
+            let mut body = String::new();
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope.from_root() {
+                    body.push_str(span.name());
+                    if let Some(f) = span.extensions().get::<FollowerFields>()
+                        && !f.0.is_empty()
+                    {
+                        let _ = write!(body, "{{{}}}", f.0);
+                    }
+                    body.push_str(": ");
+                }
+            }
+            let _ = DefaultFields::new().format_fields(Writer::new(&mut body), event);
+            serde_json::json!({
+                "time": crate::events::now(),
+                "level": meta.level().as_str(),
+                "target": meta.target(),
+                "message": crate::events::cut(body),
+            })
+            .to_string()
+        });
+    }
+}
+
+/// [`Followers`]' filter: the events some follower's levels take (spans always, for the
+/// context), decided per event (the followers come and go), and no more verbose than the
+/// most verbose follower, so that nobody following costs nothing.
+struct FollowersFilter;
+
+impl<S> Filter<S> for FollowersFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _: &Context<'_, S>) -> bool {
+        meta.is_span() || crate::events::log_wanted(meta)
+    }
+
+    fn callsite_enabled(&self, _: &'static Metadata<'static>) -> Interest {
+        Interest::sometimes()
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(crate::events::log_max_level())
+    }
 }
 
 /// Whether a subscriber is installed (the panic hook writes to stderr itself otherwise).

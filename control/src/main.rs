@@ -64,7 +64,19 @@ fn execute(cmd: Command) -> i32 {
                 EXIT_USAGE
             }
         },
-        Command::Status { json, socket } => client(&socket, &Request::Status {}, |v| {
+        Command::Status {
+            json,
+            watch: true,
+            interval,
+            socket,
+        } => ctl::subscribe::watch(&socket, interval.unwrap_or(1000), json),
+        Command::Log {
+            level,
+            json,
+            socket,
+        } => ctl::subscribe::log(&socket, level, json),
+        Command::Events { json, socket } => ctl::subscribe::events(&socket, json),
+        Command::Status { json, socket, .. } => client(&socket, &Request::Status {}, |v| {
             if json {
                 println!("{v}");
             } else {

@@ -90,3 +90,73 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
         serde_json::from_slice(&answer).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     resp.into_result().map_err(ClientError::Refused)
 }
+
+/// Sends subscription `req` to the daemon at `socket` and hands each record (one JSON
+/// object per line) to `each` until it returns `false` (`Ok`) or the daemon closes the
+/// connection (`ClientError::Io` of kind `UnexpectedEof`). The daemon's refusal is
+/// `ClientError::Refused`. Records may be minutes apart: no read timeout once subscribed.
+pub fn subscribe(
+    socket: &Path,
+    req: &Request,
+    mut each: impl FnMut(Value) -> bool,
+) -> Result<(), ClientError> {
+    let stream =
+        UnixStream::connect(socket).map_err(|e| ClientError::Connect(socket.to_owned(), e))?;
+    stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    stream
+        .set_write_timeout(Some(IO_TIMEOUT))
+        .map_err(ClientError::Io)?;
+    let mut line =
+        serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+    line.push('\n');
+    let wrote = (&stream).write_all(line.as_bytes());
+    if let Err(e) = &wrote {
+        if !matches!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+        ) {
+            return Err(ClientError::Io(wrote.unwrap_err()));
+        }
+    }
+    let mut reader = BufReader::with_capacity(1 << 16, &stream);
+    let mut buf = Vec::new();
+    let mut first = true;
+    loop {
+        buf.clear();
+        let read = (&mut reader)
+            .take(MAX_RESPONSE as u64 + 1)
+            .read_until(b'\n', &mut buf);
+        if first && buf.is_empty() {
+            wrote
+                .as_ref()
+                .map_err(|e| ClientError::Io(io::Error::new(e.kind(), e.to_string())))?;
+        }
+        read.map_err(ClientError::Io)?;
+        if buf.is_empty() {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection",
+            )));
+        }
+        if buf.len() > MAX_RESPONSE {
+            return Err(ClientError::BadResponse(format!(
+                "record longer than {MAX_RESPONSE} bytes"
+            )));
+        }
+        if first {
+            first = false;
+            let resp: Response = serde_json::from_slice(&buf)
+                .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+            resp.into_result().map_err(ClientError::Refused)?;
+            stream.set_read_timeout(None).map_err(ClientError::Io)?;
+            continue;
+        }
+        let v: Value =
+            serde_json::from_slice(&buf).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        if !each(v) {
+            return Ok(());
+        }
+    }
+}

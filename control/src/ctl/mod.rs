@@ -7,6 +7,14 @@
 //! `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`. A connection may carry several
 //! requests; a malformed one gets an error response, never a crash.
 //!
+//! Subscriptions (`{"cmd":"log"}`, `{"cmd":"events"}`, `{"cmd":"watch","interval_ms":N}`,
+//! [`Request::is_subscription`]) are answered once and then carry records, one JSON object
+//! per line, until either side closes the connection; they are served by the socket server
+//! itself (`stream`, with [`crate::events`]): at most
+//! [`MAX_SUBSCRIBERS`](crate::events::MAX_SUBSCRIBERS) at once, a bounded queue each, a
+//! slow reader losing records and told how many. docs/ARCHITECTURE.md, "Subscriptions on
+//! the control socket", has the wire and the events.
+//!
 //! Who may connect: the socket file is 0600 (0660 and owned by the control group when
 //! `[dataplane] control_group` is set), and is given that mode before it listens, so nobody
 //! else can ever connect. Each request is then checked against the client's credentials
@@ -41,8 +49,10 @@ pub mod mif;
 mod server;
 #[cfg(any(test, feature = "stand-in"))]
 pub mod stand_in;
+mod stream;
+pub mod subscribe;
 
-pub use client::{ClientError, call};
+pub use client::{ClientError, call, subscribe};
 pub use server::{Access, Listener, Peer, Server, peer_of};
 
 /// Longest request line the server accepts, in bytes (requests are small).
@@ -178,7 +188,31 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         child: Option<String>,
     },
+    /// A subscription (`mifsec log`): the daemon's log records at `level` (as `[log]
+    /// level` is written; default `info`), one JSON object per line, until the client
+    /// closes the connection. See [`Request::is_subscription`].
+    Log {
+        /// Levels, `LEVEL` or `LEVEL,TARGET=LEVEL,...`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        level: Option<String>,
+    },
+    /// A subscription (`mifsec events`): IKE SA and child SA up and down, rekeys, moves,
+    /// multi-interface operations, handovers and path states, one JSON object per line.
+    Events {},
+    /// A subscription (`mifsec status --watch`): `status` every `interval_ms`
+    /// milliseconds ([`WATCH_MIN`] to [`WATCH_MAX`]), each a line of its own with `t`
+    /// (Unix time in seconds) added.
+    Watch {
+        /// The interval, in milliseconds.
+        interval_ms: u64,
+    },
 }
+
+/// Shortest interval of `status --watch` (20 samples a second).
+pub const WATCH_MIN: Duration = Duration::from_millis(50);
+
+/// Longest interval of `status --watch`.
+pub const WATCH_MAX: Duration = Duration::from_secs(3600);
 
 /// The line of `mifsec keys --wireshark` before the IKE SAs' `ikev2_decryption_table`
 /// lines (the `esp_sa` lines come before it).
@@ -359,7 +393,18 @@ impl Target for Engine {
 impl Request {
     /// Whether the request changes the engine (and so deserves a line in the daemon's log).
     pub fn changes_state(&self) -> bool {
-        !matches!(self, Request::Status {} | Request::Keys {})
+        !matches!(self, Request::Status {} | Request::Keys {}) && !self.is_subscription()
+    }
+
+    /// Whether the request is a subscription: answered once with `{"ok":true,...}` (or an
+    /// error), after which the connection carries only the records, one JSON object per
+    /// line, until either side closes it. Served by the socket server itself (`server`),
+    /// never by [`dispatch`].
+    pub fn is_subscription(&self) -> bool {
+        matches!(
+            self,
+            Request::Log { .. } | Request::Events {} | Request::Watch { .. }
+        )
     }
 
     /// A one-line description for the log (never contains keys: no request carries any).
@@ -373,6 +418,10 @@ impl Request {
         match self {
             Request::Status {} => "status".into(),
             Request::Keys {} => "keys".into(),
+            Request::Log { level: None } => "log".into(),
+            Request::Log { level: Some(l) } => format!("log --level {l}"),
+            Request::Events {} => "events".into(),
+            Request::Watch { interval_ms } => format!("status --watch {interval_ms} ms"),
             Request::Handover { sa, path, hard } => {
                 format!("handover {sa} {path}{}", if *hard { " --hard" } else { "" })
             }
@@ -621,6 +670,9 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                 }
                 done(target.clone_sa(&conn, local, remote, child))
             }
+            Request::Log { .. } | Request::Events {} | Request::Watch { .. } => {
+                return Err("a subscription is served by the control socket itself".into());
+            }
         })
     };
     run().unwrap_or_else(Response::err)
@@ -638,7 +690,9 @@ pub fn handle_line(target: &dyn Target, line: &str) -> (Option<Request>, Respons
 /// What a request does, for the access check: reads, changes, or hands out keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// `status`.
+    /// `status` and the subscriptions (`log`, `events`, `status --watch`): nothing in
+    /// them is a key or a secret (log lines never hold any, events carry names, SPIs,
+    /// addresses and counts).
     Read,
     /// Every `ctl` command.
     Change,
@@ -650,7 +704,10 @@ impl Request {
     /// What the request does, for the access check.
     pub fn class(&self) -> Class {
         match self {
-            Request::Status {} => Class::Read,
+            Request::Status {}
+            | Request::Log { .. }
+            | Request::Events {}
+            | Request::Watch { .. } => Class::Read,
             Request::Keys {} => Class::Keys,
             _ => Class::Change,
         }

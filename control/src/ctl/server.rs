@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::{Class, MAX_CLIENTS, MAX_REQUEST, REQUEST_DEADLINE, Request, Response};
+use super::{Class, MAX_CLIENTS, MAX_REQUEST, REQUEST_DEADLINE, Request, Response, stream};
 use tracing::{error, info, warn};
 
 /// Who is on the other end of a connection, as the kernel saw it at `connect()`
@@ -396,8 +396,8 @@ where
     let spawned = std::thread::Builder::new()
         .name("mifsec-ctl-conn".into())
         .spawn(move || {
-            let _slot = Slot(&sh.clients);
-            serve_connection(&sh, &peer, &stream);
+            let slot = Slot(&sh.clients);
+            serve_connection(&sh, &peer, &stream, slot);
         });
     if let Err(e) = spawned {
         // The closure (and its slot) never ran.
@@ -495,7 +495,7 @@ impl Lines<'_> {
 }
 
 /// Writes all of `bytes` by `deadline`.
-fn write_by(stream: &UnixStream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
+pub(super) fn write_by(stream: &UnixStream, bytes: &[u8], deadline: Instant) -> io::Result<()> {
     let mut off = 0;
     while off < bytes.len() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -515,10 +515,11 @@ fn write_by(stream: &UnixStream, bytes: &[u8], deadline: Instant) -> io::Result<
 
 /// Serves one connection: each request, from the wait for its first byte to the last byte
 /// of its answer, must be done within the deadline; a late client is closed.
-fn serve_connection<F>(shared: &Shared<F>, peer: &Peer, stream: &UnixStream)
+fn serve_connection<F>(shared: &Shared<F>, peer: &Peer, stream: &UnixStream, slot: Slot<'_>)
 where
     F: Fn(&Peer, Request) -> Response,
 {
+    let mut slot = Some(slot);
     let mut lines = Lines {
         stream,
         buf: Vec::new(),
@@ -537,7 +538,22 @@ where
         };
         let response = match std::str::from_utf8(&line) {
             Ok(text) if text.trim().is_empty() => continue,
-            Ok(text) => handle_authorized(shared, peer, text.trim()),
+            Ok(text) => match serde_json::from_str::<Request>(text.trim()) {
+                Ok(req) if req.is_subscription() => {
+                    if let Err(why) = allowed(shared, peer, &req) {
+                        let r = Response::err(why);
+                        let _ = write_by(stream, format!("{}\n", r.to_line()).as_bytes(), deadline);
+                        return;
+                    }
+                    // From here on the connection is a subscriber's: it counts against
+                    // the subscriptions' limit instead of the clients'.
+                    drop(slot.take());
+                    stream::serve(&shared.handler, peer, stream, req);
+                    return;
+                }
+                Ok(req) => handle_authorized(shared, peer, req),
+                Err(e) => Response::err(format!("bad request: {e}")),
+            },
             Err(_) => Response::err("bad request: not UTF-8"),
         };
         let mut out = response.to_line().into_bytes();
@@ -548,24 +564,27 @@ where
     }
 }
 
-/// Parses a request, checks it against the access rules, logs what must be logged, and
-/// hands an allowed one to the handler.
-fn handle_authorized<F>(shared: &Shared<F>, peer: &Peer, line: &str) -> Response
-where
-    F: Fn(&Peer, Request) -> Response,
-{
-    let req = match serde_json::from_str::<Request>(line) {
-        Ok(r) => r,
-        Err(e) => return Response::err(format!("bad request: {e}")),
-    };
-    let class = req.class();
-    if let Err(why) = shared.access.check(peer, class) {
+/// Checks a request against the access rules; a refusal is logged with the client's uid
+/// and pid.
+fn allowed<F>(shared: &Shared<F>, peer: &Peer, req: &Request) -> Result<(), String> {
+    shared.access.check(peer, req.class()).inspect_err(|why| {
         warn!(
             "control socket: refused {} from uid {} pid {}: {why}",
             req.describe(),
             peer.uid,
             peer.pid
         );
+    })
+}
+
+/// Checks a request against the access rules, logs what must be logged, and hands an
+/// allowed one to the handler.
+fn handle_authorized<F>(shared: &Shared<F>, peer: &Peer, req: Request) -> Response
+where
+    F: Fn(&Peer, Request) -> Response,
+{
+    let class = req.class();
+    if let Err(why) = allowed(shared, peer, &req) {
         return Response::err(why);
     }
     let resp = (shared.handler)(peer, req);

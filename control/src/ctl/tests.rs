@@ -23,6 +23,18 @@ fn requests_have_the_documented_wire_form() {
     let cases = [
         (Request::Status {}, r#"{"cmd":"status"}"#),
         (Request::Keys {}, r#"{"cmd":"keys"}"#),
+        (Request::Log { level: None }, r#"{"cmd":"log"}"#),
+        (
+            Request::Log {
+                level: Some("debug".into()),
+            },
+            r#"{"cmd":"log","level":"debug"}"#,
+        ),
+        (Request::Events {}, r#"{"cmd":"events"}"#),
+        (
+            Request::Watch { interval_ms: 50 },
+            r#"{"cmd":"watch","interval_ms":50}"#,
+        ),
         (
             Request::Handover {
                 sa: "t".into(),
@@ -389,6 +401,15 @@ fn access_rules() {
         );
     }
     assert_eq!(Request::Status {}.class(), Class::Read);
+    // The subscriptions are readable by whom status is; none hands out a secret.
+    for sub in [
+        Request::Log { level: None },
+        Request::Events {},
+        Request::Watch { interval_ms: 50 },
+    ] {
+        assert_eq!(sub.class(), Class::Read, "{sub:?}");
+        assert!(sub.is_subscription() && !sub.changes_state(), "{sub:?}");
+    }
     let forged = Request::Terminate {
         conn: "x\nmifsec: stopped".into(),
     };

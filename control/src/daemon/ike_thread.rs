@@ -44,6 +44,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde_json::json;
 use tracing::{debug, error, info, warn};
 
 use super::install::{Installed, PathMove};
@@ -54,6 +55,7 @@ use crate::dataplane::engine::{Engine, IkeDatagram, InterfaceConfig};
 use crate::dataplane::event::{Event as SaEvent, Usage};
 use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
+use crate::events;
 use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
 use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, MoveReason, SeqLimitAction};
 use crate::logging::{child_span, ike_span};
@@ -621,6 +623,8 @@ pub(super) struct Entry {
     /// Multi-interface operations of ours the peer answered, and those it refused.
     pub(super) mif_operations: u64,
     pub(super) mif_refused: u64,
+    /// Why it ended, for the `ike-down` event (none: deleted by us).
+    pub(super) down: Option<String>,
 }
 
 pub(super) struct IkeThread {
@@ -847,6 +851,20 @@ impl IkeThread {
                 Output::Removed { sa, conn } => {
                     let name = self.conns[conn].name.clone();
                     let span = ike_span(&name, sa.0);
+                    if let Some(e) = self.entries.get(&sa) {
+                        events::publish("ike-down", || {
+                            let mut v = json!({
+                                "conn": name,
+                                "ike_id": sa.0,
+                                "reason": e.down.as_deref().unwrap_or("deleted"),
+                            });
+                            if let Some(i) = &e.info {
+                                v["spi_i"] = json!(format!("{:016x}", i.spi_i));
+                                v["spi_r"] = json!(format!("{:016x}", i.spi_r));
+                            }
+                            v
+                        });
+                    }
                     self.forget_clone_plans(sa);
                     let restart = span.in_scope(|| self.cleanup(sa));
                     if restart {
@@ -889,6 +907,10 @@ impl IkeThread {
                 ..
             } => {
                 tracing::debug!(sa, path, up, verified, "engine: path state");
+                events::publish(if up { "path-up" } else { "path-down" }, || {
+                    json!({ "sa": sa, "spi_in": format!("{spi_in:08x}"), "path": path,
+                            "verified": verified })
+                });
                 self.mif_path_state(now, spi_in, &path, up && verified)
             }
         };
@@ -1266,8 +1288,17 @@ impl IkeThread {
         };
         let initiator = sa.is_initiator();
         let st = sa.stats();
+        let conn = self.conns[c].name.clone();
         match ev {
             Event::IkeSaEstablished(info) => {
+                events::publish("ike-up", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0, "local": info.local.to_string(),
+                        "remote": info.remote.to_string(),
+                        "spi_i": format!("{:016x}", info.spi_i),
+                        "spi_r": format!("{:016x}", info.spi_r), "initiator": initiator,
+                    })
+                });
                 info!(
                     spi_i = %format_args!("{:016x}", info.spi_i),
                     spi_r = %format_args!("{:016x}", info.spi_r),
@@ -1338,6 +1369,15 @@ impl IkeThread {
                     algorithms(info.cipher, info.prf, info.group),
                     nat_name(&info),
                 );
+                events::publish("ike-up", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0, "local": info.local.to_string(),
+                        "remote": info.remote.to_string(),
+                        "spi_i": format!("{:016x}", info.spi_i),
+                        "spi_r": format!("{:016x}", info.spi_r), "initiator": initiator,
+                        "cloned_from": format!("{:016x}_i {:016x}_r", from.0, from.1),
+                    })
+                });
                 self.on_cloned(h, &info);
                 let e = self.entry(h);
                 e.dns.clone_from(&info.dns);
@@ -1360,7 +1400,13 @@ impl IkeThread {
             Event::ChildSaFailed {
                 name: child,
                 reason,
-            } => warn!("child {child} failed: {reason:?}"),
+            } => {
+                warn!("child {child} failed: {reason:?}");
+                events::publish("child-failed", || {
+                    json!({ "conn": conn, "ike_id": h.0, "child": child,
+                            "reason": format!("{reason:?}") })
+                });
+            }
             Event::IkeSaMoved {
                 local,
                 remote,
@@ -1392,6 +1438,13 @@ impl IkeThread {
                         .map_or("-", nat_name),
                     children.len()
                 );
+                events::publish("ike-move", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0, "local": local.to_string(),
+                        "remote": remote.to_string(), "reason": reason.name(),
+                        "children_moved": moved, "children": children.len(), "move": n,
+                    })
+                });
                 self.clone_moved(h);
             }
             Event::MifApplied {
@@ -1411,6 +1464,14 @@ impl IkeThread {
                     results.len(),
                     children.len()
                 );
+                events::publish("mif", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0,
+                        "op": op.as_ref().map_or("interface list", |o| o.name()),
+                        "initiated": initiated, "dry_run": dry_run, "applied": applied,
+                        "results": results.len(), "changed": children.len(),
+                    })
+                });
                 if !dry_run && !children.is_empty() {
                     let changes: Vec<super::mif::PathsChange> = children
                         .iter()
@@ -1440,6 +1501,13 @@ impl IkeThread {
                     op.as_ref().map_or("interface list", |o| o.name()),
                     reason.name()
                 );
+                events::publish("mif-refused", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0,
+                        "op": op.as_ref().map_or("interface list", |o| o.name()),
+                        "reason": reason.name(),
+                    })
+                });
                 let e = self.entry(h);
                 e.mif_operations += 1;
                 e.mif_refused += 1;
@@ -1459,6 +1527,14 @@ impl IkeThread {
                     "child {} rekeyed: {old_spi_in:08x} -> {:08x}",
                     new.name, new.spi_in
                 );
+                events::publish("child-rekey", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0, "child": new.name,
+                        "old_spi_in": format!("{old_spi_in:08x}"),
+                        "spi_in": format!("{:08x}", new.spi_in),
+                        "spi_out": format!("{:08x}", new.spi_out), "initiated": initiated,
+                    })
+                });
                 // Make-before-break: the old pair stays until its Delete completes.
                 for c in &mut self.entry(h).children {
                     if c.spec.spi_in == old_spi_in {
@@ -1478,6 +1554,13 @@ impl IkeThread {
                     info.spi_r,
                     algorithms(info.cipher, info.prf, info.group)
                 );
+                events::publish("ike-rekey", || {
+                    json!({
+                        "conn": conn, "ike_id": h.0,
+                        "spi_i": format!("{:016x}", info.spi_i),
+                        "spi_r": format!("{:016x}", info.spi_r),
+                    })
+                });
                 let e = self.entry(h);
                 e.info = Some(info);
                 e.established = Some(Instant::now());
@@ -1510,6 +1593,7 @@ impl IkeThread {
             }
             Event::Failed(r) => {
                 warn!("failed: {r}");
+                self.entry(h).down = Some(format!("failed: {r}"));
                 let conn = &self.conns[c];
                 // A clone is not restarted: the connection's first IKE SA is.
                 if r == FailReason::Timeout
@@ -1520,7 +1604,10 @@ impl IkeThread {
                     self.entry(h).restart = true;
                 }
             }
-            Event::Closed => info!("deleted by the peer"),
+            Event::Closed => {
+                info!("deleted by the peer");
+                self.entry(h).down = Some("deleted by the peer".into());
+            }
         }
     }
 

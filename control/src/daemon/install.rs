@@ -216,6 +216,14 @@ impl IkeThread {
                 format!(", vips {}", v.join(" "))
             }
         );
+        crate::events::publish("child-up", || {
+            serde_json::json!({
+                "conn": conn.name, "ike_id": h.0, "child": status.name, "sa": sa_name,
+                "spi_in": status.spi_in, "spi_out": status.spi_out, "mode": status.mode,
+                "cipher": status.cipher, "local_ts": status.local_ts,
+                "remote_ts": status.remote_ts, "paths": path_names,
+            })
+        });
         self.entry(h).children.push(Installed {
             status,
             spi_out: c.spi_out,
@@ -383,6 +391,12 @@ impl IkeThread {
             Ok(_) => info!("child SA {} removed", c.status.sa),
             Err(e) => warn!("removing child SA {}: {e}", c.status.sa),
         }
+        crate::events::publish("child-down", || {
+            serde_json::json!({
+                "child": c.status.name, "sa": c.status.sa, "spi_in": c.status.spi_in,
+                "spi_out": c.status.spi_out,
+            })
+        });
     }
 
     /// Removes what a dead IKE SA installed (child SAs, routes, the virtual IPs) and

@@ -282,6 +282,12 @@ pub fn run(path: &Path) -> i32 {
             return Response::err("the daemon is stopping");
         };
         let resp = ctl::dispatch(node, req.clone());
+        if let (ctl::Request::Handover { sa, path, hard }, true) = (&req, resp.ok) {
+            crate::events::publish(
+                "handover",
+                || serde_json::json!({ "sa": sa, "path": path, "hard": hard, "by": "ctl" }),
+            );
+        }
         if req.changes_state() {
             match &resp.error {
                 None => info!(
@@ -358,8 +364,14 @@ fn log_manual_seq_events(engine: &Engine) {
                     // Manual SAs are installed without `report_usage`.
                     Event::Usage { .. } => {}
                     Event::PathState {
-                        sa, path, up, verified, ..
-                    } => tracing::debug!(sa, path, up, verified, "engine: path state"),
+                        sa, spi_in, path, up, verified, ..
+                    } => {
+                        tracing::debug!(sa, path, up, verified, "engine: path state");
+                        crate::events::publish(if up { "path-up" } else { "path-down" }, || {
+                            serde_json::json!({ "sa": sa, "spi_in": format!("{spi_in:08x}"),
+                                                "path": path, "verified": verified })
+                        });
+                    }
                 }
             }
         });

@@ -1,0 +1,307 @@
+//! Serving the subscriptions (`log`, `events`, `watch`) on a connection of the control
+//! socket, once the server has checked the client's access.
+//!
+//! The connection's thread streams: it takes one of the
+//! [`MAX_SUBSCRIBERS`](crate::events::MAX_SUBSCRIBERS) slots (or answers the error and
+//! closes), subscribes, answers `{"ok":true,"result":"..."}`, and from then on writes one
+//! JSON object per line. Records reach it through the subscription's bounded queue
+//! ([`crate::events`]): whoever makes them never waits for this thread, and a client that
+//! reads too slowly loses records and is told how many. A client that takes nothing for
+//! [`WRITE_DEADLINE`] is closed; one that closes its end is noticed within
+//! [`ALIVE_EVERY`] and unsubscribed. Whatever a subscriber sends after its request is read
+//! and ignored.
+
+use std::io::{self, Read};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::server::write_by;
+use super::{Peer, Request, Response, WATCH_MAX, WATCH_MIN};
+use crate::events::{self, Item, Slot, Subscription};
+use crate::logging::LogConfig;
+
+/// How long a subscriber may take to accept a write before it is closed (its records are
+/// dropped and counted meanwhile; it holds only its own thread and queue).
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How often an idle subscription looks whether its client is still there.
+pub const ALIVE_EVERY: Duration = Duration::from_millis(500);
+
+/// Records written in one go when several are queued.
+const BATCH: usize = 64;
+
+/// Why a subscription ended.
+enum End {
+    /// The client closed its end.
+    Closed,
+    /// The client accepted nothing for [`WRITE_DEADLINE`].
+    Stuck,
+    /// The daemon is stopping (or the status could not be made).
+    Daemon,
+}
+
+/// Serves subscription `req` (allowed already) on `stream` until it ends.
+pub(super) fn serve<F>(handler: &F, peer: &Peer, stream: &UnixStream, req: Request)
+where
+    F: Fn(&Peer, Request) -> Response,
+{
+    let what = req.describe();
+    let refuse = |why: String| {
+        let line = format!("{}\n", Response::err(why).to_line());
+        let _ = write_by(stream, line.as_bytes(), Instant::now() + WRITE_DEADLINE);
+    };
+    let slot = match Slot::take() {
+        Ok(s) => s,
+        Err(why) => {
+            warn!(
+                "control socket: refused {what} from uid {} pid {}: {why}",
+                peer.uid, peer.pid
+            );
+            return refuse(why);
+        }
+    };
+    let (end, dropped) = match req {
+        Request::Log { level } => {
+            let levels = match LogConfig::parse(level.as_deref().unwrap_or("info")) {
+                Ok(l) => l,
+                Err(e) => return refuse(format!("--level: {e}")),
+            };
+            // Subscribed before the answer: whatever is logged after the client has read
+            // it reaches the client.
+            let sub = events::subscribe_log(&levels, slot);
+            info!(
+                "control socket: uid {} pid {} follows the log at {levels}",
+                peer.uid, peer.pid
+            );
+            pump(
+                stream,
+                &sub,
+                &format!("following the log at {levels}"),
+                true,
+            )
+        }
+        Request::Events {} => {
+            let sub = events::subscribe_events(slot);
+            info!(
+                "control socket: uid {} pid {} follows the events",
+                peer.uid, peer.pid
+            );
+            pump(stream, &sub, "following the events", false)
+        }
+        Request::Watch { interval_ms } => {
+            let interval = Duration::from_millis(interval_ms);
+            if !(WATCH_MIN..=WATCH_MAX).contains(&interval) {
+                return refuse(format!(
+                    "--interval must be {} to {} seconds, got {}",
+                    WATCH_MIN.as_secs_f64(),
+                    WATCH_MAX.as_secs(),
+                    interval.as_secs_f64()
+                ));
+            }
+            let end = watch(handler, peer, stream, interval);
+            drop(slot);
+            end
+        }
+        _ => return refuse("not a subscription".into()),
+    };
+    let why = match end {
+        End::Closed => "the client closed it".to_owned(),
+        End::Stuck => format!(
+            "the client took nothing for {} s; closed",
+            WRITE_DEADLINE.as_secs()
+        ),
+        End::Daemon => "the daemon is stopping".to_owned(),
+    };
+    let lost = if dropped > 0 {
+        format!(", {dropped} records dropped on the way")
+    } else {
+        String::new()
+    };
+    match end {
+        End::Stuck => warn!(
+            "control socket: {what} of uid {} pid {} ended: {why}{lost}",
+            peer.uid, peer.pid
+        ),
+        _ => info!(
+            "control socket: {what} of uid {} pid {} ended: {why}{lost}",
+            peer.uid, peer.pid
+        ),
+    }
+}
+
+/// The line that tells a client `n` records were dropped.
+fn dropped_line(n: u64, log: bool) -> String {
+    let t = events::now();
+    if log {
+        serde_json::json!({
+            "time": t,
+            "level": "WARN",
+            "target": "mifsec::subscription",
+            "message": format!("{n} log records dropped here: this client read too slowly"),
+            "dropped": n,
+        })
+    } else {
+        serde_json::json!({ "time": t, "event": "dropped", "count": n })
+    }
+    .to_string()
+}
+
+/// Answers `ok`, then writes the subscription's records until it ends; returns why and how
+/// many records were dropped.
+fn pump(stream: &UnixStream, sub: &Subscription, ok: &str, log: bool) -> (End, u64) {
+    let mut dropped = 0;
+    let first = format!("{}\n", Response::ok(Value::from(ok)).to_line());
+    if write_by(stream, first.as_bytes(), Instant::now() + WRITE_DEADLINE).is_err() {
+        return (End::Closed, dropped);
+    }
+    let rx = sub.receiver();
+    let mut out = Vec::new();
+    loop {
+        let item = match rx.recv_timeout(ALIVE_EVERY) {
+            Ok(i) => i,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if closed(stream) {
+                    return (End::Closed, dropped);
+                }
+                let n = sub.take_dropped();
+                if n == 0 {
+                    continue;
+                }
+                Item::Dropped(n)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                return (End::Daemon, dropped);
+            }
+        };
+        out.clear();
+        for item in std::iter::once(item).chain(rx.try_iter().take(BATCH - 1)) {
+            match item {
+                Item::Line(l) => out.extend_from_slice(l.as_bytes()),
+                Item::Dropped(n) => {
+                    dropped += n;
+                    out.extend_from_slice(dropped_line(n, log).as_bytes());
+                }
+            }
+            out.push(b'\n');
+        }
+        // Drops that no later record has reported: after what was queued before them.
+        if rx.is_empty() {
+            let n = sub.take_dropped();
+            if n > 0 {
+                dropped += n;
+                out.extend_from_slice(dropped_line(n, log).as_bytes());
+                out.push(b'\n');
+            }
+        }
+        match write_by(stream, &out, Instant::now() + WRITE_DEADLINE) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return (End::Stuck, dropped);
+            }
+            Err(_) => return (End::Closed, dropped),
+        }
+    }
+}
+
+/// `status` every `interval`, with `t` added, until the client goes. A sample that would
+/// be late (the client or the status slower than the interval) is skipped, and the next
+/// line says how many were (`missed`).
+fn watch<F>(handler: &F, peer: &Peer, stream: &UnixStream, interval: Duration) -> (End, u64)
+where
+    F: Fn(&Peer, Request) -> Response,
+{
+    let ok = format!(
+        "{}\n",
+        Response::ok(Value::from(format!(
+            "status every {} s",
+            interval.as_secs_f64()
+        )))
+        .to_line()
+    );
+    if write_by(stream, ok.as_bytes(), Instant::now() + WRITE_DEADLINE).is_err() {
+        return (End::Closed, 0);
+    }
+    let mut next = Instant::now();
+    let mut missed: u64 = 0;
+    let mut missed_total = 0;
+    loop {
+        let t = events::now();
+        let mut st = match handler(peer, Request::Status {}).into_result() {
+            Ok(Value::Object(m)) => m,
+            Ok(_) | Err(_) => return (End::Daemon, missed_total),
+        };
+        st.insert("t".into(), Value::from(t));
+        if missed > 0 {
+            st.insert("missed".into(), Value::from(missed));
+            missed_total += missed;
+            missed = 0;
+        }
+        let mut line = Value::Object(st).to_string();
+        line.push('\n');
+        match write_by(stream, line.as_bytes(), Instant::now() + WRITE_DEADLINE) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return (End::Stuck, missed_total);
+            }
+            Err(_) => return (End::Closed, missed_total),
+        }
+        next += interval;
+        let now = Instant::now();
+        if next <= now {
+            let behind = (now - next).as_nanos() / interval.as_nanos() + 1;
+            let behind = u32::try_from(behind).unwrap_or(u32::MAX);
+            missed += u64::from(behind);
+            next += interval * behind;
+        }
+        if closed_by(stream, next) {
+            return (End::Closed, missed_total);
+        }
+    }
+}
+
+/// Whether the client has closed its end (looks without waiting more than a moment).
+fn closed(stream: &UnixStream) -> bool {
+    closed_by(stream, Instant::now() + Duration::from_millis(1))
+}
+
+/// Waits until `until` for the client to close its end; whether it did. What it sends is
+/// read and ignored.
+fn closed_by(stream: &UnixStream, until: Instant) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left < Duration::from_micros(10) {
+            return false;
+        }
+        if stream.set_read_timeout(Some(left)).is_err() {
+            return true;
+        }
+        match (&*stream).read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
