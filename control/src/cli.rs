@@ -544,7 +544,10 @@ mod tests {
             }
         );
         assert!(p("status --watch --interval 0.01").is_err());
-        assert!(p("status --interval 1").is_err(), "--interval needs --watch");
+        assert!(
+            p("status --interval 1").is_err(),
+            "--interval needs --watch"
+        );
         assert_eq!(
             p("log --level debug").unwrap(),
             Command::Log {

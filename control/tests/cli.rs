@@ -308,6 +308,9 @@ fn clients_without_a_daemon_fail_clearly_with_exit_3() {
         &["keys", "--wireshark", "--socket", &sock],
         &["ctl", "handover", "tunnel", "fast", "--socket", &sock],
         &["ctl", "--socket", &sock, "initiate", "home"],
+        &["log", "--socket", &sock],
+        &["events", "--json", "--socket", &sock],
+        &["status", "--watch", "--socket", &sock],
     ] {
         let o = mifsec(args);
         assert_eq!(o.status.code(), Some(3), "{args:?}");
