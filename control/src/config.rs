@@ -145,6 +145,12 @@ impl std::error::Error for ConfigError {}
 
 /// Reads and parses the file at `path`. Errors name the file as `path` is written.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_running(path).map(|(c, _)| c)
+}
+
+/// [`load`], and the file as a [`running::RunningDoc`] (what `mifsec showconf` shows and
+/// a reload compares with), from the same read.
+pub fn load_running(path: &Path) -> Result<(Config, running::RunningDoc), ConfigError> {
     let file = path.display().to_string();
     let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -179,7 +185,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             }
         }
     }
-    Ok(cfg)
+    let doc = running::RunningDoc::from_text(text).map_err(|message| ConfigError {
+        file: file.clone(),
+        line: None,
+        key: None,
+        message,
+    })?;
+    Ok((cfg, doc))
 }
 
 impl Config {
@@ -1173,6 +1185,7 @@ fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
 }
 
 mod ike;
+pub mod running;
 pub use ike::{Connection, IkeSettings, parse_esp_proposal, parse_id, parse_ike_proposal};
 
 #[cfg(test)]

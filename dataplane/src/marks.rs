@@ -389,30 +389,67 @@ impl Tracked {
 #[derive(Debug)]
 pub struct Keeper {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     errors: Arc<AtomicU64>,
+    /// SAs added while the engine runs ([`Keeper::add`]), taken by the thread's next tick,
+    /// and the names of SAs removed ([`Keeper::forget`]), dropped before those are added.
+    incoming: Arc<std::sync::Mutex<(Vec<Tracked>, Vec<String>)>>,
 }
 
 impl Keeper {
-    /// Starts the thread for `sas` (none: no thread).
+    /// Starts the thread for `sas` (none: no thread until [`Keeper::add`]).
     pub fn start(sas: Vec<Tracked>) -> io::Result<Keeper> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let errors = Arc::new(AtomicU64::new(0));
-        let thread = if sas.is_empty() {
-            None
-        } else {
-            let (stop, errors) = (Arc::clone(&stop), Arc::clone(&errors));
-            Some(
-                std::thread::Builder::new()
-                    .name("mifsec-marks".into())
-                    .spawn(move || keep(sas, &stop, &errors))?,
-            )
+        let k = Keeper {
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: std::sync::Mutex::new(None),
+            errors: Arc::new(AtomicU64::new(0)),
+            incoming: Arc::new(std::sync::Mutex::new((Vec::new(), Vec::new()))),
         };
-        Ok(Keeper {
-            stop,
-            thread,
-            errors,
-        })
+        if !sas.is_empty() {
+            k.spawn(sas)?;
+        }
+        Ok(k)
+    }
+
+    fn spawn(&self, sas: Vec<Tracked>) -> io::Result<()> {
+        let (stop, errors) = (Arc::clone(&self.stop), Arc::clone(&self.errors));
+        let incoming = Arc::clone(&self.incoming);
+        let t = std::thread::Builder::new()
+            .name("mifsec-marks".into())
+            .spawn(move || keep(sas, &incoming, &stop, &errors))?;
+        *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+        Ok(())
+    }
+
+    /// Keeps the marks of an SA installed while the engine runs (its first blocks are
+    /// stored already, by [`Tracked::resume`]); starts the thread if there was none.
+    pub fn add(&self, sa: Tracked) -> io::Result<()> {
+        let running = self
+            .thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if running {
+            self.incoming
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .0
+                .push(sa);
+            Ok(())
+        } else {
+            self.spawn(vec![sa])
+        }
+    }
+
+    /// Stops keeping the marks of SA `name`, removed from the engine: its files keep the
+    /// ceilings stored last, above every number it used (sealing waits at the ceiling), so
+    /// the same keys installed again resume above them. Not settled: a worker may still
+    /// hold the SA for a moment.
+    pub fn forget(&self, name: &str) {
+        let mut g = self.incoming.lock().unwrap_or_else(|p| p.into_inner());
+        // One queued but not yet taken goes at once.
+        g.0.retain(|t| t.name != name);
+        g.1.push(name.to_owned());
     }
 
     /// Failed writes of a mark so far (each one retried; traffic waits at the old ceiling).
@@ -424,7 +461,12 @@ impl Keeper {
     /// with these SAs has stopped.
     pub fn settle(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        let t = self
+            .thread
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(t) = t {
             let _ = t.join();
         }
     }
@@ -436,10 +478,22 @@ impl Drop for Keeper {
     }
 }
 
-fn keep(mut sas: Vec<Tracked>, stop: &AtomicBool, errors: &AtomicU64) {
+fn keep(
+    mut sas: Vec<Tracked>,
+    incoming: &std::sync::Mutex<(Vec<Tracked>, Vec<String>)>,
+    stop: &AtomicBool,
+    errors: &AtomicU64,
+) {
     let mut before = Instant::now();
+    let take = |sas: &mut Vec<Tracked>| {
+        let mut g = incoming.lock().unwrap_or_else(|p| p.into_inner());
+        let forget = std::mem::take(&mut g.1);
+        sas.retain(|t| !forget.contains(&t.name));
+        sas.append(&mut g.0);
+    };
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(TICK);
+        take(&mut sas);
         let now = Instant::now();
         let dt = now.duration_since(before).as_secs_f64();
         before = now;
@@ -447,6 +501,9 @@ fn keep(mut sas: Vec<Tracked>, stop: &AtomicBool, errors: &AtomicU64) {
             sa.tick(now, dt, errors);
         }
     }
+    take(&mut sas);
+    // In the order they were added: an SA removed and installed again with the same keys
+    // settles after its old pair (whose marks are lower).
     for sa in &mut sas {
         if sa.settle().is_err() {
             // The ceilings stored last stay: still correct, only a few numbers are skipped.

@@ -206,6 +206,14 @@ pub enum Request {
         /// The interval, in milliseconds.
         interval_ms: u64,
     },
+    /// Read the configuration file again and apply the difference (`ctl reload`, as
+    /// SIGHUP); answered with what changed, a line each. Only the daemon does it.
+    Reload {},
+    /// The running configuration in the file's syntax, `ctl` changes included; key
+    /// material only for the clients that may read keys. Only the daemon answers it.
+    Showconf {},
+    /// The loaded connections (as `swanctl --list-conns`). Only the daemon answers it.
+    ListConns {},
 }
 
 /// Shortest interval of `status --watch` (20 samples a second).
@@ -393,7 +401,10 @@ impl Target for Engine {
 impl Request {
     /// Whether the request changes the engine (and so deserves a line in the daemon's log).
     pub fn changes_state(&self) -> bool {
-        !matches!(self, Request::Status {} | Request::Keys {}) && !self.is_subscription()
+        !matches!(
+            self,
+            Request::Status {} | Request::Keys {} | Request::Showconf {} | Request::ListConns {}
+        ) && !self.is_subscription()
     }
 
     /// Whether the request is a subscription: answered once with `{"ok":true,...}` (or an
@@ -422,6 +433,9 @@ impl Request {
             Request::Log { level: Some(l) } => format!("log --level {l}"),
             Request::Events {} => "events".into(),
             Request::Watch { interval_ms } => format!("status --watch {interval_ms} ms"),
+            Request::Reload {} => "reload".into(),
+            Request::Showconf {} => "showconf".into(),
+            Request::ListConns {} => "list-conns".into(),
             Request::Handover { sa, path, hard } => {
                 format!("handover {sa} {path}{}", if *hard { " --hard" } else { "" })
             }
@@ -534,6 +548,9 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                     obj.insert("ike".into(), ike);
                 }
                 Response::ok(v)
+            }
+            Request::Reload {} | Request::Showconf {} | Request::ListConns {} => {
+                return Err("only the daemon answers this (it holds the configuration)".into());
             }
             Request::Keys {} => {
                 let mut lines = target.wireshark_keys();
@@ -705,6 +722,8 @@ impl Request {
     pub fn class(&self) -> Class {
         match self {
             Request::Status {}
+            | Request::Showconf {}
+            | Request::ListConns {}
             | Request::Log { .. }
             | Request::Events {}
             | Request::Watch { .. } => Class::Read,

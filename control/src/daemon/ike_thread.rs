@@ -201,7 +201,28 @@ enum Msg {
     ),
     /// `keys --wireshark`: the IKE SAs' ikev2_decryption_table lines go back.
     Keys(Sender<Vec<String>>),
+    /// `ctl reload`: the connections added, changed and removed; a line per change goes
+    /// back.
+    Reload(Vec<ConnChange>, Sender<Vec<String>>),
     Stop,
+}
+
+/// One connection's part of a configuration reload (`ctl reload`, SIGHUP), as
+/// `swanctl --load-conns` merges connections.
+#[derive(Debug)]
+pub enum ConnChange {
+    /// A connection that was not loaded: added (last in the matching order) and, with
+    /// `start_action = "start"`, initiated.
+    Add(Connection),
+    /// A loaded connection whose configuration changed (its keys, its children, the secret
+    /// it takes, its pools): IKE SAs made from now on get the new configuration; the
+    /// established ones keep running on what they negotiated. With `start_action = "start"`
+    /// its IKE SAs are deleted and it is initiated again with the new configuration (as
+    /// strongSwan does with a replaced connection whose start action is `start`).
+    Replace(Connection),
+    /// A connection no longer in the file: its IKE SAs and their child SAs are deleted (a
+    /// Delete to the peer) and no new one is made or answered.
+    Remove(String),
 }
 
 /// How long `ctl move` waits for the IKE thread's answer.
@@ -477,6 +498,35 @@ impl IkeHandle {
             return Vec::new();
         }
         rx.recv_timeout(MOVE_ANSWER).unwrap_or_default()
+    }
+
+    /// `ctl reload`: hands the IKE thread the connections that changed; returns what it
+    /// did, a line per connection.
+    pub fn reload(&mut self, changes: Vec<ConnChange>) -> Result<Vec<String>, CommandError> {
+        if changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        for c in &changes {
+            match c {
+                ConnChange::Add(c) => {
+                    if !self.connections.contains(&c.name) {
+                        self.connections.push(c.name.clone());
+                    }
+                }
+                ConnChange::Replace(_) => {}
+                ConnChange::Remove(n) => self.connections.retain(|c| c != n),
+            }
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        // Waits for room: a reload must not be lost to a busy queue.
+        self.tx
+            .send_timeout(Msg::Reload(changes, tx), MOVE_ANSWER)
+            .map_err(|_| CommandError::Busy)?;
+        match rx.recv_timeout(MOVE_ANSWER) {
+            Ok(r) => Ok(r),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
     }
 
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
@@ -772,6 +822,10 @@ impl IkeThread {
                         .iter()
                         .flat_map(|(_, _, sa)| sa.wireshark_ike_keys())
                         .collect();
+                    let _ = reply.try_send(lines);
+                }
+                Some(Msg::Reload(changes, reply)) => {
+                    let lines = self.reload(now, changes);
                     let _ = reply.try_send(lines);
                 }
                 Some(Msg::Stop) => {
@@ -1242,6 +1296,107 @@ impl IkeThread {
     }
 
     /// Deletes the IKE SAs of `conn` (all with `None`).
+    /// Applies a reload's connection changes (see [`ConnChange`]); a line per change.
+    fn reload(&mut self, now: Instant, changes: Vec<ConnChange>) -> Vec<String> {
+        let mut lines = Vec::new();
+        let ep_conn = |c: &Connection| endpoint::Connection {
+            local_addrs: c.local_addrs.clone(),
+            remote_addrs: c.remote_addrs.clone(),
+            ike: c.ike.clone(),
+        };
+        for change in changes {
+            match change {
+                ConnChange::Add(c) => {
+                    let name = c.name.clone();
+                    let start = c.start;
+                    self.ep.add_connection(ep_conn(&c));
+                    self.conns.push(c);
+                    info!("ike {name}: connection added (reload)");
+                    if start {
+                        self.initiate(now, &name);
+                        lines.push(format!("connection {name} added and initiated"));
+                    } else {
+                        lines.push(format!("connection {name} added"));
+                    }
+                }
+                ConnChange::Replace(c) => {
+                    let name = c.name.clone();
+                    let Some(i) = self.conns.iter().position(|x| x.name == name) else {
+                        continue;
+                    };
+                    let (was_start, start) = (self.conns[i].start, c.start);
+                    self.ep.set_connection(i, ep_conn(&c));
+                    self.conns[i] = c;
+                    let live: Vec<SaHandle> = self
+                        .ep
+                        .handles()
+                        .into_iter()
+                        .filter(|h| {
+                            self.ep.connection_of(*h) == Some(i)
+                                && self.ep.sa(*h).is_some_and(|sa| !sa.is_dead())
+                        })
+                        .collect();
+                    info!("ike {name}: connection replaced (reload)");
+                    if (was_start || start) && !live.is_empty() {
+                        // Initiated again with the new configuration once they are gone.
+                        for h in &live {
+                            self.entry(*h).restart = start;
+                        }
+                        self.terminate(now, Some(&name));
+                        lines.push(format!(
+                            "connection {name} changed: {} IKE SA{} deleted{}",
+                            live.len(),
+                            if live.len() == 1 { "" } else { "s" },
+                            if start { ", initiated again" } else { "" }
+                        ));
+                    } else if start {
+                        self.initiate(now, &name);
+                        lines.push(format!("connection {name} changed and initiated"));
+                    } else {
+                        lines.push(format!(
+                            "connection {name} changed: {} established IKE SA{} keep{} running, new ones use the new configuration",
+                            live.len(),
+                            if live.len() == 1 { "" } else { "s" },
+                            if live.len() == 1 { "s" } else { "" }
+                        ));
+                    }
+                }
+                ConnChange::Remove(name) => {
+                    let Some(i) = self.conns.iter().position(|x| x.name == name) else {
+                        continue;
+                    };
+                    let live = self
+                        .ep
+                        .handles()
+                        .into_iter()
+                        .filter(|h| {
+                            self.ep.connection_of(*h) == Some(i)
+                                && self.ep.sa(*h).is_some_and(|sa| !sa.is_dead())
+                        })
+                        .count();
+                    for h in self.ep.handles() {
+                        if self.ep.connection_of(h) == Some(i) {
+                            self.entry(h).restart = false;
+                        }
+                    }
+                    self.terminate(now, Some(&name));
+                    self.ep.retire_connection(i);
+                    // The index stays for the IKE SAs on their way out; the name is free
+                    // for a connection added later (no valid name has a space).
+                    self.conns[i].name = format!("{name} (removed)");
+                    self.conns[i].start = false;
+                    info!("ike {name}: connection removed (reload)");
+                    lines.push(format!(
+                        "connection {name} removed: {live} IKE SA{} deleted",
+                        if live == 1 { "" } else { "s" }
+                    ));
+                }
+            }
+        }
+        self.touched();
+        lines
+    }
+
     fn terminate(&mut self, now: Instant, conn: Option<&str>) {
         match conn {
             Some(n) => self.awaiting_address.retain(|a| a != n),

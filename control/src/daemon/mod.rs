@@ -34,6 +34,7 @@ pub mod install;
 pub mod interfaces;
 mod mif;
 mod privileges;
+mod reload;
 pub mod status;
 
 use ike_thread::{CommandError, IkeHandle, IkePorts, bind_ike_ports};
@@ -89,18 +90,19 @@ fn install_panic_hook() {
 /// the process exit status (0 after a clean stop).
 pub fn run(path: &Path) -> i32 {
     install_panic_hook();
-    let cfg = match config::load(path) {
+    let (cfg, doc) = match reload::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return EXIT_CONFIG;
         }
     };
+    let running = reload::Running::new(path.to_path_buf(), cfg.clone(), doc);
     crate::logging::init(&cfg.log, crate::logging::Style::detect());
     for w in &cfg.warnings {
         warn!("{w}");
     }
-    let signals = match signals::block(&[libc::SIGINT, libc::SIGTERM]) {
+    let signals = match signals::block(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             error!("blocking signals: {e}");
@@ -148,9 +150,15 @@ pub fn run(path: &Path) -> i32 {
         || socket_dir
             .as_deref()
             .is_some_and(|d| Some(d) == Path::new(config::DEFAULT_SOCKET).parent());
-    let listener = match ctl::Access::new(control_group.as_deref())
-        .and_then(|access| ctl::Listener::bind(&control_socket, access))
-    {
+    let access = match ctl::Access::new(control_group.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("control socket: {e}");
+            return EXIT_FAILURE;
+        }
+    };
+    let key_access = access.clone();
+    let listener = match ctl::Listener::bind(&control_socket, access) {
         Ok(l) => l,
         Err(e) => {
             error!("control socket: {e}");
@@ -239,6 +247,7 @@ pub fn run(path: &Path) -> i32 {
                     ike: None,
                     follower: None,
                     fixed: interfaces,
+                    running,
                 });
                 drop(listener);
                 let _ = std::fs::remove_file(&control_socket);
@@ -260,6 +269,7 @@ pub fn run(path: &Path) -> i32 {
                     ike,
                     follower: None,
                     fixed: interfaces,
+                    running,
                 });
                 drop(listener);
                 let _ = std::fs::remove_file(&control_socket);
@@ -273,21 +283,40 @@ pub fn run(path: &Path) -> i32 {
         ike,
         follower,
         fixed: interfaces,
+        running,
     })));
     let handler_slot = Arc::clone(&slot);
     let server = listener.serve(move |peer, req| {
         crate::dataplane::debug::panic_point("control");
-        let guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(node) = guard.as_ref() else {
+        let mut guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(node) = guard.as_mut() else {
             return Response::err("the daemon is stopping");
         };
-        let resp = ctl::dispatch(node, req.clone());
-        if let (ctl::Request::Handover { sa, path, hard }, true) = (&req, resp.ok) {
-            crate::events::publish(
-                "handover",
-                || serde_json::json!({ "sa": sa, "path": path, "hard": hard, "by": "ctl" }),
-            );
-        }
+        let resp = match &req {
+            ctl::Request::Reload {} => match reload::reload(node) {
+                Ok(lines) => Response::ok(serde_json::json!(lines)),
+                Err(e) => Response::err(format!("reload: {e}")),
+            },
+            ctl::Request::Showconf {} => {
+                // Key material goes to the clients that may read keys (as `keys`).
+                let secrets = key_access.check(peer, ctl::Class::Keys).is_ok();
+                Response::ok(serde_json::Value::String(node.running.doc.render(secrets)))
+            }
+            ctl::Request::ListConns {} => Response::ok(reload::list_conns(&node.running)),
+            _ => {
+                let resp = ctl::dispatch(&*node, req.clone());
+                if resp.ok {
+                    reload::note_ctl(&mut node.running.doc, &req);
+                }
+                if let (ctl::Request::Handover { sa, path, hard }, true) = (&req, resp.ok) {
+                    crate::events::publish(
+                        "handover",
+                        || serde_json::json!({ "sa": sa, "path": path, "hard": hard, "by": "ctl" }),
+                    );
+                }
+                resp
+            }
+        };
         if req.changes_state() {
             match &resp.error {
                 None => info!(
@@ -326,6 +355,19 @@ pub fn run(path: &Path) -> i32 {
 
     let sig = loop {
         match signals.wait() {
+            Ok(libc::SIGHUP) => {
+                // As `ctl reload`: read the file again and apply the difference.
+                let mut guard = slot.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(node) = guard.as_mut() {
+                    info!("SIGHUP received: reloading {}", node.running.path.display());
+                    match reload::reload(node) {
+                        Ok(lines) if lines.is_empty() => {}
+                        Ok(_) => {}
+                        Err(e) => warn!("reload: {e}"),
+                    }
+                }
+                continue;
+            }
             Ok(s) => break s,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -388,6 +430,9 @@ struct Node {
     follower: Option<FollowerHandle>,
     /// The `[interfaces.*]` with a fixed address.
     fixed: Vec<InterfaceConfig>,
+    /// What was loaded from the file, with the `ctl` changes since (reload, showconf,
+    /// list-conns).
+    running: reload::Running,
 }
 
 impl ctl::Target for Node {
@@ -632,6 +677,7 @@ mod signals {
         match sig {
             libc::SIGINT => "SIGINT".into(),
             libc::SIGTERM => "SIGTERM".into(),
+            libc::SIGHUP => "SIGHUP".into(),
             n => format!("signal {n}"),
         }
     }

@@ -252,6 +252,12 @@ impl AddressPool {
         })
     }
 
+    /// Whether `other` hands out the same addresses and DNS servers (leases aside): a
+    /// configuration reload keeps the pool, and its leases, then.
+    pub fn same_range(&self, other: &AddressPool) -> bool {
+        self.first == other.first && self.size == other.size && self.dns == other.dns
+    }
+
     /// Whether the pool's addresses are IPv6.
     pub fn is_ipv6(&self) -> bool {
         self.first.is_ipv6()

@@ -161,6 +161,9 @@ struct Slot {
 #[derive(Debug)]
 pub struct Endpoint {
     conns: Vec<Connection>,
+    /// Connections removed by a reload ([`Endpoint::retire_connection`]): their index
+    /// stays (IKE SAs name their connection by it), but no new IKE SA is made for them.
+    retired: Vec<bool>,
     /// In order of creation (so by handle).
     slots: Vec<Slot>,
     next: u64,
@@ -187,6 +190,7 @@ impl Endpoint {
     /// An endpoint with no IKE SAs yet; `now` starts the COOKIE secrets' clock.
     pub fn new(now: Instant, cfg: EndpointConfig) -> Endpoint {
         Endpoint {
+            retired: vec![false; cfg.connections.len()],
             conns: cfg.connections,
             slots: Vec::new(),
             next: 1,
@@ -207,6 +211,29 @@ impl Endpoint {
         &self.conns
     }
 
+    /// A reload: a new connection, last in the matching order; returns its index.
+    pub fn add_connection(&mut self, c: Connection) -> usize {
+        self.conns.push(c);
+        self.retired.push(false);
+        self.conns.len() - 1
+    }
+
+    /// A reload: connection `conn` has a new configuration. New IKE SAs (initiated or
+    /// answered) get it; the IKE SAs made before keep the copy they were made with.
+    pub fn set_connection(&mut self, conn: usize, c: Connection) {
+        if let Some(slot) = self.conns.get_mut(conn) {
+            *slot = c;
+        }
+    }
+
+    /// A reload removed connection `conn`: no new IKE SA for it, in either role (its IKE
+    /// SAs are the caller's to delete).
+    pub fn retire_connection(&mut self, conn: usize) {
+        if let Some(r) = self.retired.get_mut(conn) {
+            *r = true;
+        }
+    }
+
     /// Starts an IKE SA as initiator for connection `conn` from `local` to `remote`; its
     /// IKE_SA_INIT request comes out of [`Endpoint::poll`].
     pub fn connect(
@@ -219,6 +246,7 @@ impl Endpoint {
         let c = self
             .conns
             .get(conn)
+            .filter(|_| !self.retired.get(conn).copied().unwrap_or(false))
             .ok_or(ConnectError::NoConnection(conn))?;
         let sa =
             IkeSa::initiate(c.ike.clone(), now, local, remote).map_err(ConnectError::Failed)?;
@@ -295,8 +323,10 @@ impl Endpoint {
                 return None;
             }
         }
-        let Some(conn) = self.conns.iter().position(|c| {
-            (c.local_addrs.is_empty() || c.local_addrs.contains(&local.ip()))
+        let retired = &self.retired;
+        let Some(conn) = self.conns.iter().enumerate().position(|(i, c)| {
+            !retired.get(i).copied().unwrap_or(false)
+                && (c.local_addrs.is_empty() || c.local_addrs.contains(&local.ip()))
                 && (c.remote_addrs.is_empty() || c.remote_addrs.contains(&remote.ip()))
         }) else {
             self.queue

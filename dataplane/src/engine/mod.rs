@@ -496,6 +496,32 @@ impl Engine {
         table::install_sa(&self.shared, sa)
     }
 
+    /// Installs a manually keyed SA pair while the engine runs (a configuration reload):
+    /// as at start, it resumes above its sequence marks in `state_dir` (created if missing)
+    /// and the mark keeper keeps them from then on. One table swap.
+    pub fn install_manual_sa(
+        &self,
+        sa: SaSpec,
+        state_dir: &std::path::Path,
+    ) -> Result<String, EngineError> {
+        let (msg, tracked) = table::install_manual_sa(&self.shared, sa, state_dir)?;
+        if let Err(source) = self.marks.add(tracked) {
+            return Err(EngineError::Spawn {
+                thread: "the mark keeper",
+                source,
+            });
+        }
+        Ok(msg)
+    }
+
+    /// Removes a manually keyed SA pair (a configuration reload) and stops keeping its
+    /// marks, which stay above every sequence number it used: one table swap.
+    pub fn remove_manual_sa(&self, name: &str) -> Result<String, EngineError> {
+        let r = table::remove_sa(&self.shared, name)?;
+        self.marks.forget(name);
+        Ok(r)
+    }
+
     /// Removes an SA pair: one table swap. Packets still in flight for it are dropped as
     /// `unknown_spi`.
     pub fn remove_sa(&self, name: &str) -> Result<String, EngineError> {

@@ -701,6 +701,41 @@ pub(crate) fn install_sa(shared: &Shared, sa: SaSpec) -> Result<String, EngineEr
     Ok(r)
 }
 
+/// Installs a manually keyed SA pair while the engine runs, as [`TableState::new`] does at
+/// start: it resumes above its marks in `dir` (its first blocks stored before it can carry
+/// a packet); one table swap. The marks go to the keeper.
+pub(crate) fn install_manual_sa(
+    shared: &Shared,
+    sa: SaSpec,
+    dir: &std::path::Path,
+) -> Result<(String, Tracked), EngineError> {
+    let mut probe = Vec::new();
+    let r = with_state(shared, |st, now| {
+        if st.sas.iter().any(|s| s.spec.name == sa.name) {
+            return Err(EngineError::SaExists { name: sa.name });
+        }
+        if st.sas.iter().any(|s| s.spec.spi_in == sa.spi_in) {
+            return Err(EngineError::SpiInUse { spi: sa.spi_in });
+        }
+        marks::prepare_dir(dir).map_err(EngineError::StateDir)?;
+        let (out, inb) = st.build_pair(&sa)?;
+        let t = Tracked::resume(dir, &sa.name, out, &sa.key_out, inb, &sa.key_in).map_err(
+            |source| EngineError::Marks {
+                sa: sa.name.clone(),
+                source,
+            },
+        )?;
+        let name = sa.name.clone();
+        st.insert_sa(sa, Arc::clone(t.outbound()), Arc::clone(t.inbound()), now);
+        if let Some(s) = st.sas.iter().find(|s| s.spec.name == name) {
+            probe.extend(s.paths.iter().filter(|p| p.spec.verify).map(|p| p.state.id));
+        }
+        Ok((format!("SA {name} installed"), t))
+    })?;
+    super::monitor::probe_now(shared, &probe);
+    Ok(r)
+}
+
 pub(crate) fn demote_sa(shared: &Shared, name: &str) -> Result<String, EngineError> {
     with_state(shared, |st, _| {
         let i = st
