@@ -131,6 +131,23 @@ pub enum Command {
         #[command(subcommand)]
         command: Ctl,
     },
+    /// The running configuration in the configuration file's syntax, `ctl` changes
+    /// included (as `wg showconf`); keys and secrets only for root (others get
+    /// "<redacted>").
+    Showconf {
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+    /// The loaded IKE connections (as `swanctl --list-conns`).
+    ListConns {
+        /// Print the JSON as served instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
     ///
     /// bash: `mifsec completions bash > /etc/bash_completion.d/mifsec` (or
@@ -155,6 +172,9 @@ pub enum Command {
 /// The requests of `mifsec ctl`.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Ctl {
+    /// Read the configuration file again and apply the difference (as SIGHUP); prints
+    /// what changed. A file with an error changes nothing.
+    Reload,
     /// Make PATH the only active path of SA (make-before-break unless --hard).
     Handover {
         /// The SA ([sa.NAME]).
@@ -303,6 +323,7 @@ impl Ctl {
     pub fn request(&self) -> Result<Request, String> {
         let c = self.clone();
         Ok(match c {
+            Ctl::Reload => Request::Reload {},
             Ctl::Handover { sa, path, hard } => Request::Handover { sa, path, hard },
             Ctl::AddInterface {
                 name,

@@ -91,6 +91,33 @@ fn execute(cmd: Command) -> i32 {
                 }
             }
         }),
+        Command::Showconf { socket } => client(&socket, &Request::Showconf {}, |v| {
+            print!("{}", v.as_str().unwrap_or_default());
+        }),
+        Command::ListConns { json, socket } => client(&socket, &Request::ListConns {}, |v| {
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", render::list_conns(&v));
+            }
+        }),
+        Command::Ctl {
+            socket,
+            command: cli::Ctl::Reload,
+        } => client(&socket, &Request::Reload {}, |v| {
+            let lines: Vec<&str> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str())
+                .collect();
+            if lines.is_empty() {
+                println!("no changes");
+            }
+            for l in lines {
+                println!("{l}");
+            }
+        }),
         Command::Ctl { socket, command } => {
             let request = match command.request() {
                 Ok(r) => r,
