@@ -632,6 +632,77 @@ fn configured_interfaces(out: &mut String, st: &Value) {
     }
 }
 
+/// `mifsec list-conns`: the loaded connections as `swanctl --list-conns` lays them out.
+pub fn list_conns(v: &Value) -> String {
+    let list = |v: &Value| -> String {
+        let items: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
+            .collect();
+        if items.is_empty() {
+            "-".into()
+        } else {
+            items.join(", ")
+        }
+    };
+    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+    let mut out = String::new();
+    let conns = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    if conns.is_empty() {
+        out.push_str("no connections loaded\n");
+    }
+    for c in conns {
+        let _ = writeln!(
+            out,
+            "{}: {}, start_action {}, rekeying every {}, dpd {}",
+            s(&c["name"]),
+            s(&c["version"]),
+            s(&c["start_action"]),
+            s(&c["rekey_time"]),
+            s(&c["dpd_delay"])
+        );
+        let _ = writeln!(out, "  local:  {}", list(&c["local_addrs"]));
+        let _ = writeln!(out, "  remote: {}", list(&c["remote_addrs"]));
+        let _ = writeln!(out, "  proposals: {}", list(&c["proposals"]));
+        for side in ["local", "remote"] {
+            let _ = writeln!(out, "  {side} {} authentication:", s(&c[side]["auth"]));
+            let _ = writeln!(out, "    id: {}", s(&c[side]["id"]));
+        }
+        if c["vips"].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = writeln!(out, "  vips: {}", list(&c["vips"]));
+        }
+        if c["pools"].as_array().is_some_and(|a| !a.is_empty()) {
+            let _ = writeln!(out, "  pools: {}", list(&c["pools"]));
+        }
+        let _ = writeln!(
+            out,
+            "  mobike {}, mif {}",
+            if c["mobike"] == true { "yes" } else { "no" },
+            if c["mif"] == true { "yes" } else { "no" }
+        );
+        for ch in c["children"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "  {}: {}, policy {}{}",
+                s(&ch["name"]),
+                s(&ch["mode"]),
+                s(&ch["policy"]),
+                if ch["clone_only"] == true {
+                    ", on clones only"
+                } else {
+                    ""
+                }
+            );
+            let _ = writeln!(out, "    local:  {}", list(&ch["local_ts"]));
+            let _ = writeln!(out, "    remote: {}", list(&ch["remote_ts"]));
+            let _ = writeln!(out, "    esp_proposals: {}", list(&ch["esp_proposals"]));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -920,75 +991,4 @@ outside SAs: malformed 2
              netlink: 42 messages, 0 parse errors, 0 resyncs; 3 changes, 1 flap absorbed; sockets opened 3, closed 1, refused 0\n"
         );
     }
-}
-
-/// `mifsec list-conns`: the loaded connections as `swanctl --list-conns` lays them out.
-pub fn list_conns(v: &Value) -> String {
-    let list = |v: &Value| -> String {
-        let items: Vec<String> = v
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_owned))
-            .collect();
-        if items.is_empty() {
-            "-".into()
-        } else {
-            items.join(", ")
-        }
-    };
-    let s = |v: &Value| v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-    let mut out = String::new();
-    let conns = v.as_array().map(Vec::as_slice).unwrap_or_default();
-    if conns.is_empty() {
-        out.push_str("no connections loaded\n");
-    }
-    for c in conns {
-        let _ = writeln!(
-            out,
-            "{}: {}, start_action {}, rekeying every {}, dpd {}",
-            s(&c["name"]),
-            s(&c["version"]),
-            s(&c["start_action"]),
-            s(&c["rekey_time"]),
-            s(&c["dpd_delay"])
-        );
-        let _ = writeln!(out, "  local:  {}", list(&c["local_addrs"]));
-        let _ = writeln!(out, "  remote: {}", list(&c["remote_addrs"]));
-        let _ = writeln!(out, "  proposals: {}", list(&c["proposals"]));
-        for side in ["local", "remote"] {
-            let _ = writeln!(out, "  {side} {} authentication:", s(&c[side]["auth"]));
-            let _ = writeln!(out, "    id: {}", s(&c[side]["id"]));
-        }
-        if c["vips"].as_array().is_some_and(|a| !a.is_empty()) {
-            let _ = writeln!(out, "  vips: {}", list(&c["vips"]));
-        }
-        if c["pools"].as_array().is_some_and(|a| !a.is_empty()) {
-            let _ = writeln!(out, "  pools: {}", list(&c["pools"]));
-        }
-        let _ = writeln!(
-            out,
-            "  mobike {}, mif {}",
-            if c["mobike"] == true { "yes" } else { "no" },
-            if c["mif"] == true { "yes" } else { "no" }
-        );
-        for ch in c["children"].as_array().into_iter().flatten() {
-            let _ = writeln!(
-                out,
-                "  {}: {}, policy {}{}",
-                s(&ch["name"]),
-                s(&ch["mode"]),
-                s(&ch["policy"]),
-                if ch["clone_only"] == true {
-                    ", on clones only"
-                } else {
-                    ""
-                }
-            );
-            let _ = writeln!(out, "    local:  {}", list(&ch["local_ts"]));
-            let _ = writeln!(out, "    remote: {}", list(&ch["remote_ts"]));
-            let _ = writeln!(out, "    esp_proposals: {}", list(&ch["esp_proposals"]));
-        }
-    }
-    out
 }
