@@ -100,8 +100,26 @@ auth = "psk"
 id = "gw"
 
 [connections.home2.children.net2]
-remote_ts = ["10.88.0.0/16"]
+remote_ts = ["10.88.0.5/32"]
 esp_proposals = ["aes128gcm16-x25519"]
+"#;
+
+/// A connection nobody initiates, changed by a reload (unrelated to the traffic).
+const IDLE: &str = r#"
+[connections.idle]
+remote_addrs = ["198.18.9.1"]
+rekey_time = "@REKEY@"
+
+[connections.idle.local]
+auth = "psk"
+id = "cl"
+
+[connections.idle.remote]
+auth = "psk"
+id = "gw"
+
+[connections.idle.children.c]
+remote_ts = ["10.88.0.6/32"]
 "#;
 
 #[test]
@@ -111,7 +129,12 @@ fn reload_ike_pair_keeps_unchanged_sas_adds_and_removes_connections() {
     let mut lab = Lab::new("rl", BIN);
     let (cns, gns) = (lab.cl_ns.clone(), lab.gw_ns.clone());
     let gw_cfg = mifsec_gateway(&lab, &[]);
-    let cl_cfg = mifsec_client(&lab, &[]);
+    let cl_cfg = format!(
+        "{}{}",
+        mifsec_client(&lab, &[]),
+        IDLE.replace("@REKEY@", "4h")
+    );
+    let idle_changed = cl_cfg.replace("rekey_time = \"4h\"", "rekey_time = \"2h\"");
     lab.start_mifsec("gw", &gns, &gw_cfg);
     lab.start_mifsec("cl", &cns, &cl_cfg);
     let cl_file = lab.dir.join("cl.toml");
@@ -150,15 +173,23 @@ fn reload_ike_pair_keeps_unchanged_sas_adds_and_removes_connections() {
     std::fs::write(&again, &shown).unwrap();
     assert_eq!(check_summary(&again), check_summary(&cl_file));
 
-    // A connection added and initiated; the first IKE SA untouched.
-    std::fs::write(&cl_file, format!("{cl_cfg}{HOME2}")).unwrap();
-    let out = ok("ctl reload", &lab.mifsec("cl", &["ctl", "reload"]));
-    assert!(out.contains("connection home2 added"), "{out}");
-    ok(
-        "initiate home2",
-        &lab.mifsec("cl", &["ctl", "initiate", "home2"]),
-    );
-    let st = wait_ike_count(&lab, "cl", 2);
+    // Under a ping stream through home's child: a connection added and initiated, an
+    // unrelated one changed; the first IKE SA untouched (same SPIs), no ping lost.
+    let mut st = Value::Null;
+    lab.flood("cl", &cns, 400, || {
+        std::fs::write(&cl_file, format!("{idle_changed}{HOME2}")).unwrap();
+        let out = ok("ctl reload", &lab.mifsec("cl", &["ctl", "reload"]));
+        assert!(out.contains("connection home2 added"), "{out}");
+        assert!(
+            out.contains("connection idle changed: 0 established IKE SAs keep running"),
+            "{out}"
+        );
+        ok(
+            "initiate home2",
+            &lab.mifsec("cl", &["ctl", "initiate", "home2"]),
+        );
+        st = wait_ike_count(&lab, "cl", 2);
+    });
     let now = ike_spis(&st);
     assert!(
         now.contains(&before[0]),
@@ -169,7 +200,7 @@ fn reload_ike_pair_keeps_unchanged_sas_adds_and_removes_connections() {
     assert!(lc.contains("\"home2\""), "{lc}");
 
     // A broken file changes nothing and says where: file, line, key.
-    let broken = format!("{cl_cfg}{HOME2}").replace(
+    let broken = format!("{idle_changed}{HOME2}").replace(
         "[connections.home2.children.net2]\n",
         "[connections.home2.children.net2]\nrekey_tme = \"1h\"\n",
     );
