@@ -274,6 +274,16 @@ fn clone_flow(tag: &str, mif: bool) {
         vec![false, true],
         "the clone is one CREATE_CHILD_SA exchange on the first IKE SA:\n{listing}"
     );
+    // The first IKE SA is untouched: nothing else on it (with the extension, no MOBIKE
+    // path checks started by the probes of its MIF child either).
+    assert_eq!(
+        msgs.iter()
+            .filter(|m| m.at >= t0 && m.exchange != CREATE_CHILD_SA)
+            .filter(on_first)
+            .count(),
+        0,
+        "no other exchange on the first IKE SA:\n{listing}"
+    );
     for x in [IKE_SA_INIT, IKE_AUTH] {
         assert_eq!(
             capture::count(&msgs, x, t0, t1),

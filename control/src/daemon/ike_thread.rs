@@ -987,7 +987,12 @@ impl IkeThread {
         let Some((h, received, sent)) = self.entries.iter_mut().find_map(|(h, e)| {
             let c = e.children.iter_mut().find(|c| c.spec.spi_in == spi_in)?;
             let received = usage.in_packets != c.last_in;
-            let sent = usage.out_packets != c.last_out;
+            // A child on MIF paths: its outbound count includes the engine's path probes
+            // (their answers are not counted inbound), and its paths are watched by those
+            // probes, not by MOBIKE, which moves the IKE SA alone (PROTOCOL 6.4): its
+            // outbound packets start no MOBIKE path check (they did, twice a second, on
+            // an idle child).
+            let sent = usage.out_packets != c.last_out && c.mif.is_none();
             c.last_in = usage.in_packets;
             c.last_out = usage.out_packets;
             Some((*h, received, sent))
