@@ -6,10 +6,11 @@
 //! control state.
 //!
 //! `sa_table/apply` is the control side's whole cost of a change through `Engine::apply` on
-//! a table of 50 SA pairs with two paths each: clone the state, apply the changes, rebuild the
-//! snapshot, publish it (one swap): `changes/1` one hard handover, `changes/50` a batch of 50
-//! (a hard handover of every SA, as one multi-interface operation moves them), so that the
-//! batch's cost can be read beside a single change's.
+//! a table of 50 and of 1,000 SA pairs with two paths each: copy the state, apply the
+//! changes, rebuild the snapshot, publish it (one swap): `sas50/1` one hard handover on 50
+//! SAs, `sas50/50` a batch of 50 (a hard handover of every SA, as one multi-interface
+//! operation moves them), `sas1000/1` and `sas1000/50` the same on 1,000 SAs, so that the
+//! batch's cost can be read beside a single change's and the table's size beside both.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,33 +48,35 @@ fn publish(c: &mut Criterion) {
 }
 
 fn apply(c: &mut Criterion) {
-    const SAS: u32 = 50;
     let mut g = c.benchmark_group("sa_table/apply");
-    for changes in [1u32, SAS] {
-        g.throughput(Throughput::Elements(u64::from(changes)));
-        g.bench_with_input(
-            BenchmarkId::new("changes", changes),
-            &changes,
-            |b, &changes| {
-                let t = Detached::new(&Detached::sample_config(SAS)).expect("loopback sockets");
-                let mut flip = false;
-                b.iter(|| {
-                    // Every iteration moves the SAs to the other path: a real change each time.
-                    flip = !flip;
-                    let path = if flip { "b" } else { "a" };
-                    let ops = (0..changes)
-                        .map(|i| TableOp::Handover {
-                            sa: format!("s{i}"),
-                            path: path.into(),
-                            hard: true,
-                        })
-                        .collect();
-                    let swaps = t.table_swaps();
-                    black_box(t.apply(ops).expect("valid batch"));
-                    assert_eq!(t.table_swaps(), swaps + 1);
-                });
-            },
-        );
+    for sas in [50u32, 1_000] {
+        let t = Detached::new(&Detached::sample_config(sas)).expect("loopback sockets");
+        for changes in [1u32, 50] {
+            g.throughput(Throughput::Elements(u64::from(changes)));
+            g.bench_with_input(
+                BenchmarkId::new(format!("sas{sas}"), changes),
+                &changes,
+                |b, &changes| {
+                    let mut flip = false;
+                    b.iter(|| {
+                        // Every iteration moves the SAs to the other path: a real change
+                        // each time.
+                        flip = !flip;
+                        let path = if flip { "b" } else { "a" };
+                        let ops = (0..changes)
+                            .map(|i| TableOp::Handover {
+                                sa: format!("s{i}"),
+                                path: path.into(),
+                                hard: true,
+                            })
+                            .collect();
+                        let swaps = t.table_swaps();
+                        black_box(t.apply(ops).expect("valid batch"));
+                        assert_eq!(t.table_swaps(), swaps + 1);
+                    });
+                },
+            );
+        }
     }
     g.finish();
 }
