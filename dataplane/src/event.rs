@@ -2,7 +2,8 @@
 //! sequence-number limits of outbound SAs (raised once each, by the packet path) and the
 //! usage of SAs that asked for it (pushed by the monitor while it moves, for lifetimes by
 //! bytes and packets and for liveness checks) and the liveness of paths (pushed by the
-//! monitor when it changes). Every event names its SA by SPI.
+//! monitor when it changes), and the end of a soft move's wait (pushed by the monitor, or by
+//! the batch that found a path answering already). Every event names its SA by SPI.
 //!
 //! Nobody in the engine ever blocks on the control thread: when the channel is full an
 //! event is dropped and counted ([`EventSender::lost`]). Usage reports are sent only while
@@ -55,6 +56,21 @@ pub enum Event {
         up: bool,
         /// Return routability shown (always true for paths added without `verify`).
         verified: bool,
+    },
+    /// A soft move's wait ([`TableOp::RemoveWhenUp`](crate::engine::TableOp::RemoveWhenUp))
+    /// ended: `up` came up and `paths` left the SA, or (`up` is `None`) none of the paths it
+    /// waited for answered in time and `paths` stayed. Pushed once per wait, after the table
+    /// that shows it is published; not for a wait that was replaced or ended by the control
+    /// plane's own changes.
+    SoftMoveEnded {
+        /// The SA's name.
+        sa: String,
+        /// SPI of the inbound SA.
+        spi_in: u32,
+        /// The path waited for that answered; `None`: the wait timed out.
+        up: Option<String>,
+        /// The wait's paths to remove: removed with `up`, kept without.
+        paths: Vec<String>,
     },
 }
 

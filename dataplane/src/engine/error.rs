@@ -125,6 +125,14 @@ pub enum EngineError {
         /// The path.
         path: String,
     },
+    /// A [`TableOp::RemoveWhenUp`](super::TableOp::RemoveWhenUp) that cannot be: nothing to
+    /// remove, nothing to wait for, or a path in both lists.
+    BadWait {
+        /// The SA.
+        sa: String,
+        /// Which of the three.
+        why: &'static str,
+    },
     /// One of the engine's threads could not be started.
     Spawn {
         /// Which: "worker", "monitor", "the mark keeper".
@@ -198,6 +206,7 @@ impl fmt::Display for EngineError {
             EngineError::PathNamedTwice { sa, path } => {
                 write!(f, "SA {sa}: path {path:?} is named twice in the path order")
             }
+            EngineError::BadWait { sa, why } => write!(f, "SA {sa}: soft move's wait: {why}"),
             EngineError::Spawn { thread, source } => write!(f, "spawning {thread}: {source}"),
         }
     }

@@ -246,6 +246,28 @@ pub enum TableOp {
         /// The peer's.
         remote_ts: Vec<Prefix>,
     },
+    /// The second half of a soft move (make before break), done by the engine: once one of
+    /// `wait_for` answers probes on itself (verified and up, as a soft [`TableOp::Handover`]
+    /// waits for), the paths `remove` leave the SA, in one table swap with every other SA
+    /// whose wait ended at that monitor tick; at once, in this batch's swap, when one of them
+    /// answers already. If none of them answers within `within`, nothing is removed: the old
+    /// paths stay (and carry traffic as the policy says), the wait ends. Either way, once,
+    /// [`Event::SoftMoveEnded`] tells the control plane (after the table that shows it is
+    /// published). Replaces a wait of the same SA; removing a path of the wait (RemovePath)
+    /// takes it out of the wait's lists, and a wait left with nothing to remove or nothing to
+    /// wait for ends silently, as does removing the SA. Every name must be a path of the SA,
+    /// both lists non-empty and apart. Without probes (the SA's or the engine's) nothing is
+    /// ever verified, so the wait always ends at `within`, removing nothing.
+    RemoveWhenUp {
+        /// The SA.
+        sa: String,
+        /// The paths that leave.
+        remove: Vec<String>,
+        /// The paths of which one must answer first.
+        wait_for: Vec<String>,
+        /// How long to wait at most.
+        within: Duration,
+    },
     /// Puts the named paths first, in this order; the others follow in their order. Standby
     /// paths take over in this order (alternates), and failover's first live active path is
     /// the first in it. Every name must be a path of the SA, at most once.
@@ -267,7 +289,8 @@ impl TableOp {
             | TableOp::Handover { sa, .. }
             | TableOp::SetPolicy { sa, .. }
             | TableOp::SetPathOrder { sa, .. }
-            | TableOp::SetSelectors { sa, .. } => sa,
+            | TableOp::SetSelectors { sa, .. }
+            | TableOp::RemoveWhenUp { sa, .. } => sa,
         }
     }
 }
@@ -444,6 +467,17 @@ impl Engine {
             index,
             source: Box::new(e),
         })
+    }
+
+    /// The names of SA `sa`'s paths in the table published now, in order; `None` when it has
+    /// no SA of that name. Cheap (no status is built).
+    pub fn path_names(&self, sa: &str) -> Option<Vec<String>> {
+        let table = self.shared.tables.load();
+        table
+            .outbound
+            .iter()
+            .find(|e| e.name == sa)
+            .map(|e| e.paths.iter().map(|p| p.state.name.clone()).collect())
     }
 
     /// Number of SA table swaps so far (`table_swaps` in the status).

@@ -13,7 +13,7 @@ use std::sync::atomic::AtomicU64;
 use super::{EngineConfig, EngineError, InterfaceConfig, PathSpec, SaSpec, Shared, TableOp};
 use crate::aead::{Backend, Cipher};
 use crate::esp::{InboundSa, OutboundSa, SaConfig};
-use crate::event::{EventSender, Usage};
+use crate::event::{Event, EventSender, Usage};
 use crate::marks::{self, Direction, Tracked};
 use crate::path::PathState;
 use crate::reorder::Reorder;
@@ -70,6 +70,32 @@ struct Pending {
     prev_role: Role,
 }
 
+/// A soft move's second half waiting for one of its new paths ([`TableOp::RemoveWhenUp`]).
+#[derive(Debug, Clone)]
+struct PendingRemoval {
+    sa: String,
+    remove: Vec<String>,
+    wait_for: Vec<String>,
+    deadline_ns: u64,
+}
+
+/// What a batch does once its table is published: probe new paths at once, tell the
+/// control plane about waits that ended.
+#[derive(Debug, Default)]
+struct After {
+    probe: Vec<u32>,
+    events: Vec<Event>,
+}
+
+impl After {
+    fn run(self, shared: &Shared) {
+        super::monitor::probe_now(shared, &self.probe);
+        for e in self.events {
+            shared.events.send(e);
+        }
+    }
+}
+
 /// The engine's configuration as it stands, changed by the engine's methods (the caller's
 /// thread) and by the monitor (handovers, weights), under [`Shared::table`]. A batch
 /// ([`apply`]) works on a clone and replaces the state only when all of it succeeded.
@@ -79,6 +105,7 @@ pub(crate) struct TableState {
     sas: Vec<SaRt>,
     next_path_id: u32,
     pending: Vec<Pending>,
+    removals: Vec<PendingRemoval>,
     backend: Backend,
     replay_window: u64,
     offloads: bool,
@@ -137,6 +164,7 @@ impl TableState {
             sas: Vec::new(),
             next_path_id: 1,
             pending: Vec::new(),
+            removals: Vec::new(),
             backend: cfg.backend,
             replay_window: cfg.replay_window,
             offloads: cfg.tun.offloads,
@@ -431,13 +459,25 @@ impl TableState {
         }
     }
 
-    /// Applies one change. `probe` collects the ids of paths to probe at once once the
-    /// result is published (new paths that must show return routability).
+    /// Removes the paths `remove` of SA `sa` (all of them there) for a soft move whose wait
+    /// ended with `up` answering: with any handover waiting for one of them.
+    fn complete_removal(&mut self, sa: &str, remove: &[String]) -> Result<(), EngineError> {
+        self.sa_mut(sa)?
+            .paths
+            .retain(|p| !remove.contains(&p.spec.name));
+        self.pending
+            .retain(|p| !(p.sa == sa && remove.contains(&p.path)));
+        Ok(())
+    }
+
+    /// Applies one change. `after` collects the ids of paths to probe at once once the
+    /// result is published (new paths that must show return routability) and the events to
+    /// send then.
     fn apply_op(
         &mut self,
         op: TableOp,
         cx: Ctx,
-        probe: &mut Vec<u32>,
+        after: &mut After,
     ) -> Result<String, EngineError> {
         match op {
             TableOp::AddPath { sa, path } => {
@@ -465,7 +505,7 @@ impl TableState {
                 let verify = path.verify;
                 let rt = self.new_path(path, cx.now_ns);
                 if verify {
-                    probe.push(rt.state.id);
+                    after.probe.push(rt.state.id);
                 }
                 self.sa_mut(&sa)?.paths.push(rt);
                 Ok(format!(
@@ -485,6 +525,12 @@ impl TableState {
                     return Err(no_path(&sa, &path));
                 }
                 self.pending.retain(|p| !(p.sa == sa && p.path == path));
+                for r in self.removals.iter_mut().filter(|r| r.sa == sa) {
+                    r.remove.retain(|p| *p != path);
+                    r.wait_for.retain(|p| *p != path);
+                }
+                self.removals
+                    .retain(|r| !r.remove.is_empty() && !r.wait_for.is_empty());
                 Ok(format!("{sa}: path {path} removed"))
             }
             TableOp::SetRole { sa, path, role } => {
@@ -552,6 +598,68 @@ impl TableState {
                 s.spec.remote_ts = remote_ts;
                 Ok(format!("{sa}: selectors changed"))
             }
+            TableOp::RemoveWhenUp {
+                sa,
+                remove,
+                wait_for,
+                within,
+            } => {
+                let s = self.sa_mut(&sa)?;
+                let bad = |why| EngineError::BadWait {
+                    sa: sa.clone(),
+                    why,
+                };
+                if remove.is_empty() {
+                    return Err(bad("nothing to remove"));
+                }
+                if wait_for.is_empty() {
+                    return Err(bad("nothing to wait for"));
+                }
+                if remove.iter().any(|r| wait_for.contains(r)) {
+                    return Err(bad("a path both waited for and removed"));
+                }
+                if let Some(n) = remove
+                    .iter()
+                    .chain(&wait_for)
+                    .find(|n| !s.paths.iter().any(|p| p.spec.name == **n))
+                {
+                    return Err(no_path(&sa, n));
+                }
+                let up = s
+                    .paths
+                    .iter()
+                    .find(|p| wait_for.contains(&p.spec.name) && p.state.answering())
+                    .map(|p| p.spec.name.clone());
+                let spi_in = s.spec.spi_in;
+                // Whatever waited for this SA is replaced.
+                self.removals.retain(|r| r.sa != sa);
+                if let Some(up) = up {
+                    self.complete_removal(&sa, &remove)?;
+                    let msg = format!("{sa}: {up} answers: [{}] removed", remove.join(" "));
+                    after.events.push(Event::SoftMoveEnded {
+                        sa,
+                        spi_in,
+                        up: Some(up),
+                        paths: remove,
+                    });
+                    return Ok(msg);
+                }
+                let msg = format!(
+                    "{sa}: [{}] leave once one of [{}] answers (within {} ms)",
+                    remove.join(" "),
+                    wait_for.join(" "),
+                    within.as_millis()
+                );
+                self.removals.push(PendingRemoval {
+                    sa,
+                    remove,
+                    wait_for,
+                    deadline_ns: cx
+                        .now_ns
+                        .saturating_add(u64::try_from(within.as_nanos()).unwrap_or(u64::MAX)),
+                });
+                Ok(msg)
+            }
             TableOp::SetPathOrder { sa, order } => {
                 let s = self.sa_mut(&sa)?;
                 for (i, name) in order.iter().enumerate() {
@@ -592,17 +700,17 @@ pub(crate) fn apply(
         return Ok(Vec::new());
     }
     let cx = Ctx::of(shared);
-    let mut probe = Vec::new();
+    let mut after = After::default();
     let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
     let mut work = st.clone();
     let mut msgs = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
-        msgs.push(work.apply_op(op, cx, &mut probe).map_err(|e| (i, e))?);
+        msgs.push(work.apply_op(op, cx, &mut after).map_err(|e| (i, e))?);
     }
     *st = work;
     shared.tables.publish(st.build());
     drop(st);
-    super::monitor::probe_now(shared, &probe);
+    after.run(shared);
     Ok(msgs)
 }
 
@@ -640,13 +748,15 @@ pub(crate) fn handover(
 }
 
 /// Called by the monitor: completes soft handovers whose target answers probes, abandons
-/// those past their deadline (the target gets its role back), all in one table swap.
-/// Returns messages for the log (logged by the caller, outside the lock), each with whether
-/// it is a warning.
+/// those past their deadline (the target gets its role back), and ends the waits of soft
+/// moves ([`TableOp::RemoveWhenUp`]: the old paths leave once a new one answers; past the
+/// deadline they stay), all in one table swap, then tells the control plane about the
+/// waits that ended. Returns messages for the log (logged by the caller, outside the lock),
+/// each with whether it is a warning.
 pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
     let now = shared.now_ns();
     let mut st = shared.table.lock().unwrap_or_else(|p| p.into_inner());
-    if st.pending.is_empty() {
+    if st.pending.is_empty() && st.removals.is_empty() {
         return Vec::new();
     }
     let mut log = Vec::new();
@@ -675,8 +785,60 @@ pub(crate) fn advance_pending(shared: &Shared) -> Vec<(bool, String)> {
             st.pending.push(p);
         }
     }
+    let mut events = Vec::new();
+    for r in std::mem::take(&mut st.removals) {
+        let Ok(sa) = st.sa_mut(&r.sa) else { continue };
+        let spi_in = sa.spec.spi_in;
+        let up = sa
+            .paths
+            .iter()
+            .find(|p| r.wait_for.contains(&p.spec.name) && p.state.answering())
+            .map(|p| p.spec.name.clone());
+        if let Some(up) = up {
+            if st.complete_removal(&r.sa, &r.remove).is_err() {
+                continue;
+            }
+            changed = true;
+            log.push((
+                false,
+                format!(
+                    "{}: soft move done: {up} answers, [{}] removed",
+                    r.sa,
+                    r.remove.join(" ")
+                ),
+            ));
+            events.push(Event::SoftMoveEnded {
+                sa: r.sa,
+                spi_in,
+                up: Some(up),
+                paths: r.remove,
+            });
+        } else if now > r.deadline_ns {
+            log.push((
+                true,
+                format!(
+                    "{}: soft move: none of [{}] answered in time; [{}] stay",
+                    r.sa,
+                    r.wait_for.join(" "),
+                    r.remove.join(" ")
+                ),
+            ));
+            events.push(Event::SoftMoveEnded {
+                sa: r.sa,
+                spi_in,
+                up: None,
+                paths: r.remove,
+            });
+        } else {
+            st.removals.push(r);
+        }
+    }
     if changed {
         shared.tables.publish(st.build());
+    }
+    drop(st);
+    for e in events {
+        shared.events.send(e);
     }
     log
 }
@@ -762,6 +924,7 @@ pub(crate) fn remove_sa(shared: &Shared, name: &str) -> Result<String, EngineErr
             return Err(no_sa(name));
         }
         st.pending.retain(|p| p.sa != name);
+        st.removals.retain(|r| r.sa != name);
         Ok(format!("SA {name} removed"))
     })
 }
@@ -1387,6 +1550,155 @@ mod tests {
                 ("b".into(), Role::Standby)
             ]
         );
+    }
+
+    fn wait(sa: &str, remove: &[&str], wait_for: &[&str], within_ms: u64) -> TableOp {
+        TableOp::RemoveWhenUp {
+            sa: sa.into(),
+            remove: remove.iter().map(|n| (*n).to_owned()).collect(),
+            wait_for: wait_for.iter().map(|n| (*n).to_owned()).collect(),
+            within: std::time::Duration::from_millis(within_ms),
+        }
+    }
+
+    fn ended(rx: &crossbeam_channel::Receiver<Event>) -> Vec<(String, Option<String>, Vec<String>)> {
+        rx.try_iter()
+            .filter_map(|e| match e {
+                Event::SoftMoveEnded {
+                    sa, up, paths, spi_in, ..
+                } => {
+                    assert_eq!(spi_in, 0x8000 + sa[1..].parse::<u32>().unwrap());
+                    Some((sa, up, paths))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_soft_moves_old_paths_leave_once_a_new_one_answers() {
+        let (sh, rx) = test_shared_events(2);
+        let ops: Vec<TableOp> = (0..2)
+            .flat_map(|i| {
+                let sa = format!("s{i}");
+                [
+                    TableOp::AddPath {
+                        sa: sa.clone(),
+                        path: new_path("c", "l2", Role::Active, true),
+                    },
+                    wait(&sa, &["a", "b"], &["c"], 60_000),
+                ]
+            })
+            .collect();
+        let msgs = apply(&sh, ops).unwrap();
+        assert!(msgs[1].contains("leave once"), "{msgs:?}");
+        let before = sh.tables.swaps();
+        assert!(advance_pending(&sh).is_empty(), "nothing answered yet");
+        assert_eq!(sh.tables.swaps(), before);
+        assert!(ended(&rx).is_empty());
+        let t = sh.tables.load_full();
+        let c = |i: usize| &t.outbound[i].paths[2].state;
+        // Up, but not on itself: still waiting. Then verified: s0's old paths leave.
+        c(0).probe_answered(0, 1);
+        assert!(advance_pending(&sh).is_empty());
+        c(0).verify();
+        let log = advance_pending(&sh);
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(sh.tables.swaps(), before + 1, "one swap");
+        assert_eq!(paths(&sh, "s0"), [("c".into(), Role::Active)]);
+        assert_eq!(names(&paths(&sh, "s1")), ["a", "b", "c"], "s1 still waits");
+        assert_eq!(
+            ended(&rx),
+            [("s0".into(), Some("c".into()), vec!["a".into(), "b".into()])]
+        );
+        // Once only.
+        advance_pending(&sh);
+        assert!(ended(&rx).is_empty());
+        assert_eq!(sh.table.lock().unwrap().removals.len(), 1);
+        // A target already answering: the old paths leave in the batch's own swap.
+        let t = sh.tables.load_full();
+        t.outbound[1].paths[1].state.probe_answered(0, 1);
+        let before = sh.tables.swaps();
+        apply(&sh, vec![wait("s1", &["a"], &["b"], 60_000)]).unwrap();
+        assert_eq!(sh.tables.swaps(), before + 1);
+        assert_eq!(names(&paths(&sh, "s1")), ["b", "c"]);
+        assert_eq!(
+            ended(&rx),
+            [("s1".into(), Some("b".into()), vec!["a".into()])]
+        );
+        assert!(
+            sh.table.lock().unwrap().removals.is_empty(),
+            "it replaced s1's wait"
+        );
+    }
+
+    #[test]
+    fn a_soft_move_that_no_new_path_answers_keeps_the_old_paths() {
+        let (sh, rx) = test_shared_events(1);
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Active, true),
+                },
+                wait("s0", &["a"], &["c"], 0),
+            ],
+        )
+        .unwrap();
+        let before = sh.tables.swaps();
+        // Past the deadline (0 ms) at the next look: the wait ends, nothing is removed.
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let log = loop {
+            let log = advance_pending(&sh);
+            if !log.is_empty() || std::time::Instant::now() > end {
+                break log;
+            }
+            std::thread::yield_now();
+        };
+        assert!(log[0].0, "a warning: {log:?}");
+        assert_eq!(sh.tables.swaps(), before, "no swap");
+        assert_eq!(names(&paths(&sh, "s0")), ["a", "b", "c"]);
+        assert_eq!(ended(&rx), [("s0".into(), None, vec!["a".into()])]);
+        assert!(sh.table.lock().unwrap().removals.is_empty());
+        // c answering later removes nothing: the wait is over.
+        let t = sh.tables.load_full();
+        t.outbound[0].paths[2].state.probe_answered(0, 1);
+        t.outbound[0].paths[2].state.verify();
+        advance_pending(&sh);
+        assert_eq!(names(&paths(&sh, "s0")), ["a", "b", "c"]);
+        assert!(ended(&rx).is_empty());
+    }
+
+    #[test]
+    fn a_soft_moves_wait_is_checked_and_follows_removals() {
+        let (sh, rx) = test_shared_events(1);
+        for (op, what) in [
+            (wait("s0", &[], &["a"], 10), "nothing to remove"),
+            (wait("s0", &["a"], &[], 10), "nothing to wait for"),
+            (wait("s0", &["a"], &["a", "b"], 10), "both"),
+            (wait("s0", &["a"], &["z"], 10), "no path"),
+            (wait("nope", &["a"], &["b"], 10), "no SA"),
+        ] {
+            assert!(apply(&sh, vec![op]).is_err(), "{what}");
+        }
+        apply(
+            &sh,
+            vec![
+                TableOp::AddPath {
+                    sa: "s0".into(),
+                    path: new_path("c", "l2", Role::Active, true),
+                },
+                wait("s0", &["a"], &["c"], 60_000),
+            ],
+        )
+        .unwrap();
+        // The path waited for is removed: the wait ends without an event.
+        remove_path(&sh, "s0", "c").unwrap();
+        assert!(sh.table.lock().unwrap().removals.is_empty());
+        advance_pending(&sh);
+        assert!(ended(&rx).is_empty());
+        assert_eq!(names(&paths(&sh, "s0")), ["a", "b"]);
     }
 
     #[test]
