@@ -363,7 +363,6 @@ impl IkeHandle {
             clone_plans: Vec::new(),
             mif_replies: Vec::new(),
             mif_ready: Vec::new(),
-            mif_polled: Instant::now(),
         };
         // Our interfaces as a mifsec peer is told of them (multi-interface extension).
         let local = ike.local_interfaces();
@@ -720,8 +719,6 @@ pub(super) struct IkeThread {
     pub(super) mif_replies: Vec<super::mif::MifReply>,
     /// `ctl mif` answers complete, sent after the next publication of the status.
     pub(super) mif_ready: Vec<super::mif::MifReply>,
-    /// When the engine's paths were last looked at for soft handovers.
-    pub(super) mif_polled: Instant,
 }
 
 impl IkeThread {
@@ -951,7 +948,7 @@ impl IkeThread {
                 true
             }
             SaEvent::Usage { spi_in, usage, .. } => self.usage(now, spi_in, usage),
-            // Counted per child; a soft handover waiting for this path completes now.
+            // Counted per child.
             SaEvent::PathState {
                 sa,
                 spi_in,
@@ -965,8 +962,12 @@ impl IkeThread {
                     json!({ "sa": sa, "spi_in": format!("{spi_in:08x}"), "path": path,
                             "verified": verified })
                 });
-                self.mif_path_state(now, spi_in, &path, up && verified)
+                self.mif_path_state(spi_in)
             }
+            // A soft handover's wait in the engine ended.
+            SaEvent::SoftMoveEnded {
+                spi_in, up, paths, ..
+            } => self.mif_soft_ended(spi_in, up.as_deref(), &paths),
         };
         if acted {
             self.touched();

@@ -8,8 +8,10 @@
 //!   a probe before it carries traffic ([`IkeThread::mif_specs`], used by `install`);
 //! * `Event::MifApplied`: every child of the event goes from its installed paths to its new
 //!   list ([`plan_paths`](super::install::plan_paths)), all of them in ONE `Engine::apply`
-//!   (one table swap); a soft handover's old paths leave once a new one answered a probe
-//!   ([`IkeThread::mif_tick`], a second swap for every child that is ready);
+//!   (one table swap); a soft handover's old paths leave once a new one answered a probe:
+//!   the engine does that (`TableOp::RemoveWhenUp` in the same batch, completed by its
+//!   monitor, every child that is ready in one more swap) and tells us with
+//!   `Event::SoftMoveEnded` ([`IkeThread::mif_soft_ended`]);
 //! * `ctl mif`: the operation resolved to our interface IDs and handed to each IKE SA of the
 //!   connection with the extension in use, the peer's answers handed back to the operator.
 
@@ -32,11 +34,14 @@ use crate::wire::{
     MifOp, MifOperation, MifRefusal, MifResult, MifRole, MifSelection, MifStatus, TrafficSelector,
 };
 
-/// How long a soft handover's old paths stay at most when no new path answers (the peer
-/// has taken them out of its list already: the lists converge then anyway).
+/// How long the engine waits for one of a soft handover's new paths to answer. If none
+/// does, the old paths stay (never break before make): the child keeps them, beside the
+/// new ones, until a later change of its list takes them out.
 pub(super) const SOFT_GIVE_UP: Duration = Duration::from_secs(5);
-/// How often the engine's paths are looked at while a soft handover waits.
-pub(super) const SOFT_POLL: Duration = Duration::from_millis(10);
+/// After the engine's wait, how long we wait for its `Event::SoftMoveEnded` before we read
+/// the child's paths from the engine instead (the event can only be lost if the event
+/// channel was full).
+pub(super) const SOFT_EVENT_GRACE: Duration = Duration::from_secs(1);
 /// The reorder buffer of a child whose peer aggregates (as `reorder_ms`'s default).
 pub(super) const MIF_REORDER: Duration = Duration::from_millis(50);
 
@@ -49,7 +54,8 @@ pub(super) struct MifTrack {
     pub reorder: bool,
     /// Its paths as both peers computed them (the last list).
     pub paths: Vec<MifPath>,
-    /// A soft handover waiting for a new path to answer, and until when.
+    /// A soft handover whose wait the engine runs, and when to look at the engine's paths
+    /// if its `Event::SoftMoveEnded` has not come by then.
     pub soft: Option<(SoftWait, Instant)>,
     /// Path state changes the engine reported.
     pub path_events: u64,
@@ -199,6 +205,11 @@ impl IkeThread {
     /// one child's failure does not hold the others back.
     pub(super) fn mif_apply(&mut self, h: SaHandle, children: &[PathsChange]) {
         let now = Instant::now();
+        // A soft handover's wait may have ended in the engine with its event still on the
+        // way: plan from the paths the engine has.
+        for spi in children.iter().map(|c| c.spi_in) {
+            self.mif_sync_soft(h, spi);
+        }
         type Sel = Option<(Vec<Prefix>, Vec<Prefix>)>;
         let mut plans: Vec<(u32, PathPlan, Vec<MifPath>, Sel)> = Vec::new();
         for ch in children {
@@ -212,6 +223,15 @@ impl IkeThread {
                 continue;
             };
             let mut plan = plan_paths(&c.spec.name, &c.spec.paths, &specs, ch.how);
+            if let Some(w) = &plan.soft {
+                // Make before break, the second half in the engine.
+                plan.ops.push(TableOp::RemoveWhenUp {
+                    sa: c.spec.name.clone(),
+                    remove: w.remove.clone(),
+                    wait_for: w.wait_for.clone(),
+                    within: SOFT_GIVE_UP,
+                });
+            }
             let selectors = ch.selectors.as_ref().map(|(l, r)| {
                 let pre = |ts: &[TrafficSelector]| -> Vec<Prefix> {
                     ts.iter().flat_map(ts_prefixes).collect()
@@ -293,7 +313,9 @@ impl IkeThread {
                 path_events: 0,
             });
             track.paths = paths;
-            track.soft = plan.soft.map(|w| (w, now + SOFT_GIVE_UP));
+            track.soft = plan
+                .soft
+                .map(|w| (w, now + SOFT_GIVE_UP + SOFT_EVENT_GRACE));
             let names: Vec<&str> = plan.result.iter().map(|p| p.name.as_str()).collect();
             info!(
                 "child SA {}: MIF paths now [{}]{}",
@@ -313,15 +335,9 @@ impl IkeThread {
         self.dirty = true;
     }
 
-    /// The engine's `PathState` of a path of child `spi_in`: counted; a soft handover that
-    /// waits for this path completes at the next turn. Returns whether the status changed.
-    pub(super) fn mif_path_state(
-        &mut self,
-        now: Instant,
-        spi_in: u32,
-        path: &str,
-        up: bool,
-    ) -> bool {
+    /// The engine's `PathState` of a path of child `spi_in`: counted. Returns whether the
+    /// status changed.
+    pub(super) fn mif_path_state(&mut self, spi_in: u32) -> bool {
         let Some(m) = self
             .entries
             .values_mut()
@@ -332,25 +348,109 @@ impl IkeThread {
             return false;
         };
         m.path_events += 1;
-        if up
-            && m.soft
-                .as_ref()
-                .is_some_and(|(w, _)| w.wait_for.iter().any(|p| p == path))
-        {
-            // Look at the engine now rather than at the next poll.
-            self.mif_polled = now.checked_sub(SOFT_POLL).unwrap_or(now);
+        true
+    }
+
+    /// `Event::SoftMoveEnded` of child `spi_in`: the engine's wait for one of its new paths
+    /// ended, with `up` answering and `paths` removed, or (`up` is `None`) with none of them
+    /// answering in time and `paths` kept. The child's soft handover is over if that was its
+    /// wait (a later operation of ours may have replaced it: then the engine replaced the
+    /// wait too, and this event is of the one before). Returns whether the status changed.
+    pub(super) fn mif_soft_ended(
+        &mut self,
+        spi_in: u32,
+        up: Option<&str>,
+        paths: &[String],
+    ) -> bool {
+        let engine = std::sync::Arc::clone(&self.engine);
+        let Some(c) = self
+            .entries
+            .values_mut()
+            .flat_map(|e| e.children.iter_mut())
+            .find(|c| c.spec.spi_in == spi_in)
+        else {
+            return false;
+        };
+        if up.is_some() {
+            // What left the engine leaves our record (unless added again since).
+            let now = engine.path_names(&c.spec.name).unwrap_or_default();
+            let gone = |n: &String| paths.contains(n) && !now.contains(n);
+            c.spec.paths.retain(|p| !gone(&p.name));
+            c.paths.retain(|p| !gone(p));
+        }
+        let Some(m) = c.mif.as_mut() else {
+            return true;
+        };
+        if m.soft.as_ref().is_some_and(|(w, _)| w.remove == paths) {
+            m.soft = None;
+            match up {
+                Some(up) => info!(
+                    "child SA {}: soft handover done: {up} answers, [{}] removed",
+                    c.spec.name,
+                    paths.join(" ")
+                ),
+                None => warn!(
+                    "child SA {}: soft handover: no new path answered within {} s; [{}] stay",
+                    c.spec.name,
+                    SOFT_GIVE_UP.as_secs(),
+                    paths.join(" ")
+                ),
+            }
         }
         true
     }
 
-    /// When [`IkeThread::mif_tick`] is due: while a soft handover waits.
+    /// Child `spi_in` of IKE SA `h` as the engine has it, for a soft handover whose end we
+    /// may not have heard of: the old paths the engine no longer has leave our record too,
+    /// and when none of them is left the handover is over. Cheap: the engine's published
+    /// table, no status.
+    fn mif_sync_soft(&mut self, h: SaHandle, spi_in: u32) {
+        let Some(c) = self
+            .entries
+            .get_mut(&h)
+            .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == spi_in))
+        else {
+            return;
+        };
+        let Some((w, _)) = c.mif.as_ref().and_then(|m| m.soft.as_ref()) else {
+            return;
+        };
+        let Some(names) = self.engine.path_names(&c.spec.name) else {
+            return;
+        };
+        let gone: Vec<String> = w
+            .remove
+            .iter()
+            .filter(|r| !names.contains(r))
+            .cloned()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        c.spec.paths.retain(|p| !gone.contains(&p.name));
+        c.paths.retain(|p| !gone.contains(p));
+        if gone.len() == w.remove.len()
+            && let Some(m) = c.mif.as_mut()
+        {
+            m.soft = None;
+            info!(
+                "child SA {}: soft handover done, [{}] removed",
+                c.spec.name,
+                gone.join(" ")
+            );
+        }
+        self.dirty = true;
+    }
+
+    /// When [`IkeThread::mif_tick`] is due: a `ctl mif` deadline, or a soft handover whose
+    /// engine event is late.
     pub(super) fn mif_due(&self) -> Option<Instant> {
-        let waits = self
+        let soft = self
             .entries
             .values()
             .flat_map(|e| &e.children)
-            .any(|c| c.mif.as_ref().is_some_and(|m| m.soft.is_some()));
-        let soft = waits.then(|| self.mif_polled + SOFT_POLL);
+            .filter_map(|c| c.mif.as_ref().and_then(|m| m.soft.as_ref()).map(|s| s.1))
+            .min();
         let reply = self.mif_replies.iter().map(|r| r.deadline).min();
         match (soft, reply) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -358,85 +458,40 @@ impl IkeThread {
         }
     }
 
-    /// Completes the soft handovers whose new paths answered (or that waited too long):
-    /// their old paths leave, every ready child in one table swap. Answers the `ctl mif`
-    /// requests whose deadline passed.
+    /// Answers the `ctl mif` requests whose deadline passed. A soft handover whose engine
+    /// wait should have ended a while ago without its event reaching us: read from the
+    /// engine's paths what became of it ([`IkeThread::mif_sync_soft`]); if the old paths are
+    /// still there the wait ended without a new path (they stay), and the handover is over.
     pub(super) fn mif_tick(&mut self, now: Instant) {
         self.mif_answer_late(now);
-        if now < self.mif_polled + SOFT_POLL {
-            return;
-        }
-        self.mif_polled = now;
-        let waiting = self
+        let late: Vec<(SaHandle, u32)> = self
             .entries
-            .values()
-            .flat_map(|e| &e.children)
-            .any(|c| c.mif.as_ref().is_some_and(|m| m.soft.is_some()));
-        if !waiting {
-            return;
-        }
-        let status = self.engine.status();
-        let mut ops = Vec::new();
-        let mut done: Vec<(SaHandle, u32)> = Vec::new();
-        for (h, e) in &self.entries {
-            for c in &e.children {
-                let Some((w, deadline)) = c.mif.as_ref().and_then(|m| m.soft.as_ref()) else {
-                    continue;
-                };
-                let answered = status
-                    .sas
-                    .iter()
-                    .find(|s| s.name == c.spec.name)
-                    .is_some_and(|s| {
-                        s.paths
-                            .iter()
-                            .any(|p| w.wait_for.contains(&p.name) && p.state == "up")
-                    });
-                if !answered && now < *deadline {
-                    continue;
-                }
-                if !answered {
-                    warn!(
-                        "child SA {}: no new path answered within {} s; the old ones leave anyway",
-                        c.spec.name,
-                        SOFT_GIVE_UP.as_secs()
-                    );
-                }
-                for r in &w.remove {
-                    ops.push(TableOp::RemovePath {
-                        sa: c.spec.name.clone(),
-                        path: r.clone(),
-                    });
-                }
-                done.push((*h, c.spec.spi_in));
-            }
-        }
-        if ops.is_empty() && done.is_empty() {
-            return;
-        }
-        if let Err(e) = self.engine.apply(ops) {
-            warn!("MIF: removing the old paths of soft handovers: {e}");
-        }
-        for (h, spi) in done {
+            .iter()
+            .flat_map(|(h, e)| e.children.iter().map(move |c| (*h, c)))
+            .filter(|(_, c)| {
+                c.mif
+                    .as_ref()
+                    .and_then(|m| m.soft.as_ref())
+                    .is_some_and(|s| s.1 <= now)
+            })
+            .map(|(h, c)| (h, c.spec.spi_in))
+            .collect();
+        for (h, spi) in late {
+            self.mif_sync_soft(h, spi);
             if let Some(c) = self
                 .entries
                 .get_mut(&h)
                 .and_then(|e| e.children.iter_mut().find(|c| c.spec.spi_in == spi))
+                && let Some(m) = c.mif.as_mut()
+                && m.soft.take().is_some()
             {
-                if let Some(m) = c.mif.as_mut() {
-                    if let Some((w, _)) = m.soft.take() {
-                        c.spec.paths.retain(|p| !w.remove.contains(&p.name));
-                        c.paths.retain(|p| !w.remove.contains(p));
-                        info!(
-                            "child SA {}: soft handover done, [{}] removed",
-                            c.spec.name,
-                            w.remove.join(" ")
-                        );
-                    }
-                }
+                warn!(
+                    "child SA {}: soft handover: the engine's wait is over and its old paths stay",
+                    c.spec.name
+                );
+                self.dirty = true;
             }
         }
-        self.dirty = true;
     }
 
     /// `ctl mif CONN ...`: the operation goes to every established IKE SA of `conn` with the

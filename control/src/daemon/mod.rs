@@ -414,6 +414,8 @@ fn log_manual_seq_events(engine: &Engine) {
                                                 "path": path, "verified": verified })
                         });
                     }
+                    // Only IKE children make soft moves wait in the engine.
+                    Event::SoftMoveEnded { .. } => {}
                 }
             }
         });

@@ -473,12 +473,7 @@ impl TableState {
     /// Applies one change. `after` collects the ids of paths to probe at once once the
     /// result is published (new paths that must show return routability) and the events to
     /// send then.
-    fn apply_op(
-        &mut self,
-        op: TableOp,
-        cx: Ctx,
-        after: &mut After,
-    ) -> Result<String, EngineError> {
+    fn apply_op(&mut self, op: TableOp, cx: Ctx, after: &mut After) -> Result<String, EngineError> {
         match op {
             TableOp::AddPath { sa, path } => {
                 if !self
@@ -1561,11 +1556,17 @@ mod tests {
         }
     }
 
-    fn ended(rx: &crossbeam_channel::Receiver<Event>) -> Vec<(String, Option<String>, Vec<String>)> {
+    fn ended(
+        rx: &crossbeam_channel::Receiver<Event>,
+    ) -> Vec<(String, Option<String>, Vec<String>)> {
         rx.try_iter()
             .filter_map(|e| match e {
                 Event::SoftMoveEnded {
-                    sa, up, paths, spi_in, ..
+                    sa,
+                    up,
+                    paths,
+                    spi_in,
+                    ..
                 } => {
                     assert_eq!(spi_in, 0x8000 + sa[1..].parse::<u32>().unwrap());
                     Some((sa, up, paths))
