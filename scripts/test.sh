@@ -25,6 +25,7 @@ command -v ping >/dev/null || need_apt+=(iputils-ping)
 command -v tcpdump >/dev/null || need_apt+=(tcpdump)
 command -v tshark >/dev/null || need_apt+=(tshark)
 command -v iperf3 >/dev/null || need_apt+=(iperf3)
+command -v tmux >/dev/null || need_apt+=(tmux)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v cc >/dev/null || need_apt+=(build-essential)
 # strongSwan is the reference peer of the IKEv2 interop tests (charon with kernel-libipsec).
