@@ -113,6 +113,16 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// A live view of the IKE SAs, child SAs and paths (q quits; see the README).
+    Top {
+        /// Seconds between two questions to the daemon (0.05 to 3600).
+        #[arg(long, value_name = "SECONDS", default_value = "1",
+              value_parser = crate::top::parse_interval)]
+        interval: std::time::Duration,
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// The keys as Wireshark esp_sa and ikev2 lines (needs root).
     Keys {
         /// Wireshark's format (the only one, and required).
@@ -584,6 +594,14 @@ mod tests {
                 socket: sock("/tmp/s")
             }
         );
+        assert_eq!(
+            p("top --interval 0.2 --socket /tmp/s").unwrap(),
+            Command::Top {
+                interval: std::time::Duration::from_millis(200),
+                socket: sock("/tmp/s")
+            }
+        );
+        assert_eq!(err("top --interval 0").0, ErrorKind::ValueValidation);
         assert_eq!(
             p("keys --wireshark --socket=/tmp/s").unwrap(),
             Command::Keys {

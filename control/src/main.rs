@@ -83,6 +83,7 @@ fn execute(cmd: Command) -> i32 {
                 print!("{}", render::status(&v));
             }
         }),
+        Command::Top { interval, socket } => mifsec_control::top::run(&socket, interval),
         Command::Keys { socket, .. } => client(&socket, &Request::Keys {}, |v| {
             for line in v.as_array().into_iter().flatten() {
                 match line.as_str() {

@@ -37,12 +37,12 @@ use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use crossterm::{cursor, execute, terminal};
-use ratatui::Frame;
 use ratatui::backend::{Backend, CrosstermBackend};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Row, Table, TableState};
+use ratatui::{Frame, Terminal};
 use serde_json::Value;
 
 use crate::ctl::{self, Request};
@@ -53,6 +53,25 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The default `--interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest `--interval` accepted.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// `--interval SECONDS` (a decimal number, `0.2`), within [`MIN_INTERVAL`] and
+/// [`MAX_INTERVAL`].
+pub fn parse_interval(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    let (lo, hi) = (MIN_INTERVAL.as_secs_f64(), MAX_INTERVAL.as_secs_f64());
+    if !(lo..=hi).contains(&secs) {
+        return Err(format!(
+            "the interval must be between {lo} and {hi} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
 
 /// One answer of the daemon, with when it came.
 #[derive(Debug, Clone)]
@@ -671,12 +690,12 @@ fn ike_pane(f: &mut Frame<'_>, area: Rect, app: &mut App, view: &View) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(10),
+            Constraint::Length(14),
             Constraint::Length(11),
             Constraint::Length(9),
+            Constraint::Min(17),
+            Constraint::Min(17),
             Constraint::Min(16),
-            Constraint::Min(16),
-            Constraint::Min(12),
             Constraint::Length(12),
             Constraint::Length(12),
         ],
@@ -730,9 +749,9 @@ fn sa_pane(f: &mut Frame<'_>, area: Rect, app: &mut App, view: &View) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(12),
+            Constraint::Min(18),
             Constraint::Min(10),
-            Constraint::Length(17),
+            Constraint::Length(19),
             Constraint::Length(12),
             Constraint::Length(12),
             Constraint::Length(10),
@@ -787,9 +806,9 @@ fn path_pane(f: &mut Frame<'_>, area: Rect, app: &App) {
     let table = Table::new(
         rows,
         [
-            Constraint::Min(6),
-            Constraint::Min(6),
-            Constraint::Min(24),
+            Constraint::Length(8),
+            Constraint::Length(8),
+            Constraint::Min(30),
             Constraint::Length(9),
             Constraint::Length(10),
             Constraint::Length(9),
@@ -868,8 +887,6 @@ pub fn run(socket: &Path, interval: Duration) -> i32 {
         }
     }
 }
-
-use ratatui::Terminal;
 
 /// The poller's messages: when, and the answer or why there was none.
 type Answer = (Instant, Result<Value, String>);
@@ -1018,6 +1035,15 @@ mod tests {
     }
 
     #[test]
+    fn intervals() {
+        assert_eq!(parse_interval("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        for bad in ["0", "0.01", "-1", "NaN", "inf", "1e9", "x", ""] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn rates_read_as_people_write_them() {
         assert_eq!(format_rate(None), "-");
         assert_eq!(format_rate(Some(0.0)), "0");
@@ -1065,6 +1091,8 @@ mod tests {
             "i1r1",
             "i2r1",
             "unverified",
+            "198.18.33.2:4500 -> 198.18.41.2:4500",
+            "transport aggregate",
             "2.00 Mbit/s",
             "0.25 ms",
             "1/2 up",

@@ -22,8 +22,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
 const CONN: &str = "mif = true";
 const GW_CONN: &str = "mif = true";
-const WIDTH: u16 = 150;
-const HEIGHT: u16 = 45;
+const WIDTH: u16 = 132;
+const HEIGHT: u16 = 30;
 
 /// A tmux server of our own (`-L`), killed on drop, with one session running `cmd`.
 struct Tmux {
