@@ -382,8 +382,36 @@ pub fn summary(cfg: &Config) -> String {
                     .unwrap_or_default()
             );
         }
-        if let RemoteAuth::Pubkey(t) = &c.ike.remote_auth {
-            let _ = writeln!(s, "  remote auth pubkey ({})", t.describe());
+        if let LocalAuth::Eap {
+            method, identity, ..
+        } = &c.ike.local_auth
+        {
+            let id = identity.as_deref().unwrap_or(&c.ike.local_id.data);
+            let id = crate::log::printable(&String::from_utf8_lossy(id));
+            let _ = writeln!(s, "  local auth {} (EAP identity '{id}')", method.name());
+        }
+        match &c.ike.remote_auth {
+            RemoteAuth::Pubkey(t) => {
+                let _ = writeln!(s, "  remote auth pubkey ({})", t.describe());
+            }
+            RemoteAuth::Eap {
+                method,
+                users,
+                ask_identity,
+            } => {
+                let _ = writeln!(
+                    s,
+                    "  remote auth {} ({} users{})",
+                    method.name(),
+                    users.len(),
+                    if *ask_identity {
+                        ", EAP-Identity asked"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            RemoteAuth::Psk(_) => {}
         }
     }
     s

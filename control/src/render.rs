@@ -151,7 +151,13 @@ fn ike_sas(st: &Value, out: &mut String) {
                 (Some(c), None) => format!(", certificate '{c}'"),
                 _ => String::new(),
             };
-            let _ = writeln!(out, "  auth: local {l}, remote {r}{cert}");
+            let eap = |k: &str| {
+                auth(k)
+                    .map(|i| format!(" (EAP identity '{i}')"))
+                    .unwrap_or_default()
+            };
+            let (le, re) = (eap("local_eap_id"), eap("remote_eap_id"));
+            let _ = writeln!(out, "  auth: local {l}{le}, remote {r}{re}{cert}");
         }
         let dns: Vec<&str> = ike
             .get("dns")

@@ -11,103 +11,7 @@
 
 mod swan;
 
-use std::path::Path;
-use std::process::Command;
-
 use swan::*;
-
-/// Runs `pki ARGS`, returns its output (asserting success).
-fn pki(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    use std::io::Write;
-    let mut child = Command::new("pki")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("strongSwan's pki tool (strongswan-pki)");
-    let mut input = child.stdin.take().unwrap();
-    input.write_all(stdin.unwrap_or_default()).unwrap();
-    drop(input);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "pki {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// A CA and certificates for `gw` and `cl`, keys of `kind` (`ecdsa` or `rsa`), all PEM.
-struct Pki {
-    ca: Vec<u8>,
-    gw: (Vec<u8>, Vec<u8>),
-    cl: (Vec<u8>, Vec<u8>),
-}
-
-fn make_pki(dir: &Path, kind: &str, ca_name: &str) -> Pki {
-    let size = if kind == "rsa" { "2048" } else { "256" };
-    let gen_key = || {
-        pki(
-            &["--gen", "--type", kind, "--size", size, "--outform", "pem"],
-            None,
-        )
-    };
-    let ca_key = gen_key();
-    let ca_key_file = dir.join(format!("{kind}-{}-ca.key", ca_name.len()));
-    std::fs::write(&ca_key_file, &ca_key).unwrap();
-    let dn = format!("C=CH, O=mifsec lab, CN={ca_name}");
-    let ca = pki(
-        &[
-            "--self",
-            "--ca",
-            "--lifetime",
-            "30",
-            "--type",
-            kind,
-            "--dn",
-            &dn,
-            "--outform",
-            "pem",
-            "--in",
-            ca_key_file.to_str().unwrap(),
-        ],
-        None,
-    );
-    let ca_file = dir.join(format!("{kind}-{}-ca.pem", ca_name.len()));
-    std::fs::write(&ca_file, &ca).unwrap();
-    let issue = |name: &str| {
-        let key = gen_key();
-        let public = pki(&["--pub", "--type", kind, "--outform", "pem"], Some(&key));
-        let dn = format!("C=CH, O=mifsec lab, CN={name}");
-        let cert = pki(
-            &[
-                "--issue",
-                "--lifetime",
-                "30",
-                "--type",
-                "pub",
-                "--cacert",
-                ca_file.to_str().unwrap(),
-                "--cakey",
-                ca_key_file.to_str().unwrap(),
-                "--dn",
-                &dn,
-                "--san",
-                name,
-                "--outform",
-                "pem",
-            ],
-            Some(&public),
-        );
-        (cert, key)
-    };
-    Pki {
-        gw: issue("gw"),
-        cl: issue("cl"),
-        ca,
-    }
-}
 
 /// strongSwan's `local`/`remote` sections with certificates (files in swanctl/x509,
 /// x509ca and private, which `swanctl --load-all` reads).
@@ -123,17 +27,6 @@ fn swan_pubkey(conf: &str, local: &str, remote: &str) -> String {
         &format!("      auth = pubkey\n      cacerts = ca.pem\n      id = {remote}\n"),
         1,
     )
-}
-
-/// The files strongSwan in `lab` loads: its certificate and key, the CA.
-fn swan_files(lab: &Lab, who: &str, (cert, key): &(Vec<u8>, Vec<u8>), ca: &[u8]) {
-    let d = lab.dir.join("swan/swanctl");
-    for sub in ["x509", "x509ca", "private"] {
-        std::fs::create_dir_all(d.join(sub)).unwrap();
-    }
-    std::fs::write(d.join(format!("x509/{who}.pem")), cert).unwrap();
-    std::fs::write(d.join(format!("private/{who}.key")), key).unwrap();
-    std::fs::write(d.join("x509ca/ca.pem"), ca).unwrap();
 }
 
 /// mifsec's files beside its configuration, and the TOML of its `local`/`remote` sections

@@ -18,7 +18,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::{ConfigError, Cx, Ordered, S};
 use crate::dataplane::aead::Cipher;
 use crate::dataplane::engine::EngineConfig;
-use crate::ike::auth::{LocalAuth, PrivateKey, RemoteAuth};
+use crate::ike::auth::{EapUsers, LocalAuth, PrivateKey, RemoteAuth};
 use crate::ike::config::ts_prefix;
 use crate::ike::fragment::{DEFAULT_FRAGMENT_SIZE, MIN_FRAGMENT_SIZE};
 use crate::ike::limits::InitLimits;
@@ -135,6 +135,9 @@ pub(super) struct RawConnection {
 struct RawEnd {
     auth: Option<S<String>>,
     id: Option<S<String>>,
+    /// The EAP identity: ours (local; default the IKE identity), or `%any` (remote: ask
+    /// the peer with EAP-Identity).
+    eap_id: Option<S<String>>,
     /// Our certificate files (local), end entity first.
     certs: Strings,
     /// The CA certificate files the peer's chain must end at (remote).
@@ -260,15 +263,33 @@ pub(super) struct RawPool {
     dns: Strings,
 }
 
-/// Parses `local.auth` / `remote.auth`: `psk`, or `pubkey` (also `rsa`, `ecdsa`,
-/// `ed25519`, and `rsa/pss` for RSASSA-PSS, as swanctl.conf). Returns (pubkey, rsa_pss).
-pub fn parse_auth(s: &str) -> Result<(bool, bool), String> {
+/// What `local.auth` / `remote.auth` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// `psk`.
+    Psk,
+    /// `pubkey` (`rsa`, `ecdsa`, `ed25519`); `rsa/pss` for RSASSA-PSS.
+    Pubkey {
+        /// RSASSA-PSS.
+        rsa_pss: bool,
+    },
+    /// `eap-mschapv2`.
+    Eap(crate::ike::auth::EapMethod),
+}
+
+/// Parses `local.auth` / `remote.auth`: `psk`, `pubkey` (also `rsa`, `ecdsa`,
+/// `ed25519`, and `rsa/pss` for RSASSA-PSS), or `eap-mschapv2`, as swanctl.conf.
+pub fn parse_auth(s: &str) -> Result<AuthKind, String> {
     match s {
-        "psk" => Ok((false, false)),
-        "pubkey" | "rsa" | "ecdsa" | "ed25519" => Ok((true, false)),
-        "rsa/pss" => Ok((true, true)),
+        "psk" => Ok(AuthKind::Psk),
+        "pubkey" | "rsa" | "ecdsa" | "ed25519" => Ok(AuthKind::Pubkey { rsa_pss: false }),
+        "rsa/pss" => Ok(AuthKind::Pubkey { rsa_pss: true }),
+        "eap-mschapv2" => Ok(AuthKind::Eap(crate::ike::auth::EapMethod::Mschapv2)),
+        "eap-tls" | "eap-md5" | "eap" => Err(format!(
+            "{s:?}: of EAP methods only eap-mschapv2 is supported"
+        )),
         _ => Err(format!(
-            "{s:?}: auth is psk or pubkey (rsa, ecdsa, ed25519, rsa/pss); EAP is not supported yet"
+            "{s:?}: auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss) or eap-mschapv2"
         )),
     }
 }
@@ -680,17 +701,73 @@ impl Cx<'_> {
                     )
                 })
             };
-            let auth_of = |e: &Option<RawEnd>, which: &str| -> Result<(bool, bool), ConfigError> {
+            let auth_of = |e: &Option<RawEnd>, which: &str| -> Result<AuthKind, ConfigError> {
                 let a = e.as_ref().and_then(|e| e.auth.as_ref());
                 match a {
                     Some(a) => self.parse_str(a, &k(&format!("{which}.auth")), parse_auth),
-                    None => Ok((false, false)),
+                    None => Ok(AuthKind::Psk),
                 }
             };
-            let (local_pubkey, rsa_pss) = auth_of(&rc.local, "local")?;
-            let (remote_pubkey, _) = auth_of(&rc.remote, "remote")?;
+            let local_kind = auth_of(&rc.local, "local")?;
+            let remote_kind = auth_of(&rc.remote, "remote")?;
+            fn eap_id(e: &Option<RawEnd>) -> Option<&S<String>> {
+                e.as_ref().and_then(|e| e.eap_id.as_ref())
+            }
+            if let (Some(v), false) = (eap_id(&rc.local), matches!(local_kind, AuthKind::Eap(_))) {
+                return Err(self.err(
+                    v.span(),
+                    k("local.eap_id"),
+                    "is for local.auth = \"eap-mschapv2\"",
+                ));
+            }
+            if let (Some(v), false) = (eap_id(&rc.remote), matches!(remote_kind, AuthKind::Eap(_)))
+            {
+                return Err(self.err(
+                    v.span(),
+                    k("remote.eap_id"),
+                    "is for remote.auth = \"eap-mschapv2\"",
+                ));
+            }
+            let (local_pubkey, rsa_pss) = match local_kind {
+                AuthKind::Pubkey { rsa_pss } => (true, rsa_pss),
+                _ => (false, false),
+            };
+            let remote_pubkey = matches!(remote_kind, AuthKind::Pubkey { .. });
             let mut local_id = local_id;
-            let local_auth = if local_pubkey {
+            let local_auth = if let AuthKind::Eap(method) = local_kind {
+                let id_text = match eap_id(&rc.local) {
+                    Some(v) => {
+                        let t = v.get_ref();
+                        if t.is_empty() || t.len() > crate::ike::auth::eap::MAX_IDENTITY {
+                            return Err(self.err(
+                                v.span(),
+                                k("local.eap_id"),
+                                "an EAP identity is 1 to 255 bytes",
+                            ));
+                        }
+                        Some(t.clone())
+                    }
+                    None => None,
+                };
+                let lookup = id_text.clone().unwrap_or_else(|| local_id.0.clone());
+                let auth_span = rc
+                    .local
+                    .as_ref()
+                    .and_then(|e| e.auth.as_ref())
+                    .map_or_else(here, S::span);
+                let secret = self.find_eap_secret(secrets, &lookup)?.ok_or_else(|| {
+                    self.err(
+                        auth_span,
+                        k("local.auth"),
+                        format!("no [secrets.eap-*] with id {lookup:?} (EAP needs the password)"),
+                    )
+                })?;
+                LocalAuth::Eap {
+                    method,
+                    identity: id_text.map(String::into_bytes),
+                    secret,
+                }
+            } else if local_pubkey {
                 let end = rc.local.as_ref();
                 let certs =
                     self.load_files(end.and_then(|e| e.certs.as_ref()), &k("local.certs"), |b| {
@@ -744,7 +821,32 @@ impl Cx<'_> {
             } else {
                 LocalAuth::Psk(psk(&local_id.0)?)
             };
-            let remote_auth = if remote_pubkey {
+            let remote_auth = if let AuthKind::Eap(method) = remote_kind {
+                let ask_identity = match eap_id(&rc.remote) {
+                    Some(v) if v.get_ref() == "%any" => true,
+                    Some(v) => {
+                        return Err(self.err(
+                            v.span(),
+                            k("remote.eap_id"),
+                            format!("{:?}: remote.eap_id is %any (ask the peer for its EAP identity) or unset (its IKE identity)", v.get_ref()),
+                        ));
+                    }
+                    None => false,
+                };
+                let users = self.eap_users(secrets)?;
+                if users.is_empty() {
+                    return Err(self.err(
+                        here(),
+                        k("remote.auth"),
+                        "remote.auth = \"eap-mschapv2\" needs [secrets.eap-*] users (id and secret)",
+                    ));
+                }
+                RemoteAuth::Eap {
+                    method,
+                    users: Arc::new(users),
+                    ask_identity,
+                }
+            } else if remote_pubkey {
                 let end = rc.remote.as_ref();
                 let mut cas: Vec<Vec<u8>> = self
                     .load_files(
@@ -1268,6 +1370,82 @@ impl Cx<'_> {
     }
 
     /// The PSK of the secret that names the most of `local` and `remote` among its ids.
+    /// A `[secrets.eap-NAME]` secret's bytes (`0x...` hex or the text).
+    fn secret_bytes(
+        &self,
+        name: &str,
+        s: &RawSecret,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        let Some(secret) = &s.secret else {
+            return Ok(None);
+        };
+        let text = secret.get_ref();
+        let key = format!("secrets.{name}.secret");
+        let bytes = if let Some(h) = text.strip_prefix("0x") {
+            Zeroizing::new(
+                hex::decode(h)
+                    .map_err(|_| self.err(secret.span(), &key, "0x... must be hex digits"))?,
+            )
+        } else {
+            Zeroizing::new(text.as_bytes().to_vec())
+        };
+        if bytes.is_empty() {
+            return Err(self.err(secret.span(), key, "a secret cannot be empty"));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// The password of EAP identity `id` from `[secrets.eap-*]`.
+    fn find_eap_secret(
+        &self,
+        secrets: &Ordered<RawSecret>,
+        id: &str,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
+        for (name, s) in &secrets.0 {
+            let hit = name.starts_with("eap-")
+                && s.id
+                    .as_ref()
+                    .is_some_and(|ids| ids.get_ref().iter().any(|i| i.get_ref() == id));
+            if hit {
+                return self.secret_bytes(name, s);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every `[secrets.eap-*]` as the users of an EAP gateway.
+    fn eap_users(&self, secrets: &Ordered<RawSecret>) -> Result<EapUsers, ConfigError> {
+        let mut users = EapUsers::default();
+        for (name, s) in &secrets.0 {
+            if !name.starts_with("eap-") {
+                continue;
+            }
+            let key = format!("secrets.{name}");
+            let Some(ids) = &s.id else {
+                return Err(self.err(
+                    self.table_span("secrets", name),
+                    format!("{key}.id"),
+                    "an EAP secret needs id = [\"USER\"]",
+                ));
+            };
+            let Some(secret) = self.secret_bytes(name, s)? else {
+                return Err(self.err(
+                    self.table_span("secrets", name),
+                    format!("{key}.secret"),
+                    "an EAP secret needs secret = \"PASSWORD\"",
+                ));
+            };
+            users.add(
+                ids.get_ref()
+                    .iter()
+                    .map(|i| i.get_ref().as_bytes().to_vec())
+                    .collect(),
+                secret,
+            );
+        }
+        Ok(users)
+    }
+
     fn find_secret(
         &self,
         secrets: &Ordered<RawSecret>,
@@ -1276,6 +1454,9 @@ impl Cx<'_> {
     ) -> Result<Option<Zeroizing<Vec<u8>>>, ConfigError> {
         let mut best: Option<(usize, &RawSecret, &str)> = None;
         for (name, s) in &secrets.0 {
+            if name.starts_with("eap-") {
+                continue;
+            }
             let (Some(id), Some(_), None) = (&s.id, &s.secret, &s.file) else {
                 continue;
             };

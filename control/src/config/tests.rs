@@ -704,8 +704,24 @@ fn ike_errors() {
         "gw.toml:23: connections.home.proposals[0]: \"aes128gcm16-prfsha256\": an IKE proposal needs an AEAD, a PRF and a DH group"
     );
     assert_eq!(
-        ike("auth = \"psk\"", "auth = \"eap-mschapv2\""),
-        "gw.toml:27: connections.home.local.auth: \"eap-mschapv2\": auth is psk or pubkey (rsa, ecdsa, ed25519, rsa/pss); EAP is not supported yet"
+        ike("auth = \"psk\"", "auth = \"eap-ttls\""),
+        "gw.toml:27: connections.home.local.auth: \"eap-ttls\": auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss) or eap-mschapv2"
+    );
+    assert_eq!(
+        ike("auth = \"psk\"", "auth = \"eap-tls\""),
+        "gw.toml:27: connections.home.local.auth: \"eap-tls\": of EAP methods only eap-mschapv2 is supported"
+    );
+    // EAP without the password, an eap_id where auth is not EAP.
+    assert_eq!(
+        ike(
+            "auth = \"psk\"",
+            "auth = \"eap-mschapv2\"\neap_id = \"carol\""
+        ),
+        "gw.toml:27: connections.home.local.auth: no [secrets.eap-*] with id \"carol\" (EAP needs the password)"
+    );
+    assert_eq!(
+        ike("auth = \"psk\"", "auth = \"psk\"\neap_id = \"carol\""),
+        "gw.toml:28: connections.home.local.eap_id: is for local.auth = \"eap-mschapv2\""
     );
     assert!(
         ike("id = [\"cl\", \"gw\"]", "id = [\"x\"]")
@@ -1075,6 +1091,110 @@ file = "gw.key"
 [pools.p4]
 addrs = "10.77.0.0/24"
 "#;
+
+/// A client with EAP-MSCHAPv2 and a gateway asking its users for their EAP identity.
+const EAP: &str = r#"
+[connections.home]
+remote_addrs = ["198.18.1.1"]
+
+[connections.home.local]
+auth = "eap-mschapv2"
+id = "cl"
+eap_id = "carol"
+
+[connections.home.remote]
+id = "gw"
+
+[connections.home.children.net]
+remote_ts = ["10.88.0.0/16"]
+
+[connections.rw]
+
+[connections.rw.local]
+id = "gw"
+
+[connections.rw.remote]
+auth = "eap-mschapv2"
+eap_id = "%any"
+
+[connections.rw.children.net]
+local_ts = ["10.1.0.0/16"]
+
+[secrets.ike-1]
+id = ["cl", "gw"]
+secret = "hunter2-lab-secret"
+
+[secrets.eap-carol]
+id = ["carol"]
+secret = "carol's password"
+
+[secrets.eap-dave]
+id = ["dave", "DOMAIN\\dave"]
+secret = "0x64617665"
+"#;
+
+#[test]
+fn ike_eap_connections() {
+    use crate::ike::auth::{EapMethod, LocalAuth, RemoteAuth};
+    let cfg = parse("cl.toml", &plus(EAP)).unwrap();
+    let [c, g] = cfg.ike.connections.as_slice() else {
+        panic!("two connections")
+    };
+    let LocalAuth::Eap {
+        method,
+        identity,
+        secret,
+    } = &c.ike.local_auth
+    else {
+        panic!("EAP expected: {:?}", c.ike.local_auth)
+    };
+    assert_eq!(*method, EapMethod::Mschapv2);
+    assert_eq!(identity.as_deref(), Some(&b"carol"[..]));
+    assert_eq!(&secret[..], b"carol's password");
+    let RemoteAuth::Eap {
+        users,
+        ask_identity,
+        ..
+    } = &g.ike.remote_auth
+    else {
+        panic!("EAP expected")
+    };
+    assert!(*ask_identity);
+    assert_eq!(users.len(), 2);
+    let sum = summary(&cfg);
+    assert!(
+        sum.contains("local auth eap-mschapv2 (EAP identity 'carol')"),
+        "{sum}"
+    );
+    assert!(
+        sum.contains("remote auth eap-mschapv2 (2 users, EAP-Identity asked)"),
+        "{sum}"
+    );
+    // The passwords are in no Debug output.
+    let dbg = format!("{cfg:?}");
+    assert!(
+        !dbg.contains("carol's password") && !dbg.contains("0x6461"),
+        "{dbg}"
+    );
+    // A gateway without users; a remote.eap_id other than %any.
+    let no_users = EAP
+        .replace("[secrets.eap-carol]", "[secrets.x-carol]")
+        .replace("[secrets.eap-dave]", "[secrets.x-dave]")
+        .replace(
+            "auth = \"eap-mschapv2\"\nid = \"cl\"\neap_id = \"carol\"",
+            "id = \"cl\"",
+        );
+    let e = err(&plus(&no_users));
+    assert!(
+        e.ends_with("connections.rw.remote.auth: remote.auth = \"eap-mschapv2\" needs [secrets.eap-*] users (id and secret)"),
+        "{e}"
+    );
+    let e = err(&plus(&EAP.replace("eap_id = \"%any\"", "eap_id = \"bob\"")));
+    assert!(
+        e.contains("connections.rw.remote.eap_id: \"bob\": remote.eap_id is %any"),
+        "{e}"
+    );
+}
 
 #[test]
 fn ike_pubkey_connection_and_the_file_that_is_wrong() {

@@ -1464,7 +1464,7 @@ impl IkeThread {
                     spi_i = %format_args!("{:016x}", info.spi_i),
                     spi_r = %format_args!("{:016x}", info.spi_r),
                     "established {}[{}] === {}[{}], {}, nat {}, \
-                     fragmentation {}, peer signature hashes {:?}, auth local {} remote {}{}{}",
+                     fragmentation {}, peer signature hashes {:?}, auth local {}{} remote {}{}{}{}",
                     info.local,
                     id_string(&self.conns[c].ike.local_id),
                     info.remote,
@@ -1474,7 +1474,16 @@ impl IkeThread {
                     if info.fragmentation { "on" } else { "off" },
                     info.peer_signature_hashes,
                     info.local_auth,
+                    info.local_eap_id
+                        .as_ref()
+                        .map(|i| format!(" (EAP identity '{i}')"))
+                        .unwrap_or_default(),
                     info.remote_auth.method,
+                    info.remote_auth
+                        .eap_identity
+                        .as_ref()
+                        .map(|i| format!(" (EAP identity '{i}')"))
+                        .unwrap_or_default(),
                     info.remote_auth
                         .key
                         .as_ref()

@@ -130,6 +130,7 @@ fn fingerprint(c: &config::Connection) -> Vec<u8> {
     match &c.ike.local_auth {
         LocalAuth::Psk(k) => d.update(k),
         LocalAuth::Pubkey { certs, .. } => certs.iter().for_each(|c| d.update(c)),
+        LocalAuth::Eap { secret, .. } => d.update(secret),
     }
     if let RemoteAuth::Psk(k) = &c.ike.remote_auth {
         d.update(k);

@@ -39,11 +39,17 @@ pub struct IkeSaStatus {
     pub local_id: String,
     /// The peer's identity (once authenticated).
     pub remote_id: String,
-    /// How we authenticated: `psk` or `pubkey` (empty until established).
+    /// How we authenticated: `psk`, `pubkey` or `eap-mschapv2` (empty until established).
     pub local_auth: String,
+    /// The EAP identity we authenticated with (EAP only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_eap_id: Option<String>,
     /// How the peer authenticated: `psk`, or `pubkey` with its key type (`pubkey ECDSA
     /// P-256`).
     pub remote_auth: String,
+    /// The EAP identity the peer authenticated with (we the EAP gateway).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_eap_id: Option<String>,
     /// The subject of the peer's certificate, when it showed one.
     pub remote_cert: Option<String>,
     /// The CA that issued it.
@@ -342,6 +348,11 @@ impl IkeThread {
                             None => i.remote_auth.method.to_string(),
                         })
                         .unwrap_or_default(),
+                    local_eap_id: e.info.as_ref().and_then(|i| i.local_eap_id.clone()),
+                    remote_eap_id: e
+                        .info
+                        .as_ref()
+                        .and_then(|i| i.remote_auth.eap_identity.clone()),
                     remote_cert: e.info.as_ref().and_then(|i| i.remote_auth.subject.clone()),
                     remote_ca: e.info.as_ref().and_then(|i| i.remote_auth.ca.clone()),
                     spi_i: format!("{spi_i:016x}"),

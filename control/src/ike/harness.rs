@@ -307,6 +307,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 mod children;
 mod clone;
 mod cookie;
+mod eap;
 mod exchange;
 mod fragments;
 mod limits;

@@ -106,3 +106,37 @@ pub fn gateway() -> IkeConfig {
         mif_max_paths: 16,
     }
 }
+
+/// The EAP user of the EAP samples and its password.
+pub const EAP_USER: &str = "carol";
+/// Carol's password.
+pub const EAP_PASSWORD: &[u8] = b"carol's password";
+
+/// [`client`] authenticating with EAP-MSCHAPv2 as [`EAP_USER`] (its `eap_id`), the gateway
+/// still with the PSK.
+pub fn eap_client() -> IkeConfig {
+    let mut c = client();
+    c.local_auth = LocalAuth::Eap {
+        method: super::auth::EapMethod::Mschapv2,
+        identity: Some(EAP_USER.as_bytes().to_vec()),
+        secret: Zeroizing::new(EAP_PASSWORD.to_vec()),
+    };
+    c
+}
+
+/// [`gateway`] authenticating its clients with EAP-MSCHAPv2 (users: [`EAP_USER`]), asking
+/// for their EAP identity (`remote.eap_id = %any`).
+pub fn eap_gateway() -> IkeConfig {
+    let mut g = gateway();
+    let mut users = super::auth::EapUsers::default();
+    users.add(
+        vec![EAP_USER.as_bytes().to_vec()],
+        Zeroizing::new(EAP_PASSWORD.to_vec()),
+    );
+    g.remote_auth = RemoteAuth::Eap {
+        method: super::auth::EapMethod::Mschapv2,
+        users: std::sync::Arc::new(users),
+        ask_identity: true,
+    };
+    g
+}

@@ -97,6 +97,8 @@ open_enum! {
         AnotherAuthFollows = 16405,
         /// `REDIRECT_SUPPORTED` (16406), RFC 5685.
         RedirectSupported = 16406,
+        /// `EAP_ONLY_AUTHENTICATION` (16417), RFC 5998.
+        EapOnlyAuthentication = 16417,
         /// `IKEV2_FRAGMENTATION_SUPPORTED` (16430), RFC 7383.
         Ikev2FragmentationSupported = 16430,
         /// `SIGNATURE_HASH_ALGORITHMS` (16431), RFC 7427.

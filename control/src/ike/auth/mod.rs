@@ -4,6 +4,8 @@
 //! certificate, raw public keys (RFC 7670).
 //!
 //! * [`keys`]: private keys (PEM / DER: PKCS#8, SEC1, PKCS#1), public keys, AUTH data.
+//! * [`eap`]: EAP inside IKE_AUTH (RFC 7296 section 2.16): the codec, our peer and our
+//!   authenticator (Identity, MS-CHAPv2); [`mschapv2`] its computations and MSK.
 //! * [`cert`]: the trust store (CA certificates, CRLs, raw public keys), chain and identity
 //!   checks, CERTREQ hashes.
 //!
@@ -11,7 +13,9 @@
 //! of [`IkeConfig`](super::IkeConfig).
 
 pub mod cert;
+pub mod eap;
 pub mod keys;
+pub mod mschapv2;
 
 use core::fmt;
 use std::sync::Arc;
@@ -19,6 +23,7 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 pub use cert::{PeerCert, TrustStore};
+pub use eap::{EapError, EapMethod, EapUsers};
 pub use keys::{KeyKind, PrivateKey, PublicKey, Scheme};
 
 /// How we authenticate ourselves (`local.auth`).
@@ -37,6 +42,17 @@ pub enum LocalAuth {
         /// RSASSA-PSS rather than PKCS#1 v1.5 for an RSA key (`rsa/pss`).
         rsa_pss: bool,
     },
+    /// EAP as the peer (`eap-mschapv2`): no AUTH in the first IKE_AUTH request, the
+    /// gateway's EAP requests answered, then AUTH from the MSK (RFC 7296 section 2.16).
+    Eap {
+        /// The method.
+        method: EapMethod,
+        /// `local.eap_id`: the EAP identity (EAP-Identity and the MS-CHAPv2 name); `None`:
+        /// the IKE identity's data, as strongSwan.
+        identity: Option<Vec<u8>>,
+        /// The password (`[secrets.eap-NAME]`).
+        secret: Zeroizing<Vec<u8>>,
+    },
 }
 
 impl LocalAuth {
@@ -45,6 +61,7 @@ impl LocalAuth {
         match self {
             LocalAuth::Psk(_) => "psk",
             LocalAuth::Pubkey { .. } => "pubkey",
+            LocalAuth::Eap { method, .. } => method.name(),
         }
     }
 }
@@ -69,6 +86,19 @@ impl fmt::Debug for LocalAuth {
                 )
                 .field("rsa_pss", rsa_pss)
                 .finish(),
+            LocalAuth::Eap {
+                method, identity, ..
+            } => f
+                .debug_struct("Eap")
+                .field("method", method)
+                .field(
+                    "identity",
+                    &identity
+                        .as_ref()
+                        .map(|i| String::from_utf8_lossy(i).into_owned()),
+                )
+                .field("secret", &"<redacted>")
+                .finish(),
         }
     }
 }
@@ -81,6 +111,17 @@ pub enum RemoteAuth {
     /// With a signature by a key certified by one of the store's CAs, or one of its raw
     /// public keys.
     Pubkey(Arc<TrustStore>),
+    /// With EAP, we the authenticator (a gateway, `remote.auth = eap-mschapv2`), against
+    /// the users of `[secrets.eap-*]`.
+    Eap {
+        /// The method.
+        method: EapMethod,
+        /// The users and their passwords.
+        users: Arc<EapUsers>,
+        /// `remote.eap_id = "%any"`: ask the peer for its EAP identity (EAP-Identity)
+        /// rather than take its IKE identity.
+        ask_identity: bool,
+    },
 }
 
 impl RemoteAuth {
@@ -89,6 +130,7 @@ impl RemoteAuth {
         match self {
             RemoteAuth::Psk(_) => "psk",
             RemoteAuth::Pubkey(_) => "pubkey",
+            RemoteAuth::Eap { method, .. } => method.name(),
         }
     }
 }
@@ -98,6 +140,16 @@ impl fmt::Debug for RemoteAuth {
         match self {
             RemoteAuth::Psk(_) => f.write_str("Psk(<redacted>)"),
             RemoteAuth::Pubkey(t) => f.debug_tuple("Pubkey").field(t).finish(),
+            RemoteAuth::Eap {
+                method,
+                users,
+                ask_identity,
+            } => f
+                .debug_struct("Eap")
+                .field("method", method)
+                .field("users", users)
+                .field("ask_identity", ask_identity)
+                .finish(),
         }
     }
 }
@@ -105,7 +157,7 @@ impl fmt::Debug for RemoteAuth {
 /// How the peer authenticated, for status.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PeerAuthInfo {
-    /// `psk` or `pubkey`.
+    /// `psk`, `pubkey` or the EAP method (`eap-mschapv2`).
     pub method: &'static str,
     /// The signature's key kind and scheme (`ECDSA P-256`), for pubkey.
     pub key: Option<String>,
@@ -113,6 +165,8 @@ pub struct PeerAuthInfo {
     pub subject: Option<String>,
     /// The CA that issued it.
     pub ca: Option<String>,
+    /// The EAP identity the peer authenticated with (printable), for EAP.
+    pub eap_identity: Option<String>,
 }
 
 /// Why the peer's authentication was refused. Every one is answered with
@@ -167,6 +221,17 @@ pub enum AuthError {
     UnknownRawKey,
     /// Our own signature failed.
     SignFailed,
+    /// EAP failed, and why.
+    Eap(EapError),
+    /// The peer's AUTH after EAP did not verify with the MSK.
+    EapAuthMismatch,
+    /// The gateway left its AUTH out (EAP-only, RFC 5998) but the method does not
+    /// authenticate it.
+    EapOnlyNotMutual,
+    /// An IKE_AUTH message of the EAP exchange without the EAP payload it needs.
+    EapMissing,
+    /// The peer wants EAP (no AUTH payload) but `remote.auth` is not EAP.
+    EapNotConfigured,
 }
 
 impl fmt::Display for AuthError {
@@ -198,6 +263,13 @@ impl fmt::Display for AuthError {
             }
             AuthError::UnknownRawKey => "raw public key not trusted",
             AuthError::SignFailed => "signing failed",
+            AuthError::Eap(e) => return write!(f, "{e}"),
+            AuthError::EapAuthMismatch => "AUTH after EAP does not match the MSK",
+            AuthError::EapOnlyNotMutual => {
+                "gateway sent no AUTH (EAP-only) but the EAP method is not mutual"
+            }
+            AuthError::EapMissing => "EAP payload missing",
+            AuthError::EapNotConfigured => "peer wants EAP but remote.auth is not EAP",
         })
     }
 }

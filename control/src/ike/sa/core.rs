@@ -318,6 +318,49 @@ impl Core {
                 out.push(Payload::Auth(AuthPayload { method, data }));
                 Ok(out)
             }
+            // EAP: no AUTH before the EAP exchange (RFC 7296 section 2.16); the one after
+            // it is `msk_auth`'s.
+            LocalAuth::Eap { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Our AUTH after EAP: `prf(prf(MSK, "Key Pad for IKEv2"), <our signed octets>)`, or
+    /// with `SK_p` as the key for a method without an MSK (RFC 7296 section 2.16).
+    pub(in crate::ike::sa) fn msk_auth(&self, msk: Option<&[u8]>, id: &IdPayload) -> Payload {
+        let (msg, nonce, skp) = if self.initiator {
+            (&self.init_request, &self.nr, &self.sk_pi)
+        } else {
+            (&self.init_response, &self.ni, &self.sk_pr)
+        };
+        let octets = signed_octets(self.prf, msg, nonce, skp, id);
+        let key = msk.unwrap_or(skp);
+        Payload::Auth(AuthPayload {
+            method: AuthMethod::SharedKeyMic,
+            data: psk_auth(self.prf, key, &octets).to_vec(),
+        })
+    }
+
+    /// Checks the peer's AUTH after EAP against the MSK (as `msk_auth`, the peer's signed
+    /// octets with its identity `id`).
+    pub(in crate::ike::sa) fn verify_msk_auth(
+        &self,
+        msk: Option<&[u8]>,
+        id: &IdPayload,
+        auth: &AuthPayload,
+    ) -> Result<AuthVerified, FailReason> {
+        let (msg, nonce, skp) = if self.initiator {
+            (&self.init_response, &self.ni, &self.sk_pr)
+        } else {
+            (&self.init_request, &self.nr, &self.sk_pi)
+        };
+        let octets = signed_octets(self.prf, msg, nonce, skp, id);
+        let key = msk.unwrap_or(skp);
+        if auth.method == AuthMethod::SharedKeyMic
+            && verify_psk_auth(self.prf, key, &octets, &auth.data)
+        {
+            Ok(AuthVerified(()))
+        } else {
+            Err(FailReason::AuthenticationFailed(AuthError::EapAuthMismatch))
         }
     }
 
@@ -345,6 +388,7 @@ impl Core {
             nat: path.nat,
             remote_id: id,
             local_auth: "",
+            local_eap_id: None,
             remote_auth: Box::default(),
             peer_mobike: mobike,
             peer_clone: false,
@@ -404,9 +448,9 @@ pub(in crate::ike::sa) fn verify_peer(
                 fail(AuthError::PskMismatch)
             }
         }
-        (RemoteAuth::Psk(_), _) | (RemoteAuth::Pubkey(_), AuthMethod::SharedKeyMic) => {
-            fail(AuthError::MethodNotAllowed)
-        }
+        (RemoteAuth::Psk(_), _)
+        | (RemoteAuth::Pubkey(_), AuthMethod::SharedKeyMic)
+        | (RemoteAuth::Eap { .. }, _) => fail(AuthError::MethodNotAllowed),
         (RemoteAuth::Pubkey(trust), method) => {
             let mut chain = Vec::new();
             let mut raw = None;
@@ -460,6 +504,7 @@ pub(in crate::ike::sa) fn verify_peer(
                     key: Some(key.kind.to_string()),
                     subject,
                     ca,
+                    eap_identity: None,
                 },
             ))
         }

@@ -78,6 +78,26 @@ pub(in crate::ike::sa) struct Ctx {
     /// Tests only: payloads an initiator adds to its IKE_AUTH request.
     #[cfg(test)]
     pub(in crate::ike::sa) test_auth_extra: Vec<crate::wire::Payload>,
+    /// Tests only: rewrites each EAP packet this side sends (its round, from 1): a peer
+    /// that sends garbage or the unexpected.
+    #[cfg(test)]
+    pub(in crate::ike::sa) test_eap_out: Option<EapRewrite>,
+}
+
+/// Tests only: a rewrite of the EAP packets a side sends (round, packet).
+#[cfg(test)]
+pub(crate) type EapRewrite = fn(u32, Vec<u8>) -> Vec<u8>;
+
+impl Ctx {
+    /// An EAP packet as this side sends it (tests may rewrite it).
+    #[allow(unused_variables)]
+    pub(in crate::ike::sa) fn eap_out(&self, round: u32, packet: Vec<u8>) -> Vec<u8> {
+        #[cfg(test)]
+        if let Some(f) = self.test_eap_out {
+            return f(round, packet);
+        }
+        packet
+    }
 }
 
 impl Ctx {
@@ -399,6 +419,8 @@ impl Ctx {
             test_cp_extra: Vec::new(),
             #[cfg(test)]
             test_auth_extra: Vec::new(),
+            #[cfg(test)]
+            test_eap_out: None,
         }
     }
 }

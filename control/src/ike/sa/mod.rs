@@ -72,7 +72,7 @@ use self::core::Core;
 use ctx::Ctx;
 use established::Established;
 use exchange::{ChildRekey, Delete, IkeRekey};
-use handshake::{AuthSent, AwaitAuth, AwaitInit, InitSent};
+use handshake::{AuthSent, AwaitAuth, AwaitEap, AwaitInit, InitSent};
 use timer::Timer;
 
 /// Length of the nonces we send.
@@ -143,8 +143,10 @@ pub struct IkeSaInfo {
     pub nat: NatStatus,
     /// The identity the peer authenticated as.
     pub remote_id: IdPayload,
-    /// How we authenticated (`psk`, `pubkey`).
+    /// How we authenticated (`psk`, `pubkey`, `eap-mschapv2`).
     pub local_auth: &'static str,
+    /// The EAP identity we authenticated with (printable), for EAP.
+    pub local_eap_id: Option<String>,
     /// How the peer authenticated: method, key, certificate subject and CA.
     pub remote_auth: Box<PeerAuthInfo>,
     /// Whether the peer advertised MOBIKE_SUPPORTED.
@@ -820,6 +822,7 @@ enum State {
     AuthSent(Box<AuthSent>),
     AwaitInit(AwaitInit),
     AwaitAuth(Box<AwaitAuth>),
+    AwaitEap(Box<AwaitEap>),
     Established(Box<Established>),
     Dead(Dead),
 }
@@ -831,6 +834,7 @@ impl State {
             State::AuthSent(_) => "IKE_AUTH sent",
             State::AwaitInit(_) => "awaiting IKE_SA_INIT",
             State::AwaitAuth(_) => "awaiting IKE_AUTH",
+            State::AwaitEap(_) => "IKE_AUTH with EAP",
             State::Established(_) => "established",
             State::Dead(_) => "dead",
         }
@@ -952,6 +956,7 @@ impl IkeSa {
             State::AuthSent(st) => st.handle(ctx, received),
             State::AwaitInit(st) => st.handle(ctx, received),
             State::AwaitAuth(st) => st.handle(ctx, received),
+            State::AwaitEap(st) => st.handle(ctx, received),
             State::Established(st) => st.handle(ctx, now, (local, remote), bytes, &msg),
             State::Dead(st) => st.handle(ctx, remote, &msg),
         };
@@ -1264,6 +1269,12 @@ impl IkeSa {
         self.ctx.test_auth_extra = payloads;
     }
 
+    /// Tests only: every EAP packet this side sends goes through `f` (round, packet).
+    #[cfg(test)]
+    pub(crate) fn set_test_eap_out(&mut self, f: ctx::EapRewrite) {
+        self.ctx.test_eap_out = Some(f);
+    }
+
     /// Tests only: seals `payloads` as our next request on the current IKE SA (no
     /// retransmission, no pending state), to feed the peer crafted requests.
     #[cfg(test)]
@@ -1562,6 +1573,7 @@ impl IkeSa {
         match &self.state {
             State::AuthSent(s) => Some((s.core.spi_i, s.core.spi_r)),
             State::AwaitAuth(s) => Some((s.core.spi_i, s.core.spi_r)),
+            State::AwaitEap(s) => Some((s.core.spi_i, s.core.spi_r)),
             State::Established(s) => Some((s.ch.core.spi_i, s.ch.core.spi_r)),
             State::Dead(d) => d.spis,
             State::InitSent(_) | State::AwaitInit(_) => None,

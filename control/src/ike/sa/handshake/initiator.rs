@@ -7,11 +7,14 @@ use crate::ike::sa::established::Established;
 use crate::ike::sa::exchange::mobike_initiator::announce;
 use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::{
-    Event, FailReason, Firsts, NONCE_RANGE, Received, State, first_error_notify, has_notify, notify,
+    AuthVerified, Event, FailReason, Firsts, NONCE_RANGE, Received, State, first_error_notify,
+    has_notify, notify,
 };
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::ike::auth::eap::{EapPeer, PeerStep};
+use crate::ike::auth::{AuthError, LocalAuth, PeerAuthInfo};
 use crate::ike::config::Mode;
 use crate::ike::crypto::{CryptoError, KeyExchange};
 use crate::ike::proposal::{
@@ -19,8 +22,9 @@ use crate::ike::proposal::{
 };
 use crate::wire::{
     CfgAttribute, CfgAttributeType, CfgType, CpPayload, DeletePayload, DhGroup, ExchangeType,
-    Flags, Header, KePayload, Message, NotifyPayload, NotifyType, Payload, TsPayload,
+    Flags, Header, IdPayload, KePayload, Message, NotifyPayload, NotifyType, Payload, TsPayload,
 };
+use zeroize::Zeroizing;
 
 /// How many COOKIE retries an initiator makes.
 const MAX_COOKIE_RETRIES: u8 = 2;
@@ -41,6 +45,21 @@ pub(in crate::ike::sa) struct AuthSent {
     pub(in crate::ike::sa) core: Core,
     pub(in crate::ike::sa) spi_in: u32,
     pub(in crate::ike::sa) transport: bool,
+    /// The Message ID of our outstanding IKE_AUTH request (1, then one more for each
+    /// round of EAP).
+    pub(in crate::ike::sa) mid: u32,
+    /// With `local.auth = eap-*`: where the EAP exchange is.
+    pub(in crate::ike::sa) eap: Option<Box<EapClient>>,
+}
+
+/// The initiator's EAP exchange inside IKE_AUTH (RFC 7296 section 2.16).
+pub(in crate::ike::sa) struct EapClient {
+    peer: EapPeer,
+    /// The gateway's identity, how it authenticated in the first response and the proof
+    /// (`None` with EAP-only, RFC 5998: the AUTH after EAP is the proof then).
+    gateway: Option<(IdPayload, PeerAuthInfo, Option<AuthVerified>)>,
+    /// After EAP-Success, our AUTH from the MSK is sent; the MSK checks the gateway's.
+    msk: Option<Option<Zeroizing<Vec<u8>>>>,
 }
 
 impl InitSent {
@@ -178,6 +197,25 @@ impl AuthSent {
             Ok(p) => inner.extend(p),
             Err(r) => return ctx.fail(r, Some((core.spi_i, core.spi_r)), None),
         }
+        let eap = match &cfg.local_auth {
+            LocalAuth::Eap {
+                method,
+                identity,
+                secret,
+            } => {
+                // RFC 5998: we accept EAP-only authentication (for a mutual method).
+                inner.push(notify(NotifyType::EapOnlyAuthentication));
+                let id = identity
+                    .clone()
+                    .unwrap_or_else(|| cfg.local_id.data.clone());
+                Some(Box::new(EapClient {
+                    peer: EapPeer::new(*method, id, secret.clone()),
+                    gateway: None,
+                    msk: None,
+                }))
+            }
+            _ => None,
+        };
         inner.extend(Core::certreq(cfg));
         inner.extend(cp_request(cfg.request_vip, cfg.request_vip6));
         let transport = cfg.child.mode == Mode::Transport;
@@ -212,6 +250,8 @@ impl AuthSent {
             core,
             spi_in,
             transport,
+            mid: 1,
+            eap,
         }))
     }
 
@@ -224,7 +264,7 @@ impl AuthSent {
             && h.exchange_type == ExchangeType::IkeAuth
             && h.flags.response()
             && !h.flags.initiator()
-            && h.message_id == 1;
+            && h.message_id == self.mid;
         if !fits {
             ctx.stats.unexpected += 1;
             return State::AuthSent(self);
@@ -241,15 +281,19 @@ impl AuthSent {
                 return State::AuthSent(self);
             }
         };
+        if self.eap.is_some() {
+            return self.eap_round(ctx, now, inner);
+        }
         let f = Firsts::of(&inner);
         let (Some(idr), Some(auth)) = (f.idr, f.auth) else {
             let reason = first_error_notify(&inner)
                 .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
             return ctx.fail(reason, spis, None);
         };
+        let idr = idr.clone();
         let st = *self;
         let mut core = st.core;
-        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, idr, auth, &inner) {
+        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, &idr, auth, &inner) {
             Ok(p) => p,
             Err(reason) => {
                 // Tell the responder, which already believes the SA is up (RFC 7296
@@ -261,6 +305,126 @@ impl AuthSent {
                 return ctx.fail(reason, spis, None);
             }
         };
+        let rest = (st.spi_in, st.transport, 2);
+        Self::finish(ctx, now, core, rest, &inner, (&idr, proof, peer_auth))
+    }
+
+    /// One IKE_AUTH response of an EAP exchange: the gateway's identity and AUTH (first
+    /// response), an EAP request (answered in the next IKE_AUTH request), EAP-Success
+    /// (answered with our AUTH from the MSK), or the last response with the gateway's
+    /// AUTH from the MSK and the child SA.
+    fn eap_round(mut self: Box<Self>, ctx: &mut Ctx, now: Instant, inner: Vec<Payload>) -> State {
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let fail =
+            |ctx: &mut Ctx, e: AuthError| ctx.fail(FailReason::AuthenticationFailed(e), spis, None);
+        let eap_payload = inner.iter().find_map(|p| match p {
+            Payload::Eap(b) => Some(b.as_slice()),
+            _ => None,
+        });
+        let f = Firsts::of(&inner);
+        let Some(eap) = self.eap.as_mut() else {
+            return State::AuthSent(self);
+        };
+        if eap.gateway.is_none() {
+            let Some(idr) = f.idr else {
+                let reason = first_error_notify(&inner)
+                    .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
+                return ctx.fail(reason, spis, None);
+            };
+            match f.auth {
+                Some(auth) => match verify_peer(&self.core, &ctx.cfg, idr, auth, &inner) {
+                    Ok((proof, info)) => eap.gateway = Some((idr.clone(), info, Some(proof))),
+                    Err(reason) => return ctx.fail(reason, spis, None),
+                },
+                None => {
+                    // EAP-only (RFC 5998): only for a method that authenticates the
+                    // gateway as well.
+                    if let Some(t) = first_error_notify(&inner) {
+                        return ctx.fail(FailReason::PeerNotify(t), spis, None);
+                    }
+                    if ctx.cfg.remote_id.as_ref().is_some_and(|want| want != idr) {
+                        return fail(ctx, AuthError::WrongId);
+                    }
+                    let method = match &ctx.cfg.local_auth {
+                        LocalAuth::Eap { method, .. } => *method,
+                        _ => return fail(ctx, AuthError::MethodNotAllowed),
+                    };
+                    if !method.mutual() {
+                        return fail(ctx, AuthError::EapOnlyNotMutual);
+                    }
+                    let info = PeerAuthInfo {
+                        method: method.name(),
+                        ..PeerAuthInfo::default()
+                    };
+                    eap.gateway = Some((idr.clone(), info, None));
+                }
+            }
+        }
+        if let Some(msk) = &eap.msk {
+            // The last response: the gateway's AUTH from the MSK, then the child SA.
+            let Some(auth) = f.auth else {
+                let reason = first_error_notify(&inner)
+                    .map_or(FailReason::InvalidSyntax, FailReason::PeerNotify);
+                return ctx.fail(reason, spis, None);
+            };
+            let proof = match self.core.verify_msk_auth(
+                msk.as_deref().map(|m| &m[..]),
+                &eap.gateway.as_ref().expect("set above").0,
+                auth,
+            ) {
+                Ok(p) => p,
+                Err(reason) => return ctx.fail(reason, spis, None),
+            };
+            let st = *self;
+            let eap = st.eap.expect("EAP state");
+            let (idr, info, first_proof) = eap.gateway.expect("set above");
+            // With a certificate-authenticated gateway that check is the proof of record;
+            // with EAP-only it is the MSK AUTH.
+            let proof = first_proof.unwrap_or(proof);
+            let rest = (st.spi_in, st.transport, st.mid + 1);
+            return Self::finish(ctx, now, st.core, rest, &inner, (&idr, proof, info));
+        }
+        if let Some(t) = first_error_notify(&inner) {
+            return ctx.fail(FailReason::PeerNotify(t), spis, None);
+        }
+        let Some(packet) = eap_payload else {
+            return fail(ctx, AuthError::EapMissing);
+        };
+        let next = match eap.peer.process(packet, &ctx.rng) {
+            Ok(PeerStep::Respond(r)) => vec![Payload::Eap(ctx.eap_out(self.mid, r))],
+            Ok(PeerStep::Success(msk)) => {
+                let p = self
+                    .core
+                    .msk_auth(msk.as_deref().map(|m| &m[..]), &ctx.cfg.local_id);
+                eap.msk = Some(msk);
+                vec![p]
+            }
+            Err(e) => return fail(ctx, AuthError::Eap(e)),
+        };
+        ctx.stop_retransmit();
+        self.mid += 1;
+        match self
+            .core
+            .seal(ExchangeType::IkeAuth, false, self.mid, &next)
+        {
+            Ok(bytes) => ctx.send_request(now, bytes),
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        }
+        State::AuthSent(self)
+    }
+
+    /// The peer is authenticated: the rest of the IKE_AUTH response (extensions, virtual
+    /// IPs, the child SA), then established with our next Message ID `next_mid`.
+    fn finish(
+        ctx: &mut Ctx,
+        now: Instant,
+        mut core: Core,
+        (spi_in, transport, next_mid): (u32, bool, u32),
+        inner: &[Payload],
+        (idr, proof, peer_auth): (&IdPayload, AuthVerified, PeerAuthInfo),
+    ) -> State {
+        let spis = Some((core.spi_i, core.spi_r));
+        let inner = inner.to_vec();
         ctx.stop_retransmit();
         let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
         ctx.paths
@@ -268,6 +432,10 @@ impl AuthSent {
         ctx.peer_clone = has_notify(&inner, NotifyType::CloneIkeSaSupported);
         ctx.mif_take_auth(&inner);
         let mut info = core.info(ctx.paths.current(), idr.clone(), peer_mobike);
+        if let LocalAuth::Eap { identity, .. } = &ctx.cfg.local_auth {
+            let id = identity.as_ref().unwrap_or(&ctx.cfg.local_id.data);
+            info.local_eap_id = Some(crate::log::printable(&String::from_utf8_lossy(id)));
+        }
         info.peer_clone = ctx.peer_clone;
         info.local_auth = ctx.cfg.local_auth.name();
         info.remote_auth = Box::new(peer_auth);
@@ -280,7 +448,7 @@ impl AuthSent {
         let vips_missing = (v4 || v6) && info.vips.is_empty();
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         let established = |ctx: &mut Ctx, core| {
-            let ch = Channel::after_auth(ctx, core, (0, 2), None);
+            let ch = Channel::after_auth(ctx, core, (0, next_mid), None);
             Established::start(ctx, now, ch, info)
         };
         let name = ctx.cfg.child.name.clone();
@@ -312,12 +480,12 @@ impl AuthSent {
         }
         if vips_missing {
             let n = [Payload::Delete(DeletePayload::ike())];
-            if let Ok(b) = core.seal(ExchangeType::Informational, false, 2, &n) {
+            if let Ok(b) = core.seal(ExchangeType::Informational, false, next_mid, &n) {
                 ctx.send(b);
             }
             return ctx.fail(FailReason::NoVirtualIp, spis, None);
         }
-        let mode = if st.transport && has_notify(&inner, NotifyType::UseTransportMode) {
+        let mode = if transport && has_notify(&inner, NotifyType::UseTransportMode) {
             Mode::Transport
         } else {
             Mode::Tunnel
@@ -328,7 +496,7 @@ impl AuthSent {
         };
         let child = ctx.child_sa(
             name,
-            (st.spi_in, spi_out),
+            (spi_in, spi_out),
             (keymat_in, keymat_out),
             choice,
             mode,

@@ -9,11 +9,13 @@ use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
     AuthVerified, ChildSa, Event, FailReason, Firsts, NONCE_RANGE, Received, State, Transmit,
-    child_mode, has_notify, notify, pick_child,
+    child_mode, has_notify, is_later_fragment, notify, pick_child,
 };
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::ike::auth::eap::{EapServer, ServerStep};
+use crate::ike::auth::{AuthError, PeerAuthInfo, RemoteAuth};
 use crate::ike::config::Mode;
 use crate::ike::crypto::{CryptoError, KeyExchange};
 use crate::ike::fragment::{HALF_OPEN_LIMITS, Reassembler};
@@ -21,9 +23,11 @@ use crate::ike::proposal::{
     IkeChoice, esp_response_payload, ike_response_payload, select_esp, select_ike,
 };
 use crate::wire::{
-    CfgAttribute, CfgAttributeType, CfgType, CpPayload, ExchangeType, Flags, Header, KePayload,
-    Message, NotifyPayload, NotifyType, Payload, TsPayload,
+    CfgAttribute, CfgAttributeType, CfgType, CpPayload, ExchangeType, Flags, Header, IdPayload,
+    KePayload, Message, NotifyPayload, NotifyType, Payload, TsPayload,
 };
+use std::sync::Arc;
+use zeroize::Zeroizing;
 
 /// Responder: waiting for an IKE_SA_INIT request.
 pub(in crate::ike::sa) struct AwaitInit;
@@ -199,46 +203,56 @@ impl AwaitAuth {
         ctx.paths.set_addresses(local, remote);
         let mut core = self.core;
         let f = Firsts::of(&inner);
-        let (Some(idi), Some(auth)) = (f.idi, f.auth) else {
-            let n = [notify(NotifyType::InvalidSyntax)];
-            let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
-            if let Some(b) = &resp {
-                ctx.send(b.clone());
-            }
-            return ctx.fail(FailReason::InvalidSyntax, spis, resp.map(|b| (1, b)));
+        let Some(idi) = f.idi else {
+            return refuse(
+                ctx,
+                &mut core,
+                1,
+                NotifyType::InvalidSyntax,
+                FailReason::InvalidSyntax,
+            );
         };
-        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, idi, auth, &inner) {
+        let idi = idi.clone();
+        let Some(auth) = f.auth else {
+            // No AUTH: the initiator wants EAP (RFC 7296 section 2.16).
+            return AwaitEap::start(ctx, now, core, idi, inner);
+        };
+        let (proof, peer_auth) = match verify_peer(&core, &ctx.cfg, &idi, auth, &inner) {
             Ok(p) => p,
             Err(reason) => {
-                let n = [notify(NotifyType::AuthenticationFailed)];
-                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
-                if let Some(b) = &resp {
-                    ctx.send(b.clone());
-                }
-                return ctx.fail(reason, spis, resp.map(|b| (1, b)));
+                return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
             }
         };
-        // The extension is in use when the peer offered it and ours is on (PROTOCOL 2).
-        let mif = ctx.mif_take_auth(&inner);
-        let cfg = &ctx.cfg;
-        let mut out = vec![Payload::IdR(cfg.local_id.clone())];
-        match core.our_auth(cfg, &cfg.local_id) {
+        let mut out = vec![Payload::IdR(ctx.cfg.local_id.clone())];
+        match core.our_auth(&ctx.cfg, &ctx.cfg.local_id) {
             Ok(p) => out.extend(p),
             Err(reason) => {
-                let n = [notify(NotifyType::AuthenticationFailed)];
-                let resp = core.seal(ExchangeType::IkeAuth, true, 1, &n).ok();
-                if let Some(b) = &resp {
-                    ctx.send(b.clone());
-                }
-                return ctx.fail(reason, spis, resp.map(|b| (1, b)));
+                return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
             }
         }
-        let child = Self::negotiate_child(ctx, &core, &proof, &inner);
+        Self::complete(ctx, now, core, (&idi, &inner, proof, peer_auth), out, 1)
+    }
+
+    /// The initiator is authenticated: the rest of the last IKE_AUTH response (`out` holds
+    /// our IDr and AUTH, or our AUTH from the MSK) from its first request `inner`: the
+    /// child SA, extensions; sent as Message ID `mid`, and established.
+    pub(in crate::ike::sa) fn complete(
+        ctx: &mut Ctx,
+        now: Instant,
+        mut core: Core,
+        (idi, inner, proof, peer_auth): (&IdPayload, &[Payload], AuthVerified, PeerAuthInfo),
+        mut out: Vec<Payload>,
+        mid: u32,
+    ) -> State {
+        let spis = Some((core.spi_i, core.spi_r));
+        // The extension is in use when the peer offered it and ours is on (PROTOCOL 2).
+        let mif = ctx.mif_take_auth(inner);
+        let child = Self::negotiate_child(ctx, &core, &proof, inner);
         out.extend(child.payloads);
         if ctx.cfg.mobike {
             out.push(notify(NotifyType::MobikeSupported));
             // Our additional addresses, if known and the peer does MOBIKE (section 3.4).
-            if has_notify(&inner, NotifyType::MobikeSupported) {
+            if has_notify(inner, NotifyType::MobikeSupported) {
                 out.extend(announce(ctx).unwrap_or_default());
             }
         }
@@ -250,16 +264,16 @@ impl AwaitAuth {
             let name = child.result.as_ref().ok().map(|c| c.name.clone());
             out.extend(ctx.mif_auth_payloads(name.as_deref()));
         }
-        let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
+        let resp = match core.seal(ExchangeType::IkeAuth, true, mid, &out) {
             Ok(b) => b,
             Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
         };
         ctx.send(resp.clone());
         ctx.timers.stop(Timer::HalfOpen);
-        let peer_mobike = has_notify(&inner, NotifyType::MobikeSupported);
+        let peer_mobike = has_notify(inner, NotifyType::MobikeSupported);
         ctx.paths
-            .note_mobike(ctx.cfg.mobike && peer_mobike, &inner, &mut ctx.stats);
-        ctx.peer_clone = has_notify(&inner, NotifyType::CloneIkeSaSupported);
+            .note_mobike(ctx.cfg.mobike && peer_mobike, inner, &mut ctx.stats);
+        ctx.peer_clone = has_notify(inner, NotifyType::CloneIkeSaSupported);
         let mut info = core.info(ctx.paths.current(), idi.clone(), peer_mobike);
         info.peer_clone = ctx.peer_clone;
         info.local_auth = ctx.cfg.local_auth.name();
@@ -268,14 +282,14 @@ impl AwaitAuth {
         info.dns = child.dns;
         ctx.events.push_back(Event::IkeSaEstablished(info.clone()));
         match child.result {
-            Ok(c) => ctx.establish_child(now, c, &inner),
+            Ok(c) => ctx.establish_child(now, c, inner),
             Err(reason) => ctx.events.push_back(Event::ChildSaFailed {
                 name: ctx.cfg.child.name.clone(),
                 reason,
             }),
         }
         core.reasm = Reassembler::default();
-        let ch = Channel::after_auth(ctx, core, (2, 0), Some((1, resp)));
+        let ch = Channel::after_auth(ctx, core, (mid + 1, 0), Some((mid, resp)));
         Established::start(ctx, now, ch, info)
     }
 
@@ -366,6 +380,243 @@ impl AwaitAuth {
             vips,
             dns,
         }
+    }
+}
+
+/// Answers IKE_AUTH request `mid` with one error notify and fails with `reason`; a
+/// retransmission of the request gets the same answer.
+fn refuse(ctx: &mut Ctx, core: &mut Core, mid: u32, t: NotifyType, reason: FailReason) -> State {
+    refuse_with(ctx, core, mid, vec![notify(t)], reason)
+}
+
+fn refuse_with(
+    ctx: &mut Ctx,
+    core: &mut Core,
+    mid: u32,
+    payloads: Vec<Payload>,
+    reason: FailReason,
+) -> State {
+    let spis = Some((core.spi_i, core.spi_r));
+    let resp = core.seal(ExchangeType::IkeAuth, true, mid, &payloads).ok();
+    if let Some(b) = &resp {
+        ctx.send(b.clone());
+    }
+    ctx.fail(reason, spis, resp.map(|b| (mid, b)))
+}
+
+/// Responder: an EAP exchange inside IKE_AUTH (RFC 7296 section 2.16), we the
+/// authenticator (`remote.auth = eap-*`). Bounded: at most `eap::MAX_ROUNDS` round trips,
+/// all within the half-open timer that runs from IKE_SA_INIT.
+pub(in crate::ike::sa) struct AwaitEap {
+    pub(in crate::ike::sa) core: Core,
+    /// The initiator's identity and its first IKE_AUTH request (SA, TS, CP, notifies:
+    /// the child SA is negotiated from it once authenticated).
+    idi: IdPayload,
+    first: Vec<Payload>,
+    server: EapServer,
+    /// The Message ID of the request we expect next.
+    mid: u32,
+    /// Our last response, resent when its request is retransmitted.
+    last: Vec<u8>,
+    /// After EAP-Success: the MSK its AUTH is checked with, and the EAP identity.
+    done: Option<(Zeroizing<Vec<u8>>, Vec<u8>)>,
+}
+
+impl AwaitEap {
+    /// The first IKE_AUTH request had no AUTH: answer with our IDr, our AUTH (CERT) and
+    /// the first EAP request.
+    fn start(
+        ctx: &mut Ctx,
+        now: Instant,
+        mut core: Core,
+        idi: IdPayload,
+        inner: Vec<Payload>,
+    ) -> State {
+        let _ = now;
+        let RemoteAuth::Eap {
+            method,
+            users,
+            ask_identity,
+        } = &ctx.cfg.remote_auth
+        else {
+            let reason = FailReason::AuthenticationFailed(AuthError::EapNotConfigured);
+            return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
+        };
+        if ctx.cfg.remote_id.as_ref().is_some_and(|want| *want != idi) {
+            let reason = FailReason::AuthenticationFailed(AuthError::WrongId);
+            return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
+        }
+        let (method, users, ask) = (*method, Arc::clone(users), *ask_identity);
+        let (server, first_eap) = match EapServer::start(method, users, ask, &idi.data, &ctx.rng) {
+            Ok(x) => x,
+            Err(e) => {
+                let reason = FailReason::AuthenticationFailed(AuthError::Eap(e));
+                return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
+            }
+        };
+        let mut out = vec![Payload::IdR(ctx.cfg.local_id.clone())];
+        // EAP-only (RFC 5998) would leave our AUTH out; only for a mutual method the
+        // peer announced it for, and no method of ours is.
+        let eap_only = method.mutual() && has_notify(&inner, NotifyType::EapOnlyAuthentication);
+        if !eap_only {
+            match core.our_auth(&ctx.cfg, &ctx.cfg.local_id) {
+                Ok(p) => out.extend(p),
+                Err(reason) => {
+                    return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
+                }
+            }
+        }
+        out.push(Payload::Eap(ctx.eap_out(1, first_eap)));
+        let spis = Some((core.spi_i, core.spi_r));
+        let resp = match core.seal(ExchangeType::IkeAuth, true, 1, &out) {
+            Ok(b) => b,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        ctx.send(resp.clone());
+        State::AwaitEap(Box::new(AwaitEap {
+            core,
+            idi,
+            first: inner,
+            server,
+            mid: 2,
+            last: resp,
+            done: None,
+        }))
+    }
+
+    pub(in crate::ike::sa) fn handle(mut self: Box<Self>, ctx: &mut Ctx, r: Received<'_>) -> State {
+        let (now, (local, remote), bytes, msg) = r.parts();
+        let h = &msg.header;
+        let ours = h.spi_i == self.core.spi_i
+            && h.spi_r == self.core.spi_r
+            && h.exchange_type == ExchangeType::IkeAuth
+            && !h.flags.response()
+            && h.flags.initiator();
+        if ours && h.message_id == self.mid - 1 && !is_later_fragment(msg) {
+            // Our last response was lost: send it again (RFC 7296 section 2.1).
+            ctx.stats.answered_from_cache += 1;
+            ctx.transmits.push_back(Transmit {
+                local,
+                remote,
+                bytes: self.last.clone(),
+            });
+            return State::AwaitEap(self);
+        }
+        if !ours || h.message_id != self.mid {
+            ctx.stats.unexpected += 1;
+            return State::AwaitEap(self);
+        }
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
+            Ok(Some(p)) => p,
+            Ok(None) => return State::AwaitEap(self),
+            Err(CryptoError::Inner(_)) => {
+                ctx.stats.malformed += 1;
+                let mid = self.mid;
+                return refuse(
+                    ctx,
+                    &mut self.core,
+                    mid,
+                    NotifyType::InvalidSyntax,
+                    FailReason::InvalidSyntax,
+                );
+            }
+            Err(_) => {
+                ctx.stats.integrity += 1;
+                return State::AwaitEap(self);
+            }
+        };
+        ctx.paths.set_addresses(local, remote);
+        let mid = self.mid;
+        let auth_failed = |e| FailReason::AuthenticationFailed(e);
+        if let Some((msk, identity)) = &self.done {
+            // After EAP-Success: the initiator's AUTH from the MSK.
+            let auth = inner.iter().find_map(|p| match p {
+                Payload::Auth(a) => Some(a),
+                _ => None,
+            });
+            let Some(auth) = auth else {
+                let reason = auth_failed(AuthError::MalformedAuth);
+                return refuse(
+                    ctx,
+                    &mut self.core,
+                    mid,
+                    NotifyType::AuthenticationFailed,
+                    reason,
+                );
+            };
+            let proof = match self.core.verify_msk_auth(Some(msk), &self.idi, auth) {
+                Ok(p) => p,
+                Err(reason) => {
+                    return refuse(
+                        ctx,
+                        &mut self.core,
+                        mid,
+                        NotifyType::AuthenticationFailed,
+                        reason,
+                    );
+                }
+            };
+            let our = self.core.msk_auth(Some(msk), &ctx.cfg.local_id);
+            let info = PeerAuthInfo {
+                method: ctx.cfg.remote_auth.name(),
+                eap_identity: Some(crate::log::printable(&String::from_utf8_lossy(identity))),
+                ..PeerAuthInfo::default()
+            };
+            let st = *self;
+            return AwaitAuth::complete(
+                ctx,
+                now,
+                st.core,
+                (&st.idi, &st.first, proof, info),
+                vec![our],
+                mid,
+            );
+        }
+        let packet = inner.iter().find_map(|p| match p {
+            Payload::Eap(b) => Some(b.as_slice()),
+            _ => None,
+        });
+        let Some(packet) = packet else {
+            let reason = auth_failed(AuthError::EapMissing);
+            return refuse(
+                ctx,
+                &mut self.core,
+                mid,
+                NotifyType::AuthenticationFailed,
+                reason,
+            );
+        };
+        let out = match self.server.process(packet, &ctx.rng) {
+            Ok(ServerStep::Request(r)) => Payload::Eap(ctx.eap_out(mid, r)),
+            Ok(ServerStep::Success {
+                packet,
+                msk,
+                identity,
+            }) => {
+                self.done = Some((msk, identity));
+                Payload::Eap(packet)
+            }
+            Err(e) => {
+                let failure = Payload::Eap(self.server.failure());
+                let payloads = vec![failure, notify(NotifyType::AuthenticationFailed)];
+                return refuse_with(
+                    ctx,
+                    &mut self.core,
+                    mid,
+                    payloads,
+                    auth_failed(AuthError::Eap(e)),
+                );
+            }
+        };
+        let resp = match self.core.seal(ExchangeType::IkeAuth, true, mid, &[out]) {
+            Ok(b) => b,
+            Err(e) => return ctx.fail(FailReason::Crypto(e), spis, None),
+        };
+        ctx.send(resp.clone());
+        self.last = resp;
+        self.mid += 1;
+        State::AwaitEap(self)
     }
 }
 
