@@ -28,6 +28,10 @@ command -v iperf3 >/dev/null || need_apt+=(iperf3)
 command -v tmux >/dev/null || need_apt+=(tmux)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v cc >/dev/null || need_apt+=(build-essential)
+# The CLI's man page test (groff -ww, man -l) and the package check (systemd-analyze verify).
+command -v groff >/dev/null || need_apt+=(groff-base)
+command -v man >/dev/null || need_apt+=(man-db)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 # strongSwan is the reference peer of the IKEv2 interop tests (charon with kernel-libipsec).
 [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && command -v pki >/dev/null ||
   need_apt+=(strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
@@ -49,6 +53,8 @@ python3 -c 'import matplotlib' 2>/dev/null ||
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked
+# The Debian package (scripts/package.sh).
+command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
 if [ "$(id -u)" != 0 ] && [ "${MIFSEC_SKIP_ROOT_TESTS:-}" != 1 ]; then
   echo "scripts/test.sh: the TUN and namespace tests need root (or set MIFSEC_SKIP_ROOT_TESTS=1 to report them as ignored)" >&2
@@ -78,6 +84,10 @@ else
   step "unit and integration tests"
   cargo test --workspace --locked
 fi
+
+step "Debian package (scripts/package.sh --check: dpkg -c, man pages, systemd-analyze verify)"
+# From the debug binary the tests built: the packaging is checked, not the release build.
+PROFILE=dev scripts/package.sh --check
 
 step "loom model tests of the replay window"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \

@@ -62,10 +62,16 @@ pub struct Cli {
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Run the daemon in the foreground.
+    ///
+    /// Under systemd (Type=notify) it sends READY=1 once the engine, IKE and the control
+    /// socket are up, and STOPPING=1 when it stops.
     Run {
         /// The configuration file (docs/CONFIG.md).
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
+        /// The control socket, instead of [dataplane] control_socket.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
     },
     /// Parse and validate a configuration file, print a summary.
     Check {
@@ -538,7 +544,8 @@ mod tests {
         assert_eq!(
             p("run --config gw.toml").unwrap(),
             Command::Run {
-                config: "gw.toml".into()
+                config: "gw.toml".into(),
+                socket: None
             }
         );
         assert_eq!(

@@ -49,7 +49,7 @@ fn execute(cmd: Command) -> i32 {
             println!("mifsec {}", env!("CARGO_PKG_VERSION"));
             EXIT_OK
         }
-        Command::Run { config } => daemon::run(&config),
+        Command::Run { config, socket } => daemon::run_with_socket(&config, socket.as_deref()),
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 print!("{}", config::summary(&cfg));

@@ -220,7 +220,13 @@ fn help() {
             &["help", "keys"],
             &["Usage: mifsec keys [OPTIONS] --wireshark"],
         ),
-        (&["run", "-h"], &["Usage: mifsec run --config <FILE>"]),
+        (
+            &["run", "-h"],
+            &[
+                "Usage: mifsec run [OPTIONS] --config <FILE>",
+                "--socket <PATH>",
+            ],
+        ),
         (
             &["ctl", "--help"],
             &[

@@ -687,3 +687,99 @@ fn an_unusable_state_directory_stops_the_daemon_with_a_clear_error() {
         "{err}"
     );
 }
+
+/// Type=notify: `mifsec run` sends READY=1 over NOTIFY_SOCKET once the engine, IKE and the
+/// control socket are up (a status right after it answers, with the interface and the IKE
+/// part), and STOPPING=1 on SIGTERM. The control socket comes from `run --socket`, as the
+/// systemd unit gives it.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn ready_is_notified_once_the_engine_and_ike_are_up() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::net::UnixDatagram;
+    require_root();
+    let lab = Lab::new("nr", BIN);
+    let sock = lab.sock("client");
+    let cfg = format!(
+        r#"[dataplane]
+workers = 1
+
+[interfaces.link1]
+device = "{dev}"
+address = "198.18.9.2"
+
+[connections.gw]
+remote_addrs = ["198.18.9.1"]
+
+[connections.gw.local]
+auth = "psk"
+id = "cl"
+
+[connections.gw.remote]
+auth = "psk"
+id = "gw"
+
+[connections.gw.children.net]
+remote_ts = ["10.88.0.0/16"]
+
+[secrets.s]
+id = ["cl", "gw"]
+secret = "lab-secret-0123456789"
+"#,
+        dev = lab.cl_if
+    );
+    let cfg_path = lab.dir.join("client.toml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    std::fs::set_permissions(&cfg_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // The daemon has dropped root when it is ready: the socket is writable by anybody, as
+    // systemd's is.
+    let notify_path = lab.dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    std::fs::set_permissions(&notify_path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    notify.set_read_timeout(Some(WAIT)).unwrap();
+    let log_path = lab.dir.join("client.log");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.cl_ns, BIN, "run", "--config"])
+        .arg(&cfg_path)
+        .arg("--socket")
+        .arg(&sock)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut buf = [0u8; 512];
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no notification within {WAIT:?}: {e}\n{}", log()));
+    assert_eq!(std::str::from_utf8(&buf[..n]), Ok("READY=1\n"), "{}", log());
+    // Ready means up: one status, no retry, shows the engine's interface and the IKE part.
+    let st = status_json(&sock);
+    assert!(
+        st["interfaces"]
+            .as_array()
+            .is_some_and(|l| l.iter().any(|i| i["name"] == "link1")),
+        "{st:#}"
+    );
+    assert!(st["ike"].is_object(), "no IKE part in the status: {st:#}");
+    let text = log();
+    let running = text.find("running; SIGINT or SIGTERM stops");
+    assert!(running.is_some(), "{text}");
+    assert!(
+        text.find("control socket ")
+            .is_some_and(|c| Some(c) < running),
+        "{text}"
+    );
+    let status = terminate(&mut child);
+    assert!(status.success(), "{status:?}\n{}", log());
+    let n = notify
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no STOPPING=1: {e}\n{}", log()));
+    assert_eq!(
+        std::str::from_utf8(&buf[..n]),
+        Ok("STOPPING=1\n"),
+        "{}",
+        log()
+    );
+}

@@ -89,14 +89,23 @@ fn install_panic_hook() {
 /// Runs the daemon with the configuration file at `path` until SIGINT or SIGTERM; returns
 /// the process exit status (0 after a clean stop).
 pub fn run(path: &Path) -> i32 {
+    run_with_socket(path, None)
+}
+
+/// [`run`], with the control socket at `socket` instead of `[dataplane] control_socket`
+/// when given (`mifsec run --socket`, as the systemd unit runs it).
+pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
     install_panic_hook();
-    let (cfg, doc) = match reload::load(path) {
+    let (mut cfg, doc) = match reload::load(path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return EXIT_CONFIG;
         }
     };
+    if let Some(s) = socket {
+        cfg.control_socket = s.to_path_buf();
+    }
     let running = reload::Running::new(path.to_path_buf(), cfg.clone(), doc);
     crate::logging::init(&cfg.log, crate::logging::Style::detect());
     for w in &cfg.warnings {
@@ -352,6 +361,8 @@ pub fn run(path: &Path) -> i32 {
     };
     info!("control socket {}", server.path().display());
     info!("running; SIGINT or SIGTERM stops");
+    // Type=notify: the engine, IKE and the control socket are up.
+    notify(&[sd_notify::NotifyState::Ready]);
 
     let sig = loop {
         match signals.wait() {
@@ -377,12 +388,21 @@ pub fn run(path: &Path) -> i32 {
         }
     };
     info!("{} received: stopping", signals::name(sig));
+    notify(&[sd_notify::NotifyState::Stopping]);
     if let Some(node) = take(&slot) {
         stop_node(node);
     }
     server.close();
     info!("stopped");
     0
+}
+
+/// Tells the service manager about `state` (sd_notify(3), over `NOTIFY_SOCKET`; nothing
+/// when that is not set). A failure is logged, never fatal.
+fn notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
+        warn!("NOTIFY_SOCKET: {e}");
+    }
 }
 
 /// Without IKE, nobody can rekey: the sequence-number events of the (manual) SAs are only
