@@ -50,6 +50,10 @@ fi
 python3 -c 'import matplotlib' 2>/dev/null ||
   python3 -m pip install -q --root-user-action=ignore matplotlib ||
   { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-matplotlib >/dev/null; }
+# The metrics test parses the exposition with the Prometheus client's own text parser.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+  python3 -m pip install -q --root-user-action=ignore prometheus-client ||
+  { [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-prometheus-client >/dev/null; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 command -v cargo-deny >/dev/null || cargo install cargo-deny --locked

@@ -79,6 +79,9 @@ pub struct Config {
     /// the daemon announces of the interface to a peer of the multi-interface extension
     /// (docs/PROTOCOL.md section 3.1).
     pub interface_prefs: BTreeMap<String, InterfacePrefs>,
+    /// `[metrics] listen`: where the daemon serves the Prometheus exposition over HTTP
+    /// (`GET /metrics`); `None`: only `mifsec metrics` on the control socket.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How an interface is announced to a mifsec peer (`[interfaces.NAME] priority`,
@@ -283,6 +286,9 @@ pub fn summary(cfg: &Config) -> String {
         }
     );
     let _ = writeln!(s, "  log level {}", cfg.log);
+    if let Some(a) = cfg.metrics_listen {
+        let _ = writeln!(s, "  metrics on http://{a}/metrics");
+    }
     if let (Some(dir), false) = (&e.state_dir, e.sas.is_empty()) {
         let _ = writeln!(s, "  sequence marks of manual SAs in {}", dir.display());
     }
@@ -469,6 +475,14 @@ struct RawFile {
     ike: Option<ike::RawIkeDaemon>,
     #[serde(default)]
     log: Option<RawLog>,
+    #[serde(default)]
+    metrics: Option<RawMetrics>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<S<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1176,7 +1190,28 @@ impl Cx<'_> {
             Some(l) => self.parse_str(l, "log.level", LogConfig::parse)?,
             None => LogConfig::default(),
         };
-        let warnings = self.secret_warnings(&raw.secrets);
+        let mut warnings = self.secret_warnings(&raw.secrets);
+        let metrics_listen = match raw.metrics.as_ref().and_then(|m| m.listen.as_ref()) {
+            Some(l) => {
+                let a = self.parse_str(l, "metrics.listen", |t| {
+                    let a: SocketAddr = t
+                        .parse()
+                        .map_err(|_| format!("{t:?} is not an address:port"))?;
+                    if a.port() == 0 {
+                        return Err(format!("{t:?}: the port must not be 0"));
+                    }
+                    Ok(a)
+                })?;
+                if !a.ip().is_loopback() {
+                    warnings.push(format!(
+                        "metrics.listen {a} is not a loopback address: anybody who reaches it \
+                         can read the metrics (connection names, addresses, counters)"
+                    ));
+                }
+                Some(a)
+            }
+            None => None,
+        };
         Ok(Config {
             engine,
             control_socket,
@@ -1187,6 +1222,7 @@ impl Cx<'_> {
             log,
             followed,
             interface_prefs,
+            metrics_listen,
         })
     }
 }

@@ -13,6 +13,7 @@ pub mod events;
 pub mod ike;
 pub mod log;
 pub mod logging;
+pub mod metrics;
 pub mod render;
 pub mod top;
 pub mod wire;

@@ -398,6 +398,7 @@ fn ike_counters(st: &Value, out: &mut String) {
         n(ike, "cookies_rejected"),
     );
     if ike.get("max_half_open").is_none() {
+        ike_operator_counters(ike, out);
         return;
     }
     let per_source = match ike.get("block_threshold").and_then(Value::as_u64) {
@@ -426,6 +427,59 @@ fn ike_counters(st: &Value, out: &mut String) {
         n(ike, "queue_dropped_4500"),
         n(ike, "oversize"),
     );
+    ike_operator_counters(ike, out);
+}
+
+/// The operator's counters of the IKE side (`ike.counters`): messages per exchange (in/out),
+/// retransmissions, and per connection what happened to its SAs:
+///
+/// ```text
+/// IKE messages in/out: IKE_SA_INIT 1/1, IKE_AUTH 1/1, CREATE_CHILD_SA 2/2, INFORMATIONAL 3/3, other 0/0; 0 retransmitted
+///   home: 1 established, rekeys 1 IKE 2 child, auth failures 0 peer 0 ours, moves 0, handovers 0 soft 0 hard
+/// ```
+fn ike_operator_counters(ike: &Value, out: &mut String) {
+    let Some(c) = ike.get("counters") else {
+        return;
+    };
+    if let Some(m) = c.get("messages").and_then(Value::as_object) {
+        let rows: Vec<String> = m
+            .iter()
+            .map(|(x, v)| format!("{x} {}/{}", n(v, "received"), n(v, "sent")))
+            .collect();
+        let _ = writeln!(
+            out,
+            "IKE messages in/out: {}; {} retransmitted",
+            rows.join(", "),
+            n(c, "retransmissions")
+        );
+    }
+    for (name, k) in c
+        .get("connections")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let sum = |key: &str| {
+            k.get(key)
+                .and_then(Value::as_object)
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>())
+        };
+        let mut line = format!(
+            "  {name}: {} established, rekeys {} IKE {} child, auth failures {} peer {} ours, moves {}, handovers {} soft {} hard",
+            n(k, "ike_established"),
+            n(k, "ike_rekeys"),
+            n(k, "child_rekeys"),
+            n(k, "auth_failures"),
+            n(k, "auth_refused"),
+            sum("moves"),
+            n(k, "soft_handovers"),
+            n(k, "hard_handovers"),
+        );
+        if let Some(f) = counts(k, "failures") {
+            let _ = write!(line, ", failures: {f}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
 }
 
 /// The status text for `status`, the `result` of a `{"cmd":"status"}` request.
@@ -504,9 +558,13 @@ pub fn status(st: &Value) -> String {
         );
         let weights = s(sa, "policy") == "aggregate";
         for p in paths {
-            let rtt = match p.get("rtt_ms").and_then(Value::as_f64) {
-                Some(ms) => format!("rtt {ms:.2} ms"),
-                None => "rtt -".into(),
+            let rtt = match (
+                p.get("rtt_ms").and_then(Value::as_f64),
+                p.get("rtt_var_ms").and_then(Value::as_f64),
+            ) {
+                (Some(ms), Some(var)) => format!("rtt {ms:.2}±{var:.2} ms"),
+                (Some(ms), None) => format!("rtt {ms:.2} ms"),
+                (None, _) => "rtt -".into(),
             };
             let line = format!(
                 "  path {:wn$}  {:wi$} {:wl$} -> {:wr$}  {:wo$}  {:ws$}  {rtt}  loss {:.1}%  tx {:.1} Mbit/s  rx {:.1} Mbit/s",
@@ -523,6 +581,12 @@ pub fn status(st: &Value) -> String {
             out.push_str(&line);
             if weights {
                 let _ = write!(out, "  weight {}", n(p, "weight"));
+            }
+            if let Some(t) = p.get("last_rx_s").and_then(Value::as_f64) {
+                let _ = write!(out, "  last rx {t:.1}s ago");
+            }
+            if n(p, "failovers") > 0 {
+                let _ = write!(out, "  failovers {}", n(p, "failovers"));
             }
             out.push('\n');
         }
@@ -727,7 +791,10 @@ mod tests {
             role: "active".into(),
             state: "up".into(),
             rtt_ms: rtt,
+            rtt_var_ms: None,
             loss_pct: 0.0,
+            last_rx_s: None,
+            failovers: 0,
             tx_packets: 10,
             tx_bytes: 1000,
             rx_packets: 5,
@@ -834,6 +901,32 @@ outside SAs: malformed 2
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn operator_counters_and_path_figures() {
+        let st = serde_json::json!({
+            "ike": {"half_open": 0, "counters": {
+                "messages": {"IKE_SA_INIT": {"received": 1, "sent": 1},
+                             "CREATE_CHILD_SA": {"received": 2, "sent": 3}},
+                "retransmissions": 1,
+                "connections": {"home": {"ike_established": 1, "ike_rekeys": 1,
+                    "child_rekeys": 2, "auth_failures": 0, "auth_refused": 1,
+                    "failures": {"timeout": 1}, "moves": {"operator": 2},
+                    "soft_handovers": 3, "hard_handovers": 0}}}},
+            "sas": [{"name": "t", "paths": [{"name": "p1", "rtt_ms": 2.0,
+                "rtt_var_ms": 0.5, "last_rx_s": 0.25, "failovers": 2}]}]
+        });
+        let text = status(&st);
+        for line in [
+            "IKE messages in/out: CREATE_CHILD_SA 2/3, IKE_SA_INIT 1/1; 1 retransmitted",
+            "  home: 1 established, rekeys 1 IKE 2 child, auth failures 0 peer 1 ours, moves 2, handovers 3 soft 0 hard, failures: timeout 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        let path = text.lines().find(|l| l.contains("path p1")).unwrap();
+        assert!(path.contains("rtt 2.00±0.50 ms"), "{path}");
+        assert!(path.ends_with("  last rx 0.2s ago  failovers 2"), "{path}");
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! [`PathState`] is shared (`Arc`) by every table snapshot that lists the path, so swapping the
 //! table never resets a path's figures. Counters are updated by workers with relaxed atomics;
 //! the estimates (`rtt`, `loss`, rates) are written by the engine's monitor thread only.
+//!
+//! The operator's figures cost the packet path nothing new: the time since the last packet
+//! received is the `last_rx_ns` the liveness check needs anyway, the RTT variance is updated
+//! with each probe answer (a few per second), the failovers are counted by the monitor when
+//! it declares the path down, and the loss is the monitor's [`LossEwma`] of its per-second
+//! probe counts, so that a path that came back shows its current loss within seconds rather
+//! than the loss of the outage.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -69,6 +76,10 @@ pub struct PathState {
     /// When the path entered the table, to give new paths a grace period.
     since_ns: AtomicU64,
     srtt_us: AtomicU32,
+    /// RTT variation (RFC 6298 RTTVAR, the mean deviation), microseconds.
+    rttvar_us: AtomicU32,
+    /// Times the monitor declared the path down (its traffic failed over elsewhere).
+    failovers: AtomicU64,
     /// The smallest probe RTT seen: the path's RTT with empty queues.
     min_rtt_us: AtomicU32,
     loss_permille: AtomicU32,
@@ -117,6 +128,8 @@ impl PathState {
             last_rx_ns: AtomicU64::new(0),
             since_ns: AtomicU64::new(now_ns),
             srtt_us: AtomicU32::new(0),
+            rttvar_us: AtomicU32::new(0),
+            failovers: AtomicU64::new(0),
             min_rtt_us: AtomicU32::new(u32::MAX),
             loss_permille: AtomicU32::new(0),
             tx_bps: AtomicU64::new(0),
@@ -212,13 +225,25 @@ impl PathState {
         let sample = (now_ns.saturating_sub(sent_ns) / 1000).min(u64::from(u32::MAX - 1)) as u32;
         self.min_rtt_us.fetch_min(sample.max(1), Ordering::Relaxed);
         // srtt = 7/8 srtt + 1/8 sample (RFC 6298); the first sample sets it.
-        let _ = self
+        let prev = self
             .srtt_us
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
                 Some(if s == 0 {
                     sample.max(1)
                 } else {
                     s - s / 8 + sample / 8
+                })
+            })
+            .unwrap_or(0);
+        // rttvar = 3/4 rttvar + 1/4 |srtt - sample| with the srtt before this sample; the
+        // first sample sets it to half the sample (RFC 6298 section 2).
+        let _ = self
+            .rttvar_us
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(if prev == 0 {
+                    sample / 2
+                } else {
+                    v - v / 4 + prev.abs_diff(sample) / 4
                 })
             });
         self.liveness.store(Liveness::Up as u8, Ordering::Relaxed);
@@ -245,6 +270,22 @@ impl PathState {
         self.srtt_us.load(Ordering::Relaxed)
     }
 
+    /// RTT variation (RFC 6298 RTTVAR) in microseconds (0 before the first sample).
+    pub fn rttvar_us(&self) -> u32 {
+        self.rttvar_us.load(Ordering::Relaxed)
+    }
+
+    /// Marks the path down (monitor thread) and counts the failover; returns the count.
+    pub fn went_down(&self) -> u64 {
+        self.set_liveness(Liveness::Down);
+        self.failovers.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Times the path was declared down by the monitor.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
     /// The smallest probe RTT seen, in microseconds (0: no sample yet).
     pub fn min_rtt_us(&self) -> u32 {
         match self.min_rtt_us.load(Ordering::Relaxed) {
@@ -258,7 +299,7 @@ impl PathState {
         self.srtt_us().saturating_sub(self.min_rtt_us())
     }
 
-    /// Recent probe loss in per mille.
+    /// Recent probe loss in per mille (the monitor's [`LossEwma`]).
     pub fn loss_permille(&self) -> u32 {
         self.loss_permille.load(Ordering::Relaxed)
     }
@@ -288,6 +329,44 @@ impl PathState {
             probes_sent: self.probes_sent.load(Ordering::Relaxed),
             probes_answered: self.probes_answered.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// A path's probe loss as it decays: an exponentially weighted moving average of the loss
+/// of each rate period (the monitor's, one second), with weight [`LossEwma::ALPHA`] for the
+/// newest. After an outage the figure falls by a quarter each period in which probes are
+/// answered again (below 5 % within about 11 s of 100 %), where a cumulative ratio would
+/// show the outage's loss for as long as the path lives. A period without probes sent leaves
+/// it as it was; the first period with probes sets it. Kept by the monitor thread alone
+/// (plain fields, no atomics); [`PathState::set_estimates`] publishes it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossEwma {
+    /// The loss ratio, 0 to 1 (`None` before the first period with probes).
+    ratio: Option<f64>,
+}
+
+impl LossEwma {
+    /// The newest period's weight.
+    pub const ALPHA: f64 = 0.25;
+
+    /// Takes one period: `sent` probes went out and `answered` answers came in (answers to
+    /// probes of the period before count too; more answers than probes is no loss).
+    /// Returns the loss now, in per mille.
+    pub fn update(&mut self, sent: u64, answered: u64) -> u32 {
+        if sent > 0 {
+            let sample = sent.saturating_sub(answered) as f64 / sent as f64;
+            self.ratio = Some(match self.ratio {
+                None => sample,
+                Some(r) => r + Self::ALPHA * (sample - r),
+            });
+        }
+        self.permille()
+    }
+
+    /// The loss in per mille, rounded (0 before the first sample).
+    pub fn permille(&self) -> u32 {
+        self.ratio
+            .map_or(0, |r| (r * 1000.0).round().clamp(0.0, 1000.0) as u32)
     }
 }
 
@@ -385,6 +464,62 @@ mod tests {
         assert_eq!(p.min_rtt_us(), u32::MAX - 1);
         assert!(p.srtt_us() >= 1);
         assert_eq!(p.queue_delay_us(), 0);
+    }
+
+    #[test]
+    fn loss_decays_after_an_outage() {
+        let mut l = LossEwma::default();
+        assert_eq!(l.update(0, 0), 0, "no probes: no figure");
+        assert_eq!(l.update(10, 10), 0);
+        // A 10 s outage: every probe lost.
+        for _ in 0..10 {
+            l.update(10, 0);
+        }
+        assert!(l.permille() >= 940, "the outage shows: {}", l.permille());
+        // The link comes back: a period without probes changes nothing, then answers.
+        assert_eq!(l.update(0, 0), l.permille());
+        let mut after = Vec::new();
+        for _ in 0..20 {
+            after.push(l.update(10, 10));
+        }
+        assert!(after.windows(2).all(|w| w[1] <= w[0]), "{after:?}");
+        assert!(
+            after[0] <= 750,
+            "a quarter gone after one good second: {after:?}"
+        );
+        assert!(after[10] < 50, "under 5 % within 11 s: {after:?}");
+        // Where the cumulative ratio of the same probes still says 1/3 lost.
+        let (sent, answered) = (10 + 100 + 200, 10 + 200);
+        assert!((sent - answered) * 1000 / sent > 300);
+        assert_eq!(
+            l.update(10, 10) / 10,
+            0,
+            "back to (nearly) nothing: {}",
+            l.permille()
+        );
+        // A partly lossy link settles at its loss; late answers are no negative loss.
+        let mut l = LossEwma::default();
+        for _ in 0..40 {
+            l.update(10, 8);
+        }
+        assert_eq!(l.permille(), 200);
+        l.update(2, 5);
+        assert_eq!(l.permille(), 150);
+    }
+
+    #[test]
+    fn rttvar_and_failovers() {
+        let p = PathState::new(1, "p1", "link1", "198.18.1.1:4500".parse().unwrap(), 0);
+        assert_eq!(p.rttvar_us(), 0);
+        p.probe_answered(0, 2_000_000);
+        assert_eq!((p.srtt_us(), p.rttvar_us()), (2000, 1000));
+        // srtt 2000, sample 4000: rttvar = 750 + 500.
+        p.probe_answered(0, 4_000_000);
+        assert_eq!(p.rttvar_us(), 1250);
+        assert_eq!(p.failovers(), 0);
+        assert_eq!(p.went_down(), 1);
+        assert_eq!(p.liveness(), Liveness::Down);
+        assert_eq!(p.failovers(), 1);
     }
 
     #[test]

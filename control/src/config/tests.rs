@@ -1375,3 +1375,44 @@ fn ike_clone_keys() {
         );
     }
 }
+
+#[test]
+fn metrics_listen() {
+    assert_eq!(parse("gw.toml", BASE).unwrap().metrics_listen, None);
+    let cfg = parse(
+        "gw.toml",
+        &plus("\n[metrics]\nlisten = \"127.0.0.1:9469\"\n"),
+    )
+    .unwrap();
+    assert_eq!(cfg.metrics_listen, Some("127.0.0.1:9469".parse().unwrap()));
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert!(summary(&cfg).contains("metrics on http://127.0.0.1:9469/metrics"));
+    let cfg = parse("gw.toml", &plus("\n[metrics]\nlisten = \"[::]:9469\"\n")).unwrap();
+    assert!(
+        cfg.warnings
+            .iter()
+            .any(|w| w.contains("not a loopback address")),
+        "{:?}",
+        cfg.warnings
+    );
+    assert_eq!(
+        err(&plus("\n[metrics]\nlisten = \"127.0.0.1\"\n")),
+        "gw.toml:21: metrics.listen: \"127.0.0.1\" is not an address:port"
+    );
+    assert_eq!(
+        err(&plus("\n[metrics]\nlisten = \"127.0.0.1:0\"\n")),
+        "gw.toml:21: metrics.listen: \"127.0.0.1:0\": the port must not be 0"
+    );
+    assert!(
+        err(&plus("\n[metrics]\nlisten = 9469\n"))
+            .starts_with("gw.toml:21: metrics.listen: invalid type"),
+        "{}",
+        err(&plus("\n[metrics]\nlisten = 9469\n"))
+    );
+    assert!(
+        err(&plus("\n[metrics]\nlsten = \"127.0.0.1:9469\"\n"))
+            .starts_with("gw.toml:21: metrics.lsten: unknown key"),
+        "{}",
+        err(&plus("\n[metrics]\nlsten = \"127.0.0.1:9469\"\n"))
+    );
+}

@@ -77,6 +77,8 @@ pub const MAX_CLIENTS: usize = 16;
 pub enum Request {
     /// The engine's status ([`EngineStatus`] as JSON).
     Status {},
+    /// The Prometheus text exposition (a string), as `[metrics] listen` serves it.
+    Metrics {},
     /// Make `path` the only active path of `sa`.
     Handover {
         /// SA name.
@@ -363,6 +365,11 @@ pub trait Target {
     fn ike_stats(&self) -> Option<Value> {
         None
     }
+    /// The Prometheus text exposition of the node ([`crate::metrics::render`]); without
+    /// IKE, the engine's series alone.
+    fn metrics(&self) -> String {
+        crate::metrics::render(&self.status(), None)
+    }
     /// More keys of `status` about the interfaces (the daemon's `configured_interfaces`
     /// and `netlink`), given the engine's status just taken; `None`: nothing more.
     fn interface_details(&self, engine: &EngineStatus) -> Option<serde_json::Map<String, Value>> {
@@ -403,7 +410,7 @@ impl Request {
     pub fn changes_state(&self) -> bool {
         !matches!(
             self,
-            Request::Status {} | Request::Keys {} | Request::Showconf {} | Request::ListConns {}
+            Request::Status {} | Request::Metrics {} | Request::Keys {} | Request::Showconf {} | Request::ListConns {}
         ) && !self.is_subscription()
     }
 
@@ -428,6 +435,7 @@ impl Request {
     fn describe_raw(&self) -> String {
         match self {
             Request::Status {} => "status".into(),
+            Request::Metrics {} => "metrics".into(),
             Request::Keys {} => "keys".into(),
             Request::Log { level: None } => "log".into(),
             Request::Log { level: Some(l) } => format!("log --level {l}"),
@@ -549,6 +557,7 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
                 }
                 Response::ok(v)
             }
+            Request::Metrics {} => Response::ok(Value::String(target.metrics())),
             Request::Reload {} | Request::Showconf {} | Request::ListConns {} => {
                 return Err("only the daemon answers this (it holds the configuration)".into());
             }
@@ -724,6 +733,7 @@ impl Request {
             Request::Status {}
             | Request::Showconf {}
             | Request::ListConns {}
+            | Request::Metrics {}
             | Request::Log { .. }
             | Request::Events {}
             | Request::Watch { .. } => Class::Read,

@@ -47,6 +47,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde_json::json;
 use tracing::{debug, error, info, warn};
 
+use super::counters::{Book, Messages};
 use super::install::{Installed, PathMove};
 use super::status::{ChildState, IkeSaStatus, IkeStats, algorithms, id_string, nat_name};
 use crate::config::{Connection, IkeSettings, InterfacePrefs};
@@ -235,6 +236,7 @@ pub struct IkeHandle {
     input: Arc<InputCounters>,
     status: Arc<Mutex<Vec<IkeSaStatus>>>,
     stats: Arc<Mutex<IkeStats>>,
+    book: Arc<Mutex<Book>>,
     connections: Vec<String>,
     stop: Arc<AtomicBool>,
     main: Option<JoinHandle<()>>,
@@ -321,6 +323,7 @@ impl IkeHandle {
             .iter()
             .map(|c| c.name.clone())
             .collect();
+        let book = Arc::new(Mutex::new(Book::default()));
         let tun = engine.status().tun;
         let mut ep = Endpoint::new(
             Instant::now(),
@@ -363,6 +366,8 @@ impl IkeHandle {
             clone_plans: Vec::new(),
             mif_replies: Vec::new(),
             mif_ready: Vec::new(),
+            book: Arc::clone(&book),
+            messages: Messages::default(),
         };
         // Our interfaces as a mifsec peer is told of them (multi-interface extension).
         let local = ike.local_interfaces();
@@ -387,6 +392,7 @@ impl IkeHandle {
             input,
             status,
             stats,
+            book,
             connections,
             stop,
             main: Some(main),
@@ -537,6 +543,11 @@ impl IkeHandle {
         ))
     }
 
+    /// The configured connections' names.
+    pub fn connections(&self) -> &[String] {
+        &self.connections
+    }
+
     /// The IKE SAs, as of the thread's last turn.
     pub fn status(&self) -> Vec<IkeSaStatus> {
         self.status
@@ -553,6 +564,22 @@ impl IkeHandle {
         st.oversize += self.input.oversize.load(Ordering::Relaxed) + self.engine.ike_oversize();
         st.queue_dropped_4500 = self.engine.ike_unclaimed();
         st
+    }
+
+    /// The operator's counters (IKE messages, rekeys, failures, moves, handovers) and the
+    /// child SAs' bookkeeping for the metrics, as of the thread's last turn.
+    pub fn book(&self) -> Book {
+        self.book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Runs `f` on the counters with them locked: the IKE thread removes no child SA from
+    /// the engine meanwhile (so that the engine's figures and the removed SAs' totals add
+    /// up to what was counted, neither twice nor not at all).
+    pub fn with_book<T>(&self, f: impl FnOnce(&Book) -> T) -> T {
+        f(&self.book.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Deletes every IKE SA (telling the peers) and stops the threads.
@@ -719,6 +746,10 @@ pub(super) struct IkeThread {
     pub(super) mif_replies: Vec<super::mif::MifReply>,
     /// `ctl mif` answers complete, sent after the next publication of the status.
     pub(super) mif_ready: Vec<super::mif::MifReply>,
+    /// The operator's counters, shared with the handle.
+    pub(super) book: Arc<Mutex<Book>>,
+    /// IKE messages by exchange and direction, copied into the book at each turn.
+    pub(super) messages: Messages,
 }
 
 impl IkeThread {
@@ -896,6 +927,7 @@ impl IkeThread {
                     self.event(h, ev);
                 }
                 Output::Transmit(t) => {
+                    self.messages.count_datagram(&t.bytes, true);
                     log_message("sending", &t.bytes, t.local, t.remote);
                     self.send(t.local, t.remote, &t.bytes);
                 }
@@ -1185,6 +1217,7 @@ impl IkeThread {
     /// turn; one that was dropped or refused costs no more than the endpoint's checks (its
     /// COOKIE or answer, if any, leaves at once).
     fn datagram(&mut self, now: Instant, d: IkeDatagram) {
+        self.messages.count_datagram(&d.bytes, false);
         match self.ep.handle(now, d.local, d.remote, &d.bytes) {
             Some(h) => {
                 if tracing::enabled!(tracing::Level::DEBUG) {
@@ -1523,6 +1556,7 @@ impl IkeThread {
                 }
                 e.info = Some(info);
                 e.established = Some(Instant::now());
+                self.count(c, |k| k.ike_established += 1);
                 self.clone_per_interface(h);
             }
             Event::IkeSaCloned { info, from } => {
@@ -1549,6 +1583,7 @@ impl IkeThread {
                     })
                 });
                 self.on_cloned(h, &info);
+                self.count(c, |k| k.ike_established += 1);
                 let e = self.entry(h);
                 e.dns.clone_from(&info.dns);
                 e.info = Some(info);
@@ -1587,6 +1622,9 @@ impl IkeThread {
             } => {
                 // IKE messages follow at once (the SA's datagrams carry the new pair); the
                 // child SAs' engine paths move make-before-break, with no rekey.
+                self.count(c, |k| {
+                    *k.moves.entry(reason.name().to_owned()).or_default() += 1
+                });
                 let e = self.entry(h);
                 e.moves += 1;
                 *e.moves_by_reason.entry(reason.name()).or_default() += 1;
@@ -1643,6 +1681,19 @@ impl IkeThread {
                     })
                 });
                 if !dry_run && !children.is_empty() {
+                    use crate::ike::sa::MifTransition;
+                    let soft = children
+                        .iter()
+                        .filter(|c| matches!(c.transition, MifTransition::Soft { .. }))
+                        .count() as u64;
+                    let hard = children
+                        .iter()
+                        .filter(|c| matches!(c.transition, MifTransition::Hard { .. }))
+                        .count() as u64;
+                    self.count(c, |k| {
+                        k.soft_handovers += soft;
+                        k.hard_handovers += hard;
+                    });
                     let changes: Vec<super::mif::PathsChange> = children
                         .iter()
                         .map(|c| super::mif::PathsChange {
@@ -1705,6 +1756,7 @@ impl IkeThread {
                         "spi_out": format!("{:08x}", new.spi_out), "initiated": initiated,
                     })
                 });
+                self.count(c, |k| k.child_rekeys += 1);
                 // Make-before-break: the old pair stays until its Delete completes.
                 for c in &mut self.entry(h).children {
                     if c.spec.spi_in == old_spi_in {
@@ -1731,6 +1783,7 @@ impl IkeThread {
                         "spi_r": format!("{:016x}", info.spi_r),
                     })
                 });
+                self.count(c, |k| k.ike_rekeys += 1);
                 let e = self.entry(h);
                 e.info = Some(info);
                 e.established = Some(Instant::now());
@@ -1764,6 +1817,13 @@ impl IkeThread {
             Event::Failed(r) => {
                 warn!("failed: {r}");
                 self.entry(h).down = Some(format!("failed: {r}"));
+                self.count(c, |k| match r {
+                    FailReason::AuthenticationFailed(_) => k.auth_failures += 1,
+                    FailReason::PeerNotify(crate::wire::NotifyType::AuthenticationFailed) => {
+                        k.auth_refused += 1;
+                    }
+                    r => *k.failures.entry(fail_name(r).to_owned()).or_default() += 1,
+                });
                 let conn = &self.conns[c];
                 // A clone is not restarted: the connection's first IKE SA is.
                 if r == FailReason::Timeout
@@ -1779,6 +1839,18 @@ impl IkeThread {
                 self.entry(h).down = Some("deleted by the peer".into());
             }
         }
+    }
+
+    /// Counts something of connection `c` in the operator's counters.
+    pub(super) fn count(&self, c: usize, f: impl FnOnce(&mut super::counters::ConnCounters)) {
+        let Some(conn) = self.conns.get(c) else {
+            return;
+        };
+        f(self
+            .book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .conn(&conn.name));
     }
 
     /// What the thread keeps about IKE SA `h` (made on first use).
@@ -1797,6 +1869,21 @@ fn local_addresses(interfaces: &[InterfaceConfig]) -> Vec<IpAddr> {
         }
     }
     v
+}
+
+/// A short name of a failure for the counters (`failures` by reason).
+fn fail_name(r: FailReason) -> &'static str {
+    match r {
+        FailReason::Timeout => "timeout",
+        FailReason::AuthenticationFailed(_) => "authentication",
+        FailReason::PeerNotify(_) => "peer-notify",
+        FailReason::NoProposalChosen => "no-proposal-chosen",
+        FailReason::InvalidKe => "invalid-ke",
+        FailReason::InvalidSyntax => "invalid-syntax",
+        FailReason::NoVirtualIp => "no-virtual-ip",
+        FailReason::Crypto(_) => "crypto",
+        FailReason::Expired => "expired",
+    }
 }
 
 /// Logs an IKE message at level debug from its header alone (exchange, request or

@@ -159,6 +159,11 @@ impl IkeThread {
         self.engine
             .install_sa(spec.clone())
             .map_err(InstallError::Engine)?;
+        self.book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .children
+            .insert(sa_name.clone(), (conn.name.clone(), c.name.clone()));
         // Further paths through the engine's multi-path API, as a later one would be.
         for p in paths {
             let name = p.name.clone();
@@ -387,9 +392,21 @@ impl IkeThread {
                 dev: self.tun.clone(),
             });
         }
+        // Its counters join the removed ones' under the same lock as the removal, so that
+        // the metrics never count them twice or not at all.
+        let mut book = self
+            .book
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = self.engine.sa_counters(&c.status.sa);
         match self.engine.remove_sa(&c.status.sa) {
             Ok(_) => info!("child SA {} removed", c.status.sa),
             Err(e) => warn!("removing child SA {}: {e}", c.status.sa),
+        }
+        if let Some(key) = book.children.remove(&c.status.sa) {
+            if let Some((out, inbound)) = last {
+                book.retired.entry(key).or_default().add(&out, &inbound);
+            }
         }
         crate::events::publish("child-down", || {
             serde_json::json!({

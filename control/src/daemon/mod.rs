@@ -29,6 +29,7 @@ use crate::dataplane::sa_table::Policy;
 use tracing::{error, info, warn};
 
 mod clone;
+pub mod counters;
 pub mod ike_thread;
 pub mod install;
 pub mod interfaces;
@@ -136,6 +137,7 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
         log: _,
         followed,
         interface_prefs,
+        metrics_listen,
     } = cfg;
     let plan = match privileges::plan(user.as_deref()) {
         Ok(p) => p,
@@ -198,6 +200,14 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
     let opened = match Engine::open(engine_cfg) {
         Ok(e) => e,
         Err(e) => return fail("cannot start the engine", &e, listener),
+    };
+    // The metrics' TCP socket, while the daemon may still bind any port.
+    let metrics_listener = match metrics_listen.map(crate::metrics::http::bind).transpose() {
+        Ok(l) => l,
+        Err(e) => {
+            drop(opened);
+            return fail("cannot serve the metrics", &e, listener);
+        }
     };
     let ports = if ike_cfg.connections.is_empty() {
         IkePorts::default()
@@ -360,6 +370,34 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
         }
     };
     info!("control socket {}", server.path().display());
+    let metrics = match metrics_listener {
+        None => None,
+        Some(l) => {
+            let metrics_slot = Arc::clone(&slot);
+            let render: crate::metrics::http::Render = Arc::new(move || {
+                let guard = metrics_slot.lock().unwrap_or_else(PoisonError::into_inner);
+                guard.as_ref().map(ctl::Target::metrics).unwrap_or_default()
+            });
+            match crate::metrics::http::MetricsServer::start(
+                l,
+                render,
+                crate::metrics::http::DEADLINE,
+            ) {
+                Ok(m) => {
+                    info!("metrics on http://{}/metrics", m.local_addr());
+                    Some(m)
+                }
+                Err(e) => {
+                    error!("metrics: starting its threads: {e}");
+                    if let Some(node) = take(&slot) {
+                        stop_node(node);
+                    }
+                    server.close();
+                    return EXIT_FAILURE;
+                }
+            }
+        }
+    };
     info!("running; SIGINT or SIGTERM stops");
     // Type=notify: the engine, IKE and the control socket are up.
     notify(&[sd_notify::NotifyState::Ready]);
@@ -389,6 +427,9 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
     };
     info!("{} received: stopping", signals::name(sig));
     notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(m) = metrics {
+        m.stop();
+    }
     if let Some(node) = take(&slot) {
         stop_node(node);
     }
@@ -562,7 +603,30 @@ impl ctl::Target for Node {
     }
     fn ike_stats(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
-        serde_json::to_value(ike.stats()).ok()
+        let mut v = serde_json::to_value(ike.stats()).ok()?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("counters".into(), ike.book().to_json());
+        }
+        Some(v)
+    }
+    fn metrics(&self) -> String {
+        let Some(ike) = &self.ike else {
+            return crate::metrics::render(&self.engine.status(), None);
+        };
+        let (sas, stats) = (ike.status(), ike.stats());
+        // The engine's figures under the book's lock: no child SA leaves the engine (and
+        // joins the removed ones' totals) meanwhile.
+        ike.with_book(|book| {
+            crate::metrics::render(
+                &self.engine.status(),
+                Some(crate::metrics::IkeInputs {
+                    connections: ike.connections(),
+                    sas: &sas,
+                    stats: &stats,
+                    book,
+                }),
+            )
+        })
     }
     fn interface_details(
         &self,

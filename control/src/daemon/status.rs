@@ -420,6 +420,10 @@ impl IkeThread {
             })
             .collect();
         *self.status.lock().unwrap_or_else(PoisonError::into_inner) = list;
+        self.book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retransmissions = self.ep.retransmitted_total();
         self.publish_stats();
         self.mif_send_ready();
     }
@@ -454,6 +458,11 @@ impl IkeThread {
         st.limits = ep.limits;
         st.cookies = ep.cookies;
         st.oversize = ep.oversize;
+        drop(st);
+        self.book
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .messages = self.messages;
     }
 }
 

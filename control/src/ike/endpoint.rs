@@ -177,6 +177,8 @@ pub struct Endpoint {
     cursor: usize,
     max_message: usize,
     oversize: u64,
+    /// Requests retransmitted by the IKE SAs that are gone.
+    retired_retransmitted: u64,
     half_open_noticed: bool,
     /// Our usable local addresses as last given to [`Endpoint::set_local_addresses`]
     /// (`None`: never given); every new IKE SA gets them too.
@@ -200,6 +202,7 @@ impl Endpoint {
             cursor: 0,
             max_message: cfg.max_message,
             oversize: 0,
+            retired_retransmitted: 0,
             half_open_noticed: false,
             local: None,
             interfaces: Vec::new(),
@@ -475,6 +478,7 @@ impl Endpoint {
             }
             if self.slots[i].sa.is_dead() {
                 let s = self.slots.remove(i);
+                self.retired_retransmitted += s.sa.stats().retransmitted;
                 return Some(Output::Removed {
                     sa: s.handle,
                     conn: s.conn,
@@ -617,6 +621,17 @@ impl Endpoint {
     /// Whether connection `conn` has an IKE SA that is not dead (up or connecting).
     pub fn has_live(&self, conn: usize) -> bool {
         self.slots.iter().any(|s| s.conn == conn && !s.sa.is_dead())
+    }
+
+    /// Requests retransmitted by every IKE SA since the endpoint started, the removed ones
+    /// included (a walk over the live SAs).
+    pub fn retransmitted_total(&self) -> u64 {
+        self.retired_retransmitted
+            + self
+                .slots
+                .iter()
+                .map(|s| s.sa.stats().retransmitted)
+                .sum::<u64>()
     }
 
     /// The counters.

@@ -453,6 +453,18 @@ impl Engine {
         st
     }
 
+    /// The outbound and inbound counters of SA `name`, as `status` would show them (for
+    /// the metrics of a child SA about to be removed); `None` without such an SA.
+    pub fn sa_counters(
+        &self,
+        name: &str,
+    ) -> Option<(
+        crate::counters::CounterSnapshot,
+        crate::counters::CounterSnapshot,
+    )> {
+        status::counters_of(&self.shared, name)
+    }
+
     /// Applies a batch of changes over any number of SAs, all or nothing, with one table
     /// swap: the changes are applied in order to a working copy of the table's state (so a
     /// later change sees the earlier ones: a path added then removed in the same batch is

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{GlobalCounters, Shared, USAGE_INTERVAL, table};
 use crate::esp::OutboundSa;
 use crate::event::{Event, Usage};
-use crate::path::{Liveness, PathCounters, Probe, ProbeKind};
+use crate::path::{Liveness, LossEwma, PathCounters, Probe, ProbeKind};
 use crate::sa_table::{OutboundEntry, PathEntry, Policy, Role};
 
 const TICK: Duration = Duration::from_millis(5);
@@ -27,6 +27,7 @@ const WEIGHT_SUM: u64 = 10_000;
 struct Prev {
     at_ns: u64,
     counters: PathCounters,
+    loss: LossEwma,
 }
 
 pub(super) fn run(shared: &Shared) {
@@ -78,6 +79,8 @@ pub(super) fn run(shared: &Shared) {
                     estimate(&mut prev, path, now);
                 }
             }
+            // Paths that left the table leave the map too.
+            prev.retain(|_, p| p.at_ns == now);
         }
         if now.saturating_sub(last_usage) >= USAGE_INTERVAL.as_nanos() as u64 {
             last_usage = now;
@@ -257,12 +260,13 @@ fn check_path(
         && now.saturating_sub(probed) <= 5 * dead_ns;
     let state = path.state.liveness();
     if !(by_probe || by_rx) && state != Liveness::Down {
-        path.state.set_liveness(Liveness::Down);
+        let failovers = path.state.went_down();
         let silent_ms = now.saturating_sub(probed) / 1_000_000;
         tracing::warn!(
             sa = %entry.name,
             path = %path.state.name,
             silent_ms,
+            failovers,
             "path down: no probe answer"
         );
     } else if by_rx && !by_probe && state == Liveness::Down {
@@ -272,22 +276,23 @@ fn check_path(
 
 fn estimate(prev: &mut HashMap<u32, Prev>, path: &PathEntry, now: u64) {
     let c = path.state.counters();
+    let mut loss = LossEwma::default();
     if let Some(p) = prev.get(&path.state.id) {
         let dt = now.saturating_sub(p.at_ns).max(1) as f64 / 1e9;
         let tx = ((c.tx_bytes - p.counters.tx_bytes) as f64 * 8.0 / dt) as u64;
         let rx = ((c.rx_bytes - p.counters.rx_bytes) as f64 * 8.0 / dt) as u64;
         let sent = c.probes_sent - p.counters.probes_sent;
         let answered = c.probes_answered - p.counters.probes_answered;
-        let loss = (sent.saturating_sub(answered) * 1000)
-            .checked_div(sent)
-            .unwrap_or(0) as u32;
-        path.state.set_estimates(loss, tx, rx);
+        loss = p.loss;
+        let permille = loss.update(sent, answered);
+        path.state.set_estimates(permille, tx, rx);
     }
     prev.insert(
         path.state.id,
         Prev {
             at_ns: now,
             counters: c,
+            loss,
         },
     );
 }

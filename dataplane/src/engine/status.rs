@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::Shared;
-use crate::counters::DropReason;
+use crate::counters::{CounterSnapshot, DropReason};
 
 /// The whole engine.
 #[derive(Debug, Clone, Serialize)]
@@ -123,8 +123,19 @@ pub struct PathStatus {
     pub state: String,
     /// Smoothed RTT of probes, milliseconds (null before the first answer).
     pub rtt_ms: Option<f64>,
-    /// Recent probe loss, percent.
+    /// RTT variation of probes (RFC 6298 RTTVAR), milliseconds (null before the first
+    /// answer).
+    pub rtt_var_ms: Option<f64>,
+    /// Recent probe loss, percent: a moving average of each second's loss that decays
+    /// (a quarter of the way to the newest second's), so a path that came back shows its
+    /// current loss within seconds.
     pub loss_pct: f64,
+    /// Seconds since the last authentic packet (data or probe) was received on the path
+    /// (null: none yet).
+    pub last_rx_s: Option<f64>,
+    /// Times the path was declared down (no probe answer for `dead_after`): its traffic
+    /// failed over to another path.
+    pub failovers: u64,
     /// Packets sent.
     pub tx_packets: u64,
     /// ESP bytes sent.
@@ -141,8 +152,26 @@ pub struct PathStatus {
     pub weight: u32,
 }
 
+/// The outbound and inbound counters of SA `name` (the inbound ones zero when it has no
+/// inbound half), without building the whole status.
+pub(super) fn counters_of(
+    shared: &Shared,
+    name: &str,
+) -> Option<(CounterSnapshot, CounterSnapshot)> {
+    let table = shared.tables.load_full();
+    let out = table.outbound.iter().find(|o| o.name == name)?;
+    let inbound = table
+        .inbound
+        .values()
+        .find(|i| i.name == name)
+        .map(|i| i.sa.counters().snapshot())
+        .unwrap_or_default();
+    Some((out.sa.counters().snapshot(), inbound))
+}
+
 pub(super) fn collect(shared: &Shared) -> EngineStatus {
     let table = shared.tables.load_full();
+    let now = shared.now_ns();
     let interfaces = table
         .sockets
         .iter()
@@ -206,7 +235,13 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
                         p.state.liveness().name().into()
                     },
                     rtt_ms: (srtt > 0).then(|| f64::from(srtt) / 1000.0),
+                    rtt_var_ms: (srtt > 0).then(|| f64::from(p.state.rttvar_us()) / 1000.0),
                     loss_pct: f64::from(p.state.loss_permille()) / 10.0,
+                    last_rx_s: match p.state.last_rx_ns() {
+                        0 => None,
+                        t => Some(now.saturating_sub(t) as f64 / 1e9),
+                    },
+                    failovers: p.state.failovers(),
                     tx_packets: c.tx_packets,
                     tx_bytes: c.tx_bytes,
                     rx_packets: c.rx_packets,
