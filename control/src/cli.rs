@@ -129,6 +129,12 @@ pub enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// The Prometheus text exposition of the running daemon (docs/CONFIG.md, [metrics]).
+    Metrics {
+        /// The daemon's control socket.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// The keys as Wireshark esp_sa and ikev2 lines (needs root).
     Keys {
         /// Wireshark's format (the only one, and required).
@@ -609,6 +615,12 @@ mod tests {
             }
         );
         assert_eq!(err("top --interval 0").0, ErrorKind::ValueValidation);
+        assert_eq!(
+            p("metrics --socket /tmp/s").unwrap(),
+            Command::Metrics {
+                socket: sock("/tmp/s")
+            }
+        );
         assert_eq!(
             p("keys --wireshark --socket=/tmp/s").unwrap(),
             Command::Keys {

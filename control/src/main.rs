@@ -84,6 +84,9 @@ fn execute(cmd: Command) -> i32 {
             }
         }),
         Command::Top { interval, socket } => mifsec_control::top::run(&socket, interval),
+        Command::Metrics { socket } => client(&socket, &Request::Metrics {}, |v| {
+            print!("{}", v.as_str().unwrap_or_default());
+        }),
         Command::Keys { socket, .. } => client(&socket, &Request::Keys {}, |v| {
             for line in v.as_array().into_iter().flatten() {
                 match line.as_str() {
