@@ -331,9 +331,11 @@ fn metrics_of_a_running_daemon_over_http_and_the_control_socket() {
         msgs(&m3, "CREATE_CHILD_SA", "out") - msgs(&m2, "CREATE_CHILD_SA", "out"),
         1.0
     );
-    assert_eq!(
-        msgs(&m3, "CREATE_CHILD_SA", "in") - msgs(&m2, "CREATE_CHILD_SA", "in"),
-        1.0
+    // Its answer (a duplicate of the answer, if the gateway ever sent one, counts too).
+    assert!(
+        msgs(&m3, "CREATE_CHILD_SA", "in") - msgs(&m2, "CREATE_CHILD_SA", "in") >= 1.0,
+        "{:#?}",
+        m3[MSGS]
     );
 
     // The client's link c2 silently blackholed in the middle: its two paths go down and
