@@ -410,7 +410,11 @@ impl Request {
     pub fn changes_state(&self) -> bool {
         !matches!(
             self,
-            Request::Status {} | Request::Metrics {} | Request::Keys {} | Request::Showconf {} | Request::ListConns {}
+            Request::Status {}
+                | Request::Metrics {}
+                | Request::Keys {}
+                | Request::Showconf {}
+                | Request::ListConns {}
         ) && !self.is_subscription()
     }
 
