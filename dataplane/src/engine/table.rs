@@ -1121,6 +1121,18 @@ pub(crate) fn sample_config(n: u32) -> EngineConfig {
         pin: Vec::new(),
         verify: false,
     };
+    // Distinct keys for every SA and direction, however many SAs (the engine refuses a key
+    // used twice): a direction byte, the SA's index, then filler.
+    let key = |dir: u8, i: u32| {
+        let mut k = vec![dir];
+        k.extend_from_slice(&i.to_be_bytes());
+        k.resize(20, 0x5a);
+        Zeroizing::new(k)
+    };
+    assert!(
+        n <= 253 * 256,
+        "the sample's remote selectors are 10.x.y.0/24"
+    );
     let sas = (0..n)
         .map(|i| SaSpec {
             name: format!("s{i}"),
@@ -1128,15 +1140,15 @@ pub(crate) fn sample_config(n: u32) -> EngineConfig {
             cipher: Cipher::Aes128Gcm,
             esn: true,
             spi_out: 0x1000 + i,
-            key_out: Zeroizing::new(vec![i as u8; 20]),
+            key_out: key(0x01, i),
             spi_in: 0x8000 + i,
-            key_in: Zeroizing::new(vec![0x80 | i as u8; 20]),
+            key_in: key(0x02, i),
             local_ts: vec![Prefix {
                 addr: [10, 1, 0, 0].into(),
                 len: 16,
             }],
             remote_ts: vec![Prefix {
-                addr: [10, 2, (i % 256) as u8, 0].into(),
+                addr: [10, 2 + (i / 256) as u8, (i % 256) as u8, 0].into(),
                 len: 24,
             }],
             policy: Policy::Failover,
