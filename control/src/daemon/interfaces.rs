@@ -695,7 +695,7 @@ impl Follower {
     /// Reads every event waiting: the monitor reads a bounded number per call, and mio
     /// reports readiness only on an edge, so it is called again while it read a full batch.
     fn drain(&mut self, out: &mut Vec<Change>) -> io::Result<()> {
-        let total = |c: MonitorCounters| c.messages + c.parse_errors + c.route_events;
+        let total = |c: MonitorCounters| c.messages + c.parse_errors + c.route_events + c.ignored;
         for _ in 0..1024 {
             let before = total(self.monitor.counters());
             self.monitor.poll(out)?;

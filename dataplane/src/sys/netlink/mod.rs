@@ -100,6 +100,20 @@ fn parse_message(
         counters.route_events += 1;
         return None;
     }
+    /// The first rtnetlink message type; those below are netlink's own (NOOP, ERROR, DONE).
+    const RTM_BASE: u16 = 16;
+    // Only link and address messages (and netlink's own control messages) are used; any
+    // other type is counted, not parsed: netlink-packet-route 0.21 panics on some of them (a
+    // short PREFIX_CACHEINFO in RTM_NEWPREFIX, found by the fuzz target).
+    let used = kind < RTM_BASE
+        || matches!(
+            kind,
+            libc::RTM_NEWLINK | libc::RTM_DELLINK | libc::RTM_NEWADDR | libc::RTM_DELADDR
+        );
+    if !used {
+        counters.ignored += 1;
+        return None;
+    }
     if !attrs_safe_to_parse(msg) {
         counters.parse_errors += 1;
         return None;

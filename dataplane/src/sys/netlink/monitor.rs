@@ -270,6 +270,9 @@ pub struct MonitorCounters {
     pub resyncs: u64,
     /// Route added or removed messages (counted, not parsed).
     pub route_events: u64,
+    /// Messages of a type the monitor does not use (prefixes, neighbours, rules, ...):
+    /// counted, not parsed.
+    pub ignored: u64,
 }
 
 /// The rtnetlink interface monitor. See the module documentation.
