@@ -15,6 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-10}
+# A CI machine builds once: incremental caches would only fill its disk.
+[ -n "${CI:-}" ] && export CARGO_INCREMENTAL=0
 step() { printf '\n==> %s\n' "$*"; }
 
 step "installing what the tests need"
