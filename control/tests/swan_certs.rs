@@ -215,3 +215,222 @@ fn certificate_of_an_unknown_ca_is_refused() {
         "{st:#}"
     );
 }
+
+/// Raw public keys (no CA): each side's ECDSA P-256 key made by `pki --gen`, its public
+/// half by `pki --pub`. strongSwan names them in `local.pubkeys` / `remote.pubkeys`
+/// (swanctl/pubkey) and mifsec in `local.pubkeys` / `remote.pubkeys`.
+struct RawKeys {
+    gw: (Vec<u8>, Vec<u8>),
+    cl: (Vec<u8>, Vec<u8>),
+    other: (Vec<u8>, Vec<u8>),
+}
+
+fn raw_keys() -> RawKeys {
+    let pair = || {
+        let key = pki(
+            &[
+                "--gen",
+                "--type",
+                "ecdsa",
+                "--size",
+                "256",
+                "--outform",
+                "pem",
+            ],
+            None,
+        );
+        let public = pki(
+            &["--pub", "--type", "ecdsa", "--outform", "pem"],
+            Some(&key),
+        );
+        assert!(public.starts_with(b"-----BEGIN PUBLIC KEY"), "{public:?}");
+        (key, public)
+    };
+    RawKeys {
+        gw: pair(),
+        cl: pair(),
+        other: pair(),
+    }
+}
+
+/// strongSwan's files (its key in swanctl/private, both public keys in swanctl/pubkey)
+/// and its `local` / `remote` sections with `pubkeys`.
+fn swan_raw(
+    lab: &Lab,
+    conf: &str,
+    me: &str,
+    peer: &str,
+    mine: &(Vec<u8>, Vec<u8>),
+    theirs: &[u8],
+) -> String {
+    let d = lab.dir.join("swan/swanctl");
+    for sub in ["private", "pubkey"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    std::fs::write(d.join(format!("private/{me}.key")), &mine.0).unwrap();
+    std::fs::write(d.join(format!("pubkey/{me}.pub")), &mine.1).unwrap();
+    std::fs::write(d.join(format!("pubkey/{peer}.pub")), theirs).unwrap();
+    let psk = |id: &str| format!("      auth = psk\n      id = {id}\n");
+    let conf = conf.replacen(
+        &psk(me),
+        &format!("      auth = pubkey\n      pubkeys = {me}.pub\n      id = {me}\n"),
+        1,
+    );
+    conf.replacen(
+        &psk(peer),
+        &format!("      auth = pubkey\n      pubkeys = {peer}.pub\n      id = {peer}\n"),
+        1,
+    )
+}
+
+/// mifsec's files and TOML: `local.pubkeys` with the private key in
+/// `[secrets.private-ME]`, `remote.pubkeys` with the peer's trusted key.
+fn mifsec_raw(
+    lab: &Lab,
+    conf: &str,
+    conn: &str,
+    (me, peer): (&str, &str),
+    mine: &(Vec<u8>, Vec<u8>),
+    theirs: &[u8],
+) -> String {
+    std::fs::write(lab.dir.join(format!("{me}.key")), &mine.0).unwrap();
+    std::fs::write(lab.dir.join(format!("{me}.pub")), &mine.1).unwrap();
+    std::fs::write(lab.dir.join(format!("{peer}.pub")), theirs).unwrap();
+    let conf = conf.replacen(
+        &format!("[connections.{conn}.local]\nauth = \"psk\"\nid = \"{me}\"\n"),
+        &format!(
+            "[connections.{conn}.local]\nauth = \"pubkey\"\nid = \"{me}\"\npubkeys = [\"{me}.pub\"]\n"
+        ),
+        1,
+    );
+    let conf = conf.replacen(
+        &format!("[connections.{conn}.remote]\nauth = \"psk\"\nid = \"{peer}\"\n"),
+        &format!(
+            "[connections.{conn}.remote]\nauth = \"pubkey\"\nid = \"{peer}\"\npubkeys = [\"{peer}.pub\"]\n"
+        ),
+        1,
+    );
+    assert_eq!(conf.matches("pubkeys = [").count(), 2, "{conf}");
+    format!("{conf}\n[secrets.private-{me}]\nfile = \"{me}.key\"\n")
+}
+
+/// What both sides report after a raw public key authentication.
+fn assert_raw(lab: &Lab, side: &str, swan_ns: &str, peer: &str) {
+    let st = lab.wait_established(side);
+    let ike = &st["ike_sas"][0];
+    assert_eq!(ike["local_auth"], "pubkey", "{ike}");
+    assert_eq!(ike["remote_auth"], "pubkey ECDSA P-256", "{ike}");
+    assert_eq!(ike["remote_id"], peer);
+    assert!(ike["remote_cert"].is_null(), "no certificate: {ike}");
+    let human = text(&lab.mifsec(side, &["status"]));
+    eprintln!("--- mifsec status ({side}):\n{human}");
+    assert!(
+        human.contains("auth: local pubkey, remote pubkey ECDSA P-256\n"),
+        "{human}"
+    );
+    let sas = lab.swan_has_one_child(swan_ns);
+    eprintln!("--- swanctl --list-sas:\n{sas}");
+    let me = if side == "gw" { "gw" } else { "cl" };
+    let log = lab.swan_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("authentication of '{me}' with")))
+        .unwrap_or_else(|| panic!("no authentication line in the charon log:\n{log}"));
+    eprintln!("--- charon: {line}");
+    assert!(line.contains("successful"), "{line}");
+    assert!(
+        line.contains("ECDSA_WITH_SHA256_DER"),
+        "RFC 7427 signature: {line}"
+    );
+    // No certificate either way: nothing sent, none asked for.
+    assert!(!log.contains("received end entity cert"), "{log}");
+    assert!(!log.contains("received cert request"), "{log}");
+    let mine = lab.log(side);
+    assert!(
+        mine.contains("auth local pubkey remote pubkey (ECDSA P-256)"),
+        "{mine}"
+    );
+    lab.ping_ok(side, &lab.cl_ns, "10.88.0.1");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn raw_public_keys_mifsec_initiator() {
+    require_root();
+    let mut lab = Lab::new("ri", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let k = raw_keys();
+    let swan = swan_raw(
+        &lab,
+        &swan_gateway(&[("ESP", "aes128gcm16")]),
+        "gw",
+        "cl",
+        &k.gw,
+        &k.cl.1,
+    );
+    lab.start_swan(&gw_ns, &swan);
+    let conf = mifsec_client(&lab, &[("ESP", "aes128gcm16")]);
+    let conf = mifsec_raw(&lab, &conf, "home", ("cl", "gw"), &k.cl, &k.gw.1);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    assert_raw(&lab, "cl", &gw_ns, "gw");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn raw_public_keys_mifsec_responder() {
+    require_root();
+    let mut lab = Lab::new("rr", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let k = raw_keys();
+    let conf = mifsec_gateway(&lab, &[("ESP", "aes128gcm16")]);
+    let conf = mifsec_raw(&lab, &conf, "rw", ("gw", "cl"), &k.gw, &k.cl.1);
+    lab.start_mifsec("gw", &gw_ns, &conf);
+    std::fs::create_dir_all(lab.dir.join("swan/swanctl")).unwrap();
+    let swan = swan_raw(
+        &lab,
+        &swan_client(&[("ESP", "aes128gcm16")]),
+        "cl",
+        "gw",
+        &k.cl,
+        &k.gw.1,
+    );
+    lab.start_swan(&cl_ns, &swan);
+    lab.swan_initiate(&cl_ns, "net");
+    assert_raw(&lab, "gw", &cl_ns, "cl");
+}
+
+/// strongSwan signs with a key mifsec does not trust: AUTHENTICATION_FAILED, and the log
+/// says why.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn raw_public_key_not_configured_is_refused() {
+    require_root();
+    let mut lab = Lab::new("rw", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let k = raw_keys();
+    // mifsec trusts `other`'s key for cl; strongSwan signs with cl's own.
+    let conf = mifsec_gateway(&lab, &[("ESP", "aes128gcm16")]);
+    let conf = mifsec_raw(&lab, &conf, "rw", ("gw", "cl"), &k.gw, &k.other.1);
+    lab.start_mifsec("gw", &gw_ns, &conf);
+    let swan = swan_raw(
+        &lab,
+        &swan_client(&[("ESP", "aes128gcm16")]),
+        "cl",
+        "gw",
+        &k.cl,
+        &k.gw.1,
+    );
+    lab.start_swan(&cl_ns, &swan);
+    let out = lab.swanctl(&cl_ns, &["--initiate", "--child", "net"]);
+    assert!(!out.status.success(), "initiate succeeded: {}", text(&out));
+    wait_until(WAIT, "mifsec logs the refusal", || {
+        lab.log("gw")
+            .contains("failed: peer authentication failed: signature made by none of the trusted raw public keys (remote.pubkeys)")
+    });
+    wait_until(WAIT, "charon logs AUTHENTICATION_FAILED", || {
+        lab.swan_log()
+            .contains("received AUTHENTICATION_FAILED notify error")
+    });
+    let sas = text(&lab.swanctl(&cl_ns, &["--list-sas"]));
+    assert!(!sas.contains("ESTABLISHED"), "{sas}");
+}

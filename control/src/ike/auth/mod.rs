@@ -219,6 +219,8 @@ pub enum AuthError {
     IdNotInCertificate,
     /// A raw public key that is not one configured.
     UnknownRawKey,
+    /// No CERT, and the signature verifies with none of the configured raw public keys.
+    NoRawKeySigned,
     /// Our own signature failed.
     SignFailed,
     /// EAP failed, and why.
@@ -262,6 +264,9 @@ impl fmt::Display for AuthError {
                 "identity not in certificate (subject or subjectAltName)"
             }
             AuthError::UnknownRawKey => "raw public key not trusted",
+            AuthError::NoRawKeySigned => {
+                "signature made by none of the trusted raw public keys (remote.pubkeys)"
+            }
             AuthError::SignFailed => "signing failed",
             AuthError::Eap(e) => return write!(f, "{e}"),
             AuthError::EapAuthMismatch => "AUTH after EAP does not match the MSK",

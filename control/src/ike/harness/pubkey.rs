@@ -347,7 +347,11 @@ fn raw_public_keys_without_a_ca() {
     };
     g.remote_auth = RemoteAuth::Pubkey(Arc::new(TrustStore::new(&[], &[], &[ck.spki()]).unwrap()));
     let h = run(c, g);
-    assert_refused_by_responder(&h, AuthError::BadSignature, "bad signature");
+    assert_refused_by_responder(
+        &h,
+        AuthError::NoRawKeySigned,
+        "signature made by none of the trusted raw public keys (remote.pubkeys)",
+    );
 }
 
 #[test]

@@ -492,7 +492,15 @@ pub(in crate::ike::sa) fn verify_peer(
                         }
                     }
                 });
-                let Some(k) = hit else { return fail(last) };
+                let Some(k) = hit else {
+                    // A well-formed signature no trusted key made: the peer holds a key
+                    // we do not know (other errors say what is wrong with the AUTH).
+                    return fail(if last == AuthError::BadSignature {
+                        AuthError::NoRawKeySigned
+                    } else {
+                        last
+                    });
+                };
                 (k.clone(), None, None)
             };
             key.verify_auth(method, &auth.data, &SIGNATURE_HASHES, &octets)
