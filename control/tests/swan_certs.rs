@@ -434,3 +434,61 @@ fn raw_public_key_not_configured_is_refused() {
     let sas = text(&lab.swanctl(&cl_ns, &["--list-sas"]));
     assert!(!sas.contains("ESTABLISHED"), "{sas}");
 }
+
+/// Distinguished names as identities on both sides: strongSwan's `local.id` / `remote.id`
+/// are the certificates' subjects; mifsec's `local.id` is its subject and its `remote.id`
+/// a pattern written with lower-case attribute types and a wildcard CN, matched against
+/// the DN strongSwan sends and against its certificate's subject.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn distinguished_names_as_identities() {
+    require_root();
+    let mut lab = Lab::new("dn", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let p = make_pki(&lab.dir, "ecdsa", "Lab CA");
+    let dn = |n: &str| format!("C=CH, O=mifsec lab, CN={n}");
+    swan_files(&lab, "gw", &p.gw, &p.ca);
+    let swan = swan_pubkey(&swan_gateway(&[("ESP", "aes128gcm16")]), "gw", "cl")
+        .replacen(
+            "      id = gw\n",
+            &format!("      id = \"{}\"\n", dn("gw")),
+            1,
+        )
+        .replacen(
+            "      id = cl\n",
+            &format!("      id = \"{}\"\n", dn("cl")),
+            1,
+        );
+    assert_eq!(swan.matches("O=mifsec lab").count(), 2, "{swan}");
+    lab.start_swan(&gw_ns, &swan);
+    let conf = mifsec_client(&lab, &[("ESP", "aes128gcm16")]);
+    let conf = mifsec_pubkey(&lab, &conf, "home", ("cl", "gw"), &p.cl, &p.ca)
+        .replacen("id = \"cl\"\n", &format!("id = \"{}\"\n", dn("cl")), 1)
+        .replacen("id = \"gw\"\n", "id = \"c=CH, o=mifsec lab, cn=*\"\n", 1);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    let st = lab.wait_established("cl");
+    let ike = &st["ike_sas"][0];
+    assert_eq!(ike["remote_id"], dn("gw"), "{ike}");
+    assert_eq!(ike["remote_cert"], dn("gw"), "{ike}");
+    let sas = lab.swan_has_one_child(&gw_ns);
+    eprintln!("--- swanctl --list-sas:\n{sas}");
+    assert!(
+        sas.contains(&format!("local  '{}'", dn("gw")))
+            && sas.contains(&format!("remote '{}'", dn("cl"))),
+        "{sas}"
+    );
+    let log = lab.swan_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&format!("authentication of '{}' with", dn("cl"))))
+        .unwrap_or_else(|| panic!("no authentication line in the charon log:\n{log}"));
+    eprintln!("--- charon: {line}");
+    assert!(line.contains("successful"), "{line}");
+    let mine = lab.log("cl");
+    assert!(
+        mine.contains(&format!("[{}] === ", dn("cl")))
+            && mine.contains(&format!("[{}], ", dn("gw"))),
+        "{mine}"
+    );
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+}

@@ -306,10 +306,17 @@ fn spki_from_pem_or_der(b: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Parses an identity as strongSwan does: an IP address, `@name` (FQDN), `@#hex` (key ID),
-/// `user@host` (email), anything else an FQDN.
+/// a distinguished name (anything with `=`: `C=CH, O=Lab, CN=gw`), `user@host` (email),
+/// anything else an FQDN.
 pub fn parse_id(s: &str) -> Result<IdPayload, String> {
     if s.is_empty() {
         return Err("an identity cannot be empty".into());
+    }
+    if s.contains('=') && !s.starts_with('@') {
+        return crate::ike::auth::cert::parse_dn(s).map(|data| IdPayload {
+            id_type: crate::wire::IdType::DerAsn1Dn,
+            data,
+        });
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(match ip {
@@ -802,6 +809,20 @@ impl Cx<'_> {
                         "no [secrets.private-*] file holds the private key of this certificate or public key",
                     ));
                 };
+                // A local.id DN that names the certificate's subject is sent in the
+                // certificate's own encoding (its string types), so that a peer comparing
+                // bytes sees the subject.
+                if let Some(c) = certs.first() {
+                    if local_id.1.id_type == crate::wire::IdType::DerAsn1Dn {
+                        if let Some(subject) = crate::ike::auth::cert::subject_id(c) {
+                            if crate::ike::auth::cert::dn_matches(&subject.data, &local_id.1.data)
+                                && !crate::ike::auth::cert::dn_has_wildcards(&local_id.1.data)
+                            {
+                                local_id.1 = subject;
+                            }
+                        }
+                    }
+                }
                 // With a certificate and no local.id, the identity is its subject DN.
                 if rc.local.as_ref().and_then(|e| e.id.as_ref()).is_none() {
                     if let Some(id) = certs

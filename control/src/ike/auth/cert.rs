@@ -342,17 +342,242 @@ pub fn cert_names(cert: &X509Certificate<'_>, id: &IdPayload) -> bool {
         })
 }
 
-/// A DN compared by its attributes' types and string values (PrintableString and
-/// UTF8String spellings of one name are the same name).
+/// A DN compared as strongSwan compares them (its `equals_dn`).
 fn dn_equal(cert: &X509Certificate<'_>, other: &[u8]) -> bool {
-    let Ok((_, other)) = x509_parser::x509::X509Name::from_der(other) else {
+    dn_compare(cert.subject().as_raw(), other, false)
+}
+
+/// The most RDNs a configured DN may have (as strongSwan's parser).
+pub const MAX_RDNS: usize = 20;
+
+const OID_EMAIL: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x01];
+const TAG_UTF8: u8 = 12;
+const TAG_PRINTABLE: u8 = 19;
+const TAG_IA5: u8 = 22;
+
+/// The attribute types a DN may be written with, as strongSwan names them (without regard
+/// to case): the OID's content bytes and the string type a value is encoded as.
+fn attribute_type(name: &str) -> Option<(Vec<u8>, u8)> {
+    let x520 = |n: u8| Some((vec![0x55, 0x04, n], TAG_PRINTABLE));
+    let pilot = |n: u8| {
+        Some((
+            vec![0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, n],
+            TAG_PRINTABLE,
+        ))
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "cn" => x520(3),
+        "s" => x520(4),
+        "sn" | "serialnumber" => x520(5),
+        "c" => x520(6),
+        "l" => x520(7),
+        "st" => x520(8),
+        "o" => x520(10),
+        "ou" => x520(11),
+        "t" => x520(12),
+        "d" => x520(13),
+        "n" => x520(41),
+        "g" => x520(42),
+        "i" => x520(43),
+        "dnqualifier" => x520(46),
+        "uid" => pilot(1),
+        "dc" => pilot(25),
+        "e" | "email" | "emailaddress" => Some((OID_EMAIL.to_vec(), TAG_IA5)),
+        _ => None,
+    }
+}
+
+fn printable_string(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?".contains(&b))
+}
+
+/// Parses a distinguished name written as strongSwan writes them (`C=CH, O=Lab, CN=gw`,
+/// or `/C=CH/O=Lab/CN=gw`) into its DER encoding, RDN by RDN in the order written: each
+/// value a PrintableString when it can be one, else a UTF8String (emailAddress an
+/// IA5String), spaces around types and values dropped, attribute types without regard to
+/// case. A value `*` is a wildcard when the DN is matched against a peer's (`remote.id`).
+pub fn parse_dn(s: &str) -> Result<Vec<u8>, String> {
+    let (sep, body) = match s.trim_start().strip_prefix('/') {
+        Some(rest) => ('/', rest),
+        None => (',', s),
+    };
+    let mut rdns = Vec::new();
+    for part in body.split(sep) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?}: {part:?} is not TYPE=VALUE"))?;
+        let (name, value) = (name.trim(), value.trim());
+        let (oid_bytes, tag) = attribute_type(name).ok_or_else(|| {
+            format!(
+                "{s:?}: unknown attribute type {name:?} (C, ST, L, O, OU, CN, SN, S, G, I, T, D, N, DC, UID, E, dnQualifier)"
+            )
+        })?;
+        let tag = if tag == TAG_PRINTABLE && !printable_string(value) {
+            TAG_UTF8
+        } else {
+            tag
+        };
+        if tag == TAG_IA5 && !value.is_ascii() {
+            return Err(format!("{s:?}: an email address is ASCII"));
+        }
+        let atv = super::keys::der(
+            0x30,
+            &[
+                super::keys::der(0x06, &oid_bytes),
+                super::keys::der(tag, value.as_bytes()),
+            ]
+            .concat(),
+        );
+        rdns.push(super::keys::der(0x31, &atv));
+    }
+    if rdns.is_empty() {
+        return Err(format!(
+            "{s:?}: a distinguished name needs TYPE=VALUE parts"
+        ));
+    }
+    if rdns.len() > MAX_RDNS {
+        return Err(format!("{s:?}: more than {MAX_RDNS} RDNs"));
+    }
+    Ok(super::keys::der(0x30, &rdns.concat()))
+}
+
+/// Whether a DER DN has a wildcard value (`*`).
+pub fn dn_has_wildcards(dn: &[u8]) -> bool {
+    x509_parser::x509::X509Name::from_der(dn)
+        .is_ok_and(|(_, n)| n.iter_attributes().any(|a| a.attr_value().data == b"*"))
+}
+
+/// Whether the peer's DN `peer` matches the configured `want` (a `remote.id`): the same
+/// RDNs in the same order, each of the same attribute type, and each value equal or, in
+/// `want`, `*` (any value). As strongSwan's DN match: values of PrintableStrings on both
+/// sides (and emailAddress IA5Strings) are compared without regard to case, any others
+/// byte for byte; there is no reordering, and a different number of RDNs never matches.
+pub fn dn_matches(peer: &[u8], want: &[u8]) -> bool {
+    dn_compare(peer, want, true)
+}
+
+fn dn_compare(a: &[u8], b: &[u8], wildcards: bool) -> bool {
+    if a == b {
+        return true;
+    }
+    let (Ok((ra, na)), Ok((rb, nb))) = (
+        x509_parser::x509::X509Name::from_der(a),
+        x509_parser::x509::X509Name::from_der(b),
+    ) else {
         return false;
     };
-    let a: Vec<_> = cert.subject().iter_attributes().collect();
-    let b: Vec<_> = other.iter_attributes().collect();
-    a.len() == b.len()
-        && a.iter().zip(&b).all(|(x, y)| {
-            x.attr_type() == y.attr_type()
-                && matches!((x.as_str(), y.as_str()), (Ok(s), Ok(t)) if s == t)
+    if !ra.is_empty() || !rb.is_empty() {
+        return false;
+    }
+    let x: Vec<_> = na.iter_attributes().collect();
+    let y: Vec<_> = nb.iter_attributes().collect();
+    x.len() == y.len()
+        && x.iter().zip(&y).all(|(p, w)| {
+            if p.attr_type() != w.attr_type() {
+                return false;
+            }
+            let (pv, wv) = (p.attr_value(), w.attr_value());
+            if wildcards && wv.data == b"*" {
+                return true;
+            }
+            let (pt, wt) = (pv.tag().0, wv.tag().0);
+            let caseless = pt == wt
+                && (pt == u32::from(TAG_PRINTABLE)
+                    || (pt == u32::from(TAG_IA5) && p.attr_type().as_bytes() == OID_EMAIL));
+            if caseless {
+                pv.data.eq_ignore_ascii_case(wv.data)
+            } else {
+                pv.data == wv.data
+            }
         })
+}
+
+/// Whether the peer's identity `got` is the configured `want` (`remote.id`): a DN by
+/// [`dn_matches`] (RDN order, wildcards), any other identity exactly.
+pub fn id_matches(want: &IdPayload, got: &IdPayload) -> bool {
+    if want.id_type == IdType::DerAsn1Dn && got.id_type == IdType::DerAsn1Dn {
+        return dn_matches(&got.data, &want.data);
+    }
+    want == got
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::x509::X509Name;
+
+    fn text(der: &[u8]) -> String {
+        let (rest, n) = X509Name::from_der(der).unwrap();
+        assert!(rest.is_empty());
+        n.to_string()
+    }
+
+    fn tags(der: &[u8]) -> Vec<u32> {
+        let (_, n) = X509Name::from_der(der).unwrap();
+        n.iter_attributes()
+            .map(|a| a.attr_value().tag().0)
+            .collect()
+    }
+
+    #[test]
+    fn distinguished_names_parse_as_strongswan_writes_them() {
+        let dn = parse_dn("C=CH, O=Lab, CN=gw").unwrap();
+        assert_eq!(text(&dn), "C=CH, O=Lab, CN=gw");
+        assert_eq!(tags(&dn), [19, 19, 19]);
+        // The slash form, attribute types in any case, spaces around parts.
+        assert_eq!(parse_dn("/C=CH/O=Lab/CN=gw").unwrap(), dn);
+        assert_eq!(parse_dn("c=CH,o = Lab ,  cn=gw").unwrap(), dn);
+        // A value that is no PrintableString is a UTF8String; emailAddress an IA5String.
+        let dn = parse_dn("C=CH, L=Zürich, E=gw@example.org, CN=gw_1").unwrap();
+        assert_eq!(tags(&dn), [19, 12, 22, 12]);
+        assert_eq!(text(&dn), "C=CH, L=Zürich, Email=gw@example.org, CN=gw_1");
+        for bad in ["C=CH, XY=1", "C=CH, gw", "=", ",,"] {
+            assert!(parse_dn(bad).is_err(), "{bad}");
+        }
+        let many = vec!["OU=x"; MAX_RDNS + 1].join(", ");
+        assert!(parse_dn(&many).is_err());
+    }
+
+    #[test]
+    fn distinguished_names_match_as_strongswan_matches_them() {
+        let p = |s: &str| parse_dn(s).unwrap();
+        let peer = p("C=CH, O=mifsec lab, CN=gw");
+        // PrintableStrings on both sides: values without regard to case.
+        assert!(dn_matches(&peer, &p("C=ch, O=MIFSEC LAB, CN=gw")));
+        // Wildcards in the configured DN only, one value each.
+        assert!(dn_matches(&peer, &p("C=CH, O=*, CN=*")));
+        assert!(!dn_matches(&p("C=CH, O=*, CN=gw"), &peer));
+        assert!(dn_has_wildcards(&p("C=CH, CN=*")));
+        assert!(!dn_has_wildcards(&peer));
+        // RDN order, number and attribute types must agree.
+        assert!(!dn_matches(&peer, &p("CN=gw, O=mifsec lab, C=CH")));
+        assert!(!dn_matches(&peer, &p("C=CH, CN=gw")));
+        assert!(!dn_matches(&peer, &p("C=CH, O=mifsec lab, CN=gw, OU=x")));
+        assert!(!dn_matches(&peer, &p("C=CH, OU=mifsec lab, CN=gw")));
+        assert!(!dn_matches(&peer, &p("C=CH, O=mifsec lab, CN=gw2")));
+        // A UTF8String against a PrintableString: byte for byte, so case counts.
+        let utf8 = p("C=CH, L=Zürich, CN=gw");
+        assert!(dn_matches(&utf8, &p("c=CH, l=Zürich, cn=GW")));
+        assert!(!dn_matches(&utf8, &p("C=CH, L=zürich, CN=gw")));
+        // emailAddress (IA5String) without regard to case.
+        assert!(dn_matches(
+            &p("E=Gw@Example.org, CN=gw"),
+            &p("E=gw@example.org, CN=gw")
+        ));
+        assert!(!dn_matches(b"garbage", &peer));
+        // Other identities: exactly.
+        let dn_id = |s: &str| IdPayload {
+            id_type: IdType::DerAsn1Dn,
+            data: p(s),
+        };
+        assert!(id_matches(&dn_id("CN=*"), &dn_id("CN=x")));
+        assert!(!id_matches(&dn_id("CN=*"), &IdPayload::fqdn("x")));
+        assert!(id_matches(&IdPayload::fqdn("gw"), &IdPayload::fqdn("gw")));
+        assert!(!id_matches(&IdPayload::fqdn("gw"), &IdPayload::fqdn("GW")));
+    }
 }

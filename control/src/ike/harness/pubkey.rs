@@ -557,3 +557,45 @@ fn revoked_certificate_is_refused() {
     g.remote_auth = RemoteAuth::Pubkey(Arc::new(store));
     assert_refused_by_responder(&run(c, g), AuthError::CertRevoked, "certificate revoked");
 }
+
+/// `remote.id` as a DN: the client sends its subject as an `ID_DER_ASN1_DN` (written as
+/// text, PrintableString, while rcgen's certificate has a UTF8String: strongSwan compares
+/// such values byte for byte); the gateway matches it with attribute types in any case and
+/// a wildcard, refuses another DN, and refuses a DN that is not the certificate's subject.
+#[test]
+fn remote_id_as_a_distinguished_name() {
+    use crate::ike::auth::cert::parse_dn;
+    use crate::wire::{IdPayload, IdType};
+    let dn = |s: &str| IdPayload {
+        id_type: IdType::DerAsn1Dn,
+        data: parse_dn(s).unwrap(),
+    };
+    let ca = ca("mifsec test CA");
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    for want in ["CN=alice", "cn=alice", "CN=*"] {
+        let (mut c, mut g) = pair(&ca, alg);
+        c.local_id = dn("CN=alice");
+        g.remote_id = Some(dn(want));
+        let h = run(c, g);
+        h.assert_established();
+        let ri = Harness::info(&h.resp_events).unwrap();
+        assert_eq!(ri.remote_id, dn("CN=alice"), "{want}");
+        assert_eq!(ri.remote_auth.subject.as_deref(), Some("CN=alice"));
+    }
+    let (mut c, mut g) = pair(&ca, alg);
+    c.local_id = dn("CN=alice");
+    g.remote_id = Some(dn("CN=bob"));
+    assert_refused_by_responder(
+        &run(c, g),
+        AuthError::WrongId,
+        "identity is not the configured remote.id",
+    );
+    // Another DN than the certificate's subject, with no remote.id to stop it first.
+    let (mut c, g) = pair(&ca, alg);
+    c.local_id = dn("CN=mallory");
+    assert_refused_by_responder(
+        &run(c, g),
+        AuthError::IdNotInCertificate,
+        "identity not in certificate (subject or subjectAltName)",
+    );
+}

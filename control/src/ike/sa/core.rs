@@ -425,7 +425,11 @@ pub(in crate::ike::sa) fn verify_peer(
     inner: &[Payload],
 ) -> Result<(AuthVerified, PeerAuthInfo), FailReason> {
     let fail = |e| Err(FailReason::AuthenticationFailed(e));
-    if cfg.remote_id.as_ref().is_some_and(|want| want != id) {
+    if cfg
+        .remote_id
+        .as_ref()
+        .is_some_and(|want| !crate::ike::auth::cert::id_matches(want, id))
+    {
         return fail(AuthError::WrongId);
     }
     let (msg, nonce, skp) = if core.initiator {

@@ -190,7 +190,11 @@ impl AuthSent {
         };
         let cfg = &ctx.cfg;
         let mut inner = vec![Payload::IdI(cfg.local_id.clone())];
-        if let Some(r) = &cfg.remote_id {
+        // A wildcard DN is a pattern, not an identity to ask for (as strongSwan).
+        if let Some(r) = cfg.remote_id.as_ref().filter(|r| {
+            r.id_type != crate::wire::IdType::DerAsn1Dn
+                || !crate::ike::auth::cert::dn_has_wildcards(&r.data)
+        }) {
             inner.push(Payload::IdR(r.clone()));
         }
         match core.our_auth(cfg, &cfg.local_id) {
@@ -342,7 +346,12 @@ impl AuthSent {
                     if let Some(t) = first_error_notify(&inner) {
                         return ctx.fail(FailReason::PeerNotify(t), spis, None);
                     }
-                    if ctx.cfg.remote_id.as_ref().is_some_and(|want| want != idr) {
+                    if ctx
+                        .cfg
+                        .remote_id
+                        .as_ref()
+                        .is_some_and(|want| !crate::ike::auth::cert::id_matches(want, idr))
+                    {
                         return fail(ctx, AuthError::WrongId);
                     }
                     let method = match &ctx.cfg.local_auth {

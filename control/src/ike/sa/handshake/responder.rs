@@ -442,7 +442,12 @@ impl AwaitEap {
             let reason = FailReason::AuthenticationFailed(AuthError::EapNotConfigured);
             return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
         };
-        if ctx.cfg.remote_id.as_ref().is_some_and(|want| *want != idi) {
+        if ctx
+            .cfg
+            .remote_id
+            .as_ref()
+            .is_some_and(|want| !crate::ike::auth::cert::id_matches(want, &idi))
+        {
             let reason = FailReason::AuthenticationFailed(AuthError::WrongId);
             return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
         }
