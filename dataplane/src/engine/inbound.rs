@@ -2,8 +2,9 @@
 //!
 //! A receive batch (UDP GRO trains included) is classified (RFC 3948: keepalive, IKE behind
 //! the non-ESP marker, ESP), opened in place, checked against the SA's selectors, coalesced
-//! (TCP GRO) and written to the TUN. Transport mode opens in a scratch buffer behind an IP
-//! header built from the datagram's addresses.
+//! (TCP GRO) and written to the TUN. Transport mode opens where the datagram lies too, behind
+//! an IP header built from the datagram's addresses in the bytes in front of it (the receive
+//! buffer's headroom, or the tail of the datagram before it in a GRO train, already handled).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub(super) const WRITE_BATCH: usize = 64;
 const WRITE_OFF: usize = 16;
 /// Largest datagram a receive buffer holds (a UDP GRO train is at most 64 KiB).
 const RECV_CAP: usize = 65_535;
+/// Room in front of a received datagram: transport mode writes an IP header there.
+const RECV_HEAD: usize = ip::IPV6_HEADER_LEN;
 
 /// Inbound buffers, one set per worker.
 pub(super) struct InState {
@@ -36,14 +39,15 @@ pub(super) struct InState {
     pub(super) nwrites: usize,
     coalescer: TcpCoalescer,
     reply: Vec<u8>,
-    transport: Vec<u8>,
     pub(super) reorder_out: Vec<u8>,
 }
 
 impl InState {
     pub(super) fn new() -> Self {
         InState {
-            bufs: (0..RECV_BATCH).map(|_| RecvBuf::new(0, RECV_CAP)).collect(),
+            bufs: (0..RECV_BATCH)
+                .map(|_| RecvBuf::new(RECV_HEAD, RECV_CAP))
+                .collect(),
             scratch: RecvScratch::new(RECV_BATCH),
             writes: (0..WRITE_BATCH)
                 .map(|_| Vec::with_capacity(WRITE_OFF + 65_535))
@@ -52,7 +56,6 @@ impl InState {
             // Every packet written was opened: the AEAD tag vouches for its checksums.
             coalescer: TcpCoalescer::trusting(WRITE_BATCH),
             reply: vec![0; 256],
-            transport: vec![0; 65_535 + 128],
             reorder_out: Vec::with_capacity(65_535 + VIRTIO_NET_HDR_LEN),
         }
     }
@@ -104,34 +107,21 @@ pub(super) fn receive(
         return GlobalCounters::bump(&c.unknown_spi);
     };
     let wire_len = r.len() as u64;
+    let data = &mut inb.bufs[b].data;
     let opened = if entry.sa.mode() == Mode::Transport {
-        open_transport(
-            entry,
-            inb,
-            b,
-            r,
-            src,
-            dst_ip.unwrap_or_else(|| local_ip(sock)),
-        )
+        let local = dst_ip.unwrap_or_else(|| local_ip(sock));
+        open_transport(entry, data, r, src, local)
     } else {
-        entry
-            .sa
-            .open(&mut inb.bufs[b].data, r)
-            .ok()
-            .map(|o| (o, false))
+        entry.sa.open(data, r).ok()
     };
-    let Some((opened, in_transport_buf)) = opened else {
+    let Some(opened) = opened else {
         return;
     };
     let path = entry.path_of(sock, src);
     if let Some(p) = path {
         p.state.count_rx(wire_len, now);
     }
-    let data = if in_transport_buf {
-        &inb.transport
-    } else {
-        &inb.bufs[b].data
-    };
+    let data = &inb.bufs[b].data;
     match opened {
         Opened::Packet { range, seq, .. } => {
             let inner = &data[range];
@@ -215,31 +205,27 @@ fn local_ip(sock: &OuterSocket) -> IpAddr {
 }
 
 /// Transport mode: puts an IP header (the datagram's own addresses, RFC 3948 section 3.1.2)
-/// in front of the ESP datagram in a scratch buffer and opens it there.
+/// in the bytes in front of the ESP datagram at `buf[esp]` and opens the packet there, in
+/// place. Those bytes are the receive buffer's headroom or the tail of a datagram already
+/// handled. `None` (nothing opened) without room for the header, or for addresses of two
+/// families (what the ESP layer refuses is counted by the SA).
 fn open_transport(
     entry: &InboundEntry,
-    inb: &mut InState,
-    b: usize,
-    r: std::ops::Range<usize>,
+    buf: &mut [u8],
+    esp: std::ops::Range<usize>,
     src: SocketAddr,
     dst: IpAddr,
-) -> Option<(Opened, bool)> {
-    let esp = &inb.bufs[b].data[r];
-    let buf = &mut inb.transport;
-    let hl = IpRepr {
+) -> Option<Opened> {
+    let repr = IpRepr {
         src: src.ip(),
         dst,
         protocol: IPPROTO_ESP,
         payload_len: esp.len(),
         hop_limit: DEFAULT_HOP_LIMIT,
-    }
-    .emit(buf)?;
-    buf.get_mut(hl..hl + esp.len())?.copy_from_slice(esp);
-    entry
-        .sa
-        .open(buf, 0..hl + esp.len())
-        .ok()
-        .map(|o| (o, true))
+    };
+    let start = esp.start.checked_sub(repr.header_len())?;
+    repr.emit(buf.get_mut(start..esp.start)?)?;
+    entry.sa.open(buf, start..esp.end).ok()
 }
 
 /// Echoes a probe request on the path it came on, inside the pair's outbound SA.
@@ -326,10 +312,16 @@ mod tests {
             reorder: None,
         };
         let mut inb = InState::new();
-        for (src, dst) in [
+        let pairs = [
             ("198.18.1.2:4500", "198.18.4.1"),
             ("[fd00::2]:4500", "fd00::1"),
-        ] {
+        ];
+        // Where a receive buffer puts a datagram: behind the headroom, or (a later datagram
+        // of a GRO train) right behind another one, whose tail the header overwrites.
+        for ((src, dst), start) in pairs
+            .iter()
+            .flat_map(|p| [(*p, RECV_HEAD), (*p, RECV_HEAD + 200)])
+        {
             let src: SocketAddr = src.parse().unwrap();
             let dst: IpAddr = dst.parse().unwrap();
             let payload = [7u8; 100];
@@ -347,23 +339,33 @@ mod tests {
             buf[at + hl..at + hl + payload.len()].copy_from_slice(&payload);
             let sealed = out.seal(&mut buf, at..at + hl + payload.len()).unwrap();
             let esp = &buf[sealed.esp_start..sealed.range.end];
-            inb.bufs[0].data[..esp.len()].copy_from_slice(esp);
-            let (opened, in_transport_buf) =
-                open_transport(&entry, &mut inb, 0, 0..esp.len(), src, dst).unwrap();
-            assert!(in_transport_buf);
+            let data = &mut inb.bufs[0].data;
+            data[..start].fill(0xee);
+            data[start..start + esp.len()].copy_from_slice(esp);
+            let opened = open_transport(&entry, data, start..start + esp.len(), src, dst).unwrap();
             let Opened::Packet { range, .. } = opened else {
                 panic!("{opened:?}");
             };
-            let pkt = IpPacket::new_exact(&inb.transport[range]).unwrap();
+            assert!(range.start >= start - hl && range.end <= start + esp.len());
+            let pkt = IpPacket::new_exact(&data[range]).unwrap();
             assert_eq!(pkt.addrs(), (src.ip(), dst));
             assert_eq!(pkt.protocol(), IPPROTO_UDP);
             assert_eq!(pkt.hop_limit(), DEFAULT_HOP_LIMIT);
             assert!(pkt.checksum_ok());
             assert_eq!(pkt.payload(), &payload);
+            // The same datagram again: refused by the replay window.
+            data[start..start + esp.len()].copy_from_slice(esp);
+            assert!(open_transport(&entry, data, start..start + esp.len(), src, dst).is_none());
         }
-        // Two families: no header, nothing opened.
         let src: SocketAddr = "198.18.1.2:4500".parse().unwrap();
-        let r = open_transport(&entry, &mut inb, 0, 0..64, src, "fd00::1".parse().unwrap());
+        let data = &mut inb.bufs[0].data;
+        // Two families: no header, nothing opened.
+        let r = open_transport(&entry, data, 64..128, src, "fd00::1".parse().unwrap());
         assert!(r.is_none());
+        // No room in front of the datagram for the header: nothing opened, nothing written.
+        data[..64].fill(0xee);
+        let r = open_transport(&entry, data, 10..64, src, "198.18.4.1".parse().unwrap());
+        assert!(r.is_none());
+        assert!(data[..10].iter().all(|&b| b == 0xee));
     }
 }

@@ -326,7 +326,7 @@ const EVENT_QUEUE: usize = 1024;
 /// [`report_usage`](SaSpec::report_usage), and pushes [`Event::Usage`] for those that moved.
 pub const USAGE_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Engine-wide counters of packets that belong to no SA.
+/// Engine-wide counters: packets that belong to no SA, and UDP GSO sends.
 #[derive(Debug, Default)]
 pub(crate) struct GlobalCounters {
     pub no_sa: AtomicU64,
@@ -339,6 +339,9 @@ pub(crate) struct GlobalCounters {
     pub send_errors: AtomicU64,
     pub tun_errors: AtomicU64,
     pub probes_answered_for_peer: AtomicU64,
+    /// UDP sends that carried a GSO train of several datagrams, and the datagrams in them.
+    pub gso_sends: AtomicU64,
+    pub gso_datagrams: AtomicU64,
 }
 
 impl GlobalCounters {
@@ -587,6 +590,16 @@ impl Engine {
     /// taken): `ike_unclaimed` in the status, without building the whole status.
     pub fn ike_unclaimed(&self) -> u64 {
         self.shared.counters.ike_unclaimed.load(Ordering::Relaxed)
+    }
+
+    /// UDP GSO sends so far: (sends that carried a train of several ESP datagrams, the
+    /// datagrams in them). What the rest of the datagrams went out as is single sends.
+    pub fn gso_sends(&self) -> (u64, u64) {
+        let c = &self.shared.counters;
+        (
+            c.gso_sends.load(Ordering::Relaxed),
+            c.gso_datagrams.load(Ordering::Relaxed),
+        )
     }
 
     /// IKE messages longer than [`MAX_IKE_MESSAGE`] dropped: `ike_oversize` in the status.
