@@ -741,6 +741,7 @@ impl Cx<'_> {
             };
             let remote_pubkey = matches!(remote_kind, AuthKind::Pubkey { .. });
             let mut local_id = local_id;
+            let mut cert_choices = Vec::new();
             let local_auth = if let AuthKind::Eap(method) = local_kind {
                 let id_text = match eap_id(&rc.local) {
                     Some(v) => {
@@ -781,6 +782,8 @@ impl Cx<'_> {
                         crate::ike::auth::cert::certs_from_pem_or_der(b)
                     })?;
                 let certs: Vec<Vec<u8>> = certs.into_iter().flatten().collect();
+                cert_choices = self.cert_choices(&certs, &keys, rc, authorities, &local_id, &k)?;
+                let certs = cert_choices.first().map_or(certs, |c| c.certs.clone());
                 let pubkeys = self.load_files(
                     end.and_then(|e| e.pubkeys.as_ref()),
                     &k("local.pubkeys"),
@@ -1240,6 +1243,7 @@ impl Cx<'_> {
                     remote_id: remote_id.map(|r| r.1),
                     local_auth,
                     remote_auth,
+                    cert_choices,
                     proposals,
                     child: first,
                     more_children: children,
@@ -1264,6 +1268,118 @@ impl Cx<'_> {
                     mif_max_interfaces,
                     mif_max_paths,
                 },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The certificates `local.certs` offers: with one end-entity certificate, none (the
+    /// files' certificates are sent as they are); with several, each with the
+    /// intermediates (CA certificates of `local.certs`) on its path, its private key, and
+    /// the CERTREQ hashes that pick it: those intermediates' and that of the CA
+    /// certificate (of `remote.cacerts` and `[authorities]`) that issued the top of its
+    /// path. Several need a `local.id` that every one of them names.
+    fn cert_choices(
+        &self,
+        certs: &[Vec<u8>],
+        keys: &[(String, Arc<PrivateKey>)],
+        rc: &RawConnection,
+        authorities: &Ordered<RawAuthority>,
+        local_id: &(String, IdPayload),
+        k: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<crate::ike::auth::CertChoice>, ConfigError> {
+        use crate::ike::auth::cert;
+        let (ees, cas): (Vec<&Vec<u8>>, Vec<&Vec<u8>>) =
+            certs.iter().partition(|c| !cert::is_ca(c));
+        if ees.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let end = rc.local.as_ref();
+        let span = end
+            .and_then(|e| e.certs.as_ref())
+            .and_then(|v| v.first())
+            .map_or(0..0, S::span);
+        if end.and_then(|e| e.id.as_ref()).is_none() {
+            return Err(self.err(
+                span,
+                k("local.id"),
+                "local.certs with several end-entity certificates needs a local.id that each of them names",
+            ));
+        }
+        // The CA certificates we know, to find the hash of each path's top issuer.
+        let mut known: Vec<Vec<u8>> = cas.iter().map(|c| c.to_vec()).collect();
+        let remote_cas = rc.remote.as_ref().and_then(|e| e.cacerts.as_ref());
+        for c in self.load_files(
+            remote_cas,
+            &k("remote.cacerts"),
+            cert::certs_from_pem_or_der,
+        )? {
+            known.extend(c);
+        }
+        for (an, a) in &authorities.0 {
+            let c = self.load_files(
+                Some(&vec![a.cacert.clone()]),
+                &format!("authorities.{an}.cacert"),
+                cert::certs_from_pem_or_der,
+            )?;
+            known.extend(c.into_iter().flatten());
+        }
+        let mut out = Vec::new();
+        for ee in ees {
+            let subject = cert::subject_of(ee).unwrap_or_default();
+            if !cert::der_names(ee, &local_id.1) {
+                return Err(self.err(
+                    span.clone(),
+                    k("local.certs"),
+                    format!(
+                        "certificate '{subject}' does not name local.id {:?}",
+                        local_id.0
+                    ),
+                ));
+            }
+            let public = cert::public_key_bits(ee);
+            let Some((_, key)) = keys
+                .iter()
+                .find(|(_, key)| Some(key.public_key()) == public.as_deref())
+            else {
+                return Err(self.err(
+                    span.clone(),
+                    k("local.certs"),
+                    format!("no [secrets.private-*] file holds the private key of certificate '{subject}'"),
+                ));
+            };
+            let mut chain = vec![ee.clone()];
+            let mut ca_hashes = Vec::new();
+            while chain.len() <= cert::MAX_CHAIN {
+                let Some((issuer, subj)) = chain.last().and_then(|c| cert::issuer_and_subject(c))
+                else {
+                    break;
+                };
+                if issuer == subj {
+                    break; // self-signed: the path ends here
+                }
+                // The issuer: an intermediate of local.certs goes into the chain.
+                if let Some(im) = cas.iter().find(|c| {
+                    !chain.contains(c)
+                        && cert::issuer_and_subject(c).is_some_and(|(_, s)| s == issuer)
+                }) {
+                    ca_hashes.extend(cert::key_hash(im));
+                    chain.push(im.to_vec());
+                    continue;
+                }
+                ca_hashes.extend(
+                    known
+                        .iter()
+                        .filter(|c| cert::issuer_and_subject(c).is_some_and(|(_, s)| s == issuer))
+                        .filter_map(|c| cert::key_hash(c)),
+                );
+                break;
+            }
+            out.push(crate::ike::auth::CertChoice {
+                key: Arc::clone(key),
+                certs: chain,
+                ca_hashes,
+                subject,
             });
         }
         Ok(out)

@@ -1416,3 +1416,96 @@ fn metrics_listen() {
         err(&plus("\n[metrics]\nlsten = \"127.0.0.1:9469\"\n"))
     );
 }
+
+/// Two gateway certificates from two CAs in `local.certs`: each a choice with its key and
+/// the hash of the CA that issued it (found in `remote.cacerts`), picked by the peer's
+/// CERTREQ; several need a `local.id` each names.
+#[test]
+fn several_local_certificates_are_choices_by_their_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+    let dir = pki_dir("choice");
+    let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "Other CA");
+    let ca2 = p.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "gw two");
+    p.subject_alt_names = vec![SanType::DnsName("gw".try_into().unwrap())];
+    let cert2 = p.signed_by(&key, &ca2, &ca_key).unwrap();
+    std::fs::write(dir.join("ca2.pem"), ca2.pem()).unwrap();
+    std::fs::write(dir.join("gw2.pem"), cert2.pem()).unwrap();
+    std::fs::write(dir.join("gw2.key"), key.serialize_pem()).unwrap();
+    let name = dir.join("gw.toml").to_str().unwrap().to_owned();
+    let text = PUBKEY
+        .replace(
+            "certs = [\"gw.der\"]",
+            "id = \"gw\"\ncerts = [\"gw.der\", \"gw2.pem\"]",
+        )
+        .replace(
+            "cacerts = [\"ca.pem\"]",
+            "cacerts = [\"ca.pem\", \"ca2.pem\"]",
+        )
+        + "\n[secrets.private-gw2]\nfile = \"gw2.key\"\n";
+    let cfg = parse(&name, &plus(&text)).unwrap();
+    let ike = &cfg.ike.connections[0].ike;
+    let hash = |f: &str| {
+        let pem = std::fs::read(dir.join(f)).unwrap();
+        let der = crate::ike::auth::cert::certs_from_pem_or_der(&pem).unwrap();
+        crate::ike::auth::cert::key_hash(&der[0]).unwrap()
+    };
+    let got: Vec<(&str, &[[u8; 20]], usize)> = ike
+        .cert_choices
+        .iter()
+        .map(|c| (c.subject.as_str(), &c.ca_hashes[..], c.certs.len()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("CN=gw", &[hash("ca.pem")][..], 1),
+            ("CN=gw two", &[hash("ca2.pem")][..], 1)
+        ]
+    );
+    assert_ne!(
+        ike.cert_choices[0].key.public_key(),
+        ike.cert_choices[1].key.public_key()
+    );
+    // The first is the default.
+    let crate::ike::auth::LocalAuth::Pubkey { certs, .. } = &ike.local_auth else {
+        panic!("pubkey")
+    };
+    assert_eq!(certs, &ike.cert_choices[0].certs);
+    // One certificate: no choices.
+    let one = parse(&name, &plus(PUBKEY)).unwrap();
+    assert!(one.ike.connections[0].ike.cert_choices.is_empty());
+    // Errors: no local.id; an id one of them does not name; a missing key.
+    let e = err_in(&name, &text.replace("id = \"gw\"\n", ""));
+    assert!(
+        e.ends_with("connections.rw.local.id: local.certs with several end-entity certificates needs a local.id that each of them names"),
+        "{e}"
+    );
+    let e = err_in(
+        &name,
+        &text.replace("id = \"gw\"\n", "id = \"gw.example.org\"\n"),
+    );
+    assert!(
+        e.ends_with("connections.rw.local.certs: certificate 'CN=gw' does not name local.id \"gw.example.org\""),
+        "{e}"
+    );
+    let e = err_in(
+        &name,
+        &text.replace("[secrets.private-gw2]\nfile = \"gw2.key\"\n", ""),
+    );
+    assert!(
+        e.ends_with("connections.rw.local.certs: no [secrets.private-*] file holds the private key of certificate 'CN=gw two'"),
+        "{e}"
+    );
+}
+
+fn err_in(name: &str, text: &str) -> String {
+    match parse(name, &plus(text)) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}

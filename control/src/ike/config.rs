@@ -480,6 +480,10 @@ pub struct IkeConfig {
     /// How the peer must authenticate (`remote.auth`): with the PSK, or a signature by a
     /// key its certificate (checked against the CAs) or a raw public key vouches for.
     pub remote_auth: RemoteAuth,
+    /// With several end-entity certificates in `local.certs`: each with its key and the
+    /// CA hashes a peer's CERTREQ selects it by (the first is `local_auth`'s too); empty
+    /// with one.
+    pub cert_choices: Vec<crate::ike::auth::CertChoice>,
     /// IKE proposals, in order of preference.
     pub proposals: Vec<IkeProposal>,
     /// The first child SA (negotiated in IKE_AUTH).
@@ -673,6 +677,7 @@ mod tests {
             remote_id: None,
             local_auth: LocalAuth::Psk(Zeroizing::new(b"hunter2-secret".to_vec())),
             remote_auth: RemoteAuth::Psk(Zeroizing::new(b"hunter2-secret".to_vec())),
+            cert_choices: Vec::new(),
             proposals: vec![IkeProposal::all()],
             child: ChildConfig {
                 name: "c".into(),

@@ -38,6 +38,7 @@ pub fn client() -> IkeConfig {
         remote_id: Some(IdPayload::fqdn("gw.example.org")),
         local_auth: LocalAuth::Psk(Zeroizing::new(PSK.to_vec())),
         remote_auth: RemoteAuth::Psk(Zeroizing::new(PSK.to_vec())),
+        cert_choices: Vec::new(),
         proposals: vec![IkeProposal::all()],
         child: child(
             vec![TrafficSelector::ipv4_any()],
@@ -75,6 +76,7 @@ pub fn gateway() -> IkeConfig {
         remote_id: None,
         local_auth: LocalAuth::Psk(Zeroizing::new(PSK.to_vec())),
         remote_auth: RemoteAuth::Psk(Zeroizing::new(PSK.to_vec())),
+        cert_choices: Vec::new(),
         proposals: vec![IkeProposal::all()],
         child: child(
             vec![super::config::ts_prefix(

@@ -72,6 +72,27 @@ pub fn public_key_bits(der: &[u8]) -> Option<Vec<u8>> {
     Some(c.public_key().subject_public_key.data.to_vec())
 }
 
+/// Whether a certificate is a CA's (basicConstraints cA).
+pub fn is_ca(der: &[u8]) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, c)| {
+        c.basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.value.ca)
+    })
+}
+
+/// The raw (DER) issuer and subject DNs of a certificate.
+pub fn issuer_and_subject(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, c) = X509Certificate::from_der(der).ok()?;
+    Some((c.issuer().as_raw().to_vec(), c.subject().as_raw().to_vec()))
+}
+
+/// Whether the identity names the certificate (DER), as [`cert_names`].
+pub fn der_names(der: &[u8], id: &IdPayload) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, c)| cert_names(&c, id))
+}
+
 /// SHA-1 of a certificate's DER SubjectPublicKeyInfo: its CERTREQ hash.
 pub fn key_hash(der: &[u8]) -> Option<[u8; 20]> {
     let (_, c) = X509Certificate::from_der(der).ok()?;

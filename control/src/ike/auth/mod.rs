@@ -103,6 +103,32 @@ impl fmt::Debug for LocalAuth {
     }
 }
 
+/// One of several certificates we may authenticate with (`local.certs` with more than
+/// one end-entity certificate): the one whose CA the peer's CERTREQ names is sent.
+#[derive(Clone)]
+pub struct CertChoice {
+    /// Its private key.
+    pub key: Arc<PrivateKey>,
+    /// The certificate and its intermediates, DER, end entity first.
+    pub certs: Vec<Vec<u8>>,
+    /// The CERTREQ hashes that select it: the SHA-1 of the SubjectPublicKeyInfo of each
+    /// CA on its path (the intermediates, and the CA certificate of its issuer when one
+    /// is configured).
+    pub ca_hashes: Vec<[u8; 20]>,
+    /// The certificate's subject (for the log).
+    pub subject: String,
+}
+
+impl fmt::Debug for CertChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertChoice")
+            .field("key", &self.key.kind())
+            .field("subject", &self.subject)
+            .field("ca_hashes", &self.ca_hashes.len())
+            .finish()
+    }
+}
+
 /// How the peer must authenticate (`remote.auth`).
 #[derive(Clone)]
 pub enum RemoteAuth {

@@ -599,3 +599,77 @@ fn remote_id_as_a_distinguished_name() {
         "identity not in certificate (subject or subjectAltName)",
     );
 }
+
+/// Several certificates of ours, from two CAs: the one whose CA the peer's CERTREQ names
+/// is sent, as responder (CERTREQ in the IKE_AUTH request) and as initiator (in the
+/// IKE_SA_INIT response); the peer, trusting only that CA, accepts it.
+#[test]
+fn certificate_chosen_by_the_peers_certreq() {
+    use crate::ike::auth::CertChoice;
+    let (ca1, ca2) = (ca("mifsec CA one"), ca("mifsec CA two"));
+    let alg = &rcgen::PKCS_ECDSA_P256_SHA256;
+    let choices = |san: SanType, cn: &str| -> Vec<CertChoice> {
+        [&ca1, &ca2]
+            .iter()
+            .map(|ca| {
+                let (cert, key) = Leaf::new(alg, san.clone()).issue(ca, cn);
+                CertChoice {
+                    key: Arc::new(PrivateKey::from_pem_or_der(&key).unwrap()),
+                    certs: vec![cert],
+                    ca_hashes: vec![key_hash(ca.cert.der()).unwrap()],
+                    subject: format!("CN={cn}"),
+                }
+            })
+            .collect()
+    };
+    let set = |cfg: &mut IkeConfig, ch: Vec<CertChoice>| {
+        cfg.local_auth = LocalAuth::Pubkey {
+            key: ch[0].key.clone(),
+            certs: ch[0].certs.clone(),
+            rsa_pss: false,
+        };
+        cfg.cert_choices = ch;
+    };
+    for (n, want) in [(0usize, &ca1), (1, &ca2)] {
+        let name = if n == 0 {
+            "CN=mifsec CA one"
+        } else {
+            "CN=mifsec CA two"
+        };
+        // We the responder: the client trusts only `want`.
+        let (mut c, mut g) = pair(&ca1, alg);
+        set(&mut g, choices(dns("gw.example.org"), "gw"));
+        trust(&mut c, &[want]);
+        trust(&mut g, &[&ca1]);
+        let h = run(c, g);
+        h.assert_established();
+        let ii = Harness::info(&h.init_events).unwrap();
+        assert_eq!(
+            ii.remote_auth.ca.as_deref(),
+            Some(name),
+            "responder, {name}"
+        );
+        // We the initiator: the gateway trusts only `want`, and says so in IKE_SA_INIT.
+        let (mut c, mut g) = pair(&ca1, alg);
+        set(&mut c, choices(email("alice@example.org"), "alice"));
+        trust(&mut g, &[want]);
+        let h = run(c, g);
+        h.assert_established();
+        let ri = Harness::info(&h.resp_events).unwrap();
+        assert_eq!(
+            ri.remote_auth.ca.as_deref(),
+            Some(name),
+            "initiator, {name}"
+        );
+    }
+    // A CERTREQ for neither CA: the first certificate is sent (and refused here).
+    let other = ca("someone else's CA");
+    let (mut c, mut g) = pair(&ca1, alg);
+    set(&mut g, choices(dns("gw.example.org"), "gw"));
+    trust(&mut c, &[&other]);
+    let h = run(c, g);
+    assert_eq!(
+        Harness::failure(&h.init_events),
+        Some(FailReason::AuthenticationFailed(AuthError::UnknownCa))
+    );
+}

@@ -48,6 +48,8 @@ pub(in crate::ike::sa) struct Core {
     pub(in crate::ike::sa) reasm: Reassembler,
     /// The peer's SIGNATURE_HASH_ALGORITHMS.
     pub(in crate::ike::sa) peer_hashes: Vec<u16>,
+    /// The CA key hashes of the peer's CERTREQ payloads (X.509, at most 32).
+    pub(in crate::ike::sa) peer_certreq: Vec<[u8; 20]>,
 }
 
 #[cfg(test)]
@@ -139,6 +141,7 @@ impl Core {
             frag: None,
             reasm: Reassembler::default(),
             peer_hashes: Vec::new(),
+            peer_certreq: Vec::new(),
         })
     }
 
@@ -277,6 +280,28 @@ impl Core {
                     .collect()
             })
             .unwrap_or_default();
+        self.record_certreq(&peer.payloads);
+    }
+
+    /// Records the CA key hashes of the peer's CERTREQ payloads among `payloads` (its
+    /// IKE_SA_INIT response, or its IKE_AUTH request), at most 32 of them.
+    pub(in crate::ike::sa) fn record_certreq(&mut self, payloads: &[Payload]) {
+        for p in payloads {
+            let Payload::CertReq(c) = p else { continue };
+            if c.encoding != CertEncoding::X509Signature {
+                continue;
+            }
+            for h in c.data.chunks_exact(20) {
+                if self.peer_certreq.len() >= 32 {
+                    return;
+                }
+                let mut a = [0u8; 20];
+                a.copy_from_slice(h);
+                if !self.peer_certreq.contains(&a) {
+                    self.peer_certreq.push(a);
+                }
+            }
+        }
     }
 
     /// Our CERT payloads (pubkey with certificates) and AUTH payload. `peer_certreq`: the
@@ -303,6 +328,22 @@ impl Core {
                 certs,
                 rsa_pss,
             } => {
+                // With several certificates: the first whose CA the peer's CERTREQ names
+                // (as strongSwan chooses), else the first configured.
+                let chosen = cfg
+                    .cert_choices
+                    .iter()
+                    .find(|c| c.ca_hashes.iter().any(|h| self.peer_certreq.contains(h)));
+                let (key, certs) = match chosen {
+                    Some(c) => {
+                        tracing::debug!(
+                            certificate = %c.subject,
+                            "the peer's CERTREQ names this certificate's CA"
+                        );
+                        (&c.key, &c.certs)
+                    }
+                    None => (key, certs),
+                };
                 let (method, data) = key
                     .sign_auth(&self.peer_hashes, *rsa_pss, &octets)
                     .map_err(FailReason::AuthenticationFailed)?;

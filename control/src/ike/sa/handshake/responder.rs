@@ -202,6 +202,7 @@ impl AwaitAuth {
         // Responses go back where the request came from (the initiator may have floated).
         ctx.paths.set_addresses(local, remote);
         let mut core = self.core;
+        core.record_certreq(&inner);
         let f = Firsts::of(&inner);
         let Some(idi) = f.idi else {
             return refuse(
