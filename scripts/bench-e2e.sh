@@ -14,7 +14,9 @@
 #      profile of the same transfer (perf record -g, software clock cpu-clock at 499 Hz,
 #      both daemons) and the AEAD's share of its samples (ring's AES-GCM / ChaCha20-Poly1305
 #      code: skipped, and said so, when perf is not installed). The figures of a tunnel are
-#      the medians of its rounds; the ratios compare medians of the same run;
+#      the medians of its rounds; the ratios compare medians of the same run. In every
+#      round also mifsec in transport mode (case transport: the manual SA between the hosts'
+#      link addresses, TCP routed into the TUN by a rule; transport_vs_tunnel in the ratios);
 #   3. mifsec multipath (scripts/lab.sh two-link lab, both links through a middle namespace):
 #      - aggregation: links shaped 200+100 and 300+30 Mbit/s, policy aggregate (weights =
 #        link rates), one TCP flow forward and reverse;
@@ -58,7 +60,7 @@ for arg in "$@"; do
     --mifsec-only) MIFSEC_ONLY=1 ;;
     --reference) REFERENCE_ONLY=1 ;;
     -h | --help)
-      sed -n '2,40p' "$0"
+      sed -n '2,44p' "$0"
       exit 0
       ;;
     *)
@@ -252,6 +254,62 @@ case_one_link() {
   finish_case "$dir" "$frag"
 }
 
+# case_transport DIR: issue 14 item 6, transport mode on the fast path. The one-link lab with
+# the manual SA in transport mode: its selectors are the hosts' own link addresses
+# (198.18.1.2 <-> 198.18.1.1), and a rule on each side routes TCP and ICMP to the other host
+# into the TUN (ESP in UDP stays on the link). One TCP flow forward and reverse, as
+# case_one_link (no profile); run in the same rounds, so transport_vs_tunnel compares one run.
+case_transport() {
+  local dir=$1 frag rates fwd rev cpu side ns me peer sa
+  lab_up_one_link "$P"
+  mifsec_configs "$dir" failover 1 none
+  for side in client gateway; do
+    me=2 peer=1
+    [ $side = gateway ] && me=1 peer=2
+    sed -i -e 's|^\[sa.tunnel\]$|&\nmode = "transport"|' \
+      -e "s|^local_ts = .*|local_ts = [\"198.18.1.$me/32\"]|" \
+      -e "s|^remote_ts = .*|remote_ts = [\"198.18.1.$peer/32\"]|" "$dir/$side.toml"
+  done
+  mifsec_start "$dir" "$P"
+  mifsec_rss_start "$dir"
+  for side in client gateway; do
+    ns="${P}cl" me=2 peer=1
+    [ $side = gateway ] && ns="${P}gw" me=1 peer=2
+    ip -n "$ns" rule add to "198.18.1.$peer" ipproto tcp table 200 priority 50
+    ip -n "$ns" rule add to "198.18.1.$peer" ipproto icmp table 200 priority 51
+    ip -n "$ns" route add default dev mifsec0 src "198.18.1.$me" table 200
+  done
+  local up=0
+  for _ in $(seq 20); do
+    ip netns exec "${P}cl" ping -c 1 -W 0.5 198.18.1.1 >/dev/null 2>&1 && { up=1; break; }
+    sleep 0.3
+  done
+  ((up)) || lab_die "no ping crosses the transport SA 198.18.1.2 -> 198.18.1.1 within 10 s"
+  rates=$(LAB_IPERF_PIDS="$(cat "$dir/client.pid" "$dir/gateway.pid" | tr '\n' ' ')" LAB_IPERF_PING=1 \
+    lab_iperf "${P}gw" 198.18.1.1 "${P}cl" "$T" "$dir/iperf" 198.18.1.2)
+  read -r fwd rev <<<"$rates"
+  cpu=$(lab_iperf_cpu_json "$dir/iperf")
+  # The flow went through the SA, not around it: its sealed bytes cover what iperf3 moved.
+  sa=$(mifsec_status "$dir" client --json | python3 -c '
+import json, sys
+sa = json.load(sys.stdin)["sas"][0]
+print(json.dumps({k: sa[k] for k in ("mode", "out_packets", "out_bytes", "in_packets", "in_bytes")}))')
+  log "transport: forward $fwd Mbit/s, reverse $rev Mbit/s; daemons' CPU: $cpu; client SA: $sa"
+  frag=$(python3 - "$fwd" "$rev" "$cpu" "$sa" <<'PY'
+import json, sys
+r = {"forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}
+r.update(json.loads(sys.argv[3]))
+sa = json.loads(sys.argv[4])
+r["client_sa"] = sa
+moved = (r.get("forward_gb") or 0) + (r.get("reverse_gb") or 0)
+if sa["mode"] != "transport" or sa["out_bytes"] + sa["in_bytes"] < 0.9 * moved * 1e9:
+    sys.exit(f"[lab] ERROR: the flow did not go through the transport SA: {sa}, {moved} GB moved")
+print(json.dumps(r))
+PY
+)
+  finish_case "$dir" "$frag"
+}
+
 case_aggregate() { # DIR R1 R2
   local dir=$1 r1=$2 r2=$3 frag
   lab_up_two_links "$P" "$r1" "$r2"
@@ -413,6 +471,7 @@ if ((!ANCHORS_ONLY)); then
       ((MIFSEC_ONLY)) || [[ -n "${E2E_CASES:-}" && " $E2E_CASES " != *" one_link "* ]] ||
         run_anchor wireguard-go-current "wireguard-go-current@$k"
       run_case "one_link@$k" case_one_link
+      run_case "transport@$k" case_transport
       # Other builds of mifsec in the same rounds, for an A/B of a change: NAME=PATH ...
       for v in ${E2E_VARIANTS:-}; do
         MIFSEC_BIN=${v#*=} run_case "one_link_${v%%=*}@$k" case_one_link
@@ -518,6 +577,13 @@ for d in ("forward", "reverse"):
 if "absent" in ref:
     ratios[f"{REF}_absent"] = ref["absent"]
 
+# Transport mode against tunnel mode (one_link), medians of the same rounds.
+tr = mifsec.get("transport", {})
+for d in ("forward", "reverse"):
+    t, m = num(tr, d + "_mbps"), num(one, d + "_mbps")
+    if t is not None and m:
+        ratios[f"transport_vs_tunnel_{d}"] = round(t / m, 3)
+
 for agg, single, key in (("aggregate_200_100", "single_200_of_200_100", "agg_200_100_vs_200_alone"),
                          ("aggregate_300_30", "single_300_of_300_30", "agg_300_30_vs_300_alone")):
     for d in ("forward", "reverse"):
@@ -571,6 +637,10 @@ if not anchors_only:
             rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
                          else "skipped: " + d.get("aead_share_skipped", "?"),
                          f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
+    if "transport" in mifsec:
+        rows.append(tunnel_row("mifsec, one link, transport mode", mifsec["transport"]))
+        rows.append(("  transport / tunnel", fmt(ratios.get("transport_vs_tunnel_forward"), ".3f"),
+                     fmt(ratios.get("transport_vs_tunnel_reverse"), ".3f"), "", ""))
     if REF in anchors:
         rows.append((f"  / {REF}", fmt(ratios.get(f"mifsec_vs_{REF}_forward"), ".2f"),
                      fmt(ratios.get(f"mifsec_vs_{REF}_reverse"), ".2f"),
