@@ -33,7 +33,7 @@ start)
   mkdir -p "$dir"/swanctl/{x509,x509ca,x509ocsp,x509aa,x509ac,x509crl,pubkey,private,rsa,ecdsa,bliss,pkcs8,pkcs12}
   cat >"$dir/strongswan.conf" <<EOF
 charon {
-  load = random nonce aes aesni gcm sha1 sha2 hmac curve25519 x509 pubkey pem pkcs1 kdf openssl gcrypt eap-identity eap-mschapv2 kernel-libipsec kernel-netlink socket-default vici attr updown
+  load = random nonce aes aesni gcm sha1 sha2 hmac curve25519 x509 pubkey pem pkcs1 kdf openssl gcrypt eap-identity eap-mschapv2 eap-tls kernel-libipsec kernel-netlink socket-default vici attr updown
   filelog {
     swan {
       path = $dir/charon.log

@@ -156,7 +156,15 @@ fn ike_sas(st: &Value, out: &mut String) {
                     .map(|i| format!(" (EAP identity '{i}')"))
                     .unwrap_or_default()
             };
-            let (le, re) = (eap("local_eap_id"), eap("remote_eap_id"));
+            let (mut le, re) = (eap("local_eap_id"), eap("remote_eap_id"));
+            if let Some(t) = auth("remote_tls_cert") {
+                // EAP-TLS: "(EAP identity 'cl', TLS 1.2, gateway TLS certificate '...')".
+                let v = auth("tls_version").unwrap_or("TLS");
+                le = match le.strip_suffix(')') {
+                    Some(head) => format!("{head}, {v}, gateway TLS certificate '{t}')"),
+                    None => format!(" ({v}, gateway TLS certificate '{t}')"),
+                };
+            }
             let _ = writeln!(out, "  auth: local {l}{le}, remote {r}{re}{cert}");
         }
         let dns: Vec<&str> = ike

@@ -7,8 +7,12 @@
 //! --list-sas`, its log) as well as what mifsec reports (`mifsec status`, its log), and a
 //! ping crosses the tunnel.
 //!
-//! EAP-TLS is not here: mifsec has no EAP-TLS yet (strongSwan's eap-tls plugin is in the
-//! lab's packages).
+//! EAP-TLS (RFC 5216), mifsec the client with a `pki`-made client certificate, against
+//! strongSwan's eap-tls plugin (TLS 1.2, its default `charon.tls.version_max`, and TLS
+//! 1.3 with `version_max = 1.3`, RFC 9190): what strongSwan logs (the client's identity,
+//! EAP-TLS succeeded), `swanctl --list-sas`, mifsec's status (method, TLS version, the
+//! gateway's TLS certificate) and a ping; and a client certificate from a CA strongSwan
+//! does not know, refused by strongSwan, the refusal in mifsec's log.
 //!
 //! Needs root (namespaces, TUN, apt-get for strongSwan when missing).
 
@@ -207,5 +211,130 @@ fn mschapv2_wrong_password_is_refused() {
     assert!(
         !lab.log("gw").contains(PASSWORD),
         "the password is never logged"
+    );
+}
+
+/// The mifsec client with EAP-TLS: its certificate `cl.pem` and key, the gateway checked
+/// against `ca.pem` (IKE and TLS).
+fn mifsec_tls_conf(lab: &Lab, client: &(Vec<u8>, Vec<u8>), ca: &[u8]) -> String {
+    std::fs::write(lab.dir.join("ca.pem"), ca).unwrap();
+    std::fs::write(lab.dir.join("cl.pem"), &client.0).unwrap();
+    std::fs::write(lab.dir.join("cl.key"), &client.1).unwrap();
+    let conf = mifsec_client(lab, &[("ESP", "aes128gcm16")]);
+    let conf = conf.replacen(
+        "[connections.home.local]\nauth = \"psk\"\nid = \"cl\"\n",
+        "[connections.home.local]\nauth = \"eap-tls\"\nid = \"cl\"\ncerts = [\"cl.pem\"]\n",
+        1,
+    );
+    let conf = conf.replacen(
+        "[connections.home.remote]\nauth = \"psk\"\nid = \"gw\"\n",
+        "[connections.home.remote]\nauth = \"pubkey\"\nid = \"gw\"\ncacerts = [\"ca.pem\"]\n",
+        1,
+    );
+    assert!(conf.contains("eap-tls"), "{conf}");
+    format!("{conf}\n[secrets.private-cl]\nfile = \"cl.key\"\n")
+}
+
+/// The strongSwan gateway with its certificate, its clients with EAP-TLS (identity asked).
+fn swan_tls_gateway() -> String {
+    let conf = swan_gateway(&[("ESP", "aes128gcm16")]);
+    let conf = conf.replacen(
+        "      auth = psk\n      id = gw\n",
+        "      auth = pubkey\n      certs = gw.pem\n      id = gw\n",
+        1,
+    );
+    let conf = conf.replacen(
+        "      auth = psk\n      id = cl\n",
+        "      auth = eap-tls\n      eap_id = %any\n      id = cl\n",
+        1,
+    );
+    assert!(conf.contains("eap-tls"), "{conf}");
+    conf
+}
+
+fn eap_tls_to_strongswan(ns_tag: &str, charon_extra: &str, version: &str) {
+    require_root();
+    let mut lab = Lab::new(ns_tag, BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let p = make_pki(&lab.dir, "ecdsa", "Lab CA");
+    swan_files(&lab, "gw", &p.gw, &p.ca);
+    lab.start_swan_with(&gw_ns, &swan_tls_gateway(), charon_extra);
+    let conf = mifsec_tls_conf(&lab, &p.cl, &p.ca);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    let st = lab.wait_established("cl");
+    let ike = &st["ike_sas"][0];
+    assert_eq!(ike["local_auth"], "eap-tls", "{ike}");
+    assert_eq!(ike["local_eap_id"], "cl", "{ike}");
+    assert_eq!(ike["tls_version"], version, "{ike}");
+    assert_eq!(ike["remote_tls_cert"], "C=CH, O=mifsec lab, CN=gw", "{ike}");
+    assert_eq!(ike["remote_auth"], "pubkey ECDSA P-256", "{ike}");
+    assert_eq!(ike["remote_cert"], "C=CH, O=mifsec lab, CN=gw", "{ike}");
+    let human = text(&lab.mifsec("cl", &["status"]));
+    eprintln!("--- mifsec status:\n{human}");
+    assert!(
+        human.contains(&format!("auth: local eap-tls (EAP identity 'cl', {version}, gateway TLS certificate 'C=CH, O=mifsec lab, CN=gw'), remote pubkey ECDSA P-256, certificate 'C=CH, O=mifsec lab, CN=gw'")),
+        "{human}"
+    );
+    let sas = lab.swan_has_one_child(&gw_ns);
+    eprintln!("--- swanctl --list-sas:\n{sas}");
+    assert!(sas.contains("remote 'cl' @ 198.18."), "{sas}");
+    let log = lab.swan_log();
+    for want in [
+        "received EAP identity 'cl'",
+        "initiating EAP_TLS method",
+        &format!("negotiated {version} using suite"),
+        "received TLS peer certificate 'C=CH, O=mifsec lab, CN=cl'",
+        "EAP method EAP_TLS succeeded, MSK established",
+        "authentication of 'cl' with EAP successful",
+    ] {
+        assert!(log.contains(want), "charon log lacks {want:?}:\n{log}");
+    }
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn tls_mifsec_client_to_strongswan_gateway() {
+    eap_tls_to_strongswan("et", "", "TLS 1.2");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn tls13_mifsec_client_to_strongswan_gateway() {
+    eap_tls_to_strongswan("e3", "tls {\n  version_max = 1.3\n}\n", "TLS 1.3");
+}
+
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn tls_client_certificate_of_unknown_ca_is_refused() {
+    require_root();
+    let mut lab = Lab::new("eu", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let p = make_pki(&lab.dir, "ecdsa", "Lab CA");
+    let other = make_pki(&lab.dir, "ecdsa", "Other CA");
+    swan_files(&lab, "gw", &p.gw, &p.ca);
+    lab.start_swan(&gw_ns, &swan_tls_gateway());
+    let conf = mifsec_tls_conf(&lab, &other.cl, &p.ca);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    wait_until(WAIT, "mifsec logs the refusal", || {
+        lab.log("cl")
+            .contains("peer authentication failed: EAP-TLS refused by the gateway: TLS alert")
+    });
+    let log = lab.log("cl");
+    eprintln!("--- mifsec log:\n{log}");
+    wait_until(WAIT, "charon refuses the certificate", || {
+        lab.swan_log()
+            .contains("EAP method EAP_TLS failed for peer cl")
+    });
+    let swan = lab.swan_log();
+    assert!(swan.contains("no trusted certificate found"), "{swan}");
+    let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+    assert!(!sas.contains("ESTABLISHED"), "{sas}");
+    let st = lab.status_json("cl");
+    assert!(
+        st["ike_sas"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|s| s["state"] != "ESTABLISHED")),
+        "{st:#}"
     );
 }

@@ -285,11 +285,12 @@ pub fn parse_auth(s: &str) -> Result<AuthKind, String> {
         "pubkey" | "rsa" | "ecdsa" | "ed25519" => Ok(AuthKind::Pubkey { rsa_pss: false }),
         "rsa/pss" => Ok(AuthKind::Pubkey { rsa_pss: true }),
         "eap-mschapv2" => Ok(AuthKind::Eap(crate::ike::auth::EapMethod::Mschapv2)),
-        "eap-tls" | "eap-md5" | "eap" => Err(format!(
-            "{s:?}: of EAP methods only eap-mschapv2 is supported"
+        "eap-tls" => Ok(AuthKind::Eap(crate::ike::auth::EapMethod::Tls)),
+        "eap-md5" | "eap" => Err(format!(
+            "{s:?}: of EAP methods only eap-mschapv2 and eap-tls are supported"
         )),
         _ => Err(format!(
-            "{s:?}: auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss) or eap-mschapv2"
+            "{s:?}: auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss), eap-mschapv2 or eap-tls"
         )),
     }
 }
@@ -742,7 +743,22 @@ impl Cx<'_> {
             let remote_pubkey = matches!(remote_kind, AuthKind::Pubkey { .. });
             let mut local_id = local_id;
             let mut cert_choices = Vec::new();
-            let local_auth = if let AuthKind::Eap(method) = local_kind {
+            let local_tls = local_kind == AuthKind::Eap(crate::ike::auth::EapMethod::Tls);
+            let tls_eap_id = match eap_id(&rc.local) {
+                Some(v) if local_tls => {
+                    let t = v.get_ref();
+                    if t.is_empty() || t.len() > crate::ike::auth::eap::MAX_IDENTITY {
+                        return Err(self.err(
+                            v.span(),
+                            k("local.eap_id"),
+                            "an EAP identity is 1 to 255 bytes",
+                        ));
+                    }
+                    Some(t.clone().into_bytes())
+                }
+                _ => None,
+            };
+            let local_auth = if let (AuthKind::Eap(method), false) = (local_kind, local_tls) {
                 let id_text = match eap_id(&rc.local) {
                     Some(v) => {
                         let t = v.get_ref();
@@ -774,8 +790,9 @@ impl Cx<'_> {
                     method,
                     identity: id_text.map(String::into_bytes),
                     secret,
+                    tls: None,
                 }
-            } else if local_pubkey {
+            } else if local_pubkey || local_tls {
                 let end = rc.local.as_ref();
                 let certs =
                     self.load_files(end.and_then(|e| e.certs.as_ref()), &k("local.certs"), |b| {
@@ -798,7 +815,11 @@ impl Cx<'_> {
                         return Err(self.err(
                             here(),
                             k("local.certs"),
-                            "local.auth = \"pubkey\" needs local.certs (or local.pubkeys)",
+                            if local_tls {
+                                "local.auth = \"eap-tls\" needs local.certs (the client certificate)"
+                            } else {
+                                "local.auth = \"pubkey\" needs local.certs (or local.pubkeys)"
+                            },
                         ));
                     }
                 };
@@ -846,6 +867,16 @@ impl Cx<'_> {
                 LocalAuth::Psk(psk(&local_id.0)?)
             };
             let remote_auth = if let AuthKind::Eap(method) = remote_kind {
+                if method == crate::ike::auth::EapMethod::Tls {
+                    return Err(self.err(
+                        rc.remote
+                            .as_ref()
+                            .and_then(|e| e.auth.as_ref())
+                            .map_or_else(here, S::span),
+                        k("remote.auth"),
+                        "eap-tls is supported as the client (local.auth), not yet as the gateway",
+                    ));
+                }
                 let ask_identity = match eap_id(&rc.remote) {
                     Some(v) if v.get_ref() == "%any" => true,
                     Some(v) => {
@@ -924,6 +955,37 @@ impl Cx<'_> {
                 RemoteAuth::Pubkey(Arc::new(store))
             } else {
                 RemoteAuth::Psk(psk(&local_id.0)?)
+            };
+            // EAP-TLS: our certificate and key as for pubkey; the gateway's TLS
+            // certificate is checked against the CAs that check its IKE certificate.
+            let local_auth = match (local_tls, local_auth) {
+                (true, LocalAuth::Pubkey { key, certs, .. }) => {
+                    let RemoteAuth::Pubkey(trust) = &remote_auth else {
+                        return Err(self.err(
+                            here(),
+                            k("remote.auth"),
+                            "local.auth = \"eap-tls\" needs remote.auth = \"pubkey\" with remote.cacerts (or [authorities]): the gateway's TLS certificate is checked against them",
+                        ));
+                    };
+                    if !trust.has_cas() {
+                        return Err(self.err(
+                            here(),
+                            k("remote.cacerts"),
+                            "local.auth = \"eap-tls\" needs remote.cacerts (or [authorities]) for the gateway's TLS certificate",
+                        ));
+                    }
+                    LocalAuth::Eap {
+                        method: crate::ike::auth::EapMethod::Tls,
+                        identity: tls_eap_id,
+                        secret: Zeroizing::default(),
+                        tls: Some(Arc::new(crate::ike::auth::eap_tls::EapTlsCreds {
+                            key,
+                            certs,
+                            trust: Arc::clone(trust),
+                        })),
+                    }
+                }
+                (_, a) => a,
             };
             if rc.children.0.is_empty() {
                 return Err(self.err(

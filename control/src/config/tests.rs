@@ -705,11 +705,16 @@ fn ike_errors() {
     );
     assert_eq!(
         ike("auth = \"psk\"", "auth = \"eap-ttls\""),
-        "gw.toml:27: connections.home.local.auth: \"eap-ttls\": auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss) or eap-mschapv2"
+        "gw.toml:27: connections.home.local.auth: \"eap-ttls\": auth is psk, pubkey (rsa, ecdsa, ed25519, rsa/pss), eap-mschapv2 or eap-tls"
     );
     assert_eq!(
+        ike("auth = \"psk\"", "auth = \"eap-md5\""),
+        "gw.toml:27: connections.home.local.auth: \"eap-md5\": of EAP methods only eap-mschapv2 and eap-tls are supported"
+    );
+    // EAP-TLS without a client certificate.
+    assert_eq!(
         ike("auth = \"psk\"", "auth = \"eap-tls\""),
-        "gw.toml:27: connections.home.local.auth: \"eap-tls\": of EAP methods only eap-mschapv2 is supported"
+        "gw.toml:20: connections.home.local.certs: local.auth = \"eap-tls\" needs local.certs (the client certificate)"
     );
     // EAP without the password, an eap_id where auth is not EAP.
     assert_eq!(
@@ -1144,6 +1149,7 @@ fn ike_eap_connections() {
         method,
         identity,
         secret,
+        ..
     } = &c.ike.local_auth
     else {
         panic!("EAP expected: {:?}", c.ike.local_auth)

@@ -130,7 +130,12 @@ fn fingerprint(c: &config::Connection) -> Vec<u8> {
     match &c.ike.local_auth {
         LocalAuth::Psk(k) => d.update(k),
         LocalAuth::Pubkey { certs, .. } => certs.iter().for_each(|c| d.update(c)),
-        LocalAuth::Eap { secret, .. } => d.update(secret),
+        LocalAuth::Eap { secret, tls, .. } => {
+            d.update(secret);
+            if let Some(t) = tls {
+                t.certs.iter().for_each(|c| d.update(c));
+            }
+        }
     }
     if let RemoteAuth::Psk(k) = &c.ike.remote_auth {
         d.update(k);

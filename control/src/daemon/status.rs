@@ -44,6 +44,12 @@ pub struct IkeSaStatus {
     /// The EAP identity we authenticated with (EAP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_eap_id: Option<String>,
+    /// EAP-TLS as the client: the subject of the gateway's TLS certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_tls_cert: Option<String>,
+    /// EAP-TLS as the client: the TLS version (`TLS 1.2`, `TLS 1.3`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_version: Option<String>,
     /// How the peer authenticated: `psk`, or `pubkey` with its key type (`pubkey ECDSA
     /// P-256`).
     pub remote_auth: String,
@@ -349,6 +355,16 @@ impl IkeThread {
                         })
                         .unwrap_or_default(),
                     local_eap_id: e.info.as_ref().and_then(|i| i.local_eap_id.clone()),
+                    remote_tls_cert: e
+                        .info
+                        .as_ref()
+                        .and_then(|i| i.remote_auth.tls_subject.as_ref())
+                        .map(|t| t.0.clone()),
+                    tls_version: e
+                        .info
+                        .as_ref()
+                        .and_then(|i| i.remote_auth.tls_subject.as_ref())
+                        .map(|t| t.1.to_string()),
                     remote_eap_id: e
                         .info
                         .as_ref()

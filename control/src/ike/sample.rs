@@ -122,6 +122,7 @@ pub fn eap_client() -> IkeConfig {
         method: super::auth::EapMethod::Mschapv2,
         identity: Some(EAP_USER.as_bytes().to_vec()),
         secret: Zeroizing::new(EAP_PASSWORD.to_vec()),
+        tls: None,
     };
     c
 }

@@ -1,7 +1,7 @@
 //! EAP inside IKE_AUTH (RFC 7296 section 2.16): the packet codec (RFC 3748), the peer
 //! (our side as a client) and the authenticator (our side as a gateway) of the methods
 //! mifsec implements: Identity and MS-CHAPv2 (draft-kamath-pppext-eap-mschapv2, as
-//! strongSwan's eap-mschapv2 speaks it).
+//! strongSwan's eap-mschapv2 speaks it), and EAP-TLS as the peer ([`super::eap_tls`]).
 //!
 //! Both sides are small state machines over whole EAP packets, sans-IO: the IKE SA hands
 //! each received EAP payload in and sends what comes out. Every packet is checked (lengths,
@@ -16,7 +16,9 @@ use std::sync::Arc;
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
+use super::eap_tls::{EapTlsCreds, EapTlsPeer, MAX_TLS_ROUNDS};
 use super::mschapv2;
+use crate::wire::IdPayload;
 
 /// EAP codes (RFC 3748 section 4).
 pub const CODE_REQUEST: u8 = 1;
@@ -59,11 +61,14 @@ const MS_RESPONSE_VALUE: usize = 49;
 /// The name we send as authenticator in a Challenge.
 const HOST_NAME: &[u8] = b"mifsec";
 
-/// The EAP method of one side (`local.auth = eap-mschapv2`, `remote.auth = eap-mschapv2`).
+/// The EAP method of one side (`local.auth = eap-mschapv2 | eap-tls`, `remote.auth =
+/// eap-mschapv2`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EapMethod {
     /// EAP-MSCHAPv2.
     Mschapv2,
+    /// EAP-TLS (RFC 5216, RFC 9190), as the peer.
+    Tls,
 }
 
 impl EapMethod {
@@ -71,6 +76,7 @@ impl EapMethod {
     pub fn name(self) -> &'static str {
         match self {
             EapMethod::Mschapv2 => "eap-mschapv2",
+            EapMethod::Tls => "eap-tls",
         }
     }
 
@@ -78,14 +84,16 @@ impl EapMethod {
     pub fn eap_type(self) -> u8 {
         match self {
             EapMethod::Mschapv2 => TYPE_MSCHAPV2,
+            EapMethod::Tls => TYPE_TLS,
         }
     }
 
     /// Whether the method authenticates both sides so that EAP-only authentication (RFC
     /// 5998) may do without the gateway's AUTH: not MS-CHAPv2 (strongSwan's `is_mutual`
-    /// says no for it too, and RFC 5998 section 4 does not list it).
+    /// says no for it too, and RFC 5998 section 4 does not list it); EAP-TLS is (the
+    /// gateway's TLS certificate is checked as its IKE certificate would be).
     pub fn mutual(self) -> bool {
-        false
+        self == EapMethod::Tls
     }
 }
 
@@ -119,6 +127,15 @@ pub enum EapError {
     Nak,
     /// No random numbers.
     Rng,
+    /// A malformed EAP-TLS packet: flags, lengths, fragments out of order, a message
+    /// longer than its announced length or than the reassembly bound.
+    BadTlsData,
+    /// The gateway's TLS certificate was refused, and why.
+    TlsServerCert(&'static str),
+    /// The gateway refused us with this TLS alert (then EAP-Failure).
+    TlsAlert(u8),
+    /// The TLS handshake failed otherwise (rustls's error is logged).
+    TlsHandshake,
 }
 
 impl fmt::Display for EapError {
@@ -137,10 +154,23 @@ impl fmt::Display for EapError {
             EapError::Failure(e) => write!(f, "EAP-MSCHAPv2 failure E={e} from the gateway"),
             EapError::EarlySuccess => f.write_str("EAP-Success before the method completed"),
             EapError::TooManyRounds => {
-                write!(f, "too many EAP rounds (more than {MAX_ROUNDS})")
+                write!(
+                    f,
+                    "too many EAP rounds (more than {MAX_ROUNDS}, {MAX_TLS_ROUNDS} with EAP-TLS)"
+                )
             }
             EapError::Nak => f.write_str("peer refused the EAP method (Nak)"),
             EapError::Rng => f.write_str("random number generator failed"),
+            EapError::BadTlsData => f.write_str("malformed EAP-TLS packet"),
+            EapError::TlsServerCert(why) => {
+                write!(f, "EAP-TLS: gateway's TLS certificate refused: {why}")
+            }
+            EapError::TlsAlert(a) => write!(
+                f,
+                "EAP-TLS refused by the gateway: TLS alert {:?}, then EAP-Failure",
+                rustls::AlertDescription::from(*a)
+            ),
+            EapError::TlsHandshake => f.write_str("EAP-TLS handshake failed"),
         }
     }
 }
@@ -275,6 +305,8 @@ pub struct EapPeer {
     state: PeerState,
     rounds: u8,
     naks: u8,
+    /// EAP-TLS's state, for [`EapMethod::Tls`].
+    tls: Option<Box<EapTlsPeer>>,
 }
 
 impl fmt::Debug for EapPeer {
@@ -298,7 +330,28 @@ impl EapPeer {
             state: PeerState::Start,
             rounds: 0,
             naks: 0,
+            tls: None,
         }
+    }
+
+    /// An EAP-TLS peer with its EAP identity and certificate.
+    pub fn tls(identity: Vec<u8>, creds: &EapTlsCreds) -> Result<Self, EapError> {
+        let mut p = Self::new(EapMethod::Tls, identity, Zeroizing::default());
+        p.tls = Some(Box::new(EapTlsPeer::new(creds)?));
+        Ok(p)
+    }
+
+    /// The identity the gateway's EAP-TLS certificate must name.
+    pub fn set_server_id(&mut self, id: &IdPayload) {
+        if let Some(t) = &mut self.tls {
+            t.set_server_id(id);
+        }
+    }
+
+    /// The subject of the gateway's EAP-TLS certificate and the TLS version, once verified.
+    pub fn tls_server(&self) -> Option<(String, &'static str)> {
+        let t = self.tls.as_ref()?;
+        Some((t.server_subject()?, t.version().unwrap_or("TLS")))
     }
 
     /// The EAP identity we use.
@@ -309,10 +362,38 @@ impl EapPeer {
     /// Processes one EAP packet from the gateway.
     pub fn process(&mut self, bytes: &[u8], rng: &dyn SecureRandom) -> Result<PeerStep, EapError> {
         self.rounds = self.rounds.saturating_add(1);
-        if self.rounds > MAX_ROUNDS {
+        let max = if self.tls.is_some() {
+            MAX_TLS_ROUNDS
+        } else {
+            MAX_ROUNDS
+        };
+        if self.rounds > max {
             return Err(EapError::TooManyRounds);
         }
         let p = EapPacket::parse(bytes)?;
+        if let Some(t) = &mut self.tls {
+            match p.code {
+                CODE_SUCCESS => {
+                    return t
+                        .take_msk()
+                        .map(|m| PeerStep::Success(Some(m)))
+                        .ok_or(EapError::EarlySuccess);
+                }
+                CODE_FAILURE => {
+                    return Err(t.alert().map_or(EapError::Failure(0), EapError::TlsAlert));
+                }
+                CODE_REQUEST if p.typ == TYPE_TLS => {
+                    let d = t.process(p.data)?;
+                    return Ok(PeerStep::Respond(build(
+                        CODE_RESPONSE,
+                        p.id,
+                        Some(TYPE_TLS),
+                        &d,
+                    )));
+                }
+                _ => {}
+            }
+        }
         match p.code {
             CODE_SUCCESS => {
                 return match std::mem::replace(&mut self.state, PeerState::Start) {

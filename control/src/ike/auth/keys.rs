@@ -406,6 +406,48 @@ impl PrivateKey {
     }
 }
 
+impl PrivateKey {
+    /// A signature of `msg` with `scheme` (ECDSA in ASN.1 DER), as TLS signs (EAP-TLS's
+    /// CertificateVerify); a scheme that does not fit the key is refused.
+    pub fn sign_with(&self, scheme: Scheme, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let rng = SystemRandom::new();
+        match (&self.inner, scheme) {
+            (
+                Inner::Ecdsa {
+                    p384: false, asn1, ..
+                },
+                Scheme::EcdsaSha256,
+            )
+            | (
+                Inner::Ecdsa {
+                    p384: true, asn1, ..
+                },
+                Scheme::EcdsaSha384,
+            ) => asn1
+                .sign(&rng, msg)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| AuthError::SignFailed),
+            (Inner::Ed25519(k), Scheme::Ed25519) => Ok(k.sign(msg).as_ref().to_vec()),
+            (Inner::Rsa(k), s) => {
+                let enc: &'static dyn signature::RsaEncoding = match s {
+                    Scheme::RsaPssSha256 => &signature::RSA_PSS_SHA256,
+                    Scheme::RsaPssSha384 => &signature::RSA_PSS_SHA384,
+                    Scheme::RsaPssSha512 => &signature::RSA_PSS_SHA512,
+                    Scheme::RsaSha256 => &signature::RSA_PKCS1_SHA256,
+                    Scheme::RsaSha384 => &signature::RSA_PKCS1_SHA384,
+                    Scheme::RsaSha512 => &signature::RSA_PKCS1_SHA512,
+                    _ => return Err(AuthError::KeyMismatch),
+                };
+                let mut sig = vec![0; k.public().modulus_len()];
+                k.sign(enc, &rng, msg, &mut sig)
+                    .map_err(|_| AuthError::SignFailed)?;
+                Ok(sig)
+            }
+            _ => Err(AuthError::KeyMismatch),
+        }
+    }
+}
+
 /// The peer's public key, from a SubjectPublicKeyInfo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublicKey {

@@ -14,6 +14,7 @@
 
 pub mod cert;
 pub mod eap;
+pub mod eap_tls;
 pub mod keys;
 pub mod mschapv2;
 
@@ -50,8 +51,10 @@ pub enum LocalAuth {
         /// `local.eap_id`: the EAP identity (EAP-Identity and the MS-CHAPv2 name); `None`:
         /// the IKE identity's data, as strongSwan.
         identity: Option<Vec<u8>>,
-        /// The password (`[secrets.eap-NAME]`).
+        /// The password (`[secrets.eap-NAME]`; empty for EAP-TLS).
         secret: Zeroizing<Vec<u8>>,
+        /// EAP-TLS: our certificate and key, the CAs of the gateway's TLS certificate.
+        tls: Option<Arc<eap_tls::EapTlsCreds>>,
     },
 }
 
@@ -87,10 +90,14 @@ impl fmt::Debug for LocalAuth {
                 .field("rsa_pss", rsa_pss)
                 .finish(),
             LocalAuth::Eap {
-                method, identity, ..
+                method,
+                identity,
+                tls,
+                ..
             } => f
                 .debug_struct("Eap")
                 .field("method", method)
+                .field("tls", tls)
                 .field(
                     "identity",
                     &identity
@@ -193,6 +200,9 @@ pub struct PeerAuthInfo {
     pub ca: Option<String>,
     /// The EAP identity the peer authenticated with (printable), for EAP.
     pub eap_identity: Option<String>,
+    /// The subject of the gateway's EAP-TLS certificate and the TLS version (we the
+    /// EAP-TLS peer).
+    pub tls_subject: Option<(String, &'static str)>,
 }
 
 /// Why the peer's authentication was refused. Every one is answered with

@@ -558,6 +558,7 @@ pub(in crate::ike::sa) fn verify_peer(
                     subject,
                     ca,
                     eap_identity: None,
+                    tls_subject: None,
                 },
             ))
         }

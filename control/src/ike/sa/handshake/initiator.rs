@@ -206,14 +206,25 @@ impl AuthSent {
                 method,
                 identity,
                 secret,
+                tls,
             } => {
                 // RFC 5998: we accept EAP-only authentication (for a mutual method).
                 inner.push(notify(NotifyType::EapOnlyAuthentication));
                 let id = identity
                     .clone()
                     .unwrap_or_else(|| cfg.local_id.data.clone());
+                let peer = match tls {
+                    Some(creds) => match EapPeer::tls(id, creds) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let r = FailReason::AuthenticationFailed(AuthError::Eap(e));
+                            return ctx.fail(r, Some((core.spi_i, core.spi_r)), None);
+                        }
+                    },
+                    None => EapPeer::new(*method, id, secret.clone()),
+                };
                 Some(Box::new(EapClient {
-                    peer: EapPeer::new(*method, id, secret.clone()),
+                    peer,
                     gateway: None,
                     msk: None,
                 }))
@@ -368,6 +379,10 @@ impl AuthSent {
                     eap.gateway = Some((idr.clone(), info, None));
                 }
             }
+            // EAP-TLS: the gateway's TLS certificate must name the configured remote.id,
+            // else the identity it just gave.
+            let want = ctx.cfg.remote_id.as_ref().unwrap_or(idr);
+            eap.peer.set_server_id(want);
         }
         if let Some(msk) = &eap.msk {
             // The last response: the gateway's AUTH from the MSK, then the child SA.
@@ -386,7 +401,12 @@ impl AuthSent {
             };
             let st = *self;
             let eap = st.eap.expect("EAP state");
-            let (idr, info, first_proof) = eap.gateway.expect("set above");
+            let (idr, mut info, first_proof) = eap.gateway.expect("set above");
+            info.tls_subject = eap.peer.tls_server();
+            if first_proof.is_none() {
+                // EAP-only: the TLS certificate is the one the gateway showed.
+                info.subject = info.tls_subject.as_ref().map(|t| t.0.clone());
+            }
             // With a certificate-authenticated gateway that check is the proof of record;
             // with EAP-only it is the MSK AUTH.
             let proof = first_proof.unwrap_or(proof);
