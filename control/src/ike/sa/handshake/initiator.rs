@@ -379,10 +379,9 @@ impl AuthSent {
                     eap.gateway = Some((idr.clone(), info, None));
                 }
             }
-            // EAP-TLS: the gateway's TLS certificate must name the configured remote.id,
-            // else the identity it just gave.
-            let want = ctx.cfg.remote_id.as_ref().unwrap_or(idr);
-            eap.peer.set_server_id(want);
+            // EAP-TLS: the gateway's TLS certificate must name the identity it just gave
+            // (which matched remote.id, if configured).
+            eap.peer.set_server_id(idr);
         }
         if let Some(msk) = &eap.msk {
             // The last response: the gateway's AUTH from the MSK, then the child SA.
