@@ -14,6 +14,12 @@
 #
 #   scripts/anchors.sh NAME                 iperf3 -t 10
 #   SECONDS=5 scripts/anchors.sh NAME       iperf3 -t 5 (IPERF_SECONDS=5 works too)
+#   ANCHOR_TEST=udp_small scripts/anchors.sh NAME   instead of the TCP flows: iperf3 UDP,
+#                 forward, at unlimited rate (-b 0; ANCHOR_UDP_RATE to set one) with the
+#                 datagram payloads of ANCHOR_UDP_SIZES (default "64 512"): per size S
+#                 udpS_pps (delivered, the receiver's figure), udpS_sent_pps,
+#                 udpS_lost_percent, udpS_cpu_s_per_mpkt (daemons' CPU s per million delivered)
+#   ANCHOR_TEST=parallel4 scripts/anchors.sh NAME   iperf3 -P 4 (four TCP flows) each way
 #
 # Runs one TCP flow forward (client -> gateway) and one reverse (-R), checks that the bytes
 # really crossed the tunnel device, and prints ONE JSON line on stdout:
@@ -124,22 +130,52 @@ wait_for() {
   die "timed out after ${limit}s waiting for $what"
 }
 
-# run_iperf SERVER_ADDR [BIND] [TUNNEL_DEV]: sets FWD and REV (Mbit/s); with TUNNEL_DEV,
-# checks that at least 90% of iperf's bytes went through that device in the client namespace.
+# run_iperf SERVER_ADDR [BIND] [TUNNEL_DEV]: sets FWD and REV (Mbit/s) and RESULT (the JSON
+# fields of the test); with TUNNEL_DEV, checks that at least 90% of iperf's bytes went through
+# that device in the client namespace. ANCHOR_TEST (tcp, udp_small, parallel4) says what runs.
+FWD="" REV="" RESULT='{}'
 run_iperf() {
   local saddr=$1 bind=${2:-} dev=${3:-} before=0 after
   [ -n "$dev" ] && before=$(dev_bytes "$CL" "$dev")
-  local rates
-  rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_PING=1 lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
-    die "iperf3 failed"
-  read -r FWD REV <<<"$rates"
+  case "${ANCHOR_TEST:-tcp}" in
+    tcp)
+      local rates
+      rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_PING=1 lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
+        die "iperf3 failed"
+      read -r FWD REV <<<"$rates"
+      RESULT=$(lab_iperf_cpu_json "$WORK/iperf")
+      python3 -c 'import json, sys; r = {"forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
+        "$FWD" "$REV" "$RESULT" >"$WORK/result.json"
+      ;;
+    udp_small)
+      local size rate=${ANCHOR_UDP_RATE:-0} frag
+      echo '{}' >"$WORK/result.json"
+      for size in ${ANCHOR_UDP_SIZES:-64 512}; do
+        LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_ARGS="-u -l $size -b $rate" \
+          lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/udp$size" "$bind" fwd >/dev/null || die "iperf3 UDP -l $size failed"
+        frag=$(lab_iperf_cpu_json "$WORK/udp$size")
+        lab_udp_fields "$size" "$frag" "$WORK/result.json" "$rate"
+      done
+      ;;
+    parallel4)
+      local rates
+      rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_ARGS="-P 4" lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
+        die "iperf3 -P 4 failed"
+      read -r FWD REV <<<"$rates"
+      RESULT=$(lab_iperf_cpu_json "$WORK/iperf")
+      python3 -c 'import json, sys; r = {"flows": 4, "forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
+        "$FWD" "$REV" "$RESULT" >"$WORK/result.json"
+      ;;
+    *) die "ANCHOR_TEST=$ANCHOR_TEST: not tcp, udp_small or parallel4" ;;
+  esac
+  RESULT=$(cat "$WORK/result.json")
   if [ -n "$dev" ]; then
     after=$(dev_bytes "$CL" "$dev")
-    python3 - "$WORK/iperf.fwd.json" "$WORK/iperf.rev.json" "$((after - before))" "$dev" <<'PY' || die "traffic did not cross the tunnel"
-import json, sys
-moved = sum(json.load(open(f))["end"]["sum_received"]["bytes"] for f in sys.argv[1:3])
-seen = int(sys.argv[3])
-print(f"[anchors] {sys.argv[4]} carried {seen / 1e6:.0f} MB for iperf's {moved / 1e6:.0f} MB", file=sys.stderr)
+    python3 - "$((after - before))" "$dev" "$WORK"/iperf.fwd.json "$WORK"/iperf.rev.json "$WORK"/udp*.fwd.json <<'PY' || die "traffic did not cross the tunnel"
+import json, os, sys
+moved = sum(json.load(open(f))["end"]["sum_received"]["bytes"] for f in sys.argv[3:] if os.path.exists(f))
+seen = int(sys.argv[1])
+print(f"[anchors] {sys.argv[2]} carried {seen / 1e6:.0f} MB for iperf's {moved / 1e6:.0f} MB", file=sys.stderr)
 sys.exit(0 if seen >= 0.9 * moved else 1)
 PY
   fi
@@ -331,7 +367,7 @@ if [ "$NAME" = wireguard-go-current ]; then
     exit 3
   }
 fi
-log "iperf3 -t $IPERF_SECONDS, forward and reverse"
+log "iperf3 -t $IPERF_SECONDS, ${ANCHOR_TEST:-tcp}"
 case "$NAME" in
   plain) run_plain ;;
   strongswan) run_strongswan ;;
@@ -339,14 +375,12 @@ case "$NAME" in
   wireguard-go-current) run_wireguard wireguard-go-current ;;
   boringtun) run_wireguard boringtun ;;
 esac
-CPU='{}'
-CPU=$(lab_iperf_cpu_json "$WORK/iperf")
-log "forward $FWD Mbit/s, reverse $REV Mbit/s; daemons' CPU: $CPU"
-python3 - "$NAME" "$FWD" "$REV" "$IPERF_SECONDS" "$CPU" "${WGGO_CURRENT:-}" <<'PY'
+log "${ANCHOR_TEST:-tcp}: $RESULT"
+python3 - "$NAME" "$IPERF_SECONDS" "$RESULT" "${WGGO_CURRENT:-}" <<'PY'
 import json, os, sys
-name, fwd, rev, secs, cpu, binary = sys.argv[1:7]
-r = {"name": name, "forward_mbps": float(fwd), "reverse_mbps": float(rev), "seconds": int(secs)}
-r.update(json.loads(cpu))
+name, secs, result, binary = sys.argv[1:5]
+r = {"name": name, "seconds": int(secs)}
+r.update(json.loads(result))
 if binary:
     r["binary"] = os.path.basename(binary)
 print(json.dumps(r))

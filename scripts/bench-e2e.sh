@@ -26,15 +26,28 @@
 #      - hard handover: link 1 blackholed, 50 ms later `mifsec ctl handover tunnel p2 --hard`
 #        under a 1000 pps udpseq stream: longest gap and loss (how soon traffic resumes);
 #      - the daemons' RSS (VmRSS every second) over each case: first/last/max.
+#   4. in the same rounds as step 2, on the same one-link lab (cases of their own, so
+#      E2E_CASES can pick them; with --reference too):
+#      - udp_small: iperf3 UDP forward at unlimited rate (-b 0; E2E_UDP_RATE to fix one),
+#        64- and 512-byte datagrams (E2E_UDP_SIZES), IPERF_SECONDS each, through the plain
+#        veth, the current wireguard-go and mifsec: packets per second delivered (the
+#        receiver's figure), sent, lost, and the daemons' CPU seconds per million packets
+#        delivered; JSON "small_packets", ratio mifsec / the current wireguard-go;
+#      - parallel4: iperf3 -P 4 (four TCP flows) each way through the current wireguard-go
+#        and through mifsec's one SA; sas4: four manual SA pairs (10.1.K.0/24 <-> 10.2.K.0/24,
+#        K = 0..3) on the same link, one TCP flow through each at once, each way; Mbit/s and
+#        CPU seconds per GB: how the packet workers scale; JSON "several_flows".
 #
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
 #   scripts/bench-e2e.sh --anchors-only   only step 1
 #   scripts/bench-e2e.sh --mifsec-only    only steps 2 and 3 (no ratios then)
-#   scripts/bench-e2e.sh --reference      only step 2 (current wireguard-go and mifsec, alternately)
+#   scripts/bench-e2e.sh --reference      only steps 2 and 4 (current wireguard-go and mifsec, alternately)
 #   E2E_ROUNDS=3   rounds of step 2
 #   E2E_VARIANTS="old=/path/mifsec ..."   also run these builds on one link in every round
 #                  (cases one_link_old, ...): an A/B of a change in the same run
 #   E2E_CASES="soak" scripts/bench-e2e.sh --mifsec-only   only the named mifsec cases
+#   E2E_CASES="udp_small parallel4 sas4" scripts/bench-e2e.sh --reference   only step 4
+#                  (the peers' runs of a case go with it: one_link, udp_small, parallel4)
 #   E2E_OUT=FILE   write the JSON there instead of bench/results/latest.json
 #   IPERF_SECONDS=5 scripts/bench-e2e.sh  shorter iperf runs
 #   MIFSEC_BIN=/path/mifsec scripts/bench-e2e.sh   use that binary, do not build
@@ -60,7 +73,7 @@ for arg in "$@"; do
     --mifsec-only) MIFSEC_ONLY=1 ;;
     --reference) REFERENCE_ONLY=1 ;;
     -h | --help)
-      sed -n '2,44p' "$0"
+      sed -n '2,57' "$0"
       exit 0
       ;;
     *)
@@ -72,6 +85,8 @@ done
 [ "$(id -u)" = 0 ] || { echo "$0: needs root (network namespaces)" >&2; exit 1; }
 
 T=${IPERF_SECONDS:-10}
+UDP_SIZES=${E2E_UDP_SIZES:-64 512}
+UDP_RATE=${E2E_UDP_RATE:-0}
 ROUNDS=${E2E_ROUNDS:-2}
 P=${E2E_PREFIX:-mfe}
 WORK=$(mktemp -d /tmp/mifsec-e2e.XXXXXX)
@@ -112,11 +127,13 @@ ANCHORS=(plain strongswan wireguard-go boringtun)
 ((MIFSEC_ONLY || REFERENCE_ONLY)) && ANCHORS=()
 # With the mifsec cases, the current wireguard-go runs between them (below).
 ((ANCHORS_ONLY)) && ANCHORS+=(wireguard-go-current)
-# run_anchor NAME [FILE]: one anchor into $RES/anchor-FILE.json (FILE defaults to NAME).
+# run_anchor NAME [FILE] [TEST]: one anchor into $RES/anchor-FILE.json (FILE defaults to
+# NAME); TEST is scripts/anchors.sh's ANCHOR_TEST (tcp, the default, udp_small, parallel4).
 run_anchor() {
-  local a=$1 f=${2:-$1} rc=0
-  step "anchor $a (iperf3 -t $T, forward and reverse)"
-  IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" scripts/anchors.sh "$a" >"$RES/anchor-$f.json" 2>"$WORK/anchor-$f.log" || rc=$?
+  local a=$1 f=${2:-$1} t=${3:-tcp} rc=0
+  step "anchor $a (iperf3 -t $T, $t)"
+  IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" ANCHOR_TEST=$t ANCHOR_UDP_SIZES="$UDP_SIZES" ANCHOR_UDP_RATE="$UDP_RATE" \
+    scripts/anchors.sh "$a" >"$RES/anchor-$f.json" 2>"$WORK/anchor-$f.log" || rc=$?
   if ((rc == 0)); then
     cat "$RES/anchor-$f.json" >&2
   elif ((rc == 3)); then
@@ -310,6 +327,61 @@ PY
   finish_case "$dir" "$frag"
 }
 
+# case_udp_small DIR: iperf3 UDP forward through the one-link tunnel, for each size of
+# UDP_SIZES at rate UDP_RATE: packets delivered per second and CPU per million packets.
+case_udp_small() {
+  local dir=$1 size frag
+  lab_up_one_link "$P"
+  start_mifsec "$dir" failover 1 none
+  echo '{}' >"$dir/udp.json"
+  for size in $UDP_SIZES; do
+    LAB_IPERF_PIDS="$(cat "$dir/client.pid" "$dir/gateway.pid" | tr '\n' ' ')" LAB_IPERF_ARGS="-u -l $size -b $UDP_RATE" \
+      lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$T" "$dir/udp$size" 10.1.0.1 fwd >/dev/null
+    frag=$(lab_iperf_cpu_json "$dir/udp$size")
+    log "UDP $size-byte datagrams: $frag"
+    lab_udp_fields "$size" "$frag" "$dir/udp.json" "$UDP_RATE"
+  done
+  finish_case "$dir" "$(cat "$dir/udp.json")"
+}
+
+# case_parallel4 DIR: iperf3 -P 4 (four TCP flows) each way through the one SA.
+case_parallel4() {
+  local dir=$1 rates fwd rev cpu
+  lab_up_one_link "$P"
+  start_mifsec "$dir" failover 1 none
+  rates=$(LAB_IPERF_PIDS="$(cat "$dir/client.pid" "$dir/gateway.pid" | tr '\n' ' ')" LAB_IPERF_ARGS="-P 4" \
+    lab_iperf "${P}gw" 10.2.0.1 "${P}cl" "$T" "$dir/iperf" 10.1.0.1)
+  read -r fwd rev <<<"$rates"
+  cpu=$(lab_iperf_cpu_json "$dir/iperf")
+  log "iperf3 -P 4: forward $fwd Mbit/s, reverse $rev Mbit/s; daemons' CPU: $cpu"
+  finish_case "$dir" "$(python3 -c 'import json, sys; r = {"flows": 4, "sas": 1, "forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
+    "$fwd" "$rev" "$cpu")"
+}
+
+# case_sas4 DIR: four manual SA pairs on one link (LAB_MIFSEC_SAS=4), one TCP flow through
+# each at once (10.1.K.1 -> 10.2.K.1), each way.
+case_sas4() {
+  local dir=$1 rates fwd rev cpu k
+  local -a pairs=()
+  lab_up_one_link "$P"
+  LAB_MIFSEC_SAS=4 start_mifsec "$dir" failover 1 none
+  for k in 1 2 3; do
+    for _ in $(seq 20); do
+      ip netns exec "${P}cl" ping -c 1 -W 0.5 -I "10.1.$k.1" "10.2.$k.1" >/dev/null 2>&1 && continue 2
+      sleep 0.3
+    done
+    lab_die "no ping crosses SA tunnel$((k + 1)) (10.1.$k.1 -> 10.2.$k.1) within 10 s"
+  done
+  for k in 0 1 2 3; do pairs+=("10.2.$k.1,10.1.$k.1"); done
+  rates=$(LAB_IPERF_PIDS="$(cat "$dir/client.pid" "$dir/gateway.pid" | tr '\n' ' ')" \
+    lab_iperf_pairs "${P}gw" "${P}cl" "$T" "$dir/iperf" "fwd rev" "${pairs[@]}")
+  read -r fwd rev <<<"$rates"
+  cpu=$(lab_iperf_cpu_json "$dir/iperf")
+  log "4 SAs, one flow each: forward $fwd Mbit/s, reverse $rev Mbit/s; daemons' CPU: $cpu"
+  finish_case "$dir" "$(python3 -c 'import json, sys; r = {"flows": 4, "sas": 4, "forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
+    "$fwd" "$rev" "$cpu")"
+}
+
 case_aggregate() { # DIR R1 R2
   local dir=$1 r1=$2 r2=$3 frag
   lab_up_two_links "$P" "$r1" "$r2"
@@ -418,6 +490,8 @@ print(json.dumps({"pps": 1000, **{k: r[k] for k in keep}}))' "$res")
 # (so any failing command ends the case), records an error result if it fails, and always
 # cleans up after it.
 DAEMON_MISSING=0
+# case_wanted NAME: whether E2E_CASES (if set) names NAME.
+case_wanted() { [ -z "${E2E_CASES:-}" ] || [[ " $E2E_CASES " == *" $1 "* ]]; }
 run_case() {
   local name=$1 dir=$WORK/case-$1 rc=0
   shift
@@ -468,7 +542,7 @@ if ((!ANCHORS_ONLY)); then
   if ((!BUILD)) || mifsec_build >"$WORK/build.log" 2>&1; then
     # The reference and mifsec alternately, so that both see the same machine.
     for ((k = 1; k <= ROUNDS; k++)); do
-      ((MIFSEC_ONLY)) || [[ -n "${E2E_CASES:-}" && " $E2E_CASES " != *" one_link "* ]] ||
+      ((MIFSEC_ONLY)) || ! case_wanted one_link ||
         run_anchor wireguard-go-current "wireguard-go-current@$k"
       run_case "one_link@$k" case_one_link
       run_case "transport@$k" case_transport
@@ -476,6 +550,16 @@ if ((!ANCHORS_ONLY)); then
       for v in ${E2E_VARIANTS:-}; do
         MIFSEC_BIN=${v#*=} run_case "one_link_${v%%=*}@$k" case_one_link
       done
+      # Small packets and several flows / SAs, the peers in the same rounds (step 4).
+      if ((!MIFSEC_ONLY)) && case_wanted udp_small; then
+        run_anchor plain "plain-udp_small@$k" udp_small
+        run_anchor wireguard-go-current "wireguard-go-current-udp_small@$k" udp_small
+      fi
+      run_case "udp_small@$k" case_udp_small
+      ((MIFSEC_ONLY)) || ! case_wanted parallel4 ||
+        run_anchor wireguard-go-current "wireguard-go-current-parallel4@$k" parallel4
+      run_case "parallel4@$k" case_parallel4
+      run_case "sas4@$k" case_sas4
     done
     ((REFERENCE_ONLY)) && E2E_CASES=none
     run_case aggregate_200_100 case_aggregate 200 100
@@ -546,10 +630,23 @@ for (kind, name), rs in rounds.items():
     merged["rounds"] = rs
     (anchors if kind == "anchor" else mifsec)[name] = merged
 
+# Step 4's runs, out of the one-flow TCP tables into their own sections.
+REF = "wireguard-go-current"
+small_packets, several_flows = {}, {}
+for tunnel in ("plain", REF):
+    if f"{tunnel}-udp_small" in anchors:
+        small_packets[tunnel] = anchors.pop(f"{tunnel}-udp_small")
+if "udp_small" in mifsec:
+    small_packets["mifsec"] = mifsec.pop("udp_small")
+if f"{REF}-parallel4" in anchors:
+    several_flows[f"{REF}_p4"] = anchors.pop(f"{REF}-parallel4")
+for case, key in (("parallel4", "mifsec_p4"), ("sas4", "mifsec_4sas")):
+    if case in mifsec:
+        several_flows[key] = mifsec.pop(case)
+
 ratios = {}
 peers = {k: v for k, v in anchors.items() if k != "plain" and "error" not in v and "absent" not in v}
 one = mifsec.get("one_link", {})
-REF = "wireguard-go-current"
 ref = anchors.get(REF, {})
 for d in ("forward", "reverse"):
     m = num(one, d + "_mbps")
@@ -583,6 +680,27 @@ for d in ("forward", "reverse"):
     t, m = num(tr, d + "_mbps"), num(one, d + "_mbps")
     if t is not None and m:
         ratios[f"transport_vs_tunnel_{d}"] = round(t / m, 3)
+# Small packets: delivered packets per second (higher is better) and CPU per million packets
+# (lower is better), mifsec against the current wireguard-go, medians of the same run.
+sm, sr = small_packets.get("mifsec", {}), small_packets.get(REF, {})
+for size in sorted({k.split("_")[0][3:] for d in small_packets.values() for k in d
+                    if k.startswith("udp") and k.endswith("_pps") and k.split("_")[0][3:].isdigit()}, key=int):
+    m, r = num(sm, f"udp{size}_pps"), num(sr, f"udp{size}_pps")
+    if m is not None and r:
+        ratios[f"mifsec_udp{size}_pps_vs_{REF}"] = round(m / r, 3)
+    mc, rc = num(sm, f"udp{size}_cpu_s_per_mpkt"), num(sr, f"udp{size}_cpu_s_per_mpkt")
+    if mc is not None and rc:
+        ratios[f"mifsec_udp{size}_cpu_per_mpkt_vs_{REF}"] = round(mc / rc, 3)
+# Several flows: against the reference's -P 4, and against mifsec's own one flow (scaling).
+for key in ("mifsec_p4", "mifsec_4sas"):
+    d = several_flows.get(key, {})
+    for dr in ("forward", "reverse"):
+        m = num(d, dr + "_mbps")
+        r, o = num(several_flows.get(f"{REF}_p4", {}), dr + "_mbps"), num(one, dr + "_mbps")
+        if m is not None and r:
+            ratios[f"{key}_vs_{REF}_p4_{dr}"] = round(m / r, 3)
+        if m is not None and o:
+            ratios[f"{key}_vs_one_flow_{dr}"] = round(m / o, 3)
 
 for agg, single, key in (("aggregate_200_100", "single_200_of_200_100", "agg_200_100_vs_200_alone"),
                          ("aggregate_300_30", "single_300_of_300_30", "agg_300_30_vs_300_alone")):
@@ -598,9 +716,13 @@ report = {
     "mode": mode,
     "anchors": anchors,
     "mifsec": mifsec if not anchors_only else None,
+    "small_packets": small_packets,
+    "several_flows": several_flows,
     "ratios": ratios,
     "errors": sorted([f"anchor {k}: {v['error']}" for k, v in anchors.items() if "error" in v]
-                     + [f"mifsec {k}: {v['error']}" for k, v in mifsec.items() if "error" in v]),
+                     + [f"mifsec {k}: {v['error']}" for k, v in mifsec.items() if "error" in v]
+                     + [f"small_packets {k}: {v['error']}" for k, v in small_packets.items() if "error" in v]
+                     + [f"several_flows {k}: {v['error']}" for k, v in several_flows.items() if "error" in v]),
 }
 with open(out, "w") as f:
     json.dump(report, f, indent=2)
@@ -629,7 +751,7 @@ for name in ("plain", "strongswan", "wireguard-go", "boringtun", REF):
         label = f"{REF} ({anchors[name].get('binary', 'current')})" if name == REF else name
         rows.append(tunnel_row(label, anchors[name]))
 if not anchors_only:
-    for key in ["one_link"] + sorted(k for k in mifsec if k.startswith("one_link_")):
+    for key in [k for k in ["one_link"] if k in mifsec] + sorted(k for k in mifsec if k.startswith("one_link_")):
         d = mifsec[key] if key in mifsec else one
         rows.append(tunnel_row("mifsec, one link" + (f" ({key[9:]})" if key != "one_link" else ""), d))
         if "aead_share" in d:
@@ -659,6 +781,15 @@ if not anchors_only:
     for key in ("agg_200_100_vs_200_alone", "agg_300_30_vs_300_alone"):
         if key + "_forward" in ratios:
             rows.append((f"  {key}", fmt(ratios.get(key + "_forward"), ".3f"), fmt(ratios.get(key + "_reverse"), ".3f"), "", ""))
+    for key, label in ((f"{REF}_p4", f"{REF}, iperf3 -P 4"), ("mifsec_p4", "mifsec, iperf3 -P 4, one SA"),
+                       ("mifsec_4sas", "mifsec, 4 SAs, one flow each")):
+        if key in several_flows:
+            rows.append(tunnel_row(label, several_flows[key]))
+    for key, label in (("mifsec_p4", "  mifsec -P 4"), ("mifsec_4sas", "  mifsec 4 SAs")):
+        if f"{key}_vs_one_flow_forward" in ratios or f"{key}_vs_{REF}_p4_forward" in ratios:
+            rows.append((f"{label} / one flow, / {REF} -P 4",
+                         f"{fmt(ratios.get(f'{key}_vs_one_flow_forward'), '.2f')}, {fmt(ratios.get(f'{key}_vs_{REF}_p4_forward'), '.2f')}",
+                         f"{fmt(ratios.get(f'{key}_vs_one_flow_reverse'), '.2f')}, {fmt(ratios.get(f'{key}_vs_{REF}_p4_reverse'), '.2f')}", "", ""))
     d = mifsec.get("soak", {})
     if d:
         rows.append(("soak: Mbit/s / RSS growth after 30 s (client, gateway)", fmt(num(d, "forward_mbps")),
@@ -682,11 +813,41 @@ for i, r in enumerate(rows):
     print(f"{r[0]:<{w[0]}}  {r[1]:>{w[1]}}  {r[2]:>{w[2]}}  {r[3]:>{w[3]}}  {r[4]:>{w[4]}}  {r[5]}".rstrip())
     if i == 0:
         print("-" * (sum(w) + 8))
+# Small packets: a table of its own (packets, not bytes).
+sizes = sorted({k.split("_")[0][3:] for d in small_packets.values() for k in d
+                if k.startswith("udp") and k.endswith("_pps") and k.split("_")[0][3:].isdigit()}, key=int)
+if small_packets:
+    rate = next((d.get("udp_rate") for d in small_packets.values() if "udp_rate" in d), "0")
+    print(f"\nsmall packets: iperf3 UDP forward, -b {rate}, {secs} s; pps delivered (the receiver's), "
+          "sent, lost %, daemons' CPU s per million delivered")
+    srows = [("what",) + tuple(f"{s} B: pps / sent / lost % / CPU s/Mpkt" for s in sizes)]
+    for tunnel in ("plain", REF, "mifsec"):
+        d = small_packets.get(tunnel)
+        if d is None:
+            continue
+        label = f"{REF} ({d.get('binary', 'current')})" if tunnel == REF else tunnel
+        if "absent" in d or "error" in d:
+            srows.append((label, ("ABSENT: " + d["absent"] if "absent" in d else "FAILED: " + d["error"])[:70]) + ("",) * (len(sizes) - 1))
+            continue
+        srows.append((label,) + tuple(
+            f"{fmt(num(d, f'udp{s}_pps'), '.0f')} / {fmt(num(d, f'udp{s}_sent_pps'), '.0f')} / "
+            f"{fmt(num(d, f'udp{s}_lost_percent'), '.1f')} / {fmt(num(d, f'udp{s}_cpu_s_per_mpkt'), '.2f')}" for s in sizes))
+    if any(f"mifsec_udp{s}_pps_vs_{REF}" in ratios for s in sizes):
+        srows.append((f"  mifsec / {REF}: pps, CPU per packet",) + tuple(
+            f"{fmt(ratios.get(f'mifsec_udp{s}_pps_vs_{REF}'), '.2f')}x, {fmt(ratios.get(f'mifsec_udp{s}_cpu_per_mpkt_vs_{REF}'), '.2f')}x" for s in sizes))
+    sw = [max(len(str(r[i])) for r in srows) for i in range(len(srows[0]))]
+    for i, r in enumerate(srows):
+        print("  ".join(f"{c:<{sw[0]}}" if j == 0 else f"{c:>{sw[j]}}" for j, c in enumerate(r)).rstrip())
+        if i == 0:
+            print("-" * (sum(sw) + 2 * len(sw)))
 for (kind, name), rs in sorted(rounds.items()):
-    print(f"rounds of {name}: " + "; ".join(
-        f"{fmt(num(d, 'forward_mbps'))}/{fmt(num(d, 'reverse_mbps'))} Mbit/s, "
-        f"{fmt(num(d, 'forward_cpu_s_per_gb'), '.2f')}/{fmt(num(d, 'reverse_cpu_s_per_gb'), '.2f')} s/GB"
-        for _, d in sorted(rs, key=lambda kv: kv[0])))
+    def round_text(d):
+        if any(k.startswith("udp") and k.endswith("_pps") for k in d):
+            return ", ".join(f"{s} B {fmt(num(d, f'udp{s}_pps'), '.0f')} pps {fmt(num(d, f'udp{s}_cpu_s_per_mpkt'), '.2f')} s/Mpkt"
+                             for s in sizes)
+        return (f"{fmt(num(d, 'forward_mbps'))}/{fmt(num(d, 'reverse_mbps'))} Mbit/s, "
+                f"{fmt(num(d, 'forward_cpu_s_per_gb'), '.2f')}/{fmt(num(d, 'reverse_cpu_s_per_gb'), '.2f')} s/GB")
+    print(f"rounds of {name}: " + "; ".join(round_text(d) for _, d in sorted(rs, key=lambda kv: kv[0])))
 print(f"\nwritten: {out}")
 for e in report["errors"]:
     print("error:", e)

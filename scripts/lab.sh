@@ -246,12 +246,20 @@ lab_cpu_ticks() {
 # {"forward_cpu_s", "forward_gb", "forward_cpu_s_per_gb", "reverse_..."}: CPU seconds
 # (utime + stime) per 10^9 bytes that iperf3's receiver got; with LAB_IPERF_PING=1 also the
 # ping RTT under that load, {"forward_rtt_ms_p50", "forward_rtt_ms_p99", "forward_pings",
-# ...}. Directions not run are left out.
+# ...}. Directions not run are left out. For a UDP run (LAB_IPERF_ARGS="-u -l N ...") also
+# the packets: {"forward_pps" (delivered: what iperf3's receiver got, per second),
+# "forward_sent_pps", "forward_lost_percent", "forward_packets", "forward_cpu_s_per_mpkt"
+# (CPU seconds per million packets delivered)}. After lab_iperf_pairs (several iperf3 runs at
+# once: OUT_PREFIX.DIR.K.json) the figures are their sums.
 lab_iperf_cpu_json() {
   python3 - "$1" "$(getconf CLK_TCK)" <<'PY'
-import json, os, re, sys
+import glob, json, os, re, sys
 out, hz = sys.argv[1], int(sys.argv[2])
 r = {}
+def results(d):
+    one = f"{out}.{d}.json"
+    files = [one] if os.path.exists(one) else sorted(glob.glob(f"{out}.{d}.[0-9]*.json"))
+    return [json.load(open(f)) for f in files]
 for d, name in (("fwd", "forward"), ("rev", "reverse")):
     ping = f"{out}.{d}.ping"
     if os.path.exists(ping):
@@ -260,17 +268,30 @@ for d, name in (("fwd", "forward"), ("rev", "reverse")):
             r[f"{name}_pings"] = len(rtt)
             r[f"{name}_rtt_ms_p50"] = rtt[len(rtt) // 2]
             r[f"{name}_rtt_ms_p99"] = rtt[min(len(rtt) - 1, int(len(rtt) * 0.99))]
-    cpu, res = f"{out}.{d}.cpu", f"{out}.{d}.json"
-    if not (os.path.exists(cpu) and os.path.exists(res)):
+    cpu, res = f"{out}.{d}.cpu", results(d)
+    if not res:
         continue
-    ticks = [int(x) for x in open(cpu).read().split()]
-    if len(ticks) != 2:
-        continue
-    gb = json.load(open(res))["end"]["sum_received"]["bytes"] / 1e9
-    secs = (ticks[1] - ticks[0]) / hz
-    r[f"{name}_cpu_s"] = round(secs, 2)
-    r[f"{name}_gb"] = round(gb, 3)
-    r[f"{name}_cpu_s_per_gb"] = round(secs / gb, 3) if gb > 0 else None
+    ticks = [int(x) for x in open(cpu).read().split()] if os.path.exists(cpu) else []
+    # No daemons (the plain veth): no CPU figures, the packet figures all the same.
+    secs = (ticks[1] - ticks[0]) / hz if len(ticks) == 2 else None
+    gb = sum(x["end"]["sum_received"]["bytes"] for x in res) / 1e9
+    if secs is not None:
+        r[f"{name}_cpu_s"] = round(secs, 2)
+        r[f"{name}_gb"] = round(gb, 3)
+        r[f"{name}_cpu_s_per_gb"] = round(secs / gb, 3) if gb > 0 else None
+    if all(x["start"]["test_start"]["protocol"] == "UDP" for x in res):
+        # Delivered = the receiver's bytes over the datagram size (iperf3's "packets" on the
+        # receiving side counts the highest sequence number seen, lost ones included).
+        got = sum(x["end"]["sum_received"]["bytes"] // x["start"]["test_start"]["blksize"] for x in res)
+        sent = sum(x["end"]["sum_sent"]["packets"] for x in res)
+        dur = max(x["end"]["sum_received"]["seconds"] for x in res)
+        r[f"{name}_datagram_bytes"] = res[0]["start"]["test_start"]["blksize"]
+        r[f"{name}_packets"] = got
+        r[f"{name}_pps"] = round(got / dur) if dur > 0 else None
+        r[f"{name}_sent_pps"] = round(sent / dur) if dur > 0 else None
+        r[f"{name}_lost_percent"] = round(100 * (1 - got / sent), 2) if sent else None
+        if secs is not None:
+            r[f"{name}_cpu_s_per_mpkt"] = round(secs / (got / 1e6), 3) if got else None
 print(json.dumps(r))
 PY
 }
@@ -280,11 +301,14 @@ PY
 # OUT_PREFIX.DIR.json and prints the receiver-side rates in Mbit/s, one decimal, in the order
 # asked ("FWD REV"). Bounded by `timeout`. With LAB_IPERF_PIDS="PID..." (the tunnel's daemons)
 # it also writes OUT_PREFIX.DIR.cpu, their CPU ticks before and after each direction, for
-# lab_iperf_cpu_json.
+# lab_iperf_cpu_json. LAB_IPERF_ARGS adds iperf3 client options: "-P 4" (four TCP flows),
+# "-u -l 64 -b 0" (UDP, 64-byte datagrams, unlimited rate).
 lab_iperf() {
   local sns=$1 saddr=$2 cns=$3 secs=$4 out=$5 bind=${6:-} dirs=${7:-fwd rev} spid rc=0 port=5201 d
-  local -a bindarg=() files=()
+  local -a bindarg=() files=() extra=()
   [ -n "$bind" ] && bindarg=(-B "$bind")
+  # shellcheck disable=SC2206 # a word list of options on purpose
+  extra=(${LAB_IPERF_ARGS:-})
   ip netns exec "$sns" iperf3 -s -B "$saddr" -p "$port" >"$out.server.log" 2>&1 &
   spid=$!
   # Wait for the server's socket rather than sleeping a fixed time.
@@ -309,7 +333,7 @@ lab_iperf() {
       ppid=$!
     fi
     timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "$saddr" -p "$port" "${bindarg[@]}" \
-      -t "$secs" --connect-timeout 5000 "${rev[@]}" -J >"$out.$d.json" 2>&1 || { rc=1; break; }
+      -t "$secs" --connect-timeout 5000 "${rev[@]}" "${extra[@]}" -J >"$out.$d.json" 2>&1 || { rc=1; break; }
     # shellcheck disable=SC2086
     [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >>"$out.$d.cpu"
     if [ -n "$ppid" ]; then
@@ -328,6 +352,81 @@ for f in sys.argv[1:]:
     if "error" in d:
         sys.exit(f"{f}: {d['error']}")
     rates.append(d["end"]["sum_received"]["bits_per_second"] / 1e6)
+print(" ".join(f"{r:.1f}" for r in rates))
+PY
+}
+
+# lab_udp_fields SIZE FRAGMENT FILE [RATE]: merges the forward UDP figures of FRAGMENT (from
+# lab_iperf_cpu_json after a UDP run with SIZE-byte datagrams) into the JSON object in FILE as
+# udpSIZE_pps, udpSIZE_sent_pps, udpSIZE_lost_percent, udpSIZE_cpu_s_per_mpkt, ... and
+# udp_rate (iperf3's -b: 0 is unlimited).
+lab_udp_fields() {
+  python3 - "$1" "$2" "$3" "${4:-0}" <<'PY'
+import json, sys
+size, frag, path, rate = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4]
+r = json.load(open(path))
+for k, v in frag.items():
+    if k.startswith("forward_") and not k.endswith(("_gb", "_cpu_s_per_gb")):
+        r[f"udp{size}_{k[len('forward_'):]}"] = v
+r["udp_rate"] = rate
+r["udp_direction"] = "forward"
+json.dump(r, open(path, "w"))
+PY
+}
+
+# lab_iperf_pairs SERVER_NS CLIENT_NS SECONDS OUT_PREFIX DIRECTIONS SADDR,BIND...: one TCP
+# flow per pair at the same time (server SADDR on port 5201 + K for pair K, the client bound to
+# BIND), per direction of DIRECTIONS ("fwd rev"); writes OUT_PREFIX.DIR.K.json and, with
+# LAB_IPERF_PIDS, OUT_PREFIX.DIR.cpu (for lab_iperf_cpu_json, which sums the pairs). Prints the
+# summed receiver-side rates in Mbit/s in the order asked. Bounded by `timeout`.
+lab_iperf_pairs() {
+  local sns=$1 cns=$2 secs=$3 out=$4 dirs=$5 d k rc=0 pair
+  shift 5
+  local -a spids=() cpids=() pairs=("$@")
+  for k in "${!pairs[@]}"; do
+    ip netns exec "$sns" iperf3 -s -B "${pairs[k]%%,*}" -p $((5201 + k)) >"$out.server.$k.log" 2>&1 &
+    spids+=($!)
+  done
+  for k in "${!pairs[@]}"; do
+    for _ in $(seq 50); do
+      ip netns exec "$sns" ss -ltnH "sport = :$((5201 + k))" 2>/dev/null | grep -q . && break
+      sleep 0.1
+    done
+  done
+  for d in $dirs; do
+    local -a rev=()
+    [ "$d" = rev ] && rev=(-R)
+    # shellcheck disable=SC2086 # LAB_IPERF_PIDS is a list of pids on purpose
+    [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >"$out.$d.cpu"
+    cpids=()
+    for k in "${!pairs[@]}"; do
+      pair=${pairs[k]}
+      timeout $((secs + 30)) ip netns exec "$cns" iperf3 -c "${pair%%,*}" -p $((5201 + k)) -B "${pair#*,}" \
+        -t "$secs" --connect-timeout 5000 "${rev[@]}" -J >"$out.$d.$k.json" 2>&1 &
+      cpids+=($!)
+    done
+    for k in "${!cpids[@]}"; do
+      wait "${cpids[k]}" || rc=1
+    done
+    # shellcheck disable=SC2086
+    [ -n "${LAB_IPERF_PIDS:-}" ] && lab_cpu_ticks $LAB_IPERF_PIDS >>"$out.$d.cpu"
+    ((rc == 0)) || break
+  done
+  lab_kill_pids "${spids[@]}"
+  for k in "${!spids[@]}"; do wait "${spids[k]}" 2>/dev/null || true; done
+  ((rc == 0)) || { lab_log "iperf3 failed, see $out.*"; tail -n 5 "$out".*.json >&2 2>/dev/null; return 1; }
+  python3 - "$out" "$dirs" <<'PY'
+import glob, json, sys
+out, dirs = sys.argv[1], sys.argv[2].split()
+rates = []
+for d in dirs:
+    total = 0.0
+    for f in sorted(glob.glob(f"{out}.{d}.[0-9]*.json")):
+        r = json.load(open(f))
+        if "error" in r:
+            sys.exit(f"{f}: {r['error']}")
+        total += r["end"]["sum_received"]["bits_per_second"] / 1e6
+    rates.append(total)
 print(" ".join(f"{r:.1f}" for r in rates))
 PY
 }
@@ -370,28 +469,38 @@ _mifsec_spi() { echo $((($(od -An -tu4 -N4 /dev/urandom | tr -d ' ') & 0x7ffffff
 # gateway swaps in/out), path "p1" on link 1 and "p2" on link 2 with weights W1 and W2
 # (default 1 and 1). W2 = "none" writes p1 only (for lab_up_one_link). With policy failover,
 # p1 is active and p2 standby. Control sockets: DIR/client.sock, DIR/gateway.sock.
+# LAB_MIFSEC_SAS=N (default 1) writes N such SA pairs: "tunnel" for 10.1.0.0/24 <-> 10.2.0.0/24
+# and "tunnelK" (K = 2..N) for 10.1.(K-1).0/24 <-> 10.2.(K-1).0/24, each with its own SPIs and
+# keys and the same paths; the client has 10.1.(K-1).1 on its TUN, the gateway 10.2.(K-1).1.
 mifsec_configs() {
-  local dir=${1:?dir} policy=${2:?policy} w1=${3:-1} w2=${4:-1}
+  local dir=${1:?dir} policy=${2:?policy} w1=${3:-1} w2=${4:-1} nsas=${LAB_MIFSEC_SAS:-1} k s
   mkdir -p "$dir" || return 1
   # The daemons drop root: they must reach their state directories (made inside) as nobody.
   chmod 711 "$dir" || return 1
-  local spi_c2g spi_g2c key_c2g key_g2c
-  spi_c2g=$(_mifsec_spi)
-  spi_g2c=$(_mifsec_spi)
-  [ "$spi_c2g" != "$spi_g2c" ] || spi_g2c=$((spi_c2g ^ 1))
-  key_c2g=$(_mifsec_hex 20) # aes128gcm16: 16-byte key || 4-byte salt
-  key_g2c=$(_mifsec_hex 20)
+  # Per SA pair K: SPIs (all distinct) and keys (aes128gcm16: 16-byte key || 4-byte salt).
+  local -a spis=() key_c2g=() key_g2c=()
+  while ((${#spis[@]} < 2 * nsas)); do
+    s=$(_mifsec_spi)
+    [[ " ${spis[*]} " == *" $s "* ]] || spis+=("$s")
+  done
+  for ((k = 0; k < nsas; k++)); do
+    key_c2g+=("$(_mifsec_hex 20)")
+    key_g2c+=("$(_mifsec_hex 20)")
+  done
   local p2role=active
   [ "$policy" = failover ] && p2role=standby
-  # side: name, own inner /32, own prefix, peer prefix, interface prefix and device prefix,
-  # own last octet on the links, peer's, out SPI/key, in SPI/key
+  # side: name, own inner prefix (10.1 or 10.2), peer's, device prefix, own last octet on
+  # the links, peer's, "c2g" if this side's outbound is client -> gateway
   _mifsec_side_toml() {
-    local name=$1 inner=$2 lts=$3 rts=$4 dev=$5 me=$6 peer=$7 so=$8 ko=$9 si=${10} ki=${11}
+    local name=$1 own=$2 peer_net=$3 dev=$4 me=$5 peer=$6 out=$7 addrs="" sa so ko si ki
+    for ((k = 0; k < nsas; k++)); do
+      addrs+="${addrs:+, }\"$own.$k.1/32\""
+    done
     cat <<EOF
 # Generated by scripts/lab.sh mifsec_configs for the lab ($name side).
 [dataplane]
 tun = "mifsec0"
-addresses = ["$inner/32"]
+addresses = [$addrs]
 control_socket = "$dir/$name.sock"
 state_dir = "$dir/$name-state"
 
@@ -405,38 +514,45 @@ EOF
 device = "${dev}2"
 address = "198.18.2.$me"
 EOF
-    cat <<EOF
+    for ((k = 0; k < nsas; k++)); do
+      sa=tunnel
+      ((k == 0)) || sa="tunnel$((k + 1))"
+      if [ "$out" = c2g ]; then
+        so=${spis[2 * k]} ko=${key_c2g[k]} si=${spis[2 * k + 1]} ki=${key_g2c[k]}
+      else
+        so=${spis[2 * k + 1]} ko=${key_g2c[k]} si=${spis[2 * k]} ki=${key_c2g[k]}
+      fi
+      cat <<EOF
 
-[sa.tunnel]
+[sa.$sa]
 spi_out = $so
 key_out = "$ko"
 spi_in = $si
 key_in = "$ki"
-local_ts = ["$lts"]
-remote_ts = ["$rts"]
+local_ts = ["$own.$k.0/24"]
+remote_ts = ["$peer_net.$k.0/24"]
 policy = "$policy"
 
-[[sa.tunnel.paths]]
+[[sa.$sa.paths]]
 name = "p1"
 interface = "link1"
 remote = "198.18.1.$peer:4500"
 role = "active"
 weight = $w1
 EOF
-    [ "$w2" = none ] || cat <<EOF
+      [ "$w2" = none ] || cat <<EOF
 
-[[sa.tunnel.paths]]
+[[sa.$sa.paths]]
 name = "p2"
 interface = "link2"
 remote = "198.18.2.$peer:4500"
 role = "$p2role"
 weight = $w2
 EOF
+    done
   }
-  _mifsec_side_toml client 10.1.0.1 10.1.0.0/24 10.2.0.0/24 veth-c 2 1 \
-    "$spi_c2g" "$key_c2g" "$spi_g2c" "$key_g2c" >"$dir/client.toml" &&
-    _mifsec_side_toml gateway 10.2.0.1 10.2.0.0/24 10.1.0.0/24 veth-g 1 2 \
-      "$spi_g2c" "$key_g2c" "$spi_c2g" "$key_c2g" >"$dir/gateway.toml" || return 1
+  _mifsec_side_toml client 10.1 10.2 veth-c 2 1 c2g >"$dir/client.toml" &&
+    _mifsec_side_toml gateway 10.2 10.1 veth-g 1 2 g2c >"$dir/gateway.toml" || return 1
   # Keys are secrets even in a lab: keep them readable by root only.
   chmod 600 "$dir/client.toml" "$dir/gateway.toml"
 }
