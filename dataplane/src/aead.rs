@@ -308,13 +308,21 @@ impl AeadBackend for RustCryptoAead {
     }
 }
 
+/// The backend of an [`AeadKey`]: an enum rather than a `dyn AeadBackend`, so that the packet
+/// path's call into ring is direct and inlined (at 64 bytes the indirect call and its frame
+/// were a measurable part of a seal).
+enum AnyAead {
+    Ring(RingAead),
+    RustCrypto(RustCryptoAead),
+}
+
 /// An SA's AEAD: cipher key schedule plus salt. Build it from the `key || salt` material that
 /// IKE derives (or a manual SA's configuration supplies).
 pub struct AeadKey {
     cipher: Cipher,
     backend: Backend,
     salt: Zeroizing<[u8; SALT_LEN]>,
-    aead: Box<dyn AeadBackend>,
+    aead: AnyAead,
 }
 
 impl AeadKey {
@@ -329,9 +337,9 @@ impl AeadKey {
         let (key, salt_bytes) = keymat.split_at(cipher.key_len());
         let mut salt = Zeroizing::new([0u8; SALT_LEN]);
         salt.copy_from_slice(salt_bytes);
-        let aead: Box<dyn AeadBackend> = match backend {
-            Backend::Ring => Box::new(RingAead::new(cipher, key)?),
-            Backend::RustCrypto => Box::new(RustCryptoAead::new(cipher, key)?),
+        let aead = match backend {
+            Backend::Ring => AnyAead::Ring(RingAead::new(cipher, key)?),
+            Backend::RustCrypto => AnyAead::RustCrypto(RustCryptoAead::new(cipher, key)?),
         };
         Ok(AeadKey {
             cipher,
@@ -368,7 +376,11 @@ impl AeadKey {
         aad: &[u8],
         in_out: &mut [u8],
     ) -> Result<[u8; TAG_LEN], CryptoError> {
-        self.aead.seal_in_place(&self.nonce(iv), aad, in_out)
+        let nonce = self.nonce(iv);
+        match &self.aead {
+            AnyAead::Ring(k) => k.seal_in_place(&nonce, aad, in_out),
+            AnyAead::RustCrypto(k) => k.seal_in_place(&nonce, aad, in_out),
+        }
     }
 
     /// Verifies and decrypts `in_out` in place under `salt || iv`.
@@ -380,7 +392,11 @@ impl AeadKey {
         in_out: &mut [u8],
         tag: &[u8; TAG_LEN],
     ) -> Result<(), CryptoError> {
-        self.aead.open_in_place(&self.nonce(iv), aad, in_out, tag)
+        let nonce = self.nonce(iv);
+        match &self.aead {
+            AnyAead::Ring(k) => k.open_in_place(&nonce, aad, in_out, tag),
+            AnyAead::RustCrypto(k) => k.open_in_place(&nonce, aad, in_out, tag),
+        }
     }
 }
 
