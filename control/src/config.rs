@@ -34,6 +34,10 @@ use crate::logging::LogConfig;
 /// Where the control socket is when the configuration (or `--socket`) says nothing.
 pub const DEFAULT_SOCKET: &str = "/run/mifsec/mifsec.sock";
 
+/// How long a subscriber may take nothing before it is closed, unless `[dataplane]
+/// subscriber_timeout_s` says otherwise.
+pub const DEFAULT_SUBSCRIBER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where manual SAs keep their sequence marks unless `[dataplane] state_dir` says otherwise.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/mifsec";
 
@@ -56,6 +60,9 @@ pub struct Config {
     pub engine: EngineConfig,
     /// The Unix socket `mifsec status` and `mifsec ctl` talk to.
     pub control_socket: PathBuf,
+    /// `[dataplane] subscriber_timeout_s`: how long a subscriber of the control socket
+    /// (`log`, `events`, `status --watch`) may take nothing before it is closed.
+    pub subscriber_timeout: Duration,
     /// `[dataplane] control_group`: the group (name or number) whose members may use the
     /// control socket for `status` and `ctl` (never `keys`); `None`: root only.
     pub control_group: Option<String>,
@@ -519,6 +526,7 @@ struct RawDataplane {
     probe_interval_ms: Option<S<i64>>,
     dead_after_ms: Option<S<i64>>,
     keepalive_s: Option<S<i64>>,
+    subscriber_timeout_s: Option<S<i64>>,
     test_seq_limit: Option<S<i64>>,
     user: Option<S<String>>,
 }
@@ -867,6 +875,12 @@ impl Cx<'_> {
             engine.keepalive =
                 Duration::from_secs(self.int(p, "dataplane.keepalive_s", 1, 86_400)? as u64);
         }
+        let subscriber_timeout = match &d.subscriber_timeout_s {
+            Some(p) => {
+                Duration::from_secs(self.int(p, "dataplane.subscriber_timeout_s", 1, 3600)? as u64)
+            }
+            None => DEFAULT_SUBSCRIBER_TIMEOUT,
+        };
         if let Some(p) = &d.test_seq_limit {
             engine.seq_limit = Some(self.int(p, "dataplane.test_seq_limit", 8, i64::MAX)? as u64);
         }
@@ -1215,6 +1229,7 @@ impl Cx<'_> {
         Ok(Config {
             engine,
             control_socket,
+            subscriber_timeout,
             control_group,
             ike,
             warnings,

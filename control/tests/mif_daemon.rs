@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use mifsec_testkit::capture::{self, Capture, INFORMATIONAL};
 use mifsec_testkit::mif::{MifLab, Side, our_id, pairs, peer_ids, tx_on_path};
-use mifsec_testkit::require_root;
 use mifsec_testkit::roam::unix_now;
 use mifsec_testkit::stream::{Stream, mif_plan};
+use mifsec_testkit::{Follower, require_root};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mifsec");
@@ -82,12 +82,21 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
     lab.wait_link_carries(Side::Client, 0, 20, "the stream on link 1 first");
     let steps: [(&[&str], Vec<String>); 4] = [
         (&["remove", "c2"], pairs(&[c1], &r)),
-        (&["add", "c2"], all.clone()),
+        // Onto paths that do not exist yet: they are added, and the c1 paths leave once
+        // one of them answers (the engine's wait).
         (&["soft-handover", "c1", "c2"], pairs(&[c2], &r)),
+        (&["add", "c1"], pairs(&[c2, c1], &r)),
         (&["hard-handover", "c2", "c1"], pairs(&[c1], &r)),
     ];
+    // The events the operations make, the engine's end of each soft move among them.
+    let events = Follower::spawn(BIN, &lab.sock("cl"), &["events", "--json"]);
+    let needle = format!(" pid {} follows the events", events.pid());
+    mifsec_testkit::wait_until(mifsec_testkit::WAIT, "the events follower", || {
+        lab.log("cl").contains(&needle)
+    });
     let mut report = Vec::new();
     for (args, want) in steps {
+        let mark = events.mark();
         let swaps = |side: &str| lab.status_json(side)["table_swaps"].as_u64().unwrap();
         let (s_cl, s_gw) = (swaps("cl"), swaps("gw"));
         let t0 = unix_now();
@@ -116,6 +125,35 @@ fn children_over_every_pair_and_each_operation_in_one_exchange() {
                 "one swap per side for both children\n{}",
                 lab.dump()
             );
+        }
+        if args[0] == "soft-handover" {
+            // Each child's wait in the engine ended with a c2 path up and the c1 paths gone:
+            // one `soft-move-ended` per child.
+            let (new, old) = (pairs(&[c2], &r), pairs(&[c1], &r));
+            let mut sas = Vec::new();
+            for _ in 0..CHILDREN {
+                let skip = mark;
+                let line = events.wait_line_after(skip, "soft-move-ended of another child", |l| {
+                    let v: Value = serde_json::from_str(l).unwrap_or_default();
+                    v["event"] == "soft-move-ended"
+                        && !sas.contains(&v["sa"].as_str().unwrap_or("").to_owned())
+                });
+                let v: Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(v["removed"], true, "{v}");
+                assert!(new.iter().any(|p| v["up"] == *p), "up is a c2 path: {v}");
+                let gone: Vec<&str> = v["paths"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                assert!(
+                    !gone.is_empty() && gone.iter().all(|p| old.iter().any(|o| o == p)),
+                    "the c1 paths left: {v}"
+                );
+                assert!(v["time"].as_f64().unwrap() >= t0 - 1.0, "{v}");
+                sas.push(v["sa"].as_str().unwrap().to_owned());
+            }
         }
         report.push(format!("{} {:.0} ms", args[0], (t1 - t0) * 1000.0));
     }

@@ -13,8 +13,7 @@ mod swan;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -65,12 +64,13 @@ remote = "{remote}:4500"
     )
 }
 
-/// The lab's daemons: the gateway, and with `client` the client (not initiating at start).
-fn start(lab: &mut Lab, client: bool) {
+/// The lab's daemons: the gateway, and with `client` the client (not initiating at start);
+/// `extra` lines go into both `[dataplane]` sections.
+fn start(lab: &mut Lab, client: bool, extra: &str) {
     let dir = lab.dir.clone();
     let state = |side: &str| {
         format!(
-            "workers = 1\nstate_dir = \"{}\"",
+            "workers = 1\nstate_dir = \"{}\"\n{extra}",
             dir.join(format!("{side}-state")).display()
         )
     };
@@ -83,100 +83,6 @@ fn start(lab: &mut Lab, client: bool) {
         let cl = with_manual_sa(cl, true);
         let cns = lab.cl_ns.clone();
         lab.start_mifsec("cl", &cns, &cl);
-    }
-}
-
-/// A `mifsec` client process whose stdout lines are collected as they come.
-struct Follower {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    what: String,
-}
-
-impl Follower {
-    fn spawn(sock: &Path, args: &[&str]) -> Follower {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--socket")
-            .arg(sock)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting mifsec");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let out = child.stdout.take().unwrap();
-        let l = Arc::clone(&lines);
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                l.lock().unwrap().push(line);
-            }
-        });
-        Follower {
-            child,
-            lines,
-            what: format!("mifsec {}", args.join(" ")),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits for a line that `pred` accepts; returns it.
-    fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        self.wait_line_after(0, what, pred)
-    }
-
-    /// How many lines came so far (for [`Follower::wait_line_after`]).
-    fn mark(&self) -> usize {
-        self.lines.lock().unwrap().len()
-    }
-
-    /// Waits for a line after the first `skip` that `pred` accepts; returns it.
-    fn wait_line_after(&self, skip: usize, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        poll(
-            WAIT,
-            Duration::from_millis(20),
-            || {
-                let lines = self.lines();
-                lines
-                    .iter()
-                    .skip(skip)
-                    .find(|l| pred(l))
-                    .cloned()
-                    .ok_or(lines)
-            },
-            |lines| format!("{}: no {what} in:\n{}", self.what, lines.join("\n")),
-        )
-    }
-
-    /// Waits for an event line (JSON) named `event` whose fields match `fields`.
-    fn wait_event(&self, event: &str, fields: &[(&str, &str)]) -> Value {
-        self.wait_event_after(0, event, fields)
-    }
-
-    /// [`Follower::wait_event`] among the lines after the first `skip`.
-    fn wait_event_after(&self, skip: usize, event: &str, fields: &[(&str, &str)]) -> Value {
-        let line = self.wait_line_after(skip, &format!("{event} {fields:?}"), |l| {
-            let Ok(v) = serde_json::from_str::<Value>(l) else {
-                return false;
-            };
-            v["event"] == event && fields.iter().all(|(k, want)| v[*k] == *want)
-        });
-        serde_json::from_str(&line).unwrap()
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -223,13 +129,13 @@ fn blackhole(lab: &Lab, on: bool) {
 fn log_and_events_follow_ike_child_sas_and_a_path() {
     require_root();
     let mut lab = Lab::new("ev", BIN);
-    start(&mut lab, true);
+    start(&mut lab, true, "");
     let sock = lab.sock("cl");
-    let info = Follower::spawn(&sock, &["log"]);
-    let warn = Follower::spawn(&sock, &["log", "--level", "warn"]);
-    let debug = Follower::spawn(&sock, &["log", "--level", "debug"]);
-    let json = Follower::spawn(&sock, &["events", "--json"]);
-    let plain = Follower::spawn(&sock, &["events"]);
+    let info = Follower::spawn(BIN, &sock, &["log"]);
+    let warn = Follower::spawn(BIN, &sock, &["log", "--level", "warn"]);
+    let debug = Follower::spawn(BIN, &sock, &["log", "--level", "debug"]);
+    let json = Follower::spawn(BIN, &sock, &["events", "--json"]);
+    let plain = Follower::spawn(BIN, &sock, &["events"]);
     for f in [&info, &warn, &debug, &json, &plain] {
         wait_subscribed(&lab, "cl", f.pid());
     }
@@ -369,11 +275,12 @@ fn raw_subscribe(sock: &Path, req: &str) -> (UnixStream, Value) {
 fn watch_samples_a_stuck_follower_loses_records_and_the_limit_holds() {
     require_root();
     let mut lab = Lab::new("wa", BIN);
-    start(&mut lab, false);
+    start(&mut lab, false, "");
     let sock: PathBuf = lab.sock("gw");
 
     // status --watch --json: complete status objects with an increasing "t".
     let watch = Follower::spawn(
+        BIN,
         &sock,
         &["status", "--watch", "--interval", "0.05", "--json"],
     );
@@ -400,7 +307,7 @@ fn watch_samples_a_stuck_follower_loses_records_and_the_limit_holds() {
     );
     drop(watch);
     // As text: a time line before each status.
-    let text_watch = Follower::spawn(&sock, &["status", "--watch", "--interval", "0.1"]);
+    let text_watch = Follower::spawn(BIN, &sock, &["status", "--watch", "--interval", "0.1"]);
     text_watch.wait_line("a second sample", |l| {
         l.starts_with("--- 20")
             && text_watch
@@ -570,4 +477,93 @@ fn watch_samples_a_stuck_follower_loses_records_and_the_limit_holds() {
         |first| format!("a bad level: {first}"),
     );
     assert!(first.starts_with("--level: "), "{first}");
+}
+
+/// A subscriber that never reads is closed once its socket is full and it has taken nothing
+/// for `subscriber_timeout_s` (here 1 s); the daemon answers all along, and a follower that
+/// reads gets every record before and after.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn a_subscriber_that_never_reads_is_closed_after_the_timeout() {
+    require_root();
+    let mut lab = Lab::new("sk", BIN);
+    start(&mut lab, false, "subscriber_timeout_s = 1");
+    let sock = lab.sock("gw");
+    let reader = Follower::spawn(BIN, &sock, &["log"]);
+    wait_subscribed(&lab, "gw", reader.pid());
+    // The stuck one: this process, which reads the answer and nothing more.
+    let (stuck, first) = raw_subscribe(&sock, r#"{"cmd":"log","level":"info"}"#);
+    assert_eq!(first["ok"], true, "{first}");
+    let me = std::process::id();
+    wait_subscribed(&lab, "gw", me);
+    let closed = format!(" pid {me} ended: the client took nothing for 1 s; closed");
+
+    // Changes, one log record each, until the daemon has closed it: its socket buffer
+    // fills, then a write waits 1 s. Every change is answered meanwhile.
+    let conn = UnixStream::connect(&sock).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answers = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    let started = Instant::now();
+    let mut changes = 0;
+    while !lab.log("gw").contains(&closed) {
+        assert!(
+            changes < 50_000 && started.elapsed() < WAIT,
+            "not closed after {changes} changes in {:?}:\n{}",
+            started.elapsed(),
+            lab.log("gw")
+        );
+        for _ in 0..100 {
+            let policy = if changes % 2 == 0 {
+                "redundant"
+            } else {
+                "failover"
+            };
+            (&conn)
+                .write_all(
+                    format!("{{\"cmd\":\"policy\",\"sa\":\"tunnel\",\"policy\":\"{policy}\"}}\n")
+                        .as_bytes(),
+                )
+                .unwrap();
+            line.clear();
+            answers.read_line(&mut line).unwrap();
+            assert!(line.contains("\"ok\":true"), "change {changes}: {line}");
+            changes += 1;
+        }
+    }
+    eprintln!(
+        "the stuck subscriber was closed after {changes} changes, {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop((conn, answers));
+    // Its socket: what was queued in the kernel, then the end.
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut &stuck, &mut rest).expect("the daemon closed its end");
+    // The daemon goes on, and the reading follower got everything, the next change too.
+    ctl_ok(&lab, "gw", &["ctl", "policy", "tunnel", "aggregate"]);
+    reader.wait_line("the change after the close", |l| {
+        l.contains("mifsec: ctl policy tunnel aggregate: ")
+    });
+    let got = reader
+        .lines()
+        .iter()
+        .filter(|l| l.contains("mifsec: ctl policy tunnel "))
+        .count();
+    assert!(
+        got > changes,
+        "the reader got {got} of {} changes",
+        changes + 1
+    );
+    assert!(
+        !reader
+            .lines()
+            .iter()
+            .any(|l| l.contains("log records dropped here")),
+        "the reader lost records"
+    );
+    assert_eq!(lab.status_json("gw")["sas"][0]["policy"], "aggregate");
 }

@@ -28,6 +28,7 @@
 pub mod capture;
 mod cmd;
 mod daemon;
+mod follow;
 pub mod link;
 pub mod mif;
 mod netns;
@@ -40,6 +41,7 @@ mod wait;
 
 pub use cmd::{exec_in, ip, run, text};
 pub use daemon::{mifsec_ctl, mifsec_status, start_daemon, stop, terminate};
+pub use follow::Follower;
 pub use netns::{Netns, addr_up, enter, in_ns, unique_suffix, veth};
 pub use root::require_root;
 pub use wait::{WAIT, poll, wait_until};

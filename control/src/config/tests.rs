@@ -295,7 +295,7 @@ fn unknown_keys() {
         err(&edit(2, "wrkers = 2")),
         "gw.toml:2: dataplane.wrkers: unknown key (expected one of `workers`, `tun`, `mtu`, `offloads`, \
          `addresses`, `routes`, `control_socket`, `control_group`, `state_dir`, `replay_window`, \
-         `backend`, `probe_interval_ms`, `dead_after_ms`, `keepalive_s`, `test_seq_limit`, `user`)"
+         `backend`, `probe_interval_ms`, `dead_after_ms`, `keepalive_s`, `subscriber_timeout_s`, `test_seq_limit`, `user`)"
     );
     assert!(
         err(&edit(6, "adress = \"198.18.1.2\""))

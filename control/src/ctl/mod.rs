@@ -54,6 +54,7 @@ pub mod subscribe;
 
 pub use client::{ClientError, call, subscribe};
 pub use server::{Access, Listener, Peer, Server, peer_of};
+pub use stream::set_write_deadline as set_subscriber_timeout;
 
 /// Longest request line the server accepts, in bytes (requests are small).
 pub const MAX_REQUEST: usize = 64 << 10;

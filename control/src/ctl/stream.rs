@@ -7,12 +7,14 @@
 //! JSON object per line. Records reach it through the subscription's bounded queue
 //! ([`crate::events`]): whoever makes them never waits for this thread, and a client that
 //! reads too slowly loses records and is told how many. A client that takes nothing for
-//! [`WRITE_DEADLINE`] is closed; one that closes its end is noticed within
+//! [`write_deadline`] (`[dataplane] subscriber_timeout_s`, 30 s by default) is closed,
+//! without holding up anything but its own thread; one that closes its end is noticed within
 //! [`ALIVE_EVERY`] and unsubscribed. Whatever a subscriber sends after its request is read
 //! and ignored.
 
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -23,9 +25,22 @@ use super::{Peer, Request, Response, WATCH_MAX, WATCH_MIN};
 use crate::events::{self, Item, Slot, Subscription};
 use crate::logging::LogConfig;
 
-/// How long a subscriber may take to accept a write before it is closed (its records are
-/// dropped and counted meanwhile; it holds only its own thread and queue).
-pub const WRITE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a subscriber may take to accept a write before it is closed, in milliseconds
+/// (its records are dropped and counted meanwhile; it holds only its own thread and queue).
+static WRITE_DEADLINE_MS: AtomicU64 =
+    AtomicU64::new(crate::config::DEFAULT_SUBSCRIBER_TIMEOUT.as_millis() as u64);
+
+/// Sets how long a subscriber may take to accept a write before it is closed
+/// (`[dataplane] subscriber_timeout_s`); for the subscriptions that start after the call.
+pub fn set_write_deadline(d: Duration) {
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+    WRITE_DEADLINE_MS.store(ms, Ordering::Relaxed);
+}
+
+/// How long a subscriber may take to accept a write before it is closed.
+pub fn write_deadline() -> Duration {
+    Duration::from_millis(WRITE_DEADLINE_MS.load(Ordering::Relaxed))
+}
 
 /// How often an idle subscription looks whether its client is still there.
 pub const ALIVE_EVERY: Duration = Duration::from_millis(500);
@@ -37,7 +52,7 @@ const BATCH: usize = 64;
 enum End {
     /// The client closed its end.
     Closed,
-    /// The client accepted nothing for [`WRITE_DEADLINE`].
+    /// The client accepted nothing for [`write_deadline`].
     Stuck,
     /// The daemon is stopping (or the status could not be made).
     Daemon,
@@ -51,7 +66,7 @@ where
     let what = req.describe();
     let refuse = |why: String| {
         let line = format!("{}\n", Response::err(why).to_line());
-        let _ = write_by(stream, line.as_bytes(), Instant::now() + WRITE_DEADLINE);
+        let _ = write_by(stream, line.as_bytes(), Instant::now() + write_deadline());
     };
     let slot = match Slot::take() {
         Ok(s) => s,
@@ -111,7 +126,7 @@ where
         End::Closed => "the client closed it".to_owned(),
         End::Stuck => format!(
             "the client took nothing for {} s; closed",
-            WRITE_DEADLINE.as_secs()
+            write_deadline().as_secs_f64()
         ),
         End::Daemon => "the daemon is stopping".to_owned(),
     };
@@ -154,7 +169,7 @@ fn dropped_line(n: u64, log: bool) -> String {
 fn pump(stream: &UnixStream, sub: &Subscription, ok: &str, log: bool) -> (End, u64) {
     let mut dropped = 0;
     let first = format!("{}\n", Response::ok(Value::from(ok)).to_line());
-    if write_by(stream, first.as_bytes(), Instant::now() + WRITE_DEADLINE).is_err() {
+    if write_by(stream, first.as_bytes(), Instant::now() + write_deadline()).is_err() {
         return (End::Closed, dropped);
     }
     let rx = sub.receiver();
@@ -196,7 +211,7 @@ fn pump(stream: &UnixStream, sub: &Subscription, ok: &str, log: bool) -> (End, u
                 out.push(b'\n');
             }
         }
-        match write_by(stream, &out, Instant::now() + WRITE_DEADLINE) {
+        match write_by(stream, &out, Instant::now() + write_deadline()) {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -226,7 +241,7 @@ where
         )))
         .to_line()
     );
-    if write_by(stream, ok.as_bytes(), Instant::now() + WRITE_DEADLINE).is_err() {
+    if write_by(stream, ok.as_bytes(), Instant::now() + write_deadline()).is_err() {
         return (End::Closed, 0);
     }
     let mut next = Instant::now();
@@ -246,7 +261,7 @@ where
         }
         let mut line = Value::Object(st).to_string();
         line.push('\n');
-        match write_by(stream, line.as_bytes(), Instant::now() + WRITE_DEADLINE) {
+        match write_by(stream, line.as_bytes(), Instant::now() + write_deadline()) {
             Ok(()) => {}
             Err(e)
                 if matches!(

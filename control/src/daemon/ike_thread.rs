@@ -998,8 +998,19 @@ impl IkeThread {
             }
             // A soft handover's wait in the engine ended.
             SaEvent::SoftMoveEnded {
-                spi_in, up, paths, ..
-            } => self.mif_soft_ended(spi_in, up.as_deref(), &paths),
+                sa,
+                spi_in,
+                up,
+                paths,
+            } => {
+                // `removed`: the new path `up` answered and the old `paths` left; else
+                // none answered in time and they stay.
+                events::publish("soft-move-ended", || {
+                    json!({ "sa": sa, "spi_in": format!("{spi_in:08x}"), "up": up,
+                            "paths": paths, "removed": up.is_some() })
+                });
+                self.mif_soft_ended(spi_in, up.as_deref(), &paths)
+            }
         };
         if acted {
             self.touched();

@@ -130,6 +130,7 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
     let Config {
         engine: engine_cfg,
         control_socket,
+        subscriber_timeout,
         control_group,
         ike: ike_cfg,
         warnings: _,
@@ -168,6 +169,7 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
             return EXIT_FAILURE;
         }
     };
+    ctl::set_subscriber_timeout(subscriber_timeout);
     let key_access = access.clone();
     let listener = match ctl::Listener::bind(&control_socket, access) {
         Ok(l) => l,

@@ -6,7 +6,7 @@
 
 pub use mifsec_testkit::swan::*;
 pub use mifsec_testkit::{
-    WAIT, exec_in, in_ns, ip, poll, require_root, run, terminate, text, wait_until,
+    Follower, WAIT, exec_in, in_ns, ip, poll, require_root, run, terminate, text, wait_until,
 };
 
 /// The binary the daemons of the lab run.
