@@ -267,6 +267,49 @@ fn reload_ike_pair_keeps_unchanged_sas_adds_and_removes_connections() {
     assert!(lab.log("cl").contains("SIGHUP received: reloading"));
     assert!(lab.log("cl").contains("connection home2 added"));
     assert_eq!(ike_spis(&lab.status_json("cl")), before);
+
+    // An interface's priority changed: the mifsec peer is told (the multi-interface
+    // extension's announcement, a new generation), nothing else changes.
+    let gw_mif = |st: &Value| st["ike_sas"][0]["mif"].clone();
+    let m0 = gw_mif(&lab.status_json("gw"));
+    assert_eq!(
+        m0["in_use"], true,
+        "both mifsec: the extension in use: {m0:#}"
+    );
+    assert_eq!(m0["peer_interfaces"][0]["priority"], 0, "{m0:#}");
+    let prio = format!("{cl_cfg}{HOME2}").replace(
+        "address = \"198.18.9.2\"\n",
+        "address = \"198.18.9.2\"\npriority = 7\n",
+    );
+    assert!(prio.contains("priority = 7"), "{prio}");
+    std::fs::write(&cl_file, &prio).unwrap();
+    let out = ok("ctl reload", &lab.mifsec("cl", &["ctl", "reload"]));
+    assert!(
+        out.contains("interfaces announced again: [wan 198.18.9.2:4500 priority 7]"),
+        "{out}"
+    );
+    let m1 = poll(
+        WAIT,
+        Duration::from_millis(100),
+        || {
+            let m = gw_mif(&lab.status_json("gw"));
+            if m["peer_interfaces"][0]["priority"] == 7 {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+        |m| format!("the gateway was not told priority 7: {m:#}"),
+    );
+    assert!(
+        m1["peer_generation"].as_u64() > m0["peer_generation"].as_u64(),
+        "{m0:#}\n{m1:#}"
+    );
+    assert_eq!(ike_spis(&lab.status_json("cl")), before);
+    assert_eq!(ike_spis(&lab.status_json("gw")), gw_before);
+    // Unchanged again: nothing announced.
+    let out = ok("ctl reload", &lab.mifsec("cl", &["ctl", "reload"]));
+    assert!(out.contains("no changes"), "{out}");
 }
 
 /// One side's configuration: a manually keyed SA over one link (as daemon_netns.rs).
@@ -413,6 +456,53 @@ fn reload_manual_sa_paths_showconf_and_the_file_wins() {
     let st = lab.status_json("cl");
     assert_eq!(path_names(sa(&st, "tunnel")), ["fast"]);
     assert_eq!(sa(&st, "tunnel")["policy"], "failover");
+
+    // An interface added and removed by ctl: showconf shows it and its path, then neither
+    // (the path stays in the engine, on no socket), and what it shows passes check.
+    let dev = lab.cl_if.clone();
+    let ctl = |args: &[&str]| ok(&args.join(" "), &lab.mifsec("cl", args));
+    ctl(&[
+        "ctl",
+        "add-interface",
+        "link2",
+        "--address",
+        "198.18.9.2",
+        "--port",
+        "4502",
+        "--device",
+        &dev,
+    ]);
+    ctl(&[
+        "ctl",
+        "add-path",
+        "tunnel",
+        "side",
+        "--interface",
+        "link2",
+        "--remote",
+        "198.18.9.1:4500",
+        "--role",
+        "standby",
+    ]);
+    let shown = ok("showconf", &lab.mifsec("cl", &["showconf"]));
+    assert!(
+        shown.contains("[interfaces.link2]") && shown.contains("name = \"side\""),
+        "{shown}"
+    );
+    ctl(&["ctl", "remove-interface", "link2"]);
+    let shown = ok("showconf", &lab.mifsec("cl", &["showconf"]));
+    assert!(
+        !shown.contains("link2") && !shown.contains("name = \"side\""),
+        "{shown}"
+    );
+    std::fs::write(&again, &shown).unwrap();
+    assert_eq!(check_summary(&again), check_summary(&cl_file));
+    let st = lab.status_json("cl");
+    assert_eq!(path_names(sa(&st, "tunnel")), ["fast", "side"]);
+    // The file wins here too: the path on the removed interface goes.
+    let out = ok("ctl reload", &lab.mifsec("cl", &["ctl", "reload"]));
+    assert!(out.contains("sa tunnel: path side removed"), "{out}");
+    assert_eq!(path_names(sa(&lab.status_json("cl"), "tunnel")), ["fast"]);
 
     // Paths changed in the file: applied in one swap, the SA itself untouched (its
     // counters go on, traffic flows).

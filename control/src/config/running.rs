@@ -82,8 +82,28 @@ impl RunningDoc {
 
     /// The document in the file's syntax; with `secrets`, the key material as written,
     /// else [`REDACTED`] in its place.
+    ///
+    /// A manual SA's paths on an interface that is no longer in `[interfaces]` (`ctl
+    /// remove-interface`) are left out: they carry nothing while it is gone, and a file
+    /// that names a missing interface would not load. The document keeps them, as the
+    /// engine does, so that `ctl add-interface` brings them back and a reload compares
+    /// with what the engine has.
     pub fn render(&self, secrets: bool) -> String {
         let mut t = self.table.clone();
+        let interfaces: Vec<String> = self.names("interfaces");
+        if let Some(sas) = t.get_mut("sa").and_then(Value::as_table_mut) {
+            for (_, sa) in sas.iter_mut() {
+                if let Some(Value::Array(paths)) =
+                    sa.as_table_mut().and_then(|t| t.get_mut("paths"))
+                {
+                    paths.retain(|p| {
+                        p.get("interface")
+                            .and_then(Value::as_str)
+                            .is_none_or(|i| interfaces.iter().any(|n| n == i))
+                    });
+                }
+            }
+        }
         if secrets {
             for (dotted, value) in &self.secrets {
                 let mut parts = dotted.splitn(3, '.');
@@ -320,6 +340,37 @@ role = "standby"
         let b = super::super::parse("b", &full).unwrap();
         assert_eq!(super::super::summary(&a), super::super::summary(&b));
         assert_eq!(RunningDoc::from_text(&full).unwrap().render(true), full);
+    }
+
+    #[test]
+    fn paths_on_a_removed_interface_are_left_out_until_it_is_back() {
+        let mut doc = RunningDoc::from_text(FILE).unwrap();
+        doc.add_interface("l2", "198.18.2.2", None, Some(4501));
+        let mut p = Table::new();
+        p.insert("name".into(), Value::String("c".into()));
+        p.insert("interface".into(), Value::String("l2".into()));
+        p.insert("remote".into(), Value::String("198.18.2.1:4500".into()));
+        doc.add_path("tunnel", p);
+        assert!(doc.render(true).contains("name = \"c\""));
+        doc.remove_interface("l2");
+        let text = doc.render(true);
+        assert!(
+            !text.contains("l2") && !text.contains("name = \"c\""),
+            "{text}"
+        );
+        // What is shown loads: the SA's other paths, without the missing interface.
+        let cfg = super::super::parse("x", &text).unwrap();
+        assert!(!super::super::summary(&cfg).contains("l2"));
+        // The document keeps the path, as the engine does: back with the interface.
+        assert_eq!(
+            doc.entry("sa", "tunnel").unwrap()["paths"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        doc.add_interface("l2", "198.18.2.2", None, Some(4501));
+        assert!(doc.render(true).contains("name = \"c\""));
     }
 
     #[test]

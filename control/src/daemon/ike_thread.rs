@@ -58,6 +58,7 @@ use crate::dataplane::iproute;
 use crate::dataplane::sa_table::Prefix;
 use crate::events;
 use crate::ike::endpoint::{self, Endpoint, EndpointConfig, Notice, Output, SaHandle};
+use crate::ike::sa::LocalInterface;
 use crate::ike::{DpdAction, Event, FailReason, IkeSaInfo, MoveReason, SeqLimitAction};
 use crate::logging::{child_span, ike_span};
 use crate::wire::HeaderPacket;
@@ -205,6 +206,9 @@ enum Msg {
     /// `ctl reload`: the connections added, changed and removed; a line per change goes
     /// back.
     Reload(Vec<ConnChange>, Sender<Vec<String>>),
+    /// `ctl reload`: the `[interfaces.*]` preferences (priority, alternate) of the file;
+    /// the announcement they changed goes back (`None`: nothing changed).
+    Prefs(BTreeMap<String, InterfacePrefs>, Sender<Option<String>>),
     Stop,
 }
 
@@ -534,6 +538,24 @@ impl IkeHandle {
         }
     }
 
+    /// `ctl reload`: the `[interfaces.*]` preferences of the file. When they change what we
+    /// announce, every IKE SA with the multi-interface extension announces the new list to
+    /// its peer; returns a line saying so (`None`: nothing to announce).
+    pub fn set_prefs(
+        &self,
+        prefs: BTreeMap<String, InterfacePrefs>,
+    ) -> Result<Option<String>, CommandError> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.tx
+            .send_timeout(Msg::Prefs(prefs, tx), MOVE_ANSWER)
+            .map_err(|_| CommandError::Busy)?;
+        match rx.recv_timeout(MOVE_ANSWER) {
+            Ok(r) => Ok(r),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
+        }
+    }
+
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
         self.known(conn)?;
         self.command(Msg::Rekey(conn.to_owned(), ike))?;
@@ -855,6 +877,10 @@ impl IkeThread {
                 Some(Msg::Reload(changes, reply)) => {
                     let lines = self.reload(now, changes);
                     let _ = reply.try_send(lines);
+                }
+                Some(Msg::Prefs(prefs, reply)) => {
+                    let line = self.set_prefs(now, prefs);
+                    let _ = reply.try_send(line);
                 }
                 Some(Msg::Stop) => {
                     self.terminate(now, None);
@@ -1294,6 +1320,27 @@ impl IkeThread {
         }
     }
 
+    /// New `[interfaces.*]` preferences (a reload): announced again when our list changed.
+    fn set_prefs(
+        &mut self,
+        now: Instant,
+        prefs: BTreeMap<String, InterfacePrefs>,
+    ) -> Option<String> {
+        let before = self.local_interfaces();
+        self.prefs = prefs;
+        let after = self.local_interfaces();
+        if before == after {
+            return None;
+        }
+        let line = format!(
+            "interfaces announced again: {}",
+            describe_interfaces(&after)
+        );
+        info!("ike: {line}");
+        self.announce_interfaces(now, &after);
+        Some(line)
+    }
+
     /// The interface follower changed the interface list: sends, paths and new IKE SAs use
     /// the new one, every IKE SA is given the new address set
     /// ([`Endpoint::set_local_addresses`]), and the connections that waited for a local
@@ -1308,19 +1355,8 @@ impl IkeThread {
         let new_ifs = self.local_interfaces();
         if old_ifs != new_ifs {
             info!(
-                "ike: local interfaces now [{}]",
-                new_ifs
-                    .iter()
-                    .map(|i| format!(
-                        "{} {}:{} priority {}{}",
-                        i.name,
-                        i.addr,
-                        i.port,
-                        i.priority,
-                        if i.alternate { " alternate" } else { "" }
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "ike: local interfaces now {}",
+                describe_interfaces(&new_ifs)
             );
             // Every IKE SA with the extension announces them (mifops turns a change into
             // the configured operation).
@@ -1916,4 +1952,22 @@ fn log_message(what: &str, bytes: &[u8], local: SocketAddr, remote: SocketAddr) 
         ),
         Err(_) => debug!(%local, %remote, len, "{what} a datagram without an IKE header"),
     }
+}
+
+/// Our interfaces as a log line: `[c1 198.18.1.2:4500 priority 0, c2 ... priority 10 alternate]`.
+fn describe_interfaces(list: &[LocalInterface]) -> String {
+    let items: Vec<String> = list
+        .iter()
+        .map(|i| {
+            format!(
+                "{} {}:{} priority {}{}",
+                i.name,
+                i.addr,
+                i.port,
+                i.priority,
+                if i.alternate { " alternate" } else { "" }
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(", "))
 }

@@ -505,6 +505,18 @@ pub(super) fn reload(node: &mut Node) -> Result<Vec<String>, String> {
             done.extend(lines);
         }
     }
+    // Interface priorities and `alternate`: mifsec peers are told the new list (the
+    // extension's interface announcement); paths follow as the peers' lists say.
+    if cfg.interface_prefs != node.running.cfg.interface_prefs {
+        if let Some(ike) = node.ike.as_ref() {
+            if let Some(line) = ike
+                .set_prefs(cfg.interface_prefs.clone())
+                .map_err(|e| fail(&done, e.to_string()))?
+            {
+                done.push(line);
+            }
+        }
+    }
     node.running.cfg = cfg;
     node.running.doc = doc;
     node.running.fingerprints = new_prints;
