@@ -263,6 +263,43 @@ fn log_and_events_follow_ike_child_sas_and_a_path() {
     }
 }
 
+/// A control connection that sets `tunnel`'s policy to redundant and failover in turn,
+/// one change (one info log record) per [`Changes::change`], each answered.
+struct Changes {
+    conn: UnixStream,
+    answers: BufReader<UnixStream>,
+    /// Changes made so far.
+    n: usize,
+}
+
+impl Changes {
+    fn open(sock: &Path) -> Changes {
+        let conn = UnixStream::connect(sock).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let answers = BufReader::new(conn.try_clone().unwrap());
+        Changes {
+            conn,
+            answers,
+            n: 0,
+        }
+    }
+
+    fn change(&mut self) {
+        let policy = if self.n % 2 == 0 {
+            "redundant"
+        } else {
+            "failover"
+        };
+        let req = format!("{{\"cmd\":\"policy\",\"sa\":\"tunnel\",\"policy\":\"{policy}\"}}\n");
+        (&self.conn).write_all(req.as_bytes()).unwrap();
+        let mut line = String::new();
+        self.answers.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":true"), "change {}: {line}", self.n);
+        self.n += 1;
+    }
+}
+
 /// A raw subscriber: the request written, the first answer read.
 fn raw_subscribe(sock: &Path, req: &str) -> (UnixStream, Value) {
     let s = UnixStream::connect(sock).expect("connecting");
@@ -346,25 +383,12 @@ fn watch_samples_a_stuck_follower_loses_records_and_the_limit_holds() {
     // SAFETY: kill(2) on a child we spawned and have not reaped.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let started = Instant::now();
-    let conn = UnixStream::connect(&sock).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut answers = BufReader::new(conn.try_clone().unwrap());
+    let mut changes = Changes::open(&sock);
     const CHANGES: usize = 3000;
-    let mut line = String::new();
-    for i in 0..CHANGES {
-        let policy = if i % 2 == 0 { "redundant" } else { "failover" };
-        (&conn)
-            .write_all(
-                format!("{{\"cmd\":\"policy\",\"sa\":\"tunnel\",\"policy\":\"{policy}\"}}\n")
-                    .as_bytes(),
-            )
-            .unwrap();
-        line.clear();
-        answers.read_line(&mut line).unwrap();
-        assert!(line.contains("\"ok\":true"), "change {i}: {line}");
+    for _ in 0..CHANGES {
+        changes.change();
     }
-    drop((conn, answers));
+    drop(changes);
     let st = lab.status_json("gw");
     assert_eq!(st["sas"][0]["policy"], "failover", "{st}");
     eprintln!(
@@ -504,43 +528,25 @@ fn a_subscriber_that_never_reads_is_closed_after_the_timeout() {
 
     // Changes, one log record each, until the daemon has closed it: its socket buffer
     // fills, then a write waits 1 s. Every change is answered meanwhile.
-    let conn = UnixStream::connect(&sock).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut answers = BufReader::new(conn.try_clone().unwrap());
-    let mut line = String::new();
+    let mut changes = Changes::open(&sock);
     let started = Instant::now();
-    let mut changes = 0;
     while !lab.log("gw").contains(&closed) {
         assert!(
-            changes < 50_000 && started.elapsed() < WAIT,
-            "not closed after {changes} changes in {:?}:\n{}",
+            changes.n < 50_000 && started.elapsed() < WAIT,
+            "not closed after {} changes in {:?}:\n{}",
+            changes.n,
             started.elapsed(),
             lab.log("gw")
         );
         for _ in 0..100 {
-            let policy = if changes % 2 == 0 {
-                "redundant"
-            } else {
-                "failover"
-            };
-            (&conn)
-                .write_all(
-                    format!("{{\"cmd\":\"policy\",\"sa\":\"tunnel\",\"policy\":\"{policy}\"}}\n")
-                        .as_bytes(),
-                )
-                .unwrap();
-            line.clear();
-            answers.read_line(&mut line).unwrap();
-            assert!(line.contains("\"ok\":true"), "change {changes}: {line}");
-            changes += 1;
+            changes.change();
         }
     }
+    let changes = changes.n;
     eprintln!(
         "the stuck subscriber was closed after {changes} changes, {:.2} s",
         started.elapsed().as_secs_f64()
     );
-    drop((conn, answers));
     // Its socket: what was queued in the kernel, then the end.
     stuck
         .set_read_timeout(Some(Duration::from_secs(10)))

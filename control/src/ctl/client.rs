@@ -44,8 +44,12 @@ impl std::fmt::Display for ClientError {
 
 impl std::error::Error for ClientError {}
 
-/// Sends `req` to the daemon at `socket` and returns the result of a successful response.
-pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
+/// Connects to the daemon at `socket` (reads and writes with [`IO_TIMEOUT`]) and writes
+/// `req` as one line. A daemon that turns the connection away (too many clients) writes
+/// why and closes it, possibly before the request is written: a broken pipe or reset is
+/// then returned beside the stream rather than as the error, since the answer is still
+/// there to read; any other write error is the error.
+fn send(socket: &Path, req: &Request) -> Result<(UnixStream, io::Result<()>), ClientError> {
     let stream =
         UnixStream::connect(socket).map_err(|e| ClientError::Connect(socket.to_owned(), e))?;
     stream
@@ -57,17 +61,21 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
     let mut line =
         serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
     line.push('\n');
-    // A daemon that turns the connection away (too many clients) writes why and closes it,
-    // possibly before the request is written: then the answer is still there to read.
     let wrote = (&stream).write_all(line.as_bytes());
     if let Err(e) = &wrote {
         if !matches!(
             e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
         ) {
             return Err(ClientError::Io(wrote.unwrap_err()));
         }
     }
+    Ok((stream, wrote))
+}
+
+/// Sends `req` to the daemon at `socket` and returns the result of a successful response.
+pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
+    let (stream, wrote) = send(socket, req)?;
     let mut answer = Vec::new();
     let read = BufReader::with_capacity(1 << 16, &stream)
         .take(MAX_RESPONSE as u64 + 1)
@@ -100,26 +108,7 @@ pub fn subscribe(
     req: &Request,
     mut each: impl FnMut(Value) -> bool,
 ) -> Result<(), ClientError> {
-    let stream =
-        UnixStream::connect(socket).map_err(|e| ClientError::Connect(socket.to_owned(), e))?;
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .map_err(ClientError::Io)?;
-    stream
-        .set_write_timeout(Some(IO_TIMEOUT))
-        .map_err(ClientError::Io)?;
-    let mut line =
-        serde_json::to_string(req).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-    line.push('\n');
-    let wrote = (&stream).write_all(line.as_bytes());
-    if let Err(e) = &wrote {
-        if !matches!(
-            e.kind(),
-            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-        ) {
-            return Err(ClientError::Io(wrote.unwrap_err()));
-        }
-    }
+    let (stream, wrote) = send(socket, req)?;
     let mut reader = BufReader::with_capacity(1 << 16, &stream);
     let mut buf = Vec::new();
     let mut first = true;

@@ -456,11 +456,7 @@ impl IkeHandle {
         self.known(conn)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(Msg::Move(conn.to_owned(), local, remote, tx))?;
-        match rx.recv_timeout(MOVE_ANSWER) {
-            Ok(r) => r.map_err(CommandError::Refused),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
-        }
+        answer(&rx, MOVE_ANSWER)?.map_err(CommandError::Refused)
     }
 
     /// One multi-interface operation on connection `conn`'s IKE SAs with the extension in
@@ -471,11 +467,7 @@ impl IkeHandle {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(Msg::Mif(conn.to_owned(), cmd, tx))?;
         // The thread answers by the deadline itself; a little more for its turn.
-        match rx.recv_timeout(MIF_ANSWER + Duration::from_millis(500)) {
-            Ok(r) => Ok(r),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
-        }
+        answer(&rx, MIF_ANSWER + Duration::from_millis(500))
     }
 
     /// RFC 7791 (`ctl clone`): clones connection `conn`'s IKE SA, moves the clone to our
@@ -492,11 +484,7 @@ impl IkeHandle {
         self.known(conn)?;
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.command(Msg::Clone(conn.to_owned(), local, remote, child, tx))?;
-        match rx.recv_timeout(MOVE_ANSWER) {
-            Ok(r) => r.map_err(CommandError::Refused),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
-        }
+        answer(&rx, MOVE_ANSWER)?.map_err(CommandError::Refused)
     }
 
     /// The IKE SAs' keys as Wireshark `ikev2_decryption_table` lines (empty if the IKE
@@ -526,16 +514,17 @@ impl IkeHandle {
                 ConnChange::Remove(n) => self.connections.retain(|c| c != n),
             }
         }
+        self.ask(|tx| Msg::Reload(changes, tx))
+    }
+
+    /// Sends the message `make` builds around a reply channel, waiting for room in the
+    /// queue (a reload must not be lost to a busy one), and waits for the answer.
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Msg) -> Result<T, CommandError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        // Waits for room: a reload must not be lost to a busy queue.
         self.tx
-            .send_timeout(Msg::Reload(changes, tx), MOVE_ANSWER)
+            .send_timeout(make(tx), MOVE_ANSWER)
             .map_err(|_| CommandError::Busy)?;
-        match rx.recv_timeout(MOVE_ANSWER) {
-            Ok(r) => Ok(r),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
-        }
+        answer(&rx, MOVE_ANSWER)
     }
 
     /// `ctl reload`: the `[interfaces.*]` preferences of the file. When they change what we
@@ -545,15 +534,7 @@ impl IkeHandle {
         &self,
         prefs: BTreeMap<String, InterfacePrefs>,
     ) -> Result<Option<String>, CommandError> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.tx
-            .send_timeout(Msg::Prefs(prefs, tx), MOVE_ANSWER)
-            .map_err(|_| CommandError::Busy)?;
-        match rx.recv_timeout(MOVE_ANSWER) {
-            Ok(r) => Ok(r),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(CommandError::Busy),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(CommandError::Gone),
-        }
+        self.ask(|tx| Msg::Prefs(prefs, tx))
     }
 
     pub fn rekey(&self, conn: &str, ike: bool) -> Result<String, CommandError> {
@@ -1970,4 +1951,13 @@ fn describe_interfaces(list: &[LocalInterface]) -> String {
         })
         .collect();
     format!("[{}]", items.join(", "))
+}
+
+/// The IKE thread's answer on `rx` within `within`: `Busy` when it did not come in time,
+/// `Gone` when the thread ended.
+fn answer<T>(rx: &Receiver<T>, within: Duration) -> Result<T, CommandError> {
+    rx.recv_timeout(within).map_err(|e| match e {
+        crossbeam_channel::RecvTimeoutError::Timeout => CommandError::Busy,
+        crossbeam_channel::RecvTimeoutError::Disconnected => CommandError::Gone,
+    })
 }
