@@ -148,12 +148,8 @@ impl<'a> Worker<'a> {
                     self.sockets.len() - 1
                 }
             };
-            let fd = t.as_raw_fd();
-            match self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), Token(idx), Interest::READABLE)
-            {
+            // Exclusive: an arrival wakes one waiting worker, not every worker.
+            match t.register_exclusive(&self.poll, Token(idx)) {
                 Ok(()) => {
                     self.sockets[idx] = Some(Arc::clone(t));
                     self.pending_socks[idx] = true;

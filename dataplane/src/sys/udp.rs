@@ -595,6 +595,22 @@ impl OuterSocket {
     }
 }
 
+impl OuterSocket {
+    /// Registers the socket with `poll` for edge-triggered readability under `token`, with
+    /// `EPOLLEXCLUSIVE`: when several workers' polls hold the socket, one arrival wakes one
+    /// of those waiting in `epoll_wait`, not all of them (each would wake, race for the same
+    /// datagrams and all but one find nothing). A poll whose thread is busy still gets the
+    /// event on its ready list, so nothing is lost; it is only not woken. Remove it with
+    /// `Registry::deregister` as any mio registration (`EPOLL_CTL_DEL`).
+    ///
+    /// mio (1.x) has no exclusive interest; this adds the socket to mio's epoll instance
+    /// directly, with mio's own encoding (the token in `epoll_event.u64`), so the events come
+    /// back from `Poll::poll` as usual (`registered_exclusive_wakes_with_its_token` checks it).
+    pub fn register_exclusive(&self, poll: &mio::Poll, token: mio::Token) -> io::Result<()> {
+        ffi::epoll_add_exclusive(poll.as_raw_fd(), self.sock.as_fd(), token.0 as u64)
+    }
+}
+
 impl AsRawFd for OuterSocket {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
@@ -694,6 +710,24 @@ mod ffi {
             )
         })?;
         Ok(value)
+    }
+
+    /// `EPOLL_CTL_ADD` of `fd` to the epoll instance `epfd`: readable, edge-triggered,
+    /// exclusive wake-ups, `data` in the event's `u64`.
+    pub(super) fn epoll_add_exclusive(
+        epfd: libc::c_int,
+        fd: BorrowedFd<'_>,
+        data: u64,
+    ) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32,
+            u64: data,
+        };
+        // SAFETY: `ev` is a live, initialised `epoll_event` the kernel only reads; `fd` is an
+        // open socket (borrowed for the call) and `epfd` the caller's epoll instance (an
+        // invalid one is EBADF/EINVAL, not undefined behaviour).
+        cvt(unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) })?;
+        Ok(())
     }
 
     /// Writes `addr` into `storage`, returning the length to pass to the kernel.
@@ -1067,6 +1101,36 @@ mod tests {
             assert_eq!(src, tx.local_addr());
             assert_eq!(dst_ip, Some(rx.local_addr().ip()));
         }
+    }
+
+    /// A socket registered exclusively in two mio polls (two workers) comes back from
+    /// `Poll::poll` with each poll's own token (neither waits while the datagram arrives, so
+    /// both have it queued), and after `deregister` that poll no longer reports it.
+    #[test]
+    fn registered_exclusive_wakes_with_its_token() {
+        let rx = open("127.0.0.1:0", false, false);
+        let tx = open("127.0.0.1:0", false, false);
+        let mut polls: Vec<mio::Poll> = (0..2).map(|_| mio::Poll::new().unwrap()).collect();
+        for (i, p) in polls.iter().enumerate() {
+            rx.register_exclusive(p, mio::Token(7 + i)).unwrap();
+        }
+        let tokens = |p: &mut mio::Poll, timeout: Duration| {
+            let mut events = mio::Events::with_capacity(4);
+            p.poll(&mut events, Some(timeout)).unwrap();
+            events.iter().map(|e| e.token()).collect::<Vec<_>>()
+        };
+        tx.send_to(b"wake", rx.local_addr()).unwrap();
+        for (i, p) in polls.iter_mut().enumerate() {
+            assert_eq!(tokens(p, TIMEOUT), vec![mio::Token(7 + i)]);
+        }
+        let fd = rx.as_raw_fd();
+        polls[0]
+            .registry()
+            .deregister(&mut mio::unix::SourceFd(&fd))
+            .unwrap();
+        tx.send_to(b"again", rx.local_addr()).unwrap();
+        assert_eq!(tokens(&mut polls[1], TIMEOUT), vec![mio::Token(8)]);
+        assert_eq!(tokens(&mut polls[0], Duration::ZERO), vec![]);
     }
 
     #[test]
