@@ -1461,19 +1461,36 @@ impl Cx<'_> {
             let key = format!("secrets.{name}");
             match (&s.file, is_key) {
                 (Some(f), true) => {
-                    if s.secret.is_some() {
-                        return Err(self.err(
-                            f.span(),
-                            format!("{key}.secret"),
-                            "encrypted private keys are not supported; store it unencrypted (mode 600)",
-                        ));
-                    }
+                    // With `secret`: the passphrase of an encrypted PKCS#8 key.
+                    let pass = s.secret.as_ref();
+                    let span = pass.map_or_else(|| f.span(), S::span);
                     let k = self
                         .load_files(Some(&vec![f.clone()]), &format!("{key}.file"), |b| {
-                            PrivateKey::from_pem_or_der(b)
+                            // Outer errors are the file's, inner ones the secret's.
+                            match (PrivateKey::is_encrypted(b), pass) {
+                                (false, None) => PrivateKey::from_pem_or_der(b).map(Ok),
+                                (true, None) => Err(
+                                    "an encrypted key: its passphrase goes in secret = \"...\""
+                                        .to_owned(),
+                                ),
+                                (false, Some(_)) => Ok(Err(
+                                    "secret is the passphrase of an encrypted key, and this key is not encrypted"
+                                        .to_owned(),
+                                )),
+                                (true, Some(p)) => {
+                                    match PrivateKey::from_encrypted(b, p.get_ref().as_bytes()) {
+                                        Ok(k) => Ok(Ok(k)),
+                                        Err(m) if m.starts_with("wrong passphrase") => Ok(Err(m)),
+                                        Err(m) => Err(m),
+                                    }
+                                }
+                            }
                         })?
                         .pop()
-                        .expect("one file");
+                        .expect("one file")
+                        .map_err(|m| {
+                            self.err(span, format!("{key}.secret"), format!("{}: {m}", f.get_ref()))
+                        })?;
                     out.push((name.clone(), Arc::new(k)));
                 }
                 (None, true) => {

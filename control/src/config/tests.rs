@@ -1515,3 +1515,66 @@ fn err_in(name: &str, text: &str) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+/// `[secrets.private-NAME]` with `secret`: the passphrase of an encrypted PKCS#8 key
+/// (`openssl pkcs8 -topk8 -v2 aes256`); a wrong one, a missing one and one for a key that is
+/// not encrypted are errors that name the key.
+#[test]
+fn encrypted_private_key_with_its_passphrase() {
+    let dir = pki_dir("enc");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "pkcs8",
+            "-topk8",
+            "-v2",
+            "aes256",
+            "-passout",
+            "pass:lab passphrase",
+            "-in",
+        ])
+        .arg(dir.join("gw.key"))
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success());
+    assert!(out.stdout.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY"));
+    std::fs::write(dir.join("gw.enc"), &out.stdout).unwrap();
+    let name = dir.join("gw.toml").to_str().unwrap().to_owned();
+    let with = |file: &str, secret: Option<&str>| {
+        let mut t = PUBKEY.replace("file = \"gw.key\"", &format!("file = \"{file}\""));
+        if let Some(s) = secret {
+            t = t.replace(
+                &format!("file = \"{file}\"\n"),
+                &format!("file = \"{file}\"\nsecret = \"{s}\"\n"),
+            );
+        }
+        t
+    };
+    let cfg = parse(&name, &plus(&with("gw.enc", Some("lab passphrase")))).unwrap();
+    let crate::ike::auth::LocalAuth::Pubkey { key, .. } = &cfg.ike.connections[0].ike.local_auth
+    else {
+        panic!("pubkey")
+    };
+    let plain =
+        crate::ike::auth::PrivateKey::from_pem_or_der(&std::fs::read(dir.join("gw.key")).unwrap())
+            .unwrap();
+    assert_eq!(key.public_key(), plain.public_key());
+    assert!(!format!("{cfg:?}").contains("lab passphrase"));
+    let strip = |e: String| e.replace(&format!("{}/", dir.display()), "");
+    let e = strip(err_in(&name, &with("gw.enc", Some("wrong"))));
+    assert!(
+        e.ends_with(
+            "secrets.private-gw.secret: gw.enc: wrong passphrase (secret) for this encrypted key"
+        ),
+        "{e}"
+    );
+    let e = strip(err_in(&name, &with("gw.enc", None)));
+    assert!(
+        e.ends_with("secrets.private-gw.file[0]: gw.enc: an encrypted key: its passphrase goes in secret = \"...\""),
+        "{e}"
+    );
+    let e = strip(err_in(&name, &with("gw.key", Some("lab passphrase"))));
+    assert!(
+        e.ends_with("secrets.private-gw.secret: gw.key: secret is the passphrase of an encrypted key, and this key is not encrypted"),
+        "{e}"
+    );
+}

@@ -250,6 +250,53 @@ impl PrivateKey {
             .map_err(|_| "DER that is no PKCS#8, SEC1 or PKCS#1 key ring accepts".into())
     }
 
+    /// Whether a key file is an encrypted PKCS#8 key (PEM `ENCRYPTED PRIVATE KEY`, or DER
+    /// EncryptedPrivateKeyInfo).
+    pub fn is_encrypted(bytes: &[u8]) -> bool {
+        Self::encrypted_info(bytes).is_ok()
+    }
+
+    /// The DER EncryptedPrivateKeyInfo of a PEM or DER file.
+    fn encrypted_info(bytes: &[u8]) -> Result<pkcs8::Document, String> {
+        use pkcs8::der::Decode;
+        let doc = match std::str::from_utf8(bytes) {
+            Ok(text) if text.contains("-----BEGIN") => {
+                let (label, doc) =
+                    pkcs8::Document::from_pem(text).map_err(|e| format!("bad PEM: {e}"))?;
+                if label != "ENCRYPTED PRIVATE KEY" {
+                    return Err(format!("a PEM {label}, not an ENCRYPTED PRIVATE KEY"));
+                }
+                doc
+            }
+            _ => pkcs8::Document::from_der(bytes).map_err(|e| format!("not DER: {e}"))?,
+        };
+        pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+            .map_err(|e| format!("not a PKCS#8 EncryptedPrivateKeyInfo: {e}"))?;
+        Ok(doc)
+    }
+
+    /// Loads an encrypted PKCS#8 key (EncryptedPrivateKeyInfo, PEM `ENCRYPTED PRIVATE
+    /// KEY` or DER) with its passphrase: PBES2 (PBKDF2 with HMAC-SHA-1/224/256/384/512, or
+    /// scrypt) and AES-128/192/256-CBC, as `openssl pkcs8 -topk8 -v2 aes256` writes it,
+    /// decrypted by the RustCrypto `pkcs8` crate (ring cannot). The decrypted key lives in a
+    /// buffer wiped on drop until ring has taken it.
+    pub fn from_encrypted(bytes: &[u8], passphrase: &[u8]) -> Result<PrivateKey, String> {
+        let doc = Self::encrypted_info(bytes)?;
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
+            .map_err(|e| format!("not a PKCS#8 EncryptedPrivateKeyInfo: {e}"))?;
+        let wrong = "wrong passphrase (secret) for this encrypted key";
+        let plain = info.decrypt(passphrase).map_err(|e| match e {
+            // pkcs5 0.7 reports bad padding after a wrong key as EncryptFailed.
+            pkcs8::Error::EncryptedPrivateKey(
+                pkcs8::pkcs5::Error::DecryptFailed | pkcs8::pkcs5::Error::EncryptFailed,
+            )
+            | pkcs8::Error::Asn1(_) => wrong.to_owned(),
+            e => format!("cannot decrypt: {e} (PBES2 with PBKDF2 or scrypt and AES-CBC only)"),
+        })?;
+        // A wrong passphrase that happened to leave valid padding decrypts to garbage.
+        Self::from_pkcs8(plain.as_bytes(), &SystemRandom::new()).map_err(|_| wrong.to_owned())
+    }
+
     fn from_pkcs8(der: &[u8], rng: &SystemRandom) -> Result<PrivateKey, String> {
         let ec = |alg, alg_fixed, p384| -> Option<PrivateKey> {
             let asn1 = EcdsaKeyPair::from_pkcs8(alg, der, rng).ok()?;
@@ -651,6 +698,63 @@ mod tests {
         );
         assert!(PrivateKey::from_pem_or_der(b"garbage").is_err());
         assert!(PrivateKey::from_pem_or_der(b"\x30\x03\x02\x01\x00").is_err());
+    }
+
+    #[test]
+    fn encrypted_pkcs8_keys_load_with_their_passphrase() {
+        let pass = "pass:correct horse battery";
+        for args in [
+            &["ecparam", "-genkey", "-name", "prime256v1", "-noout"][..],
+            &["ecparam", "-genkey", "-name", "secp384r1", "-noout"][..],
+            &["genpkey", "-algorithm", "ED25519"][..],
+            &["genrsa", "2048"][..],
+        ] {
+            let plain = openssl(args, None);
+            let k = PrivateKey::from_pem_or_der(&plain).unwrap();
+            let enc = openssl(
+                &["pkcs8", "-topk8", "-v2", "aes256", "-passout", pass],
+                Some(&plain),
+            );
+            assert!(enc.starts_with(b"-----BEGIN ENCRYPTED PRIVATE KEY"));
+            assert!(PrivateKey::is_encrypted(&enc));
+            assert!(!PrivateKey::is_encrypted(&plain));
+            // Not readable without the passphrase.
+            assert!(PrivateKey::from_pem_or_der(&enc).is_err());
+            let d = PrivateKey::from_encrypted(&enc, b"correct horse battery").unwrap();
+            assert_eq!(
+                (d.kind(), d.public_key()),
+                (k.kind(), k.public_key()),
+                "{args:?}"
+            );
+            assert_eq!(
+                PrivateKey::from_encrypted(&enc, b"wrong horse").unwrap_err(),
+                "wrong passphrase (secret) for this encrypted key"
+            );
+            if args[0] != "genpkey" {
+                continue;
+            }
+            // DER, and scrypt as the key derivation (a small cost: debug builds are slow).
+            let der = openssl(
+                &[
+                    "pkcs8",
+                    "-topk8",
+                    "-v2",
+                    "aes128",
+                    "-scrypt",
+                    "-scrypt_N",
+                    "1024",
+                    "-outform",
+                    "DER",
+                    "-passout",
+                    pass,
+                ],
+                Some(&plain),
+            );
+            assert!(PrivateKey::is_encrypted(&der));
+            let d = PrivateKey::from_encrypted(&der, b"correct horse battery").unwrap();
+            assert_eq!(d.public_key(), k.public_key());
+        }
+        assert!(PrivateKey::from_encrypted(b"garbage", b"x").is_err());
     }
 
     #[test]
