@@ -602,23 +602,11 @@ fn many_sas(lab: &Lab, n: usize) -> String {
     cfg
 }
 
-/// utime + stime of process `pid`, in seconds (/proc/PID/stat, clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // After the command name in parentheses: state is field 3, utime 14, stime 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    // SAFETY: sysconf(3) has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
-}
-
 /// The bar "status --watch at 20 Hz with 100 SAs": a daemon with 100 manual SAs and `mifsec
 /// status --watch --json --interval 0.05` for 60 samples. Every sample comes (counted
 /// against a generous deadline, not timed) and is complete: 100 SAs, each with its path
 /// and counters, `t` increasing; samples the daemon skipped are said (`missed`) and
-/// reported with the daemon's CPU time with and without the watcher, as figures, not
-/// asserted.
+/// printed, not asserted (a rate is a benchmark's figure, not a test's).
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
@@ -629,20 +617,12 @@ fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
     let gns = lab.gw_ns.clone();
     lab.start_mifsec("gw", &gns, &many_sas(&lab, SAS));
     let sock = lab.sock("gw");
-    let pid = lab.daemons[0].id();
     wait_until(WAIT, "100 SAs in status", || {
         lab.status_json("gw")["sas"]
             .as_array()
             .is_some_and(|l| l.len() == SAS)
     });
-    // The daemon alone, as long as the watcher will run: a measurement window (a figure),
-    // not a wait for anything.
-    let span = Duration::from_secs_f64(0.05 * SAMPLES as f64);
-    let (c0, t0) = (cpu_seconds(pid), Instant::now());
-    std::thread::sleep(span);
-    let idle = (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64();
-
-    let (c1, t1) = (cpu_seconds(pid), Instant::now());
+    let t1 = Instant::now();
     let watch = Follower::spawn(
         BIN,
         &sock,
@@ -652,7 +632,6 @@ fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
         watch.lines().len() >= SAMPLES
     });
     let wall = t1.elapsed().as_secs_f64();
-    let watched = (cpu_seconds(pid) - c1) / wall;
     let lines = watch.lines();
     drop(watch);
     let mut last_t = 0.0;
@@ -683,11 +662,8 @@ fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
     let n = lines.len();
     eprintln!(
         "status --watch --json --interval 0.05 with {SAS} SAs: {n} samples in {wall:.2} s \
-         ({:.1}/s), {missed} skipped by the daemon, {} bytes a sample; daemon CPU {:.1}% \
-         without the watcher, {:.1}% with it",
+         ({:.1}/s), {missed} skipped by the daemon, {} bytes a sample",
         n as f64 / wall,
         lines[0].len(),
-        idle * 100.0,
-        watched * 100.0
     );
 }
