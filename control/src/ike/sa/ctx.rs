@@ -82,6 +82,10 @@ pub(in crate::ike::sa) struct Ctx {
     /// that sends garbage or the unexpected.
     #[cfg(test)]
     pub(in crate::ike::sa) test_eap_out: Option<EapRewrite>,
+    /// Fuzzing only: (round, packet) replacing the EAP packet this side sends in that
+    /// round, sealed with the live keys: the peer's EAP code past the ICV.
+    #[cfg(fuzzing)]
+    pub(in crate::ike::sa) fuzz_eap: Vec<(u32, Vec<u8>)>,
 }
 
 /// Tests only: a rewrite of the EAP packets a side sends (round, packet).
@@ -95,6 +99,10 @@ impl Ctx {
         #[cfg(test)]
         if let Some(f) = self.test_eap_out {
             return f(round, packet);
+        }
+        #[cfg(fuzzing)]
+        if let Some((_, b)) = self.fuzz_eap.iter().find(|(r, _)| *r == round) {
+            return b.clone();
         }
         packet
     }
@@ -421,6 +429,8 @@ impl Ctx {
             test_auth_extra: Vec::new(),
             #[cfg(test)]
             test_eap_out: None,
+            #[cfg(fuzzing)]
+            fuzz_eap: Vec::new(),
         }
     }
 }

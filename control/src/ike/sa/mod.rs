@@ -1301,6 +1301,13 @@ impl IkeSa {
         st.ch.core.rx.open(bytes, &msg).ok()
     }
 
+    /// Fuzzing only: the EAP packet this side sends in round `r` (from 1: the IKE_AUTH
+    /// message's ID) is replaced by the bytes given for `r`, sealed as usual.
+    #[cfg(fuzzing)]
+    pub fn fuzz_eap_replace(&mut self, list: Vec<(u32, Vec<u8>)>) {
+        self.ctx.fuzz_eap = list;
+    }
+
     /// Fuzzing only: the message ID of our next request on the current IKE SA, used up if
     /// `take`. `None` unless established.
     #[cfg(fuzzing)]
