@@ -7,14 +7,38 @@
 #   scripts/package.sh           release build -> target/debian/mifsec_VERSION-1_ARCH.deb
 #   scripts/package.sh --check   also checks the package: dpkg -c lists every file,
 #                                systemd-analyze verify on its unit, the man pages format
-#   PROFILE=dev scripts/package.sh --check
+#   scripts/package.sh --install-check
+#                                --check, then installs it on a fresh Debian 12 (as root):
+#                                a minbase bookworm root (debootstrap; with systemd and
+#                                man-db, as any Debian 12 system has) is cached in
+#                                target/debian-root and each run works on a throwaway
+#                                overlay of it. In the chroot `apt-get install ./mifsec_*.deb`
+#                                resolves the Depends (each must be installed after), then:
+#                                mifsec --version, mifsec check on the example, man -w
+#                                mifsec, the mifsec user and group, the unit in systemd's
+#                                unit path, systemd-analyze verify mifsec@example.service,
+#                                systemctl enable/disable, dpkg -r and dpkg --purge.
+#                                The first run downloads the root (needs debootstrap,
+#                                installed with apt-get if missing, and the Debian mirror).
+#   PROFILE=dev scripts/package.sh --install-check
 #                                package the debug binary already built (what
 #                                scripts/test.sh does, to spare CI a release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${PROFILE:-release}
 check=0
-[ "${1:-}" = --check ] && check=1
+install_check=0
+for arg in "$@"; do
+  case "$arg" in
+    --check) check=1 ;;
+    --install-check) check=1 install_check=1 ;;
+    *) echo "usage: scripts/package.sh [--check | --install-check]" >&2; exit 2 ;;
+  esac
+done
+if ((install_check)) && [ "$(id -u)" != 0 ]; then
+  echo "package install check: needs root (debootstrap, chroot, mounts)" >&2
+  exit 1
+fi
 
 command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
 
@@ -61,7 +85,18 @@ dpkg-deb -I "$deb" postinst >/dev/null || fail "no postinst (the mifsec user)"
 # The unit as installed, with /usr/bin/mifsec and the man pages taken from the package
 # (systemd-analyze checks that the executable exists and that Documentation= pages open).
 root=$(mktemp -d)
-trap 'rm -rf "$root"' EXIT
+mounts=()
+unmount_all() { # what the install check mounted, last first
+  local i
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
+    umount "${mounts[i]}" 2>/dev/null || umount -l "${mounts[i]}" 2>/dev/null ||
+      echo "package install check: could not unmount ${mounts[i]}" >&2
+  done
+  mounts=()
+}
+cleanup() { unmount_all; rm -rf "$root"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 dpkg-deb -x "$deb" "$root"
 for page in "$root"/usr/share/man/man1/*; do
   man -l "$page" >/dev/null 2>"$root/man.err" || { cat "$root/man.err"; fail "man -l $page"; }
@@ -76,3 +111,133 @@ MANPATH="$root/usr/share/man" systemd-analyze verify "$root/verify/mifsec@exampl
 "$root/usr/bin/mifsec" check --config "$root/etc/mifsec/example.toml" >/dev/null 2>&1 ||
   fail "the example configuration does not pass mifsec check"
 echo "package OK: $deb ($(grep -c . <<<"$listing") entries; unit verified)"
+((install_check)) || exit 0
+
+# ---- Install check on a fresh Debian 12 -------------------------------------------------
+started=$SECONDS
+ifail() { echo "package install check: $*" >&2; exit 1; }
+# What the cached root holds; a root made by another recipe is made again.
+recipe="debootstrap --variant=minbase bookworm; apt-get install --no-install-recommends systemd man-db"
+mirror=http://deb.debian.org/debian
+droot=$PWD/target/debian-root
+stamp=$droot/.mifsec-root-complete
+run=$PWD/target/debian-run
+in_root() { chroot "$1" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+  LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "${@:2}"; }
+# Unmounts whatever is left mounted under a directory (an interrupted run).
+unmount_under() {
+  findmnt -rn -o TARGET | { grep -F "$1/" || true; } | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" || ifail "could not unmount $m"
+  done
+}
+mount_api() { # /proc, /dev and /sys for a chroot, unmounted on exit
+  mount -t proc proc "$1/proc" || ifail "mount /proc in $1"
+  mounts+=("$1/proc")
+  mount --bind /dev "$1/dev" || ifail "mount /dev in $1"
+  mounts+=("$1/dev")
+  mount --bind /sys "$1/sys" || ifail "mount /sys in $1"
+  mounts+=("$1/sys")
+}
+exec 9>"$PWD/target/debian-root.lock"
+flock 9
+
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$recipe" ]; then
+  echo "install check: reusing the Debian 12 root in target/debian-root"
+else
+  echo "install check: making a Debian 12 root in target/debian-root (downloads ~100 MB, once)"
+  t0=$SECONDS
+  command -v debootstrap >/dev/null ||
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; } ||
+    ifail "could not install debootstrap"
+  for d in "$droot" "$droot.new"; do
+    unmount_under "$d"
+    rm -rf --one-file-system "$d"
+  done
+  debootstrap --variant=minbase bookworm "$droot.new" "$mirror" >"$PWD/target/debootstrap.log" 2>&1 ||
+    { tail -n 30 "$PWD/target/debootstrap.log" >&2; ifail "debootstrap failed (log: target/debootstrap.log)"; }
+  cp /etc/resolv.conf "$droot.new/etc/resolv.conf"
+  mount_api "$droot.new"
+  { in_root "$droot.new" apt-get update &&
+    in_root "$droot.new" apt-get install -y --no-install-recommends systemd man-db &&
+    in_root "$droot.new" apt-get clean; } >"$PWD/target/debian-root.log" 2>&1 ||
+    { tail -n 30 "$PWD/target/debian-root.log" >&2; ifail "installing systemd and man-db in the root failed"; }
+  unmount_all
+  mv "$droot.new" "$droot"
+  echo "$recipe" >"$stamp"
+  echo "install check: root made in $((SECONDS - t0)) s"
+fi
+in_root "$droot" dpkg -s mifsec >/dev/null 2>&1 && ifail "the cached root has mifsec installed: rm -rf target/debian-root"
+
+# A throwaway overlay: the cached root is never changed by the check.
+unmount_under "$run"
+rm -rf --one-file-system "$run"
+mkdir -p "$run/upper" "$run/work" "$run/root"
+mount -t overlay overlay -o "lowerdir=$droot,upperdir=$run/upper,workdir=$run/work" "$run/root" ||
+  ifail "could not mount an overlay of target/debian-root"
+mounts+=("$run/root")
+r=$run/root
+mount_api "$r"
+cp /etc/resolv.conf "$r/etc/resolv.conf"
+cp "$deb" "$r/tmp/"
+log=$run/check.log
+ilog() { cat "$log" >&2; ifail "$*"; }
+
+# As a user would: apt resolves the Depends. Lists from the root's making may be stale
+# after a point release, so once more after apt-get update.
+inst='cd /tmp && apt-get install -y ./mifsec_*.deb'
+in_root "$r" sh -c "$inst" >"$log" 2>&1 ||
+  { in_root "$r" apt-get update >>"$log" 2>&1 && in_root "$r" sh -c "$inst" >>"$log" 2>&1; } ||
+  ilog "apt-get install ./$(basename "$deb") failed"
+new=$(sed -n '/^The following NEW packages will be installed:/,/^[^ ]/{/^ /p}' "$log" | xargs)
+in_root "$r" dpkg -s mifsec 2>/dev/null | grep -q '^Status: install ok installed' ||
+  ilog "mifsec is not installed after apt-get install"
+# Every package of Depends installed (the first of each alternative's names).
+depends=$(dpkg-deb -f "$deb" Depends)
+for dep in $(tr ',' '\n' <<<"$depends" | sed 's/|.*//; s/(.*)//; s/:.*//' | xargs); do
+  in_root "$r" dpkg -s "$dep" 2>/dev/null | grep -q '^Status: install ok installed' ||
+    ilog "Depends $dep is not installed after apt-get install"
+done
+
+in_root "$r" mifsec --version >"$log" 2>&1 || ilog "mifsec --version"
+version=$(cat "$log")
+in_root "$r" mifsec check --config /etc/mifsec/example.toml >"$log" 2>&1 ||
+  ilog "mifsec check --config /etc/mifsec/example.toml"
+stat -c %a "$r/etc/mifsec/example.toml" | grep -qx 600 || ifail "/etc/mifsec/example.toml is not mode 0600"
+in_root "$r" man -w mifsec >"$log" 2>&1 || ilog "man -w mifsec"
+manpage=$(cat "$log")
+in_root "$r" man -w mifsec-run >/dev/null 2>&1 || ifail "man -w mifsec-run"
+# The user and group postinst makes: a system account without a login.
+pw=$(in_root "$r" getent passwd mifsec) || ifail "no user mifsec after install"
+in_root "$r" getent group mifsec >/dev/null || ifail "no group mifsec after install"
+uid=$(cut -d: -f3 <<<"$pw")
+((uid < 1000)) || ifail "user mifsec is not a system user (uid $uid)"
+# The unit in a directory of systemd's unit path.
+unitdir=
+for d in $(in_root "$r" systemd-analyze unit-paths); do
+  [ -f "$r$d/mifsec@.service" ] && { unitdir=$d; break; }
+done
+[ -n "$unitdir" ] || ifail "mifsec@.service is in no directory of systemd-analyze unit-paths"
+# systemd-analyze exits 0 on an unknown key, with a warning: any output is a failure.
+in_root "$r" systemd-analyze verify mifsec@example.service >"$log" 2>&1 ||
+  ilog "systemd-analyze verify mifsec@example.service (in the Debian 12 root)"
+[ ! -s "$log" ] || ilog "systemd-analyze verify mifsec@example.service warned (in the Debian 12 root)"
+in_root "$r" systemctl enable mifsec@example.service >"$log" 2>&1 || ilog "systemctl enable mifsec@example"
+[ -L "$r/etc/systemd/system/multi-user.target.wants/mifsec@example.service" ] ||
+  ilog "systemctl enable made no multi-user.target.wants link"
+in_root "$r" systemctl disable mifsec@example.service >"$log" 2>&1 || ilog "systemctl disable mifsec@example"
+
+# Remove keeps the conffile, purge takes it.
+in_root "$r" dpkg -r mifsec >"$log" 2>&1 || ilog "dpkg -r mifsec"
+[ ! -e "$r/usr/bin/mifsec" ] || ifail "/usr/bin/mifsec left after dpkg -r"
+[ ! -e "$r$unitdir/mifsec@.service" ] || ifail "the unit left after dpkg -r"
+[ -e "$r/etc/mifsec/example.toml" ] || ifail "dpkg -r removed the conffile example.toml"
+in_root "$r" dpkg --purge mifsec >"$log" 2>&1 || ilog "dpkg --purge mifsec"
+[ ! -e "$r/etc/mifsec/example.toml" ] || ifail "/etc/mifsec/example.toml left after dpkg --purge"
+if in_root "$r" dpkg -s mifsec >/dev/null 2>&1; then ifail "mifsec still known to dpkg after --purge"; fi
+
+unmount_all
+rm -rf --one-file-system "$run"
+echo "install check OK on Debian $(cat "$droot/etc/debian_version"): apt installed ${new:-?} (Depends: $depends); $version;" \
+  "$manpage; user $pw; $unitdir/mifsec@.service verified and enabled; removed and purged" \
+  "($((SECONDS - started)) s)"

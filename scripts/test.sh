@@ -34,6 +34,8 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v groff >/dev/null || need_apt+=(groff-base)
 command -v man >/dev/null || need_apt+=(man-db)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# The package's install check on a fresh Debian 12 root (scripts/package.sh --install-check).
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 # strongSwan is the reference peer of the IKEv2 interop tests (charon with kernel-libipsec).
 [ -x /usr/lib/ipsec/charon ] && command -v swanctl >/dev/null && command -v pki >/dev/null ||
   need_apt+=(strongswan-charon strongswan-swanctl strongswan-pki libcharon-extra-plugins
@@ -91,9 +93,15 @@ else
   cargo test --workspace --locked
 fi
 
-step "Debian package (scripts/package.sh --check: dpkg -c, man pages, systemd-analyze verify)"
+step "Debian package (scripts/package.sh --install-check: dpkg -c, man pages, systemd-analyze verify, installed on a fresh Debian 12)"
 # From the debug binary the tests built: the packaging is checked, not the release build.
-PROFILE=dev scripts/package.sh --check
+# The install check (debootstrap, chroot) needs root; its Debian 12 root is cached in
+# target/debian-root, so only the first run on a machine downloads it.
+if [ "$(id -u)" = 0 ]; then
+  PROFILE=dev scripts/package.sh --install-check
+else
+  PROFILE=dev scripts/package.sh --check
+fi
 
 step "loom model tests of the replay window"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
