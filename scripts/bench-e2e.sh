@@ -36,7 +36,10 @@
 #      - parallel4: iperf3 -P 4 (four TCP flows) each way through the current wireguard-go
 #        and through mifsec's one SA; sas4: four manual SA pairs (10.1.K.0/24 <-> 10.2.K.0/24,
 #        K = 0..3) on the same link, one TCP flow through each at once, each way; Mbit/s and
-#        CPU seconds per GB: how the packet workers scale; JSON "several_flows".
+#        CPU seconds per GB: how the packet workers scale; JSON "several_flows";
+#        sas100 / sas100_watched: 100 SA pairs, one TCP flow through the first, without and
+#        with `mifsec status --watch --json --interval 0.05` on both daemons (samples per
+#        second each watcher got, and watched_vs_unwatched ratios of Mbit/s and CPU per GB).
 #
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
 #   scripts/bench-e2e.sh --anchors-only   only step 1
@@ -382,6 +385,47 @@ case_sas4() {
     "$fwd" "$rev" "$cpu")"
 }
 
+# case_watch DIR [watched]: issue 13's bar "status --watch --json sustains 20 samples per
+# second with 100 SAs, and the packet path is not slower while it does". 100 manual SA pairs
+# on one link (LAB_MIFSEC_SAS=100), one TCP flow through the first, forward and reverse; with
+# "watched", `mifsec status --watch --json --interval 0.05` follows both daemons for the whole
+# transfer, and the samples each got per second of its run are recorded. Run in the same
+# rounds without and with the watchers, so watched_vs_unwatched compares one run.
+case_watch() {
+  local dir=$1 mode=${2:-} frag side
+  lab_up_one_link "$P"
+  LAB_MIFSEC_SAS=100 start_mifsec "$dir" failover 1 none
+  if [ "$mode" = watched ]; then
+    for side in client gateway; do
+      "$MIFSEC_BIN" status --watch --json --interval 0.05 --socket "$dir/$side.sock" \
+        >"$dir/watch-$side.jsonl" 2>"$dir/watch-$side.log" &
+      echo $! >"$dir/watch-$side.pid"
+    done
+  fi
+  frag=$(iperf_case "$dir")
+  if [ "$mode" = watched ]; then
+    for side in client gateway; do
+      kill "$(cat "$dir/watch-$side.pid")" 2>/dev/null || true
+      wait "$(cat "$dir/watch-$side.pid")" 2>/dev/null || true
+      # Samples per second from the samples' own clock: (n - 1) over the first to last `t`.
+      frag=$(python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+ts = []
+for line in open(sys.argv[3]):
+    v = json.loads(line)
+    assert len(v["sas"]) == 100, "a sample without the 100 SAs"
+    ts.append(v["t"])
+assert len(ts) > 1, "fewer than two samples"
+r[sys.argv[2] + "_watch_samples"] = len(ts)
+r[sys.argv[2] + "_watch_samples_per_s"] = round((len(ts) - 1) / (ts[-1] - ts[0]), 2)
+print(json.dumps(r))' "$frag" "$side" "$dir/watch-$side.jsonl") ||
+        lab_die "the samples of the $side watcher are not complete"
+    done
+    log "watchers: $frag"
+  fi
+  finish_case "$dir" "$frag"
+}
+
 case_aggregate() { # DIR R1 R2
   local dir=$1 r1=$2 r2=$3 frag
   lab_up_two_links "$P" "$r1" "$r2"
@@ -560,6 +604,8 @@ if ((!ANCHORS_ONLY)); then
         run_anchor wireguard-go-current "wireguard-go-current-parallel4@$k" parallel4
       run_case "parallel4@$k" case_parallel4
       run_case "sas4@$k" case_sas4
+      run_case "sas100@$k" case_watch
+      run_case "sas100_watched@$k" case_watch watched
     done
     ((REFERENCE_ONLY)) && E2E_CASES=none
     run_case aggregate_200_100 case_aggregate 200 100
@@ -680,6 +726,15 @@ for d in ("forward", "reverse"):
     t, m = num(tr, d + "_mbps"), num(one, d + "_mbps")
     if t is not None and m:
         ratios[f"transport_vs_tunnel_{d}"] = round(t / m, 3)
+# status --watch at 20 Hz with 100 SAs: the packet path with the watchers against without.
+wu, ww = mifsec.get("sas100", {}), mifsec.get("sas100_watched", {})
+for d in ("forward", "reverse"):
+    a, b = num(ww, d + "_mbps"), num(wu, d + "_mbps")
+    if a is not None and b:
+        ratios[f"watched_vs_unwatched_{d}"] = round(a / b, 3)
+    a, b = num(ww, d + "_cpu_s_per_gb"), num(wu, d + "_cpu_s_per_gb")
+    if a is not None and b:
+        ratios[f"watched_vs_unwatched_cpu_per_gb_{d}"] = round(a / b, 3)
 # Small packets: delivered packets per second (higher is better) and CPU per million packets
 # (lower is better), mifsec against the current wireguard-go, medians of the same run.
 sm, sr = small_packets.get("mifsec", {}), small_packets.get(REF, {})
@@ -790,6 +845,16 @@ if not anchors_only:
             rows.append((f"{label} / one flow, / {REF} -P 4",
                          f"{fmt(ratios.get(f'{key}_vs_one_flow_forward'), '.2f')}, {fmt(ratios.get(f'{key}_vs_{REF}_p4_forward'), '.2f')}",
                          f"{fmt(ratios.get(f'{key}_vs_one_flow_reverse'), '.2f')}, {fmt(ratios.get(f'{key}_vs_{REF}_p4_reverse'), '.2f')}", "", ""))
+    for key, label in (("sas100", "mifsec, 100 SAs, one flow"), ("sas100_watched", "  the same, status --watch at 20 Hz on both")):
+        if key in mifsec:
+            rows.append(tunnel_row(label, mifsec[key]))
+    if "watched_vs_unwatched_forward" in ratios:
+        ww = mifsec.get("sas100_watched", {})
+        rows.append(("  watched / not; samples/s client, gateway", fmt(ratios.get("watched_vs_unwatched_forward"), ".3f"),
+                     fmt(ratios.get("watched_vs_unwatched_reverse"), ".3f"),
+                     fmt(ratios.get("watched_vs_unwatched_cpu_per_gb_forward"), ".3f"),
+                     fmt(ratios.get("watched_vs_unwatched_cpu_per_gb_reverse"), ".3f"),
+                     f"{fmt(num(ww, 'client_watch_samples_per_s'), '.1f')}, {fmt(num(ww, 'gateway_watch_samples_per_s'), '.1f')}"))
     d = mifsec.get("soak", {})
     if d:
         rows.append(("soak: Mbit/s / RSS growth after 30 s (client, gateway)", fmt(num(d, "forward_mbps")),
