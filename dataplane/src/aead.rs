@@ -309,8 +309,8 @@ impl AeadBackend for RustCryptoAead {
 }
 
 /// The backend of an [`AeadKey`]: an enum rather than a `dyn AeadBackend`, so that the packet
-/// path's call into ring is direct and inlined (at 64 bytes the indirect call and its frame
-/// were a measurable part of a seal).
+/// path's call into ring is direct (no allocation, no vtable). Measured at 64 bytes against
+/// the boxed trait object in the same criterion run, it made no difference beyond the noise.
 enum AnyAead {
     Ring(RingAead),
     RustCrypto(RustCryptoAead),
