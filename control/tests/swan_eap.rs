@@ -14,6 +14,12 @@
 //! gateway's TLS certificate) and a ping; and a client certificate from a CA strongSwan
 //! does not know, refused by strongSwan, the refusal in mifsec's log.
 //!
+//! EAP-only authentication (RFC 5998) with EAP-TLS: a strongSwan gateway whose own
+//! `local.auth` is eap-tls leaves its AUTH out (asserted from charon's log of the
+//! messages), and the mifsec client accepts it on the TLS certificate and the MSK AUTH; the
+//! same gateway with a TLS certificate of a CA the client does not trust is refused, the
+//! client sending its TLS alert, charon answering with EAP-Failure.
+//!
 //! Needs root (namespaces, TUN, apt-get for strongSwan when missing).
 
 mod swan;
@@ -302,6 +308,128 @@ fn tls_mifsec_client_to_strongswan_gateway() {
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn tls13_mifsec_client_to_strongswan_gateway() {
     eap_tls_to_strongswan("e3", "tls {\n  version_max = 1.3\n}\n", "TLS 1.3");
+}
+
+/// EAP-only authentication (RFC 5998): the strongSwan gateway's own `local.auth` is
+/// eap-tls, so it sends its IDr without AUTH once the mifsec client has announced
+/// EAP_ONLY_AUTHENTICATION, and proves itself by the TLS server certificate (checked against
+/// `ca.pem` and the identity it gave) and the AUTH from the MSK after EAP-Success.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn tls_eap_only_mifsec_client_to_strongswan_gateway() {
+    require_root();
+    let mut lab = Lab::new("eo", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let p = make_pki(&lab.dir, "ecdsa", "Lab CA");
+    swan_files(&lab, "gw", &p.gw, &p.ca);
+    let conf = swan_tls_gateway().replacen(
+        "      auth = pubkey\n      certs = gw.pem\n      id = gw\n",
+        "      auth = eap-tls\n      certs = gw.pem\n      id = gw\n",
+        1,
+    );
+    assert!(
+        conf.contains("auth = eap-tls\n      certs = gw.pem"),
+        "{conf}"
+    );
+    lab.start_swan(&gw_ns, &conf);
+    let conf = mifsec_tls_conf(&lab, &p.cl, &p.ca);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    let st = lab.wait_established("cl");
+    let ike = &st["ike_sas"][0];
+    eprintln!("--- mifsec status:\n{ike:#}");
+    assert_eq!(ike["local_auth"], "eap-tls", "{ike}");
+    assert_eq!(ike["remote_auth"], "eap-tls", "{ike}");
+    assert_eq!(ike["remote_tls_cert"], "C=CH, O=mifsec lab, CN=gw", "{ike}");
+    assert_eq!(ike["remote_cert"], "C=CH, O=mifsec lab, CN=gw", "{ike}");
+    let log = lab.log("cl");
+    assert!(
+        !log.contains("peer authentication failed"),
+        "mifsec log:\n{log}"
+    );
+    let sas = lab.swan_has_one_child(&gw_ns);
+    eprintln!("--- swanctl --list-sas:\n{sas}");
+    assert!(sas.contains("remote 'cl' @ 198.18."), "{sas}");
+    let swan = lab.swan_log();
+    eprintln!("--- charon log:\n{swan}");
+    for want in [
+        // Our IKE_AUTH request announces EAP-only; the gateway's first answer has its IDr
+        // and the EAP request but no AUTH and no CERT.
+        "parsed IKE_AUTH request 1 [ IDi IDr N(EAP_ONLY) ",
+        "generating IKE_AUTH response 1 [ IDr EAP/REQ/ID ]",
+        "initiating EAP_TLS method",
+        "sending TLS server certificate 'C=CH, O=mifsec lab, CN=gw'",
+        "received TLS peer certificate 'C=CH, O=mifsec lab, CN=cl'",
+        "EAP method EAP_TLS succeeded, MSK established",
+        "authentication of 'cl' with EAP successful",
+        "authentication of 'gw' (myself) with EAP",
+    ] {
+        assert!(swan.contains(want), "charon log lacks {want:?}:\n{swan}");
+    }
+    let human = text(&lab.mifsec("cl", &["status"]));
+    eprintln!("--- mifsec status:\n{human}");
+    assert!(
+        human.contains("remote eap-tls, certificate 'C=CH, O=mifsec lab, CN=gw'"),
+        "{human}"
+    );
+    lab.ping_ok("cl", &cl_ns, "10.88.0.1");
+}
+
+/// EAP-only, where the gateway's TLS certificate is all that proves it: one from a CA the
+/// client does not trust is refused by the client, which says why in its log and sends the
+/// gateway the TLS alert (RFC 5216 section 2.1.3), which charon answers with EAP-Failure;
+/// no SA comes up on either side.
+#[test]
+#[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
+fn tls_eap_only_gateway_certificate_of_unknown_ca_is_refused() {
+    require_root();
+    let mut lab = Lab::new("ex", BIN);
+    let (gw_ns, cl_ns) = (lab.gw_ns.clone(), lab.cl_ns.clone());
+    let p = make_pki(&lab.dir, "ecdsa", "Lab CA");
+    let other = make_pki(&lab.dir, "ecdsa", "Other CA");
+    swan_files(&lab, "gw", &p.gw, &p.ca);
+    let conf = swan_tls_gateway().replacen(
+        "      auth = pubkey\n      certs = gw.pem\n      id = gw\n",
+        "      auth = eap-tls\n      certs = gw.pem\n      id = gw\n",
+        1,
+    );
+    lab.start_swan(&gw_ns, &conf);
+    // The client trusts only the other CA (its own certificate is still the lab CA's).
+    let conf = mifsec_tls_conf(&lab, &p.cl, &other.ca);
+    lab.start_mifsec("cl", &cl_ns, &conf);
+    wait_until(WAIT, "mifsec logs the refusal", || {
+        lab.log("cl").contains("peer authentication failed")
+    });
+    let log = lab.log("cl");
+    eprintln!("--- mifsec log:\n{log}");
+    assert!(
+        log.contains(
+            "peer authentication failed: EAP-TLS: gateway's TLS certificate refused: unknown CA"
+        ),
+        "{log}"
+    );
+    wait_until(WAIT, "charon sees the EAP-TLS method fail", || {
+        lab.swan_log()
+            .contains("EAP method EAP_TLS failed for peer cl")
+    });
+    let swan = lab.swan_log();
+    eprintln!("--- charon log:\n{swan}");
+    for want in [
+        "generating IKE_AUTH response 1 [ IDr EAP/REQ/ID ]",
+        "received fatal TLS alert 'unknown ca'",
+        "EAP method EAP_TLS failed for peer cl",
+        "[ EAP/FAIL ]",
+    ] {
+        assert!(swan.contains(want), "charon log lacks {want:?}:\n{swan}");
+    }
+    let sas = text(&lab.swanctl(&gw_ns, &["--list-sas"]));
+    assert!(!sas.contains("ESTABLISHED"), "{sas}");
+    let st = lab.status_json("cl");
+    assert!(
+        st["ike_sas"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|s| s["state"] != "ESTABLISHED")),
+        "{st:#}"
+    );
 }
 
 #[test]

@@ -372,6 +372,10 @@ impl EapPeer {
         }
         let p = EapPacket::parse(bytes)?;
         if let Some(t) = &mut self.tls {
+            if let (Some(why), CODE_SUCCESS | CODE_FAILURE) = (t.refused(), p.code) {
+                // We refused the gateway and told it so; its answer ends it either way.
+                return Err(why);
+            }
             match p.code {
                 CODE_SUCCESS => {
                     return t

@@ -280,6 +280,9 @@ pub struct EapTlsPeer {
     tx_off: usize,
     /// The TLS alert the gateway sent (its refusal); EAP-Failure follows.
     alert: Option<u8>,
+    /// Our refusal of the gateway (its certificate, or the handshake), sent to it as the
+    /// TLS alert rustls queued (RFC 5216 section 2.1.3); its EAP-Failure follows.
+    refused: Option<EapError>,
     /// The handshake is complete.
     done: bool,
     /// TLS 1.3: the server sent RFC 9190's protected success indication.
@@ -293,6 +296,7 @@ impl fmt::Debug for EapTlsPeer {
             .field("rx", &self.rx.len())
             .field("tx", &(self.tx.len() - self.tx_off))
             .field("alert", &self.alert)
+            .field("refused", &self.refused)
             .field("done", &self.done)
             .finish()
     }
@@ -333,6 +337,7 @@ impl EapTlsPeer {
             tx: Vec::new(),
             tx_off: 0,
             alert: None,
+            refused: None,
             done: false,
             committed: false,
         })
@@ -362,6 +367,11 @@ impl EapTlsPeer {
     /// The alert the gateway refused us with, if it sent one.
     pub fn alert(&self) -> Option<u8> {
         self.alert
+    }
+
+    /// Why we refused the gateway, once we have (the alert is then on its way).
+    pub fn refused(&self) -> Option<EapError> {
+        self.refused
     }
 
     /// The MSK, once the handshake is complete and our last message is out.
@@ -402,6 +412,10 @@ impl EapTlsPeer {
             self.conn = Some(conn);
             return Ok(self.next_fragment());
         }
+        if let Some(why) = self.refused {
+            // We sent our alert; the gateway goes on instead of failing.
+            return Err(why);
+        }
         if self.conn.is_none() || self.alert.is_some() {
             return Err(EapError::BadTlsData);
         }
@@ -439,7 +453,7 @@ impl EapTlsPeer {
         let message = std::mem::take(&mut self.rx);
         self.rx_total = None;
         self.feed(&message)?;
-        if self.alert.is_some() {
+        if self.alert.is_some() && self.refused.is_none() {
             // Acknowledged; the gateway's EAP-Failure follows.
             return Ok(vec![0]);
         }
@@ -474,13 +488,32 @@ impl EapTlsPeer {
                     return Ok(());
                 }
                 Err(e) => {
-                    let seen = self.verifier.seen.lock().unwrap_or_else(|p| p.into_inner());
-                    if let Some(Err(a)) = &seen.result {
-                        tracing::warn!(reason = %a, "EAP-TLS: the gateway's TLS certificate is refused");
-                        return Err(EapError::TlsServerCert(cert_reason(*a)));
+                    let why = {
+                        let seen = self.verifier.seen.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(Err(a)) = &seen.result {
+                            tracing::warn!(reason = %a, "EAP-TLS: the gateway's TLS certificate is refused");
+                            EapError::TlsServerCert(cert_reason(*a))
+                        } else {
+                            tracing::warn!(error = %e, "EAP-TLS: handshake failed");
+                            EapError::TlsHandshake
+                        }
+                    };
+                    // rustls queued the alert that says why (unknown CA, bad
+                    // certificate, ...): it goes to the gateway as our response, which
+                    // answers with EAP-Failure (RFC 5216 section 2.1.3), rather than
+                    // leaving it waiting for a peer that has gone.
+                    self.tx.clear();
+                    self.tx_off = 0;
+                    while conn.wants_write() {
+                        if conn.write_tls(&mut self.tx).is_err() {
+                            break;
+                        }
                     }
-                    tracing::warn!(error = %e, "EAP-TLS: handshake failed");
-                    return Err(EapError::TlsHandshake);
+                    if self.tx.is_empty() {
+                        return Err(why);
+                    }
+                    self.refused = Some(why);
+                    return Ok(());
                 }
             }
         }
