@@ -25,7 +25,11 @@
 #      - soft handover: `mifsec ctl handover tunnel p2` under a 10,000 pps udpseq stream: loss;
 #      - hard handover: link 1 blackholed, 50 ms later `mifsec ctl handover tunnel p2 --hard`
 #        under a 1000 pps udpseq stream: longest gap and loss (how soon traffic resumes);
-#      - the daemons' RSS (VmRSS every second) over each case: first/last/max.
+#      - the daemons' RSS (VmRSS every second) over each case: first/last/max;
+#      - every mifsec case's "drops": what each daemon counted (per SA and reason, and outside
+#        SAs, non-zero only) and, per namespace, the kernel's TUN queue drops (tx_dropped of
+#        mifsec0) and UDP receive-buffer errors, read at the end of the case, so that a loss
+#        is explained by them or by the links.
 #   4. in the same rounds as step 2, on the same one-link lab (cases of their own, so
 #      E2E_CASES can pick them; with --reference too):
 #      - udp_small: iperf3 UDP forward at unlimited rate (-b 0; E2E_UDP_RATE to fix one),
@@ -169,12 +173,22 @@ start_mifsec() {
 # finish_case DIR JSON_FRAGMENT: stops the daemons and writes the case's result with RSS and
 # the client's per-path counters (how the traffic was split), from `mifsec status --json`.
 finish_case() {
-  local dir=$1 rss status
+  local dir=$1 rss status gstatus kernel side ns
   status=$(mifsec_status "$dir" client --json 2>/dev/null) || status='{}'
+  gstatus=$(mifsec_status "$dir" gateway --json 2>/dev/null) || gstatus='{}'
+  # Where a lost packet can have gone outside the daemons: the TUN's queue (tx_dropped: the
+  # kernel's queue towards the daemon was full) and the UDP sockets' receive buffers.
+  kernel=""
+  for side in client gateway; do
+    ns="${P}cl"
+    [ $side = gateway ] && ns="${P}gw"
+    kernel+="$side $(ip netns exec "$ns" cat /sys/class/net/mifsec0/statistics/tx_dropped 2>/dev/null || echo -) "
+    kernel+="$(ip netns exec "$ns" awk '/^Udp:/ { if (n) { for (i = 1; i <= NF; i++) if (h[i] == "RcvbufErrors") print $i; exit } else n = split($0, h) }' /proc/net/snmp 2>/dev/null | head -1 || echo -)"$'\n'
+  done
   rss=$(mifsec_rss_stop "$dir")
   mifsec_stop "$dir"
   lab_down "$P"
-  python3 - "$2" "$rss" "$status" >"$dir/result.json" <<'PY'
+  python3 - "$2" "$rss" "$status" "$gstatus" "$kernel" >"$dir/result.json" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 r["rss"] = json.loads(sys.argv[2])
@@ -182,6 +196,37 @@ try:
     status = json.loads(sys.argv[3])
 except ValueError:
     status = {}
+try:
+    gstatus = json.loads(sys.argv[4])
+except ValueError:
+    gstatus = {}
+# Every drop the daemons counted, by side, SA and reason (non-zero only), and the kernel's
+# TUN queue and UDP receive-buffer drops in each namespace: a loss in a case is explained
+# by these or by the links, not guessed.
+drops = {}
+for side, st in (("client", status), ("gateway", gstatus)):
+    if not isinstance(st, dict):
+        continue
+    d = {}
+    for sa in st.get("sas", []):
+        if isinstance(sa, dict) and isinstance(sa.get("drops"), dict):
+            nz = {k: v for k, v in sa["drops"].items() if isinstance(v, int) and v}
+            if nz:
+                d[sa.get("name", "?")] = nz
+    if isinstance(st.get("drops"), dict):
+        nz = {k: v for k, v in st["drops"].items() if isinstance(v, int) and v}
+        if nz:
+            d["outside SAs"] = nz
+    drops[side] = d
+for line in sys.argv[5].splitlines():
+    f = line.split()
+    if len(f) == 3:
+        k = {}
+        for name, v in (("tun_tx_dropped", f[1]), ("udp_rcvbuf_errors", f[2])):
+            if v.isdigit():
+                k[name] = int(v)
+        drops.setdefault(f[0], {})["kernel"] = k
+r["drops"] = drops
 # The status schema belongs to the daemon: take what is there, keep the case result if not.
 paths = {}
 for sa in status.get("sas", []) if isinstance(status, dict) else []:
