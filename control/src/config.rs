@@ -411,18 +411,33 @@ pub fn summary(cfg: &Config) -> String {
                 method,
                 users,
                 ask_identity,
+                tls,
+                tls13_indication,
             } => {
-                let _ = writeln!(
-                    s,
-                    "  remote auth {} ({} users{})",
-                    method.name(),
-                    users.len(),
-                    if *ask_identity {
-                        ", EAP-Identity asked"
-                    } else {
-                        ""
-                    }
-                );
+                let asked = if *ask_identity {
+                    ", EAP-Identity asked"
+                } else {
+                    ""
+                };
+                let _ = match tls {
+                    Some(t) => writeln!(
+                        s,
+                        "  remote auth {} (client certificates of {}{asked}, TLS 1.3 {})",
+                        method.name(),
+                        t.trust.describe(),
+                        if *tls13_indication {
+                            "with RFC 9190's success indication"
+                        } else {
+                            "as strongSwan 5.9.8 (no success indication)"
+                        }
+                    ),
+                    None => writeln!(
+                        s,
+                        "  remote auth {} ({} users{asked})",
+                        method.name(),
+                        users.len(),
+                    ),
+                };
             }
             RemoteAuth::Psk(_) => {}
         }

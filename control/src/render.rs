@@ -156,13 +156,19 @@ fn ike_sas(st: &Value, out: &mut String) {
                     .map(|i| format!(" (EAP identity '{i}')"))
                     .unwrap_or_default()
             };
-            let (mut le, re) = (eap("local_eap_id"), eap("remote_eap_id"));
+            let (mut le, mut re) = (eap("local_eap_id"), eap("remote_eap_id"));
             if let Some(t) = auth("remote_tls_cert") {
-                // EAP-TLS: "(EAP identity 'cl', TLS 1.2, gateway TLS certificate '...')".
+                // EAP-TLS: "(EAP identity 'cl', TLS 1.2, gateway TLS certificate '...')" on
+                // the client's side, "client TLS certificate" on the gateway's.
                 let v = auth("tls_version").unwrap_or("TLS");
-                le = match le.strip_suffix(')') {
-                    Some(head) => format!("{head}, {v}, gateway TLS certificate '{t}')"),
-                    None => format!(" ({v}, gateway TLS certificate '{t}')"),
+                let (side, who) = if r == "eap-tls" {
+                    (&mut re, "client")
+                } else {
+                    (&mut le, "gateway")
+                };
+                *side = match side.strip_suffix(')') {
+                    Some(head) => format!("{head}, {v}, {who} TLS certificate '{t}')"),
+                    None => format!(" ({v}, {who} TLS certificate '{t}')"),
                 };
             }
             let _ = writeln!(out, "  auth: local {l}{le}, remote {r}{re}{cert}");

@@ -147,6 +147,9 @@ struct RawEnd {
     pubkeys: Strings,
     /// CRL files (remote).
     crls: Strings,
+    /// EAP-TLS gateway (remote) with TLS 1.3: send RFC 9190's protected success
+    /// indication (default false: the draft strongSwan 5.9.8 speaks).
+    tls13_indication: Option<S<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -866,28 +869,31 @@ impl Cx<'_> {
             } else {
                 LocalAuth::Psk(psk(&local_id.0)?)
             };
-            let remote_auth = if let AuthKind::Eap(method) = remote_kind {
-                if method == crate::ike::auth::EapMethod::Tls {
-                    return Err(self.err(
-                        rc.remote
-                            .as_ref()
-                            .and_then(|e| e.auth.as_ref())
-                            .map_or_else(here, S::span),
-                        k("remote.auth"),
-                        "eap-tls is supported as the client (local.auth), not yet as the gateway",
-                    ));
-                }
-                let ask_identity = match eap_id(&rc.remote) {
-                    Some(v) if v.get_ref() == "%any" => true,
-                    Some(v) => {
+            let remote_tls = remote_kind == AuthKind::Eap(crate::ike::auth::EapMethod::Tls);
+            let tls13_indication =
+                match rc.remote.as_ref().and_then(|e| e.tls13_indication.as_ref()) {
+                    Some(v) if !remote_tls => {
                         return Err(self.err(
                             v.span(),
-                            k("remote.eap_id"),
-                            format!("{:?}: remote.eap_id is %any (ask the peer for its EAP identity) or unset (its IKE identity)", v.get_ref()),
+                            k("remote.tls13_indication"),
+                            "is for remote.auth = \"eap-tls\"",
                         ));
                     }
+                    Some(v) => *v.get_ref(),
                     None => false,
                 };
+            let ask_identity = match eap_id(&rc.remote) {
+                Some(v) if v.get_ref() == "%any" => true,
+                Some(v) => {
+                    return Err(self.err(
+                        v.span(),
+                        k("remote.eap_id"),
+                        format!("{:?}: remote.eap_id is %any (ask the peer for its EAP identity) or unset (its IKE identity)", v.get_ref()),
+                    ));
+                }
+                None => false,
+            };
+            let remote_auth = if let (AuthKind::Eap(method), false) = (remote_kind, remote_tls) {
                 let users = self.eap_users(secrets)?;
                 if users.is_empty() {
                     return Err(self.err(
@@ -900,8 +906,10 @@ impl Cx<'_> {
                     method,
                     users: Arc::new(users),
                     ask_identity,
+                    tls: None,
+                    tls13_indication: false,
                 }
-            } else if remote_pubkey {
+            } else if remote_pubkey || remote_tls {
                 let end = rc.remote.as_ref();
                 let mut cas: Vec<Vec<u8>> = self
                     .load_files(
@@ -943,6 +951,13 @@ impl Cx<'_> {
                     &k("remote.pubkeys"),
                     spki_from_pem_or_der,
                 )?;
+                if remote_tls && cas.is_empty() {
+                    return Err(self.err(
+                        here(),
+                        k("remote.cacerts"),
+                        "remote.auth = \"eap-tls\" needs remote.cacerts (or [authorities]): the CAs of the client certificates",
+                    ));
+                }
                 if cas.is_empty() && pubkeys.is_empty() {
                     return Err(self.err(
                         here(),
@@ -983,6 +998,38 @@ impl Cx<'_> {
                             certs,
                             trust: Arc::clone(trust),
                         })),
+                    }
+                }
+                (_, a) => a,
+            };
+            // EAP-TLS as the gateway: our IKE certificate and key are our TLS server's;
+            // the client's certificate is checked against remote.cacerts.
+            let remote_auth = match (remote_tls, remote_auth) {
+                (true, RemoteAuth::Pubkey(trust)) => {
+                    let LocalAuth::Pubkey { key, certs, .. } = &local_auth else {
+                        return Err(self.err(
+                            here(),
+                            k("local.auth"),
+                            "remote.auth = \"eap-tls\" needs local.auth = \"pubkey\" with local.certs: the gateway's certificate is its TLS certificate too",
+                        ));
+                    };
+                    if certs.is_empty() {
+                        return Err(self.err(
+                            here(),
+                            k("local.certs"),
+                            "remote.auth = \"eap-tls\" needs local.certs (the gateway's TLS certificate), not a raw public key",
+                        ));
+                    }
+                    RemoteAuth::Eap {
+                        method: crate::ike::auth::EapMethod::Tls,
+                        users: Arc::new(crate::ike::auth::EapUsers::default()),
+                        ask_identity,
+                        tls: Some(Arc::new(crate::ike::auth::eap_tls::EapTlsCreds {
+                            key: Arc::clone(key),
+                            certs: certs.clone(),
+                            trust,
+                        })),
+                        tls13_indication,
                     }
                 }
                 (_, a) => a,

@@ -1525,7 +1525,7 @@ impl IkeThread {
                     spi_i = %format_args!("{:016x}", info.spi_i),
                     spi_r = %format_args!("{:016x}", info.spi_r),
                     "established {}[{}] === {}[{}], {}, nat {}, \
-                     fragmentation {}, peer signature hashes {:?}, auth local {}{} remote {}{}{}{}",
+                     fragmentation {}, peer signature hashes {:?}, auth local {}{} remote {}{}{}{}{}",
                     info.local,
                     id_string(&self.conns[c].ike.local_id),
                     info.remote,
@@ -1554,6 +1554,11 @@ impl IkeThread {
                         .subject
                         .as_ref()
                         .map(|s| format!(" certificate '{}'", crate::log::printable(s)))
+                        .unwrap_or_default(),
+                    info.remote_auth
+                        .tls_subject
+                        .as_ref()
+                        .map(|(s, v)| format!(" {v} certificate '{}'", crate::log::printable(s)))
                         .unwrap_or_default()
                 );
                 if st.fragments_sent + st.fragments_received > 0 {

@@ -44,10 +44,11 @@ pub struct IkeSaStatus {
     /// The EAP identity we authenticated with (EAP only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub local_eap_id: Option<String>,
-    /// EAP-TLS as the client: the subject of the gateway's TLS certificate.
+    /// EAP-TLS: the subject of the peer's TLS certificate (the gateway's, we the client;
+    /// the client's, we the gateway).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_tls_cert: Option<String>,
-    /// EAP-TLS as the client: the TLS version (`TLS 1.2`, `TLS 1.3`).
+    /// EAP-TLS: the TLS version (`TLS 1.2`, `TLS 1.3`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_version: Option<String>,
     /// How the peer authenticated: `psk`, or `pubkey` with its key type (`pubkey ECDSA

@@ -140,6 +140,8 @@ pub fn eap_gateway() -> IkeConfig {
         method: super::auth::EapMethod::Mschapv2,
         users: std::sync::Arc::new(users),
         ask_identity: true,
+        tls: None,
+        tls13_indication: false,
     };
     g
 }

@@ -109,6 +109,8 @@ pub struct TrustStore {
     /// (subject, CERTREQ hash) of each CA.
     cas: Vec<(String, [u8; 20])>,
     crls: Vec<webpki::CertRevocationList<'static>>,
+    /// The CRLs as loaded (DER), for rustls's client certificate verifier (EAP-TLS).
+    crl_ders: Vec<Vec<u8>>,
     raw_keys: Vec<PublicKey>,
 }
 
@@ -198,6 +200,7 @@ impl TrustStore {
             anchors,
             cas,
             crls,
+            crl_ders: crl_ders.to_vec(),
             raw_keys,
         })
     }
@@ -246,6 +249,16 @@ impl TrustStore {
             .iter()
             .find(|c| c.1[..] == *hash)
             .map(|c| c.0.as_str())
+    }
+
+    /// The CA certificates as trust anchors.
+    pub fn anchors(&self) -> &[TrustAnchor<'static>] {
+        &self.anchors
+    }
+
+    /// The CRLs, DER.
+    pub fn crl_ders(&self) -> &[Vec<u8>] {
+        &self.crl_ders
     }
 
     /// The trusted raw public keys.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use ring::rand::SecureRandom;
 use zeroize::Zeroizing;
 
-use super::eap_tls::{EapTlsCreds, EapTlsPeer, MAX_TLS_ROUNDS};
+use super::eap_tls::{EapTlsCreds, EapTlsPeer, EapTlsServer, MAX_TLS_ROUNDS, ServerTls};
 use super::mschapv2;
 use crate::wire::IdPayload;
 
@@ -61,13 +61,12 @@ const MS_RESPONSE_VALUE: usize = 49;
 /// The name we send as authenticator in a Challenge.
 const HOST_NAME: &[u8] = b"mifsec";
 
-/// The EAP method of one side (`local.auth = eap-mschapv2 | eap-tls`, `remote.auth =
-/// eap-mschapv2`).
+/// The EAP method of one side (`local.auth` or `remote.auth` = `eap-mschapv2 | eap-tls`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EapMethod {
     /// EAP-MSCHAPv2.
     Mschapv2,
-    /// EAP-TLS (RFC 5216, RFC 9190), as the peer.
+    /// EAP-TLS (RFC 5216, RFC 9190), either role.
     Tls,
 }
 
@@ -136,6 +135,10 @@ pub enum EapError {
     TlsAlert(u8),
     /// The TLS handshake failed otherwise (rustls's error is logged).
     TlsHandshake,
+    /// We the gateway refused the client's TLS certificate, and why.
+    TlsClientCert(&'static str),
+    /// The client gave up the handshake with this TLS alert.
+    TlsClientAlert(u8),
 }
 
 impl fmt::Display for EapError {
@@ -171,6 +174,14 @@ impl fmt::Display for EapError {
                 rustls::AlertDescription::from(*a)
             ),
             EapError::TlsHandshake => f.write_str("EAP-TLS handshake failed"),
+            EapError::TlsClientCert(why) => {
+                write!(f, "EAP-TLS: client's TLS certificate refused: {why}")
+            }
+            EapError::TlsClientAlert(a) => write!(
+                f,
+                "EAP-TLS: the client sent TLS alert {:?}",
+                rustls::AlertDescription::from(*a)
+            ),
         }
     }
 }
@@ -512,6 +523,17 @@ impl EapPeer {
     }
 }
 
+/// The identity an EAP identity names, as strongSwan makes it
+/// (`identification_create_from_data`): printable text parsed as an identity string (an
+/// FQDN, `user@host`, a DN, an address), anything else a key ID.
+fn eap_identity_id(data: &[u8]) -> IdPayload {
+    std::str::from_utf8(data)
+        .ok()
+        .filter(|t| t.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .and_then(|t| crate::config::parse_id(t).ok())
+        .unwrap_or_else(|| IdPayload::key_id(data))
+}
+
 /// One `[secrets.eap-NAME]`: the identities and their password.
 type EapUser = (Vec<Vec<u8>>, Zeroizing<Vec<u8>>);
 
@@ -579,10 +601,12 @@ enum ServerState {
         msk: Zeroizing<Vec<u8>>,
         identity: Vec<u8>,
     },
+    /// EAP-TLS, from Start to the handshake's end.
+    Tls(Box<EapTlsServer>),
     Done,
 }
 
-/// Our side as an EAP authenticator (`remote.auth = eap-mschapv2`).
+/// Our side as an EAP authenticator (`remote.auth = eap-mschapv2 | eap-tls`).
 pub struct EapServer {
     method: EapMethod,
     users: Arc<EapUsers>,
@@ -591,6 +615,12 @@ pub struct EapServer {
     ms_id: u8,
     state: ServerState,
     rounds: u8,
+    /// EAP-TLS: our certificate and key, the client's CAs; the client's IKE identity
+    /// (what its certificate must name when no EAP identity was asked for); RFC 9190's
+    /// protected success indication with TLS 1.3.
+    tls: Option<(Arc<EapTlsCreds>, IdPayload, bool)>,
+    /// EAP-TLS: the client's certificate subject and the TLS version, once verified.
+    tls_client: Option<(String, &'static str)>,
 }
 
 impl fmt::Debug for EapServer {
@@ -623,6 +653,8 @@ impl EapServer {
             ms_id,
             state: ServerState::AwaitIdentity,
             rounds: 0,
+            tls: None,
+            tls_client: None,
         };
         let first = if ask_identity {
             build(CODE_REQUEST, s.id, Some(TYPE_IDENTITY), &[])
@@ -630,6 +662,68 @@ impl EapServer {
             s.challenge(rng)?
         };
         Ok((s, first))
+    }
+
+    /// Starts an EAP-TLS authentication of the peer whose IKE identity is `ike_id`: with
+    /// `ask_identity` by an EAP-Identity request (its client certificate must then name
+    /// that EAP identity, as strongSwan parses it), else at once with EAP-TLS Start (the
+    /// certificate must name the IKE identity). `indication`: RFC 9190's protected success
+    /// indication with TLS 1.3 (see [`EapTlsServer`]). Returns the first request.
+    pub fn start_tls(
+        creds: Arc<EapTlsCreds>,
+        ask_identity: bool,
+        ike_id: &IdPayload,
+        indication: bool,
+        rng: &dyn SecureRandom,
+    ) -> Result<(EapServer, Vec<u8>), EapError> {
+        let [id] = random::<1>(rng)?;
+        let mut s = EapServer {
+            method: EapMethod::Tls,
+            users: Arc::new(EapUsers::default()),
+            identity: ike_id.data[..ike_id.data.len().min(MAX_IDENTITY)].to_vec(),
+            id,
+            ms_id: 0,
+            state: ServerState::AwaitIdentity,
+            rounds: 0,
+            tls: Some((creds, ike_id.clone(), indication)),
+            tls_client: None,
+        };
+        let first = if ask_identity {
+            build(CODE_REQUEST, s.id, Some(TYPE_IDENTITY), &[])
+        } else {
+            s.tls_start(ike_id.clone())?
+        };
+        Ok((s, first))
+    }
+
+    /// EAP-TLS Start, the client's certificate to name `client_id`.
+    fn tls_start(&mut self, client_id: IdPayload) -> Result<Vec<u8>, EapError> {
+        let (creds, _, indication) = self.tls.as_ref().ok_or(EapError::TlsHandshake)?;
+        let server = EapTlsServer::new(creds, &client_id, *indication)?;
+        self.state = ServerState::Tls(Box::new(server));
+        Ok(build(
+            CODE_REQUEST,
+            self.id,
+            Some(TYPE_TLS),
+            &EapTlsServer::start(),
+        ))
+    }
+
+    /// EAP-TLS: our refusal whose alert went out, if the handshake failed so.
+    pub fn refusal(&self) -> Option<EapError> {
+        match &self.state {
+            ServerState::Tls(t) => t.refusal(),
+            _ => None,
+        }
+    }
+
+    /// EAP-TLS: the subject of the client's TLS certificate and the TLS version, once the
+    /// certificate is verified.
+    pub fn tls_client(&self) -> Option<(String, &'static str)> {
+        match &self.state {
+            ServerState::Tls(t) => t.client(),
+            _ => self.tls_client.clone(),
+        }
     }
 
     /// The identity the peer gave (EAP-Identity or its MS-CHAPv2 name), or its IKE one.
@@ -659,7 +753,12 @@ impl EapServer {
         rng: &dyn SecureRandom,
     ) -> Result<ServerStep, EapError> {
         self.rounds = self.rounds.saturating_add(1);
-        if self.rounds > MAX_ROUNDS {
+        let max = if self.tls.is_some() {
+            MAX_TLS_ROUNDS
+        } else {
+            MAX_ROUNDS
+        };
+        if self.rounds > max {
             return Err(EapError::TooManyRounds);
         }
         let p = EapPacket::parse(bytes)?;
@@ -673,14 +772,36 @@ impl EapServer {
         if p.typ == TYPE_NAK {
             return Err(EapError::Nak);
         }
-        match (&self.state, p.typ) {
+        match (&mut self.state, p.typ) {
             (ServerState::AwaitIdentity, TYPE_IDENTITY) => {
                 if p.data.is_empty() || p.data.len() > MAX_IDENTITY {
                     return Err(EapError::BadMethodData);
                 }
                 self.identity = p.data.to_vec();
+                if self.tls.is_some() {
+                    return Ok(ServerStep::Request(
+                        self.tls_start(eap_identity_id(&self.identity))?,
+                    ));
+                }
                 Ok(ServerStep::Request(self.challenge(rng)?))
             }
+            (ServerState::Tls(t), TYPE_TLS) => match t.process(p.data)? {
+                ServerTls::Send(d) => Ok(ServerStep::Request(build(
+                    CODE_REQUEST,
+                    self.id,
+                    Some(TYPE_TLS),
+                    &d,
+                ))),
+                ServerTls::Done(msk) => {
+                    self.tls_client = t.client();
+                    self.state = ServerState::Done;
+                    Ok(ServerStep::Success {
+                        packet: build(CODE_SUCCESS, self.id, None, &[]),
+                        msk,
+                        identity: self.identity.clone(),
+                    })
+                }
+            },
             (ServerState::AwaitResponse { challenge }, TYPE_MSCHAPV2) => {
                 let challenge = *challenge;
                 let (op, _, body) = ms_parse(p.data)?;

@@ -28,11 +28,15 @@ use std::time::{Duration, SystemTime};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::{ResolvesClientCert, Resumption};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, SignatureAlgorithm,
-    SignatureScheme,
+    ClientConfig, ClientConnection, DigitallySignedStruct, DistinguishedName, ProtocolVersion,
+    RootCertStore, ServerConfig, ServerConnection, SignatureAlgorithm, SignatureScheme,
 };
 use zeroize::Zeroizing;
 
@@ -199,6 +203,35 @@ impl ServerCertVerifier for Verifier {
     }
 }
 
+/// The MSK of a completed handshake, either role (RFC 5216 section 2.3, RFC 9190 section
+/// 2.3): the first 64 octets of the exporter's 128. `indicated`: TLS 1.3 with RFC 9190's
+/// protected success indication, "EXPORTER_EAP_TLS_Key_Material" with the context 0x0D;
+/// otherwise (TLS 1.2, or TLS 1.3 of the pre-RFC draft that strongSwan 5.9.8 speaks)
+/// "client EAP encryption" and no context.
+fn export_msk<D>(
+    conn: &rustls::ConnectionCommon<D>,
+    indicated: bool,
+) -> Option<Zeroizing<Vec<u8>>> {
+    let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+    let (label, context): (&[u8], Option<&[u8]>) = if tls13 && indicated {
+        (b"EXPORTER_EAP_TLS_Key_Material", Some(&[TYPE_TLS]))
+    } else {
+        (b"client EAP encryption", None)
+    };
+    let mut km = Zeroizing::new(vec![0u8; 128]);
+    conn.export_keying_material(&mut km[..], label, context)
+        .ok()?;
+    Some(Zeroizing::new(km[..64].to_vec()))
+}
+
+fn version_name(v: Option<ProtocolVersion>) -> Option<&'static str> {
+    match v? {
+        ProtocolVersion::TLSv1_2 => Some("TLS 1.2"),
+        ProtocolVersion::TLSv1_3 => Some("TLS 1.3"),
+        _ => None,
+    }
+}
+
 /// Our key as rustls signs with it: through [`PrivateKey::sign_with`] (ring).
 #[derive(Debug)]
 struct TlsKey(Arc<PrivateKey>);
@@ -272,12 +305,8 @@ pub struct EapTlsPeer {
     config: Arc<ClientConfig>,
     verifier: Arc<Verifier>,
     conn: Option<ClientConnection>,
-    /// The gateway's message being reassembled, and its announced length.
-    rx: Vec<u8>,
-    rx_total: Option<usize>,
-    /// Our message being sent, and how much of it went out.
-    tx: Vec<u8>,
-    tx_off: usize,
+    /// The gateway's fragments and ours.
+    frames: Framing,
     /// The TLS alert the gateway sent (its refusal); EAP-Failure follows.
     alert: Option<u8>,
     /// Our refusal of the gateway (its certificate, or the handshake), sent to it as the
@@ -293,8 +322,7 @@ impl fmt::Debug for EapTlsPeer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EapTlsPeer")
             .field("started", &self.conn.is_some())
-            .field("rx", &self.rx.len())
-            .field("tx", &(self.tx.len() - self.tx_off))
+            .field("frames", &self.frames)
             .field("alert", &self.alert)
             .field("refused", &self.refused)
             .field("done", &self.done)
@@ -332,10 +360,7 @@ impl EapTlsPeer {
             config: Arc::new(config),
             verifier,
             conn: None,
-            rx: Vec::new(),
-            rx_total: None,
-            tx: Vec::new(),
-            tx_off: 0,
+            frames: Framing::default(),
             alert: None,
             refused: None,
             done: false,
@@ -357,11 +382,7 @@ impl EapTlsPeer {
 
     /// The TLS version negotiated (`TLS 1.2`), once known.
     pub fn version(&self) -> Option<&'static str> {
-        match self.conn.as_ref()?.protocol_version()? {
-            ProtocolVersion::TLSv1_2 => Some("TLS 1.2"),
-            ProtocolVersion::TLSv1_3 => Some("TLS 1.3"),
-            _ => None,
-        }
+        version_name(self.conn.as_ref()?.protocol_version())
     }
 
     /// The alert the gateway refused us with, if it sent one.
@@ -376,22 +397,12 @@ impl EapTlsPeer {
 
     /// The MSK, once the handshake is complete and our last message is out.
     pub fn take_msk(&mut self) -> Option<Zeroizing<Vec<u8>>> {
-        if !self.tx.is_empty() || !self.done {
+        if self.frames.sending() || !self.done {
             return None;
         }
-        let conn = self.conn.as_ref()?;
-        let tls13 = conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
-        let (label, context): (&[u8], Option<&[u8]>) = if tls13 && self.committed {
-            (b"EXPORTER_EAP_TLS_Key_Material", Some(&[TYPE_TLS]))
-        } else {
-            // TLS 1.2 (RFC 5216), or a TLS 1.3 server of the pre-RFC draft (strongSwan).
-            (b"client EAP encryption", None)
-        };
-        let mut km = Zeroizing::new(vec![0u8; 128]);
-        conn.export_keying_material(&mut km[..], label, context)
-            .ok()?;
+        let msk = export_msk(self.conn.as_ref()?, self.committed)?;
         self.done = false;
-        Some(Zeroizing::new(km[..64].to_vec()))
+        Some(msk)
     }
 
     /// Processes the type data of one EAP-TLS request; returns the type data of our
@@ -407,10 +418,10 @@ impl EapTlsPeer {
                 ServerName::try_from("eap-tls.invalid").map_err(|_| EapError::TlsHandshake)?;
             let mut conn = ClientConnection::new(Arc::clone(&self.config), name)
                 .map_err(|_| EapError::TlsHandshake)?;
-            conn.write_tls(&mut self.tx)
+            conn.write_tls(&mut self.frames.tx)
                 .map_err(|_| EapError::TlsHandshake)?;
             self.conn = Some(conn);
-            return Ok(self.next_fragment());
+            return Ok(self.frames.next_fragment());
         }
         if let Some(why) = self.refused {
             // We sent our alert; the gateway goes on instead of failing.
@@ -419,45 +430,21 @@ impl EapTlsPeer {
         if self.conn.is_none() || self.alert.is_some() {
             return Err(EapError::BadTlsData);
         }
-        if !self.tx.is_empty() {
+        if self.frames.sending() {
             // We are sending fragments: this must be the acknowledgement of the last.
-            if flags != 0 || !rest.is_empty() {
-                return Err(EapError::BadTlsData);
-            }
-            return Ok(self.next_fragment());
+            return self.frames.ack(flags, rest);
         }
-        let mut body = rest;
-        if flags & FLAG_LENGTH != 0 {
-            let (len, b) = body.split_first_chunk::<4>().ok_or(EapError::BadTlsData)?;
-            let total = u32::from_be_bytes(*len) as usize;
-            if total > MAX_TLS_MESSAGE || self.rx_total.is_some_and(|t| t != total) {
-                return Err(EapError::BadTlsData);
-            }
-            self.rx_total = Some(total);
-            body = b;
-        }
-        let limit = self.rx_total.unwrap_or(MAX_TLS_MESSAGE);
-        if self.rx.len() + body.len() > limit {
-            return Err(EapError::BadTlsData);
-        }
-        if flags & FLAG_MORE != 0 && body.is_empty() {
-            return Err(EapError::BadTlsData);
-        }
-        self.rx.extend_from_slice(body);
-        if flags & FLAG_MORE != 0 {
-            return Ok(vec![0]);
-        }
-        if self.rx_total.is_some_and(|t| t != self.rx.len()) || self.rx.is_empty() {
-            return Err(EapError::BadTlsData);
-        }
-        let message = std::mem::take(&mut self.rx);
-        self.rx_total = None;
+        let message = match self.frames.receive(flags, rest)? {
+            Rx::More => return Ok(vec![0]),
+            Rx::Empty => return Err(EapError::BadTlsData),
+            Rx::Message(m) => m,
+        };
         self.feed(&message)?;
         if self.alert.is_some() && self.refused.is_none() {
             // Acknowledged; the gateway's EAP-Failure follows.
             return Ok(vec![0]);
         }
-        Ok(self.next_fragment())
+        Ok(self.frames.next_fragment())
     }
 
     /// Hands the gateway's TLS records to rustls and collects our answer.
@@ -502,14 +489,14 @@ impl EapTlsPeer {
                     // certificate, ...): it goes to the gateway as our response, which
                     // answers with EAP-Failure (RFC 5216 section 2.1.3), rather than
                     // leaving it waiting for a peer that has gone.
-                    self.tx.clear();
-                    self.tx_off = 0;
+                    self.frames.tx.clear();
+                    self.frames.tx_off = 0;
                     while conn.wants_write() {
-                        if conn.write_tls(&mut self.tx).is_err() {
+                        if conn.write_tls(&mut self.frames.tx).is_err() {
                             break;
                         }
                     }
-                    if self.tx.is_empty() {
+                    if self.frames.tx.is_empty() {
                         return Err(why);
                     }
                     self.refused = Some(why);
@@ -518,13 +505,426 @@ impl EapTlsPeer {
             }
         }
         while conn.wants_write() {
-            conn.write_tls(&mut self.tx)
+            conn.write_tls(&mut self.frames.tx)
                 .map_err(|_| EapError::TlsHandshake)?;
         }
         if !conn.is_handshaking() {
             self.done = true;
         }
         Ok(())
+    }
+}
+
+/// What our client certificate verifier saw: the identity the certificate must name, and
+/// the certificate's subject once verified, or why it was refused.
+struct ClientSeen {
+    client_id: IdPayload,
+    result: Option<Result<String, &'static str>>,
+}
+
+/// The client's certificate: its chain checked by rustls's [`WebPkiClientVerifier`]
+/// against `remote.cacerts` (and their CRLs), then its identity as strongSwan checks it
+/// ([`cert::der_names`](super::cert::der_names), as for IKE certificates).
+struct ClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    seen: Mutex<ClientSeen>,
+}
+
+impl fmt::Debug for ClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientVerifier").finish_non_exhaustive()
+    }
+}
+
+/// Why rustls's verifier refused the client's certificate, as the log says it.
+fn client_cert_reason(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "certificate expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "certificate not yet valid",
+            C::UnknownIssuer => "unknown CA",
+            C::Revoked => "certificate revoked",
+            C::BadSignature => "bad signature in certificate chain",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => {
+                "extended key usage does not allow TLS client authentication"
+            }
+            C::BadEncoding => "garbage certificate",
+            _ => "certificate path rejected",
+        },
+        rustls::Error::NoCertificatesPresented => "no client certificate",
+        _ => "certificate path rejected",
+    }
+}
+
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if intermediates.len() >= super::cert::MAX_CHAIN {
+            seen.result = Some(Err("certificate chain too long"));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        if let Err(e) = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            seen.result = Some(Err(client_cert_reason(&e)));
+            return Err(e);
+        }
+        if !super::cert::der_names(end_entity.as_ref(), &seen.client_id) {
+            seen.result = Some(Err(
+                "the client's identity is not in the certificate (subject or subjectAltName)",
+            ));
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
+        }
+        seen.result = Some(Ok(
+            super::cert::subject_of(end_entity.as_ref()).unwrap_or_default()
+        ));
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Our certificate, whatever the client hello says.
+#[derive(Debug)]
+struct ServerCert(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+}
+
+/// What [`EapTlsServer::process`] asks for.
+#[derive(Debug)]
+pub enum ServerTls {
+    /// Send an EAP-TLS request with this type data.
+    Send(Vec<u8>),
+    /// The handshake is complete and acknowledged: EAP-Success, with this MSK.
+    Done(Zeroizing<Vec<u8>>),
+}
+
+/// The TLS server of one EAP-TLS authentication (we the gateway, `remote.auth =
+/// "eap-tls"`): our certificate (`local.certs`) and key, the client's certificate
+/// required and checked against `remote.cacerts`, and it must name the client's identity
+/// (its EAP identity, else its IKE identity).
+///
+/// TLS 1.3 goes as strongSwan 5.9.8's server does it (the draft before RFC 9190): no
+/// protected success indication, EAP-Success right after the client's Finished, the MSK
+/// with "client EAP encryption" (what strongSwan 5.9.8's client derives, and what our
+/// peer derives from a server that sent no indication). With `indication` the server
+/// follows RFC 9190 instead (one octet 0x00 of application data, the client's empty
+/// response, then EAP-Success; the MSK from "EXPORTER_EAP_TLS_Key_Material").
+pub struct EapTlsServer {
+    conn: ServerConnection,
+    verifier: Arc<ClientVerifier>,
+    frames: Framing,
+    /// RFC 9190's protected success indication with TLS 1.3.
+    indication: bool,
+    /// The refusal: our alert went out, the client's acknowledgement ends it.
+    failed: Option<EapError>,
+    /// The handshake is complete (and the indication, if any, queued).
+    done: bool,
+}
+
+impl fmt::Debug for EapTlsServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EapTlsServer")
+            .field("frames", &self.frames)
+            .field("failed", &self.failed)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EapTlsServer {
+    /// A server with our certificate and key (`creds.certs`, `creds.key`), the client's
+    /// certificate checked against `creds.trust` and required to name `client_id`.
+    pub fn new(
+        creds: &EapTlsCreds,
+        client_id: &IdPayload,
+        indication: bool,
+    ) -> Result<EapTlsServer, EapError> {
+        if creds.certs.is_empty() {
+            return Err(EapError::TlsHandshake);
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = RootCertStore::empty();
+        roots.extend(creds.trust.anchors().iter().cloned());
+        let crls = creds
+            .trust
+            .crl_ders()
+            .iter()
+            .map(|d| CertificateRevocationListDer::from(d.clone()));
+        let inner =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                .with_crls(crls)
+                .allow_unknown_revocation_status()
+                .build()
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "EAP-TLS: no client certificate verifier");
+                    EapError::TlsHandshake
+                })?;
+        let verifier = Arc::new(ClientVerifier {
+            inner,
+            seen: Mutex::new(ClientSeen {
+                client_id: client_id.clone(),
+                result: None,
+            }),
+        });
+        let chain = creds
+            .certs
+            .iter()
+            .map(|c| CertificateDer::from(c.clone()))
+            .collect();
+        let key = CertifiedKey::new(chain, Arc::new(TlsKey(Arc::clone(&creds.key))));
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|_| EapError::TlsHandshake)?
+            .with_client_cert_verifier(verifier.clone())
+            .with_cert_resolver(Arc::new(ServerCert(Arc::new(key))));
+        // No resumption: no session cache, no tickets (one handshake per IKE SA).
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        let conn = ServerConnection::new(Arc::new(config)).map_err(|_| EapError::TlsHandshake)?;
+        Ok(EapTlsServer {
+            conn,
+            verifier,
+            frames: Framing::default(),
+            indication,
+            failed: None,
+            done: false,
+        })
+    }
+
+    /// The EAP-TLS Start request's type data.
+    pub fn start() -> Vec<u8> {
+        vec![FLAG_START]
+    }
+
+    /// The subject of the client's TLS certificate, once verified, and the TLS version.
+    pub fn client(&self) -> Option<(String, &'static str)> {
+        let seen = self.verifier.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let subject = seen.result.clone()?.ok()?;
+        Some((
+            subject,
+            version_name(self.conn.protocol_version()).unwrap_or("TLS"),
+        ))
+    }
+
+    /// Our refusal, once its alert is out.
+    pub fn refusal(&self) -> Option<EapError> {
+        self.failed
+    }
+
+    /// Processes the type data of one EAP-TLS response.
+    pub fn process(&mut self, data: &[u8]) -> Result<ServerTls, EapError> {
+        let (&flags, rest) = data.split_first().ok_or(EapError::BadTlsData)?;
+        if let Some(e) = self.failed {
+            // The client acknowledged our alert: EAP-Failure.
+            return Err(e);
+        }
+        if flags & FLAG_START != 0 {
+            return Err(EapError::BadTlsData);
+        }
+        if self.frames.sending() {
+            return self.frames.ack(flags, rest).map(ServerTls::Send);
+        }
+        let message = match self.frames.receive(flags, rest)? {
+            Rx::More => return Ok(ServerTls::Send(vec![0])),
+            Rx::Empty if self.done => {
+                // The acknowledgement of our last flight (TLS 1.2: our Finished; RFC
+                // 9190: the indication).
+                let msk = export_msk(&self.conn, self.indication).ok_or(EapError::TlsHandshake)?;
+                return Ok(ServerTls::Done(msk));
+            }
+            Rx::Empty => return Err(EapError::BadTlsData),
+            Rx::Message(_) if self.done => return Err(EapError::BadTlsData),
+            Rx::Message(m) => m,
+        };
+        if let Err(e) = self.feed(&message) {
+            // rustls queued its alert: send it, and refuse once it is acknowledged.
+            let _ = self.conn.write_tls(&mut self.frames.tx);
+            if self.frames.sending() {
+                self.failed = Some(e);
+                return Ok(ServerTls::Send(self.frames.next_fragment()));
+            }
+            return Err(e);
+        }
+        if self.done && !self.frames.sending() {
+            // TLS 1.3 without the indication: complete with the client's Finished.
+            let msk = export_msk(&self.conn, false).ok_or(EapError::TlsHandshake)?;
+            return Ok(ServerTls::Done(msk));
+        }
+        // Our flight, or an acknowledgement if rustls waits for more records.
+        Ok(ServerTls::Send(self.frames.next_fragment()))
+    }
+
+    /// Hands the client's TLS records to rustls and collects our answer.
+    fn feed(&mut self, mut message: &[u8]) -> Result<(), EapError> {
+        while !message.is_empty() {
+            match self.conn.read_tls(&mut message) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => return Err(EapError::BadTlsData),
+            }
+            match self.conn.process_new_packets() {
+                Ok(io) => {
+                    if io.plaintext_bytes_to_read() > 0 {
+                        // EAP-TLS carries no application data from the client.
+                        tracing::warn!("EAP-TLS: the client sent application data");
+                        return Err(EapError::BadTlsData);
+                    }
+                }
+                Err(rustls::Error::AlertReceived(a)) => {
+                    tracing::warn!(alert = ?a, "EAP-TLS: the client sent a TLS alert");
+                    return Err(EapError::TlsClientAlert(u8::from(a)));
+                }
+                Err(e) => {
+                    let seen = self.verifier.seen.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(Err(why)) = seen.result {
+                        tracing::warn!(
+                            reason = why,
+                            "EAP-TLS: the client's TLS certificate is refused"
+                        );
+                        return Err(EapError::TlsClientCert(why));
+                    }
+                    tracing::warn!(error = %e, "EAP-TLS: handshake failed");
+                    return Err(EapError::TlsHandshake);
+                }
+            }
+        }
+        if !self.conn.is_handshaking() && !self.done {
+            self.done = true;
+            let tls13 = self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3);
+            if !tls13 {
+                // TLS 1.2: the client acknowledges our Finished, then EAP-Success.
+            } else if self.indication {
+                // RFC 9190 section 2.5: the protected success indication.
+                std::io::Write::write_all(&mut self.conn.writer(), &[0])
+                    .map_err(|_| EapError::TlsHandshake)?;
+            }
+        }
+        while self.conn.wants_write() {
+            self.conn
+                .write_tls(&mut self.frames.tx)
+                .map_err(|_| EapError::TlsHandshake)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`Framing::receive`] made of one EAP-TLS packet.
+#[derive(Debug)]
+enum Rx {
+    /// A fragment with M: acknowledge it.
+    More,
+    /// No data and no M: an acknowledgement (or, from the server, nothing).
+    Empty,
+    /// The last fragment: the whole TLS message.
+    Message(Vec<u8>),
+}
+
+/// EAP-TLS fragmentation (RFC 5216 sections 2.1.5 and 3.1), either role: the peer's
+/// message being reassembled, bounded by [`MAX_TLS_MESSAGE`] and by its announced
+/// length, and ours being cut into [`FRAGMENT_SIZE`] pieces.
+#[derive(Debug, Default)]
+struct Framing {
+    /// The peer's message being reassembled, and its announced length.
+    rx: Vec<u8>,
+    rx_total: Option<usize>,
+    /// Our message being sent, and how much of it went out.
+    tx: Vec<u8>,
+    tx_off: usize,
+}
+
+impl Framing {
+    /// Whether fragments of ours are still to go out (the peer must acknowledge).
+    fn sending(&self) -> bool {
+        !self.tx.is_empty()
+    }
+
+    /// The peer's acknowledgement of our last fragment (no flags, no data): the next.
+    fn ack(&mut self, flags: u8, rest: &[u8]) -> Result<Vec<u8>, EapError> {
+        if flags != 0 || !rest.is_empty() {
+            return Err(EapError::BadTlsData);
+        }
+        Ok(self.next_fragment())
+    }
+
+    /// One packet of the peer's (Flags octet `flags`, then `rest`).
+    fn receive(&mut self, flags: u8, rest: &[u8]) -> Result<Rx, EapError> {
+        let mut body = rest;
+        if flags & FLAG_LENGTH != 0 {
+            let (len, b) = body.split_first_chunk::<4>().ok_or(EapError::BadTlsData)?;
+            let total = u32::from_be_bytes(*len) as usize;
+            if total > MAX_TLS_MESSAGE || self.rx_total.is_some_and(|t| t != total) {
+                return Err(EapError::BadTlsData);
+            }
+            self.rx_total = Some(total);
+            body = b;
+        }
+        let limit = self.rx_total.unwrap_or(MAX_TLS_MESSAGE);
+        if self.rx.len() + body.len() > limit {
+            return Err(EapError::BadTlsData);
+        }
+        if flags & FLAG_MORE != 0 && body.is_empty() {
+            return Err(EapError::BadTlsData);
+        }
+        self.rx.extend_from_slice(body);
+        if flags & FLAG_MORE != 0 {
+            return Ok(Rx::More);
+        }
+        if self.rx_total.is_some_and(|t| t != self.rx.len()) {
+            return Err(EapError::BadTlsData);
+        }
+        self.rx_total = None;
+        if self.rx.is_empty() {
+            return Ok(Rx::Empty);
+        }
+        Ok(Rx::Message(std::mem::take(&mut self.rx)))
     }
 
     /// The next fragment of our message (the first with L, all but the last with M), or an

@@ -144,16 +144,23 @@ pub enum RemoteAuth {
     /// With a signature by a key certified by one of the store's CAs, or one of its raw
     /// public keys.
     Pubkey(Arc<TrustStore>),
-    /// With EAP, we the authenticator (a gateway, `remote.auth = eap-mschapv2`), against
-    /// the users of `[secrets.eap-*]`.
+    /// With EAP, we the authenticator (a gateway): `remote.auth = eap-mschapv2` against
+    /// the users of `[secrets.eap-*]`, `eap-tls` with a client certificate issued by one of
+    /// `remote.cacerts`.
     Eap {
         /// The method.
         method: EapMethod,
-        /// The users and their passwords.
+        /// The users and their passwords (EAP-MSCHAPv2).
         users: Arc<EapUsers>,
         /// `remote.eap_id = "%any"`: ask the peer for its EAP identity (EAP-Identity)
         /// rather than take its IKE identity.
         ask_identity: bool,
+        /// EAP-TLS: our TLS certificate and key (`local.certs`), the CAs of the client's
+        /// certificate (`remote.cacerts`).
+        tls: Option<Arc<eap_tls::EapTlsCreds>>,
+        /// EAP-TLS with TLS 1.3: send RFC 9190's protected success indication
+        /// (`remote.tls13_indication`); without it, the draft strongSwan 5.9.8 speaks.
+        tls13_indication: bool,
     },
 }
 
@@ -177,11 +184,15 @@ impl fmt::Debug for RemoteAuth {
                 method,
                 users,
                 ask_identity,
+                tls,
+                tls13_indication,
             } => f
                 .debug_struct("Eap")
                 .field("method", method)
                 .field("users", users)
                 .field("ask_identity", ask_identity)
+                .field("tls", tls)
+                .field("tls13_indication", tls13_indication)
                 .finish(),
         }
     }
@@ -200,8 +211,8 @@ pub struct PeerAuthInfo {
     pub ca: Option<String>,
     /// The EAP identity the peer authenticated with (printable), for EAP.
     pub eap_identity: Option<String>,
-    /// The subject of the gateway's EAP-TLS certificate and the TLS version (we the
-    /// EAP-TLS peer).
+    /// The subject of the peer's EAP-TLS certificate and the TLS version: the gateway's
+    /// (we the EAP-TLS peer) or the client's (we the EAP-TLS gateway).
     pub tls_subject: Option<(String, &'static str)>,
 }
 

@@ -91,6 +91,8 @@ fn mschapv2_without_eap_identity() {
         method: EapMethod::Mschapv2,
         users: Arc::new(users),
         ask_identity: false,
+        tls: None,
+        tls13_indication: false,
     };
     if let LocalAuth::Eap { secret, .. } = &mut c.local_auth {
         *secret = Zeroizing::new(b"alice's password".to_vec());

@@ -9,7 +9,7 @@ use crate::ike::sa::handshake::{init_extension_notifies, our_nat_notifies};
 use crate::ike::sa::timer::Timer;
 use crate::ike::sa::{
     AuthVerified, ChildSa, Event, FailReason, Firsts, NONCE_RANGE, Received, State, Transmit,
-    child_mode, has_notify, is_later_fragment, notify, pick_child,
+    child_mode, first_error_notify, has_notify, is_later_fragment, notify, pick_child,
 };
 use std::net::IpAddr;
 use std::time::Instant;
@@ -406,7 +406,8 @@ fn refuse_with(
 }
 
 /// Responder: an EAP exchange inside IKE_AUTH (RFC 7296 section 2.16), we the
-/// authenticator (`remote.auth = eap-*`). Bounded: at most `eap::MAX_ROUNDS` round trips,
+/// authenticator (`remote.auth = eap-*`). Bounded: at most `eap::MAX_ROUNDS` round trips
+/// (`eap_tls::MAX_TLS_ROUNDS` with EAP-TLS),
 /// all within the half-open timer that runs from IKE_SA_INIT.
 pub(in crate::ike::sa) struct AwaitEap {
     pub(in crate::ike::sa) core: Core,
@@ -438,6 +439,8 @@ impl AwaitEap {
             method,
             users,
             ask_identity,
+            tls,
+            tls13_indication,
         } = &ctx.cfg.remote_auth
         else {
             let reason = FailReason::AuthenticationFailed(AuthError::EapNotConfigured);
@@ -452,8 +455,14 @@ impl AwaitEap {
             let reason = FailReason::AuthenticationFailed(AuthError::WrongId);
             return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
         }
-        let (method, users, ask) = (*method, Arc::clone(users), *ask_identity);
-        let (server, first_eap) = match EapServer::start(method, users, ask, &idi.data, &ctx.rng) {
+        let (method, ask) = (*method, *ask_identity);
+        let started = match tls {
+            Some(creds) => {
+                EapServer::start_tls(Arc::clone(creds), ask, &idi, *tls13_indication, &ctx.rng)
+            }
+            None => EapServer::start(method, Arc::clone(users), ask, &idi.data, &ctx.rng),
+        };
+        let (server, first_eap) = match started {
             Ok(x) => x,
             Err(e) => {
                 let reason = FailReason::AuthenticationFailed(AuthError::Eap(e));
@@ -461,15 +470,13 @@ impl AwaitEap {
             }
         };
         let mut out = vec![Payload::IdR(ctx.cfg.local_id.clone())];
-        // EAP-only (RFC 5998) would leave our AUTH out; only for a mutual method the
-        // peer announced it for, and no method of ours is.
-        let eap_only = method.mutual() && has_notify(&inner, NotifyType::EapOnlyAuthentication);
-        if !eap_only {
-            match core.our_auth(&ctx.cfg, &ctx.cfg.local_id) {
-                Ok(p) => out.extend(p),
-                Err(reason) => {
-                    return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
-                }
+        // Our AUTH always: EAP-only (RFC 5998) is for a gateway whose own local auth is
+        // EAP, and strongSwan's responder sends its AUTH too when its local auth is pubkey
+        // (its client's EAP_ONLY_AUTHENTICATION notwithstanding, which it always sends).
+        match core.our_auth(&ctx.cfg, &ctx.cfg.local_id) {
+            Ok(p) => out.extend(p),
+            Err(reason) => {
+                return refuse(ctx, &mut core, 1, NotifyType::AuthenticationFailed, reason);
             }
         }
         out.push(Payload::Eap(ctx.eap_out(1, first_eap)));
@@ -508,11 +515,42 @@ impl AwaitEap {
             });
             return State::AwaitEap(self);
         }
+        let spis = Some((self.core.spi_i, self.core.spi_r));
+        let gives_up = h.spi_i == self.core.spi_i
+            && h.spi_r == self.core.spi_r
+            && h.exchange_type == ExchangeType::Informational
+            && !h.flags.response()
+            && h.flags.initiator()
+            && h.message_id == self.mid;
+        if gives_up {
+            // The initiator ends the EAP exchange with an error notify (strongSwan's
+            // client does so after our TLS alert, rather than acknowledge it): answered
+            // with an empty INFORMATIONAL response, and we fail with our own refusal's
+            // reason if there is one.
+            if let Ok(Some(p)) = self.core.open(bytes, msg, &mut ctx.stats) {
+                if let Some(t) = first_error_notify(&p) {
+                    let mid = self.mid;
+                    let resp = self
+                        .core
+                        .seal(ExchangeType::Informational, true, mid, &[])
+                        .ok();
+                    if let Some(b) = &resp {
+                        ctx.send(b.clone());
+                    }
+                    let reason = match self.server.refusal() {
+                        Some(e) => FailReason::AuthenticationFailed(AuthError::Eap(e)),
+                        None => FailReason::PeerNotify(t),
+                    };
+                    return ctx.fail(reason, spis, resp.map(|b| (mid, b)));
+                }
+            }
+            ctx.stats.unexpected += 1;
+            return State::AwaitEap(self);
+        }
         if !ours || h.message_id != self.mid {
             ctx.stats.unexpected += 1;
             return State::AwaitEap(self);
         }
-        let spis = Some((self.core.spi_i, self.core.spi_r));
         let inner = match self.core.open(bytes, msg, &mut ctx.stats) {
             Ok(Some(p)) => p,
             Ok(None) => return State::AwaitEap(self),
@@ -567,6 +605,10 @@ impl AwaitEap {
             let info = PeerAuthInfo {
                 method: ctx.cfg.remote_auth.name(),
                 eap_identity: Some(crate::log::printable(&String::from_utf8_lossy(identity))),
+                tls_subject: self
+                    .server
+                    .tls_client()
+                    .map(|(s, v)| (crate::log::printable(&s), v)),
                 ..PeerAuthInfo::default()
             };
             let st = *self;
