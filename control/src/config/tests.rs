@@ -1578,3 +1578,73 @@ fn encrypted_private_key_with_its_passphrase() {
         "{e}"
     );
 }
+
+#[test]
+fn ike_eap_tls_gateway() {
+    use crate::ike::auth::{EapMethod, RemoteAuth};
+    let dir = pki_dir("eaptls");
+    let name = dir.join("gw.toml").to_str().unwrap().to_owned();
+    let tls = PUBKEY.replace(
+        "[connections.rw.remote]\nauth = \"pubkey\"\n",
+        "[connections.rw.remote]\nauth = \"eap-tls\"\neap_id = \"%any\"\n",
+    );
+    let cfg = parse(&name, &plus(&tls)).unwrap();
+    let ike = &cfg.ike.connections[0].ike;
+    let RemoteAuth::Eap {
+        method,
+        ask_identity,
+        tls: Some(creds),
+        tls13_indication,
+        ..
+    } = &ike.remote_auth
+    else {
+        panic!("EAP-TLS expected: {:?}", ike.remote_auth)
+    };
+    assert_eq!(*method, EapMethod::Tls);
+    assert!(*ask_identity && !*tls13_indication);
+    assert_eq!(creds.certs.len(), 1);
+    assert!(creds.trust.has_cas());
+    let sum = summary(&cfg);
+    assert!(
+        sum.contains("remote auth eap-tls (client certificates of CAs 'CN=Lab CA', EAP-Identity asked, TLS 1.3 as strongSwan 5.9.8 (no success indication))"),
+        "{sum}"
+    );
+    let with = tls.replace(
+        "eap_id = \"%any\"\n",
+        "eap_id = \"%any\"\ntls13_indication = true\n",
+    );
+    let cfg = parse(&name, &plus(&with)).unwrap();
+    assert!(matches!(
+        cfg.ike.connections[0].ike.remote_auth,
+        RemoteAuth::Eap {
+            tls13_indication: true,
+            ..
+        }
+    ));
+    // No CA; a PSK gateway; the indication without EAP-TLS.
+    let e = err_in(&name, &tls.replace("cacerts = [\"ca.pem\"]\n", ""));
+    assert!(
+        e.ends_with("connections.rw.remote.cacerts: remote.auth = \"eap-tls\" needs remote.cacerts (or [authorities]): the CAs of the client certificates"),
+        "{e}"
+    );
+    let psk_gw = tls.replace(
+        "auth = \"pubkey\"\ncerts = [\"gw.der\"]\n",
+        "auth = \"psk\"\nid = \"gw\"\n",
+    ) + "\n[secrets.ike-gw]\nid = [\"gw\"]\nsecret = \"hunter2-lab-secret\"\n";
+    let e = err_in(&name, &psk_gw);
+    assert!(
+        e.ends_with("connections.rw.local.auth: remote.auth = \"eap-tls\" needs local.auth = \"pubkey\" with local.certs: the gateway's certificate is its TLS certificate too"),
+        "{e}"
+    );
+    let e = err_in(
+        &name,
+        &PUBKEY.replace(
+            "cacerts = [\"ca.pem\"]\n",
+            "cacerts = [\"ca.pem\"]\ntls13_indication = true\n",
+        ),
+    );
+    assert!(
+        e.contains("connections.rw.remote.tls13_indication: is for remote.auth = \"eap-tls\""),
+        "{e}"
+    );
+}

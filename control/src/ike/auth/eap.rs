@@ -997,4 +997,120 @@ mod tests {
             EapError::UnexpectedType(4)
         );
     }
+
+    #[test]
+    fn tls_server_refuses_endless_fragments() {
+        use crate::ike::auth::eap_tls::{EapTlsCreds, FLAG_MORE};
+        use rcgen::{CertificateParams, DnType, KeyPair};
+        let rng = SystemRandom::new();
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(vec!["gw".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "gw");
+        let cert = p.self_signed(&key).unwrap();
+        let creds = Arc::new(EapTlsCreds {
+            key: Arc::new(
+                crate::ike::auth::PrivateKey::from_pem_or_der(&key.serialize_der()).unwrap(),
+            ),
+            certs: vec![cert.der().to_vec()],
+            trust: Arc::new(
+                crate::ike::auth::TrustStore::new(&[cert.der().to_vec()], &[], &[]).unwrap(),
+            ),
+        });
+        let ike_id = IdPayload::fqdn("cl");
+        let (mut srv, req) = EapServer::start_tls(creds, true, &ike_id, false, &rng).unwrap();
+        assert_eq!(req[4], TYPE_IDENTITY);
+        let ServerStep::Request(start) = srv
+            .process(&build(2, req[1], Some(TYPE_IDENTITY), b"cl"), &rng)
+            .unwrap()
+        else {
+            panic!("no Start")
+        };
+        assert_eq!((start[4], &start[5..]), (TYPE_TLS, &[0x20][..]));
+        assert_eq!(srv.identity(), b"cl");
+        // Fragments with M without end: acknowledged until the round limit.
+        let mut id = start[1];
+        let mut data = vec![FLAG_MORE];
+        data.extend_from_slice(&[0x16; 1000]);
+        let mut acked = 0;
+        let e = loop {
+            match srv.process(&build(2, id, Some(TYPE_TLS), &data), &rng) {
+                Ok(ServerStep::Request(ack)) => {
+                    assert_eq!(&ack[4..], &[TYPE_TLS, 0]);
+                    id = ack[1];
+                    acked += 1;
+                }
+                Ok(ServerStep::Success { .. }) => panic!("success"),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(e, EapError::TooManyRounds);
+        // The Identity response was round 1: 39 fragments (39,000 octets held) then no more.
+        assert_eq!(acked, usize::from(MAX_TLS_ROUNDS) - 1);
+        let f = srv.failure();
+        assert_eq!((f[0], f.len()), (CODE_FAILURE, 4));
+        // A Start from the client, a Nak.
+        let (mut srv, req) = EapServer::start_tls(
+            Arc::new(EapTlsCreds {
+                key: Arc::new(
+                    crate::ike::auth::PrivateKey::from_pem_or_der(&key.serialize_der()).unwrap(),
+                ),
+                certs: vec![cert.der().to_vec()],
+                trust: Arc::new(
+                    crate::ike::auth::TrustStore::new(&[cert.der().to_vec()], &[], &[]).unwrap(),
+                ),
+            }),
+            false,
+            &ike_id,
+            false,
+            &rng,
+        )
+        .unwrap();
+        assert_eq!((req[4], &req[5..]), (TYPE_TLS, &[0x20][..]));
+        assert_eq!(
+            srv.process(&build(2, req[1], Some(TYPE_TLS), &[0x20]), &rng)
+                .unwrap_err(),
+            EapError::BadTlsData
+        );
+        assert_eq!(
+            EapServer::start_tls(
+                Arc::new(EapTlsCreds {
+                    key: Arc::new(
+                        crate::ike::auth::PrivateKey::from_pem_or_der(&key.serialize_der())
+                            .unwrap(),
+                    ),
+                    certs: vec![cert.der().to_vec()],
+                    trust: Arc::new(
+                        crate::ike::auth::TrustStore::new(&[cert.der().to_vec()], &[], &[])
+                            .unwrap(),
+                    ),
+                }),
+                false,
+                &ike_id,
+                false,
+                &rng,
+            )
+            .map(|(mut s, r)| s.process(&build(2, r[1], Some(TYPE_NAK), &[26]), &rng))
+            .unwrap()
+            .unwrap_err(),
+            EapError::Nak
+        );
+    }
+
+    #[test]
+    fn eap_identities_as_strongswan_parses_them() {
+        assert_eq!(eap_identity_id(b"cl"), IdPayload::fqdn("cl"));
+        assert_eq!(
+            eap_identity_id(b"carol@example.org"),
+            IdPayload::rfc822("carol@example.org")
+        );
+        assert_eq!(
+            eap_identity_id(b"10.1.2.3"),
+            IdPayload::ipv4("10.1.2.3".parse().unwrap())
+        );
+        assert_eq!(
+            eap_identity_id(b"CN=cl").id_type,
+            crate::wire::IdType::DerAsn1Dn
+        );
+        assert_eq!(eap_identity_id(&[0xff, 0]), IdPayload::key_id(&[0xff, 0]));
+    }
 }

@@ -960,3 +960,223 @@ impl Framing {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+
+    struct Ca {
+        cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    fn ca(name: &str) -> Ca {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        Ca {
+            cert: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// Credentials for `name` (CN and DNS subjectAltName, plus `extra` more names to make
+    /// the certificate long), issued by `issuer`, trusting `trusted`.
+    fn creds(name: &str, extra: usize, issuer: &Ca, trusted: &Ca) -> EapTlsCreds {
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.subject_alt_names = std::iter::once(name.to_string())
+            .chain((0..extra).map(|i| format!("alias-{i}.{name}.example.org")))
+            .map(|n| SanType::DnsName(n.try_into().unwrap()))
+            .collect();
+        let cert = p.signed_by(&key, &issuer.cert, &issuer.key).unwrap();
+        EapTlsCreds {
+            key: Arc::new(PrivateKey::from_pem_or_der(&key.serialize_der()).unwrap()),
+            certs: vec![cert.der().to_vec()],
+            trust: Arc::new(TrustStore::new(&[trusted.cert.der().to_vec()], &[], &[]).unwrap()),
+        }
+    }
+
+    /// What one run saw.
+    #[derive(Debug, Default)]
+    struct Run {
+        /// Fragments with M, from the server and from the peer.
+        server_more: usize,
+        peer_more: usize,
+        rounds: usize,
+    }
+
+    /// Runs EAP-TLS between our peer and our server (type data only); returns both MSKs
+    /// or the first error, with which side it came from.
+    fn run(
+        peer: &mut EapTlsPeer,
+        server: &mut EapTlsServer,
+        seen: &mut Run,
+    ) -> Result<(Vec<u8>, Vec<u8>), (&'static str, EapError)> {
+        let mut req = EapTlsServer::start();
+        loop {
+            seen.rounds += 1;
+            assert!(seen.rounds < 60, "no end");
+            if req[0] & FLAG_MORE != 0 {
+                seen.server_more += 1;
+            }
+            let resp = peer.process(&req).map_err(|e| ("peer", e))?;
+            if resp[0] & FLAG_MORE != 0 {
+                seen.peer_more += 1;
+            }
+            match server.process(&resp).map_err(|e| ("server", e))? {
+                ServerTls::Send(r) => req = r,
+                ServerTls::Done(msk) => {
+                    let pm = peer.take_msk().ok_or(("peer", EapError::EarlySuccess))?;
+                    return Ok((pm.to_vec(), msk.to_vec()));
+                }
+            }
+        }
+    }
+
+    fn pair(
+        client: &EapTlsCreds,
+        gateway: &EapTlsCreds,
+        indication: bool,
+    ) -> (EapTlsPeer, EapTlsServer) {
+        let mut peer = EapTlsPeer::new(client).unwrap();
+        peer.set_server_id(&IdPayload::fqdn("gw"));
+        let server = EapTlsServer::new(gateway, &IdPayload::fqdn("cl"), indication).unwrap();
+        (peer, server)
+    }
+
+    #[test]
+    fn both_sides_derive_one_msk_with_and_without_the_indication() {
+        let lab = ca("lab");
+        let (cl, gw) = (creds("cl", 0, &lab, &lab), creds("gw", 0, &lab, &lab));
+        for indication in [false, true] {
+            let (mut peer, mut server) = pair(&cl, &gw, indication);
+            let mut seen = Run::default();
+            let (a, b) = run(&mut peer, &mut server, &mut seen).unwrap();
+            assert_eq!(a.len(), 64);
+            assert_eq!(a, b, "indication {indication}");
+            assert_eq!(peer.version(), Some("TLS 1.3"));
+            assert_eq!(server.client(), Some(("CN=cl".to_string(), "TLS 1.3")));
+            assert_eq!(peer.server_subject().as_deref(), Some("CN=gw"));
+            assert_eq!(peer.committed, indication);
+            // Start → ClientHello, our flight → the client's Finished; the indication →
+            // its acknowledgement.
+            assert_eq!(seen.rounds, 2 + usize::from(indication));
+        }
+    }
+
+    #[test]
+    fn long_flights_are_fragmented_both_ways() {
+        let lab = ca("lab");
+        let (cl, gw) = (creds("cl", 60, &lab, &lab), creds("gw", 60, &lab, &lab));
+        let (mut peer, mut server) = pair(&cl, &gw, false);
+        let mut seen = Run::default();
+        let (a, b) = run(&mut peer, &mut server, &mut seen).unwrap();
+        assert_eq!(a, b);
+        assert!(seen.server_more >= 1, "{seen:?}");
+        assert!(seen.peer_more >= 1, "{seen:?}");
+    }
+
+    #[test]
+    fn client_of_an_unknown_ca_or_another_name_is_refused() {
+        let (lab, other) = (ca("lab"), ca("other"));
+        let gw = creds("gw", 0, &lab, &lab);
+        // Another CA: our alert, the peer's acknowledgement, then the refusal.
+        let cl = creds("cl", 0, &other, &lab);
+        let (mut peer, mut server) = pair(&cl, &gw, false);
+        let e = run(&mut peer, &mut server, &mut Run::default()).unwrap_err();
+        assert_eq!(e, ("server", EapError::TlsClientCert("unknown CA")));
+        assert_eq!(
+            server.refusal(),
+            Some(EapError::TlsClientCert("unknown CA"))
+        );
+        assert_eq!(
+            peer.alert(),
+            Some(u8::from(rustls::AlertDescription::UnknownCA))
+        );
+        assert_eq!(
+            AuthError::Eap(e.1).to_string(),
+            "EAP-TLS: client's TLS certificate refused: unknown CA"
+        );
+        assert_eq!(server.client(), None);
+        // Our CA, but a certificate that does not name the client's identity.
+        let cl = creds("mallory", 0, &lab, &lab);
+        let (mut peer, mut server) = pair(&cl, &gw, false);
+        let e = run(&mut peer, &mut server, &mut Run::default()).unwrap_err();
+        assert_eq!(
+            e,
+            (
+                "server",
+                EapError::TlsClientCert(
+                    "the client's identity is not in the certificate (subject or subjectAltName)"
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn bad_fragments_are_refused() {
+        let lab = ca("lab");
+        let (cl, gw) = (creds("cl", 0, &lab, &lab), creds("gw", 0, &lab, &lab));
+        let server = || EapTlsServer::new(&gw, &IdPayload::fqdn("cl"), false).unwrap();
+        let bad = Err(EapError::BadTlsData);
+        let step = |s: &mut EapTlsServer, d: &[u8]| s.process(d).map(|_| ());
+        // Nothing, a Start from the client, an acknowledgement before anything.
+        assert_eq!(step(&mut server(), &[]), bad);
+        assert_eq!(step(&mut server(), &[FLAG_START]), bad);
+        assert_eq!(step(&mut server(), &[0]), bad);
+        // M without data; a length beyond the bound; a length cut short.
+        assert_eq!(step(&mut server(), &[FLAG_MORE]), bad);
+        let mut big = vec![FLAG_LENGTH | FLAG_MORE];
+        big.extend_from_slice(&((MAX_TLS_MESSAGE + 1) as u32).to_be_bytes());
+        big.push(22);
+        assert_eq!(step(&mut server(), &big), bad);
+        assert_eq!(step(&mut server(), &[FLAG_LENGTH, 0, 0]), bad);
+        // More data than announced; less; another length in a later fragment.
+        let mut s = server();
+        assert_eq!(
+            step(&mut s, &[FLAG_LENGTH | FLAG_MORE, 0, 0, 0, 2, 22]),
+            Ok(())
+        );
+        assert_eq!(step(&mut s, &[0, 3, 1]), bad);
+        let mut s = server();
+        assert_eq!(step(&mut s, &[FLAG_LENGTH, 0, 0, 0, 3, 22]), bad);
+        let mut s = server();
+        assert_eq!(
+            step(&mut s, &[FLAG_LENGTH | FLAG_MORE, 0, 0, 0, 9, 22]),
+            Ok(())
+        );
+        assert_eq!(step(&mut s, &[FLAG_LENGTH, 0, 0, 0, 8, 3]), bad);
+        // Garbage where TLS records belong: rustls refuses it (an alert goes out first).
+        let mut s = server();
+        let r = s.process(&[0, 0xde, 0xad, 0xbe, 0xef, 0x00]);
+        match r {
+            Ok(ServerTls::Send(alert)) => {
+                assert_eq!(s.process(&[0]).map(|_| ()), Err(EapError::TlsHandshake));
+                assert!(alert.len() > 1);
+            }
+            other => assert_eq!(other.map(|_| ()), Err(EapError::TlsHandshake)),
+        }
+        // A client that sends fragments without end: refused at the reassembly bound.
+        let mut s = server();
+        let chunk = vec![0x16u8; FRAGMENT_SIZE];
+        let mut sent = 0;
+        let refused = loop {
+            let mut f = vec![FLAG_MORE];
+            f.extend_from_slice(&chunk);
+            match s.process(&f) {
+                Ok(ServerTls::Send(ack)) => assert_eq!(ack, [0]),
+                Ok(ServerTls::Done(_)) => panic!("done"),
+                Err(e) => break e,
+            }
+            sent += chunk.len();
+            assert!(sent <= MAX_TLS_MESSAGE);
+        };
+        assert_eq!(refused, EapError::BadTlsData);
+        assert_eq!(sent, MAX_TLS_MESSAGE);
+        let _ = cl;
+    }
+}

@@ -3,7 +3,10 @@
 //! a certificate, the loss of every message; and every bad input refused with
 //! AUTHENTICATION_FAILED and a reason that says why (the daemon logs the reason's text):
 //! wrong password, unknown user, garbage EAP packets either way, an unexpected EAP type, a
-//! client whose gateway leaves its AUTH out for a method that is not mutual.
+//! client whose gateway leaves its AUTH out for a method that is not mutual. EAP-TLS with
+//! both sides mifsec: established (the TLS certificates and version both sides report), a
+//! client certificate of an unknown CA or one that does not name the identity checked,
+//! refused by the gateway with a TLS alert, then EAP-Failure and AUTHENTICATION_FAILED.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -311,4 +314,120 @@ fn eap_refused_where_not_configured() {
     gw.remote_id = Some(IdPayload::rfc822("bob@example.org"));
     let (g, _) = refused(eap_client(), gw, None, None);
     assert_eq!(g, auth_failed(AuthError::WrongId));
+}
+
+/// A CA and credentials it issued: (CA DER, the creds of `name` trusting `trusted`).
+fn tls_creds(
+    issuer: &(rcgen::Certificate, KeyPair),
+    name: &str,
+    trusted: &[u8],
+) -> crate::ike::auth::eap_tls::EapTlsCreds {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![SanType::DnsName(name.try_into().unwrap())];
+    p.distinguished_name.push(DnType::CommonName, name);
+    let cert = p.signed_by(&key, &issuer.0, &issuer.1).unwrap();
+    crate::ike::auth::eap_tls::EapTlsCreds {
+        key: Arc::new(PrivateKey::from_pem_or_der(&key.serialize_der()).unwrap()),
+        certs: vec![cert.der().to_vec()],
+        trust: Arc::new(TrustStore::new(&[trusted.to_vec()], &[], &[]).unwrap()),
+    }
+}
+
+fn tls_ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    (p.self_signed(&key).unwrap(), key)
+}
+
+/// The mifsec client with EAP-TLS (EAP identity `cl`, its certificate of `client_ca`) and
+/// the mifsec gateway with its certificate (IKE and TLS), both of `lab`.
+fn tls_pair(
+    lab: &(rcgen::Certificate, KeyPair),
+    client_ca: &(rcgen::Certificate, KeyPair),
+    ask_identity: bool,
+) -> (crate::ike::config::IkeConfig, crate::ike::config::IkeConfig) {
+    let ca = lab.0.der().to_vec();
+    let gw = tls_creds(lab, "gw.example.org", &ca);
+    let cl = tls_creds(client_ca, "cl", &ca);
+    let mut c = eap_client();
+    c.local_auth = LocalAuth::Eap {
+        method: EapMethod::Tls,
+        identity: Some(b"cl".to_vec()),
+        secret: Zeroizing::default(),
+        tls: Some(Arc::new(cl)),
+    };
+    c.remote_auth = RemoteAuth::Pubkey(Arc::clone(&gw.trust));
+    let mut g = eap_gateway();
+    g.local_auth = LocalAuth::Pubkey {
+        key: Arc::clone(&gw.key),
+        certs: gw.certs.clone(),
+        rsa_pss: false,
+    };
+    g.remote_auth = RemoteAuth::Eap {
+        method: EapMethod::Tls,
+        users: Arc::new(EapUsers::default()),
+        ask_identity,
+        tls: Some(Arc::new(gw)),
+        tls13_indication: false,
+    };
+    (c, g)
+}
+
+#[test]
+fn tls_client_and_gateway() {
+    let lab = tls_ca("lab");
+    let (c, g) = tls_pair(&lab, &lab, true);
+    let mut h = Harness::new(c, g, Faults::default());
+    h.run(LIMIT);
+    h.assert_established();
+    let ii = Harness::info(&h.init_events).unwrap();
+    let ri = Harness::info(&h.resp_events).unwrap();
+    assert_eq!(ii.local_auth, "eap-tls");
+    assert_eq!(ii.remote_auth.method, "pubkey");
+    assert_eq!(
+        ii.remote_auth.tls_subject,
+        Some(("CN=gw.example.org".to_string(), "TLS 1.3"))
+    );
+    assert_eq!(ri.remote_auth.method, "eap-tls");
+    assert_eq!(ri.remote_auth.eap_identity.as_deref(), Some("cl"));
+    assert_eq!(
+        ri.remote_auth.tls_subject,
+        Some(("CN=cl".to_string(), "TLS 1.3"))
+    );
+    // Without EAP-Identity the certificate must name the IKE identity, which it does not.
+    let (c, g) = tls_pair(&lab, &lab, false);
+    let (g, i) = refused(c, g, None, None);
+    assert_eq!(
+        g,
+        auth_failed(AuthError::Eap(EapError::TlsClientCert(
+            "the client's identity is not in the certificate (subject or subjectAltName)"
+        )))
+    );
+    // The client acknowledged our alert; EAP-Failure and AUTHENTICATION_FAILED followed.
+    assert_eq!(
+        i,
+        Some(FailReason::PeerNotify(NotifyType::AuthenticationFailed))
+    );
+}
+
+#[test]
+fn tls_client_of_unknown_ca_is_refused() {
+    let (lab, other) = (tls_ca("lab"), tls_ca("other"));
+    let (c, g) = tls_pair(&lab, &other, true);
+    let (g, i) = refused(c, g, None, None);
+    assert_eq!(
+        g,
+        auth_failed(AuthError::Eap(EapError::TlsClientCert("unknown CA")))
+    );
+    assert_eq!(
+        g.unwrap().to_string(),
+        "peer authentication failed: EAP-TLS: client's TLS certificate refused: unknown CA"
+    );
+    assert_eq!(
+        i,
+        Some(FailReason::PeerNotify(NotifyType::AuthenticationFailed))
+    );
 }
