@@ -11,7 +11,9 @@
 //!   IKE_AUTH. Both sides must reach a verdict without panicking.
 //! * mode & 3 == 2: the EAP-TLS peer (rustls client) alone, every packet handed in as a
 //!   gateway's request, many rounds deep (fragments, acknowledgements, TLS records).
-//! * mode & 3 == 3: the EAP-MSCHAPv2 authenticator alone, every packet a peer's response.
+//! * mode & 3 == 3: an authenticator alone, every packet a peer's response: mode & 4, the
+//!   EAP-TLS gateway (rustls server, fragments, acknowledgements, TLS records; it asks for
+//!   the EAP identity with mode & 8), else the EAP-MSCHAPv2 one.
 
 #![allow(dead_code)]
 
@@ -19,6 +21,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use mifsec_control::ike::auth::cert::certs_from_pem_or_der;
 use mifsec_control::ike::auth::eap::{EapMethod, EapPeer, EapServer, PeerStep, ServerStep};
 use mifsec_control::ike::auth::eap_tls::EapTlsCreds;
 use mifsec_control::ike::auth::{EapUsers, LocalAuth, PrivateKey, TrustStore};
@@ -47,6 +50,36 @@ pub fn tls_creds() -> Arc<EapTlsCreds> {
             key: Arc::new(key),
             certs: vec![vec![0x30, 0x03, 0x02, 0x01, 0x00]],
             trust: Arc::new(TrustStore::new(&[], &[], &[]).expect("store")),
+        })
+    })
+    .clone()
+}
+
+/// A CA certificate (made once by strongSwan's `pki`, good until 2056): the EAP-TLS
+/// gateway's client certificate verifier needs a trust anchor to start at all.
+const FUZZ_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBbTCCARKgAwIBAgIIY9xukMfrWRUwCgYIKoZIzj0EAwIwGTEXMBUGA1UEAxMO
+bWlmc2VjIGZ1enogQ0EwIBcNMjYxMjAyMDUxMjA0WhgPMjA1NjExMjQwNTEyMDRa
+MBkxFzAVBgNVBAMTDm1pZnNlYyBmdXp6IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAEu1U7xOcpwI7jqsBsjqwZqnPlnBJnZ5b7Mq/FdODdtIBQr6w35lRYTAdN
+kW+BMgVSZAF80HKQobF0kR4xAA/bpKNCMEAwDwYDVR0TAQH/BAUwAwEB/zAOBgNV
+HQ8BAf8EBAMCAQYwHQYDVR0OBBYEFJDIxj0o9vgWSEwQBHxHZZime8gBMAoGCCqG
+SM49BAMCA0kAMEYCIQDMoiChqgZgfyrYITRFrmHd/BH8AXvHCFOXNQ6/3lblTAIh
+AL/gHcaJ13ZTZ/ikggLOZEp6qftdgcuS3QuApLZZ3hAz
+-----END CERTIFICATE-----
+";
+
+/// The EAP-TLS gateway's credentials: [`tls_creds`]' key and stand-in certificate, the
+/// client certificates checked against [`FUZZ_CA`].
+pub fn tls_server_creds() -> Arc<EapTlsCreds> {
+    static C: OnceLock<Arc<EapTlsCreds>> = OnceLock::new();
+    C.get_or_init(|| {
+        let base = tls_creds();
+        let ca = certs_from_pem_or_der(FUZZ_CA.as_bytes()).expect("CA");
+        Arc::new(EapTlsCreds {
+            key: Arc::clone(&base.key),
+            certs: base.certs.clone(),
+            trust: Arc::new(TrustStore::new(&ca, &[], &[]).expect("store")),
         })
     })
     .clone()
@@ -169,6 +202,34 @@ fn mschapv2_server(list: Vec<Vec<u8>>) {
     }
 }
 
+fn tls_server(mode: u8, list: Vec<Vec<u8>>) {
+    let rng = SystemRandom::new();
+    let Ok((mut srv, first)) = EapServer::start_tls(
+        tls_server_creds(),
+        mode & 8 != 0,
+        &IdPayload::fqdn("cl"),
+        mode & 16 != 0,
+        &rng,
+    ) else {
+        return;
+    };
+    // Each packet answers the last request: its identifier is made the request's (it is
+    // random), so that the input gets past that check to the EAP-TLS code.
+    let mut id = first[1];
+    for mut p in list {
+        if let Some(b) = p.get_mut(1) {
+            *b = id;
+        }
+        match srv.process(&p, &rng) {
+            Ok(ServerStep::Request(r)) => {
+                assert!(r.len() <= 4096, "an EAP request too long");
+                id = r[1];
+            }
+            Ok(ServerStep::Success { .. }) | Err(_) => return,
+        }
+    }
+}
+
 /// Runs one input.
 pub fn run(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -178,6 +239,7 @@ pub fn run(data: &[u8]) {
     match mode & 3 {
         0 | 1 => ike_route(mode, list),
         2 => tls_peer(list),
+        _ if mode & 4 != 0 => tls_server(mode, list),
         _ => mschapv2_server(list),
     }
 }

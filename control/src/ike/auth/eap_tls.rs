@@ -1009,13 +1009,16 @@ mod tests {
         rounds: usize,
     }
 
+    /// The peer's MSK and the server's.
+    type Msks = (Vec<u8>, Vec<u8>);
+
     /// Runs EAP-TLS between our peer and our server (type data only); returns both MSKs
     /// or the first error, with which side it came from.
     fn run(
         peer: &mut EapTlsPeer,
         server: &mut EapTlsServer,
         seen: &mut Run,
-    ) -> Result<(Vec<u8>, Vec<u8>), (&'static str, EapError)> {
+    ) -> Result<Msks, (&'static str, EapError)> {
         let mut req = EapTlsServer::start();
         loop {
             seen.rounds += 1;
