@@ -161,10 +161,10 @@ fn ike_sas(st: &Value, out: &mut String) {
                 // EAP-TLS: "(EAP identity 'cl', TLS 1.2, gateway TLS certificate '...')" on
                 // the client's side, "client TLS certificate" on the gateway's.
                 let v = auth("tls_version").unwrap_or("TLS");
-                let (side, who) = if r == "eap-tls" {
-                    (&mut re, "client")
-                } else {
+                let (side, who) = if l == "eap-tls" {
                     (&mut le, "gateway")
+                } else {
+                    (&mut re, "client")
                 };
                 *side = match side.strip_suffix(')') {
                     Some(head) => format!("{head}, {v}, {who} TLS certificate '{t}')"),
