@@ -30,12 +30,6 @@ const GSO_MAX_BYTES: usize = 65_000;
 /// IP header goes (an IPv4 header with options is at most 60 bytes, IPv6's 40).
 const TRANSPORT_HEAD: usize = 64;
 
-/// ESP bytes for a payload of `len` bytes (tunnel mode: the whole inner packet).
-#[inline]
-fn esp_len(len: usize) -> usize {
-    OutboundSa::HEADROOM + (len + 2).div_ceil(4) * 4 + crate::aead::TAG_LEN
-}
-
 /// Where the segments of one super-packet go in the train: sealed datagram `i` starts at
 /// `base + i * stride`; a segment keeps `kept` bytes of IP header out of its ESP payload
 /// (transport mode) or none (tunnel mode).
@@ -49,12 +43,12 @@ struct TrainLayout {
 impl TrainLayout {
     /// The layout for `split` in `mode`; `None` if the packet has no IP header transport mode
     /// could keep, or if the train cannot hold it.
-    fn new(mode: Mode, split: &GsoSplit<'_>, pkt: &[u8], cap: usize) -> Option<Self> {
+    fn new(sa: &OutboundSa, split: &GsoSplit<'_>, pkt: &[u8], cap: usize) -> Option<Self> {
         let max = split.max_segment_len();
-        let layout = match mode {
+        let layout = match sa.mode() {
             Mode::Tunnel => TrainLayout {
                 base: 0,
-                stride: esp_len(max),
+                stride: sa.esp_len(max),
                 kept: 0,
             },
             Mode::Transport => {
@@ -62,7 +56,7 @@ impl TrainLayout {
                 let kept = ip::IpPacket::new_checked(pkt).ok()?.header().header_len;
                 TrainLayout {
                     base: TRANSPORT_HEAD.max(kept),
-                    stride: esp_len(max.checked_sub(kept)?),
+                    stride: sa.esp_len(max.checked_sub(kept)?),
                     kept,
                 }
             }
@@ -136,7 +130,7 @@ pub(super) fn send_packet(
         GlobalCounters::bump(&c.no_path);
         return;
     }
-    let Some(layout) = TrainLayout::new(entry.sa.mode(), &split, &read[pkt], train.len()) else {
+    let Some(layout) = TrainLayout::new(&entry.sa, &split, &read[pkt], train.len()) else {
         GlobalCounters::bump(&c.malformed);
         return;
     };
@@ -393,13 +387,13 @@ mod tests {
                 let split = GsoSplit::new(&hdr, &pkt).unwrap();
                 let n = split.segments();
                 assert_eq!(n, 30_001usize.div_ceil(1360));
-                let layout = TrainLayout::new(mode, &split, &pkt, train.len()).unwrap();
+                let layout = TrainLayout::new(&out, &split, &pkt, train.len()).unwrap();
                 let hl = if src.contains(':') { 40 } else { 20 };
                 let want_kept = if mode == Mode::Transport { hl } else { 0 };
                 assert_eq!(layout.kept, want_kept, "{mode:?} {src}");
                 assert_eq!(
                     layout.stride,
-                    esp_len(split.max_segment_len() - want_kept),
+                    out.esp_len(split.max_segment_len() - want_kept),
                     "{mode:?} {src}"
                 );
                 train.fill(0);
@@ -469,13 +463,15 @@ mod tests {
         let (hdr, pkt) = tso("198.18.2.2", "198.18.2.1", &data, 1000);
         let split = GsoSplit::new(&hdr, &pkt).unwrap();
         for mode in [Mode::Tunnel, Mode::Transport] {
-            let fits = TrainLayout::new(mode, &split, &pkt, TRAIN_CAP).unwrap();
+            let (sa, _) = sa_pair(mode);
+            let fits = TrainLayout::new(&sa, &split, &pkt, TRAIN_CAP).unwrap();
             let need = fits.base + split.segments() * fits.stride + OutboundSa::TAILROOM;
-            assert!(TrainLayout::new(mode, &split, &pkt, need).is_some());
-            assert!(TrainLayout::new(mode, &split, &pkt, need - 1).is_none());
+            assert!(TrainLayout::new(&sa, &split, &pkt, need).is_some());
+            assert!(TrainLayout::new(&sa, &split, &pkt, need - 1).is_none());
         }
         let junk = [0x00u8; 60];
         let split = GsoSplit::new(&VirtioNetHdr::default(), &junk).unwrap();
-        assert!(TrainLayout::new(Mode::Transport, &split, &junk, TRAIN_CAP).is_none());
+        let (sa, _) = sa_pair(Mode::Transport);
+        assert!(TrainLayout::new(&sa, &split, &junk, TRAIN_CAP).is_none());
     }
 }
