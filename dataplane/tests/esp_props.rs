@@ -112,6 +112,60 @@ fn pair(
     )
 }
 
+/// Every pad length: AES-GCM fills whole 16-byte blocks, ChaCha20-Poly1305 four bytes, with
+/// the fewest pad bytes that do (RFC 4303: 1, 2, 3, ...), and the other backend opens each.
+/// The trailer is read by decrypting with the other backend's bare AEAD.
+#[test]
+fn padding_fills_the_ciphers_alignment_and_every_length_opens() {
+    for cipher in Cipher::ALL {
+        let align = mifsec_dataplane::esp::sa::pad_align(cipher);
+        assert_eq!(
+            align,
+            if cipher == Cipher::ChaCha20Poly1305 {
+                4
+            } else {
+                16
+            }
+        );
+        let km = keymat(cipher, 1);
+        let other = AeadKey::new(cipher, Backend::RustCrypto, &km).unwrap();
+        let (out, inb) = pair(
+            cipher,
+            Backend::Ring,
+            Backend::RustCrypto,
+            false,
+            Mode::Tunnel,
+        );
+        for payload in 0..=40 {
+            let pkt = ipv4(payload, 17);
+            let wire = seal(&out, &pkt);
+            let enc = wire.len() - 16 - 16;
+            assert_eq!(enc % align, 0, "{cipher} {}", pkt.len());
+            assert!(enc >= pkt.len() + 2 && enc < pkt.len() + 2 + align);
+            assert_eq!(out.esp_len(pkt.len()), wire.len());
+            // Decrypt a copy with the bare AEAD of the other backend and read the trailer.
+            let mut plain = wire[16..16 + enc].to_vec();
+            let (aad, n) = EspHeader {
+                spi: SPI,
+                seq: u64::from(u32::from_be_bytes(wire[4..8].try_into().unwrap())),
+            }
+            .aad(false);
+            let iv: [u8; 8] = wire[8..16].try_into().unwrap();
+            let tag: [u8; 16] = wire[wire.len() - 16..].try_into().unwrap();
+            other.open(&iv, &aad[..n], &mut plain, &tag).unwrap();
+            let pad = enc - 2 - pkt.len();
+            assert_eq!(&plain[..pkt.len()], &pkt[..]);
+            let want: Vec<u8> = (1..=pad as u8).collect();
+            assert_eq!(&plain[pkt.len()..pkt.len() + pad], &want[..]);
+            assert_eq!(usize::from(plain[enc - 2]), pad);
+            assert_eq!(plain[enc - 1], 4, "next header IPv4");
+            let (o, bytes) = open(&inb, &wire).unwrap();
+            assert!(matches!(o, Opened::Packet { .. }));
+            assert_eq!(bytes, pkt);
+        }
+    }
+}
+
 #[test]
 fn every_mode_cipher_backend_and_esn_round_trips() {
     for cipher in Cipher::ALL {
