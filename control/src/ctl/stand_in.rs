@@ -67,6 +67,7 @@ impl Target for StandIn {
             drops: (0..self.bulk)
                 .map(|i| (format!("reason-{i:08}"), i as u64))
                 .collect(),
+            offload: Default::default(),
         }
     }
     fn handover(&self, sa: &str, path: &str, hard: bool) -> Result<String, EngineError> {

@@ -542,6 +542,7 @@ mod tests {
             interfaces: vec![],
             sas,
             drops: [("no_sa".to_owned(), 5)].into(),
+            offload: Default::default(),
         }
     }
 

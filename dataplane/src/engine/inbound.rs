@@ -8,13 +8,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use super::{GlobalCounters, Shared};
 use crate::counters::DropReason;
 use crate::esp::wire::{UdpPayload, classify_udp_payload};
 use crate::esp::{Mode, Opened, OutboundSa};
 use crate::net::ip::{self, DEFAULT_HOP_LIMIT, IPPROTO_ESP, IpRepr};
-use crate::offload::{TcpCoalescer, VIRTIO_NET_HDR_LEN};
+use crate::offload::{TcpCoalescer, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_LEN};
 use crate::path::{Probe, ProbeKind};
 use crate::sa_table::{InboundEntry, SaTable};
 use crate::sys::tun::TunQueue;
@@ -269,8 +270,18 @@ pub(super) fn flush_tun(shared: &Shared, tun: &TunQueue, vnet: bool, inb: &mut I
         }
     };
     if vnet {
+        let mut supers = 0;
         for &i in inb.coalescer.finish(&mut inb.writes, WRITE_OFF) {
-            write(&inb.writes[i][WRITE_OFF - VIRTIO_NET_HDR_LEN..]);
+            let w = &inb.writes[i][WRITE_OFF - VIRTIO_NET_HDR_LEN..];
+            // The virtio header's second byte is its GSO type: a merged super-packet.
+            supers += u64::from(w[1] != VIRTIO_NET_HDR_GSO_NONE);
+            write(w);
+        }
+        if supers > 0 {
+            shared
+                .counters
+                .tun_super_writes
+                .fetch_add(supers, Ordering::Relaxed);
         }
     } else {
         for w in &inb.writes[..n] {

@@ -38,7 +38,7 @@ use crate::sa_table::{Policy, Prefix, Role, SaTables};
 use crate::tun::{Offloads, Tun, TunConfig};
 
 pub use error::EngineError;
-pub use status::{EngineStatus, InterfaceStatus, MarkStatus, PathStatus, SaStatus};
+pub use status::{EngineStatus, InterfaceStatus, MarkStatus, OffloadStatus, PathStatus, SaStatus};
 
 /// Everything the engine needs to start.
 #[derive(Debug, Clone)]
@@ -342,6 +342,13 @@ pub(crate) struct GlobalCounters {
     /// UDP sends that carried a GSO train of several datagrams, and the datagrams in them.
     pub gso_sends: AtomicU64,
     pub gso_datagrams: AtomicU64,
+    /// Received UDP GRO trains of several datagrams, and the datagrams in them.
+    pub gro_trains: AtomicU64,
+    pub gro_datagrams: AtomicU64,
+    /// TUN reads that were super-packets (TSO/USO: a virtio header with a GSO type).
+    pub tun_super_reads: AtomicU64,
+    /// TUN writes that were coalesced TCP super-packets (a virtio header with a GSO type).
+    pub tun_super_writes: AtomicU64,
 }
 
 impl GlobalCounters {

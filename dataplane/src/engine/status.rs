@@ -27,6 +27,27 @@ pub struct EngineStatus {
     pub sas: Vec<SaStatus>,
     /// Packets that belong to no SA, by reason.
     pub drops: BTreeMap<String, u64>,
+    /// What the offloads did so far, every SA's traffic together.
+    pub offload: OffloadStatus,
+}
+
+/// The engine's batched path at work, engine-wide counters since the start: non-zero
+/// figures show that a flow went through TSO from the TUN, UDP GSO out, UDP GRO in and
+/// coalesced writes to the TUN (all zero with `offloads = false`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct OffloadStatus {
+    /// TUN reads that were super-packets (TSO/USO), segmented by the engine.
+    pub tun_super_reads: u64,
+    /// UDP sends that carried a GSO train of several ESP datagrams.
+    pub gso_sends: u64,
+    /// The datagrams in those trains.
+    pub gso_datagrams: u64,
+    /// UDP receives that were GRO trains of several datagrams.
+    pub gro_trains: u64,
+    /// The datagrams in those trains.
+    pub gro_datagrams: u64,
+    /// TUN writes that were coalesced TCP super-packets.
+    pub tun_super_writes: u64,
 }
 
 /// One outer interface.
@@ -301,5 +322,13 @@ pub(super) fn collect(shared: &Shared) -> EngineStatus {
         interfaces,
         sas,
         drops,
+        offload: OffloadStatus {
+            tun_super_reads: c.tun_super_reads.load(Ordering::Relaxed),
+            gso_sends: c.gso_sends.load(Ordering::Relaxed),
+            gso_datagrams: c.gso_datagrams.load(Ordering::Relaxed),
+            gro_trains: c.gro_trains.load(Ordering::Relaxed),
+            gro_datagrams: c.gro_datagrams.load(Ordering::Relaxed),
+            tun_super_writes: c.tun_super_writes.load(Ordering::Relaxed),
+        },
     }
 }

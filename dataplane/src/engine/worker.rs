@@ -17,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::inbound::{self, InState, WRITE_BATCH};
 use super::outbound::{self, OutState};
 use super::{GlobalCounters, Shared};
-use crate::offload::{VIRTIO_NET_HDR_LEN, VirtioNetHdr};
+use crate::offload::{VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_LEN, VirtioNetHdr};
 use crate::sa_table::SaTable;
 use crate::sys::tun::TunQueue;
 use crate::sys::udp::OuterSocket;
@@ -182,6 +182,9 @@ impl<'a> Worker<'a> {
             } else {
                 (VirtioNetHdr::default(), 0)
             };
+            if hdr.gso_type != VIRTIO_NET_HDR_GSO_NONE {
+                GlobalCounters::bump(&self.shared.counters.tun_super_reads);
+            }
             outbound::send_packet(self.shared, table, &mut self.out, &hdr, off..n);
         }
         true
@@ -206,6 +209,12 @@ impl<'a> Worker<'a> {
             for b in 0..n {
                 let ranges: arrayvec::ArrayVec<std::ops::Range<usize>, 64> =
                     self.inb.bufs[b].datagrams().take(64).collect();
+                if ranges.len() > 1 {
+                    let c = &self.shared.counters;
+                    GlobalCounters::bump(&c.gro_trains);
+                    c.gro_datagrams
+                        .fetch_add(ranges.len() as u64, Ordering::Relaxed);
+                }
                 for r in ranges {
                     inbound::receive(
                         self.shared,
