@@ -16,7 +16,13 @@
 #      code: skipped, and said so, when perf is not installed). The figures of a tunnel are
 #      the medians of its rounds; the ratios compare medians of the same run. In every
 #      round also mifsec in transport mode (case transport: the manual SA between the hosts'
-#      link addresses, TCP routed into the TUN by a rule; transport_vs_tunnel in the ratios);
+#      link addresses, TCP routed into the TUN by a rule; transport_vs_tunnel in the ratios)
+#      and an IKE-negotiated child (case ike: both daemons negotiate IKEv2 with a PSK, one
+#      child with the manual SA's selectors and cipher, the same dataplane settings;
+#      ike_vs_manual and ike_cpu_per_gb_vs_manual in the ratios). one_link and ike also record
+#      fast_path: the engine SA's kind, workers, offloads and how far the offload counters
+#      (TUN super-packets, UDP GSO sends, GRO trains) grew; ike_fast_path_differs lists what
+#      differs between the two (empty: the same batched path);
 #   3. mifsec multipath (scripts/lab.sh two-link lab, both links through a middle namespace):
 #      - aggregation: links shaped 200+100 and 300+30 Mbit/s, policy aggregate (weights =
 #        link rates), one TCP flow forward and reverse;
@@ -80,7 +86,7 @@ for arg in "$@"; do
     --mifsec-only) MIFSEC_ONLY=1 ;;
     --reference) REFERENCE_ONLY=1 ;;
     -h | --help)
-      sed -n '2,57' "$0"
+      sed -n '3,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
       exit 0
       ;;
     *)
@@ -312,9 +318,11 @@ case_one_link() {
   local dir=$1 frag
   lab_up_one_link "$P"
   start_mifsec "$dir" failover 1 none
+  fast_path_mark "$dir"
   profile_start "$dir"
   frag=$(iperf_case "$dir")
   frag=$(profile_stop "$dir" "$frag")
+  frag=$(fast_path_fields "$dir" "$frag" tunnel)
   log "AEAD share of the daemons' samples: $(python3 -c 'import json, sys; print(json.loads(sys.argv[1]).get("aead_share"))' "$frag")"
   finish_case "$dir" "$frag"
 }
@@ -372,6 +380,86 @@ if sa["mode"] != "transport" or sa["out_bytes"] + sa["in_bytes"] < 0.9 * moved *
 print(json.dumps(r))
 PY
 )
+  finish_case "$dir" "$frag"
+}
+
+# fast_path_mark DIR: both daemons' `status --json` before a transfer (DIR/fast-SIDE.json).
+fast_path_mark() {
+  local side
+  for side in client gateway; do
+    mifsec_status "$1" "$side" --json >"$1/fast-$side.json"
+  done
+}
+
+# fast_path_fields DIR FRAGMENT [SA_PREFIX]: adds "fast_path" to the JSON fragment: per side
+# the engine's workers, TUN offloads, socket offloads, the SA that carried the flow (the one
+# named SA_PREFIX*, else the first: mode, cipher, esn, policy, paths, bytes moved) and what
+# the offload counters (`status --json` "offload") grew by since fast_path_mark. Whether a
+# manual SA and an IKE child take the same batched path is then a comparison of two cases'
+# fast_path (ike_fast_path_differs in the ratios).
+fast_path_fields() {
+  local dir=$1 frag=$2 prefix=${3:-} side
+  for side in client gateway; do
+    mifsec_status "$dir" "$side" --json >"$dir/fast-$side-after.json"
+  done
+  python3 - "$frag" "$dir" "$prefix" <<'PY'
+import json, os, sys
+r, d, prefix = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+fp = {}
+for side in ("client", "gateway"):
+    before = json.load(open(os.path.join(d, f"fast-{side}.json")))
+    after = json.load(open(os.path.join(d, f"fast-{side}-after.json")))
+    sas = [s for s in after.get("sas", []) if s.get("name", "").startswith(prefix)] or after.get("sas", [])
+    sa = sas[0] if sas else {}
+    ob, oa = before.get("offload") or {}, after.get("offload") or {}
+    fp[side] = {
+        "workers": after.get("workers"),
+        "tun_offloads": after.get("tun_offloads"),
+        "socket_offloads": sorted({i.get("offloads") for i in after.get("interfaces", [])}),
+        "sa": {"name": sa.get("name"), **{k: sa.get(k) for k in ("mode", "cipher", "esn", "policy")},
+               "paths": len(sa.get("paths", [])),
+               "out_bytes": sa.get("out_bytes"), "in_bytes": sa.get("in_bytes"),
+               # Inbound drops by reason since the start (a manual SA's `unreserved`: packets
+               # above its stored sequence mark, refused until the mark moves).
+               "drops": sa.get("drops")},
+        # Without the counters (an older build) null, not zero.
+        "offload_grew": {k: oa[k] - ob.get(k, 0) for k in oa} if oa else None,
+    }
+r["fast_path"] = fp
+print(json.dumps(r))
+PY
+}
+
+# case_ike DIR: issue 14 item 7, an IKE-negotiated child SA as fast as the manual one. The
+# one-link lab with mifsec_ike_configs: both daemons negotiate IKEv2 with a PSK (the client
+# initiates at start), one child with the manual SA's selectors and cipher (AES-128-GCM,
+# ESN) and the same dataplane settings (defaults: workers, MTU, offloads). Once both list
+# the child INSTALLED (`status --json`, 20 s at most) and a ping crosses, the same one TCP
+# flow each way as case_one_link, profiled as it is, with fast_path (the engine SA and the
+# offload counters); ike_vs_manual against one_link of the same rounds in the ratios.
+case_ike() {
+  local dir=$1 frag
+  lab_up_one_link "$P"
+  mifsec_ike_configs "$dir"
+  mifsec_start "$dir" "$P"
+  mifsec_rss_start "$dir"
+  mifsec_wait_child "$dir" 20
+  mifsec_wait_tunnel "$P"
+  fast_path_mark "$dir"
+  # Profiled as case_one_link is, so that both run under the same conditions.
+  profile_start "$dir"
+  frag=$(iperf_case "$dir")
+  frag=$(profile_stop "$dir" "$frag")
+  frag=$(fast_path_fields "$dir" "$frag" lab-net-)
+  # The flow went through the child, not around it.
+  python3 -c '
+import json, sys
+r = json.loads(sys.argv[1])
+moved = (r.get("forward_gb") or 0) + (r.get("reverse_gb") or 0)
+sa = r["fast_path"]["client"]["sa"]
+if not (sa["name"] or "").startswith("lab-net-") or (sa["out_bytes"] or 0) + (sa["in_bytes"] or 0) < 0.9 * moved * 1e9:
+    sys.exit(f"[lab] ERROR: the flow did not go through the IKE child: {sa}, {moved} GB moved")' "$frag"
+  log "IKE child: fast path $(python3 -c 'import json, sys; print(json.dumps(json.loads(sys.argv[1])["fast_path"]))' "$frag")"
   finish_case "$dir" "$frag"
 }
 
@@ -635,6 +723,7 @@ if ((!ANCHORS_ONLY)); then
         run_anchor wireguard-go-current "wireguard-go-current@$k"
       run_case "one_link@$k" case_one_link
       run_case "transport@$k" case_transport
+      run_case "ike@$k" case_ike
       # Other builds of mifsec in the same rounds, for an A/B of a change: NAME=PATH ...
       for v in ${E2E_VARIANTS:-}; do
         MIFSEC_BIN=${v#*=} run_case "one_link_${v%%=*}@$k" case_one_link
@@ -771,6 +860,35 @@ for d in ("forward", "reverse"):
     t, m = num(tr, d + "_mbps"), num(one, d + "_mbps")
     if t is not None and m:
         ratios[f"transport_vs_tunnel_{d}"] = round(t / m, 3)
+# The IKE-negotiated child against the manual SA (one_link), medians of the same rounds:
+# Mbit/s (higher is better for the child) and CPU seconds per GB (lower is better); and
+# whether both took the same batched path (the first round's engine SA kind, workers,
+# offloads, and offload counters that grew), the differences named when not.
+ike = mifsec.get("ike", {})
+for d in ("forward", "reverse"):
+    i, m = num(ike, d + "_mbps"), num(one, d + "_mbps")
+    if i is not None and m:
+        ratios[f"ike_vs_manual_{d}"] = round(i / m, 3)
+    i, m = num(ike, d + "_cpu_s_per_gb"), num(one, d + "_cpu_s_per_gb")
+    if i is not None and m:
+        ratios[f"ike_cpu_per_gb_vs_manual_{d}"] = round(i / m, 3)
+fi, fm = ike.get("fast_path"), one.get("fast_path")
+if isinstance(fi, dict) and isinstance(fm, dict):
+    diffs = []
+    for side in ("client", "gateway"):
+        a, b = fi.get(side) or {}, fm.get(side) or {}
+        for k in ("workers", "tun_offloads", "socket_offloads"):
+            if a.get(k) != b.get(k):
+                diffs.append(f"{side} {k}: ike {a.get(k)}, manual {b.get(k)}")
+        for k in ("mode", "cipher", "esn", "policy", "paths"):
+            if (a.get("sa") or {}).get(k) != (b.get("sa") or {}).get(k):
+                diffs.append(f"{side} sa {k}: ike {(a.get('sa') or {}).get(k)}, manual {(b.get('sa') or {}).get(k)}")
+        for k in ("tun_super_reads", "gso_sends", "gro_trains", "tun_super_writes"):
+            ga, gb = (a.get("offload_grew") or {}).get(k), (b.get("offload_grew") or {}).get(k)
+            if (ga or 0) > 0 and (gb or 0) > 0:
+                continue
+            diffs.append(f"{side} offload {k} grew: ike {ga}, manual {gb}")
+    ratios["ike_fast_path_differs"] = diffs
 # status --watch at 20 Hz with 100 SAs: the packet path with the watchers against without.
 wu, ww = mifsec.get("sas100", {}), mifsec.get("sas100_watched", {})
 for d in ("forward", "reverse"):
@@ -859,6 +977,21 @@ if not anchors_only:
             rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
                          else "skipped: " + d.get("aead_share_skipped", "?"),
                          f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
+    if "ike" in mifsec:
+        rows.append(tunnel_row("mifsec, one link, IKE-negotiated child", mifsec["ike"]))
+        if "aead_share" in mifsec["ike"]:
+            d = mifsec["ike"]
+            share = d.get("aead_share")
+            rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
+                         else "skipped: " + d.get("aead_share_skipped", "?"),
+                         f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
+        diff = ratios.get("ike_fast_path_differs")
+        rows.append(("  IKE child / manual SA", fmt(ratios.get("ike_vs_manual_forward"), ".3f"),
+                     fmt(ratios.get("ike_vs_manual_reverse"), ".3f"),
+                     fmt(ratios.get("ike_cpu_per_gb_vs_manual_forward"), ".3f"),
+                     fmt(ratios.get("ike_cpu_per_gb_vs_manual_reverse"), ".3f"),
+                     "same fast path" if diff == [] else
+                     ("fast path differs: " + "; ".join(diff))[:120] if diff else ""))
     if "transport" in mifsec:
         rows.append(tunnel_row("mifsec, one link, transport mode", mifsec["transport"]))
         rows.append(("  transport / tunnel", fmt(ratios.get("transport_vs_tunnel_forward"), ".3f"),
