@@ -21,7 +21,12 @@
 //! restart only skips numbers), inbound at least [`IN_MIN_BLOCK`] or 100 ms of traffic
 //! (after a receiver's restart, the peer's packets up to the stored mark are refused, so the
 //! block is what a restart costs). A block is renewed once a quarter of it is used, so a
-//! write that stalls (a busy disk) has three quarters of a block before traffic waits.
+//! write that stalls (a busy disk) has three quarters of a block before traffic waits. On a
+//! disk whose writes take longer than that (builds beside the daemon made fsync take 100 ms
+//! and more, and a TCP flow lost thousands of packets as `unreserved`), the blocks follow the
+//! slowest recent write too: they cover [`WRITE_COVER`] times it, up to
+//! [`MAX_WRITE_COVER_S`] of traffic, so a restart on a slow disk costs more numbers and a
+//! slow write costs no packets.
 //! An authentic packet above the inbound ceiling (a peer that
 //! restarted and jumped ahead) is dropped as `unreserved` and moves the mark at the next tick.
 //!
@@ -50,6 +55,13 @@ const MAX_BLOCK: u64 = 1 << 24;
 const OUT_BLOCK_TIME: f64 = 2.0;
 /// How much traffic an inbound block covers.
 const IN_BLOCK_TIME: f64 = 0.1;
+/// A block covers at least this many times the slowest recent write (three quarters of it,
+/// the headroom when it is renewed, then cover three such writes).
+pub const WRITE_COVER: f64 = 4.0;
+/// The most traffic a block covers for the sake of slow writes, in seconds.
+pub const MAX_WRITE_COVER_S: f64 = 2.0;
+/// How the slowest recent write is forgotten: per write, the figure keeps this share.
+const WRITE_DECAY: f64 = 0.95;
 /// How often the keeper looks.
 const TICK: Duration = Duration::from_millis(2);
 /// After a failed write, how long before the next try.
@@ -233,6 +245,12 @@ impl Rate {
     }
 }
 
+/// The seconds of traffic a block covers: `base`, or more where the slowest recent write
+/// (`write_s`, seconds) needs it.
+fn block_secs(base: f64, write_s: f64) -> f64 {
+    base.max((write_s * WRITE_COVER).min(MAX_WRITE_COVER_S))
+}
+
 /// One direction kept on disk.
 #[derive(Debug)]
 struct Side {
@@ -241,6 +259,8 @@ struct Side {
     stored: u64,
     rate: Rate,
     retry_at: Option<Instant>,
+    /// The slowest recent write and fsync of the file, in seconds (decaying).
+    write_s: f64,
 }
 
 impl Side {
@@ -252,7 +272,11 @@ impl Side {
         if self.retry_at.is_some_and(|t| now < t) {
             return false;
         }
-        match self.file.store(to) {
+        let began = Instant::now();
+        let stored = self.file.store(to);
+        let took = began.elapsed().as_secs_f64();
+        self.write_s = took.max(self.write_s * WRITE_DECAY);
+        match stored {
             Ok(()) => {
                 self.stored = to;
                 self.retry_at = None;
@@ -309,6 +333,7 @@ impl Tracked {
                 ..Rate::default()
             },
             retry_at: None,
+            write_s: 0.0,
         };
         Ok(Tracked {
             name: name.to_owned(),
@@ -355,7 +380,9 @@ impl Tracked {
         let last = self.out.seq().last();
         let o = &mut self.out_side;
         o.rate.update(last, dt);
-        let block = o.rate.block(OUT_BLOCK_TIME, OUT_MIN_BLOCK);
+        let block = o
+            .rate
+            .block(block_secs(OUT_BLOCK_TIME, o.write_s), OUT_MIN_BLOCK);
         if o.stored.saturating_sub(last) < block / 4 * 3
             && o.raise(last.saturating_add(block), now, errors)
         {
@@ -368,7 +395,9 @@ impl Tracked {
             c.packets + c.dummies + c.drops[DropReason::Unreserved as usize],
             dt,
         );
-        let block = i.rate.block(IN_BLOCK_TIME, IN_MIN_BLOCK);
+        let block = i
+            .rate
+            .block(block_secs(IN_BLOCK_TIME, i.write_s), IN_MIN_BLOCK);
         if i.stored.saturating_sub(hi) < block / 4 * 3
             && i.raise(hi.saturating_add(block), now, errors)
         {
@@ -632,6 +661,25 @@ mod tests {
         assert!(t.inbound().open(&mut p, 0..len).is_ok());
         assert_eq!(errors.load(Ordering::Relaxed), 0);
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn blocks_cover_slow_writes_up_to_a_bound() {
+        // A fast disk: the base time decides.
+        assert_eq!(block_secs(IN_BLOCK_TIME, 0.001), IN_BLOCK_TIME);
+        assert_eq!(block_secs(OUT_BLOCK_TIME, 0.2), OUT_BLOCK_TIME);
+        // A write of 150 ms: inbound blocks cover 600 ms of traffic, so the three quarters
+        // left when one is renewed cover three such writes.
+        let secs = block_secs(IN_BLOCK_TIME, 0.15);
+        assert!((secs - 0.6).abs() < 1e-9, "{secs}");
+        assert!(secs * 0.75 >= 3.0 * 0.15 - 1e-9);
+        // A disk that hangs for seconds does not make blocks without bound.
+        assert_eq!(block_secs(IN_BLOCK_TIME, 10.0), MAX_WRITE_COVER_S);
+        let r = Rate {
+            per_s: 200_000.0,
+            ..Rate::default()
+        };
+        assert_eq!(r.block(block_secs(IN_BLOCK_TIME, 0.15), IN_MIN_BLOCK), 120_000);
     }
 
     #[test]
