@@ -100,13 +100,15 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ClientError> {
 }
 
 /// Sends subscription `req` to the daemon at `socket` and hands each record (one JSON
-/// object per line) to `each` until it returns `false` (`Ok`) or the daemon closes the
-/// connection (`ClientError::Io` of kind `UnexpectedEof`). The daemon's refusal is
-/// `ClientError::Refused`. Records may be minutes apart: no read timeout once subscribed.
+/// object per line, as the bytes that came, without the newline: the caller parses what it
+/// must) to `each` until it returns `false` (`Ok`) or the daemon closes the connection
+/// (`ClientError::Io` of kind `UnexpectedEof`); an error `each` returns ends it too. The
+/// daemon's refusal is `ClientError::Refused`. Records may be minutes apart: no read
+/// timeout once subscribed.
 pub fn subscribe(
     socket: &Path,
     req: &Request,
-    mut each: impl FnMut(Value) -> bool,
+    mut each: impl FnMut(&[u8]) -> Result<bool, ClientError>,
 ) -> Result<(), ClientError> {
     let (stream, wrote) = send(socket, req)?;
     let mut reader = BufReader::with_capacity(1 << 16, &stream);
@@ -142,9 +144,8 @@ pub fn subscribe(
             stream.set_read_timeout(None).map_err(ClientError::Io)?;
             continue;
         }
-        let v: Value =
-            serde_json::from_slice(&buf).map_err(|e| ClientError::BadResponse(e.to_string()))?;
-        if !each(v) {
+        let record = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        if !each(record)? {
             return Ok(());
         }
     }

@@ -357,8 +357,13 @@ pub trait Target {
     fn ike_keys(&self) -> Option<Vec<String>> {
         None
     }
-    /// The IKE SAs as JSON (a list), added to `status` as `ike_sas`; `None` without IKE.
-    fn ike_sas(&self) -> Option<Value> {
+    /// The IKE SAs as JSON text (a list, as `serde_json` writes it), added to `status` as
+    /// `ike_sas`; `None` without IKE. Text rather than a [`Value`]: a watch sample with many
+    /// child SAs is written without building a tree of them first.
+    /// `engine` is the engine's status just taken (for the paths of multi-interface
+    /// child SAs).
+    fn ike_sas(&self, engine: &EngineStatus) -> Option<String> {
+        let _ = engine;
         None
     }
     /// The IKE thread's counters (half-open SAs, COOKIEs) as JSON, added to `status` as
@@ -548,19 +553,11 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
     let run = || -> Result<Response, String> {
         Ok(match req {
             Request::Status {} => {
-                let st = target.status();
-                let details = target.interface_details(&st);
-                let mut v = serde_json::to_value(st).map_err(|e| format!("status: {e}"))?;
-                if let (Some(d), Some(obj)) = (details, v.as_object_mut()) {
-                    obj.extend(d);
-                }
-                if let (Some(ike), Some(obj)) = (target.ike_sas(), v.as_object_mut()) {
-                    obj.insert("ike_sas".into(), ike);
-                }
-                if let (Some(ike), Some(obj)) = (target.ike_stats(), v.as_object_mut()) {
-                    obj.insert("ike".into(), ike);
-                }
-                Response::ok(v)
+                let mut text = Vec::new();
+                status_json(target, &mut text)?;
+                Response::ok(
+                    serde_json::from_slice(&text).map_err(|e| format!("status: {e}"))?,
+                )
             }
             Request::Metrics {} => Response::ok(Value::String(target.metrics())),
             Request::Reload {} | Request::Showconf {} | Request::ListConns {} => {
@@ -707,6 +704,51 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
         })
     };
     run().unwrap_or_else(Response::err)
+}
+
+/// `status` as the text of one JSON object, written into `out` (cleared first; a caller
+/// that keeps `out` from one sample to the next reuses its allocation): the engine's
+/// [`EngineStatus`] with the daemon's keys added (`configured_interfaces` and `netlink`
+/// from [`Target::interface_details`], `ike_sas`, `ike`), serialised straight from the
+/// structs, with no [`Value`] tree between. The keys are those of `status` (the same object:
+/// `dispatch` answers `status` with this text parsed); their order is the structs' order.
+pub fn status_json(target: &dyn Target, out: &mut Vec<u8>) -> Result<(), String> {
+    let err = |e: serde_json::Error| format!("status: {e}");
+    out.clear();
+    let st = target.status();
+    let details = target.interface_details(&st);
+    serde_json::to_writer(&mut *out, &st).map_err(err)?;
+    for (k, v) in details.iter().flatten() {
+        add_key(out, k)?;
+        serde_json::to_writer(&mut *out, v).map_err(err)?;
+        out.push(b'}');
+    }
+    if let Some(text) = target.ike_sas(&st) {
+        add_key(out, "ike_sas")?;
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'}');
+    }
+    if let Some(v) = target.ike_stats() {
+        add_key(out, "ike")?;
+        serde_json::to_writer(&mut *out, &v).map_err(err)?;
+        out.push(b'}');
+    }
+    Ok(())
+}
+
+/// Opens the JSON object at the end of `out` for one more key: its closing `}` becomes
+/// `,"KEY":` (or `"KEY":` in an empty object); the caller writes the value and the `}`.
+/// Helper of [`status_json`] and the watch samples (`t`, `missed`).
+pub(crate) fn add_key(out: &mut Vec<u8>, key: &str) -> Result<(), String> {
+    if out.pop() != Some(b'}') {
+        return Err("status: not a JSON object".into());
+    }
+    if out.last() != Some(&b'{') {
+        out.push(b',');
+    }
+    serde_json::to_writer(&mut *out, key).map_err(|e| format!("status: {e}"))?;
+    out.push(b':');
+    Ok(())
 }
 
 /// Parses one request line and carries it out. Returns the parsed request too (for the

@@ -196,13 +196,27 @@ pub fn peer_of(stream: &UnixStream) -> io::Result<Peer> {
     })
 }
 
+/// Writes the text of one `status` object into the buffer given (cleared first): the watch
+/// samples' source ([`Listener::with_status`]; [`super::status_json`] of the daemon's target).
+pub type StatusText = Box<dyn Fn(&mut Vec<u8>) -> Result<(), String> + Send + Sync>;
+
 /// A bound control socket, not yet served.
-#[derive(Debug)]
 pub struct Listener {
     listener: UnixListener,
     path: PathBuf,
     access: Access,
     deadline: Duration,
+    status: Option<StatusText>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("path", &self.path)
+            .field("access", &self.access)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Listener {
@@ -293,6 +307,7 @@ impl Listener {
             path: path.to_owned(),
             access,
             deadline: REQUEST_DEADLINE,
+            status: None,
         })
     }
 
@@ -304,6 +319,17 @@ impl Listener {
     /// Sets the deadline of each request (default [`REQUEST_DEADLINE`]).
     pub fn with_deadline(mut self, deadline: Duration) -> Listener {
         self.deadline = deadline.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Gives the watch samples (`status --watch`) their text from `status` (the daemon's
+    /// [`super::status_json`]) instead of from the handler's answer to `status` (a
+    /// [`Value`] tree per sample). Both must make the same object.
+    pub fn with_status(
+        mut self,
+        status: impl Fn(&mut Vec<u8>) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Listener {
+        self.status = Some(Box::new(status));
         self
     }
 
@@ -322,12 +348,14 @@ impl Listener {
             path,
             access,
             deadline,
+            status,
         } = self;
         let shared = Arc::new(Shared {
             handler,
             access,
             deadline,
             clients: AtomicUsize::new(0),
+            samples: stream::Samples::new(status),
         });
         let thread = std::thread::Builder::new()
             .name("mifsec-ctl".into())
@@ -356,6 +384,8 @@ struct Shared<F> {
     deadline: Duration,
     /// Connections being served.
     clients: AtomicUsize,
+    /// The watch samples, shared by the subscribers that want the same tick.
+    samples: stream::Samples,
 }
 
 /// Decrements the client count when a connection thread ends, however it ends.
@@ -548,7 +578,7 @@ where
                     // From here on the connection is a subscriber's: it counts against
                     // the subscriptions' limit instead of the clients'.
                     drop(slot.take());
-                    stream::serve(&shared.handler, peer, stream, req);
+                    stream::serve(&shared.handler, &shared.samples, peer, stream, req);
                     return;
                 }
                 Ok(req) => handle_authorized(shared, peer, req),

@@ -15,13 +15,14 @@
 use std::io::{self, Read};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tracing::{info, warn};
 
-use super::server::write_by;
-use super::{Peer, Request, Response, WATCH_MAX, WATCH_MIN};
+use super::server::{StatusText, write_by};
+use super::{Peer, Request, Response, WATCH_MAX, WATCH_MIN, add_key};
 use crate::events::{self, Item, Slot, Subscription};
 use crate::logging::LogConfig;
 
@@ -58,9 +59,116 @@ enum End {
     Daemon,
 }
 
+/// The watch samples of one server. Each is made once per tick and shared by every
+/// subscriber that wants that tick: the ticks of an interval are its multiples since the
+/// server started, so watchers with the same interval (or one a multiple of the other) wake
+/// for the same instants and one status serves them all. A sample is the status object's
+/// text with `t` added; the subscribers copy it, and add `missed` each for itself.
+pub(super) struct Samples {
+    /// Where the ticks count from.
+    epoch: Instant,
+    /// The status text ([`super::Listener::with_status`]); without it, the handler's answer
+    /// to `status`.
+    text: Option<StatusText>,
+    /// The last sample made for a tick.
+    last: Mutex<Option<Sample>>,
+}
+
+/// A sample and the tick it was made for.
+struct Sample {
+    due: Instant,
+    text: Arc<Vec<u8>>,
+}
+
+impl Samples {
+    pub(super) fn new(text: Option<StatusText>) -> Samples {
+        Samples {
+            epoch: Instant::now(),
+            text,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The first tick of `interval` at or after `at`.
+    fn tick_from(&self, at: Instant, interval: Duration) -> Instant {
+        let since = at.saturating_duration_since(self.epoch).as_nanos();
+        let step = interval.as_nanos().max(1);
+        let ticks = since.div_ceil(step);
+        let off = u64::try_from(ticks.saturating_mul(step)).unwrap_or(u64::MAX);
+        self.epoch + Duration::from_nanos(off)
+    }
+
+    /// The sample of tick `due`: the one made for it already if there is one, else a new
+    /// one (kept for the others: it replaces the last, whose buffer it reuses when no
+    /// subscriber holds that any more). `due` `None`: a sample for this subscriber alone,
+    /// now (its first). `fallback` makes the status text without [`Samples::text`].
+    fn get(
+        &self,
+        due: Option<Instant>,
+        fallback: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Arc<Vec<u8>>, String> {
+        let Some(due) = due else {
+            return self.make(Vec::new(), fallback).map(Arc::new);
+        };
+        // Held while the sample is made: a subscriber that wants the same tick waits for
+        // it instead of making another. Only the watch threads take this lock.
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = last.as_ref().filter(|s| s.due == due) {
+            return Ok(Arc::clone(&s.text));
+        }
+        let buf = last
+            .take()
+            .and_then(|s| Arc::try_unwrap(s.text).ok())
+            .unwrap_or_default();
+        let text = Arc::new(self.make(buf, fallback)?);
+        *last = Some(Sample {
+            due,
+            text: Arc::clone(&text),
+        });
+        Ok(text)
+    }
+
+    /// The status text in `buf` with `t` (taken before the status) added.
+    fn make(
+        &self,
+        mut buf: Vec<u8>,
+        fallback: impl FnOnce(&mut Vec<u8>) -> Result<(), String>,
+    ) -> Result<Vec<u8>, String> {
+        let t = events::now();
+        buf.clear();
+        match &self.text {
+            Some(f) => f(&mut buf)?,
+            None => fallback(&mut buf)?,
+        }
+        add_key(&mut buf, "t")?;
+        serde_json::to_writer(&mut buf, &t).map_err(|e| e.to_string())?;
+        buf.push(b'}');
+        Ok(buf)
+    }
+}
+
+/// A watch sample's line in `line` (cleared first): the sample, `missed` added when some
+/// were skipped, and the newline.
+fn sample_line(line: &mut Vec<u8>, sample: &[u8], missed: u64) -> Result<(), String> {
+    line.clear();
+    line.extend_from_slice(sample);
+    if missed > 0 {
+        add_key(line, "missed")?;
+        serde_json::to_writer(&mut *line, &missed).map_err(|e| e.to_string())?;
+        line.push(b'}');
+    }
+    line.push(b'\n');
+    Ok(())
+}
+
 /// Serves subscription `req` (allowed already) on `stream` until it ends.
-pub(super) fn serve<F>(handler: &F, peer: &Peer, stream: &UnixStream, req: Request)
-where
+pub(super) fn serve<F>(
+    handler: &F,
+    samples: &Samples,
+    peer: &Peer,
+    stream: &UnixStream,
+    req: Request,
+) where
     F: Fn(&Peer, Request) -> Response,
 {
     let what = req.describe();
@@ -116,7 +224,7 @@ where
                     interval.as_secs_f64()
                 ));
             }
-            let end = watch(handler, peer, stream, interval);
+            let end = watch(handler, samples, peer, stream, interval);
             drop(slot);
             end
         }
@@ -226,10 +334,17 @@ fn pump(stream: &UnixStream, sub: &Subscription, ok: &str, log: bool) -> (End, u
     }
 }
 
-/// `status` every `interval`, with `t` added, until the client goes. A sample that would
-/// be late (the client or the status slower than the interval) is skipped, and the next
-/// line says how many were (`missed`).
-fn watch<F>(handler: &F, peer: &Peer, stream: &UnixStream, interval: Duration) -> (End, u64)
+/// `status` every `interval`, with `t` added, until the client goes. The first sample at
+/// once, the next ones at the ticks of `interval` ([`Samples`]), the second at least an
+/// interval after the first. A sample that would be late (the client or the status slower
+/// than the interval) is skipped, and the next line says how many were (`missed`).
+fn watch<F>(
+    handler: &F,
+    samples: &Samples,
+    peer: &Peer,
+    stream: &UnixStream,
+    interval: Duration,
+) -> (End, u64)
 where
     F: Fn(&Peer, Request) -> Response,
 {
@@ -244,24 +359,27 @@ where
     if write_by(stream, ok.as_bytes(), Instant::now() + write_deadline()).is_err() {
         return (End::Closed, 0);
     }
-    let mut next = Instant::now();
+    // Without a status text of the server's own: the handler's answer to `status`.
+    let fallback = |out: &mut Vec<u8>| match handler(peer, Request::Status {}).into_result() {
+        Ok(v @ Value::Object(_)) => serde_json::to_writer(out, &v).map_err(|e| e.to_string()),
+        Ok(_) => Err("status: not an object".to_owned()),
+        Err(e) => Err(e),
+    };
+    let start = Instant::now();
+    let mut due: Option<Instant> = None;
+    let mut line = Vec::new();
     let mut missed: u64 = 0;
     let mut missed_total = 0;
     loop {
-        let t = events::now();
-        let mut st = match handler(peer, Request::Status {}).into_result() {
-            Ok(Value::Object(m)) => m,
-            Ok(_) | Err(_) => return (End::Daemon, missed_total),
-        };
-        st.insert("t".into(), Value::from(t));
-        if missed > 0 {
-            st.insert("missed".into(), Value::from(missed));
-            missed_total += missed;
-            missed = 0;
+        let made = samples
+            .get(due, fallback)
+            .and_then(|text| sample_line(&mut line, &text, missed));
+        if made.is_err() {
+            return (End::Daemon, missed_total);
         }
-        let mut line = Value::Object(st).to_string();
-        line.push('\n');
-        match write_by(stream, line.as_bytes(), Instant::now() + write_deadline()) {
+        missed_total += missed;
+        missed = 0;
+        match write_by(stream, &line, Instant::now() + write_deadline()) {
             Ok(()) => {}
             Err(e)
                 if matches!(
@@ -273,7 +391,10 @@ where
             }
             Err(_) => return (End::Closed, missed_total),
         }
-        next += interval;
+        let mut next = match due {
+            None => samples.tick_from(start + interval, interval),
+            Some(d) => d + interval,
+        };
         let now = Instant::now();
         if next <= now {
             let behind = (now - next).as_nanos() / interval.as_nanos() + 1;
@@ -281,6 +402,7 @@ where
             missed += u64::from(behind);
             next += interval * behind;
         }
+        due = Some(next);
         if closed_by(stream, next) {
             return (End::Closed, missed_total);
         }

@@ -5,8 +5,10 @@
 //! stdout is closed (a reader such as `head` went away: exit status 0); a refusal exits
 //! 1, no daemon to talk to 3, as every client of the control socket. Records come as the
 //! daemon sends them (see `docs/ARCHITECTURE.md`, "Subscriptions on the control socket");
-//! `--json` prints them as they are, one object per line, flushed line by line.
+//! `--json` prints them as they are, one object per line, flushed line by line: the bytes
+//! that came, checked but not parsed into a tree and written again ([`json_record`]).
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
@@ -103,22 +105,42 @@ pub fn interval_ms(s: &str) -> Result<u64, String> {
     Ok((secs * 1000.0).round() as u64)
 }
 
-/// Runs subscription `req`, printing each record with `show`; the exit status.
-fn follow(socket: &Path, req: &Request, mut show: impl FnMut(&Value) -> String) -> i32 {
+/// A record as `--json` prints it. The daemon's bytes as they came when they are JSON
+/// with no control character in them (as the daemon writes them: checked with
+/// `serde::de::IgnoredAny`, which builds nothing); otherwise parsed and written again,
+/// which escapes every control character (a terminal gets none), or refused when they are
+/// not JSON at all.
+pub fn json_record(record: &[u8]) -> Result<Cow<'_, [u8]>, ClientError> {
+    let bad = |e: serde_json::Error| ClientError::BadResponse(e.to_string());
+    if !record.iter().any(|&b| b < 0x20) {
+        serde_json::from_slice::<serde::de::IgnoredAny>(record).map_err(bad)?;
+        return Ok(Cow::Borrowed(record));
+    }
+    let v: Value = serde_json::from_slice(record).map_err(bad)?;
+    Ok(Cow::Owned(v.to_string().into_bytes()))
+}
+
+/// Runs subscription `req`, printing each record as it came (`json`, see
+/// [`json_record`]) or as `text` makes it; the exit status.
+fn follow(socket: &Path, req: &Request, json: bool, text: impl Fn(&Value) -> String) -> i32 {
     let mut out = std::io::stdout().lock();
     let mut closed = false;
-    let r = subscribe(socket, req, |v| {
-        let mut line = show(&v);
-        line.push('\n');
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            closed = true;
-            return false;
+    let mut line = Vec::new();
+    let r = subscribe(socket, req, |record| {
+        line.clear();
+        if json {
+            line.extend_from_slice(&json_record(record)?);
+        } else {
+            let v: Value = serde_json::from_slice(record)
+                .map_err(|e| ClientError::BadResponse(e.to_string()))?;
+            line.extend_from_slice(text(&v).as_bytes());
         }
-        true
+        line.push(b'\n');
+        if out.write_all(&line).and_then(|()| out.flush()).is_err() {
+            closed = true;
+            return Ok(false);
+        }
+        Ok(true)
     });
     match r {
         Ok(()) => 0,
@@ -141,32 +163,24 @@ fn follow(socket: &Path, req: &Request, mut show: impl FnMut(&Value) -> String) 
 
 /// `mifsec log [--level L] [--json]`.
 pub fn log(socket: &Path, level: Option<String>, json: bool) -> i32 {
-    follow(socket, &Request::Log { level }, |v| {
-        if json { v.to_string() } else { log_line(v) }
-    })
+    follow(socket, &Request::Log { level }, json, log_line)
 }
 
 /// `mifsec events [--json]`.
 pub fn events(socket: &Path, json: bool) -> i32 {
-    follow(socket, &Request::Events {}, |v| {
-        if json { v.to_string() } else { event_line(v) }
-    })
+    follow(socket, &Request::Events {}, json, event_line)
 }
 
 /// `mifsec status --watch [--interval S] [--json]`: with `--json` each line one complete
 /// `status --json` object with `t` added; as text a line `--- TIME` before each status.
 pub fn watch(socket: &Path, interval_ms: u64, json: bool) -> i32 {
-    follow(socket, &Request::Watch { interval_ms }, |v| {
-        if json {
-            v.to_string()
-        } else {
-            let t = v
-                .get("t")
-                .and_then(Value::as_f64)
-                .map_or_else(|| "-".into(), utc);
-            let body = crate::render::status(v);
-            format!("--- {t}\n{}", body.trim_end_matches('\n'))
-        }
+    follow(socket, &Request::Watch { interval_ms }, json, |v| {
+        let t = v
+            .get("t")
+            .and_then(Value::as_f64)
+            .map_or_else(|| "-".into(), utc);
+        let body = crate::render::status(v);
+        format!("--- {t}\n{}", body.trim_end_matches('\n'))
     })
 }
 

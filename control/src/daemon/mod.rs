@@ -307,6 +307,17 @@ pub fn run_with_socket(path: &Path, socket: Option<&Path>) -> i32 {
         running,
     })));
     let handler_slot = Arc::clone(&slot);
+    // The watch samples' text, straight from the structs (ctl::status_json): the same
+    // object as `status`, without a JSON tree per sample.
+    let status_slot = Arc::clone(&slot);
+    let listener = listener.with_status(move |out| {
+        crate::dataplane::debug::panic_point("control");
+        let guard = status_slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(node) => ctl::status_json(node, out),
+            None => Err("the daemon is stopping".into()),
+        }
+    });
     let server = listener.serve(move |peer, req| {
         crate::dataplane::debug::panic_point("control");
         let mut guard = handler_slot.lock().unwrap_or_else(PoisonError::into_inner);
@@ -592,16 +603,16 @@ impl ctl::Target for Node {
     fn ike_keys(&self) -> Option<Vec<String>> {
         self.ike.as_ref().map(|i| i.ike_keys())
     }
-    fn ike_sas(&self) -> Option<serde_json::Value> {
+    fn ike_sas(&self, engine: &EngineStatus) -> Option<String> {
         let ike = self.ike.as_ref()?;
         let mut list = ike.status();
         if list
             .iter()
             .any(|s| s.children.iter().any(|c| c.mif.is_some()))
         {
-            status::fill_mif_paths(&mut list, &self.engine.status());
+            status::fill_mif_paths(&mut list, engine);
         }
-        serde_json::to_value(list).ok()
+        serde_json::to_string(&list).ok()
     }
     fn ike_stats(&self) -> Option<serde_json::Value> {
         let ike = self.ike.as_ref()?;
