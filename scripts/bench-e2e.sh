@@ -48,8 +48,14 @@
 #        K = 0..3) on the same link, one TCP flow through each at once, each way; Mbit/s and
 #        CPU seconds per GB: how the packet workers scale; JSON "several_flows";
 #        sas100 / sas100_watched: 100 SA pairs, one TCP flow through the first, without and
-#        with `mifsec status --watch --json --interval 0.05` on both daemons (samples per
-#        second each watcher got, and watched_vs_unwatched ratios of Mbit/s and CPU per GB).
+#        with `mifsec status --watch --json --interval 0.05` on both daemons, in the order
+#        ABBA over the rounds (samples per second each watcher got; watched_vs_unwatched:
+#        the ratio of the medians of Mbit/s and CPU per GB, beside the unwatched rounds'
+#        own spread, unwatched_min_over_max and unwatched_cpu_per_gb_max_over_min, and
+#        whether the ratio is within it; JSON "watch": every round in the order run).
+#        The watch cases alone, as the lead's quiet run:
+#          E2E_CASES="sas100 sas100_watched" E2E_ROUNDS=4 IPERF_SECONDS=5 \
+#            E2E_OUT=bench/results/e2e-watch-DATE.json scripts/bench-e2e.sh --mifsec-only
 #
 #   scripts/bench-e2e.sh                  everything (iperf3 -t 10)
 #   scripts/bench-e2e.sh --anchors-only   only step 1
@@ -738,8 +744,16 @@ if ((!ANCHORS_ONLY)); then
         run_anchor wireguard-go-current "wireguard-go-current-parallel4@$k" parallel4
       run_case "parallel4@$k" case_parallel4
       run_case "sas4@$k" case_sas4
-      run_case "sas100@$k" case_watch
-      run_case "sas100_watched@$k" case_watch watched
+      # Without and with the watchers, in the order ABBA over the rounds (unwatched first
+      # in odd rounds, watched first in even ones): the same count of each, and a drift of
+      # the machine over the run does not fall on one side only.
+      if ((k % 2)); then
+        run_case "sas100@$k" case_watch
+        run_case "sas100_watched@$k" case_watch watched
+      else
+        run_case "sas100_watched@$k" case_watch watched
+        run_case "sas100@$k" case_watch
+      fi
     done
     ((REFERENCE_ONLY)) && E2E_CASES=none
     run_case aggregate_200_100 case_aggregate 200 100
@@ -889,15 +903,50 @@ if isinstance(fi, dict) and isinstance(fm, dict):
                 continue
             diffs.append(f"{side} offload {k} grew: ike {ga}, manual {gb}")
     ratios["ike_fast_path_differs"] = diffs
-# status --watch at 20 Hz with 100 SAs: the packet path with the watchers against without.
+# status --watch at 20 Hz with 100 SAs: the packet path with the watchers against without,
+# judged against the noise: the ratio of the medians, beside the spread of the unwatched
+# rounds themselves (their lowest Mbit/s over their highest; their highest CPU per GB over
+# their lowest). "Within the unwatched rounds' own spread": the ratio of the medians is
+# no further from 1 than that spread (Mbit/s: ratio >= min/max; CPU per GB: ratio <=
+# max/min). Every round's figures are in mifsec.sas100.rounds / sas100_watched.rounds, and
+# in "watch" below in the order they ran.
 wu, ww = mifsec.get("sas100", {}), mifsec.get("sas100_watched", {})
+def ok_rounds(d):
+    return [r for r in d.get("rounds", []) if "error" not in r]
 for d in ("forward", "reverse"):
     a, b = num(ww, d + "_mbps"), num(wu, d + "_mbps")
     if a is not None and b:
         ratios[f"watched_vs_unwatched_{d}"] = round(a / b, 3)
+    un = [num(r, d + "_mbps") for r in ok_rounds(wu) if num(r, d + "_mbps")]
+    if un:
+        ratios[f"unwatched_min_over_max_{d}"] = round(min(un) / max(un), 3)
+        if f"watched_vs_unwatched_{d}" in ratios:
+            ratios[f"watched_within_unwatched_spread_{d}"] = (
+                ratios[f"watched_vs_unwatched_{d}"] >= ratios[f"unwatched_min_over_max_{d}"])
     a, b = num(ww, d + "_cpu_s_per_gb"), num(wu, d + "_cpu_s_per_gb")
     if a is not None and b:
         ratios[f"watched_vs_unwatched_cpu_per_gb_{d}"] = round(a / b, 3)
+    un = [num(r, d + "_cpu_s_per_gb") for r in ok_rounds(wu) if num(r, d + "_cpu_s_per_gb")]
+    if un:
+        ratios[f"unwatched_cpu_per_gb_max_over_min_{d}"] = round(max(un) / min(un), 3)
+        if f"watched_vs_unwatched_cpu_per_gb_{d}" in ratios:
+            ratios[f"watched_within_unwatched_cpu_spread_{d}"] = (
+                ratios[f"watched_vs_unwatched_cpu_per_gb_{d}"] <= ratios[f"unwatched_cpu_per_gb_max_over_min_{d}"])
+watch = None
+if (("mifsec", "sas100") in rounds) or (("mifsec", "sas100_watched") in rounds):
+    # Every round of both, in the order they ran (ABBA: unwatched first in odd rounds).
+    order = []
+    for key, watched in (("sas100", False), ("sas100_watched", True)):
+        for k, d in rounds.get(("mifsec", key), []):
+            order.append((k, watched != (k % 2 == 0), watched, d))
+    keep = ("forward_mbps", "reverse_mbps", "forward_cpu_s_per_gb", "reverse_cpu_s_per_gb",
+            "client_watch_samples_per_s", "gateway_watch_samples_per_s", "error")
+    watch = {
+        "rounds_each": {"unwatched": len(rounds.get(("mifsec", "sas100"), [])),
+                        "watched": len(rounds.get(("mifsec", "sas100_watched"), []))},
+        "order": [{"round": k, "watched": w, **{x: d[x] for x in keep if x in d}}
+                  for k, _, w, d in sorted(order, key=lambda o: (o[0], o[1]))],
+    }
 # Small packets: delivered packets per second (higher is better) and CPU per million packets
 # (lower is better), mifsec against the current wireguard-go, medians of the same run.
 sm, sr = small_packets.get("mifsec", {}), small_packets.get(REF, {})
@@ -936,6 +985,7 @@ report = {
     "mifsec": mifsec if not anchors_only else None,
     "small_packets": small_packets,
     "several_flows": several_flows,
+    "watch": watch,
     "ratios": ratios,
     "errors": sorted([f"anchor {k}: {v['error']}" for k, v in anchors.items() if "error" in v]
                      + [f"mifsec {k}: {v['error']}" for k, v in mifsec.items() if "error" in v]
@@ -1028,11 +1078,23 @@ if not anchors_only:
             rows.append(tunnel_row(label, mifsec[key]))
     if "watched_vs_unwatched_forward" in ratios:
         ww = mifsec.get("sas100_watched", {})
-        rows.append(("  watched / not; samples/s client, gateway", fmt(ratios.get("watched_vs_unwatched_forward"), ".3f"),
+        n = (watch or {}).get("rounds_each", {})
+        rows.append((f"  watched / not, ratio of the medians of {n.get('watched', '?')} and {n.get('unwatched', '?')} rounds; samples/s client, gateway",
+                     fmt(ratios.get("watched_vs_unwatched_forward"), ".3f"),
                      fmt(ratios.get("watched_vs_unwatched_reverse"), ".3f"),
                      fmt(ratios.get("watched_vs_unwatched_cpu_per_gb_forward"), ".3f"),
                      fmt(ratios.get("watched_vs_unwatched_cpu_per_gb_reverse"), ".3f"),
                      f"{fmt(num(ww, 'client_watch_samples_per_s'), '.1f')}, {fmt(num(ww, 'gateway_watch_samples_per_s'), '.1f')}"))
+        def within(key):
+            v = ratios.get(key)
+            return "-" if v is None else ("within" if v else "OUTSIDE")
+        rows.append(("  the unwatched rounds' own spread: Mbit/s min/max, CPU/GB max/min",
+                     fmt(ratios.get("unwatched_min_over_max_forward"), ".3f"),
+                     fmt(ratios.get("unwatched_min_over_max_reverse"), ".3f"),
+                     fmt(ratios.get("unwatched_cpu_per_gb_max_over_min_forward"), ".3f"),
+                     fmt(ratios.get("unwatched_cpu_per_gb_max_over_min_reverse"), ".3f"),
+                     "watched within it: Mbit/s " + "/".join(within(f"watched_within_unwatched_spread_{d}") for d in ("forward", "reverse"))
+                     + ", CPU " + "/".join(within(f"watched_within_unwatched_cpu_spread_{d}") for d in ("forward", "reverse"))))
     d = mifsec.get("soak", {})
     if d:
         rows.append(("soak: Mbit/s / RSS growth after 30 s (client, gateway)", fmt(num(d, "forward_mbps")),

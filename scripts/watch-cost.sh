@@ -60,7 +60,7 @@ done
 for ((k = 1; k <= ROUNDS; k++)); do
   for mode in unwatched watched; do
     out="$WORK/watch-$k.jsonl"
-    wpid=""
+    wpid="" s0=0 s1=0 w0=0 w1=0
     if [ "$mode" = watched ]; then
       "$MIFSEC_BIN" status --watch --json --interval 0.05 --socket "$WORK/client.sock" >"$out" 2>"$WORK/watch-$k.log" &
       wpid=$!
@@ -76,13 +76,11 @@ for ((k = 1; k <= ROUNDS; k++)); do
       fi
     fi
     d0=$(lab_cpu_ticks "$DPID")
-    w0=0
     [ -n "$wpid" ] && w0=$(lab_cpu_ticks "$wpid") && s0=$(wc -l <"$out")
     t0=$(date +%s.%N)
     sleep "$SECS"
     d1=$(lab_cpu_ticks "$DPID")
     t1=$(date +%s.%N)
-    w1=0 s1=0 s0=${s0:-0}
     [ -n "$wpid" ] && w1=$(lab_cpu_ticks "$wpid") && s1=$(wc -l <"$out")
     for f in "$WORK"/perf-*.pid; do
       [ -f "$f" ] || continue

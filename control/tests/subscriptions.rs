@@ -606,7 +606,8 @@ fn many_sas(lab: &Lab, n: usize) -> String {
 /// status --watch --json --interval 0.05` for 60 samples. Every sample comes (counted
 /// against a generous deadline, not timed) and is complete: 100 SAs, each with its path
 /// and counters, `t` increasing; samples the daemon skipped are said (`missed`) and
-/// printed, not asserted (a rate is a benchmark's figure, not a test's).
+/// printed, not asserted (a rate is a benchmark's figure, not a test's). A second watcher
+/// at the same interval gets the same samples (the same `t`: one status per tick).
 #[test]
 #[cfg_attr(skip_root_tests, ignore = "needs root (MIFSEC_SKIP_ROOT_TESTS=1)")]
 fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
@@ -628,12 +629,39 @@ fn watch_at_20_hz_with_100_sas_gets_every_sample_complete() {
         &sock,
         &["status", "--watch", "--json", "--interval", "0.05"],
     );
+    // A second watcher at the same interval: the daemon makes one status per tick for both.
+    let second = Follower::spawn(
+        BIN,
+        &sock,
+        &["status", "--watch", "--json", "--interval", "0.05"],
+    );
     wait_until(WAIT, "60 samples of status --watch", || {
         watch.lines().len() >= SAMPLES
     });
     let wall = t1.elapsed().as_secs_f64();
+    wait_until(WAIT, "20 samples of the second watcher", || {
+        second.lines().len() >= 20
+    });
     let lines = watch.lines();
+    let others = second.lines();
     drop(watch);
+    drop(second);
+    let t_of = |l: &String| serde_json::from_str::<Value>(l).map(|v| v["t"].to_string());
+    let ts: Vec<String> = lines.iter().filter_map(|l| t_of(l).ok()).collect();
+    let shared = others
+        .iter()
+        .filter_map(|l| t_of(l).ok())
+        .filter(|t| ts.contains(t))
+        .count();
+    assert!(
+        shared >= 5,
+        "{shared} of the second watcher's {} samples are the first's (same t)",
+        others.len()
+    );
+    for l in &others {
+        let v: Value = serde_json::from_str(l).expect("the second watcher's samples are JSON");
+        assert_eq!(v["sas"].as_array().map(Vec::len), Some(SAS), "{l}");
+    }
     let mut last_t = 0.0;
     let mut missed = 0;
     for (i, l) in lines.iter().enumerate() {

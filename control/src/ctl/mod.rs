@@ -555,9 +555,7 @@ pub fn dispatch(target: &dyn Target, req: Request) -> Response {
             Request::Status {} => {
                 let mut text = Vec::new();
                 status_json(target, &mut text)?;
-                Response::ok(
-                    serde_json::from_slice(&text).map_err(|e| format!("status: {e}"))?,
-                )
+                Response::ok(serde_json::from_slice(&text).map_err(|e| format!("status: {e}"))?)
             }
             Request::Metrics {} => Response::ok(Value::String(target.metrics())),
             Request::Reload {} | Request::Showconf {} | Request::ListConns {} => {

@@ -18,6 +18,9 @@ pub struct StandIn {
     calls: Mutex<Vec<String>>,
     /// Drop counters to add to the status, to make it big.
     bulk: usize,
+    /// Whether the status has the daemon's keys too (`configured_interfaces`, `netlink`,
+    /// `ike_sas`, `ike`), as with IKE and followed interfaces.
+    daemon_keys: bool,
 }
 
 impl StandIn {
@@ -25,6 +28,15 @@ impl StandIn {
     pub fn with_bulk(bulk: usize) -> StandIn {
         StandIn {
             bulk,
+            ..StandIn::default()
+        }
+    }
+
+    /// A stand-in whose status has the keys the daemon adds (IKE SAs, IKE counters, the
+    /// configured interfaces and the netlink counters), made up.
+    pub fn with_daemon_keys() -> StandIn {
+        StandIn {
+            daemon_keys: true,
             ..StandIn::default()
         }
     }
@@ -92,6 +104,28 @@ impl Target for StandIn {
     }
     fn wireshark_keys(&self) -> Vec<String> {
         vec!["line1".into(), "line2".into()]
+    }
+    fn ike_sas(&self, engine: &EngineStatus) -> Option<String> {
+        self.daemon_keys.then(|| {
+            serde_json::json!([{ "conn": "home", "id": 1, "workers": engine.workers,
+                                 "children": [{ "name": "net", "spi_in": "c0ffee01" }] }])
+            .to_string()
+        })
+    }
+    fn ike_stats(&self) -> Option<serde_json::Value> {
+        self.daemon_keys
+            .then(|| serde_json::json!({ "half_open": 0, "counters": { "ike_sa_init": 3 } }))
+    }
+    fn interface_details(
+        &self,
+        engine: &EngineStatus,
+    ) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let _ = engine;
+        let v = serde_json::json!({
+            "configured_interfaces": [{ "name": "wan", "device": "eth0", "kind": "followed" }],
+            "netlink": { "messages": 7, "parse_errors": 0 },
+        });
+        self.daemon_keys.then(|| v.as_object().cloned()).flatten()
     }
     fn initiate(&self, conn: &str) -> Result<String, CommandError> {
         self.ike(format!("initiate {conn}"), conn)

@@ -442,3 +442,70 @@ fn closed_by(stream: &UnixStream, until: Instant) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tick_s_sample_is_made_once_and_its_buffer_reused() {
+        let samples = Samples::new(None);
+        let mut made = 0;
+        let mut make = |out: &mut Vec<u8>| {
+            made += 1;
+            out.extend_from_slice(b"{\"sas\":[]}");
+            Ok(())
+        };
+        let i = Duration::from_millis(50);
+        let d1 = samples.tick_from(Instant::now(), i);
+        assert_eq!(
+            (d1 - samples.epoch).as_nanos() % i.as_nanos(),
+            0,
+            "on the grid"
+        );
+        let a = samples.get(Some(d1), &mut make).unwrap();
+        let b = samples.get(Some(d1), &mut make).unwrap();
+        assert!(
+            Arc::ptr_eq(&a, &b),
+            "the second subscriber of a tick shares it"
+        );
+        let v: Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(v["sas"], serde_json::json!([]));
+        assert!(v["t"].as_f64().unwrap() > 1.7e9, "{v}");
+        let ptr = a.as_ptr();
+        drop((a, b));
+        let c = samples.get(Some(d1 + i), &mut make).unwrap();
+        assert_eq!(
+            c.as_ptr(),
+            ptr,
+            "nobody held the last: its buffer is reused"
+        );
+        // A subscriber's first sample is its own, and leaves the shared one alone.
+        let own = samples.get(None, &mut make).unwrap();
+        assert!(!Arc::ptr_eq(&own, &c));
+        assert!(Arc::ptr_eq(
+            &samples.get(Some(d1 + i), &mut make).unwrap(),
+            &c
+        ));
+        assert_eq!(made, 3);
+        // A status that fails is the subscription's end, not a panic.
+        assert!(
+            samples
+                .get(Some(d1 + 2 * i), |_: &mut Vec<u8>| Err("stopping".into()))
+                .is_err()
+        );
+        // The first tick at or after: a tick itself, or the next one.
+        assert_eq!(samples.tick_from(d1, i), d1);
+        assert_eq!(samples.tick_from(d1 + Duration::from_nanos(1), i), d1 + i);
+    }
+
+    #[test]
+    fn a_sample_line_says_what_was_missed() {
+        let mut line = b"old".to_vec();
+        sample_line(&mut line, b"{\"t\":1.5}", 0).unwrap();
+        assert_eq!(line, b"{\"t\":1.5}\n");
+        sample_line(&mut line, b"{\"t\":1.5}", 3).unwrap();
+        assert_eq!(line, b"{\"t\":1.5,\"missed\":3}\n");
+        assert!(sample_line(&mut line, b"[]", 3).is_err());
+    }
+}

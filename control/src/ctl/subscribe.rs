@@ -211,6 +211,27 @@ mod tests {
     }
 
     #[test]
+    fn json_records_pass_as_they_came_unless_they_must_be_escaped() {
+        let rec = br#"{"sas":[{"name":"s0","out_packets":7}],"t":1764590584.5}"#;
+        assert!(matches!(json_record(rec).unwrap(), Cow::Borrowed(b) if b == rec));
+        // Whitespace the daemon never writes, or a control character: written again, with
+        // the control character escaped.
+        let rec = b"{\"a\":\t\"x\"}";
+        assert_eq!(&*json_record(rec).unwrap(), br#"{"a":"x"}"#);
+        let rec = b"{\"a\":\"\x1b[2J\"}";
+        assert!(
+            json_record(rec).is_err(),
+            "a raw control character is not JSON"
+        );
+        for junk in [&br#"{"a":"#[..], b"{} {}", b"not json", b""] {
+            assert!(
+                matches!(json_record(junk), Err(ClientError::BadResponse(_))),
+                "{junk:?}"
+            );
+        }
+    }
+
+    #[test]
     fn intervals() {
         assert_eq!(interval_ms("0.05"), Ok(50));
         assert_eq!(interval_ms("1"), Ok(1000));

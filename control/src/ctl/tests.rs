@@ -687,3 +687,109 @@ fn mif_requests_are_checked_then_answered_per_child_sa() {
     );
     assert_eq!(r.1.error.as_deref(), Some("no connection named \"nohome\""));
 }
+
+/// `status` as the watch samples write it (straight from the structs, the daemon's keys
+/// spliced in) is the object `status` was when it was built as a `Value` tree: key for
+/// key, value for value, with and without the daemon's keys.
+#[test]
+fn status_text_is_the_object_status_was() {
+    for fake in [Fake::with_bulk(3), Fake::with_daemon_keys()] {
+        let st = fake.status();
+        let mut want = serde_json::to_value(&st).unwrap();
+        let obj = want.as_object_mut().unwrap();
+        if let Some(d) = fake.interface_details(&st) {
+            obj.extend(d);
+        }
+        if let Some(ike) = fake.ike_sas(&st) {
+            obj.insert("ike_sas".into(), serde_json::from_str(&ike).unwrap());
+        }
+        if let Some(ike) = fake.ike_stats() {
+            obj.insert("ike".into(), ike);
+        }
+        // Into a buffer that held something before: it is cleared.
+        let mut text = b"{\"stale\":1}".to_vec();
+        status_json(&fake, &mut text).unwrap();
+        let got: Value = serde_json::from_slice(&text).unwrap();
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&text));
+        // Every key once (the spliced keys are not the engine's).
+        let keys = serde_json::from_slice::<serde_json::Map<String, Value>>(&text)
+            .unwrap()
+            .len();
+        assert_eq!(keys, want.as_object().unwrap().len());
+        // The one-shot `status` answers the same object.
+        assert_eq!(dispatch(&fake, Request::Status {}).result.unwrap(), want);
+    }
+    let with = {
+        let mut t = Vec::new();
+        status_json(&Fake::with_daemon_keys(), &mut t).unwrap();
+        serde_json::from_slice::<Value>(&t).unwrap()
+    };
+    for key in [
+        "configured_interfaces",
+        "netlink",
+        "ike_sas",
+        "ike",
+        "sas",
+        "tun",
+    ] {
+        assert!(with.get(key).is_some(), "{key} missing: {with}");
+    }
+    let mut t = b"[1]".to_vec();
+    assert!(add_key(&mut t, "t").is_err(), "not an object");
+    let mut t = b"{}".to_vec();
+    add_key(&mut t, "t").unwrap();
+    assert_eq!(t, b"{\"t\":");
+}
+
+/// Two subscribers of `status --watch` at the same interval share the samples (one status
+/// per tick for both: the same `t`), and each sample is the whole status with `t`.
+#[test]
+fn watchers_at_one_interval_share_each_tick_s_sample() {
+    let path = temp_socket("share");
+    let fake = Arc::new(Fake::with_daemon_keys());
+    let f = Arc::clone(&fake);
+    let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m = Arc::clone(&made);
+    let f2 = Arc::clone(&fake);
+    let _server = Listener::bind(&path, Access::default())
+        .unwrap()
+        .with_status(move |out| {
+            m.fetch_add(1, Ordering::Relaxed);
+            status_json(&*f2, out)
+        })
+        .serve(move |_peer, req| dispatch(&*f, req))
+        .unwrap();
+    let open = || {
+        let s = UnixStream::connect(&path).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (&s).write_all(b"{\"cmd\":\"watch\",\"interval_ms\":50}\n")
+            .unwrap();
+        let mut r = BufReader::new(s);
+        let mut first = String::new();
+        r.read_line(&mut first).unwrap();
+        assert!(first.contains("\"ok\":true"), "{first}");
+        r
+    };
+    let (mut a, mut b) = (open(), open());
+    let read_t = |r: &mut BufReader<UnixStream>| -> Vec<String> {
+        (0..12)
+            .map(|_| {
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                let v: Value = serde_json::from_str(&l).unwrap();
+                assert!(v["ike_sas"].is_array() && v["tun"] == "mifsec0", "{l}");
+                v["t"].to_string()
+            })
+            .collect()
+    };
+    let ta = read_t(&mut a);
+    let tb = read_t(&mut b);
+    // Each subscriber's first sample is its own; the ticks after are shared.
+    let common = tb.iter().filter(|t| ta.contains(t)).count();
+    assert!(common >= 5, "{common} samples shared: {ta:?} / {tb:?}");
+    assert!(
+        made.load(Ordering::Relaxed) < 24,
+        "{} statuses made for 24 samples",
+        made.load(Ordering::Relaxed)
+    );
+}
