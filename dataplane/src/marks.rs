@@ -679,7 +679,10 @@ mod tests {
             per_s: 200_000.0,
             ..Rate::default()
         };
-        assert_eq!(r.block(block_secs(IN_BLOCK_TIME, 0.15), IN_MIN_BLOCK), 120_000);
+        assert_eq!(
+            r.block(block_secs(IN_BLOCK_TIME, 0.15), IN_MIN_BLOCK),
+            120_000
+        );
     }
 
     #[test]
