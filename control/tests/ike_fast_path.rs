@@ -19,51 +19,6 @@ use std::process::{Command, Stdio};
 use serde_json::Value;
 use swan::*;
 
-const KEY1: &str = "000102030405060708090a0b0c0d0e0f10111213";
-const KEY2: &str = "101112131415161718191a1b1c1d1e1f20212223";
-
-/// A manually keyed SA `tunnel` (aes128gcm16 and ESN, the defaults) with one path on
-/// interface wan, appended to a lab configuration.
-fn with_manual_sa(cfg: String, client: bool) -> String {
-    let (spi_out, key_out, spi_in, key_in, local_ts, remote_ts, remote) = if client {
-        (
-            0x1001,
-            KEY1,
-            0x2001,
-            KEY2,
-            "10.1.0.0/24",
-            "10.2.0.0/24",
-            "198.18.9.1",
-        )
-    } else {
-        (
-            0x2001,
-            KEY2,
-            0x1001,
-            KEY1,
-            "10.2.0.0/24",
-            "10.1.0.0/24",
-            "198.18.9.2",
-        )
-    };
-    format!(
-        r#"{cfg}
-[sa.tunnel]
-spi_out = {spi_out}
-key_out = "{key_out}"
-spi_in = {spi_in}
-key_in = "{key_in}"
-local_ts = ["{local_ts}"]
-remote_ts = ["{remote_ts}"]
-
-[[sa.tunnel.paths]]
-name = "fast"
-interface = "wan"
-remote = "{remote}:4500"
-"#
-    )
-}
-
 /// The engine SA of a status that is the manual SA `tunnel` (`manual`) or the IKE child
 /// (`home-net-<spi>` on the client, `rw-net-<spi>` on the gateway).
 fn sa(st: &Value, manual: bool) -> &Value {

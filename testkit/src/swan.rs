@@ -699,3 +699,50 @@ pub fn swan_files(lab: &Lab, who: &str, (cert, key): &(Vec<u8>, Vec<u8>), ca: &[
     std::fs::write(d.join(format!("private/{who}.key")), key).unwrap();
     std::fs::write(d.join("x509ca/ca.pem"), ca).unwrap();
 }
+
+/// The lab's manual SA key, client to gateway (cipher key and salt, hex).
+pub const KEY1: &str = "000102030405060708090a0b0c0d0e0f10111213";
+/// The lab's manual SA key, gateway to client.
+pub const KEY2: &str = "101112131415161718191a1b1c1d1e1f20212223";
+
+/// A manually keyed SA `tunnel` (aes128gcm16 and ESN, the defaults) with one path on
+/// interface wan, appended to a lab configuration.
+pub fn with_manual_sa(cfg: String, client: bool) -> String {
+    let (spi_out, key_out, spi_in, key_in, local_ts, remote_ts, remote) = if client {
+        (
+            0x1001,
+            KEY1,
+            0x2001,
+            KEY2,
+            "10.1.0.0/24",
+            "10.2.0.0/24",
+            "198.18.9.1",
+        )
+    } else {
+        (
+            0x2001,
+            KEY2,
+            0x1001,
+            KEY1,
+            "10.2.0.0/24",
+            "10.1.0.0/24",
+            "198.18.9.2",
+        )
+    };
+    format!(
+        r#"{cfg}
+[sa.tunnel]
+spi_out = {spi_out}
+key_out = "{key_out}"
+spi_in = {spi_in}
+key_in = "{key_in}"
+local_ts = ["{local_ts}"]
+remote_ts = ["{remote_ts}"]
+
+[[sa.tunnel.paths]]
+name = "fast"
+interface = "wan"
+remote = "{remote}:4500"
+"#
+    )
+}
