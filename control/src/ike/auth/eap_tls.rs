@@ -286,6 +286,19 @@ impl Signer for TlsSigner {
     }
 }
 
+/// Our certificate chain and key as rustls takes them, either role.
+fn certified_key(creds: &EapTlsCreds) -> Arc<CertifiedKey> {
+    let chain = creds
+        .certs
+        .iter()
+        .map(|c| CertificateDer::from(c.clone()))
+        .collect();
+    Arc::new(CertifiedKey::new(
+        chain,
+        Arc::new(TlsKey(Arc::clone(&creds.key))),
+    ))
+}
+
 /// Our certificate, whatever CAs the gateway hints at (it knows which it trusts).
 #[derive(Debug)]
 struct ClientCert(Arc<CertifiedKey>);
@@ -342,18 +355,13 @@ impl EapTlsPeer {
             provider: Arc::clone(&provider),
             seen: Mutex::new(Seen::default()),
         });
-        let chain = creds
-            .certs
-            .iter()
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect();
-        let key = CertifiedKey::new(chain, Arc::new(TlsKey(Arc::clone(&creds.key))));
+        let key = certified_key(creds);
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|_| EapError::TlsHandshake)?
             .dangerous()
             .with_custom_certificate_verifier(verifier.clone())
-            .with_client_cert_resolver(Arc::new(ClientCert(Arc::new(key))));
+            .with_client_cert_resolver(Arc::new(ClientCert(key)));
         config.enable_sni = false;
         config.resumption = Resumption::disabled();
         Ok(EapTlsPeer {
@@ -714,17 +722,12 @@ impl EapTlsServer {
                 result: None,
             }),
         });
-        let chain = creds
-            .certs
-            .iter()
-            .map(|c| CertificateDer::from(c.clone()))
-            .collect();
-        let key = CertifiedKey::new(chain, Arc::new(TlsKey(Arc::clone(&creds.key))));
+        let key = certified_key(creds);
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|_| EapError::TlsHandshake)?
             .with_client_cert_verifier(verifier.clone())
-            .with_cert_resolver(Arc::new(ServerCert(Arc::new(key))));
+            .with_cert_resolver(Arc::new(ServerCert(key)));
         // No resumption: no session cache, no tickets (one handshake per IKE SA).
         config.session_storage = Arc::new(NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
