@@ -13,7 +13,10 @@
 #      from /proc/PID/stat before and after) per GB carried; for mifsec also a sampled
 #      profile of the same transfer (perf record -g, software clock cpu-clock at 499 Hz,
 #      both daemons) and the AEAD's share of its samples (ring's AES-GCM / ChaCha20-Poly1305
-#      code: skipped, and said so, when perf is not installed). The figures of a tunnel are
+#      code: skipped, and said so, when perf is not installed) and where every other sample
+#      went, by kind of work (scripts/perf_breakdown.py: kernel copies, waking, the kernel's
+#      work under each data syscall, other user code, the marks thread; breakdown_* in the
+#      JSON, a "samples by work" line in the table). The figures of a tunnel are
 #      the medians of its rounds; the ratios compare medians of the same run. In every
 #      round also mifsec in transport mode (case transport: the manual SA between the hosts'
 #      link addresses, TCP routed into the TUN by a rule; transport_vs_tunnel in the ratios)
@@ -289,7 +292,7 @@ profile_stop() {
     perf report -i "$dir/perf.data" --stdio --no-children -g none --sort sym --percent-limit 0 \
       >"$dir/perf.txt" 2>"$dir/perf-report.log" && report="$dir/perf.txt"
   fi
-  python3 - "$frag" "$report" <<'PY'
+  frag=$(python3 - "$frag" "$report" <<'PY'
 import json, re, shutil, sys
 r = json.loads(sys.argv[1])
 if not sys.argv[2]:
@@ -318,6 +321,19 @@ r["kernel_share"] = round(sum(p for p, k, _ in rows if k == "k") / 100, 3)
 r["profile_top"] = [{"pct": p, "sym": s[:80], "kernel": k == "k"} for p, k, s in rows[:15]]
 print(json.dumps(r))
 PY
+  )
+  # Every sample in one bucket by kind of work (scripts/perf_breakdown.py says which), as
+  # breakdown_<bucket> shares, so that rounds take medians of them like the other figures.
+  if [ -n "$report" ]; then
+    local b
+    if b=$(python3 scripts/perf_breakdown.py "$dir/perf.data" 2>"$dir/perf-breakdown.log"); then
+      frag=$(python3 -c 'import json, sys
+r, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+r.update({"breakdown_" + k: v for k, v in b.items()})
+print(json.dumps(r))' "$frag" "$b")
+    fi
+  fi
+  printf '%s\n' "$frag"
 }
 
 case_one_link() {
@@ -1002,6 +1018,15 @@ def fmt(v, spec=".1f"):
 def err(d):
     return "error: " + d["error"][:50] if "error" in d else None
 
+def breakdown_row(d):
+    # scripts/perf_breakdown.py's buckets: where the samples went, by kind of work.
+    if d.get("breakdown_samples"):
+        parts = [("copies", "kernel_copy"), ("waking", "sched"), ("TUN w", "tun_write"),
+                 ("UDP s", "udp_send"), ("TUN r", "tun_read"), ("UDP r", "udp_recv"),
+                 ("kernel other", "kernel_other"), ("user other", "user_other"), ("marks", "marks")]
+        rows.append(("  samples by work: AEAD " + fmt(d.get("breakdown_aead"), ".3f"), "", "", "", "",
+                     ", ".join(f"{n} {fmt(d.get('breakdown_' + k), '.3f')}" for n, k in parts)))
+
 def tunnel_row(label, d):
     if "absent" in d:
         return (label, "ABSENT", d["absent"][:70], "", "")
@@ -1027,6 +1052,7 @@ if not anchors_only:
             rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
                          else "skipped: " + d.get("aead_share_skipped", "?"),
                          f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
+            breakdown_row(d)
     if "ike" in mifsec:
         rows.append(tunnel_row("mifsec, one link, IKE-negotiated child", mifsec["ike"]))
         if "aead_share" in mifsec["ike"]:
@@ -1035,6 +1061,7 @@ if not anchors_only:
             rows.append(("  AEAD share of the daemons' samples", fmt(share, ".3f") if share is not None
                          else "skipped: " + d.get("aead_share_skipped", "?"),
                          f"kernel {fmt(d.get('kernel_share'), '.3f')}", "", ""))
+            breakdown_row(d)
         diff = ratios.get("ike_fast_path_differs")
         rows.append(("  IKE child / manual SA", fmt(ratios.get("ike_vs_manual_forward"), ".3f"),
                      fmt(ratios.get("ike_vs_manual_reverse"), ".3f"),

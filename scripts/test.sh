@@ -126,6 +126,9 @@ python3 scripts/test_plot.py --bin target/debug/mifsec >target/test-plot.log 2>&
   { cat target/test-plot.log; exit 1; }
 tail -n 1 target/test-plot.log
 
+step "profile breakdown (scripts/perf_breakdown.py --self-test: its buckets on made-up samples)"
+python3 scripts/perf_breakdown.py --self-test
+
 step "fuzz smoke runs (${FUZZ_SECONDS}s each, from the committed seeds)"
 # Each target starts from its committed seeds (FUZZ_DIR/seeds/TARGET, scripts/fuzz-seeds.sh
 # makes them); what libFuzzer finds goes to the ignored working corpus FUZZ_DIR/corpus/TARGET.
