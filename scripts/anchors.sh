@@ -20,6 +20,10 @@
 #                 udpS_pps (delivered, the receiver's figure), udpS_sent_pps,
 #                 udpS_lost_percent, udpS_cpu_s_per_mpkt (daemons' CPU s per million delivered)
 #   ANCHOR_TEST=parallel4 scripts/anchors.sh NAME   iperf3 -P 4 (four TCP flows) each way
+#   ANCHOR_PROFILE=1 scripts/anchors.sh NAME   (TCP only) also a sampled profile of both
+#                 daemons during the flows, as bench-e2e takes mifsec's (perf record -g,
+#                 cpu-clock, 499 Hz), and its buckets by kind of work as breakdown_* in the
+#                 JSON (scripts/perf_breakdown.py); nothing when perf is missing
 #
 # Runs one TCP flow forward (client -> gateway) and one reverse (-R), checks that the bytes
 # really crossed the tunnel device, and prints ONE JSON line on stdout:
@@ -41,6 +45,7 @@ IPERF_SECONDS=${IPERF_SECONDS:-$_t}
 set -euo pipefail
 # shellcheck source=scripts/lab.sh
 source "$(dirname "$0")/lab.sh"
+SCRIPTS=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
   echo "usage: $0 plain|strongswan|wireguard-go|wireguard-go-current|boringtun" >&2
@@ -139,11 +144,32 @@ run_iperf() {
   [ -n "$dev" ] && before=$(dev_bytes "$CL" "$dev")
   case "${ANCHOR_TEST:-tcp}" in
     tcp)
-      local rates
+      local rates perf_pid=""
+      if [ "${ANCHOR_PROFILE:-0}" = 1 ] && command -v perf >/dev/null && ((${#DAEMONS[@]})); then
+        # As bench-e2e profiles mifsec: both daemons, software clock, call chains.
+        perf record -q -g -e cpu-clock -F 499 -o "$WORK/perf.data" \
+          -p "$(IFS=,; echo "${DAEMONS[*]}")" >"$WORK/perf.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.5 # perf attaches before the transfer starts
+      fi
       rates=$(LAB_IPERF_PIDS="${DAEMONS[*]}" LAB_IPERF_PING=1 lab_iperf "$GW" "$saddr" "$CL" "$IPERF_SECONDS" "$WORK/iperf" "$bind") ||
         die "iperf3 failed"
       read -r FWD REV <<<"$rates"
       RESULT=$(lab_iperf_cpu_json "$WORK/iperf")
+      if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        local b
+        # The same buckets as mifsec's profile (aead: Go's chacha20/poly1305 code here).
+        if b=$(python3 "$SCRIPTS/perf_breakdown.py" "$WORK/perf.data" 2>"$WORK/perf-breakdown.log"); then
+          RESULT=$(python3 -c 'import json, sys
+r, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+r.update({"breakdown_" + k: v for k, v in b.items()})
+print(json.dumps(r))' "$RESULT" "$b")
+        else
+          log "perf_breakdown.py failed, see $WORK/perf-breakdown.log"
+        fi
+      fi
       python3 -c 'import json, sys; r = {"forward_mbps": float(sys.argv[1]), "reverse_mbps": float(sys.argv[2])}; r.update(json.loads(sys.argv[3])); print(json.dumps(r))' \
         "$FWD" "$REV" "$RESULT" >"$WORK/result.json"
       ;;

@@ -13,7 +13,8 @@
 #      from /proc/PID/stat before and after) per GB carried; for mifsec also a sampled
 #      profile of the same transfer (perf record -g, software clock cpu-clock at 499 Hz,
 #      both daemons) and the AEAD's share of its samples (ring's AES-GCM / ChaCha20-Poly1305
-#      code: skipped, and said so, when perf is not installed) and where every other sample
+#      code: skipped, and said so, when perf is not installed) and, for mifsec and the
+#      current wireguard-go alike, where every other sample
 #      went, by kind of work (scripts/perf_breakdown.py: kernel copies, waking, the kernel's
 #      work under each data syscall, other user code, the marks thread; breakdown_* in the
 #      JSON, a "samples by work" line in the table). The figures of a tunnel are
@@ -154,7 +155,10 @@ ANCHORS=(plain strongswan wireguard-go boringtun)
 run_anchor() {
   local a=$1 f=${2:-$1} t=${3:-tcp} rc=0
   step "anchor $a (iperf3 -t $T, $t)"
-  IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" ANCHOR_TEST=$t ANCHOR_UDP_SIZES="$UDP_SIZES" ANCHOR_UDP_RATE="$UDP_RATE" \
+  local profile=0
+  # The reference is profiled as mifsec is, so that both profiles come from the same run.
+  [ "$a" = wireguard-go-current ] && [ "$t" = tcp ] && profile=1
+  IPERF_SECONDS=$T ANCHOR_PREFIX="${P}a" ANCHOR_TEST=$t ANCHOR_PROFILE=$profile ANCHOR_UDP_SIZES="$UDP_SIZES" ANCHOR_UDP_RATE="$UDP_RATE" \
     scripts/anchors.sh "$a" >"$RES/anchor-$f.json" 2>"$WORK/anchor-$f.log" || rc=$?
   if ((rc == 0)); then
     cat "$RES/anchor-$f.json" >&2
@@ -1043,6 +1047,7 @@ for name in ("plain", "strongswan", "wireguard-go", "boringtun", REF):
     if name in anchors:
         label = f"{REF} ({anchors[name].get('binary', 'current')})" if name == REF else name
         rows.append(tunnel_row(label, anchors[name]))
+        breakdown_row(anchors[name])
 if not anchors_only:
     for key in [k for k in ["one_link"] if k in mifsec] + sorted(k for k in mifsec if k.startswith("one_link_")):
         d = mifsec[key] if key in mifsec else one
