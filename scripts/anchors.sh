@@ -159,13 +159,10 @@ run_iperf() {
       if [ -n "$perf_pid" ]; then
         kill -INT "$perf_pid" 2>/dev/null || true
         wait "$perf_pid" 2>/dev/null || true
-        local b
+        local with
         # The same buckets as mifsec's profile (aead: Go's chacha20/poly1305 code here).
-        if b=$(python3 "$SCRIPTS/perf_breakdown.py" "$WORK/perf.data" 2>"$WORK/perf-breakdown.log"); then
-          RESULT=$(python3 -c 'import json, sys
-r, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-r.update({"breakdown_" + k: v for k, v in b.items()})
-print(json.dumps(r))' "$RESULT" "$b")
+        if with=$(python3 "$SCRIPTS/perf_breakdown.py" "$WORK/perf.data" "$RESULT" 2>"$WORK/perf-breakdown.log"); then
+          RESULT=$with
         else
           log "perf_breakdown.py failed, see $WORK/perf-breakdown.log"
         fi

@@ -329,12 +329,9 @@ PY
   # Every sample in one bucket by kind of work (scripts/perf_breakdown.py says which), as
   # breakdown_<bucket> shares, so that rounds take medians of them like the other figures.
   if [ -n "$report" ]; then
-    local b
-    if b=$(python3 scripts/perf_breakdown.py "$dir/perf.data" 2>"$dir/perf-breakdown.log"); then
-      frag=$(python3 -c 'import json, sys
-r, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-r.update({"breakdown_" + k: v for k, v in b.items()})
-print(json.dumps(r))' "$frag" "$b")
+    local with
+    if with=$(python3 scripts/perf_breakdown.py "$dir/perf.data" "$frag" 2>"$dir/perf-breakdown.log"); then
+      frag=$with
     fi
   fi
   printf '%s\n' "$frag"

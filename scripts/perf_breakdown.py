@@ -2,6 +2,9 @@
 """Where the daemons' time goes in a sampled profile, by kind of work (issue 14):
 
     scripts/perf_breakdown.py PERF_DATA        -> one JSON object on stdout
+    scripts/perf_breakdown.py PERF_DATA JSON   -> that JSON object with the shares added as
+                                                  breakdown_<bucket> (how bench-e2e and
+                                                  anchors.sh record them)
     scripts/perf_breakdown.py --self-test      -> checks the classifier on made-up samples
 
 Reads `perf script` of a `perf record -g` of both mifsec daemons (scripts/bench-e2e.sh takes
@@ -109,6 +112,11 @@ def breakdown(samples) -> dict:
     return out
 
 
+def merged(fragment: dict, b: dict) -> dict:
+    """`fragment` with every figure of breakdown `b` as breakdown_<name>."""
+    return {**fragment, **{"breakdown_" + k: v for k, v in b.items()}}
+
+
 def self_test() -> int:
     def sample(comm, *frames):
         return f"{comm} \n" + "".join(f"\t ffff {f}\n" for f in frames)
@@ -141,7 +149,9 @@ def self_test() -> int:
     want = {"aead": 3, "user_other": 2, "kernel_copy": 2, "tun_write": 1, "sched": 2,
             "udp_send": 1, "udp_recv": 1, "marks": 1, "kernel_other": 1}
     b = breakdown(parse(text))
-    ok = got == want and b["samples"] == 14 and abs(sum(b[x] for x in BUCKETS) - 1) < 0.01
+    m = merged({"forward_mbps": 1.0}, b)
+    ok = (got == want and b["samples"] == 14 and abs(sum(b[x] for x in BUCKETS) - 1) < 0.01
+          and m["forward_mbps"] == 1.0 and m["breakdown_samples"] == 14)
     print(f"perf_breakdown self-test: {'ok' if ok else 'FAILED'} {got}")
     return 0 if ok else 1
 
@@ -149,14 +159,15 @@ def self_test() -> int:
 def main() -> int:
     if sys.argv[1:] == ["--self-test"]:
         return self_test()
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     text = subprocess.run(
         ["perf", "script", "-i", sys.argv[1], "-F", "comm,ip,sym,dso"],
         capture_output=True, text=True, check=True,
     ).stdout
-    print(json.dumps(breakdown(parse(text))))
+    b = breakdown(parse(text))
+    print(json.dumps(merged(json.loads(sys.argv[2]), b) if len(sys.argv) == 3 else b))
     return 0
 
 
