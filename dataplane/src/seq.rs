@@ -9,8 +9,73 @@
 //! restarts: [`crate::marks`] keeps a mark on disk and lets the counter hand out numbers only
 //! up to a *ceiling* that is already stored there ([`SeqCounter::set_ceiling`]). IKE SAs have
 //! fresh keys and no ceiling.
+//!
+//! The keeper sleeps until it is needed: it sets a [`Renewal`] point below the ceiling, and
+//! the first worker whose number passes it wakes the keeper (one `unpark`), so an idle or
+//! steady SA costs the keeper no periodic wake-ups.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::Thread;
+
+/// Where a ceiling asks to be raised: once a number reaches [`Renewal::at`], the first
+/// worker that sees it wakes the thread that keeps the ceiling (the mark keeper).
+///
+/// One relaxed load per packet on the hot path; the wake-up itself (a swap and an
+/// `unpark`) happens once per renewal.
+#[derive(Debug)]
+pub struct Renewal {
+    /// The number from which the keeper wants to hear (`u64::MAX`: not armed).
+    at: AtomicU64,
+    /// The keeper's thread, set when it takes the SA. Locked only when waking it.
+    keeper: Mutex<Option<Thread>>,
+}
+
+impl Default for Renewal {
+    fn default() -> Self {
+        Renewal {
+            at: AtomicU64::new(u64::MAX),
+            keeper: Mutex::new(None),
+        }
+    }
+}
+
+impl Renewal {
+    /// The thread to wake from now on.
+    pub fn set_keeper(&self, thread: Thread) {
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
+    }
+
+    /// Wake the keeper once a number reaches `at` (it disarms itself when it fires).
+    pub fn arm(&self, at: u64) {
+        self.at.store(at, Ordering::Relaxed);
+    }
+
+    /// The armed point (`u64::MAX`: not armed).
+    pub fn at(&self) -> u64 {
+        self.at.load(Ordering::Relaxed)
+    }
+
+    /// Called with each number used: wakes the keeper the first time one reaches the armed
+    /// point.
+    #[inline]
+    pub fn reached(&self, n: u64) {
+        if n >= self.at.load(Ordering::Relaxed) {
+            self.wake();
+        }
+    }
+
+    /// Wakes the keeper now if it is armed (also: a number was refused at the ceiling).
+    #[cold]
+    pub fn wake(&self) {
+        // Only the worker that disarms it wakes the keeper; the others go on.
+        if self.at.swap(u64::MAX, Ordering::Relaxed) != u64::MAX
+            && let Some(t) = &*self.keeper.lock().unwrap_or_else(|p| p.into_inner())
+        {
+            t.unpark();
+        }
+    }
+}
 
 /// Why no sequence number was handed out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +119,8 @@ pub struct SeqCounter {
     ceiling: AtomicU64,
     /// Reservations refused because of the ceiling.
     unreserved: AtomicU64,
+    /// Where the keeper wants to raise the ceiling.
+    renewal: Renewal,
 }
 
 impl SeqCounter {
@@ -73,6 +140,7 @@ impl SeqCounter {
             soft_reported: AtomicBool::new(false),
             ceiling: AtomicU64::new(u64::MAX),
             unreserved: AtomicU64::new(0),
+            renewal: Renewal::default(),
         }
     }
 
@@ -87,6 +155,11 @@ impl SeqCounter {
     /// The ceiling in force (`u64::MAX` when there is none).
     pub fn ceiling(&self) -> u64 {
         self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// Where the ceiling's keeper wants to hear from the counter.
+    pub fn renewal(&self) -> &Renewal {
+        &self.renewal
     }
 
     /// How many reservations the ceiling refused.
@@ -119,12 +192,14 @@ impl SeqCounter {
             .map_err(|last| {
                 if last.checked_add(n).is_some_and(|end| end <= self.limit) {
                     self.unreserved.fetch_add(1, Ordering::Relaxed);
+                    self.renewal.wake();
                     SeqError::Unreserved
                 } else {
                     SeqError::Exhausted
                 }
             })?;
         let end = prev + n;
+        self.renewal.reached(end);
         let notice = if end >= self.soft && !self.soft_reported.swap(true, Ordering::Relaxed) {
             SeqNotice::SoftLimit
         } else {

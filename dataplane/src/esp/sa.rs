@@ -26,7 +26,7 @@ use crate::net::ip::{
     self, IPPROTO_ESP, IPPROTO_FRAGMENT, IPPROTO_HOPOPTS, IPPROTO_NONE, IPPROTO_ROUTING, IpHeader,
 };
 use crate::replay::{ReplayError, ReplayWindow};
-use crate::seq::{SeqCounter, SeqError, SeqNotice};
+use crate::seq::{Renewal, SeqCounter, SeqError, SeqNotice};
 
 /// ESP mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -515,6 +515,8 @@ pub struct InboundSa {
     /// Highest authentic number refused because of the ceiling: tells the mark keeper how
     /// far to raise it (a peer that restarted jumps ahead).
     wanted: AtomicU64,
+    /// Where the keeper wants to raise the ceiling.
+    renewal: Renewal,
 }
 
 impl InboundSa {
@@ -531,6 +533,7 @@ impl InboundSa {
             counters: SaCounters::default(),
             ceiling: AtomicU64::new(u64::MAX),
             wanted: AtomicU64::new(0),
+            renewal: Renewal::default(),
         })
     }
 
@@ -549,6 +552,11 @@ impl InboundSa {
     /// The ceiling in force (`u64::MAX` when there is none).
     pub fn ceiling(&self) -> u64 {
         self.ceiling.load(Ordering::Relaxed)
+    }
+
+    /// Where the ceiling's keeper wants to hear from the packet path.
+    pub fn renewal(&self) -> &Renewal {
+        &self.renewal
     }
 
     /// The highest authentic sequence number refused because of the ceiling (0 if none).
@@ -676,8 +684,10 @@ impl InboundSa {
         // be accepted twice, and say how far the mark must move.
         if seq > self.ceiling.load(Ordering::Relaxed) {
             self.wanted.fetch_max(seq, Ordering::Relaxed);
+            self.renewal.wake();
             return Err(DropReason::Unreserved);
         }
+        self.renewal.reached(seq);
         // Authentic: mark it now, so a packet with a bad trailer cannot be replayed either.
         self.replay.mark(seq).map_err(replay_reason)?;
         let plain = view.ciphertext_mut();
