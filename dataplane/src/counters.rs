@@ -1,7 +1,126 @@
 //! Per-SA packet, byte and drop counters, shared by every worker and every table snapshot.
+//!
+//! The packet and byte counts are bumped for every packet, by every worker, so they are kept
+//! in *lanes* ([`PacketCounts`]): a packet worker holds a lane of its own ([`claim_lane`]) and
+//! counts into its own cache line with a plain load and store, no locked instruction and no
+//! line moving between cores; every other thread (the monitor, the control thread, tests, and
+//! workers beyond [`LANES`]) adds atomically to one shared lane. A reader sums the lanes. In
+//! criterion, the two locked adds per packet were about 9 ns of a 64-byte seal's 113.
 
+use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+/// Lanes that threads can hold; one more is shared.
+pub const LANES: usize = 8;
+const SHARED_LANE: usize = LANES;
+
+/// Which lanes are held, one bit each.
+static HELD: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// The lane this thread counts into.
+    static LANE: Cell<usize> = const { Cell::new(SHARED_LANE) };
+}
+
+/// A lane held by this thread: until it is dropped, this thread alone writes that lane of
+/// every [`PacketCounts`]. Not `Send`: it belongs to the thread that claimed it.
+#[derive(Debug)]
+pub struct LaneGuard {
+    index: usize,
+    _thread_bound: std::marker::PhantomData<*const ()>,
+}
+
+/// Gives this thread a lane of its own, if one is free and it holds none yet (a packet
+/// worker calls it at start). Without one, the thread counts into the shared lane.
+pub fn claim_lane() -> Option<LaneGuard> {
+    if LANE.with(Cell::get) != SHARED_LANE {
+        return None;
+    }
+    let all = (1u32 << LANES) - 1;
+    let mut held = HELD.load(Ordering::Relaxed);
+    loop {
+        let free = !held & all;
+        if free == 0 {
+            return None;
+        }
+        let bit = free.trailing_zeros();
+        // Acquire: this thread's first load of the lane sees the last store of the thread
+        // that held it before (its Release below).
+        match HELD.compare_exchange_weak(
+            held,
+            held | 1 << bit,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                let index = bit as usize;
+                LANE.with(|l| l.set(index));
+                return Some(LaneGuard {
+                    index,
+                    _thread_bound: std::marker::PhantomData,
+                });
+            }
+            Err(now) => held = now,
+        }
+    }
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        LANE.with(|l| l.set(SHARED_LANE));
+        HELD.fetch_and(!(1u32 << self.index), Ordering::Release);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lane {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// A packet count and a byte count, bumped by many threads, read by few.
+#[derive(Debug, Default)]
+pub struct PacketCounts {
+    lanes: [CachePadded<Lane>; LANES + 1],
+}
+
+impl PacketCounts {
+    /// Adds `packets` and `bytes`.
+    #[inline]
+    pub fn add(&self, packets: u64, bytes: u64) {
+        let i = LANE.with(Cell::get);
+        let lane = &self.lanes[i.min(SHARED_LANE)];
+        if i < SHARED_LANE {
+            // This thread alone writes this lane (LaneGuard): a load and a store lose
+            // nothing, and readers see one value or the next.
+            let (p, b) = (&lane.packets, &lane.bytes);
+            p.store(
+                p.load(Ordering::Relaxed).wrapping_add(packets),
+                Ordering::Relaxed,
+            );
+            b.store(
+                b.load(Ordering::Relaxed).wrapping_add(bytes),
+                Ordering::Relaxed,
+            );
+        } else {
+            lane.packets.fetch_add(packets, Ordering::Relaxed);
+            lane.bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Packets and bytes so far, summed over the lanes.
+    pub fn get(&self) -> (u64, u64) {
+        self.lanes.iter().fold((0u64, 0u64), |(p, b), l| {
+            (
+                p.wrapping_add(l.packets.load(Ordering::Relaxed)),
+                b.wrapping_add(l.bytes.load(Ordering::Relaxed)),
+            )
+        })
+    }
+}
 
 /// Why an inbound packet was dropped. Every drop has exactly one reason and one counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,8 +197,7 @@ impl std::error::Error for DropReason {}
 /// `status`, and never order other memory.
 #[derive(Debug, Default)]
 pub struct SaCounters {
-    packets: AtomicU64,
-    bytes: AtomicU64,
+    packets: PacketCounts,
     dummies: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
@@ -88,8 +206,7 @@ impl SaCounters {
     /// Counts one packet of `bytes` inner bytes protected or accepted.
     #[inline]
     pub fn count_packet(&self, bytes: usize) {
-        self.packets.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.packets.add(1, bytes as u64);
     }
 
     /// Counts one dummy packet (next header 59) received and discarded.
@@ -110,9 +227,10 @@ impl SaCounters {
         for (d, c) in drops.iter_mut().zip(&self.drops) {
             *d = c.load(Ordering::Relaxed);
         }
+        let (packets, bytes) = self.packets.get();
         CounterSnapshot {
-            packets: self.packets.load(Ordering::Relaxed),
-            bytes: self.bytes.load(Ordering::Relaxed),
+            packets,
+            bytes,
             dummies: self.dummies.load(Ordering::Relaxed),
             drops,
         }
@@ -141,5 +259,62 @@ impl CounterSnapshot {
     /// Drops for all reasons.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn lanes_and_the_shared_lane_lose_no_count() {
+        let c = Arc::new(PacketCounts::default());
+        let threads: Vec<_> = (0..LANES + 3)
+            .map(|_| {
+                let c = Arc::clone(&c);
+                std::thread::spawn(move || {
+                    // More threads than lanes: some count into the shared lane.
+                    let _lane = claim_lane();
+                    for _ in 0..10_000 {
+                        c.add(1, 3);
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..10_000 {
+            c.add(1, 3);
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+        let n = 10_000 * (LANES as u64 + 4);
+        assert_eq!(c.get(), (n, 3 * n));
+    }
+
+    #[test]
+    fn a_thread_holds_one_lane_and_gives_it_back() {
+        std::thread::spawn(|| {
+            // Other tests' threads may hold every lane for a moment: try until one is free.
+            let lane = loop {
+                if let Some(l) = claim_lane() {
+                    break l;
+                }
+                std::thread::yield_now();
+            };
+            assert!(claim_lane().is_none(), "a second lane for the same thread");
+            let c = PacketCounts::default();
+            c.add(2, 20);
+            assert_eq!(c.lanes[lane.index].packets.load(Ordering::Relaxed), 2);
+            let index = lane.index;
+            drop(lane);
+            // Back on the shared lane.
+            c.add(1, 10);
+            assert_eq!(c.lanes[SHARED_LANE].packets.load(Ordering::Relaxed), 1);
+            assert_eq!(c.lanes[index].packets.load(Ordering::Relaxed), 2);
+            assert_eq!(c.get(), (3, 30));
+        })
+        .join()
+        .unwrap();
     }
 }

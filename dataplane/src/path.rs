@@ -20,6 +20,8 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
+use crate::counters::PacketCounts;
+
 /// Whether a path answers its probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Liveness {
@@ -61,10 +63,9 @@ pub struct PathState {
     pub interface: String,
     /// The peer's address.
     pub remote: SocketAddr,
-    tx_packets: AtomicU64,
-    tx_bytes: AtomicU64,
-    rx_packets: AtomicU64,
-    rx_bytes: AtomicU64,
+    /// Packets and bytes sent, and authentic ones received (lanes per worker).
+    tx: PacketCounts,
+    rx: PacketCounts,
     probes_sent: AtomicU64,
     probes_answered: AtomicU64,
     /// Nanoseconds since the engine's epoch of the last probe answer (0: never).
@@ -117,10 +118,8 @@ impl PathState {
             name: name.to_owned(),
             interface: interface.to_owned(),
             remote,
-            tx_packets: AtomicU64::new(0),
-            tx_bytes: AtomicU64::new(0),
-            rx_packets: AtomicU64::new(0),
-            rx_bytes: AtomicU64::new(0),
+            tx: PacketCounts::default(),
+            rx: PacketCounts::default(),
             probes_sent: AtomicU64::new(0),
             probes_answered: AtomicU64::new(0),
             last_reply_ns: AtomicU64::new(0),
@@ -174,15 +173,13 @@ impl PathState {
     /// Counts packets sent.
     #[inline]
     pub fn count_tx(&self, packets: u64, bytes: u64) {
-        self.tx_packets.fetch_add(packets, Ordering::Relaxed);
-        self.tx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.tx.add(packets, bytes);
     }
 
     /// Counts an authentic packet received at `now_ns`.
     #[inline]
     pub fn count_rx(&self, bytes: u64, now_ns: u64) {
-        self.rx_packets.fetch_add(1, Ordering::Relaxed);
-        self.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.rx.add(1, bytes);
         if self.last_rx_ns.load(Ordering::Relaxed) < now_ns {
             self.last_rx_ns.store(now_ns, Ordering::Relaxed);
         }
@@ -321,11 +318,12 @@ impl PathState {
 
     /// The counters.
     pub fn counters(&self) -> PathCounters {
+        let ((tx_packets, tx_bytes), (rx_packets, rx_bytes)) = (self.tx.get(), self.rx.get());
         PathCounters {
-            tx_packets: self.tx_packets.load(Ordering::Relaxed),
-            tx_bytes: self.tx_bytes.load(Ordering::Relaxed),
-            rx_packets: self.rx_packets.load(Ordering::Relaxed),
-            rx_bytes: self.rx_bytes.load(Ordering::Relaxed),
+            tx_packets,
+            tx_bytes,
+            rx_packets,
+            rx_bytes,
             probes_sent: self.probes_sent.load(Ordering::Relaxed),
             probes_answered: self.probes_answered.load(Ordering::Relaxed),
         }

@@ -30,6 +30,8 @@ const SOCK_BUDGET: usize = 8;
 
 pub(super) fn run(shared: &Shared, tun: TunQueue) {
     crate::debug::panic_point("worker");
+    // Counts into a lane of its own (beyond LANES workers, the shared one).
+    let _lane = crate::counters::claim_lane();
     match Worker::new(shared, tun) {
         Ok(mut w) => w.run(),
         Err(e) => tracing::error!("worker failed to start: {e}"),
