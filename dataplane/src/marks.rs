@@ -789,17 +789,21 @@ mod tests {
         )
     }
 
+    /// The SA of `pair()` resumed from the marks in `d` (what a start does).
+    fn resumed(d: &Path) -> Tracked {
+        let (o, i) = pair();
+        Tracked::resume(d, "t", o, &KEY_A, i, &KEY_B).unwrap()
+    }
+
     #[test]
     fn a_restart_continues_above_the_stored_ceiling() {
         let d = dir("restart");
-        let (o, i) = pair();
-        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let t = resumed(&d);
         assert_eq!(t.outbound().seq().ceiling(), OUT_MIN_BLOCK);
         assert_eq!(t.outbound().seq().next().unwrap().0, 1);
         // A crash now: nothing settles. The next start begins above the whole block.
         drop(t);
-        let (o, i) = pair();
-        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let t = resumed(&d);
         assert_eq!(t.outbound().seq().next().unwrap().0, OUT_MIN_BLOCK + 1);
         assert_eq!(t.inbound().replay().floor(), IN_MIN_BLOCK);
         assert_eq!(t.inbound().ceiling(), 2 * IN_MIN_BLOCK);
@@ -809,13 +813,11 @@ mod tests {
     #[test]
     fn a_clean_stop_stores_the_exact_numbers() {
         let d = dir("settle");
-        let (o, i) = pair();
-        let mut t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let mut t = resumed(&d);
         t.outbound().seq().reserve(41).unwrap();
         t.inbound().replay().mark(17).unwrap();
         t.settle().unwrap();
-        let (o, i) = pair();
-        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let t = resumed(&d);
         assert_eq!(t.outbound().seq().next().unwrap().0, 42);
         assert_eq!(t.inbound().replay().floor(), 17);
         fs::remove_dir_all(&d).unwrap();
@@ -824,8 +826,7 @@ mod tests {
     #[test]
     fn the_keeper_raises_ceilings_ahead_of_traffic_and_for_a_peer_that_jumped() {
         let d = dir("keeper");
-        let (o, i) = pair();
-        let mut t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let mut t = resumed(&d);
         let errors = AtomicU64::new(0);
         let now = Instant::now();
         t.outbound().seq().reserve(OUT_MIN_BLOCK - 10).unwrap();
@@ -882,8 +883,7 @@ mod tests {
     #[test]
     fn the_keeper_sleeps_until_a_number_reaches_its_renewal_point() {
         let d = dir("park");
-        let (o, i) = pair();
-        let t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let t = resumed(&d);
         let (out, inb) = (Arc::clone(t.outbound()), Arc::clone(t.inbound()));
         // It would sleep for an hour: only the packet path can wake it within the deadlines.
         let keeper = Keeper::start_idle(vec![t], Duration::from_secs(3600)).unwrap();
@@ -919,8 +919,7 @@ mod tests {
     #[test]
     fn blocks_double_while_a_flow_starts_and_follow_the_rate_after() {
         let d = dir("ramp");
-        let (o, i) = pair();
-        let mut t = Tracked::resume(&d, "t", o, &KEY_A, i, &KEY_B).unwrap();
+        let mut t = resumed(&d);
         let errors = AtomicU64::new(0);
         let t0 = Instant::now();
         assert_eq!(t.inbound().ceiling(), IN_MIN_BLOCK);
