@@ -290,8 +290,8 @@ impl MarkFile {
         let write = || -> io::Result<File> {
             let mut image = vec![b' '; FILE_LEN];
             image[..self.header.len()].copy_from_slice(self.header.as_bytes());
+            let line = slot_line(mark, 1);
             for at in SLOT_AT {
-                let line = slot_line(mark, 1);
                 image[at..at + line.len()].copy_from_slice(line.as_bytes());
             }
             for end in [SLOT_AT[0], SLOT_AT[1], FILE_LEN] {
@@ -628,7 +628,7 @@ impl Keeper {
             .name("mifsec-marks".into())
             .spawn({
                 let idle = self.idle;
-                move || keep(sas, &incoming, &stop, &errors, &wakeups, &idle)
+                move || keep(sas, &incoming, &stop, &errors, &wakeups, idle)
             })?;
         *self.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
         Ok(())
@@ -714,25 +714,23 @@ fn keep(
     stop: &AtomicBool,
     errors: &AtomicU64,
     wakeups: &AtomicU64,
-    idle: &Duration,
+    idle: Duration,
 ) {
     let mut before = Instant::now();
     let me = std::thread::current();
-    let idle = *idle;
+    // The packet path wakes this thread, for the SAs it keeps.
+    let adopt = |t: &Tracked| {
+        t.out.seq().renewal().set_keeper(me.clone());
+        t.inb.renewal().set_keeper(me.clone());
+    };
+    sas.iter().for_each(adopt);
     let take = |sas: &mut Vec<Tracked>| {
         let mut g = incoming.lock().unwrap_or_else(|p| p.into_inner());
         let forget = std::mem::take(&mut g.1);
         sas.retain(|t| !forget.contains(&t.name));
-        for t in &g.0 {
-            t.out.seq().renewal().set_keeper(me.clone());
-            t.inb.renewal().set_keeper(me.clone());
-        }
+        g.0.iter().for_each(adopt);
         sas.append(&mut g.0);
     };
-    for t in &sas {
-        t.out.seq().renewal().set_keeper(me.clone());
-        t.inb.renewal().set_keeper(me.clone());
-    }
     while !stop.load(Ordering::Relaxed) {
         take(&mut sas);
         let now = Instant::now();
